@@ -1,0 +1,103 @@
+"""The `her2-consumer` command line: run, evaluate, rules check, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from consumer import __version__
+from consumer.errors import RuleSetError
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from consumer.evaluate import evaluate_lines, render
+    from consumer.history import HistoryStore
+    from consumer.pipeline import Pipeline
+    from consumer.rules import load_ruleset
+
+    pipeline = Pipeline(load_ruleset())
+    history = HistoryStore() if args.history else None
+    source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    try:
+        for line in render(evaluate_lines(source, pipeline, history)):
+            sys.stdout.write(line)
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    return 0
+
+
+def _rules_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from consumer.rules import load_ruleset
+
+    ruleset = load_ruleset(Path(args.rules_dir) if args.rules_dir else None, check=False)
+    examples = ruleset.check_examples()
+    print(
+        f"rule set {ruleset.version}: {len(ruleset.rules)} rules valid, "
+        f"{examples} embedded examples pass"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from consumer.service import main as run_main
+
+    return run_main(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from consumer.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `her2-consumer`."""
+    parser = argparse.ArgumentParser(
+        prog="her2-consumer",
+        description="Classify HER2 pathology results (ASCO/CAP) and publish treatment alerts.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the Kafka consumer (configured by HER2_* variables)")
+    run.set_defaults(func=_run)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate NDJSON PathologyResults offline")
+    evaluate.add_argument("file", nargs="?", default="-", help="NDJSON file, or - for stdin")
+    evaluate.add_argument(
+        "--history", action="store_true", help="carry patient history between events, in order"
+    )
+    evaluate.set_defaults(func=_evaluate)
+
+    rules = sub.add_parser("rules", help="rule-set tools")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    check = rules_sub.add_parser("check", help="validate rules/ and run every embedded example")
+    check.add_argument("--rules-dir", help="folder holding ruleset.yaml and alerts/ (default: shipped)")
+    check.set_defaults(func=_rules_check)
+
+    demo = sub.add_parser("demo", help="publish synthetic lab events and print the alerts")
+    demo.add_argument("--count", type=int, default=40, help="events to publish (default 40)")
+    demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for alerts")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RuleSetError as exc:
+        print(f"her2-consumer: rule set invalid: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"her2-consumer: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

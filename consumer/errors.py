@@ -1,0 +1,80 @@
+"""The exception tree of the HER2 consumer.
+
+    Her2Error
+    ├── ConfigError            bad configuration: fatal at start-up, names the variable
+    ├── RuleSetError           a rule file is invalid or one of its examples fails: fatal
+    ├── SchemaError            an Avro schema cannot be loaded or registered: fatal
+    ├── RegistryError          the schema registry cannot be reached: retry, never DLQ
+    ├── PublishError           outputs were not acknowledged: stop without committing
+    └── RecordError            this one record cannot be used: it goes to the dead-letter topic
+        ├── DecodeError        stage "decode": framing, schema lookup, Avro binary
+        └── InvalidEvent       stage "validate": decoded but not a usable PathologyResult
+
+A RecordError carries a `reason` from a closed vocabulary (it becomes the DLQ header
+`her2.errors.reason` and a metric label) and a message that never contains field values.
+"""
+
+from __future__ import annotations
+
+DLQ_REASONS = frozenset(
+    {
+        "empty-value",
+        "unknown-magic-byte",
+        "unsupported-framing",
+        "unknown-schema-id",
+        "unknown-fingerprint",
+        "avro-decode",
+        "schema-resolution",
+        "schema-validation",
+        "processing-error",
+    }
+)
+
+
+class Her2Error(Exception):
+    """Base class of every error raised on purpose by this package."""
+
+
+class ConfigError(Her2Error):
+    """Configuration is missing or invalid; the message names the variable."""
+
+
+class RuleSetError(Her2Error):
+    """The rule set in `rules/` is invalid or one of its embedded examples fails."""
+
+
+class SchemaError(Her2Error):
+    """An Avro schema cannot be loaded, parsed or registered."""
+
+
+class RegistryError(Her2Error):
+    """The schema registry did not answer usefully (transient: never a reason to dead-letter)."""
+
+
+class PublishError(Her2Error):
+    """An output record was not acknowledged by the broker."""
+
+
+class RecordError(Her2Error):
+    """One input record cannot be processed; it belongs in the dead-letter topic."""
+
+    stage = "process"
+
+    def __init__(self, reason: str, message: str) -> None:
+        if reason not in DLQ_REASONS:
+            raise ValueError(f"unknown dead-letter reason {reason!r}")
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class DecodeError(RecordError):
+    """The bytes could not be turned into a record (framing, schema lookup, Avro)."""
+
+    stage = "decode"
+
+
+class InvalidEvent(RecordError):
+    """The record decoded but is not a valid PathologyResult."""
+
+    stage = "validate"

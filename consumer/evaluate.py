@@ -1,0 +1,60 @@
+"""Offline evaluation: NDJSON PathologyResults in, one JSON line out per input line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from consumer.errors import RecordError
+from consumer.history import HistoryStore
+from consumer.jsonout import dumps
+from consumer.pipeline import Pipeline
+from consumer.validate import JsonConverter, check_event
+
+
+def evaluate_lines(
+    lines: Iterable[str], pipeline: Pipeline, history: HistoryStore | None = None
+) -> Iterator[dict[str, Any]]:
+    """One result per non-blank line; invalid lines give an `errors` entry, never an exception."""
+    converter = JsonConverter()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        event_id = None
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            yield _error(number, None, "decode", "json-decode", "line is not valid JSON")
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("event_id"), str):
+            event_id = obj["event_id"]
+        try:
+            event = check_event(converter.convert(obj))
+        except RecordError as exc:
+            yield _error(number, event_id, exc.stage, exc.reason, exc.message)
+            continue
+        outcome = history.apply(event, pipeline) if history else pipeline.process(event)
+        yield {
+            "line": number,
+            "event_id": event["event_id"],
+            "classification": outcome.classification,
+            "alerts": outcome.alerts,
+            "errors": [],
+        }
+
+
+def _error(line: int, event_id: str | None, stage: str, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "line": line,
+        "event_id": event_id,
+        "classification": None,
+        "alerts": [],
+        "errors": [{"stage": stage, "reason": reason, "message": message}],
+    }
+
+
+def render(results: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """The results as JSON lines."""
+    for result in results:
+        yield dumps(result) + "\n"

@@ -1,0 +1,168 @@
+"""Per-patient HER2 memory and the report lifecycle (docs/design.md, her2-rules.md 1 and 5.5).
+
+The store is a plain in-memory dict of `PatientHistory` records (the Avro shape of
+schemas/patient_history.avsc), one store per owned partition. In memory because one partition's
+patients fit easily (a few KB each) and restore from the compacted changelog is the source of
+truth after a restart; see the README's state model.
+
+Lifecycle per accession:
+- a redelivered event (same event_id as the accession's last) re-emits exactly what it emitted;
+  an older event id of the accession, or an event older than the stored one, changes nothing;
+- FINAL / AMENDED / CORRECTED: the sample is replaced; alerts that fire are published; earlier
+  ACTIVE alerts of the accession whose rule no longer fires are re-published RETRACTED;
+- CANCELLED: the sample leaves the patient's samples and every ACTIVE alert is RETRACTED;
+- PRELIMINARY: classified and remembered (not used as a sample for rules), no alerts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from consumer.alerts import retraction
+from consumer.facts import Sample, specimen_site
+from consumer.model import ACTIVE, FINAL_REPORTS, Event, Outcome, Record
+from consumer.pipeline import Pipeline, utc_now
+
+MAX_SEEN_EVENT_IDS = 20
+
+
+class HistoryStore:
+    """The HER2 history of the patients of one partition (or of one offline run)."""
+
+    def __init__(
+        self,
+        retention: dt.timedelta | None = None,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self._patients: dict[str, Record] = {}
+        self._dirty: set[str] = set()
+        self._retention = retention
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._patients)
+
+    def accession_count(self) -> int:
+        """Accessions held, across patients (the store's size)."""
+        return sum(len(p["accessions"]) for p in self._patients.values())
+
+    def restore(self, patient_id: str, state: Record | None) -> None:
+        """Load one changelog record (None = tombstone)."""
+        if state is None:
+            self._patients.pop(patient_id, None)
+        else:
+            self._patients[patient_id] = state
+
+    def get(self, patient_id: str) -> Record | None:
+        """The stored history of a patient, or None."""
+        return self._patients.get(patient_id)
+
+    def take_dirty(self) -> list[tuple[str, Record | None]]:
+        """The patients changed since the last call, with their state (None = deleted)."""
+        changed = [(pid, self._patients.get(pid)) for pid in sorted(self._dirty)]
+        self._dirty.clear()
+        return changed
+
+    def samples(self, patient_id: str, exclude_accession: str) -> list[Sample]:
+        """The patient's remembered final samples other than `exclude_accession`."""
+        state = self._patients.get(patient_id)
+        if state is None:
+            return []
+        return [
+            Sample(a["accession_id"], a["site"], a["collection_date"], a["category"], "history")
+            for a in state["accessions"]
+            if a["accession_id"] != exclude_accession and a["report_status"] in FINAL_REPORTS
+        ]
+
+    def apply(self, event: Event, pipeline: Pipeline) -> Outcome:
+        """Process one validated event with the patient's history and remember the result."""
+        pid, accession, event_id = event["patient_id"], event["accession_id"], event["event_id"]
+        state = self._patients.get(pid)
+        entry = _find(state, accession)
+        if entry is not None and _is_stale(entry, event):
+            emitted = entry["emitted"] if entry["event_id"] == event_id else []
+            return Outcome(pipeline.classify(event), list(emitted))
+        status = event["report_status"]
+        now = self._clock()
+        if status == "CANCELLED":
+            outcome = pipeline.process(event)
+            emitted = [retraction(a, event, now) for a in (entry or {}).get("active", [])]
+            active: list[Record] = []
+        elif status == "PRELIMINARY" and entry is not None and entry["report_status"] in FINAL_REPORTS:
+            return Outcome(pipeline.classify(event), [])  # never replaces a final report
+        else:
+            outcome = pipeline.process(event, self.samples(pid, accession))
+            firing = {a["rule_id"] for a in outcome.alerts}
+            previous = (entry or {}).get("active", [])
+            kept = [a for a in previous if a["rule_id"] in firing]
+            retracted = [retraction(a, event, now) for a in previous if a["rule_id"] not in firing]
+            emitted = [*outcome.alerts, *retracted]
+            active = [*kept, *outcome.alerts]
+        self._remember(pid, entry, event, outcome, emitted, active, now)
+        return Outcome(outcome.classification, emitted)
+
+    def _remember(
+        self,
+        pid: str,
+        entry: Record | None,
+        event: Event,
+        outcome: Outcome,
+        emitted: list[Record],
+        active: list[Record],
+        now: dt.datetime,
+    ) -> None:
+        state = self._patients.setdefault(pid, {"patient_id": pid, "updated_at": now, "accessions": []})
+        if entry is None:
+            entry = {"accession_id": event["accession_id"], "seen_event_ids": []}
+            state["accessions"].append(entry)
+        elif entry.get("event_id"):
+            entry["seen_event_ids"] = [*entry["seen_event_ids"], entry["event_id"]][-MAX_SEEN_EVENT_IDS:]
+        specimen = event.get("specimen")
+        entry.update(
+            event_id=event["event_id"],
+            event_time=event.get("event_time"),
+            report_status=event["report_status"],
+            site=specimen_site(specimen),
+            collection_date=specimen.get("collection_date") if specimen else None,
+            category=outcome.classification["category"],
+            emitted=emitted,
+            active=active,
+        )
+        state["updated_at"] = now
+        self._expire(state, now)
+        self._dirty.add(pid)
+
+    def _expire(self, state: Record, now: dt.datetime) -> None:
+        """Drop accessions older than the retention (by event time) with no ACTIVE alerts."""
+        if self._retention is None:
+            return
+        cutoff = now - self._retention
+        state["accessions"] = [
+            a
+            for a in state["accessions"]
+            if a["active"] or a["event_time"] is None or a["event_time"] >= cutoff
+        ]
+
+    def patients(self) -> Iterator[tuple[str, Record]]:
+        """Every (patient_id, state) held."""
+        return iter(self._patients.items())
+
+
+def _find(state: Record | None, accession: str) -> Record | None:
+    if state is None:
+        return None
+    for entry in state["accessions"]:
+        if entry["accession_id"] == accession:
+            return entry
+    return None
+
+
+def _is_stale(entry: dict[str, Any], event: Event) -> bool:
+    """A redelivery, an older event of the accession, or an event older than the stored one."""
+    event_id = event["event_id"]
+    if event_id == entry["event_id"] or event_id in entry["seen_event_ids"]:
+        return True
+    new, old = event.get("event_time"), entry.get("event_time")
+    return new is not None and old is not None and new < old

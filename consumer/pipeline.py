@@ -1,0 +1,69 @@
+"""The pure middle of the service: event (+ patient samples) -> classification and alerts.
+
+No Kafka, no metrics, no clock reads except the injected one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+
+from consumer.alerts import build_alert
+from consumer.classify import SampleClass, classify_sample, guidance, hr_status
+from consumer.facts import Sample, derive
+from consumer.model import FINAL_REPORTS, Event, Outcome, Record
+from consumer.rules import RuleSet
+
+
+def utc_now() -> dt.datetime:
+    """The wall clock, in UTC (the default clock of a Pipeline)."""
+    return dt.datetime.now(dt.UTC)
+
+
+class Pipeline:
+    """Classify one validated event and evaluate the alert rules over its facts."""
+
+    def __init__(self, ruleset: RuleSet, clock: Callable[[], dt.datetime] = utc_now) -> None:
+        self.ruleset = ruleset
+        self._clock = clock
+
+    def classify(self, event: Event) -> Record:
+        """The classification record of one validated event (no rules, no history)."""
+        return self._classification(event, classify_sample(event.get("her2_ihc"), event.get("her2_ish")))
+
+    def process(self, event: Event, history: Iterable[Sample] = ()) -> Outcome:
+        """Classification and ACTIVE alerts for one validated event (alerts only on final reports)."""
+        sc = classify_sample(event.get("her2_ihc"), event.get("her2_ish"))
+        classification = self._classification(event, sc)
+        if event.get("report_status") not in FINAL_REPORTS:
+            return Outcome(classification, [])
+        facts = derive(event, sc, history)
+        now = self._clock()
+        alerts = [
+            build_alert(f, self.ruleset, event, sc.category, now)
+            for f in self.ruleset.evaluate(facts)
+        ]
+        return Outcome(classification, alerts)
+
+    def _classification(self, event: Event, sc: SampleClass) -> Record:
+        ctx = event.get("clinical_context") or {}
+        hr, er_low = hr_status(event.get("er"), event.get("pr"))
+        assessment = sc.ish
+        return {
+            "event_id": event["event_id"],
+            "patient_id": event["patient_id"],
+            "accession_id": event["accession_id"],
+            "report_status": event["report_status"],
+            "category": sc.category,
+            "ihc_score": sc.ihc_score,
+            "ish_group": assessment.group if assessment else None,
+            "ish_result": assessment.result if assessment else None,
+            "decided_by": sc.row,
+            "hr_status": hr,
+            "er_low": er_low,
+            "guidance": guidance(
+                sc.category, ctx.get("disease_setting"), hr, ctx.get("menopausal_status")
+            ),
+            "ruleset_version": self.ruleset.version,
+            "event_time": event.get("event_time"),
+        }
