@@ -1,0 +1,96 @@
+"""The Prometheus metric container, built against an injected registry.
+
+Names start with `her2_consumer_`, counters end in `_total`, durations are `_seconds`.
+Label values come from closed sets (outcomes, categories, alert codes, DLQ reasons, topic and
+partition numbers): never patient or accession identifiers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from consumer import __version__
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_AGE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400, 604800)
+
+
+class Metrics:
+    """Every metric the service records (only `service.py` records them)."""
+
+    def __init__(self, registry: CollectorRegistry, ruleset_version: str = "") -> None:
+        p = "her2_consumer"
+        self.registry = registry
+        self.events = Counter(
+            f"{p}_events", "Input records by outcome (processed, dead_lettered).",
+            ["outcome"], registry=registry,
+        )
+        self.classifications = Counter(
+            f"{p}_classifications", "Classifications published by HER2 category.",
+            ["category"], registry=registry,
+        )
+        self.alerts = Counter(
+            f"{p}_alerts", "Alerts published by type, code and status.",
+            ["alert_type", "code", "status"], registry=registry,
+        )
+        self.dlq = Counter(
+            f"{p}_dlq_records", "Records sent to the dead-letter topic by stage and reason.",
+            ["stage", "reason"], registry=registry,
+        )
+        self.processing_seconds = Histogram(
+            f"{p}_processing_seconds", "Time to decode, classify and evaluate one record.",
+            buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            f"{p}_batch_seconds", "Time from poll to commit for one batch.",
+            buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.event_age_seconds = Histogram(
+            f"{p}_event_age_seconds", "Now minus event_time when the record is processed.",
+            buckets=_AGE_BUCKETS, registry=registry,
+        )
+        self.lag = Gauge(
+            f"{p}_lag_records", "Consumer lag per partition (end offset - position).",
+            ["topic", "partition"], registry=registry,
+        )
+        self.committed_offset = Gauge(
+            f"{p}_committed_offset", "Last committed offset per partition.",
+            ["topic", "partition"], registry=registry,
+        )
+        self.last_progress = Gauge(
+            f"{p}_last_progress_timestamp_seconds",
+            "Unix time a partition last committed progress or was seen idle at its end.",
+            ["topic", "partition"], registry=registry,
+        )
+        self.rebalances = Counter(
+            f"{p}_rebalances", "Rebalance callbacks by kind (assigned, revoked, lost).",
+            ["kind"], registry=registry,
+        )
+        self.commit_failures = Counter(
+            f"{p}_commit_failures", "Offset commits that failed.", registry=registry
+        )
+        self.publish_retries = Counter(
+            f"{p}_publish_retries", "Output batches re-sent after a failed acknowledgement.",
+            registry=registry,
+        )
+        self.history_patients = Gauge(
+            f"{p}_history_patients", "Patients held in the local history store.",
+            registry=registry,
+        )
+        self.history_accessions = Gauge(
+            f"{p}_history_accessions", "Accessions held in the local history store.",
+            registry=registry,
+        )
+        self.history_restore_seconds = Histogram(
+            f"{p}_history_restore_seconds", "Time to restore history for newly assigned partitions.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=registry,
+        )
+        self.history_restored_records = Counter(
+            f"{p}_history_restored_records", "Changelog records read while restoring history.",
+            registry=registry,
+        )
+        self.assigned_partitions = Gauge(
+            f"{p}_assigned_partitions", "Input partitions currently assigned.", registry=registry
+        )
+        self.build = Info(f"{p}_build", "Build and rule-set version.", registry=registry)
+        self.build.info({"version": __version__, "ruleset_version": ruleset_version})
