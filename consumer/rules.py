@@ -29,37 +29,6 @@ FIRED_CODES = "fired_codes"
 _NUMERIC = (int, float)
 
 
-def _compare(op: str, fact: str, value: Any) -> Callable[[Any], bool]:
-    """A predicate on one fact value; None (unknown) never satisfies a comparison."""
-    if op == "is_true":
-        return lambda v: v is True
-    if op == "is_false":
-        return lambda v: v is False
-    if op == "is_null":
-        return lambda v: v is None
-    if op == "not_null":
-        return lambda v: v is not None
-    if op == "eq":
-        return lambda v: v is not None and v == value
-    if op == "ne":
-        return lambda v: v is not None and v != value
-    if op == "in":
-        members = frozenset(value)
-        return lambda v: v in members
-    if op == "not_in":
-        members = frozenset(value)
-        return lambda v: v is not None and v not in members
-    if op == "gte":
-        return lambda v: v is not None and v >= value
-    if op == "gt":
-        return lambda v: v is not None and v > value
-    if op == "lte":
-        return lambda v: v is not None and v <= value
-    if op == "lt":
-        return lambda v: v is not None and v < value
-    raise RuleSetError(f"unknown operator {op!r} on fact {fact!r}")
-
-
 _VALUELESS = frozenset({"is_true", "is_false", "is_null", "not_null"})
 _ORDERED = frozenset({"gte", "gt", "lte", "lt"})
 OPERATORS = _VALUELESS | _ORDERED | {"eq", "ne", "in", "not_in", "contains_any"}
@@ -99,8 +68,31 @@ def _check_leaf(node: Mapping[str, Any], where: str) -> None:
         raise RuleSetError(f"{where}: {op} needs a value")
 
 
-def compile_condition(node: Any, where: str) -> tuple[Condition, set[str], set[str]]:
-    """Compile a `when` tree: (predicate, facts read, codes read through fired_codes)."""
+def _leaf_source(node: Mapping[str, Any]) -> str:
+    """Python source for one validated leaf (fact names and values come from the catalogue/YAML)."""
+    fact, op, value = node["fact"], node["op"], node.get("value")
+    if fact == FIRED_CODES:
+        return f"(not fired.isdisjoint({sorted(value)!r}))"
+    v = f"f.get({fact!r})"
+    if op == "is_true":
+        return f"({v} is True)"
+    if op == "is_false":
+        return f"({v} is False)"
+    if op == "is_null":
+        return f"({v} is None)"
+    if op == "not_null":
+        return f"({v} is not None)"
+    if op in ("in", "not_in"):
+        members = repr(frozenset(value))
+        if op == "in":
+            return f"({v} in {members})"
+        return f"(_x is not None and _x not in {members})".replace("_x", f"({v})")
+    symbol = {"eq": "==", "ne": "!=", "gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}[op]
+    return f"(_x is not None and _x {symbol} {value!r})".replace("_x", f"({v})")
+
+
+def _source(node: Any, where: str, facts: set[str], codes: set[str]) -> str:
+    """Validate a `when` tree and return it as one Python boolean expression over f, fired."""
     if not isinstance(node, Mapping) or not node:
         raise RuleSetError(f"{where}: a condition must be a mapping")
     if "all" in node or "any" in node:
@@ -108,25 +100,32 @@ def compile_condition(node: Any, where: str) -> tuple[Condition, set[str], set[s
         children = node[key]
         if len(node) != 1 or not isinstance(children, list) or not children:
             raise RuleSetError(f"{where}: {key} takes a non-empty list and nothing else")
-        parts = [compile_condition(c, f"{where}.{key}[{i}]") for i, c in enumerate(children)]
-        preds = tuple(p for p, _, _ in parts)
-        facts = set().union(*(f for _, f, _ in parts))
-        codes = set().union(*(c for _, _, c in parts))
-        if key == "all":
-            return (lambda f, fired: all(p(f, fired) for p in preds)), facts, codes
-        return (lambda f, fired: any(p(f, fired) for p in preds)), facts, codes
+        parts = [_source(c, f"{where}.{key}[{i}]", facts, codes) for i, c in enumerate(children)]
+        return "(" + (" and " if key == "all" else " or ").join(parts) + ")"
     if "not" in node:
         if len(node) != 1:
             raise RuleSetError(f"{where}: not takes one condition and nothing else")
-        inner, facts, codes = compile_condition(node["not"], f"{where}.not")
-        return (lambda f, fired: not inner(f, fired)), facts, codes
+        return f"(not {_source(node['not'], f'{where}.not', facts, codes)})"
     _check_leaf(node, where)
-    fact, op = node["fact"], node["op"]
-    if fact == FIRED_CODES:
-        wanted = frozenset(node["value"])
-        return (lambda f, fired: not wanted.isdisjoint(fired)), set(), set(wanted)
-    test = _compare(op, fact, node.get("value"))
-    return (lambda f, fired: test(f.get(fact))), {fact}, set()
+    if node["fact"] == FIRED_CODES:
+        codes.update(node["value"])
+    else:
+        facts.add(node["fact"])
+    return _leaf_source(node)
+
+
+def compile_condition(node: Any, where: str) -> tuple[Condition, set[str], set[str]]:
+    """Compile a `when` tree: (predicate, facts read, codes read through fired_codes).
+
+    The validated tree becomes one Python expression compiled once: evaluation is a single
+    call per rule. Only catalogued fact names and YAML scalars reach the source (as repr).
+    """
+    facts: set[str] = set()
+    codes: set[str] = set()
+    expression = _source(node, where, facts, codes)
+    code = compile(f"lambda f, fired: {expression}", f"<{where}>", "eval")
+    predicate: Condition = eval(code, {"__builtins__": {}, "frozenset": frozenset})  # noqa: S307
+    return predicate, facts, codes
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +200,9 @@ class RuleSet:
         self.version = version
         self.citations = dict(citations)
         self.rules = _order(rules)
+        self._evidence = {
+            r.rule_id: tuple(f"[{ref}] {self.citations[ref]}" for ref in r.evidence) for r in rules
+        }
 
     def evaluate(self, facts: Facts) -> list[Fired]:
         """The rules that fire for these facts, dependencies first."""
@@ -215,9 +217,9 @@ class RuleSet:
                 )
         return fired
 
-    def evidence_text(self, rule: Rule) -> list[str]:
+    def evidence_text(self, rule: Rule) -> tuple[str, ...]:
         """Full citations of a rule's evidence."""
-        return [f"[{ref}] {self.citations[ref]}" for ref in rule.evidence]
+        return self._evidence[rule.rule_id]
 
     def check_examples(self) -> int:
         """Run every embedded example; raise RuleSetError on the first that fails."""
