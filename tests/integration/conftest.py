@@ -1,0 +1,206 @@
+"""Fixtures for the integration tests, which run against a real Apache Kafka broker.
+
+The broker is chosen once per session, in this order (design.md, "Tests"):
+
+1. ``KAFKA_BOOTSTRAP_SERVERS``, when set: an existing broker or cluster.
+2. A testcontainers ``KafkaContainer`` (KRaft), when a Docker engine answers a ping
+   (``DOCKER_HOST`` or ``/var/run/docker.sock``); the image is ``$HER2_KAFKA_IMAGE`` or
+   :data:`DEFAULT_KAFKA_IMAGE`.
+3. A single-node KRaft broker started by ``deploy/kafka/launcher.py`` from the official
+   Apache Kafka jars (Maven Central, Java 17); the first run resolves the jars with Maven.
+
+Kafka is never mocked here: if no broker can be had, the tests error out with the reason.
+Every test collected under this folder is marked ``integration`` automatically.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import socket
+import sys
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+with warnings.catch_warnings():
+    # kafka-python 3.0.x builds its protocol classes at import time with
+    # importlib.resources.read_text/open_text, which warn on Python 3.11 and 3.12, and pytest
+    # runs with filterwarnings=error. Importing it here once, before the test modules, keeps
+    # that third-party deprecation from failing collection (later imports reuse the module).
+    warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
+    from kafka import KafkaAdminClient
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
+LAUNCHER_PATH = REPO_ROOT / "deploy" / "kafka" / "launcher.py"
+DEFAULT_KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
+BROKER_START_TIMEOUT_S = 90.0
+DOCKER_PING_TIMEOUT_S = 1.0
+_ILLEGAL_TOPIC_CHARS = re.compile(r"[^a-zA-Z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Broker:
+    """The session's broker: its address, and the launcher handle when we started it."""
+
+    bootstrap: str
+    origin: str
+    local: Any = None  # launcher.LocalKafka; loaded from a file path, hence untyped
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration as ``integration``."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
+
+
+def load_launcher() -> ModuleType:
+    """Import ``deploy/kafka/launcher.py`` (it is not part of the installed package)."""
+    name = "her2_kafka_launcher"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, LAUNCHER_PATH)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the Kafka launcher from {LAUNCHER_PATH}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def docker_answers(timeout: float = DOCKER_PING_TIMEOUT_S) -> bool:
+    """Whether a Docker engine answers ``GET /_ping`` on DOCKER_HOST (unix or plain tcp).
+
+    Quiet and quick by design: no Docker SDK, no warnings, at most ``timeout`` seconds. A TLS
+    ``tcp://`` engine does not answer plain HTTP and is treated as absent.
+    """
+    target = urlsplit(os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock")
+    try:
+        if target.scheme == "unix":
+            if not Path(target.path).exists():
+                return False
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(target.path)
+            except OSError:
+                sock.close()
+                raise
+        elif target.scheme == "tcp" and target.hostname:
+            sock = socket.create_connection((target.hostname, target.port or 2375), timeout)
+        else:
+            return False
+        with sock:
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            status_line = sock.recv(1024).split(b"\r\n", 1)[0]
+    except OSError:
+        return False
+    return status_line.startswith(b"HTTP/") and b" 200" in status_line
+
+
+def _container_broker() -> Iterator[Broker]:
+    """Run a KRaft KafkaContainer for the session, configured like the launcher's broker."""
+    from testcontainers.community.kafka import KafkaContainer  # noqa: PLC0415 - Docker only
+
+    container = KafkaContainer(os.environ.get("HER2_KAFKA_IMAGE", DEFAULT_KAFKA_IMAGE))
+    container.with_kraft()
+    container.with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+    container.with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+    container.with_env("KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS", "1000")
+    container.start(timeout=int(BROKER_START_TIMEOUT_S))
+    try:
+        yield Broker(container.get_bootstrap_server(), f"testcontainers {container.image}")
+    finally:
+        container.stop()
+
+
+def _launcher_broker(work_dir: Path) -> Iterator[Broker]:
+    """Start a broker from the Apache Kafka jars with deploy/kafka/launcher.py."""
+    kafka = load_launcher().LocalKafka(work_dir)
+    kafka.start(timeout=BROKER_START_TIMEOUT_S)
+    try:
+        yield Broker(kafka.bootstrap, f"deploy/kafka/launcher.py (Kafka {kafka.version})", kafka)
+    finally:
+        kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """The session's broker (see the module docstring for how it is chosen)."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield Broker(external, "KAFKA_BOOTSTRAP_SERVERS")
+    elif docker_answers():
+        yield from _container_broker()
+    else:
+        yield from _launcher_broker(tmp_path_factory.mktemp("kafka"))
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: Broker) -> str:
+    """Bootstrap servers of the session's broker, e.g. ``127.0.0.1:40123``."""
+    return kafka_broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def local_kafka(kafka_broker: Broker) -> Any:
+    """The launcher's ``LocalKafka``, for tests that stop, kill or restart the broker.
+
+    Skips (only these tests) when the session uses a broker this process does not own.
+    """
+    if kafka_broker.local is None:
+        pytest.skip(
+            f"stops/restarts the broker, which needs the broker from deploy/kafka/launcher.py; "
+            f"this session uses {kafka_broker.bootstrap} from {kafka_broker.origin}"
+        )
+    return kafka_broker.local
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Factory of unique, Kafka-legal names for topics, groups and transactional ids.
+
+    ``unique_name("topic")`` gives e.g. ``test_roundtrip-topic-1f3a9c0e``.
+    """
+    base = _ILLEGAL_TOPIC_CHARS.sub("-", request.node.name).strip("-")[:120]
+
+    def make(label: str = "") -> str:
+        parts = [base, _ILLEGAL_TOPIC_CHARS.sub("-", label), uuid.uuid4().hex[:8]]
+        return "-".join(part for part in parts if part)
+
+    return make
+
+
+@pytest.fixture
+def create_topics(kafka_bootstrap: str) -> Iterator[Callable[..., list[str]]]:
+    """Factory ``create_topics(names, partitions=1, config=None) -> names``.
+
+    Creates the topics (replication factor: the broker's default), waits until every
+    partition has a leader, and deletes them when the test ends.
+    """
+    created: list[str] = []
+
+    def create(
+        names: str | Iterable[str], partitions: int = 1, config: Mapping[str, str] | None = None
+    ) -> list[str]:
+        topics = [names] if isinstance(names, str) else list(names)
+        spec = {"num_partitions": partitions, "configs": dict(config or {})}
+        with KafkaAdminClient(bootstrap_servers=kafka_bootstrap) as admin:
+            admin.create_topics(dict.fromkeys(topics, spec), wait_for_metadata=True)
+        created.extend(topics)
+        return topics
+
+    yield create
+    if created:
+        with KafkaAdminClient(bootstrap_servers=kafka_bootstrap) as admin:
+            admin.delete_topics(created, raise_errors=False)
