@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from consumer.errors import InvalidEvent
@@ -29,130 +29,189 @@ def _fail(path: str, problem: str) -> InvalidEvent:
     return InvalidEvent("schema-validation", f"{path or 'record'}: {problem}")
 
 
-def _named_types(schema: Any, names: dict[str, Any]) -> None:
-    """Collect named types (records, enums) by short name."""
-    if isinstance(schema, list):
-        for branch in schema:
-            _named_types(branch, names)
-    elif isinstance(schema, dict):
-        kind = schema.get("type")
-        if kind in ("record", "enum"):
-            names[schema["name"]] = schema
-        if kind == "record":
-            for field in schema["fields"]:
-                _named_types(field["type"], names)
-        elif kind == "array":
-            _named_types(schema["items"], names)
-        elif isinstance(kind, dict | list):
-            _named_types(kind, names)
+class _Bad(Exception):
+    """A conversion failure; the field path is added while unwinding (only on the error path)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.path: list[str] = []
+
+
+Convert = Callable[[Any], Any]
 
 
 class JsonConverter:
-    """Turn a JSON object into an event shaped like the Avro reader schema, or refuse it."""
+    """Turn a JSON object into an event shaped like the Avro reader schema, or refuse it.
+
+    The schema is compiled once into nested converter closures, so converting an event walks
+    the data, not the schema. Unknown fields are ignored; null or absent optional fields take
+    the schema default.
+    """
 
     def __init__(self, schema: Mapping[str, Any] | None = None) -> None:
-        self._schema = schema or raw_schema(PATHOLOGY_RESULT)
-        self._names: dict[str, Any] = {}
-        _named_types(self._schema, self._names)
+        self._names: dict[str, Convert] = {}
+        self._convert = self._compile(schema or raw_schema(PATHOLOGY_RESULT))
 
     def convert(self, obj: Any) -> Event:
         """Convert one decoded JSON value; raise InvalidEvent naming the bad field."""
-        value = self._value(self._schema, obj, "")
+        try:
+            value = self._convert(obj)
+        except _Bad as bad:
+            raise _fail("".join(reversed(bad.path)).lstrip("."), bad.problem) from None
         assert isinstance(value, dict)
         return value
 
-    def _value(self, schema: Any, obj: Any, path: str) -> Any:
+    def _compile(self, schema: Any) -> Convert:
         if isinstance(schema, str):
-            schema = self._names.get(schema, schema)
+            return self._names.get(schema) or _primitive(schema)
         if isinstance(schema, list):
-            if obj is None:
-                if "null" in schema:
-                    return None
-                raise _fail(path, "must not be null")
-            branches = [b for b in schema if b != "null"]
-            return self._value(branches[0], obj, path)
-        if isinstance(schema, dict):
-            kind = schema["type"]
-            if kind == "record":
-                return self._record(schema, obj, path)
-            if kind == "enum":
-                if obj not in schema["symbols"]:
-                    raise _fail(path, f"must be one of {', '.join(schema['symbols'])}")
-                return obj
-            if kind == "array":
-                if obj is None:
-                    return []
-                if not isinstance(obj, list) or len(obj) > _MAX_ITEMS:
-                    raise _fail(path, f"must be a list of at most {_MAX_ITEMS} items")
-                return [self._value(schema["items"], x, f"{path}[{i}]") for i, x in enumerate(obj)]
-            logical = schema.get("logicalType")
-            if logical == "date":
-                return _date(obj, path)
-            if logical == "timestamp-millis":
-                return _timestamp(obj, path)
-            return self._value(kind, obj, path)
-        return _primitive(schema, obj, path)
+            return _union(self._compile(next(b for b in schema if b != "null")), "null" in schema)
+        kind = schema["type"]
+        if kind == "record":
+            return self._record(schema)
+        if kind == "enum":
+            converter = _enum(schema["symbols"])
+            self._names[schema["name"]] = converter
+            return converter
+        if kind == "array":
+            return _array(self._compile(schema["items"]))
+        logical = schema.get("logicalType")
+        if logical == "date":
+            return _date
+        if logical == "timestamp-millis":
+            return _timestamp
+        return self._compile(kind)
 
-    def _record(self, schema: Mapping[str, Any], obj: Any, path: str) -> dict[str, Any]:
-        if not isinstance(obj, dict):
-            raise _fail(path, "must be an object")
-        out = {}
+    def _record(self, schema: Mapping[str, Any]) -> Convert:
+        fields: list[tuple[str, Convert, bool, Any]] = []
+
+        def record(obj: Any) -> dict[str, Any]:
+            if not isinstance(obj, dict):
+                raise _Bad("must be an object")
+            out = {}
+            for name, convert, has_default, default in fields:
+                raw = obj.get(name)
+                try:
+                    if raw is not None:
+                        out[name] = convert(raw)
+                    elif has_default:
+                        out[name] = list(default) if isinstance(default, list) else default
+                    else:
+                        raise _Bad("is required")
+                except _Bad as bad:
+                    bad.path.append(f".{name}")
+                    raise
+            return out
+
+        self._names[schema["name"]] = record  # before the fields: named types may be reused
         for field in schema["fields"]:
-            name = field["name"]
-            sub = f"{path}.{name}" if path else name
-            raw = obj.get(name)
-            if raw is None:
-                if "default" in field:
-                    default = field["default"]
-                    out[name] = list(default) if isinstance(default, list) else default
-                    continue
-                raise _fail(sub, "is required")
-            out[name] = self._value(field["type"], raw, sub)
+            fields.append(
+                (field["name"], self._compile(field["type"]), "default" in field, field.get("default"))
+            )
+        return record
+
+
+def _union(inner: Convert, nullable: bool) -> Convert:
+    def union(obj: Any) -> Any:
+        if obj is None:
+            if nullable:
+                return None
+            raise _Bad("must not be null")
+        return inner(obj)
+
+    return union
+
+
+def _enum(symbols: list[str]) -> Convert:
+    allowed = frozenset(symbols)
+    problem = f"must be one of {', '.join(symbols)}"
+
+    def enum(obj: Any) -> Any:
+        if obj not in allowed:
+            raise _Bad(problem)
+        return obj
+
+    return enum
+
+
+def _array(items: Convert) -> Convert:
+    def array(obj: Any) -> list[Any]:
+        if not isinstance(obj, list) or len(obj) > _MAX_ITEMS:
+            raise _Bad(f"must be a list of at most {_MAX_ITEMS} items")
+        out = []
+        for i, x in enumerate(obj):
+            try:
+                out.append(items(x))
+            except _Bad as bad:
+                bad.path.append(f"[{i}]")
+                raise
         return out
 
-
-def _primitive(kind: str, obj: Any, path: str) -> Any:
-    if kind == "string":
-        if not isinstance(obj, str) or len(obj) > _MAX_TEXT:
-            raise _fail(path, f"must be a string of at most {_MAX_TEXT} characters")
-        return obj
-    if kind == "boolean":
-        if not isinstance(obj, bool):
-            raise _fail(path, "must be true or false")
-        return obj
-    if kind in ("int", "long"):
-        if isinstance(obj, bool) or not isinstance(obj, int):
-            raise _fail(path, "must be an integer")
-        return obj
-    if kind in ("double", "float"):
-        if isinstance(obj, bool) or not isinstance(obj, int | float):
-            raise _fail(path, "must be a number")
-        return float(obj)
-    raise _fail(path, f"unsupported type {kind}")
+    return array
 
 
-def _date(obj: Any, path: str) -> dt.date:
-    if not isinstance(obj, str):
-        raise _fail(path, "must be an ISO-8601 date (YYYY-MM-DD)")
+def _string(obj: Any) -> str:
+    if not isinstance(obj, str) or len(obj) > _MAX_TEXT:
+        raise _Bad(f"must be a string of at most {_MAX_TEXT} characters")
+    return obj
+
+
+def _boolean(obj: Any) -> bool:
+    if not isinstance(obj, bool):
+        raise _Bad("must be true or false")
+    return obj
+
+
+def _integer(obj: Any) -> int:
+    if isinstance(obj, bool) or not isinstance(obj, int):
+        raise _Bad("must be an integer")
+    return obj
+
+
+def _number(obj: Any) -> float:
+    if isinstance(obj, bool) or not isinstance(obj, int | float):
+        raise _Bad("must be a number")
+    return float(obj)
+
+
+_PRIMITIVES: dict[str, Convert] = {
+    "string": _string,
+    "boolean": _boolean,
+    "int": _integer,
+    "long": _integer,
+    "double": _number,
+    "float": _number,
+}
+
+
+def _primitive(kind: str) -> Convert:
     try:
-        return dt.date.fromisoformat(obj[:10]) if len(obj) >= 10 else dt.date.fromisoformat(obj)
-    except ValueError:
-        raise _fail(path, "must be an ISO-8601 date (YYYY-MM-DD)") from None
+        return _PRIMITIVES[kind]
+    except KeyError:
+        raise ValueError(f"unsupported Avro type {kind!r} in the reader schema") from None
 
 
-def _timestamp(obj: Any, path: str) -> dt.datetime:
+def _date(obj: Any) -> dt.date:
+    try:
+        return dt.date.fromisoformat(obj[:10])
+    except (TypeError, ValueError):
+        raise _Bad("must be an ISO-8601 date (YYYY-MM-DD)") from None
+
+
+def _timestamp(obj: Any) -> dt.datetime:
     if isinstance(obj, int) and not isinstance(obj, bool):
         try:
             return dt.datetime.fromtimestamp(obj / 1000, tz=dt.UTC)
         except (OverflowError, OSError, ValueError):
-            raise _fail(path, "is out of range") from None
+            raise _Bad("is out of range") from None
     if isinstance(obj, str):
         try:
             parsed = dt.datetime.fromisoformat(obj.replace("Z", "+00:00"))
         except ValueError:
-            raise _fail(path, "must be an ISO-8601 timestamp") from None
+            raise _Bad("must be an ISO-8601 timestamp") from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-    raise _fail(path, "must be an ISO-8601 timestamp or epoch milliseconds")
+    raise _Bad("must be an ISO-8601 timestamp or epoch milliseconds")
 
 
 def _check_number(value: Any, path: str, upper: float | None = None) -> None:
