@@ -92,7 +92,7 @@ def _dual_probe_resolution(group: int, ihc_score: str | None, recount: Any) -> t
     if recount is None:
         return ISH_UNRESOLVED, True  # IHC 2+ needs a blinded recount
     if recount != group:
-        return ISH_UNRESOLVED, False  # recount disagrees: adjudication, not a missing step
+        return ISH_UNRESOLVED, True  # no confirming recount: adjudication still to do
     return (ISH_POSITIVE if group == 3 else ISH_NEGATIVE), False  # noqa: PLR2004
 
 

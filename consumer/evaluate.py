@@ -34,7 +34,7 @@ def evaluate_lines(
         except RecordError as exc:
             yield _error(number, event_id, exc.stage, exc.reason, exc.message)
             continue
-        outcome = history.apply(event, pipeline) if history else pipeline.process(event)
+        outcome = history.apply(event, pipeline) if history is not None else pipeline.process(event)
         yield {
             "line": number,
             "event_id": event["event_id"],

@@ -22,10 +22,13 @@ from consumer.classify import (
 )
 from consumer.model import (
     ADVANCED_SETTINGS,
+    CATEGORIES,
+    REPORT_STATUSES,
     FINAL_REPORTS,
     HER2_NEGATIVE,
     LOW,
     METASTATIC_SITES,
+    MISSING,
     NULL,
     POSITIVE,
     ULTRALOW,
@@ -62,9 +65,14 @@ class Sample(NamedTuple):
 
 
 def add_calendar_months(day: dt.date, months: int) -> dt.date:
-    """Add calendar months, clamping the day to the month's end (31 Aug + 6 -> 28/29 Feb)."""
+    """Add calendar months, clamping the day to the month's end (31 Aug + 6 -> 28/29 Feb).
+
+    Past the last representable date the result is `date.max` (absurd input must not crash).
+    """
     index = day.month - 1 + months
     year, month = day.year + index // 12, index % 12 + 1
+    if year > dt.MAXYEAR:
+        return dt.date.max
     return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
@@ -256,7 +264,9 @@ def derive(
         "planned_her2_drugs": ", ".join(sorted(drugs)) or None,
         "ild_history": ctx.get("interstitial_lung_disease_history") is True,
         "has_her2_test": ihc is not None or ish is not None,
-        "any_metastatic_site_sample": any(s.site in METASTATIC_SITES for s in samples),
+        "any_metastatic_site_sample": any(
+            s.site in METASTATIC_SITES and s.category != MISSING for s in samples
+        ),
         "decisive_sample_count": len(decisive),
         "all_decisive_zero": bool(decisive) and all(c in (NULL, ZERO_UNSPECIFIED) for c in decisive),
         "samples_discordant": bool(pairs),
@@ -333,7 +343,8 @@ FACTS: dict[str, tuple[str, str]] = {
     "planned_her2_drugs": ("text", "the HER2 drugs recognised in planned_therapies"),
     "ild_history": ("bool", "history of interstitial lung disease is recorded as true"),
     "has_her2_test": ("bool", "the event carries HER2 IHC or ISH"),
-    "any_metastatic_site_sample": ("bool", "a sample comes from a metastatic-setting specimen"),
+    "any_metastatic_site_sample": (
+        "bool", "a HER2-tested sample comes from a metastatic-setting specimen"),
     "decisive_sample_count": ("int", "samples with POSITIVE, LOW, ULTRALOW, NULL or ZERO_UNSPECIFIED"),
     "all_decisive_zero": ("bool", "every decisive sample is NULL or ZERO_UNSPECIFIED (and >= 1)"),
     "samples_discordant": ("bool", "two decisive samples of the patient are discordant"),
@@ -362,4 +373,13 @@ FACTS: dict[str, tuple[str, str]] = {
     "controls_undocumented": ("bool", "IHC without a statement that controls were documented"),
     "score_inconsistent": ("bool", "staining detail contradicts the reported score"),
     "unscored_or_negative": ("bool", "current category HER2-negative or UNSCORED"),
+}
+
+# The values an "enum" fact can take (the rule loader refuses others in eq / ne / in / not_in).
+ENUM_VALUES: dict[str, frozenset[str]] = {
+    "report_status": frozenset(REPORT_STATUSES),
+    "disease_setting": frozenset({"EARLY", "UNRESECTABLE_LOCALLY_ADVANCED", "METASTATIC", "UNKNOWN"}),
+    "category": frozenset(CATEGORIES),
+    "ihc_score": frozenset({"ZERO", "ONE_PLUS", "TWO_PLUS", "THREE_PLUS", "INDETERMINATE"}),
+    "hr_status": frozenset({HR_POSITIVE, HR_NEGATIVE, "UNKNOWN"}),
 }

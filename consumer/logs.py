@@ -43,6 +43,7 @@ def _safe_exception(
 ) -> MutableMapping[str, Any]:
     """Render exc_info as class name + frames, without message or locals."""
     exc_info = event_dict.pop("exc_info", None)
+    event_dict.pop("exception", None)  # only this processor's own rendering may use the key
     if not exc_info:
         return event_dict
     if exc_info is True:

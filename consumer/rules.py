@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from consumer.errors import RuleSetError
-from consumer.facts import FACTS
+from consumer.facts import ENUM_VALUES, FACTS
 from consumer.model import ALERT_TYPES, SEVERITIES
 from consumer.resources import data_dir
 
@@ -59,13 +59,28 @@ def _check_leaf(node: Mapping[str, Any], where: str) -> None:
     elif op in _ORDERED:
         if kind != "int" or isinstance(value, bool) or not isinstance(value, _NUMERIC):
             raise RuleSetError(f"{where}: {op} needs an int fact and a number")
-    elif op in ("in", "not_in"):
-        if not isinstance(value, list) or not value:
-            raise RuleSetError(f"{where}: {op} needs a non-empty list")
     elif op == "contains_any":
         raise RuleSetError(f"{where}: contains_any applies to fired_codes only")
-    elif value is None:
-        raise RuleSetError(f"{where}: {op} needs a value")
+    else:
+        values = value if op in ("in", "not_in") else [value]
+        if not isinstance(values, list) or not values:
+            raise RuleSetError(f"{where}: {op} needs a non-empty list")
+        for item in values:
+            _check_value_kind(fact, kind, item, where)
+
+
+def _check_value_kind(fact: str, kind: str, value: Any, where: str) -> None:
+    """Refuse a comparison value that the fact can never take (typos never fire silently)."""
+    if kind == "enum":
+        if value not in ENUM_VALUES[fact]:
+            raise RuleSetError(
+                f"{where}: {value!r} is not a value of {fact} ({', '.join(sorted(ENUM_VALUES[fact]))})"
+            )
+    elif kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RuleSetError(f"{where}: {fact} is an integer fact, got {type(value).__name__}")
+    elif kind == "bool" and not isinstance(value, bool):
+        raise RuleSetError(f"{where}: {fact} is a true/false fact, got {type(value).__name__}")
 
 
 def _leaf_source(node: Mapping[str, Any]) -> str:
@@ -295,6 +310,14 @@ def _placeholders(text: str, where: str) -> set[str]:
     return names
 
 
+def _mappings(doc: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, Any]]:
+    """An optional list of mappings (severity_overrides, notes); refuse anything else."""
+    items = doc.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+        raise RuleSetError(f"{where}: {key} must be a list of mappings")
+    return items
+
+
 def _text(doc: Mapping[str, Any], key: str, where: str) -> str:
     value = doc.get(key)
     if not isinstance(value, str) or not value.strip():
@@ -320,7 +343,7 @@ def parse_rule(doc: Any, path: str, citations: Mapping[str, str]) -> Rule:
         raise RuleSetError(f"{path}: severity must be one of {SEVERITIES}")
     when, reads, depends = compile_condition(doc["when"], f"{path}: when")
     overrides = []
-    for i, item in enumerate(doc.get("severity_overrides") or []):
+    for i, item in enumerate(_mappings(doc, "severity_overrides", path)):
         cond, o_reads, o_deps = compile_condition(item.get("when"), f"{path}: severity_overrides[{i}]")
         if item.get("severity") not in SEVERITIES:
             raise RuleSetError(f"{path}: severity_overrides[{i}] has an unknown severity")
@@ -328,7 +351,7 @@ def parse_rule(doc: Any, path: str, citations: Mapping[str, str]) -> Rule:
         depends |= o_deps
         overrides.append((cond, item["severity"]))
     notes = []
-    for i, item in enumerate(doc.get("notes") or []):
+    for i, item in enumerate(_mappings(doc, "notes", path)):
         cond, n_reads, n_deps = compile_condition(item.get("when"), f"{path}: notes[{i}]")
         text = _text(item, "text", f"{path}: notes[{i}]")
         reads |= n_reads | _placeholders(text, f"{path}: notes[{i}]")
@@ -349,9 +372,16 @@ def parse_rule(doc: Any, path: str, citations: Mapping[str, str]) -> Rule:
     if bad:
         raise RuleSetError(f"{path}: unknown citations {bad}")
     examples = doc["examples"]
-    if not isinstance(examples, list) or not any(e.get("fires") for e in examples) or all(
-        e.get("fires") for e in examples
-    ):
+    if not isinstance(examples, list):
+        raise RuleSetError(f"{path}: examples must be a list")
+    for i, example in enumerate(examples):
+        if (
+            not isinstance(example, Mapping)
+            or not isinstance(example.get("fires"), bool)
+            or not isinstance(example.get("facts") or {}, Mapping)
+        ):
+            raise RuleSetError(f"{path}: examples[{i}] needs `facts` (a mapping) and `fires` (true/false)")
+    if not any(e["fires"] for e in examples) or all(e["fires"] for e in examples):
         raise RuleSetError(f"{path}: examples must include a case that fires and one that does not")
     return Rule(
         rule_id=rule_id,
@@ -386,8 +416,12 @@ def load_ruleset(folder: Path | None = None, *, check: bool = True) -> RuleSet:
     """Load `ruleset.yaml` and every `alerts/*.yaml` from `folder` (default: the shipped rules)."""
     root = folder or data_dir("rules")
     meta = _load_yaml(root / "ruleset.yaml")
-    if not isinstance(meta, Mapping) or not meta.get("version") or not meta.get("citations"):
-        raise RuleSetError(f"{root / 'ruleset.yaml'}: needs version and citations")
+    if (
+        not isinstance(meta, Mapping)
+        or not meta.get("version")
+        or not isinstance(meta.get("citations"), Mapping)
+    ):
+        raise RuleSetError(f"{root / 'ruleset.yaml'}: needs a version and a citations mapping")
     citations = {str(k): " ".join(str(v).split()) for k, v in meta["citations"].items()}
     files = sorted((root / "alerts").glob("*.yaml"))
     if not files:

@@ -1,0 +1,352 @@
+"""Property tests of the clinical core over arbitrary schema-valid PathologyResult events.
+
+Classification is total (always one of the 10 categories, never raises); Pipeline.process and
+HistoryStore.apply never raise; every classification and alert validates against its Avro
+schema and survives a schemaless write/read round trip; and spec invariants hold for any event.
+"""
+# ruff: noqa: E501 - table rows (one pytest.param per spec case) read best on one line
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import fastavro
+import pytest
+from fastavro.validation import validate
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumer.classify import classify_sample
+from consumer.history import HistoryStore
+from consumer.model import CATEGORIES, FINAL_REPORTS, HER2_NEGATIVE, Outcome
+from consumer.pipeline import Pipeline
+from consumer.resources import (
+    HER2_ALERT,
+    HER2_CLASSIFICATION,
+    PATHOLOGY_RESULT,
+    parsed_schema,
+    raw_schema,
+)
+from consumer.rules import load_ruleset
+
+Record = dict[str, Any]
+
+# When a property fails, hypothesis's report hook imports mypy_extensions, which warns on import;
+# with filterwarnings=error that turns a readable failure into a pytest INTERNALERROR.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
+)
+
+NOW = dt.datetime(2025, 6, 2, 8, 30, 15, 123000, tzinfo=dt.UTC)
+
+RULESET = load_ruleset()
+PIPELINE = Pipeline(RULESET, clock=lambda: NOW)
+INPUT_SCHEMA = parsed_schema(PATHOLOGY_RESULT)
+ALERT_SCHEMA = parsed_schema(HER2_ALERT)
+CLASSIFICATION_SCHEMA = parsed_schema(HER2_CLASSIFICATION)
+
+ROW_CATEGORY = {
+    "C1": {"INDETERMINATE"},
+    "C2": {"POSITIVE"},
+    "C3": {"POSITIVE"},
+    "C4": {"EQUIVOCAL"},
+    "C5": {"EQUIVOCAL"},
+    "C6": {"LOW"},
+    "C7": {"LOW"},
+    "C8": {"ULTRALOW"},
+    "C9": {"NULL"},
+    "C10": {"ZERO_UNSPECIFIED"},
+    "C11": {"NEGATIVE_EXPRESSION_UNKNOWN"},
+    "C12": {"UNSCORED"},
+    "C13": {"MISSING"},
+}
+TYPE_BY_PREFIX = {
+    "TDXD-": "TDXD_ELIGIBILITY",
+    "TC-": "THERAPY_CAUTION",
+    "RT-": "RETEST",
+    "DG-": "DOCUMENTATION_GAP",
+}
+
+
+def _walk(schema: Any) -> Iterator[Record]:
+    if isinstance(schema, list):
+        for branch in schema:
+            yield from _walk(branch)
+    elif isinstance(schema, dict):
+        yield schema
+        for field in schema.get("fields", []):
+            yield from _walk(field["type"])
+        for key in ("items", "type"):
+            if isinstance(schema.get(key), dict | list):
+                yield from _walk(schema[key])
+
+
+ENUMS = {
+    node["name"]: node["symbols"]
+    for node in _walk(raw_schema(PATHOLOGY_RESULT))
+    if node.get("type") == "enum"
+}
+
+
+def enum(name: str) -> st.SearchStrategy[str]:
+    return st.sampled_from(ENUMS[name])
+
+
+def opt(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.none() | strategy
+
+
+# Numbers: the clinical boundaries (0, 0.5, 1, 2.0, 4.0, 6.0, 10, 11, 20, 60, 72 ...),
+# anything in a realistic range, and large values. Avro int fields stay 32-bit.
+BOUNDARIES = [0.0, 0.5, 1.0, 1.99, 2.0, 2.01, 3.99, 4.0, 5.99, 6.0, 6.01, 10.0, 10.5, 11.0, 20.0, 60.0, 61.0, 72.0, 72.1, 100.0]
+DOUBLES = st.sampled_from(BOUNDARIES) | st.floats(0, 150, allow_nan=False) | st.floats(0, 1e12, allow_nan=False)
+INT32 = st.integers(-(2**31), 2**31 - 1)
+SMALL_INTS = st.sampled_from([0, 1, 2, 3, 19, 20, 59, 60, 61]) | st.integers(0, 10_000) | INT32
+# Dates: the facts module adds 6 calendar months; the far end of the calendar is covered by a
+# separate, known-failing test (tests/unit/test_evaluate_cli.py::test_extreme_dates_do_not_crash).
+DATES = st.dates(dt.date(1900, 1, 1), dt.date(2999, 12, 31))
+MS_TIMESTAMPS = st.datetimes(dt.datetime(1971, 1, 1), dt.datetime(2100, 1, 1)).map(
+    lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000, tzinfo=dt.UTC)
+)
+TEXT = st.text(max_size=12)
+THERAPY_NAMES = st.sampled_from(
+    [
+        "trastuzumab", "Herceptin", "trastuzumab-dkst", "Phesgo", "pertuzumab", "Kadcyla",
+        "trastuzumab deruxtecan", "Enhertu", "T-DXd", "trastuzumab + pertuzumab", "lapatinib",
+        "Tukysa", "Margenza", "letrozole", "capecitabine", "THP",
+    ]
+) | TEXT
+
+
+specimens = st.fixed_dictionaries(
+    {
+        "site": enum("SpecimenSite"),
+        "body_site": opt(TEXT),
+        "collection_date": opt(DATES),
+        "cold_ischemia_minutes": opt(SMALL_INTS),
+        "fixation_hours": opt(DOUBLES),
+        "fixative": opt(TEXT),
+        "decalcified": opt(st.booleans()),
+    }
+)
+ihcs = st.fixed_dictionaries(
+    {
+        "score": opt(enum("IhcScore")),
+        "percent_cells_stained": opt(DOUBLES),
+        "staining_intensity": opt(enum("StainingIntensity")),
+        "staining_completeness": opt(enum("StainingCompleteness")),
+        "antibody_clone": opt(st.sampled_from(["4B5", "HercepTest", ""]) | TEXT),
+        "assay_type": opt(enum("AssayType")),
+        "controls_documented": opt(st.booleans()),
+        "reported_text": opt(TEXT),
+    }
+)
+ishs = st.fixed_dictionaries(
+    {
+        "probe_type": opt(enum("IshProbeType")),
+        "her2_copies_per_cell": opt(DOUBLES),
+        "cep17_copies_per_cell": opt(DOUBLES),
+        "her2_cep17_ratio": opt(DOUBLES),
+        "cells_counted": opt(SMALL_INTS),
+        "recount_group": opt(st.integers(1, 5) | INT32),
+        "reported_result": opt(enum("IshReportedResult")),
+    }
+)
+receptors = st.fixed_dictionaries(
+    {"percent_positive": opt(DOUBLES), "result": opt(enum("ReceptorStatus"))}
+)
+contexts = st.fixed_dictionaries(
+    {
+        "disease_setting": opt(enum("DiseaseSetting")),
+        "menopausal_status": opt(enum("MenopausalStatus")),
+        "metastatic_chemotherapy_lines": opt(SMALL_INTS),
+        "metastatic_endocrine_therapy_lines": opt(SMALL_INTS),
+        "metastatic_anti_her2_lines": opt(SMALL_INTS),
+        "adjuvant_chemotherapy_end_date": opt(DATES),
+        "perioperative_anti_her2_end_date": opt(DATES),
+        "recurrence_date": opt(DATES),
+        "planned_therapies": st.lists(THERAPY_NAMES, max_size=3),
+        "interstitial_lung_disease_history": opt(st.booleans()),
+        "clinical_flags": st.lists(enum("ClinicalFlag"), max_size=3),
+    }
+)
+ACCESSIONS = st.sampled_from(["A-1", "A-2", "A-3"])
+priors = st.fixed_dictionaries(
+    {
+        "accession_id": opt(ACCESSIONS | TEXT),
+        "specimen": opt(specimens),
+        "her2_ihc": opt(ihcs),
+        "her2_ish": opt(ishs),
+    }
+)
+
+
+@st.composite
+def events(draw: st.DrawFn, patient: str | None = None) -> Record:
+    """A schema-valid PathologyResult (every optional field optional)."""
+    return {
+        "event_id": draw(st.sampled_from(["e-1", "e-2", "e-3"]) | TEXT),
+        "event_time": draw(opt(MS_TIMESTAMPS)),
+        "source_system": draw(opt(TEXT)),
+        "patient_id": patient if patient is not None else draw(TEXT),
+        "accession_id": draw(ACCESSIONS | TEXT),
+        "report_status": draw(enum("ReportStatus")),
+        "specimen": draw(opt(specimens)),
+        "her2_ihc": draw(opt(ihcs)),
+        "her2_ish": draw(opt(ishs)),
+        "er": draw(opt(receptors)),
+        "pr": draw(opt(receptors)),
+        "clinical_context": draw(opt(contexts)),
+        "prior_her2_results": draw(st.lists(priors, max_size=3)),
+    }
+
+
+def round_trip(record: Record, schema: Any) -> Record:
+    """schemaless_writer then schemaless_reader."""
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, schema, record)
+    buffer.seek(0)
+    result: Record = fastavro.schemaless_reader(buffer, schema, schema)
+    return result
+
+
+def check_outputs(outcome: Outcome) -> None:
+    """Every output validates against its Avro schema and survives a round trip unchanged."""
+    validate(outcome.classification, CLASSIFICATION_SCHEMA, raise_errors=True, strict=True)
+    assert round_trip(outcome.classification, CLASSIFICATION_SCHEMA) == outcome.classification
+    for alert in outcome.alerts:
+        validate(alert, ALERT_SCHEMA, raise_errors=True, strict=True)
+        assert round_trip(alert, ALERT_SCHEMA) == alert
+
+
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+class TestClassificationIsTotal:
+    """style.md: classification is total; section 4 invariants hold for any input."""
+
+    @SETTINGS
+    @given(ihc=opt(ihcs), ish=opt(ishs))
+    def test_total_and_consistent(self, ihc: Record | None, ish: Record | None) -> None:
+        sample = classify_sample(ihc, ish)
+        assert sample.category in CATEGORIES
+        assert sample.category in ROW_CATEGORY[sample.row]
+        score = ihc.get("score") if ihc else None
+        ish_result = sample.ish.result if sample.ish else None
+        if score == "THREE_PLUS" or ish_result == "POSITIVE":
+            assert sample.category == "POSITIVE"  # C2 / C3 (C1 needs ISH not positive)
+        if ihc is None and ish is None:
+            assert sample.category == "MISSING"
+        if ihc is not None and score is None and ish_result != "POSITIVE":
+            assert sample.category == "UNSCORED"
+        if score == "ONE_PLUS" and ish_result != "POSITIVE":
+            assert sample.category == "LOW"
+        if sample.ish is not None and sample.ish.group is not None:
+            assert 1 <= sample.ish.group <= 5
+            assert (ish or {}).get("probe_type") != "SINGLE"
+
+
+class TestPipeline:
+    """Pipeline.process never raises, outputs are schema-valid, spec invariants hold."""
+
+    @SETTINGS
+    @given(event=events())
+    def test_process(self, event: Record) -> None:
+        validate(event, INPUT_SCHEMA, raise_errors=True)  # the strategy stays schema-valid
+        outcome = PIPELINE.process(event)
+        check_outputs(outcome)
+        classification = outcome.classification
+        assert classification["category"] in CATEGORIES
+        assert classification["ruleset_version"] == RULESET.version
+        alerts = outcome.alerts
+        if event["report_status"] not in FINAL_REPORTS:
+            assert alerts == []
+        assert len({a["alert_id"] for a in alerts}) == len(alerts)
+        has_test = event["her2_ihc"] is not None or event["her2_ish"] is not None
+        ctx = event["clinical_context"] or {}
+        advanced = ctx.get("disease_setting") in ("METASTATIC", "UNRESECTABLE_LOCALLY_ADVANCED")
+        for alert in alerts:
+            assert alert["status"] == "ACTIVE"
+            assert alert["her2_category"] == classification["category"]
+            assert alert["event_id"] == event["event_id"]
+            assert alert["evidence"]
+            assert alert["ruleset_version"] == RULESET.version
+            prefix = next(p for p in TYPE_BY_PREFIX if alert["code"].startswith(p))
+            assert alert["alert_type"] == TYPE_BY_PREFIX[prefix]
+            if alert["alert_type"] == "DOCUMENTATION_GAP":
+                assert has_test
+            if alert["alert_type"] == "TDXD_ELIGIBILITY":
+                assert advanced
+            if alert["code"] == "TC-HER2-TARGETED-NOT-POSITIVE":
+                assert classification["category"] in HER2_NEGATIVE
+            if alert["code"] in ("TDXD-POSITIVE-DB03", "TDXD-POSITIVE-DB09"):
+                assert classification["category"] == "POSITIVE"
+            if alert["code"] in ("TDXD-LOW-DB04", "TDXD-HR-DB06", "TDXD-CANDIDATE"):
+                assert classification["category"] != "POSITIVE"
+
+    @SETTINGS
+    @given(event=events())
+    def test_deterministic(self, event: Record) -> None:
+        first = PIPELINE.process(event)
+        second = Pipeline(RULESET, clock=lambda: NOW).process(event)
+        assert first.classification == second.classification
+        assert [a["alert_id"] for a in first.alerts] == [a["alert_id"] for a in second.alerts]
+
+    @SETTINGS
+    @given(event=events())
+    def test_json_rendering(self, event: Record) -> None:
+        """The evaluate command renders every output as one JSON line."""
+        from consumer.jsonout import dumps
+
+        outcome = PIPELINE.process(event)
+        line = dumps({"classification": outcome.classification, "alerts": outcome.alerts})
+        assert "\n" not in line
+        assert json.loads(line)["classification"]["category"] == outcome.classification["category"]
+
+
+class TestHistoryStore:
+    """HistoryStore.apply over any sequence of one patient's events never raises."""
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(sequence=st.lists(events(patient="pat-prop"), min_size=1, max_size=5))
+    def test_apply_sequence(self, sequence: list[Record]) -> None:
+        # design.md: event_id is unique per published event; a repeated id is a redelivery.
+        sequence = [{**event, "event_id": f"seq-{i}"} for i, event in enumerate(sequence)]
+        store = HistoryStore(clock=lambda: NOW)
+        emitted: set[str] = set()
+        for event in sequence:
+            outcome = store.apply(event, PIPELINE)
+            check_outputs(outcome)
+            emitted |= {a["alert_id"] for a in outcome.alerts}
+            if event["report_status"] == "PRELIMINARY":
+                assert all(a["status"] == "ACTIVE" for a in outcome.alerts)
+            if event["report_status"] == "CANCELLED":
+                assert all(a["status"] == "RETRACTED" for a in outcome.alerts)
+        # a redelivery of the last event never yields new alert ids
+        again = store.apply(sequence[-1], PIPELINE)
+        check_outputs(again)
+        assert {a["alert_id"] for a in again.alerts} <= emitted
+
+
+@pytest.mark.parametrize("name", [PATHOLOGY_RESULT, HER2_ALERT, HER2_CLASSIFICATION])
+def test_schema_enums_match_the_model(name: str) -> None:
+    """Categories in the output schema are exactly the 10 categories of section 4."""
+    if name == HER2_CLASSIFICATION:
+        (category,) = [n for n in _walk(raw_schema(name)) if n.get("name") == "Her2Category"]
+        assert tuple(category["symbols"]) == CATEGORIES
+    else:
+        assert raw_schema(name)["type"] == "record"

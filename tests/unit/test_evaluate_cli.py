@@ -1,0 +1,436 @@
+"""`her2-consumer evaluate` end to end (subprocess, `python -m consumer`), from the spec:
+docs/her2-rules.md section 7 (worked examples) and 5.5, docs/design.md "Command line".
+"""
+# ruff: noqa: E501 - table rows (one pytest.param per spec case) read best on one line
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumer import jsonout
+from consumer.history import HistoryStore
+from consumer.pipeline import Pipeline
+from consumer.rules import load_ruleset
+from consumer.validate import JsonConverter, check_event
+
+Record = dict[str, Any]
+CLI_TIMEOUT_S = 60
+
+
+# ---------------------------------------------------------------------------------------------
+# NDJSON builders (JSON shapes: enums as strings, ISO dates)
+# ---------------------------------------------------------------------------------------------
+
+
+def ihc(score: str | None, **fields: Any) -> Record:
+    """A documented IHC record (clone, assay type, controls)."""
+    return {
+        "score": score,
+        "antibody_clone": "4B5",
+        "assay_type": "FDA_APPROVED",
+        "controls_documented": True,
+        **fields,
+    }
+
+
+def specimen(site: str = "PRIMARY_BREAST", collected: str = "2025-05-20", **fields: Any) -> Record:
+    """A documented specimen."""
+    return {
+        "site": site,
+        "collection_date": collected,
+        "cold_ischemia_minutes": 25,
+        "fixation_hours": 20.0,
+        "decalcified": False,
+        **fields,
+    }
+
+
+def result(event_id: str, **fields: Any) -> Record:
+    """A FINAL PathologyResult; keyword arguments replace top-level fields."""
+    record: Record = {
+        "event_id": event_id,
+        "event_time": "2025-06-01T10:00:00Z",
+        "source_system": "LIS-TEST",
+        "patient_id": f"pat-{event_id}",
+        "accession_id": f"acc-{event_id}",
+        "report_status": "FINAL",
+        "specimen": specimen(),
+        "her2_ihc": ihc("ONE_PLUS", percent_cells_stained=40.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE"),
+        "er": {"percent_positive": 90.0, "result": "POSITIVE"},
+        "pr": {"percent_positive": 40.0, "result": "POSITIVE"},
+        "clinical_context": {"disease_setting": "EARLY", "menopausal_status": "POST"},
+    }
+    record.update(fields)
+    return record
+
+
+NULL_IHC = ihc("ZERO", percent_cells_stained=0.0, staining_intensity="NONE", staining_completeness="NONE")
+LOW_IHC = ihc("ONE_PLUS", percent_cells_stained=30.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE")
+TRIPLE_NEGATIVE = {"er": {"percent_positive": 0.0, "result": "NEGATIVE"}, "pr": {"percent_positive": 0.0, "result": "NEGATIVE"}}
+
+
+def evaluate(lines: list[str], *args: str, tmp_path: Path | None = None) -> tuple[list[Record], subprocess.CompletedProcess[str]]:
+    """Run `python -m consumer evaluate [args]` on the lines (a file when tmp_path, else stdin)."""
+    text = "".join(line + "\n" for line in lines)
+    command = [sys.executable, "-m", "consumer", "evaluate", *args]
+    stdin: str | None = text
+    if tmp_path is not None:
+        path = tmp_path / "events.ndjson"
+        path.write_text(text, encoding="utf-8")
+        command.append(str(path))
+        stdin = None
+    done = subprocess.run(
+        command, input=stdin, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False
+    )
+    outputs = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    return outputs, done
+
+
+def codes(output: Record) -> set[str]:
+    return {a["code"] for a in output["alerts"] if a["status"] == "ACTIVE"}
+
+
+def dumps(records: list[Record]) -> list[str]:
+    return [json.dumps(r) for r in records]
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 7 worked examples
+# ---------------------------------------------------------------------------------------------
+
+WORKED = {
+    "wx-1": result(
+        "wx-1",
+        clinical_context={"disease_setting": "EARLY", "planned_therapies": ["trastuzumab + pertuzumab"]},
+        er={"percent_positive": 90.0},
+        her2_ihc=ihc("ONE_PLUS", percent_cells_stained=40.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE"),
+    ),
+    "wx-2": result(
+        "wx-2",
+        specimen=specimen("DISTANT_METASTASIS", body_site="liver"),
+        er={"percent_positive": 95.0},
+        her2_ihc=ihc("ONE_PLUS", percent_cells_stained=30.0),
+        clinical_context={
+            "disease_setting": "METASTATIC",
+            "metastatic_chemotherapy_lines": 1,
+            "metastatic_endocrine_therapy_lines": 2,
+        },
+    ),
+    "wx-3": result(
+        "wx-3",
+        specimen=specimen("DISTANT_METASTASIS"),
+        her2_ihc=ihc("ZERO", percent_cells_stained=5.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE"),
+        clinical_context={
+            "disease_setting": "METASTATIC",
+            "metastatic_chemotherapy_lines": 1,
+            "planned_therapies": ["trastuzumab deruxtecan"],
+        },
+        **TRIPLE_NEGATIVE,
+    ),
+    "wx-4": result("wx-4", her2_ihc=ihc("TWO_PLUS", percent_cells_stained=50.0), clinical_context={"disease_setting": "EARLY"}),
+    "wx-5": result(
+        "wx-5",
+        her2_ihc=ihc("TWO_PLUS", percent_cells_stained=50.0),
+        her2_ish={"her2_cep17_ratio": 1.6, "her2_copies_per_cell": 6.4, "cells_counted": 40, "recount_group": 3},
+        clinical_context={"disease_setting": "EARLY"},
+    ),
+    "wx-6": result(
+        "wx-6",
+        specimen=specimen("DISTANT_METASTASIS", body_site="liver"),
+        er={"percent_positive": 90.0},
+        her2_ihc=NULL_IHC,
+        clinical_context={"disease_setting": "METASTATIC"},
+        prior_her2_results=[
+            {"accession_id": "acc-primary", "specimen": specimen("PRIMARY_BREAST", "2021-02-03"), "her2_ihc": ihc("ONE_PLUS")}
+        ],
+    ),
+}
+# Example 6 with one chemotherapy line: the DB04 route is met on the prior LOW sample.
+WORKED["wx-6b"] = copy.deepcopy(WORKED["wx-6"]) | {"event_id": "wx-6b"}
+WORKED["wx-6b"]["clinical_context"]["metastatic_chemotherapy_lines"] = 1
+
+EXPECTED = [
+    pytest.param("wx-1", "LOW", {"TC-HER2-TARGETED-NOT-POSITIVE"}, set(), id="1-early-low-trastuzumab-pertuzumab"),
+    pytest.param("wx-2", "LOW", {"TDXD-LOW-DB04", "TDXD-HR-DB06"}, set(), id="2-metastatic-low-db04-db06"),
+    pytest.param("wx-3", "ULTRALOW", {"TC-TDXD-CRITERIA-NOT-MET"}, {"TDXD-HR-DB06", "TDXD-CANDIDATE", "TDXD-LOW-DB04"}, id="3-triple-negative-ultralow-tdxd"),
+    pytest.param("wx-4", "EQUIVOCAL", {"DG-NO-REFLEX-ISH"}, set(), id="4-early-2plus-no-ish"),
+    pytest.param("wx-5", "POSITIVE", set(), {"DG-ISH-WORKUP", "DG-NO-REFLEX-ISH"}, id="5-group3-recount-confirmed"),
+    pytest.param("wx-6", "NULL", {"RT-DISCORDANT", "TDXD-CANDIDATE"}, {"RT-ALL-ZERO"}, id="6-null-prior-low-candidate"),
+    pytest.param("wx-6b", "NULL", {"RT-DISCORDANT", "TDXD-LOW-DB04"}, {"TDXD-CANDIDATE"}, id="6b-null-prior-low-db04"),
+]
+
+
+@pytest.fixture(scope="module")
+def worked_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Record]:
+    outputs, done = evaluate(dumps(list(WORKED.values())), tmp_path=tmp_path_factory.mktemp("worked"))
+    assert done.returncode == 0, done.stderr
+    assert len(outputs) == len(WORKED)
+    return {o["event_id"]: o for o in outputs}
+
+
+class TestWorkedExamples:
+    """her2-rules.md section 7: category and the expected codes present."""
+
+    @pytest.mark.parametrize(("event_id", "category", "present", "absent"), EXPECTED)
+    def test_example(
+        self, worked_outputs: dict[str, Record], event_id: str, category: str, present: set[str], absent: set[str]
+    ) -> None:
+        output = worked_outputs[event_id]
+        assert output["errors"] == []
+        assert output["classification"]["category"] == category
+        assert present <= codes(output), sorted(codes(output))
+        assert not (absent & codes(output)), sorted(absent & codes(output))
+
+    def test_example_6_names_the_prior_sample(self, worked_outputs: dict[str, Record]) -> None:
+        alerts = {a["code"]: a for a in worked_outputs["wx-6b"]["alerts"]}
+        assert "acc-primary" in alerts["TDXD-LOW-DB04"]["detail"]
+        assert "acc-primary" in alerts["RT-DISCORDANT"]["detail"]
+
+    def test_output_shape(self, worked_outputs: dict[str, Record]) -> None:
+        """design.md: {"event_id", "classification": {"category", ...}, "alerts": [...], "errors": [...]}."""
+        output = worked_outputs["wx-2"]
+        assert {"event_id", "classification", "alerts", "errors"} <= set(output)
+        classification = output["classification"]
+        assert classification["ihc_score"] == "ONE_PLUS"
+        assert classification["ish_group"] is None
+        assert classification["hr_status"] == "POSITIVE"
+        assert classification["guidance"]
+        for alert in output["alerts"]:
+            assert {"alert_type", "code", "rule_id", "severity", "alert_id", "evidence"} <= set(alert)
+
+    def test_example_5_ish_group_in_output(self, worked_outputs: dict[str, Record]) -> None:
+        assert worked_outputs["wx-5"]["classification"]["ish_group"] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Input handling
+# ---------------------------------------------------------------------------------------------
+
+
+class TestInputHandling:
+    """5.5 Input and design.md: blank lines skipped; an invalid line gives `errors`, never a crash."""
+
+    def test_invalid_lines_and_blank_lines(self, tmp_path: Path) -> None:
+        lines = [
+            json.dumps(result("ok-1")),
+            "",
+            "this is not json",
+            "   ",
+            json.dumps({k: v for k, v in result("bad-missing").items() if k != "patient_id"}),
+            json.dumps(result("bad-enum", report_status="final")),
+            json.dumps(result("bad-nested-enum", her2_ihc={"score": "1+"})),
+            json.dumps(result("bad-null-required", accession_id=None)),
+            json.dumps([1, 2, 3]),
+            "\t",
+            json.dumps(result("ok-2")),
+        ]
+        outputs, done = evaluate(lines, tmp_path=tmp_path)
+        assert done.returncode == 0, done.stderr
+        non_blank = [line for line in lines if line.strip()]
+        assert len(outputs) == len(non_blank)
+        ok = [o for o in outputs if not o["errors"]]
+        assert [o["event_id"] for o in ok] == ["ok-1", "ok-2"]
+        bad = [o for o in outputs if o["errors"]]
+        assert len(bad) == 6
+        for output in bad:
+            assert output["alerts"] == []
+            assert output["classification"] is None
+        echoed = {o["event_id"] for o in bad}
+        assert {"bad-missing", "bad-enum", "bad-nested-enum", "bad-null-required"} <= echoed
+
+    def test_unknown_fields_ignored_and_null_is_absent(self, tmp_path: Path) -> None:
+        record = result("lenient", her2_ish=None, source_system=None, pr=None, extra_field={"x": 1})
+        record["her2_ihc"] = {**LOW_IHC, "vendor_field": "ignored"}
+        record["specimen"] = {**specimen(), "room": "B12"}
+        outputs, done = evaluate([json.dumps(record)], tmp_path=tmp_path)
+        assert done.returncode == 0, done.stderr
+        (output,) = outputs
+        assert output["errors"] == []
+        assert output["classification"]["category"] == "LOW"
+
+    def test_missing_probe_type_means_dual(self, tmp_path: Path) -> None:
+        record = result("dual", her2_ihc=ihc("TWO_PLUS"), her2_ish={"her2_cep17_ratio": 2.4, "her2_copies_per_cell": 5.2, "cells_counted": 30})
+        outputs, _ = evaluate([json.dumps(record)], tmp_path=tmp_path)
+        assert outputs[0]["classification"]["category"] == "POSITIVE"
+        assert outputs[0]["classification"]["ish_group"] == 1
+
+    @pytest.mark.parametrize("args", [pytest.param(["-"], id="dash"), pytest.param([], id="default")])
+    def test_stdin(self, args: list[str]) -> None:
+        outputs, done = evaluate([json.dumps(WORKED["wx-1"]), "", json.dumps(WORKED["wx-4"])], *args)
+        assert done.returncode == 0, done.stderr
+        assert [o["classification"]["category"] for o in outputs] == ["LOW", "EQUIVOCAL"]
+
+    def test_extreme_dates_do_not_crash(self, tmp_path: Path) -> None:
+        record = result(
+            "far-future",
+            clinical_context={
+                "disease_setting": "METASTATIC",
+                "adjuvant_chemotherapy_end_date": "9999-08-31",
+                "recurrence_date": "9999-12-31",
+            },
+        )
+        outputs, done = evaluate([json.dumps(record), json.dumps(result("after"))], tmp_path=tmp_path)
+        assert done.returncode == 0
+        assert "Traceback" not in done.stderr
+        assert [o["event_id"] for o in outputs] == ["far-future", "after"]
+
+
+# ---------------------------------------------------------------------------------------------
+# --history: report lifecycle
+# ---------------------------------------------------------------------------------------------
+
+
+def same_patient(event_id: str, accession: str, time: str, **fields: Any) -> Record:
+    return result(event_id, patient_id="pat-H", accession_id=accession, event_time=time, **fields)
+
+
+METASTATIC_LOW_AFTER_CHEMO = {
+    "specimen": specimen("DISTANT_METASTASIS", "2025-05-01", body_site="liver"),
+    "her2_ihc": LOW_IHC,
+    "clinical_context": {"disease_setting": "METASTATIC", "metastatic_chemotherapy_lines": 1},
+}
+
+
+
+
+
+def run_cli(records: list[Record], tmp_path: Path) -> list[Record]:
+    """`evaluate --history` in a subprocess."""
+    outputs, done = evaluate(dumps(records), "--history", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(outputs) == len(records)
+    return outputs
+
+
+def run_store(records: list[Record], tmp_path: Path) -> list[Record]:
+    """The same events straight through HistoryStore.apply (the consumer's lifecycle code)."""
+    del tmp_path
+    store, converter, pipeline = HistoryStore(), JsonConverter(), Pipeline(load_ruleset())
+    outputs = []
+    for record in records:
+        outcome = store.apply(check_event(converter.convert(record)), pipeline)
+        outputs.append(json.loads(jsonout.dumps({"classification": outcome.classification, "alerts": outcome.alerts})))
+    return outputs
+
+
+RUNNERS = {"cli": run_cli, "store": run_store}
+BOTH = pytest.mark.parametrize("runner", ["cli", "store"])
+BOTH_PASSING = pytest.mark.parametrize("runner", ["cli", "store"])
+
+
+class TestHistory:
+    """design.md `--history` and her2-rules.md section 1 report lifecycle."""
+
+    @BOTH
+    def test_a_discordance_and_tdxd_from_history(self, tmp_path: Path, runner: str) -> None:
+        primary = same_patient("h-1", "acc-prim", "2024-01-10T09:00:00Z", specimen=specimen("PRIMARY_BREAST", "2024-01-05"), her2_ihc=NULL_IHC, clinical_context={"disease_setting": "EARLY"})
+        metastasis = same_patient("h-2", "acc-met", "2025-05-03T09:00:00Z", **METASTATIC_LOW_AFTER_CHEMO)
+        outputs = RUNNERS[runner]([primary, metastasis], tmp_path)
+        assert outputs[1]["classification"]["category"] == "LOW"
+        later = codes(outputs[1])
+        assert "RT-DISCORDANT" in later
+        assert "TDXD-LOW-DB04" in later
+        assert "acc-prim" in {a["code"]: a for a in outputs[1]["alerts"]}["RT-DISCORDANT"]["detail"]
+
+    def test_a_control_without_history(self, tmp_path: Path) -> None:
+        primary = same_patient("h-1", "acc-prim", "2024-01-10T09:00:00Z", her2_ihc=NULL_IHC, clinical_context={"disease_setting": "EARLY"})
+        metastasis = same_patient("h-2", "acc-met", "2025-05-03T09:00:00Z", **METASTATIC_LOW_AFTER_CHEMO)
+        alone, done = evaluate(dumps([primary, metastasis]), tmp_path=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "RT-DISCORDANT" not in codes(alone[1])
+
+    @BOTH
+    def test_a_reverse_tdxd_route_on_remembered_low_sample(self, tmp_path: Path, runner: str) -> None:
+        """Example 6 with the prior LOW sample remembered from an earlier event, not sent along."""
+        primary = same_patient("r-1", "acc-prim", "2024-01-10T09:00:00Z", her2_ihc=LOW_IHC, clinical_context={"disease_setting": "EARLY"})
+        metastasis = same_patient(
+            "r-2", "acc-met", "2025-05-03T09:00:00Z",
+            **{**METASTATIC_LOW_AFTER_CHEMO, "her2_ihc": NULL_IHC},
+        )
+        outputs = RUNNERS[runner]([primary, metastasis], tmp_path)
+        assert outputs[1]["classification"]["category"] == "NULL"
+        assert {"RT-DISCORDANT", "TDXD-LOW-DB04"} <= codes(outputs[1])
+        db04 = {a["code"]: a for a in outputs[1]["alerts"]}["TDXD-LOW-DB04"]
+        assert "acc-prim" in db04["detail"]
+
+    @BOTH
+    def test_b_amended_retracts_with_same_id(self, tmp_path: Path, runner: str) -> None:
+        final = same_patient("b-1", "acc-B", "2025-05-03T09:00:00Z", **METASTATIC_LOW_AFTER_CHEMO)
+        amended = same_patient(
+            "b-2", "acc-B", "2025-05-04T09:00:00Z", report_status="AMENDED",
+            **{**METASTATIC_LOW_AFTER_CHEMO, "her2_ihc": NULL_IHC},
+        )
+        outputs = RUNNERS[runner]([final, amended], tmp_path)
+        first = {a["code"]: a for a in outputs[0]["alerts"]}
+        assert "TDXD-LOW-DB04" in first
+        retracted = {a["code"]: a for a in outputs[1]["alerts"] if a["status"] == "RETRACTED"}
+        assert "TDXD-LOW-DB04" in retracted
+        # only alerts it no longer supports are retracted, each with its original id
+        assert set(retracted) == set(first) - codes(outputs[1])
+        for code, alert in retracted.items():
+            assert alert["alert_id"] == first[code]["alert_id"]
+
+    @BOTH_PASSING
+    def test_b_amended_keeps_what_it_still_supports(self, tmp_path: Path, runner: str) -> None:
+        final = same_patient("k-1", "acc-K", "2025-05-03T09:00:00Z", **METASTATIC_LOW_AFTER_CHEMO)
+        amended = same_patient("k-2", "acc-K", "2025-05-04T09:00:00Z", report_status="CORRECTED", **METASTATIC_LOW_AFTER_CHEMO)
+        outputs = RUNNERS[runner]([final, amended], tmp_path)
+        assert "TDXD-LOW-DB04" in codes(outputs[1])
+        assert not [a for a in outputs[1]["alerts"] if a["status"] == "RETRACTED"]
+
+    @BOTH
+    def test_c_cancelled_retracts_all(self, tmp_path: Path, runner: str) -> None:
+        final = same_patient("c-1", "acc-C", "2025-05-03T09:00:00Z", **METASTATIC_LOW_AFTER_CHEMO)
+        cancelled = same_patient("c-2", "acc-C", "2025-05-05T09:00:00Z", report_status="CANCELLED", **METASTATIC_LOW_AFTER_CHEMO)
+        outputs = RUNNERS[runner]([final, cancelled], tmp_path)
+        active = {a["alert_id"] for a in outputs[0]["alerts"] if a["status"] == "ACTIVE"}
+        assert active
+        after = outputs[1]["alerts"]
+        assert all(a["status"] == "RETRACTED" for a in after)
+        assert {a["alert_id"] for a in after} == active
+
+    @BOTH_PASSING
+    def test_c_cancelled_sample_no_longer_counts(self, tmp_path: Path, runner: str) -> None:
+        positive = same_patient("c-3", "acc-P", "2024-01-10T09:00:00Z", her2_ihc=ihc("THREE_PLUS", percent_cells_stained=90.0))
+        cancelled = same_patient("c-4", "acc-P", "2024-01-11T09:00:00Z", report_status="CANCELLED", her2_ihc=ihc("THREE_PLUS"))
+        low = same_patient("c-5", "acc-L", "2025-05-03T09:00:00Z", clinical_context={"disease_setting": "EARLY", "planned_therapies": ["Herceptin"]})
+        outputs = RUNNERS[runner]([positive, cancelled, low], tmp_path)
+        assert "TC-HER2-TARGETED-NOT-POSITIVE" in codes(outputs[2])
+        assert "RT-CONVERSION" not in codes(outputs[2])
+
+    @BOTH
+    def test_c_remembered_positive_counts_until_cancelled(self, tmp_path: Path, runner: str) -> None:
+        """Control for the test above: without the cancellation the POSITIVE sample is remembered."""
+        positive = same_patient("c-6", "acc-P", "2024-01-10T09:00:00Z", her2_ihc=ihc("THREE_PLUS", percent_cells_stained=90.0))
+        low = same_patient("c-7", "acc-L", "2025-05-03T09:00:00Z", clinical_context={"disease_setting": "EARLY", "planned_therapies": ["Herceptin"]})
+        outputs = RUNNERS[runner]([positive, low], tmp_path)
+        assert "RT-CONVERSION" in codes(outputs[1])
+        assert "TC-HER2-TARGETED-NOT-POSITIVE" not in codes(outputs[1])
+
+    @BOTH_PASSING
+    def test_d_same_event_twice(self, tmp_path: Path, runner: str) -> None:
+        final = same_patient("d-1", "acc-D", "2025-05-03T09:00:00Z", **METASTATIC_LOW_AFTER_CHEMO)
+        outputs = RUNNERS[runner]([final, final], tmp_path)
+        first = [a["alert_id"] for a in outputs[0]["alerts"]]
+        second = [a["alert_id"] for a in outputs[1]["alerts"]]
+        assert first
+        assert set(second) <= set(first)  # nothing new
+        assert sorted(second) in ([], sorted(first))  # a redelivery re-emits identical ids (or nothing)
+        assert all(a["status"] == "ACTIVE" for a in outputs[1]["alerts"])
+        assert outputs[1]["classification"]["category"] == outputs[0]["classification"]["category"]
+
+    @BOTH_PASSING
+    def test_e_preliminary_raises_nothing(self, tmp_path: Path, runner: str) -> None:
+        prelim = same_patient("e-1", "acc-E", "2025-05-03T09:00:00Z", report_status="PRELIMINARY", **METASTATIC_LOW_AFTER_CHEMO)
+        final = same_patient("e-2", "acc-E", "2025-05-04T09:00:00Z", **METASTATIC_LOW_AFTER_CHEMO)
+        outputs = RUNNERS[runner]([prelim, final], tmp_path)
+        assert outputs[0]["alerts"] == []
+        assert outputs[0]["classification"]["category"] == "LOW"
+        assert "TDXD-LOW-DB04" in codes(outputs[1])

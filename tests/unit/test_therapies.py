@@ -1,0 +1,114 @@
+"""Unit tests of consumer.therapies against docs/her2-rules.md section 5.2 and 5.5."""
+# ruff: noqa: E501 - table rows (one pytest.param per spec case) read best on one line
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.therapies import (
+    LAPATINIB,
+    MARGETUXIMAB,
+    NERATINIB,
+    PERTUZUMAB,
+    T_DM1,
+    T_DXD,
+    TRADITIONAL_HER2,
+    TRASTUZUMAB,
+    TUCATINIB,
+    normalise_therapies,
+    normalise_therapy,
+)
+
+
+class TestNormaliseTherapy:
+    """Section 5.2: case-insensitive names, brands, biosimilars, combinations; unknown ignored."""
+
+    @pytest.mark.parametrize(
+        ("name", "drugs"),
+        [
+            # trastuzumab, its brands and biosimilars
+            pytest.param("trastuzumab", {TRASTUZUMAB}, id="trastuzumab"),
+            pytest.param("Trastuzumab", {TRASTUZUMAB}, id="trastuzumab-capitalised"),
+            pytest.param("TRASTUZUMAB", {TRASTUZUMAB}, id="trastuzumab-upper"),
+            pytest.param("Herceptin", {TRASTUZUMAB}, id="herceptin"),
+            pytest.param("Herceptin Hylecta", {TRASTUZUMAB}, id="herceptin-hylecta"),
+            pytest.param("Ogivri", {TRASTUZUMAB}, id="ogivri"),
+            pytest.param("Kanjinti", {TRASTUZUMAB}, id="kanjinti"),
+            pytest.param("Trazimera", {TRASTUZUMAB}, id="trazimera"),
+            pytest.param("Ontruzant", {TRASTUZUMAB}, id="ontruzant"),
+            pytest.param("Herzuma", {TRASTUZUMAB}, id="herzuma"),
+            pytest.param("trastuzumab-dkst", {TRASTUZUMAB}, id="biosimilar-dkst"),
+            pytest.param("trastuzumab-anns", {TRASTUZUMAB}, id="biosimilar-anns"),
+            pytest.param("trastuzumab-qyyp", {TRASTUZUMAB}, id="biosimilar-qyyp"),
+            pytest.param("trastuzumab-dttb", {TRASTUZUMAB}, id="biosimilar-dttb"),
+            pytest.param("trastuzumab-pkrb", {TRASTUZUMAB}, id="biosimilar-pkrb"),
+            pytest.param("Trastuzumab-DKST", {TRASTUZUMAB}, id="biosimilar-mixed-case"),
+            # pertuzumab, Phesgo
+            pytest.param("pertuzumab", {PERTUZUMAB}, id="pertuzumab"),
+            pytest.param("Perjeta", {PERTUZUMAB}, id="perjeta"),
+            pytest.param("Phesgo", {PERTUZUMAB, TRASTUZUMAB}, id="phesgo-is-pertuzumab-plus-trastuzumab"),
+            pytest.param("PHESGO", {PERTUZUMAB, TRASTUZUMAB}, id="phesgo-upper"),
+            # T-DXd is NOT trastuzumab
+            pytest.param("trastuzumab deruxtecan", {T_DXD}, id="trastuzumab-deruxtecan-is-tdxd"),
+            pytest.param("Trastuzumab Deruxtecan", {T_DXD}, id="trastuzumab-deruxtecan-capitalised"),
+            pytest.param("fam-trastuzumab deruxtecan-nxki", {T_DXD}, id="fam-trastuzumab-deruxtecan-nxki"),
+            pytest.param("T-DXd", {T_DXD}, id="t-dxd"),
+            pytest.param("Enhertu", {T_DXD}, id="enhertu"),
+            pytest.param("ENHERTU", {T_DXD}, id="enhertu-upper"),
+            # T-DM1 is NOT trastuzumab
+            pytest.param("trastuzumab emtansine", {T_DM1}, id="trastuzumab-emtansine-is-tdm1"),
+            pytest.param("ado-trastuzumab emtansine", {T_DM1}, id="ado-trastuzumab-emtansine"),
+            pytest.param("T-DM1", {T_DM1}, id="t-dm1"),
+            pytest.param("Kadcyla", {T_DM1}, id="kadcyla"),
+            # margetuximab and the kinase inhibitors (with brands, 5.5)
+            pytest.param("margetuximab", {MARGETUXIMAB}, id="margetuximab"),
+            pytest.param("Margenza", {MARGETUXIMAB}, id="margenza"),
+            pytest.param("lapatinib", {LAPATINIB}, id="lapatinib"),
+            pytest.param("Tykerb", {LAPATINIB}, id="tykerb"),
+            pytest.param("neratinib", {NERATINIB}, id="neratinib"),
+            pytest.param("Nerlynx", {NERATINIB}, id="nerlynx"),
+            pytest.param("tucatinib", {TUCATINIB}, id="tucatinib"),
+            pytest.param("Tukysa", {TUCATINIB}, id="tukysa"),
+            # combinations (5.5: entries may name several drugs)
+            pytest.param("trastuzumab + pertuzumab", {TRASTUZUMAB, PERTUZUMAB}, id="combo-trastuzumab-plus-pertuzumab"),
+            pytest.param("Herceptin + Perjeta", {TRASTUZUMAB, PERTUZUMAB}, id="combo-brands"),
+            pytest.param("docetaxel/trastuzumab/pertuzumab", {TRASTUZUMAB, PERTUZUMAB}, id="combo-slashes-with-chemo"),
+            pytest.param("trastuzumab deruxtecan + pertuzumab", {T_DXD, PERTUZUMAB}, id="combo-tdxd-plus-pertuzumab-no-trastuzumab"),
+            pytest.param("tucatinib, trastuzumab and capecitabine", {TUCATINIB, TRASTUZUMAB}, id="combo-her2climb"),
+            pytest.param("Enhertu then Kadcyla", {T_DXD, T_DM1}, id="combo-tdxd-and-tdm1"),
+            pytest.param("paclitaxel + trastuzumab-dkst", {TRASTUZUMAB}, id="combo-biosimilar"),
+            # unknown names are ignored
+            pytest.param("letrozole", set(), id="unknown-letrozole"),
+            pytest.param("capecitabine", set(), id="unknown-capecitabine"),
+            pytest.param("sacituzumab govitecan", set(), id="unknown-sacituzumab"),
+            pytest.param("", set(), id="empty-string"),
+            pytest.param("   ", set(), id="blank"),
+        ],
+    )
+    def test_name(self, name: str, drugs: set[str]) -> None:
+        assert normalise_therapy(name) == frozenset(drugs)
+
+    def test_many_entries(self) -> None:
+        assert normalise_therapies(["Enhertu", "letrozole", "Perjeta"]) == {T_DXD, PERTUZUMAB}
+
+    def test_no_entries(self) -> None:
+        assert normalise_therapies([]) == frozenset()
+
+
+class TestDrugClasses:
+    """Section 5.2: which drugs are 'traditional HER2-targeted' (T-DXd is not; T-DM1 is)."""
+
+    @pytest.mark.parametrize(
+        "drug", [TRASTUZUMAB, PERTUZUMAB, T_DM1, MARGETUXIMAB, LAPATINIB, NERATINIB, TUCATINIB]
+    )
+    def test_traditional(self, drug: str) -> None:
+        assert drug in TRADITIONAL_HER2
+
+    def test_tdxd_is_not_traditional(self) -> None:
+        assert T_DXD not in TRADITIONAL_HER2
+
+    @pytest.mark.parametrize(
+        "name", ["trastuzumab deruxtecan", "Enhertu", "T-DXd", "fam-trastuzumab deruxtecan-nxki"]
+    )
+    def test_tdxd_names_never_count_as_traditional(self, name: str) -> None:
+        assert not (normalise_therapy(name) & TRADITIONAL_HER2)
