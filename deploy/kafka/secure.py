@@ -139,7 +139,7 @@ class SecureListener:
             f"{prefix}.ssl.keystore.location": str(self.keystore),
             f"{prefix}.ssl.client.auth": "none",
             # Fail authentication quickly and with a clear error (default: 100 ms delay).
-            "connection.failed.authentication.delay.ms": "0",
+            "connection.failed.authentication.delay.ms": "100",
         }
 
     def format_args(self) -> list[str]:
