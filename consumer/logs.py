@@ -28,9 +28,13 @@ ALLOWED_KEYS = frozenset(
 )
 
 
+# structlog's own bookkeeping, removed before rendering (exc_info is rendered by _safe_exception)
+_INTERNAL_KEYS = frozenset({"exc_info", "_record", "_from_structlog"})
+
+
 def _allow_list(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Drop every key that is not known to be free of patient data."""
-    dropped = sorted(k for k in event_dict if k not in ALLOWED_KEYS and k != "exc_info")
+    dropped = sorted(k for k in event_dict if k not in ALLOWED_KEYS and k not in _INTERNAL_KEYS)
     for key in dropped:
         del event_dict[key]
     if dropped:
@@ -59,16 +63,33 @@ def _safe_exception(
 
 
 def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Configure structlog once for the process: JSON to `stream` (default stderr)."""
+    """Configure structlog once for the process: JSON to `stream` (default stderr).
+
+    Standard-library loggers (kafka-python) go through the same allow-list and renderer, and
+    never below WARNING: at DEBUG kafka-python logs raw protocol bytes, i.e. record values.
+    """
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _safe_exception,
+        _allow_list,
+    ]
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _safe_exception,
-            _allow_list,
-            structlog.processors.JSONRenderer(),
-        ],
+        processors=[*shared, structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),

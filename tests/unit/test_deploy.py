@@ -1,0 +1,712 @@
+"""Static checks of deploy/: Kubernetes manifests, compose, Prometheus rules, Grafana dashboard.
+
+Core Kubernetes kinds are validated offline against the JSON schemas that the
+`kubernetes-validate` package ships (strict mode: unknown fields fail). CRDs (PodMonitor,
+PrometheusRule, ScaledObject, TriggerAuthentication) and the Kustomization are not in those
+schemas; they are checked against the small structural schemas below plus explicit assertions.
+The compose file is validated against the Compose Specification schema vendored by
+`check-jsonschema`. Alert expressions are exercised with `promtool test rules` when the
+Prometheus tools are installed.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from consumer.config import ENV_VARS
+from consumer.metrics import Metrics
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+K8S = DEPLOY / "k8s"
+ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "her2-consumer.json"
+OPERATIONS_DOC = REPO / "docs" / "operations.md"
+KUBERNETES_VERSIONS = ("1.29", "1.33")  # oldest supported cluster we target, and a current one
+INPUT_PARTITIONS = 6  # documented in configmap.yaml, scaledobject.yaml, compose.yaml, docs
+POD_LABELS = {"app.kubernetes.io/name": "her2-consumer"}
+CORE_KINDS = {
+    "ConfigMap", "Service", "ServiceAccount", "StatefulSet", "Deployment", "PodDisruptionBudget",
+}
+ENV_NAMES = {name for name, _, _ in ENV_VARS}
+PROMTOOL = shutil.which("promtool")
+NO_PROMTOOL = "promtool not installed (apt-get install prometheus)"
+
+
+def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
+    """Every non-empty YAML document of a file."""
+    with path.open(encoding="utf-8") as handle:
+        return [doc for doc in yaml.safe_load_all(handle) if doc]
+
+
+def manifests() -> list[tuple[str, dict[str, Any]]]:
+    """(file name, document) of every manifest under deploy/k8s."""
+    return [
+        (path.name, doc)
+        for path in sorted(K8S.glob("*.yaml"))
+        for doc in load_yaml_documents(path)
+    ]
+
+
+def manifest(kind: str, name: str = "her2-consumer") -> dict[str, Any]:
+    """The one manifest of `kind` named `name`."""
+    found = [d for _, d in manifests() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def metric_names() -> set[str]:
+    """Every sample name the service's Metrics container can expose."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "gauge": ("",),
+        "info": ("_info",),
+    }
+    return {
+        family.name + suffix
+        for family in registry.collect()
+        for suffix in suffixes[family.type]
+    }
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """Names of her2_consumer_* series referenced by a PromQL expression."""
+    return set(re.findall(r"\bher2_consumer_[a-z0-9_]+", expr))
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """The alerting rules of deploy/prometheus/alerts.yaml."""
+    groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def dashboard_targets() -> Iterator[tuple[str, dict[str, Any]]]:
+    """(panel title, target) of every query of the dashboard."""
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            yield panel["title"], target
+
+
+# -- minimal schemas of the custom resources -------------------------------------------------
+
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_METADATA = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                   "labels": _STRING_MAP, "annotations": _STRING_MAP,
+                   "namespace": {"type": "string"}},
+    "additionalProperties": False,
+}
+_DURATION = {"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w|y))+$"}
+_SELECTOR = {
+    "type": "object",
+    "properties": {"matchLabels": _STRING_MAP, "matchExpressions": {"type": "array"}},
+    "additionalProperties": False,
+}
+
+
+def _resource(api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": _METADATA,
+            "spec": spec,
+        },
+        "additionalProperties": False,
+    }
+
+
+CRD_SCHEMAS: dict[str, dict[str, Any]] = {
+    # monitoring.coreos.com/v1 PodMonitor (prometheus-operator API reference)
+    "PodMonitor": _resource("monitoring.coreos.com/v1", "PodMonitor", {
+        "type": "object",
+        "required": ["selector", "podMetricsEndpoints"],
+        "properties": {
+            "jobLabel": {"type": "string"},
+            "selector": _SELECTOR,
+            "namespaceSelector": {"type": "object"},
+            "podMetricsEndpoints": {
+                "type": "array", "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "port": {"type": "string"}, "path": {"type": "string"},
+                        "scheme": {"enum": ["http", "https"]},
+                        "interval": _DURATION, "scrapeTimeout": _DURATION,
+                        "honorLabels": {"type": "boolean"},
+                        "relabelings": {"type": "array"}, "metricRelabelings": {"type": "array"},
+                    },
+                    "additionalProperties": False,
+                },
+            },
+        },
+        "additionalProperties": False,
+    }),
+    # monitoring.coreos.com/v1 PrometheusRule
+    "PrometheusRule": _resource("monitoring.coreos.com/v1", "PrometheusRule", {
+        "type": "object",
+        "required": ["groups"],
+        "properties": {"groups": {"type": "array", "minItems": 1, "items": {
+            "type": "object",
+            "required": ["name", "rules"],
+            "properties": {
+                "name": {"type": "string"}, "interval": _DURATION,
+                "rules": {"type": "array", "minItems": 1, "items": {
+                    "type": "object",
+                    "required": ["expr"],
+                    "properties": {
+                        "alert": {"type": "string"}, "record": {"type": "string"},
+                        "expr": {"type": "string", "minLength": 1}, "for": _DURATION,
+                        "labels": _STRING_MAP, "annotations": _STRING_MAP,
+                    },
+                    "additionalProperties": False,
+                }},
+            },
+            "additionalProperties": False,
+        }}},
+        "additionalProperties": False,
+    }),
+    # keda.sh/v1alpha1 ScaledObject (KEDA reference; trigger metadata values are strings)
+    "ScaledObject": _resource("keda.sh/v1alpha1", "ScaledObject", {
+        "type": "object",
+        "required": ["scaleTargetRef", "triggers"],
+        "properties": {
+            "scaleTargetRef": {
+                "type": "object", "required": ["name"],
+                "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                               "name": {"type": "string"},
+                               "envSourceContainerName": {"type": "string"}},
+                "additionalProperties": False,
+            },
+            "pollingInterval": {"type": "integer", "minimum": 1},
+            "cooldownPeriod": {"type": "integer", "minimum": 0},
+            "initialCooldownPeriod": {"type": "integer", "minimum": 0},
+            "idleReplicaCount": {"type": "integer", "minimum": 0},
+            "minReplicaCount": {"type": "integer", "minimum": 0},
+            "maxReplicaCount": {"type": "integer", "minimum": 1},
+            "fallback": {"type": "object"},
+            "advanced": {
+                "type": "object",
+                "properties": {
+                    "restoreToOriginalReplicaCount": {"type": "boolean"},
+                    "horizontalPodAutoscalerConfig": {
+                        "type": "object",
+                        "properties": {"name": {"type": "string"}, "behavior": {"type": "object"}},
+                        "additionalProperties": False,
+                    },
+                    "scalingModifiers": {"type": "object"},
+                },
+                "additionalProperties": False,
+            },
+            "triggers": {"type": "array", "minItems": 1, "items": {
+                "type": "object",
+                "required": ["type", "metadata"],
+                "properties": {
+                    "type": {"type": "string"}, "name": {"type": "string"},
+                    "metadata": _STRING_MAP, "metricType": {"enum": ["AverageValue", "Value"]},
+                    "useCachedMetrics": {"type": "boolean"},
+                    "authenticationRef": {
+                        "type": "object", "required": ["name"],
+                        "properties": {"name": {"type": "string"},
+                                       "kind": {"enum": ["TriggerAuthentication",
+                                                         "ClusterTriggerAuthentication"]}},
+                        "additionalProperties": False,
+                    },
+                },
+                "additionalProperties": False,
+            }},
+        },
+        "additionalProperties": False,
+    }),
+    # keda.sh/v1alpha1 TriggerAuthentication
+    "TriggerAuthentication": _resource("keda.sh/v1alpha1", "TriggerAuthentication", {
+        "type": "object",
+        "properties": {"secretTargetRef": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["parameter", "name", "key"],
+            "properties": {"parameter": {"type": "string"}, "name": {"type": "string"},
+                           "key": {"type": "string"}},
+            "additionalProperties": False,
+        }}},
+        "additionalProperties": False,
+    }),
+}
+
+
+class TestKubernetesManifests:
+    """deploy/k8s: schema validity and the operational choices the issue asks for."""
+
+    @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+    @pytest.mark.parametrize(
+        ("filename", "doc"),
+        [pytest.param(f, d, id=f"{f}:{d['kind']}") for f, d in manifests()
+         if d["kind"] in CORE_KINDS],
+    )
+    def test_core_kinds_validate_against_kubernetes_schemas(
+        self, filename: str, doc: dict[str, Any], version: str
+    ) -> None:
+        kubernetes_validate = pytest.importorskip("kubernetes_validate")
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{filename} {doc['kind']}: {path}: {exc.message}")
+
+    def test_the_kubernetes_validator_catches_an_unknown_field(self) -> None:
+        # Guards against a validator that passes everything (e.g. a missing schema folder).
+        kubernetes_validate = pytest.importorskip("kubernetes_validate")
+        broken = json.loads(json.dumps(manifest("StatefulSet")))
+        broken["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+
+    @pytest.mark.parametrize(
+        ("filename", "doc"),
+        [pytest.param(f, d, id=f"{f}:{d['kind']}") for f, d in manifests()
+         if d["kind"] in CRD_SCHEMAS],
+    )
+    def test_custom_resources_match_their_minimal_schema(
+        self, filename: str, doc: dict[str, Any]
+    ) -> None:
+        # Not in kubernetes-validate's core schemas: checked against CRD_SCHEMAS instead.
+        errors = sorted(
+            jsonschema.Draft202012Validator(CRD_SCHEMAS[doc["kind"]]).iter_errors(doc),
+            key=lambda e: list(e.path),
+        )
+        assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
+
+    def test_every_manifest_kind_is_checked(self) -> None:
+        kinds = {doc["kind"] for _, doc in manifests()}
+        unchecked = kinds - CORE_KINDS - set(CRD_SCHEMAS) - {"Kustomization"}
+        assert not unchecked
+
+    def test_kustomization_lists_every_manifest(self) -> None:
+        [kustomization] = [d for _, d in manifests() if d["kind"] == "Kustomization"]
+        listed = set(kustomization["resources"])
+        files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+        assert listed == files
+
+    def test_statefulset_uses_static_membership(self) -> None:
+        pod = manifest("StatefulSet")["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["HER2_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        service_name = manifest("Service")["metadata"]["name"]
+        assert manifest("StatefulSet")["spec"]["serviceName"] == service_name
+
+    def test_probes_are_wired_to_health_endpoints(self) -> None:
+        container = manifest("StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        config = manifest("ConfigMap")["data"]
+        assert ports["http"] == int(config["HER2_HTTP_PORT"])
+
+    def test_restricted_security_context(self) -> None:
+        pod = manifest("StatefulSet")["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] > 0
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert "add" not in security["capabilities"]
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+
+    def test_resources_and_grace_period(self) -> None:
+        pod = manifest("StatefulSet")["spec"]["template"]["spec"]
+        resources = pod["containers"][0]["resources"]
+        assert set(resources) == {"requests", "limits"}
+        assert {"cpu", "memory"} <= set(resources["requests"]) & set(resources["limits"])
+        assert pod["terminationGracePeriodSeconds"] >= 30
+
+    def test_configmap_holds_only_known_non_secret_settings(self) -> None:
+        data = manifest("ConfigMap")["data"]
+        assert set(data) <= ENV_NAMES, set(data) - ENV_NAMES
+        assert not {"KAFKA_SASL_PASSWORD", "KAFKA_SASL_USERNAME"} & set(data)
+        assert all(isinstance(value, str) for value in data.values())
+
+    def test_sasl_password_comes_from_a_secret(self) -> None:
+        container = manifest("StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        ref = env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "her2-consumer-kafka", "key": "password"}
+        assert "value" not in env["KAFKA_SASL_PASSWORD"]
+        assert set(env) <= ENV_NAMES
+        cafile = manifest("ConfigMap")["data"]["KAFKA_SSL_CAFILE"]
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert str(Path(cafile).parent) in mounts
+
+    def test_pdb_and_podmonitor_select_the_pods(self) -> None:
+        template = manifest("StatefulSet")["spec"]["template"]
+        labels = template["metadata"]["labels"]
+        for kind in ("PodDisruptionBudget", "PodMonitor"):
+            selector = manifest(kind)["spec"]["selector"]["matchLabels"]
+            assert selector.items() <= labels.items(), kind
+        assert manifest("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+        endpoint = manifest("PodMonitor")["spec"]["podMetricsEndpoints"][0]
+        ports = {p["name"] for p in template["spec"]["containers"][0]["ports"]}
+        assert endpoint["port"] in ports
+        assert endpoint["path"] == "/metrics"
+        # The rules and the dashboard select job="her2-consumer".
+        assert labels[manifest("PodMonitor")["spec"]["jobLabel"]] == "her2-consumer"
+
+    def test_scaledobject_scales_the_statefulset_on_lag(self) -> None:
+        scaled = manifest("ScaledObject")["spec"]
+        config = manifest("ConfigMap")["data"]
+        assert scaled["scaleTargetRef"] == {
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "name": "her2-consumer",
+        }
+        assert scaled["maxReplicaCount"] == INPUT_PARTITIONS
+        assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
+        [trigger] = scaled["triggers"]
+        assert trigger["type"] == "kafka"
+        metadata = trigger["metadata"]
+        assert metadata["consumerGroup"] == config["HER2_GROUP_ID"]
+        assert metadata["topic"] == config["HER2_INPUT_TOPIC"]
+        assert metadata["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
+        assert int(metadata["lagThreshold"]) > 0
+        assert metadata["allowIdleConsumers"] == "false"
+        auth = manifest("TriggerAuthentication", trigger["authenticationRef"]["name"])
+        params = {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]}
+        assert {"username", "password", "ca"} <= params
+
+    def test_prometheusrule_matches_alerts_file(self) -> None:
+        rule = manifest("PrometheusRule")
+        assert rule["spec"] == yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
+        check = subprocess.run(  # noqa: S603 - fixed argv
+            [sys.executable, str(DEPLOY / "prometheus" / "sync_prometheusrule.py"), "--check"],
+            capture_output=True, text=True, check=False,
+        )
+        assert check.returncode == 0, check.stderr
+
+
+class TestCompose:
+    """deploy/compose.yaml parses, follows the Compose Specification, has the expected stack."""
+
+    @pytest.fixture
+    def compose(self) -> dict[str, Any]:
+        [doc] = load_yaml_documents(DEPLOY / "compose.yaml")
+        return doc
+
+    def test_matches_the_compose_specification(self, compose: dict[str, Any]) -> None:
+        pytest.importorskip("check_jsonschema")
+        vendor = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+        schema = json.loads(vendor.joinpath("compose-spec.json").read_text(encoding="utf-8"))
+        errors = list(jsonschema.Draft202012Validator(schema).iter_errors(compose))
+        assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
+
+    def test_expected_services(self, compose: dict[str, Any]) -> None:
+        services = compose["services"]
+        assert {"kafka", "kafka-init", "consumer", "prometheus", "grafana"} <= set(services)
+        assert services["kafka"]["image"].startswith("apache/kafka:")
+        assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert services["prometheus"]["image"].startswith("prom/prometheus:")
+        assert services["grafana"]["image"].startswith("grafana/grafana:")
+
+    def test_consumer_is_built_from_the_dockerfile(self, compose: dict[str, Any]) -> None:
+        consumer = compose["services"]["consumer"]
+        context = (DEPLOY / consumer["build"]["context"]).resolve()
+        assert context == REPO
+        assert (context / consumer["build"]["dockerfile"]).is_file()
+        assert set(consumer["environment"]) <= ENV_NAMES
+        assert consumer["read_only"] is True
+        assert consumer["cap_drop"] == ["ALL"]
+
+    def test_input_topic_has_the_documented_partitions(self, compose: dict[str, Any]) -> None:
+        command = " ".join(compose["services"]["kafka-init"]["command"])
+        assert "--topic lab.pathology.results.v1" in command
+        assert f"--partitions {INPUT_PARTITIONS}" in command
+
+    def test_mounted_files_exist(self, compose: dict[str, Any]) -> None:
+        for name, service in compose["services"].items():
+            for volume in service.get("volumes", []):
+                source = volume.split(":", 1)[0]
+                if source.startswith("."):
+                    assert (DEPLOY / source).exists(), f"{name}: {source}"
+
+    def test_prometheus_scrapes_the_consumer(self, compose: dict[str, Any]) -> None:
+        config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text("utf-8"))
+        [job] = [j for j in config["scrape_configs"] if j["job_name"] == "her2-consumer"]
+        port = compose["services"]["consumer"]["environment"]["HER2_HTTP_PORT"]
+        assert job["static_configs"][0]["targets"] == [f"consumer:{port}"]
+        assert config["rule_files"] == ["/etc/prometheus/alerts.yaml"]
+
+
+class TestDockerfile:
+    """deploy/Dockerfile: multi-stage, slim runtime with only the wheel, non-root."""
+
+    @pytest.fixture
+    def stages(self) -> list[list[str]]:
+        lines = (DEPLOY / "Dockerfile").read_text(encoding="utf-8").splitlines()
+        instructions = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        stages: list[list[str]] = []
+        for line in instructions:
+            if line.upper().startswith("FROM "):
+                stages.append([])
+            if stages:
+                stages[-1].append(line)
+        return stages
+
+    def test_multi_stage_with_slim_runtime(self, stages: list[list[str]]) -> None:
+        assert len(stages) == 2
+        text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+        assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
+        assert stages[0][0].endswith("AS builder")
+
+    def test_runtime_stage_installs_only_wheels_and_runs_as_non_root(
+        self, stages: list[list[str]]
+    ) -> None:
+        runtime = "\n".join(stages[-1])
+        assert "--no-index" in runtime
+        assert "from=builder" in runtime
+        assert not re.search(r"apt-get|gcc|build-essential|COPY \.", runtime)
+        [user] = [line for line in stages[-1] if line.startswith("USER ")]
+        assert user.split()[1].split(":")[0] not in {"0", "root"}
+        assert 'ENTRYPOINT ["her2-consumer"]' in runtime
+
+    def test_dockerignore_keeps_the_context_small(self) -> None:
+        ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+        assert ignore[ignore.index("*")] == "*"  # everything excluded, then re-included
+        copied = set(re.findall(r"^COPY (\S+)", (DEPLOY / "Dockerfile").read_text(), re.M))
+        for source in copied - {"--from=builder"}:
+            assert f"!{source.rstrip('/')}" in {line.rstrip("/") for line in ignore}, source
+
+
+class TestAlertRules:
+    """deploy/prometheus/alerts.yaml: complete annotations, real metric names, working exprs."""
+
+    @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
+    def test_rule_has_severity_summary_description_and_runbook(self, rule: dict[str, Any]) -> None:
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        annotations = rule["annotations"]
+        assert {"summary", "description", "runbook", "runbook_url"} <= set(annotations)
+        assert annotations["runbook_url"] == f"docs/operations.md#{rule['alert'].lower()}"
+
+    @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: r["alert"])
+    def test_rule_uses_existing_metrics(self, rule: dict[str, Any]) -> None:
+        assert promql_metrics(rule["expr"]) <= metric_names()
+
+    def test_required_alerts_exist(self) -> None:
+        names = {rule["alert"] for rule in alert_rules()}
+        assert {
+            "Her2ConsumerLagGrowing", "Her2ConsumerPartitionStalled",
+            "Her2ConsumerDeadLetterRate", "Her2ConsumerRebalanceStorm",
+            "Her2ConsumerNotConsuming", "Her2ConsumerDown", "Her2ConsumerAbsent",
+        } <= names
+
+    def test_every_alert_has_a_runbook_section(self) -> None:
+        if not OPERATIONS_DOC.exists():
+            pytest.skip("docs/operations.md not written yet")
+        headings = {
+            re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+            for line in OPERATIONS_DOC.read_text(encoding="utf-8").splitlines()
+            if line.startswith("#")
+        }
+        for rule in alert_rules():
+            assert rule["alert"].lower() in headings, rule["alert"]
+
+    @pytest.mark.skipif(PROMTOOL is None, reason=NO_PROMTOOL)
+    def test_promtool_check_rules(self) -> None:
+        result = subprocess.run(  # noqa: S603 - fixed argv
+            [str(PROMTOOL), "check", "rules", str(ALERTS)], capture_output=True, text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    @pytest.mark.skipif(PROMTOOL is None, reason=NO_PROMTOOL)
+    def test_alert_expressions_fire_in_their_scenarios(self, tmp_path: Path) -> None:
+        """Each rule's expr against synthetic series: fires (with these labels) or stays quiet."""
+        exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+        tests = []
+        for name, series, eval_time, expected in ALERT_SCENARIOS:
+            tests.append({
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "promql_expr_test": [{
+                    "expr": f"({exprs[name]}) * 0 + 1",  # keep labels, ignore the value
+                    "eval_time": eval_time,
+                    "exp_samples": [{"labels": labels, "value": 1} for labels in expected],
+                }],
+            })
+        spec = tmp_path / "alerts.test.yaml"
+        spec.write_text(
+            yaml.safe_dump({"rule_files": [str(ALERTS)], "evaluation_interval": "1m",
+                            "tests": tests}),
+            encoding="utf-8",
+        )
+        result = subprocess.run(  # noqa: S603 - fixed argv
+            [str(PROMTOOL), "test", "rules", str(spec)], capture_output=True, text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+_JOB = 'job="her2-consumer"'
+_TP0 = f'{_JOB}, topic="in", partition="0"'
+# (alert, [(series, values)], eval time, expected label sets of the expression's result)
+ALERT_SCENARIOS: list[tuple[str, list[tuple[str, str]], str, list[str]]] = [
+    ("Her2ConsumerDown", [(f'up{{{_JOB}, instance="a"}}', "0x10")], "6m",
+     [f'{{{_JOB}, instance="a"}}']),
+    ("Her2ConsumerDown", [(f'up{{{_JOB}, instance="a"}}', "1x10")], "6m", []),
+    ("Her2ConsumerAbsent", [('up{job="other"}', "1x10")], "6m", [f"{{{_JOB}}}"]),
+    ("Her2ConsumerAbsent", [(f'up{{{_JOB}, instance="a"}}', "0x10"),
+                            (f'up{{{_JOB}, instance="b"}}', "0x10")], "6m", [f"{{{_JOB}}}"]),
+    ("Her2ConsumerAbsent", [(f'up{{{_JOB}, instance="a"}}', "0x10"),
+                            (f'up{{{_JOB}, instance="b"}}', "1x10")], "6m", []),
+    ("Her2ConsumerNoPartitionsAssigned",
+     [(f'her2_consumer_assigned_partitions{{{_JOB}, instance="a"}}', "0x20")], "15m",
+     [f"{{{_JOB}}}"]),
+    # lag, and the events counter flat: nothing is being consumed
+    ("Her2ConsumerNotConsuming",
+     [(f"her2_consumer_lag_records{{{_TP0}}}", "10x20"),
+      (f'her2_consumer_events_total{{{_JOB}, outcome="processed"}}', "100x20")], "15m",
+     [f"{{{_JOB}}}"]),
+    # lag but no events series at all (counter never incremented)
+    ("Her2ConsumerNotConsuming", [(f"her2_consumer_lag_records{{{_TP0}}}", "10x20")], "15m",
+     [f"{{{_JOB}}}"]),
+    ("Her2ConsumerNotConsuming",
+     [(f"her2_consumer_lag_records{{{_TP0}}}", "10x20"),
+      (f'her2_consumer_events_total{{{_JOB}, outcome="processed"}}', "0+50x20")], "15m", []),
+    ("Her2ConsumerNotConsuming",
+     [(f"her2_consumer_lag_records{{{_TP0}}}", "0x20"),
+      (f'her2_consumer_events_total{{{_JOB}, outcome="processed"}}', "100x20")], "15m", []),
+    # no progress for 20 minutes on a partition with lag (time() is 0 at the start)
+    ("Her2ConsumerPartitionStalled",
+     [(f"her2_consumer_last_progress_timestamp_seconds{{{_TP0}}}", "0x20"),
+      (f"her2_consumer_lag_records{{{_TP0}}}", "5x20")], "20m", [f"{{{_TP0}}}"]),
+    ("Her2ConsumerPartitionStalled",
+     [(f"her2_consumer_last_progress_timestamp_seconds{{{_TP0}}}", "0x20"),
+      (f"her2_consumer_lag_records{{{_TP0}}}", "0x20")], "20m", []),
+    ("Her2ConsumerPartitionStalled",
+     [(f"her2_consumer_last_progress_timestamp_seconds{{{_TP0}}}", "0+60x20"),
+      (f"her2_consumer_lag_records{{{_TP0}}}", "5x20")], "20m", []),
+    # the same partition reported by two pods around a rebalance counts once
+    ("Her2ConsumerLagGrowing",
+     [(f'her2_consumer_lag_records{{{_TP0}, instance="a"}}', "500+100x20"),
+      (f'her2_consumer_lag_records{{{_TP0}, instance="b"}}', "500+100x20")], "20m",
+     [f'{{{_JOB}, topic="in"}}']),
+    ("Her2ConsumerLagGrowing",
+     [(f"her2_consumer_lag_records{{{_TP0}}}", "5000x20")], "20m", []),
+    ("Her2ConsumerLagGrowing",
+     [(f"her2_consumer_lag_records{{{_TP0}}}", "0+10x20")], "20m", []),
+    ("Her2ConsumerDeadLetterRate",
+     [(f'her2_consumer_events_total{{{_JOB}, outcome="processed"}}', "0+90x20"),
+      (f'her2_consumer_events_total{{{_JOB}, outcome="dead_lettered"}}', "0+10x20"),
+      (f'her2_consumer_dlq_records_total{{{_JOB}, stage="decode", reason="avro-decode"}}',
+       "0+10x20")], "15m", [f"{{{_JOB}}}"]),
+    ("Her2ConsumerDeadLetterRate",
+     [(f'her2_consumer_events_total{{{_JOB}, outcome="processed"}}', "0+990x20"),
+      (f'her2_consumer_events_total{{{_JOB}, outcome="dead_lettered"}}', "0+10x20"),
+      (f'her2_consumer_dlq_records_total{{{_JOB}, stage="decode", reason="avro-decode"}}',
+       "0+10x20")], "15m", []),
+    ("Her2ConsumerProcessingErrors",
+     [(f'her2_consumer_dlq_records_total{{{_JOB}, stage="process", reason="processing-error"}}',
+       "0 0 0 1 1 1")], "5m", [f'{{{_JOB}, reason="processing-error"}}']),
+    ("Her2ConsumerProcessingErrors",
+     [(f'her2_consumer_dlq_records_total{{{_JOB}, stage="decode", reason="avro-decode"}}',
+       "0 1 2 3 4 5")], "5m", []),
+    ("Her2ConsumerRebalanceStorm",
+     [(f'her2_consumer_rebalances_total{{{_JOB}, instance="a", kind="assigned"}}', "0+1x20"),
+      (f'her2_consumer_rebalances_total{{{_JOB}, instance="a", kind="revoked"}}', "0+1x20")],
+     "20m", [f"{{{_JOB}}}"]),
+    ("Her2ConsumerRebalanceStorm",
+     [(f'her2_consumer_rebalances_total{{{_JOB}, instance="a", kind="assigned"}}', "0+0.1x20")],
+     "20m", []),
+    ("Her2ConsumerCommitFailures",
+     [(f'her2_consumer_commit_failures_total{{{_JOB}, instance="a"}}', "0+1x20")], "20m",
+     [f"{{{_JOB}}}"]),
+    ("Her2ConsumerEventAgeHigh",
+     [(f'her2_consumer_event_age_seconds_bucket{{{_JOB}, le="60"}}', "0x30"),
+      (f'her2_consumer_event_age_seconds_bucket{{{_JOB}, le="3600"}}', "0+10x30"),
+      (f'her2_consumer_event_age_seconds_bucket{{{_JOB}, le="+Inf"}}', "0+10x30")], "20m",
+     [f"{{{_JOB}}}"]),
+    ("Her2ConsumerEventAgeHigh",
+     [(f'her2_consumer_event_age_seconds_bucket{{{_JOB}, le="60"}}', "0+10x30"),
+      (f'her2_consumer_event_age_seconds_bucket{{{_JOB}, le="3600"}}', "0+10x30"),
+      (f'her2_consumer_event_age_seconds_bucket{{{_JOB}, le="+Inf"}}', "0+10x30")], "20m", []),
+]
+
+
+def test_every_alert_has_a_firing_scenario() -> None:
+    firing = {name for name, _, _, expected in ALERT_SCENARIOS if expected}
+    assert firing == {rule["alert"] for rule in alert_rules()}
+
+
+class TestGrafanaDashboard:
+    """deploy/grafana: the dashboard parses, every panel queries Prometheus, provisioning agrees."""
+
+    @pytest.fixture
+    def dashboard(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+        return loaded
+
+    def test_every_panel_has_a_promql_expr(self, dashboard: dict[str, Any]) -> None:
+        for panel in dashboard["panels"]:
+            if panel["type"] == "row":
+                continue
+            assert panel.get("targets"), panel["title"]
+            for target in panel["targets"]:
+                assert target["expr"].strip(), panel["title"]
+                assert target["datasource"]["uid"] == "${datasource}"
+
+    def test_panel_ids_are_unique(self, dashboard: dict[str, Any]) -> None:
+        ids = [panel["id"] for panel in dashboard["panels"]]
+        assert len(ids) == len(set(ids))
+
+    def test_queries_use_existing_metrics(self) -> None:
+        names = metric_names()
+        for title, target in dashboard_targets():
+            assert promql_metrics(target["expr"]) <= names, title
+
+    def test_required_views_are_present(self) -> None:
+        used = {
+            metric for _, target in dashboard_targets() for metric in promql_metrics(target["expr"])
+        }
+        assert {
+            "her2_consumer_events_total", "her2_consumer_lag_records",
+            "her2_consumer_processing_seconds_bucket", "her2_consumer_alerts_total",
+            "her2_consumer_dlq_records_total", "her2_consumer_rebalances_total",
+            "her2_consumer_history_patients", "her2_consumer_history_restore_seconds_bucket",
+        } <= used
+        quantiles = {
+            q for _, target in dashboard_targets()
+            for q in re.findall(r"histogram_quantile\((0\.\d+)", target["expr"])
+        }
+        assert {"0.5", "0.95", "0.99"} <= quantiles
+
+    def test_provisioning_points_at_the_dashboard_and_datasource(self) -> None:
+        grafana = DEPLOY / "grafana" / "provisioning"
+        [provider] = yaml.safe_load((grafana / "dashboards" / "her2.yaml").read_text())["providers"]
+        [datasource] = yaml.safe_load(
+            (grafana / "datasources" / "prometheus.yaml").read_text()
+        )["datasources"]
+        assert datasource["type"] == "prometheus"
+        compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+        mounts = dict(
+            reversed(v.split(":")[:2]) for v in compose["services"]["grafana"]["volumes"]
+        )
+        assert (DEPLOY / mounts[provider["options"]["path"]] / DASHBOARD.name).is_file()

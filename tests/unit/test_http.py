@@ -1,0 +1,305 @@
+"""Unit tests of consumer.http: the Health state and the /metrics, /healthz, /readyz server."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.exposition import choose_encoder
+
+from consumer.http import Health, HealthHTTPServer, start_http_server
+from consumer.metrics import Metrics
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def health(clock: FakeClock) -> Health:
+    return Health(clock=clock, stall_after=60.0)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    Metrics(registry, ruleset_version="test-1")
+    return registry
+
+
+@pytest.fixture
+def server(registry: CollectorRegistry, health: Health) -> Iterator[HealthHTTPServer]:
+    server = start_http_server(0, registry, health, host="127.0.0.1")
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+def get(
+    server: HealthHTTPServer, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on a fresh connection: (status, lower-cased headers, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=5)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+class TestHealth:
+    """Liveness follows beats; readiness follows set_ready and liveness."""
+
+    def test_starts_live_and_not_ready(self, health: Health) -> None:
+        assert health.is_live()
+        assert not health.ready
+        ready, body = health.readiness()
+        assert (ready, body) == (False, {"status": "not ready", "reason": "starting"})
+
+    @pytest.mark.parametrize(
+        ("elapsed", "live"),
+        [
+            pytest.param(0.0, True, id="just-beat"),
+            pytest.param(59.9, True, id="just-under"),
+            pytest.param(60.0, False, id="at-threshold"),
+            pytest.param(3600.0, False, id="long-stall"),
+        ],
+    )
+    def test_liveness_after_elapsed_seconds(
+        self, health: Health, clock: FakeClock, elapsed: float, live: bool
+    ) -> None:
+        health.beat()
+        clock.now += elapsed
+        assert health.is_live() is live
+        assert health.liveness()[0] is live
+
+    def test_beat_revives_a_stalled_loop(self, health: Health, clock: FakeClock) -> None:
+        clock.now += 120
+        assert not health.is_live()
+        health.beat()
+        assert health.is_live()
+        assert health.seconds_since_beat() == 0.0
+
+    def test_stall_after_is_configurable(self, clock: FakeClock) -> None:
+        health = Health(clock=clock, stall_after=5)
+        clock.now += 5
+        live, body = health.liveness()
+        assert not live
+        assert body["status"] == "stalled"
+        assert body["stall_after_seconds"] == 5.0
+        assert "5s" in body["reason"]
+
+    def test_rejects_non_positive_stall_after(self) -> None:
+        with pytest.raises(ValueError, match="stall_after"):
+            Health(stall_after=0)
+
+    @pytest.mark.parametrize(
+        ("ready", "reason", "expected"),
+        [
+            pytest.param(True, "", {"status": "ready"}, id="ready"),
+            pytest.param(True, "ignored", {"status": "ready"}, id="ready-reason-ignored"),
+            pytest.param(
+                False, "restoring history", {"status": "not ready", "reason": "restoring history"},
+                id="restoring",
+            ),
+            pytest.param(False, "", {"status": "not ready", "reason": "not ready"}, id="no-reason"),
+        ],
+    )
+    def test_set_ready(
+        self, health: Health, ready: bool, reason: str, expected: dict[str, str]
+    ) -> None:
+        health.set_ready(ready, reason)
+        assert health.ready is ready
+        assert health.readiness() == (ready, expected)
+
+    def test_a_stalled_loop_is_not_ready(self, health: Health, clock: FakeClock) -> None:
+        health.set_ready(True)
+        clock.now += 61
+        assert health.ready  # what the service said
+        assert health.readiness() == (False, {"status": "not ready", "reason": "poll loop stalled"})
+
+    def test_real_clock_default(self) -> None:
+        health = Health()
+        health.beat()
+        assert health.is_live()
+        assert health.stall_after == 60.0
+
+
+class TestServer:
+    """The three endpoints over a real socket on a free loopback port."""
+
+    def test_port_zero_picks_a_free_port(self, server: HealthHTTPServer) -> None:
+        assert server.server_port > 0
+
+    def test_metrics_exposes_the_injected_registry(
+        self, server: HealthHTTPServer, registry: CollectorRegistry
+    ) -> None:
+        Counter("her2_test_probe", "probe", registry=registry).inc(3)
+        status, headers, body = get(server, "/metrics")
+        assert status == 200
+        assert headers["content-type"] == choose_encoder("")[1]  # prometheus_client's type
+        assert headers["content-type"].startswith("text/plain; version=0.0.4")
+        text = body.decode()
+        assert "her2_test_probe_total 3.0" in text
+        assert 'her2_consumer_build_info{ruleset_version="test-1"' in text
+        assert "# TYPE her2_consumer_processing_seconds histogram" in text
+
+    def test_metrics_speaks_openmetrics_when_asked(self, server: HealthHTTPServer) -> None:
+        accept = "application/openmetrics-text; version=1.0.0"
+        status, headers, body = get(server, "/metrics", headers={"Accept": accept})
+        assert status == 200
+        assert headers["content-type"] == choose_encoder(accept)[1]
+        assert headers["content-type"].startswith("application/openmetrics-text")
+        assert body.rstrip().endswith(b"# EOF")
+
+    def test_metrics_ignores_query_string(self, server: HealthHTTPServer) -> None:
+        assert get(server, "/metrics?name[]=x")[0] == 200
+
+    def test_healthz_200_while_beating(self, server: HealthHTTPServer, health: Health) -> None:
+        health.beat()
+        status, headers, body = get(server, "/healthz")
+        assert status == 200
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body)["status"] == "ok"
+
+    def test_healthz_503_after_stall_and_200_again(
+        self, server: HealthHTTPServer, health: Health, clock: FakeClock
+    ) -> None:
+        clock.now += 61
+        status, _, body = get(server, "/healthz")
+        assert status == 503
+        assert json.loads(body)["status"] == "stalled"
+        health.beat()
+        assert get(server, "/healthz")[0] == 200
+
+    def test_healthz_ignores_readiness(self, server: HealthHTTPServer, health: Health) -> None:
+        # A broker outage makes the service not ready; liveness must not follow, or every
+        # replica restarts at once.
+        health.set_ready(False, "broker unreachable")
+        assert get(server, "/healthz")[0] == 200
+
+    def test_readyz_follows_set_ready(self, server: HealthHTTPServer, health: Health) -> None:
+        status, _, body = get(server, "/readyz")
+        assert (status, json.loads(body)) == (503, {"status": "not ready", "reason": "starting"})
+        health.set_ready(True)
+        status, _, body = get(server, "/readyz")
+        assert (status, json.loads(body)) == (200, {"status": "ready"})
+        health.set_ready(False, "partitions revoked")
+        status, _, body = get(server, "/readyz")
+        assert (status, json.loads(body)["reason"]) == (503, "partitions revoked")
+
+    @pytest.mark.parametrize(
+        ("path", "status"),
+        [
+            pytest.param("/", 404, id="root"),
+            pytest.param("/metricsx", 404, id="prefix"),
+            pytest.param("/healthz/", 200, id="trailing-slash"),
+        ],
+    )
+    def test_routing(
+        self, server: HealthHTTPServer, health: Health, path: str, status: int
+    ) -> None:
+        assert get(server, path)[0] == status
+
+    def test_head_has_headers_and_no_body(self, server: HealthHTTPServer) -> None:
+        status, headers, body = get(server, "/metrics", method="HEAD")
+        assert status == 200
+        assert int(headers["content-length"]) > 0
+        assert body == b""
+
+    def test_post_is_not_allowed(self, server: HealthHTTPServer) -> None:
+        assert get(server, "/metrics", method="POST")[0] == 501
+
+    def test_keep_alive_serves_several_requests(self, server: HealthHTTPServer) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=5)
+        try:
+            for path in ("/metrics", "/healthz", "/readyz", "/metrics"):
+                conn.request("GET", path)
+                response = conn.getresponse()
+                response.read()
+                assert response.status in {200, 503}
+        finally:
+            conn.close()
+
+    def test_concurrent_requests(self, server: HealthHTTPServer) -> None:
+        results: list[int] = []
+        lock = threading.Lock()
+
+        def worker() -> None:
+            status = get(server, "/metrics")[0]
+            with lock:
+                results.append(status)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert results == [200] * 8
+
+    def test_no_request_logging(
+        self, server: HealthHTTPServer, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        get(server, "/healthz")
+        get(server, "/nope")
+        out, err = capfd.readouterr()
+        assert (out, err) == ("", "")
+
+    def test_a_broken_client_does_not_kill_the_server(
+        self, server: HealthHTTPServer, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+            sock.sendall(b"\x16\x03\x01garbage\r\n\r\n")
+            sock.recv(1024)
+        assert get(server, "/healthz")[0] == 200
+        assert capfd.readouterr().err == ""
+
+
+class TestShutdown:
+    """shutdown() stops serving and frees the port."""
+
+    def test_shutdown_frees_the_port(self, registry: CollectorRegistry, health: Health) -> None:
+        server = start_http_server(0, registry, health, host="127.0.0.1")
+        port = server.server_port
+        assert get(server, "/healthz")[0] == 200
+        server.shutdown()
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(
+            ("127.0.0.1", port), timeout=1
+        ):
+            pass
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))  # free again
+
+    def test_shutdown_is_idempotent(self, registry: CollectorRegistry, health: Health) -> None:
+        server = start_http_server(0, registry, health, host="127.0.0.1")
+        server.shutdown()
+        server.shutdown()
+
+    def test_serving_thread_is_a_daemon(self, registry: CollectorRegistry, health: Health) -> None:
+        server = start_http_server(0, registry, health, host="127.0.0.1")
+        try:
+            names: dict[str, Any] = {t.name: t for t in threading.enumerate()}
+            thread = names[f"her2-http-{server.server_port}"]
+            assert thread.daemon
+        finally:
+            server.shutdown()
