@@ -1,0 +1,371 @@
+"""End-to-end benchmark against a real broker: ceiling, decode, service (at-least-once and
+exactly-once), latency at a steady offered load, and memory.
+
+All stages run in one invocation on the same machine, so the ratios between them are meaningful
+even on a shared, noisy machine. Stages:
+  1. ceiling      a bare kafka-python consumer reading the input topic (no decoding)
+  2. decode       the same plus Avro decoding and validation
+  3. service-alo  `her2-consumer run` (subprocess), at-least-once, until every offset is committed
+  4. service-eos  the same with HER2_PROCESSING_GUARANTEE=exactly_once
+  5. latency      events produced at --rate/s while the service runs; event-in (send time) to
+                  classification available to a read_committed consumer: p50 / p95 / p99
+  6. memory       RSS of the service process when ready and after the N events of stage 3
+
+The broker is KAFKA_BOOTSTRAP_SERVERS if set, else a local one from deploy/kafka/launcher.py.
+
+Usage: python bench/kafka_bench.py [--events 100000] [--rate 200] [--latency-seconds 20]
+                                   [--json bench/results/kafka.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka.admin import NewTopic
+    from kafka.structs import TopicPartition
+
+from consumer.codec import Decoder, Encoder
+from consumer.resources import HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
+from consumer.synthetic import SyntheticGenerator
+from consumer.validate import check_event
+
+REPO = Path(__file__).resolve().parents[1]
+PARTITIONS = 2
+
+
+def log(message: str) -> None:
+    """Progress on stderr."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def broker() -> Iterator[str]:
+    """KAFKA_BOOTSTRAP_SERVERS, or a local broker started for the run."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    spec = importlib.util.spec_from_file_location("launcher", REPO / "deploy/kafka/launcher.py")
+    assert spec and spec.loader
+    launcher = importlib.util.module_from_spec(spec)
+    sys.modules["launcher"] = launcher
+    spec.loader.exec_module(launcher)
+    with tempfile.TemporaryDirectory(prefix="her2-bench-") as work:
+        log("starting a local Kafka broker")
+        with launcher.LocalKafka(Path(work)) as kafka:
+            yield kafka.bootstrap
+
+
+def topics_for(run: str) -> dict[str, str]:
+    """Environment naming a fresh set of topics and a group for one service run."""
+    return {
+        "HER2_INPUT_TOPIC": f"bench-{run}-in",
+        "HER2_DLQ_TOPIC": f"bench-{run}-dlq",
+        "HER2_CLASSIFICATION_TOPIC": f"bench-{run}-class",
+        "HER2_HISTORY_TOPIC": f"bench-{run}-history",
+        "HER2_RETEST_TOPIC": f"bench-{run}-retest",
+        "HER2_DOCUMENTATION_TOPIC": f"bench-{run}-doc",
+        "HER2_TDXD_TOPIC": f"bench-{run}-tdxd",
+        "HER2_THERAPY_CAUTION_TOPIC": f"bench-{run}-tc",
+        "HER2_GROUP_ID": f"bench-{run}-group",
+    }
+
+
+def create_topic(bootstrap: str, name: str) -> None:
+    """Create the input topic with PARTITIONS partitions."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+    finally:
+        admin.close()
+
+
+def encoded_events(count: int, seed: int, now: bool = False) -> list[tuple[bytes, bytes]]:
+    """(key, single-object value) pairs of synthetic events."""
+    encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
+    out = []
+    for event in SyntheticGenerator(seed=seed).events(count):
+        if now:
+            event["event_time"] = dt.datetime.now(dt.UTC)
+        out.append((event["patient_id"].encode(), encoder.encode(event)))
+    return out
+
+
+def produce(bootstrap: str, topic: str, pairs: list[tuple[bytes, bytes]]) -> None:
+    """Produce every pair and wait for all acknowledgements."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
+    try:
+        futures = [producer.send(topic, key=k, value=v) for k, v in pairs]
+        producer.flush()
+        for f in futures:
+            f.get(timeout=60)
+    finally:
+        producer.close()
+
+
+def read_all(bootstrap: str, topic: str, count: int, decode: bool) -> dict[str, Any]:
+    """Stages 1 and 2: read `count` records from the beginning (optionally decoding them)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2000,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    decoder = Decoder("auto", parsed_schema(PATHOLOGY_RESULT))
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        seen = 0
+        start = time.perf_counter()
+        while seen < count:
+            for records in consumer.poll(timeout_ms=1000).values():
+                for record in records:
+                    if decode:
+                        check_event(decoder.decode(record.value))
+                    seen += 1
+        elapsed = time.perf_counter() - start
+    finally:
+        consumer.close()
+    return {"events": seen, "seconds": elapsed, "events_per_s": seen / elapsed}
+
+
+def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    """Sum of the group's committed offsets on the input topic."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_consumer_group_offsets(group)
+    except Exception:  # the group may not exist yet
+        return 0
+    finally:
+        admin.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_service(bootstrap: str, env_topics: dict[str, str], guarantee: str) -> subprocess.Popen[bytes]:
+    """`python -m consumer run` with the given topics."""
+    env = {
+        **os.environ,
+        **env_topics,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "HER2_PROCESSING_GUARANTEE": guarantee,
+        "HER2_HTTP_PORT": "0",
+        "HER2_LOG_LEVEL": "WARNING",
+        "HER2_INSTANCE_ID": f"bench-{uuid.uuid4().hex[:6]}",
+    }
+    return subprocess.Popen(  # noqa: S603 - our own module
+        [sys.executable, "-m", "consumer", "run"], env=env, stderr=subprocess.DEVNULL
+    )
+
+
+def stop_service(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM and wait."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def service_throughput(bootstrap: str, count: int, seed: int, guarantee: str) -> dict[str, Any]:
+    """Stages 3/4 (+6): time from the first commit to all `count` offsets committed."""
+    run = f"{guarantee[:3]}-{uuid.uuid4().hex[:6]}"
+    env_topics = topics_for(run)
+    topic = env_topics["HER2_INPUT_TOPIC"]
+    create_topic(bootstrap, topic)
+    log(f"{guarantee}: producing {count} events")
+    produce(bootstrap, topic, encoded_events(count, seed))
+    proc = start_service(bootstrap, env_topics, guarantee)
+    group = env_topics["HER2_GROUP_ID"]
+    try:
+        rss_start = float("nan")
+        deadline = time.monotonic() + 1800
+        first_t, first_n = None, 0
+        done = 0
+        while done < count:
+            if proc.poll() is not None:
+                raise RuntimeError(f"service exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("service did not finish in time")
+            done = committed_total(bootstrap, group, topic)
+            if first_t is None and done > 0:
+                first_t, first_n = time.perf_counter(), done
+                rss_start = rss_mb(proc.pid)
+            time.sleep(0.2)
+        end_t = time.perf_counter()
+        rss_end = rss_mb(proc.pid)
+    finally:
+        code = stop_service(proc)
+    assert first_t is not None
+    processed = count - first_n
+    seconds = max(end_t - first_t, 1e-9)
+    log(f"{guarantee}: {processed / seconds:,.0f} events/s, exit {code}")
+    return {
+        "events": processed,
+        "seconds": seconds,
+        "events_per_s": processed / seconds,
+        "rss_start_mb": rss_start,
+        "rss_end_mb": rss_end,
+        "exit_code": code,
+    }
+
+
+def latency(bootstrap: str, rate: float, seconds: float, guarantee: str) -> dict[str, Any]:
+    """Stage 5: steady offered load; send time -> classification readable (read_committed)."""
+    run = f"lat-{uuid.uuid4().hex[:6]}"
+    env_topics = topics_for(run)
+    topic = env_topics["HER2_INPUT_TOPIC"]
+    create_topic(bootstrap, topic)
+    proc = start_service(bootstrap, env_topics, guarantee)
+    reader = KafkaConsumer(
+        bootstrap_servers=bootstrap, isolation_level="read_committed",
+        enable_auto_commit=False, auto_offset_reset="earliest",
+    )
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
+    decoder = Decoder("auto", parsed_schema(HER2_CLASSIFICATION))
+    count = int(rate * seconds)
+    pairs = encoded_events(count + 1, seed=99)
+    try:
+        class_topic = env_topics["HER2_CLASSIFICATION_TOPIC"]
+        # warm-up: one event end to end proves the group is joined and topics exist
+        producer.send(topic, key=pairs[0][0], value=pairs[0][1]).get(timeout=30)
+        deadline = time.monotonic() + 120
+        while True:
+            if time.monotonic() > deadline:
+                raise RuntimeError("warm-up event never classified")
+            with contextlib.suppress(Exception):
+                reader.subscribe([class_topic])
+            if reader.poll(timeout_ms=500):
+                break
+        sent_at: dict[str, float] = {}
+        received: dict[str, float] = {}
+        interval = 1.0 / rate
+        start = time.perf_counter()
+        encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
+        events = SyntheticGenerator(seed=99).events(count + 1)[1:]
+        for i, event in enumerate(events):
+            target = start + i * interval
+            while (now := time.perf_counter()) < target:
+                for records in reader.poll(timeout_ms=0).values():
+                    t = time.perf_counter()
+                    for r in records:
+                        received.setdefault(decoder.decode(r.value)["event_id"], t)
+                if target - time.perf_counter() > 0.002:
+                    time.sleep(0.001)
+            event["event_time"] = dt.datetime.now(dt.UTC)
+            producer.send(topic, key=event["patient_id"].encode(), value=encoder.encode(event))
+            sent_at[event["event_id"]] = now
+        producer.flush()
+        deadline = time.monotonic() + 60
+        while len(received.keys() & sent_at.keys()) < len(sent_at) and time.monotonic() < deadline:
+            for records in reader.poll(timeout_ms=200).values():
+                t = time.perf_counter()
+                for r in records:
+                    received.setdefault(decoder.decode(r.value)["event_id"], t)
+    finally:
+        producer.close()
+        reader.close()
+        stop_service(proc)
+    lat = sorted((received[k] - sent_at[k]) * 1000 for k in sent_at if k in received)
+    n = len(lat)
+    if not n:
+        raise RuntimeError("no latency samples")
+    return {
+        "offered_rate": rate,
+        "events": len(sent_at),
+        "received": n,
+        "p50_ms": lat[n // 2],
+        "p95_ms": lat[min(n - 1, int(n * 0.95))],
+        "p99_ms": lat[min(n - 1, int(n * 0.99))],
+        "mean_ms": statistics.fmean(lat),
+    }
+
+
+def main() -> int:
+    """Run every stage and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip-eos", action="store_true")
+    parser.add_argument("--json", default=str(REPO / "bench/results/kafka.json"))
+    args = parser.parse_args()
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "events": args.events,
+    }
+    with broker() as bootstrap:
+        run = f"raw-{uuid.uuid4().hex[:6]}"
+        topic = f"bench-{run}-in"
+        create_topic(bootstrap, topic)
+        log(f"producing {args.events} events for the ceiling and decode stages")
+        produce(bootstrap, topic, encoded_events(args.events, args.seed))
+        log("stage 1: ceiling")
+        results["ceiling"] = read_all(bootstrap, topic, args.events, decode=False)
+        log("stage 2: decode")
+        results["decode"] = read_all(bootstrap, topic, args.events, decode=True)
+        log("stage 3: service at-least-once")
+        results["service_alo"] = service_throughput(bootstrap, args.events, args.seed, "at_least_once")
+        if not args.skip_eos:
+            log("stage 4: service exactly-once")
+            results["service_eos"] = service_throughput(
+                bootstrap, args.events, args.seed, "exactly_once"
+            )
+        log(f"stage 5: latency at {args.rate}/s for {args.latency_seconds}s")
+        results["latency"] = latency(bootstrap, args.rate, args.latency_seconds, "at_least_once")
+    ceiling = results["ceiling"]["events_per_s"]
+    print(f"\nmachine: {results['machine']}")
+    print(f"{'stage':<14} {'events/s':>10} {'vs ceiling':>11}")
+    for key in ("ceiling", "decode", "service_alo", "service_eos"):
+        if key in results:
+            eps = results[key]["events_per_s"]
+            print(f"{key:<14} {eps:>10,.0f} {eps / ceiling:>10.1%}")
+    if "service_eos" in results:
+        ratio = results["service_eos"]["events_per_s"] / results["service_alo"]["events_per_s"]
+        results["eos_vs_alo"] = ratio
+        print(f"exactly-once / at-least-once: {ratio:.1%}")
+    lat = results["latency"]
+    print(
+        f"latency at {lat['offered_rate']:.0f}/s ({lat['received']}/{lat['events']} events): "
+        f"p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms"
+    )
+    alo = results["service_alo"]
+    print(
+        f"service RSS: {alo['rss_start_mb']:.1f} MB at start, {alo['rss_end_mb']:.1f} MB after "
+        f"{args.events} events (+{alo['rss_end_mb'] - alo['rss_start_mb']:.1f} MB)"
+    )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,561 @@
+"""Settings of the service, built once at start-up from an environment mapping.
+
+`Settings.from_env(os.environ)` reads every variable of `ENV_VARS` (name, default, meaning),
+validates them together and returns frozen dataclasses. A bad value raises ConfigError whose
+message names the variable and never echoes a secret. Secrets (the SASL password, registry
+credentials) are masked in `repr`, so printing or logging a Settings object is safe.
+
+The pinned names come from docs/design.md ("Configuration"); the others are ours and are
+listed in `ENV_VARS` with their defaults (the README's configuration table is generated from it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import fastavro
+
+from consumer.errors import ConfigError
+from consumer.wire import INPUT_FORMATS, OUTPUT_FORMATS
+
+AT_LEAST_ONCE: Final = "at_least_once"
+EXACTLY_ONCE: Final = "exactly_once"
+GUARANTEES: Final = (AT_LEAST_ONCE, EXACTLY_ONCE)
+
+SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
+_SASL_WITH_PASSWORD: Final = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"})
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MASK: Final = "***"
+
+_TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_MAX_PORT = 65535
+
+# (variable, default, meaning). The default is the text the variable would hold; "" = unset.
+ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
+    ("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "brokers, comma-separated host:port"),
+    ("HER2_GROUP_ID", "her2-alert-consumer", "consumer group"),
+    ("HER2_INPUT_TOPIC", "lab.pathology.results.v1", "input topic (never auto-created)"),
+    ("HER2_DLQ_TOPIC", "lab.pathology.results.v1.dlq", "dead-letter topic"),
+    ("HER2_CLASSIFICATION_TOPIC", "her2.classifications.v1", "classification topic"),
+    ("HER2_HISTORY_TOPIC", "her2.patient-history.v1", "compacted patient-history changelog"),
+    ("HER2_RETEST_TOPIC", "her2.alerts.retest.v1", "alerts of type RETEST"),
+    (
+        "HER2_DOCUMENTATION_TOPIC",
+        "her2.alerts.documentation.v1",
+        "alerts of type DOCUMENTATION_GAP",
+    ),
+    ("HER2_TDXD_TOPIC", "her2.alerts.tdxd-eligibility.v1", "alerts of type TDXD_ELIGIBILITY"),
+    (
+        "HER2_THERAPY_CAUTION_TOPIC",
+        "her2.alerts.therapy-caution.v1",
+        "alerts of type THERAPY_CAUTION",
+    ),
+    ("HER2_INPUT_FORMAT", "auto", "auto | confluent | single-object | raw"),
+    ("HER2_OUTPUT_FORMAT", "single-object", "confluent | single-object | raw"),
+    ("HER2_SCHEMA_REGISTRY_URL", "", "Confluent-compatible registry (may carry user:password@)"),
+    ("HER2_SCHEMA_REGISTRY_TIMEOUT_SECONDS", "10", "HTTP timeout of registry calls"),
+    ("HER2_RAW_WRITER_SCHEMA", "", "path of the .avsc writer schema of `raw` input"),
+    ("HER2_PROCESSING_GUARANTEE", AT_LEAST_ONCE, "at_least_once | exactly_once"),
+    ("HER2_HTTP_PORT", "8000", "port of the metrics/health HTTP server (0 = any free port)"),
+    ("HER2_HISTORY_RETENTION_DAYS", "3650", "drop accessions older than this (0 = keep forever)"),
+    ("HER2_LOG_LEVEL", "INFO", "DEBUG | INFO | WARNING | ERROR | CRITICAL"),
+    ("HER2_MAX_POLL_RECORDS", "500", "records per poll batch (one commit per batch)"),
+    ("HER2_PUBLISH_RETRIES", "3", "re-sends of unacknowledged outputs before stopping"),
+    ("HER2_INSTANCE_ID", "", "static membership id; also the transactional id suffix"),
+    ("HER2_POLL_TIMEOUT_MS", "1000", "longest wait in one poll (bounds shutdown latency)"),
+    ("HER2_SESSION_TIMEOUT_MS", "45000", "group session timeout"),
+    ("HER2_HEARTBEAT_INTERVAL_MS", "3000", "group heartbeat interval"),
+    ("HER2_MAX_POLL_INTERVAL_MS", "300000", "longest time between polls before eviction"),
+    ("HER2_PRODUCER_LINGER_MS", "5", "producer linger (batching)"),
+    ("HER2_PRODUCER_BATCH_SIZE", "131072", "producer batch size in bytes"),
+    ("HER2_REQUEST_TIMEOUT_MS", "30000", "Kafka request timeout"),
+    ("HER2_DELIVERY_TIMEOUT_MS", "120000", "producer delivery timeout (per send)"),
+    ("HER2_TRANSACTION_TIMEOUT_MS", "60000", "transaction timeout (exactly_once)"),
+    ("HER2_RESTORE_TIMEOUT_SECONDS", "120", "longest history restore before failing"),
+    ("HER2_LAG_REFRESH_SECONDS", "5", "how often lag gauges are refreshed"),
+    (
+        "HER2_TOPIC_REPLICATION_FACTOR",
+        "-1",
+        "replication of topics created at start (-1 = broker default)",
+    ),
+    ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"),
+    ("KAFKA_SASL_MECHANISM", "", "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | GSSAPI | OAUTHBEARER"),
+    ("KAFKA_SASL_USERNAME", "", "SASL user (PLAIN, SCRAM)"),
+    ("KAFKA_SASL_PASSWORD", "", "SASL password (PLAIN, SCRAM); never printed"),
+    ("KAFKA_SSL_CAFILE", "", "CA bundle (PEM)"),
+    ("KAFKA_SSL_CERTFILE", "", "client certificate (PEM)"),
+    ("KAFKA_SSL_KEYFILE", "", "client key (PEM)"),
+    ("KAFKA_SSL_CHECK_HOSTNAME", "true", "verify the broker's host name"),
+    (
+        "HER2_TEST_CRASH_BEFORE_COMMIT",
+        "",
+        "TEST ONLY: SIGKILL itself after batch N is acknowledged",
+    ),
+)
+_DEFAULTS: Final = {name: default for name, default, _ in ENV_VARS}
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Names of every topic the service reads or writes."""
+
+    input: str
+    dlq: str
+    classification: str
+    history: str
+    retest: str
+    documentation: str
+    tdxd: str
+    therapy_caution: str
+
+    def alert_topic(self, alert_type: str) -> str:
+        """The topic of alerts of `alert_type` (one topic per type, design.md)."""
+        return {
+            "RETEST": self.retest,
+            "DOCUMENTATION_GAP": self.documentation,
+            "TDXD_ELIGIBILITY": self.tdxd,
+            "THERAPY_CAUTION": self.therapy_caution,
+        }[alert_type]
+
+    def alert_topics(self) -> tuple[str, ...]:
+        """The alert topics, de-duplicated, in alert-type order."""
+        return tuple(
+            dict.fromkeys((self.retest, self.documentation, self.tdxd, self.therapy_caution))
+        )
+
+    def outputs(self) -> tuple[str, ...]:
+        """Every topic the service writes, de-duplicated."""
+        return tuple(
+            dict.fromkeys((self.classification, *self.alert_topics(), self.dlq, self.history))
+        )
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """Kafka client security pass-through; the password never appears in repr."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+
+    def __repr__(self) -> str:
+        """Fields, with the password masked."""
+        password = MASK if self.sasl_password else None
+        return (
+            f"KafkaSecurity(protocol={self.protocol!r}, sasl_mechanism={self.sasl_mechanism!r}, "
+            f"sasl_username={self.sasl_username!r}, sasl_password={password!r}, "
+            f"ssl_cafile={self.ssl_cafile!r}, ssl_certfile={self.ssl_certfile!r}, "
+            f"ssl_keyfile={self.ssl_keyfile!r}, ssl_check_hostname={self.ssl_check_hostname!r})"
+        )
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """kafka-python keyword arguments (only those that are set)."""
+        kwargs: dict[str, Any] = {"security_protocol": self.protocol}
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password,
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        kwargs.update({k: v for k, v in optional.items() if v is not None})
+        if self.protocol in ("SSL", "SASL_SSL"):
+            kwargs["ssl_check_hostname"] = self.ssl_check_hostname
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Client timings and sizes: defaults suit production; tests shorten the timeouts."""
+
+    poll_timeout_ms: int = 1000
+    session_timeout_ms: int = 45000
+    heartbeat_interval_ms: int = 3000
+    max_poll_interval_ms: int = 300000
+    linger_ms: int = 5
+    batch_size: int = 131072
+    request_timeout_ms: int = 30000
+    delivery_timeout_ms: int = 120000
+    transaction_timeout_ms: int = 60000
+    restore_timeout_s: float = 120.0
+    lag_refresh_s: float = 5.0
+    replication_factor: int = -1
+    registry_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs to run, validated."""
+
+    bootstrap_servers: str = "localhost:9092"
+    group_id: str = "her2-alert-consumer"
+    topics: Topics = field(
+        default_factory=lambda: Topics(
+            input=_DEFAULTS["HER2_INPUT_TOPIC"],
+            dlq=_DEFAULTS["HER2_DLQ_TOPIC"],
+            classification=_DEFAULTS["HER2_CLASSIFICATION_TOPIC"],
+            history=_DEFAULTS["HER2_HISTORY_TOPIC"],
+            retest=_DEFAULTS["HER2_RETEST_TOPIC"],
+            documentation=_DEFAULTS["HER2_DOCUMENTATION_TOPIC"],
+            tdxd=_DEFAULTS["HER2_TDXD_TOPIC"],
+            therapy_caution=_DEFAULTS["HER2_THERAPY_CAUTION_TOPIC"],
+        )
+    )
+    input_format: str = "auto"
+    output_format: str = "single-object"
+    schema_registry_url: str | None = field(default=None, repr=False)
+    raw_writer_schema: Path | None = None
+    processing_guarantee: str = AT_LEAST_ONCE
+    http_port: int = 8000
+    history_retention_days: int = 3650
+    log_level: str = "INFO"
+    max_poll_records: int = 500
+    publish_retries: int = 3
+    instance_id: str | None = None
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    tuning: Tuning = field(default_factory=Tuning)
+    test_crash_before_commit: int | None = None
+
+    def __repr__(self) -> str:
+        """Fields, with registry credentials masked."""
+        shown = ", ".join(
+            f"{name}={value!r}" for name, value in self.summary(with_topics=False).items()
+        )
+        return (
+            f"Settings({shown}, topics={self.topics!r}, security={self.security!r}, "
+            f"tuning={self.tuning!r})"
+        )
+
+    @property
+    def exactly_once(self) -> bool:
+        """Whether Kafka transactions are used."""
+        return self.processing_guarantee == EXACTLY_ONCE
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and validate every variable of ENV_VARS; raise ConfigError naming a bad one."""
+        env = _Env(environ)
+        topics = Topics(
+            input=env.topic("HER2_INPUT_TOPIC"),
+            dlq=env.topic("HER2_DLQ_TOPIC"),
+            classification=env.topic("HER2_CLASSIFICATION_TOPIC"),
+            history=env.topic("HER2_HISTORY_TOPIC"),
+            retest=env.topic("HER2_RETEST_TOPIC"),
+            documentation=env.topic("HER2_DOCUMENTATION_TOPIC"),
+            tdxd=env.topic("HER2_TDXD_TOPIC"),
+            therapy_caution=env.topic("HER2_THERAPY_CAUTION_TOPIC"),
+        )
+        _check_topics(topics)
+        input_format = env.choice("HER2_INPUT_FORMAT", INPUT_FORMATS)
+        output_format = env.choice("HER2_OUTPUT_FORMAT", OUTPUT_FORMATS)
+        registry_url = env.optional("HER2_SCHEMA_REGISTRY_URL")
+        if registry_url is not None:
+            _check_url(registry_url)
+        if output_format == "confluent" and registry_url is None:
+            raise ConfigError(
+                "HER2_SCHEMA_REGISTRY_URL must be set when HER2_OUTPUT_FORMAT is confluent"
+            )
+        if input_format == "confluent" and registry_url is None:
+            raise ConfigError(
+                "HER2_SCHEMA_REGISTRY_URL must be set when HER2_INPUT_FORMAT is confluent"
+            )
+        raw_writer = env.optional("HER2_RAW_WRITER_SCHEMA")
+        if input_format == "raw" and raw_writer is None:
+            raise ConfigError(
+                "HER2_RAW_WRITER_SCHEMA must name the writer schema (.avsc) when "
+                "HER2_INPUT_FORMAT is raw"
+            )
+        raw_path = Path(raw_writer) if raw_writer is not None else None
+        if raw_path is not None:
+            load_writer_schema(raw_path)
+        instance_id = env.optional("HER2_INSTANCE_ID")
+        if instance_id is not None and not _TOPIC_NAME.match(instance_id):
+            raise ConfigError("HER2_INSTANCE_ID may only hold letters, digits, '.', '_' and '-'")
+        group_id = env.text("HER2_GROUP_ID")
+        tuning = Tuning(
+            poll_timeout_ms=env.integer("HER2_POLL_TIMEOUT_MS", 0, 60_000),
+            session_timeout_ms=env.integer("HER2_SESSION_TIMEOUT_MS", 1000, 3_600_000),
+            heartbeat_interval_ms=env.integer("HER2_HEARTBEAT_INTERVAL_MS", 100, 3_600_000),
+            max_poll_interval_ms=env.integer("HER2_MAX_POLL_INTERVAL_MS", 1000, 86_400_000),
+            linger_ms=env.integer("HER2_PRODUCER_LINGER_MS", 0, 60_000),
+            batch_size=env.integer("HER2_PRODUCER_BATCH_SIZE", 1024, 64 * 1024 * 1024),
+            request_timeout_ms=env.integer("HER2_REQUEST_TIMEOUT_MS", 1000, 3_600_000),
+            delivery_timeout_ms=env.integer("HER2_DELIVERY_TIMEOUT_MS", 1000, 86_400_000),
+            transaction_timeout_ms=env.integer("HER2_TRANSACTION_TIMEOUT_MS", 1000, 3_600_000),
+            restore_timeout_s=env.number("HER2_RESTORE_TIMEOUT_SECONDS", 0.1, 86_400),
+            lag_refresh_s=env.number("HER2_LAG_REFRESH_SECONDS", 0.0, 3600),
+            replication_factor=env.integer("HER2_TOPIC_REPLICATION_FACTOR", -1, 32767),
+            registry_timeout_s=env.number("HER2_SCHEMA_REGISTRY_TIMEOUT_SECONDS", 0.1, 600),
+        )
+        if tuning.replication_factor == 0:
+            raise ConfigError("HER2_TOPIC_REPLICATION_FACTOR must be -1 (broker default) or >= 1")
+        if tuning.heartbeat_interval_ms >= tuning.session_timeout_ms:
+            raise ConfigError(
+                "HER2_HEARTBEAT_INTERVAL_MS must be lower than HER2_SESSION_TIMEOUT_MS"
+            )
+        if tuning.restore_timeout_s * 1000 >= tuning.max_poll_interval_ms:
+            raise ConfigError(
+                "HER2_RESTORE_TIMEOUT_SECONDS must be shorter than HER2_MAX_POLL_INTERVAL_MS "
+                "(the restore runs between two polls)"
+            )
+        crash = env.optional("HER2_TEST_CRASH_BEFORE_COMMIT")
+        return cls(
+            bootstrap_servers=_bootstrap(env.text("KAFKA_BOOTSTRAP_SERVERS")),
+            group_id=group_id,
+            topics=topics,
+            input_format=input_format,
+            output_format=output_format,
+            schema_registry_url=registry_url,
+            raw_writer_schema=raw_path,
+            processing_guarantee=env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES),
+            http_port=env.integer("HER2_HTTP_PORT", 0, _MAX_PORT),
+            history_retention_days=env.integer("HER2_HISTORY_RETENTION_DAYS", 0, 100_000),
+            log_level=env.choice("HER2_LOG_LEVEL", LOG_LEVELS, upper=True),
+            max_poll_records=env.integer("HER2_MAX_POLL_RECORDS", 1, 1_000_000),
+            publish_retries=env.integer("HER2_PUBLISH_RETRIES", 0, 100),
+            instance_id=instance_id,
+            security=_security(env),
+            tuning=tuning,
+            test_crash_before_commit=(
+                None if crash is None else env.integer("HER2_TEST_CRASH_BEFORE_COMMIT", 1, 10**9)
+            ),
+        )
+
+    def kafka_common(self) -> dict[str, Any]:
+        """Keyword arguments shared by KafkaConsumer, KafkaProducer and KafkaAdminClient."""
+        return {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "request_timeout_ms": self.tuning.request_timeout_ms,
+            **self.security.client_kwargs(),
+        }
+
+    def transactional_id(self, hostname: str) -> str:
+        """The producer's transactional id: group plus instance id (or host name)."""
+        return f"{self.group_id}-{self.instance_id or hostname}"
+
+    def registry_display(self) -> str | None:
+        """The registry URL without credentials (for logs)."""
+        if self.schema_registry_url is None:
+            return None
+        parts = urllib.parse.urlsplit(self.schema_registry_url)
+        netloc = parts.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+    def summary(self, *, with_topics: bool = True) -> dict[str, Any]:
+        """Non-secret settings for the start-up log line and repr."""
+        shown: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "group_id": self.group_id,
+            "input_format": self.input_format,
+            "output_format": self.output_format,
+            "schema_registry_url": self.registry_display(),
+            "raw_writer_schema": str(self.raw_writer_schema) if self.raw_writer_schema else None,
+            "processing_guarantee": self.processing_guarantee,
+            "http_port": self.http_port,
+            "history_retention_days": self.history_retention_days,
+            "log_level": self.log_level,
+            "max_poll_records": self.max_poll_records,
+            "publish_retries": self.publish_retries,
+            "instance_id": self.instance_id,
+            "test_crash_before_commit": self.test_crash_before_commit,
+        }
+        if with_topics:
+            shown["input_topic"] = self.topics.input
+        return shown
+
+
+def load_writer_schema(path: Path) -> Any:
+    """Read and parse the .avsc at `path`; ConfigError naming HER2_RAW_WRITER_SCHEMA if unusable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"HER2_RAW_WRITER_SCHEMA: cannot read {path} ({type(exc).__name__})"
+        ) from None
+    try:
+        schema = fastavro.parse_schema(json.loads(text))
+    except Exception as exc:  # json and fastavro raise several types; each means unusable
+        failure = type(exc).__name__
+    else:
+        return schema
+    raise ConfigError(f"HER2_RAW_WRITER_SCHEMA: {path} is not an Avro schema ({failure})")
+
+
+class _Env:
+    """Typed reads of an environment mapping; errors name the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def raw(self, name: str) -> str:
+        value = self._environ.get(name)
+        if value is None or not value.strip():
+            return _DEFAULTS[name]
+        return value.strip()
+
+    def optional(self, name: str) -> str | None:
+        value = self.raw(name)
+        return value or None
+
+    def text(self, name: str) -> str:
+        value = self.raw(name)
+        if not value:
+            raise ConfigError(f"{name} must not be empty")
+        return value
+
+    def topic(self, name: str) -> str:
+        value = self.text(name)
+        if not _TOPIC_NAME.match(value) or value in (".", ".."):
+            raise ConfigError(
+                f"{name} is not a legal Kafka topic name (letters, digits, '.', '_', '-'; "
+                "at most 249 characters)"
+            )
+        return value
+
+    def choice(self, name: str, allowed: tuple[str, ...], *, upper: bool = False) -> str:
+        value = self.raw(name)
+        if upper:
+            value = value.upper()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}")
+        return value
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        text = self.raw(name)
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be between {low} and {high}")
+        return value
+
+    def number(self, name: str, low: float, high: float) -> float:
+        text = self.raw(name)
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number") from None
+        if not low <= value <= high:  # also refuses nan
+            raise ConfigError(f"{name} must be between {low:g} and {high:g}")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = self.raw(name).lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ConfigError(f"{name} must be true or false")
+
+
+def _bootstrap(value: str) -> str:
+    """Validate `host:port[,host:port...]` (KAFKA_BOOTSTRAP_SERVERS)."""
+    servers = [s.strip() for s in value.split(",")]
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= _MAX_PORT:
+            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS must be a comma-separated list of host:port")
+    return ",".join(servers)
+
+
+def _check_url(url: str) -> None:
+    """HER2_SCHEMA_REGISTRY_URL must be http(s) with a host (the message never shows the URL)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError("HER2_SCHEMA_REGISTRY_URL must be an http(s) URL with a host")
+
+
+def _check_topics(topics: Topics) -> None:
+    """The input must not be an output, and the changelog and DLQ are topics of their own."""
+    outputs = {
+        "HER2_DLQ_TOPIC": topics.dlq,
+        "HER2_CLASSIFICATION_TOPIC": topics.classification,
+        "HER2_HISTORY_TOPIC": topics.history,
+        "HER2_RETEST_TOPIC": topics.retest,
+        "HER2_DOCUMENTATION_TOPIC": topics.documentation,
+        "HER2_TDXD_TOPIC": topics.tdxd,
+        "HER2_THERAPY_CAUTION_TOPIC": topics.therapy_caution,
+    }
+    for name, topic in outputs.items():
+        if topic == topics.input:
+            raise ConfigError(f"{name} must differ from HER2_INPUT_TOPIC")
+    for name in ("HER2_HISTORY_TOPIC", "HER2_DLQ_TOPIC"):
+        topic = outputs[name]
+        if sum(1 for other in outputs.values() if other == topic) > 1:
+            raise ConfigError(f"{name} must not be shared with another output topic")
+
+
+def _security(env: _Env) -> KafkaSecurity:
+    """KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_*, checked for consistency."""
+    protocol = env.choice("KAFKA_SECURITY_PROTOCOL", SECURITY_PROTOCOLS, upper=True)
+    mechanism = env.optional("KAFKA_SASL_MECHANISM")
+    username = env.optional("KAFKA_SASL_USERNAME")
+    password = env.optional("KAFKA_SASL_PASSWORD")
+    sasl = protocol.startswith("SASL_")
+    if mechanism is not None:
+        mechanism = mechanism.upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}")
+        if not sasl:
+            raise ConfigError(
+                "KAFKA_SASL_MECHANISM is set but KAFKA_SECURITY_PROTOCOL is not SASL_PLAINTEXT "
+                "or SASL_SSL"
+            )
+    if sasl:
+        if mechanism is None:
+            raise ConfigError(
+                f"KAFKA_SASL_MECHANISM must be set when KAFKA_SECURITY_PROTOCOL is {protocol}"
+            )
+        if mechanism in _SASL_WITH_PASSWORD:
+            if username is None:
+                raise ConfigError(f"KAFKA_SASL_USERNAME must be set for SASL {mechanism}")
+            if password is None:
+                raise ConfigError(f"KAFKA_SASL_PASSWORD must be set for SASL {mechanism}")
+    elif username is not None or password is not None:
+        name = "KAFKA_SASL_USERNAME" if username is not None else "KAFKA_SASL_PASSWORD"
+        raise ConfigError(f"{name} is set but KAFKA_SECURITY_PROTOCOL is not a SASL protocol")
+    files = {}
+    for name in ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE"):
+        value = env.optional(name)
+        if value is not None:
+            if protocol not in ("SSL", "SASL_SSL"):
+                raise ConfigError(f"{name} is set but KAFKA_SECURITY_PROTOCOL is {protocol}")
+            if not Path(value).is_file():
+                raise ConfigError(f"{name}: no such file")
+        files[name] = value
+    if (files["KAFKA_SSL_CERTFILE"] is None) != (files["KAFKA_SSL_KEYFILE"] is None):
+        missing = (
+            "KAFKA_SSL_KEYFILE" if files["KAFKA_SSL_KEYFILE"] is None else "KAFKA_SSL_CERTFILE"
+        )
+        raise ConfigError(f"{missing} must be set too (client certificate and key go together)")
+    return KafkaSecurity(
+        protocol=protocol,
+        sasl_mechanism=mechanism,
+        sasl_username=username,
+        sasl_password=password,
+        ssl_cafile=files["KAFKA_SSL_CAFILE"],
+        ssl_certfile=files["KAFKA_SSL_CERTFILE"],
+        ssl_keyfile=files["KAFKA_SSL_KEYFILE"],
+        ssl_check_hostname=env.boolean("KAFKA_SSL_CHECK_HOSTNAME"),
+    )

@@ -1,0 +1,1274 @@
+"""The long-running consumer: the poll loop, its delivery guarantees, and the only place that
+records metrics.
+
+One thread, one loop, data moving one way:
+
+    poll -> decode -> validate -> history + pipeline (classify, rules, alerts)
+         -> encode -> produce (classification, alerts, DLQ, history changelog)
+         -> wait for every acknowledgement -> commit offsets
+
+At-least-once (default): offsets are committed only after every output of the batch is
+acknowledged (acks=all, idempotent producer). A failed output is re-sent up to
+HER2_PUBLISH_RETRIES times; then the service stops WITHOUT committing and exits non-zero.
+A crash redelivers; the history changelog makes a redelivered event re-emit the same alerts.
+
+Exactly-once (HER2_PROCESSING_GUARANTEE=exactly_once): the batch's outputs and its offsets go
+in one Kafka transaction (`send_offsets_to_transaction` with the consumer's group metadata);
+any failure aborts it and the service stops non-zero (a restart reprocesses from the last
+committed transaction); a fenced producer stops the service cleanly with EXIT_FENCED.
+
+Rebalances (cooperative-sticky). kafka-python 3.x runs rebalance callbacks on the consumer's
+IO thread while the main thread is blocked inside `poll()`/`close()`: there is never a batch
+in flight then (batches are processed synchronously between polls and committed before the
+next poll), and the callbacks must not call the consumer's blocking APIs (kafka-python raises
+RuntimeError) nor block heartbeats. So `on_partitions_assigned` only pauses the new partitions
+and marks them for restore; right after `poll()` returns, the main thread restores their
+history from the compacted changelog (bounded by the end offsets captured at start and by
+HER2_RESTORE_TIMEOUT_SECONDS) and resumes them. Their records are processed only after that.
+`on_partitions_revoked` / `on_partitions_lost` drop the partitions' history stores.
+
+Start-up: the input topic is never created here. While it is missing the service logs
+"input topic missing" and waits (re-checking with back-off) until it exists or it is stopped.
+Missing output topics are created with the input's partition count; the changelog topic is
+compacted and must have exactly the input's partition count (co-partitioning: the history of
+input partition p lives in changelog partition p).
+
+A schema registry that cannot be reached is not a record's fault: the record is retried
+with back-off (its partition is paused and sought back), never dead-lettered, and no offset
+past it is committed.
+
+Test-only hook: HER2_TEST_CRASH_BEFORE_COMMIT=N kills the process with SIGKILL after the
+outputs of the N-th non-empty batch are acknowledged and before its offsets are committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime as dt
+import logging
+import os
+import signal
+import socket
+import ssl
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Final, Protocol
+
+from consumer import __version__
+from consumer.codec import Decoder, Encoder, schema_json
+from consumer.config import Settings, load_writer_schema
+from consumer.errors import (
+    ConfigError,
+    Her2Error,
+    PublishError,
+    RecordError,
+    RegistryError,
+    RuleSetError,
+    SchemaError,
+)
+from consumer.history import HistoryStore
+from consumer.logs import configure_logging, get_logger
+from consumer.metrics import Metrics
+from consumer.pipeline import Pipeline, utc_now
+from consumer.registry import SchemaRegistryClient
+from consumer.resources import (
+    HER2_ALERT,
+    HER2_CLASSIFICATION,
+    PATHOLOGY_RESULT,
+    PATIENT_HISTORY,
+    parsed_schema,
+)
+from consumer.validate import check_event
+
+with warnings.catch_warnings():
+    # kafka-python 3.0.x calls importlib.resources.read_text/open_text at import time, which
+    # warns on Python 3.11/3.12; harmless, and it must not fail runs with warnings as errors.
+    warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka.consumer.subscription_state import ConsumerRebalanceListener
+    from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+    from kafka.errors import (
+        CommitFailedError,
+        InvalidProducerEpochError,
+        KafkaError,
+        ProducerFencedError,
+        RebalanceInProgressError,
+    )
+    from kafka.structs import OffsetAndMetadata, TopicPartition
+
+_FENCED: Final = (ProducerFencedError, InvalidProducerEpochError)
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_CONFIG: Final = 2
+EXIT_FENCED: Final = 3
+
+DLQ_HEADER_PREFIX: Final = "her2.errors."
+PROCESS_ERROR_MESSAGE: Final = "unexpected error while processing the record"
+_TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
+_REGISTRY_BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+_INPUT_WAIT_BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
+_PUBLISH_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
+_HISTORY_REFRESH_S: Final = 5.0
+
+log = get_logger("her2.service")
+
+
+class HealthHook(Protocol):
+    """What the service tells the health endpoints (consumer.http.Health fits)."""
+
+    def beat(self) -> None:
+        """The loop made progress."""
+
+    def set_ready(self, ready: bool, reason: str = "") -> None:
+        """Readiness changed."""
+
+
+class HistoryRestoreError(Her2Error):
+    """The history changelog could not be read to its end in time (fatal)."""
+
+
+class KafkaConnectError(Her2Error):
+    """Kafka could not be reached or refused us at start-up (the message names what to check)."""
+
+
+class _ConnectionFailures(logging.Handler):
+    """Collects the exceptions kafka-python logs while bootstrapping (it raises only a timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.errors.extend(a for a in args if isinstance(a, BaseException))
+
+    def diagnose(self, s: Settings) -> tuple[str, str]:
+        """(reason, message) naming the variables to check; never echoes a secret."""
+        chain: list[BaseException] = []
+        for exc in self.errors:
+            seen: BaseException | None = exc
+            while seen is not None and seen not in chain:
+                chain.append(seen)
+                seen = seen.__cause__ or seen.__context__
+        names = " ".join(type(e).__name__ for e in chain)
+        # only to classify, never printed (it may name hosts)
+        text = " ".join(str(e) for e in chain).upper()
+        where = f"KAFKA_BOOTSTRAP_SERVERS={s.bootstrap_servers}"
+        if "Authentication" in names or "Sasl" in names:
+            return "sasl-authentication", (
+                f"Kafka at {where} rejected the SASL authentication "
+                f"(KAFKA_SASL_MECHANISM={s.security.sasl_mechanism}): check KAFKA_SASL_USERNAME "
+                "and KAFKA_SASL_PASSWORD"
+            )
+        if any(isinstance(e, ssl.SSLError) for e in chain) or "SSL" in names or "[SSL" in text:
+            trust = "CERTIFICATE_VERIFY" in text or "CERTIFICATE VERIFY FAILED" in text
+            return "tls", (
+                f"the TLS handshake with {where} failed"
+                + (": the broker's certificate is not trusted" if trust else "")
+                + " (check KAFKA_SSL_CAFILE, KAFKA_SSL_CHECK_HOSTNAME and KAFKA_SECURITY_PROTOCOL)"
+            )
+        return "unreachable", (
+            f"no Kafka broker answered at {where} within HER2_REQUEST_TIMEOUT_MS="
+            f"{s.tuning.request_timeout_ms} (check the address and KAFKA_SECURITY_PROTOCOL="
+            f"{s.security.protocol})"
+        )
+
+
+class _Fenced(Her2Error):
+    """Another producer with our transactional id took over (exactly-once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    partition: int | None = None
+
+
+@dataclass
+class _Batch:
+    """What one poll batch produced and what to record once it is acknowledged."""
+
+    outputs: list[Output] = field(default_factory=list)
+    last: dict[TopicPartition, Any] = field(default_factory=dict)  # tp -> last processed record
+    outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
+    categories: collections.Counter[str] = field(default_factory=collections.Counter)
+    alerts: collections.Counter[tuple[str, str, str]] = field(default_factory=collections.Counter)
+    dlq: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    durations: list[float] = field(default_factory=list)
+    ages: list[float] = field(default_factory=list)
+    changelog: int = 0
+
+
+_RETRY: Final = object()  # _process_record: registry unavailable, retry this record later
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+    """Forwards rebalance callbacks (run on kafka-python's IO thread) to the service."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._service._on_revoked(revoked, kind="revoked")
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._service._on_assigned(assigned)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self._service._on_revoked(lost, kind="lost")
+
+
+class Service:
+    """The consumer loop: `run()` until `stop()` (thread-safe) or a signal; returns an exit code."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], dt.datetime] = utc_now,
+        health: HealthHook | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        """Build the service; nothing connects to Kafka before `run()`."""
+        self.settings = settings
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self._clock = clock
+        self._health = health
+        self._hostname = hostname or socket.gethostname()
+        self._stop_event = threading.Event()
+        self._retention = (
+            dt.timedelta(days=settings.history_retention_days)
+            if settings.history_retention_days > 0
+            else None
+        )
+        self._stores: dict[TopicPartition, HistoryStore] = {}
+        self._pending_restore: set[TopicPartition] = set()
+        self._backoff_until: dict[TopicPartition, float] = {}
+        self._backoff_step: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._restore_consumer: Any = None
+        self._registry: SchemaRegistryClient | None = None
+        self._batches = 0
+        self._last_lag_refresh = 0.0
+        self._last_history_refresh = 0.0
+        self._debug = settings.log_level == "DEBUG"
+        self.started = threading.Event()  # set once the consumer subscribed (for tests, probes)
+
+    # -- public ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit, leave the group and return (thread-safe)."""
+        self._stop_event.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop()` was called."""
+        return self._stop_event.is_set()
+
+    def assigned_partitions(self) -> list[int]:
+        """Input partitions whose history is restored and which are being processed."""
+        return sorted(tp.partition for tp in list(self._stores))  # read from other threads
+
+    def run(self) -> int:
+        """Run until stopped; return an exit code (EXIT_OK on a clean stop)."""
+        code = EXIT_FAILURE
+        try:
+            self._start()
+            if not self.stopping:
+                self._loop()
+            code = EXIT_OK
+        except ConfigError as exc:
+            log.error("configuration error", error_type=type(exc).__name__)
+            _print_error(str(exc))
+            code = EXIT_CONFIG
+        except _Fenced:
+            log.error("producer fenced: another instance uses this transactional id; stopping")
+            code = EXIT_FENCED
+        except (PublishError, HistoryRestoreError, SchemaError, KafkaConnectError) as exc:
+            log.error("stopping without committing", error_type=type(exc).__name__)
+            _print_error(str(exc))
+        except KafkaError as exc:
+            log.error("stopping on a Kafka error", error_type=type(exc).__name__, exc_info=exc)
+        except Exception as exc:
+            log.error(
+                "stopping on an unexpected error", error_type=type(exc).__name__, exc_info=exc
+            )
+        finally:
+            self._close(clean=code == EXIT_OK)
+        log.info("shutdown", state="stopped", committed=code == EXIT_OK, batch=self._batches)
+        return code
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        s = self.settings
+        self._set_ready(False, "starting")
+        self._build_codecs()
+        log.info(
+            "started",
+            version=__version__,
+            ruleset_version=self.pipeline.ruleset.version,
+            group_id=s.group_id,
+            input_topic=s.topics.input,
+            bootstrap_servers=s.bootstrap_servers,
+            guarantee=s.processing_guarantee,
+            input_format=s.input_format,
+            output_format=s.output_format,
+            http_port=s.http_port,
+        )
+        self._register_output_schemas()
+        if self.stopping:
+            return
+        partitions = self._ensure_topics()
+        if partitions is None:
+            return
+        self._producer = self._make_producer()
+        self._consumer = disable_topic_auto_creation(KafkaConsumer(**self._consumer_kwargs()))
+        # Load the input's partitions into the consumer's metadata before joining: kafka-python
+        # can otherwise run the first assignment before that metadata arrives ("No partition
+        # metadata for topic") and hand out nothing until a later metadata refresh.
+        self._consumer.partitions_for_topic(s.topics.input)
+        self._consumer.subscribe([s.topics.input], listener=_Listener(self))
+        self.started.set()
+
+    def _build_codecs(self) -> None:
+        s = self.settings
+        if s.schema_registry_url:
+            self._registry = SchemaRegistryClient(
+                s.schema_registry_url, timeout=s.tuning.registry_timeout_s
+            )
+        raw_writer = load_writer_schema(s.raw_writer_schema) if s.raw_writer_schema else None
+        self._decoder = Decoder(
+            s.input_format,
+            parsed_schema(PATHOLOGY_RESULT),
+            registry=self._registry,
+            raw_writer_schema=raw_writer,
+        )
+        fmt = s.output_format
+        self._classification_encoder = Encoder(
+            fmt,
+            parsed_schema(HER2_CLASSIFICATION),
+            registry=self._registry,
+            subject=f"{s.topics.classification}-value",
+        )
+        self._alert_encoders = {
+            topic: Encoder(
+                fmt, parsed_schema(HER2_ALERT), registry=self._registry, subject=f"{topic}-value"
+            )
+            for topic in s.topics.alert_topics()
+        }
+        self._history_encoder = Encoder(
+            fmt,
+            parsed_schema(PATIENT_HISTORY),
+            registry=self._registry,
+            subject=f"{s.topics.history}-value",
+        )
+        self._history_decoder = Decoder(
+            fmt, parsed_schema(PATIENT_HISTORY), registry=self._registry
+        )
+
+    def _register_output_schemas(self) -> None:
+        """Confluent output: register the output schemas now, retrying while the registry is
+        unreachable, so that encoding never waits on the registry mid-batch."""
+        s = self.settings
+        if s.output_format != "confluent" or self._registry is None:
+            return
+        subjects = [
+            (f"{s.topics.classification}-value", HER2_CLASSIFICATION),
+            *((f"{topic}-value", HER2_ALERT) for topic in s.topics.alert_topics()),
+            (f"{s.topics.history}-value", PATIENT_HISTORY),
+        ]
+        for subject, schema in subjects:
+            attempt = 0
+            while not self.stopping:
+                try:
+                    self._registry.register(subject, schema_json(parsed_schema(schema)))
+                    break
+                except RegistryError as exc:
+                    delay = _REGISTRY_BACKOFF_S[min(attempt, len(_REGISTRY_BACKOFF_S) - 1)]
+                    attempt += 1
+                    log.warning(
+                        "schema registry unavailable; retrying",
+                        attempt=attempt,
+                        error_type=type(exc).__name__,
+                        seconds=delay,
+                    )
+                    self._stop_event.wait(delay)
+
+    def _ensure_topics(self) -> int | None:
+        """Wait for the input topic, create missing outputs; return the input's partition count
+        (None when stopped while waiting)."""
+        s = self.settings
+        admin = self._connect_admin()
+        try:
+            attempt = 0
+            while True:
+                counts = _partition_counts(admin, [s.topics.input])
+                if s.topics.input in counts:
+                    break
+                delay = _INPUT_WAIT_BACKOFF_S[min(attempt, len(_INPUT_WAIT_BACKOFF_S) - 1)]
+                attempt += 1
+                log.warning(
+                    "input topic missing; waiting for it to be created (it is never auto-created)",
+                    input_topic=s.topics.input,
+                    attempt=attempt,
+                    seconds=delay,
+                )
+                self._set_ready(False, "input topic missing")
+                if self._stop_event.wait(delay):
+                    return None
+            partitions = counts[s.topics.input]
+            existing = _partition_counts(admin, list(s.topics.outputs()))
+            missing = [t for t in s.topics.outputs() if t not in existing]
+            if missing:
+                specs: dict[str, dict[str, Any]] = {}
+                for topic in missing:
+                    spec: dict[str, Any] = {
+                        "num_partitions": partitions,
+                        "replication_factor": s.tuning.replication_factor,
+                    }
+                    if topic == s.topics.history:
+                        spec["configs"] = {"cleanup.policy": "compact"}
+                    specs[topic] = spec
+                result = admin.create_topics(specs, raise_errors=False)
+                for topic in result.get("topics", []):
+                    code = topic.get("error_code", 0)
+                    if code not in (0, _TOPIC_EXISTS):
+                        raise ConfigError(
+                            f"cannot create output topic {topic.get('name')} "
+                            f"(Kafka error code {code}); create it or fix the permissions"
+                        )
+                admin.wait_for_topics(missing, timeout_ms=s.tuning.request_timeout_ms)
+                log.info("output topics created", count=len(missing))
+                existing = _partition_counts(admin, list(s.topics.outputs()))
+            history_partitions = existing.get(s.topics.history)
+            if history_partitions != partitions:
+                raise ConfigError(
+                    f"HER2_HISTORY_TOPIC {s.topics.history} has {history_partitions} partitions "
+                    f"but HER2_INPUT_TOPIC has {partitions}: the changelog must be co-partitioned "
+                    "with the input (same partition count)"
+                )
+            return partitions
+        finally:
+            admin.close()
+
+    def _connect_admin(self) -> Any:
+        """The first connection to Kafka, which doubles as the start-up preflight: when it fails,
+        say why (SASL credentials, TLS trust, or no broker) and name the variables to check."""
+        s = self.settings
+        failures = _ConnectionFailures()
+        kafka_logger = logging.getLogger("kafka")
+        kafka_logger.addHandler(failures)
+        try:
+            return KafkaAdminClient(
+                client_id=self._client_id("admin"),
+                bootstrap_timeout_ms=s.tuning.request_timeout_ms,
+                **s.kafka_common(),
+            )
+        except KafkaError as exc:
+            error_type = type(exc).__name__
+        finally:
+            kafka_logger.removeHandler(failures)
+        reason, hint = failures.diagnose(s)
+        log.error(
+            "cannot connect to Kafka",
+            reason=reason,
+            error_type=error_type,
+            bootstrap_servers=s.bootstrap_servers,
+        )
+        raise KafkaConnectError(hint)
+
+    def _client_id(self, role: str) -> str:
+        return f"her2-{role}-{self.settings.instance_id or self._hostname}"
+
+    def _consumer_kwargs(self) -> dict[str, Any]:
+        s, t = self.settings, self.settings.tuning
+        kwargs: dict[str, Any] = {
+            **s.kafka_common(),
+            "client_id": self._client_id("consumer"),
+            "group_id": s.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "isolation_level": "read_committed",
+            "partition_assignment_strategy": [CooperativeStickyAssignor()],
+            "max_poll_records": s.max_poll_records,
+            "session_timeout_ms": t.session_timeout_ms,
+            "heartbeat_interval_ms": t.heartbeat_interval_ms,
+            "max_poll_interval_ms": t.max_poll_interval_ms,
+            "allow_auto_create_topics": False,
+            # bounds how long a missed metadata change (e.g. new partitions) can go unnoticed
+            "metadata_max_age_ms": 30000,
+        }
+        if s.instance_id:
+            kwargs["group_instance_id"] = s.instance_id
+        return kwargs
+
+    def _make_producer(self) -> Any:
+        s, t = self.settings, self.settings.tuning
+        kwargs: dict[str, Any] = {
+            **s.kafka_common(),
+            "client_id": self._client_id("producer"),
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": t.linger_ms,
+            "batch_size": t.batch_size,
+            "delivery_timeout_ms": max(t.delivery_timeout_ms, t.request_timeout_ms + t.linger_ms),
+            "max_block_ms": t.request_timeout_ms,
+            "allow_auto_create_topics": False,
+        }
+        if s.exactly_once:
+            kwargs["transactional_id"] = s.transactional_id(self._hostname)
+            kwargs["transaction_timeout_ms"] = t.transaction_timeout_ms
+        producer = disable_topic_auto_creation(KafkaProducer(**kwargs))
+        if s.exactly_once:
+            try:
+                producer.init_transactions()
+            except _FENCED:
+                producer.close(timeout=5)
+                raise _Fenced() from None
+            except BaseException:
+                producer.close(timeout=5)
+                raise
+        return producer
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        s = self.settings
+        while not self.stopping:
+            self._resume_after_backoff()
+            records = self._consumer.poll(
+                timeout_ms=s.tuning.poll_timeout_ms, max_records=s.max_poll_records
+            )
+            self._beat()
+            if self._pending_restore:
+                self._restore_pending()
+            if records:
+                self._process_batch(records)
+            self._refresh_gauges()
+
+    def _process_batch(self, records: Mapping[TopicPartition, list[Any]]) -> None:
+        started = time.perf_counter()
+        batch = _Batch()
+        for tp in sorted(records):
+            store = self._stores.get(tp)
+            if store is None:  # defensive: never process a partition whose history is not loaded
+                self._consumer.seek(tp, records[tp][0].offset)
+                continue
+            for record in records[tp]:
+                if self._process_record(tp, record, store, batch) is _RETRY:
+                    self._consumer.seek(tp, record.offset)
+                    self._positions[tp] = record.offset
+                    self._back_off(tp)
+                    break
+                batch.last[tp] = record
+                self._positions[tp] = record.offset + 1
+            for patient_id, state in store.take_dirty():
+                value = None if state is None else self._history_encoder.encode(state)
+                batch.outputs.append(
+                    Output(
+                        self.settings.topics.history,
+                        patient_id.encode("utf-8"),
+                        value,
+                        partition=tp.partition,
+                    )
+                )
+                batch.changelog += 1
+        if not batch.last:
+            return
+        offsets = {
+            tp: OffsetAndMetadata(
+                record.offset + 1,
+                "",
+                record.leader_epoch if record.leader_epoch is not None else -1,
+            )
+            for tp, record in batch.last.items()
+        }
+        if self.settings.exactly_once:
+            self._publish_transaction(batch.outputs, offsets)
+        else:
+            self._publish(batch.outputs)
+            self._test_crash_hook()
+            self._commit(offsets)
+        self._batches += 1
+        self._record_batch(batch, offsets, time.perf_counter() - started)
+
+    def _process_record(
+        self, tp: TopicPartition, record: Any, store: HistoryStore, batch: _Batch
+    ) -> object:
+        """Process one record into `batch`; return _RETRY if it must be retried later."""
+        started = time.perf_counter()
+        event_id = None
+        try:
+            event = check_event(self._decoder.decode(record.value))
+            event_id = event["event_id"]
+            outcome = store.apply(event, self.pipeline)
+            key = record.key if record.key else event["patient_id"].encode("utf-8")
+            outputs = [
+                Output(
+                    self.settings.topics.classification,
+                    key,
+                    self._classification_encoder.encode(outcome.classification),
+                )
+            ]
+            for alert in outcome.alerts:
+                topic = self.settings.topics.alert_topic(alert["alert_type"])
+                outputs.append(Output(topic, key, self._alert_encoders[topic].encode(alert)))
+        except RegistryError as exc:
+            log.warning(
+                "schema registry unavailable; record will be retried",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                error_type=type(exc).__name__,
+            )
+            return _RETRY
+        except RecordError as exc:
+            self._dead_letter(
+                batch,
+                tp,
+                record,
+                stage=exc.stage,
+                reason=exc.reason,
+                exception_class=type(exc).__name__,
+                message=exc.message,
+                started=started,
+            )
+            return None
+        except Exception as exc:  # a bug: dead-letter the record and keep the partition moving
+            log.error(
+                "record processing failed",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                event_id=event_id,
+                error_type=type(exc).__name__,
+                exc_info=exc,
+            )
+            self._dead_letter(
+                batch,
+                tp,
+                record,
+                stage="process",
+                reason="processing-error",
+                exception_class=type(exc).__name__,
+                message=PROCESS_ERROR_MESSAGE,
+                started=started,
+            )
+            return None
+        duration = time.perf_counter() - started
+        batch.outputs.extend(outputs)
+        batch.outcomes["processed"] += 1
+        category = outcome.classification["category"]
+        batch.categories[category] += 1
+        for alert in outcome.alerts:
+            batch.alerts[(alert["alert_type"], alert["code"], alert["status"])] += 1
+        batch.durations.append(duration)
+        event_time = event.get("event_time")
+        if event_time is not None:
+            batch.ages.append(max(0.0, (self._clock() - event_time).total_seconds()))
+        if self._debug:
+            log.debug(
+                "record processed",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                event_id=event_id,
+                outcome="processed",
+                duration_ms=round(duration * 1000, 3),
+                category=category,
+                alerts=len(outcome.alerts),
+            )
+        return None
+
+    def _dead_letter(
+        self,
+        batch: _Batch,
+        tp: TopicPartition,
+        record: Any,
+        *,
+        stage: str,
+        reason: str,
+        exception_class: str,
+        message: str,
+        started: float,
+    ) -> None:
+        now_ms = int(self._clock().timestamp() * 1000)
+        headers = [
+            *[(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)],
+            *dlq_headers(
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                stage=stage,
+                reason=reason,
+                exception_class=exception_class,
+                message=message,
+                timestamp_ms=now_ms,
+            ),
+        ]
+        batch.outputs.append(Output(self.settings.topics.dlq, record.key, record.value, headers))
+        batch.outcomes["dead_lettered"] += 1
+        batch.dlq[(stage, reason)] += 1
+        duration = time.perf_counter() - started
+        batch.durations.append(duration)
+        log.warning(
+            "record dead-lettered",
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=record.offset,
+            outcome="dead_lettered",
+            stage=stage,
+            reason=reason,
+            error_type=exception_class,
+            duration_ms=round(duration * 1000, 3),
+        )
+
+    # -- publish and commit ---------------------------------------------------------------
+
+    def _send(self, outputs: list[Output]) -> list[tuple[Output, Any]]:
+        sent: list[tuple[Output, Any]] = []
+        for out in outputs:
+            try:
+                future = self._producer.send(
+                    out.topic,
+                    key=out.key,
+                    value=out.value,
+                    headers=out.headers or None,
+                    partition=out.partition,
+                )
+            except KafkaError as exc:
+                future = exc
+            sent.append((out, future))
+        return sent
+
+    def _await(self, sent: list[tuple[Output, Any]]) -> tuple[list[Output], str | None]:
+        """Wait for every future; return the outputs that failed and one error type."""
+        timeout_s = self.settings.tuning.delivery_timeout_ms / 1000 + 5
+        with contextlib.suppress(KafkaError):  # the futures below say which records failed
+            self._producer.flush(timeout=timeout_s)
+        failed: list[Output] = []
+        error_type = None
+        for out, future in sent:
+            if isinstance(future, BaseException):
+                failed.append(out)
+                error_type = type(future).__name__
+                continue
+            try:
+                future.get(timeout=timeout_s)
+            except _FENCED:
+                raise
+            except Exception as exc:  # any failure of the send means "not acknowledged"
+                failed.append(out)
+                error_type = type(exc).__name__
+        return failed, error_type
+
+    def _publish(self, outputs: list[Output]) -> None:
+        """Send and wait for every acknowledgement; re-send failures a bounded number of times."""
+        pending = outputs
+        retries = self.settings.publish_retries
+        for attempt in range(retries + 1):
+            failed, error_type = self._await(self._send(pending))
+            if not failed:
+                return
+            if attempt == retries:
+                break
+            self.metrics.publish_retries.inc()
+            delay = _PUBLISH_BACKOFF_S[min(attempt, len(_PUBLISH_BACKOFF_S) - 1)]
+            log.warning(
+                "outputs not acknowledged; re-sending",
+                count=len(failed),
+                attempt=attempt + 1,
+                error_type=error_type,
+                seconds=delay,
+            )
+            time.sleep(delay)
+            pending = failed
+        raise PublishError(
+            f"{len(failed)} output records were not acknowledged after {retries} retries "
+            f"({error_type}); stopping without committing"
+        )
+
+    def _publish_transaction(
+        self, outputs: list[Output], offsets: dict[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        """Exactly-once: outputs and offsets in one transaction; abort and stop on failure."""
+        producer = self._producer
+        try:
+            producer.begin_transaction()
+            failed, error_type = self._await(self._send(outputs))
+            if failed:
+                raise PublishError(
+                    f"{len(failed)} output records were not acknowledged ({error_type}); "
+                    "the transaction is aborted"
+                )
+            self._test_crash_hook()
+            producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
+            producer.commit_transaction()
+        except _FENCED:
+            raise _Fenced() from None
+        except Exception as exc:
+            if _is_fenced(exc):
+                raise _Fenced() from None
+            self.metrics.commit_failures.inc()
+            try:
+                producer.abort_transaction()
+            except Exception as abort_exc:  # the abort is best effort; the broker times it out
+                log.warning("transaction abort failed", error_type=type(abort_exc).__name__)
+            if isinstance(exc, PublishError):
+                raise
+            raise PublishError(
+                f"the transaction failed ({type(exc).__name__}) and was aborted"
+            ) from None
+
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit after every output is acknowledged. A commit refused because of a rebalance
+        is not fatal: the records are redelivered to the partition's next owner, which restores
+        the same history and re-emits identical outputs."""
+        try:
+            self._consumer.commit(offsets)
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            self.metrics.commit_failures.inc()
+            log.warning(
+                "offset commit refused during a rebalance; records may be redelivered",
+                error_type=type(exc).__name__,
+            )
+            return
+        except KafkaError:
+            self.metrics.commit_failures.inc()
+            raise
+
+    def _test_crash_hook(self) -> None:
+        """TEST ONLY (HER2_TEST_CRASH_BEFORE_COMMIT): die like `kill -9` between ack and commit."""
+        crash_at = self.settings.test_crash_before_commit
+        if crash_at is not None and self._batches + 1 == crash_at:
+            log.warning("test hook: killing the process before commit", batch=crash_at)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- rebalance and restore ------------------------------------------------------------
+
+    def _on_assigned(self, assigned: Any) -> None:
+        """IO thread: pause new partitions until their history is restored (no blocking here)."""
+        partitions = sorted(assigned)
+        self.metrics.rebalances.labels(kind="assigned").inc()
+        if not partitions:
+            return
+        self._consumer.pause(*partitions)
+        self._pending_restore.update(partitions)
+        self.metrics.assigned_partitions.set(len(self._stores) + len(self._pending_restore))
+        self._set_ready(False, "restoring history")
+        log.info(
+            "partitions assigned",
+            topic=self.settings.topics.input,
+            partitions=[tp.partition for tp in partitions],
+        )
+
+    def _on_revoked(self, revoked: Any, *, kind: str) -> None:
+        """IO thread: nothing is in flight (batches commit before the next poll); drop state."""
+        partitions = sorted(revoked)
+        self.metrics.rebalances.labels(kind=kind).inc()
+        for tp in partitions:
+            self._stores.pop(tp, None)
+            self._pending_restore.discard(tp)
+            self._backoff_until.pop(tp, None)
+            self._backoff_step.pop(tp, None)
+            self._positions.pop(tp, None)
+            labels = {"topic": tp.topic, "partition": str(tp.partition)}
+            for gauge in (
+                self.metrics.lag,
+                self.metrics.committed_offset,
+                self.metrics.last_progress,
+            ):
+                with contextlib.suppress(KeyError):  # never set for this partition
+                    gauge.remove(*labels.values())
+        self.metrics.assigned_partitions.set(len(self._stores) + len(self._pending_restore))
+        if partitions:
+            log.info(
+                f"partitions {kind}",
+                topic=self.settings.topics.input,
+                partitions=[tp.partition for tp in partitions],
+            )
+
+    def _restore_pending(self) -> None:
+        """Main thread, between polls: read each pending partition's changelog to its end."""
+        partitions = sorted(self._pending_restore)
+        started = time.monotonic()
+        stores = {tp: HistoryStore(self._retention, self._clock) for tp in partitions}
+        count = self._read_changelog(stores, started + self.settings.tuning.restore_timeout_s)
+        if count is None:  # stopped while restoring: leave the partitions paused
+            return
+        seconds = time.monotonic() - started
+        self._stores.update(stores)
+        self._pending_restore.difference_update(partitions)
+        still_assigned = [tp for tp in partitions if tp in self._consumer.assignment()]
+        self._consumer.resume(*still_assigned)
+        self.metrics.history_restore_seconds.observe(seconds)
+        self.metrics.history_restored_records.inc(count)
+        self.metrics.assigned_partitions.set(len(self._stores) + len(self._pending_restore))
+        log.info(
+            "history restored",
+            topic=self.settings.topics.history,
+            partitions=[tp.partition for tp in partitions],
+            records=count,
+            seconds=round(seconds, 3),
+            patients=sum(len(stores[tp]) for tp in partitions),
+        )
+        self._refresh_history_gauges(force=True)
+        if not self._pending_restore:
+            self._set_ready(True)
+
+    def _read_changelog(
+        self, stores: dict[TopicPartition, HistoryStore], deadline: float
+    ) -> int | None:
+        """Apply changelog records up to the end offsets captured now; None if stopped."""
+        history_topic = self.settings.topics.history
+        by_changelog = {TopicPartition(history_topic, tp.partition): stores[tp] for tp in stores}
+        changelog = sorted(by_changelog)
+        if self._restore_consumer is None:
+            self._restore_consumer = disable_topic_auto_creation(
+                KafkaConsumer(
+                    **self.settings.kafka_common(),
+                    client_id=self._client_id("restore"),
+                    group_id=None,
+                    enable_auto_commit=False,
+                    isolation_level="read_committed",
+                    auto_offset_reset="earliest",
+                    allow_auto_create_topics=False,
+                )
+            )
+        rc = self._restore_consumer
+        timeout_ms = self.settings.tuning.request_timeout_ms
+        rc.assign(changelog)
+        try:
+            rc.seek_to_beginning(*changelog)
+            end = rc.end_offsets(changelog, timeout_ms=timeout_ms)
+            remaining = {tp for tp in changelog if rc.position(tp, timeout_ms=timeout_ms) < end[tp]}
+            count = 0
+            while remaining:
+                if self.stopping:
+                    return None
+                if time.monotonic() > deadline:
+                    raise HistoryRestoreError(
+                        f"history restore of {history_topic} partitions "
+                        f"{sorted(tp.partition for tp in remaining)} did not reach the end offsets "
+                        "within HER2_RESTORE_TIMEOUT_SECONDS="
+                        f"{self.settings.tuning.restore_timeout_s:g}"
+                    )
+                for tp, records in rc.poll(timeout_ms=200).items():
+                    store = by_changelog[tp]
+                    for record in records:
+                        if record.offset >= end[tp]:
+                            continue
+                        count += self._restore_record(store, tp, record)
+                for tp in list(remaining):
+                    if rc.position(tp, timeout_ms=timeout_ms) >= end[tp]:
+                        remaining.discard(tp)
+            return count
+        finally:
+            rc.assign([])
+
+    def _restore_record(self, store: HistoryStore, tp: TopicPartition, record: Any) -> int:
+        if record.key is None:
+            return 0
+        patient_id = record.key.decode("utf-8", errors="replace")
+        if record.value is None:
+            store.restore(patient_id, None)
+            return 1
+        try:
+            state = self._history_decoder.decode(record.value)
+        except RecordError as exc:
+            log.error(
+                "history record unreadable; skipped",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                reason=exc.reason,
+                error_type=type(exc).__name__,
+            )
+            return 0
+        store.restore(patient_id, state)
+        return 1
+
+    # -- back-off while the registry is down ----------------------------------------------
+
+    def _back_off(self, tp: TopicPartition) -> None:
+        step = self._backoff_step.get(tp, 0)
+        delay = _REGISTRY_BACKOFF_S[min(step, len(_REGISTRY_BACKOFF_S) - 1)]
+        self._backoff_step[tp] = step + 1
+        self._backoff_until[tp] = time.monotonic() + delay
+        self._consumer.pause(tp)
+
+    def _resume_after_backoff(self) -> None:
+        if not self._backoff_until:
+            return
+        now = time.monotonic()
+        for tp, until in list(self._backoff_until.items()):
+            if now >= until:
+                del self._backoff_until[tp]
+                if tp in self._consumer.assignment() and tp not in self._pending_restore:
+                    self._consumer.resume(tp)
+
+    # -- metrics and health ---------------------------------------------------------------
+
+    def _record_batch(
+        self, batch: _Batch, offsets: dict[TopicPartition, OffsetAndMetadata], seconds: float
+    ) -> None:
+        m = self.metrics
+        for outcome, n in batch.outcomes.items():
+            m.events.labels(outcome=outcome).inc(n)
+        for category, n in batch.categories.items():
+            m.classifications.labels(category=category).inc(n)
+        for (alert_type, code, status), n in batch.alerts.items():
+            m.alerts.labels(alert_type=alert_type, code=code, status=status).inc(n)
+        for (stage, reason), n in batch.dlq.items():
+            m.dlq.labels(stage=stage, reason=reason).inc(n)
+        for duration in batch.durations:
+            m.processing_seconds.observe(duration)
+        for age in batch.ages:
+            m.event_age_seconds.observe(age)
+        m.batch_seconds.observe(seconds)
+        now = time.time()
+        for tp, offset in offsets.items():
+            m.committed_offset.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                offset.offset
+            )
+            m.last_progress.labels(topic=tp.topic, partition=str(tp.partition)).set(now)
+        for tp in offsets:
+            self._backoff_step.pop(tp, None)  # progress: the registry answered again
+        log.info(
+            "batch committed",
+            batch=self._batches,
+            count=sum(batch.outcomes.values()),
+            processed=batch.outcomes.get("processed", 0),
+            dead_lettered=batch.outcomes.get("dead_lettered", 0),
+            published=len(batch.outputs),
+            records=batch.changelog,
+            partitions=sorted(tp.partition for tp in offsets),
+            duration_ms=round(seconds * 1000, 3),
+        )
+
+    def _refresh_gauges(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_refresh >= self.settings.tuning.lag_refresh_s:
+            self._last_lag_refresh = now
+            self._refresh_lag()
+        self._refresh_history_gauges()
+
+    def _refresh_lag(self) -> None:
+        partitions = sorted(self._stores)
+        if not partitions:
+            return
+        try:
+            ends = self._consumer.end_offsets(
+                partitions, timeout_ms=self.settings.tuning.request_timeout_ms
+            )
+        except KafkaError as exc:
+            log.warning("lag refresh failed", error_type=type(exc).__name__)
+            return
+        wall = time.time()
+        for tp in partitions:
+            position = self._positions.get(tp)
+            if position is None:
+                try:
+                    position = self._consumer.position(tp, timeout_ms=1000)
+                except KafkaError:
+                    position = None
+            end = ends.get(tp)
+            if position is None or end is None:
+                continue
+            lag = max(0, end - position)
+            labels = {"topic": tp.topic, "partition": str(tp.partition)}
+            self.metrics.lag.labels(**labels).set(lag)
+            if lag == 0:
+                self.metrics.last_progress.labels(**labels).set(wall)
+
+    def _refresh_history_gauges(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_history_refresh < _HISTORY_REFRESH_S:
+            return
+        self._last_history_refresh = now
+        stores = list(self._stores.values())
+        self.metrics.history_patients.set(sum(len(s) for s in stores))
+        self.metrics.history_accessions.set(sum(s.accession_count() for s in stores))
+
+    def _beat(self) -> None:
+        if self._health is not None:
+            self._health.beat()
+
+    def _set_ready(self, ready: bool, reason: str = "") -> None:
+        if self._health is not None:
+            self._health.set_ready(ready, reason)
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def _close(self, *, clean: bool) -> None:
+        """Close every client; the consumer leaves the group (revoking its partitions)."""
+        self._set_ready(False, "stopping")
+        timeout_ms = self.settings.tuning.request_timeout_ms
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
+            except Exception as exc:
+                log.warning("consumer close failed", error_type=type(exc).__name__)
+            self._consumer = None
+        if self._restore_consumer is not None:
+            try:
+                self._restore_consumer.close(autocommit=False, timeout_ms=timeout_ms)
+            except Exception as exc:
+                log.warning("restore consumer close failed", error_type=type(exc).__name__)
+            self._restore_consumer = None
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=timeout_ms / 1000 if clean else 1)
+            except Exception as exc:
+                log.warning("producer close failed", error_type=type(exc).__name__)
+            self._producer = None
+        self.metrics.assigned_partitions.set(0)
+
+
+def dlq_headers(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    stage: str,
+    reason: str,
+    exception_class: str,
+    message: str,
+    timestamp_ms: int,
+) -> list[tuple[str, bytes]]:
+    """The dead-letter headers of design.md (values UTF-8; the timestamp in epoch millis)."""
+    values = (
+        ("topic", topic),
+        ("partition", str(partition)),
+        ("offset", str(offset)),
+        ("stage", stage),
+        ("reason", reason),
+        ("exception.class.name", exception_class),
+        ("exception.message", message),
+        ("timestamp", str(timestamp_ms)),
+    )
+    return [(DLQ_HEADER_PREFIX + name, value.encode("utf-8")) for name, value in values]
+
+
+def disable_topic_auto_creation(client: Any) -> Any:
+    """Make a kafka-python client's metadata requests never ask the broker to create topics.
+
+    kafka-python 3.0.12 accepts `allow_auto_create_topics=False` but drops it on the way to its
+    ClusterMetadata (kafka/net/manager.py builds ClusterMetadata without that key), so every
+    metadata request asks brokers with auto.create.topics.enable=true to create any topic it
+    names: a consumer would create a missing input topic, a producer would re-create a deleted
+    output topic with broker defaults (a changelog without compaction). Set the flag where
+    kafka-python reads it. Returns `client`.
+    """
+    cluster = getattr(client, "_metadata", None) or getattr(client, "_cluster", None)
+    config = getattr(cluster, "config", None)
+    if isinstance(config, dict):
+        config["allow_auto_create_topics"] = False
+    return client
+
+
+def _is_fenced(exc: BaseException) -> bool:
+    """kafka-python reports a fenced transactional producer either as ProducerFencedError or,
+    once the transaction manager is in its fatal state, as a plain KafkaError naming it."""
+    return isinstance(exc, _FENCED) or "ProducerFenced" in str(exc)
+
+
+def _partition_counts(admin: Any, topics: list[str]) -> dict[str, int]:
+    """Partition count of each topic that exists (missing topics are left out)."""
+    counts: dict[str, int] = {}
+    for info in admin.describe_topics(topics):
+        if info.get("error_code", 0) == 0 and info.get("partitions"):
+            counts[info["name"]] = len(info["partitions"])
+    return counts
+
+
+def _print_error(message: str) -> None:
+    """Start-up and fatal errors also go to stderr in plain words (messages carry no PHI)."""
+    import sys  # noqa: PLC0415 - only on the error path
+
+    print(f"her2-consumer: {message}", file=sys.stderr)
+
+
+def start_metrics_server(port: int, metrics: Metrics) -> Callable[[], None]:
+    """Serve /metrics on `port`; return a function that stops the server.
+
+    The one place to swap for consumer.http (/metrics, /healthz, /readyz) later.
+    """
+    from prometheus_client import start_http_server  # noqa: PLC0415
+
+    server, thread = start_http_server(port, registry=metrics.registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop
+
+
+def main(args: argparse.Namespace | None = None) -> int:
+    """`her2-consumer run`: settings from the environment, metrics over HTTP, the loop."""
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from consumer.rules import load_ruleset  # noqa: PLC0415
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        configure_logging("INFO")
+        log.error("configuration error", error_type=type(exc).__name__)
+        _print_error(f"configuration error: {exc}")
+        return EXIT_CONFIG
+    configure_logging(settings.log_level)
+    try:
+        ruleset = load_ruleset()
+    except RuleSetError as exc:
+        log.error("rule set invalid", error_type=type(exc).__name__)
+        _print_error(f"rule set invalid: {exc}")
+        return EXIT_CONFIG
+    metrics = Metrics(CollectorRegistry(), ruleset.version)
+    service = Service(settings, Pipeline(ruleset), metrics)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info(
+            "signal received; finishing the batch and stopping", signal=signal.Signals(signum).name
+        )
+        service.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            stop_http = start_metrics_server(settings.http_port, metrics)
+        except OSError as exc:
+            log.error(
+                "metrics HTTP server failed to start",
+                port=settings.http_port,
+                error_type=type(exc).__name__,
+            )
+            _print_error(f"cannot serve metrics on HER2_HTTP_PORT={settings.http_port}")
+            return EXIT_CONFIG
+        try:
+            return service.run()
+        finally:
+            stop_http()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,216 @@
+"""Delivery guarantees of `her2-consumer run` as a real process: a crash between the broker's
+acknowledgement and the commit redelivers with identical alerts, SIGTERM finishes the batch
+and commits, and a missing input topic is waited for (never auto-created)."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import (
+    Env,
+    ServiceProcess,
+    ServiceThread,
+    TopicReader,
+    committed,
+    delete_outputs,
+    make_env,
+    make_event,
+    output_reader,
+    produce_events,
+    running,
+    wait_for,
+)
+from kafka import KafkaAdminClient  # imported first by conftest.py, under its warning filter
+
+from consumer.codec import Decoder
+from consumer.resources import PATHOLOGY_RESULT, parsed_schema
+from consumer.synthetic import SyntheticGenerator
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Env]:
+    test_env = make_env(kafka_bootstrap, unique_name)
+    yield test_env
+    delete_outputs(kafka_bootstrap, test_env)
+
+
+def _alerting_events(prefix: str, count: int) -> list[dict[str, object]]:
+    """Events that each raise several alerts (metastatic HER2-low after chemotherapy)."""
+    return [
+        make_event(
+            f"{prefix}-e{i:02d}",
+            f"{prefix}-p{i % 3}",
+            f"{prefix}-a{i:02d}",
+            minutes=i,
+            site="DISTANT_METASTASIS",
+            planned=["trastuzumab"],
+        )
+        for i in range(count)
+    ]
+
+
+def test_kill_between_ack_and_commit_redelivers_with_identical_alert_ids(
+    env: Env, create_topics: Callable[..., list[str]], tmp_path: Path
+) -> None:
+    create_topics(env.input, partitions=1)
+    events = _alerting_events("crash", 12)
+    produce_events(env.bootstrap, env.input, events)
+
+    crashing = ServiceProcess(
+        env.environ(HER2_TEST_CRASH_BEFORE_COMMIT="2", HER2_MAX_POLL_RECORDS="4"), tmp_path, "crash"
+    )
+    with crashing:
+        code = crashing.wait(60)
+    assert code == -9, f"expected SIGKILL, got {code}:\n{crashing.logs()[-2000:]}"
+    done_before = committed(env.bootstrap, env.group, env.input)[0]
+
+    with output_reader(env) as reader:
+        reader.settle(0.5)
+        published_before = len(reader.records["classification"])
+        assert done_before is not None
+        assert done_before < published_before, (
+            "the crash must leave acknowledged outputs whose offsets were not committed"
+        )
+        first_run = {(a.value["alert_id"], a.raw) for a in reader.alerts()}
+
+        with running(env.settings()):
+            reader.wait(
+                lambda r: len(r.classifications()) >= len(events) + published_before - done_before,
+                what="every event after the restart",
+            )
+            reader.settle(0.5)
+
+    per_event = collections.Counter(c["event_id"] for c in reader.classifications())
+    redelivered = {e["event_id"] for e in events[done_before:published_before]}
+    assert per_event == {e["event_id"]: 2 if e["event_id"] in redelivered else 1 for e in events}
+
+    copies = collections.defaultdict(list)
+    for alert in reader.alerts():
+        copies[alert.value["alert_id"]].append(alert)
+    assert copies
+    for outs in copies.values():
+        event_id = outs[0].value["event_id"]
+        assert len(outs) == (2 if event_id in redelivered else 1), event_id
+        assert len({o.raw for o in outs}) == 1, "a redelivered alert must be byte-identical"
+    assert first_run <= {(a.value["alert_id"], a.raw) for a in reader.alerts()}
+    assert committed(env.bootstrap, env.group, env.input) == {0: len(events)}
+
+
+def test_sigterm_mid_stream_finishes_the_batch_commits_and_loses_nothing(
+    env: Env, create_topics: Callable[..., list[str]], tmp_path: Path
+) -> None:
+    create_topics(env.input, partitions=2)
+    events = SyntheticGenerator(seed=5, id_prefix="sigterm").events(240)
+    chunks = [events[i : i + 20] for i in range(0, len(events), 20)]
+    produce_events(env.bootstrap, env.input, chunks[0])
+
+    stop_producing = threading.Event()
+
+    def keep_producing() -> None:
+        for chunk in chunks[1:]:
+            if stop_producing.wait(0.15):
+                return
+            produce_events(env.bootstrap, env.input, chunk)
+
+    producer = threading.Thread(target=keep_producing)
+    proc = ServiceProcess(env.environ(HER2_MAX_POLL_RECORDS="15"), tmp_path, "sigterm")
+    with proc, output_reader(env) as reader:
+        producer.start()
+        try:
+            reader.wait(lambda r: len(r.records["classification"]) >= 40, what="some progress")
+            proc.terminate()
+            code = proc.wait(30)
+        finally:
+            stop_producing.set()
+            producer.join()
+        assert code == 0, proc.logs()[-3000:]
+        assert any(e.get("event") == "shutdown" for e in proc.log_events())
+        reader.settle(0.5)
+        offsets = committed(env.bootstrap, env.group, env.input)
+        processed = sum(o or 0 for o in offsets.values())
+        assert processed == len(reader.records["classification"]), "committed = published"
+        assert 0 < processed < len(events), "the stop happened mid-stream"
+
+        # whatever reached the input topic before the producer stopped is processed by the
+        # next instance, from the committed offsets: nothing lost, nothing twice
+        produced = _input_event_ids(env)
+        with running(env.settings()):
+            reader.wait(
+                lambda r: r.classified_ids() >= set(produced), what="the rest of the stream"
+            )
+            reader.settle(0.5)
+
+    out = [c["event_id"] for c in reader.classifications()]
+    assert sorted(out) == sorted(produced), "count in = count out, each event exactly once"
+    assert len(produced) > processed
+
+
+def _input_event_ids(env: Env) -> list[str]:
+    """Event ids of every record in the input topic."""
+    decoder = Decoder("auto", parsed_schema(PATHOLOGY_RESULT))
+    with TopicReader(env.bootstrap, {"input": env.input}) as reader:
+        reader.settle(0.5)
+        return [decoder.decode(r.raw)["event_id"] for r in reader.records["input"]]
+
+
+def test_a_missing_input_topic_is_waited_for_and_never_created(
+    env: Env, create_topics: Callable[..., list[str]]
+) -> None:
+    svc = ServiceThread(env.settings()).start()
+    try:
+        wait_for(lambda: "input topic missing" in svc.health.reasons, what="the wait to begin")
+        assert svc.alive
+        assert not svc.service.started.is_set()
+        assert not svc.health.ready
+        with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+            assert env.input not in admin.list_topics()
+        create_topics(env.input, partitions=1)
+        svc.wait_assigned()
+        events = _alerting_events("late", 3)
+        produce_events(env.bootstrap, env.input, events)
+        with output_reader(env) as reader:
+            reader.wait(lambda r: len(r.classified_ids()) == 3, what="classifications")
+    finally:
+        assert svc.stop() == 0
+
+
+def test_unacknowledged_outputs_are_retried_then_the_service_stops_without_committing(
+    env: Env, create_topics: Callable[..., list[str]]
+) -> None:
+    create_topics(env.input, partitions=1)
+    fast_failure = {
+        "HER2_REQUEST_TIMEOUT_MS": "2000",
+        "HER2_DELIVERY_TIMEOUT_MS": "3000",
+        "HER2_PUBLISH_RETRIES": "1",
+    }
+    first, second = _alerting_events("pubfail", 2)
+    svc = ServiceThread(env.settings(**fast_failure)).start()
+    try:
+        svc.wait_assigned()
+        produce_events(env.bootstrap, env.input, [first])
+        wait_for(lambda: committed(env.bootstrap, env.group, env.input) == {0: 1}, what="1 commit")
+        # the T-DXd alert topic disappears: the next event's T-DXd alert cannot be delivered
+        with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+            admin.delete_topics([env.topics["tdxd"]])
+            wait_for(lambda: env.topics["tdxd"] not in admin.list_topics(), what="deletion")
+        produce_events(env.bootstrap, env.input, [second])
+        code = svc.join(60)
+    finally:
+        if svc.alive:
+            svc.stop()
+    assert code == 1, "a publish failure stops the service with a non-zero code"
+    assert svc.metric("her2_consumer_publish_retries_total") == 1
+    assert committed(env.bootstrap, env.group, env.input) == {0: 1}, "nothing committed past it"
+
+    # with the topic back, the next instance processes the event again: nothing was lost
+    create_topics(env.topics["tdxd"], partitions=1)
+    with running(env.settings()), output_reader(env) as reader:
+        reader.wait(
+            lambda r: any(a.value["event_id"] == second["event_id"] for a in r.records["tdxd"]),
+            what="the retried event's T-DXd alert",
+        )
+    assert committed(env.bootstrap, env.group, env.input) == {0: 2}

@@ -1,0 +1,433 @@
+"""Unit tests of consumer.config: defaults, every variable, validation messages, secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumer.config import ENV_VARS, KafkaSecurity, Settings, load_writer_schema
+from consumer.errors import ConfigError
+from consumer.resources import PATHOLOGY_RESULT, raw_schema
+
+PINNED = (
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "HER2_GROUP_ID",
+    "HER2_INPUT_TOPIC",
+    "HER2_DLQ_TOPIC",
+    "HER2_CLASSIFICATION_TOPIC",
+    "HER2_HISTORY_TOPIC",
+    "HER2_INPUT_FORMAT",
+    "HER2_OUTPUT_FORMAT",
+    "HER2_SCHEMA_REGISTRY_URL",
+    "HER2_PROCESSING_GUARANTEE",
+    "HER2_HTTP_PORT",
+)
+
+
+@pytest.fixture
+def writer_schema(tmp_path: Path) -> Path:
+    path = tmp_path / "writer.avsc"
+    path.write_text(json.dumps(raw_schema(PATHOLOGY_RESULT)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> Path:
+    path = tmp_path / "file.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
+    return path
+
+
+class TestDefaults:
+    def test_an_empty_environment_gives_the_designs_defaults(self) -> None:
+        s = Settings.from_env({})
+        assert s.bootstrap_servers == "localhost:9092"
+        assert s.group_id == "her2-alert-consumer"
+        assert dataclasses.astuple(s.topics) == (
+            "lab.pathology.results.v1",
+            "lab.pathology.results.v1.dlq",
+            "her2.classifications.v1",
+            "her2.patient-history.v1",
+            "her2.alerts.retest.v1",
+            "her2.alerts.documentation.v1",
+            "her2.alerts.tdxd-eligibility.v1",
+            "her2.alerts.therapy-caution.v1",
+        )
+        assert (s.input_format, s.output_format) == ("auto", "single-object")
+        assert s.schema_registry_url is None
+        assert s.raw_writer_schema is None
+        assert s.processing_guarantee == "at_least_once"
+        assert not s.exactly_once
+        assert s.http_port == 8000
+        assert s.history_retention_days == 3650
+        assert (s.log_level, s.max_poll_records, s.publish_retries) == ("INFO", 500, 3)
+        assert s.instance_id is None
+        assert s.test_crash_before_commit is None
+        assert s.security == KafkaSecurity()
+
+    def test_from_env_defaults_equal_the_dataclass_defaults(self) -> None:
+        assert Settings.from_env({}) == Settings()
+
+    def test_every_pinned_variable_is_declared(self) -> None:
+        declared = {name for name, _, _ in ENV_VARS}
+        assert set(PINNED) <= declared
+        assert len(declared) == len(ENV_VARS), "no variable declared twice"
+
+    def test_blank_values_mean_unset(self) -> None:
+        assert Settings.from_env({"HER2_GROUP_ID": "  ", "HER2_HTTP_PORT": ""}) == Settings()
+
+
+class TestVariables:
+    @pytest.mark.parametrize(
+        ("env", "attribute", "expected"),
+        [
+            pytest.param(
+                {"KAFKA_BOOTSTRAP_SERVERS": "b1:9092, b2:9093"},
+                "bootstrap_servers",
+                "b1:9092,b2:9093",
+                id="bootstrap-list",
+            ),
+            pytest.param({"HER2_GROUP_ID": "g"}, "group_id", "g", id="group"),
+            pytest.param({"HER2_INPUT_TOPIC": "in"}, "topics.input", "in", id="input-topic"),
+            pytest.param({"HER2_DLQ_TOPIC": "d"}, "topics.dlq", "d", id="dlq-topic"),
+            pytest.param(
+                {"HER2_CLASSIFICATION_TOPIC": "c"},
+                "topics.classification",
+                "c",
+                id="classification-topic",
+            ),
+            pytest.param({"HER2_HISTORY_TOPIC": "h"}, "topics.history", "h", id="history-topic"),
+            pytest.param({"HER2_RETEST_TOPIC": "r"}, "topics.retest", "r", id="retest-topic"),
+            pytest.param(
+                {"HER2_DOCUMENTATION_TOPIC": "x"},
+                "topics.documentation",
+                "x",
+                id="documentation-topic",
+            ),
+            pytest.param({"HER2_TDXD_TOPIC": "t"}, "topics.tdxd", "t", id="tdxd-topic"),
+            pytest.param(
+                {"HER2_THERAPY_CAUTION_TOPIC": "tc"},
+                "topics.therapy_caution",
+                "tc",
+                id="caution-topic",
+            ),
+            pytest.param(
+                {"HER2_INPUT_FORMAT": "single-object"},
+                "input_format",
+                "single-object",
+                id="input-format",
+            ),
+            pytest.param({"HER2_OUTPUT_FORMAT": "raw"}, "output_format", "raw", id="output-format"),
+            pytest.param(
+                {"HER2_PROCESSING_GUARANTEE": "exactly_once"}, "exactly_once", True, id="eos"
+            ),
+            pytest.param({"HER2_HTTP_PORT": "9100"}, "http_port", 9100, id="port"),
+            pytest.param({"HER2_HTTP_PORT": "0"}, "http_port", 0, id="port-any"),
+            pytest.param(
+                {"HER2_HISTORY_RETENTION_DAYS": "0"},
+                "history_retention_days",
+                0,
+                id="retention-forever",
+            ),
+            pytest.param(
+                {"HER2_LOG_LEVEL": "debug"}, "log_level", "DEBUG", id="log-level-any-case"
+            ),
+            pytest.param({"HER2_MAX_POLL_RECORDS": "50"}, "max_poll_records", 50, id="max-poll"),
+            pytest.param({"HER2_PUBLISH_RETRIES": "0"}, "publish_retries", 0, id="no-retries"),
+            pytest.param({"HER2_INSTANCE_ID": "pod-1"}, "instance_id", "pod-1", id="instance"),
+            pytest.param(
+                {"HER2_POLL_TIMEOUT_MS": "250"}, "tuning.poll_timeout_ms", 250, id="poll-timeout"
+            ),
+            pytest.param(
+                {"HER2_SESSION_TIMEOUT_MS": "6000"}, "tuning.session_timeout_ms", 6000, id="session"
+            ),
+            pytest.param(
+                {"HER2_RESTORE_TIMEOUT_SECONDS": "2.5"},
+                "tuning.restore_timeout_s",
+                2.5,
+                id="restore",
+            ),
+            pytest.param(
+                {"HER2_TOPIC_REPLICATION_FACTOR": "3"},
+                "tuning.replication_factor",
+                3,
+                id="replication",
+            ),
+            pytest.param(
+                {"HER2_TEST_CRASH_BEFORE_COMMIT": "2"},
+                "test_crash_before_commit",
+                2,
+                id="test-hook",
+            ),
+        ],
+    )
+    def test_each_variable_sets_its_field(
+        self, env: dict[str, str], attribute: str, expected: Any
+    ) -> None:
+        value: Any = Settings.from_env(env)
+        for part in attribute.split("."):
+            value = getattr(value, part)
+        assert value == expected
+
+    def test_raw_input_with_a_writer_schema(self, writer_schema: Path) -> None:
+        s = Settings.from_env(
+            {"HER2_INPUT_FORMAT": "raw", "HER2_RAW_WRITER_SCHEMA": str(writer_schema)}
+        )
+        assert s.raw_writer_schema == writer_schema
+        assert load_writer_schema(writer_schema)["name"] == "health.her2.PathologyResult"
+
+    def test_confluent_with_a_registry(self) -> None:
+        s = Settings.from_env(
+            {
+                "HER2_INPUT_FORMAT": "confluent",
+                "HER2_OUTPUT_FORMAT": "confluent",
+                "HER2_SCHEMA_REGISTRY_URL": "https://user:pw@registry:8081/api",
+            }
+        )
+        assert s.registry_display() == "https://registry:8081/api"
+
+    def test_alert_topic_by_type(self) -> None:
+        topics = Settings.from_env({"HER2_TDXD_TOPIC": "tdxd"}).topics
+        assert topics.alert_topic("TDXD_ELIGIBILITY") == "tdxd"
+        assert topics.alert_topic("RETEST") == "her2.alerts.retest.v1"
+        assert len(topics.outputs()) == 7
+        assert topics.input not in topics.outputs()
+
+    def test_transactional_id_uses_the_instance_or_the_host(self) -> None:
+        assert Settings.from_env({"HER2_GROUP_ID": "g"}).transactional_id("host-a") == "g-host-a"
+        with_instance = Settings.from_env({"HER2_GROUP_ID": "g", "HER2_INSTANCE_ID": "pod-1"})
+        assert with_instance.transactional_id("host-a") == "g-pod-1"
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        ("env", "variable"),
+        [
+            pytest.param(
+                {"HER2_INPUT_FORMAT": "json"}, "HER2_INPUT_FORMAT", id="unknown-input-format"
+            ),
+            pytest.param(
+                {"HER2_OUTPUT_FORMAT": "auto"}, "HER2_OUTPUT_FORMAT", id="auto-is-input-only"
+            ),
+            pytest.param(
+                {"HER2_OUTPUT_FORMAT": "confluent"},
+                "HER2_SCHEMA_REGISTRY_URL",
+                id="confluent-out-no-registry",
+            ),
+            pytest.param(
+                {"HER2_INPUT_FORMAT": "confluent"},
+                "HER2_SCHEMA_REGISTRY_URL",
+                id="confluent-in-no-registry",
+            ),
+            pytest.param(
+                {"HER2_SCHEMA_REGISTRY_URL": "registry:8081"},
+                "HER2_SCHEMA_REGISTRY_URL",
+                id="registry-not-a-url",
+            ),
+            pytest.param(
+                {"HER2_SCHEMA_REGISTRY_URL": "http://r:port"},
+                "HER2_SCHEMA_REGISTRY_URL",
+                id="registry-bad-port",
+            ),
+            pytest.param(
+                {"HER2_INPUT_FORMAT": "raw"}, "HER2_RAW_WRITER_SCHEMA", id="raw-without-writer"
+            ),
+            pytest.param(
+                {"HER2_INPUT_FORMAT": "raw", "HER2_RAW_WRITER_SCHEMA": "/nonexistent.avsc"},
+                "HER2_RAW_WRITER_SCHEMA",
+                id="raw-writer-missing",
+            ),
+            pytest.param({"HER2_HTTP_PORT": "eighty"}, "HER2_HTTP_PORT", id="port-not-integer"),
+            pytest.param({"HER2_HTTP_PORT": "70000"}, "HER2_HTTP_PORT", id="port-out-of-range"),
+            pytest.param({"HER2_HTTP_PORT": "80.5"}, "HER2_HTTP_PORT", id="port-not-whole"),
+            pytest.param(
+                {"HER2_PROCESSING_GUARANTEE": "exactly-once"},
+                "HER2_PROCESSING_GUARANTEE",
+                id="guarantee",
+            ),
+            pytest.param({"HER2_LOG_LEVEL": "LOUD"}, "HER2_LOG_LEVEL", id="log-level"),
+            pytest.param(
+                {"HER2_MAX_POLL_RECORDS": "0"}, "HER2_MAX_POLL_RECORDS", id="max-poll-zero"
+            ),
+            pytest.param(
+                {"HER2_PUBLISH_RETRIES": "-1"}, "HER2_PUBLISH_RETRIES", id="retries-negative"
+            ),
+            pytest.param(
+                {"HER2_HISTORY_RETENTION_DAYS": "-5"},
+                "HER2_HISTORY_RETENTION_DAYS",
+                id="retention-negative",
+            ),
+            pytest.param({"HER2_INPUT_TOPIC": "bad topic"}, "HER2_INPUT_TOPIC", id="illegal-topic"),
+            pytest.param(
+                {"HER2_CLASSIFICATION_TOPIC": "lab.pathology.results.v1"},
+                "HER2_CLASSIFICATION_TOPIC",
+                id="output-equals-input",
+            ),
+            pytest.param(
+                {"HER2_HISTORY_TOPIC": "her2.classifications.v1"},
+                "HER2_HISTORY_TOPIC",
+                id="changelog-shared",
+            ),
+            pytest.param({"HER2_INSTANCE_ID": "pod 1"}, "HER2_INSTANCE_ID", id="instance-id"),
+            pytest.param(
+                {"KAFKA_BOOTSTRAP_SERVERS": "localhost"},
+                "KAFKA_BOOTSTRAP_SERVERS",
+                id="bootstrap-no-port",
+            ),
+            pytest.param(
+                {"HER2_HEARTBEAT_INTERVAL_MS": "6000", "HER2_SESSION_TIMEOUT_MS": "6000"},
+                "HER2_HEARTBEAT_INTERVAL_MS",
+                id="heartbeat-not-below-session",
+            ),
+            pytest.param(
+                {"HER2_RESTORE_TIMEOUT_SECONDS": "400"},
+                "HER2_RESTORE_TIMEOUT_SECONDS",
+                id="restore-longer-than-poll-interval",
+            ),
+            pytest.param(
+                {"HER2_RESTORE_TIMEOUT_SECONDS": "nan"},
+                "HER2_RESTORE_TIMEOUT_SECONDS",
+                id="restore-nan",
+            ),
+            pytest.param(
+                {"HER2_TOPIC_REPLICATION_FACTOR": "0"},
+                "HER2_TOPIC_REPLICATION_FACTOR",
+                id="replication-zero",
+            ),
+            pytest.param(
+                {"HER2_TEST_CRASH_BEFORE_COMMIT": "soon"},
+                "HER2_TEST_CRASH_BEFORE_COMMIT",
+                id="test-hook",
+            ),
+            pytest.param(
+                {"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL", id="protocol"
+            ),
+            pytest.param(
+                {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+                "KAFKA_SASL_MECHANISM",
+                id="sasl-no-mechanism",
+            ),
+            pytest.param(
+                {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN"},
+                "KAFKA_SASL_USERNAME",
+                id="sasl-no-user",
+            ),
+            pytest.param(
+                {
+                    "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                    "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                    "KAFKA_SASL_USERNAME": "u",
+                },
+                "KAFKA_SASL_PASSWORD",
+                id="sasl-no-password",
+            ),
+            pytest.param(
+                {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "KERBEROS"},
+                "KAFKA_SASL_MECHANISM",
+                id="sasl-unknown-mechanism",
+            ),
+            pytest.param(
+                {"KAFKA_SASL_MECHANISM": "PLAIN"},
+                "KAFKA_SASL_MECHANISM",
+                id="mechanism-without-sasl",
+            ),
+            pytest.param(
+                {"KAFKA_SASL_PASSWORD": "pw"}, "KAFKA_SASL_PASSWORD", id="password-without-sasl"
+            ),
+            pytest.param(
+                {"KAFKA_SSL_CAFILE": "/nonexistent.pem", "KAFKA_SECURITY_PROTOCOL": "SSL"},
+                "KAFKA_SSL_CAFILE",
+                id="cafile-missing",
+            ),
+            pytest.param(
+                {"KAFKA_SSL_CHECK_HOSTNAME": "maybe"},
+                "KAFKA_SSL_CHECK_HOSTNAME",
+                id="check-hostname",
+            ),
+        ],
+    )
+    def test_a_bad_value_names_its_variable(self, env: dict[str, str], variable: str) -> None:
+        with pytest.raises(ConfigError, match=variable):
+            Settings.from_env(env)
+
+    def test_ssl_files_need_an_ssl_protocol(self, pem: Path) -> None:
+        with pytest.raises(ConfigError, match="KAFKA_SSL_CAFILE"):
+            Settings.from_env({"KAFKA_SSL_CAFILE": str(pem)})
+
+    def test_client_certificate_and_key_go_together(self, pem: Path) -> None:
+        with pytest.raises(ConfigError, match="KAFKA_SSL_KEYFILE"):
+            Settings.from_env({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERTFILE": str(pem)})
+
+    def test_an_unparseable_writer_schema_is_refused(self, tmp_path: Path) -> None:
+        bad = tmp_path / "bad.avsc"
+        bad.write_text('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]}')
+        with pytest.raises(ConfigError, match="HER2_RAW_WRITER_SCHEMA"):
+            Settings.from_env({"HER2_INPUT_FORMAT": "raw", "HER2_RAW_WRITER_SCHEMA": str(bad)})
+
+    def test_messages_never_echo_the_bad_value(self) -> None:
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env({"HER2_SCHEMA_REGISTRY_URL": "ftp://admin:s3cret@registry"})
+        assert "s3cret" not in str(caught.value)
+
+
+class TestKafkaClientSettings:
+    def test_plaintext_needs_only_the_bootstrap(self) -> None:
+        common = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "a:1,b:2"}).kafka_common()
+        assert common["bootstrap_servers"] == ["a:1", "b:2"]
+        assert common["security_protocol"] == "PLAINTEXT"
+        assert not {
+            "sasl_mechanism",
+            "sasl_plain_password",
+            "ssl_cafile",
+            "ssl_check_hostname",
+        } & set(common)
+
+    def test_sasl_ssl_passes_everything_through(self, pem: Path) -> None:
+        s = Settings.from_env(
+            {
+                "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+                "KAFKA_SASL_MECHANISM": "scram-sha-256",
+                "KAFKA_SASL_USERNAME": "svc",
+                "KAFKA_SASL_PASSWORD": "s3cret",
+                "KAFKA_SSL_CAFILE": str(pem),
+                "KAFKA_SSL_CHECK_HOSTNAME": "false",
+            }
+        )
+        common = s.kafka_common()
+        assert common["security_protocol"] == "SASL_SSL"
+        assert common["sasl_mechanism"] == "SCRAM-SHA-256"
+        assert (common["sasl_plain_username"], common["sasl_plain_password"]) == ("svc", "s3cret")
+        assert common["ssl_cafile"] == str(pem)
+        assert common["ssl_check_hostname"] is False
+
+    def test_gssapi_needs_no_password(self) -> None:
+        s = Settings.from_env(
+            {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "GSSAPI"}
+        )
+        assert s.security.sasl_mechanism == "GSSAPI"
+
+
+class TestSecrets:
+    def test_repr_masks_the_sasl_password_and_registry_credentials(self) -> None:
+        s = Settings.from_env(
+            {
+                "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "KAFKA_SASL_MECHANISM": "PLAIN",
+                "KAFKA_SASL_USERNAME": "svc",
+                "KAFKA_SASL_PASSWORD": "s3cret-password",
+                "HER2_SCHEMA_REGISTRY_URL": "https://reg-user:reg-s3cret@registry:8081",
+            }
+        )
+        for text in (repr(s), str(s), repr(s.security), str(s.summary())):
+            assert "s3cret" not in text
+        assert "***" in repr(s.security)
+        assert "registry:8081" in repr(s)
+
+    def test_settings_are_frozen(self) -> None:
+        s = Settings.from_env({})
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            s.group_id = "other"  # type: ignore[misc]
