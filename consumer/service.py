@@ -33,6 +33,12 @@ Missing output topics are created with the input's partition count; the changelo
 compacted and must have exactly the input's partition count (co-partitioning: the history of
 input partition p lives in changelog partition p).
 
+A record whose classification or alerts would be larger than a Kafka request (1 MiB) can
+never be published: it is dead-lettered (stage process, reason processing-error) instead of
+being retried until the service stops. A dead-letter copy that cannot fit keeps the error
+headers (which point at the record in the input topic) without the value, and a patient
+history state that cannot fit is kept in memory only and logged as an error.
+
 A schema registry that cannot be reached is not a record's fault: the record is retried
 with back-off (its partition is paused and sought back), never dead-lettered, and no offset
 past it is committed.
@@ -100,9 +106,14 @@ with warnings.catch_warnings():
         ProducerFencedError,
         RebalanceInProgressError,
     )
+    from kafka.record.default_records import DefaultRecordBatchBuilder
     from kafka.structs import OffsetAndMetadata, TopicPartition
 
 _FENCED: Final = (ProducerFencedError, InvalidProducerEpochError)
+
+# The producer's max_request_size (kafka-python's default, also the broker's message.max.bytes
+# default): a record larger than this is refused on every attempt, so it is a record's fault.
+MAX_REQUEST_BYTES: Final = 1_048_576
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -179,6 +190,10 @@ class _ConnectionFailures(logging.Handler):
             f"{s.tuning.request_timeout_ms} (check the address and KAFKA_SECURITY_PROTOCOL="
             f"{s.security.protocol})"
         )
+
+
+class OutputTooLarge(Her2Error):
+    """An output of one record can never be produced (larger than a Kafka request)."""
 
 
 class _Fenced(Her2Error):
@@ -341,11 +356,12 @@ class Service:
             return
         self._producer = self._make_producer()
         self._consumer = disable_topic_auto_creation(KafkaConsumer(**self._consumer_kwargs()))
-        # Load the input's partitions into the consumer's metadata before joining: kafka-python
-        # can otherwise run the first assignment before that metadata arrives ("No partition
-        # metadata for topic") and hand out nothing until a later metadata refresh.
-        self._consumer.partitions_for_topic(s.topics.input)
         self._consumer.subscribe([s.topics.input], listener=_Listener(self))
+        # Fetch metadata now that the subscription is set, before the first join. Otherwise
+        # kafka-python may run the first assignment without the input's partitions ("No
+        # partition metadata for topic": nothing assigned) or with a metadata snapshot older
+        # than its cluster view, and rebalance again right after (refusing the first commits).
+        self._consumer.topics()
         self.started.set()
 
     def _build_codecs(self) -> None:
@@ -529,6 +545,7 @@ class Service:
             "enable_idempotence": True,
             "linger_ms": t.linger_ms,
             "batch_size": t.batch_size,
+            "max_request_size": MAX_REQUEST_BYTES,
             "delivery_timeout_ms": max(t.delivery_timeout_ms, t.request_timeout_ms + t.linger_ms),
             "max_block_ms": t.request_timeout_ms,
             "allow_auto_create_topics": False,
@@ -582,14 +599,23 @@ class Service:
                 self._positions[tp] = record.offset + 1
             for patient_id, state in store.take_dirty():
                 value = None if state is None else self._history_encoder.encode(state)
-                batch.outputs.append(
-                    Output(
-                        self.settings.topics.history,
-                        patient_id.encode("utf-8"),
-                        value,
-                        partition=tp.partition,
-                    )
+                change = Output(
+                    self.settings.topics.history,
+                    patient_id.encode("utf-8"),
+                    value,
+                    partition=tp.partition,
                 )
+                if not _fits(change):
+                    # kept in memory and used while this instance owns the partition; a restore
+                    # elsewhere sees the patient's previous state (stated loudly, not silently)
+                    log.error(
+                        "history state larger than a Kafka request; not written to the changelog",
+                        topic=self.settings.topics.history,
+                        partition=tp.partition,
+                        count=len(value or b""),
+                    )
+                    continue
+                batch.outputs.append(change)
                 batch.changelog += 1
         if not batch.last:
             return
@@ -631,6 +657,11 @@ class Service:
             for alert in outcome.alerts:
                 topic = self.settings.topics.alert_topic(alert["alert_type"])
                 outputs.append(Output(topic, key, self._alert_encoders[topic].encode(alert)))
+            if not all(map(_fits, outputs)):
+                raise OutputTooLarge(
+                    "an output of this record (classification or alert) is larger than the "
+                    f"maximum Kafka request ({MAX_REQUEST_BYTES} bytes)"
+                )
         except RegistryError as exc:
             log.warning(
                 "schema registry unavailable; record will be retried",
@@ -640,6 +671,18 @@ class Service:
                 error_type=type(exc).__name__,
             )
             return _RETRY
+        except OutputTooLarge as exc:  # never fits: retrying would stop the partition for good
+            self._dead_letter(
+                batch,
+                tp,
+                record,
+                stage="process",
+                reason="processing-error",
+                exception_class=type(exc).__name__,
+                message=str(exc),
+                started=started,
+            )
+            return None
         except RecordError as exc:
             self._dead_letter(
                 batch,
@@ -724,7 +767,28 @@ class Service:
                 timestamp_ms=now_ms,
             ),
         ]
-        batch.outputs.append(Output(self.settings.topics.dlq, record.key, record.value, headers))
+        dead = Output(self.settings.topics.dlq, record.key, record.value, headers)
+        if not _fits(dead):
+            # the copy (value plus error headers) cannot be produced: keep the headers, which
+            # point at the record still in the input topic, and say so
+            note = (
+                f"{message}; the original value ({len(record.value or b'')} bytes) does not fit "
+                "the dead-letter topic: read it from the input topic at this offset"
+            )
+            headers = dlq_headers(
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                stage=stage,
+                reason=reason,
+                exception_class=exception_class,
+                message=note,
+                timestamp_ms=now_ms,
+            )
+            dead = Output(self.settings.topics.dlq, record.key, None, headers)
+            if not _fits(dead):
+                dead = Output(self.settings.topics.dlq, None, None, headers)
+        batch.outputs.append(dead)
         batch.outcomes["dead_lettered"] += 1
         batch.dlq[(stage, reason)] += 1
         duration = time.perf_counter() - started
@@ -760,10 +824,15 @@ class Service:
         return sent
 
     def _await(self, sent: list[tuple[Output, Any]]) -> tuple[list[Output], str | None]:
-        """Wait for every future; return the outputs that failed and one error type."""
-        timeout_s = self.settings.tuning.delivery_timeout_ms / 1000 + 5
+        """Wait for every future; return the outputs that failed and one error type.
+
+        One deadline for the whole batch (delivery timeout + 5 s): a future still pending then
+        counts as not acknowledged. (Seen with kafka-python 3.0.12 after a broker outage: some
+        futures never complete, so per-future timeouts would add up without bound.)
+        """
+        deadline = time.monotonic() + self.settings.tuning.delivery_timeout_ms / 1000 + 5
         with contextlib.suppress(KafkaError):  # the futures below say which records failed
-            self._producer.flush(timeout=timeout_s)
+            self._producer.flush(timeout=max(0.0, deadline - time.monotonic()))
         failed: list[Output] = []
         error_type = None
         for out, future in sent:
@@ -772,7 +841,7 @@ class Service:
                 error_type = type(future).__name__
                 continue
             try:
-                future.get(timeout=timeout_s)
+                future.get(timeout=max(0.001, deadline - time.monotonic()))
             except _FENCED:
                 raise
             except Exception as exc:  # any failure of the send means "not acknowledged"
@@ -1183,6 +1252,12 @@ def disable_topic_auto_creation(client: Any) -> Any:
     if isinstance(config, dict):
         config["allow_auto_create_topics"] = False
     return client
+
+
+def _fits(out: Output) -> bool:
+    """Whether kafka-python would accept `out` (its own upper-bound estimate of the size)."""
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(out.key, out.value, out.headers)
+    return int(size) <= MAX_REQUEST_BYTES
 
 
 def _is_fenced(exc: BaseException) -> bool:

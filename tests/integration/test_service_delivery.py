@@ -66,12 +66,13 @@ def test_kill_between_ack_and_commit_redelivers_with_identical_alert_ids(
     with crashing:
         code = crashing.wait(60)
     assert code == -9, f"expected SIGKILL, got {code}:\n{crashing.logs()[-2000:]}"
-    done_before = committed(env.bootstrap, env.group, env.input)[0]
+    # batch 1 is normally committed; a commit refused during a rebalance leaves it uncommitted
+    # too, which at-least-once allows (it is then redelivered like batch 2)
+    done_before = committed(env.bootstrap, env.group, env.input)[0] or 0
 
     with output_reader(env) as reader:
         reader.settle(0.5)
         published_before = len(reader.records["classification"])
-        assert done_before is not None
         assert done_before < published_before, (
             "the crash must leave acknowledged outputs whose offsets were not committed"
         )

@@ -287,3 +287,57 @@ def test_registry_outage_is_retried_never_dead_lettered_nor_committed_past(
     finally:
         delete_outputs(kafka_bootstrap, env)
     assert committed(kafka_bootstrap, env.group, env.input) == {0: 4}
+
+
+def test_records_whose_outputs_exceed_a_kafka_request_are_dead_lettered_not_retried(
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    create_topics: Callable[..., list[str]],
+) -> None:
+    env = make_env(kafka_bootstrap, unique_name)
+    create_topics(env.input, partitions=1)
+    enc = encoder()
+    # 35 KB in, ~10 MB out: the discordance alert lists every earlier sample with the
+    # accession id of the current one (a real limit, not a fault of the broker)
+    zero_primary = make_event(
+        "x", "x", "x", score="ZERO", percent=0.0, intensity="NONE", completeness="NONE"
+    )
+    priors = [
+        {
+            "accession_id": f"p{i}",
+            "specimen": zero_primary["specimen"],
+            "her2_ihc": zero_primary["her2_ihc"],
+            "her2_ish": None,
+        }
+        for i in range(1000)
+    ]
+    huge_alert = make_event(
+        "big-e1", "big-p", "A" * 10_000, site="DISTANT_METASTASIS", prior=priors
+    )
+    # fits the input topic, but not with the error headers added to its dead-letter copy
+    near_limit = b"{" + b"x" * 1_048_300
+    good = make_event("big-e2", "big-q", "big-a2")
+    records = [
+        (b"big-p", enc.encode(huge_alert)),
+        (b"near-limit", near_limit),
+        (b"big-q", enc.encode(good)),
+    ]
+    produce(kafka_bootstrap, env.input, records)
+    try:
+        with running(env.settings()), output_reader(env) as reader:
+            reader.wait(
+                lambda r: "big-e2" in r.classified_ids() and len(r.records["dlq"]) == 2,
+                what="the good event after two oversized ones",
+            )
+    finally:
+        delete_outputs(kafka_bootstrap, env)
+
+    too_big, near = reader.records["dlq"]
+    assert too_big.raw == records[0][1], "a dead letter that fits keeps the original value"
+    assert too_big.headers["her2.errors.reason"] == b"processing-error"
+    assert too_big.headers["her2.errors.exception.class.name"] == b"OutputTooLarge"
+    assert near.key == b"near-limit"
+    assert near.raw is None, "a copy that cannot fit keeps the headers only"
+    assert b"read it from the input topic" in near.headers["her2.errors.exception.message"]
+    assert near.headers["her2.errors.offset"] == b"1"
+    assert committed(kafka_bootstrap, env.group, env.input) == {0: 3}
