@@ -81,6 +81,7 @@ from consumer.errors import (
 from consumer.history import HistoryStore
 from consumer.logs import configure_logging, get_logger
 from consumer.metrics import Metrics
+from consumer.model import Record
 from consumer.pipeline import Pipeline, utc_now
 from consumer.registry import SchemaRegistryClient
 from consumer.resources import (
@@ -127,6 +128,7 @@ _REGISTRY_BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _INPUT_WAIT_BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 _PUBLISH_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
 _HISTORY_REFRESH_S: Final = 5.0
+_ABORT_TIMEOUT_S: Final = 10.0
 
 log = get_logger("her2.service")
 
@@ -642,9 +644,11 @@ class Service:
         """Process one record into `batch`; return _RETRY if it must be retried later."""
         started = time.perf_counter()
         event_id = None
+        undo: tuple[str, Record | None] | None = None  # the patient's state before this event
         try:
             event = check_event(self._decoder.decode(record.value))
             event_id = event["event_id"]
+            undo = (event["patient_id"], _snapshot(store.get(event["patient_id"])))
             outcome = store.apply(event, self.pipeline)
             key = record.key if record.key else event["patient_id"].encode("utf-8")
             outputs = [
@@ -663,6 +667,7 @@ class Service:
                     f"maximum Kafka request ({MAX_REQUEST_BYTES} bytes)"
                 )
         except RegistryError as exc:
+            _roll_back(store, undo)  # the record is processed again later, from scratch
             log.warning(
                 "schema registry unavailable; record will be retried",
                 topic=tp.topic,
@@ -672,6 +677,7 @@ class Service:
             )
             return _RETRY
         except OutputTooLarge as exc:  # never fits: retrying would stop the partition for good
+            _roll_back(store, undo)  # a dead-lettered event leaves no trace in the history
             self._dead_letter(
                 batch,
                 tp,
@@ -696,6 +702,7 @@ class Service:
             )
             return None
         except Exception as exc:  # a bug: dead-letter the record and keep the partition moving
+            _roll_back(store, undo)
             log.error(
                 "record processing failed",
                 topic=tp.topic,
@@ -889,8 +896,15 @@ class Service:
                     "the transaction is aborted"
                 )
             self._test_crash_hook()
-            producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
-            producer.commit_transaction()
+            limit = self.settings.tuning.transaction_timeout_ms / 1000
+            _bounded(
+                "sending offsets to the transaction",
+                limit,
+                producer.send_offsets_to_transaction,
+                offsets,
+                self._consumer.group_metadata(),
+            )
+            _bounded("committing the transaction", limit, producer.commit_transaction)
         except _FENCED:
             raise _Fenced() from None
         except Exception as exc:
@@ -898,8 +912,9 @@ class Service:
                 raise _Fenced() from None
             self.metrics.commit_failures.inc()
             try:
-                producer.abort_transaction()
-            except Exception as abort_exc:  # the abort is best effort; the broker times it out
+                _bounded("aborting the transaction", _ABORT_TIMEOUT_S, producer.abort_transaction)
+            except Exception as abort_exc:  # best effort: the broker aborts it after the
+                # transaction timeout, or the next instance's init_transactions fences it
                 log.warning("transaction abort failed", error_type=type(abort_exc).__name__)
             if isinstance(exc, PublishError):
                 raise
@@ -1252,6 +1267,48 @@ def disable_topic_auto_creation(client: Any) -> Any:
     if isinstance(config, dict):
         config["allow_auto_create_topics"] = False
     return client
+
+
+def _bounded(what: str, timeout_s: float, call: Callable[..., Any], *args: Any) -> Any:
+    """Run a kafka-python call that waits without a timeout (send_offsets_to_transaction,
+    commit_transaction, abort_transaction in 3.0.12) in a helper thread, for at most
+    `timeout_s`; past that raise PublishError (the service then stops without committing)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call(*args)
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"her2-{call.__name__}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise PublishError(f"{what} did not complete within {timeout_s:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def _snapshot(state: Record | None) -> Record | None:
+    """A copy of a patient's history state that `HistoryStore.apply` cannot alter.
+
+    Two levels suffice and cost microseconds (a deep copy costs ~150 us, as much as processing
+    the event): apply() re-binds the state's `accessions` list and `updated_at`, updates
+    accession entries in place, and only ever replaces (never mutates) their lists and alerts.
+    A rollback API in consumer/history.py would remove this coupling.
+    """
+    if state is None:
+        return None
+    return {**state, "accessions": [dict(entry) for entry in state["accessions"]]}
+
+
+def _roll_back(store: HistoryStore, undo: tuple[str, Record | None] | None) -> None:
+    """Put the patient's state back as it was before the record (no-op before apply)."""
+    if undo is not None:
+        patient_id, state = undo
+        store.restore(patient_id, state)
 
 
 def _fits(out: Output) -> bool:
