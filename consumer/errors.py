@@ -27,6 +27,7 @@ DLQ_REASONS = frozenset(
         "schema-resolution",
         "schema-validation",
         "processing-error",
+        "output-too-large",
     }
 )
 

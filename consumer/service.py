@@ -34,7 +34,7 @@ compacted and must have exactly the input's partition count (co-partitioning: th
 input partition p lives in changelog partition p).
 
 A record whose classification or alerts would be larger than a Kafka request (1 MiB) can
-never be published: it is dead-lettered (stage process, reason processing-error) instead of
+never be published: it is dead-lettered (stage process, reason output-too-large) instead of
 being retried until the service stops. A dead-letter copy that cannot fit keeps the error
 headers (which point at the record in the input topic) without the value, and a patient
 history state that cannot fit is kept in memory only and logged as an error.
@@ -79,6 +79,7 @@ from consumer.errors import (
     SchemaError,
 )
 from consumer.history import HistoryStore
+from consumer.http import Health, start_http_server
 from consumer.logs import configure_logging, get_logger
 from consumer.metrics import Metrics
 from consumer.model import Record
@@ -192,6 +193,9 @@ class _ConnectionFailures(logging.Handler):
             f"{s.tuning.request_timeout_ms} (check the address and KAFKA_SECURITY_PROTOCOL="
             f"{s.security.protocol})"
         )
+
+
+REASON_OUTPUT_TOO_LARGE = "output-too-large"
 
 
 class OutputTooLarge(Her2Error):
@@ -683,7 +687,7 @@ class Service:
                 tp,
                 record,
                 stage="process",
-                reason="processing-error",
+                reason=REASON_OUTPUT_TOO_LARGE,
                 exception_class=type(exc).__name__,
                 message=str(exc),
                 started=started,
@@ -953,6 +957,8 @@ class Service:
         partitions = sorted(assigned)
         self.metrics.rebalances.labels(kind="assigned").inc()
         if not partitions:
+            if not self._pending_restore:  # a member without partitions is ready too
+                self._set_ready(True)
             return
         self._consumer.pause(*partitions)
         self._pending_restore.update(partitions)
@@ -1339,23 +1345,6 @@ def _print_error(message: str) -> None:
     print(f"her2-consumer: {message}", file=sys.stderr)
 
 
-def start_metrics_server(port: int, metrics: Metrics) -> Callable[[], None]:
-    """Serve /metrics on `port`; return a function that stops the server.
-
-    The one place to swap for consumer.http (/metrics, /healthz, /readyz) later.
-    """
-    from prometheus_client import start_http_server  # noqa: PLC0415
-
-    server, thread = start_http_server(port, registry=metrics.registry)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-    return stop
-
-
 def main(args: argparse.Namespace | None = None) -> int:
     """`her2-consumer run`: settings from the environment, metrics over HTTP, the loop."""
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
@@ -1377,7 +1366,9 @@ def main(args: argparse.Namespace | None = None) -> int:
         _print_error(f"rule set invalid: {exc}")
         return EXIT_CONFIG
     metrics = Metrics(CollectorRegistry(), ruleset.version)
-    service = Service(settings, Pipeline(ruleset), metrics)
+    # /healthz tolerates the longest wait the loop can make without beating (a publish).
+    health = Health(stall_after=max(60.0, settings.tuning.delivery_timeout_ms / 1000 + 35.0))
+    service = Service(settings, Pipeline(ruleset), metrics, health=health)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info(
@@ -1388,7 +1379,7 @@ def main(args: argparse.Namespace | None = None) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
-            stop_http = start_metrics_server(settings.http_port, metrics)
+            http_server = start_http_server(settings.http_port, metrics.registry, health)
         except OSError as exc:
             log.error(
                 "metrics HTTP server failed to start",
@@ -1397,10 +1388,11 @@ def main(args: argparse.Namespace | None = None) -> int:
             )
             _print_error(f"cannot serve metrics on HER2_HTTP_PORT={settings.http_port}")
             return EXIT_CONFIG
+        log.info("serving /metrics, /healthz and /readyz", port=http_server.server_port)
         try:
             return service.run()
         finally:
-            stop_http()
+            http_server.shutdown()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -334,7 +334,7 @@ def test_records_whose_outputs_exceed_a_kafka_request_are_dead_lettered_not_retr
 
     too_big, near = reader.records["dlq"]
     assert too_big.raw == records[0][1], "a dead letter that fits keeps the original value"
-    assert too_big.headers["her2.errors.reason"] == b"processing-error"
+    assert too_big.headers["her2.errors.reason"] == b"output-too-large"
     assert too_big.headers["her2.errors.exception.class.name"] == b"OutputTooLarge"
     assert near.key == b"near-limit"
     assert near.raw is None, "a copy that cannot fit keeps the headers only"
