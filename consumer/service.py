@@ -636,7 +636,13 @@ class Service:
         if self.settings.exactly_once:
             self._publish_transaction(batch.outputs, offsets)
         else:
-            self._publish(batch.outputs)
+            # At-least-once: the changelog is written only after every other output of the batch
+            # is acknowledged. Written together, a broker failure could store a patient's new
+            # state without all of its alerts; the redelivered batch would then find the later
+            # state and never re-emit the missing alerts of an earlier event.
+            history_topic = self.settings.topics.history
+            self._publish([o for o in batch.outputs if o.topic != history_topic])
+            self._publish([o for o in batch.outputs if o.topic == history_topic])
             self._test_crash_hook()
             self._commit(offsets)
         self._batches += 1

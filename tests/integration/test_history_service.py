@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from helpers import (
+    committed,
     Env,
     ServiceProcess,
     ServiceThread,
@@ -154,6 +155,13 @@ def test_history_is_restored_from_the_changelog_after_a_crash(
             reader.wait(
                 lambda r: r.classified_ids() >= {e["event_id"] for e in first},
                 what="the first instance's classifications",
+            )
+            # the changelog is written after the alerts are acknowledged and before the commit:
+            # once everything is committed, the history is in the changelog
+            wait_for(
+                lambda: sum(o or 0 for o in committed(env.bootstrap, env.group, env.input).values())
+                >= len(first),
+                what="the first instance's commits",
             )
             proc.kill()  # kill -9: no goodbye to the group, nothing flushed on the way out
         restored_patients = {e["patient_id"] for e in first}
