@@ -4,17 +4,23 @@ exactly-once), latency at a steady offered load, and memory.
 All stages run in one invocation on the same machine, so the ratios between them are meaningful
 even on a shared, noisy machine. Stages:
   1. ceiling      a bare kafka-python consumer reading the input topic (no decoding)
+  1b. produce     a bare kafka-python producer with the service's producer settings, records of
+                  the service's output sizes: the most records/s the service could publish
   2. decode       the same plus Avro decoding and validation
   3. service-alo  `her2-consumer run` (subprocess), at-least-once, until every offset is committed
   4. service-eos  the same with HER2_PROCESSING_GUARANTEE=exactly_once
   5. latency      events produced at --rate/s while the service runs; event-in (send time) to
-                  classification available to a read_committed consumer: p50 / p95 / p99
-  6. memory       RSS of the service process when ready and after the N events of stage 3
+                  classification available to a read_committed consumer in another process
+                  (so the reader shares no interpreter lock with the producer): p50 / p95 / p99
+  6. memory       RSS of the service process when ready and after the N events of stage 3;
+                  with --memory-events M, a separate run of M events from a fixed population of
+                  --memory-patients patients (their accessions updated again and again), with
+                  RSS sampled as it goes
 
 The broker is KAFKA_BOOTSTRAP_SERVERS if set, else a local one from deploy/kafka/launcher.py.
 
 Usage: python bench/kafka_bench.py [--events 100000] [--rate 200] [--latency-seconds 20]
-                                   [--json bench/results/kafka.json]
+                                   [--memory-events 500000] [--json bench/results/kafka.json]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import contextlib
 import datetime as dt
 import importlib.util
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -45,6 +52,12 @@ with warnings.catch_warnings():
 
 from consumer.codec import Decoder, Encoder
 from consumer.resources import HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
+from consumer.config import Tuning
+from consumer.history import HistoryStore
+from consumer.pipeline import Pipeline
+from consumer.resources import HER2_ALERT, PATIENT_HISTORY
+from consumer.rules import load_ruleset
+from consumer.service import MAX_REQUEST_BYTES
 from consumer.synthetic import SyntheticGenerator
 from consumer.validate import check_event
 
@@ -119,6 +132,55 @@ def produce(bootstrap: str, topic: str, pairs: list[tuple[bytes, bytes]]) -> Non
             f.get(timeout=60)
     finally:
         producer.close()
+
+
+def service_outputs(count: int, seed: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every record the service publishes for the events of `encoded_events`:
+    classification, alerts and one history changelog record per event (offline, same code)."""
+    pipeline = Pipeline(load_ruleset())
+    store = HistoryStore()
+    classification = Encoder("single-object", parsed_schema(HER2_CLASSIFICATION))
+    alert = Encoder("single-object", parsed_schema(HER2_ALERT))
+    history = Encoder("single-object", parsed_schema(PATIENT_HISTORY))
+    out = []
+    for event in SyntheticGenerator(seed=seed).events(count):
+        key = event["patient_id"].encode()
+        outcome = store.apply(event, pipeline)
+        out.append((key, classification.encode(outcome.classification)))
+        out.extend((key, alert.encode(a)) for a in outcome.alerts)
+        out.extend((key, history.encode(state)) for _, state in store.take_dirty() if state)
+    return out
+
+
+def produce_ceiling(bootstrap: str, records: list[tuple[bytes, bytes]], events: int) -> dict[str, Any]:
+    """Stage 1b: a bare producer with the service's settings publishing the service's outputs."""
+    topic = f"bench-produce-{uuid.uuid4().hex[:6]}"
+    create_topic(bootstrap, topic)
+    tuning = Tuning()
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+        linger_ms=tuning.linger_ms, batch_size=tuning.batch_size,
+        max_request_size=MAX_REQUEST_BYTES,
+    )
+    try:
+        producer.send(topic, b"warm-up", b"").get(timeout=30)
+        start = time.perf_counter()
+        futures = [producer.send(topic, key=k, value=v) for k, v in records]
+        producer.flush()
+        for f in futures:
+            f.get(timeout=60)
+        elapsed = time.perf_counter() - start
+    finally:
+        producer.close()
+    per_event = len(records) / events
+    return {
+        "records": len(records),
+        "records_per_event": per_event,
+        "mean_record_bytes": statistics.fmean(len(v) for _, v in records),
+        "seconds": elapsed,
+        "records_per_s": len(records) / elapsed,
+        "events_per_s": len(records) / elapsed / per_event,
+    }
 
 
 def read_all(bootstrap: str, topic: str, count: int, decode: bool) -> dict[str, Any]:
@@ -235,6 +297,43 @@ def service_throughput(bootstrap: str, count: int, seed: int, guarantee: str) ->
     }
 
 
+def _latency_reader(bootstrap: str, topic: str, ready: Any, stop: Any, results: Any) -> None:
+    """In a separate process: event_id -> wall time its classification was read, and the
+    classification record's timestamp (set by the service's producer when it sent it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
+        from kafka import KafkaConsumer as Reader
+    decoder = Decoder("auto", parsed_schema(HER2_CLASSIFICATION))
+    reader = Reader(
+        bootstrap_servers=bootstrap, isolation_level="read_committed",
+        enable_auto_commit=False, auto_offset_reset="earliest",
+    )
+    reader.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    seen: dict[str, tuple[float, float]] = {}
+    reader.poll(timeout_ms=100)
+    ready.set()
+    while not stop.is_set():
+        for records in reader.poll(timeout_ms=100).values():
+            now = time.time()
+            for r in records:
+                seen.setdefault(decoder.decode(r.value)["event_id"], (now, r.timestamp / 1000))
+    reader.close()
+    results.put(seen)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50 / p95 / p99 / max / mean of `values` (milliseconds)."""
+    v = sorted(values)
+    n = len(v)
+    return {
+        "p50_ms": v[n // 2],
+        "p95_ms": v[min(n - 1, int(n * 0.95))],
+        "p99_ms": v[min(n - 1, int(n * 0.99))],
+        "max_ms": v[-1],
+        "mean_ms": statistics.fmean(v),
+    }
+
+
 def latency(bootstrap: str, rate: float, seconds: float, guarantee: str) -> dict[str, Any]:
     """Stage 5: steady offered load; send time -> classification readable (read_committed)."""
     run = f"lat-{uuid.uuid4().hex[:6]}"
@@ -242,67 +341,144 @@ def latency(bootstrap: str, rate: float, seconds: float, guarantee: str) -> dict
     topic = env_topics["HER2_INPUT_TOPIC"]
     create_topic(bootstrap, topic)
     proc = start_service(bootstrap, env_topics, guarantee)
-    reader = KafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed",
-        enable_auto_commit=False, auto_offset_reset="earliest",
-    )
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
-    decoder = Decoder("auto", parsed_schema(HER2_CLASSIFICATION))
     count = int(rate * seconds)
-    pairs = encoded_events(count + 1, seed=99)
+    events = SyntheticGenerator(seed=99).events(count + 1)
+    encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
+    spawn = multiprocessing.get_context("spawn")
+    ready, stop, results = spawn.Event(), spawn.Event(), spawn.Queue()
+    reader = spawn.Process(
+        target=_latency_reader,
+        args=(bootstrap, env_topics["HER2_CLASSIFICATION_TOPIC"], ready, stop, results),
+    )
+    sent_at: dict[str, float] = {}
     try:
-        class_topic = env_topics["HER2_CLASSIFICATION_TOPIC"]
-        # warm-up: one event end to end proves the group is joined and topics exist
-        producer.send(topic, key=pairs[0][0], value=pairs[0][1]).get(timeout=30)
-        deadline = time.monotonic() + 120
-        while True:
-            if time.monotonic() > deadline:
-                raise RuntimeError("warm-up event never classified")
-            with contextlib.suppress(Exception):
-                reader.subscribe([class_topic])
-            if reader.poll(timeout_ms=500):
-                break
-        sent_at: dict[str, float] = {}
-        received: dict[str, float] = {}
+        # warm-up: one event end to end proves the group is joined and the topics exist
+        warm = events[0]
+        producer.send(topic, key=warm["patient_id"].encode(), value=encoder.encode(warm)).get(30)
+        wait_committed(bootstrap, env_topics["HER2_GROUP_ID"], topic, 1, proc)
+        reader.start()
+        if not ready.wait(60):
+            raise RuntimeError("latency reader did not start")
         interval = 1.0 / rate
         start = time.perf_counter()
-        encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
-        events = SyntheticGenerator(seed=99).events(count + 1)[1:]
-        for i, event in enumerate(events):
+        for i, event in enumerate(events[1:]):
             target = start + i * interval
-            while (now := time.perf_counter()) < target:
-                for records in reader.poll(timeout_ms=0).values():
-                    t = time.perf_counter()
-                    for r in records:
-                        received.setdefault(decoder.decode(r.value)["event_id"], t)
-                if target - time.perf_counter() > 0.002:
-                    time.sleep(0.001)
+            while (delay := target - time.perf_counter()) > 0:
+                time.sleep(min(delay, 0.001))
             event["event_time"] = dt.datetime.now(dt.UTC)
-            producer.send(topic, key=event["patient_id"].encode(), value=encoder.encode(event))
-            sent_at[event["event_id"]] = now
+            value = encoder.encode(event)
+            sent_at[event["event_id"]] = time.time()
+            producer.send(topic, key=event["patient_id"].encode(), value=value)
         producer.flush()
-        deadline = time.monotonic() + 60
-        while len(received.keys() & sent_at.keys()) < len(sent_at) and time.monotonic() < deadline:
-            for records in reader.poll(timeout_ms=200).values():
-                t = time.perf_counter()
-                for r in records:
-                    received.setdefault(decoder.decode(r.value)["event_id"], t)
+        time.sleep(5)  # every classification is readable well within this on this machine
     finally:
+        stop.set()
+        received: dict[str, tuple[float, float]] = results.get(timeout=60) if reader.pid else {}
+        reader.join(timeout=30)
         producer.close()
-        reader.close()
         stop_service(proc)
-    lat = sorted((received[k] - sent_at[k]) * 1000 for k in sent_at if k in received)
-    n = len(lat)
-    if not n:
+    pairs = [(received[k], t) for k, t in sent_at.items() if k in received]
+    if not pairs:
         raise RuntimeError("no latency samples")
+    total = percentiles([(read - sent) * 1000 for (read, _), sent in pairs])
+    produced = percentiles([(stamp - sent) * 1000 for (_, stamp), sent in pairs])
     return {
         "offered_rate": rate,
         "events": len(sent_at),
-        "received": n,
-        "p50_ms": lat[n // 2],
-        "p95_ms": lat[min(n - 1, int(n * 0.95))],
-        "p99_ms": lat[min(n - 1, int(n * 0.99))],
-        "mean_ms": statistics.fmean(lat),
+        "received": len(pairs),
+        **total,
+        "to_output_sent": produced,
+    }
+
+
+def wait_committed(bootstrap: str, group: str, topic: str, count: int, proc: Any) -> None:
+    """Wait until the service's group has committed `count` input offsets. (Never touches the
+    output topics: a metadata request for a topic the service has not created yet could
+    auto-create it with the broker's default partition count.)"""
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    deadline = time.monotonic() + 120
+    try:
+        while committed_total(reader, topic) < count:
+            if proc.poll() is not None:
+                raise RuntimeError(f"service exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service did not commit the warm-up event")
+            time.sleep(0.2)
+    finally:
+        reader.close()
+
+
+def memory_events(count: int, patients: int, seed: int) -> tuple[list[tuple[bytes, bytes]], int]:
+    """`count` events of a fixed population: the same patients' accessions reported again and
+    again (new event ids, later event times), so the history stays the same size and any RSS
+    growth is the process's, not the state's. Returns the pairs and the first cycle's length."""
+    base = SyntheticGenerator(seed=seed).events(max(1, patients * 3), patients=patients)
+    span = max(e["event_time"] for e in base) - min(e["event_time"] for e in base)
+    shift = span + dt.timedelta(days=1)
+    encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
+    out: list[tuple[bytes, bytes]] = []
+    cycle = 0
+    while len(out) < count:
+        for event in base[: count - len(out)]:
+            again = {
+                **event,
+                "event_id": f"{event['event_id']}-c{cycle}",
+                "event_time": event["event_time"] + cycle * shift,
+            }
+            out.append((event["patient_id"].encode(), encoder.encode(again)))
+        cycle += 1
+    return out, len(base)
+
+
+def memory_run(bootstrap: str, count: int, patients: int, seed: int) -> dict[str, Any]:
+    """Stage 6b: RSS of the service over `count` events of a fixed population."""
+    run = f"mem-{uuid.uuid4().hex[:6]}"
+    env_topics = topics_for(run)
+    topic = env_topics["HER2_INPUT_TOPIC"]
+    create_topic(bootstrap, topic)
+    log(f"memory: encoding {count} events of {patients} patients")
+    pairs, cycle = memory_events(count, patients, seed)
+    log(f"memory: producing {count} events")
+    produce(bootstrap, topic, pairs)
+    del pairs
+    proc = start_service(bootstrap, env_topics, "at_least_once")
+    reader = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=env_topics["HER2_GROUP_ID"], enable_auto_commit=False
+    )
+    samples: list[tuple[int, float]] = []
+    try:
+        deadline = time.monotonic() + 3600
+        done = 0
+        next_report = 0.0
+        while done < count:
+            if proc.poll() is not None:
+                raise RuntimeError(f"service exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("service did not finish in time")
+            done = committed_total(reader, topic)
+            samples.append((done, rss_mb(proc.pid)))
+            if time.monotonic() >= next_report:
+                log(f"memory: {done:,}/{count:,} events committed, RSS {samples[-1][1]:.1f} MB")
+                next_report = time.monotonic() + 30
+            time.sleep(1.0)
+    finally:
+        reader.close()
+        code = stop_service(proc)
+    first = next(rss for n, rss in samples if n > 0)
+    after_cycle = next(rss for n, rss in samples if n >= cycle)
+    end = samples[-1][1]
+    return {
+        "events": count,
+        "patients": patients,
+        "events_per_cycle": cycle,
+        "rss_first_commit_mb": first,
+        "rss_after_first_cycle_mb": after_cycle,
+        "rss_end_mb": end,
+        "growth_mb": end - first,
+        "growth_after_first_cycle_mb": end - after_cycle,
+        "samples": samples[:: max(1, len(samples) // 200)],
+        "exit_code": code,
     }
 
 
@@ -314,6 +490,9 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-eos", action="store_true")
+    parser.add_argument("--memory-events", type=int, default=0,
+                        help="also run the memory stage over this many events (e.g. 500000)")
+    parser.add_argument("--memory-patients", type=int, default=5000)
     parser.add_argument("--json", default=str(REPO / "bench/results/kafka.json"))
     args = parser.parse_args()
     results: dict[str, Any] = {
@@ -329,6 +508,10 @@ def main() -> int:
         produce(bootstrap, topic, encoded_events(args.events, args.seed))
         log("stage 1: ceiling")
         results["ceiling"] = read_all(bootstrap, topic, args.events, decode=False)
+        log("stage 1b: producer ceiling (the service's outputs of the same events)")
+        results["produce"] = produce_ceiling(
+            bootstrap, service_outputs(args.events, args.seed), args.events
+        )
         log("stage 2: decode")
         results["decode"] = read_all(bootstrap, topic, args.events, decode=True)
         log("stage 3: service at-least-once")
@@ -340,27 +523,50 @@ def main() -> int:
             )
         log(f"stage 5: latency at {args.rate}/s for {args.latency_seconds}s")
         results["latency"] = latency(bootstrap, args.rate, args.latency_seconds, "at_least_once")
+        if args.memory_events:
+            log(f"stage 6b: memory over {args.memory_events} events")
+            results["memory"] = memory_run(
+                bootstrap, args.memory_events, args.memory_patients, args.seed
+            )
     ceiling = results["ceiling"]["events_per_s"]
     print(f"\nmachine: {results['machine']}")
     print(f"{'stage':<14} {'events/s':>10} {'vs ceiling':>11}")
-    for key in ("ceiling", "decode", "service_alo", "service_eos"):
+    for key in ("ceiling", "produce", "decode", "service_alo", "service_eos"):
         if key in results:
             eps = results[key]["events_per_s"]
             print(f"{key:<14} {eps:>10,.0f} {eps / ceiling:>10.1%}")
+    prod = results["produce"]
+    print(
+        f"producer ceiling: {prod['records_per_s']:,.0f} records/s of the service's outputs "
+        f"({prod['records_per_event']:.2f} records/event, mean {prod['mean_record_bytes']:,.0f} "
+        "bytes) = the events/s above"
+    )
     if "service_eos" in results:
         ratio = results["service_eos"]["events_per_s"] / results["service_alo"]["events_per_s"]
         results["eos_vs_alo"] = ratio
         print(f"exactly-once / at-least-once: {ratio:.1%}")
     lat = results["latency"]
+    sent = lat["to_output_sent"]
     print(
         f"latency at {lat['offered_rate']:.0f}/s ({lat['received']}/{lat['events']} events): "
-        f"p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms"
+        f"p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
+        f"max {lat['max_ms']:.1f} ms (to the service sending it: p50 {sent['p50_ms']:.1f}, "
+        f"p99 {sent['p99_ms']:.1f} ms)"
     )
     alo = results["service_alo"]
     print(
         f"service RSS: {alo['rss_start_mb']:.1f} MB at start, {alo['rss_end_mb']:.1f} MB after "
         f"{args.events} events (+{alo['rss_end_mb'] - alo['rss_start_mb']:.1f} MB)"
     )
+    if "memory" in results:
+        mem = results["memory"]
+        print(
+            f"memory run: {mem['events']:,} events of {mem['patients']:,} patients: RSS "
+            f"{mem['rss_first_commit_mb']:.1f} MB at the first commit, "
+            f"{mem['rss_after_first_cycle_mb']:.1f} MB after the first {mem['events_per_cycle']:,} "
+            f"(history built), {mem['rss_end_mb']:.1f} MB at the end: +{mem['growth_mb']:.1f} MB "
+            f"in all, +{mem['growth_after_first_cycle_mb']:.1f} MB after the history was built"
+        )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"figures written to {args.json}")
