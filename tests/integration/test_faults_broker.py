@@ -14,8 +14,6 @@ or was restarted, and how often, is recorded (docs/fault-report.md).
 
 from __future__ import annotations
 
-import os
-
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +31,7 @@ from faults import (
     broker_healthy,
     check_alerts,
     classified_ids,
+    delivery_counts,
     outputs,
     record_result,
     wait_committed,
@@ -56,6 +55,22 @@ def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Env
     delete_outputs(kafka_bootstrap, test_env)
 
 
+class KnownLoss(AssertionError):
+    """Alerts lost exactly the way bug B8 of docs/fault-report.md lost them (fixed in e4df341:
+    at_least_once wrote a batch's changelog together with its outputs; a broker shutdown stored
+    the changelog and not every output; the redelivered batch then found the patient's later
+    state and never re-emitted the alerts of an earlier event of the same accession)."""
+
+
+def _lost_as_b8_loses(lost: list[tuple[str, str, str]], events: list[dict[str, Any]]) -> bool:
+    """Whether every lost alert belongs to an event followed by a later event of the same
+    accession (the only alerts the redelivery of a half-written batch does not re-emit)."""
+    position = {e["event_id"]: i for i, e in enumerate(events)}
+    last_of = {e["accession_id"]: i for i, e in enumerate(events)}
+    later = {e["event_id"] for e in events if last_of[e["accession_id"]] > position[e["event_id"]]}
+    return all(event_id in later for event_id, _, _ in lost)
+
+
 def _committed_total(probe: Probe, env: Env) -> int:
     """Offsets the group committed on the input, -1 while the coordinator does not answer."""
     try:
@@ -64,18 +79,8 @@ def _committed_total(probe: Probe, env: Env) -> int:
         return -1
 
 
-# KNOWN BUG (issue 5, open): in at_least_once mode, 1 of 6 runs of this test lost one alert after
-# the outage (kafka-python 3.0.12 resets the idempotent producer after expired batches; see the
-# issue note). It is kept runnable (HER2_RUN_KNOWN_BUGS=1) but out of the default run until fixed.
-_KNOWN_BUG = pytest.mark.skipif(
-    not os.environ.get("HER2_RUN_KNOWN_BUGS"),
-    reason="known bug: rare alert loss after a broker outage in at_least_once mode (issue 5); "
-    "run with HER2_RUN_KNOWN_BUGS=1",
-)
-
-
-@pytest.mark.parametrize("mode", [pytest.param(ALO, marks=_KNOWN_BUG), EOS])
-def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0917 - pytest passes fixtures
+@pytest.mark.parametrize("mode", [ALO, EOS])
+def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0915, PLR0917 - one story
     mode: str,
     local_kafka: Any,
     env: Env,
@@ -128,6 +133,7 @@ def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0917 - pytes
         back_at = time.monotonic()
         produce_events(env.bootstrap, env.input, events[BEFORE:])
         with Probe(env.bootstrap) as probe:
+            wait_for(lambda: _committed_total(probe, env) >= 0, 60, "the group coordinator")
             at_restart = _committed_total(probe, env)
             wait_for(
                 lambda: _committed_total(probe, env) > at_restart,
@@ -161,10 +167,8 @@ def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0917 - pytes
     )
     records = outputs(env)
     verdict = check_alerts(alerts_of(records), expected)
-    counts = assert_delivery(
-        mode, verdict, classified_ids(records), (e["event_id"] for e in events)
-    )
-    assert records["dlq"] == []
+    classified = classified_ids(records)
+    counts = delivery_counts(verdict, classified, (e["event_id"] for e in events))
     record_result(
         "broker stopped longer than the session timeout",
         mode=mode,
@@ -183,3 +187,7 @@ def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0917 - pytes
         alerts=verdict.as_dict(),
         seconds=round(time.monotonic() - started, 1),
     )
+    if mode == ALO and verdict.lost and _lost_as_b8_loses(verdict.lost_triples, events):
+        raise KnownLoss(f"{verdict.lost} alerts lost as bug B8 lost them: {verdict.lost_examples}")
+    assert_delivery(mode, verdict, classified, (e["event_id"] for e in events))
+    assert records["dlq"] == []
