@@ -12,6 +12,12 @@ Lifecycle per accession:
   ACTIVE alerts of the accession whose rule no longer fires are re-published RETRACTED;
 - CANCELLED: the sample leaves the patient's samples and every ACTIVE alert is RETRACTED;
 - PRELIMINARY: classified and remembered (not used as a sample for rules), no alerts.
+
+Size (B3 of docs/fault-report.md): an accession entry stores each alert once (`emitted`: what
+its last event published; `active`: only alerts of its earlier events still ACTIVE) and cuts a
+stored detail at MAX_STORED_DETAIL characters, so a patient's record grows linearly with its
+accessions. The one visible effect: an alert whose detail is longer than that is re-emitted
+(redelivery) and retracted with the cut detail; its id and every other field are unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +32,13 @@ from consumer.model import ACTIVE, FINAL_REPORTS, Event, Outcome, Record
 from consumer.pipeline import Pipeline, utc_now
 
 MAX_SEEN_EVENT_IDS = 20
+# Characters of an alert's `detail` the history keeps (B3 of docs/fault-report.md). Details
+# that list a patient's discordant sample pairs grow with the square of the patient's samples,
+# and every accession keeps copies of its alerts (to re-emit them and to retract them), so
+# without a cap a patient's history grew with the cube of its accessions. Real alerts stay far
+# below this (the longest seen in synthetic runs: under 900 characters).
+MAX_STORED_DETAIL = 2_000
+_CUT = " [...]"
 
 
 class HistoryStore:
@@ -86,21 +99,20 @@ class HistoryStore:
             return Outcome(pipeline.classify(event), list(emitted))
         status = event["report_status"]
         now = self._clock()
+        previous = [] if entry is None else active_alerts(entry)
         if status == "CANCELLED":
             outcome = pipeline.process(event)
-            emitted = [retraction(a, event, now) for a in (entry or {}).get("active", [])]
-            active: list[Record] = []
+            emitted = [retraction(a, event, now) for a in previous]
+            kept: list[Record] = []
         elif status == "PRELIMINARY" and entry is not None and entry["report_status"] in FINAL_REPORTS:
             return Outcome(pipeline.classify(event), [])  # never replaces a final report
         else:
             outcome = pipeline.process(event, self.samples(pid, accession))
             firing = {a["rule_id"] for a in outcome.alerts}
-            previous = (entry or {}).get("active", [])
             kept = [a for a in previous if a["rule_id"] in firing]
             retracted = [retraction(a, event, now) for a in previous if a["rule_id"] not in firing]
             emitted = [*outcome.alerts, *retracted]
-            active = [*kept, *outcome.alerts]
-        self._remember(pid, entry, event, outcome, emitted, active, now)
+        self._remember(pid, entry, event, outcome, emitted, kept, now)
         return Outcome(outcome.classification, emitted)
 
     def _remember(
@@ -110,9 +122,13 @@ class HistoryStore:
         event: Event,
         outcome: Outcome,
         emitted: list[Record],
-        active: list[Record],
+        kept: list[Record],
         now: dt.datetime,
     ) -> None:
+        """Store the event's sample and alerts. `emitted` (what the event published) is kept
+        to re-emit on redelivery; `active` holds only the alerts of earlier events of the
+        accession that stay ACTIVE (`kept`): the event's own ACTIVE alerts are in `emitted`
+        and not stored twice (see `active_alerts`). Details are cut (`_stored`)."""
         state = self._patients.setdefault(pid, {"patient_id": pid, "updated_at": now, "accessions": []})
         if entry is None:
             entry = {"accession_id": event["accession_id"], "seen_event_ids": []}
@@ -127,8 +143,8 @@ class HistoryStore:
             site=specimen_site(specimen),
             collection_date=specimen.get("collection_date") if specimen else None,
             category=outcome.classification["category"],
-            emitted=emitted,
-            active=active,
+            emitted=[_stored(a) for a in emitted],
+            active=[_stored(a) for a in kept],
         )
         state["updated_at"] = now
         self._expire(state, now)
@@ -142,12 +158,36 @@ class HistoryStore:
         state["accessions"] = [
             a
             for a in state["accessions"]
-            if a["active"] or a["event_time"] is None or a["event_time"] >= cutoff
+            if active_alerts(a) or a["event_time"] is None or a["event_time"] >= cutoff
         ]
 
     def patients(self) -> Iterator[tuple[str, Record]]:
         """Every (patient_id, state) held."""
         return iter(self._patients.items())
+
+
+def active_alerts(entry: Record) -> list[Record]:
+    """The accession's alerts still ACTIVE downstream, oldest first: those kept from earlier
+    events (`active`) and the ACTIVE ones its last event published (`emitted`).
+
+    Also right for records written before the two stopped overlapping (their `active` repeats
+    the last event's alerts): an alert id is listed once.
+    """
+    own = [a for a in entry["emitted"] if a["status"] == ACTIVE]
+    kept: list[Record] = entry["active"]
+    if not own:
+        return kept
+    ids = {a["alert_id"] for a in own}
+    return [*(a for a in kept if a["alert_id"] not in ids), *own]
+
+
+def _stored(alert: Record) -> Record:
+    """The copy of an alert the history keeps: the alert itself, or (detail longer than
+    MAX_STORED_DETAIL) a copy whose detail is cut there and ends with " [...]"."""
+    detail = alert["detail"]
+    if len(detail) <= MAX_STORED_DETAIL:
+        return alert
+    return {**alert, "detail": detail[: MAX_STORED_DETAIL - len(_CUT)] + _CUT}
 
 
 def _find(state: Record | None, accession: str) -> Record | None:

@@ -130,6 +130,7 @@ _INPUT_WAIT_BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 _PUBLISH_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
 _HISTORY_REFRESH_S: Final = 5.0
 _ABORT_TIMEOUT_S: Final = 10.0
+_PRODUCER_CLOSE_S: Final = 1.0  # closing a producer replaced after a failed publish attempt
 
 log = get_logger("her2.service")
 
@@ -571,6 +572,38 @@ class Service:
                 raise
         return producer
 
+    def _renew_producer(self) -> None:
+        """At-least-once, after a failed publish attempt: replace the producer (B5 of
+        docs/fault-report.md).
+
+        When records expire in kafka-python 3.0.12 (a broker outage longer than the delivery
+        timeout), it resets the idempotent producer id and that producer then sends nothing:
+        re-sending through it only waits out the delivery timeout again. A new producer sends
+        at once. Records the old one still delivers become duplicates (same alert ids), which
+        at-least-once allows.
+        """
+        old, self._producer = self._producer, None
+        try:
+            old.close(timeout=_PRODUCER_CLOSE_S)
+        except Exception as exc:
+            # close() flushes first and raises on records it cannot deliver before it stops
+            # its I/O thread; stop that thread, or every renewal leaks one (private API)
+            sender = getattr(old, "_sender", None)
+            if sender is not None:
+                sender.force_close()  # fails the records it still holds
+                sender.join(_PRODUCER_CLOSE_S)
+            with contextlib.suppress(Exception):
+                old.close(timeout=0)  # nothing left to flush: marks it closed
+            log.info("producer force-closed", error_type=type(exc).__name__)
+        try:
+            self._producer = self._make_producer()
+        except Exception as exc:
+            raise PublishError(
+                f"could not create a new producer ({type(exc).__name__}); stopping without "
+                "committing"
+            ) from exc
+        log.warning("producer replaced after a failed publish attempt")
+
     # -- the loop -------------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -886,6 +919,7 @@ class Service:
                 seconds=delay,
             )
             time.sleep(delay)
+            self._renew_producer()
             pending = failed
         raise PublishError(
             f"{len(failed)} output records were not acknowledged after {retries} retries "

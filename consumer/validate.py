@@ -21,8 +21,13 @@ _PERCENT_FIELDS = {
     ("er", "percent_positive"),
     ("pr", "percent_positive"),
 }
-_MAX_TEXT = 10_000
-_MAX_ITEMS = 1_000
+# Size limits of every string and every array of an event, on both paths (JsonConverter for
+# `evaluate`, check_event after Avro decoding): a hostile event must not amplify into outputs
+# or history larger than a Kafka request (docs/fault-report.md, B1, B3 and B4).
+MAX_TEXT = 10_000  # characters per string
+MAX_ITEMS = 1_000  # items per array
+_TEXT_PROBLEM = f"must be a string of at most {MAX_TEXT} characters"
+_ITEMS_PROBLEM = f"must be a list of at most {MAX_ITEMS} items"
 
 
 def _fail(path: str, problem: str) -> InvalidEvent:
@@ -137,8 +142,8 @@ def _enum(symbols: list[str]) -> Convert:
 
 def _array(items: Convert) -> Convert:
     def array(obj: Any) -> list[Any]:
-        if not isinstance(obj, list) or len(obj) > _MAX_ITEMS:
-            raise _Bad(f"must be a list of at most {_MAX_ITEMS} items")
+        if not isinstance(obj, list) or len(obj) > MAX_ITEMS:
+            raise _Bad(_ITEMS_PROBLEM)
         out = []
         for i, x in enumerate(obj):
             try:
@@ -152,8 +157,8 @@ def _array(items: Convert) -> Convert:
 
 
 def _string(obj: Any) -> str:
-    if not isinstance(obj, str) or len(obj) > _MAX_TEXT:
-        raise _Bad(f"must be a string of at most {_MAX_TEXT} characters")
+    if not isinstance(obj, str) or len(obj) > MAX_TEXT:
+        raise _Bad(_TEXT_PROBLEM)
     return obj
 
 
@@ -242,8 +247,38 @@ def _check_specimen(prefix: str, specimen: Mapping[str, Any] | None) -> None:
         _check_number(specimen.get("fixation_hours"), f"{prefix}specimen.fixation_hours")
 
 
+def _oversized(value: dict[str, Any] | list[Any]) -> _Bad | None:
+    """The first string longer than MAX_TEXT or array longer than MAX_ITEMS inside a decoded
+    record or array, with its path (the same message as JsonConverter's), or None."""
+    if isinstance(value, list):
+        if len(value) > MAX_ITEMS:
+            return _Bad(_ITEMS_PROBLEM)
+        pairs: Any = enumerate(value)
+    else:
+        pairs = value.items()
+    for key, item in pairs:
+        kind = type(item)
+        if kind is str:
+            if len(item) <= MAX_TEXT:
+                continue
+            bad = _Bad(_TEXT_PROBLEM)
+        elif kind is dict or kind is list:
+            found = _oversized(item)
+            if found is None:
+                continue
+            bad = found
+        else:
+            continue
+        bad.path.append(f"[{key}]" if type(key) is int else f".{key}")
+        return bad
+    return None
+
+
 def check_event(event: Event) -> Event:
     """Semantic checks on a schema-shaped event; return it, or raise InvalidEvent."""
+    bad = _oversized(event)
+    if bad is not None:
+        raise _fail("".join(reversed(bad.path)).lstrip("."), bad.problem)
     for name in _REQUIRED_TEXT:
         value = event.get(name)
         if not isinstance(value, str) or not value.strip():

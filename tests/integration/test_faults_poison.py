@@ -31,6 +31,7 @@ from faults import (
     assert_delivery,
     check_alerts,
     classified_ids,
+    delivery_counts,
     outputs,
     produce_records,
     record_result,
@@ -89,8 +90,13 @@ def _invalid_event(rng: random.Random, event: dict[str, Any], n: int) -> dict[st
     """Valid Avro that check_event refuses (one broken rule per event)."""
     bad = copy.deepcopy(event)
     bad["event_id"] = f"{event['event_id']}-invalid-{n}"
-    choice = n % 5
-    if choice == 0:
+    choice = n % 7
+    if choice == 5:  # B4 of docs/fault-report.md: the Avro path enforces the JSON path's limits
+        bad["specimen"] = {**(bad["specimen"] or {}), "body_site": "x" * 100_000}
+    elif choice == 6:
+        ctx = bad["clinical_context"] or {}
+        bad["clinical_context"] = {**ctx, "planned_therapies": ["trastuzumab"] * 5_000}
+    elif choice == 0:
         bad["patient_id"] = "   "
     elif choice == 1:
         bad["her2_ihc"] = {**(bad["her2_ihc"] or {}), "percent_cells_stained": 150.0}
@@ -246,7 +252,8 @@ def test_poison_messages_of_every_kind_under_load(
     )
     verdict = check_alerts(alerts_of(out), offline_alerts(good))
     # no fault here: even at-least-once must deliver every good event's outputs exactly once
-    counts = assert_delivery(EOS, verdict, classified_ids(out), (e["event_id"] for e in good))
+    classified = classified_ids(out)
+    counts = delivery_counts(verdict, classified, (e["event_id"] for e in good))
     record_result(
         "poison messages under load",
         mode="at_least_once",
@@ -259,6 +266,7 @@ def test_poison_messages_of_every_kind_under_load(
         alerts=verdict.as_dict(),
         seconds=round(time.monotonic() - started, 1),
     )
+    assert_delivery(EOS, verdict, classified, (e["event_id"] for e in good))
 
 
 # -- records whose outputs are larger than a Kafka request ----------------------------------
@@ -273,7 +281,8 @@ def _oversized(case: str, prefix: str) -> list[tuple[bytes | None, bytes | None]
         return [(b"oversized", b"{" + b"x" * (1_048_400 - 1))]
     if case == "event with 6,000 prior HER2 results":
         # a HER2-low metastasis after an IHC 0 primary: the discordance alert's detail lists
-        # every earlier sample, and the history keeps that alert twice (emitted, active)
+        # every earlier sample, and the history kept that alert twice (emitted, active); since
+        # B4 was fixed such an event is refused by validation (at most 1,000 items per array)
         prior = {
             "accession_id": "",
             "specimen": {**make_event("x", "x", "x")["specimen"], "site": "PRIMARY_BREAST"},
@@ -379,6 +388,10 @@ def test_a_record_whose_outputs_exceed_a_kafka_request_does_not_stop_the_consume
     dead = {int(d.headers["her2.errors.offset"]): d for d in out["dlq"]}
     accounted = sum(classified.values()) + len(dead)
     assert accounted == len(records), f"{accounted} of {len(records)} records accounted for"
+    if case == "event with 6,000 prior HER2 results":  # B4: refused like the JSON path does
+        assert [
+            (d.headers["her2.errors.stage"], d.headers["her2.errors.reason"]) for d in dead.values()
+        ] == [(b"validate", b"schema-validation")]
     for offset, letter in dead.items():
         h = letter.headers
         assert h["her2.errors.topic"] == env.input.encode()

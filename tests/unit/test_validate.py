@@ -1,0 +1,152 @@
+"""Size limits of `check_event` (docs/fault-report.md, B4): the Avro path refuses what the JSON
+path refuses. Every string is at most MAX_TEXT characters and every array at most MAX_ITEMS
+items, anywhere in the event; an oversized event is an InvalidEvent (a RecordError: stage
+`validate`, reason `schema-validation`), which the service dead-letters.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from consumer.codec import Decoder, Encoder
+from consumer.errors import InvalidEvent, RecordError
+from consumer.resources import PATHOLOGY_RESULT, parsed_schema
+from consumer.validate import MAX_ITEMS, MAX_TEXT, JsonConverter, check_event
+
+Event = dict[str, Any]
+
+_JSON: Event = {
+    "event_id": "e1",
+    "patient_id": "P1",
+    "accession_id": "A1",
+    "report_status": "FINAL",
+    "specimen": {"site": "DISTANT_METASTASIS", "body_site": "liver"},
+    "her2_ihc": {"score": "ONE_PLUS", "percent_cells_stained": 30},
+    "clinical_context": {
+        "disease_setting": "METASTATIC",
+        "planned_therapies": ["trastuzumab deruxtecan"],
+        "clinical_flags": [],
+    },
+    "prior_her2_results": [
+        {"accession_id": "A0", "specimen": {"site": "PRIMARY_BREAST"}, "her2_ihc": None}
+    ],
+}
+
+
+def avro_event(json_event: Event | None = None) -> Event:
+    """A valid event as the service sees it: JSON -> schema shape -> Avro -> decoded."""
+    event = JsonConverter().convert(copy.deepcopy(json_event or _JSON))
+    schema = parsed_schema(PATHOLOGY_RESULT)
+    return Decoder("auto", schema).decode(Encoder("single-object", schema).encode(event))
+
+
+def _long(n: int) -> str:
+    return "S" * n
+
+
+HOSTILE: dict[str, tuple[Callable[[Event, int], None], str]] = {
+    # name: (mutation given the amount over the limit, the field path named in the message)
+    "top-level id": (
+        lambda e, extra: e.update(accession_id=_long(MAX_TEXT + extra)),
+        "accession_id",
+    ),
+    "nested string": (
+        lambda e, extra: e["specimen"].update(body_site=_long(MAX_TEXT + extra)),
+        "specimen.body_site",
+    ),
+    "array of strings": (
+        lambda e, extra: e["clinical_context"].update(
+            planned_therapies=["trastuzumab"] * (MAX_ITEMS + extra)
+        ),
+        "clinical_context.planned_therapies",
+    ),
+    "array of enums": (
+        lambda e, extra: e["clinical_context"].update(
+            clinical_flags=["SUSPECTED_RECEPTOR_CONVERSION"] * (MAX_ITEMS + extra)
+        ),
+        "clinical_context.clinical_flags",
+    ),
+    "string in an array": (
+        lambda e, extra: e["clinical_context"].update(
+            planned_therapies=["trastuzumab", _long(MAX_TEXT + extra)]
+        ),
+        "clinical_context.planned_therapies[1]",
+    ),
+    "array of records": (
+        lambda e, extra: e.update(
+            prior_her2_results=[
+                {**e["prior_her2_results"][0], "accession_id": f"A{i}"}
+                for i in range(MAX_ITEMS + extra)
+            ]
+        ),
+        "prior_her2_results",
+    ),
+    "string in a record in an array": (
+        lambda e, extra: e["prior_her2_results"][0].update(accession_id=_long(MAX_TEXT + extra)),
+        "prior_her2_results[0].accession_id",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_over_the_limit_is_refused_naming_the_field_not_the_value(case: str) -> None:
+    mutate, path = HOSTILE[case]
+    event = avro_event()
+    mutate(event, 1)
+    with pytest.raises(InvalidEvent) as caught:
+        check_event(event)
+    exc = caught.value
+    assert isinstance(exc, RecordError), "a record error: dead-lettered, the partition moves on"
+    assert (exc.stage, exc.reason) == ("validate", "schema-validation")
+    assert str(exc).startswith(f"{path}: must be "), str(exc)[:200]
+    assert "SSSS" not in str(exc), "no field values"
+    assert "trastuzumab" not in str(exc), "no field values"
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_at_the_limit_is_accepted(case: str) -> None:
+    mutate, _ = HOSTILE[case]
+    event = avro_event()
+    mutate(event, 0)
+    assert check_event(event) is event
+
+
+@pytest.mark.parametrize(
+    "case", ["top-level id", "nested string", "array of strings", "string in an array"]
+)
+def test_both_paths_refuse_the_same_event_with_the_same_message(case: str) -> None:
+    """The JSON path (`evaluate`) and the Avro path share the limits and the message."""
+    mutate, _ = HOSTILE[case]
+    json_event = copy.deepcopy(_JSON)
+    mutate(json_event, 1)
+    with pytest.raises(InvalidEvent) as from_json:
+        JsonConverter().convert(json_event)
+    event = avro_event()
+    mutate(event, 1)
+    with pytest.raises(InvalidEvent) as from_avro:
+        check_event(event)
+    assert str(from_avro.value) == str(from_json.value)
+
+
+def test_hostile_sizes_far_over_the_limit() -> None:
+    """The sizes the fuzz run and docs/fault-report.md B4 used: a 100,000-character body
+    site, 5,000 planned therapies, 6,000 prior results (each refused on its own)."""
+    for mutate in (
+        lambda e: e["specimen"].update(body_site=_long(100_000)),
+        lambda e: e["clinical_context"].update(planned_therapies=["x"] * 5_000),
+        lambda e: e.update(prior_her2_results=e["prior_her2_results"] * 6_000),
+    ):
+        event = avro_event()
+        mutate(event)
+        with pytest.raises(InvalidEvent):
+            check_event(event)
+
+
+def test_a_valid_event_passes_unchanged() -> None:
+    event = avro_event()
+    before = copy.deepcopy(event)
+    assert check_event(event) == before
