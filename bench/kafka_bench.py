@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import datetime as dt
 import importlib.util
+import itertools
 import json
 import multiprocessing
 import os
@@ -50,7 +51,7 @@ with warnings.catch_warnings():
     from kafka.admin import NewTopic
     from kafka.structs import TopicPartition
 
-from consumer.codec import Decoder, Encoder
+from consumer.codec import Decoder, Encoder, FramedCodec
 from consumer.resources import HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
 from consumer.config import Tuning
 from consumer.history import HistoryStore
@@ -111,11 +112,20 @@ def create_topic(bootstrap: str, name: str) -> None:
         admin.close()
 
 
-def encoded_events(count: int, seed: int, now: bool = False) -> list[tuple[bytes, bytes]]:
-    """(key, single-object value) pairs of synthetic events."""
+def encoded_events(
+    count: int, seed: int, now: bool = False, offset: int | None = None
+) -> list[tuple[bytes, bytes]]:
+    """(key, single-object value) pairs of synthetic events, interleaved by event time; with
+    `offset`, a slice of the endless patient-after-patient stream instead (so a long run can
+    be produced one slice at a time)."""
     encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
     out = []
-    for event in SyntheticGenerator(seed=seed).events(count):
+    stream = (
+        SyntheticGenerator(seed=seed).events(count)
+        if offset is None
+        else itertools.islice(SyntheticGenerator(seed=seed).iter_events(), offset, offset + count)
+    )
+    for event in stream:
         if now:
             event["event_time"] = dt.datetime.now(dt.UTC)
         out.append((event["patient_id"].encode(), encoder.encode(event)))
@@ -138,17 +148,19 @@ def service_outputs(count: int, seed: int) -> list[tuple[bytes, bytes]]:
     """(key, value) of every record the service publishes for the events of `encoded_events`:
     classification, alerts and one history changelog record per event (offline, same code)."""
     pipeline = Pipeline(load_ruleset())
-    store = HistoryStore()
+    history = parsed_schema(PATIENT_HISTORY)
+    store = HistoryStore(
+        codec=FramedCodec(Encoder("single-object", history), Decoder("auto", history))
+    )
     classification = Encoder("single-object", parsed_schema(HER2_CLASSIFICATION))
     alert = Encoder("single-object", parsed_schema(HER2_ALERT))
-    history = Encoder("single-object", parsed_schema(PATIENT_HISTORY))
     out = []
     for event in SyntheticGenerator(seed=seed).events(count):
         key = event["patient_id"].encode()
         outcome = store.apply(event, pipeline)
         out.append((key, classification.encode(outcome.classification)))
         out.extend((key, alert.encode(a)) for a in outcome.alerts)
-        out.extend((key, history.encode(state)) for _, state in store.take_dirty() if state)
+        out.extend((key, value) for _, value in store.take_dirty())
     return out
 
 
@@ -225,14 +237,16 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_service(bootstrap: str, env_topics: dict[str, str], guarantee: str) -> subprocess.Popen[bytes]:
+def start_service(
+    bootstrap: str, env_topics: dict[str, str], guarantee: str, http_port: int = 0
+) -> subprocess.Popen[bytes]:
     """`python -m consumer run` with the given topics."""
     env = {
         **os.environ,
         **env_topics,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "HER2_PROCESSING_GUARANTEE": guarantee,
-        "HER2_HTTP_PORT": "0",
+        "HER2_HTTP_PORT": str(http_port),
         "HER2_LOG_LEVEL": "WARNING",
         "HER2_INSTANCE_ID": f"bench-{uuid.uuid4().hex[:6]}",
     }
@@ -409,44 +423,44 @@ def wait_committed(bootstrap: str, group: str, topic: str, count: int, proc: Any
         reader.close()
 
 
-def memory_events(count: int, patients: int, seed: int) -> tuple[list[tuple[bytes, bytes]], int]:
-    """`count` events of a fixed population: the same patients' accessions reported again and
-    again (new event ids, later event times), so the history stays the same size and any RSS
-    growth is the process's, not the state's. Returns the pairs and the first cycle's length."""
-    base = SyntheticGenerator(seed=seed).events(max(1, patients * 3), patients=patients)
-    span = max(e["event_time"] for e in base) - min(e["event_time"] for e in base)
-    shift = span + dt.timedelta(days=1)
-    encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
-    out: list[tuple[bytes, bytes]] = []
-    cycle = 0
-    while len(out) < count:
-        for event in base[: count - len(out)]:
-            again = {
-                **event,
-                "event_id": f"{event['event_id']}-c{cycle}",
-                "event_time": event["event_time"] + cycle * shift,
-            }
-            out.append((event["patient_id"].encode(), encoder.encode(again)))
-        cycle += 1
-    return out, len(base)
+def free_port() -> int:
+    """A free loopback TCP port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def memory_run(bootstrap: str, count: int, patients: int, seed: int) -> dict[str, Any]:
-    """Stage 6b: RSS of the service over `count` events of a fixed population."""
+def history_bytes(port: int) -> float:
+    """her2_consumer_history_bytes from the service's /metrics (NaN if unreachable)."""
+    import urllib.request
+
+    with contextlib.suppress(OSError):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("her2_consumer_history_bytes "):
+                    return float(line.split()[1])
+    return float("nan")
+
+
+def memory_run(bootstrap: str, count: int, seed: int) -> dict[str, Any]:
+    """Stage 6b: RSS of the service over `count` events, against the size of the history it
+    must hold (her2_consumer_history_bytes): growth beyond the history is the process's."""
     run = f"mem-{uuid.uuid4().hex[:6]}"
     env_topics = topics_for(run)
     topic = env_topics["HER2_INPUT_TOPIC"]
     create_topic(bootstrap, topic)
-    log(f"memory: encoding {count} events of {patients} patients")
-    pairs, cycle = memory_events(count, patients, seed)
     log(f"memory: producing {count} events")
-    produce(bootstrap, topic, pairs)
-    del pairs
-    proc = start_service(bootstrap, env_topics, "at_least_once")
+    for start in range(0, count, 50_000):  # in slices: the encoded events of 500k are ~300 MB
+        produce(bootstrap, topic, encoded_events(min(50_000, count - start), seed, offset=start))
+    port = free_port()
+    proc = start_service(bootstrap, env_topics, "at_least_once", http_port=port)
     reader = KafkaConsumer(
         bootstrap_servers=bootstrap, group_id=env_topics["HER2_GROUP_ID"], enable_auto_commit=False
     )
     samples: list[tuple[int, float]] = []
+    first_t = 0.0
     try:
         deadline = time.monotonic() + 3600
         done = 0
@@ -457,26 +471,29 @@ def memory_run(bootstrap: str, count: int, patients: int, seed: int) -> dict[str
             if time.monotonic() > deadline:
                 raise RuntimeError("service did not finish in time")
             done = committed_total(reader, topic)
+            if done and not first_t:
+                first_t = time.perf_counter()
             samples.append((done, rss_mb(proc.pid)))
             if time.monotonic() >= next_report:
                 log(f"memory: {done:,}/{count:,} events committed, RSS {samples[-1][1]:.1f} MB")
                 next_report = time.monotonic() + 30
             time.sleep(1.0)
+        seconds = time.perf_counter() - first_t
+        time.sleep(6)  # the history gauges refresh every 5 s
+        held = history_bytes(port) / 2**20
+        end = rss_mb(proc.pid)
     finally:
         reader.close()
         code = stop_service(proc)
     first = next(rss for n, rss in samples if n > 0)
-    after_cycle = next(rss for n, rss in samples if n >= cycle)
-    end = samples[-1][1]
     return {
         "events": count,
-        "patients": patients,
-        "events_per_cycle": cycle,
+        "events_per_s": count / seconds,
         "rss_first_commit_mb": first,
-        "rss_after_first_cycle_mb": after_cycle,
         "rss_end_mb": end,
         "growth_mb": end - first,
-        "growth_after_first_cycle_mb": end - after_cycle,
+        "history_mb": held,
+        "growth_beyond_history_mb": end - first - held,
         "samples": samples[:: max(1, len(samples) // 200)],
         "exit_code": code,
     }
@@ -492,7 +509,6 @@ def main() -> int:
     parser.add_argument("--skip-eos", action="store_true")
     parser.add_argument("--memory-events", type=int, default=0,
                         help="also run the memory stage over this many events (e.g. 500000)")
-    parser.add_argument("--memory-patients", type=int, default=5000)
     parser.add_argument("--json", default=str(REPO / "bench/results/kafka.json"))
     args = parser.parse_args()
     results: dict[str, Any] = {
@@ -525,9 +541,7 @@ def main() -> int:
         results["latency"] = latency(bootstrap, args.rate, args.latency_seconds, "at_least_once")
         if args.memory_events:
             log(f"stage 6b: memory over {args.memory_events} events")
-            results["memory"] = memory_run(
-                bootstrap, args.memory_events, args.memory_patients, args.seed
-            )
+            results["memory"] = memory_run(bootstrap, args.memory_events, args.seed)
     ceiling = results["ceiling"]["events_per_s"]
     print(f"\nmachine: {results['machine']}")
     print(f"{'stage':<14} {'events/s':>10} {'vs ceiling':>11}")
@@ -561,11 +575,11 @@ def main() -> int:
     if "memory" in results:
         mem = results["memory"]
         print(
-            f"memory run: {mem['events']:,} events of {mem['patients']:,} patients: RSS "
-            f"{mem['rss_first_commit_mb']:.1f} MB at the first commit, "
-            f"{mem['rss_after_first_cycle_mb']:.1f} MB after the first {mem['events_per_cycle']:,} "
-            f"(history built), {mem['rss_end_mb']:.1f} MB at the end: +{mem['growth_mb']:.1f} MB "
-            f"in all, +{mem['growth_after_first_cycle_mb']:.1f} MB after the history was built"
+            f"memory run: {mem['events']:,} events ({mem['events_per_s']:,.0f}/s): RSS "
+            f"{mem['rss_first_commit_mb']:.1f} MB at the first commit, {mem['rss_end_mb']:.1f} MB "
+            f"at the end (+{mem['growth_mb']:.1f} MB), of which the patient history it must hold: "
+            f"{mem['history_mb']:.1f} MB; growth beyond the history: "
+            f"{mem['growth_beyond_history_mb']:+.1f} MB"
         )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))

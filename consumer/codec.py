@@ -206,6 +206,15 @@ class Encoder:
         return self._header
 
 
+class FramedCodec:
+    """An Encoder and a Decoder of one schema as a pair (a history store's `codec`: each
+    patient is kept as the value of its changelog record, framing included)."""
+
+    def __init__(self, encoder: Encoder, decoder: Decoder) -> None:
+        self.encode = encoder.encode
+        self.decode = decoder.decode
+
+
 def schema_json(parsed: Any) -> Any:
     """Return a fastavro-parsed schema as plain Avro JSON (fastavro's own keys removed)."""
     if isinstance(parsed, dict):

@@ -81,6 +81,12 @@ class Metrics:
             f"{p}_history_accessions", "Accessions held in the local history store.",
             registry=registry,
         )
+        self.history_bytes = Gauge(
+            f"{p}_history_bytes",
+            "Bytes of encoded patient history held in memory (the store's own size; RSS adds the "
+            "interpreter and client buffers).",
+            registry=registry,
+        )
         self.history_restore_seconds = Histogram(
             f"{p}_history_restore_seconds", "Time to restore history for newly assigned partitions.",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=registry,

@@ -67,7 +67,7 @@ from types import FrameType
 from typing import Any, Final, Protocol
 
 from consumer import __version__
-from consumer.codec import Decoder, Encoder, schema_json
+from consumer.codec import Decoder, Encoder, FramedCodec, schema_json
 from consumer.config import Settings, load_writer_schema
 from consumer.errors import (
     ConfigError,
@@ -78,7 +78,7 @@ from consumer.errors import (
     RuleSetError,
     SchemaError,
 )
-from consumer.history import HistoryStore
+from consumer.history import Checkpoint, HistoryStore
 from consumer.http import Health, start_http_server
 from consumer.logs import configure_logging, get_logger
 from consumer.metrics import Metrics
@@ -636,8 +636,7 @@ class Service:
                     break
                 batch.last[tp] = record
                 self._positions[tp] = record.offset + 1
-            for patient_id, state in store.take_dirty():
-                value = None if state is None else self._history_encoder.encode(state)
+            for patient_id, value in store.take_dirty():
                 change = Output(
                     self.settings.topics.history,
                     patient_id.encode("utf-8"),
@@ -651,7 +650,7 @@ class Service:
                         "history state larger than a Kafka request; not written to the changelog",
                         topic=self.settings.topics.history,
                         partition=tp.partition,
-                        count=len(value or b""),
+                        count=len(value),
                     )
                     continue
                 batch.outputs.append(change)
@@ -687,11 +686,11 @@ class Service:
         """Process one record into `batch`; return _RETRY if it must be retried later."""
         started = time.perf_counter()
         event_id = None
-        undo: tuple[str, Record | None] | None = None  # the patient's state before this event
+        undo: Checkpoint | None = None  # the patient's state before this event
         try:
             event = check_event(self._decoder.decode(record.value))
             event_id = event["event_id"]
-            undo = (event["patient_id"], _snapshot(store.get(event["patient_id"])))
+            undo = store.checkpoint(event["patient_id"])
             outcome = store.apply(event, self.pipeline)
             key = record.key if record.key else event["patient_id"].encode("utf-8")
             outputs = [
@@ -1040,7 +1039,8 @@ class Service:
         """Main thread, between polls: read each pending partition's changelog to its end."""
         partitions = sorted(self._pending_restore)
         started = time.monotonic()
-        stores = {tp: HistoryStore(self._retention, self._clock) for tp in partitions}
+        codec = FramedCodec(self._history_encoder, self._history_decoder)
+        stores = {tp: HistoryStore(self._retention, self._clock, codec) for tp in partitions}
         count = self._read_changelog(stores, started + self.settings.tuning.restore_timeout_s)
         if count is None:  # stopped while restoring: leave the partitions paused
             return
@@ -1133,7 +1133,7 @@ class Service:
                 error_type=type(exc).__name__,
             )
             return 0
-        store.restore(patient_id, state)
+        store.restore(patient_id, state, encoded=record.value)
         return 1
 
     # -- back-off while the registry is down ----------------------------------------------
@@ -1237,6 +1237,7 @@ class Service:
         stores = list(self._stores.values())
         self.metrics.history_patients.set(sum(len(s) for s in stores))
         self.metrics.history_accessions.set(sum(s.accession_count() for s in stores))
+        self.metrics.history_bytes.set(sum(s.encoded_bytes() for s in stores))
 
     def _beat(self) -> None:
         if self._health is not None:
@@ -1337,24 +1338,10 @@ def _bounded(what: str, timeout_s: float, call: Callable[..., Any], *args: Any) 
     return outcome.get("value")
 
 
-def _snapshot(state: Record | None) -> Record | None:
-    """A copy of a patient's history state that `HistoryStore.apply` cannot alter.
-
-    Two levels suffice and cost microseconds (a deep copy costs ~150 us, as much as processing
-    the event): apply() re-binds the state's `accessions` list and `updated_at`, updates
-    accession entries in place, and only ever replaces (never mutates) their lists and alerts.
-    A rollback API in consumer/history.py would remove this coupling.
-    """
-    if state is None:
-        return None
-    return {**state, "accessions": [dict(entry) for entry in state["accessions"]]}
-
-
-def _roll_back(store: HistoryStore, undo: tuple[str, Record | None] | None) -> None:
+def _roll_back(store: HistoryStore, undo: Checkpoint | None) -> None:
     """Put the patient's state back as it was before the record (no-op before apply)."""
     if undo is not None:
-        patient_id, state = undo
-        store.restore(patient_id, state)
+        store.roll_back(undo)
 
 
 def _fits(out: Output) -> bool:

@@ -227,3 +227,71 @@ def test_a_long_detail_is_stored_cut_and_its_retraction_keeps_the_id(ruleset: An
     retraction = next(a for a in retractions if a["alert_id"] == longest["alert_id"])
     assert retraction["status"] == RETRACTED
     assert retraction["detail"].endswith(f"Original detail: {twin['detail']}")
+
+
+# -- the store keeps patients encoded ------------------------------------------------------
+
+
+def test_committed_states_are_bytes_the_garbage_collector_never_scans(ruleset: Any) -> None:
+    """After take_dirty() a store holds only bytes: no Python container per patient for the
+    collector to walk (with dicts, a full collection at 50,000 patients took 374 ms here).
+    The size counters agree with the decoded states."""
+    import gc
+
+    store, pipeline = HistoryStore(clock=ticking_clock()), Pipeline(ruleset)
+    events = SyntheticGenerator(seed=5).events(600)
+    for event in events[:300]:
+        store.apply(event, pipeline)
+    store.take_dirty()
+    gc.collect()
+    before = len(gc.get_objects())
+    for event in events[300:]:
+        store.apply(event, pipeline)
+    changed = store.take_dirty()
+    gc.collect()
+    assert changed and all(isinstance(value, bytes) for _, value in changed)
+    assert len(gc.get_objects()) - before < 50  # no per-patient containers kept alive
+    states = dict(store.patients())
+    assert len(store) == len(states) == len({e["patient_id"] for e in events})
+    assert store.accession_count() == sum(len(s["accessions"]) for s in states.values())
+    codec_sizes = sum(len(store._codec.encode(s)) for s in states.values())  # noqa: SLF001
+    assert store.encoded_bytes() == codec_sizes
+
+
+def test_a_rolled_back_event_leaves_the_store_as_it_was(ruleset: Any) -> None:
+    """checkpoint() / roll_back(): the service undoes an event that fails after apply(); the
+    patient's state (committed or changed earlier in the batch) is exactly as before, and a
+    new patient is gone."""
+    store, pipeline = HistoryStore(clock=ticking_clock()), Pipeline(ruleset)
+    events = SyntheticGenerator(seed=9).events(60)
+    by_patient: dict[str, list[Record]] = {}
+    for event in events:
+        by_patient.setdefault(event["patient_id"], []).append(event)
+    first, second = next(evs for evs in by_patient.values() if len(evs) >= 3)[:2]
+    store.apply(first, pipeline)
+    store.take_dirty()
+    committed = store.get(first["patient_id"])
+
+    undo = store.checkpoint(second["patient_id"])  # committed only
+    store.apply(second, pipeline)
+    assert store.get(second["patient_id"]) != committed
+    store.roll_back(undo)
+    assert store.get(second["patient_id"]) == committed
+    assert store.take_dirty() == []  # nothing to publish: nothing changed
+
+    store.apply(second, pipeline)  # changed in this batch, then a failing event on top
+    changed = copy.deepcopy(store.get(second["patient_id"]))
+    third = copy.deepcopy(second)
+    third["event_id"] += "-again"
+    third["event_time"] += dt.timedelta(hours=1)
+    undo = store.checkpoint(third["patient_id"])
+    store.apply(third, pipeline)
+    store.roll_back(undo)
+    assert store.get(second["patient_id"]) == changed
+
+    newcomer = next(evs[0] for pid, evs in by_patient.items() if pid != first["patient_id"])
+    undo = store.checkpoint(newcomer["patient_id"])
+    store.apply(newcomer, pipeline)
+    store.roll_back(undo)
+    assert store.get(newcomer["patient_id"]) is None
+    assert [pid for pid, _ in store.take_dirty()] == [second["patient_id"]]
