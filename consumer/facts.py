@@ -184,9 +184,13 @@ def _lines(ctx: dict[str, Any], name: str) -> int | None:
 
 
 def derive(
-    event: Event, sc: SampleClass, history: Iterable[Sample] = ()
+    event: Event,
+    sc: SampleClass,
+    history: Iterable[Sample] = (),
+    hr: tuple[str, bool] | None = None,
 ) -> dict[str, Any]:
-    """Every named fact the rules may read, for one event classified as `sc`."""
+    """Every named fact the rules may read, for one event classified as `sc` (`hr`: its
+    hr_status() if the caller already has it)."""
     ctx = event.get("clinical_context") or {}
     specimen = event.get("specimen")
     ihc = event.get("her2_ihc")
@@ -194,7 +198,7 @@ def derive(
     category = sc.category
     setting = ctx.get("disease_setting") or "UNKNOWN"
     advanced = setting in ADVANCED_SETTINGS
-    hr, er_low_only = hr_status(event.get("er"), event.get("pr"))
+    hr, er_low_only = hr or hr_status(event.get("er"), event.get("pr"))
     her2_negative = category in HER2_NEGATIVE
 
     current = Sample(

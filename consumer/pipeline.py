@@ -29,15 +29,17 @@ class Pipeline:
 
     def classify(self, event: Event) -> Record:
         """The classification record of one validated event (no rules, no history)."""
-        return self._classification(event, classify_sample(event.get("her2_ihc"), event.get("her2_ish")))
+        sc = classify_sample(event.get("her2_ihc"), event.get("her2_ish"))
+        return self._classification(event, sc, hr_status(event.get("er"), event.get("pr")))
 
     def process(self, event: Event, history: Iterable[Sample] = ()) -> Outcome:
         """Classification and ACTIVE alerts for one validated event (alerts only on final reports)."""
         sc = classify_sample(event.get("her2_ihc"), event.get("her2_ish"))
-        classification = self._classification(event, sc)
+        hr = hr_status(event.get("er"), event.get("pr"))
+        classification = self._classification(event, sc, hr)
         if event.get("report_status") not in FINAL_REPORTS:
             return Outcome(classification, [])
-        facts = derive(event, sc, history)
+        facts = derive(event, sc, history, hr)
         now = self._clock()
         alerts = [
             build_alert(f, self.ruleset, event, sc.category, now)
@@ -45,9 +47,9 @@ class Pipeline:
         ]
         return Outcome(classification, alerts)
 
-    def _classification(self, event: Event, sc: SampleClass) -> Record:
+    def _classification(self, event: Event, sc: SampleClass, hr_er_low: tuple[str, bool]) -> Record:
         ctx = event.get("clinical_context") or {}
-        hr, er_low = hr_status(event.get("er"), event.get("pr"))
+        hr, er_low = hr_er_low
         assessment = sc.ish
         return {
             "event_id": event["event_id"],

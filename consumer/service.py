@@ -803,40 +803,32 @@ class Service:
         started: float,
     ) -> None:
         now_ms = int(self._clock().timestamp() * 1000)
-        headers = [
-            *[(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)],
-            *dlq_headers(
+
+        def error_headers(text: str) -> list[tuple[str, bytes]]:
+            return dlq_headers(
                 topic=tp.topic,
                 partition=tp.partition,
                 offset=record.offset,
                 stage=stage,
                 reason=reason,
                 exception_class=exception_class,
-                message=message,
+                message=text,
                 timestamp_ms=now_ms,
-            ),
-        ]
-        dead = Output(self.settings.topics.dlq, record.key, record.value, headers)
+            )
+
+        kept = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
+        dlq = self.settings.topics.dlq
+        dead = Output(dlq, record.key, record.value, [*kept, *error_headers(message)])
         if not _fits(dead):
             # the copy (value plus error headers) cannot be produced: keep the headers, which
             # point at the record still in the input topic, and say so
-            note = (
+            headers = error_headers(
                 f"{message}; the original value ({len(record.value or b'')} bytes) does not fit "
                 "the dead-letter topic: read it from the input topic at this offset"
             )
-            headers = dlq_headers(
-                topic=tp.topic,
-                partition=tp.partition,
-                offset=record.offset,
-                stage=stage,
-                reason=reason,
-                exception_class=exception_class,
-                message=note,
-                timestamp_ms=now_ms,
-            )
-            dead = Output(self.settings.topics.dlq, record.key, None, headers)
+            dead = Output(dlq, record.key, None, headers)
             if not _fits(dead):
-                dead = Output(self.settings.topics.dlq, None, None, headers)
+                dead = Output(dlq, None, None, headers)
         batch.outputs.append(dead)
         batch.outcomes["dead_lettered"] += 1
         batch.dlq[(stage, reason)] += 1
