@@ -8,6 +8,7 @@ even on a shared, noisy machine. Stages:
                   the service's output sizes: the most records/s the service could publish
   2. decode       the same plus Avro decoding and validation
   3. service-alo  `her2-consumer run` (subprocess), at-least-once, until every offset is committed
+  3b. x2          the same with two instances in one consumer group (scale-out on this machine)
   4. service-eos  the same with HER2_PROCESSING_GUARANTEE=exactly_once
   5. latency      events produced at --rate/s while the service runs; event-in (send time) to
                   classification available to a read_committed consumer in another process
@@ -265,49 +266,87 @@ def stop_service(proc: subprocess.Popen[bytes]) -> int:
         return proc.wait()
 
 
-def service_throughput(bootstrap: str, count: int, seed: int, guarantee: str) -> dict[str, Any]:
-    """Stages 3/4 (+6): time from the first commit to all `count` offsets committed."""
+def group_members(bootstrap: str, group: str) -> int:
+    """Members of a consumer group with partitions assigned (0 while it forms)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        with contextlib.suppress(Exception):
+            info = admin.describe_groups([group])[group]
+            if info["group_state"] == "Stable":
+                return sum(
+                    1
+                    for member in info["members"]
+                    if any(a["partitions"] for a in member["member_assignment"]["assigned_partitions"])
+                )
+        return 0
+    finally:
+        admin.close()
+
+
+def service_throughput(
+    bootstrap: str, count: int, seed: int, guarantee: str, instances: int = 1
+) -> dict[str, Any]:
+    """Stages 3/4 (+6): time from the first commit to all `count` offsets committed.
+
+    One instance starts on the loaded topic. Several start on the empty topic and the events are
+    produced once the group is stable (otherwise the second instance's arrival rebalances the
+    first in the middle of the measurement)."""
     run = f"{guarantee[:3]}-{uuid.uuid4().hex[:6]}"
     env_topics = topics_for(run)
     topic = env_topics["HER2_INPUT_TOPIC"]
-    create_topic(bootstrap, topic)
-    log(f"{guarantee}: producing {count} events")
-    produce(bootstrap, topic, encoded_events(count, seed))
-    proc = start_service(bootstrap, env_topics, guarantee)
     group = env_topics["HER2_GROUP_ID"]
+    create_topic(bootstrap, topic)
+    pairs = encoded_events(count, seed)
+    procs = []
+    if instances == 1:
+        log(f"{guarantee}: producing {count} events")
+        produce(bootstrap, topic, pairs)
+        procs.append(start_service(bootstrap, env_topics, guarantee))
+    else:
+        procs.extend(start_service(bootstrap, env_topics, guarantee) for _ in range(instances))
+        deadline = time.monotonic() + 120
+        while group_members(bootstrap, group) < instances:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{instances} instances did not form a stable group")
+            time.sleep(0.5)
+        log(f"{guarantee} x{instances}: group stable; producing {count} events")
+        produce(bootstrap, topic, pairs)
     # a consumer of the service's group that never joins it: only reads committed offsets
     reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    codes: list[int] = []
     try:
         rss_start = float("nan")
         deadline = time.monotonic() + 1800
         first_t, first_n = None, 0
         done = 0
         while done < count:
-            if proc.poll() is not None:
-                raise RuntimeError(f"service exited with {proc.returncode}")
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"service exited with {proc.returncode}")
             if time.monotonic() > deadline:
                 raise RuntimeError("service did not finish in time")
             done = committed_total(reader, topic)
             if first_t is None and done > 0:
                 first_t, first_n = time.perf_counter(), done
-                rss_start = rss_mb(proc.pid)
+                rss_start = sum(rss_mb(proc.pid) for proc in procs)
             time.sleep(0.2)
         end_t = time.perf_counter()
-        rss_end = rss_mb(proc.pid)
+        rss_end = sum(rss_mb(proc.pid) for proc in procs)
     finally:
         reader.close()
-        code = stop_service(proc)
+        codes = [stop_service(proc) for proc in procs]
     assert first_t is not None
     processed = count - first_n
     seconds = max(end_t - first_t, 1e-9)
-    log(f"{guarantee}: {processed / seconds:,.0f} events/s, exit {code}")
+    log(f"{guarantee} x{instances}: {processed / seconds:,.0f} events/s, exit {codes}")
     return {
+        "instances": instances,
         "events": processed,
         "seconds": seconds,
         "events_per_s": processed / seconds,
         "rss_start_mb": rss_start,
         "rss_end_mb": rss_end,
-        "exit_code": code,
+        "exit_code": max(codes),
     }
 
 
@@ -532,6 +571,10 @@ def main() -> int:
         results["decode"] = read_all(bootstrap, topic, args.events, decode=True)
         log("stage 3: service at-least-once")
         results["service_alo"] = service_throughput(bootstrap, args.events, args.seed, "at_least_once")
+        log("stage 3b: service at-least-once, two instances in one group")
+        results["service_alo_x2"] = service_throughput(
+            bootstrap, args.events, args.seed, "at_least_once", instances=2
+        )
         if not args.skip_eos:
             log("stage 4: service exactly-once")
             results["service_eos"] = service_throughput(
@@ -545,7 +588,7 @@ def main() -> int:
     ceiling = results["ceiling"]["events_per_s"]
     print(f"\nmachine: {results['machine']}")
     print(f"{'stage':<14} {'events/s':>10} {'vs ceiling':>11}")
-    for key in ("ceiling", "produce", "decode", "service_alo", "service_eos"):
+    for key in ("ceiling", "produce", "decode", "service_alo", "service_alo_x2", "service_eos"):
         if key in results:
             eps = results[key]["events_per_s"]
             print(f"{key:<14} {eps:>10,.0f} {eps / ceiling:>10.1%}")
