@@ -35,11 +35,13 @@ import json
 import multiprocessing
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -53,11 +55,16 @@ with warnings.catch_warnings():
     from kafka.structs import TopicPartition
 
 from consumer.codec import Decoder, Encoder, FramedCodec
-from consumer.resources import HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
 from consumer.config import Tuning
 from consumer.history import HistoryStore
 from consumer.pipeline import Pipeline
-from consumer.resources import HER2_ALERT, PATIENT_HISTORY
+from consumer.resources import (
+    HER2_ALERT,
+    HER2_CLASSIFICATION,
+    PATHOLOGY_RESULT,
+    PATIENT_HISTORY,
+    parsed_schema,
+)
 from consumer.rules import load_ruleset
 from consumer.service import MAX_REQUEST_BYTES
 from consumer.synthetic import SyntheticGenerator
@@ -276,7 +283,9 @@ def group_members(bootstrap: str, group: str) -> int:
                 return sum(
                     1
                     for member in info["members"]
-                    if any(a["partitions"] for a in member["member_assignment"]["assigned_partitions"])
+                    if any(
+                        a["partitions"] for a in member["member_assignment"]["assigned_partitions"]
+                    )
                 )
         return 0
     finally:
@@ -464,8 +473,6 @@ def wait_committed(bootstrap: str, group: str, topic: str, count: int, proc: Any
 
 def free_port() -> int:
     """A free loopback TCP port."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -473,8 +480,6 @@ def free_port() -> int:
 
 def history_bytes(port: int) -> float:
     """her2_consumer_history_bytes from the service's /metrics (NaN if unreachable)."""
-    import urllib.request
-
     with contextlib.suppress(OSError):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             for line in response.read().decode().splitlines():

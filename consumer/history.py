@@ -109,8 +109,8 @@ class HistoryStore:
 
     def accession_count(self) -> int:
         """Accessions held, across patients (the store's size)."""
-        live = sum(len(s["accessions"]) - self._counts.get(pid, 0) for pid, s in self._live.items())
-        return self._accessions + live
+        live = self._live.items()
+        return self._accessions + sum(len(s["accessions"]) - self._counts.get(p, 0) for p, s in live)
 
     def encoded_bytes(self) -> int:
         """Bytes of the committed encoded states (the store's memory, less dict overhead)."""

@@ -47,7 +47,9 @@ class Pipeline:
         ]
         return Outcome(classification, alerts)
 
-    def _classification(self, event: Event, sc: SampleClass, hr_er_low: tuple[str, bool]) -> Record:
+    def _classification(
+        self, event: Event, sc: SampleClass, hr_er_low: tuple[str, bool]
+    ) -> Record:
         ctx = event.get("clinical_context") or {}
         hr, er_low = hr_er_low
         assessment = sc.ish

@@ -82,7 +82,6 @@ from consumer.history import Checkpoint, HistoryStore
 from consumer.http import Health, start_http_server
 from consumer.logs import configure_logging, get_logger
 from consumer.metrics import Metrics
-from consumer.model import Record
 from consumer.pipeline import Pipeline, utc_now
 from consumer.registry import SchemaRegistryClient
 from consumer.resources import (
