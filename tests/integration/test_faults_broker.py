@@ -14,10 +14,12 @@ or was restarted, and how often, is recorded (docs/fault-report.md).
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,24 @@ from consumer.metrics import Metrics
 from consumer.service import Output, Service
 from consumer.synthetic import SyntheticGenerator
 
-pytestmark = pytest.mark.fault
+# The broker is stopped or frozen under this process's own helper clients (probes, producers,
+# readers): kafka-python 3.0.12 can then leave a socket to it unclosed, which the garbage
+# collector finalises later with a ResourceWarning, turned into a failure of whatever test runs
+# at that moment (seen once in an exactly_once outage test of a full-suite run). Those are
+# test-process clients, not the service under test (a subprocess here, or closed by `_close`).
+_UNCLOSED_SOCKET = "ignore:unclosed <socket.socket:ResourceWarning"
+pytestmark = [pytest.mark.fault, pytest.mark.filterwarnings(_UNCLOSED_SOCKET)]
+
+
+@pytest.fixture(autouse=True)
+def _reap_orphaned_sockets() -> Iterator[None]:
+    """Finalise this test's orphaned client sockets now, under the filter above, instead of in
+    a later test that does not expect them."""
+    yield
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "unclosed <socket.socket", ResourceWarning)
+        gc.collect()
+
 
 PARTITIONS = 3
 BEFORE, AFTER = 1000, 500  # events produced before the outage and after it

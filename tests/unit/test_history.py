@@ -62,7 +62,7 @@ def one_patient(n: int) -> Iterator[Record]:
 def test_the_history_of_one_patient_grows_linearly_with_its_accessions(ruleset: Any) -> None:
     """Encoded size after 16, 32 and 64 accessions. Linear growth: the 32 accessions from 33 to
     64 add at most 1.5 x per accession what the 16 from 17 to 32 added (cubic growth, before
-    the fix: 6.5 x). Bound: each stored alert is at most its fixed fields plus MAX_STORED_DETAIL
+    the fix: 4.0 x). Bound: each stored alert is at most its fixed fields plus MAX_STORED_DETAIL
     characters of detail, each entry holds a bounded number of alerts; measured here that puts
     64 accessions at about a third of a Kafka request (1 MiB), which they must stay under
     (before: 6.7 MB)."""
