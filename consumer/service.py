@@ -64,7 +64,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from consumer import __version__
 from consumer.codec import Decoder, Encoder, FramedCodec, schema_json
@@ -103,6 +103,7 @@ with warnings.catch_warnings():
     from kafka.errors import (
         CommitFailedError,
         InvalidProducerEpochError,
+        KafkaConnectionError,
         KafkaError,
         ProducerFencedError,
         RebalanceInProgressError,
@@ -127,6 +128,7 @@ _TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
 _REGISTRY_BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _INPUT_WAIT_BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 _PUBLISH_BACKOFF_S: Final = (0.2, 0.5, 1.0, 2.0, 5.0)
+_POLL_BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0)
 _HISTORY_REFRESH_S: Final = 5.0
 _ABORT_TIMEOUT_S: Final = 10.0
 _PRODUCER_CLOSE_S: Final = 1.0  # closing a producer replaced after a failed publish attempt
@@ -287,6 +289,7 @@ class Service:
         self._restore_consumer: Any = None
         self._registry: SchemaRegistryClient | None = None
         self._batches = 0
+        self._poll_failures = 0  # consecutive polls that could not reach the broker
         self._last_lag_refresh = 0.0
         self._last_history_refresh = 0.0
         self._debug = settings.log_level == "DEBUG"
@@ -609,15 +612,34 @@ class Service:
         s = self.settings
         while not self.stopping:
             self._resume_after_backoff()
-            records = self._consumer.poll(
-                timeout_ms=s.tuning.poll_timeout_ms, max_records=s.max_poll_records
-            )
+            records = self._poll(s.tuning.poll_timeout_ms, s.max_poll_records)
             self._beat()
             if self._pending_restore:
                 self._restore_pending()
             if records:
                 self._process_batch(records)
             self._refresh_gauges()
+
+    def _poll(self, timeout_ms: int, max_records: int) -> Mapping[TopicPartition, list[Any]]:
+        """One poll. A broker that cannot be reached (kafka-python 3.0.12 can raise
+        KafkaConnectionError from a metadata refresh inside poll when the broker goes away) is
+        waited for with back-off, the loop staying alive: nothing was fetched, so nothing is
+        lost, and the group coordinator re-joins once the broker is back."""
+        try:
+            records = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaConnectionError as exc:
+            delay = _POLL_BACKOFF_S[min(self._poll_failures, len(_POLL_BACKOFF_S) - 1)]
+            self._poll_failures += 1
+            log.warning(
+                "broker unreachable while polling; retrying",
+                attempt=self._poll_failures,
+                error_type=type(exc).__name__,
+                seconds=delay,
+            )
+            self._stop_event.wait(delay)
+            return {}
+        self._poll_failures = 0
+        return cast(Mapping[TopicPartition, list[Any]], records)
 
     def _process_batch(self, records: Mapping[TopicPartition, list[Any]]) -> None:
         started = time.perf_counter()
