@@ -58,7 +58,9 @@ def _safe_exception(
     if exc_type is None:
         return event_dict
     frames = [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(tb)]
-    event_dict["exception"] = {"type": exc_type.__name__, "frames": frames[-10:]}
+    if len(frames) > 15:  # where it was caught (outermost) and where it was raised
+        frames = [*frames[:5], "...", *frames[-10:]]
+    event_dict["exception"] = {"type": exc_type.__name__, "frames": frames}
     return event_dict
 
 

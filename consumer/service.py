@@ -103,7 +103,6 @@ with warnings.catch_warnings():
     from kafka.errors import (
         CommitFailedError,
         InvalidProducerEpochError,
-        KafkaConnectionError,
         KafkaError,
         ProducerFencedError,
         RebalanceInProgressError,
@@ -622,12 +621,14 @@ class Service:
 
     def _poll(self, timeout_ms: int, max_records: int) -> Mapping[TopicPartition, list[Any]]:
         """One poll. A broker that cannot be reached (kafka-python 3.0.12 can raise
-        KafkaConnectionError from a metadata refresh inside poll when the broker goes away) is
-        waited for with back-off, the loop staying alive: nothing was fetched, so nothing is
-        lost, and the group coordinator re-joins once the broker is back."""
+        KafkaConnectionError from a metadata refresh inside poll when the broker goes away; any
+        retriable Kafka error) is waited for with back-off, the loop staying alive: nothing was
+        fetched, so nothing is lost, and the group coordinator re-joins once the broker is back."""
         try:
             records = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
-        except KafkaConnectionError as exc:
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
             delay = _POLL_BACKOFF_S[min(self._poll_failures, len(_POLL_BACKOFF_S) - 1)]
             self._poll_failures += 1
             log.warning(
@@ -991,9 +992,18 @@ class Service:
                 error_type=type(exc).__name__,
             )
             return
-        except KafkaError:
+        except KafkaError as exc:
             self.metrics.commit_failures.inc()
-            raise
+            if not exc.retriable:
+                raise
+            # the broker is unreachable (F4 of docs/fault-report.md): every output of these
+            # records is acknowledged, so the next batch's commit covers them, or their
+            # partition's next owner gets them again (at-least-once)
+            log.warning(
+                "offset commit failed; a later commit covers these records or they are "
+                "redelivered",
+                error_type=type(exc).__name__,
+            )
 
     def _test_crash_hook(self) -> None:
         """TEST ONLY (HER2_TEST_CRASH_BEFORE_COMMIT): die like `kill -9` between ack and commit."""

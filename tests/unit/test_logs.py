@@ -155,7 +155,11 @@ class TestExceptions:
         except KeyError:
             get_logger().exception("deep")
         [line] = lines(stream)
-        assert len(line["exception"]["frames"]) <= 10
+        frames = line["exception"]["frames"]
+        assert len(frames) == 16  # the 5 outermost (where it was caught), "...", the 10 innermost
+        assert "test_frames_are_bounded" in frames[0]
+        assert frames[5] == "..."
+        assert all("recurse" in f for f in frames[6:])
         assert PATIENT not in stream.getvalue()
 
     def test_exc_info_false_or_none_renders_nothing(self, stream: io.StringIO) -> None:

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from kafka.errors import KafkaConnectionError
+from kafka.errors import IllegalStateError, KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
 from consumer import service as service_module
@@ -69,3 +69,26 @@ def test_other_errors_still_stop_the_service(svc: Service) -> None:
     svc._consumer = Broken()  # noqa: SLF001
     with pytest.raises(RuntimeError):
         svc._poll(100, 10)  # noqa: SLF001
+
+
+class FailingCommit:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def commit(self, offsets: object) -> None:
+        raise self.exc
+
+
+def test_a_commit_that_cannot_reach_the_broker_is_left_to_the_next_batch(svc: Service) -> None:
+    """Every output of the batch is acknowledged before the commit; a later commit covers the
+    offsets (or the partition's next owner gets the records again): not a reason to stop."""
+    svc._consumer = FailingCommit(KafkaConnectionError("111 ECONNREFUSED"))  # noqa: SLF001
+    svc._commit({})  # noqa: SLF001 - returns
+    assert svc.metrics.commit_failures._value.get() == 1  # noqa: SLF001
+
+
+def test_a_commit_refused_for_good_still_stops_the_service(svc: Service) -> None:
+    svc._consumer = FailingCommit(IllegalStateError("not retriable"))  # noqa: SLF001
+    with pytest.raises(IllegalStateError):
+        svc._commit({})  # noqa: SLF001
+    assert svc.metrics.commit_failures._value.get() == 1  # noqa: SLF001
