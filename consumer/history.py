@@ -23,7 +23,6 @@ accessions. The one visible effect: an alert whose detail is longer than that is
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import io
 from collections.abc import Callable, Iterator
@@ -152,9 +151,9 @@ class HistoryStore:
         return changed
 
     def checkpoint(self, patient_id: str) -> Checkpoint:
-        """The patient's state now, to put back with roll_back() if an event fails."""
-        live = self._live.get(patient_id)
-        return Checkpoint(patient_id, None if live is None else copy.deepcopy(live))
+        """The patient's state now, to put back with roll_back() if an event fails (apply()
+        never mutates a state it was given, so a reference is enough)."""
+        return Checkpoint(patient_id, self._live.get(patient_id))
 
     def roll_back(self, checkpoint: Checkpoint) -> None:
         """Put the patient's state back as it was at `checkpoint`."""
@@ -207,14 +206,22 @@ class HistoryStore:
         """Store the event's sample and alerts. `emitted` (what the event published) is kept
         to re-emit on redelivery; `active` holds only the alerts of earlier events of the
         accession that stay ACTIVE (`kept`): the event's own ACTIVE alerts are in `emitted`
-        and not stored twice (see `active_alerts`). Details are cut (`_stored`)."""
-        if state is None:
-            state = {"patient_id": pid, "updated_at": now, "accessions": []}
+        and not stored twice (see `active_alerts`). Details are cut (`_stored`).
+
+        Copy on write: the patient's record, its accession list and the changed entry are new
+        objects, so the state before the event stays intact for `checkpoint()` at no cost."""
+        accessions = [] if state is None else list(state["accessions"])
+        state = {"patient_id": pid, "accessions": accessions} if state is None else dict(state)
+        state["accessions"] = accessions
         if entry is None:
             entry = {"accession_id": event["accession_id"], "seen_event_ids": []}
-            state["accessions"].append(entry)
-        elif entry.get("event_id"):
-            entry["seen_event_ids"] = [*entry["seen_event_ids"], entry["event_id"]][-MAX_SEEN_EVENT_IDS:]
+            accessions.append(entry)
+        else:
+            at = next(i for i, a in enumerate(accessions) if a is entry)
+            entry = accessions[at] = dict(entry)
+            if entry.get("event_id"):
+                seen = [*entry["seen_event_ids"], entry["event_id"]]
+                entry["seen_event_ids"] = seen[-MAX_SEEN_EVENT_IDS:]
         specimen = event.get("specimen")
         entry.update(
             event_id=event["event_id"],
