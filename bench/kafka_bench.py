@@ -237,6 +237,38 @@ def committed_total(reader: Any, topic: str) -> int:
     return total
 
 
+def commit_progress(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    count: int,
+    procs: list[subprocess.Popen[bytes]],
+    timeout_s: float,
+    interval_s: float = 0.2,
+) -> Iterator[int]:
+    """The group's committed input offsets every `interval_s` until `count` are committed;
+    RuntimeError if a service process exits or `timeout_s` passes. Reads committed offsets with
+    a consumer of the group that never joins it, and never touches the output topics (a
+    metadata request for a topic the service has not created yet could auto-create it with the
+    broker's default partition count)."""
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"service exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the service did not commit {count} offsets in {timeout_s} s")
+            done = committed_total(reader, topic)
+            yield done
+            if done >= count:
+                return
+            time.sleep(interval_s)
+    finally:
+        reader.close()
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of a process, MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -320,29 +352,16 @@ def service_throughput(
             time.sleep(0.5)
         log(f"{guarantee} x{instances}: group stable; producing {count} events")
         produce(bootstrap, topic, pairs)
-    # a consumer of the service's group that never joins it: only reads committed offsets
-    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    codes: list[int] = []
     try:
         rss_start = float("nan")
-        deadline = time.monotonic() + 1800
         first_t, first_n = None, 0
-        done = 0
-        while done < count:
-            for proc in procs:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"service exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("service did not finish in time")
-            done = committed_total(reader, topic)
+        for done in commit_progress(bootstrap, group, topic, count, procs, 1800):
             if first_t is None and done > 0:
                 first_t, first_n = time.perf_counter(), done
                 rss_start = sum(rss_mb(proc.pid) for proc in procs)
-            time.sleep(0.2)
         end_t = time.perf_counter()
         rss_end = sum(rss_mb(proc.pid) for proc in procs)
     finally:
-        reader.close()
         codes = [stop_service(proc) for proc in procs]
     assert first_t is not None
     processed = count - first_n
@@ -418,7 +437,8 @@ def latency(bootstrap: str, rate: float, seconds: float, guarantee: str) -> dict
         # warm-up: one event end to end proves the group is joined and the topics exist
         warm = events[0]
         producer.send(topic, key=warm["patient_id"].encode(), value=encoder.encode(warm)).get(30)
-        wait_committed(bootstrap, env_topics["HER2_GROUP_ID"], topic, 1, proc)
+        for _ in commit_progress(bootstrap, env_topics["HER2_GROUP_ID"], topic, 1, [proc], 120):
+            pass
         reader.start()
         if not ready.wait(60):
             raise RuntimeError("latency reader did not start")
@@ -454,23 +474,6 @@ def latency(bootstrap: str, rate: float, seconds: float, guarantee: str) -> dict
     }
 
 
-def wait_committed(bootstrap: str, group: str, topic: str, count: int, proc: Any) -> None:
-    """Wait until the service's group has committed `count` input offsets. (Never touches the
-    output topics: a metadata request for a topic the service has not created yet could
-    auto-create it with the broker's default partition count.)"""
-    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    deadline = time.monotonic() + 120
-    try:
-        while committed_total(reader, topic) < count:
-            if proc.poll() is not None:
-                raise RuntimeError(f"service exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the service did not commit the warm-up event")
-            time.sleep(0.2)
-    finally:
-        reader.close()
-
-
 def free_port() -> int:
     """A free loopback TCP port."""
     with socket.socket() as sock:
@@ -500,39 +503,29 @@ def memory_run(bootstrap: str, count: int, seed: int) -> dict[str, Any]:
         produce(bootstrap, topic, encoded_events(min(50_000, count - start), seed, offset=start))
     port = free_port()
     proc = start_service(bootstrap, env_topics, "at_least_once", http_port=port)
-    reader = KafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=env_topics["HER2_GROUP_ID"], enable_auto_commit=False
-    )
+    group = env_topics["HER2_GROUP_ID"]
     samples: list[tuple[int, float]] = []
-    first_t = 0.0
+    first_t, first_n = 0.0, 0
     try:
-        deadline = time.monotonic() + 3600
-        done = 0
         next_report = 0.0
-        while done < count:
-            if proc.poll() is not None:
-                raise RuntimeError(f"service exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("service did not finish in time")
-            done = committed_total(reader, topic)
+        for done in commit_progress(bootstrap, group, topic, count, [proc], 3600, 1.0):
             if done and not first_t:
-                first_t = time.perf_counter()
+                first_t, first_n = time.perf_counter(), done
             samples.append((done, rss_mb(proc.pid)))
             if time.monotonic() >= next_report:
                 log(f"memory: {done:,}/{count:,} events committed, RSS {samples[-1][1]:.1f} MB")
                 next_report = time.monotonic() + 30
-            time.sleep(1.0)
         seconds = time.perf_counter() - first_t
         time.sleep(6)  # the history gauges refresh every 5 s
         held = history_bytes(port) / 2**20
         end = rss_mb(proc.pid)
     finally:
-        reader.close()
         code = stop_service(proc)
     first = next(rss for n, rss in samples if n > 0)
     return {
         "events": count,
-        "events_per_s": count / seconds,
+        # from the first commit seen (NaN if the run ended before the second sample)
+        "events_per_s": (count - first_n) / seconds if count > first_n else float("nan"),
         "rss_first_commit_mb": first,
         "rss_end_mb": end,
         "growth_mb": end - first,

@@ -405,6 +405,18 @@ def delivery_counts(
     }
 
 
+def judge(
+    env: Any, expected: set[tuple[str, str, str]], events: Iterable[Mapping[str, Any]]
+) -> tuple[dict[str, list[Out]], AlertVerdict, collections.Counter[str], dict[str, int]]:
+    """Read every output topic back and judge it against the expected alerts: the records, the
+    alert verdict, the classified event ids and the delivery counts to record."""
+    records = outputs(env)
+    verdict = check_alerts(alerts_of(records), expected)
+    classified = classified_ids(records)
+    counts = delivery_counts(verdict, classified, (e["event_id"] for e in events))
+    return records, verdict, classified, counts
+
+
 def assert_delivery(
     mode: str,
     verdict: AlertVerdict,

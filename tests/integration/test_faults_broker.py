@@ -31,13 +31,9 @@ from faults import (
     LogTail,
     Probe,
     Supervisor,
-    alerts_of,
     assert_delivery,
     broker_healthy,
-    check_alerts,
-    classified_ids,
-    delivery_counts,
-    outputs,
+    judge,
     record_result,
     wait_committed,
     wait_log,
@@ -206,10 +202,7 @@ def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0915, PLR091
             and e.get("level") == "error"
         }
     )
-    records = outputs(env)
-    verdict = check_alerts(alerts_of(records), expected)
-    classified = classified_ids(records)
-    counts = delivery_counts(verdict, classified, (e["event_id"] for e in events))
+    records, verdict, classified, counts = judge(env, expected, events)
     record_result(
         "broker stopped longer than the session timeout",
         mode=mode,

@@ -23,13 +23,9 @@ from faults import (
     EOS,
     LogTail,
     Probe,
-    alerts_of,
     assert_delivery,
-    check_alerts,
-    classified_ids,
-    delivery_counts,
+    judge,
     kill9,
-    outputs,
     record_result,
     stop_gracefully,
     transactions_decided,
@@ -125,10 +121,7 @@ def test_kill_9_at_random_points_and_restart(
             wait_committed(probe, env.group, env.input, 120, alive=lambda: last.proc.poll() is None)
             assert stop_gracefully(last) == 0, last.logs()[-3000:]
 
-    records = outputs(env)
-    verdict = check_alerts(alerts_of(records), expected)
-    classified = classified_ids(records)
-    counts = delivery_counts(verdict, classified, (e["event_id"] for e in events))
+    records, verdict, classified, counts = judge(env, expected, events)
     record_result(
         "kill -9 at random points, restart",
         mode=mode,
@@ -218,10 +211,7 @@ def test_one_of_two_instances_killed_the_survivor_takes_over(  # noqa: PLR0915 -
     assert 0 < done_at_kill < len(events), "b died mid-stream"
     assert takeover_s >= session_ms / 1000 * 0.8, "taken over only once b's session expired"
 
-    records = outputs(env)
-    verdict = check_alerts(alerts_of(records), expected)
-    classified = classified_ids(records)
-    counts = delivery_counts(verdict, classified, (e["event_id"] for e in events))
+    records, verdict, classified, counts = judge(env, expected, events)
     record_result(
         "two instances, one killed (kill -9), survivor takes over",
         mode=mode,
