@@ -230,7 +230,7 @@ class _Batch:
     dlq: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     durations: list[float] = field(default_factory=list)
     ages: list[float] = field(default_factory=list)
-    changelog: int = 0
+    changes: list[Output] = field(default_factory=list)  # history changelog records
 
 
 _RETRY: Final = object()  # _process_record: registry unavailable, retry this record later
@@ -675,8 +675,7 @@ class Service:
                         count=len(value),
                     )
                     continue
-                batch.outputs.append(change)
-                batch.changelog += 1
+                batch.changes.append(change)
         if not batch.last:
             return
         offsets = {
@@ -688,15 +687,14 @@ class Service:
             for tp, record in batch.last.items()
         }
         if self.settings.exactly_once:
-            self._publish_transaction(batch.outputs, offsets)
+            self._publish_transaction([*batch.outputs, *batch.changes], offsets)
         else:
             # At-least-once: the changelog is written only after every other output of the batch
             # is acknowledged. Written together, a broker failure could store a patient's new
             # state without all of its alerts; the redelivered batch would then find the later
             # state and never re-emit the missing alerts of an earlier event.
-            history_topic = self.settings.topics.history
-            self._publish([o for o in batch.outputs if o.topic != history_topic])
-            self._publish([o for o in batch.outputs if o.topic == history_topic])
+            self._publish(batch.outputs)
+            self._publish(batch.changes)
             self._test_crash_hook()
             self._commit(offsets)
         self._batches += 1
@@ -1211,8 +1209,8 @@ class Service:
             count=sum(batch.outcomes.values()),
             processed=batch.outcomes.get("processed", 0),
             dead_lettered=batch.outcomes.get("dead_lettered", 0),
-            published=len(batch.outputs),
-            records=batch.changelog,
+            published=len(batch.outputs) + len(batch.changes),
+            records=len(batch.changes),
             partitions=sorted(tp.partition for tp in offsets),
             duration_ms=round(seconds * 1000, 3),
         )
