@@ -63,6 +63,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -335,6 +336,9 @@ class Service:
         except (PublishError, HistoryRestoreError, SchemaError, KafkaConnectError) as exc:
             log.error("stopping without committing", error_type=type(exc).__name__)
             _print_error(str(exc))
+        except sqlite3.Error as exc:  # the disk history store (full disk, I/O error)
+            log.error("history store failed; stopping without committing", exc_info=exc)
+            _print_error(f"history store failed ({type(exc).__name__}); check HER2_STATE_DIR")
         except KafkaError as exc:
             log.error("stopping on a Kafka error", error_type=type(exc).__name__, exc_info=exc)
         except Exception as exc:
@@ -773,6 +777,11 @@ class Service:
                 started=started,
             )
             return None
+        except sqlite3.Error:
+            # The disk history store failed (full disk, I/O error): not the record's fault, so
+            # never dead-lettered; the service stops without committing and the record is
+            # redelivered after the restart (a new store restored from the changelog).
+            raise
         except Exception as exc:  # a bug: dead-letter the record and keep the partition moving
             _roll_back(store, undo)
             log.error(

@@ -8,7 +8,9 @@ import copy
 import fcntl
 import os
 import random
+import sqlite3
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,14 @@ import pytest
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from consumer.codec import Encoder
 from consumer.config import Settings
 from consumer.history import HistoryStore
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
+from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.rules import load_ruleset
-from consumer.service import Service
+from consumer.service import Service, _Batch
 from consumer.statestore import (
     BACKENDS,
     DISK,
@@ -256,3 +260,24 @@ def test_the_service_deletes_a_revoked_partitions_file_from_the_io_thread(
     svc._close(clean=True)
     assert not files[tp1].exists()
     assert not directory.path.exists()
+
+
+def test_a_failing_disk_store_stops_the_service_instead_of_dead_lettering_the_record(
+    tmp_path: Path,
+) -> None:
+    """A sqlite error while processing (full disk, I/O error: here a closed store) is not the
+    record's fault: it propagates (the service stops without committing) and the record is
+    neither dead-lettered nor counted."""
+    svc = Service(Settings(), Pipeline(load_ruleset()), Metrics(CollectorRegistry(), "t"))
+    svc._build_codecs()
+    directory = StateDir(tmp_path)
+    store = HistoryStore(states=open_states(DISK, directory, "p0"))
+    store.close()  # every read now fails, as a broken disk would
+    event = SyntheticGenerator(seed=1).events(1)[0]
+    value = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT)).encode(event)
+    record = types.SimpleNamespace(key=b"k", value=value, offset=7, headers=[], timestamp=0)
+    batch = _Batch()
+    with pytest.raises(sqlite3.Error):
+        svc._process_record(TopicPartition("in", 0), record, store, batch)
+    assert (batch.dlq, batch.outputs, batch.outcomes) == ({}, [], {})
+    directory.close()
