@@ -43,7 +43,7 @@ A record whose classification or alerts would be larger than a Kafka request (1 
 never be published: it is dead-lettered (stage process, reason output-too-large) instead of
 being retried until the service stops. A dead-letter copy that cannot fit keeps the error
 headers (which point at the record in the input topic) without the value, and a patient
-history state that cannot fit is kept in memory only and logged as an error.
+history state that cannot fit is kept in the local store only and logged as an error.
 
 A schema registry that cannot be reached is not a record's fault: the record is retried
 with back-off (its partition is paused and sought back), never dead-lettered, and no offset
@@ -680,8 +680,8 @@ class Service:
                     partition=tp.partition,
                 )
                 if not _fits(change):
-                    # kept in memory and used while this instance owns the partition; a restore
-                    # elsewhere sees the patient's previous state (stated loudly, not silently)
+                    # kept in the local store and used while this instance owns the partition;
+                    # a restore elsewhere sees the patient's previous state (stated loudly)
                     log.error(
                         "history state larger than a Kafka request; not written to the changelog",
                         topic=self.settings.topics.history,

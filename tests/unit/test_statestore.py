@@ -141,6 +141,27 @@ class TestTotals:
         store.close()
         assert totals(store) == (0, 0, 0)
 
+    def test_a_roll_back_across_take_dirty_keeps_the_totals(
+        self, kind: str, state_dir: StateDir, pipeline: Pipeline
+    ) -> None:
+        """roll_back() to a live state after take_dirty() committed a later one (the service
+        never does this; the store reads the committed row to keep its totals right)."""
+        store = HistoryStore(states=open_states(kind, state_dir, "p0"))
+        events = SyntheticGenerator(seed=8).events(80)
+        first = next(
+            e for e in events if sum(x["patient_id"] == e["patient_id"] for x in events) > 1
+        )
+        later = next(e for e in events if e["patient_id"] == first["patient_id"] and e is not first)
+        store.apply(copy.deepcopy(first), pipeline)
+        undo = store.checkpoint(first["patient_id"])  # live, never committed
+        store.apply(copy.deepcopy(later), pipeline)
+        committed = dict(store.take_dirty())
+        store.roll_back(undo)
+        assert totals(store)[:2] == recount(store, committed)[:2] == (1, 1)
+        committed.update(store.take_dirty())
+        assert totals(store) == recount(store, committed)
+        store.close()
+
     def test_restore_writes_are_committed_in_bulk(self, kind: str, state_dir: StateDir) -> None:
         """More records than one bulk commit: every one is readable, the totals add up, and a
         record restored twice (an uncompacted changelog) counts once."""
