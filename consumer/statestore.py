@@ -33,7 +33,8 @@ BACKENDS: Final = (DISK, MEMORY)
 
 # sqlite's page cache per store (negative = KiB). A service owns at most a few partitions, so
 # the cache costs a few MB in all; a patient is read once per batch, so a larger cache buys
-# little (the kernel's page cache holds the file anyway, outside the process's RSS).
+# little (the kernel's page cache holds the file anyway: outside the process's RSS, and
+# reclaimable, though a container's memory cgroup counts it until reclaimed).
 CACHE_KIB: Final = 2048
 # Restore writes are committed in bulk, every this many records (a transaction per record
 # costs a commit each; one transaction for the whole restore is fine too, this only bounds it).
