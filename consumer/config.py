@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, Final
 import fastavro
 
 from consumer.errors import ConfigError
+from consumer.statestore import BACKENDS, DISK
 from consumer.wire import INPUT_FORMATS, OUTPUT_FORMATS
 
 AT_LEAST_ONCE: Final = "at_least_once"
@@ -67,6 +69,12 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_PROCESSING_GUARANTEE", AT_LEAST_ONCE, "at_least_once | exactly_once"),
     ("HER2_HTTP_PORT", "8000", "port of the metrics/health HTTP server (0 = any free port)"),
     ("HER2_HISTORY_RETENTION_DAYS", "3650", "drop accessions older than this (0 = keep forever)"),
+    ("HER2_HISTORY_STORE", DISK, "disk (one sqlite file per partition) | memory"),
+    (
+        "HER2_STATE_DIR",
+        "",
+        "directory of the disk history store, not tmpfs (unset = a private temp directory)",
+    ),
     ("HER2_LOG_LEVEL", "INFO", "DEBUG | INFO | WARNING | ERROR | CRITICAL"),
     ("HER2_MAX_POLL_RECORDS", "500", "records per poll batch (one commit per batch)"),
     ("HER2_PUBLISH_RETRIES", "3", "re-sends of unacknowledged outputs before stopping"),
@@ -223,6 +231,8 @@ class Settings:
     processing_guarantee: str = AT_LEAST_ONCE
     http_port: int = 8000
     history_retention_days: int = 3650
+    history_store: str = DISK
+    state_dir: Path | None = None  # None: a private directory under the system temp dir
     log_level: str = "INFO"
     max_poll_records: int = 500
     publish_retries: int = 3
@@ -313,6 +323,11 @@ class Settings:
                 "HER2_RESTORE_TIMEOUT_SECONDS must be shorter than HER2_MAX_POLL_INTERVAL_MS "
                 "(the restore runs between two polls)"
             )
+        history_store = env.choice("HER2_HISTORY_STORE", BACKENDS)
+        state_dir = env.optional("HER2_STATE_DIR")
+        state_path = None if state_dir is None else Path(state_dir)
+        if state_path is not None and history_store == DISK:
+            _check_state_dir(state_path)
         crash = env.optional("HER2_TEST_CRASH_BEFORE_COMMIT")
         return cls(
             bootstrap_servers=_bootstrap(env.text("KAFKA_BOOTSTRAP_SERVERS")),
@@ -325,6 +340,8 @@ class Settings:
             processing_guarantee=env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES),
             http_port=env.integer("HER2_HTTP_PORT", 0, _MAX_PORT),
             history_retention_days=env.integer("HER2_HISTORY_RETENTION_DAYS", 0, 100_000),
+            history_store=history_store,
+            state_dir=state_path,
             log_level=env.choice("HER2_LOG_LEVEL", LOG_LEVELS, upper=True),
             max_poll_records=env.integer("HER2_MAX_POLL_RECORDS", 1, 1_000_000),
             publish_retries=env.integer("HER2_PUBLISH_RETRIES", 0, 100),
@@ -368,6 +385,8 @@ class Settings:
             "processing_guarantee": self.processing_guarantee,
             "http_port": self.http_port,
             "history_retention_days": self.history_retention_days,
+            "history_store": self.history_store,
+            "state_dir": str(self.state_dir) if self.state_dir else None,
             "log_level": self.log_level,
             "max_poll_records": self.max_poll_records,
             "publish_retries": self.publish_retries,
@@ -472,6 +491,19 @@ def _bootstrap(value: str) -> str:
         if not sep or not host or not port.isdigit() or not 0 < int(port) <= _MAX_PORT:
             raise ConfigError("KAFKA_BOOTSTRAP_SERVERS must be a comma-separated list of host:port")
     return ",".join(servers)
+
+
+def _check_state_dir(path: Path) -> None:
+    """HER2_STATE_DIR must be (or be creatable as) a directory this process can write files in:
+    tried by creating one, since permission bits do not tell about read-only mounts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"HER2_STATE_DIR: {path} is not a writable directory ({type(exc).__name__})"
+        ) from None
 
 
 def _check_url(url: str) -> None:

@@ -1,10 +1,11 @@
 """Per-patient HER2 memory and the report lifecycle (docs/design.md, her2-rules.md 1 and 5.5).
 
-The store is an in-memory dict of encoded `PatientHistory` records (the Avro shape of
-schemas/patient_history.avsc; in the service, the changelog record's value), one store per
-owned partition. In memory because one partition's patients fit easily (a few KB each) and
-restore from the compacted changelog is the source of truth after a restart; see the README's
-state model.
+The store keeps each patient's committed state as an encoded `PatientHistory` record (the
+Avro shape of schemas/patient_history.avsc; in the service, the changelog record's value), one
+store per owned partition, in a backend of consumer/statestore.py: a dict of bytes ("memory",
+offline runs and tests) or a sqlite file that is a disposable cache of the compacted changelog
+("disk", the service's default: memory then stays flat however many patients a partition
+holds). The changelog stays the source of truth; see the README's state model.
 
 Lifecycle per accession:
 - a redelivered event (same event_id as the accession's last) re-emits exactly what it emitted;
@@ -35,6 +36,7 @@ from consumer.facts import Sample, specimen_site
 from consumer.model import ACTIVE, FINAL_REPORTS, Event, Outcome, Record
 from consumer.pipeline import Pipeline, utc_now
 from consumer.resources import PATIENT_HISTORY, parsed_schema
+from consumer.statestore import CommittedStates, MemoryStates
 
 MAX_SEEN_EVENT_IDS = 20
 # Characters of an alert's `detail` the history keeps (B3 of docs/fault-report.md). Details
@@ -78,14 +80,21 @@ class Checkpoint(NamedTuple):
     live: Record | None  # the uncommitted state then (None: the committed bytes were current)
 
 
+class _Base(NamedTuple):
+    """What the committed states held for a patient when it became live (for the totals)."""
+
+    committed: bool
+    accessions: int
+
+
 class HistoryStore:
     """The HER2 history of the patients of one partition (or of one offline run).
 
-    States are kept encoded (`codec`; in the service, the changelog record's value), not as
-    Python objects: a million patients' dicts would cost several GB and garbage-collector
-    passes of hundreds of milliseconds (measured: 374 ms at 50,000 patients), while bytes are
-    about half the memory and invisible to the collector. Patients changed since the last
-    `take_dirty()` are held decoded ("live") so a batch decodes each patient once.
+    Committed states are kept encoded (`codec`; in the service, the changelog record's value),
+    not as Python objects, in `states` (consumer/statestore.py; default: in memory): a million
+    patients' dicts would cost several GB and garbage-collector passes of hundreds of
+    milliseconds (measured: 374 ms at 50,000 patients). Patients changed since the last
+    `take_dirty()` are held decoded in memory ("live") so a batch decodes each patient once.
     """
 
     def __init__(
@@ -93,61 +102,87 @@ class HistoryStore:
         retention: dt.timedelta | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
         codec: HistoryCodec | None = None,
+        states: CommittedStates | None = None,
     ) -> None:
         self._codec: HistoryCodec = codec or SchemalessCodec()
-        self._patients: dict[str, bytes] = {}  # committed states, encoded
-        self._counts: dict[str, int] = {}  # accessions per committed patient
-        self._accessions = 0
-        self._bytes = 0  # of the committed encoded states
+        self._states: CommittedStates = MemoryStates() if states is None else states
         self._live: dict[str, Record] = {}  # changed since the last take_dirty()
+        # Running totals over the live states (changed only by _set_live), so the size
+        # gauges never scan: per live patient its committed row when it became live, the live
+        # patients without a committed row, and live accessions less those rows' accessions.
+        self._base: dict[str, _Base] = {}
+        self._live_new = 0
+        self._live_accessions = 0
         self._retention = retention
         self._clock = clock
 
     def __len__(self) -> int:
-        return len(self._patients) + sum(1 for pid in self._live if pid not in self._patients)
+        return self._states.patients + self._live_new
 
     def accession_count(self) -> int:
         """Accessions held, across patients (the store's size)."""
-        live = self._live.items()
-        return self._accessions + sum(len(s["accessions"]) - self._counts.get(p, 0) for p, s in live)
+        return self._states.accessions + self._live_accessions
 
     def encoded_bytes(self) -> int:
-        """Bytes of the committed encoded states (the store's memory, less dict overhead)."""
-        return self._bytes
+        """Bytes of the committed encoded states (in memory or on disk, by the backend)."""
+        return self._states.size
+
+    def close(self) -> None:
+        """Release the committed states (a disk store deletes its file); idempotent."""
+        self._clear_live()
+        self._states.close()
+
+    def _clear_live(self) -> None:
+        self._live.clear()
+        self._base.clear()
+        self._live_new = self._live_accessions = 0
+
+    def _set_live(self, pid: str, state: Record | None, base: _Base | None = None) -> None:
+        """Make `state` the patient's live state (None: none, the committed row is current),
+        keeping the totals; `base`: the committed row, when the patient was not live."""
+        old = self._live.get(pid)
+        if old is None:
+            if state is None:
+                return
+            if base is None:
+                raise ValueError("a patient becoming live needs its committed row")
+            self._base[pid] = base
+            self._live_new += not base.committed
+            self._live_accessions += len(state["accessions"]) - base.accessions
+            self._live[pid] = state
+        elif state is None:
+            base = self._base.pop(pid)
+            self._live_new -= not base.committed
+            self._live_accessions -= len(old["accessions"]) - base.accessions
+            del self._live[pid]
+        else:
+            self._live_accessions += len(state["accessions"]) - len(old["accessions"])
+            self._live[pid] = state
 
     def restore(self, patient_id: str, state: Record | None, encoded: bytes | None = None) -> None:
         """Load one changelog record (None = tombstone); `encoded`: its value, if at hand."""
-        self._live.pop(patient_id, None)
+        self._set_live(patient_id, None)
         if state is None:
-            self._bytes -= len(self._patients.pop(patient_id, b""))
-            self._accessions -= self._counts.pop(patient_id, 0)
+            self._states.delete(patient_id)
         else:
-            self._commit(patient_id, state, self._codec.encode(state) if encoded is None else encoded)
-
-    def _commit(self, patient_id: str, state: Record, encoded: bytes) -> None:
-        self._bytes += len(encoded) - len(self._patients.get(patient_id, b""))
-        self._patients[patient_id] = encoded
-        count = len(state["accessions"])
-        self._accessions += count - self._counts.get(patient_id, 0)
-        self._counts[patient_id] = count
+            value = self._codec.encode(state) if encoded is None else encoded
+            self._states.put(patient_id, value, len(state["accessions"]))
 
     def get(self, patient_id: str) -> Record | None:
         """The history of a patient (a decoded copy unless changed since take_dirty), or None."""
         live = self._live.get(patient_id)
         if live is not None:
             return live
-        encoded = self._patients.get(patient_id)
+        encoded = self._states.get(patient_id)
         return None if encoded is None else self._codec.decode(encoded)
 
     def take_dirty(self) -> list[tuple[str, bytes]]:
         """The patients changed since the last call, with their encoded state (to publish)."""
-        changed = []
-        for pid in sorted(self._live):
-            state = self._live[pid]
-            encoded = self._codec.encode(state)
-            self._commit(pid, state, encoded)
-            changed.append((pid, encoded))
-        self._live.clear()
+        changed = [(pid, self._codec.encode(self._live[pid])) for pid in sorted(self._live)]
+        self._states.put_many(
+            (pid, encoded, len(self._live[pid]["accessions"])) for pid, encoded in changed
+        )
+        self._clear_live()
         return changed
 
     def checkpoint(self, patient_id: str) -> Checkpoint:
@@ -157,10 +192,13 @@ class HistoryStore:
 
     def roll_back(self, checkpoint: Checkpoint) -> None:
         """Put the patient's state back as it was at `checkpoint`."""
-        if checkpoint.live is None:
-            self._live.pop(checkpoint.patient_id, None)
-        else:
-            self._live[checkpoint.patient_id] = checkpoint.live
+        pid, base = checkpoint.patient_id, None
+        if checkpoint.live is not None and pid not in self._live:
+            # only if take_dirty() or restore() ran in between: read the committed row
+            committed = self.get(pid)
+            count = 0 if committed is None else len(committed["accessions"])
+            base = _Base(committed is not None, count)
+        self._set_live(pid, checkpoint.live, base)
 
     def samples(self, patient_id: str, exclude_accession: str) -> list[Sample]:
         """The patient's remembered final samples other than `exclude_accession`."""
@@ -210,7 +248,8 @@ class HistoryStore:
 
         Copy on write: the patient's record, its accession list and the changed entry are new
         objects, so the state before the event stays intact for `checkpoint()` at no cost."""
-        accessions = [] if state is None else list(state["accessions"])
+        previous = None if state is None else state["accessions"]
+        accessions = [] if previous is None else list(previous)
         state = {"patient_id": pid, "accessions": accessions} if state is None else dict(state)
         state["accessions"] = accessions
         if entry is None:
@@ -235,7 +274,10 @@ class HistoryStore:
         )
         state["updated_at"] = now
         self._expire(state, now)
-        self._live[pid] = state
+        base = None
+        if pid not in self._live:  # `state` came from the committed row (or there was none)
+            base = _Base(previous is not None, 0 if previous is None else len(previous))
+        self._set_live(pid, state, base)
 
     def _expire(self, state: Record, now: dt.datetime) -> None:
         """Drop accessions older than the retention (by event time) with no ACTIVE alerts."""
@@ -250,7 +292,7 @@ class HistoryStore:
 
     def patients(self) -> Iterator[tuple[str, Record]]:
         """Every (patient_id, state) held, decoded."""
-        for pid in sorted(self._patients.keys() | self._live.keys()):
+        for pid in sorted(set(self._states.ids()) | self._live.keys()):
             state = self.get(pid)
             if state is not None:
                 yield pid, state

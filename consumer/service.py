@@ -25,7 +25,13 @@ RuntimeError) nor block heartbeats. So `on_partitions_assigned` only pauses the 
 and marks them for restore; right after `poll()` returns, the main thread restores their
 history from the compacted changelog (bounded by the end offsets captured at start and by
 HER2_RESTORE_TIMEOUT_SECONDS) and resumes them. Their records are processed only after that.
-`on_partitions_revoked` / `on_partitions_lost` drop the partitions' history stores.
+`on_partitions_revoked` / `on_partitions_lost` drop (close) the partitions' history stores.
+
+History stores (HER2_HISTORY_STORE): committed patient states live in one sqlite file per
+owned partition under a private directory of HER2_STATE_DIR ("disk", default), or in memory.
+Either way they are a cache of the changelog: a new store is restored at every assignment,
+and its file is deleted when the partition is revoked or lost, a restore fails, or the
+service stops (consumer/statestore.py).
 
 Start-up: the input topic is never created here. While it is missing the service logs
 "input topic missing" and waits (re-checking with back-off) until it exists or it is stopped.
@@ -37,7 +43,7 @@ A record whose classification or alerts would be larger than a Kafka request (1 
 never be published: it is dead-lettered (stage process, reason output-too-large) instead of
 being retried until the service stops. A dead-letter copy that cannot fit keeps the error
 headers (which point at the record in the input topic) without the value, and a patient
-history state that cannot fit is kept in memory only and logged as an error.
+history state that cannot fit is kept in the local store only and logged as an error.
 
 A schema registry that cannot be reached is not a record's fault: the record is retried
 with back-off (its partition is paused and sought back), never dead-lettered, and no offset
@@ -57,6 +63,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -91,6 +98,7 @@ from consumer.resources import (
     PATIENT_HISTORY,
     parsed_schema,
 )
+from consumer.statestore import DISK, StateDir, open_states
 from consumer.validate import check_event
 
 with warnings.catch_warnings():
@@ -279,6 +287,7 @@ class Service:
             else None
         )
         self._stores: dict[TopicPartition, HistoryStore] = {}
+        self._state_dir: StateDir | None = None  # disk stores' private directory (run() only)
         self._pending_restore: set[TopicPartition] = set()
         self._backoff_until: dict[TopicPartition, float] = {}
         self._backoff_step: dict[TopicPartition, int] = {}
@@ -327,6 +336,9 @@ class Service:
         except (PublishError, HistoryRestoreError, SchemaError, KafkaConnectError) as exc:
             log.error("stopping without committing", error_type=type(exc).__name__)
             _print_error(str(exc))
+        except sqlite3.Error as exc:  # the disk history store (full disk, I/O error)
+            log.error("history store failed; stopping without committing", exc_info=exc)
+            _print_error(f"history store failed ({type(exc).__name__}); check HER2_STATE_DIR")
         except KafkaError as exc:
             log.error("stopping on a Kafka error", error_type=type(exc).__name__, exc_info=exc)
         except Exception as exc:
@@ -344,6 +356,8 @@ class Service:
         s = self.settings
         self._set_ready(False, "starting")
         self._build_codecs()
+        if s.history_store == DISK:
+            self._state_dir = _open_state_dir(s)
         log.info(
             "started",
             version=__version__,
@@ -666,8 +680,8 @@ class Service:
                     partition=tp.partition,
                 )
                 if not _fits(change):
-                    # kept in memory and used while this instance owns the partition; a restore
-                    # elsewhere sees the patient's previous state (stated loudly, not silently)
+                    # kept in the local store and used while this instance owns the partition;
+                    # a restore elsewhere sees the patient's previous state (stated loudly)
                     log.error(
                         "history state larger than a Kafka request; not written to the changelog",
                         topic=self.settings.topics.history,
@@ -763,6 +777,11 @@ class Service:
                 started=started,
             )
             return None
+        except sqlite3.Error:
+            # The disk history store failed (full disk, I/O error): not the record's fault, so
+            # never dead-lettered; the service stops without committing and the record is
+            # redelivered after the restart (a new store restored from the changelog).
+            raise
         except Exception as exc:  # a bug: dead-letter the record and keep the partition moving
             _roll_back(store, undo)
             log.error(
@@ -1035,7 +1054,9 @@ class Service:
         partitions = sorted(revoked)
         self.metrics.rebalances.labels(kind=kind).inc()
         for tp in partitions:
-            self._stores.pop(tp, None)
+            store = self._stores.pop(tp, None)
+            if store is not None:
+                store.close()  # on the IO thread: see DiskStates for why that is safe
             self._pending_restore.discard(tp)
             self._backoff_until.pop(tp, None)
             self._backoff_step.pop(tp, None)
@@ -1061,9 +1082,15 @@ class Service:
         partitions = sorted(self._pending_restore)
         started = time.monotonic()
         codec = FramedCodec(self._history_encoder, self._history_decoder)
-        stores = {tp: HistoryStore(self._retention, self._clock, codec) for tp in partitions}
-        count = self._read_changelog(stores, started + self.settings.tuning.restore_timeout_s)
-        if count is None:  # stopped while restoring: leave the partitions paused
+        stores = {tp: self._new_store(tp, codec) for tp in partitions}
+        count = None
+        try:
+            count = self._read_changelog(stores, started + self.settings.tuning.restore_timeout_s)
+        finally:
+            if count is None:  # failed, or stopped while restoring (partitions left paused)
+                for store in stores.values():
+                    store.close()
+        if count is None:
             return
         seconds = time.monotonic() - started
         self._stores.update(stores)
@@ -1084,6 +1111,11 @@ class Service:
         self._refresh_history_gauges(force=True)
         if not self._pending_restore:
             self._set_ready(True)
+
+    def _new_store(self, tp: TopicPartition, codec: FramedCodec) -> HistoryStore:
+        """An empty history store for input partition `tp`, on the configured backend."""
+        states = open_states(self.settings.history_store, self._state_dir, f"p{tp.partition}")
+        return HistoryStore(self._retention, self._clock, codec, states)
 
     def _read_changelog(
         self, stores: dict[TopicPartition, HistoryStore], deadline: float
@@ -1292,6 +1324,14 @@ class Service:
             except Exception as exc:
                 log.warning("producer close failed", error_type=type(exc).__name__)
             self._producer = None
+        # Closing the consumer revoked its partitions (stores closed by the listener); these
+        # are left if it failed or never ran.
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
+        if self._state_dir is not None:
+            self._state_dir.close()
+            self._state_dir = None
         self.metrics.assigned_partitions.set(0)
 
 
@@ -1357,6 +1397,17 @@ def _bounded(what: str, timeout_s: float, call: Callable[..., Any], *args: Any) 
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
+
+
+def _open_state_dir(settings: Settings) -> StateDir:
+    """The private directory of this process's disk stores; ConfigError if it cannot be made."""
+    try:
+        return StateDir(settings.state_dir)
+    except OSError as exc:
+        where = settings.state_dir or "the system temp directory (HER2_STATE_DIR unset)"
+        raise ConfigError(
+            f"HER2_STATE_DIR: cannot create a state directory in {where} ({type(exc).__name__})"
+        ) from None
 
 
 def _roll_back(store: HistoryStore, undo: Checkpoint | None) -> None:

@@ -67,6 +67,7 @@ class TestDefaults:
         assert (s.log_level, s.max_poll_records, s.publish_retries) == ("INFO", 500, 3)
         assert s.instance_id is None
         assert s.test_crash_before_commit is None
+        assert (s.history_store, s.state_dir) == ("disk", None)
         assert s.security == KafkaSecurity()
 
     def test_from_env_defaults_equal_the_dataclass_defaults(self) -> None:
@@ -367,6 +368,39 @@ class TestValidation:
         bad.write_text('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]}')
         with pytest.raises(ConfigError, match="HER2_RAW_WRITER_SCHEMA"):
             Settings.from_env({"HER2_INPUT_FORMAT": "raw", "HER2_RAW_WRITER_SCHEMA": str(bad)})
+
+    @pytest.mark.parametrize("value", ["Disk", "rocksdb", "sqlite"])
+    def test_an_unknown_history_store_names_its_variable(self, value: str) -> None:
+        with pytest.raises(ConfigError, match="HER2_HISTORY_STORE must be one of disk, memory"):
+            Settings.from_env({"HER2_HISTORY_STORE": value})
+
+    def test_an_unwritable_state_dir_fails_at_start_up(self, tmp_path: Path) -> None:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        probe = locked / "probe"
+        try:
+            probe.touch()  # root ignores permission bits: use a file where a directory must be
+        except PermissionError:
+            target = locked
+        else:
+            probe.unlink()
+            target = tmp_path / "a-file"
+            target.write_text("not a directory", encoding="utf-8")
+        with pytest.raises(ConfigError, match=r"HER2_STATE_DIR: .* is not a writable directory"):
+            Settings.from_env({"HER2_STATE_DIR": str(target)})
+
+    def test_a_missing_state_dir_is_created(self, tmp_path: Path) -> None:
+        s = Settings.from_env({"HER2_STATE_DIR": str(tmp_path / "state" / "her2")})
+        assert (s.history_store, s.state_dir) == ("disk", tmp_path / "state" / "her2")
+        assert s.state_dir is not None
+        assert s.state_dir.is_dir()
+        assert list(s.state_dir.iterdir()) == []  # the probe file is gone
+
+    def test_the_memory_store_ignores_the_state_dir(self, tmp_path: Path) -> None:
+        target = tmp_path / "a-file"
+        target.write_text("x", encoding="utf-8")
+        s = Settings.from_env({"HER2_HISTORY_STORE": "memory", "HER2_STATE_DIR": str(target)})
+        assert s.history_store == "memory"
 
     def test_messages_never_echo_the_bad_value(self) -> None:
         with pytest.raises(ConfigError) as caught:

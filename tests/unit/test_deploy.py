@@ -343,6 +343,24 @@ class TestKubernetesManifests:
         assert {"cpu", "memory"} <= set(resources["requests"]) & set(resources["limits"])
         assert pod["terminationGracePeriodSeconds"] >= 30
 
+    def test_the_state_dir_is_its_own_disk_backed_volume(self) -> None:
+        """HER2_STATE_DIR (the disk history store) is mounted from an emptyDir of its own, on
+        disk: tmpfs pages count against the memory limit, so a Memory medium would move the
+        history's memory instead of saving it. /tmp stays a small tmpfs; the root is read-only."""
+        pod = manifest("StatefulSet")["spec"]["template"]["spec"]
+        config = manifest("ConfigMap")["data"]
+        assert config["HER2_HISTORY_STORE"] == "disk"
+        state_dir = config["HER2_STATE_DIR"]
+        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        volume = volumes[mounts[state_dir]]
+        assert "medium" not in volume["emptyDir"]
+        assert mounts["/tmp"] != mounts[state_dir]  # noqa: S108 - reads the manifest
+        assert not state_dir.startswith("/tmp/")  # noqa: S108 - reads the manifest
+        limit = volume["emptyDir"]["sizeLimit"]
+        gib = int(limit.removesuffix("Gi"))
+        assert gib * 2**30 >= 500_000 * 4096, "room for ~500,000 patients of ~4 KB"
+
     def test_configmap_holds_only_known_non_secret_settings(self) -> None:
         data = manifest("ConfigMap")["data"]
         assert set(data) <= ENV_NAMES, set(data) - ENV_NAMES
@@ -435,6 +453,16 @@ class TestCompose:
         assert set(consumer["environment"]) <= ENV_NAMES
         assert consumer["read_only"] is True
         assert consumer["cap_drop"] == ["ALL"]
+
+    def test_the_state_dir_is_a_volume_not_the_tmpfs(self, compose: dict[str, Any]) -> None:
+        consumer = compose["services"]["consumer"]
+        state_dir = consumer["environment"]["HER2_STATE_DIR"]
+        assert consumer["environment"]["HER2_HISTORY_STORE"] == "disk"
+        mounts = dict(reversed(v.split(":")[:2]) for v in consumer["volumes"])
+        assert mounts[state_dir] in compose["volumes"]  # a named volume
+        assert all(not t.startswith(state_dir) for t in consumer.get("tmpfs", []))
+        dockerfile = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+        assert f"-o 10001 -g 10001 -m 0700 {state_dir}" in dockerfile  # the volume's owner
 
     def test_input_topic_has_the_documented_partitions(self, compose: dict[str, Any]) -> None:
         command = " ".join(compose["services"]["kafka-init"]["command"])

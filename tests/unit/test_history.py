@@ -16,7 +16,8 @@ import copy
 import datetime as dt
 import random
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
@@ -26,6 +27,7 @@ from consumer.model import ACTIVE, RETRACTED
 from consumer.pipeline import Pipeline
 from consumer.resources import HER2_ALERT, PATIENT_HISTORY, parsed_schema
 from consumer.rules import load_ruleset
+from consumer.statestore import BACKENDS, StateDir, open_states
 from consumer.synthetic import SyntheticGenerator
 
 Record = dict[str, Any]
@@ -35,6 +37,29 @@ KAFKA_REQUEST_BYTES = 1_048_576  # the producer's max_request_size (consumer/ser
 @pytest.fixture(scope="module")
 def ruleset() -> Any:
     return load_ruleset()
+
+
+class StoreFactory(Protocol):
+    def __call__(self, *, clock: Callable[[], dt.datetime] | None = None) -> HistoryStore: ...
+
+
+@pytest.fixture(params=BACKENDS)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """New HistoryStores on one committed-states backend (every test runs on each); the disk
+    ones in a private StateDir under tmp_path, closed at the end."""
+    directory = StateDir(tmp_path)
+    made: list[HistoryStore] = []
+
+    def make(*, clock: Callable[[], dt.datetime] | None = None) -> HistoryStore:
+        states = open_states(request.param, directory, "p0")
+        store = HistoryStore(clock=clock or ticking_clock(), states=states)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+    directory.close()
 
 
 def ticking_clock() -> Callable[[], dt.datetime]:
@@ -59,7 +84,9 @@ def one_patient(n: int) -> Iterator[Record]:
         yield e
 
 
-def test_the_history_of_one_patient_grows_linearly_with_its_accessions(ruleset: Any) -> None:
+def test_the_history_of_one_patient_grows_linearly_with_its_accessions(
+    ruleset: Any, make_store: StoreFactory
+) -> None:
     """Encoded size after 16, 32 and 64 accessions. Linear growth: the 32 accessions from 33 to
     64 add at most 1.5 x per accession what the 16 from 17 to 32 added (cubic growth, before
     the fix: 4.0 x). Bound: each stored alert is at most its fixed fields plus MAX_STORED_DETAIL
@@ -68,7 +95,7 @@ def test_the_history_of_one_patient_grows_linearly_with_its_accessions(ruleset: 
     (before: 6.7 MB)."""
     enc, _ = history_codec()
     clock = ticking_clock()
-    store = HistoryStore(clock=clock)
+    store = make_store(clock=clock)
     pipeline = Pipeline(ruleset, clock=clock)
     size: dict[int, int] = {}
     for n, event in enumerate(one_patient(64), start=1):
@@ -111,22 +138,26 @@ def lifecycle_stream(seed: int, patients: int, count: int) -> list[Record]:
 def run(
     events: list[Record],
     ruleset: Any,
+    make_store: StoreFactory,
     *,
     restore_at: int | None = None,
     as_old_records: bool = False,
 ) -> list[list[bytes]]:
     """The encoded alerts of every event. At `restore_at` the store is replaced by one restored
     from its encoded changelog records; `as_old_records` writes them as the code before the
-    B3 fix did (`active` repeating the last event's ACTIVE alerts)."""
+    B3 fix did (`active` repeating the last event's ACTIVE alerts). Changed states are
+    committed every 50 events, as the service does per batch."""
     alert_enc = Encoder("single-object", parsed_schema(HER2_ALERT))
     enc, dec = history_codec()
     clock = ticking_clock()
     pipeline = Pipeline(ruleset, clock=clock)
-    store = HistoryStore(clock=clock)
+    store = make_store(clock=clock)
     out = []
     for i, event in enumerate(events):
+        if i % 50 == 0:
+            store.take_dirty()
         if i == restore_at:
-            restored = HistoryStore(clock=clock)
+            restored = make_store(clock=clock)
             for patient_id, state in store.patients():
                 record = copy.deepcopy(state)
                 if as_old_records:
@@ -147,13 +178,13 @@ def cut(detail: str) -> str:
 
 
 def test_redelivered_events_re_emit_identical_alerts_and_retractions_keep_the_id(
-    ruleset: Any,
+    ruleset: Any, make_store: StoreFactory
 ) -> None:
     """A redelivered event (the accession's last) re-emits byte for byte what it published;
     only an alert whose detail is over MAX_STORED_DETAIL characters comes back with that detail
     cut (same id, every other field equal). Every retraction names a published alert."""
     events = lifecycle_stream(seed=21, patients=1000, count=5000)
-    outputs = run(events, ruleset)
+    outputs = run(events, ruleset, make_store)
     decode = Decoder("auto", parsed_schema(HER2_ALERT)).decode
     published: dict[str, list[bytes]] = {}  # event_id -> its alerts as last published
     last_of_accession: dict[tuple[str, str], str] = {}
@@ -187,20 +218,25 @@ def test_redelivered_events_re_emit_identical_alerts_and_retractions_keep_the_id
 
 
 @pytest.mark.parametrize("as_old_records", [False, True], ids=["records", "pre-B3 records"])
-def test_restoring_from_the_changelog_changes_nothing(ruleset: Any, as_old_records: bool) -> None:
+def test_restoring_from_the_changelog_changes_nothing(
+    ruleset: Any, make_store: StoreFactory, as_old_records: bool
+) -> None:
     """Restored mid-stream (from records of this code, or as the code before the B3 fix wrote
     them), the store publishes exactly what an uninterrupted one publishes."""
     events = lifecycle_stream(seed=22, patients=300, count=3000)
-    uninterrupted = run(events, ruleset)
-    assert run(events, ruleset, restore_at=1700, as_old_records=as_old_records) == uninterrupted
+    uninterrupted = run(events, ruleset, make_store)
+    restored = run(events, ruleset, make_store, restore_at=1700, as_old_records=as_old_records)
+    assert restored == uninterrupted
 
 
-def test_a_long_detail_is_stored_cut_and_its_retraction_keeps_the_id(ruleset: Any) -> None:
+def test_a_long_detail_is_stored_cut_and_its_retraction_keeps_the_id(
+    ruleset: Any, make_store: StoreFactory
+) -> None:
     """A detail over MAX_STORED_DETAIL characters is published whole the first time; the
     history keeps it cut, so a re-emission or a retraction carries the cut detail (same alert
     id, every other field unchanged). Real alerts stay far below the limit."""
     clock = ticking_clock()
-    store, pipeline = HistoryStore(clock=clock), Pipeline(ruleset, clock=clock)
+    store, pipeline = make_store(clock=clock), Pipeline(ruleset, clock=clock)
     events = list(one_patient(40))
     longest: Record | None = None
     for event in events:
@@ -232,13 +268,15 @@ def test_a_long_detail_is_stored_cut_and_its_retraction_keeps_the_id(ruleset: An
 # -- the store keeps patients encoded ------------------------------------------------------
 
 
-def test_committed_states_are_bytes_the_garbage_collector_never_scans(ruleset: Any) -> None:
+def test_committed_states_are_bytes_the_garbage_collector_never_scans(
+    ruleset: Any, make_store: StoreFactory
+) -> None:
     """After take_dirty() a store holds only bytes: no Python container per patient for the
     collector to walk (with dicts, a full collection at 50,000 patients took 374 ms here).
     The size counters agree with the decoded states."""
     import gc
 
-    store, pipeline = HistoryStore(clock=ticking_clock()), Pipeline(ruleset)
+    store, pipeline = make_store(), Pipeline(ruleset)
     events = SyntheticGenerator(seed=5).events(600)
     for event in events[:300]:
         store.apply(event, pipeline)
@@ -258,11 +296,13 @@ def test_committed_states_are_bytes_the_garbage_collector_never_scans(ruleset: A
     assert store.encoded_bytes() == codec_sizes
 
 
-def test_a_rolled_back_event_leaves_the_store_as_it_was(ruleset: Any) -> None:
+def test_a_rolled_back_event_leaves_the_store_as_it_was(
+    ruleset: Any, make_store: StoreFactory
+) -> None:
     """checkpoint() / roll_back(): the service undoes an event that fails after apply(); the
     patient's state (committed or changed earlier in the batch) is exactly as before, and a
     new patient is gone."""
-    store, pipeline = HistoryStore(clock=ticking_clock()), Pipeline(ruleset)
+    store, pipeline = make_store(), Pipeline(ruleset)
     events = SyntheticGenerator(seed=9).events(60)
     by_patient: dict[str, list[Record]] = {}
     for event in events:

@@ -1,0 +1,150 @@
+"""History store benchmark: N synthetic events through HistoryStore on each committed-state
+backend ("memory", "disk"), no Kafka.
+
+Runs as the service does: batches of 500 events (HER2_MAX_POLL_RECORDS), `apply()` per event
+and `take_dirty()` per batch, states encoded with the changelog's framing (single-object).
+Events come from SyntheticGenerator's endless patient-after-patient stream (as the memory run
+of bench/kafka_bench.py), one batch at a time, so the events themselves do not grow the
+process. Each backend runs in a fresh Python process; RSS is read from /proc/self/statm after
+the first batch and at the end. Only apply() and take_dirty() are timed.
+
+Then a restore: every committed state is loaded into a new store on the same backend as the
+service does from the changelog (decode the value, restore()); timed per record.
+
+Prints events/s per backend, the ratio disk/memory, RSS growth, the bytes of states held, the
+sqlite file's size and restore records/s.
+
+Usage: python bench/history_store.py [--events 100000] [--seed 7] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from consumer.codec import Decoder, Encoder, FramedCodec
+from consumer.history import HistoryStore
+from consumer.pipeline import Pipeline
+from consumer.resources import PATIENT_HISTORY, parsed_schema
+from consumer.rules import load_ruleset
+from consumer.statestore import BACKENDS, DISK, DiskStates, StateDir, open_states
+from consumer.synthetic import SyntheticGenerator
+
+BATCH = 500  # HER2_MAX_POLL_RECORDS default: one take_dirty() per batch, as the service
+
+
+def rss_mb() -> float:
+    """This process's resident set size, in MiB (/proc/self/statm)."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure(backend: str, events: int, seed: int) -> dict[str, Any]:
+    """Process `events` events through one store on `backend`; return the figures."""
+    schema = parsed_schema(PATIENT_HISTORY)
+    codec = FramedCodec(Encoder("single-object", schema), Decoder("auto", schema))
+    pipeline = Pipeline(load_ruleset())
+    with tempfile.TemporaryDirectory(prefix="her2-bench-") as parent:
+        directory = StateDir(Path(parent))
+        store = HistoryStore(codec=codec, states=open_states(backend, directory, "p0"))
+        stream = itertools.islice(SyntheticGenerator(seed=seed).iter_events(), events)
+        busy = 0.0
+        done = 0
+        rss_first = 0.0
+        while batch := list(itertools.islice(stream, BATCH)):
+            started = time.perf_counter()
+            for event in batch:
+                store.apply(event, pipeline)
+            store.take_dirty()
+            busy += time.perf_counter() - started
+            done += len(batch)
+            if not rss_first:
+                rss_first = rss_mb()
+        rss_end = rss_mb()
+        states = store._states  # the backend, for its ids and its file's size
+        file_mb = states.path.stat().st_size / 2**20 if isinstance(states, DiskStates) else 0.0
+        restored = HistoryStore(codec=codec, states=open_states(backend, directory, "p0"))
+        restoring = 0.0
+        for pid in states.ids():
+            value = states.get(pid)
+            started = time.perf_counter()
+            restored.restore(pid, codec.decode(value), encoded=value)
+            restoring += time.perf_counter() - started
+        assert restored.encoded_bytes() == store.encoded_bytes()
+        result = {
+            "backend": backend,
+            "events": done,
+            "patients": len(store),
+            "events_per_s": done / busy,
+            "rss_first_batch_mb": rss_first,
+            "rss_end_mb": rss_end,
+            "rss_growth_mb": rss_end - rss_first,
+            "states_mb": store.encoded_bytes() / 2**20,
+            "file_mb": file_mb,
+            "restore_records_per_s": len(restored) / restoring,
+        }
+        restored.close()
+        store.close()
+        directory.close()
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run each backend in its own process, print the table (and JSON when asked)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--backend", choices=BACKENDS, help=argparse.SUPPRESS)  # child process
+    args = parser.parse_args(argv)
+    if args.backend:
+        print(json.dumps(measure(args.backend, args.events, args.seed)))
+        return 0
+    results = {}
+    for backend in sorted(BACKENDS, key=lambda b: b == DISK):  # memory first
+        print(f"{backend}: {args.events} events...", file=sys.stderr)
+        child = subprocess.run(  # noqa: S603 - this script, fixed arguments
+            [
+                sys.executable,
+                __file__,
+                "--events",
+                str(args.events),
+                "--seed",
+                str(args.seed),
+                "--backend",
+                backend,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results[backend] = json.loads(child.stdout)
+    print(
+        f"{'backend':<8} {'events':>8} {'patients':>9} {'events/s':>9} {'RSS growth MB':>14} "
+        f"{'RSS end MB':>11} {'states MB':>10} {'file MB':>8} {'restore rec/s':>14}"
+    )
+    for r in results.values():
+        print(
+            f"{r['backend']:<8} {r['events']:>8,} {r['patients']:>9,} {r['events_per_s']:>9,.0f} "
+            f"{r['rss_growth_mb']:>14.1f} {r['rss_end_mb']:>11.1f} {r['states_mb']:>10.1f} "
+            f"{r['file_mb']:>8.1f} {r['restore_records_per_s']:>14,.0f}"
+        )
+    ratio = results[DISK]["events_per_s"] / results["memory"]["events_per_s"]
+    print(f"disk/memory events/s: {ratio:.2f}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({"ratio_disk_memory": ratio, **results}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""consumer/statestore.py: the committed-state backends of HistoryStore ("memory", "disk"),
+their running totals, the disk file's life (created with the store, deleted by close()), and
+the private state directory (abandoned ones removed, live ones kept)."""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import os
+import random
+import sqlite3
+import threading
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from consumer.codec import Encoder
+from consumer.config import Settings
+from consumer.history import HistoryStore
+from consumer.metrics import Metrics
+from consumer.pipeline import Pipeline
+from consumer.resources import PATHOLOGY_RESULT, parsed_schema
+from consumer.rules import load_ruleset
+from consumer.service import Service, _Batch
+from consumer.statestore import (
+    BACKENDS,
+    DISK,
+    MEMORY,
+    RESTORE_COMMIT_EVERY,
+    DiskStates,
+    StateDir,
+    open_states,
+)
+from consumer.synthetic import SyntheticGenerator
+
+Record = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Pipeline:
+    return Pipeline(load_ruleset())
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[StateDir]:
+    directory = StateDir(tmp_path)
+    yield directory
+    directory.close()
+
+
+def totals(store: HistoryStore) -> tuple[int, int, int]:
+    """(patients, accessions, bytes) as the store reports them."""
+    return len(store), store.accession_count(), store.encoded_bytes()
+
+
+def recount(store: HistoryStore, committed: dict[str, bytes]) -> tuple[int, int, int]:
+    """The same figures from scratch: every state decoded, and the committed rows' lengths."""
+    states = dict(store.patients())
+    accessions = sum(len(s["accessions"]) for s in states.values())
+    return len(states), accessions, sum(len(v) for v in committed.values())
+
+
+class TestDiskFile:
+    def test_the_file_exists_while_open_and_close_deletes_it(self, state_dir: StateDir) -> None:
+        states = open_states(DISK, state_dir, "p3")
+        assert isinstance(states, DiskStates)
+        assert states.path.is_file()
+        assert states.path.parent == state_dir.path
+        store = HistoryStore(states=states)
+        store.restore("P1", {"patient_id": "P1", "accessions": []}, encoded=b"x" * 10)
+        assert (len(store), store.encoded_bytes()) == (1, 10)
+        store.close()
+        assert not states.path.exists()
+        store.close()  # idempotent
+        assert list(state_dir.path.glob("*.sqlite")) == []
+
+    def test_every_store_gets_a_new_file(self, state_dir: StateDir) -> None:
+        first = open_states(DISK, state_dir, "p0")
+        second = open_states(DISK, state_dir, "p0")  # the same partition assigned again
+        assert isinstance(first, DiskStates)
+        assert isinstance(second, DiskStates)
+        assert first.path != second.path
+        first.close()
+        assert second.path.is_file()
+        second.close()
+
+    def test_a_closed_store_refuses_use(self, state_dir: StateDir) -> None:
+        states = open_states(DISK, state_dir, "p0")
+        states.close()
+        with pytest.raises(Exception, match="closed"):
+            states.get("P1")
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+class TestTotals:
+    def test_totals_follow_restore_tombstone_take_dirty_and_roll_back(
+        self, kind: str, state_dir: StateDir, pipeline: Pipeline
+    ) -> None:
+        """After every operation the reported size equals a recount from the states."""
+        store = HistoryStore(states=open_states(kind, state_dir, "p0"))
+        committed: dict[str, bytes] = {}  # what the changelog would hold
+        events = SyntheticGenerator(seed=3).events(400)
+        for event in events[:150]:
+            store.apply(copy.deepcopy(event), pipeline)
+        assert totals(store)[:2] == recount(store, committed)[:2]  # all live, nothing committed
+        assert store.encoded_bytes() == 0
+        committed.update(store.take_dirty())
+        assert totals(store) == recount(store, committed)
+
+        restored = HistoryStore(states=open_states(kind, state_dir, "p0"))  # a restore
+        for pid, value in committed.items():
+            restored.restore(pid, store.get(pid), encoded=value)
+        store.close()
+        store = restored
+        assert totals(store) == recount(store, committed)
+        gone = sorted(committed)[:10]
+        for pid in gone:  # tombstones, one of them twice
+            store.restore(pid, None)
+            del committed[pid]
+        store.restore(gone[0], None)
+        assert totals(store) == recount(store, committed)
+
+        rng = random.Random(4)  # noqa: S311 - reproducible test data
+        for event in events[150:]:
+            undo = store.checkpoint(event["patient_id"])
+            store.apply(copy.deepcopy(event), pipeline)
+            if rng.random() < 0.3:
+                store.roll_back(undo)
+            live = totals(store)
+            assert live[:2] == recount(store, committed)[:2]
+            if rng.random() < 0.1:
+                committed.update(store.take_dirty())
+                assert totals(store) == recount(store, committed)
+        committed.update(store.take_dirty())
+        assert totals(store) == recount(store, committed)
+        store.close()
+        assert totals(store) == (0, 0, 0)
+
+    def test_a_roll_back_across_take_dirty_keeps_the_totals(
+        self, kind: str, state_dir: StateDir, pipeline: Pipeline
+    ) -> None:
+        """roll_back() to a live state after take_dirty() committed a later one (the service
+        never does this; the store reads the committed row to keep its totals right)."""
+        store = HistoryStore(states=open_states(kind, state_dir, "p0"))
+        events = SyntheticGenerator(seed=8).events(80)
+        first = next(
+            e for e in events if sum(x["patient_id"] == e["patient_id"] for x in events) > 1
+        )
+        later = next(e for e in events if e["patient_id"] == first["patient_id"] and e is not first)
+        store.apply(copy.deepcopy(first), pipeline)
+        undo = store.checkpoint(first["patient_id"])  # live, never committed
+        store.apply(copy.deepcopy(later), pipeline)
+        committed = dict(store.take_dirty())
+        store.roll_back(undo)
+        assert totals(store)[:2] == recount(store, committed)[:2] == (1, 1)
+        committed.update(store.take_dirty())
+        assert totals(store) == recount(store, committed)
+        store.close()
+
+    def test_restore_writes_are_committed_in_bulk(self, kind: str, state_dir: StateDir) -> None:
+        """More records than one bulk commit: every one is readable, the totals add up, and a
+        record restored twice (an uncompacted changelog) counts once."""
+        states = open_states(kind, state_dir, "p0")
+        n = RESTORE_COMMIT_EVERY + 123
+        for i in range(n):
+            states.put(f"P{i}", bytes([i % 256]) * (i % 50 + 1), i % 7)
+        states.put("P0", b"ab", 5)
+        assert states.patients == n
+        assert states.size == sum(i % 50 + 1 for i in range(1, n)) + 2
+        assert states.accessions == sum(i % 7 for i in range(1, n)) + 5
+        assert states.get(f"P{n - 1}") == bytes([(n - 1) % 256]) * ((n - 1) % 50 + 1)
+        assert states.ids()[:3] == ["P0", "P1", "P10"]
+        states.close()
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc/self/statm, in pages)."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+def test_many_patients_on_disk_stay_out_of_the_process_memory(state_dir: StateDir) -> None:
+    """20,000 patients of 4 KB (80 MB of states, as restored from a changelog): the process grows
+    by a small part of that, the file holds it all, and encoded_bytes equals the sum of the
+    rows' lengths in the file."""
+    states = open_states(DISK, state_dir, "p0")
+    assert isinstance(states, DiskStates)
+    store = HistoryStore(states=states)
+    value = os.urandom(4096)
+    before = rss_bytes()
+    for i in range(20_000):
+        store.restore(f"P{i}", {"accessions": [{}] * 2}, encoded=value[i % 64 :] + b"%d" % i)
+    grown = rss_bytes() - before
+    assert len(store) == 20_000
+    assert store.accession_count() == 40_000
+    db = states._conn()  # the backend's own connection: the file is locked exclusive
+    [(rows_bytes,)] = db.execute("SELECT sum(length(state)) FROM states").fetchall()
+    assert store.encoded_bytes() == rows_bytes > 79_000_000
+    assert states.path.stat().st_size >= rows_bytes
+    assert grown < rows_bytes // 8, f"RSS grew {grown} bytes for {rows_bytes} bytes of states"
+    store.close()
+    assert not states.path.exists()
+
+
+class TestStateDir:
+    def test_close_removes_the_directory_and_its_files(self, tmp_path: Path) -> None:
+        directory = StateDir(tmp_path)
+        assert directory.path.is_dir()
+        left_open = open_states(DISK, directory, "p1")
+        assert isinstance(left_open, DiskStates)
+        directory.close()
+        assert not directory.path.exists()
+        directory.close()  # idempotent
+        left_open.close()  # its file is already gone: still fine
+
+    def test_an_abandoned_directory_is_removed_and_a_live_one_kept(self, tmp_path: Path) -> None:
+        """A process killed with SIGKILL leaves its directory behind (an emptyDir outlives the
+        container): its lock is free, so the next StateDir removes it; a live one keeps it."""
+        live = StateDir(tmp_path)
+        abandoned = tmp_path / "her2-state-dead"
+        abandoned.mkdir()
+        (abandoned / ".lock").touch()
+        (abandoned / "p0-0.sqlite").write_bytes(b"x" * 100)
+        other = tmp_path / "unrelated"
+        other.mkdir()
+        newcomer = StateDir(tmp_path)
+        assert not abandoned.exists()
+        assert live.path.is_dir()
+        assert other.is_dir()
+        with (live.path / ".lock").open("rb") as lock, pytest.raises(BlockingIOError):
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # still held by `live`
+        newcomer.close()
+        live.close()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["unrelated"]
+
+    def test_memory_needs_no_directory(self) -> None:
+        states = open_states(MEMORY, None, "p0")
+        states.put("P1", b"abc", 1)
+        assert (states.patients, states.size, states.accessions) == (1, 3, 1)
+        states.close()
+        assert (states.patients, states.size, states.accessions) == (0, 0, 0)
+
+
+def test_the_service_deletes_a_revoked_partitions_file_from_the_io_thread(
+    tmp_path: Path,
+) -> None:
+    """kafka-python 3.0.12 calls the rebalance listener on its IO thread while the main thread
+    waits in poll(): a store made on the main thread is closed there (no sqlite thread error),
+    its file is deleted, and the other partition's store is untouched until the service closes,
+    which removes the whole state directory."""
+    svc = Service(
+        Settings(state_dir=tmp_path), Pipeline(load_ruleset()), Metrics(CollectorRegistry(), "t")
+    )
+    svc._state_dir = directory = StateDir(tmp_path)  # what _start() does
+    tp0, tp1 = TopicPartition("in", 0), TopicPartition("in", 1)
+    disk = {tp: open_states(DISK, directory, f"p{tp.partition}") for tp in (tp0, tp1)}
+    files = {tp: states.path for tp, states in disk.items() if isinstance(states, DiskStates)}
+    for tp, states in disk.items():
+        svc._stores[tp] = HistoryStore(states=states)
+        svc._stores[tp].restore("P1", None)  # the connection is used on this (main) thread
+    failures: list[BaseException] = []
+
+    def io_thread() -> None:
+        try:
+            svc._on_revoked([tp0], kind="revoked")
+        except BaseException as exc:  # handed to the test's thread
+            failures.append(exc)
+
+    worker = threading.Thread(target=io_thread, name="kafka-io-test")
+    worker.start()
+    worker.join()
+    assert failures == []
+    assert not files[tp0].exists()
+    assert files[tp1].is_file()
+    svc._close(clean=True)
+    assert not files[tp1].exists()
+    assert not directory.path.exists()
+
+
+def test_a_failing_disk_store_stops_the_service_instead_of_dead_lettering_the_record(
+    tmp_path: Path,
+) -> None:
+    """A sqlite error while processing (full disk, I/O error: here a closed store) is not the
+    record's fault: it propagates (the service stops without committing) and the record is
+    neither dead-lettered nor counted."""
+    svc = Service(Settings(), Pipeline(load_ruleset()), Metrics(CollectorRegistry(), "t"))
+    svc._build_codecs()
+    directory = StateDir(tmp_path)
+    store = HistoryStore(states=open_states(DISK, directory, "p0"))
+    store.close()  # every read now fails, as a broken disk would
+    event = SyntheticGenerator(seed=1).events(1)[0]
+    value = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT)).encode(event)
+    record = types.SimpleNamespace(key=b"k", value=value, offset=7, headers=[], timestamp=0)
+    batch = _Batch()
+    with pytest.raises(sqlite3.Error):
+        svc._process_record(TopicPartition("in", 0), record, store, batch)
+    assert (batch.dlq, batch.outputs, batch.outcomes) == ({}, [], {})
+    directory.close()
