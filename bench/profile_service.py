@@ -39,10 +39,14 @@ REPO = Path(__file__).resolve().parents[1]
 # (part, frame markers): a sample belongs to the part of the innermost frame (nearest the
 # leaf) that carries one of these function names; samples of threads other than the main one
 # are kafka-python's I/O threads (or the HTTP endpoint's). History encode/decode are told apart
-# from the outputs' and the input's by a HistoryStore frame above them.
+# from the outputs' and the input's by a HistoryStore frame above them. sqlite releases the lock
+# while it works, so the disk store's own I/O shows only in the wall time, not in these samples.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("avro encode", ("Encoder.encode",)),
     ("avro decode", ("Decoder.decode", "_read")),
+    ("history store files (sqlite)", (
+        "DiskStates.get", "DiskStates.put", "DiskStates.put_many", "DiskStates.delete",
+    )),
     ("validation", ("check_event",)),
     ("clinical pipeline", ("Pipeline.process", "Pipeline.classify")),
     ("kafka-python producer (send, flush)", ("KafkaProducer.send", "KafkaProducer.flush")),
