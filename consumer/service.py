@@ -377,6 +377,10 @@ class Service:
         if partitions is None:
             return
         self._producer = self._make_producer()
+        for topic in s.topics.outputs():
+            # the producer's metadata of every output now, not at the first record for each
+            # (a service just started otherwise waits for it inside its first batches)
+            self._producer.partitions_for(topic)
         self._consumer = disable_topic_auto_creation(KafkaConsumer(**self._consumer_kwargs()))
         self._consumer.subscribe([s.topics.input], listener=_Listener(self))
         # Fetch metadata now that the subscription is set, before the first join. Otherwise
