@@ -6,9 +6,9 @@ group join) is left out. py-spy samples only the thread holding the interpreter 
 the service is one process whose threads (main loop, kafka-python's producer and consumer I/O
 threads) share that lock, so these shares are shares of the one core the process can use.
 
-It prints the share of each part and, from the share of kafka-python itself, the most events/s
-any service built on kafka-python could reach here if everything else cost nothing
-(events/s measured / kafka-python's share).
+It prints the share of each part, the µs of held lock each costs per event, and from
+kafka-python's own µs per event the most events/s its CPU alone would allow if everything else
+cost nothing (the broker's side is not in it: bench/kafka_bench.py's producer ceiling is).
 
 Needs py-spy (`pip install -e '.[bench]'`) and permission to attach to a process (root, or
 CAP_SYS_PTRACE).
@@ -135,13 +135,16 @@ def report(result: dict[str, Any], rate_hz: int) -> dict[str, Any]:
     shares = {part: n / total for part, n in sorted(measured.items(), key=lambda kv: -kv[1])}
     kafka_share = sum(share for part, share in shares.items() if part in KAFKA_PARTS)
     rate = result["events_per_s"]
+    # µs of held lock per event: the samples cover only the time some thread held the lock
+    held_per_event = min(1.0, total / (result["seconds"] * rate_hz)) * 1e6 / rate
+    kafka_us = kafka_share * held_per_event
     return {
         **result,
         "shares": shares,
         "lock_busy": total / (result["seconds"] * rate_hz),
-        "us_per_event": {part: share * 1e6 / rate for part, share in shares.items()},
+        "us_per_event": {part: share * held_per_event for part, share in shares.items()},
         "kafka_python_share": kafka_share,
-        "kafka_python_bound_events_per_s": rate / kafka_share if kafka_share else float("inf"),
+        "kafka_python_bound_events_per_s": 1e6 / kafka_us if kafka_us else float("inf"),
     }
 
 
@@ -164,11 +167,12 @@ def main() -> None:
                      args.rate_hz)
     print(f"\n{args.guarantee}: {out['events']:,} events at {out['events_per_s']:,.0f} events/s; "
           f"the interpreter lock was held {out['lock_busy']:.0%} of the time")
-    print(f"{'part':48} {'share':>6} {'µs/event':>9}")
+    print(f"{'part':48} {'share':>6} {'µs/event (lock held)':>21}")
     for part, share in out["shares"].items():
-        print(f"{part:48} {share:6.1%} {out['us_per_event'][part]:9.1f}")
+        print(f"{part:48} {share:6.1%} {out['us_per_event'][part]:21.1f}")
     print(f"kafka-python's own share: {out['kafka_python_share']:.1%} -> with every other part "
-          f"free, at most {out['kafka_python_bound_events_per_s']:,.0f} events/s on this lock")
+          f"free, its CPU alone allows at most {out['kafka_python_bound_events_per_s']:,.0f} "
+          "events/s")
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     print(f"figures written to {args.json}; raw stacks in {raw}")
 
