@@ -80,13 +80,6 @@ class Checkpoint(NamedTuple):
     live: Record | None  # the uncommitted state then (None: the committed bytes were current)
 
 
-class _Base(NamedTuple):
-    """What the committed states held for a patient when it became live (for the totals)."""
-
-    committed: bool
-    accessions: int
-
-
 class HistoryStore:
     """The HER2 history of the patients of one partition (or of one offline run).
 
@@ -107,21 +100,21 @@ class HistoryStore:
         self._codec: HistoryCodec = codec or SchemalessCodec()
         self._states: CommittedStates = MemoryStates() if states is None else states
         self._live: dict[str, Record] = {}  # changed since the last take_dirty()
-        # Running totals over the live states (changed only by _set_live), so the size
-        # gauges never scan: per live patient its committed row when it became live, the live
-        # patients without a committed row, and live accessions less those rows' accessions.
-        self._base: dict[str, _Base] = {}
-        self._live_new = 0
-        self._live_accessions = 0
         self._retention = retention
         self._clock = clock
 
     def __len__(self) -> int:
-        return self._states.patients + self._live_new
+        """Patients held: the committed ones (a running total) plus the live ones new since
+        (a scan of the live states only: the service reads it between batches, when there
+        are none)."""
+        new = sum(1 for pid in self._live if self._states.accessions_of(pid) is None)
+        return self._states.patients + new
 
     def accession_count(self) -> int:
-        """Accessions held, across patients (the store's size)."""
-        return self._states.accessions + self._live_accessions
+        """Accessions held, across patients (the store's size), counted as __len__ is."""
+        live = self._live.items()
+        changed = sum(len(s["accessions"]) - (self._states.accessions_of(p) or 0) for p, s in live)
+        return self._states.accessions + changed
 
     def encoded_bytes(self) -> int:
         """Bytes of the committed encoded states (in memory or on disk, by the backend)."""
@@ -129,39 +122,12 @@ class HistoryStore:
 
     def close(self) -> None:
         """Release the committed states (a disk store deletes its file); idempotent."""
-        self._clear_live()
-        self._states.close()
-
-    def _clear_live(self) -> None:
         self._live.clear()
-        self._base.clear()
-        self._live_new = self._live_accessions = 0
-
-    def _set_live(self, pid: str, state: Record | None, base: _Base | None = None) -> None:
-        """Make `state` the patient's live state (None: none, the committed row is current),
-        keeping the totals; `base`: the committed row, when the patient was not live."""
-        old = self._live.get(pid)
-        if old is None:
-            if state is None:
-                return
-            if base is None:
-                raise ValueError("a patient becoming live needs its committed row")
-            self._base[pid] = base
-            self._live_new += not base.committed
-            self._live_accessions += len(state["accessions"]) - base.accessions
-            self._live[pid] = state
-        elif state is None:
-            base = self._base.pop(pid)
-            self._live_new -= not base.committed
-            self._live_accessions -= len(old["accessions"]) - base.accessions
-            del self._live[pid]
-        else:
-            self._live_accessions += len(state["accessions"]) - len(old["accessions"])
-            self._live[pid] = state
+        self._states.close()
 
     def restore(self, patient_id: str, state: Record | None, encoded: bytes | None = None) -> None:
         """Load one changelog record (None = tombstone); `encoded`: its value, if at hand."""
-        self._set_live(patient_id, None)
+        self._live.pop(patient_id, None)
         if state is None:
             self._states.delete(patient_id)
         else:
@@ -182,7 +148,7 @@ class HistoryStore:
         self._states.put_many(
             (pid, encoded, len(self._live[pid]["accessions"])) for pid, encoded in changed
         )
-        self._clear_live()
+        self._live.clear()
         return changed
 
     def checkpoint(self, patient_id: str) -> Checkpoint:
@@ -192,13 +158,10 @@ class HistoryStore:
 
     def roll_back(self, checkpoint: Checkpoint) -> None:
         """Put the patient's state back as it was at `checkpoint`."""
-        pid, base = checkpoint.patient_id, None
-        if checkpoint.live is not None and pid not in self._live:
-            # only if take_dirty() or restore() ran in between: read the committed row
-            committed = self.get(pid)
-            count = 0 if committed is None else len(committed["accessions"])
-            base = _Base(committed is not None, count)
-        self._set_live(pid, checkpoint.live, base)
+        if checkpoint.live is None:
+            self._live.pop(checkpoint.patient_id, None)
+        else:
+            self._live[checkpoint.patient_id] = checkpoint.live
 
     def samples(self, patient_id: str, exclude_accession: str) -> list[Sample]:
         """The patient's remembered final samples other than `exclude_accession`."""
@@ -248,8 +211,7 @@ class HistoryStore:
 
         Copy on write: the patient's record, its accession list and the changed entry are new
         objects, so the state before the event stays intact for `checkpoint()` at no cost."""
-        previous = None if state is None else state["accessions"]
-        accessions = [] if previous is None else list(previous)
+        accessions = [] if state is None else list(state["accessions"])
         state = {"patient_id": pid, "accessions": accessions} if state is None else dict(state)
         state["accessions"] = accessions
         if entry is None:
@@ -274,10 +236,7 @@ class HistoryStore:
         )
         state["updated_at"] = now
         self._expire(state, now)
-        base = None
-        if pid not in self._live:  # `state` came from the committed row (or there was none)
-            base = _Base(previous is not None, 0 if previous is None else len(previous))
-        self._set_live(pid, state, base)
+        self._live[pid] = state
 
     def _expire(self, state: Record, now: dt.datetime) -> None:
         """Drop accessions older than the retention (by event time) with no ACTIVE alerts."""

@@ -54,6 +54,9 @@ class CommittedStates(Protocol):
     def get(self, patient_id: str) -> bytes | None:
         """The encoded state of a patient, or None."""
 
+    def accessions_of(self, patient_id: str) -> int | None:
+        """The accession count of a patient's state, or None if there is none."""
+
     def put(self, patient_id: str, encoded: bytes, accessions: int) -> None:
         """Store one state (restore: committed in bulk)."""
 
@@ -81,6 +84,10 @@ class MemoryStates:
     def get(self, patient_id: str) -> bytes | None:
         """The encoded state of a patient, or None."""
         return self._rows.get(patient_id)
+
+    def accessions_of(self, patient_id: str) -> int | None:
+        """The accession count of a patient's state, or None if there is none."""
+        return self._counts.get(patient_id)
 
     def put(self, patient_id: str, encoded: bytes, accessions: int) -> None:
         """Store one state."""
@@ -161,6 +168,15 @@ class DiskStates:
             .fetchone()
         )
         return None if row is None else cast(bytes, row[0])
+
+    def accessions_of(self, patient_id: str) -> int | None:
+        """The accession count of a patient's state, or None if there is none."""
+        row = (
+            self._conn()
+            .execute("SELECT accessions FROM states WHERE patient_id = ?", (patient_id,))
+            .fetchone()
+        )
+        return None if row is None else cast(int, row[0])
 
     def _write(self, db: sqlite3.Connection, patient_id: str, encoded: bytes, count: int) -> None:
         """Replace one row inside the open transaction, keeping the totals."""
