@@ -25,7 +25,7 @@ import sqlite3
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Final, Protocol, cast
+from typing import IO, Any, Final, Protocol, cast
 
 MEMORY: Final = "memory"
 DISK: Final = "disk"
@@ -160,29 +160,24 @@ class DiskStates:
             raise sqlite3.ProgrammingError("history store closed")
         return self._db
 
+    def _row(self, columns: str, patient_id: str) -> tuple[Any, ...] | None:
+        """`columns` (a fixed SQL list, never input) of a patient's row, or None."""
+        query = f"SELECT {columns} FROM states WHERE patient_id = ?"  # noqa: S608 - fixed
+        return cast(tuple[Any, ...] | None, self._conn().execute(query, (patient_id,)).fetchone())
+
     def get(self, patient_id: str) -> bytes | None:
         """The encoded state of a patient, or None."""
-        row = (
-            self._conn()
-            .execute("SELECT state FROM states WHERE patient_id = ?", (patient_id,))
-            .fetchone()
-        )
+        row = self._row("state", patient_id)
         return None if row is None else cast(bytes, row[0])
 
     def accessions_of(self, patient_id: str) -> int | None:
         """The accession count of a patient's state, or None if there is none."""
-        row = (
-            self._conn()
-            .execute("SELECT accessions FROM states WHERE patient_id = ?", (patient_id,))
-            .fetchone()
-        )
+        row = self._row("accessions", patient_id)
         return None if row is None else cast(int, row[0])
 
     def _write(self, db: sqlite3.Connection, patient_id: str, encoded: bytes, count: int) -> None:
         """Replace one row inside the open transaction, keeping the totals."""
-        old = db.execute(
-            "SELECT length(state), accessions FROM states WHERE patient_id = ?", (patient_id,)
-        ).fetchone()
+        old = self._row("length(state), accessions", patient_id)
         if old is None:
             self.patients += 1
             old = (0, 0)
@@ -224,9 +219,7 @@ class DiskStates:
         """Forget a patient (committed in bulk like put)."""
         db = self._conn()
         self._begin(db)
-        old = db.execute(
-            "SELECT length(state), accessions FROM states WHERE patient_id = ?", (patient_id,)
-        ).fetchone()
+        old = self._row("length(state), accessions", patient_id)
         if old is not None:
             db.execute("DELETE FROM states WHERE patient_id = ?", (patient_id,))
             self.patients -= 1
