@@ -245,7 +245,7 @@ def derive(
     zero_sample = latest_decisive(samples)
 
     drugs = normalise_therapies(ctx.get("planned_therapies") or ())
-    flags = ctx.get("clinical_flags") or ()
+    flags = sorted(set(ctx.get("clinical_flags") or ()))  # once each, in a stable order
     problems, missing = preanalytic_problems(specimen)
 
     db04_her2 = low_sample is not None and not any_positive

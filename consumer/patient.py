@@ -50,6 +50,7 @@ from consumer.model import (
     scope_of,
 )
 from consumer.rules import Rule, RuleSet
+from consumer.therapies import normalise_therapies
 
 MAX_SEEN_EVENT_IDS = 20
 
@@ -545,7 +546,12 @@ def _latest(samples: Sequence[Sample], categories: set[str]) -> Sample | None:
 
 
 def _context_json(ctx: Mapping[str, Any]) -> str:
-    return json.dumps(ctx, sort_keys=True, separators=(",", ":"), default=_iso)
+    """The context as stored: planned therapies as the HER2 drugs they name (all the rules read
+    of them) and clinical flags once each, so a record stays small whatever the report's text."""
+    compact = dict(ctx)
+    compact["planned_therapies"] = sorted(normalise_therapies(ctx.get("planned_therapies") or ()))
+    compact["clinical_flags"] = sorted(set(ctx.get("clinical_flags") or ()))
+    return json.dumps(compact, sort_keys=True, separators=(",", ":"), default=_iso)
 
 
 def _iso(value: Any) -> str:

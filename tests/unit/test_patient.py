@@ -284,3 +284,23 @@ def test_closing_records_say_which_report_ended_them(ruleset: RuleSet) -> None:
     assert "A1" in retracted["detail"]
     assert retracted["event_id"] == "e-3"
     assert retracted["scope"] == "PATIENT"
+
+
+def test_stored_context_keeps_what_the_rules_read(ruleset: RuleSet) -> None:
+    """The stored context keeps planned therapies as the drugs they name: the facts derived from
+    it after a restore equal those of the report itself."""
+    from consumer.therapies import normalise_therapies
+
+    names = ["Trastuzumab + pertuzumab (THP)", "Enhertu 5.4 mg/kg", "Kadcyla", "Tukysa", "unknown drug"]
+    drugs = normalise_therapies(names)
+    assert normalise_therapies(sorted(drugs)) == drugs
+    ctx = {**MET_AFTER_CHEMO, "planned_therapies": names, "interstitial_lung_disease_history": True}
+    store = HistoryStore()
+    first = store.apply(report("e-1", "A1", ihc=LOW, ctx=ctx), Pipeline(ruleset))
+    assert {"TC-TDXD-ILD", "TDXD-LOW-DB04"} <= {a["code"] for a in first.alerts}
+    restored = HistoryStore()
+    for key, value in store.take_dirty():
+        restored.restore(key, value)
+    # a report without context or HER2 test: the stored context gives the same content
+    later = restored.apply(report("e-2", "A2", ihc=None, ctx=None), Pipeline(ruleset))
+    assert later.alerts == []
