@@ -22,7 +22,7 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from consumer.codec import Decoder, Encoder
 from consumer.errors import DecodeError, Her2Error
