@@ -70,6 +70,12 @@ def zero_unstated(**fields: Any) -> Record:
     return ihc("ZERO", **{**detail, **fields})
 
 
+def zero_not_determinable(**fields: Any) -> Record:
+    """IHC 0 with strong complete staining in 5 % of cells (section 2 step 1, worked example 10)."""
+    detail: Record = {"percent_cells_stained": 5.0, "staining_intensity": "STRONG", "staining_completeness": "COMPLETE"}
+    return ihc("ZERO", **{**detail, **fields})
+
+
 def ish(**fields: Any) -> Record:
     """A dual-probe ISH record with 40 cells counted and no counts yet."""
     record: Record = {
@@ -371,6 +377,9 @@ ENDO_1 = {"metastatic_endocrine_therapy_lines": 1}
         pytest.param(met_event(), None, id="quiet-unknown-endocrine-history"),
         pytest.param(met_event(her2_ihc=ihc("ZERO"), clinical_context=metastatic(**ENDO_1)), None, id="quiet-null"),
         pytest.param(met_event(her2_ihc=zero_unstated(), clinical_context=metastatic(**ENDO_1)), None, id="quiet-zero-unspecified"),
+        pytest.param(met_event(her2_ihc=zero_not_determinable(), clinical_context=metastatic(**ENDO_1)), None, id="quiet-not-determinable-worked-example-10"),
+        pytest.param(met_event(her2_ihc=ultralow(percent_cells_stained=40.0), clinical_context=metastatic(**ENDO_1)), None, id="quiet-0-with-40-percent-is-not-ultralow"),
+        pytest.param(met_event(her2_ihc=ultralow(percent_cells_stained=10.0), clinical_context=metastatic(**ENDO_1)), "WARNING", id="fires-ultralow-exactly-10-percent"),
         pytest.param(event(clinical_context=context("EARLY", **ENDO_1)), None, id="quiet-early"),
         pytest.param(met_event(her2_ihc=ultralow(), clinical_context=metastatic(**ENDO_1), prior_her2_results=[prior("S21-9", her2_ihc=ihc("THREE_PLUS"))]), None, id="quiet-a-sample-was-ever-positive"),
     ],
@@ -439,6 +448,7 @@ def test_tdxd_positive_db09(pipeline: Pipeline, ev: Record, severity: str | None
         pytest.param(met_event(her2_ihc=ultralow(), clinical_context=metastatic(**ENDO_1)), None, id="quiet-db06-met"),
         pytest.param(met_event(her2_ihc=ultralow(), er=ER_NEG, pr=PR_NEG), None, id="quiet-triple-negative-ultralow"),
         pytest.param(met_event(her2_ihc=ihc("ZERO")), None, id="quiet-null"),
+        pytest.param(met_event(her2_ihc=zero_not_determinable()), None, id="quiet-not-determinable"),
         pytest.param(event(), None, id="quiet-early-low"),
         pytest.param(met_event(prior_her2_results=[prior("S21-1", her2_ihc=ihc("THREE_PLUS"))]), None, id="quiet-a-sample-was-ever-positive"),
     ],
@@ -751,7 +761,13 @@ def test_dg_ish_only(pipeline: Pipeline, ev: Record, severity: str | None) -> No
         pytest.param(event(her2_ihc=zero_unstated()), "INFO", id="fires-hr-positive-early-info"),
         pytest.param(met_event(her2_ihc=zero_unstated(), er=ER_NEG, pr=PR_NEG), "INFO", id="fires-triple-negative-advanced-info"),
         pytest.param(met_event(her2_ihc=zero_unstated(), er=None, pr=None), "INFO", id="fires-hr-unknown-advanced-info"),
-        pytest.param(met_event(her2_ihc=zero_unstated(staining_intensity="WEAK_MODERATE")), "WARNING", id="fires-weak-moderate-is-no-subtype"),
+        pytest.param(met_event(her2_ihc=zero_unstated(staining_intensity="WEAK_MODERATE")), "WARNING", id="fires-weak-moderate-not-determinable"),
+        pytest.param(met_event(her2_ihc=zero_not_determinable(), clinical_context=metastatic(**ENDO_1)), "WARNING", id="fires-worked-example-10"),
+        pytest.param(met_event(her2_ihc=ultralow(percent_cells_stained=11.0)), "WARNING", id="fires-faint-incomplete-11-percent-not-determinable"),
+        pytest.param(met_event(her2_ihc=ultralow(staining_completeness="COMPLETE")), "WARNING", id="fires-faint-complete-not-determinable"),
+        pytest.param(event(her2_ihc=zero_not_determinable()), "INFO", id="fires-not-determinable-early-info"),
+        pytest.param(met_event(her2_ihc=zero_not_determinable(), er=ER_NEG, pr=PR_NEG), "INFO", id="fires-not-determinable-triple-negative-info"),
+        pytest.param(met_event(her2_ihc=ultralow(percent_cells_stained=10.0)), None, id="quiet-ultralow-exactly-10-percent"),
         pytest.param(met_event(her2_ihc=ihc("ZERO")), None, id="quiet-null"),
         pytest.param(met_event(her2_ihc=ultralow()), None, id="quiet-ultralow"),
         pytest.param(met_event(her2_ihc=zero_unstated(staining_intensity="FAINT")), None, id="quiet-faint-described"),
@@ -760,6 +776,22 @@ def test_dg_ish_only(pipeline: Pipeline, ev: Record, severity: str | None) -> No
 )
 def test_dg_zero_subtype(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "DG-ZERO-SUBTYPE", ev, severity)
+
+
+@pytest.mark.parametrize(
+    ("her2_ihc", "says"),
+    [
+        pytest.param(zero_unstated(), "neither the percentage", id="not-stated"),
+        pytest.param(zero_not_determinable(), "does not fit IHC 0", id="not-determinable"),
+    ],
+)
+def test_dg_zero_subtype_says_why(pipeline: Pipeline, her2_ihc: Record, says: str) -> None:
+    """Section 2: 'not stated' and 'not determinable' both raise it; the detail says which."""
+    alert = check(pipeline, "DG-ZERO-SUBTYPE", met_event(her2_ihc=her2_ihc), "WARNING")
+    assert alert is not None
+    assert says in alert["detail"]
+    other = "does not fit IHC 0" if says == "neither the percentage" else "neither the percentage"
+    assert other not in alert["detail"]
 
 
 @pytest.mark.parametrize(
@@ -907,6 +939,16 @@ def test_dg_controls(pipeline: Pipeline, ev: Record, severity: str | None) -> No
         pytest.param(event(her2_ihc=ihc("THREE_PLUS", staining_intensity="FAINT")), "WARNING", id="fires-3plus-faint"),
         pytest.param(event(her2_ihc=ihc("ZERO", percent_cells_stained=11.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE")), "WARNING", id="fires-0-11-percent"),
         pytest.param(event(her2_ihc=ihc("ONE_PLUS", staining_completeness="COMPLETE")), "WARNING", id="fires-1plus-complete"),
+        pytest.param(event(her2_ihc=ihc("ONE_PLUS", staining_intensity="STRONG")), "WARNING", id="fires-1plus-strong"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS", staining_intensity="WEAK_MODERATE")), "WARNING", id="fires-3plus-weak-moderate"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS", staining_completeness="INCOMPLETE")), "WARNING", id="fires-3plus-incomplete"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS", percent_cells_stained=10.0)), "WARNING", id="fires-3plus-10-percent"),
+        pytest.param(met_event(her2_ihc=zero_not_determinable(), clinical_context=metastatic(**ENDO_1)), "WARNING", id="fires-0-strong-complete-worked-example-10"),
+        pytest.param(event(her2_ihc=ihc("ZERO", percent_cells_stained=None, staining_intensity="WEAK_MODERATE", staining_completeness=None)), "WARNING", id="fires-0-weak-moderate"),
+        pytest.param(event(her2_ihc=ihc("ZERO", percent_cells_stained=None, staining_intensity=None, staining_completeness="COMPLETE")), "WARNING", id="fires-0-complete"),
+        pytest.param(event(her2_ihc=ultralow()), None, id="quiet-0-ultralow"),
+        pytest.param(event(her2_ihc=ihc("ZERO")), None, id="quiet-0-null"),
+        pytest.param(event(her2_ihc=zero_unstated()), None, id="quiet-0-not-stated"),
         pytest.param(event(her2_ihc=ihc("ONE_PLUS", percent_cells_stained=11.0)), None, id="quiet-1plus-11-percent"),
         pytest.param(event(her2_ihc=ihc("ZERO", percent_cells_stained=10.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE")), None, id="quiet-0-10-percent"),
         pytest.param(event(her2_ihc=ihc("TWO_PLUS", percent_cells_stained=5.0, staining_intensity="STRONG"), her2_ish=dual(1.1, 2.0)), None, id="quiet-2plus-never"),
@@ -914,6 +956,17 @@ def test_dg_controls(pipeline: Pipeline, ev: Record, severity: str | None) -> No
 )
 def test_dg_score_inconsistent(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "DG-SCORE-INCONSISTENT", ev, severity)
+
+
+def test_dg_score_inconsistent_zero_says_it_may_be_2plus(pipeline: Pipeline) -> None:
+    """Section 2: an IHC 0 whose detail does not fit IHC 0 is an unusual pattern (2+, reflex ISH)."""
+    alert = check(pipeline, "DG-SCORE-INCONSISTENT", met_event(her2_ihc=zero_not_determinable()), "WARNING")
+    assert alert is not None
+    assert "2+ with reflex ISH" in alert["detail"]
+    assert "not treated as ultralow" in alert["detail"]
+    quiet_note = check(pipeline, "DG-SCORE-INCONSISTENT", event(her2_ihc=ihc("ONE_PLUS", staining_intensity="STRONG")), "WARNING")
+    assert quiet_note is not None
+    assert "reflex ISH" not in quiet_note["detail"]
 
 
 def test_score_inconsistent_keeps_reported_score(pipeline: Pipeline) -> None:
