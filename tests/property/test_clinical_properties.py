@@ -284,7 +284,10 @@ class TestPipeline:
             assert alert["alert_type"] == TYPE_BY_PREFIX[prefix]
             if alert["alert_type"] == "DOCUMENTATION_GAP":
                 assert has_test
-            if alert["alert_type"] == "TDXD_ELIGIBILITY":
+            if alert["code"] == "TDXD-POSITIVE-EARLY":
+                assert ctx.get("disease_setting") == "EARLY"
+                assert classification["category"] == "POSITIVE"
+            elif alert["alert_type"] == "TDXD_ELIGIBILITY":
                 assert advanced
             if alert["code"] == "TC-HER2-TARGETED-NOT-POSITIVE":
                 assert classification["category"] in HER2_NEGATIVE

@@ -198,7 +198,7 @@ def met_event(**fields: Any) -> Record:
 
 ALERT_TYPE = {
     **dict.fromkeys(
-        ["TDXD-LOW-DB04", "TDXD-HR-DB06", "TDXD-POSITIVE-DB03", "TDXD-POSITIVE-DB09", "TDXD-CANDIDATE"],
+        ["TDXD-LOW-DB04", "TDXD-HR-DB06", "TDXD-POSITIVE-DB03", "TDXD-POSITIVE-DB09", "TDXD-POSITIVE-EARLY", "TDXD-CANDIDATE"],
         "TDXD_ELIGIBILITY",
     ),
     **dict.fromkeys(
@@ -305,8 +305,8 @@ class TestBaseline:
         )
         assert codes(pipeline, ev) == {"TDXD-POSITIVE-DB09"}
 
-    def test_spec_lists_29_codes(self, ruleset: RuleSet) -> None:
-        assert len(ALERT_TYPE) == 29
+    def test_spec_lists_30_codes(self, ruleset: RuleSet) -> None:
+        assert len(ALERT_TYPE) == 30
         assert sorted(r.code for r in ruleset.rules) == sorted(ALERT_TYPE)
 
 
@@ -440,6 +440,41 @@ def test_tdxd_positive_db09(pipeline: Pipeline, ev: Record, severity: str | None
 @pytest.mark.parametrize(
     ("ev", "severity"),
     [
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=context("EARLY", planned_therapies=["Enhertu"])), "INFO", id="fires-worked-example-7-tdxd-planned"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS")), "INFO", id="fires-tdxd-not-planned-policy"),
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), her2_ish=dual(2.4, 5.5)), "INFO", id="fires-ish-positive"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), er=ER_NEG, pr=PR_NEG, clinical_context=context("EARLY", planned_therapies=["trastuzumab + pertuzumab"])), "INFO", id="fires-hr-negative-thp-planned"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), specimen=specimen("REGIONAL_LYMPH_NODE")), "INFO", id="fires-node-specimen"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=metastatic(metastatic_chemotherapy_lines=0, metastatic_anti_her2_lines=0)), None, id="quiet-metastatic"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=context("UNRESECTABLE_LOCALLY_ADVANCED")), None, id="quiet-unresectable"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=context("UNKNOWN")), None, id="quiet-setting-unknown"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=None), None, id="quiet-no-context"),
+        pytest.param(event(clinical_context=context("EARLY", planned_therapies=["Enhertu"])), None, id="quiet-early-low"),
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), clinical_context=context("EARLY", planned_therapies=["Enhertu"])), None, id="quiet-early-equivocal"),
+        pytest.param(event(clinical_context=context("EARLY", planned_therapies=["Enhertu"]), prior_her2_results=[prior("S21-0007", her2_ihc=ihc("THREE_PLUS"))]), None, id="quiet-current-low-prior-positive"),
+    ],
+)
+def test_tdxd_positive_early(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
+    check(pipeline, "TDXD-POSITIVE-EARLY", ev, severity)
+
+
+def test_tdxd_positive_early_text(pipeline: Pipeline) -> None:
+    """5.1: the label indications, 'verify which indication, if any, applies' and the trial notes."""
+    alert = check(pipeline, "TDXD-POSITIVE-EARLY", event(her2_ihc=ihc("THREE_PLUS")), "INFO")
+    assert alert is not None
+    text = " ".join((alert["title"], alert["detail"], alert["recommendation"]))
+    for expected in (
+        "15 May 2026", "DESTINY-Breast11", "DESTINY-Breast05", "stage II or III", "THP",
+        "residual invasive disease", "verify which indication, if any, applies", "ypN1-3", "cN1-3",
+        "T-DXd-alone arm", "closed early", "after neoadjuvant T-DXd was not studied",
+    ):
+        assert expected in text, expected
+    assert {e[1 : e.index("]")] for e in alert["evidence"]} >= {"S62", "S64", "S65"}
+
+
+@pytest.mark.parametrize(
+    ("ev", "severity"),
+    [
         pytest.param(met_event(), "INFO", id="fires-low-unknown-history"),
         pytest.param(met_event(clinical_context=metastatic(metastatic_chemotherapy_lines=0, metastatic_endocrine_therapy_lines=0)), "INFO", id="fires-low-treatment-naive"),
         pytest.param(met_event(her2_ihc=ultralow()), "INFO", id="fires-hr-positive-ultralow-unknown-history"),
@@ -529,8 +564,17 @@ def test_tc_tdxd_criteria_not_met(pipeline: Pipeline, ev: Record, severity: str 
 @pytest.mark.parametrize(
     ("ev", "severity"),
     [
-        pytest.param(event(clinical_context=planned("Enhertu")), "WARNING", id="fires-early-low"),
-        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=planned("fam-trastuzumab deruxtecan-nxki")), "WARNING", id="fires-early-positive"),
+        pytest.param(event(clinical_context=planned("Enhertu")), "WARNING", id="fires-early-low-worked-example-8"),
+        pytest.param(event(her2_ihc=ultralow(), clinical_context=planned("T-DXd")), "WARNING", id="fires-early-ultralow"),
+        pytest.param(event(her2_ihc=ihc("ZERO"), clinical_context=planned("trastuzumab deruxtecan")), "WARNING", id="fires-early-null"),
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), clinical_context=planned("Enhertu")), "WARNING", id="fires-early-equivocal-never-positive"),
+        pytest.param(event(her2_ihc=None, clinical_context=planned("Enhertu")), "WARNING", id="fires-early-no-her2-test"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=planned("fam-trastuzumab deruxtecan-nxki")), None, id="quiet-early-positive-worked-example-7"),
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), her2_ish=dual(2.4, 5.5), clinical_context=planned("Enhertu")), None, id="quiet-early-ish-positive"),
+        pytest.param(event(clinical_context=planned("Enhertu"), prior_her2_results=[prior("S21-0007", her2_ihc=ihc("THREE_PLUS"))]), None, id="quiet-current-low-prior-positive-conversion-instead"),
+        pytest.param(event(clinical_context=planned("datopotamab deruxtecan")), None, id="quiet-datopotamab-deruxtecan-is-not-tdxd"),
+        pytest.param(event(clinical_context=planned("Dato-DXd")), None, id="quiet-dato-dxd-is-not-tdxd"),
+        pytest.param(event(clinical_context=planned("DXd")), None, id="quiet-dxd-alone-is-not-tdxd"),
         pytest.param(met_event(clinical_context=planned("Enhertu", setting="METASTATIC")), None, id="quiet-metastatic"),
         pytest.param(event(clinical_context=planned("Enhertu", setting="UNRESECTABLE_LOCALLY_ADVANCED")), None, id="quiet-unresectable"),
         pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=planned("trastuzumab emtansine")), None, id="quiet-tdm1"),
@@ -540,6 +584,23 @@ def test_tc_tdxd_early_stage(pipeline: Pipeline, ev: Record, severity: str | Non
     check(pipeline, "TC-TDXD-EARLY-STAGE", ev, severity)
 
 
+def test_tc_tdxd_early_stage_quiet_with_a_remembered_positive(pipeline: Pipeline) -> None:
+    """5.2: 'no sample of the patient was ever POSITIVE' includes the samples history remembers."""
+    history = (Sample("S21-0007", "PRIMARY_BREAST", dt.date(2021, 6, 1), "POSITIVE", "history"),)
+    check(pipeline, "TC-TDXD-EARLY-STAGE", event(clinical_context=planned("Enhertu")), None, history)
+    check(pipeline, "TC-TDXD-EARLY-STAGE", event(clinical_context=planned("Enhertu")), "WARNING")
+
+
+def test_tc_tdxd_early_stage_text(pipeline: Pipeline) -> None:
+    """5.2: the early indications are HER2-positive only; none for HER2-low/ultralow/negative."""
+    alert = check(pipeline, "TC-TDXD-EARLY-STAGE", event(clinical_context=planned("Enhertu")), "WARNING")
+    assert alert is not None
+    assert "HER2-positive (IHC 3+ or ISH-positive) disease only" in alert["detail"]
+    assert "15 May 2026" in alert["detail"]
+    assert "unresectable or metastatic disease only" not in alert["detail"]
+    assert any(e.startswith("[S62]") for e in alert["evidence"])
+
+
 @pytest.mark.parametrize(
     ("ev", "severity"),
     [
@@ -547,6 +608,9 @@ def test_tc_tdxd_early_stage(pipeline: Pipeline, ev: Record, severity: str | Non
         pytest.param(met_event(clinical_context=metastatic(interstitial_lung_disease_history=True, **LINES_1_CHEMO)), "WARNING", id="fires-db04-eligible"),
         pytest.param(met_event(her2_ihc=ihc("THREE_PLUS"), clinical_context=metastatic(interstitial_lung_disease_history=True, metastatic_anti_her2_lines=1)), "WARNING", id="fires-db03-eligible"),
         pytest.param(met_event(clinical_context=metastatic(interstitial_lung_disease_history=True)), "WARNING", id="fires-candidate"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=context(interstitial_lung_disease_history=True)), "WARNING", id="fires-early-positive-eligibility-not-planned"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=planned("Enhertu", interstitial_lung_disease_history=True)), "WARNING", id="fires-early-positive-planned"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=context(interstitial_lung_disease_history=False)), None, id="quiet-early-positive-no-ild"),
         pytest.param(event(clinical_context=context(interstitial_lung_disease_history=True)), None, id="quiet-nothing-planned-not-eligible"),
         pytest.param(met_event(clinical_context=planned("Enhertu", setting="METASTATIC", **LINES_1_CHEMO)), None, id="quiet-no-ild"),
         pytest.param(met_event(clinical_context=planned("Enhertu", setting="METASTATIC", interstitial_lung_disease_history=None)), None, id="quiet-ild-unknown"),
@@ -554,6 +618,16 @@ def test_tc_tdxd_early_stage(pipeline: Pipeline, ev: Record, severity: str | Non
 )
 def test_tc_tdxd_ild(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "TC-TDXD-ILD", ev, severity)
+
+
+def test_tc_tdxd_ild_figures(pipeline: Pipeline) -> None:
+    """5.2 / Sources: 12 %, fatal 1.0 % [S69]; adjuvant DESTINY-Breast05 ILD 9.6 %, mostly grade 1-2 [S64]."""
+    alert = check(pipeline, "TC-TDXD-ILD", event(clinical_context=planned("Enhertu", interstitial_lung_disease_history=True)), "WARNING")
+    assert alert is not None
+    for expected in ("12 %", "fatal in 1.0 %", "9.6 %", "grade 1-2", "not a contraindication"):
+        assert expected in alert["detail"], expected
+    assert "984" not in alert["detail"]
+    assert {e[1 : e.index("]")] for e in alert["evidence"]} >= {"S69", "S64"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1078,7 +1152,7 @@ class TestAlertRecords:
 
 
 def test_every_code_has_an_end_to_end_test() -> None:
-    """Each of the 29 codes has its own table-driven test function in this module."""
+    """Each of the 30 codes has its own table-driven test function in this module."""
     names = {f"test_{code.lower().replace('-', '_')}" for code in ALERT_TYPE}
     missing = sorted(n for n in names if not callable(globals().get(n)))
     assert not missing
