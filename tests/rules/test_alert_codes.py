@@ -458,6 +458,22 @@ def test_tdxd_positive_early(pipeline: Pipeline, ev: Record, severity: str | Non
     check(pipeline, "TDXD-POSITIVE-EARLY", ev, severity)
 
 
+@pytest.mark.parametrize(
+    ("code", "ev"),
+    [
+        pytest.param("TDXD-POSITIVE-DB03", met_event(her2_ihc=ihc("THREE_PLUS"), clinical_context=metastatic(metastatic_anti_her2_lines=1)), id="db03"),
+        pytest.param("TDXD-POSITIVE-DB09", met_event(her2_ihc=ihc("THREE_PLUS"), clinical_context=metastatic(metastatic_chemotherapy_lines=0, metastatic_anti_her2_lines=0)), id="db09"),
+    ],
+)
+def test_tdxd_positive_advanced_prior_tdxd_note(pipeline: Pipeline, code: str, ev: Record) -> None:
+    """5.1: DB03 and DB09 always carry the note on T-DXd re-treatment [S75]."""
+    alert = check(pipeline, code, ev, "INFO")
+    assert alert is not None
+    assert "If the perioperative anti-HER2 therapy included T-DXd" in alert["detail"]
+    assert "DESTINY-Breast03 excluded prior anti-HER2 ADC in the metastatic setting" in alert["detail"]
+    assert any(e.startswith("[S75]") for e in alert["evidence"])
+
+
 def test_tdxd_positive_early_text(pipeline: Pipeline) -> None:
     """5.1: the label indications, 'verify which indication, if any, applies' and the trial notes."""
     alert = check(pipeline, "TDXD-POSITIVE-EARLY", event(her2_ihc=ihc("THREE_PLUS")), "INFO")
@@ -696,6 +712,15 @@ def test_rt_metastatic_site_specimen_without_her2_test_is_not_a_sample(
 )
 def test_rt_all_zero(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "RT-ALL-ZERO", ev, severity)
+
+
+def test_rt_all_zero_trop2_note(pipeline: Pipeline) -> None:
+    """5.3: the Trop-2 ADC note [S72-S74]; an IHC 0 that is not determinable counts as IHC 0."""
+    alert = check(pipeline, "RT-ALL-ZERO", met_event(her2_ihc=zero_not_determinable()), "INFO")
+    assert alert is not None
+    assert "datopotamab deruxtecan and sacituzumab govitecan are labelled for HER2-negative disease" in alert["detail"]
+    assert "whatever the 0 vs 1+ distinction" in alert["detail"]
+    assert {e[1 : e.index("]")] for e in alert["evidence"]} >= {"S72", "S73", "S74"}
 
 
 @pytest.mark.parametrize(
