@@ -723,6 +723,15 @@ def test_rt_all_zero_trop2_note(pipeline: Pipeline) -> None:
     assert {e[1 : e.index("]")] for e in alert["evidence"]} >= {"S72", "S73", "S74"}
 
 
+def test_rt_all_zero_names_the_most_recent_decisive_sample(pipeline: Pipeline) -> None:
+    """Section 8 Content: RT-ALL-ZERO names the most recently collected decisive sample."""
+    ev = met_event(her2_ihc=ihc("ZERO"), prior_her2_results=[prior("S22-5", her2_ihc=zero_unstated())])
+    alert = check(pipeline, "RT-ALL-ZERO", ev, "INFO")
+    assert alert is not None
+    assert "DISTANT_METASTASIS sample (accession S25-1001, 2025-05-20): NULL" in alert["detail"]
+    assert "S22-5" not in alert["detail"]
+
+
 @pytest.mark.parametrize(
     ("ev", "severity"),
     [
