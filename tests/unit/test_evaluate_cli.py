@@ -563,3 +563,35 @@ class TestHistory:
         assert outputs[0]["alerts"] == []
         assert outputs[0]["classification"]["category"] == "LOW"
         assert "TDXD-LOW-DB04" in codes(outputs[1])
+
+
+class TestClinical202612History:
+    """The 2026.12 rules over a patient's reports (her2-rules.md 5.1, 5.2, 5.3 and section 8)."""
+
+    @BOTH
+    def test_early_stage_caution_resolves_when_a_positive_sample_arrives(self, tmp_path: Path, runner: str) -> None:
+        """5.2: TC-TDXD-EARLY-STAGE only while no sample was ever POSITIVE; then TDXD-POSITIVE-EARLY."""
+        early = {"disease_setting": "EARLY", "planned_therapies": ["Enhertu"]}
+        low = same_patient("t-1", "acc-core", "2026-06-01T09:00:00Z", specimen=specimen("PRIMARY_BREAST", "2026-05-20"), her2_ihc=LOW_IHC, clinical_context=early)
+        positive = same_patient(
+            "t-2", "acc-resection", "2026-09-01T09:00:00Z", specimen=specimen("PRIMARY_BREAST", "2026-08-25"),
+            her2_ihc=ihc("THREE_PLUS", percent_cells_stained=90.0, staining_intensity="STRONG", staining_completeness="COMPLETE"), clinical_context=early,
+        )
+        outputs = RUNNERS[runner]([low, positive], tmp_path)
+        assert "TC-TDXD-EARLY-STAGE" in codes(outputs[0])
+        assert "TDXD-POSITIVE-EARLY" not in codes(outputs[0])
+        second = {a["code"]: a for a in outputs[1]["alerts"]}
+        assert second["TC-TDXD-EARLY-STAGE"]["status"] == "RESOLVED"
+        assert second["TDXD-POSITIVE-EARLY"]["status"] == "ACTIVE"
+
+    @BOTH
+    def test_all_zero_unchanged_by_an_older_zero_sample(self, tmp_path: Path, runner: str) -> None:
+        """Section 8 Content: RT-ALL-ZERO names the most recent decisive sample, so an older IHC 0
+        sample does not change the finding (no new revision)."""
+        metastatic = {"disease_setting": "METASTATIC"}
+        recent = same_patient("z-1", "acc-liver", "2026-06-01T09:00:00Z", specimen=specimen("DISTANT_METASTASIS", "2026-05-20"), her2_ihc=NULL_IHC, clinical_context=metastatic)
+        older = same_patient("z-2", "acc-primary", "2026-06-02T09:00:00Z", specimen=specimen("PRIMARY_BREAST", "2021-03-01"), her2_ihc=NULL_IHC, clinical_context=metastatic)
+        outputs = RUNNERS[runner]([recent, older], tmp_path)
+        assert "RT-ALL-ZERO" in codes(outputs[0])
+        assert "acc-liver" in {a["code"]: a for a in outputs[0]["alerts"]}["RT-ALL-ZERO"]["detail"]
+        assert "RT-ALL-ZERO" not in {a["code"] for a in outputs[1]["alerts"]}
