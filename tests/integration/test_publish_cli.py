@@ -93,13 +93,15 @@ def _read_input(env: Env, count: int, timeout: float = 30.0) -> list[Any]:
 def test_publish_sends_valid_lines_on_murmur2_partitions_and_reports_invalid_ones(
     env: Env, tmp_path: Path
 ) -> None:
+    # murmur2 puts these two on partitions 2 and 0 of 3, where CRC32 (librdkafka's default)
+    # would put both on 1: the partition check below tells the partitioners apart
     lines = [
-        _line("pub-e1", "pub-patient-1"),
+        _line("pub-e1", "pub-patient-7"),
         _line(
             "pub-e2", "pub-patient-2", her2_ihc={"score": "ONE_PLUS", "percent_cells_stained": 150}
         ),
         "",  # blank lines are skipped, not counted
-        _line("pub-e3", "pub-patient-3"),
+        _line("pub-e3", "pub-patient-8"),
     ]
     path = tmp_path / "results.ndjson"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -126,7 +128,8 @@ def test_publish_sends_valid_lines_on_murmur2_partitions_and_reports_invalid_one
         assert record.partition == partition_for(record.key, PARTITIONS)
         assert f"event {event['event_id']} -> partition {record.partition} " in done.stdout
         seen[event["event_id"]] = event["patient_id"]
-    assert seen == {"pub-e1": "pub-patient-1", "pub-e3": "pub-patient-3"}
+    assert seen == {"pub-e1": "pub-patient-7", "pub-e3": "pub-patient-8"}
+    assert sorted(r.partition for r in records) == [0, 2]
 
     # the service takes them as they are: classified, nothing dead-lettered
     with running(env.settings()) as svc, output_reader(env) as reader:
