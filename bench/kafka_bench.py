@@ -57,7 +57,7 @@ with warnings.catch_warnings():
     from kafka.admin import NewTopic
     from kafka.structs import TopicPartition
 
-from consumer.codec import Decoder, Encoder, FramedCodec
+from consumer.codec import Decoder, Encoder
 from consumer.config import Tuning
 from consumer.history import HistoryStore
 from consumer.pipeline import Pipeline
@@ -65,7 +65,6 @@ from consumer.resources import (
     HER2_ALERT,
     HER2_CLASSIFICATION,
     PATHOLOGY_RESULT,
-    PATIENT_HISTORY,
     parsed_schema,
 )
 from consumer.rules import load_ruleset
@@ -157,12 +156,10 @@ def produce(bootstrap: str, topic: str, pairs: list[tuple[bytes, bytes]]) -> Non
 
 def service_outputs(count: int, seed: int) -> list[tuple[bytes, bytes]]:
     """(key, value) of every record the service publishes for the events of `encoded_events`:
-    classification, alerts and one history changelog record per event (offline, same code)."""
+    classification, alert changes and the changelog records of the parts each event changed
+    (offline, same code)."""
     pipeline = Pipeline(load_ruleset())
-    history = parsed_schema(PATIENT_HISTORY)
-    store = HistoryStore(
-        codec=FramedCodec(Encoder("single-object", history), Decoder("auto", history))
-    )
+    store = HistoryStore()
     classification = Encoder("single-object", parsed_schema(HER2_CLASSIFICATION))
     alert = Encoder("single-object", parsed_schema(HER2_ALERT))
     out = []
@@ -171,7 +168,7 @@ def service_outputs(count: int, seed: int) -> list[tuple[bytes, bytes]]:
         outcome = store.apply(event, pipeline)
         out.append((key, classification.encode(outcome.classification)))
         out.extend((key, alert.encode(a)) for a in outcome.alerts)
-        out.extend((key, value) for _, value in store.take_dirty())
+        out.extend((k, value or b"") for k, value in store.take_dirty())
     return out
 
 
@@ -391,7 +388,9 @@ def service_throughput(
     processed = count - first_n
     seconds = max(end_t - first_t, 1e-9)
     log(f"{guarantee} x{instances}: {processed / seconds:,.0f} events/s, exit {codes}")
+    volume = output_volume(bootstrap, env_topics, count)
     return {
+        **volume,
         "instances": instances,
         "events": processed,
         "seconds": seconds,
@@ -399,6 +398,49 @@ def service_throughput(
         "rss_start_mb": rss_start,
         "rss_end_mb": rss_end,
         "exit_code": max(codes),
+    }
+
+
+def output_volume(bootstrap: str, env_topics: dict[str, str], events: int) -> dict[str, float]:
+    """What the service wrote for `events` input events: records per event on the output topics
+    (classification, alerts, changelog) and changelog bytes (key + value) per event. Counted on
+    the topics after the run (a compacted changelog is not compacted this soon)."""
+    outputs = {
+        "classification": env_topics["HER2_CLASSIFICATION_TOPIC"],
+        "alerts": [env_topics[k] for k in ("HER2_RETEST_TOPIC", "HER2_DOCUMENTATION_TOPIC",
+                                           "HER2_TDXD_TOPIC", "HER2_THERAPY_CAUTION_TOPIC")],
+        "changelog": env_topics["HER2_HISTORY_TOPIC"],
+    }
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             isolation_level="read_committed")
+    try:
+        counts: dict[str, int] = {}
+        changelog_bytes = 0
+        for name, topics in outputs.items():
+            total = 0
+            for topic in [topics] if isinstance(topics, str) else topics:
+                parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+                if not parts:
+                    continue
+                end = consumer.end_offsets(parts)
+                total += sum(end.values())
+                if name == "changelog":
+                    consumer.assign(parts)
+                    consumer.seek_to_beginning(*parts)
+                    while any(consumer.position(tp) < end[tp] for tp in parts):
+                        for records in consumer.poll(timeout_ms=500).values():
+                            changelog_bytes += sum(
+                                len(r.key or b"") + len(r.value or b"") for r in records
+                            )
+            counts[name] = total
+    finally:
+        consumer.close()
+    return {
+        "classification_records_per_event": counts["classification"] / events,
+        "alert_records_per_event": counts["alerts"] / events,
+        "changelog_records_per_event": counts["changelog"] / events,
+        "records_per_event": sum(counts.values()) / events,
+        "changelog_bytes_per_event": changelog_bytes / events,
     }
 
 
@@ -663,6 +705,12 @@ def main() -> int:
         f"{lat['warm_up']['max_ms']:.1f} ms)"
     )
     alo = results["service_alo"]
+    print(
+        f"service outputs per event (at-least-once run): {alo['records_per_event']:.2f} records "
+        f"({alo['classification_records_per_event']:.2f} classification, "
+        f"{alo['alert_records_per_event']:.2f} alert, {alo['changelog_records_per_event']:.2f} "
+        f"changelog), changelog {alo['changelog_bytes_per_event']:,.0f} bytes/event"
+    )
     print(
         f"service RSS: {alo['rss_start_mb']:.1f} MB at start, {alo['rss_end_mb']:.1f} MB after "
         f"{args.events} events (+{alo['rss_end_mb'] - alo['rss_start_mb']:.1f} MB)"

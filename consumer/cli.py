@@ -1,4 +1,4 @@
-"""The `her2-consumer` command line: run, evaluate, rules check, demo, publish."""
+"""The `her2-consumer` command line: run, evaluate, rules check, demo, open-alerts, publish."""
 
 from __future__ import annotations
 
@@ -39,6 +39,24 @@ def _rules_check(args: argparse.Namespace) -> int:
         f"rule set {ruleset.version}: {len(ruleset.rules)} rules valid, "
         f"{examples} embedded examples pass"
     )
+    return 0
+
+
+def _open_alerts(args: argparse.Namespace) -> int:
+    import os
+
+    from consumer.config import Settings
+    from consumer.downstream import read_alert_topics
+    from consumer.jsonout import dumps
+
+    settings = Settings.from_env(os.environ)
+    fold, undecodable = read_alert_topics(
+        settings.kafka_common(), settings.topics.alert_topics(), timeout_s=args.timeout
+    )
+    for alert in fold.open(args.patient):
+        sys.stdout.write(dumps(alert) + "\n")
+    if undecodable:
+        print(f"her2-consumer: {undecodable} alert records could not be decoded", file=sys.stderr)
     return 0
 
 
@@ -84,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = rules_sub.add_parser("check", help="validate rules/ and run every embedded example")
     check.add_argument("--rules-dir", help="folder holding ruleset.yaml and alerts/ (default: shipped)")
     check.set_defaults(func=_rules_check)
+
+    open_alerts = sub.add_parser(
+        "open-alerts",
+        help="read the alert topics (read_committed) and print the open alerts as JSON lines",
+    )
+    open_alerts.add_argument("--patient", help="only this patient's open alerts")
+    open_alerts.add_argument("--timeout", type=float, default=30.0, help="seconds to read the topics")
+    open_alerts.set_defaults(func=_open_alerts)
 
     demo = sub.add_parser("demo", help="publish synthetic lab events and print the alerts")
     demo.add_argument("--count", type=int, default=40, help="events to publish (default 40)")

@@ -283,9 +283,13 @@ class _Demo:
             for a in alerts:
                 codes[a["code"]] += 1
                 mark = _SEVERITY_MARK.get(a["severity"], "  ")
-                status = "" if a["status"] == "ACTIVE" else " [RETRACTED by a later report]"
+                rev = a.get("revision", 1)
+                if a["status"] != "ACTIVE":
+                    change = f" [{a['status']} r{rev}]"
+                else:
+                    change = "" if rev == 1 else f" [updated r{rev}]"
                 print(
-                    f"      {mark} {a['severity']:<8} {a['code']:<30} {a['title']}{status}", file=w
+                    f"      {mark} {a['severity']:<8} {a['code']:<30} {a['title']}{change}", file=w
                 )
         print("\n== dead-letter topic ==", file=w)
         for key, label, _ in malformed:

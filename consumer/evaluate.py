@@ -34,6 +34,7 @@ def evaluate_lines(
         except RecordError as exc:
             yield _error(number, event_id, exc.stage, exc.reason, exc.message)
             continue
+        # Without history each event is a patient of its own: every finding is new.
         outcome = history.apply(event, pipeline) if history is not None else pipeline.process(event)
         yield {
             "line": number,

@@ -56,6 +56,8 @@ class Sample(NamedTuple):
     collection_date: dt.date | None
     category: str
     source: str  # "current", "prior" or "history"
+    order: int = 0  # processing order (her2-rules.md section 8: ties go to the latest processed)
+    carrier: str | None = None  # accession whose report supplied it (a prior entry's carrier)
 
     def describe(self) -> str:
         """Site, date and category, for alert details (no free text)."""
@@ -143,19 +145,37 @@ def discordant_pairs(samples: Sequence[Sample]) -> list[tuple[Sample, Sample]]:
     ]
 
 
-def _pick(samples: Sequence[Sample], categories: frozenset[str]) -> Sample | None:
-    """The qualifying sample to name: metastatic-setting first, then the most recent."""
-    matching = [s for s in samples if s.category in categories]
-    if not matching:
-        return None
-    return max(
-        matching,
-        key=lambda s: (
-            s.site in METASTATIC_SITES,
-            s.source == "current",
-            s.collection_date or dt.date.min,
-        ),
+def recency(sample: Sample) -> tuple[bool, dt.date, int, bool]:
+    """Section 8 order: most recently collected first; undated below dated; ties: the latest
+    processed (a patient's own report before a prior entry carried by the same report)."""
+    return (
+        sample.collection_date is not None,
+        sample.collection_date or dt.date.min,
+        sample.order,
+        sample.source != "prior",
     )
+
+
+def _pick(samples: Sequence[Sample], categories: frozenset[str]) -> Sample | None:
+    """The qualifying sample to name: the most recently collected one that qualifies."""
+    matching = [s for s in samples if s.category in categories]
+    return max(matching, key=recency) if matching else None
+
+
+def named_pair(pairs: Sequence[tuple[Sample, Sample]]) -> tuple[Sample, Sample] | None:
+    """The one discordant pair a finding names: the most recently collected sample that has a
+    discordant partner, and its most recently collected partner (section 8, Content)."""
+    if not pairs:
+        return None
+    members = [s for pair in pairs for s in pair]
+    first = max(members, key=recency)
+    partners = [b if a is first else a for a, b in pairs if first in (a, b)]
+    return first, max(partners, key=recency)
+
+
+def latest_decisive(samples: Sequence[Sample]) -> Sample | None:
+    """The most recently collected decisive sample (named by RT-ALL-ZERO)."""
+    return _pick(samples, _DECISIVE)
 
 
 def preanalytic_problems(specimen: dict[str, Any] | None) -> tuple[list[str], list[str]]:
@@ -188,9 +208,11 @@ def derive(
     sc: SampleClass,
     history: Iterable[Sample] = (),
     hr: tuple[str, bool] | None = None,
+    current: Sample | None = None,
 ) -> dict[str, Any]:
     """Every named fact the rules may read, for one event classified as `sc` (`hr`: its
-    hr_status() if the caller already has it)."""
+    hr_status() if the caller already has it; `current`: the patient's current sample when it
+    is not the event's own, section 8)."""
     ctx = event.get("clinical_context") or {}
     specimen = event.get("specimen")
     ihc = event.get("her2_ihc")
@@ -201,13 +223,15 @@ def derive(
     hr, er_low_only = hr or hr_status(event.get("er"), event.get("pr"))
     her2_negative = category in HER2_NEGATIVE
 
-    current = Sample(
-        event.get("accession_id"),
-        specimen_site(specimen),
-        specimen.get("collection_date") if specimen else None,
-        category,
-        "current",
-    )
+    if current is None:
+        current = Sample(
+            event.get("accession_id"),
+            specimen_site(specimen),
+            specimen.get("collection_date") if specimen else None,
+            category,
+            "current",
+            order=1,  # the event itself is processed after the prior entries it carries
+        )
     samples = merge_samples(current, [*history, *prior_samples(event)])
     categories = [s.category for s in samples]
     any_positive = POSITIVE in categories
@@ -216,9 +240,12 @@ def derive(
     decisive = [c for c in categories if c in _DECISIVE]
     pairs = discordant_pairs(samples)
     conversion = [p for p in pairs if POSITIVE in (p[0].category, p[1].category)]
+    pair = named_pair(pairs)
+    conversion_pair = named_pair(conversion)
+    zero_sample = latest_decisive(samples)
 
     drugs = normalise_therapies(ctx.get("planned_therapies") or ())
-    flags = ctx.get("clinical_flags") or ()
+    flags = sorted(set(ctx.get("clinical_flags") or ()))  # once each, in a stable order
     problems, missing = preanalytic_problems(specimen)
 
     db04_her2 = low_sample is not None and not any_positive
@@ -273,12 +300,15 @@ def derive(
         ),
         "decisive_sample_count": len(decisive),
         "all_decisive_zero": bool(decisive) and all(c in (NULL, ZERO_UNSPECIFIED) for c in decisive),
+        "latest_decisive_sample": zero_sample.describe() if zero_sample else None,
         "samples_discordant": bool(pairs),
-        "discordance_detail": "; ".join(f"{a.describe()} vs {b.describe()}" for a, b in pairs)
-        or None,
+        "discordance_detail": f"{pair[0].describe()} vs {pair[1].describe()}" if pair else None,
         "her2_conversion": bool(conversion),
-        "conversion_detail": "; ".join(f"{a.describe()} vs {b.describe()}" for a, b in conversion)
-        or None,
+        "conversion_detail": (
+            f"{conversion_pair[0].describe()} vs {conversion_pair[1].describe()}"
+            if conversion_pair
+            else None
+        ),
         "preanalytic_risk": bool(problems),
         "preanalytic_detail": "; ".join(problems + missing) or None,
         "preanalytic_documentation_gap": bool(problems or missing),
@@ -351,10 +381,13 @@ FACTS: dict[str, tuple[str, str]] = {
         "bool", "a HER2-tested sample comes from a metastatic-setting specimen"),
     "decisive_sample_count": ("int", "samples with POSITIVE, LOW, ULTRALOW, NULL or ZERO_UNSPECIFIED"),
     "all_decisive_zero": ("bool", "every decisive sample is NULL or ZERO_UNSPECIFIED (and >= 1)"),
+    "latest_decisive_sample": ("text", "the most recently collected decisive sample"),
     "samples_discordant": ("bool", "two decisive samples of the patient are discordant"),
-    "discordance_detail": ("text", "the discordant pairs: site, date and category"),
+    "discordance_detail": (
+        "text", "one discordant pair: the most recent sample with a discordant partner and its "
+        "most recent partner (site, date, category)"),
     "her2_conversion": ("bool", "a discordance crosses POSITIVE vs not positive"),
-    "conversion_detail": ("text", "the pairs crossing POSITIVE vs not positive"),
+    "conversion_detail": ("text", "one pair crossing POSITIVE vs not positive, chosen as above"),
     "preanalytic_risk": (
         "bool", "current specimen decalcified, fixed outside 6-72 h or cold ischaemia > 60 min"),
     "preanalytic_detail": ("text", "pre-analytic problems and missing documentation"),

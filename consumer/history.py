@@ -1,309 +1,396 @@
-"""Per-patient HER2 memory and the report lifecycle (docs/design.md, her2-rules.md 1 and 5.5).
+"""The patients of one partition: their section 8 state, kept as bytes (docs/her2-rules.md 8).
 
-The store keeps each patient's committed state as an encoded `PatientHistory` record (the
-Avro shape of schemas/patient_history.avsc; in the service, the changelog record's value), one
-store per owned partition, in a backend of consumer/statestore.py: a dict of bytes ("memory",
-offline runs and tests) or a sqlite file that is a disposable cache of the compacted changelog
-("disk", the service's default: memory then stays flat however many patients a partition
-holds). The changelog stays the source of truth; see the README's state model.
+The report lifecycle lives in the patient aggregate (consumer/patient.py); this store keeps
+bytes. A patient's state is split into changelog records (schemas/patient_history.avsc, the
+compacted topic her2.patient-history.v2): one for the patient-wide part, key
+`["P", patient_id]`, and one per accession, key `["A", patient_id, accession_id]` (JSON, UTF-8),
+so an event rewrites only the parts it changed and no record grows with the number of a
+patient's accessions. Values are Avro in single-object framing (self-contained: no registry
+can make the history unreadable).
 
-Lifecycle per accession:
-- a redelivered event (same event_id as the accession's last) re-emits exactly what it emitted;
-  an older event id of the accession, or an event older than the stored one, changes nothing;
-- FINAL / AMENDED / CORRECTED: the sample is replaced; alerts that fire are published; earlier
-  ACTIVE alerts of the accession whose rule no longer fires are re-published RETRACTED;
-- CANCELLED: the sample leaves the patient's samples and every ACTIVE alert is RETRACTED;
-- PRELIMINARY: classified and remembered (not used as a sample for rules), no alerts.
-
-Size (B3 of docs/fault-report.md): an accession entry stores each alert once (`emitted`: what
-its last event published; `active`: only alerts of its earlier events still ACTIVE) and cuts a
-stored detail at MAX_STORED_DETAIL characters, so a patient's record grows linearly with its
-accessions. The one visible effect: an alert whose detail is longer than that is re-emitted
-(redelivery) and retracted with the cut detail; its id and every other field are unchanged.
+Committed states live in a backend of consumer/statestore.py (memory, or a sqlite file that is
+a disposable cache of the changelog), one row per patient whose value is the patient's
+changelog records back to back (`_pack`). Patients changed since the last `take_dirty()` are
+held decoded ("live"), so a batch decodes each patient once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
+import json
+import struct
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, Protocol, cast
+from dataclasses import dataclass, replace
+from functools import cache
+from typing import NamedTuple
 
-import fastavro
-
-from consumer.alerts import retraction
-from consumer.facts import Sample, specimen_site
-from consumer.model import ACTIVE, FINAL_REPORTS, Event, Outcome, Record
+from consumer.codec import Decoder, Encoder
+from consumer.errors import DecodeError, Her2Error
+from consumer.model import Event, Outcome, Record
+from consumer.patient import (
+    AcceptedReport,
+    Accession,
+    AlertState,
+    PatientState,
+    PriorEntry,
+    Published,
+)
 from consumer.pipeline import Pipeline, utc_now
 from consumer.resources import PATIENT_HISTORY, parsed_schema
 from consumer.statestore import CommittedStates, MemoryStates
 
-MAX_SEEN_EVENT_IDS = 20
-# Characters of an alert's `detail` the history keeps (B3 of docs/fault-report.md). Details
-# that list a patient's discordant sample pairs grow with the square of the patient's samples,
-# and every accession keeps copies of its alerts (to re-emit them and to retract them), so
-# without a cap a patient's history grew with the cube of its accessions. Real alerts stay far
-# below this (the longest seen in synthetic runs: under 900 characters).
-MAX_STORED_DETAIL = 2_000
-_CUT = " [...]"
+PATIENT_PART = "P"
+ACCESSION_PART = "A"
+_LEN = struct.Struct(">I")
 
 
-class HistoryCodec(Protocol):
-    """How a store keeps its patients' states: as bytes (the changelog's value in the service)."""
+class HistoryRecordError(Her2Error):
+    """A changelog record that cannot be read (bad key or undecodable value): `reason` is a
+    closed vocabulary (history-key, or the decoder's reason), the message carries no data."""
 
-    def encode(self, state: Record) -> bytes:
-        """The bytes of a PatientHistory state."""
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
-    def decode(self, value: bytes) -> Record:
-        """The PatientHistory state of `value`."""
+
+def patient_key(patient_id: str) -> bytes:
+    """Changelog key of a patient's patient-wide part."""
+    return json.dumps([PATIENT_PART, patient_id], ensure_ascii=False, separators=(",", ":")).encode()
 
 
-class SchemalessCodec:
-    """Plain Avro binary of schemas/patient_history.avsc (offline runs and tests)."""
+def accession_key(patient_id: str, accession_id: str) -> bytes:
+    """Changelog key of one accession of a patient."""
+    return json.dumps(
+        [ACCESSION_PART, patient_id, accession_id], ensure_ascii=False, separators=(",", ":")
+    ).encode()
+
+
+def parse_key(key: bytes) -> tuple[str, str | None]:
+    """(patient_id, accession_id or None for the patient-wide part); HistoryRecordError else."""
+    try:
+        parts = json.loads(key.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        parts = None
+    if isinstance(parts, list) and all(isinstance(p, str) for p in parts):
+        if len(parts) == 2 and parts[0] == PATIENT_PART:  # noqa: PLR2004 - key shape
+            return parts[1], None
+        if len(parts) == 3 and parts[0] == ACCESSION_PART:  # noqa: PLR2004
+            return parts[1], parts[2]
+    raise HistoryRecordError("history-key", "changelog key is not a patient or accession key")
+
+
+class PartCodec:
+    """Patient parts <-> single-object Avro of schemas/patient_history.avsc."""
 
     def __init__(self) -> None:
-        self._schema = parsed_schema(PATIENT_HISTORY)
+        schema = parsed_schema(PATIENT_HISTORY)
+        self._encoder = Encoder("single-object", schema)
+        self._decoder = Decoder("single-object", schema)
 
-    def encode(self, state: Record) -> bytes:
-        fo = io.BytesIO()
-        fastavro.schemaless_writer(fo, self._schema, state)
-        return fo.getvalue()
+    def encode_patient(self, state: PatientState) -> bytes:
+        part = {"seq": state.seq, "alerts": [_alert_out(a) for a in state.alerts.values()]}
+        return self._encoder.encode({"patient_id": state.patient_id, "part": ("health.her2.state.PatientPart", part)})
 
-    def decode(self, value: bytes) -> Record:
-        return cast(Record, fastavro.schemaless_reader(io.BytesIO(value), self._schema, None))
+    def encode_accession(self, patient_id: str, acc: Accession) -> bytes:
+        part = {
+            "accession_id": acc.accession_id,
+            "report": _report_out(acc.report) if acc.report else None,
+            "prior": _prior_out(acc.prior) if acc.prior else None,
+            "alerts": [_alert_out(a) for a in acc.alerts.values()],
+            "emitted": [_published_out(p) for p in acc.emitted],
+        }
+        return self._encoder.encode(
+            {"patient_id": patient_id, "part": ("health.her2.state.AccessionPart", part)}
+        )
+
+    def decode(self, value: bytes) -> tuple[str, Accession | tuple[int, dict[str, AlertState]]]:
+        """(patient_id, an Accession or the patient-wide (seq, alerts)); HistoryRecordError."""
+        try:
+            record = self._decoder.decode(value)
+        except DecodeError as exc:
+            raise HistoryRecordError(exc.reason, exc.message) from exc
+        part = record["part"]
+        alerts = {a["code"]: _alert_in(a) for a in part["alerts"]}
+        if "seq" in part:
+            return record["patient_id"], (part["seq"], alerts)
+        return record["patient_id"], Accession(
+            accession_id=part["accession_id"],
+            report=_report_in(part["report"]) if part["report"] else None,
+            prior=PriorEntry(**part["prior"]) if part["prior"] else None,
+            alerts=alerts,
+            emitted=tuple(_published_in(p) for p in part["emitted"]),
+        )
+
+
+@cache
+def part_codec() -> PartCodec:
+    """The one PartCodec of the process (building one fingerprints the schema: ~1 ms)."""
+    return PartCodec()
 
 
 class Checkpoint(NamedTuple):
-    """A patient's state before one event (HistoryStore.checkpoint / roll_back)."""
+    """A patient's live entry before one event (HistoryStore.checkpoint / roll_back)."""
 
     patient_id: str
-    live: Record | None  # the uncommitted state then (None: the committed bytes were current)
+    live: _Live | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """A patient changed since the last take_dirty(): its state and what changed."""
+
+    state: PatientState
+    dirty: frozenset[str | None]  # parts to write (None = the patient-wide part)
+    removed: frozenset[str]  # accessions to delete (retention)
+    base_open: int  # open findings of the committed state (for the running total)
 
 
 class HistoryStore:
-    """The HER2 history of the patients of one partition (or of one offline run).
-
-    Committed states are kept encoded (`codec`; in the service, the changelog record's value),
-    not as Python objects, in `states` (consumer/statestore.py; default: in memory): a million
-    patients' dicts would cost several GB and garbage-collector passes of hundreds of
-    milliseconds (measured: 374 ms at 50,000 patients). Patients changed since the last
-    `take_dirty()` are held decoded in memory ("live") so a batch decodes each patient once.
-    """
+    """The section 8 state of the patients of one partition (or of one offline run)."""
 
     def __init__(
         self,
         retention: dt.timedelta | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
-        codec: HistoryCodec | None = None,
         states: CommittedStates | None = None,
     ) -> None:
-        self._codec: HistoryCodec = codec or SchemalessCodec()
+        self._codec = part_codec()
         self._states: CommittedStates = MemoryStates() if states is None else states
-        self._live: dict[str, Record] = {}  # changed since the last take_dirty()
+        self._live: dict[str, _Live] = {}
         self._retention = retention
         self._clock = clock
+        self._open = 0  # open findings of the committed states (running total)
+
+    # -- sizes -------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        """Patients held: the committed ones (a running total) plus the live ones new since
-        (a scan of the live states only: the service reads it between batches, when there
-        are none)."""
+        """Patients held (committed plus those new since the last take_dirty)."""
         new = sum(1 for pid in self._live if self._states.accessions_of(pid) is None)
         return self._states.patients + new
 
     def accession_count(self) -> int:
-        """Accessions held, across patients (the store's size), counted as __len__ is."""
-        live = self._live.items()
-        changed = sum(len(s["accessions"]) - (self._states.accessions_of(p) or 0) for p, s in live)
+        """Accessions held, across patients."""
+        changed = sum(
+            len(live.state.accessions) - (self._states.accessions_of(pid) or 0)
+            for pid, live in self._live.items()
+        )
         return self._states.accessions + changed
 
     def encoded_bytes(self) -> int:
         """Bytes of the committed encoded states (in memory or on disk, by the backend)."""
         return self._states.size
 
+    def open_alerts(self) -> int:
+        """Findings whose latest publication is ACTIVE, across the store's patients."""
+        delta = sum(live.state.open_alerts() - live.base_open for live in self._live.values())
+        return self._open + delta
+
     def close(self) -> None:
         """Release the committed states (a disk store deletes its file); idempotent."""
         self._live.clear()
+        self._open = 0
         self._states.close()
 
-    def restore(self, patient_id: str, state: Record | None, encoded: bytes | None = None) -> None:
-        """Load one changelog record (None = tombstone); `encoded`: its value, if at hand."""
-        self._live.pop(patient_id, None)
-        if state is None:
-            self._states.delete(patient_id)
-        else:
-            value = self._codec.encode(state) if encoded is None else encoded
-            self._states.put(patient_id, value, len(state["accessions"]))
+    # -- restore ---------------------------------------------------------------------------
 
-    def get(self, patient_id: str) -> Record | None:
-        """The history of a patient (a decoded copy unless changed since take_dirty), or None."""
+    def restore(self, key: bytes | None, value: bytes | None) -> None:
+        """Load one changelog record (value None = tombstone); HistoryRecordError if unreadable."""
+        if key is None:
+            raise HistoryRecordError("history-key", "changelog record without a key")
+        patient_id, accession = parse_key(key)
+        if value is not None:
+            owner, _ = self._codec.decode(value)
+            if owner != patient_id:
+                raise HistoryRecordError("history-key", "changelog key and value name other patients")
+        self._live.pop(patient_id, None)
+        parts = _unpack(self._states.get(patient_id) or b"")
+        old = parts.get(key)
+        if old is not None:
+            self._open -= _part_open(self._codec, old)
+        if value is None:
+            parts.pop(key, None)
+        else:
+            parts[key] = value
+            self._open += _part_open(self._codec, value)
+        if parts:
+            self._states.put(patient_id, _pack(parts), _accessions(parts))
+        else:
+            self._states.delete(patient_id)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, patient_id: str) -> PatientState | None:
+        """The state of a patient, or None."""
         live = self._live.get(patient_id)
         if live is not None:
-            return live
-        encoded = self._states.get(patient_id)
-        return None if encoded is None else self._codec.decode(encoded)
+            return live.state
+        blob = self._states.get(patient_id)
+        return None if blob is None else self._decode(patient_id, blob)
 
-    def take_dirty(self) -> list[tuple[str, bytes]]:
-        """The patients changed since the last call, with their encoded state (to publish)."""
-        changed = [(pid, self._codec.encode(self._live[pid])) for pid in sorted(self._live)]
-        self._states.put_many(
-            (pid, encoded, len(self._live[pid]["accessions"])) for pid, encoded in changed
-        )
-        self._live.clear()
-        return changed
-
-    def checkpoint(self, patient_id: str) -> Checkpoint:
-        """The patient's state now, to put back with roll_back() if an event fails (apply()
-        never mutates a state it was given, so a reference is enough)."""
-        return Checkpoint(patient_id, self._live.get(patient_id))
-
-    def roll_back(self, checkpoint: Checkpoint) -> None:
-        """Put the patient's state back as it was at `checkpoint`."""
-        if checkpoint.live is None:
-            self._live.pop(checkpoint.patient_id, None)
-        else:
-            self._live[checkpoint.patient_id] = checkpoint.live
-
-    def samples(self, patient_id: str, exclude_accession: str) -> list[Sample]:
-        """The patient's remembered final samples other than `exclude_accession`."""
-        return _samples(self.get(patient_id), exclude_accession)
-
-    def apply(self, event: Event, pipeline: Pipeline) -> Outcome:
-        """Process one validated event with the patient's history and remember the result."""
-        pid, accession, event_id = event["patient_id"], event["accession_id"], event["event_id"]
-        state = self.get(pid)
-        entry = _find(state, accession)
-        if entry is not None and _is_stale(entry, event):
-            emitted = entry["emitted"] if entry["event_id"] == event_id else []
-            return Outcome(pipeline.classify(event), list(emitted))
-        status = event["report_status"]
-        now = self._clock()
-        previous = [] if entry is None else active_alerts(entry)
-        if status == "CANCELLED":
-            outcome = pipeline.process(event)
-            emitted = [retraction(a, event, now) for a in previous]
-            kept: list[Record] = []
-        elif status == "PRELIMINARY" and entry is not None and entry["report_status"] in FINAL_REPORTS:
-            return Outcome(pipeline.classify(event), [])  # never replaces a final report
-        else:
-            outcome = pipeline.process(event, _samples(state, accession))
-            firing = {a["rule_id"] for a in outcome.alerts}
-            kept = [a for a in previous if a["rule_id"] in firing]
-            retracted = [retraction(a, event, now) for a in previous if a["rule_id"] not in firing]
-            emitted = [*outcome.alerts, *retracted]
-        self._remember(pid, state, entry, event, outcome, emitted, kept, now)
-        return Outcome(outcome.classification, emitted)
-
-    def _remember(
-        self,
-        pid: str,
-        state: Record | None,
-        entry: Record | None,
-        event: Event,
-        outcome: Outcome,
-        emitted: list[Record],
-        kept: list[Record],
-        now: dt.datetime,
-    ) -> None:
-        """Store the event's sample and alerts. `emitted` (what the event published) is kept
-        to re-emit on redelivery; `active` holds only the alerts of earlier events of the
-        accession that stay ACTIVE (`kept`): the event's own ACTIVE alerts are in `emitted`
-        and not stored twice (see `active_alerts`). Details are cut (`_stored`).
-
-        Copy on write: the patient's record, its accession list and the changed entry are new
-        objects, so the state before the event stays intact for `checkpoint()` at no cost."""
-        accessions = [] if state is None else list(state["accessions"])
-        state = {"patient_id": pid, "accessions": accessions} if state is None else dict(state)
-        state["accessions"] = accessions
-        if entry is None:
-            entry = {"accession_id": event["accession_id"], "seen_event_ids": []}
-            accessions.append(entry)
-        else:
-            at = next(i for i, a in enumerate(accessions) if a is entry)
-            entry = accessions[at] = dict(entry)
-            if entry.get("event_id"):
-                seen = [*entry["seen_event_ids"], entry["event_id"]]
-                entry["seen_event_ids"] = seen[-MAX_SEEN_EVENT_IDS:]
-        specimen = event.get("specimen")
-        entry.update(
-            event_id=event["event_id"],
-            event_time=event.get("event_time"),
-            report_status=event["report_status"],
-            site=specimen_site(specimen),
-            collection_date=specimen.get("collection_date") if specimen else None,
-            category=outcome.classification["category"],
-            emitted=[_stored(a) for a in emitted],
-            active=[_stored(a) for a in kept],
-        )
-        state["updated_at"] = now
-        self._expire(state, now)
-        self._live[pid] = state
-
-    def _expire(self, state: Record, now: dt.datetime) -> None:
-        """Drop accessions older than the retention (by event time) with no ACTIVE alerts."""
-        if self._retention is None:
-            return
-        cutoff = now - self._retention
-        state["accessions"] = [
-            a
-            for a in state["accessions"]
-            if active_alerts(a) or a["event_time"] is None or a["event_time"] >= cutoff
-        ]
-
-    def patients(self) -> Iterator[tuple[str, Record]]:
+    def patients(self) -> Iterator[tuple[str, PatientState]]:
         """Every (patient_id, state) held, decoded."""
         for pid in sorted(set(self._states.ids()) | self._live.keys()):
             state = self.get(pid)
             if state is not None:
                 yield pid, state
 
+    def _decode(self, patient_id: str, blob: bytes) -> PatientState:
+        seq, alerts, accessions = 0, {}, {}
+        for value in _unpack(blob).values():
+            _, part = self._codec.decode(value)
+            if isinstance(part, Accession):
+                accessions[part.accession_id] = part
+            else:
+                seq, alerts = part
+        return PatientState(patient_id, seq, alerts, accessions)
 
-def _samples(state: Record | None, exclude_accession: str) -> list[Sample]:
-    if state is None:
-        return []
-    return [
-        Sample(a["accession_id"], a["site"], a["collection_date"], a["category"], "history")
-        for a in state["accessions"]
-        if a["accession_id"] != exclude_accession and a["report_status"] in FINAL_REPORTS
-    ]
+    # -- the lifecycle ---------------------------------------------------------------------
+
+    def apply(self, event: Event, pipeline: Pipeline) -> Outcome:
+        """Process one validated event with the patient's state and remember the result."""
+        pid = event["patient_id"]
+        live = self._live.get(pid)
+        before = live.state if live else self.get(pid)
+        done = pipeline.step(before, event)
+        if done.changed:
+            state, removed = self._expire(done.state)
+            base = live.base_open if live else (before.open_alerts() if before else 0)
+            dirty = (live.dirty if live else frozenset()) | done.changed
+            gone = (live.removed if live else frozenset()) | removed
+            self._live[pid] = _Live(state, dirty - removed, gone, base)
+        return Outcome(done.classification, done.alerts, tuple(done.transitions))
+
+    def checkpoint(self, patient_id: str) -> Checkpoint:
+        """The patient's live entry now, to put back with roll_back() if an event fails."""
+        return Checkpoint(patient_id, self._live.get(patient_id))
+
+    def roll_back(self, checkpoint: Checkpoint) -> None:
+        """Put the patient's live entry back as it was at `checkpoint`."""
+        if checkpoint.live is None:
+            self._live.pop(checkpoint.patient_id, None)
+        else:
+            self._live[checkpoint.patient_id] = checkpoint.live
+
+    def take_dirty(self) -> list[tuple[bytes, bytes | None]]:
+        """The changelog records of the parts changed since the last call (value None: a
+        tombstone), in key order per patient; the committed states are updated to match."""
+        out: list[tuple[bytes, bytes | None]] = []
+        rows = []
+        for pid in sorted(self._live):
+            live = self._live[pid]
+            parts = _unpack(self._states.get(pid) or b"")
+            for part in sorted(live.dirty, key=lambda p: "" if p is None else "\x01" + p):
+                if part is None:
+                    key, value = patient_key(pid), self._codec.encode_patient(live.state)
+                else:
+                    key = accession_key(pid, part)
+                    value = self._codec.encode_accession(pid, live.state.accessions[part])
+                parts[key] = value
+                out.append((key, value))
+            for acc in sorted(live.removed):
+                key = accession_key(pid, acc)
+                parts.pop(key, None)
+                out.append((key, None))
+            self._open += live.state.open_alerts() - live.base_open
+            rows.append((pid, _pack(parts), _accessions(parts)))
+        self._states.put_many(rows)
+        self._live.clear()
+        return out
+
+    def _expire(self, state: PatientState) -> tuple[PatientState, frozenset[str]]:
+        """Drop accessions reported before the retention (by event time) that nothing open
+        rests on: no open REPORT finding, not in the basis of an open PATIENT finding, not the
+        carrier of a prior entry."""
+        if self._retention is None:
+            return state, frozenset()
+        cutoff = self._clock() - self._retention
+        needed = {b for a in state.alerts.values() if a.open for b in a.basis}
+        needed |= {a.prior.carrier for a in state.accessions.values() if a.prior}
+        old = {
+            acc
+            for acc, a in state.accessions.items()
+            if a.report is not None
+            and a.report.event_time is not None
+            and a.report.event_time < cutoff
+            and acc not in needed
+            and not any(x.open for x in a.alerts.values())
+        }
+        if not old:
+            return state, frozenset()
+        kept = {acc: a for acc, a in state.accessions.items() if acc not in old}
+        return replace(state, accessions=kept), frozenset(old)
 
 
-def active_alerts(entry: Record) -> list[Record]:
-    """The accession's alerts still ACTIVE downstream, oldest first: those kept from earlier
-    events (`active`) and the ACTIVE ones its last event published (`emitted`).
-
-    Also right for records written before the two stopped overlapping (their `active` repeats
-    the last event's alerts): an alert id is listed once.
-    """
-    own = [a for a in entry["emitted"] if a["status"] == ACTIVE]
-    kept: list[Record] = entry["active"]
-    if not own:
-        return kept
-    ids = {a["alert_id"] for a in own}
-    return [*(a for a in kept if a["alert_id"] not in ids), *own]
+def _pack(parts: dict[bytes, bytes]) -> bytes:
+    """The parts of a patient back to back: key length, key, value length, value."""
+    out = bytearray()
+    for key in sorted(parts):
+        value = parts[key]
+        out += _LEN.pack(len(key)) + key + _LEN.pack(len(value)) + value
+    return bytes(out)
 
 
-def _stored(alert: Record) -> Record:
-    """The copy of an alert the history keeps: the alert itself, or (detail longer than
-    MAX_STORED_DETAIL) a copy whose detail is cut there and ends with " [...]"."""
-    detail = alert["detail"]
-    if len(detail) <= MAX_STORED_DETAIL:
-        return alert
-    return {**alert, "detail": detail[: MAX_STORED_DETAIL - len(_CUT)] + _CUT}
+def _unpack(blob: bytes) -> dict[bytes, bytes]:
+    parts: dict[bytes, bytes] = {}
+    at = 0
+    while at < len(blob):
+        (n,) = _LEN.unpack_from(blob, at)
+        key = blob[at + 4 : at + 4 + n]
+        at += 4 + n
+        (m,) = _LEN.unpack_from(blob, at)
+        parts[key] = blob[at + 4 : at + 4 + m]
+        at += 4 + m
+    return parts
 
 
-def _find(state: Record | None, accession: str) -> Record | None:
-    if state is None:
-        return None
-    for entry in state["accessions"]:
-        if entry["accession_id"] == accession:
-            return entry
-    return None
+def _accessions(parts: dict[bytes, bytes]) -> int:
+    return sum(1 for key in parts if key.startswith(b'["A"'))
 
 
-def _is_stale(entry: dict[str, Any], event: Event) -> bool:
-    """A redelivery, an older event of the accession, or an event older than the stored one."""
-    event_id = event["event_id"]
-    if event_id == entry["event_id"] or event_id in entry["seen_event_ids"]:
-        return True
-    new, old = event.get("event_time"), entry.get("event_time")
-    return new is not None and old is not None and new < old
+def _part_open(codec: PartCodec, value: bytes) -> int:
+    _, part = codec.decode(value)
+    alerts = part.alerts if isinstance(part, Accession) else part[1]
+    return sum(1 for a in alerts.values() if a.open)
+
+
+def _alert_out(a: AlertState) -> Record:
+    return {"code": a.code, "revision": a.revision, "open": a.open, "severity": a.severity,
+            "digest": a.digest, "basis": list(a.basis)}
+
+
+def _alert_in(r: Record) -> AlertState:
+    return AlertState(r["code"], r["revision"], r["open"], r["severity"], r["digest"],
+                      tuple(r["basis"]))
+
+
+def _report_out(r: AcceptedReport) -> Record:
+    return {
+        "event_id": r.event_id, "event_time": r.event_time, "report_status": r.report_status,
+        "seq": r.seq, "seen_event_ids": list(r.seen_event_ids), "site": r.site,
+        "collection_date": r.collection_date, "category": r.category,
+        "has_her2_test": r.has_her2_test, "hr_status": r.hr_status, "er_low_only": r.er_low_only,
+        "context": r.context, "context_seq": r.context_seq,
+    }
+
+
+def _report_in(r: Record) -> AcceptedReport:
+    return AcceptedReport(**{**r, "seen_event_ids": tuple(r["seen_event_ids"])})
+
+
+def _prior_out(p: PriorEntry) -> Record:
+    return {"carrier": p.carrier, "seq": p.seq, "site": p.site,
+            "collection_date": p.collection_date, "category": p.category}
+
+
+def _published_out(p: Published) -> Record:
+    return {
+        "code": p.code, "accession_id": p.accession_id, "revision": p.revision,
+        "status": p.status, "transition": p.transition, "severity": p.severity,
+        "rule_version": p.rule_version, "her2_category": p.her2_category, "facts": p.facts,
+        "created_at": p.created_at,
+    }
+
+
+def _published_in(r: Record) -> Published:
+    return Published(**r)

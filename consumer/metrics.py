@@ -33,6 +33,19 @@ class Metrics:
             f"{p}_alerts", "Alerts published by type, code and status.",
             ["alert_type", "code", "status"], registry=registry,
         )
+        self.alert_transitions = Counter(
+            f"{p}_alert_transitions", "Alert records published by transition (opened, updated, "
+            "resolved, retracted) and code.",
+            ["transition", "code"], registry=registry,
+        )
+        self.open_alerts = Gauge(
+            f"{p}_open_alerts", "Findings whose latest revision is ACTIVE, in the local history "
+            "stores of the assigned partitions.", registry=registry,
+        )
+        self.history_unreadable_records = Counter(
+            f"{p}_history_unreadable_records", "Changelog records that could not be read while "
+            "restoring history (skipped).", registry=registry,
+        )
         self.dlq = Counter(
             f"{p}_dlq_records", "Records sent to the dead-letter topic by stage and reason.",
             ["stage", "reason"], registry=registry,

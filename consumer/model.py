@@ -44,7 +44,21 @@ FINAL_REPORTS = frozenset({"FINAL", "AMENDED", "CORRECTED"})
 ALERT_TYPES = ("RETEST", "DOCUMENTATION_GAP", "TDXD_ELIGIBILITY", "THERAPY_CAUTION")
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
 ACTIVE = "ACTIVE"
+RESOLVED = "RESOLVED"
 RETRACTED = "RETRACTED"
+ALERT_STATUSES = (ACTIVE, RESOLVED, RETRACTED)
+CANCELLED = "CANCELLED"
+
+# Alert scope (her2-rules.md section 8): REPORT codes are about one accession's latest report,
+# every other code about the patient.
+REPORT = "REPORT"
+PATIENT = "PATIENT"
+REPORT_SCOPED = frozenset({"RT-PREANALYTIC", "RT-IHC-ISH-DISCORDANT"})
+
+
+def scope_of(code: str) -> str:
+    """REPORT for every DG-* code, RT-PREANALYTIC and RT-IHC-ISH-DISCORDANT; else PATIENT."""
+    return REPORT if code.startswith("DG-") or code in REPORT_SCOPED else PATIENT
 
 ADVANCED_SETTINGS = frozenset({"METASTATIC", "UNRESECTABLE_LOCALLY_ADVANCED"})
 METASTATIC_SITES = frozenset({"DISTANT_METASTASIS", "LOCOREGIONAL_RECURRENCE"})
@@ -56,3 +70,4 @@ class Outcome:
 
     classification: Record
     alerts: list[Record]
+    transitions: tuple[str, ...] = ()  # per alert: opened, updated, resolved or retracted

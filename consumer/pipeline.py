@@ -1,4 +1,4 @@
-"""The pure middle of the service: event (+ patient samples) -> classification and alerts.
+"""The pure middle of the service: event (+ patient state) -> classification and alerts.
 
 No Kafka, no metrics, no clock reads except the injected one.
 """
@@ -8,10 +8,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 
-from consumer.alerts import build_alert
+from consumer.alerts import alert_record
 from consumer.classify import SampleClass, classify_sample, guidance, hr_status
 from consumer.facts import Sample, derive
-from consumer.model import FINAL_REPORTS, Event, Outcome, Record
+from consumer.model import ACTIVE, FINAL_REPORTS, Event, Outcome, Record
+from consumer.patient import PatientState, Step
+from consumer.patient import step as patient_step
 from consumer.rules import RuleSet
 
 
@@ -21,7 +23,7 @@ def utc_now() -> dt.datetime:
 
 
 class Pipeline:
-    """Classify one validated event and evaluate the alert rules over its facts."""
+    """Classify one validated event and evaluate the alert rules (with or without a patient)."""
 
     def __init__(self, ruleset: RuleSet, clock: Callable[[], dt.datetime] = utc_now) -> None:
         self.ruleset = ruleset
@@ -32,8 +34,22 @@ class Pipeline:
         sc = classify_sample(event.get("her2_ihc"), event.get("her2_ish"))
         return self._classification(event, sc, hr_status(event.get("er"), event.get("pr")))
 
+    def step(self, state: PatientState | None, event: Event) -> Step:
+        """Apply one event to a patient's state (her2-rules.md section 8; None: a new patient)."""
+        sc = classify_sample(event.get("her2_ihc"), event.get("her2_ish"))
+        classification = self._classification(event, sc, hr_status(event.get("er"), event.get("pr")))
+        now = self._clock()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # Avro timestamp-millis
+        return patient_step(state, event, self.ruleset, classification, sc, now)
+
     def process(self, event: Event, history: Iterable[Sample] = ()) -> Outcome:
-        """Classification and ACTIVE alerts for one validated event (alerts only on final reports)."""
+        """Classification and alerts for one event as a patient of its own: every finding is
+        new (ACTIVE, revision 1). `history`: extra samples of the patient, for rule tests;
+        without it this is exactly `step(None, event)`."""
+        history = list(history)
+        if not history:
+            done = self.step(None, event)
+            return Outcome(done.classification, done.alerts, tuple(done.transitions))
         sc = classify_sample(event.get("her2_ihc"), event.get("her2_ish"))
         hr = hr_status(event.get("er"), event.get("pr"))
         classification = self._classification(event, sc, hr)
@@ -41,11 +57,17 @@ class Pipeline:
             return Outcome(classification, [])
         facts = derive(event, sc, history, hr)
         now = self._clock()
-        alerts = [
-            build_alert(f, self.ruleset, event, sc.category, now)
-            for f in self.ruleset.evaluate(facts)
-        ]
-        return Outcome(classification, alerts)
+        alerts = []
+        for fired in self.ruleset.evaluate(facts):
+            rule = fired.rule
+            alerts.append(
+                alert_record(
+                    rule, self.ruleset, event, revision=1, status=ACTIVE, severity=fired.severity,
+                    rule_version=rule.version, accession_id=event["accession_id"],
+                    category=sc.category, detail=fired.detail, created_at=now,
+                )
+            )
+        return Outcome(classification, alerts, tuple("opened" for _ in alerts))
 
     def _classification(
         self, event: Event, sc: SampleClass, hr_er_low: tuple[str, bool]

@@ -206,6 +206,7 @@ class Fired:
     rule: Rule
     severity: str
     detail: str
+    fired_codes: frozenset[str] = frozenset()  # codes that had fired when it was evaluated
 
 
 class RuleSet:
@@ -215,6 +216,9 @@ class RuleSet:
         self.version = version
         self.citations = dict(citations)
         self.rules = _order(rules)
+        self._by_code: dict[str, Rule] = {}
+        for rule in self.rules:
+            self._by_code.setdefault(rule.code, rule)
         self._evidence = {
             r.rule_id: tuple(f"[{ref}] {self.citations[ref]}" for ref in r.evidence) for r in rules
         }
@@ -228,9 +232,18 @@ class RuleSet:
             if rule.when(facts, frozen):
                 fired_codes.add(rule.code)
                 fired.append(
-                    Fired(rule, rule.severity_for(facts, frozen), rule.render_detail(facts, frozen))
+                    Fired(
+                        rule,
+                        rule.severity_for(facts, frozen),
+                        rule.render_detail(facts, frozen),
+                        frozen,
+                    )
                 )
         return fired
+
+    def rule_for(self, code: str) -> Rule | None:
+        """The rule of an alert code (the first in evaluation order), or None."""
+        return self._by_code.get(code)
 
     def evidence_text(self, rule: Rule) -> tuple[str, ...]:
         """Full citations of a rule's evidence."""
@@ -432,6 +445,11 @@ def load_ruleset(folder: Path | None = None, *, check: bool = True) -> RuleSet:
         if rule.rule_id in seen:
             raise RuleSetError(f"{rule.path}: duplicate rule id {rule.rule_id!r} ({seen[rule.rule_id]})")
         seen[rule.rule_id] = rule.path
+    codes: dict[str, str] = {}
+    for rule in rules:  # a code is a finding's identity (her2-rules.md section 8): one rule each
+        if rule.code in codes:
+            raise RuleSetError(f"{rule.path}: code {rule.code} is already used by {codes[rule.code]}")
+        codes[rule.code] = rule.path
     ruleset = RuleSet(str(meta["version"]), citations, rules)
     if check:
         ruleset.check_examples()

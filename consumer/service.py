@@ -79,7 +79,7 @@ from types import FrameType
 from typing import Any, Final, Protocol, cast
 
 from consumer import __version__, routing
-from consumer.codec import Decoder, Encoder, FramedCodec, schema_json
+from consumer.codec import Decoder, Encoder, schema_json
 from consumer.config import Settings, load_writer_schema
 from consumer.errors import (
     ConfigError,
@@ -90,7 +90,7 @@ from consumer.errors import (
     RuleSetError,
     SchemaError,
 )
-from consumer.history import Checkpoint, HistoryStore
+from consumer.history import Checkpoint, HistoryRecordError, HistoryStore
 from consumer.http import Health, start_http_server
 from consumer.logs import configure_logging, get_logger
 from consumer.metrics import Metrics
@@ -100,7 +100,6 @@ from consumer.resources import (
     HER2_ALERT,
     HER2_CLASSIFICATION,
     PATHOLOGY_RESULT,
-    PATIENT_HISTORY,
     parsed_schema,
 )
 from consumer.statestore import DISK, StateDir, open_states
@@ -240,6 +239,7 @@ class _Batch:
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
     categories: collections.Counter[str] = field(default_factory=collections.Counter)
     alerts: collections.Counter[tuple[str, str, str]] = field(default_factory=collections.Counter)
+    transitions: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     dlq: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     durations: list[float] = field(default_factory=list)
     ages: list[float] = field(default_factory=list)
@@ -423,15 +423,6 @@ class Service:
             )
             for topic in s.topics.alert_topics()
         }
-        self._history_encoder = Encoder(
-            fmt,
-            parsed_schema(PATIENT_HISTORY),
-            registry=self._registry,
-            subject=f"{s.topics.history}-value",
-        )
-        self._history_decoder = Decoder(
-            fmt, parsed_schema(PATIENT_HISTORY), registry=self._registry
-        )
 
     def _register_output_schemas(self) -> None:
         """Confluent output: register the output schemas now, retrying while the registry is
@@ -442,7 +433,6 @@ class Service:
         subjects = [
             (f"{s.topics.classification}-value", HER2_CLASSIFICATION),
             *((f"{topic}-value", HER2_ALERT) for topic in s.topics.alert_topics()),
-            (f"{s.topics.history}-value", PATIENT_HISTORY),
         ]
         for subject, schema in subjects:
             attempt = 0
@@ -683,13 +673,8 @@ class Service:
                     break
                 batch.last[tp] = record
                 self._positions[tp] = record.offset + 1
-            for patient_id, value in store.take_dirty():
-                change = Output(
-                    self.settings.topics.history,
-                    patient_id.encode("utf-8"),
-                    value,
-                    partition=tp.partition,
-                )
+            for key, value in store.take_dirty():  # one record per changed part of a patient
+                change = Output(self.settings.topics.history, key, value, partition=tp.partition)
                 if not _fits(change):
                     # kept in the local store and used while this instance owns the partition;
                     # a restore elsewhere sees the patient's previous state (stated loudly)
@@ -830,6 +815,8 @@ class Service:
         batch.categories[category] += 1
         for alert in outcome.alerts:
             batch.alerts[(alert["alert_type"], alert["code"], alert["status"])] += 1
+        for alert, transition in zip(outcome.alerts, outcome.transitions, strict=False):
+            batch.transitions[(transition, alert["code"])] += 1
         batch.durations.append(duration)
         event_time = event.get("event_time")
         if event_time is not None:
@@ -1110,8 +1097,7 @@ class Service:
         """Main thread, between polls: read each pending partition's changelog to its end."""
         partitions = sorted(self._pending_restore)
         started = time.monotonic()
-        codec = FramedCodec(self._history_encoder, self._history_decoder)
-        stores = {tp: self._new_store(tp, codec) for tp in partitions}
+        stores = {tp: self._new_store(tp) for tp in partitions}
         count = None
         try:
             count = self._read_changelog(stores, started + self.settings.tuning.restore_timeout_s)
@@ -1141,10 +1127,10 @@ class Service:
         if not self._pending_restore:
             self._set_ready(True)
 
-    def _new_store(self, tp: TopicPartition, codec: FramedCodec) -> HistoryStore:
+    def _new_store(self, tp: TopicPartition) -> HistoryStore:
         """An empty history store for input partition `tp`, on the configured backend."""
         states = open_states(self.settings.history_store, self._state_dir, f"p{tp.partition}")
-        return HistoryStore(self._retention, self._clock, codec, states)
+        return HistoryStore(self._retention, self._clock, states)
 
     def _read_changelog(
         self, stores: dict[TopicPartition, HistoryStore], deadline: float
@@ -1197,15 +1183,10 @@ class Service:
             rc.assign([])
 
     def _restore_record(self, store: HistoryStore, tp: TopicPartition, record: Any) -> int:
-        if record.key is None:
-            return 0
-        patient_id = record.key.decode("utf-8", errors="replace")
-        if record.value is None:
-            store.restore(patient_id, None)
-            return 1
         try:
-            state = self._history_decoder.decode(record.value)
-        except RecordError as exc:
+            store.restore(record.key, record.value)
+        except HistoryRecordError as exc:
+            self.metrics.history_unreadable_records.inc()
             log.error(
                 "history record unreadable; skipped",
                 topic=tp.topic,
@@ -1215,7 +1196,6 @@ class Service:
                 error_type=type(exc).__name__,
             )
             return 0
-        store.restore(patient_id, state, encoded=record.value)
         return 1
 
     # -- back-off while the registry is down ----------------------------------------------
@@ -1249,6 +1229,8 @@ class Service:
             m.classifications.labels(category=category).inc(n)
         for (alert_type, code, status), n in batch.alerts.items():
             m.alerts.labels(alert_type=alert_type, code=code, status=status).inc(n)
+        for (transition, code), n in batch.transitions.items():
+            m.alert_transitions.labels(transition=transition, code=code).inc(n)
         for (stage, reason), n in batch.dlq.items():
             m.dlq.labels(stage=stage, reason=reason).inc(n)
         for duration in batch.durations:
@@ -1320,6 +1302,7 @@ class Service:
         self.metrics.history_patients.set(sum(len(s) for s in stores))
         self.metrics.history_accessions.set(sum(s.accession_count() for s in stores))
         self.metrics.history_bytes.set(sum(s.encoded_bytes() for s in stores))
+        self.metrics.open_alerts.set(sum(s.open_alerts() for s in stores))
 
     def _beat(self) -> None:
         if self._health is not None:

@@ -348,8 +348,8 @@ class AlertVerdict:
     published: int  # alert records read (duplicates included)
     lost: int  # expected triples never published
     unexpected: int  # published triples not expected
-    duplicated: int  # extra copies: sum over (alert_id, status) of copies - 1
-    inconsistent: int  # (alert_id, status) groups whose copies differ beyond created_at
+    duplicated: int  # extra copies: sum over (alert_id, revision) of copies - 1
+    inconsistent: int  # (alert_id, revision) groups whose copies differ beyond created_at
     lost_triples: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
@@ -366,12 +366,12 @@ class AlertVerdict:
 def check_alerts(alerts: Iterable[Out], expected: set[tuple[str, str, str]]) -> AlertVerdict:
     """Count lost, unexpected and duplicated alerts; duplicates must be identical apart from
     created_at (a redelivered event re-emits the same alert)."""
-    copies: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
+    copies: dict[tuple[str, int], list[dict[str, Any]]] = collections.defaultdict(list)
     published = 0
     for out in alerts:
         assert out.value is not None, "an alert topic holds a record that is not an alert"
         published += 1
-        copies[(out.value["alert_id"], out.value["status"])].append(out.value)
+        copies[(out.value["alert_id"], out.value["revision"])].append(out.value)
     seen = {(v[0]["event_id"], v[0]["code"], v[0]["status"]) for v in copies.values()}
     lost = expected - seen
     inconsistent = 0

@@ -238,7 +238,8 @@ class TopicReader:
                 decode_fmt, parsed_schema(HER2_CLASSIFICATION), registry=registry
             ),
             "alert": Decoder(decode_fmt, parsed_schema(HER2_ALERT), registry=registry),
-            "history": Decoder(decode_fmt, parsed_schema(PATIENT_HISTORY), registry=registry),
+            # the changelog is single-object framed whatever the output format (self-contained)
+            "history": Decoder("single-object", parsed_schema(PATIENT_HISTORY)),
         }
         self.records: dict[str, list[Out]] = {key: [] for key in self._names}
 

@@ -219,37 +219,37 @@ def test_amended_corrected_and_cancelled_reports_retract_alerts_end_to_end(
         reader.settle(0.5)
 
     published = [
-        (a.value["alert_id"], a.value["code"], a.value["status"], a.value["patient_id"])
-        for a in sorted(
-            reader.alerts(), key=lambda o: (o.value["patient_id"], o.value["created_at"], o.offset)
-        )
+        (a.value["alert_id"], a.value["revision"], a.value["code"], a.value["status"], a.value["patient_id"])
+        for a in reader.alerts()
     ]
     store, p = HistoryStore(), pipeline()
     expected = []
     for event in events:
         expected += [
-            (a["alert_id"], a["code"], a["status"], a["patient_id"])
+            (a["alert_id"], a["revision"], a["code"], a["status"], a["patient_id"])
             for a in store.apply(event, p).alerts
         ]
     assert sorted(published) == sorted(expected)
 
     by_patient = collections.defaultdict(list)
-    for alert_id, code, status, patient in published:
+    for alert_id, _revision, code, status, patient in published:
         by_patient[patient].append((alert_id, code, status))
-    for patient, retracted_codes in (
-        ("lc-p1", {"TDXD-LOW-DB04", "TC-HER2-TARGETED-NOT-POSITIVE"}),
-        ("lc-p2", None),
-        ("lc-p3", {"TC-HER2-TARGETED-NOT-POSITIVE"}),
+    # section 8: AMENDED ends findings with new information (RESOLVED); CANCELLED and
+    # CORRECTED withdraw the data the findings rested on (RETRACTED)
+    for patient, closing, closed_codes in (
+        ("lc-p1", "RESOLVED", {"TDXD-LOW-DB04", "TC-HER2-TARGETED-NOT-POSITIVE"}),
+        ("lc-p2", "RETRACTED", None),
+        ("lc-p3", "RETRACTED", {"TC-HER2-TARGETED-NOT-POSITIVE"}),
     ):
         alerts = by_patient[patient]
         active = {alert_id: code for alert_id, code, status in alerts if status == "ACTIVE"}
-        retracted = {alert_id: code for alert_id, code, status in alerts if status == "RETRACTED"}
-        assert retracted, patient
-        assert set(retracted) <= set(active), "a retraction re-publishes an earlier alert id"
-        if retracted_codes is None:
-            assert retracted == active, "CANCELLED retracts every active alert"
+        closed = {alert_id: code for alert_id, code, status in alerts if status == closing}
+        assert closed, patient
+        assert set(closed) <= set(active), "a closing record re-publishes an earlier alert id"
+        if closed_codes is None:
+            assert closed == active, "CANCELLED retracts every finding resting on it"
         else:
-            assert set(retracted.values()) == retracted_codes, (patient, retracted)
+            assert set(closed.values()) == closed_codes, (patient, closed)
 
 
 def test_two_instances_split_the_partitions_and_scaling_loses_nothing(

@@ -89,9 +89,9 @@ def test_kill_between_ack_and_commit_redelivers_with_identical_alert_ids(
     redelivered = {e["event_id"] for e in events[done_before:published_before]}
     assert per_event == {e["event_id"]: 2 if e["event_id"] in redelivered else 1 for e in events}
 
-    copies = collections.defaultdict(list)
+    copies = collections.defaultdict(list)  # (alert_id, revision) is one publication
     for alert in reader.alerts():
-        copies[alert.value["alert_id"]].append(alert)
+        copies[(alert.value["alert_id"], alert.value["revision"])].append(alert)
     assert copies
     for outs in copies.values():
         event_id = outs[0].value["event_id"]

@@ -78,7 +78,9 @@ def test_a_crash_inside_a_transaction_leaves_every_output_exactly_once(
 
     per_event = collections.Counter(c["event_id"] for c in reader.classifications())
     assert set(per_event.values()) == {1}, "read_committed sees each classification once"
-    alert_ids = collections.Counter(a.value["alert_id"] for a in reader.alerts())
+    alert_ids = collections.Counter(
+        (a.value["alert_id"], a.value["revision"]) for a in reader.alerts()
+    )
     assert alert_ids
     assert set(alert_ids.values()) == {1}, "and each alert once"
     assert committed(env.bootstrap, env.group, env.input) == {0: len(events)}

@@ -327,19 +327,24 @@ class TestHistoryStore:
         # design.md: event_id is unique per published event; a repeated id is a redelivery.
         sequence = [{**event, "event_id": f"seq-{i}"} for i, event in enumerate(sequence)]
         store = HistoryStore(clock=lambda: NOW)
-        emitted: set[str] = set()
+        last: dict[str, Record] = {}  # alert_id -> its latest record
         for event in sequence:
             outcome = store.apply(event, PIPELINE)
             check_outputs(outcome)
-            emitted |= {a["alert_id"] for a in outcome.alerts}
             if event["report_status"] == "PRELIMINARY":
-                assert all(a["status"] == "ACTIVE" for a in outcome.alerts)
-            if event["report_status"] == "CANCELLED":
-                assert all(a["status"] == "RETRACTED" for a in outcome.alerts)
-        # a redelivery of the last event never yields new alert ids
+                assert outcome.alerts == []  # section 8: classified only
+            for alert in outcome.alerts:
+                before = last.get(alert["alert_id"])
+                # revisions count publications: 1, 2, ... per alert_id, never repeated
+                assert alert["revision"] == (before["revision"] + 1 if before else 1)
+                if alert["status"] != "ACTIVE":  # only an open finding is closed
+                    assert before is not None and before["status"] == "ACTIVE"
+                last[alert["alert_id"]] = alert
+        # a redelivery of the last event publishes what it published, nothing new
         again = store.apply(sequence[-1], PIPELINE)
         check_outputs(again)
-        assert {a["alert_id"] for a in again.alerts} <= emitted
+        for alert in again.alerts:
+            assert alert["revision"] <= last[alert["alert_id"]]["revision"]
 
 
 @pytest.mark.parametrize("name", [PATHOLOGY_RESULT, HER2_ALERT, HER2_CLASSIFICATION])

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from consumer.facts import Sample
+from consumer.model import scope_of
 from consumer.pipeline import Pipeline
 from consumer.resources import PATHOLOGY_RESULT, data_dir, parsed_schema
 from consumer.rules import RuleSet, load_ruleset
@@ -974,11 +975,23 @@ class TestAlertRecords:
         second = Pipeline(ruleset, clock=lambda: later).process(NOISY).alerts
         assert [a["alert_id"] for a in first] == [a["alert_id"] for a in second]
 
-    def test_different_event_id_different_ids(self, pipeline: Pipeline) -> None:
+    def test_a_finding_keeps_its_id_across_reports(self, pipeline: Pipeline) -> None:
+        """alert_id is the finding's identity (patient, code, REPORT accession), not the event's."""
         first = {a["alert_id"] for a in pipeline.process(NOISY).alerts}
         second = {a["alert_id"] for a in pipeline.process({**NOISY, "event_id": "evt-0002"}).alerts}
         assert first
-        assert first.isdisjoint(second)
+        assert first == second
+
+    def test_another_patient_other_ids(self, pipeline: Pipeline) -> None:
+        first = {a["alert_id"] for a in pipeline.process(NOISY).alerts}
+        other = {a["alert_id"] for a in pipeline.process({**NOISY, "patient_id": "pat-other"}).alerts}
+        assert first.isdisjoint(other)
+
+    def test_report_codes_are_per_accession(self, pipeline: Pipeline) -> None:
+        first = {a["code"]: a["alert_id"] for a in pipeline.process(NOISY).alerts}
+        other = {a["code"]: a["alert_id"] for a in pipeline.process({**NOISY, "accession_id": "acc-other"}).alerts}
+        for code, aid in first.items():
+            assert (aid == other[code]) == (scope_of(code) == "PATIENT"), code
 
     def test_ids_unique_within_event(self, pipeline: Pipeline) -> None:
         alerts = pipeline.process(NOISY).alerts

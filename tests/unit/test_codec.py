@@ -671,8 +671,10 @@ class TestEncoder:
         assert fake_registry.count("POST") == 0
         alert = {
             "alert_id": "a1",
+            "revision": 1,
             "alert_type": "RETEST",
             "code": "RETEST-01",
+            "scope": "PATIENT",
             "status": "ACTIVE",
             "rule_id": "retest-metastasis",
             "rule_version": 1,

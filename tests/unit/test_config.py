@@ -51,11 +51,11 @@ class TestDefaults:
             "lab.pathology.results.v1",
             "lab.pathology.results.v1.dlq",
             "her2.classifications.v1",
-            "her2.patient-history.v1",
-            "her2.alerts.retest.v1",
-            "her2.alerts.documentation.v1",
-            "her2.alerts.tdxd-eligibility.v1",
-            "her2.alerts.therapy-caution.v1",
+            "her2.patient-history.v2",
+            "her2.alerts.retest.v2",
+            "her2.alerts.documentation.v2",
+            "her2.alerts.tdxd-eligibility.v2",
+            "her2.alerts.therapy-caution.v2",
         )
         assert (s.input_format, s.output_format) == ("auto", "single-object")
         assert s.schema_registry_url is None
@@ -194,7 +194,7 @@ class TestVariables:
     def test_alert_topic_by_type(self) -> None:
         topics = Settings.from_env({"HER2_TDXD_TOPIC": "tdxd"}).topics
         assert topics.alert_topic("TDXD_ELIGIBILITY") == "tdxd"
-        assert topics.alert_topic("RETEST") == "her2.alerts.retest.v1"
+        assert topics.alert_topic("RETEST") == "her2.alerts.retest.v2"
         assert len(topics.outputs()) == 7
         assert topics.input not in topics.outputs()
 

@@ -361,7 +361,9 @@ class TestHistory:
         assert "acc-prim" in db04["detail"]
 
     @BOTH
-    def test_b_amended_retracts_with_same_id(self, tmp_path: Path, runner: str) -> None:
+    def test_b_amended_resolves_with_same_id(self, tmp_path: Path, runner: str) -> None:
+        """An AMENDED report that ends a finding brings new information: RESOLVED (section 8),
+        the same alert_id, the next revision."""
         final = same_patient("b-1", "acc-B", "2025-05-03T09:00:00Z", **METASTATIC_LOW_AFTER_CHEMO)
         amended = same_patient(
             "b-2", "acc-B", "2025-05-04T09:00:00Z", report_status="AMENDED",
@@ -370,20 +372,24 @@ class TestHistory:
         outputs = RUNNERS[runner]([final, amended], tmp_path)
         first = {a["code"]: a for a in outputs[0]["alerts"]}
         assert "TDXD-LOW-DB04" in first
-        retracted = {a["code"]: a for a in outputs[1]["alerts"] if a["status"] == "RETRACTED"}
-        assert "TDXD-LOW-DB04" in retracted
-        # only alerts it no longer supports are retracted, each with its original id
-        assert set(retracted) == set(first) - codes(outputs[1])
-        for code, alert in retracted.items():
+        resolved = {a["code"]: a for a in outputs[1]["alerts"] if a["status"] == "RESOLVED"}
+        assert "TDXD-LOW-DB04" in resolved
+        assert not [a for a in outputs[1]["alerts"] if a["status"] == "RETRACTED"]
+        # only findings it no longer supports are closed, each with its id and the next revision
+        active_now = {a["code"] for a in outputs[1]["alerts"] if a["status"] == "ACTIVE"}
+        assert set(resolved) == set(first) - active_now
+        for code, alert in resolved.items():
             assert alert["alert_id"] == first[code]["alert_id"]
+            assert alert["revision"] == first[code]["revision"] + 1
 
     @BOTH_PASSING
     def test_b_amended_keeps_what_it_still_supports(self, tmp_path: Path, runner: str) -> None:
         final = same_patient("k-1", "acc-K", "2025-05-03T09:00:00Z", **METASTATIC_LOW_AFTER_CHEMO)
         amended = same_patient("k-2", "acc-K", "2025-05-04T09:00:00Z", report_status="CORRECTED", **METASTATIC_LOW_AFTER_CHEMO)
         outputs = RUNNERS[runner]([final, amended], tmp_path)
-        assert "TDXD-LOW-DB04" in codes(outputs[1])
-        assert not [a for a in outputs[1]["alerts"] if a["status"] == "RETRACTED"]
+        assert "TDXD-LOW-DB04" in codes(outputs[0])
+        # a corrected report with the same content changes nothing: nothing is re-published
+        assert outputs[1]["alerts"] == []
 
     @BOTH
     def test_c_cancelled_retracts_all(self, tmp_path: Path, runner: str) -> None:

@@ -21,7 +21,15 @@ from prometheus_client import CollectorRegistry
 
 from consumer.codec import Encoder
 from consumer.config import Settings
-from consumer.history import HistoryStore
+from consumer.history import (
+    HistoryStore,
+    part_codec,
+    _pack,
+    accession_key,
+    parse_key,
+    patient_key,
+)
+from consumer.patient import AcceptedReport, Accession
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
@@ -58,11 +66,24 @@ def totals(store: HistoryStore) -> tuple[int, int, int]:
     return len(store), store.accession_count(), store.encoded_bytes()
 
 
-def recount(store: HistoryStore, committed: dict[str, bytes]) -> tuple[int, int, int]:
-    """The same figures from scratch: every state decoded, and the committed rows' lengths."""
+def recount(store: HistoryStore, committed: dict[bytes, bytes | None]) -> tuple[int, int, int]:
+    """The same figures from scratch: every state decoded, and the rows the committed changelog
+    records (key -> value, None = tombstone) pack into, one per patient."""
     states = dict(store.patients())
-    accessions = sum(len(s["accessions"]) for s in states.values())
-    return len(states), accessions, sum(len(v) for v in committed.values())
+    accessions = sum(len(s.accessions) for s in states.values())
+    rows: dict[str, dict[bytes, bytes]] = {}
+    for key, value in committed.items():
+        if value is not None:
+            rows.setdefault(parse_key(key)[0], {})[key] = value
+    return len(states), accessions, sum(len(_pack(parts)) for parts in rows.values())
+
+
+def accession_record(patient_id: str, padding: int = 0) -> tuple[bytes, bytes]:
+    """One real changelog record (an accession part), padded with seen event ids."""
+    acc = Accession("A1", report=AcceptedReport(
+        "e1", None, "FINAL", 1, ("x" * padding,) if padding else (), "PRIMARY_BREAST", None,
+        "LOW", True, None, False, None, 0))
+    return accession_key(patient_id, "A1"), part_codec().encode_accession(patient_id, acc)
 
 
 class TestDiskFile:
@@ -72,8 +93,9 @@ class TestDiskFile:
         assert states.path.is_file()
         assert states.path.parent == state_dir.path
         store = HistoryStore(states=states)
-        store.restore("P1", {"patient_id": "P1", "accessions": []}, encoded=b"x" * 10)
-        assert (len(store), store.encoded_bytes()) == (1, 10)
+        key, value = accession_record("P1")
+        store.restore(key, value)
+        assert (len(store), store.encoded_bytes()) == (1, len(_pack({key: value})))
         store.close()
         assert not states.path.exists()
         store.close()  # idempotent
@@ -103,7 +125,7 @@ class TestTotals:
     ) -> None:
         """After every operation the reported size equals a recount from the states."""
         store = HistoryStore(states=open_states(kind, state_dir, "p0"))
-        committed: dict[str, bytes] = {}  # what the changelog would hold
+        committed: dict[bytes, bytes | None] = {}  # what the changelog would hold
         events = SyntheticGenerator(seed=3).events(400)
         for event in events[:150]:
             store.apply(copy.deepcopy(event), pipeline)
@@ -113,15 +135,15 @@ class TestTotals:
         assert totals(store) == recount(store, committed)
 
         restored = HistoryStore(states=open_states(kind, state_dir, "p0"))  # a restore
-        for pid, value in committed.items():
-            restored.restore(pid, store.get(pid), encoded=value)
+        for key, value in committed.items():
+            restored.restore(key, value)
         store.close()
         store = restored
         assert totals(store) == recount(store, committed)
-        gone = sorted(committed)[:10]
-        for pid in gone:  # tombstones, one of them twice
-            store.restore(pid, None)
-            del committed[pid]
+        gone = sorted(k for k in committed if k.startswith(b'["A"'))[:10]
+        for key in gone:  # tombstones, one of them twice
+            store.restore(key, None)
+            del committed[key]
         store.restore(gone[0], None)
         assert totals(store) == recount(store, committed)
 
@@ -192,10 +214,11 @@ def test_many_patients_on_disk_stay_out_of_the_process_memory(state_dir: StateDi
     states = open_states(DISK, state_dir, "p0")
     assert isinstance(states, DiskStates)
     store = HistoryStore(states=states)
-    value = os.urandom(4096)
     before = rss_bytes()
     for i in range(20_000):
-        store.restore(f"P{i}", {"accessions": [{}] * 2}, encoded=value[i % 64 :] + b"%d" % i)
+        for acc in ("A1", "A2"):
+            key, value = accession_record(f"P{i}", 2000 + i % 64)
+            store.restore(key.replace(b'"A1"', f'"{acc}"'.encode()), value)
     grown = rss_bytes() - before
     assert len(store) == 20_000
     assert store.accession_count() == 40_000
@@ -263,7 +286,7 @@ def test_the_service_deletes_a_revoked_partitions_file_from_the_io_thread(
     files = {tp: states.path for tp, states in disk.items() if isinstance(states, DiskStates)}
     for tp, states in disk.items():
         svc._stores[tp] = HistoryStore(states=states)
-        svc._stores[tp].restore("P1", None)  # the connection is used on this (main) thread
+        svc._stores[tp].restore(patient_key("P1"), None)  # the connection is used on this (main) thread
     failures: list[BaseException] = []
 
     def io_thread() -> None:

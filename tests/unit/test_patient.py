@@ -1,0 +1,328 @@
+"""The patient aggregate (docs/her2-rules.md section 8), table-driven: patient stories, each a
+list of reports and, per report, the records it must publish for the codes a story watches
+(code -> (status, revision)); a watched code not listed must publish nothing.
+
+Covers every transition of the table, both scopes, cancellation across accessions, stale and
+PRELIMINARY reports, prior entries that persist and leave, current sample and HR status by
+collection date, context carried forward, re-opening and redelivery.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from consumer.alerts import alert_id
+from consumer.history import HistoryStore
+from consumer.model import Outcome
+from consumer.pipeline import Pipeline
+from consumer.rules import RuleSet, load_ruleset
+
+Record = dict[str, Any]
+T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
+LOW = {"score": "ONE_PLUS", "percent_cells_stained": 30.0, "staining_intensity": "FAINT",
+       "staining_completeness": "INCOMPLETE", "antibody_clone": "4B5",
+       "assay_type": "FDA_APPROVED", "controls_documented": True}
+NULL = {**LOW, "score": "ZERO", "percent_cells_stained": 0.0, "staining_intensity": "NONE",
+        "staining_completeness": "NONE"}
+POS = {**LOW, "score": "THREE_PLUS", "percent_cells_stained": 90.0, "staining_intensity": "STRONG",
+       "staining_completeness": "COMPLETE"}
+LOW_NO_DETAIL = {**LOW, "percent_cells_stained": None}  # DG-STAINING-DETAIL
+MET_AFTER_CHEMO = {"disease_setting": "METASTATIC", "metastatic_chemotherapy_lines": 1,
+                   "metastatic_endocrine_therapy_lines": 0, "metastatic_anti_her2_lines": 0}
+ER_POS = {"percent_positive": 90.0, "result": "POSITIVE"}
+ER_NEG = {"percent_positive": 0.0, "result": "NEGATIVE"}
+MET_AFTER_ENDO = {**MET_AFTER_CHEMO, "metastatic_chemotherapy_lines": 0,
+                  "metastatic_endocrine_therapy_lines": 1}
+
+
+def report(
+    event_id: str,
+    accession: str,
+    *,
+    status: str = "FINAL",
+    minutes: int | None = None,
+    collected: str | None = "2025-06-01",
+    site: str = "DISTANT_METASTASIS",
+    ihc: Record | None = None,
+    er: Record | None = None,
+    pr: Record | None = None,
+    ctx: Record | None = None,
+    priors: list[Record] | None = None,
+) -> Record:
+    """One PathologyResult of patient P (well documented: no DG noise unless asked)."""
+    return {
+        "event_id": event_id,
+        "event_time": T0 + dt.timedelta(minutes=int(event_id.split("-")[-1]) if minutes is None else minutes),
+        "patient_id": "P",
+        "accession_id": accession,
+        "report_status": status,
+        "specimen": {"site": site, "collection_date": dt.date.fromisoformat(collected) if collected else None,
+                     "cold_ischemia_minutes": 20, "fixation_hours": 24.0},
+        "her2_ihc": ihc,
+        "her2_ish": None,
+        "er": er,
+        "pr": pr if pr is not None else ({**ER_NEG} if er is not None else None),
+        "clinical_context": ctx,
+        "prior_her2_results": priors or [],
+    }
+
+
+def prior(accession: str, ihc: Record, collected: str = "2024-01-01", site: str = "PRIMARY_BREAST") -> Record:
+    return {"accession_id": accession, "specimen": {"site": site, "collection_date": dt.date.fromisoformat(collected)},
+            "her2_ihc": ihc, "her2_ish": None}
+
+
+Expect = dict[str, tuple[str, int]]
+Story = list[tuple[Record, Expect]]
+
+STORIES: dict[str, tuple[set[str], Story]] = {
+    # holds / not open -> ACTIVE r1; holds / open, same content -> nothing (the issue's duplicate)
+    "duplicate findings are not raised again": ({"TDXD-LOW-DB04"}, [
+        (report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO, collected="2025-06-01"), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=LOW, ctx=MET_AFTER_CHEMO, collected="2024-01-01"), {}),
+    ]),
+    # holds / open, content changed -> ACTIVE next revision (a more recent qualifying sample)
+    "a newer qualifying sample updates the finding": ({"TDXD-LOW-DB04"}, [
+        (report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO, collected="2024-01-01"), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=LOW, ctx=MET_AFTER_CHEMO, collected="2025-06-01"), {"TDXD-LOW-DB04": ("ACTIVE", 2)}),
+    ]),
+    # the issue's second case: A1's LOW sample made A2's metastatic report eligible; A1 cancelled
+    "a cancelled report retracts the findings of other accessions resting on it": ({"TDXD-LOW-DB04"}, [
+        (report("e-1", "A1", ihc=LOW, site="PRIMARY_BREAST", ctx={"disease_setting": "EARLY"}), {}),
+        (report("e-2", "A2", ihc=None, ctx=MET_AFTER_CHEMO), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        # the cancelled report still carries its (withdrawn) content: it counts for nothing
+        (report("e-3", "A1", status="CANCELLED", ihc=LOW, site="PRIMARY_BREAST"), {"TDXD-LOW-DB04": ("RETRACTED", 2)}),
+        (report("e-4", "A2", status="AMENDED", ihc=None, ctx=MET_AFTER_CHEMO), {}),
+    ]),
+    # does not hold / open -> RESOLVED when new information ended it (AMENDED)
+    "an amendment that ends a finding resolves it": ({"TDXD-LOW-DB04"}, [
+        (report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A1", status="AMENDED", ihc=NULL, ctx=MET_AFTER_CHEMO), {"TDXD-LOW-DB04": ("RESOLVED", 2)}),
+    ]),
+    # a CORRECTED report of an accession the finding rested on -> RETRACTED
+    "a correction of the data a finding rested on retracts it": ({"TDXD-LOW-DB04"}, [
+        (report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A1", status="CORRECTED", ihc=NULL, ctx=MET_AFTER_CHEMO), {"TDXD-LOW-DB04": ("RETRACTED", 2)}),
+    ]),
+    # a CORRECTED report of an accession the finding did not rest on -> RESOLVED; re-opening
+    "new information from another accession resolves; the finding re-opens with its id": ({"TDXD-LOW-DB04", "RT-CONVERSION"}, [
+        (report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO, collected="2025-06-01"), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A2", status="CORRECTED", ihc=POS, site="PRIMARY_BREAST", collected="2023-01-01"),
+         {"TDXD-LOW-DB04": ("RESOLVED", 2), "RT-CONVERSION": ("ACTIVE", 1)}),
+        (report("e-3", "A2", status="CANCELLED"), {"TDXD-LOW-DB04": ("ACTIVE", 3), "RT-CONVERSION": ("RETRACTED", 2)}),
+    ]),
+    # REPORT scope: only the accession's own reports open, change or close its findings
+    "report-scoped findings follow their accession only": ({"DG-STAINING-DETAIL"}, [
+        (report("e-1", "A1", ihc=LOW_NO_DETAIL, ctx=MET_AFTER_CHEMO), {"DG-STAINING-DETAIL": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=LOW_NO_DETAIL, ctx=MET_AFTER_CHEMO), {"DG-STAINING-DETAIL": ("ACTIVE", 1)}),
+        (report("e-3", "A1", status="AMENDED", ihc=LOW, ctx=MET_AFTER_CHEMO), {"DG-STAINING-DETAIL": ("RESOLVED", 2)}),
+        (report("e-4", "A2", status="CORRECTED", ihc=LOW, ctx=MET_AFTER_CHEMO), {"DG-STAINING-DETAIL": ("RETRACTED", 2)}),
+        (report("e-5", "A1", status="CANCELLED"), {}),
+    ]),
+    "a cancelled report retracts its own report-scoped findings": ({"DG-STAINING-DETAIL"}, [
+        (report("e-1", "A1", ihc=LOW_NO_DETAIL, ctx=MET_AFTER_CHEMO), {"DG-STAINING-DETAIL": ("ACTIVE", 1)}),
+        (report("e-2", "A1", status="CANCELLED"), {"DG-STAINING-DETAIL": ("RETRACTED", 2)}),
+        (report("e-3", "A1", ihc=LOW_NO_DETAIL, ctx=MET_AFTER_CHEMO), {"DG-STAINING-DETAIL": ("ACTIVE", 3)}),
+    ]),
+    # stale: an older event_time than the accession's latest changes nothing
+    "a stale report changes nothing": ({"TDXD-LOW-DB04"}, [
+        (report("e-5", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A1", status="CANCELLED"), {}),
+        (report("e-6", "A2", ihc=None, ctx=MET_AFTER_CHEMO), {}),
+    ]),
+    # PRELIMINARY reports are classified only: no state, no alert
+    "a preliminary report changes nothing": ({"TDXD-LOW-DB04"}, [
+        (report("e-1", "A1", status="PRELIMINARY", ihc=LOW, ctx=MET_AFTER_CHEMO), {}),
+        (report("e-2", "A2", ihc=None, ctx=MET_AFTER_CHEMO), {}),
+        (report("e-3", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-4", "A1", status="PRELIMINARY", ihc=NULL, ctx=MET_AFTER_CHEMO), {}),
+    ]),
+    # prior entries persist after the carrier's later report omits them; leave with the carrier
+    "prior entries persist and leave with the report that carried them": ({"TDXD-LOW-DB04"}, [
+        (report("e-0", "A9", ihc=None, ctx=MET_AFTER_CHEMO), {}),
+        (report("e-1", "A1", ihc=NULL, ctx=MET_AFTER_CHEMO, priors=[prior("A0", LOW)]), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A1", status="AMENDED", ihc=NULL, ctx=MET_AFTER_CHEMO), {}),
+        (report("e-3", "A1", status="CANCELLED"), {"TDXD-LOW-DB04": ("RETRACTED", 2)}),
+    ]),
+    # a cancelled accession is gone in every form: a prior entry for it carried later is ignored
+    "a cancelled accession's prior entries are ignored until it is reported again": ({"TDXD-LOW-DB04"}, [
+        (report("e-1", "A0", ihc=LOW, site="PRIMARY_BREAST", ctx={"disease_setting": "EARLY"}), {}),
+        (report("e-2", "A0", status="CANCELLED"), {}),
+        (report("e-3", "A1", ihc=NULL, ctx=MET_AFTER_CHEMO, priors=[prior("A0", LOW)]), {}),
+        (report("e-4", "A0", ihc=LOW, site="PRIMARY_BREAST"), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+    ]),
+    # the patient's own report of an accession replaces a prior entry for it
+    "an own report replaces the prior entry of its accession": ({"TDXD-LOW-DB04"}, [
+        (report("e-1", "A1", ihc=NULL, ctx=MET_AFTER_CHEMO, priors=[prior("A0", LOW)]), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A0", ihc=NULL, site="PRIMARY_BREAST", collected="2024-01-01"), {"TDXD-LOW-DB04": ("RESOLVED", 2)}),
+    ]),
+    # current sample by collection date: a late archival retest does not become current
+    "a late archival retest does not become the current sample": ({"TDXD-POSITIVE-DB09", "RT-CONVERSION"}, [
+        (report("e-1", "A1", ihc=POS, ctx=MET_AFTER_CHEMO | {"metastatic_chemotherapy_lines": 0}, collected="2025-06-01"),
+         {"TDXD-POSITIVE-DB09": ("ACTIVE", 1)}),
+        (report("e-2", "A0", ihc=LOW, site="PRIMARY_BREAST", collected="2019-03-01"), {"RT-CONVERSION": ("ACTIVE", 1)}),
+    ]),
+    "a newer specimen becomes the current sample": ({"TDXD-POSITIVE-DB09"}, [
+        (report("e-1", "A1", ihc=POS, ctx=MET_AFTER_CHEMO | {"metastatic_chemotherapy_lines": 0}, collected="2024-06-01"),
+         {"TDXD-POSITIVE-DB09": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=LOW, collected="2025-06-01"), {"TDXD-POSITIVE-DB09": ("RESOLVED", 2)}),
+    ]),
+    # HR status from the report with the most recently collected specimen carrying ER or PR
+    "HR status follows the most recently collected specimen": ({"TDXD-HR-DB06"}, [
+        (report("e-1", "A1", ihc=LOW, er=ER_POS, ctx=MET_AFTER_ENDO, collected="2025-06-01"), {"TDXD-HR-DB06": ("ACTIVE", 1)}),
+        (report("e-2", "A0", ihc=LOW, er=ER_NEG, site="PRIMARY_BREAST", collected="2019-01-01"), {}),
+        (report("e-3", "A2", ihc=None, er=ER_NEG, collected="2025-09-01"), {"TDXD-HR-DB06": ("RESOLVED", 2)}),
+    ]),
+    # clinical context: the latest final report that carries one; a report without it keeps it
+    "clinical context is carried forward and falls back when its accession is cancelled": ({"TDXD-LOW-DB04"}, [
+        (report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=LOW, ctx=None, collected="2024-01-01"), {}),
+        (report("e-3", "A3", ihc=None, ctx={"disease_setting": "EARLY"}), {"TDXD-LOW-DB04": ("RESOLVED", 2)}),
+        (report("e-4", "A3", status="CANCELLED"), {"TDXD-LOW-DB04": ("ACTIVE", 3)}),
+    ]),
+    # a cancellation can open a finding (RT-ALL-ZERO when the only HER2-low sample is withdrawn)
+    "a cancellation can open a finding": ({"RT-ALL-ZERO", "TDXD-LOW-DB04"}, [
+        (report("e-1", "A1", ihc=NULL, ctx=MET_AFTER_CHEMO, collected="2025-06-01"), {"RT-ALL-ZERO": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=LOW, collected="2024-01-01"), {"RT-ALL-ZERO": ("RESOLVED", 2), "TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-3", "A2", status="CANCELLED"), {"RT-ALL-ZERO": ("ACTIVE", 3), "TDXD-LOW-DB04": ("RETRACTED", 2)}),
+    ]),
+    # nothing holds once the patient has no final sample and no context left
+    "nothing holds when everything is cancelled": ({"TDXD-LOW-DB04", "RT-METASTATIC-SITE"}, [
+        (report("e-1", "A1", ihc=LOW, site="PRIMARY_BREAST", ctx=MET_AFTER_CHEMO),
+         {"TDXD-LOW-DB04": ("ACTIVE", 1), "RT-METASTATIC-SITE": ("ACTIVE", 1)}),
+        (report("e-2", "A1", status="CANCELLED"), {"TDXD-LOW-DB04": ("RETRACTED", 2), "RT-METASTATIC-SITE": ("RETRACTED", 2)}),
+    ]),
+}
+
+
+@pytest.fixture(scope="module")
+def ruleset() -> RuleSet:
+    return load_ruleset()
+
+
+def ticking() -> Callable[[], dt.datetime]:
+    ticks = iter(range(10**9))
+    return lambda: T0 + dt.timedelta(seconds=next(ticks))
+
+
+def run(story: list[Record], ruleset: RuleSet, store: HistoryStore | None = None) -> list[Outcome]:
+    pipeline = Pipeline(ruleset, clock=ticking())
+    store = store or HistoryStore()
+    return [store.apply(event, pipeline) for event in story]
+
+
+@pytest.mark.parametrize(("watched", "story"), [pytest.param(*v, id=k) for k, v in STORIES.items()])
+def test_story(watched: set[str], story: Story, ruleset: RuleSet) -> None:
+    outcomes = run([event for event, _ in story], ruleset)
+    for i, ((event, expected), outcome) in enumerate(zip(story, outcomes, strict=True)):
+        got = {
+            a["code"]: (a["status"], a["revision"]) for a in outcome.alerts if a["code"] in watched
+        }
+        assert got == expected, f"report {i + 1} ({event['event_id']})"
+        for alert in outcome.alerts:  # identity: patient, code and (REPORT) accession
+            acc = alert["accession_id"] if alert["scope"] == "REPORT" else None
+            assert alert["alert_id"] == alert_id("P", alert["code"], acc)
+
+
+@pytest.mark.parametrize(("watched", "story"), [pytest.param(*v, id=k) for k, v in STORIES.items()])
+def test_story_survives_a_restore_and_redelivery(watched: set[str], story: Story, ruleset: RuleSet) -> None:
+    """After every report: the changelog restored into a new store gives the same state, and a
+    redelivered report re-publishes exactly the (alert_id, revision, status) it published."""
+    pipeline = Pipeline(ruleset, clock=ticking())
+    store = HistoryStore()
+    changelog: dict[bytes, bytes | None] = {}
+    for event, _ in story:
+        first = store.apply(event, pipeline)
+        changelog.update(store.take_dirty())
+        restored = HistoryStore()
+        for key, value in changelog.items():
+            restored.restore(key, value)
+        assert restored.get("P") == store.get("P")
+        again = restored.apply(event, pipeline)
+        ids = [(a["alert_id"], a["revision"], a["status"]) for a in first.alerts]
+        accepted = event["report_status"] != "PRELIMINARY" and first.alerts
+        if accepted:
+            assert [(a["alert_id"], a["revision"], a["status"]) for a in again.alerts] == ids
+            assert again.alerts == first.alerts  # texts re-rendered from the stored facts
+        assert restored.take_dirty() == []  # a redelivery changes no state
+        store = restored
+
+
+def test_without_history_every_finding_is_new(ruleset: RuleSet) -> None:
+    story = [event for event, _ in STORIES["duplicate findings are not raised again"][1]]
+    pipeline = Pipeline(ruleset)
+    for event in story:
+        outcome = pipeline.process(event)
+        assert outcome.alerts
+        assert {(a["status"], a["revision"]) for a in outcome.alerts} == {("ACTIVE", 1)}
+
+
+def test_a_record_never_grows_with_the_patients_accessions(ruleset: RuleSet) -> None:
+    """One record per accession plus one patient-wide: 200 accessions, the largest record of the
+    last event is no bigger than the largest of the tenth."""
+    pipeline = Pipeline(ruleset, clock=ticking())
+    store = HistoryStore()
+    sizes = []
+    for i in range(200):
+        event = report(f"e-{i}", f"A{i}", ihc=LOW if i % 3 else NULL, ctx=MET_AFTER_CHEMO,
+                       collected=(dt.date(2020, 1, 1) + dt.timedelta(days=i)).isoformat())
+        store.apply(event, pipeline)
+        sizes.append(max(len(v or b"") for _, v in store.take_dirty()))
+    assert len(store.get("P").accessions) == 200  # type: ignore[union-attr]
+    assert max(sizes[100:]) <= max(sizes[:20]) + 64
+
+
+def test_closing_records_say_which_report_ended_them(ruleset: RuleSet) -> None:
+    story = [e for e, _ in STORIES["a cancelled report retracts the findings of other accessions resting on it"][1]]
+    outcomes = run(story, ruleset)
+    retracted = next(a for a in outcomes[2].alerts if a["code"] == "TDXD-LOW-DB04")
+    assert "CANCELLED" in retracted["detail"]
+    assert "A1" in retracted["detail"]
+    assert retracted["event_id"] == "e-3"
+    assert retracted["scope"] == "PATIENT"
+
+
+def test_stored_context_keeps_what_the_rules_read(ruleset: RuleSet) -> None:
+    """The stored context keeps planned therapies as the drugs they name: the facts derived from
+    it after a restore equal those of the report itself."""
+    from consumer.therapies import normalise_therapies
+
+    names = ["Trastuzumab + pertuzumab (THP)", "Enhertu 5.4 mg/kg", "Kadcyla", "Tukysa", "unknown drug"]
+    drugs = normalise_therapies(names)
+    assert normalise_therapies(sorted(drugs)) == drugs
+    ctx = {**MET_AFTER_CHEMO, "planned_therapies": names, "interstitial_lung_disease_history": True}
+    store = HistoryStore()
+    first = store.apply(report("e-1", "A1", ihc=LOW, ctx=ctx), Pipeline(ruleset))
+    assert {"TC-TDXD-ILD", "TDXD-LOW-DB04"} <= {a["code"] for a in first.alerts}
+    restored = HistoryStore()
+    for key, value in store.take_dirty():
+        restored.restore(key, value)
+    # a report without context or HER2 test: the stored context gives the same content
+    later = restored.apply(report("e-2", "A2", ihc=None, ctx=None), Pipeline(ruleset))
+    assert later.alerts == []
+
+
+def test_a_replay_publishes_the_same_records(ruleset: RuleSet) -> None:
+    """Upgrading is a replay of the input topic: the same events through a fresh store, at
+    another time, publish the same (alert_id, revision, status) records (deterministic)."""
+    from consumer.synthetic import SyntheticGenerator
+
+    events = SyntheticGenerator(seed=41, id_prefix="replay").events(400)
+
+    def published(start: dt.datetime) -> list[tuple[str, int, str]]:
+        ticks = iter(range(10**9))
+        pipeline = Pipeline(ruleset, clock=lambda: start + dt.timedelta(seconds=next(ticks)))
+        store = HistoryStore()
+        return [
+            (a["alert_id"], a["revision"], a["status"])
+            for event in events
+            for a in store.apply(event, pipeline).alerts
+        ]
+
+    first = published(T0)
+    assert len(first) > 400
+    assert published(T0 + dt.timedelta(days=400)) == first
