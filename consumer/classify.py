@@ -29,6 +29,7 @@ ISH_UNRESOLVED = "UNRESOLVED"
 ZERO_NULL = "NULL"
 ZERO_ULTRALOW = "ULTRALOW"
 ZERO_NOT_STATED = "NOT_STATED"
+ZERO_NOT_DETERMINABLE = "NOT_DETERMINABLE"
 
 MIN_CELLS_COUNTED = 20
 RATIO_CUTOFF = 2.0
@@ -125,16 +126,39 @@ def assess_ish(ish: dict[str, Any], ihc_score: str | None) -> IshAssessment:
     return IshAssessment(reported, None, True, False)
 
 
+def zero_detail_contradicts(ihc: dict[str, Any]) -> bool:
+    """True when the staining detail of an IHC 0 does not fit IHC 0 (section 2, step 1).
+
+    A valid ASCO/CAP IHC 0 allows no staining or faint incomplete staining in <= 10 % of cells;
+    weak-to-moderate or strong intensity, complete staining, or > 10 % of cells contradict it
+    (unusual patterns that ASCO/CAP scores 2+ with reflex ISH).
+    """
+    percent = ihc.get("percent_cells_stained")
+    return (
+        ihc.get("staining_intensity") in ("WEAK_MODERATE", "STRONG")
+        or ihc.get("staining_completeness") == "COMPLETE"
+        or (percent is not None and percent > PERCENT_CUTOFF)
+    )
+
+
 def zero_subtype(ihc: dict[str, Any]) -> str:
-    """IHC 0 sub-type: NULL, ULTRALOW or NOT_STATED (section 2; null is checked first)."""
+    """IHC 0 sub-type by the four steps of section 2, in this order.
+
+    1. NOT_DETERMINABLE when the detail does not fit IHC 0 (never ultralow, whatever the
+       percentage: a wrong ultralow could route a 2+ pattern to an ultralow T-DXd alert);
+    2. NULL when 0 % of cells or intensity / completeness NONE;
+    3. ULTRALOW when > 0 % of cells, or intensity FAINT, or completeness INCOMPLETE;
+    4. NOT_STATED otherwise.
+    """
+    if zero_detail_contradicts(ihc):
+        return ZERO_NOT_DETERMINABLE
     percent = ihc.get("percent_cells_stained")
     intensity = ihc.get("staining_intensity")
     completeness = ihc.get("staining_completeness")
     if percent == 0 or intensity == "NONE" or completeness == "NONE":
         return ZERO_NULL
-    if percent is not None:
-        return ZERO_ULTRALOW if percent > 0 else ZERO_NOT_STATED
-    if intensity == "FAINT" or completeness == "INCOMPLETE":
+    stained = percent is not None and percent > 0
+    if stained or intensity == "FAINT" or completeness == "INCOMPLETE":
         return ZERO_ULTRALOW
     return ZERO_NOT_STATED
 
@@ -143,6 +167,7 @@ _ZERO_ROWS = {
     ZERO_ULTRALOW: (ULTRALOW, "C8"),
     ZERO_NULL: (NULL, "C9"),
     ZERO_NOT_STATED: (ZERO_UNSPECIFIED, "C10"),
+    ZERO_NOT_DETERMINABLE: (ZERO_UNSPECIFIED, "C10"),
 }
 
 
@@ -180,20 +205,17 @@ def score_inconsistent(ihc: dict[str, Any]) -> bool:
     """True when staining detail contradicts the reported score (section 2; 2+ never is)."""
     score = ihc.get("score")
     percent = ihc.get("percent_cells_stained")
+    intensity = ihc.get("staining_intensity")
+    completeness = ihc.get("staining_completeness")
     if score in ("ONE_PLUS", "THREE_PLUS") and percent is not None and percent <= PERCENT_CUTOFF:
         return True
     if score == "ZERO":
-        return percent is not None and percent > PERCENT_CUTOFF
+        # the same test that makes the sub-type not determinable (C10, never ultralow)
+        return zero_detail_contradicts(ihc)
     if score == "THREE_PLUS":
-        return (
-            ihc.get("staining_intensity") == "FAINT"
-            or ihc.get("staining_completeness") == "INCOMPLETE"
-        )
+        return intensity in ("FAINT", "WEAK_MODERATE") or completeness == "INCOMPLETE"
     if score == "ONE_PLUS":
-        return (
-            ihc.get("staining_completeness") == "COMPLETE"
-            or ihc.get("staining_intensity") == "STRONG"
-        )
+        return completeness == "COMPLETE" or intensity == "STRONG"
     return False
 
 

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from consumer.classify import (
     HR_NEGATIVE,
     HR_POSITIVE,
+    ZERO_NOT_DETERMINABLE,
     ZERO_NOT_STATED,
     SampleClass,
     classify_sample,
@@ -321,6 +322,7 @@ def derive(
         "ish_negative_without_ihc": ihc is None and assessment is not None
         and assessment.result == "NEGATIVE",
         "zero_subtype_unstated": sc.zero_subtype == ZERO_NOT_STATED,
+        "zero_subtype_not_determinable": sc.zero_subtype == ZERO_NOT_DETERMINABLE,
         "ihc_2plus_without_ish": score == "TWO_PLUS" and ish is None,
         "ish_counts_incomplete": bool(assessment and assessment.counts_missing),
         "ish_workup_incomplete": bool(assessment and assessment.workup_incomplete),
@@ -399,6 +401,8 @@ FACTS: dict[str, tuple[str, str]] = {
     "ihc_unscored": ("bool", "IHC reported without a score"),
     "ish_negative_without_ihc": ("bool", "ISH negative and no IHC"),
     "zero_subtype_unstated": ("bool", "IHC 0 without null vs ultralow description"),
+    "zero_subtype_not_determinable": (
+        "bool", "IHC 0 whose staining detail does not fit IHC 0 (sub-type not determinable)"),
     "ihc_2plus_without_ish": ("bool", "IHC 2+ and no ISH"),
     "ish_counts_incomplete": ("bool", "ISH without usable counts, or fewer than 20 cells"),
     "ish_workup_incomplete": (

@@ -47,7 +47,6 @@ from consumer.model import (
     ULTRALOW,
     Event,
     Record,
-    scope_of,
 )
 from consumer.rules import Rule, RuleSet
 from consumer.therapies import normalise_therapies
@@ -296,10 +295,8 @@ class _Emitter:
         """The section 8 transition table for every code of `scope`; returns the new states."""
         after = dict(before)
         event = self._event
-        for rule in self._ruleset.rules:
+        for rule in self._ruleset.scoped(scope):
             code = rule.code
-            if scope_of(code) != scope:
-                continue
             old = before.get(code)
             if code in fired:
                 rule, severity, values, _ = fired[code]
@@ -339,9 +336,9 @@ def _fired(
 ) -> dict[str, tuple[Rule, str, dict[str, Any], frozenset[str]]]:
     """The rules of `scope` that fire: code -> (rule, severity, content values, fired codes)."""
     out: dict[str, tuple[Rule, str, dict[str, Any], frozenset[str]]] = {}
-    for fired in ruleset.evaluate(facts):
+    for fired in ruleset.evaluate(facts, ruleset.scoped(scope), details=False):
         rule = fired.rule
-        if scope_of(rule.code) != scope or rule.code in out:
+        if rule.code in out:
             continue
         values = {name: facts.get(name) for name in sorted(rule.reads)}
         used = frozenset(fired.fired_codes & rule.depends_on)

@@ -10,7 +10,7 @@ rules they name. Conditions compile to closures once, at load time.
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import yaml
 
 from consumer.errors import RuleSetError
 from consumer.facts import ENUM_VALUES, FACTS
-from consumer.model import ALERT_TYPES, SEVERITIES
+from consumer.model import ALERT_TYPES, PATIENT, REPORT, SEVERITIES, scope_of
 from consumer.resources import data_dir
 
 Facts = Mapping[str, Any]
@@ -219,15 +219,28 @@ class RuleSet:
         self._by_code: dict[str, Rule] = {}
         for rule in self.rules:
             self._by_code.setdefault(rule.code, rule)
+        self._scoped = {
+            scope: tuple(r for r in self.rules if scope_of(r.code) == scope)
+            for scope in (REPORT, PATIENT)
+        }
+        for scope, members in self._scoped.items():  # fired_codes never cross scopes
+            outside = {code for r in members for code in r.depends_on} - {r.code for r in members}
+            if outside:
+                raise RuleSetError(f"{scope} rules depend on codes of the other scope: {sorted(outside)}")
         self._evidence = {
             r.rule_id: tuple(f"[{ref}] {self.citations[ref]}" for ref in r.evidence) for r in rules
         }
 
-    def evaluate(self, facts: Facts) -> list[Fired]:
-        """The rules that fire for these facts, dependencies first."""
+    def evaluate(
+        self, facts: Facts, rules: Sequence[Rule] | None = None, *, details: bool = True
+    ) -> list[Fired]:
+        """The rules that fire for these facts, dependencies first. `rules`: a part of the
+        rule set in evaluation order that holds the rules its members depend on (default:
+        all); `details=False` leaves the detail unrendered (the patient aggregate renders it
+        from the stored fact values)."""
         fired_codes: set[str] = set()
         fired: list[Fired] = []
-        for rule in self.rules:
+        for rule in self.rules if rules is None else rules:
             frozen = frozenset(fired_codes) if rule.depends_on else frozenset()
             if rule.when(facts, frozen):
                 fired_codes.add(rule.code)
@@ -235,11 +248,15 @@ class RuleSet:
                     Fired(
                         rule,
                         rule.severity_for(facts, frozen),
-                        rule.render_detail(facts, frozen),
+                        rule.render_detail(facts, frozen) if details else "",
                         frozen,
                     )
                 )
         return fired
+
+    def scoped(self, scope: str) -> tuple[Rule, ...]:
+        """The rules of one alert scope (REPORT or PATIENT), in evaluation order."""
+        return self._scoped[scope]
 
     def rule_for(self, code: str) -> Rule | None:
         """The rule of an alert code (the first in evaluation order), or None."""

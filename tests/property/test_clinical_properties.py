@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +33,7 @@ from consumer.resources import (
     raw_schema,
 )
 from consumer.rules import load_ruleset
+from consumer.therapies import TRADITIONAL_HER2, normalise_therapies, normalise_therapy
 
 Record = dict[str, Any]
 
@@ -118,6 +120,9 @@ THERAPY_NAMES = st.sampled_from(
         "trastuzumab", "Herceptin", "trastuzumab-dkst", "Phesgo", "pertuzumab", "Kadcyla",
         "trastuzumab deruxtecan", "Enhertu", "T-DXd", "trastuzumab + pertuzumab", "lapatinib",
         "Tukysa", "Margenza", "letrozole", "capecitabine", "THP",
+        "trastuzumab rezetecan", "trastuzumab duocarmazine", "datopotamab deruxtecan", "Dato-DXd",
+        "Datroway", "DXd", "sacituzumab govitecan", "trastuzumab biosimilar", "Herceptin Hylecta",
+        "trastuzumab, pertuzumab, docetaxel", "trastuzumab/pertuzumab", "neratinib",
     ]
 ) | TEXT
 
@@ -284,7 +289,10 @@ class TestPipeline:
             assert alert["alert_type"] == TYPE_BY_PREFIX[prefix]
             if alert["alert_type"] == "DOCUMENTATION_GAP":
                 assert has_test
-            if alert["alert_type"] == "TDXD_ELIGIBILITY":
+            if alert["code"] == "TDXD-POSITIVE-EARLY":
+                assert ctx.get("disease_setting") == "EARLY"
+                assert classification["category"] == "POSITIVE"
+            elif alert["alert_type"] == "TDXD_ELIGIBILITY":
                 assert advanced
             if alert["code"] == "TC-HER2-TARGETED-NOT-POSITIVE":
                 assert classification["category"] in HER2_NEGATIVE
@@ -345,6 +353,203 @@ class TestHistoryStore:
         check_outputs(again)
         for alert in again.alerts:
             assert alert["revision"] <= last[alert["alert_id"]]["revision"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Clinical guarantees (issue 12): no alert recommends traditional HER2-targeted therapy for a
+# HER2-negative result; no HER2-positive early patient gets TC-TDXD-EARLY-STAGE.
+# ---------------------------------------------------------------------------------------------
+
+TDXD_NAMES = st.sampled_from(["Enhertu", "T-DXd", "trastuzumab deruxtecan", "fam-trastuzumab deruxtecan-nxki", "DS-8201"])
+TRADITIONAL_NAMES = st.sampled_from(["trastuzumab", "Herceptin", "trastuzumab-dkst", "Phesgo", "pertuzumab + trastuzumab", "Kadcyla", "T-DM1", "lapatinib", "Nerlynx", "Tukysa", "Margenza"])
+# Samples that classify POSITIVE (C2, C3) next to ones that may not.
+POSITIVE_IHCS = ihcs.map(lambda r: {**r, "score": "THREE_PLUS"})
+AMPLIFIED_ISHS = ishs.map(lambda r: {**r, "probe_type": "DUAL", "her2_cep17_ratio": 2.5, "her2_copies_per_cell": 6.0})
+SOME_IHC = opt(ihcs | POSITIVE_IHCS)
+SOME_ISH = opt(ishs | AMPLIFIED_ISHS)
+# IHC 0 / 1+ / 2+ with any detail: with no ISH or a group 5 ISH, HER2-negative (or 2+ EQUIVOCAL).
+NEGATIVE_IHCS = st.tuples(ihcs, st.sampled_from(["ZERO", "ONE_PLUS", "TWO_PLUS"])).map(lambda t: {**t[0], "score": t[1]})
+NOT_AMPLIFIED_ISHS = ishs.map(lambda r: {**r, "probe_type": "DUAL", "her2_cep17_ratio": 1.2, "her2_copies_per_cell": 2.4})
+# Alerts whose text is about HER2-positive regimens (T-DXd with or after trastuzumab/pertuzumab, THP).
+HER2_POSITIVE_ROUTES = frozenset({"TDXD-POSITIVE-DB03", "TDXD-POSITIVE-DB09", "TDXD-POSITIVE-EARLY"})
+# Words that name traditional HER2-targeted therapy beyond the drug names therapies.py knows.
+_HER2_THERAPY_WORDS = re.compile(r"\b(thp|her2-targeted|her2-directed|anti-her2)\b")
+_NEGATION = re.compile(r"\b(not|no|without|never)\b")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@st.composite
+def prior_list(draw: st.DrawFn, prefix: str) -> list[Record]:
+    """prior_her2_results with distinct accessions (P-...), some of them HER2-positive."""
+    entries = draw(st.lists(st.fixed_dictionaries({"specimen": opt(specimens), "her2_ihc": SOME_IHC, "her2_ish": SOME_ISH}), max_size=3))
+    return [{**e, "accession_id": f"{prefix}-P-{i}"} for i, e in enumerate(entries)]
+
+
+@st.composite
+def early_tdxd_events(draw: st.DrawFn, patient: str | None = None) -> Record:
+    """An event of early disease with T-DXd planned, HER2 results often positive."""
+    event = draw(events(patient))
+    context = dict(draw(contexts))
+    context["disease_setting"] = "EARLY"
+    context["planned_therapies"] = [*context["planned_therapies"], draw(TDXD_NAMES)]
+    event.update(
+        clinical_context=context,
+        her2_ihc=draw(SOME_IHC),
+        her2_ish=draw(SOME_ISH),
+        prior_her2_results=draw(prior_list(event["accession_id"])),
+    )
+    return event
+
+
+@st.composite
+def planned_traditional_events(draw: st.DrawFn, patient: str | None = None) -> Record:
+    """A mostly final report of a HER2-negative-leaning sample, in any setting, with a traditional
+    HER2-targeted drug (and maybe T-DXd) planned."""
+    event = draw(events(patient))
+    context = dict(draw(contexts))
+    context["disease_setting"] = draw(st.sampled_from(["EARLY", "METASTATIC", "UNRESECTABLE_LOCALLY_ADVANCED", "UNKNOWN", None]))
+    context["planned_therapies"] = [*context["planned_therapies"], draw(TRADITIONAL_NAMES)]
+    event.update(
+        report_status=draw(st.sampled_from(sorted(FINAL_REPORTS)) | enum("ReportStatus")),
+        clinical_context=context,
+        her2_ihc=draw(NEGATIVE_IHCS),
+        her2_ish=draw(st.none() | NOT_AMPLIFIED_ISHS),
+        prior_her2_results=draw(st.just([]) | prior_list(event["accession_id"])),
+    )
+    return event
+
+
+def sample_positive(record: Record) -> bool:
+    """The sample of an event or prior entry classifies POSITIVE (section 4)."""
+    return classify_sample(record.get("her2_ihc"), record.get("her2_ish")).category == "POSITIVE"
+
+
+def recommends_traditional_her2(text: str) -> list[str]:
+    """The sentences of `text` that name traditional HER2-targeted therapy without negating it."""
+    flagged = []
+    for sentence in _SENTENCE_END.split(text):
+        lower = sentence.lower()
+        names = bool(normalise_therapy(sentence) & TRADITIONAL_HER2) or bool(_HER2_THERAPY_WORDS.search(lower))
+        if names and not _NEGATION.search(lower):
+            flagged.append(sentence)
+    return flagged
+
+
+def check_no_traditional_her2_for_negative(alerts: list[Record], classification: Record) -> None:
+    """No alert about a HER2-negative result recommends traditional HER2-targeted therapy.
+
+    Every alert's recommendation, and the whole text of alerts that are not therapy cautions, may
+    name such therapy only to negate it; the classification's guidance likewise. (A therapy
+    caution exists to name the planned drug it warns about, in its title and detail.) And none
+    of the HER2-positive routes fires.
+    """
+    if classification["category"] in HER2_NEGATIVE:
+        assert not recommends_traditional_her2(classification["guidance"]), classification["guidance"]
+    for alert in alerts:
+        if alert["status"] != "ACTIVE" or alert["her2_category"] not in HER2_NEGATIVE:
+            continue
+        assert alert["code"] not in HER2_POSITIVE_ROUTES, alert["code"]
+        parts = [alert["recommendation"]]
+        if alert["alert_type"] != "THERAPY_CAUTION":
+            parts += [alert["title"], alert["detail"]]
+        for part in parts:
+            assert not recommends_traditional_her2(part), (alert["code"], recommends_traditional_her2(part))
+
+
+class TestNoTraditionalHer2TherapyForHer2Negative:
+    """Section 4 and 5.2: never traditional HER2-targeted therapy for a HER2-negative result."""
+
+    @SETTINGS
+    @given(event=events())
+    def test_any_event(self, event: Record) -> None:
+        outcome = PIPELINE.process(event)
+        check_no_traditional_her2_for_negative(outcome.alerts, outcome.classification)
+
+    @SETTINGS
+    @given(event=planned_traditional_events())
+    def test_planned_for_a_negative_result(self, event: Record) -> None:
+        validate(event, INPUT_SCHEMA, raise_errors=True)
+        outcome = PIPELINE.process(event)
+        check_no_traditional_her2_for_negative(outcome.alerts, outcome.classification)
+        ever_positive = sample_positive(event) or any(sample_positive(p) for p in event["prior_her2_results"])
+        planned = normalise_therapies((event["clinical_context"] or {}).get("planned_therapies") or ())
+        if (
+            event["report_status"] in FINAL_REPORTS
+            and outcome.classification["category"] in HER2_NEGATIVE
+            and planned & TRADITIONAL_HER2
+            and not ever_positive
+        ):
+            # ... and when one is planned for such a result, the CRITICAL caution is raised
+            assert "TC-HER2-TARGETED-NOT-POSITIVE" in {a["code"] for a in outcome.alerts}
+
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(sequence=st.lists(planned_traditional_events(patient="pat-neg") | early_tdxd_events(patient="pat-neg"), min_size=1, max_size=5))
+    def test_patient_history(self, sequence: list[Record]) -> None:
+        store = HistoryStore(clock=lambda: NOW)
+        start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+        for i, drawn in enumerate(sequence):
+            event = {**drawn, "event_id": f"neg-{i}", "event_time": start + dt.timedelta(minutes=i)}
+            outcome = store.apply(event, PIPELINE)
+            check_no_traditional_her2_for_negative(outcome.alerts, outcome.classification)
+
+
+class TestNoEarlyStageCautionForHer2PositivePatients:
+    """5.2: TC-TDXD-EARLY-STAGE only when no sample of the patient was ever POSITIVE."""
+
+    @SETTINGS
+    @given(event=early_tdxd_events())
+    def test_single_event(self, event: Record) -> None:
+        validate(event, INPUT_SCHEMA, raise_errors=True)
+        outcome = PIPELINE.process(event)
+        fired = {a["code"] for a in outcome.alerts}
+        ever_positive = sample_positive(event) or any(sample_positive(p) for p in event["prior_her2_results"])
+        if ever_positive:
+            assert "TC-TDXD-EARLY-STAGE" not in fired
+        elif event["report_status"] in FINAL_REPORTS:
+            assert "TC-TDXD-EARLY-STAGE" in fired  # the guarantee is not kept by never firing
+        if outcome.classification["category"] == "POSITIVE" and event["report_status"] in FINAL_REPORTS:
+            assert "TDXD-POSITIVE-EARLY" in fired
+
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(
+        sequence=st.lists(
+            st.tuples(early_tdxd_events(patient="pat-early"), st.sampled_from(sorted(FINAL_REPORTS))),
+            min_size=1,
+            max_size=5,
+        )
+    )
+    def test_patient_history(self, sequence: list[tuple[Record, str]]) -> None:
+        """Over a patient's final reports (in order, none cancelled): once a sample of the patient
+        is POSITIVE (its own report's latest, or a prior entry it carries), no TC-TDXD-EARLY-STAGE."""
+        store = HistoryStore(clock=lambda: NOW)
+        start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+        latest_positive: dict[str, bool] = {}
+        for i, (drawn, status) in enumerate(sequence):
+            event = {**drawn, "event_id": f"early-{i}", "event_time": start + dt.timedelta(minutes=i), "report_status": status}
+            outcome = store.apply(event, PIPELINE)
+            latest_positive[event["accession_id"]] = outcome.classification["category"] == "POSITIVE"
+            positive = any(latest_positive.values()) or any(sample_positive(p) for p in event["prior_her2_results"])
+            published = {a["code"] for a in outcome.alerts if a["status"] == "ACTIVE"}
+            if positive:
+                assert "TC-TDXD-EARLY-STAGE" not in published
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        pytest.param("Consider trastuzumab with pertuzumab.", True, id="recommends-trastuzumab"),
+        pytest.param("Neoadjuvant T-DXd followed by THP.", True, id="recommends-thp"),
+        pytest.param("Review HER2-directed therapy with the care team.", True, id="recommends-her2-directed"),
+        pytest.param("Do not use traditional HER2-targeted therapy (trastuzumab, pertuzumab, T-DM1): the result is HER2-negative.", False, id="guidance-negated"),
+        pytest.param("Follow triple-negative guidelines without HER2-directed therapy.", False, id="without"),
+        pytest.param("Review T-DXd (fam-trastuzumab deruxtecan-nxki) as an option per its label.", False, id="tdxd-is-not-traditional"),
+        pytest.param("Datopotamab deruxtecan and sacituzumab govitecan are labelled for HER2-negative disease.", False, id="trop2-adcs"),
+        pytest.param("Consider trastuzumab rezetecan in a trial.", False, id="other-trastuzumab-conjugate"),
+    ],
+)
+def test_recommendation_detector(text: str, flagged: bool) -> None:
+    """The detector the property above relies on flags a recommendation and nothing else."""
+    assert bool(recommends_traditional_her2(text)) is flagged
 
 
 @pytest.mark.parametrize("name", [PATHOLOGY_RESULT, HER2_ALERT, HER2_CLASSIFICATION])

@@ -70,6 +70,12 @@ def zero_unstated(**fields: Any) -> Record:
     return ihc("ZERO", **{**detail, **fields})
 
 
+def zero_not_determinable(**fields: Any) -> Record:
+    """IHC 0 with strong complete staining in 5 % of cells (section 2 step 1, worked example 10)."""
+    detail: Record = {"percent_cells_stained": 5.0, "staining_intensity": "STRONG", "staining_completeness": "COMPLETE"}
+    return ihc("ZERO", **{**detail, **fields})
+
+
 def ish(**fields: Any) -> Record:
     """A dual-probe ISH record with 40 cells counted and no counts yet."""
     record: Record = {
@@ -192,7 +198,7 @@ def met_event(**fields: Any) -> Record:
 
 ALERT_TYPE = {
     **dict.fromkeys(
-        ["TDXD-LOW-DB04", "TDXD-HR-DB06", "TDXD-POSITIVE-DB03", "TDXD-POSITIVE-DB09", "TDXD-CANDIDATE"],
+        ["TDXD-LOW-DB04", "TDXD-HR-DB06", "TDXD-POSITIVE-DB03", "TDXD-POSITIVE-DB09", "TDXD-POSITIVE-EARLY", "TDXD-CANDIDATE"],
         "TDXD_ELIGIBILITY",
     ),
     **dict.fromkeys(
@@ -299,8 +305,8 @@ class TestBaseline:
         )
         assert codes(pipeline, ev) == {"TDXD-POSITIVE-DB09"}
 
-    def test_spec_lists_29_codes(self, ruleset: RuleSet) -> None:
-        assert len(ALERT_TYPE) == 29
+    def test_spec_lists_30_codes(self, ruleset: RuleSet) -> None:
+        assert len(ALERT_TYPE) == 30
         assert sorted(r.code for r in ruleset.rules) == sorted(ALERT_TYPE)
 
 
@@ -371,6 +377,9 @@ ENDO_1 = {"metastatic_endocrine_therapy_lines": 1}
         pytest.param(met_event(), None, id="quiet-unknown-endocrine-history"),
         pytest.param(met_event(her2_ihc=ihc("ZERO"), clinical_context=metastatic(**ENDO_1)), None, id="quiet-null"),
         pytest.param(met_event(her2_ihc=zero_unstated(), clinical_context=metastatic(**ENDO_1)), None, id="quiet-zero-unspecified"),
+        pytest.param(met_event(her2_ihc=zero_not_determinable(), clinical_context=metastatic(**ENDO_1)), None, id="quiet-not-determinable-worked-example-10"),
+        pytest.param(met_event(her2_ihc=ultralow(percent_cells_stained=40.0), clinical_context=metastatic(**ENDO_1)), None, id="quiet-0-with-40-percent-is-not-ultralow"),
+        pytest.param(met_event(her2_ihc=ultralow(percent_cells_stained=10.0), clinical_context=metastatic(**ENDO_1)), "WARNING", id="fires-ultralow-exactly-10-percent"),
         pytest.param(event(clinical_context=context("EARLY", **ENDO_1)), None, id="quiet-early"),
         pytest.param(met_event(her2_ihc=ultralow(), clinical_context=metastatic(**ENDO_1), prior_her2_results=[prior("S21-9", her2_ihc=ihc("THREE_PLUS"))]), None, id="quiet-a-sample-was-ever-positive"),
     ],
@@ -431,6 +440,57 @@ def test_tdxd_positive_db09(pipeline: Pipeline, ev: Record, severity: str | None
 @pytest.mark.parametrize(
     ("ev", "severity"),
     [
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=context("EARLY", planned_therapies=["Enhertu"])), "INFO", id="fires-worked-example-7-tdxd-planned"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS")), "INFO", id="fires-tdxd-not-planned-policy"),
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), her2_ish=dual(2.4, 5.5)), "INFO", id="fires-ish-positive"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), er=ER_NEG, pr=PR_NEG, clinical_context=context("EARLY", planned_therapies=["trastuzumab + pertuzumab"])), "INFO", id="fires-hr-negative-thp-planned"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), specimen=specimen("REGIONAL_LYMPH_NODE")), "INFO", id="fires-node-specimen"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=metastatic(metastatic_chemotherapy_lines=0, metastatic_anti_her2_lines=0)), None, id="quiet-metastatic"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=context("UNRESECTABLE_LOCALLY_ADVANCED")), None, id="quiet-unresectable"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=context("UNKNOWN")), None, id="quiet-setting-unknown"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=None), None, id="quiet-no-context"),
+        pytest.param(event(clinical_context=context("EARLY", planned_therapies=["Enhertu"])), None, id="quiet-early-low"),
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), clinical_context=context("EARLY", planned_therapies=["Enhertu"])), None, id="quiet-early-equivocal"),
+        pytest.param(event(clinical_context=context("EARLY", planned_therapies=["Enhertu"]), prior_her2_results=[prior("S21-0007", her2_ihc=ihc("THREE_PLUS"))]), None, id="quiet-current-low-prior-positive"),
+    ],
+)
+def test_tdxd_positive_early(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
+    check(pipeline, "TDXD-POSITIVE-EARLY", ev, severity)
+
+
+@pytest.mark.parametrize(
+    ("code", "ev"),
+    [
+        pytest.param("TDXD-POSITIVE-DB03", met_event(her2_ihc=ihc("THREE_PLUS"), clinical_context=metastatic(metastatic_anti_her2_lines=1)), id="db03"),
+        pytest.param("TDXD-POSITIVE-DB09", met_event(her2_ihc=ihc("THREE_PLUS"), clinical_context=metastatic(metastatic_chemotherapy_lines=0, metastatic_anti_her2_lines=0)), id="db09"),
+    ],
+)
+def test_tdxd_positive_advanced_prior_tdxd_note(pipeline: Pipeline, code: str, ev: Record) -> None:
+    """5.1: DB03 and DB09 always carry the note on T-DXd re-treatment [S75]."""
+    alert = check(pipeline, code, ev, "INFO")
+    assert alert is not None
+    assert "If the perioperative anti-HER2 therapy included T-DXd" in alert["detail"]
+    assert "DESTINY-Breast03 excluded prior anti-HER2 ADC in the metastatic setting" in alert["detail"]
+    assert any(e.startswith("[S75]") for e in alert["evidence"])
+
+
+def test_tdxd_positive_early_text(pipeline: Pipeline) -> None:
+    """5.1: the label indications, 'verify which indication, if any, applies' and the trial notes."""
+    alert = check(pipeline, "TDXD-POSITIVE-EARLY", event(her2_ihc=ihc("THREE_PLUS")), "INFO")
+    assert alert is not None
+    text = " ".join((alert["title"], alert["detail"], alert["recommendation"]))
+    for expected in (
+        "15 May 2026", "DESTINY-Breast11", "DESTINY-Breast05", "stage II or III", "THP",
+        "residual invasive disease", "verify which indication, if any, applies", "ypN1-3", "cN1-3",
+        "T-DXd-alone arm", "closed early", "after neoadjuvant T-DXd was not studied",
+    ):
+        assert expected in text, expected
+    assert {e[1 : e.index("]")] for e in alert["evidence"]} >= {"S62", "S64", "S65"}
+
+
+@pytest.mark.parametrize(
+    ("ev", "severity"),
+    [
         pytest.param(met_event(), "INFO", id="fires-low-unknown-history"),
         pytest.param(met_event(clinical_context=metastatic(metastatic_chemotherapy_lines=0, metastatic_endocrine_therapy_lines=0)), "INFO", id="fires-low-treatment-naive"),
         pytest.param(met_event(her2_ihc=ultralow()), "INFO", id="fires-hr-positive-ultralow-unknown-history"),
@@ -439,6 +499,7 @@ def test_tdxd_positive_db09(pipeline: Pipeline, ev: Record, severity: str | None
         pytest.param(met_event(her2_ihc=ultralow(), clinical_context=metastatic(**ENDO_1)), None, id="quiet-db06-met"),
         pytest.param(met_event(her2_ihc=ultralow(), er=ER_NEG, pr=PR_NEG), None, id="quiet-triple-negative-ultralow"),
         pytest.param(met_event(her2_ihc=ihc("ZERO")), None, id="quiet-null"),
+        pytest.param(met_event(her2_ihc=zero_not_determinable()), None, id="quiet-not-determinable"),
         pytest.param(event(), None, id="quiet-early-low"),
         pytest.param(met_event(prior_her2_results=[prior("S21-1", her2_ihc=ihc("THREE_PLUS"))]), None, id="quiet-a-sample-was-ever-positive"),
     ],
@@ -469,6 +530,10 @@ def planned(*names: str, setting: str = "EARLY", **fields: Any) -> Record:
         pytest.param(event(her2_ihc=None, her2_ish=dual(1.2, 2.4), clinical_context=planned("Ogivri")), "CRITICAL", id="fires-negative-expression-unknown"),
         pytest.param(event(clinical_context=planned("Enhertu")), None, id="quiet-tdxd-is-not-traditional"),
         pytest.param(event(clinical_context=planned("trastuzumab deruxtecan")), None, id="quiet-trastuzumab-deruxtecan"),
+        pytest.param(event(clinical_context=planned("trastuzumab rezetecan")), None, id="quiet-other-trastuzumab-conjugate"),
+        pytest.param(event(clinical_context=planned("trastuzumab rezetecan + pertuzumab")), "CRITICAL", id="fires-pertuzumab-beside-a-conjugate"),
+        pytest.param(event(clinical_context=planned("trastuzumab-dkst")), "CRITICAL", id="fires-biosimilar"),
+        pytest.param(event(clinical_context=planned("trastuzumab biosimilar")), "CRITICAL", id="fires-trastuzumab-biosimilar-words"),
         pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=planned("trastuzumab")), None, id="quiet-positive"),
         pytest.param(event(her2_ihc=ihc("TWO_PLUS"), clinical_context=planned("trastuzumab")), None, id="quiet-equivocal-not-final-instead"),
         pytest.param(event(clinical_context=planned("trastuzumab"), prior_her2_results=[prior("S21-3", her2_ihc=ihc("THREE_PLUS"))]), None, id="quiet-ever-positive-conversion-instead"),
@@ -515,8 +580,17 @@ def test_tc_tdxd_criteria_not_met(pipeline: Pipeline, ev: Record, severity: str 
 @pytest.mark.parametrize(
     ("ev", "severity"),
     [
-        pytest.param(event(clinical_context=planned("Enhertu")), "WARNING", id="fires-early-low"),
-        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=planned("fam-trastuzumab deruxtecan-nxki")), "WARNING", id="fires-early-positive"),
+        pytest.param(event(clinical_context=planned("Enhertu")), "WARNING", id="fires-early-low-worked-example-8"),
+        pytest.param(event(her2_ihc=ultralow(), clinical_context=planned("T-DXd")), "WARNING", id="fires-early-ultralow"),
+        pytest.param(event(her2_ihc=ihc("ZERO"), clinical_context=planned("trastuzumab deruxtecan")), "WARNING", id="fires-early-null"),
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), clinical_context=planned("Enhertu")), "WARNING", id="fires-early-equivocal-never-positive"),
+        pytest.param(event(her2_ihc=None, clinical_context=planned("Enhertu")), "WARNING", id="fires-early-no-her2-test"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=planned("fam-trastuzumab deruxtecan-nxki")), None, id="quiet-early-positive-worked-example-7"),
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), her2_ish=dual(2.4, 5.5), clinical_context=planned("Enhertu")), None, id="quiet-early-ish-positive"),
+        pytest.param(event(clinical_context=planned("Enhertu"), prior_her2_results=[prior("S21-0007", her2_ihc=ihc("THREE_PLUS"))]), None, id="quiet-current-low-prior-positive-conversion-instead"),
+        pytest.param(event(clinical_context=planned("datopotamab deruxtecan")), None, id="quiet-datopotamab-deruxtecan-is-not-tdxd"),
+        pytest.param(event(clinical_context=planned("Dato-DXd")), None, id="quiet-dato-dxd-is-not-tdxd"),
+        pytest.param(event(clinical_context=planned("DXd")), None, id="quiet-dxd-alone-is-not-tdxd"),
         pytest.param(met_event(clinical_context=planned("Enhertu", setting="METASTATIC")), None, id="quiet-metastatic"),
         pytest.param(event(clinical_context=planned("Enhertu", setting="UNRESECTABLE_LOCALLY_ADVANCED")), None, id="quiet-unresectable"),
         pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=planned("trastuzumab emtansine")), None, id="quiet-tdm1"),
@@ -526,6 +600,23 @@ def test_tc_tdxd_early_stage(pipeline: Pipeline, ev: Record, severity: str | Non
     check(pipeline, "TC-TDXD-EARLY-STAGE", ev, severity)
 
 
+def test_tc_tdxd_early_stage_quiet_with_a_remembered_positive(pipeline: Pipeline) -> None:
+    """5.2: 'no sample of the patient was ever POSITIVE' includes the samples history remembers."""
+    history = (Sample("S21-0007", "PRIMARY_BREAST", dt.date(2021, 6, 1), "POSITIVE", "history"),)
+    check(pipeline, "TC-TDXD-EARLY-STAGE", event(clinical_context=planned("Enhertu")), None, history)
+    check(pipeline, "TC-TDXD-EARLY-STAGE", event(clinical_context=planned("Enhertu")), "WARNING")
+
+
+def test_tc_tdxd_early_stage_text(pipeline: Pipeline) -> None:
+    """5.2: the early indications are HER2-positive only; none for HER2-low/ultralow/negative."""
+    alert = check(pipeline, "TC-TDXD-EARLY-STAGE", event(clinical_context=planned("Enhertu")), "WARNING")
+    assert alert is not None
+    assert "HER2-positive (IHC 3+ or ISH-positive) disease only" in alert["detail"]
+    assert "15 May 2026" in alert["detail"]
+    assert "unresectable or metastatic disease only" not in alert["detail"]
+    assert any(e.startswith("[S62]") for e in alert["evidence"])
+
+
 @pytest.mark.parametrize(
     ("ev", "severity"),
     [
@@ -533,6 +624,9 @@ def test_tc_tdxd_early_stage(pipeline: Pipeline, ev: Record, severity: str | Non
         pytest.param(met_event(clinical_context=metastatic(interstitial_lung_disease_history=True, **LINES_1_CHEMO)), "WARNING", id="fires-db04-eligible"),
         pytest.param(met_event(her2_ihc=ihc("THREE_PLUS"), clinical_context=metastatic(interstitial_lung_disease_history=True, metastatic_anti_her2_lines=1)), "WARNING", id="fires-db03-eligible"),
         pytest.param(met_event(clinical_context=metastatic(interstitial_lung_disease_history=True)), "WARNING", id="fires-candidate"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=context(interstitial_lung_disease_history=True)), "WARNING", id="fires-early-positive-eligibility-not-planned"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=planned("Enhertu", interstitial_lung_disease_history=True)), "WARNING", id="fires-early-positive-planned"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=context(interstitial_lung_disease_history=False)), None, id="quiet-early-positive-no-ild"),
         pytest.param(event(clinical_context=context(interstitial_lung_disease_history=True)), None, id="quiet-nothing-planned-not-eligible"),
         pytest.param(met_event(clinical_context=planned("Enhertu", setting="METASTATIC", **LINES_1_CHEMO)), None, id="quiet-no-ild"),
         pytest.param(met_event(clinical_context=planned("Enhertu", setting="METASTATIC", interstitial_lung_disease_history=None)), None, id="quiet-ild-unknown"),
@@ -540,6 +634,16 @@ def test_tc_tdxd_early_stage(pipeline: Pipeline, ev: Record, severity: str | Non
 )
 def test_tc_tdxd_ild(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "TC-TDXD-ILD", ev, severity)
+
+
+def test_tc_tdxd_ild_figures(pipeline: Pipeline) -> None:
+    """5.2 / Sources: 12 %, fatal 1.0 % [S69]; adjuvant DESTINY-Breast05 ILD 9.6 %, mostly grade 1-2 [S64]."""
+    alert = check(pipeline, "TC-TDXD-ILD", event(clinical_context=planned("Enhertu", interstitial_lung_disease_history=True)), "WARNING")
+    assert alert is not None
+    for expected in ("12 %", "fatal in 1.0 %", "9.6 %", "grade 1-2", "not a contraindication"):
+        assert expected in alert["detail"], expected
+    assert "984" not in alert["detail"]
+    assert {e[1 : e.index("]")] for e in alert["evidence"]} >= {"S69", "S64"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -608,6 +712,24 @@ def test_rt_metastatic_site_specimen_without_her2_test_is_not_a_sample(
 )
 def test_rt_all_zero(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "RT-ALL-ZERO", ev, severity)
+
+
+def test_rt_all_zero_trop2_note(pipeline: Pipeline) -> None:
+    """5.3: the Trop-2 ADC note [S72-S74]; an IHC 0 that is not determinable counts as IHC 0."""
+    alert = check(pipeline, "RT-ALL-ZERO", met_event(her2_ihc=zero_not_determinable()), "INFO")
+    assert alert is not None
+    assert "datopotamab deruxtecan and sacituzumab govitecan are labelled for HER2-negative disease" in alert["detail"]
+    assert "whatever the 0 vs 1+ distinction" in alert["detail"]
+    assert {e[1 : e.index("]")] for e in alert["evidence"]} >= {"S72", "S73", "S74"}
+
+
+def test_rt_all_zero_names_the_most_recent_decisive_sample(pipeline: Pipeline) -> None:
+    """Section 8 Content: RT-ALL-ZERO names the most recently collected decisive sample."""
+    ev = met_event(her2_ihc=ihc("ZERO"), prior_her2_results=[prior("S22-5", her2_ihc=zero_unstated())])
+    alert = check(pipeline, "RT-ALL-ZERO", ev, "INFO")
+    assert alert is not None
+    assert "DISTANT_METASTASIS sample (accession S25-1001, 2025-05-20): NULL" in alert["detail"]
+    assert "S22-5" not in alert["detail"]
 
 
 @pytest.mark.parametrize(
@@ -751,7 +873,13 @@ def test_dg_ish_only(pipeline: Pipeline, ev: Record, severity: str | None) -> No
         pytest.param(event(her2_ihc=zero_unstated()), "INFO", id="fires-hr-positive-early-info"),
         pytest.param(met_event(her2_ihc=zero_unstated(), er=ER_NEG, pr=PR_NEG), "INFO", id="fires-triple-negative-advanced-info"),
         pytest.param(met_event(her2_ihc=zero_unstated(), er=None, pr=None), "INFO", id="fires-hr-unknown-advanced-info"),
-        pytest.param(met_event(her2_ihc=zero_unstated(staining_intensity="WEAK_MODERATE")), "WARNING", id="fires-weak-moderate-is-no-subtype"),
+        pytest.param(met_event(her2_ihc=zero_unstated(staining_intensity="WEAK_MODERATE")), "WARNING", id="fires-weak-moderate-not-determinable"),
+        pytest.param(met_event(her2_ihc=zero_not_determinable(), clinical_context=metastatic(**ENDO_1)), "WARNING", id="fires-worked-example-10"),
+        pytest.param(met_event(her2_ihc=ultralow(percent_cells_stained=11.0)), "WARNING", id="fires-faint-incomplete-11-percent-not-determinable"),
+        pytest.param(met_event(her2_ihc=ultralow(staining_completeness="COMPLETE")), "WARNING", id="fires-faint-complete-not-determinable"),
+        pytest.param(event(her2_ihc=zero_not_determinable()), "INFO", id="fires-not-determinable-early-info"),
+        pytest.param(met_event(her2_ihc=zero_not_determinable(), er=ER_NEG, pr=PR_NEG), "INFO", id="fires-not-determinable-triple-negative-info"),
+        pytest.param(met_event(her2_ihc=ultralow(percent_cells_stained=10.0)), None, id="quiet-ultralow-exactly-10-percent"),
         pytest.param(met_event(her2_ihc=ihc("ZERO")), None, id="quiet-null"),
         pytest.param(met_event(her2_ihc=ultralow()), None, id="quiet-ultralow"),
         pytest.param(met_event(her2_ihc=zero_unstated(staining_intensity="FAINT")), None, id="quiet-faint-described"),
@@ -760,6 +888,22 @@ def test_dg_ish_only(pipeline: Pipeline, ev: Record, severity: str | None) -> No
 )
 def test_dg_zero_subtype(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "DG-ZERO-SUBTYPE", ev, severity)
+
+
+@pytest.mark.parametrize(
+    ("her2_ihc", "says"),
+    [
+        pytest.param(zero_unstated(), "neither the percentage", id="not-stated"),
+        pytest.param(zero_not_determinable(), "does not fit IHC 0", id="not-determinable"),
+    ],
+)
+def test_dg_zero_subtype_says_why(pipeline: Pipeline, her2_ihc: Record, says: str) -> None:
+    """Section 2: 'not stated' and 'not determinable' both raise it; the detail says which."""
+    alert = check(pipeline, "DG-ZERO-SUBTYPE", met_event(her2_ihc=her2_ihc), "WARNING")
+    assert alert is not None
+    assert says in alert["detail"]
+    other = "does not fit IHC 0" if says == "neither the percentage" else "neither the percentage"
+    assert other not in alert["detail"]
 
 
 @pytest.mark.parametrize(
@@ -907,6 +1051,16 @@ def test_dg_controls(pipeline: Pipeline, ev: Record, severity: str | None) -> No
         pytest.param(event(her2_ihc=ihc("THREE_PLUS", staining_intensity="FAINT")), "WARNING", id="fires-3plus-faint"),
         pytest.param(event(her2_ihc=ihc("ZERO", percent_cells_stained=11.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE")), "WARNING", id="fires-0-11-percent"),
         pytest.param(event(her2_ihc=ihc("ONE_PLUS", staining_completeness="COMPLETE")), "WARNING", id="fires-1plus-complete"),
+        pytest.param(event(her2_ihc=ihc("ONE_PLUS", staining_intensity="STRONG")), "WARNING", id="fires-1plus-strong"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS", staining_intensity="WEAK_MODERATE")), "WARNING", id="fires-3plus-weak-moderate"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS", staining_completeness="INCOMPLETE")), "WARNING", id="fires-3plus-incomplete"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS", percent_cells_stained=10.0)), "WARNING", id="fires-3plus-10-percent"),
+        pytest.param(met_event(her2_ihc=zero_not_determinable(), clinical_context=metastatic(**ENDO_1)), "WARNING", id="fires-0-strong-complete-worked-example-10"),
+        pytest.param(event(her2_ihc=ihc("ZERO", percent_cells_stained=None, staining_intensity="WEAK_MODERATE", staining_completeness=None)), "WARNING", id="fires-0-weak-moderate"),
+        pytest.param(event(her2_ihc=ihc("ZERO", percent_cells_stained=None, staining_intensity=None, staining_completeness="COMPLETE")), "WARNING", id="fires-0-complete"),
+        pytest.param(event(her2_ihc=ultralow()), None, id="quiet-0-ultralow"),
+        pytest.param(event(her2_ihc=ihc("ZERO")), None, id="quiet-0-null"),
+        pytest.param(event(her2_ihc=zero_unstated()), None, id="quiet-0-not-stated"),
         pytest.param(event(her2_ihc=ihc("ONE_PLUS", percent_cells_stained=11.0)), None, id="quiet-1plus-11-percent"),
         pytest.param(event(her2_ihc=ihc("ZERO", percent_cells_stained=10.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE")), None, id="quiet-0-10-percent"),
         pytest.param(event(her2_ihc=ihc("TWO_PLUS", percent_cells_stained=5.0, staining_intensity="STRONG"), her2_ish=dual(1.1, 2.0)), None, id="quiet-2plus-never"),
@@ -914,6 +1068,17 @@ def test_dg_controls(pipeline: Pipeline, ev: Record, severity: str | None) -> No
 )
 def test_dg_score_inconsistent(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "DG-SCORE-INCONSISTENT", ev, severity)
+
+
+def test_dg_score_inconsistent_zero_says_it_may_be_2plus(pipeline: Pipeline) -> None:
+    """Section 2: an IHC 0 whose detail does not fit IHC 0 is an unusual pattern (2+, reflex ISH)."""
+    alert = check(pipeline, "DG-SCORE-INCONSISTENT", met_event(her2_ihc=zero_not_determinable()), "WARNING")
+    assert alert is not None
+    assert "2+ with reflex ISH" in alert["detail"]
+    assert "not treated as ultralow" in alert["detail"]
+    quiet_note = check(pipeline, "DG-SCORE-INCONSISTENT", event(her2_ihc=ihc("ONE_PLUS", staining_intensity="STRONG")), "WARNING")
+    assert quiet_note is not None
+    assert "reflex ISH" not in quiet_note["detail"]
 
 
 def test_score_inconsistent_keeps_reported_score(pipeline: Pipeline) -> None:
@@ -1021,7 +1186,7 @@ class TestAlertRecords:
 
 
 def test_every_code_has_an_end_to_end_test() -> None:
-    """Each of the 29 codes has its own table-driven test function in this module."""
+    """Each of the 30 codes has its own table-driven test function in this module."""
     names = {f"test_{code.lower().replace('-', '_')}" for code in ALERT_TYPE}
     missing = sorted(n for n in names if not callable(globals().get(n)))
     assert not missing

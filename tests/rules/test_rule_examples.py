@@ -62,6 +62,7 @@ SPEC = {
     "TDXD-HR-DB06": ("TDXD_ELIGIBILITY", "WARNING"),
     "TDXD-POSITIVE-DB03": ("TDXD_ELIGIBILITY", "INFO"),
     "TDXD-POSITIVE-DB09": ("TDXD_ELIGIBILITY", "INFO"),
+    "TDXD-POSITIVE-EARLY": ("TDXD_ELIGIBILITY", "INFO"),
     "TDXD-CANDIDATE": ("TDXD_ELIGIBILITY", "INFO"),
     "TC-HER2-TARGETED-NOT-POSITIVE": ("THERAPY_CAUTION", "CRITICAL"),
     "TC-HER2-STATUS-NOT-FINAL": ("THERAPY_CAUTION", "WARNING"),
@@ -115,7 +116,7 @@ class TestCatalogue:
 
     def test_policy_rules_say_policy(self) -> None:
         """Front matter: where the spec says POLICY, keep it visible in the rule's description."""
-        for code in ("TDXD-LOW-DB04", "TDXD-HR-DB06", "DG-SCORE-INCONSISTENT"):
+        for code in ("TDXD-LOW-DB04", "TDXD-HR-DB06", "TDXD-POSITIVE-EARLY", "DG-SCORE-INCONSISTENT"):
             (rule,) = [r for r in RULESET.rules if r.code == code]
             assert "POLICY" in rule.description, code
 
@@ -224,7 +225,7 @@ class TestBrokenRuleFolder:
     def test_unbroken_copy_loads(self, rules_copy: Path) -> None:
         ruleset = load_ruleset(rules_copy)
         assert isinstance(ruleset, RuleSet)
-        assert len(ruleset.rules) == 29
+        assert len(ruleset.rules) == 30
 
     @pytest.mark.parametrize(("mutate", "files"), BROKEN)
     def test_load_ruleset_raises(self, rules_copy: Path, mutate: Mutation, files: tuple[str, ...]) -> None:
@@ -288,7 +289,7 @@ class TestRulesCheckCli:
             check=False,
         )
         assert done.returncode == 0, done.stderr
-        assert "29 rules" in done.stdout
+        assert "30 rules" in done.stdout
         assert f"{len(_example_params())} embedded examples" in done.stdout
 
     def test_missing_folder(self, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from consumer.classify import (
     ISH_NEGATIVE,
     ISH_POSITIVE,
     ISH_UNRESOLVED,
+    ZERO_NOT_DETERMINABLE,
     ZERO_NOT_STATED,
     ZERO_NULL,
     ZERO_ULTRALOW,
@@ -329,15 +330,20 @@ class TestClassifySample:
             pytest.param(ihc("ZERO", staining_completeness="INCOMPLETE"), None, "ULTRALOW", "C8", id="C8-incomplete-no-percentage"),
             pytest.param(ihc("ZERO", percent_cells_stained=2.0), G5, "ULTRALOW", "C8", id="C8-with-negative-ish"),
             pytest.param(ihc("ZERO", percent_cells_stained=2.0), reported("EQUIVOCAL"), "ULTRALOW", "C8", id="C8-with-unresolved-ish"),
+            pytest.param(ihc("ZERO", percent_cells_stained=11.0), None, "ZERO_UNSPECIFIED", "C10", id="C8-near-miss-11-percent-is-not-determinable"),
+            pytest.param(ihc("ZERO", percent_cells_stained=5.0, staining_intensity="STRONG", staining_completeness="COMPLETE"), None, "ZERO_UNSPECIFIED", "C10", id="C8-near-miss-worked-example-10"),
             # C9 0 null
             pytest.param(ihc("ZERO", percent_cells_stained=0.0), None, "NULL", "C9", id="C9-zero-percent"),
             pytest.param(ihc("ZERO", staining_intensity="NONE"), None, "NULL", "C9", id="C9-intensity-none"),
             pytest.param(ihc("ZERO", staining_completeness="NONE"), None, "NULL", "C9", id="C9-completeness-none"),
             pytest.param(ihc("ZERO", percent_cells_stained=0.0), G5, "NULL", "C9", id="C9-with-negative-ish"),
-            # C10 0 sub-type not stated
+            # C10 0 sub-type not stated or not determinable
             pytest.param(ihc("ZERO"), None, "ZERO_UNSPECIFIED", "C10", id="C10-no-detail"),
-            pytest.param(ihc("ZERO", staining_intensity="WEAK_MODERATE"), None, "ZERO_UNSPECIFIED", "C10", id="C10-weak-moderate-no-percentage"),
+            pytest.param(ihc("ZERO", staining_intensity="WEAK_MODERATE"), None, "ZERO_UNSPECIFIED", "C10", id="C10-weak-moderate-not-determinable"),
+            pytest.param(ihc("ZERO", percent_cells_stained=40.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE"), None, "ZERO_UNSPECIFIED", "C10", id="C10-40-percent-faint-not-determinable"),
             pytest.param(ihc("ZERO"), G5, "ZERO_UNSPECIFIED", "C10", id="C10-with-negative-ish"),
+            pytest.param(ihc("ZERO", staining_completeness="COMPLETE"), G5, "ZERO_UNSPECIFIED", "C10", id="C10-complete-with-negative-ish"),
+            pytest.param(ihc("ZERO", staining_intensity="STRONG", staining_completeness="COMPLETE"), G1, "POSITIVE", "C3", id="C10-near-miss-ish-group1-is-C3"),
             # C11 IHC not done, ISH negative
             pytest.param(None, G5, "NEGATIVE_EXPRESSION_UNKNOWN", "C11", id="C11-group5"),
             pytest.param(None, reported("NOT_AMPLIFIED"), "NEGATIVE_EXPRESSION_UNKNOWN", "C11", id="C11-reported-not-amplified"),
@@ -371,32 +377,82 @@ class TestClassifySample:
 
 
 class TestZeroSubtype:
-    """Section 2: null checked first, then ultralow by percentage or description, else not stated."""
+    """Section 2: the four steps in order (not determinable -> null -> ultralow -> not stated)."""
 
     @pytest.mark.parametrize(
         ("detail", "subtype"),
         [
-            pytest.param({"percent_cells_stained": 0.0}, ZERO_NULL, id="null-zero-percent"),
-            pytest.param({"staining_intensity": "NONE"}, ZERO_NULL, id="null-intensity-none"),
-            pytest.param({"staining_completeness": "NONE"}, ZERO_NULL, id="null-completeness-none"),
-            pytest.param({"percent_cells_stained": 0.0, "staining_intensity": "FAINT"}, ZERO_NULL, id="null-first-zero-percent-beats-faint"),
-            pytest.param({"percent_cells_stained": 5.0, "staining_intensity": "NONE"}, ZERO_NULL, id="null-first-intensity-none-beats-percentage"),
-            pytest.param({"percent_cells_stained": 5.0, "staining_completeness": "NONE"}, ZERO_NULL, id="null-first-completeness-none-beats-percentage"),
-            pytest.param({"staining_intensity": "FAINT", "staining_completeness": "NONE"}, ZERO_NULL, id="null-first-completeness-none-beats-faint"),
-            pytest.param({"percent_cells_stained": 5.0}, ZERO_ULTRALOW, id="ultralow-5-percent"),
-            pytest.param({"percent_cells_stained": 0.5}, ZERO_ULTRALOW, id="ultralow-just-above-zero"),
-            pytest.param({"percent_cells_stained": 10.0}, ZERO_ULTRALOW, id="ultralow-exactly-10-percent"),
-            pytest.param({"staining_intensity": "FAINT"}, ZERO_ULTRALOW, id="ultralow-described-faint"),
-            pytest.param({"staining_completeness": "INCOMPLETE"}, ZERO_ULTRALOW, id="ultralow-described-incomplete"),
-            pytest.param({"percent_cells_stained": 5.0, "staining_intensity": "FAINT", "staining_completeness": "INCOMPLETE"}, ZERO_ULTRALOW, id="ultralow-fully-described"),
-            pytest.param({}, ZERO_NOT_STATED, id="not-stated-nothing"),
-            pytest.param({"staining_intensity": "WEAK_MODERATE"}, ZERO_NOT_STATED, id="not-stated-weak-moderate"),
-            pytest.param({"staining_completeness": "COMPLETE"}, ZERO_NOT_STATED, id="not-stated-complete"),
-            pytest.param({"percent_cells_stained": None, "staining_intensity": None}, ZERO_NOT_STATED, id="not-stated-explicit-nulls"),
+            # step 1, not determinable: the detail does not fit IHC 0 (each trigger alone)
+            pytest.param({"staining_intensity": "WEAK_MODERATE"}, ZERO_NOT_DETERMINABLE, id="1-weak-moderate"),
+            pytest.param({"staining_intensity": "STRONG"}, ZERO_NOT_DETERMINABLE, id="1-strong"),
+            pytest.param({"staining_completeness": "COMPLETE"}, ZERO_NOT_DETERMINABLE, id="1-complete"),
+            pytest.param({"percent_cells_stained": 11.0}, ZERO_NOT_DETERMINABLE, id="1-11-percent"),
+            pytest.param({"percent_cells_stained": 10.5}, ZERO_NOT_DETERMINABLE, id="1-10.5-percent-strictly-above-10"),
+            pytest.param({"percent_cells_stained": 100.0}, ZERO_NOT_DETERMINABLE, id="1-100-percent"),
+            # step 1 wins over ultralow, whatever the percentage (the issue's unsafe case)
+            pytest.param({"percent_cells_stained": 5.0, "staining_intensity": "STRONG", "staining_completeness": "COMPLETE"}, ZERO_NOT_DETERMINABLE, id="1-beats-3-worked-example-10"),
+            pytest.param({"percent_cells_stained": 5.0, "staining_intensity": "WEAK_MODERATE", "staining_completeness": "INCOMPLETE"}, ZERO_NOT_DETERMINABLE, id="1-beats-3-moderate-incomplete-5-percent"),
+            pytest.param({"percent_cells_stained": 8.0, "staining_intensity": "FAINT", "staining_completeness": "COMPLETE"}, ZERO_NOT_DETERMINABLE, id="1-beats-3-faint-complete"),
+            pytest.param({"percent_cells_stained": 40.0, "staining_intensity": "FAINT", "staining_completeness": "INCOMPLETE"}, ZERO_NOT_DETERMINABLE, id="1-beats-3-faint-incomplete-40-percent"),
+            pytest.param({"percent_cells_stained": 10.0, "staining_intensity": "WEAK_MODERATE"}, ZERO_NOT_DETERMINABLE, id="1-beats-3-10-percent-weak-moderate"),
+            # step 1 wins over null
+            pytest.param({"percent_cells_stained": 0.0, "staining_intensity": "STRONG"}, ZERO_NOT_DETERMINABLE, id="1-beats-2-zero-percent-strong"),
+            pytest.param({"percent_cells_stained": 50.0, "staining_intensity": "NONE"}, ZERO_NOT_DETERMINABLE, id="1-beats-2-intensity-none-50-percent"),
+            pytest.param({"staining_intensity": "STRONG", "staining_completeness": "NONE"}, ZERO_NOT_DETERMINABLE, id="1-beats-2-completeness-none-strong"),
+            pytest.param({"staining_intensity": "NONE", "staining_completeness": "COMPLETE"}, ZERO_NOT_DETERMINABLE, id="1-beats-2-intensity-none-complete"),
+            # step 2, null: 0 % or intensity / completeness NONE
+            pytest.param({"percent_cells_stained": 0.0}, ZERO_NULL, id="2-zero-percent"),
+            pytest.param({"staining_intensity": "NONE"}, ZERO_NULL, id="2-intensity-none"),
+            pytest.param({"staining_completeness": "NONE"}, ZERO_NULL, id="2-completeness-none"),
+            pytest.param({"percent_cells_stained": 0.0, "staining_intensity": "NONE", "staining_completeness": "NONE"}, ZERO_NULL, id="2-fully-described"),
+            # step 2 wins over ultralow
+            pytest.param({"percent_cells_stained": 0.0, "staining_intensity": "FAINT"}, ZERO_NULL, id="2-beats-3-zero-percent-faint"),
+            pytest.param({"percent_cells_stained": 5.0, "staining_intensity": "NONE"}, ZERO_NULL, id="2-beats-3-intensity-none-5-percent"),
+            pytest.param({"percent_cells_stained": 5.0, "staining_completeness": "NONE"}, ZERO_NULL, id="2-beats-3-completeness-none-5-percent"),
+            pytest.param({"staining_intensity": "FAINT", "staining_completeness": "NONE"}, ZERO_NULL, id="2-beats-3-completeness-none-faint"),
+            pytest.param({"percent_cells_stained": 10.0, "staining_intensity": "NONE"}, ZERO_NULL, id="2-beats-3-intensity-none-exactly-10-percent"),
+            # step 3, ultralow: > 0 %, FAINT or INCOMPLETE (and nothing that fails step 1)
+            pytest.param({"percent_cells_stained": 5.0}, ZERO_ULTRALOW, id="3-5-percent"),
+            pytest.param({"percent_cells_stained": 0.5}, ZERO_ULTRALOW, id="3-just-above-zero"),
+            pytest.param({"percent_cells_stained": 10.0}, ZERO_ULTRALOW, id="3-exactly-10-percent"),
+            pytest.param({"staining_intensity": "FAINT"}, ZERO_ULTRALOW, id="3-faint"),
+            pytest.param({"staining_completeness": "INCOMPLETE"}, ZERO_ULTRALOW, id="3-incomplete"),
+            pytest.param({"percent_cells_stained": 5.0, "staining_intensity": "FAINT", "staining_completeness": "INCOMPLETE"}, ZERO_ULTRALOW, id="3-fully-described-worked-example-9"),
+            pytest.param({"percent_cells_stained": 10.0, "staining_intensity": "FAINT", "staining_completeness": "INCOMPLETE"}, ZERO_ULTRALOW, id="3-fully-described-10-percent"),
+            # step 4, not stated
+            pytest.param({}, ZERO_NOT_STATED, id="4-nothing"),
+            pytest.param({"percent_cells_stained": None, "staining_intensity": None, "staining_completeness": None}, ZERO_NOT_STATED, id="4-explicit-nulls"),
         ],
     )
     def test_subtype(self, detail: Record, subtype: str) -> None:
         assert zero_subtype({"score": "ZERO", **detail}) == subtype
+
+    @pytest.mark.parametrize(
+        ("detail", "row"),
+        [
+            pytest.param({"percent_cells_stained": 5.0, "staining_intensity": "STRONG", "staining_completeness": "COMPLETE"}, "C10", id="not-determinable-is-C10"),
+            pytest.param({}, "C10", id="not-stated-is-C10"),
+            pytest.param({"percent_cells_stained": 0.0}, "C9", id="null-is-C9"),
+            pytest.param({"percent_cells_stained": 5.0}, "C8", id="ultralow-is-C8"),
+        ],
+    )
+    def test_row_and_score_kept(self, detail: Record, row: str) -> None:
+        """Section 2: 'not determinable' and 'not stated' are C10; the reported score is never changed."""
+        result = classify_sample({"score": "ZERO", **detail}, None)
+        assert result.row == row
+        assert result.ihc_score == "ZERO"
+
+    @pytest.mark.parametrize("percent", [None, 0.0, 0.5, 5.0, 10.0, 10.5, 11.0, 60.0])
+    @pytest.mark.parametrize("intensity", [None, "NONE", "FAINT", "WEAK_MODERATE", "STRONG"])
+    @pytest.mark.parametrize("completeness", [None, "NONE", "INCOMPLETE", "COMPLETE"])
+    def test_not_determinable_exactly_when_inconsistent(
+        self, percent: float | None, intensity: str | None, completeness: str | None
+    ) -> None:
+        """Section 2 step 1: a not-determinable sub-type always raises DG-SCORE-INCONSISTENT, and
+        an IHC 0 is inconsistent only then; an ultralow IHC 0 is never inconsistent."""
+        record = ihc("ZERO", percent_cells_stained=percent, staining_intensity=intensity, staining_completeness=completeness)
+        subtype = zero_subtype(record)
+        assert (subtype == ZERO_NOT_DETERMINABLE) is score_inconsistent(record)
 
 
 class TestScoreInconsistent:
@@ -413,14 +469,27 @@ class TestScoreInconsistent:
             pytest.param(ihc("ZERO", percent_cells_stained=10.0), False, id="0-exactly-10-percent"),
             pytest.param(ihc("ZERO", percent_cells_stained=11.0), True, id="0-11-percent"),
             pytest.param(ihc("ZERO", percent_cells_stained=0.0), False, id="0-0-percent"),
+            pytest.param(ihc("ZERO", staining_intensity="WEAK_MODERATE"), True, id="0-weak-moderate"),
+            pytest.param(ihc("ZERO", staining_intensity="STRONG"), True, id="0-strong"),
+            pytest.param(ihc("ZERO", staining_completeness="COMPLETE"), True, id="0-complete"),
+            pytest.param(ihc("ZERO", percent_cells_stained=5.0, staining_intensity="STRONG", staining_completeness="COMPLETE"), True, id="0-strong-complete-5-percent-worked-example-10"),
+            pytest.param(ihc("ZERO", percent_cells_stained=5.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE"), False, id="0-ultralow-pattern"),
+            pytest.param(ihc("ZERO", staining_intensity="NONE", staining_completeness="NONE"), False, id="0-null-pattern"),
+            pytest.param(ihc("ZERO"), False, id="0-no-detail"),
             pytest.param(ihc("THREE_PLUS", percent_cells_stained=80.0, staining_intensity="FAINT"), True, id="3plus-faint"),
             pytest.param(ihc("THREE_PLUS", percent_cells_stained=80.0, staining_completeness="INCOMPLETE"), True, id="3plus-incomplete"),
             pytest.param(ihc("THREE_PLUS", percent_cells_stained=80.0, staining_intensity="STRONG", staining_completeness="COMPLETE"), False, id="3plus-textbook"),
-            pytest.param(ihc("THREE_PLUS", staining_intensity="WEAK_MODERATE"), False, id="3plus-weak-moderate-not-listed"),
+            pytest.param(ihc("THREE_PLUS", staining_intensity="WEAK_MODERATE"), True, id="3plus-weak-moderate"),
+            pytest.param(ihc("THREE_PLUS", percent_cells_stained=80.0, staining_intensity="WEAK_MODERATE", staining_completeness="COMPLETE"), True, id="3plus-weak-moderate-complete-is-a-2plus-pattern"),
+            pytest.param(ihc("THREE_PLUS", percent_cells_stained=80.0, staining_intensity="STRONG"), False, id="3plus-strong"),
+            pytest.param(ihc("THREE_PLUS", percent_cells_stained=80.0, staining_completeness="COMPLETE"), False, id="3plus-complete"),
             pytest.param(ihc("ONE_PLUS", percent_cells_stained=40.0, staining_completeness="COMPLETE"), True, id="1plus-complete"),
             pytest.param(ihc("ONE_PLUS", percent_cells_stained=40.0, staining_intensity="STRONG"), True, id="1plus-strong"),
             pytest.param(ihc("ONE_PLUS", percent_cells_stained=40.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE"), False, id="1plus-textbook"),
             pytest.param(ihc("ONE_PLUS", staining_intensity="WEAK_MODERATE", staining_completeness="INCOMPLETE"), False, id="1plus-weak-moderate-not-listed"),
+            pytest.param(ihc("ONE_PLUS", percent_cells_stained=5.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE"), True, id="1plus-5-percent-faint-incomplete"),
+            pytest.param(ihc("TWO_PLUS", percent_cells_stained=5.0, staining_intensity="WEAK_MODERATE", staining_completeness="INCOMPLETE"), False, id="2plus-moderate-incomplete-never-inconsistent"),
+            pytest.param(ihc("TWO_PLUS", staining_intensity="NONE"), False, id="2plus-none-never-inconsistent"),
             pytest.param(ihc("ONE_PLUS"), False, id="1plus-no-detail"),
             pytest.param(ihc("THREE_PLUS"), False, id="3plus-no-detail"),
             pytest.param(ihc("TWO_PLUS", percent_cells_stained=5.0, staining_intensity="STRONG", staining_completeness="COMPLETE"), False, id="2plus-unusual-pattern-never-inconsistent"),

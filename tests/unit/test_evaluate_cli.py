@@ -152,6 +152,38 @@ WORKED = {
         ],
     ),
 }
+WORKED |= {
+    "wx-7": result(
+        "wx-7",
+        specimen=specimen("PRIMARY_BREAST", "2026-10-02", body_site="breast, resection after neoadjuvant therapy"),
+        her2_ihc=ihc("THREE_PLUS", percent_cells_stained=90.0, staining_intensity="STRONG", staining_completeness="COMPLETE"),
+        clinical_context={"disease_setting": "EARLY", "planned_therapies": ["Enhertu"]},
+    ),
+    "wx-8": result(
+        "wx-8",
+        er={"percent_positive": 90.0},
+        her2_ihc=ihc("ONE_PLUS", percent_cells_stained=30.0),
+        clinical_context={"disease_setting": "EARLY", "planned_therapies": ["trastuzumab deruxtecan"]},
+    ),
+    "wx-9": result(
+        "wx-9",
+        specimen=specimen("DISTANT_METASTASIS", body_site="liver"),
+        er={"percent_positive": 90.0},
+        her2_ihc=ihc("ZERO", percent_cells_stained=5.0, staining_intensity="FAINT", staining_completeness="INCOMPLETE"),
+        clinical_context={"disease_setting": "METASTATIC", "metastatic_endocrine_therapy_lines": 1},
+    ),
+    "wx-10": result(
+        "wx-10",
+        specimen=specimen("DISTANT_METASTASIS", body_site="liver"),
+        er={"percent_positive": 90.0},
+        her2_ihc=ihc("ZERO", percent_cells_stained=5.0, staining_intensity="STRONG", staining_completeness="COMPLETE"),
+        clinical_context={"disease_setting": "METASTATIC", "metastatic_endocrine_therapy_lines": 1},
+    ),
+}
+TDXD_CODES = {
+    "TDXD-LOW-DB04", "TDXD-HR-DB06", "TDXD-POSITIVE-DB03", "TDXD-POSITIVE-DB09", "TDXD-POSITIVE-EARLY",
+    "TDXD-CANDIDATE", "TC-TDXD-CRITERIA-NOT-MET", "TC-TDXD-EARLY-STAGE", "TC-TDXD-ILD",
+}
 # Example 6 with one chemotherapy line: the DB04 route is met on the prior LOW sample.
 WORKED["wx-6b"] = copy.deepcopy(WORKED["wx-6"]) | {"event_id": "wx-6b"}
 WORKED["wx-6b"]["clinical_context"]["metastatic_chemotherapy_lines"] = 1
@@ -164,6 +196,25 @@ EXPECTED = [
     pytest.param("wx-5", "POSITIVE", set(), {"DG-ISH-WORKUP", "DG-NO-REFLEX-ISH"}, id="5-group3-recount-confirmed"),
     pytest.param("wx-6", "NULL", {"RT-DISCORDANT", "TDXD-CANDIDATE"}, {"RT-ALL-ZERO"}, id="6-null-prior-low-candidate"),
     pytest.param("wx-6b", "NULL", {"RT-DISCORDANT", "TDXD-LOW-DB04"}, {"TDXD-CANDIDATE"}, id="6b-null-prior-low-db04"),
+    pytest.param("wx-7", "POSITIVE", {"TDXD-POSITIVE-EARLY"}, {"TC-TDXD-EARLY-STAGE", "TC-TDXD-CRITERIA-NOT-MET", "TC-HER2-TARGETED-NOT-POSITIVE", "DG-SCORE-INCONSISTENT"}, id="7-early-positive-tdxd-planned"),
+    pytest.param("wx-8", "LOW", {"TC-TDXD-EARLY-STAGE"}, {"TDXD-POSITIVE-EARLY", "TC-HER2-TARGETED-NOT-POSITIVE", "TDXD-CANDIDATE"}, id="8-early-low-tdxd-planned"),
+    pytest.param("wx-9", "ULTRALOW", {"TDXD-HR-DB06"}, {"DG-ZERO-SUBTYPE", "DG-SCORE-INCONSISTENT", "TDXD-LOW-DB04", "TDXD-CANDIDATE"}, id="9-metastatic-ultralow-db06"),
+    pytest.param("wx-10", "ZERO_UNSPECIFIED", {"DG-SCORE-INCONSISTENT", "DG-ZERO-SUBTYPE"}, TDXD_CODES, id="10-metastatic-0-strong-complete-not-determinable"),
+]
+
+# Severities the examples name, and the classification fields they pin.
+SEVERITIES = [
+    pytest.param("wx-7", "TDXD-POSITIVE-EARLY", "INFO", id="7-tdxd-positive-early-info"),
+    pytest.param("wx-8", "TC-TDXD-EARLY-STAGE", "WARNING", id="8-tc-tdxd-early-stage-warning"),
+    pytest.param("wx-9", "TDXD-HR-DB06", "WARNING", id="9-tdxd-hr-db06-warning"),
+    pytest.param("wx-10", "DG-ZERO-SUBTYPE", "WARNING", id="10-dg-zero-subtype-warning"),
+    pytest.param("wx-10", "DG-SCORE-INCONSISTENT", "WARNING", id="10-dg-score-inconsistent-warning"),
+]
+CLASSIFIED = [
+    pytest.param("wx-7", "THREE_PLUS", "C2", id="7-3plus-C2"),
+    pytest.param("wx-8", "ONE_PLUS", "C7", id="8-1plus-C7"),
+    pytest.param("wx-9", "ZERO", "C8", id="9-0-ultralow-C8"),
+    pytest.param("wx-10", "ZERO", "C10", id="10-0-not-determinable-C10-score-kept"),
 ]
 
 
@@ -188,6 +239,17 @@ class TestWorkedExamples:
         assert present <= codes(output), sorted(codes(output))
         assert not (absent & codes(output)), sorted(absent & codes(output))
 
+    @pytest.mark.parametrize(("event_id", "code", "severity"), SEVERITIES)
+    def test_example_severity(self, worked_outputs: dict[str, Record], event_id: str, code: str, severity: str) -> None:
+        (alert,) = [a for a in worked_outputs[event_id]["alerts"] if a["code"] == code]
+        assert alert["severity"] == severity
+
+    @pytest.mark.parametrize(("event_id", "score", "row"), CLASSIFIED)
+    def test_example_score_and_row(self, worked_outputs: dict[str, Record], event_id: str, score: str, row: str) -> None:
+        """Section 2 and 4: the reported score is kept and the deciding row is the spec's."""
+        classification = worked_outputs[event_id]["classification"]
+        assert (classification["ihc_score"], classification["decided_by"]) == (score, row)
+
     def test_example_6_names_the_prior_sample(self, worked_outputs: dict[str, Record]) -> None:
         alerts = {a["code"]: a for a in worked_outputs["wx-6b"]["alerts"]}
         assert "acc-primary" in alerts["TDXD-LOW-DB04"]["detail"]
@@ -207,6 +269,67 @@ class TestWorkedExamples:
 
     def test_example_5_ish_group_in_output(self, worked_outputs: dict[str, Record]) -> None:
         assert worked_outputs["wx-5"]["classification"]["ish_group"] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 2: the IHC 0 sub-type, one row per step, end to end (metastatic, ER 90 %, 1 endocrine line)
+# ---------------------------------------------------------------------------------------------
+
+ZERO_DB06 = {"TDXD-HR-DB06"}
+ZERO_GAPS = {"DG-ZERO-SUBTYPE", "DG-SCORE-INCONSISTENT"}
+SUBTYPE_ROWS = [
+    # step 1: not determinable -> ZERO_UNSPECIFIED, both gaps, never ultralow (no DB06)
+    pytest.param({"staining_intensity": "WEAK_MODERATE"}, "ZERO_UNSPECIFIED", ZERO_GAPS, ZERO_DB06, id="1-weak-moderate"),
+    pytest.param({"percent_cells_stained": 5.0, "staining_intensity": "STRONG"}, "ZERO_UNSPECIFIED", ZERO_GAPS, ZERO_DB06, id="1-strong-5-percent"),
+    pytest.param({"percent_cells_stained": 5.0, "staining_completeness": "COMPLETE"}, "ZERO_UNSPECIFIED", ZERO_GAPS, ZERO_DB06, id="1-complete-5-percent"),
+    pytest.param({"percent_cells_stained": 11.0, "staining_intensity": "FAINT", "staining_completeness": "INCOMPLETE"}, "ZERO_UNSPECIFIED", ZERO_GAPS, ZERO_DB06, id="1-11-percent-faint-incomplete"),
+    pytest.param({"percent_cells_stained": 0.0, "staining_intensity": "STRONG", "staining_completeness": "COMPLETE"}, "ZERO_UNSPECIFIED", ZERO_GAPS, ZERO_DB06, id="1-before-2-zero-percent-strong"),
+    # step 2: null
+    pytest.param({"percent_cells_stained": 0.0}, "NULL", set(), ZERO_GAPS | ZERO_DB06, id="2-zero-percent"),
+    pytest.param({"percent_cells_stained": 5.0, "staining_intensity": "NONE"}, "NULL", set(), ZERO_GAPS | ZERO_DB06, id="2-before-3-intensity-none"),
+    # step 3: ultralow
+    pytest.param({"percent_cells_stained": 10.0}, "ULTRALOW", ZERO_DB06, ZERO_GAPS, id="3-exactly-10-percent"),
+    pytest.param({"staining_intensity": "FAINT"}, "ULTRALOW", ZERO_DB06, ZERO_GAPS, id="3-faint"),
+    pytest.param({"staining_completeness": "INCOMPLETE"}, "ULTRALOW", ZERO_DB06, ZERO_GAPS, id="3-incomplete"),
+    # step 4: not stated -> ZERO_UNSPECIFIED with DG-ZERO-SUBTYPE only
+    pytest.param({}, "ZERO_UNSPECIFIED", {"DG-ZERO-SUBTYPE"}, {"DG-SCORE-INCONSISTENT"} | ZERO_DB06, id="4-not-stated"),
+]
+
+
+@pytest.fixture(scope="module")
+def subtype_outputs(tmp_path_factory: pytest.TempPathFactory) -> list[Record]:
+    records = [
+        result(
+            f"sub-{i}",
+            specimen=specimen("DISTANT_METASTASIS", body_site="liver"),
+            her2_ihc=ihc("ZERO", **param.values[0]),
+            clinical_context={"disease_setting": "METASTATIC", "metastatic_endocrine_therapy_lines": 1},
+        )
+        for i, param in enumerate(SUBTYPE_ROWS)
+    ]
+    outputs, done = evaluate(dumps(records), tmp_path=tmp_path_factory.mktemp("subtype"))
+    assert done.returncode == 0, done.stderr
+    assert len(outputs) == len(records)
+    return outputs
+
+
+class TestZeroSubtypeRows:
+    """her2-rules.md section 2: not determinable -> null -> ultralow -> not stated, via `evaluate`."""
+
+    @pytest.mark.parametrize(("detail", "category", "present", "absent"), SUBTYPE_ROWS)
+    def test_row(
+        self, subtype_outputs: list[Record], detail: Record, category: str, present: set[str], absent: set[str]
+    ) -> None:
+        index = next(i for i, param in enumerate(SUBTYPE_ROWS) if param.values[0] is detail)
+        output = subtype_outputs[index]
+        assert output["errors"] == []
+        assert output["classification"]["category"] == category
+        assert output["classification"]["ihc_score"] == "ZERO"
+        assert present <= codes(output), sorted(codes(output))
+        assert not (absent & codes(output)), sorted(absent & codes(output))
+        for alert in output["alerts"]:
+            if alert["code"] == "DG-ZERO-SUBTYPE":
+                assert alert["severity"] == "WARNING"  # HR-positive and advanced
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,3 +563,35 @@ class TestHistory:
         assert outputs[0]["alerts"] == []
         assert outputs[0]["classification"]["category"] == "LOW"
         assert "TDXD-LOW-DB04" in codes(outputs[1])
+
+
+class TestClinical202612History:
+    """The 2026.12 rules over a patient's reports (her2-rules.md 5.1, 5.2, 5.3 and section 8)."""
+
+    @BOTH
+    def test_early_stage_caution_resolves_when_a_positive_sample_arrives(self, tmp_path: Path, runner: str) -> None:
+        """5.2: TC-TDXD-EARLY-STAGE only while no sample was ever POSITIVE; then TDXD-POSITIVE-EARLY."""
+        early = {"disease_setting": "EARLY", "planned_therapies": ["Enhertu"]}
+        low = same_patient("t-1", "acc-core", "2026-06-01T09:00:00Z", specimen=specimen("PRIMARY_BREAST", "2026-05-20"), her2_ihc=LOW_IHC, clinical_context=early)
+        positive = same_patient(
+            "t-2", "acc-resection", "2026-09-01T09:00:00Z", specimen=specimen("PRIMARY_BREAST", "2026-08-25"),
+            her2_ihc=ihc("THREE_PLUS", percent_cells_stained=90.0, staining_intensity="STRONG", staining_completeness="COMPLETE"), clinical_context=early,
+        )
+        outputs = RUNNERS[runner]([low, positive], tmp_path)
+        assert "TC-TDXD-EARLY-STAGE" in codes(outputs[0])
+        assert "TDXD-POSITIVE-EARLY" not in codes(outputs[0])
+        second = {a["code"]: a for a in outputs[1]["alerts"]}
+        assert second["TC-TDXD-EARLY-STAGE"]["status"] == "RESOLVED"
+        assert second["TDXD-POSITIVE-EARLY"]["status"] == "ACTIVE"
+
+    @BOTH
+    def test_all_zero_unchanged_by_an_older_zero_sample(self, tmp_path: Path, runner: str) -> None:
+        """Section 8 Content: RT-ALL-ZERO names the most recent decisive sample, so an older IHC 0
+        sample does not change the finding (no new revision)."""
+        metastatic = {"disease_setting": "METASTATIC"}
+        recent = same_patient("z-1", "acc-liver", "2026-06-01T09:00:00Z", specimen=specimen("DISTANT_METASTASIS", "2026-05-20"), her2_ihc=NULL_IHC, clinical_context=metastatic)
+        older = same_patient("z-2", "acc-primary", "2026-06-02T09:00:00Z", specimen=specimen("PRIMARY_BREAST", "2021-03-01"), her2_ihc=NULL_IHC, clinical_context=metastatic)
+        outputs = RUNNERS[runner]([recent, older], tmp_path)
+        assert "RT-ALL-ZERO" in codes(outputs[0])
+        assert "acc-liver" in {a["code"]: a for a in outputs[0]["alerts"]}["RT-ALL-ZERO"]["detail"]
+        assert "RT-ALL-ZERO" not in {a["code"] for a in outputs[1]["alerts"]}

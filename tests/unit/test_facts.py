@@ -374,6 +374,27 @@ class TestOtherFacts:
     def test_not_advanced(self, context: dict[str, Any] | None) -> None:
         assert facts_for(event(clinical_context=context))["advanced"] is False
 
+    @pytest.mark.parametrize(
+        ("her2_ihc", "unstated", "not_determinable"),
+        [
+            pytest.param(ZERO_IHC, True, False, id="zero-not-stated"),
+            pytest.param({"score": "ZERO", "percent_cells_stained": 5.0, "staining_intensity": "STRONG", "staining_completeness": "COMPLETE"}, False, True, id="zero-strong-complete-not-determinable"),
+            pytest.param({"score": "ZERO", "percent_cells_stained": 11.0}, False, True, id="zero-11-percent-not-determinable"),
+            pytest.param({"score": "ZERO", "staining_intensity": "WEAK_MODERATE"}, False, True, id="zero-weak-moderate-not-determinable"),
+            pytest.param(ULTRALOW_IHC, False, False, id="ultralow"),
+            pytest.param(NULL_IHC, False, False, id="null"),
+            pytest.param({"score": "ONE_PLUS", "staining_intensity": "STRONG"}, False, False, id="not-ihc-0"),
+        ],
+    )
+    def test_zero_subtype_facts(self, her2_ihc: dict[str, Any], unstated: bool, not_determinable: bool) -> None:
+        """Section 2 / DG-ZERO-SUBTYPE: 'not stated' and 'not determinable' are separate facts."""
+        facts = facts_for(event(her2_ihc=her2_ihc))
+        assert facts["zero_subtype_unstated"] is unstated
+        assert facts["zero_subtype_not_determinable"] is not_determinable
+        assert facts["score_inconsistent"] is not_determinable or her2_ihc["score"] != "ZERO"
+        if unstated or not_determinable:
+            assert facts["category"] == "ZERO_UNSPECIFIED"
+
     def test_catalogue_matches_derived_facts(self) -> None:
         """Every fact a rule may name is derived, and every derived fact is catalogued."""
         assert set(facts_for(event())) == set(FACTS)

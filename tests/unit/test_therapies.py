@@ -15,6 +15,7 @@ from consumer.therapies import (
     TRADITIONAL_HER2,
     TRASTUZUMAB,
     TUCATINIB,
+    is_payload,
     normalise_therapies,
     normalise_therapy,
 )
@@ -88,6 +89,91 @@ class TestNormaliseTherapy:
     def test_name(self, name: str, drugs: set[str]) -> None:
         assert normalise_therapy(name) == frozenset(drugs)
 
+    @pytest.mark.parametrize(
+        ("name", "drugs"),
+        [
+            # 5.2: any other "trastuzumab <payload>" conjugate is not trastuzumab (ignored)
+            pytest.param("trastuzumab rezetecan", set(), id="conjugate-rezetecan"),
+            pytest.param("Trastuzumab Rezetecan", set(), id="conjugate-rezetecan-capitalised"),
+            pytest.param("trastuzumab-rezetecan", set(), id="conjugate-rezetecan-hyphen"),
+            pytest.param("trastuzumab  rezetecan", set(), id="conjugate-rezetecan-two-spaces"),
+            pytest.param("trastuzumab duocarmazine", set(), id="conjugate-duocarmazine"),
+            pytest.param("trastuzumab govitecan", set(), id="conjugate-tecan-stem"),
+            pytest.param("trastuzumab botidotin", set(), id="conjugate-dotin-stem"),
+            pytest.param("trastuzumab mertansine", set(), id="conjugate-tansine-stem"),
+            pytest.param("trastuzumab rezetecan + pertuzumab", {PERTUZUMAB}, id="conjugate-plus-pertuzumab"),
+            pytest.param("trastuzumab rezetecan, then trastuzumab", {TRASTUZUMAB}, id="conjugate-then-trastuzumab"),
+            pytest.param("docetaxel + trastuzumab duocarmazine", set(), id="chemo-plus-conjugate"),
+            # the listed conjugates keep their own identity
+            pytest.param("trastuzumab deruxtecan", {T_DXD}, id="listed-deruxtecan-is-tdxd"),
+            pytest.param("trastuzumab-deruxtecan", {T_DXD}, id="listed-deruxtecan-hyphen"),
+            pytest.param("trastuzumab deruxtecan-nxki", {T_DXD}, id="listed-deruxtecan-nxki"),
+            pytest.param("trastuzumab emtansine", {T_DM1}, id="listed-emtansine-is-tdm1"),
+            pytest.param("trastuzumab-emtansine", {T_DM1}, id="listed-emtansine-hyphen"),
+            # "trastuzumab" followed by a word that is no payload stays trastuzumab
+            pytest.param("trastuzumab + pertuzumab", {TRASTUZUMAB, PERTUZUMAB}, id="followed-by-plus"),
+            pytest.param("trastuzumab and pertuzumab", {TRASTUZUMAB, PERTUZUMAB}, id="followed-by-and"),
+            pytest.param("trastuzumab plus pertuzumab", {TRASTUZUMAB, PERTUZUMAB}, id="followed-by-plus-word"),
+            pytest.param("trastuzumab, pertuzumab, docetaxel", {TRASTUZUMAB, PERTUZUMAB}, id="followed-by-comma"),
+            pytest.param("trastuzumab/pertuzumab", {TRASTUZUMAB, PERTUZUMAB}, id="followed-by-slash"),
+            pytest.param("trastuzumab pertuzumab docetaxel", {TRASTUZUMAB, PERTUZUMAB}, id="followed-by-pertuzumab-no-separator"),
+            pytest.param("trastuzumab biosimilar", {TRASTUZUMAB}, id="followed-by-biosimilar"),
+            pytest.param("trastuzumab weekly", {TRASTUZUMAB}, id="followed-by-schedule-word"),
+            pytest.param("trastuzumab maintenance", {TRASTUZUMAB}, id="followed-by-maintenance"),
+            pytest.param("trastuzumab 6 mg/kg", {TRASTUZUMAB}, id="followed-by-dose"),
+            pytest.param("trastuzumab (Herceptin)", {TRASTUZUMAB}, id="followed-by-brand-in-brackets"),
+            pytest.param("trastuzumab and hyaluronidase-oysk", {TRASTUZUMAB}, id="herceptin-hylecta-generic-name"),
+            pytest.param("trastuzumab-hyaluronidase-oysk", {TRASTUZUMAB}, id="herceptin-hylecta-hyphenated"),
+            pytest.param("trastuzumab irinotecan", {TRASTUZUMAB}, id="unconjugated-camptothecin-irinotecan"),
+            pytest.param("trastuzumab topotecan", {TRASTUZUMAB}, id="unconjugated-camptothecin-topotecan"),
+            pytest.param("trastuzumab vinorelbine", {TRASTUZUMAB}, id="followed-by-chemotherapy"),
+            pytest.param("trastuzumab", {TRASTUZUMAB}, id="alone"),
+            pytest.param("trastuzumab.", {TRASTUZUMAB}, id="alone-with-full-stop"),
+            # biosimilars named trastuzumab-xxxx stay trastuzumab
+            pytest.param("trastuzumab-dkst", {TRASTUZUMAB}, id="biosimilar-dkst"),
+            pytest.param("trastuzumab-anns + pertuzumab", {TRASTUZUMAB, PERTUZUMAB}, id="biosimilar-plus-pertuzumab"),
+            pytest.param("trastuzumab-strf", {TRASTUZUMAB}, id="biosimilar-strf"),
+            # 5.2: datopotamab deruxtecan (Dato-DXd, Datroway) and DXd alone are not T-DXd
+            pytest.param("datopotamab deruxtecan", set(), id="datopotamab-deruxtecan"),
+            pytest.param("Datopotamab Deruxtecan", set(), id="datopotamab-deruxtecan-capitalised"),
+            pytest.param("Dato-DXd", set(), id="dato-dxd"),
+            pytest.param("DATO-DXD", set(), id="dato-dxd-upper"),
+            pytest.param("Datroway", set(), id="datroway"),
+            pytest.param("DXd", set(), id="dxd-alone"),
+            pytest.param("deruxtecan", set(), id="deruxtecan-alone"),
+            pytest.param("HER3-DXd", set(), id="other-dxd-conjugate"),
+            pytest.param("Dato-DXd + T-DXd", {T_DXD}, id="dato-dxd-and-t-dxd"),
+            pytest.param("datopotamab deruxtecan, trastuzumab deruxtecan", {T_DXD}, id="both-deruxtecans"),
+            pytest.param("sacituzumab govitecan", set(), id="sacituzumab-govitecan"),
+        ],
+    )
+    def test_lookalikes(self, name: str, drugs: set[str]) -> None:
+        """Section 5.2 'Beware': conjugates and look-alike names (module docstring: the decision)."""
+        assert normalise_therapy(name) == frozenset(drugs)
+
+    @pytest.mark.parametrize(
+        ("word", "payload"),
+        [
+            pytest.param("deruxtecan", True, id="deruxtecan"),
+            pytest.param("rezetecan", True, id="rezetecan"),
+            pytest.param("govitecan", True, id="govitecan"),
+            pytest.param("vedotin", True, id="vedotin"),
+            pytest.param("emtansine", True, id="emtansine"),
+            pytest.param("duocarmazine", True, id="duocarmazine"),
+            pytest.param("ozogamicin", True, id="ozogamicin"),
+            pytest.param("irinotecan", False, id="irinotecan-unconjugated"),
+            pytest.param("topotecan", False, id="topotecan-unconjugated"),
+            pytest.param("belotecan", False, id="belotecan-unconjugated"),
+            pytest.param("pertuzumab", False, id="pertuzumab"),
+            pytest.param("biosimilar", False, id="biosimilar"),
+            pytest.param("and", False, id="and"),
+            pytest.param("dkst", False, id="biosimilar-suffix"),
+            pytest.param("hyaluronidase", False, id="hyaluronidase"),
+        ],
+    )
+    def test_is_payload(self, word: str, payload: bool) -> None:
+        assert is_payload(word) is payload
+
     def test_many_entries(self) -> None:
         assert normalise_therapies(["Enhertu", "letrozole", "Perjeta"]) == {T_DXD, PERTUZUMAB}
 
@@ -112,3 +198,10 @@ class TestDrugClasses:
     )
     def test_tdxd_names_never_count_as_traditional(self, name: str) -> None:
         assert not (normalise_therapy(name) & TRADITIONAL_HER2)
+
+    @pytest.mark.parametrize(
+        "name",
+        ["trastuzumab rezetecan", "trastuzumab duocarmazine", "datopotamab deruxtecan", "Dato-DXd", "Datroway", "DXd"],
+    )
+    def test_lookalikes_are_neither_traditional_nor_tdxd(self, name: str) -> None:
+        assert normalise_therapy(name) == frozenset()
