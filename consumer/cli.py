@@ -1,4 +1,4 @@
-"""The `her2-consumer` command line: run, evaluate, rules check, demo, open-alerts."""
+"""The `her2-consumer` command line: run, evaluate, rules check, demo, open-alerts, publish."""
 
 from __future__ import annotations
 
@@ -72,6 +72,12 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(args)
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from consumer.publish import main as publish_main
+
+    return publish_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `her2-consumer`."""
     parser = argparse.ArgumentParser(
@@ -109,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=40, help="events to publish (default 40)")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for alerts")
     demo.set_defaults(func=_demo)
+
+    publish = sub.add_parser(
+        "publish",
+        help="send NDJSON PathologyResults (the evaluate form) to the input topic, keyed by "
+        "patient_id with the murmur2 partitioner",
+    )
+    publish.add_argument("file", nargs="?", default="-", help="NDJSON file, or - for stdin")
+    publish.set_defaults(func=_publish)
     return parser
 
 

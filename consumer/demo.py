@@ -24,11 +24,12 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
-from consumer.codec import Decoder, Encoder
-from consumer.config import Settings, load_writer_schema
+from consumer.codec import Decoder
+from consumer.config import Settings
 from consumer.errors import ConfigError, DecodeError, Her2Error
+from consumer.publish import input_encoder
 from consumer.registry import SchemaRegistryClient
-from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
+from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, parsed_schema
 from consumer.service import disable_topic_auto_creation
 from consumer.synthetic import SyntheticGenerator, malformed_values
 
@@ -87,23 +88,7 @@ class _Demo:
             else None
         )
         self.registry = registry
-        fmt = settings.input_format
-        if fmt == "confluent":
-            self.encoder = Encoder(
-                "confluent",
-                parsed_schema(PATHOLOGY_RESULT),
-                registry=registry,
-                subject=f"{settings.topics.input}-value",
-            )
-        elif fmt == "raw":
-            writer = (
-                load_writer_schema(settings.raw_writer_schema)
-                if settings.raw_writer_schema
-                else parsed_schema(PATHOLOGY_RESULT)
-            )
-            self.encoder = Encoder("raw", writer)
-        else:
-            self.encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
+        self.encoder = input_encoder(settings, registry)
         out_fmt = "raw" if settings.output_format == "raw" else "auto"
         self.classification_decoder = Decoder(
             out_fmt, parsed_schema(HER2_CLASSIFICATION), registry=registry

@@ -9,12 +9,17 @@
     └── RecordError            this one record cannot be used: it goes to the dead-letter topic
         ├── DecodeError        stage "decode": framing, schema lookup, Avro binary
         └── InvalidEvent       stage "validate": decoded but not a usable PathologyResult
+                               (or not where its patient's history lives: `misrouted`)
 
 A RecordError carries a `reason` from a closed vocabulary (it becomes the DLQ header
-`her2.errors.reason` and a metric label) and a message that never contains field values.
+`her2.errors.reason` and a metric label), a message that never contains field values, and
+optionally extra `her2.errors.*` dead-letter headers (numbers only, e.g. the expected and
+actual partition of a misrouted record).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 DLQ_REASONS = frozenset(
     {
@@ -26,6 +31,7 @@ DLQ_REASONS = frozenset(
         "avro-decode",
         "schema-resolution",
         "schema-validation",
+        "misrouted",
         "processing-error",
         "output-too-large",
     }
@@ -61,12 +67,15 @@ class RecordError(Her2Error):
 
     stage = "process"
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(
+        self, reason: str, message: str, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
         if reason not in DLQ_REASONS:
             raise ValueError(f"unknown dead-letter reason {reason!r}")
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.headers = tuple(headers)  # extra dead-letter headers, after the standard ones
 
 
 class DecodeError(RecordError):

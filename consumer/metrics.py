@@ -50,6 +50,9 @@ class Metrics:
             f"{p}_dlq_records", "Records sent to the dead-letter topic by stage and reason.",
             ["stage", "reason"], registry=registry,
         )
+        # exported as 0 from the start, so that increase() in the misrouting alert sees the
+        # very first misrouted record (a series born at 1 shows no increase)
+        self.dlq.labels(stage="validate", reason="misrouted")
         self.processing_seconds = Histogram(
             f"{p}_processing_seconds", "Time to decode, classify and evaluate one record.",
             buckets=_LATENCY_BUCKETS, registry=registry,

@@ -45,6 +45,11 @@ being retried until the service stops. A dead-letter copy that cannot fit keeps 
 headers (which point at the record in the input topic) without the value, and a patient
 history state that cannot fit is kept in the local store only and logged as an error.
 
+An input record that is not where its patient's history lives (key not its patient_id, or a
+partition other than murmur2(key) mod the input's partition count: consumer/routing.py) is
+dead-lettered (stage validate, reason misrouted) after it decodes and validates, and is never
+evaluated. The partition count is the consumer's metadata of the input topic.
+
 A schema registry that cannot be reached is not a record's fault: the record is retried
 with back-off (its partition is paused and sought back), never dead-lettered, and no offset
 past it is committed.
@@ -68,12 +73,12 @@ import ssl
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Final, Protocol, cast
 
-from consumer import __version__
+from consumer import __version__, routing
 from consumer.codec import Decoder, Encoder, schema_json
 from consumer.config import Settings, load_writer_schema
 from consumer.errors import (
@@ -292,6 +297,7 @@ class Service:
         self._backoff_until: dict[TopicPartition, float] = {}
         self._backoff_step: dict[TopicPartition, int] = {}
         self._positions: dict[TopicPartition, int] = {}
+        self._input_partition_count = 0  # last count seen (routing check); set by _start()
         self._consumer: Any = None
         self._producer: Any = None
         self._restore_consumer: Any = None
@@ -376,6 +382,7 @@ class Service:
         partitions = self._ensure_topics()
         if partitions is None:
             return
+        self._input_partition_count = partitions
         self._producer = self._make_producer()
         for topic in s.topics.outputs():
             # the producer's metadata of every output now, not at the first record for each
@@ -713,6 +720,13 @@ class Service:
         try:
             event = check_event(self._decoder.decode(record.value))
             event_id = event["event_id"]
+            # after decode and validation (an unreadable record keeps its own reason), before
+            # the history: a misrouted event is never evaluated against a partial history
+            misrouted = routing.check(
+                record.key, event["patient_id"], tp.partition, self._input_partitions(tp.topic)
+            )
+            if misrouted is not None:
+                raise misrouted.error()
             undo = store.checkpoint(event["patient_id"])
             outcome = store.apply(event, self.pipeline)
             key = record.key if record.key else event["patient_id"].encode("utf-8")
@@ -764,6 +778,7 @@ class Service:
                 exception_class=type(exc).__name__,
                 message=exc.message,
                 started=started,
+                extra_headers=exc.headers,
             )
             return None
         except sqlite3.Error:
@@ -831,11 +846,12 @@ class Service:
         exception_class: str,
         message: str,
         started: float,
+        extra_headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         now_ms = int(self._clock().timestamp() * 1000)
 
         def error_headers(text: str) -> list[tuple[str, bytes]]:
-            return dlq_headers(
+            standard = dlq_headers(
                 topic=tp.topic,
                 partition=tp.partition,
                 offset=record.offset,
@@ -845,6 +861,7 @@ class Service:
                 message=text,
                 timestamp_ms=now_ms,
             )
+            return [*standard, *extra_headers]
 
         kept = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
         dlq = self.settings.topics.dlq
@@ -875,6 +892,14 @@ class Service:
             error_type=exception_class,
             duration_ms=round(duration * 1000, 3),
         )
+
+    def _input_partitions(self, topic: str) -> int:
+        """The input topic's partition count in the consumer's metadata (what producers
+        partition by); the last count seen while a metadata refresh lacks the topic."""
+        count = len(self._consumer.partitions_for_topic(topic) or ())
+        if count:
+            self._input_partition_count = count
+        return self._input_partition_count
 
     # -- publish and commit ---------------------------------------------------------------
 

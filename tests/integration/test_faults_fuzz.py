@@ -62,6 +62,7 @@ from helpers import Env, Out, ServiceProcess, delete_outputs, encoder, make_env,
 from consumer.codec import Decoder
 from consumer.errors import RecordError
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema, raw_schema
+from consumer.routing import REASON_MISROUTED, patient_key
 from consumer.synthetic import SyntheticGenerator
 from consumer.validate import check_event
 
@@ -468,18 +469,24 @@ def _huge_varint(rng: random.Random) -> bytes:
 # -- the offline prediction ----------------------------------------------------------------
 
 
-def _predict(values: list[bytes | None]) -> list[tuple[str, str]]:
-    """("ok", event_id) or ("dlq", "stage/reason") per value, from the service's own decoder
-    and validation (no registry: Confluent framing is dead-lettered as unsupported)."""
+def _predict(records: list[tuple[bytes | None, bytes | None]]) -> list[tuple[str, str]]:
+    """("ok", event_id) or ("dlq", "stage/reason") per (key, value), from the service's own
+    decoder and validation (no registry: Confluent framing is dead-lettered as unsupported),
+    then its routing check: records are placed by kafka-python's default partitioner (murmur2
+    of the key), so a valid event is misrouted exactly when its key is not its patient_id (a
+    mutation that changed the patient id, random bytes that happen to decode, a null key)."""
     decoder = Decoder("auto", parsed_schema(PATHOLOGY_RESULT))
     found = []
-    for value in values:
+    for key, value in records:
         try:
             event = check_event(decoder.decode(value))
         except RecordError as exc:
             found.append(("dlq", f"{exc.stage}/{exc.reason}"))
         else:
-            found.append(("ok", event["event_id"]))
+            if key != patient_key(event["patient_id"]):
+                found.append(("dlq", f"validate/{REASON_MISROUTED}"))
+            else:
+                found.append(("ok", event["event_id"]))
     return found
 
 
@@ -585,7 +592,7 @@ def test_hostile_input_fuzz_never_crashes_stalls_or_loses_a_payload(
     started = time.monotonic()
     create_topics(env.input, partitions=PARTITIONS)
     records, valid = _payloads("fuzz")  # fixed ids: the same bytes every run
-    predicted = _predict([value for _, value, _ in records])
+    predicted = _predict([(key, value) for key, value, _ in records])
     generated_s = time.monotonic() - started
 
     proc = ServiceProcess(env.environ(HER2_MAX_POLL_RECORDS="200"), tmp_path, "fuzz")

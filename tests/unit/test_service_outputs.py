@@ -26,6 +26,8 @@ from consumer.validate import MAX_ITEMS, MAX_TEXT
 def _service() -> Service:
     svc = Service(Settings(), Pipeline(load_ruleset()), Metrics(CollectorRegistry(), "t"))
     svc._build_codecs()
+    # the consumer's metadata for the routing check: one input partition (every key routes to 0)
+    svc._consumer = types.SimpleNamespace(partitions_for_topic=lambda topic: {0})
     return svc
 
 

@@ -319,7 +319,9 @@ def test_a_failing_disk_store_stops_the_service_instead_of_dead_lettering_the_re
     store.close()  # every read now fails, as a broken disk would
     event = SyntheticGenerator(seed=1).events(1)[0]
     value = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT)).encode(event)
-    record = types.SimpleNamespace(key=b"k", value=value, offset=7, headers=[], timestamp=0)
+    key = event["patient_id"].encode()  # keyed and placed right: the routing check passes
+    record = types.SimpleNamespace(key=key, value=value, offset=7, headers=[], timestamp=0)
+    svc._consumer = types.SimpleNamespace(partitions_for_topic=lambda topic: {0})
     batch = _Batch()
     with pytest.raises(sqlite3.Error):
         svc._process_record(TopicPartition("in", 0), record, store, batch)
