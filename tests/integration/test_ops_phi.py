@@ -33,7 +33,8 @@ from helpers import (
 )
 
 from consumer.logs import configure_logging
-from consumer.model import Event, Outcome
+from consumer.model import Event
+from consumer.patient import PatientState, Step
 from consumer.pipeline import Pipeline
 
 MARK = "PHIMARK"
@@ -55,10 +56,10 @@ def marked_event(index: int, **overrides: Any) -> Event:
 class ExplodingPipeline(Pipeline):
     """The real pipeline, except that one event raises with patient data in the message."""
 
-    def process(self, event: Event, history: Any = ()) -> Outcome:
+    def step(self, state: PatientState | None, event: Event) -> Step:
         if event["event_id"] == CRASH_EVENT:
             raise RuntimeError(f"failed for {event['patient_id']}: {event['her2_ihc']}")
-        return super().process(event, history)
+        return super().step(state, event)
 
 
 @pytest.fixture
