@@ -11,6 +11,7 @@ listed in `ENV_VARS` with their defaults (the README's configuration table is ge
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import tempfile
@@ -40,6 +41,7 @@ _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _MAX_PORT = 65535
+_MAX_SKEW_S = 10 * 366 * 86400  # ten years: beyond that the check would mean nothing
 
 # (variable, default, meaning). The default is the text the variable would hold; "" = unset.
 ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
@@ -79,6 +81,11 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_MAX_POLL_RECORDS", "500", "records per poll batch (one commit per batch)"),
     ("HER2_PUBLISH_RETRIES", "3", "re-sends of unacknowledged outputs before stopping"),
     ("HER2_INSTANCE_ID", "", "static membership id; also the transactional id suffix"),
+    (
+        "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
+        "86400",
+        "an event_time further ahead of the clock is dead-lettered (event-time-in-future)",
+    ),
     ("HER2_POLL_TIMEOUT_MS", "1000", "longest wait in one poll (bounds shutdown latency)"),
     ("HER2_SESSION_TIMEOUT_MS", "45000", "group session timeout"),
     ("HER2_HEARTBEAT_INTERVAL_MS", "3000", "group heartbeat interval"),
@@ -237,6 +244,7 @@ class Settings:
     max_poll_records: int = 500
     publish_retries: int = 3
     instance_id: str | None = None
+    event_time_skew: dt.timedelta = dt.timedelta(seconds=86400)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     tuning: Tuning = field(default_factory=Tuning)
     test_crash_before_commit: int | None = None
@@ -346,6 +354,9 @@ class Settings:
             max_poll_records=env.integer("HER2_MAX_POLL_RECORDS", 1, 1_000_000),
             publish_retries=env.integer("HER2_PUBLISH_RETRIES", 0, 100),
             instance_id=instance_id,
+            event_time_skew=dt.timedelta(
+                seconds=env.integer("HER2_MAX_EVENT_TIME_SKEW_SECONDS", 1, _MAX_SKEW_S)
+            ),
             security=_security(env),
             tuning=tuning,
             test_crash_before_commit=(
@@ -391,6 +402,7 @@ class Settings:
             "max_poll_records": self.max_poll_records,
             "publish_retries": self.publish_retries,
             "instance_id": self.instance_id,
+            "max_event_time_skew_seconds": int(self.event_time_skew.total_seconds()),
             "test_crash_before_commit": self.test_crash_before_commit,
         }
         if with_topics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ class TestDefaults:
         assert s.history_retention_days == 3650
         assert (s.log_level, s.max_poll_records, s.publish_retries) == ("INFO", 500, 3)
         assert s.instance_id is None
+        assert s.event_time_skew == dt.timedelta(hours=24)
         assert s.test_crash_before_commit is None
         assert (s.history_store, s.state_dir) == ("disk", None)
         assert s.security == KafkaSecurity()
@@ -125,6 +127,12 @@ class TestVariables:
             pytest.param({"HER2_OUTPUT_FORMAT": "raw"}, "output_format", "raw", id="output-format"),
             pytest.param(
                 {"HER2_PROCESSING_GUARANTEE": "exactly_once"}, "exactly_once", True, id="eos"
+            ),
+            pytest.param(
+                {"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "3600"},
+                "event_time_skew",
+                dt.timedelta(hours=1),
+                id="event-time-skew",
             ),
             pytest.param({"HER2_HTTP_PORT": "9100"}, "http_port", 9100, id="port"),
             pytest.param({"HER2_HTTP_PORT": "0"}, "http_port", 0, id="port-any"),
@@ -274,6 +282,26 @@ class TestValidation:
                 id="changelog-shared",
             ),
             pytest.param({"HER2_INSTANCE_ID": "pod 1"}, "HER2_INSTANCE_ID", id="instance-id"),
+            pytest.param(
+                {"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "0"},
+                "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
+                id="skew-zero",
+            ),
+            pytest.param(
+                {"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "-60"},
+                "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
+                id="skew-negative",
+            ),
+            pytest.param(
+                {"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "1d"},
+                "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
+                id="skew-not-a-number",
+            ),
+            pytest.param(
+                {"HER2_MAX_EVENT_TIME_SKEW_SECONDS": str(400 * 366 * 86400)},
+                "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
+                id="skew-absurd",
+            ),
             pytest.param(
                 {"KAFKA_BOOTSTRAP_SERVERS": "localhost"},
                 "KAFKA_BOOTSTRAP_SERVERS",
