@@ -42,6 +42,18 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _MAX_PORT = 65535
 _MAX_SKEW_S = 10 * 366 * 86400  # ten years: beyond that the check would mean nothing
+# Issue 15, item 5. The transactional id is `<group>-<instance id>`. It must be unique per
+# process (two live producers with one id fence each other in turn: exit 3, restart, repeat)
+# and stable across restarts (the restarted process's init_transactions() then aborts the
+# transaction its predecessor left open and fences it if it is a zombie; with a new id that
+# transaction would block read_committed readers until HER2_TRANSACTION_TIMEOUT_MS). The host
+# name is neither on a host running several processes, and is only both in a StatefulSet, which
+# injects the pod name as HER2_INSTANCE_ID anyway; so exactly-once takes no default.
+_EOS_NEEDS_INSTANCE_ID: Final = (
+    "HER2_INSTANCE_ID must be set when HER2_PROCESSING_GUARANTEE is exactly_once: it names the "
+    "transactional id, which must be unique per process and stable across its restarts (in "
+    "Kubernetes the StatefulSet pod name; on one host a distinct value per process)"
+)
 
 # (variable, default, meaning). The default is the text the variable would hold; "" = unset.
 ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
@@ -80,7 +92,12 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_LOG_LEVEL", "INFO", "DEBUG | INFO | WARNING | ERROR | CRITICAL"),
     ("HER2_MAX_POLL_RECORDS", "500", "records per poll batch (one commit per batch)"),
     ("HER2_PUBLISH_RETRIES", "3", "re-sends of unacknowledged outputs before stopping"),
-    ("HER2_INSTANCE_ID", "", "static membership id; also the transactional id suffix"),
+    (
+        "HER2_INSTANCE_ID",
+        "",
+        "static membership id and transactional id suffix: unique per process, stable across "
+        "its restarts (required with exactly_once)",
+    ),
     (
         "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
         "86400",
@@ -249,6 +266,11 @@ class Settings:
     tuning: Tuning = field(default_factory=Tuning)
     test_crash_before_commit: int | None = None
 
+    def __post_init__(self) -> None:
+        """Exactly-once needs an explicit instance id (also for settings built in code)."""
+        if self.exactly_once and not self.instance_id:
+            raise ConfigError(_EOS_NEEDS_INSTANCE_ID)
+
     def __repr__(self) -> str:
         """Fields, with registry credentials masked."""
         shown = ", ".join(
@@ -305,6 +327,9 @@ class Settings:
         if instance_id is not None and not _TOPIC_NAME.match(instance_id):
             raise ConfigError("HER2_INSTANCE_ID may only hold letters, digits, '.', '_' and '-'")
         group_id = env.text("HER2_GROUP_ID")
+        guarantee = env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES)
+        if guarantee == EXACTLY_ONCE and instance_id is None:
+            raise ConfigError(_EOS_NEEDS_INSTANCE_ID)
         tuning = Tuning(
             poll_timeout_ms=env.integer("HER2_POLL_TIMEOUT_MS", 0, 60_000),
             session_timeout_ms=env.integer("HER2_SESSION_TIMEOUT_MS", 1000, 3_600_000),
@@ -345,7 +370,7 @@ class Settings:
             output_format=output_format,
             schema_registry_url=registry_url,
             raw_writer_schema=raw_path,
-            processing_guarantee=env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES),
+            processing_guarantee=guarantee,
             http_port=env.integer("HER2_HTTP_PORT", 0, _MAX_PORT),
             history_retention_days=env.integer("HER2_HISTORY_RETENTION_DAYS", 0, 100_000),
             history_store=history_store,
@@ -373,8 +398,15 @@ class Settings:
         }
 
     def transactional_id(self, hostname: str) -> str:
-        """The producer's transactional id: group plus instance id (or host name)."""
-        return f"{self.group_id}-{self.instance_id or hostname}"
+        """The producer's transactional id: group plus instance id.
+
+        `hostname` is no longer used: exactly-once requires HER2_INSTANCE_ID (see
+        `_EOS_NEEDS_INSTANCE_ID`); the parameter stays for the service's call.
+        """
+        del hostname
+        if not self.instance_id:
+            raise ConfigError(_EOS_NEEDS_INSTANCE_ID)
+        return f"{self.group_id}-{self.instance_id}"
 
     def registry_display(self) -> str | None:
         """The registry URL without credentials (for logs)."""
