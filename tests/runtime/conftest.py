@@ -1,5 +1,5 @@
 """The runtime under test against tests/runtime/fakes.py: a whole `Service.run()` in
-milliseconds, no broker."""
+milliseconds, no broker (the fake broker is the service's `clients`)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,9 @@ class Harness:
         """A service on the fake broker (stopped by the first poll that finds nothing)."""
         self.metrics = Metrics(CollectorRegistry(), "t")
         self.health = RecordingHealth()
-        service = Service(self.settings, pipeline(), self.metrics, health=self.health)
+        service = Service(
+            self.settings, pipeline(), self.metrics, health=self.health, clients=self.broker
+        )
         self.broker.on_idle = service.stop
         self.service = service
         return service
@@ -107,14 +109,9 @@ class Harness:
 
 
 @pytest.fixture
-def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+def harness() -> Iterator[Harness]:
     """One input partition, outputs not yet created, memory history stores."""
-    import consumer.service as service_module  # noqa: PLC0415
-
     broker = FakeBroker()
-    monkeypatch.setattr(service_module, "KafkaAdminClient", broker.admin)
-    monkeypatch.setattr(service_module, "KafkaConsumer", broker.consumer)
-    monkeypatch.setattr(service_module, "KafkaProducer", broker.producer)
     settings = Settings(
         history_store=MEMORY,
         publish_retries=0,
