@@ -188,12 +188,16 @@ class Service:
             http_port=s.http_port,
         )
         if not self.stopping:
-            register_output_schemas(s, registry, self._stop_event.wait)
+            register_output_schemas(
+                s, registry, self._stop_event.wait, self._set_ready, self._beat
+            )
         if self.stopping:
             return
         admin = connect_admin(self._clients, s, self._hostname)
         try:
-            partitions = ensure_topics(admin, s, self._stop_event.wait, self._set_ready)
+            partitions = ensure_topics(
+                admin, s, self._stop_event.wait, self._set_ready, self._beat
+            )
         finally:
             admin.close()
         if partitions is None:

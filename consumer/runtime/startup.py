@@ -1,6 +1,10 @@
 """Start-up: the state directory, the output schemas registered (Confluent output), the input
 topic waited for (never created here), missing outputs created with the input's partition
-count, and the changelog checked to be co-partitioned with the input."""
+count, and the changelog checked to be co-partitioned with the input.
+
+The two waits (registry down, input topic missing) beat the health hook at every attempt, so
+/healthz stays 200 while the service waits (no back-off delay is longer than the stall limit),
+and set /readyz's reason to what is awaited (issue 14, item 4; docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -22,6 +26,12 @@ _TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
 log = get_logger("her2.service")
 
 Wait = Callable[[float], bool]  # waits up to n seconds; True when the service was stopped
+REGISTRY_UNAVAILABLE: Final = "schema registry unavailable"
+
+
+def waiting_for_input(topic: str) -> str:
+    """The readiness reason while the input topic does not exist."""
+    return f"waiting for input topic {topic} (input topic missing)"
 
 
 def open_state_dir(settings: Settings) -> StateDir:
@@ -39,6 +49,8 @@ def register_output_schemas(
     s: Settings,
     registry: SchemaRegistryClient | None,
     wait: Wait,
+    set_ready: Callable[..., None],
+    beat: Callable[[], None],
     *,
     backoff: Backoff = REGISTRY_BACKOFF,
 ) -> None:
@@ -55,6 +67,8 @@ def register_output_schemas(
         while True:
             try:
                 registry.register(subject, schema_json(parsed_schema(schema)))
+                if attempt:
+                    set_ready(False, "starting")
                 break
             except RegistryError as exc:
                 delay = backoff.delay(attempt)
@@ -65,6 +79,8 @@ def register_output_schemas(
                     error_type=type(exc).__name__,
                     seconds=delay,
                 )
+                set_ready(False, REGISTRY_UNAVAILABLE)
+                beat()
                 if wait(delay):
                     return
 
@@ -74,6 +90,7 @@ def ensure_topics(
     s: Settings,
     wait: Wait,
     set_ready: Callable[..., None],
+    beat: Callable[[], None],
     *,
     backoff: Backoff = INPUT_WAIT_BACKOFF,
 ) -> int | None:
@@ -92,7 +109,8 @@ def ensure_topics(
             attempt=attempt,
             seconds=delay,
         )
-        set_ready(False, "input topic missing")
+        set_ready(False, waiting_for_input(s.topics.input))
+        beat()
         if wait(delay):
             return None
     partitions = counts[s.topics.input]
