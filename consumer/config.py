@@ -266,11 +266,6 @@ class Settings:
     tuning: Tuning = field(default_factory=Tuning)
     test_crash_before_commit: int | None = None
 
-    def __post_init__(self) -> None:
-        """Exactly-once needs an explicit instance id (also for settings built in code)."""
-        if self.exactly_once and not self.instance_id:
-            raise ConfigError(_EOS_NEEDS_INSTANCE_ID)
-
     def __repr__(self) -> str:
         """Fields, with registry credentials masked."""
         shown = ", ".join(
@@ -400,13 +395,11 @@ class Settings:
     def transactional_id(self, hostname: str) -> str:
         """The producer's transactional id: group plus instance id.
 
-        `hostname` is no longer used: exactly-once requires HER2_INSTANCE_ID (see
-        `_EOS_NEEDS_INSTANCE_ID`); the parameter stays for the service's call.
+        `from_env` refuses exactly_once without HER2_INSTANCE_ID (`_EOS_NEEDS_INSTANCE_ID`), so
+        a running service always has one; the host name only serves settings built in code
+        (the runtime's fake-broker tests).
         """
-        del hostname
-        if not self.instance_id:
-            raise ConfigError(_EOS_NEEDS_INSTANCE_ID)
-        return f"{self.group_id}-{self.instance_id}"
+        return f"{self.group_id}-{self.instance_id or hostname}"
 
     def registry_display(self) -> str | None:
         """The registry URL without credentials (for logs)."""

@@ -18,6 +18,11 @@ _AGE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400
 class Metrics:
     """Every metric the service records (only `service.py` records them)."""
 
+    @classmethod
+    def on_new_registry(cls, ruleset_version: str = "") -> Metrics:
+        """The container on a CollectorRegistry of its own (the service's, served at /metrics)."""
+        return cls(CollectorRegistry(), ruleset_version)
+
     def __init__(self, registry: CollectorRegistry, ruleset_version: str = "") -> None:
         p = "her2_consumer"
         self.registry = registry
