@@ -11,6 +11,7 @@ listed in `ENV_VARS` with their defaults (the README's configuration table is ge
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import tempfile
@@ -40,6 +41,19 @@ _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _MAX_PORT = 65535
+_MAX_SKEW_S = 10 * 366 * 86400  # ten years: beyond that the check would mean nothing
+# Issue 15, item 5. The transactional id is `<group>-<instance id>`. It must be unique per
+# process (two live producers with one id fence each other in turn: exit 3, restart, repeat)
+# and stable across restarts (the restarted process's init_transactions() then aborts the
+# transaction its predecessor left open and fences it if it is a zombie; with a new id that
+# transaction would block read_committed readers until HER2_TRANSACTION_TIMEOUT_MS). The host
+# name is neither on a host running several processes, and is only both in a StatefulSet, which
+# injects the pod name as HER2_INSTANCE_ID anyway; so exactly-once takes no default.
+_EOS_NEEDS_INSTANCE_ID: Final = (
+    "HER2_INSTANCE_ID must be set when HER2_PROCESSING_GUARANTEE is exactly_once: it names the "
+    "transactional id, which must be unique per process and stable across its restarts (in "
+    "Kubernetes the StatefulSet pod name; on one host a distinct value per process)"
+)
 
 # (variable, default, meaning). The default is the text the variable would hold; "" = unset.
 ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
@@ -78,7 +92,17 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_LOG_LEVEL", "INFO", "DEBUG | INFO | WARNING | ERROR | CRITICAL"),
     ("HER2_MAX_POLL_RECORDS", "500", "records per poll batch (one commit per batch)"),
     ("HER2_PUBLISH_RETRIES", "3", "re-sends of unacknowledged outputs before stopping"),
-    ("HER2_INSTANCE_ID", "", "static membership id; also the transactional id suffix"),
+    (
+        "HER2_INSTANCE_ID",
+        "",
+        "static membership id and transactional id suffix: unique per process, stable across "
+        "its restarts (required with exactly_once)",
+    ),
+    (
+        "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
+        "86400",
+        "an event_time further ahead of the clock is dead-lettered (event-time-in-future)",
+    ),
     ("HER2_POLL_TIMEOUT_MS", "1000", "longest wait in one poll (bounds shutdown latency)"),
     ("HER2_SESSION_TIMEOUT_MS", "45000", "group session timeout"),
     ("HER2_HEARTBEAT_INTERVAL_MS", "3000", "group heartbeat interval"),
@@ -237,6 +261,7 @@ class Settings:
     max_poll_records: int = 500
     publish_retries: int = 3
     instance_id: str | None = None
+    event_time_skew: dt.timedelta = dt.timedelta(seconds=86400)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     tuning: Tuning = field(default_factory=Tuning)
     test_crash_before_commit: int | None = None
@@ -297,6 +322,9 @@ class Settings:
         if instance_id is not None and not _TOPIC_NAME.match(instance_id):
             raise ConfigError("HER2_INSTANCE_ID may only hold letters, digits, '.', '_' and '-'")
         group_id = env.text("HER2_GROUP_ID")
+        guarantee = env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES)
+        if guarantee == EXACTLY_ONCE and instance_id is None:
+            raise ConfigError(_EOS_NEEDS_INSTANCE_ID)
         tuning = Tuning(
             poll_timeout_ms=env.integer("HER2_POLL_TIMEOUT_MS", 0, 60_000),
             session_timeout_ms=env.integer("HER2_SESSION_TIMEOUT_MS", 1000, 3_600_000),
@@ -337,7 +365,7 @@ class Settings:
             output_format=output_format,
             schema_registry_url=registry_url,
             raw_writer_schema=raw_path,
-            processing_guarantee=env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES),
+            processing_guarantee=guarantee,
             http_port=env.integer("HER2_HTTP_PORT", 0, _MAX_PORT),
             history_retention_days=env.integer("HER2_HISTORY_RETENTION_DAYS", 0, 100_000),
             history_store=history_store,
@@ -346,6 +374,9 @@ class Settings:
             max_poll_records=env.integer("HER2_MAX_POLL_RECORDS", 1, 1_000_000),
             publish_retries=env.integer("HER2_PUBLISH_RETRIES", 0, 100),
             instance_id=instance_id,
+            event_time_skew=dt.timedelta(
+                seconds=env.integer("HER2_MAX_EVENT_TIME_SKEW_SECONDS", 1, _MAX_SKEW_S)
+            ),
             security=_security(env),
             tuning=tuning,
             test_crash_before_commit=(
@@ -362,7 +393,12 @@ class Settings:
         }
 
     def transactional_id(self, hostname: str) -> str:
-        """The producer's transactional id: group plus instance id (or host name)."""
+        """The producer's transactional id: group plus instance id.
+
+        `from_env` refuses exactly_once without HER2_INSTANCE_ID (`_EOS_NEEDS_INSTANCE_ID`), so
+        a running service always has one; the host name only serves settings built in code
+        (the runtime's fake-broker tests).
+        """
         return f"{self.group_id}-{self.instance_id or hostname}"
 
     def registry_display(self) -> str | None:
@@ -391,6 +427,7 @@ class Settings:
             "max_poll_records": self.max_poll_records,
             "publish_retries": self.publish_retries,
             "instance_id": self.instance_id,
+            "max_event_time_skew_seconds": int(self.event_time_skew.total_seconds()),
             "test_crash_before_commit": self.test_crash_before_commit,
         }
         if with_topics:

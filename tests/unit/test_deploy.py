@@ -40,6 +40,7 @@ INPUT_PARTITIONS = 6  # documented in configmap.yaml, scaledobject.yaml, compose
 POD_LABELS = {"app.kubernetes.io/name": "her2-consumer"}
 CORE_KINDS = {
     "ConfigMap", "Service", "ServiceAccount", "StatefulSet", "Deployment", "PodDisruptionBudget",
+    "NetworkPolicy",
 }
 ENV_NAMES = {name for name, _, _ in ENV_VARS}
 PROMTOOL = shutil.which("promtool")
@@ -391,6 +392,42 @@ class TestKubernetesManifests:
         assert endpoint["path"] == "/metrics"
         # The rules and the dashboard select job="her2-consumer".
         assert labels[manifest("PodMonitor")["spec"]["jobLabel"]] == "her2-consumer"
+
+    def test_networkpolicy_admits_only_prometheus_to_the_http_port(self) -> None:
+        policy = manifest("NetworkPolicy")["spec"]
+        assert policy["podSelector"]["matchLabels"] == POD_LABELS
+        assert set(policy["policyTypes"]) == {"Ingress", "Egress"}  # both directions isolated
+        [rule] = policy["ingress"]
+        assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+        pod_ports = manifest("StatefulSet")["spec"]["template"]["spec"]["containers"][0]["ports"]
+        assert {"name": "http", "containerPort": 8000, "protocol": "TCP"} in pod_ports
+        [source] = rule["from"]
+        namespace = source["namespaceSelector"]["matchLabels"]
+        assert namespace == {"kubernetes.io/metadata.name": "monitoring"}
+        assert "ipBlock" not in source
+        # every "from" names a namespace: an empty or pod-only peer would admit more
+        for peer in rule["from"]:
+            assert peer.get("namespaceSelector", {}).get("matchLabels")
+
+    def test_networkpolicy_egress_reaches_dns_kafka_and_the_registry_only(self) -> None:
+        egress = manifest("NetworkPolicy")["spec"]["egress"]
+        allowed = {
+            (peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+             port["port"], port["protocol"])
+            for rule in egress for peer in rule["to"] for port in rule["ports"]
+        }
+        bootstrap = manifest("ConfigMap")["data"]["KAFKA_BOOTSTRAP_SERVERS"]
+        host, _, kafka_port = bootstrap.partition(",")[0].rpartition(":")
+        kafka_namespace = host.split(".")[1]  # <service>.<namespace>.svc
+        assert allowed == {
+            ("kube-system", 53, "UDP"),
+            ("kube-system", 53, "TCP"),
+            (kafka_namespace, int(kafka_port), "TCP"),
+            ("schema-registry", 8081, "TCP"),
+        }
+        for rule in egress:
+            assert rule["ports"], "an egress rule without ports opens every port"
+            assert all("ipBlock" not in peer for peer in rule["to"])
 
     def test_scaledobject_scales_the_statefulset_on_lag(self) -> None:
         scaled = manifest("ScaledObject")["spec"]
