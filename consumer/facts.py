@@ -174,6 +174,35 @@ def named_pair(pairs: Sequence[tuple[Sample, Sample]]) -> tuple[Sample, Sample] 
     return first, max(partners, key=recency)
 
 
+def discordant_pair(
+    samples: Sequence[Sample], *, crossing_positive: bool = False
+) -> tuple[Sample, Sample] | None:
+    """named_pair(discordant_pairs(samples)) without building every pair: discordance depends
+    on the categories only, so the most recent sample per decisive category is enough (linear in
+    the patient's samples; a patient with thousands of accessions stays cheap).
+    `crossing_positive`: only pairs with one POSITIVE side (RT-CONVERSION)."""
+    latest: dict[str, Sample] = {}
+    for s in samples:
+        if s.category in _DECISIVE:
+            known = latest.get(s.category)
+            if known is None or recency(s) > recency(known):
+                latest[s.category] = s
+
+    def partners(category: str) -> list[Sample]:
+        return [
+            latest[other]
+            for other in latest
+            if discordant(category, other)
+            and (not crossing_positive or POSITIVE in (category, other))
+        ]
+
+    with_partner = [latest[c] for c in latest if partners(c)]
+    if not with_partner:
+        return None
+    first = max(with_partner, key=recency)
+    return first, max(partners(first.category), key=recency)
+
+
 def latest_decisive(samples: Sequence[Sample]) -> Sample | None:
     """The most recently collected decisive sample (named by RT-ALL-ZERO)."""
     return _pick(samples, _DECISIVE)
@@ -239,10 +268,8 @@ def derive(
     low_sample = _pick(samples, frozenset({LOW}))
     low_or_ultralow_sample = _pick(samples, frozenset({LOW, ULTRALOW}))
     decisive = [c for c in categories if c in _DECISIVE]
-    pairs = discordant_pairs(samples)
-    conversion = [p for p in pairs if POSITIVE in (p[0].category, p[1].category)]
-    pair = named_pair(pairs)
-    conversion_pair = named_pair(conversion)
+    pair = discordant_pair(samples)
+    conversion_pair = discordant_pair(samples, crossing_positive=True)
     zero_sample = latest_decisive(samples)
 
     drugs = normalise_therapies(ctx.get("planned_therapies") or ())
@@ -302,9 +329,9 @@ def derive(
         "decisive_sample_count": len(decisive),
         "all_decisive_zero": bool(decisive) and all(c in (NULL, ZERO_UNSPECIFIED) for c in decisive),
         "latest_decisive_sample": zero_sample.describe() if zero_sample else None,
-        "samples_discordant": bool(pairs),
+        "samples_discordant": pair is not None,
         "discordance_detail": f"{pair[0].describe()} vs {pair[1].describe()}" if pair else None,
-        "her2_conversion": bool(conversion),
+        "her2_conversion": conversion_pair is not None,
         "conversion_detail": (
             f"{conversion_pair[0].describe()} vs {conversion_pair[1].describe()}"
             if conversion_pair

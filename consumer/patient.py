@@ -27,9 +27,8 @@ from consumer.classify import HR_UNKNOWN, SampleClass, classify_sample, hr_statu
 from consumer.facts import (
     Sample,
     derive,
-    discordant_pairs,
+    discordant_pair,
     latest_decisive,
-    named_pair,
     recency,
     specimen_site,
 )
@@ -40,7 +39,6 @@ from consumer.model import (
     LOW,
     MISSING,
     PATIENT,
-    POSITIVE,
     REPORT,
     RESOLVED,
     RETRACTED,
@@ -522,13 +520,9 @@ def _basis(rule: Rule, view: _View) -> set[str]:
         add(_latest(samples, {LOW}))
     if reads & _LOW_ULTRALOW_FACTS:
         add(_latest(samples, {LOW, ULTRALOW}))
-    pairs = discordant_pairs(samples)
-    for facts, candidates in (
-        (_PAIR_FACTS, pairs),
-        (_CONVERSION_FACTS, [p for p in pairs if POSITIVE in (p[0].category, p[1].category)]),
-    ):
+    for facts, crossing in ((_PAIR_FACTS, False), (_CONVERSION_FACTS, True)):
         if reads & facts:
-            pair = named_pair(candidates)
+            pair = discordant_pair(samples, crossing_positive=crossing)
             if pair:
                 add(pair[0])
                 add(pair[1])

@@ -404,3 +404,24 @@ class TestOtherFacts:
         sc = classify_sample(None, None)._replace(category=category)
         facts = derive(event(**TRIPLE_NEGATIVE), sc)
         assert facts["triple_negative"] is (category != "POSITIVE")
+
+
+def test_the_linear_pair_choice_equals_the_pairwise_one() -> None:
+    """discordant_pair() names the pair named_pair(discordant_pairs()) names, on random patients."""
+    import random
+
+    from consumer.facts import discordant_pair, discordant_pairs, named_pair
+
+    rng = random.Random(5)  # noqa: S311 - reproducible test data
+    categories = ["POSITIVE", "LOW", "ULTRALOW", "NULL", "ZERO_UNSPECIFIED", "MISSING", "EQUIVOCAL"]
+    for _ in range(500):
+        samples = [
+            Sample(f"A{i}", "PRIMARY_BREAST",
+                   None if rng.random() < 0.2 else dt.date(2020, 1, 1) + dt.timedelta(days=rng.randrange(2000)),
+                   rng.choice(categories), "history", order=i)
+            for i in range(rng.randrange(0, 9))
+        ]
+        pairs = discordant_pairs(samples)
+        assert discordant_pair(samples) == named_pair(pairs)
+        crossing = [p for p in pairs if "POSITIVE" in (p[0].category, p[1].category)]
+        assert discordant_pair(samples, crossing_positive=True) == named_pair(crossing)
