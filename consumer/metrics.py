@@ -16,7 +16,8 @@ _AGE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400
 
 
 class Metrics:
-    """Every metric the service records (only `service.py` records them)."""
+    """Every metric the service records (only `service.py` records them, and the schema
+    registry client through `registry_error`, the hook service.py hands it)."""
 
     def __init__(self, registry: CollectorRegistry, ruleset_version: str = "") -> None:
         p = "her2_consumer"
@@ -45,6 +46,12 @@ class Metrics:
         self.history_unreadable_records = Counter(
             f"{p}_history_unreadable_records", "Changelog records that could not be read while "
             "restoring history (skipped).", registry=registry,
+        )
+        self.schema_registry_errors = Counter(
+            f"{p}_schema_registry_errors", "Schema registry calls that failed, by operation "
+            "(get-schema, get-reference, register, probe) and kind (unreachable, tls, auth, "
+            "server-error, http-error, bad-answer, refused); records waiting on them are retried.",
+            ["operation", "kind"], registry=registry,
         )
         self.dlq = Counter(
             f"{p}_dlq_records", "Records sent to the dead-letter topic by stage and reason.",
@@ -116,3 +123,7 @@ class Metrics:
         )
         self.build = Info(f"{p}_build", "Build and rule-set version.", registry=registry)
         self.build.info({"version": __version__, "ruleset_version": ruleset_version})
+
+    def registry_error(self, operation: str, kind: str) -> None:
+        """Count one failed schema registry call (the registry client's `on_error` hook)."""
+        self.schema_registry_errors.labels(operation=operation, kind=kind).inc()

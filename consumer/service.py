@@ -399,10 +399,7 @@ class Service:
 
     def _build_codecs(self) -> None:
         s = self.settings
-        if s.schema_registry_url:
-            self._registry = SchemaRegistryClient(
-                s.schema_registry_url, timeout=s.tuning.registry_timeout_s
-            )
+        self._registry = s.registry_client(on_error=self.metrics.registry_error)
         raw_writer = load_writer_schema(s.raw_writer_schema) if s.raw_writer_schema else None
         self._decoder = Decoder(
             s.input_format,
