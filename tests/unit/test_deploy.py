@@ -445,6 +445,17 @@ class TestCompose:
         assert services["prometheus"]["image"].startswith("prom/prometheus:")
         assert services["grafana"]["image"].startswith("grafana/grafana:")
 
+    def test_the_registry_is_apicurio_and_the_consumer_uses_its_confluent_api(
+        self, compose: dict[str, Any]
+    ) -> None:
+        services = compose["services"]
+        assert services["schema-registry"]["image"].startswith("apicurio/apicurio-registry:")
+        assert "3.3.3" in services["schema-registry"]["image"]  # as the integration tests
+        for name in ("consumer", "demo"):
+            url = services[name]["environment"]["HER2_SCHEMA_REGISTRY_URL"]
+            assert url == "http://schema-registry:8080/apis/ccompat/v7", name
+        assert "schema-registry" in services["consumer"]["depends_on"]
+
     def test_consumer_is_built_from_the_dockerfile(self, compose: dict[str, Any]) -> None:
         consumer = compose["services"]["consumer"]
         context = (DEPLOY / consumer["build"]["context"]).resolve()
