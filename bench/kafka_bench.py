@@ -29,6 +29,7 @@ Usage: python bench/kafka_bench.py [--events 100000] [--rate 200] [--latency-sec
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime as dt
 import importlib.util
@@ -346,7 +347,8 @@ def group_members(bootstrap: str, group: str) -> int:
 
 
 def service_throughput(
-    bootstrap: str, count: int, seed: int, guarantee: str, instances: int = 1
+    bootstrap: str, count: int, seed: int, guarantee: str, instances: int = 1,
+    keep_alerts: bool = False,
 ) -> dict[str, Any]:
     """Stages 3/4 (+6): time from the first commit to all `count` offsets committed.
 
@@ -389,6 +391,8 @@ def service_throughput(
     seconds = max(end_t - first_t, 1e-9)
     log(f"{guarantee} x{instances}: {processed / seconds:,.0f} events/s, exit {codes}")
     volume = output_volume(bootstrap, env_topics, count)
+    if keep_alerts:
+        volume["alerts"] = alert_keys(bootstrap, env_topics)
     return {
         **volume,
         "instances": instances,
@@ -442,6 +446,110 @@ def output_volume(bootstrap: str, env_topics: dict[str, str], events: int) -> di
         "records_per_event": sum(counts.values()) / events,
         "changelog_bytes_per_event": changelog_bytes / events,
     }
+
+
+def alert_keys(bootstrap: str, env_topics: dict[str, str]) -> collections.Counter[tuple[str, int, str]]:
+    """(alert_id, revision, status) of every alert record on a run's alert topics (read_committed)."""
+    decoder = Decoder("auto", parsed_schema(HER2_ALERT))
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             isolation_level="read_committed")
+    found: collections.Counter[tuple[str, int, str]] = collections.Counter()
+    try:
+        parts = [
+            TopicPartition(env_topics[k], p)
+            for k in ("HER2_RETEST_TOPIC", "HER2_DOCUMENTATION_TOPIC", "HER2_TDXD_TOPIC",
+                      "HER2_THERAPY_CAUTION_TOPIC")
+            for p in consumer.partitions_for_topic(env_topics[k]) or ()
+        ]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=500).values():
+                for r in records:
+                    a = decoder.decode(r.value)
+                    found[(a["alert_id"], a["revision"], a["status"])] += 1
+    finally:
+        consumer.close()
+    return found
+
+
+def peer_throughput(bootstrap: str, count: int, seed: int, guarantee: str) -> dict[str, Any]:
+    """The Quix Streams peer (bench/peer/app.py) on the same events, timed as the service is
+    (first commit to all `count` offsets committed); its alert records are returned for the
+    comparison with the service's."""
+    run = f"peer-{guarantee[:3]}-{uuid.uuid4().hex[:6]}"
+    env_topics = topics_for(run)
+    topic, group = env_topics["HER2_INPUT_TOPIC"], env_topics["HER2_GROUP_ID"]
+    for key, name in env_topics.items():  # outputs as the service would create them
+        if key.endswith("_TOPIC") and key != "HER2_HISTORY_TOPIC":
+            create_topic(bootstrap, name)
+    produce(bootstrap, topic, encoded_events(count, seed))
+    state_dir = tempfile.mkdtemp(prefix="her2-peer-")
+    env = {**os.environ, **env_topics, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+           "HER2_PROCESSING_GUARANTEE": guarantee, "PEER_STATE_DIR": state_dir}
+    peer_log = Path(state_dir) / "peer.log"
+    with peer_log.open("wb") as sink:
+        proc = subprocess.Popen(  # noqa: S603 - our own script
+            [sys.executable, str(REPO / "bench/peer/app.py")], env=env, stderr=sink, stdout=sink,
+        )
+    try:
+        first_t, first_n = None, 0
+        try:
+            for done in commit_progress(bootstrap, group, topic, count, [proc], 1800):
+                if first_t is None and done > 0:
+                    first_t, first_n = time.perf_counter(), done
+        except RuntimeError:
+            log("peer failed; its log ends:\n" + peer_log.read_text(errors="replace")[-3000:])
+            raise
+        end_t = time.perf_counter()
+    finally:
+        code = stop_service(proc)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    assert first_t is not None
+    processed = count - first_n
+    seconds = max(end_t - first_t, 1e-9)
+    log(f"peer {guarantee}: {processed / seconds:,.0f} events/s, exit {code}")
+    return {"events": processed, "seconds": seconds, "events_per_s": processed / seconds,
+            "exit_code": code, "alerts": alert_keys(bootstrap, env_topics)}
+
+
+def peer_comparison(bootstrap: str, count: int, seed: int, rounds: int) -> dict[str, Any]:
+    """Project and peer stages interleaved (A B A B ...) per delivery mode, `rounds` rounds:
+    medians, ratios project/peer, the machine's load before and after each stage, and whether
+    the peer published the same (alert_id, revision, status) records as the service."""
+    stages: list[dict[str, Any]] = []
+    for n in range(rounds):
+        for guarantee in ("at_least_once", "exactly_once"):
+            for who in ("project", "peer"):
+                load_before = os.getloadavg()
+                if who == "project":
+                    result = service_throughput(bootstrap, count, seed, guarantee, keep_alerts=True)
+                else:
+                    result = peer_throughput(bootstrap, count, seed, guarantee)
+                result.update(round=n + 1, who=who, guarantee=guarantee,
+                              load_before=load_before, load_after=os.getloadavg())
+                stages.append(result)
+    summary: dict[str, Any] = {"rounds": rounds, "events": count}
+    for guarantee in ("at_least_once", "exactly_once"):
+        rates = {
+            who: [s["events_per_s"] for s in stages if s["who"] == who and s["guarantee"] == guarantee]
+            for who in ("project", "peer")
+        }
+        medians = {who: statistics.median(r) for who, r in rates.items()}
+        summary[guarantee] = {"project": rates["project"], "peer": rates["peer"],
+                              "project_median": medians["project"], "peer_median": medians["peer"],
+                              "ratio_project_over_peer": medians["project"] / medians["peer"]}
+    same = []
+    for n in range(rounds):
+        for guarantee in ("at_least_once", "exactly_once"):
+            pair = {s["who"]: s["alerts"] for s in stages if s["round"] == n + 1 and s["guarantee"] == guarantee}
+            same.append(pair["project"] == pair["peer"])
+    summary["same_records"] = same
+    for s in stages:
+        s["alert_records"] = sum(s.pop("alerts").values())
+    summary["stages"] = stages
+    return summary
 
 
 def _latency_reader(bootstrap: str, topic: str, ready: Any, stop: Any, results: Any) -> None:
@@ -639,7 +747,13 @@ def main() -> int:
     parser.add_argument("--memory-store", choices=("disk", "memory"), default="disk",
                         help="HER2_HISTORY_STORE of the memory stage (default: disk)")
     parser.add_argument("--json", default=str(REPO / "bench/results/kafka.json"))
+    parser.add_argument("--peer", action="store_true",
+                        help="only the comparison with the Quix Streams peer (bench/peer/app.py; "
+                             "needs the bench extra): project and peer interleaved, --rounds rounds")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.peer:
+        return peer_main(args)
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
@@ -732,6 +846,28 @@ def main() -> int:
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"figures written to {args.json}")
     return 0
+
+
+def peer_main(args: argparse.Namespace) -> int:
+    """`--peer`: the interleaved comparison with the Quix Streams peer, printed and as JSON."""
+    with broker() as bootstrap:
+        summary = peer_comparison(bootstrap, args.events, args.seed, args.rounds)
+    summary["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    print(f"\n{'mode':<14} {'project events/s':>30} {'peer events/s':>30} {'ratio':>7}")
+    for guarantee in ("at_least_once", "exactly_once"):
+        g = summary[guarantee]
+        proj = " / ".join(f"{r:,.0f}" for r in g["project"])
+        peer = " / ".join(f"{r:,.0f}" for r in g["peer"])
+        print(f"{guarantee:<14} {proj:>30} {peer:>30} {g['ratio_project_over_peer']:>7.2f}")
+    print(f"same (alert_id, revision, status) records in every stage pair: {summary['same_records']}")
+    for s in summary["stages"]:
+        print(f"  round {s['round']} {s['guarantee']:<14} {s['who']:<8} {s['events_per_s']:>8,.0f}/s "
+              f"load {s['load_before'][0]:.2f} -> {s['load_after'][0]:.2f}")
+    out = Path(args.json).with_name("peer.json") if args.json.endswith("kafka.json") else Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2, default=list))
+    print(f"figures written to {out}")
+    return 0 if all(summary["same_records"]) else 1
 
 
 if __name__ == "__main__":

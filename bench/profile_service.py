@@ -69,7 +69,7 @@ def classify(stack: str) -> str:
     if "MainThread" not in thread:
         return "http endpoint" if "her2-http" in thread else "kafka-python I/O threads"
     names = [frame.split(" (", 1)[0] for frame in frames[1:]]
-    if "Service._loop" not in names:
+    if "Loop.run" not in names:  # consumer/runtime/loop.py
         return "start-up and shutdown"
     history = any(name.startswith("HistoryStore.") for name in names)
     for name in reversed(names):

@@ -61,7 +61,7 @@ def _open_alerts(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from consumer.service import main as run_main
+    from consumer.app import main as run_main
 
     return run_main(args)
 

@@ -6,6 +6,10 @@
     ├── SchemaError            an Avro schema cannot be loaded or registered: fatal
     ├── RegistryError          the schema registry cannot be reached: retry, never DLQ
     ├── PublishError           outputs were not acknowledged: stop without committing
+    ├── FencedError            another producer took our transactional id: stop, EXIT_FENCED
+    ├── HistoryRestoreError    the changelog could not be read to its end in time: fatal
+    ├── KafkaConnectError      Kafka unreachable or refusing us at start-up: fatal
+    ├── OutputTooLargeError    an output of one record can never be produced: dead-letter it
     └── RecordError            this one record cannot be used: it goes to the dead-letter topic
         ├── DecodeError        stage "decode": framing, schema lookup, Avro binary
         └── InvalidEvent       stage "validate": decoded but not a usable PathologyResult
@@ -60,6 +64,22 @@ class RegistryError(Her2Error):
 
 class PublishError(Her2Error):
     """An output record was not acknowledged by the broker."""
+
+
+class FencedError(Her2Error):
+    """Another producer with our transactional id took over (exactly-once)."""
+
+
+class HistoryRestoreError(Her2Error):
+    """The history changelog could not be read to its end in time (fatal)."""
+
+
+class KafkaConnectError(Her2Error):
+    """Kafka could not be reached or refused us at start-up (the message names what to check)."""
+
+
+class OutputTooLargeError(Her2Error):
+    """An output of one record can never be produced (larger than a Kafka request)."""
 
 
 class RecordError(Her2Error):

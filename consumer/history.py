@@ -236,14 +236,7 @@ class HistoryStore:
                 yield pid, state
 
     def _decode(self, patient_id: str, blob: bytes) -> PatientState:
-        seq, alerts, accessions = 0, {}, {}
-        for value in _unpack(blob).values():
-            _, part = self._codec.decode(value)
-            if isinstance(part, Accession):
-                accessions[part.accession_id] = part
-            else:
-                seq, alerts = part
-        return PatientState(patient_id, seq, alerts, accessions)
+        return decode_state(patient_id, blob)
 
     # -- the lifecycle ---------------------------------------------------------------------
 
@@ -320,6 +313,30 @@ class HistoryStore:
             return state, frozenset()
         kept = {acc: a for acc, a in state.accessions.items() if acc not in old}
         return replace(state, accessions=kept), frozenset(old)
+
+
+def encode_state(state: PatientState) -> bytes:
+    """A whole patient as one value (its changelog records back to back): for stores that keep
+    one value per patient key, such as the Quix Streams peer of bench/peer/."""
+    codec = part_codec()
+    parts = {patient_key(state.patient_id): codec.encode_patient(state)}
+    for acc in state.accessions.values():
+        parts[accession_key(state.patient_id, acc.accession_id)] = codec.encode_accession(
+            state.patient_id, acc
+        )
+    return _pack(parts)
+
+
+def decode_state(patient_id: str, value: bytes) -> PatientState:
+    """The patient of an encode_state() value."""
+    seq, alerts, accessions = 0, {}, {}
+    for part_value in _unpack(value).values():
+        _, part = part_codec().decode(part_value)
+        if isinstance(part, Accession):
+            accessions[part.accession_id] = part
+        else:
+            seq, alerts = part
+    return PatientState(patient_id, seq, alerts, accessions)
 
 
 def _pack(parts: dict[bytes, bytes]) -> bytes:

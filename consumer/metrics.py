@@ -36,6 +36,11 @@ class Metrics:
     """Every metric the service records (only `service.py` records them, and the schema
     registry client through `registry_error`, the hook service.py hands it)."""
 
+    @classmethod
+    def on_new_registry(cls, ruleset_version: str = "") -> Metrics:
+        """The container on a CollectorRegistry of its own (the service's, served at /metrics)."""
+        return cls(CollectorRegistry(), ruleset_version)
+
     def __init__(self, registry: CollectorRegistry, ruleset_version: str = "") -> None:
         """Create every metric on `registry`, with the process_* and python_* collectors (the
         default registry's, which the service does not use) and no `_created` series (a

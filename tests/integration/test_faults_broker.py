@@ -43,7 +43,6 @@ from helpers import (
     delete_outputs,
     make_env,
     offline_alerts,
-    pipeline,
     produce_events,
     wait_for,
 )
@@ -52,14 +51,17 @@ from kafka.errors import KafkaError  # imported first by conftest.py, under its 
 from prometheus_client import CollectorRegistry
 
 from consumer.metrics import Metrics
-from consumer.service import Output, Service
+from consumer.runtime.delivery import AtLeastOnce
+from consumer.runtime.kafka.clients import KafkaClients
+from consumer.runtime.kafka.producer import ProducerHandle
+from consumer.runtime.records import Output
 from consumer.synthetic import SyntheticGenerator
 
 # The broker is stopped or frozen under this process's own helper clients (probes, producers,
 # readers): kafka-python 3.0.12 can then leave a socket to it unclosed, which the garbage
 # collector finalises later with a ResourceWarning, turned into a failure of whatever test runs
 # at that moment (seen once in an exactly_once outage test of a full-suite run). Those are
-# test-process clients, not the service under test (a subprocess here, or closed by `_close`).
+# test-process clients, not the service under test (a subprocess here, or closed by the test).
 _UNCLOSED_SOCKET = "ignore:unclosed <socket.socket:ResourceWarning"
 pytestmark = [pytest.mark.fault, pytest.mark.filterwarnings(_UNCLOSED_SOCKET)]
 
@@ -236,7 +238,7 @@ def test_at_least_once_publish_recovers_when_in_flight_records_expire(
     """B5 of docs/fault-report.md, made deterministic: records sent to a broker that stops
     answering (SIGSTOP: connections stay open, requests stay in flight) expire after the
     delivery timeout; kafka-python 3.0.12 then resets the idempotent producer id and that
-    producer sends nothing more. `Service._publish` must replace the producer and deliver
+    producer sends nothing more. `AtLeastOnce.publish` must replace the producer and deliver
     every record once the broker answers again, instead of re-sending through the wedged
     producer until it gives up with PublishError ((retries + 1) x (delivery timeout + 5 s))."""
     topic = unique_name("out")
@@ -248,20 +250,21 @@ def test_at_least_once_publish_recovers_when_in_flight_records_expire(
         HER2_DELIVERY_TIMEOUT_MS="8000",
     )
     frozen_s = settings.tuning.delivery_timeout_ms / 1000 + 4
-    svc = Service(settings, pipeline(), Metrics(CollectorRegistry(), "test"))
-    svc._producer = svc._make_producer()
+    metrics = Metrics(CollectorRegistry(), "test")
+    producer = ProducerHandle(KafkaClients(), settings, "test")
+    delivery = AtLeastOnce(producer, None, settings, metrics, lambda: None)  # type: ignore[arg-type]
     records = [Output(topic, b"k%d" % (i % 7), b"v%04d" % i) for i in range(300)]
     errors: list[BaseException] = []
     done_at: list[float] = []
 
     def publish() -> None:
         try:
-            svc._publish(records)
+            delivery.publish(records)
         except BaseException as exc:  # reported by the assertions below
             errors.append(exc)
         done_at.append(time.monotonic())
 
-    svc._publish([Output(topic, b"warm", b"warm")])
+    delivery.publish([Output(topic, b"warm", b"warm")])
     pid = local_kafka.pid
     assert pid is not None
     thread = threading.Thread(target=publish, name="publish", daemon=True)
@@ -300,8 +303,8 @@ def test_at_least_once_publish_recovers_when_in_flight_records_expire(
             published_after_broker_back_s=round(recovered_s, 1),
             copies_read=len(values) - 1,
             duplicated=len(values) - 1 - len(records),
-            producer_replacements=int(svc.metrics.publish_retries._value.get()),
+            producer_replacements=int(metrics.publish_retries._value.get()),
         )
     finally:
-        svc._close(clean=False)
+        producer.close(1)
         broker_healthy(env.bootstrap, unique_name("health"))

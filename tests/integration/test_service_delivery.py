@@ -163,7 +163,8 @@ def test_a_missing_input_topic_is_waited_for_and_never_created(
 ) -> None:
     svc = ServiceThread(env.settings()).start()
     try:
-        wait_for(lambda: "input topic missing" in svc.health.reasons, what="the wait to begin")
+        reason = f"waiting for input topic {env.input} (input topic missing)"
+        wait_for(lambda: reason in svc.health.reasons, what="the wait to begin")
         assert svc.alive
         assert not svc.service.started.is_set()
         assert not svc.health.ready

@@ -8,33 +8,22 @@ import copy
 import fcntl
 import os
 import random
-import sqlite3
-import threading
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka.structs import TopicPartition
-from prometheus_client import CollectorRegistry
 
-from consumer.codec import Encoder
-from consumer.config import Settings
 from consumer.history import (
     HistoryStore,
     part_codec,
     _pack,
     accession_key,
     parse_key,
-    patient_key,
 )
 from consumer.patient import AcceptedReport, Accession
-from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline
-from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.rules import load_ruleset
-from consumer.service import Service, _Batch
 from consumer.statestore import (
     BACKENDS,
     DISK,
@@ -268,62 +257,3 @@ class TestStateDir:
         assert (states.patients, states.size, states.accessions) == (1, 3, 1)
         states.close()
         assert (states.patients, states.size, states.accessions) == (0, 0, 0)
-
-
-def test_the_service_deletes_a_revoked_partitions_file_from_the_io_thread(
-    tmp_path: Path,
-) -> None:
-    """kafka-python 3.0.12 calls the rebalance listener on its IO thread while the main thread
-    waits in poll(): a store made on the main thread is closed there (no sqlite thread error),
-    its file is deleted, and the other partition's store is untouched until the service closes,
-    which removes the whole state directory."""
-    svc = Service(
-        Settings(state_dir=tmp_path), Pipeline(load_ruleset()), Metrics(CollectorRegistry(), "t")
-    )
-    svc._state_dir = directory = StateDir(tmp_path)  # what _start() does
-    tp0, tp1 = TopicPartition("in", 0), TopicPartition("in", 1)
-    disk = {tp: open_states(DISK, directory, f"p{tp.partition}") for tp in (tp0, tp1)}
-    files = {tp: states.path for tp, states in disk.items() if isinstance(states, DiskStates)}
-    for tp, states in disk.items():
-        svc._stores[tp] = HistoryStore(states=states)
-        svc._stores[tp].restore(patient_key("P1"), None)  # the connection is used on this (main) thread
-    failures: list[BaseException] = []
-
-    def io_thread() -> None:
-        try:
-            svc._on_revoked([tp0], kind="revoked")
-        except BaseException as exc:  # handed to the test's thread
-            failures.append(exc)
-
-    worker = threading.Thread(target=io_thread, name="kafka-io-test")
-    worker.start()
-    worker.join()
-    assert failures == []
-    assert not files[tp0].exists()
-    assert files[tp1].is_file()
-    svc._close(clean=True)
-    assert not files[tp1].exists()
-    assert not directory.path.exists()
-
-
-def test_a_failing_disk_store_stops_the_service_instead_of_dead_lettering_the_record(
-    tmp_path: Path,
-) -> None:
-    """A sqlite error while processing (full disk, I/O error: here a closed store) is not the
-    record's fault: it propagates (the service stops without committing) and the record is
-    neither dead-lettered nor counted."""
-    svc = Service(Settings(), Pipeline(load_ruleset()), Metrics(CollectorRegistry(), "t"))
-    svc._build_codecs()
-    directory = StateDir(tmp_path)
-    store = HistoryStore(states=open_states(DISK, directory, "p0"))
-    store.close()  # every read now fails, as a broken disk would
-    event = SyntheticGenerator(seed=1).events(1)[0]
-    value = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT)).encode(event)
-    key = event["patient_id"].encode()  # keyed and placed right: the routing check passes
-    record = types.SimpleNamespace(key=key, value=value, offset=7, headers=[], timestamp=0)
-    svc._consumer = types.SimpleNamespace(partitions_for_topic=lambda topic: {0})
-    batch = _Batch()
-    with pytest.raises(sqlite3.Error):
-        svc._process_record(TopicPartition("in", 0), record, store, batch)
-    assert (batch.dlq, batch.outputs, batch.outcomes) == ({}, [], {})
-    directory.close()

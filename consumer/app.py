@@ -1,0 +1,70 @@
+"""`her2-consumer run`, the composition root: environment -> logs -> rules -> metrics -> HTTP ->
+Service; signals; exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from types import FrameType
+
+from consumer.config import Settings
+from consumer.errors import ConfigError, RuleSetError
+from consumer.http import Health, start_http_server
+from consumer.logs import configure_logging, get_logger
+from consumer.metrics import Metrics
+from consumer.pipeline import Pipeline
+from consumer.runtime.service import EXIT_CONFIG, Service, print_error
+
+log = get_logger("her2.service")
+
+
+def main(args: argparse.Namespace | None = None) -> int:
+    """`her2-consumer run`: settings from the environment, metrics over HTTP, the loop."""
+    from consumer.rules import load_ruleset  # noqa: PLC0415
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        configure_logging("INFO")
+        log.error("configuration error", error_type=type(exc).__name__)
+        print_error(f"configuration error: {exc}")
+        return EXIT_CONFIG
+    configure_logging(settings.log_level)
+    try:
+        ruleset = load_ruleset()
+    except RuleSetError as exc:
+        log.error("rule set invalid", error_type=type(exc).__name__)
+        print_error(f"rule set invalid: {exc}")
+        return EXIT_CONFIG
+    metrics = Metrics.on_new_registry(ruleset.version)
+    # /healthz tolerates the longest wait the loop can make without beating (a publish).
+    health = Health(stall_after=max(60.0, settings.tuning.delivery_timeout_ms / 1000 + 35.0))
+    service = Service(settings, Pipeline(ruleset), metrics, health=health)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info(
+            "signal received; finishing the batch and stopping", signal=signal.Signals(signum).name
+        )
+        service.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            http_server = start_http_server(settings.http_port, metrics.registry, health)
+        except OSError as exc:
+            log.error(
+                "metrics HTTP server failed to start",
+                port=settings.http_port,
+                error_type=type(exc).__name__,
+            )
+            print_error(f"cannot serve metrics on HER2_HTTP_PORT={settings.http_port}")
+            return EXIT_CONFIG
+        log.info("serving /metrics, /healthz and /readyz", port=http_server.server_port)
+        try:
+            return service.run()
+        finally:
+            http_server.shutdown()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

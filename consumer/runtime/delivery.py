@@ -1,0 +1,147 @@
+"""The two delivery guarantees behind one protocol: every output of a batch durable and its
+offsets committed, or PublishError / FencedError (the service stops without committing)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from consumer.config import Settings
+from consumer.errors import PublishError
+from consumer.logs import get_logger
+from consumer.metrics import Metrics
+from consumer.runtime.kafka import (
+    CommitFailedError,
+    Consumer,
+    KafkaError,
+    RebalanceInProgressError,
+)
+from consumer.runtime.kafka.producer import ProducerHandle
+from consumer.runtime.records import PUBLISH_BACKOFF, Backoff, Batch, Output
+
+log = get_logger("her2.service")
+
+
+class Delivery(Protocol):
+    """Outputs durable and offsets committed, or raise PublishError / FencedError."""
+
+    def deliver(self, batch: Batch) -> None:
+        """Deliver one batch (`batch.last` is not empty)."""
+
+
+class AtLeastOnce:
+    """Publish, wait for every acknowledgement (bounded re-sends), then commit."""
+
+    def __init__(
+        self,
+        producer: ProducerHandle,
+        consumer: Consumer,
+        settings: Settings,
+        metrics: Metrics,
+        before_commit: Callable[[], None],
+        *,
+        backoff: Backoff = PUBLISH_BACKOFF,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """`before_commit` is the crash-test hook (HER2_TEST_CRASH_BEFORE_COMMIT)."""
+        self._producer = producer
+        self._consumer = consumer
+        self._retries = settings.publish_retries
+        self._metrics = metrics
+        self._before_commit = before_commit
+        self._backoff = backoff
+        self._sleep = sleep
+
+    def deliver(self, batch: Batch) -> None:
+        """B8 of docs/fault-report.md: the changelog only after the other outputs."""
+        # The changelog is written only after every other output of the batch is
+        # acknowledged. Written together, a broker failure could store a patient's new state
+        # without all of its alerts; the redelivered batch would then find the later state
+        # and never re-emit the missing alerts of an earlier event.
+        self.publish(batch.outputs)
+        self.publish(batch.changes)
+        self._before_commit()
+        self.commit(batch)
+
+    def publish(self, outputs: list[Output]) -> None:
+        """Send and wait for every acknowledgement; re-send failures a bounded number of times."""
+        pending = outputs
+        retries = self._retries
+        failed: list[Output] = []
+        error_type = None
+        for attempt in range(retries + 1):
+            failed, error_type = self._producer.send_and_wait(pending)
+            if not failed:
+                return
+            if attempt == retries:
+                break
+            self._metrics.publish_retries.inc()
+            delay = self._backoff.delay(attempt)
+            log.warning(
+                "outputs not acknowledged; re-sending",
+                count=len(failed),
+                attempt=attempt + 1,
+                error_type=error_type,
+                seconds=delay,
+            )
+            self._sleep(delay)
+            self._producer.renew()
+            pending = failed
+        raise PublishError(
+            f"{len(failed)} output records were not acknowledged after {retries} retries "
+            f"({error_type}); stopping without committing"
+        )
+
+    def commit(self, batch: Batch) -> None:
+        """Commit after every output is acknowledged. A commit refused because of a rebalance
+        is not fatal: the records are redelivered to the partition's next owner, which restores
+        the same history and re-emits identical outputs."""
+        try:
+            self._consumer.commit(batch.offsets())
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            self._metrics.commit_failures.inc()
+            log.warning(
+                "offset commit refused during a rebalance; records may be redelivered",
+                error_type=type(exc).__name__,
+            )
+            return
+        except KafkaError as exc:
+            self._metrics.commit_failures.inc()
+            if not exc.retriable:
+                raise
+            # the broker is unreachable (F4 of docs/fault-report.md): every output of these
+            # records is acknowledged, so the next batch's commit covers them, or their
+            # partition's next owner gets them again (at-least-once)
+            log.warning(
+                "offset commit failed; a later commit covers these records or they are "
+                "redelivered",
+                error_type=type(exc).__name__,
+            )
+
+
+class ExactlyOnce:
+    """Outputs, changelog and offsets in one Kafka transaction; abort and stop on failure."""
+
+    def __init__(
+        self,
+        producer: ProducerHandle,
+        consumer: Consumer,
+        metrics: Metrics,
+        before_commit: Callable[[], None],
+    ) -> None:
+        """`before_commit` is the crash-test hook (HER2_TEST_CRASH_BEFORE_COMMIT)."""
+        self._producer = producer
+        self._consumer = consumer
+        self._metrics = metrics
+        self._before_commit = before_commit
+
+    def deliver(self, batch: Batch) -> None:
+        """One transaction (begin, send, wait, offsets, commit), each blocking call bounded."""
+        self._producer.transaction(
+            [*batch.outputs, *batch.changes],
+            self._before_commit,
+            batch.offsets(),
+            self._consumer.group_metadata,
+            self._metrics.commit_failures.inc,
+        )

@@ -1,0 +1,87 @@
+"""Dead-letter records: the error headers of design.md and the fallbacks when the copy does not
+fit a Kafka request. A dead-letter record is one more output of the batch: never dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from consumer.runtime.kafka import MAX_REQUEST_BYTES, TopicPartition
+from consumer.runtime.kafka.quirks import fits
+from consumer.runtime.records import Output
+
+DLQ_HEADER_PREFIX: Final = "her2.errors."
+
+
+def dlq_headers(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    stage: str,
+    reason: str,
+    exception_class: str,
+    message: str,
+    timestamp_ms: int,
+) -> list[tuple[str, bytes]]:
+    """The dead-letter headers of design.md (values UTF-8; the timestamp in epoch millis)."""
+    values = (
+        ("topic", topic),
+        ("partition", str(partition)),
+        ("offset", str(offset)),
+        ("stage", stage),
+        ("reason", reason),
+        ("exception.class.name", exception_class),
+        ("exception.message", message),
+        ("timestamp", str(timestamp_ms)),
+    )
+    return [(DLQ_HEADER_PREFIX + name, value.encode("utf-8")) for name, value in values]
+
+
+def output_fits(out: Output, limit: int = MAX_REQUEST_BYTES) -> bool:
+    """Whether kafka-python would accept `out` (its own upper-bound estimate of the size)."""
+    return fits(out.key, out.value, out.headers, limit)
+
+
+def dead_letter(
+    dlq: str,
+    tp: TopicPartition,
+    record: Any,
+    *,
+    stage: str,
+    reason: str,
+    exception_class: str,
+    message: str,
+    timestamp_ms: int,
+    extra_headers: Sequence[tuple[str, bytes]] = (),
+    limit: int = MAX_REQUEST_BYTES,
+) -> Output:
+    """The dead-letter copy of `record`: its value and headers plus the error headers; when that
+    cannot fit, the error headers alone (they point at the record still in the input topic)."""
+
+    def error_headers(text: str) -> list[tuple[str, bytes]]:
+        standard = dlq_headers(
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=record.offset,
+            stage=stage,
+            reason=reason,
+            exception_class=exception_class,
+            message=text,
+            timestamp_ms=timestamp_ms,
+        )
+        return [*standard, *extra_headers]
+
+    kept = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
+    dead = Output(dlq, record.key, record.value, [*kept, *error_headers(message)])
+    if not output_fits(dead, limit):
+        # the copy (value plus error headers) cannot be produced: keep the headers, which
+        # point at the record still in the input topic, and say so
+        headers = error_headers(
+            f"{message}; the original value ({len(record.value or b'')} bytes) does not fit "
+            "the dead-letter topic: read it from the input topic at this offset"
+        )
+        dead = Output(dlq, record.key, None, headers)
+        if not output_fits(dead, limit):
+            dead = Output(dlq, None, None, headers)
+    return dead

@@ -1,0 +1,97 @@
+"""kafka-python clients of the service: their keyword arguments, and the real factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consumer.config import Settings
+from consumer.runtime.kafka import (
+    MAX_REQUEST_BYTES,
+    Admin,
+    Consumer,
+    CooperativeStickyAssignor,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    Producer,
+)
+from consumer.runtime.kafka.quirks import disable_topic_auto_creation
+
+
+class KafkaClients:
+    """The real clients (the `Clients` Protocol), never auto-creating topics."""
+
+    def admin(self, **config: Any) -> Admin:
+        """A KafkaAdminClient (connects at once)."""
+        return KafkaAdminClient(**config)  # type: ignore[no-any-return]
+
+    def consumer(self, **config: Any) -> Consumer:
+        """A KafkaConsumer."""
+        return disable_topic_auto_creation(KafkaConsumer(**config))  # type: ignore[no-any-return]
+
+    def producer(self, **config: Any) -> Producer:
+        """A KafkaProducer."""
+        return disable_topic_auto_creation(KafkaProducer(**config))  # type: ignore[no-any-return]
+
+
+def client_id(settings: Settings, hostname: str, role: str) -> str:
+    """`her2-<role>-<instance id or host name>`."""
+    return f"her2-{role}-{settings.instance_id or hostname}"
+
+
+def consumer_config(s: Settings, hostname: str) -> dict[str, Any]:
+    """The group member's configuration."""
+    t = s.tuning
+    kwargs: dict[str, Any] = {
+        **s.kafka_common(),
+        "client_id": client_id(s, hostname, "consumer"),
+        "group_id": s.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "partition_assignment_strategy": [CooperativeStickyAssignor()],
+        "max_poll_records": s.max_poll_records,
+        "session_timeout_ms": t.session_timeout_ms,
+        "heartbeat_interval_ms": t.heartbeat_interval_ms,
+        "max_poll_interval_ms": t.max_poll_interval_ms,
+        "allow_auto_create_topics": False,
+        # bounds how long a missed metadata change (e.g. new partitions) can go unnoticed
+        "metadata_max_age_ms": 30000,
+    }
+    if s.instance_id:
+        kwargs["group_instance_id"] = s.instance_id
+    return kwargs
+
+
+def restore_consumer_config(s: Settings, hostname: str) -> dict[str, Any]:
+    """The changelog reader's configuration (no group)."""
+    return {
+        **s.kafka_common(),
+        "client_id": client_id(s, hostname, "restore"),
+        "group_id": None,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        "auto_offset_reset": "earliest",
+        "allow_auto_create_topics": False,
+    }
+
+
+def producer_config(s: Settings, hostname: str) -> dict[str, Any]:
+    """The producer's configuration (transactional under exactly-once)."""
+    t = s.tuning
+    kwargs: dict[str, Any] = {
+        **s.kafka_common(),
+        "client_id": client_id(s, hostname, "producer"),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": t.linger_ms,
+        "batch_size": t.batch_size,
+        "max_request_size": MAX_REQUEST_BYTES,
+        "delivery_timeout_ms": max(t.delivery_timeout_ms, t.request_timeout_ms + t.linger_ms),
+        "max_block_ms": t.request_timeout_ms,
+        "allow_auto_create_topics": False,
+    }
+    if s.exactly_once:
+        kwargs["transactional_id"] = s.transactional_id(hostname)
+        kwargs["transaction_timeout_ms"] = t.transaction_timeout_ms
+    return kwargs

@@ -1,0 +1,83 @@
+"""The first connection to Kafka, which doubles as the start-up preflight: when it fails, say
+why (SASL credentials, TLS trust, or no broker) and name the variables to check."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+from consumer.config import Settings
+from consumer.errors import KafkaConnectError
+from consumer.logs import get_logger
+from consumer.runtime.kafka import Admin, Clients, KafkaError
+from consumer.runtime.kafka.clients import client_id
+
+log = get_logger("her2.service")
+
+
+class _ConnectionFailures(logging.Handler):
+    """Collects the exceptions kafka-python logs while bootstrapping (it raises only a timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.errors.extend(a for a in args if isinstance(a, BaseException))
+
+    def diagnose(self, s: Settings) -> tuple[str, str]:
+        """(reason, message) naming the variables to check; never echoes a secret."""
+        chain: list[BaseException] = []
+        for exc in self.errors:
+            seen: BaseException | None = exc
+            while seen is not None and seen not in chain:
+                chain.append(seen)
+                seen = seen.__cause__ or seen.__context__
+        names = " ".join(type(e).__name__ for e in chain)
+        # only to classify, never printed (it may name hosts)
+        text = " ".join(str(e) for e in chain).upper()
+        where = f"KAFKA_BOOTSTRAP_SERVERS={s.bootstrap_servers}"
+        if "Authentication" in names or "Sasl" in names:
+            return "sasl-authentication", (
+                f"Kafka at {where} rejected the SASL authentication "
+                f"(KAFKA_SASL_MECHANISM={s.security.sasl_mechanism}): check KAFKA_SASL_USERNAME "
+                "and KAFKA_SASL_PASSWORD"
+            )
+        if any(isinstance(e, ssl.SSLError) for e in chain) or "SSL" in names or "[SSL" in text:
+            trust = "CERTIFICATE_VERIFY" in text or "CERTIFICATE VERIFY FAILED" in text
+            return "tls", (
+                f"the TLS handshake with {where} failed"
+                + (": the broker's certificate is not trusted" if trust else "")
+                + " (check KAFKA_SSL_CAFILE, KAFKA_SSL_CHECK_HOSTNAME and KAFKA_SECURITY_PROTOCOL)"
+            )
+        return "unreachable", (
+            f"no Kafka broker answered at {where} within HER2_REQUEST_TIMEOUT_MS="
+            f"{s.tuning.request_timeout_ms} (check the address and KAFKA_SECURITY_PROTOCOL="
+            f"{s.security.protocol})"
+        )
+
+
+def connect_admin(clients: Clients, s: Settings, hostname: str) -> Admin:
+    """An admin client, or KafkaConnectError naming what to check."""
+    failures = _ConnectionFailures()
+    kafka_logger = logging.getLogger("kafka")
+    kafka_logger.addHandler(failures)
+    try:
+        return clients.admin(
+            client_id=client_id(s, hostname, "admin"),
+            bootstrap_timeout_ms=s.tuning.request_timeout_ms,
+            **s.kafka_common(),
+        )
+    except KafkaError as exc:
+        error_type = type(exc).__name__
+    finally:
+        kafka_logger.removeHandler(failures)
+    reason, hint = failures.diagnose(s)
+    log.error(
+        "cannot connect to Kafka",
+        reason=reason,
+        error_type=error_type,
+        bootstrap_servers=s.bootstrap_servers,
+    )
+    raise KafkaConnectError(hint)

@@ -1,0 +1,87 @@
+"""Every kafka-python 3.0.x workaround in one place.
+
+- `disable_topic_auto_creation`: 3.0.12 drops `allow_auto_create_topics=False` on the way to
+  its cluster metadata, so metadata requests would create topics.
+- `bounded`: send_offsets_to_transaction, commit_transaction and abort_transaction wait
+  without a timeout in 3.0.12.
+- `is_fenced`: a fenced transactional producer surfaces as ProducerFencedError or, once the
+  transaction manager is fatal, as a plain KafkaError naming it.
+- `force_close`: close() raises on undeliverable records before stopping its I/O thread.
+- `fits`: kafka-python's own upper-bound estimate of a record's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from consumer.errors import PublishError
+from consumer.runtime.kafka import FENCED, MAX_REQUEST_BYTES, DefaultRecordBatchBuilder
+
+
+def disable_topic_auto_creation(client: Any) -> Any:
+    """Make a kafka-python client's metadata requests never ask the broker to create topics.
+
+    kafka-python 3.0.12 accepts `allow_auto_create_topics=False` but drops it on the way to its
+    ClusterMetadata (kafka/net/manager.py builds ClusterMetadata without that key), so every
+    metadata request asks brokers with auto.create.topics.enable=true to create any topic it
+    names: a consumer would create a missing input topic, a producer would re-create a deleted
+    output topic with broker defaults (a changelog without compaction). Set the flag where
+    kafka-python reads it. Returns `client`.
+    """
+    cluster = getattr(client, "_metadata", None) or getattr(client, "_cluster", None)
+    config = getattr(cluster, "config", None)
+    if isinstance(config, dict):
+        config["allow_auto_create_topics"] = False
+    return client
+
+
+def bounded(what: str, timeout_s: float, call: Callable[..., Any], *args: Any) -> Any:
+    """Run a kafka-python call that waits without a timeout (send_offsets_to_transaction,
+    commit_transaction, abort_transaction in 3.0.12) in a helper thread, for at most
+    `timeout_s`; past that raise PublishError (the service then stops without committing)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call(*args)
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    name = getattr(call, "__name__", "call")
+    worker = threading.Thread(target=target, name=f"her2-{name}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise PublishError(f"{what} did not complete within {timeout_s:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def is_fenced(exc: BaseException) -> bool:
+    """kafka-python reports a fenced transactional producer either as ProducerFencedError or,
+    once the transaction manager is in its fatal state, as a plain KafkaError naming it."""
+    return isinstance(exc, FENCED) or "ProducerFenced" in str(exc)
+
+
+def force_close(producer: Any, timeout_s: float) -> None:
+    """After close() raised: stop the producer's I/O thread, or every renewal leaks one (private
+    API of 3.0.x), then mark it closed."""
+    sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        sender.force_close()  # fails the records it still holds
+        sender.join(timeout_s)
+    with contextlib.suppress(Exception):
+        producer.close(timeout=0)  # nothing left to flush: marks it closed
+
+
+def fits(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]],
+    limit: int = MAX_REQUEST_BYTES,
+) -> bool:
+    """Whether kafka-python would accept the record (its own upper-bound size estimate)."""
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
+    return int(size) <= limit

@@ -1,0 +1,241 @@
+"""The loop: poll -> restore pending -> process -> deliver -> progress -> gauges.
+
+One poll batch = one checkpoint: every output of a batch is acknowledged (or the transaction
+committed) before the next poll, so a rebalance never finds work in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from consumer.config import Settings
+from consumer.logs import get_logger
+from consumer.metrics import Metrics
+from consumer.runtime.delivery import Delivery
+from consumer.runtime.dlq import output_fits
+from consumer.runtime.kafka import Consumer, KafkaError, OffsetAndMetadata, TopicPartition
+from consumer.runtime.partitions import PartitionTable
+from consumer.runtime.processor import Processor, Retry, add_to
+from consumer.runtime.records import POLL_BACKOFF, Backoff, Batch, Output
+from consumer.runtime.restore import Restorer
+
+HISTORY_REFRESH_S: Final = 5.0
+
+log = get_logger("her2.service")
+
+
+class Loop:
+    """Runs batches until stopped; `batches` counts the delivered ones."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: Consumer,
+        table: PartitionTable,
+        processor: Processor,
+        delivery: Delivery,
+        restorer: Restorer,
+        metrics: Metrics,
+        *,
+        stopping: Callable[[], bool],
+        wait: Callable[[float], bool],
+        beat: Callable[[], None],
+        set_ready: Callable[..., None],
+        poll_backoff: Backoff = POLL_BACKOFF,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Every collaborator is built by the service (runtime/service.py)."""
+        self.settings = settings
+        self.consumer = consumer
+        self.table = table
+        self.processor = processor
+        self.delivery = delivery
+        self.restorer = restorer
+        self.metrics = metrics
+        self._stopping = stopping
+        self._wait = wait
+        self._beat = beat
+        self._set_ready = set_ready
+        self._poll_backoff = poll_backoff
+        self._monotonic = monotonic
+        self.batches = 0
+        self.poll_failures = 0  # consecutive polls that could not reach the broker
+        self._last_lag_refresh = 0.0
+        self._last_history_refresh = 0.0
+
+    def run(self) -> None:
+        """Until stopped."""
+        s = self.settings
+        while not self._stopping():
+            self.table.resume_due()
+            records = self.poll(s.tuning.poll_timeout_ms, s.max_poll_records)
+            self._beat()
+            if self.table.pending:
+                self.restore_pending()
+            if records:
+                self.process_batch(records)
+            self.refresh_gauges()
+
+    def poll(self, timeout_ms: int, max_records: int) -> Mapping[TopicPartition, list[Any]]:
+        """One poll. A broker that cannot be reached (kafka-python 3.0.12 can raise
+        KafkaConnectionError from a metadata refresh inside poll when the broker goes away; any
+        retriable Kafka error) is waited for with back-off, the loop staying alive: nothing was
+        fetched, so nothing is lost, and the group coordinator re-joins once the broker is back."""
+        try:
+            records = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            delay = self._poll_backoff.delay(self.poll_failures)
+            self.poll_failures += 1
+            log.warning(
+                "broker unreachable while polling; retrying",
+                attempt=self.poll_failures,
+                error_type=type(exc).__name__,
+                seconds=delay,
+            )
+            self._wait(delay)
+            return {}
+        self.poll_failures = 0
+        return records
+
+    def restore_pending(self) -> None:
+        """Restore the pending partitions; ready once none is left."""
+        if not self.restorer.restore_pending(self.table):
+            return
+        self.refresh_history_gauges(force=True)
+        if not self.table.pending:
+            self._set_ready(True)
+
+    def build_batch(self, records: Mapping[TopicPartition, list[Any]]) -> Batch:
+        """Process every record of a poll; a partition stops at a record to retry."""
+        batch = Batch()
+        table = self.table
+        history = self.settings.topics.history
+        for tp in sorted(records):
+            store = table.stores.get(tp)
+            if store is None:  # defensive: never process a partition whose history is not loaded
+                self.consumer.seek(tp, records[tp][0].offset)
+                continue
+            for record in records[tp]:
+                result = self.processor.process(tp, record, store)
+                if isinstance(result, Retry):
+                    table.retry_later(tp, record.offset)
+                    break
+                add_to(batch, result)
+                batch.last[tp] = record
+                table.positions[tp] = record.offset + 1
+            for key, value in store.take_dirty():  # one record per changed part of a patient
+                change = Output(history, key, value, partition=tp.partition)
+                if not output_fits(change):
+                    # kept in the local store and used while this instance owns the partition;
+                    # a restore elsewhere sees the patient's previous state (stated loudly)
+                    log.error(
+                        "history state larger than a Kafka request; not written to the changelog",
+                        topic=history,
+                        partition=tp.partition,
+                        count=len(value or b""),
+                    )
+                    continue
+                batch.changes.append(change)
+        return batch
+
+    def process_batch(self, records: Mapping[TopicPartition, list[Any]]) -> None:
+        """Build, deliver and record one batch."""
+        started = time.perf_counter()
+        batch = self.build_batch(records)
+        if not batch.last:
+            return
+        self.delivery.deliver(batch)
+        self.batches += 1
+        self.table.progressed(batch.last)
+        self.record_batch(batch, batch.offsets(), time.perf_counter() - started)
+
+    def record_batch(
+        self, batch: Batch, offsets: dict[TopicPartition, OffsetAndMetadata], seconds: float
+    ) -> None:
+        """Metrics and the "batch committed" line of a delivered batch."""
+        m = self.metrics
+        for outcome, n in batch.outcomes.items():
+            m.events.labels(outcome=outcome).inc(n)
+        for category, n in batch.categories.items():
+            m.classifications.labels(category=category).inc(n)
+        for (alert_type, code, status), n in batch.alerts.items():
+            m.alerts.labels(alert_type=alert_type, code=code, status=status).inc(n)
+        for (transition, code), n in batch.transitions.items():
+            m.alert_transitions.labels(transition=transition, code=code).inc(n)
+        for (stage, reason), n in batch.dlq.items():
+            m.dlq.labels(stage=stage, reason=reason).inc(n)
+        for duration in batch.durations:
+            m.processing_seconds.observe(duration)
+        for age in batch.ages:
+            m.event_age_seconds.observe(age)
+        m.batch_seconds.observe(seconds)
+        now = time.time()
+        for tp, offset in offsets.items():
+            m.committed_offset.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                offset.offset
+            )
+            m.last_progress.labels(topic=tp.topic, partition=str(tp.partition)).set(now)
+        log.info(
+            "batch committed",
+            batch=self.batches,
+            count=sum(batch.outcomes.values()),
+            processed=batch.outcomes.get("processed", 0),
+            dead_lettered=batch.outcomes.get("dead_lettered", 0),
+            published=len(batch.outputs) + len(batch.changes),
+            records=len(batch.changes),
+            partitions=sorted(tp.partition for tp in offsets),
+            duration_ms=round(seconds * 1000, 3),
+        )
+
+    def refresh_gauges(self) -> None:
+        """Lag and history sizes, each time-gated."""
+        now = self._monotonic()
+        if now - self._last_lag_refresh >= self.settings.tuning.lag_refresh_s:
+            self._last_lag_refresh = now
+            self.refresh_lag()
+        self.refresh_history_gauges()
+
+    def refresh_lag(self) -> None:
+        """Consumer lag per owned partition (end offset minus the next offset to process)."""
+        partitions = sorted(self.table.stores)
+        if not partitions:
+            return
+        try:
+            ends = self.consumer.end_offsets(
+                partitions, timeout_ms=self.settings.tuning.request_timeout_ms
+            )
+        except KafkaError as exc:
+            log.warning("lag refresh failed", error_type=type(exc).__name__)
+            return
+        wall = time.time()
+        for tp in partitions:
+            position = self.table.positions.get(tp)
+            if position is None:
+                try:
+                    position = self.consumer.position(tp, timeout_ms=1000)
+                except KafkaError:
+                    position = None
+            end = ends.get(tp)
+            if position is None or end is None:
+                continue
+            lag = max(0, end - position)
+            labels = {"topic": tp.topic, "partition": str(tp.partition)}
+            self.metrics.lag.labels(**labels).set(lag)
+            if lag == 0:
+                self.metrics.last_progress.labels(**labels).set(wall)
+
+    def refresh_history_gauges(self, *, force: bool = False) -> None:
+        """Patients, accessions, bytes and open alerts of the owned stores (every 5 s)."""
+        now = self._monotonic()
+        if not force and now - self._last_history_refresh < HISTORY_REFRESH_S:
+            return
+        self._last_history_refresh = now
+        stores = list(self.table.stores.values())
+        self.metrics.history_patients.set(sum(len(s) for s in stores))
+        self.metrics.history_accessions.set(sum(s.accession_count() for s in stores))
+        self.metrics.history_bytes.set(sum(s.encoded_bytes() for s in stores))
+        self.metrics.open_alerts.set(sum(s.open_alerts() for s in stores))

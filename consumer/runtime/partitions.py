@@ -1,0 +1,184 @@
+"""The assignment table: each owned input partition's history store, the partitions waiting for
+a restore, the registry back-off per partition, and the rebalance listener.
+
+kafka-python 3.x runs rebalance callbacks on the consumer's IO thread while the main thread is
+blocked inside `poll()`/`close()`: there is never a batch in flight then (batches are committed
+before the next poll), and the callbacks must not call the consumer's blocking APIs nor block
+heartbeats. So `on_assigned` only pauses the new partitions and marks them for restore, and
+`on_revoked` drops (closes) their stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from consumer.history import HistoryStore
+from consumer.logs import get_logger
+from consumer.metrics import Metrics
+from consumer.runtime.kafka import Consumer, ConsumerRebalanceListener, TopicPartition
+from consumer.runtime.records import REGISTRY_BACKOFF, Backoff
+
+log = get_logger("her2.service")
+
+
+class PartitionTable:
+    """Owned partitions and their state; the listener's callbacks run on the IO thread."""
+
+    def __init__(
+        self,
+        input_topic: str,
+        metrics: Metrics,
+        set_ready: Callable[..., None],
+        *,
+        backoff: Backoff = REGISTRY_BACKOFF,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Empty; `attach()` gives it the consumer."""
+        self._input_topic = input_topic
+        self._metrics = metrics
+        self._set_ready = set_ready
+        self._backoff = backoff
+        self._monotonic = monotonic
+        self.consumer: Consumer | None = None
+        self.stores: dict[TopicPartition, HistoryStore] = {}
+        self.pending: set[TopicPartition] = set()
+        self.backoff_until: dict[TopicPartition, float] = {}
+        self.backoff_step: dict[TopicPartition, int] = {}
+        self.positions: dict[TopicPartition, int] = {}
+        self.input_partition_count = 0  # last count seen (routing check)
+
+    def attach(self, consumer: Consumer) -> None:
+        """The group member whose partitions this table tracks."""
+        self.consumer = consumer
+
+    def _consumer(self) -> Consumer:
+        assert self.consumer is not None, "attach() first"
+        return self.consumer
+
+    def set_gauge(self) -> None:
+        """The assigned-partitions gauge: restored plus waiting for a restore."""
+        self._metrics.assigned_partitions.set(len(self.stores) + len(self.pending))
+
+    # -- rebalance callbacks (IO thread) ----------------------------------------------------
+
+    def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """IO thread: pause new partitions until their history is restored (no blocking here)."""
+        partitions = sorted(assigned)
+        self._metrics.rebalances.labels(kind="assigned").inc()
+        if not partitions:
+            if not self.pending:  # a member without partitions is ready too
+                self._set_ready(True)
+            return
+        self._consumer().pause(*partitions)
+        self.pending.update(partitions)
+        self.set_gauge()
+        self._set_ready(False, "restoring history")
+        log.info(
+            "partitions assigned",
+            topic=self._input_topic,
+            partitions=[tp.partition for tp in partitions],
+        )
+
+    def on_revoked(self, revoked: Iterable[TopicPartition], *, kind: str) -> None:
+        """IO thread: nothing is in flight (batches commit before the next poll); drop state."""
+        partitions = sorted(revoked)
+        self._metrics.rebalances.labels(kind=kind).inc()
+        for tp in partitions:
+            store = self.stores.pop(tp, None)
+            if store is not None:
+                store.close()  # on the IO thread: see DiskStates for why that is safe
+            self.pending.discard(tp)
+            self.backoff_until.pop(tp, None)
+            self.backoff_step.pop(tp, None)
+            self.positions.pop(tp, None)
+            labels = {"topic": tp.topic, "partition": str(tp.partition)}
+            for gauge in (
+                self._metrics.lag,
+                self._metrics.committed_offset,
+                self._metrics.last_progress,
+            ):
+                with contextlib.suppress(KeyError):  # never set for this partition
+                    gauge.remove(*labels.values())
+        self.set_gauge()
+        if partitions:
+            log.info(
+                f"partitions {kind}",
+                topic=self._input_topic,
+                partitions=[tp.partition for tp in partitions],
+            )
+
+    def listener(self) -> Listener:
+        """The kafka-python rebalance listener forwarding to this table."""
+        return Listener(self)
+
+    # -- main thread ------------------------------------------------------------------------
+
+    def restored(self, stores: dict[TopicPartition, HistoryStore]) -> None:
+        """Their history is loaded: own the stores and resume the partitions still assigned."""
+        self.stores.update(stores)
+        self.pending.difference_update(stores)
+        consumer = self._consumer()
+        still_assigned = [tp for tp in sorted(stores) if tp in consumer.assignment()]
+        consumer.resume(*still_assigned)
+        self.set_gauge()
+
+    def input_partitions(self, topic: str) -> int:
+        """The input topic's partition count in the consumer's metadata (what producers
+        partition by); the last count seen while a metadata refresh lacks the topic."""
+        count = len(self._consumer().partitions_for_topic(topic) or ())
+        if count:
+            self.input_partition_count = count
+        return self.input_partition_count
+
+    def retry_later(self, tp: TopicPartition, offset: int) -> None:
+        """The registry is unreachable: seek back to `offset` and pause `tp` with back-off."""
+        consumer = self._consumer()
+        consumer.seek(tp, offset)
+        self.positions[tp] = offset
+        step = self.backoff_step.get(tp, 0)
+        self.backoff_step[tp] = step + 1
+        self.backoff_until[tp] = self._monotonic() + self._backoff.delay(step)
+        consumer.pause(tp)
+
+    def resume_due(self) -> None:
+        """Resume the partitions whose back-off is over (still assigned, not restoring)."""
+        if not self.backoff_until:
+            return
+        now = self._monotonic()
+        consumer = self._consumer()
+        for tp, until in list(self.backoff_until.items()):
+            if now >= until:
+                del self.backoff_until[tp]
+                if tp in consumer.assignment() and tp not in self.pending:
+                    consumer.resume(tp)
+
+    def progressed(self, partitions: Iterable[TopicPartition]) -> None:
+        """A batch committed for these partitions: the registry answered again."""
+        for tp in partitions:
+            self.backoff_step.pop(tp, None)
+
+    def close(self) -> None:
+        """Close the stores left (the consumer's close revoked the others)."""
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()
+        self._metrics.assigned_partitions.set(0)
+
+
+class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+    """Forwards rebalance callbacks (run on kafka-python's IO thread) to the table."""
+
+    def __init__(self, table: PartitionTable) -> None:
+        self._table = table
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._table.on_revoked(revoked, kind="revoked")
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._table.on_assigned(assigned)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self._table.on_revoked(lost, kind="lost")

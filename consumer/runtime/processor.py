@@ -1,0 +1,298 @@
+"""One input record -> Processed | DeadLettered | Retry.
+
+decode -> validate -> routing check -> history + pipeline (through the store) -> encode. The
+handler ladder maps each failure to its result: the registry unreachable is not the record's
+fault (Retry, the partition backs off); a record that can never be used, or whose outputs can
+never fit a Kafka request, is dead-lettered; a bug dead-letters the record and the partition
+moves on; a failing disk store (sqlite3.Error) propagates and stops the service without
+committing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from consumer import routing
+from consumer.codec import Decoder, Encoder
+from consumer.config import Settings, load_writer_schema
+from consumer.errors import OutputTooLargeError, RecordError, RegistryError
+from consumer.history import Checkpoint, HistoryStore
+from consumer.logs import get_logger
+from consumer.pipeline import Pipeline
+from consumer.registry import SchemaRegistryClient
+from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
+from consumer.runtime.dlq import dead_letter, output_fits
+from consumer.runtime.kafka import MAX_REQUEST_BYTES, TopicPartition
+from consumer.runtime.records import Batch, Output
+from consumer.validate import check_event
+
+REASON_OUTPUT_TOO_LARGE: Final = "output-too-large"
+PROCESS_ERROR_MESSAGE: Final = "unexpected error while processing the record"
+# The dead-letter header exception.class.name of an output-too-large record: a contract with the
+# DLQ's readers, kept when the class became OutputTooLargeError.
+OUTPUT_TOO_LARGE_CLASS: Final = "OutputTooLarge"
+
+log = get_logger("her2.service")
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """The record was evaluated: its outputs, and what the metrics count."""
+
+    outputs: list[Output]
+    category: str
+    alerts: list[tuple[str, str, str]]  # (alert_type, code, status)
+    transitions: list[tuple[str, str]]  # (transition, code)
+    duration: float
+    age: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """The record goes to the dead-letter topic."""
+
+    output: Output
+    stage: str
+    reason: str
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """The schema registry could not be reached: process the record again later."""
+
+
+Result = Processed | DeadLettered | Retry
+
+
+@dataclass
+class Codecs:
+    """The input decoder and the output encoders (one per alert topic)."""
+
+    decoder: Decoder
+    classification: Encoder
+    alerts: dict[str, Encoder] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, s: Settings, registry: SchemaRegistryClient | None) -> Codecs:
+        """From the settings' formats and topics."""
+        raw_writer = load_writer_schema(s.raw_writer_schema) if s.raw_writer_schema else None
+        decoder = Decoder(
+            s.input_format,
+            parsed_schema(PATHOLOGY_RESULT),
+            registry=registry,
+            raw_writer_schema=raw_writer,
+        )
+        fmt = s.output_format
+        classification = Encoder(
+            fmt,
+            parsed_schema(HER2_CLASSIFICATION),
+            registry=registry,
+            subject=f"{s.topics.classification}-value",
+        )
+        alerts = {
+            topic: Encoder(
+                fmt, parsed_schema(HER2_ALERT), registry=registry, subject=f"{topic}-value"
+            )
+            for topic in s.topics.alert_topics()
+        }
+        return cls(decoder, classification, alerts)
+
+
+class Processor:
+    """Turns one input record into a result; the store holds the patient's state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        codecs: Codecs,
+        input_partitions: Callable[[str], int],
+        clock: Callable[[], dt.datetime],
+        *,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+    ) -> None:
+        """`input_partitions(topic)`: the input's partition count (the routing check)."""
+        self.settings = settings
+        self.pipeline = pipeline
+        self.codecs = codecs
+        self._input_partitions = input_partitions
+        self._clock = clock
+        self._limit = max_request_bytes
+        self._debug = settings.log_level == "DEBUG"
+
+    def process(self, tp: TopicPartition, record: Any, store: HistoryStore) -> Result:
+        """Process one record against its partition's history store."""
+        started = time.perf_counter()
+        event_id = None
+        undo: Checkpoint | None = None  # the patient's state before this event
+        topics = self.settings.topics
+        try:
+            event = check_event(self.codecs.decoder.decode(record.value))
+            event_id = event["event_id"]
+            # after decode and validation (an unreadable record keeps its own reason), before
+            # the history: a misrouted event is never evaluated against a partial history
+            misrouted = routing.check(
+                record.key, event["patient_id"], tp.partition, self._input_partitions(tp.topic)
+            )
+            if misrouted is not None:
+                raise misrouted.error()
+            undo = store.checkpoint(event["patient_id"])
+            outcome = store.apply(event, self.pipeline)
+            key = record.key if record.key else event["patient_id"].encode("utf-8")
+            outputs = [
+                Output(
+                    topics.classification,
+                    key,
+                    self.codecs.classification.encode(outcome.classification),
+                )
+            ]
+            for alert in outcome.alerts:
+                topic = topics.alert_topic(alert["alert_type"])
+                outputs.append(Output(topic, key, self.codecs.alerts[topic].encode(alert)))
+            if not all(output_fits(out, self._limit) for out in outputs):
+                raise OutputTooLargeError(
+                    "an output of this record (classification or alert) is larger than the "
+                    f"maximum Kafka request ({MAX_REQUEST_BYTES} bytes)"
+                )
+        except RegistryError as exc:
+            _roll_back(store, undo)  # the record is processed again later, from scratch
+            log.warning(
+                "schema registry unavailable; record will be retried",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                error_type=type(exc).__name__,
+            )
+            return Retry()
+        except OutputTooLargeError as exc:  # never fits: retrying would stop the partition
+            _roll_back(store, undo)  # a dead-lettered event leaves no trace in the history
+            return self._dead_letter(
+                tp, record, stage="process", reason=REASON_OUTPUT_TOO_LARGE,
+                exception_class=OUTPUT_TOO_LARGE_CLASS, message=str(exc), started=started,
+            )
+        except RecordError as exc:
+            return self._dead_letter(
+                tp, record, stage=exc.stage, reason=exc.reason,
+                exception_class=type(exc).__name__, message=exc.message, started=started,
+                extra_headers=exc.headers,
+            )
+        except sqlite3.Error:
+            # The disk history store failed (full disk, I/O error): not the record's fault, so
+            # never dead-lettered; the service stops without committing and the record is
+            # redelivered after the restart (a new store restored from the changelog).
+            raise
+        except Exception as exc:  # a bug: dead-letter the record and keep the partition moving
+            _roll_back(store, undo)
+            log.error(
+                "record processing failed",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                event_id=event_id,
+                error_type=type(exc).__name__,
+                exc_info=exc,
+            )
+            return self._dead_letter(
+                tp, record, stage="process", reason="processing-error",
+                exception_class=type(exc).__name__, message=PROCESS_ERROR_MESSAGE,
+                started=started,
+            )
+        duration = time.perf_counter() - started
+        category = outcome.classification["category"]
+        event_time = event.get("event_time")
+        age = None
+        if event_time is not None:
+            age = max(0.0, (self._clock() - event_time).total_seconds())
+        if self._debug:
+            log.debug(
+                "record processed",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                event_id=event_id,
+                outcome="processed",
+                duration_ms=round(duration * 1000, 3),
+                category=category,
+                alerts=len(outcome.alerts),
+            )
+        return Processed(
+            outputs=outputs,
+            category=category,
+            alerts=[(a["alert_type"], a["code"], a["status"]) for a in outcome.alerts],
+            transitions=[
+                (transition, alert["code"])
+                for alert, transition in zip(outcome.alerts, outcome.transitions, strict=False)
+            ],
+            duration=duration,
+            age=age,
+        )
+
+    def _dead_letter(
+        self,
+        tp: TopicPartition,
+        record: Any,
+        *,
+        stage: str,
+        reason: str,
+        exception_class: str,
+        message: str,
+        started: float,
+        extra_headers: Sequence[tuple[str, bytes]] = (),
+    ) -> DeadLettered:
+        dead = dead_letter(
+            self.settings.topics.dlq,
+            tp,
+            record,
+            stage=stage,
+            reason=reason,
+            exception_class=exception_class,
+            message=message,
+            timestamp_ms=int(self._clock().timestamp() * 1000),
+            extra_headers=extra_headers,
+            limit=self._limit,
+        )
+        duration = time.perf_counter() - started
+        log.warning(
+            "record dead-lettered",
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=record.offset,
+            outcome="dead_lettered",
+            stage=stage,
+            reason=reason,
+            error_type=exception_class,
+            duration_ms=round(duration * 1000, 3),
+        )
+        return DeadLettered(dead, stage, reason, duration)
+
+
+def add_to(batch: Batch, result: Processed | DeadLettered) -> None:
+    """Add a record's outputs and statistics to its batch."""
+    if isinstance(result, DeadLettered):
+        batch.outputs.append(result.output)
+        batch.outcomes["dead_lettered"] += 1
+        batch.dlq[(result.stage, result.reason)] += 1
+        batch.durations.append(result.duration)
+        return
+    batch.outputs.extend(result.outputs)
+    batch.outcomes["processed"] += 1
+    batch.categories[result.category] += 1
+    for alert in result.alerts:
+        batch.alerts[alert] += 1
+    for transition in result.transitions:
+        batch.transitions[transition] += 1
+    batch.durations.append(result.duration)
+    if result.age is not None:
+        batch.ages.append(result.age)
+
+
+def _roll_back(store: HistoryStore, undo: Checkpoint | None) -> None:
+    """Put the patient's state back as it was before the record (no-op before apply)."""
+    if undo is not None:
+        store.roll_back(undo)

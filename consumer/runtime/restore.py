@@ -1,0 +1,153 @@
+"""Changelog restore: the history of newly assigned partitions, read from the compacted
+changelog up to the end offsets captured when the restore starts, within
+HER2_RESTORE_TIMEOUT_SECONDS (HistoryRestoreError past it). An unreadable changelog record is
+counted and skipped. Runs on the main thread, between two polls."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+from consumer.config import Settings
+from consumer.errors import HistoryRestoreError
+from consumer.history import HistoryRecordError, HistoryStore
+from consumer.logs import get_logger
+from consumer.metrics import Metrics
+from consumer.runtime.kafka import Clients, Consumer, TopicPartition
+from consumer.runtime.kafka.clients import restore_consumer_config
+from consumer.runtime.partitions import PartitionTable
+from consumer.statestore import StateDir, open_states
+
+log = get_logger("her2.service")
+
+
+class Restorer:
+    """Restores pending partitions of a PartitionTable; owns the changelog reader."""
+
+    def __init__(
+        self,
+        clients: Clients,
+        settings: Settings,
+        hostname: str,
+        metrics: Metrics,
+        stopping: Callable[[], bool],
+        clock: Callable[[], dt.datetime],
+        *,
+        state_dir: Callable[[], StateDir | None] = lambda: None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Nothing connects before the first restore."""
+        self._clients = clients
+        self._settings = settings
+        self._hostname = hostname
+        self._metrics = metrics
+        self._stopping = stopping
+        self._clock = clock
+        self._state_dir = state_dir
+        self._monotonic = monotonic
+        self._retention = (
+            dt.timedelta(days=settings.history_retention_days)
+            if settings.history_retention_days > 0
+            else None
+        )
+        self._reader: Consumer | None = None
+
+    def new_store(self, tp: TopicPartition) -> HistoryStore:
+        """An empty history store for input partition `tp`, on the configured backend."""
+        states = open_states(self._settings.history_store, self._state_dir(), f"p{tp.partition}")
+        return HistoryStore(self._retention, self._clock, states)
+
+    def restore_pending(self, table: PartitionTable) -> bool:
+        """Read each pending partition's changelog to its end and hand the stores to `table`;
+        False if stopped while restoring (the partitions stay paused and pending)."""
+        partitions = sorted(table.pending)
+        started = self._monotonic()
+        stores = {tp: self.new_store(tp) for tp in partitions}
+        count = None
+        try:
+            count = self._read(stores, started + self._settings.tuning.restore_timeout_s)
+        finally:
+            if count is None:  # failed, or stopped while restoring (partitions left paused)
+                for store in stores.values():
+                    store.close()
+        if count is None:
+            return False
+        seconds = self._monotonic() - started
+        table.restored(stores)
+        self._metrics.history_restore_seconds.observe(seconds)
+        self._metrics.history_restored_records.inc(count)
+        log.info(
+            "history restored",
+            topic=self._settings.topics.history,
+            partitions=[tp.partition for tp in partitions],
+            records=count,
+            seconds=round(seconds, 3),
+            patients=sum(len(stores[tp]) for tp in partitions),
+        )
+        return True
+
+    def _read(self, stores: dict[TopicPartition, HistoryStore], deadline: float) -> int | None:
+        """Apply changelog records up to the end offsets captured now; None if stopped."""
+        s = self._settings
+        history_topic = s.topics.history
+        by_changelog = {TopicPartition(history_topic, tp.partition): stores[tp] for tp in stores}
+        changelog = sorted(by_changelog)
+        if self._reader is None:
+            self._reader = self._clients.consumer(**restore_consumer_config(s, self._hostname))
+        rc = self._reader
+        timeout_ms = s.tuning.request_timeout_ms
+        rc.assign(changelog)
+        try:
+            rc.seek_to_beginning(*changelog)
+            end = rc.end_offsets(changelog, timeout_ms=timeout_ms)
+            remaining = {tp for tp in changelog if rc.position(tp, timeout_ms=timeout_ms) < end[tp]}
+            count = 0
+            while remaining:
+                if self._stopping():
+                    return None
+                if self._monotonic() > deadline:
+                    raise HistoryRestoreError(
+                        f"history restore of {history_topic} partitions "
+                        f"{sorted(tp.partition for tp in remaining)} did not reach the end offsets "
+                        f"within HER2_RESTORE_TIMEOUT_SECONDS={s.tuning.restore_timeout_s:g}"
+                    )
+                for tp, records in rc.poll(timeout_ms=200).items():
+                    store = by_changelog[tp]
+                    for record in records:
+                        if record.offset >= end[tp]:
+                            continue
+                        count += self._restore_record(store, tp, record)
+                for tp in list(remaining):
+                    if rc.position(tp, timeout_ms=timeout_ms) >= end[tp]:
+                        remaining.discard(tp)
+            return count
+        finally:
+            rc.assign([])
+
+    def _restore_record(self, store: HistoryStore, tp: TopicPartition, record: Any) -> int:
+        try:
+            store.restore(record.key, record.value)
+        except HistoryRecordError as exc:
+            self._metrics.history_unreadable_records.inc()
+            log.error(
+                "history record unreadable; skipped",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                reason=exc.reason,
+                error_type=type(exc).__name__,
+            )
+            return 0
+        return 1
+
+    def close(self) -> None:
+        """Close the changelog reader (logged, never raised)."""
+        reader, self._reader = self._reader, None
+        if reader is None:
+            return
+        try:
+            reader.close(autocommit=False, timeout_ms=self._settings.tuning.request_timeout_ms)
+        except Exception as exc:
+            log.warning("restore consumer close failed", error_type=type(exc).__name__)

@@ -1,0 +1,275 @@
+"""The service facade: build the runtime's parts, `run()` until `stop()` or a fatal error, map
+our exceptions to exit codes, close every resource (an ExitStack) on the way out.
+
+At-least-once (default): offsets are committed only after every output of the batch is
+acknowledged (acks=all, idempotent producer); a failed output is re-sent up to
+HER2_PUBLISH_RETRIES times, then the service stops WITHOUT committing and exits non-zero.
+Exactly-once (HER2_PROCESSING_GUARANTEE=exactly_once): outputs and offsets in one Kafka
+transaction; any failure aborts it and the service stops non-zero; a fenced producer stops
+the service cleanly with EXIT_FENCED. (runtime/delivery.py)
+
+History stores (HER2_HISTORY_STORE) are a cache of the changelog: a new store is restored at
+every assignment (runtime/restore.py), and its file is deleted when the partition is revoked or
+lost (runtime/partitions.py), a restore fails, or the service stops.
+
+Test-only hook: HER2_TEST_CRASH_BEFORE_COMMIT=N kills the process with SIGKILL after the
+outputs of the N-th non-empty batch are acknowledged and before its offsets are committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import socket
+import sqlite3
+import sys
+import threading
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from consumer import __version__
+from consumer.config import Settings
+from consumer.errors import (
+    ConfigError,
+    FencedError,
+    HistoryRestoreError,
+    KafkaConnectError,
+    PublishError,
+    SchemaError,
+)
+from consumer.logs import get_logger
+from consumer.metrics import Metrics
+from consumer.pipeline import Pipeline, utc_now
+from consumer.registry import SchemaRegistryClient
+from consumer.runtime.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from consumer.runtime.kafka import Clients, Consumer, KafkaError
+from consumer.runtime.kafka.clients import KafkaClients, consumer_config
+from consumer.runtime.kafka.preflight import connect_admin
+from consumer.runtime.kafka.producer import ProducerHandle
+from consumer.runtime.loop import Loop
+from consumer.runtime.partitions import PartitionTable
+from consumer.runtime.processor import Codecs, Processor
+from consumer.runtime.restore import Restorer
+from consumer.runtime.startup import ensure_topics, open_state_dir, register_output_schemas
+from consumer.statestore import DISK, StateDir
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_CONFIG: Final = 2
+EXIT_FENCED: Final = 3
+
+log = get_logger("her2.service")
+
+
+class HealthHook(Protocol):
+    """What the service tells the health endpoints (consumer.http.Health fits)."""
+
+    def beat(self) -> None:
+        """The loop made progress."""
+
+    def set_ready(self, ready: bool, reason: str = "") -> None:
+        """Readiness changed."""
+
+
+class Service:
+    """The consumer: `run()` until `stop()` (thread-safe) or a signal; returns an exit code."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], dt.datetime] = utc_now,
+        health: HealthHook | None = None,
+        hostname: str | None = None,
+        clients: Clients | None = None,
+    ) -> None:
+        """Build the service; nothing connects to Kafka before `run()`."""
+        self.settings = settings
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self._clock = clock
+        self._health = health
+        self._hostname = hostname or socket.gethostname()
+        self._clients: Clients = clients or KafkaClients()
+        self._stop_event = threading.Event()
+        self._state_dir: StateDir | None = None  # disk stores' private directory (run() only)
+        self.table = PartitionTable(settings.topics.input, metrics, self._set_ready)
+        self.restorer = Restorer(
+            self._clients, settings, self._hostname, metrics, lambda: self.stopping, clock,
+            state_dir=lambda: self._state_dir,
+        )
+        self.loop: Loop | None = None
+        self._producer: ProducerHandle | None = None
+        self._clean = False
+        self.started = threading.Event()  # set once the consumer subscribed (for tests, probes)
+
+    # -- public ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit, leave the group and return (thread-safe)."""
+        self._stop_event.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop()` was called."""
+        return self._stop_event.is_set()
+
+    def assigned_partitions(self) -> list[int]:
+        """Input partitions whose history is restored and which are being processed."""
+        return sorted(tp.partition for tp in list(self.table.stores))  # read from other threads
+
+    def run(self) -> int:
+        """Run until stopped; return an exit code (EXIT_OK on a clean stop)."""
+        code = EXIT_FAILURE
+        with contextlib.ExitStack() as resources:
+            try:
+                self._start(resources)
+                if not self.stopping and self.loop is not None:
+                    self.loop.run()
+                code = EXIT_OK
+            except ConfigError as exc:
+                log.error("configuration error", error_type=type(exc).__name__)
+                print_error(str(exc))
+                code = EXIT_CONFIG
+            except FencedError:
+                log.error("producer fenced: another instance uses this transactional id; stopping")
+                code = EXIT_FENCED
+            except (PublishError, HistoryRestoreError, SchemaError, KafkaConnectError) as exc:
+                log.error("stopping without committing", error_type=type(exc).__name__)
+                print_error(str(exc))
+            except sqlite3.Error as exc:  # the disk history store (full disk, I/O error)
+                log.error("history store failed; stopping without committing", exc_info=exc)
+                print_error(f"history store failed ({type(exc).__name__}); check HER2_STATE_DIR")
+            except KafkaError as exc:
+                log.error("stopping on a Kafka error", error_type=type(exc).__name__, exc_info=exc)
+            except Exception as exc:
+                log.error(
+                    "stopping on an unexpected error", error_type=type(exc).__name__, exc_info=exc
+                )
+            finally:
+                # the resources close in reverse order of opening: the consumer first (leaving
+                # the group revokes its partitions, closing their stores), then the changelog
+                # reader, the producer, the stores left, the state directory
+                self._clean = code == EXIT_OK
+                self._set_ready(False, "stopping")
+        batches = self.loop.batches if self.loop is not None else 0
+        log.info("shutdown", state="stopped", committed=code == EXIT_OK, batch=batches)
+        return code
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def _start(self, resources: contextlib.ExitStack) -> None:
+        s = self.settings
+        self._set_ready(False, "starting")
+        registry = (
+            SchemaRegistryClient(s.schema_registry_url, timeout=s.tuning.registry_timeout_s)
+            if s.schema_registry_url
+            else None
+        )
+        codecs = Codecs.build(s, registry)
+        if s.history_store == DISK:
+            self._state_dir = open_state_dir(s)
+            resources.callback(self._close_state_dir)
+        resources.callback(self.table.close)
+        log.info(
+            "started",
+            version=__version__,
+            ruleset_version=self.pipeline.ruleset.version,
+            group_id=s.group_id,
+            input_topic=s.topics.input,
+            bootstrap_servers=s.bootstrap_servers,
+            guarantee=s.processing_guarantee,
+            input_format=s.input_format,
+            output_format=s.output_format,
+            http_port=s.http_port,
+        )
+        if not self.stopping:
+            register_output_schemas(
+                s, registry, self._stop_event.wait, self._set_ready, self._beat
+            )
+        if self.stopping:
+            return
+        admin = connect_admin(self._clients, s, self._hostname)
+        try:
+            partitions = ensure_topics(
+                admin, s, self._stop_event.wait, self._set_ready, self._beat
+            )
+        finally:
+            admin.close()
+        if partitions is None:
+            return
+        self.table.input_partition_count = partitions
+        self._producer = producer = ProducerHandle(self._clients, s, self._hostname)
+        resources.callback(self._close_producer)
+        producer.warm_up(s.topics.outputs())
+        resources.callback(self.restorer.close)
+        consumer = self._clients.consumer(**consumer_config(s, self._hostname))
+        resources.callback(self._close_consumer, consumer)
+        self.table.attach(consumer)
+        consumer.subscribe([s.topics.input], listener=self.table.listener())
+        # Fetch metadata now that the subscription is set, before the first join. Otherwise
+        # kafka-python may run the first assignment without the input's partitions ("No
+        # partition metadata for topic": nothing assigned) or with a metadata snapshot older
+        # than its cluster view, and rebalance again right after (refusing the first commits).
+        consumer.topics()
+        processor = Processor(s, self.pipeline, codecs, self.table.input_partitions, self._clock)
+        delivery: Delivery
+        if s.exactly_once:
+            delivery = ExactlyOnce(producer, consumer, self.metrics, self._test_crash_hook)
+        else:
+            delivery = AtLeastOnce(
+                producer, consumer, s, self.metrics, self._test_crash_hook
+            )
+        self.loop = Loop(
+            s, consumer, self.table, processor, delivery, self.restorer, self.metrics,
+            stopping=lambda: self.stopping,
+            wait=self._stop_event.wait,
+            beat=self._beat,
+            set_ready=self._set_ready,
+        )
+        self.started.set()
+
+    def _test_crash_hook(self) -> None:
+        """TEST ONLY (HER2_TEST_CRASH_BEFORE_COMMIT): die like `kill -9` between ack and commit."""
+        crash_at = self.settings.test_crash_before_commit
+        batches = self.loop.batches if self.loop is not None else 0
+        if crash_at is not None and batches + 1 == crash_at:
+            log.warning("test hook: killing the process before commit", batch=crash_at)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- health ---------------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        if self._health is not None:
+            self._health.beat()
+
+    def _set_ready(self, ready: bool, reason: str = "") -> None:
+        if self._health is not None:
+            self._health.set_ready(ready, reason)
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def _close_consumer(self, consumer: Consumer) -> None:
+        try:
+            consumer.close(autocommit=False, timeout_ms=self.settings.tuning.request_timeout_ms)
+        except Exception as exc:
+            log.warning("consumer close failed", error_type=type(exc).__name__)
+
+    def _close_producer(self) -> None:
+        if self._producer is not None:
+            timeout_ms = self.settings.tuning.request_timeout_ms
+            self._producer.close(timeout_ms / 1000 if self._clean else 1)
+
+    def _close_state_dir(self) -> None:
+        if self._state_dir is not None:
+            self._state_dir.close()
+            self._state_dir = None
+
+
+def print_error(message: str) -> None:
+    """Start-up and fatal errors also go to stderr in plain words (messages carry no PHI)."""
+    print(f"her2-consumer: {message}", file=sys.stderr)

@@ -1,0 +1,162 @@
+"""Start-up: the state directory, the output schemas registered (Confluent output), the input
+topic waited for (never created here), missing outputs created with the input's partition
+count, and the changelog checked to be co-partitioned with the input.
+
+The two waits (registry down, input topic missing) beat the health hook at every attempt, so
+/healthz stays 200 while the service waits (no back-off delay is longer than the stall limit),
+and set /readyz's reason to what is awaited (issue 14, item 4; docs/operations.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from consumer.codec import schema_json
+from consumer.config import Settings
+from consumer.errors import ConfigError, RegistryError
+from consumer.logs import get_logger
+from consumer.registry import SchemaRegistryClient
+from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, parsed_schema
+from consumer.runtime.kafka import Admin
+from consumer.runtime.records import INPUT_WAIT_BACKOFF, REGISTRY_BACKOFF, Backoff
+from consumer.statestore import StateDir
+
+_TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
+
+log = get_logger("her2.service")
+
+Wait = Callable[[float], bool]  # waits up to n seconds; True when the service was stopped
+REGISTRY_UNAVAILABLE: Final = "schema registry unavailable"
+
+
+def waiting_for_input(topic: str) -> str:
+    """The readiness reason while the input topic does not exist."""
+    return f"waiting for input topic {topic} (input topic missing)"
+
+
+def open_state_dir(settings: Settings) -> StateDir:
+    """The private directory of this process's disk stores; ConfigError if it cannot be made."""
+    try:
+        return StateDir(settings.state_dir)
+    except OSError as exc:
+        where = settings.state_dir or "the system temp directory (HER2_STATE_DIR unset)"
+        raise ConfigError(
+            f"HER2_STATE_DIR: cannot create a state directory in {where} ({type(exc).__name__})"
+        ) from None
+
+
+def register_output_schemas(
+    s: Settings,
+    registry: SchemaRegistryClient | None,
+    wait: Wait,
+    set_ready: Callable[..., None],
+    beat: Callable[[], None],
+    *,
+    backoff: Backoff = REGISTRY_BACKOFF,
+) -> None:
+    """Confluent output: register the output schemas now, retrying while the registry is
+    unreachable, so that encoding never waits on the registry mid-batch."""
+    if s.output_format != "confluent" or registry is None:
+        return
+    subjects = [
+        (f"{s.topics.classification}-value", HER2_CLASSIFICATION),
+        *((f"{topic}-value", HER2_ALERT) for topic in s.topics.alert_topics()),
+    ]
+    for subject, schema in subjects:
+        attempt = 0
+        while True:
+            try:
+                registry.register(subject, schema_json(parsed_schema(schema)))
+                if attempt:
+                    set_ready(False, "starting")
+                break
+            except RegistryError as exc:
+                delay = backoff.delay(attempt)
+                attempt += 1
+                log.warning(
+                    "schema registry unavailable; retrying",
+                    attempt=attempt,
+                    error_type=type(exc).__name__,
+                    seconds=delay,
+                )
+                set_ready(False, REGISTRY_UNAVAILABLE)
+                beat()
+                if wait(delay):
+                    return
+
+
+def ensure_topics(
+    admin: Admin,
+    s: Settings,
+    wait: Wait,
+    set_ready: Callable[..., None],
+    beat: Callable[[], None],
+    *,
+    backoff: Backoff = INPUT_WAIT_BACKOFF,
+) -> int | None:
+    """Wait for the input topic, create missing outputs; return the input's partition count
+    (None when stopped while waiting)."""
+    attempt = 0
+    while True:
+        counts = partition_counts(admin, [s.topics.input])
+        if s.topics.input in counts:
+            break
+        delay = backoff.delay(attempt)
+        attempt += 1
+        log.warning(
+            "input topic missing; waiting for it to be created (it is never auto-created)",
+            input_topic=s.topics.input,
+            attempt=attempt,
+            seconds=delay,
+        )
+        set_ready(False, waiting_for_input(s.topics.input))
+        beat()
+        if wait(delay):
+            return None
+    partitions = counts[s.topics.input]
+    existing = partition_counts(admin, list(s.topics.outputs()))
+    missing = [t for t in s.topics.outputs() if t not in existing]
+    if missing:
+        create_topics(admin, s, missing, partitions)
+        existing = partition_counts(admin, list(s.topics.outputs()))
+    history_partitions = existing.get(s.topics.history)
+    if history_partitions != partitions:
+        raise ConfigError(
+            f"HER2_HISTORY_TOPIC {s.topics.history} has {history_partitions} partitions "
+            f"but HER2_INPUT_TOPIC has {partitions}: the changelog must be co-partitioned "
+            "with the input (same partition count)"
+        )
+    return partitions
+
+
+def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int) -> None:
+    """Create the missing outputs like the input (the changelog compacted); ConfigError if the
+    broker refuses one."""
+    specs: dict[str, dict[str, Any]] = {}
+    for topic in missing:
+        spec: dict[str, Any] = {
+            "num_partitions": partitions,
+            "replication_factor": s.tuning.replication_factor,
+        }
+        if topic == s.topics.history:
+            spec["configs"] = {"cleanup.policy": "compact"}
+        specs[topic] = spec
+    result = admin.create_topics(specs, raise_errors=False)
+    for topic in result.get("topics", []):
+        code = topic.get("error_code", 0)
+        if code not in (0, _TOPIC_EXISTS):
+            raise ConfigError(
+                f"cannot create output topic {topic.get('name')} "
+                f"(Kafka error code {code}); create it or fix the permissions"
+            )
+    admin.wait_for_topics(missing, timeout_ms=s.tuning.request_timeout_ms)
+    log.info("output topics created", count=len(missing))
+
+
+def partition_counts(admin: Admin, topics: list[str]) -> dict[str, int]:
+    """Partition count of each topic that exists (missing topics are left out)."""
+    counts: dict[str, int] = {}
+    for info in admin.describe_topics(topics):
+        if info.get("error_code", 0) == 0 and info.get("partitions"):
+            counts[info["name"]] = len(info["partitions"])
+    return counts

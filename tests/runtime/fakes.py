@@ -1,0 +1,350 @@
+"""In-memory fakes of the kafka-python clients the runtime uses, with scripted failures.
+
+One `FakeBroker` holds the topics (a list of records per partition), the group's committed
+offsets and an ordered `events` journal of what the clients did (`("send", topic)`,
+`("ack", topic)`, `("commit", {partition: offset})`, `("txn", "begin" | "commit" | "abort")`,
+...), so a test can assert the order of sends, acknowledgements and commits.
+
+Failures are scripted per operation: `broker.script(op, *effects)` queues effects that the next
+calls of `op` consume, one each. An effect is an exception (raised) or a callable (called: to
+block, or to change the broker mid-call). Operations: "poll", "commit", "send:<topic>",
+"ack:<topic>", "init_transactions", "send_offsets", "commit_transaction", "abort_transaction",
+"restore.poll", "admin", "describe". Topic creation failures: `broker.create_errors[topic] = code`.
+
+The group has one member: the first poll assigns every partition of the subscribed topic
+(calling the listener, as kafka-python does from its IO thread), close() revokes them.
+Records a producer sends become visible on acknowledgement (at-least-once) or when the
+transaction commits (exactly-once; an abort discards them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+
+@dataclass
+class FakeRecord:
+    """A consumer record as kafka-python returns it (the attributes the service reads)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    timestamp: int = 0
+    leader_epoch: int | None = None
+
+
+class FakeBroker:
+    """Topics, committed offsets, the journal of client calls and the failure script."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, list[list[FakeRecord]]] = {}
+        self.configs: dict[str, dict[str, str]] = {}
+        self.committed: dict[TopicPartition, int] = {}
+        self.events: list[tuple[str, Any]] = []
+        self.create_errors: dict[str, int] = {}
+        self._script: dict[str, list[BaseException | Callable[[], Any]]] = {}
+        self.on_idle: Callable[[], None] = lambda: None  # called by a poll that finds nothing
+        self.consumers: list[FakeConsumer] = []
+        self.producers: list[FakeProducer] = []
+        self.admins: list[FakeAdmin] = []
+        self.stalled: set[str] = set()  # topics whose records never arrive (a stuck fetch)
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        """A topic with `partitions` empty partitions."""
+        self.topics[name] = [[] for _ in range(partitions)]
+
+    def append(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int = 0,
+        headers: Iterable[tuple[str, bytes]] = (),
+    ) -> FakeRecord:
+        """Write one record to the end of a partition's log."""
+        log = self.topics[topic][partition]
+        record = FakeRecord(topic, partition, len(log), key, value, list(headers))
+        log.append(record)
+        return record
+
+    def script(self, op: str, *effects: BaseException | Callable[[], Any]) -> None:
+        """Queue effects for the next calls of `op` (one per call)."""
+        self._script.setdefault(op, []).extend(effects)
+
+    def scripted(self, op: str) -> None:
+        """Apply the next effect queued for `op`, if any."""
+        queue = self._script.get(op)
+        if not queue:
+            return
+        effect = queue.pop(0)
+        if isinstance(effect, BaseException):
+            raise effect
+        effect()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def records(self, topic: str) -> list[FakeRecord]:
+        """Every record of `topic`, partition by partition."""
+        return [r for log in self.topics.get(topic, []) for r in log]
+
+    def kinds(self) -> list[str]:
+        """The journal's event kinds in order."""
+        return [kind for kind, _ in self.events]
+
+    # -- client factories (kafka-python's constructors) ------------------------------------
+
+    def admin(self, **config: Any) -> FakeAdmin:
+        """KafkaAdminClient(**config)."""
+        self.scripted("admin")
+        admin = FakeAdmin(self, config)
+        self.admins.append(admin)
+        return admin
+
+    def consumer(self, **config: Any) -> FakeConsumer:
+        """KafkaConsumer(**config)."""
+        consumer = FakeConsumer(self, config)
+        self.consumers.append(consumer)
+        return consumer
+
+    def producer(self, **config: Any) -> FakeProducer:
+        """KafkaProducer(**config)."""
+        producer = FakeProducer(self, config)
+        self.producers.append(producer)
+        return producer
+
+
+class FakeAdmin:
+    """KafkaAdminClient: describe, create, wait, close."""
+
+    def __init__(self, broker: FakeBroker, config: dict[str, Any]) -> None:
+        self.broker = broker
+        self.config = config
+        self.closed = False
+
+    def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        self.broker.scripted("describe")
+        out = []
+        for name in topics:
+            log = self.broker.topics.get(name)
+            if log is None:
+                out.append({"name": name, "error_code": 3, "partitions": []})
+            else:
+                partitions = [{"partition": p} for p in range(len(log))]
+                out.append({"name": name, "error_code": 0, "partitions": partitions})
+        return out
+
+    def create_topics(self, specs: dict[str, dict[str, Any]], raise_errors: bool = True) -> Any:
+        results = []
+        for name, spec in specs.items():
+            code = self.broker.create_errors.get(name, 0)
+            if code == 0:
+                self.broker.create_topic(name, spec["num_partitions"])
+                self.broker.configs[name] = dict(spec.get("configs", {}))
+            results.append({"name": name, "error_code": code})
+            self.broker.events.append(("create", name))
+        return {"topics": results}
+
+    def wait_for_topics(self, topics: list[str], timeout_ms: int) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeConsumer:
+    """KafkaConsumer: a group member (subscribe) or a manually assigned reader (assign)."""
+
+    def __init__(self, broker: FakeBroker, config: dict[str, Any]) -> None:
+        self.broker = broker
+        self.config = config
+        self.group = config.get("group_id") is not None
+        self.listener: Any = None
+        self.subscribed: list[str] = []
+        self._assigned: set[TopicPartition] = set()
+        self.paused: set[TopicPartition] = set()
+        self.positions: dict[TopicPartition, int] = {}
+        self.closed = False
+        self.polls = 0
+
+    def subscribe(self, topics: list[str], listener: Any = None) -> None:
+        self.subscribed = list(topics)
+        self.listener = listener
+
+    def topics(self) -> set[str]:
+        return set(self.broker.topics)
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self._assigned = set(partitions)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        log = self.broker.topics.get(topic)
+        return None if log is None else set(range(len(log)))
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
+        self.polls += 1
+        self.broker.scripted("poll" if self.group else "restore.poll")
+        if self.group and not self._assigned and self.subscribed:
+            topic = self.subscribed[0]
+            new = {TopicPartition(topic, p) for p in range(len(self.broker.topics[topic]))}
+            self._assigned = set(new)
+            for tp in new:
+                self.positions[tp] = self.broker.committed.get(tp, 0)
+            if self.listener is not None:
+                self.listener.on_partitions_assigned(new)
+        limit = max_records or 500
+        out: dict[TopicPartition, list[FakeRecord]] = {}
+        for tp in sorted(self._assigned - self.paused):
+            if tp.topic in self.broker.stalled:
+                continue
+            log = self.broker.topics[tp.topic][tp.partition]
+            start = self.positions.get(tp, 0)
+            records = log[start : start + limit]
+            if records:
+                out[tp] = records
+                self.positions[tp] = start + len(records)
+                limit -= len(records)
+            if limit <= 0:
+                break
+        if not out and self.group and not self.paused:  # nothing to read, nothing waiting
+            self.broker.on_idle()
+        return out
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused.difference_update(partitions)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for tp in partitions:
+            self.positions[tp] = 0
+
+    def position(self, tp: TopicPartition, timeout_ms: int | None = None) -> int:
+        return self.positions.get(tp, 0)
+
+    def end_offsets(self, partitions: list[TopicPartition], timeout_ms: int | None = None) -> Any:
+        return {tp: len(self.broker.topics[tp.topic][tp.partition]) for tp in partitions}
+
+    def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self.broker.scripted("commit")
+        for tp, meta in offsets.items():
+            self.broker.committed[tp] = meta.offset
+        self.broker.events.append(("commit", {tp.partition: m.offset for tp, m in offsets.items()}))
+
+    def group_metadata(self) -> str:
+        return "group-metadata"
+
+    def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
+        if self.group and self._assigned and self.listener is not None:
+            self.listener.on_partitions_revoked(set(self._assigned))
+        self._assigned = set()
+        self.closed = True
+
+
+class FakeFuture:
+    """A send's future: resolved at flush() or get(); an acknowledged record is written."""
+
+    def __init__(self, producer: FakeProducer, record: FakeRecord) -> None:
+        self.producer = producer
+        self.record = record
+        self.done = False
+        self.error: BaseException | None = None
+
+    def resolve(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        broker = self.producer.broker
+        try:
+            broker.scripted(f"ack:{self.record.topic}")
+        except BaseException as exc:  # the future fails with it
+            self.error = exc
+            broker.events.append(("nack", self.record.topic))
+            return
+        broker.events.append(("ack", self.record.topic))
+        if self.producer.transactional:
+            self.producer.in_transaction.append(self.record)
+        else:
+            self.producer.write(self.record)
+
+    def get(self, timeout: float | None = None) -> FakeRecord:
+        self.resolve()
+        if self.error is not None:
+            raise self.error
+        return self.record
+
+
+class FakeProducer:
+    """KafkaProducer: send/flush/close, and the transactional calls."""
+
+    def __init__(self, broker: FakeBroker, config: dict[str, Any]) -> None:
+        self.broker = broker
+        self.config = config
+        self.transactional = config.get("transactional_id") is not None
+        self.pending: list[FakeFuture] = []
+        self.in_transaction: list[FakeRecord] = []
+        self.closed = False
+
+    def write(self, record: FakeRecord) -> None:
+        log = self.broker.topics[record.topic][record.partition]
+        record.offset = len(log)
+        log.append(record)
+
+    def partitions_for(self, topic: str) -> set[int]:
+        return set(range(len(self.broker.topics[topic])))
+
+    def send(
+        self, topic: str, key: bytes | None = None, value: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None, partition: int | None = None,
+    ) -> FakeFuture:
+        self.broker.scripted(f"send:{topic}")
+        self.broker.events.append(("send", topic))
+        record = FakeRecord(topic, partition or 0, -1, key, value, list(headers or []))
+        future = FakeFuture(self, record)
+        self.pending.append(future)
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        for future in self.pending:
+            future.resolve()
+        self.pending = []
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+    def init_transactions(self) -> None:
+        self.broker.scripted("init_transactions")
+
+    def begin_transaction(self) -> None:
+        self.in_transaction = []
+        self.broker.events.append(("txn", "begin"))
+
+    def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any) -> None:
+        self.broker.scripted("send_offsets")
+        self.offsets = offsets
+        self.broker.events.append(("txn", "offsets"))
+
+    def commit_transaction(self) -> None:
+        self.broker.scripted("commit_transaction")
+        for record in self.in_transaction:
+            self.write(record)
+        for tp, meta in getattr(self, "offsets", {}).items():
+            self.broker.committed[tp] = meta.offset
+        self.in_transaction = []
+        self.broker.events.append(("txn", "commit"))
+
+    def abort_transaction(self) -> None:
+        self.broker.events.append(("txn", "abort"))
+        self.broker.scripted("abort_transaction")
+        self.in_transaction = []

@@ -1,0 +1,166 @@
+"""Both delivery guarantees against the fake broker: the order of sends, acknowledgements and
+commits (B8 of docs/fault-report.md), and every way a delivery can fail."""
+
+from __future__ import annotations
+
+import threading
+
+from conftest import Harness
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerFencedError,
+)
+
+from consumer.service import EXIT_FAILURE, EXIT_FENCED, EXIT_OK
+
+
+def _history_sends_after_output_acks(harness: Harness) -> tuple[int, int, int]:
+    """(index of the last ack of a non-changelog output, of the first changelog send, of the
+    commit) in the broker's journal."""
+    history = harness.settings.topics.history
+    events = harness.broker.events
+    last_output_ack = max(
+        i for i, (kind, what) in enumerate(events) if kind == "ack" and what != history
+    )
+    first_change_send = min(
+        i for i, (kind, what) in enumerate(events) if kind == "send" and what == history
+    )
+    commit = harness.broker.kinds().index("commit")
+    return last_output_ack, first_change_send, commit
+
+
+class TestAtLeastOnce:
+    def test_b8_the_changelog_is_sent_only_after_every_other_output_is_acknowledged(
+        self, harness: Harness
+    ) -> None:
+        """B8: were the changelog sent with the alerts, a broker failure could store a patient's
+        new state without all of its alerts, and the redelivered batch would never re-emit them."""
+        harness.publish(12)
+        assert harness.run() == EXIT_OK
+        last_output_ack, first_change_send, commit = _history_sends_after_output_acks(harness)
+        assert last_output_ack < first_change_send < commit
+        history = harness.settings.topics.history
+        acks_before_commit = [w for k, w in harness.broker.events[:commit] if k == "ack"]
+        assert acks_before_commit.count(history) == len(harness.broker.records(history)) > 0
+        assert harness.broker.committed == {next(iter(harness.broker.committed)): 12}
+
+    def test_b8_an_unacknowledged_output_stops_before_any_changelog_record_or_commit(
+        self, harness: Harness
+    ) -> None:
+        harness.publish(6)
+        topic = harness.settings.topics.classification
+        harness.broker.script(f"ack:{topic}", KafkaTimeoutError("expired"))
+        assert harness.run() == EXIT_FAILURE
+        assert harness.broker.records(harness.settings.topics.history) == []
+        assert ("send", harness.settings.topics.history) not in harness.broker.events
+        assert harness.broker.committed == {}
+        [stop] = harness.logged("stopping without committing")
+        assert stop["error_type"] == "PublishError"
+
+    def test_a_failed_output_is_re_sent_through_a_new_producer(self, harness: Harness) -> None:
+        """B5: a retry goes through a replaced producer; the batch then commits."""
+        harness.configure(publish_retries=1)
+        harness.publish(3)
+        harness.broker.script(f"ack:{harness.settings.topics.classification}", KafkaTimeoutError())
+        assert harness.run() == EXIT_OK
+        assert len(harness.broker.producers) == 2
+        assert harness.broker.producers[0].closed
+        assert harness.value("her2_consumer_publish_retries_total") == 1
+        assert harness.logged("producer replaced after a failed publish attempt")
+        assert harness.broker.committed
+
+    def test_a_commit_refused_by_a_rebalance_is_counted_not_fatal(self, harness: Harness) -> None:
+        harness.publish(3)
+        harness.broker.script("commit", CommitFailedError())
+        assert harness.run() == EXIT_OK
+        assert harness.value("her2_consumer_commit_failures_total") == 1
+        assert harness.logged(
+            "offset commit refused during a rebalance; records may be redelivered"
+        )
+
+
+class TestExactlyOnce:
+    def _eos(self, harness: Harness, timeout_ms: int = 60000) -> None:
+        harness.configure(
+            processing_guarantee="exactly_once", tuning={"transaction_timeout_ms": timeout_ms}
+        )
+
+    def test_outputs_and_offsets_commit_in_one_transaction(self, harness: Harness) -> None:
+        self._eos(harness)
+        harness.publish(6)
+        assert harness.run() == EXIT_OK
+        kinds = harness.broker.kinds()
+        assert "commit" not in kinds, "offsets go to the transaction, not the consumer"
+        txn = [what for kind, what in harness.broker.events if kind == "txn"]
+        assert txn == ["begin", "offsets", "commit"]
+        assert kinds.index("ack") < harness.broker.events.index(("txn", "offsets"))
+        assert harness.broker.records(harness.settings.topics.history)
+        assert list(harness.broker.committed.values()) == [6]
+
+    def _blocked(self) -> tuple[threading.Event, object]:
+        release = threading.Event()
+        return release, lambda: release.wait(5)
+
+    def test_send_offsets_that_never_returns_times_out_and_aborts(self, harness: Harness) -> None:
+        self._eos(harness, timeout_ms=100)
+        harness.publish(3)
+        release, block = self._blocked()
+        harness.broker.script("send_offsets", block)
+        try:
+            assert harness.run() == EXIT_FAILURE
+        finally:
+            release.set()
+        assert ("txn", "abort") in harness.broker.events
+        assert harness.broker.records(harness.settings.topics.history) == []
+        assert harness.broker.committed == {}
+        assert harness.value("her2_consumer_commit_failures_total") == 1
+        [stop] = harness.logged("stopping without committing")
+        assert stop["error_type"] == "PublishError"
+
+    def test_a_commit_transaction_that_never_returns_times_out_and_aborts(
+        self, harness: Harness, capsys: object
+    ) -> None:
+        self._eos(harness, timeout_ms=100)
+        harness.publish(3)
+        release, block = self._blocked()
+        harness.broker.script("commit_transaction", block)
+        try:
+            assert harness.run() == EXIT_FAILURE
+        finally:
+            release.set()
+        assert ("txn", "abort") in harness.broker.events
+        assert harness.broker.committed == {}
+        err = capsys.readouterr().err  # type: ignore[attr-defined]
+        assert "committing the transaction did not complete within 0.1 s" in err
+
+    def test_a_failed_abort_is_logged_and_the_original_failure_stops_the_service(
+        self, harness: Harness, capsys: object
+    ) -> None:
+        self._eos(harness)
+        harness.publish(3)
+        harness.broker.script("commit_transaction", KafkaError("broker said no"))
+        harness.broker.script("abort_transaction", KafkaError("abort failed too"))
+        assert harness.run() == EXIT_FAILURE
+        [warning] = harness.logged("transaction abort failed")
+        assert warning["error_type"] == "KafkaError"
+        [stop] = harness.logged("stopping without committing")
+        assert stop["error_type"] == "PublishError"
+        err = capsys.readouterr().err  # type: ignore[attr-defined]
+        assert "the transaction failed (KafkaError) and was aborted" in err
+        assert harness.broker.committed == {}
+
+    def test_a_fenced_producer_stops_with_exit_fenced(self, harness: Harness) -> None:
+        self._eos(harness)
+        harness.publish(3)
+        harness.broker.script("send_offsets", ProducerFencedError())
+        assert harness.run() == EXIT_FENCED
+        assert harness.broker.committed == {}
+        assert ("txn", "abort") not in harness.broker.events
+
+    def test_a_producer_fenced_at_start_stops_with_exit_fenced(self, harness: Harness) -> None:
+        self._eos(harness)
+        harness.broker.script("init_transactions", ProducerFencedError())
+        assert harness.run() == EXIT_FENCED
+        assert harness.broker.producers[0].closed

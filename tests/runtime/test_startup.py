@@ -1,0 +1,137 @@
+"""Start-up against the fake broker: output topics created like the input, the changelog
+co-partitioned and compacted, a failed creation, the wait for a missing input topic."""
+
+from __future__ import annotations
+
+from conftest import Harness
+
+from consumer.config import Settings
+from consumer.errors import RegistryError
+from consumer.runtime.records import Backoff
+from consumer.runtime.startup import register_output_schemas
+from consumer.service import EXIT_CONFIG, EXIT_OK
+
+
+def test_missing_outputs_are_created_like_the_input_and_the_changelog_compacted(
+    harness: Harness,
+) -> None:
+    harness.broker.create_topic(harness.settings.topics.input, 3)
+    assert harness.run() == EXIT_OK
+    topics = harness.settings.topics
+    for topic in topics.outputs():
+        assert len(harness.broker.topics[topic]) == 3, topic
+    assert harness.broker.configs[topics.history] == {"cleanup.policy": "compact"}
+    assert all(admin.closed for admin in harness.broker.admins)
+
+
+def test_a_changelog_with_another_partition_count_is_a_configuration_error(
+    harness: Harness, capsys: object
+) -> None:
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 2)
+    harness.broker.create_topic(topics.history, 1)
+    assert harness.run() == EXIT_CONFIG
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert f"HER2_HISTORY_TOPIC {topics.history} has 1 partitions" in err
+    assert "co-partitioned" in err
+    assert harness.broker.consumers == [], "never joins the group"
+
+
+def test_a_topic_that_cannot_be_created_is_a_configuration_error(
+    harness: Harness, capsys: object
+) -> None:
+    dlq = harness.settings.topics.dlq
+    harness.broker.create_errors[dlq] = 29  # TOPIC_AUTHORIZATION_FAILED
+    assert harness.run() == EXIT_CONFIG
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert f"cannot create output topic {dlq} (Kafka error code 29)" in err
+    assert harness.broker.consumers == []
+    assert all(admin.closed for admin in harness.broker.admins)
+
+
+def test_an_existing_topic_reported_by_creation_is_not_an_error(harness: Harness) -> None:
+    harness.broker.create_errors[harness.settings.topics.dlq] = 36  # TOPIC_ALREADY_EXISTS
+    harness.broker.create_topic(harness.settings.topics.dlq, 1)  # created by someone else
+    assert harness.run() == EXIT_OK
+
+
+def test_a_missing_input_topic_is_waited_for_not_created(harness: Harness) -> None:
+    topics = harness.settings.topics
+    del harness.broker.topics[topics.input]
+    harness.broker.script("describe", lambda: None, lambda: harness.broker.create_topic(topics.input, 1))
+    assert harness.run() == EXIT_OK
+    [waiting] = harness.logged(
+        "input topic missing; waiting for it to be created (it is never auto-created)"
+    )
+    assert waiting["input_topic"] == topics.input
+    reason = f"waiting for input topic {topics.input} (input topic missing)"
+    assert (False, reason) in harness.health.states, "/readyz names what is awaited"
+    assert ("create", topics.input) not in harness.broker.events
+
+
+def test_a_stop_while_waiting_for_the_input_ends_the_run_cleanly(harness: Harness) -> None:
+    del harness.broker.topics[harness.settings.topics.input]
+    service = harness.new_service()
+    harness.broker.script("describe", service.stop)
+    assert service.run() == EXIT_OK
+    assert harness.broker.producers == [] and harness.broker.consumers == []
+
+
+def test_the_input_wait_beats_the_health_loop(harness: Harness) -> None:
+    """Issue 14 item 4: /healthz stays 200 while the service waits for its input topic."""
+    topics = harness.settings.topics
+    del harness.broker.topics[topics.input]
+    beats_while_waiting: list[int] = []
+
+    def create() -> None:
+        beats_while_waiting.append(harness.health.beats)
+        harness.broker.create_topic(topics.input, 1)
+
+    harness.broker.script("describe", lambda: None, create)
+    assert harness.run() == EXIT_OK
+    assert beats_while_waiting == [1], "one beat per attempt, before the first poll"
+
+
+class FlakyRegistry:
+    """Refuses `failures` registrations, then accepts."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.subjects: list[str] = []
+
+    def register(self, subject: str, schema: str) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise RegistryError("connection refused")
+        self.subjects.append(subject)
+        return 1
+
+
+def test_an_unavailable_registry_is_waited_for_beating_and_named_in_readiness() -> None:
+    settings = Settings(output_format="confluent", schema_registry_url="http://registry:8081")
+    registry = FlakyRegistry(failures=2)
+    waits: list[float] = []
+    states: list[tuple[bool, str]] = []
+    beats: list[int] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return False
+
+    register_output_schemas(
+        settings, registry, wait, lambda ready, reason="": states.append((ready, reason)),
+        lambda: beats.append(1), backoff=Backoff((0.5, 1.0)),
+    )
+    assert waits == [0.5, 1.0]
+    assert len(beats) == 2, "a beat per failed attempt: /healthz stays 200"
+    assert states == [(False, "schema registry unavailable")] * 2 + [(False, "starting")]
+    assert registry.subjects[0] == f"{settings.topics.classification}-value"
+
+
+def test_a_stop_while_the_registry_is_down_ends_the_wait() -> None:
+    settings = Settings(output_format="confluent", schema_registry_url="http://registry:8081")
+    registry = FlakyRegistry(failures=10)
+    register_output_schemas(
+        settings, registry, lambda seconds: True, lambda *a: None, lambda: None
+    )
+    assert registry.subjects == []
