@@ -24,6 +24,7 @@ from typing import Any, Final
 import fastavro
 
 from consumer.errors import ConfigError
+from consumer.registry import ErrorHook, RegistryAccess, SchemaRegistryClient
 from consumer.statestore import BACKENDS, DISK
 from consumer.wire import INPUT_FORMATS, OUTPUT_FORMATS
 
@@ -79,6 +80,12 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_OUTPUT_FORMAT", "single-object", "confluent | single-object | raw"),
     ("HER2_SCHEMA_REGISTRY_URL", "", "Confluent-compatible registry (may carry user:password@)"),
     ("HER2_SCHEMA_REGISTRY_TIMEOUT_SECONDS", "10", "HTTP timeout of registry calls"),
+    ("HER2_SCHEMA_REGISTRY_CA_FILE", "", "CA bundle (PEM) that signed the registry's certificate"),
+    ("HER2_SCHEMA_REGISTRY_CERT_FILE", "", "client certificate (PEM) for registry mTLS"),
+    ("HER2_SCHEMA_REGISTRY_KEY_FILE", "", "client key (PEM) for registry mTLS"),
+    ("HER2_SCHEMA_REGISTRY_KEY_PASSWORD", "", "password of an encrypted client key; never printed"),
+    ("HER2_SCHEMA_REGISTRY_USERNAME", "", "registry basic-auth user (or API key)"),
+    ("HER2_SCHEMA_REGISTRY_PASSWORD", "", "registry basic-auth password; never printed"),
     ("HER2_RAW_WRITER_SCHEMA", "", "path of the .avsc writer schema of `raw` input"),
     ("HER2_PROCESSING_GUARANTEE", AT_LEAST_ONCE, "at_least_once | exactly_once"),
     ("HER2_HTTP_PORT", "8000", "port of the metrics/health HTTP server (0 = any free port)"),
@@ -251,6 +258,7 @@ class Settings:
     input_format: str = "auto"
     output_format: str = "single-object"
     schema_registry_url: str | None = field(default=None, repr=False)
+    registry_access: RegistryAccess = field(default_factory=RegistryAccess)
     raw_writer_schema: Path | None = None
     processing_guarantee: str = AT_LEAST_ONCE
     http_port: int = 8000
@@ -273,7 +281,7 @@ class Settings:
         )
         return (
             f"Settings({shown}, topics={self.topics!r}, security={self.security!r}, "
-            f"tuning={self.tuning!r})"
+            f"registry_access={self.registry_access!r}, tuning={self.tuning!r})"
         )
 
     @property
@@ -309,6 +317,7 @@ class Settings:
             raise ConfigError(
                 "HER2_SCHEMA_REGISTRY_URL must be set when HER2_INPUT_FORMAT is confluent"
             )
+        registry_access = _registry_access(env, registry_url)
         raw_writer = env.optional("HER2_RAW_WRITER_SCHEMA")
         if input_format == "raw" and raw_writer is None:
             raise ConfigError(
@@ -364,6 +373,7 @@ class Settings:
             input_format=input_format,
             output_format=output_format,
             schema_registry_url=registry_url,
+            registry_access=registry_access,
             raw_writer_schema=raw_path,
             processing_guarantee=guarantee,
             http_port=env.integer("HER2_HTTP_PORT", 0, _MAX_PORT),
@@ -400,6 +410,18 @@ class Settings:
         (the runtime's fake-broker tests).
         """
         return f"{self.group_id}-{self.instance_id or hostname}"
+
+    def registry_client(self, on_error: ErrorHook | None = None) -> SchemaRegistryClient | None:
+        """The schema registry client these settings describe (None without a registry URL);
+        `on_error(operation, kind)` hears of registry failures (the service counts them)."""
+        if self.schema_registry_url is None:
+            return None
+        return SchemaRegistryClient(
+            self.schema_registry_url,
+            timeout=self.tuning.registry_timeout_s,
+            access=self.registry_access,
+            on_error=on_error,
+        )
 
     def registry_display(self) -> str | None:
         """The registry URL without credentials (for logs)."""
@@ -553,6 +575,74 @@ def _check_url(url: str) -> None:
         ok = False
     if not ok:
         raise ConfigError("HER2_SCHEMA_REGISTRY_URL must be an http(s) URL with a host")
+
+
+_REGISTRY_FILES: Final = (
+    "HER2_SCHEMA_REGISTRY_CA_FILE",
+    "HER2_SCHEMA_REGISTRY_CERT_FILE",
+    "HER2_SCHEMA_REGISTRY_KEY_FILE",
+)
+
+
+def _registry_access(env: _Env, url: str | None) -> RegistryAccess:
+    """HER2_SCHEMA_REGISTRY_* TLS files and credentials, checked for consistency (messages name
+    variables, never values)."""
+    values = {
+        name: env.optional(name)
+        for name in (
+            *_REGISTRY_FILES,
+            "HER2_SCHEMA_REGISTRY_KEY_PASSWORD",
+            "HER2_SCHEMA_REGISTRY_USERNAME",
+            "HER2_SCHEMA_REGISTRY_PASSWORD",
+        )
+    }
+    if url is None:
+        for name, value in values.items():
+            if value is not None:
+                raise ConfigError(f"{name} is set but HER2_SCHEMA_REGISTRY_URL is not")
+        return RegistryAccess()
+    parts = urllib.parse.urlsplit(url)
+    for name in _REGISTRY_FILES:
+        value = values[name]
+        if value is None:
+            continue
+        if parts.scheme != "https":
+            raise ConfigError(f"{name} is set but HER2_SCHEMA_REGISTRY_URL is not https")
+        if not Path(value).is_file():
+            raise ConfigError(f"{name}: no such file")
+    cert, key = values["HER2_SCHEMA_REGISTRY_CERT_FILE"], values["HER2_SCHEMA_REGISTRY_KEY_FILE"]
+    if (cert is None) != (key is None):
+        missing = (
+            "HER2_SCHEMA_REGISTRY_KEY_FILE" if key is None else "HER2_SCHEMA_REGISTRY_CERT_FILE"
+        )
+        raise ConfigError(f"{missing} must be set too (client certificate and key go together)")
+    if values["HER2_SCHEMA_REGISTRY_KEY_PASSWORD"] is not None and key is None:
+        raise ConfigError(
+            "HER2_SCHEMA_REGISTRY_KEY_PASSWORD is set but HER2_SCHEMA_REGISTRY_KEY_FILE is not"
+        )
+    username = values["HER2_SCHEMA_REGISTRY_USERNAME"]
+    password = values["HER2_SCHEMA_REGISTRY_PASSWORD"]
+    if (username is None) != (password is None):
+        missing = (
+            "HER2_SCHEMA_REGISTRY_PASSWORD" if password is None else "HER2_SCHEMA_REGISTRY_USERNAME"
+        )
+        raise ConfigError(f"{missing} must be set too (registry user and password go together)")
+    if username is not None and parts.username is not None:
+        raise ConfigError(
+            "HER2_SCHEMA_REGISTRY_USERNAME is set and HER2_SCHEMA_REGISTRY_URL carries "
+            "credentials too: use one"
+        )
+    access = RegistryAccess(
+        ca_file=values["HER2_SCHEMA_REGISTRY_CA_FILE"],
+        cert_file=cert,
+        key_file=key,
+        key_password=values["HER2_SCHEMA_REGISTRY_KEY_PASSWORD"],
+        username=username,
+        password=password,
+    )
+    if access.has_tls_files:
+        access.ssl_context()  # a PEM that cannot be loaded fails now, naming the variable
+    return access
 
 
 def _check_topics(topics: Topics) -> None:
