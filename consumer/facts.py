@@ -273,7 +273,8 @@ def derive(
     zero_sample = latest_decisive(samples)
 
     drugs = normalise_therapies(ctx.get("planned_therapies") or ())
-    flags = sorted(set(ctx.get("clinical_flags") or ()))  # once each, in a stable order
+    # once each, in a stable order; OTHER (the schema default a later flag is read as) is no trigger
+    flags = sorted(set(ctx.get("clinical_flags") or ()) - {"OTHER"})
     problems, missing = preanalytic_problems(specimen)
 
     db04_her2 = low_sample is not None and not any_positive

@@ -425,3 +425,17 @@ def test_the_linear_pair_choice_equals_the_pairwise_one() -> None:
         assert discordant_pair(samples) == named_pair(pairs)
         crossing = [p for p in pairs if "POSITIVE" in (p[0].category, p[1].category)]
         assert discordant_pair(samples, crossing_positive=True) == named_pair(crossing)
+
+
+def test_default_only_symbols_conclude_nothing() -> None:
+    """ReceptorStatus UNKNOWN and ClinicalFlag OTHER (what a later lab symbol is read as): no HR
+    status from the result, no retest trigger."""
+    from consumer.classify import hr_status
+
+    assert hr_status({"result": "UNKNOWN"}, {"result": "UNKNOWN"}) == ("UNKNOWN", False)
+    assert hr_status({"result": "UNKNOWN", "percent_positive": 50.0}, None)[0] == "POSITIVE"
+    event = {"event_id": "e", "patient_id": "p", "accession_id": "a", "report_status": "FINAL",
+             "her2_ihc": {"score": "ONE_PLUS"}, "clinical_context": {"clinical_flags": ["OTHER"]}}
+    facts = derive(event, classify_sample(event["her2_ihc"], None))
+    assert facts["clinical_suspicion"] is False
+    assert facts["clinical_flags"] is None
