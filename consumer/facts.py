@@ -250,7 +250,7 @@ def derive(
     category = sc.category
     setting = ctx.get("disease_setting") or "UNKNOWN"
     advanced = setting in ADVANCED_SETTINGS
-    hr, er_low_only = hr or hr_status(event.get("er"), event.get("pr"))
+    hr_value, er_low_only = hr or hr_status(event.get("er"), event.get("pr"))
     her2_negative = category in HER2_NEGATIVE
 
     if current is None:
@@ -278,7 +278,7 @@ def derive(
     problems, missing = preanalytic_problems(specimen)
 
     db04_her2 = low_sample is not None and not any_positive
-    db06_her2 = hr == HR_POSITIVE and low_or_ultralow_sample is not None and not any_positive
+    db06_her2 = hr_value == HR_POSITIVE and low_or_ultralow_sample is not None and not any_positive
     chemo = _lines(ctx, "metastatic_chemotherapy_lines")
     endo = _lines(ctx, "metastatic_endocrine_therapy_lines")
     anti_her2 = _lines(ctx, "metastatic_anti_her2_lines")
@@ -299,10 +299,10 @@ def derive(
         "her2_negative": her2_negative,
         "ihc_score": score,
         "ish_group": assessment.group if assessment else None,
-        "hr_status": hr,
-        "hr_positive": hr == HR_POSITIVE,
+        "hr_status": hr_value,
+        "hr_positive": hr_value == HR_POSITIVE,
         "er_low_only": er_low_only,
-        "triple_negative": hr == HR_NEGATIVE and category != POSITIVE,
+        "triple_negative": hr_value == HR_NEGATIVE and category != POSITIVE,
         "metastatic_chemotherapy_lines": chemo,
         "metastatic_endocrine_therapy_lines": endo,
         "metastatic_anti_her2_lines": anti_her2,
@@ -358,6 +358,7 @@ def derive(
         and (not ihc.get("antibody_clone") or ihc.get("assay_type") is None),
         "specimen_undocumented": current.site == "UNKNOWN" or current.collection_date is None,
         "staining_detail_missing": score == "ONE_PLUS"
+        and ihc is not None  # always: a score comes from the event's IHC (classify_sample)
         and (
             ihc.get("percent_cells_stained") is None
             or ihc.get("staining_intensity") is None

@@ -329,7 +329,9 @@ def encode_state(state: PatientState) -> bytes:
 
 def decode_state(patient_id: str, value: bytes) -> PatientState:
     """The patient of an encode_state() value."""
-    seq, alerts, accessions = 0, {}, {}
+    seq = 0
+    alerts: dict[str, AlertState] = {}
+    accessions: dict[str, Accession] = {}
     for part_value in _unpack(value).values():
         _, part = part_codec().decode(part_value)
         if isinstance(part, Accession):

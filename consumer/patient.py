@@ -213,8 +213,8 @@ def step(
     report = entry.report if entry is not None else None
     if report is not None:
         if event_id == report.event_id and entry is not None:  # redelivery: the same records
-            records = [_render(p, ruleset, event, now) for p in entry.emitted]
-            kept = [(r, p.transition) for r, p in zip(records, entry.emitted, strict=True) if r]
+            rendered = [_render(p, ruleset, event, now) for p in entry.emitted]
+            kept = [(r, p.transition) for r, p in zip(rendered, entry.emitted, strict=True) if r]
             return Step(state, frozenset(), classification, [r for r, _ in kept], [t for _, t in kept])
         if event_id in report.seen_event_ids or _older(event, report):
             return Step(state, frozenset(), classification, [], [])  # stale: changes nothing

@@ -85,7 +85,8 @@ def _check_value_kind(fact: str, kind: str, value: Any, where: str) -> None:
 
 def _leaf_source(node: Mapping[str, Any]) -> str:
     """Python source for one validated leaf (fact names and values come from the catalogue/YAML)."""
-    fact, op, value = node["fact"], node["op"], node.get("value")
+    fact, op = node["fact"], node["op"]
+    value: Any = node.get("value")  # validated: a list for fired codes and in/not_in
     if fact == FIRED_CODES:
         return f"(not fired.isdisjoint({sorted(value)!r}))"
     v = f"f.get({fact!r})"
