@@ -312,7 +312,7 @@ def start_service(
         "HER2_LOG_LEVEL": "WARNING",
         "HER2_INSTANCE_ID": f"bench-{uuid.uuid4().hex[:6]}",
     }
-    return subprocess.Popen(  # noqa: S603 - our own module
+    return subprocess.Popen(  # our own module
         [sys.executable, "-m", "consumer", "run"], env=env, stderr=subprocess.DEVNULL
     )
 

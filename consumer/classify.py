@@ -83,7 +83,7 @@ def _dual_probe_resolution(group: int, ihc_score: str | None, recount: Any) -> t
     """Result and whether the work-up is incomplete for a computed dual-probe group."""
     if group == 1:
         return ISH_POSITIVE, False
-    if group == 5:  # noqa: PLR2004 - ISH group number, not a threshold
+    if group == 5:  # ISH group number, not a threshold
         return ISH_NEGATIVE, False
     resolved = _resolve_by_ihc(ihc_score)
     if resolved is not None:
@@ -94,7 +94,7 @@ def _dual_probe_resolution(group: int, ihc_score: str | None, recount: Any) -> t
         return ISH_UNRESOLVED, True  # IHC 2+ needs a blinded recount
     if recount != group:
         return ISH_UNRESOLVED, True  # no confirming recount: adjudication still to do
-    return (ISH_POSITIVE if group == 3 else ISH_NEGATIVE), False  # noqa: PLR2004
+    return (ISH_POSITIVE if group == 3 else ISH_NEGATIVE), False
 
 
 def assess_ish(ish: dict[str, Any], ihc_score: str | None) -> IshAssessment:

@@ -24,7 +24,6 @@ from consumer.classify import (
 from consumer.model import (
     ADVANCED_SETTINGS,
     CATEGORIES,
-    REPORT_STATUSES,
     FINAL_REPORTS,
     HER2_NEGATIVE,
     LOW,
@@ -32,6 +31,7 @@ from consumer.model import (
     MISSING,
     NULL,
     POSITIVE,
+    REPORT_STATUSES,
     ULTRALOW,
     UNSCORED,
     ZERO_UNSPECIFIED,

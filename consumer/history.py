@@ -73,9 +73,9 @@ def parse_key(key: bytes) -> tuple[str, str | None]:
     except (UnicodeDecodeError, ValueError, RecursionError):
         parts = None
     if isinstance(parts, list) and all(isinstance(p, str) for p in parts):
-        if len(parts) == 2 and parts[0] == PATIENT_PART:  # noqa: PLR2004 - key shape
+        if len(parts) == 2 and parts[0] == PATIENT_PART:  # key shape
             return parts[1], None
-        if len(parts) == 3 and parts[0] == ACCESSION_PART:  # noqa: PLR2004
+        if len(parts) == 3 and parts[0] == ACCESSION_PART:
             return parts[1], parts[2]
     raise HistoryRecordError("history-key", "changelog key is not a patient or accession key")
 

@@ -244,7 +244,7 @@ def _check_her2(prefix: str, ihc: Mapping[str, Any] | None, ish: Mapping[str, An
         for name in ("her2_copies_per_cell", "cep17_copies_per_cell", "her2_cep17_ratio", "cells_counted"):
             _check_number(ish.get(name), f"{prefix}her2_ish.{name}")
         group = ish.get("recount_group")
-        if group is not None and not 1 <= group <= 5:  # noqa: PLR2004 - ISH groups are 1-5
+        if group is not None and not 1 <= group <= 5:  # ISH groups are 1-5
             raise _fail(f"{prefix}her2_ish.recount_group", "must be 1-5")
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from helpers import (
-    committed,
     Env,
     ServiceProcess,
     ServiceThread,
+    committed,
     delete_outputs,
     make_env,
     make_event,

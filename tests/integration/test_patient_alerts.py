@@ -21,11 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from consumer.downstream import OpenAlerts, read_alert_topics
-from consumer.jsonout import dumps
-from consumer.synthetic import SyntheticGenerator
-
 from helpers import (
     Env,
     ServiceProcess,
@@ -36,6 +31,10 @@ from helpers import (
     produce_events,
     running,
 )
+
+from consumer.downstream import OpenAlerts, read_alert_topics
+from consumer.jsonout import dumps
+from consumer.synthetic import SyntheticGenerator
 
 Record = dict[str, Any]
 Key = tuple[str, int, str]

@@ -56,7 +56,7 @@ def report(
     """One PathologyResult of patient P (well documented: no DG noise unless asked)."""
     return {
         "event_id": event_id,
-        "event_time": T0 + dt.timedelta(minutes=int(event_id.split("-")[-1]) if minutes is None else minutes),
+        "event_time": T0 + dt.timedelta(minutes=int(event_id.rsplit("-", maxsplit=1)[-1]) if minutes is None else minutes),
         "patient_id": "P",
         "accession_id": accession,
         "report_status": status,
