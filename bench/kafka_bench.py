@@ -89,7 +89,8 @@ def broker() -> Iterator[str]:
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
         return
     spec = importlib.util.spec_from_file_location("launcher", REPO / "deploy/kafka/launcher.py")
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     launcher = importlib.util.module_from_spec(spec)
     sys.modules["launcher"] = launcher
     spec.loader.exec_module(launcher)
@@ -259,7 +260,7 @@ def committed_total(reader: Any, topic: str) -> int:
     return total
 
 
-def commit_progress(
+def commit_progress(  # noqa: PLR0917 - positional at its callers
     bootstrap: str,
     group: str,
     topic: str,
@@ -346,7 +347,7 @@ def group_members(bootstrap: str, group: str) -> int:
         admin.close()
 
 
-def service_throughput(
+def service_throughput(  # noqa: PLR0917 - positional at its callers
     bootstrap: str, count: int, seed: int, guarantee: str, instances: int = 1,
     keep_alerts: bool = False,
 ) -> dict[str, Any]:
@@ -557,7 +558,7 @@ def _latency_reader(bootstrap: str, topic: str, ready: Any, stop: Any, results: 
     classification record's timestamp (set by the service's producer when it sent it)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
-        from kafka import KafkaConsumer as Reader
+        from kafka import KafkaConsumer as Reader  # noqa: PLC0415 - under the filter above
     decoder = Decoder("auto", parsed_schema(HER2_CLASSIFICATION))
     reader = Reader(
         bootstrap_servers=bootstrap, isolation_level="read_committed",
@@ -674,8 +675,10 @@ def free_port() -> int:
 
 def history_bytes(port: int) -> float:
     """her2_consumer_history_bytes from the service's /metrics (NaN if unreachable)."""
-    with contextlib.suppress(OSError):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    with (
+        contextlib.suppress(OSError),
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response,
+    ):
             for line in response.read().decode().splitlines():
                 if line.startswith("her2_consumer_history_bytes "):
                     return float(line.split()[1])
@@ -734,7 +737,7 @@ def memory_run(bootstrap: str, count: int, seed: int, store: str) -> dict[str, A
     }
 
 
-def main() -> int:
+def main() -> int:  # noqa: PLR0915 - the stages in order, one script
     """Run every stage and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)

@@ -198,7 +198,7 @@ class HistoryStore:
         """Load one changelog record (value None = tombstone); HistoryRecordError if unreadable."""
         if key is None:
             raise HistoryRecordError("history-key", "changelog record without a key")
-        patient_id, accession = parse_key(key)
+        patient_id, _ = parse_key(key)
         if value is not None:
             owner, _ = self._codec.decode(value)
             if owner != patient_id:

@@ -195,7 +195,7 @@ class _View:
     context_accession: str | None
 
 
-def step(
+def step(  # noqa: PLR0917 - the inputs of one transition, in order
     state: PatientState | None,
     event: Event,
     ruleset: RuleSet,
@@ -265,7 +265,7 @@ def step(
 class _Emitter:
     """Compares fired findings with the open ones and collects what to publish."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the collectors it fills
         self,
         ruleset: RuleSet,
         event: Event,
@@ -281,7 +281,7 @@ class _Emitter:
         self._records = records
         self._transitions = transitions
 
-    def transitions(
+    def transitions(  # noqa: PLR0917 - one call site per scope
         self,
         before: Mapping[str, AlertState],
         fired: Mapping[str, tuple[Rule, str, dict[str, Any], frozenset[str]]],
@@ -297,17 +297,17 @@ class _Emitter:
             code = rule.code
             old = before.get(code)
             if code in fired:
-                rule, severity, values, _ = fired[code]
+                fired_rule, severity, values, _ = fired[code]
                 facts_json = _canonical(values)
-                digest = _digest(severity, rule.version, facts_json)
+                digest = _digest(severity, fired_rule.version, facts_json)
                 if old is not None and old.open and old.digest == digest:
                     continue
                 transition = UPDATED if old is not None and old.open else OPENED
                 revision = (old.revision if old else 0) + 1
-                basis = tuple(sorted(basis_of(rule, values)))
+                basis = tuple(sorted(basis_of(fired_rule, values)))
                 after[code] = AlertState(code, revision, True, severity, digest, basis)
                 pub = Published(code, accession, revision, ACTIVE, transition, severity,
-                                rule.version, category, facts_json, self._now)
+                                fired_rule.version, category, facts_json, self._now)
             elif old is not None and old.open:
                 ended_by_withdrawal = (
                     event["report_status"] in (CANCELLED, "CORRECTED")

@@ -94,13 +94,13 @@ def evaluate_history(events: list[Record], tmp_path: Path) -> list[Record]:
     """The records `her2-consumer evaluate --history` prints for the events, in order."""
     source = tmp_path / "events.ndjson"
     source.write_text("".join(dumps(e) + "\n" for e in events), encoding="utf-8")
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 - fixed argv, our own module
         [sys.executable, "-m", "consumer", "evaluate", "--history", str(source)],
         capture_output=True, text=True, check=True, timeout=120,
     )
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(lines) == len(events)
-    assert all(not line["errors"] for line in lines), [l["errors"] for l in lines if l["errors"]]
+    assert all(not line["errors"] for line in lines), [line["errors"] for line in lines if line["errors"]]
     return [alert for line in lines for alert in line["alerts"]]
 
 
