@@ -174,7 +174,9 @@ def service_outputs(count: int, seed: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def produce_ceiling(bootstrap: str, records: list[tuple[bytes, bytes]], events: int) -> dict[str, Any]:
+def produce_ceiling(
+    bootstrap: str, records: list[tuple[bytes, bytes]], events: int
+) -> dict[str, Any]:
     """Stage 1b: a bare producer with the service's settings publishing the service's outputs."""
     topic = f"bench-produce-{uuid.uuid4().hex[:6]}"
     create_topic(bootstrap, topic)
@@ -424,7 +426,9 @@ def output_volume(bootstrap: str, env_topics: dict[str, str], events: int) -> di
         for name, topics in outputs.items():
             total = 0
             for topic in [topics] if isinstance(topics, str) else topics:
-                parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+                parts = [
+                    TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+                ]
                 if not parts:
                     continue
                 end = consumer.end_offsets(parts)
@@ -449,8 +453,11 @@ def output_volume(bootstrap: str, env_topics: dict[str, str], events: int) -> di
     }
 
 
-def alert_keys(bootstrap: str, env_topics: dict[str, str]) -> collections.Counter[tuple[str, int, str]]:
-    """(alert_id, revision, status) of every alert record on a run's alert topics (read_committed)."""
+def alert_keys(
+    bootstrap: str, env_topics: dict[str, str]
+) -> collections.Counter[tuple[str, int, str]]:
+    """(alert_id, revision, status) of every alert record on a run's alert topics
+    (read_committed)."""
     decoder = Decoder("auto", parsed_schema(HER2_ALERT))
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                              isolation_level="read_committed")
@@ -534,7 +541,9 @@ def peer_comparison(bootstrap: str, count: int, seed: int, rounds: int) -> dict[
     summary: dict[str, Any] = {"rounds": rounds, "events": count}
     for guarantee in ("at_least_once", "exactly_once"):
         rates = {
-            who: [s["events_per_s"] for s in stages if s["who"] == who and s["guarantee"] == guarantee]
+            who: [
+                s["events_per_s"] for s in stages if s["who"] == who and s["guarantee"] == guarantee
+            ]
             for who in ("project", "peer")
         }
         medians = {who: statistics.median(r) for who, r in rates.items()}
@@ -544,7 +553,11 @@ def peer_comparison(bootstrap: str, count: int, seed: int, rounds: int) -> dict[
     same = []
     for n in range(rounds):
         for guarantee in ("at_least_once", "exactly_once"):
-            pair = {s["who"]: s["alerts"] for s in stages if s["round"] == n + 1 and s["guarantee"] == guarantee}
+            pair = {
+                s["who"]: s["alerts"]
+                for s in stages
+                if s["round"] == n + 1 and s["guarantee"] == guarantee
+            }
             same.append(pair["project"] == pair["peer"])
     summary["same_records"] = same
     for s in stages:
@@ -750,9 +763,12 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
     parser.add_argument("--memory-store", choices=("disk", "memory"), default="disk",
                         help="HER2_HISTORY_STORE of the memory stage (default: disk)")
     parser.add_argument("--json", default=str(REPO / "bench/results/kafka.json"))
-    parser.add_argument("--peer", action="store_true",
-                        help="only the comparison with the Quix Streams peer (bench/peer/app.py; "
-                             "needs the bench extra): project and peer interleaved, --rounds rounds")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="only the comparison with the Quix Streams peer (bench/peer/app.py; "
+        "needs the bench extra): project and peer interleaved, --rounds rounds",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.peer:
@@ -777,7 +793,9 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
         log("stage 2: decode")
         results["decode"] = read_all(bootstrap, topic, args.events, decode=True)
         log("stage 3: service at-least-once")
-        results["service_alo"] = service_throughput(bootstrap, args.events, args.seed, "at_least_once")
+        results["service_alo"] = service_throughput(
+            bootstrap, args.events, args.seed, "at_least_once"
+        )
         log("stage 3b: service at-least-once, two instances in one group")
         results["service_alo_x2"] = service_throughput(
             bootstrap, args.events, args.seed, "at_least_once", instances=2
@@ -862,11 +880,19 @@ def peer_main(args: argparse.Namespace) -> int:
         proj = " / ".join(f"{r:,.0f}" for r in g["project"])
         peer = " / ".join(f"{r:,.0f}" for r in g["peer"])
         print(f"{guarantee:<14} {proj:>30} {peer:>30} {g['ratio_project_over_peer']:>7.2f}")
-    print(f"same (alert_id, revision, status) records in every stage pair: {summary['same_records']}")
+    print(
+        f"same (alert_id, revision, status) records in every stage pair: {summary['same_records']}"
+    )
     for s in summary["stages"]:
-        print(f"  round {s['round']} {s['guarantee']:<14} {s['who']:<8} {s['events_per_s']:>8,.0f}/s "
-              f"load {s['load_before'][0]:.2f} -> {s['load_after'][0]:.2f}")
-    out = Path(args.json).with_name("peer.json") if args.json.endswith("kafka.json") else Path(args.json)
+        print(
+            f"  round {s['round']} {s['guarantee']:<14} {s['who']:<8} {s['events_per_s']:>8,.0f}/s "
+            f"load {s['load_before'][0]:.2f} -> {s['load_after'][0]:.2f}"
+        )
+    out = (
+        Path(args.json).with_name("peer.json")
+        if args.json.endswith("kafka.json")
+        else Path(args.json)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, default=list))
     print(f"figures written to {out}")

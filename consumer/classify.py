@@ -37,7 +37,11 @@ COPIES_LOW = 4.0
 COPIES_HIGH = 6.0
 PERCENT_CUTOFF = 10.0
 
-_REPORTED_ISH = {"AMPLIFIED": ISH_POSITIVE, "NOT_AMPLIFIED": ISH_NEGATIVE, "EQUIVOCAL": ISH_UNRESOLVED}
+_REPORTED_ISH = {
+    "AMPLIFIED": ISH_POSITIVE,
+    "NOT_AMPLIFIED": ISH_NEGATIVE,
+    "EQUIVOCAL": ISH_UNRESOLVED,
+}
 
 
 class IshAssessment(NamedTuple):
@@ -260,7 +264,8 @@ _LOW_TERM = (
 
 
 def guidance(category: str, setting: str | None, hr: str, menopausal: str | None) -> str:
-    """The seed's treatment approach for the setting (shown with the classification, not an alert)."""
+    """The seed's treatment approach for the setting (shown with the classification, not an
+    alert)."""
     if category == POSITIVE:
         return "HER2-positive: follow HER2-positive treatment guidelines."
     if category not in HER2_NEGATIVE:

@@ -46,7 +46,9 @@ RECURRENCE_WINDOW_MONTHS = 6
 
 # Discordance tiers (section 5.3): ZERO_UNSPECIFIED is compatible with ULTRALOW and NULL.
 _DECISIVE = frozenset({POSITIVE, LOW, ULTRALOW, NULL, ZERO_UNSPECIFIED})
-_COMPATIBLE = frozenset({frozenset({ZERO_UNSPECIFIED, ULTRALOW}), frozenset({ZERO_UNSPECIFIED, NULL})})
+_COMPATIBLE = frozenset(
+    {frozenset({ZERO_UNSPECIFIED, ULTRALOW}), frozenset({ZERO_UNSPECIFIED, NULL})}
+)
 
 
 class Sample(NamedTuple):
@@ -328,7 +330,8 @@ def derive(
             s.site in METASTATIC_SITES and s.category != MISSING for s in samples
         ),
         "decisive_sample_count": len(decisive),
-        "all_decisive_zero": bool(decisive) and all(c in (NULL, ZERO_UNSPECIFIED) for c in decisive),
+        "all_decisive_zero": bool(decisive)
+        and all(c in (NULL, ZERO_UNSPECIFIED) for c in decisive),
         "latest_decisive_sample": zero_sample.describe() if zero_sample else None,
         "samples_discordant": pair is not None,
         "discordance_detail": f"{pair[0].describe()} vs {pair[1].describe()}" if pair else None,
@@ -390,9 +393,13 @@ FACTS: dict[str, tuple[str, str]] = {
     "metastatic_endocrine_therapy_lines": ("int", "metastatic endocrine lines; null = unknown"),
     "metastatic_anti_her2_lines": ("int", "metastatic anti-HER2 lines; null = unknown"),
     "recurrence_within_6m_of_adjuvant_chemotherapy": (
-        "bool", "recurrence during or <= 6 calendar months after adjuvant chemotherapy; null = unknown"),
+        "bool",
+        "recurrence during or <= 6 calendar months after adjuvant chemotherapy; null = unknown",
+    ),
     "recurrence_within_6m_of_perioperative_anti_her2": (
-        "bool", "recurrence during or <= 6 calendar months after perioperative anti-HER2; null = unknown"),
+        "bool",
+        "recurrence during or <= 6 calendar months after perioperative anti-HER2; null = unknown",
+    ),
     "any_sample_positive": ("bool", "any sample of the patient was ever POSITIVE"),
     "tdxd_db04_her2_condition": ("bool", "a sample is LOW and no sample was ever POSITIVE"),
     "tdxd_db06_her2_condition": (
@@ -410,7 +417,8 @@ FACTS: dict[str, tuple[str, str]] = {
     "has_her2_test": ("bool", "the event carries HER2 IHC or ISH"),
     "any_metastatic_site_sample": (
         "bool", "a HER2-tested sample comes from a metastatic-setting specimen"),
-    "decisive_sample_count": ("int", "samples with POSITIVE, LOW, ULTRALOW, NULL or ZERO_UNSPECIFIED"),
+    "decisive_sample_count": (
+        "int", "samples with POSITIVE, LOW, ULTRALOW, NULL or ZERO_UNSPECIFIED"),
     "all_decisive_zero": ("bool", "every decisive sample is NULL or ZERO_UNSPECIFIED (and >= 1)"),
     "latest_decisive_sample": ("text", "the most recently collected decisive sample"),
     "samples_discordant": ("bool", "two decisive samples of the patient are discordant"),
@@ -448,7 +456,9 @@ FACTS: dict[str, tuple[str, str]] = {
 # The values an "enum" fact can take (the rule loader refuses others in eq / ne / in / not_in).
 ENUM_VALUES: dict[str, frozenset[str]] = {
     "report_status": frozenset(REPORT_STATUSES),
-    "disease_setting": frozenset({"EARLY", "UNRESECTABLE_LOCALLY_ADVANCED", "METASTATIC", "UNKNOWN"}),
+    "disease_setting": frozenset(
+        {"EARLY", "UNRESECTABLE_LOCALLY_ADVANCED", "METASTATIC", "UNKNOWN"}
+    ),
     "category": frozenset(CATEGORIES),
     "ihc_score": frozenset({"ZERO", "ONE_PLUS", "TWO_PLUS", "THREE_PLUS", "INDETERMINATE"}),
     "hr_status": frozenset({HR_POSITIVE, HR_NEGATIVE, "UNKNOWN"}),

@@ -56,7 +56,9 @@ class HistoryRecordError(Her2Error):
 
 def patient_key(patient_id: str) -> bytes:
     """Changelog key of a patient's patient-wide part."""
-    return json.dumps([PATIENT_PART, patient_id], ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(
+        [PATIENT_PART, patient_id], ensure_ascii=False, separators=(",", ":")
+    ).encode()
 
 
 def accession_key(patient_id: str, accession_id: str) -> bytes:
@@ -90,7 +92,9 @@ class PartCodec:
 
     def encode_patient(self, state: PatientState) -> bytes:
         part = {"seq": state.seq, "alerts": [_alert_out(a) for a in state.alerts.values()]}
-        return self._encoder.encode({"patient_id": state.patient_id, "part": ("health.her2.state.PatientPart", part)})
+        return self._encoder.encode(
+            {"patient_id": state.patient_id, "part": ("health.her2.state.PatientPart", part)}
+        )
 
     def encode_accession(self, patient_id: str, acc: Accession) -> bytes:
         part = {
@@ -202,7 +206,9 @@ class HistoryStore:
         if value is not None:
             owner, _ = self._codec.decode(value)
             if owner != patient_id:
-                raise HistoryRecordError("history-key", "changelog key and value name other patients")
+                raise HistoryRecordError(
+                    "history-key", "changelog key and value name other patients"
+                )
         self._live.pop(patient_id, None)
         parts = _unpack(self._states.get(patient_id) or b"")
         old = parts.get(key)

@@ -168,7 +168,9 @@ class PatientState:
     def open_alerts(self) -> int:
         """Findings whose latest publication is ACTIVE."""
         own = sum(1 for a in self.alerts.values() if a.open)
-        return own + sum(1 for acc in self.accessions.values() for a in acc.alerts.values() if a.open)
+        return own + sum(
+            1 for acc in self.accessions.values() for a in acc.alerts.values() if a.open
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +217,9 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
         if event_id == report.event_id and entry is not None:  # redelivery: the same records
             rendered = [_render(p, ruleset, event, now) for p in entry.emitted]
             kept = [(r, p.transition) for r, p in zip(rendered, entry.emitted, strict=True) if r]
-            return Step(state, frozenset(), classification, [r for r, _ in kept], [t for _, t in kept])
+            return Step(
+                state, frozenset(), classification, [r for r, _ in kept], [t for _, t in kept]
+            )
         if event_id in report.seen_event_ids or _older(event, report):
             return Step(state, frozenset(), classification, [], [])  # stale: changes nothing
     seq = state.seq + 1
@@ -462,13 +466,21 @@ def _view(state: PatientState) -> _View:
                 tested.append(s)
             if r.hr_status is not None and (hr_from is None or recency(s) > recency(hr_from[0])):
                 hr_from = (s, r)
-            if r.context is not None and (context_from is None or r.context_seq > context_from.context_seq):
+            if r.context is not None and (
+                context_from is None or r.context_seq > context_from.context_seq
+            ):
                 context_from, context_acc = r, acc
         elif a.prior is not None:
             p = a.prior
-            priors.append(Sample(acc, p.site, p.collection_date, p.category, "prior", p.seq, p.carrier))
+            priors.append(
+                Sample(acc, p.site, p.collection_date, p.category, "prior", p.seq, p.carrier)
+            )
     current = max(tested, key=recency) if tested else None
-    hr = (hr_from[1].hr_status or HR_UNKNOWN, hr_from[1].er_low_only) if hr_from else (HR_UNKNOWN, False)
+    hr = (
+        (hr_from[1].hr_status or HR_UNKNOWN, hr_from[1].er_low_only)
+        if hr_from
+        else (HR_UNKNOWN, False)
+    )
     context = _context_load(context_from.context) if context_from and context_from.context else {}
     return _View(
         samples=[*own, *priors],

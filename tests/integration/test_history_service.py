@@ -219,7 +219,13 @@ def test_amended_corrected_and_cancelled_reports_retract_alerts_end_to_end(
         reader.settle(0.5)
 
     published = [
-        (a.value["alert_id"], a.value["revision"], a.value["code"], a.value["status"], a.value["patient_id"])
+        (
+            a.value["alert_id"],
+            a.value["revision"],
+            a.value["code"],
+            a.value["status"],
+            a.value["patient_id"],
+        )
         for a in reader.alerts()
     ]
     store, p = HistoryStore(), pipeline()
