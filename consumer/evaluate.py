@@ -54,7 +54,9 @@ def evaluate_lines(
         }
 
 
-def _error(line: int, event_id: str | None, stage: str, reason: str, message: str) -> dict[str, Any]:
+def _error(
+    line: int, event_id: str | None, stage: str, reason: str, message: str
+) -> dict[str, Any]:
     return {
         "line": line,
         "event_id": event_id,

@@ -140,8 +140,10 @@ class Metrics:
             registry=registry,
         )
         self.history_restore_seconds = Histogram(
-            f"{p}_history_restore_seconds", "Time to restore history for newly assigned partitions.",
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=registry,
+            f"{p}_history_restore_seconds",
+            "Time to restore history for newly assigned partitions.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=registry,
         )
         self.history_restored_records = Counter(
             f"{p}_history_restored_records", "Changelog records read while restoring history.",

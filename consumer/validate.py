@@ -119,7 +119,12 @@ class JsonConverter:
         self._names[schema["name"]] = record  # before the fields: named types may be reused
         for field in schema["fields"]:
             fields.append(
-                (field["name"], self._compile(field["type"]), "default" in field, field.get("default"))
+                (
+                    field["name"],
+                    self._compile(field["type"]),
+                    "default" in field,
+                    field.get("default"),
+                )
             )
         return record
 
@@ -239,18 +244,27 @@ def _check_number(value: Any, path: str, upper: float | None = None) -> None:
 
 def _check_her2(prefix: str, ihc: Mapping[str, Any] | None, ish: Mapping[str, Any] | None) -> None:
     if ihc is not None:
-        _check_number(ihc.get("percent_cells_stained"), f"{prefix}her2_ihc.percent_cells_stained", 100)
+        _check_number(
+            ihc.get("percent_cells_stained"), f"{prefix}her2_ihc.percent_cells_stained", 100
+        )
     if ish is not None:
-        for name in ("her2_copies_per_cell", "cep17_copies_per_cell", "her2_cep17_ratio", "cells_counted"):
+        for name in (
+            "her2_copies_per_cell",
+            "cep17_copies_per_cell",
+            "her2_cep17_ratio",
+            "cells_counted",
+        ):
             _check_number(ish.get(name), f"{prefix}her2_ish.{name}")
         group = ish.get("recount_group")
-        if group is not None and not 1 <= group <= 5:  # noqa: PLR2004 - ISH groups are 1-5
+        if group is not None and not 1 <= group <= 5:  # ISH groups are 1-5
             raise _fail(f"{prefix}her2_ish.recount_group", "must be 1-5")
 
 
 def _check_specimen(prefix: str, specimen: Mapping[str, Any] | None) -> None:
     if specimen is not None:
-        _check_number(specimen.get("cold_ischemia_minutes"), f"{prefix}specimen.cold_ischemia_minutes")
+        _check_number(
+            specimen.get("cold_ischemia_minutes"), f"{prefix}specimen.cold_ischemia_minutes"
+        )
         _check_number(specimen.get("fixation_hours"), f"{prefix}specimen.fixation_hours")
 
 

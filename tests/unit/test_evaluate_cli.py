@@ -88,7 +88,7 @@ def evaluate(lines: list[str], *args: str, tmp_path: Path | None = None) -> tupl
         path.write_text(text, encoding="utf-8")
         command.append(str(path))
         stdin = None
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 - fixed argv, our own module
         command, input=stdin, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False
     )
     outputs = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]

@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from typing import Any
 
 import pytest
 
-from consumer.classify import classify_sample
+from consumer.classify import classify_sample, hr_status
 from consumer.facts import (
     FACTS,
     Sample,
     add_calendar_months,
     derive,
     discordant,
+    discordant_pair,
+    discordant_pairs,
+    named_pair,
     prior_samples,
     recurred_within_months,
 )
@@ -408,10 +412,6 @@ class TestOtherFacts:
 
 def test_the_linear_pair_choice_equals_the_pairwise_one() -> None:
     """discordant_pair() names the pair named_pair(discordant_pairs()) names, on random patients."""
-    import random
-
-    from consumer.facts import discordant_pair, discordant_pairs, named_pair
-
     rng = random.Random(5)  # noqa: S311 - reproducible test data
     categories = ["POSITIVE", "LOW", "ULTRALOW", "NULL", "ZERO_UNSPECIFIED", "MISSING", "EQUIVOCAL"]
     for _ in range(500):
@@ -430,8 +430,6 @@ def test_the_linear_pair_choice_equals_the_pairwise_one() -> None:
 def test_default_only_symbols_conclude_nothing() -> None:
     """ReceptorStatus UNKNOWN and ClinicalFlag OTHER (what a later lab symbol is read as): no HR
     status from the result, no retest trigger."""
-    from consumer.classify import hr_status
-
     assert hr_status({"result": "UNKNOWN"}, {"result": "UNKNOWN"}) == ("UNKNOWN", False)
     assert hr_status({"result": "UNKNOWN", "percent_positive": 50.0}, None)[0] == "POSITIVE"
     event = {"event_id": "e", "patient_id": "p", "accession_id": "a", "report_status": "FINAL",
