@@ -3,12 +3,13 @@ fit a Kafka request. A dead-letter record is one more output of the batch: never
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Final
 
 from consumer.runtime.kafka import MAX_REQUEST_BYTES, TopicPartition
 from consumer.runtime.kafka.quirks import fits
-from consumer.runtime.records import Output
+from consumer.runtime.records import Output, input_timestamp
 
 DLQ_HEADER_PREFIX: Final = "her2.errors."
 
@@ -73,7 +74,9 @@ def dead_letter(
         return [*standard, *extra_headers]
 
     kept = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
-    dead = Output(dlq, record.key, record.value, [*kept, *error_headers(message)])
+    # the input record's timestamp (never the host clock) and where the copy comes from
+    stamp = {"timestamp_ms": input_timestamp(record), "origin": (tp, record.offset)}
+    dead = Output(dlq, record.key, record.value, [*kept, *error_headers(message)], **stamp)
     if not output_fits(dead, limit):
         # the copy (value plus error headers) cannot be produced: keep the headers, which
         # point at the record still in the input topic, and say so
@@ -81,7 +84,27 @@ def dead_letter(
             f"{message}; the original value ({len(record.value or b'')} bytes) does not fit "
             "the dead-letter topic: read it from the input topic at this offset"
         )
-        dead = Output(dlq, record.key, None, headers)
+        dead = Output(dlq, record.key, None, headers, **stamp)
         if not output_fits(dead, limit):
-            dead = Output(dlq, None, None, headers)
+            dead = Output(dlq, None, None, headers, **stamp)
     return dead
+
+
+def headers_only(dead: Output, error: str) -> Output:
+    """The last resort of a dead-letter copy the DLQ topic refused for good (`error`, e.g.
+    MessageSizeTooLargeError under a small max.message.bytes): no key, no value, no original
+    headers, the producer's timestamp (the input's may be what was refused); the error headers
+    point at the record still in the input topic. If the DLQ refuses this too, the service
+    stops without committing (runtime/loop.py): a dead letter is never dropped."""
+    headers: list[tuple[str, bytes]] = []
+    for name, value in dead.headers:
+        if not name.startswith(DLQ_HEADER_PREFIX):
+            continue
+        if name == DLQ_HEADER_PREFIX + "exception.message":
+            value += (
+                f"; the dead-letter topic refused the copy ({error}): read the record from the "
+                "input topic at this offset"
+            ).encode("utf-8")
+        headers.append((name, value))
+    headers.append((DLQ_HEADER_PREFIX + "dlq.refused", error.encode("utf-8")))
+    return dataclasses.replace(dead, key=None, value=None, headers=headers, timestamp_ms=None)

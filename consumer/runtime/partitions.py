@@ -155,6 +155,22 @@ class PartitionTable:
                 if tp in consumer.assignment() and tp not in self.pending:
                     consumer.resume(tp)
 
+    def redrive(self, starts: dict[TopicPartition, int]) -> None:
+        """A batch that was not delivered is run again from `starts` (offset per partition):
+        drop the partitions' stores (they hold the batch's changes, which never reached the
+        changelog), seek back, pause and mark them for a restore, as on assignment. The next
+        loop turn restores their history from the changelog and polls the records again."""
+        consumer = self._consumer()
+        for tp, offset in sorted(starts.items()):
+            store = self.stores.pop(tp, None)
+            if store is not None:
+                store.close()
+            consumer.seek(tp, offset)
+            self.positions[tp] = offset
+            consumer.pause(tp)
+            self.pending.add(tp)
+        self.set_gauge()
+
     def progressed(self, partitions: Iterable[TopicPartition]) -> None:
         """A batch committed for these partitions: the registry answered again."""
         for tp in partitions:
