@@ -119,7 +119,7 @@ class Loop:
             return
         self.refresh_history_gauges(force=True)
         if not self.table.pending:
-            self._set_ready(True)
+            self._set_ready(*self.table.readiness())
 
     def build_batch(self, records: Mapping[TopicPartition, list[Any]]) -> Batch:
         """Process every record of a poll; a partition stops at a record to retry."""

@@ -45,6 +45,9 @@ class PartitionTable:
         self.consumer: Consumer | None = None
         self.stores: dict[TopicPartition, HistoryStore] = {}
         self.pending: set[TopicPartition] = set()
+        # partitions whose changelog was too unreadable to trust (runtime/restore.py): held
+        # paused, never processed, the reason in /readyz until revoked or the service restarts
+        self.blocked: dict[TopicPartition, str] = {}
         self.backoff_until: dict[TopicPartition, float] = {}
         self.backoff_step: dict[TopicPartition, int] = {}
         self.positions: dict[TopicPartition, int] = {}
@@ -69,7 +72,7 @@ class PartitionTable:
         partitions = sorted(assigned)
         self._metrics.rebalances.labels(kind="assigned").inc()
         if not partitions:
-            if not self.pending:  # a member without partitions is ready too
+            if not self.pending and not self.blocked:  # a member without partitions is ready
                 self._set_ready(True)
             return
         self._consumer().pause(*partitions)
@@ -91,6 +94,7 @@ class PartitionTable:
             if store is not None:
                 store.close()  # on the IO thread: see DiskStates for why that is safe
             self.pending.discard(tp)
+            self.blocked.pop(tp, None)
             self.backoff_until.pop(tp, None)
             self.backoff_step.pop(tp, None)
             self.positions.pop(tp, None)
@@ -124,6 +128,21 @@ class PartitionTable:
         still_assigned = [tp for tp in sorted(stores) if tp in consumer.assignment()]
         consumer.resume(*still_assigned)
         self.set_gauge()
+
+    def block(self, tp: TopicPartition, reason: str) -> None:
+        """Its history could not be restored well enough: keep it paused, never process it."""
+        self.pending.discard(tp)
+        self.blocked[tp] = reason
+        self._consumer().pause(tp)
+        self.set_gauge()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once nothing waits for a restore and no partition is held back."""
+        if self.blocked:
+            return False, "; ".join(self.blocked[tp] for tp in sorted(self.blocked))
+        if self.pending:
+            return False, "restoring history"
+        return True, ""
 
     def input_partitions(self, topic: str) -> int:
         """The input topic's partition count in the consumer's metadata (what producers
