@@ -86,15 +86,17 @@ def dead_letter(
         )
         dead = Output(dlq, record.key, None, headers, **stamp)
         if not output_fits(dead, limit):
-            dead = Output(dlq, None, None, headers, **stamp)
+            # kafka-python refuses a record with neither key nor value: an empty value
+            dead = Output(dlq, None, b"", headers, **stamp)
     return dead
 
 
 def headers_only(dead: Output, error: str) -> Output:
     """The last resort of a dead-letter copy the DLQ topic refused for good (`error`, e.g.
-    MessageSizeTooLargeError under a small max.message.bytes): no key, no value, no original
-    headers, the producer's timestamp (the input's may be what was refused); the error headers
-    point at the record still in the input topic. If the DLQ refuses this too, the service
+    MessageSizeTooLargeError under a small max.message.bytes): the original key, no value (an
+    empty one without a key: kafka-python refuses neither), no original headers, the
+    producer's timestamp (the input's may be what was refused); the error headers point at the
+    record still in the input topic. If the DLQ refuses this too, the service
     stops without committing (runtime/loop.py): a dead letter is never dropped."""
     headers: list[tuple[str, bytes]] = []
     for name, value in dead.headers:
@@ -107,4 +109,5 @@ def headers_only(dead: Output, error: str) -> Output:
             ).encode("utf-8")
         headers.append((name, value))
     headers.append((DLQ_HEADER_PREFIX + "dlq.refused", error.encode("utf-8")))
-    return dataclasses.replace(dead, key=None, value=None, headers=headers, timestamp_ms=None)
+    value = None if dead.key is not None else b""
+    return dataclasses.replace(dead, value=value, headers=headers, timestamp_ms=None)

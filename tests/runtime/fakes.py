@@ -329,6 +329,8 @@ class FakeProducer:
         headers: list[tuple[str, bytes]] | None = None, partition: int | None = None,
         timestamp_ms: int | None = None,
     ) -> FakeFuture:
+        if key is None and value is None:  # as kafka-python's send()
+            raise ValueError("Need at least one: key or value")
         self.broker.scripted(f"send:{topic}")
         self.broker.events.append(("send", topic))
         self.broker.sent_timestamps.append((topic, timestamp_ms))

@@ -184,7 +184,7 @@ class TestRefusedOutputs:
         assert harness.run() == EXIT_OK
         assert list(harness.broker.committed.values()) == [11]
         [dead] = harness.broker.records(topics.dlq)
-        assert dead.key is None and dead.value is None
+        assert (dead.key, dead.value) == (b"k", None)
         headers = _headers(dead)
         assert headers["her2.errors.reason"] == "unknown-magic-byte"
         assert headers["her2.errors.offset"] == str(poison.offset)
