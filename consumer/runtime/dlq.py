@@ -75,8 +75,11 @@ def dead_letter(
 
     kept = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
     # the input record's timestamp (never the host clock) and where the copy comes from
-    stamp = {"timestamp_ms": input_timestamp(record), "origin": (tp, record.offset)}
-    dead = Output(dlq, record.key, record.value, [*kept, *error_headers(message)], **stamp)
+    stamp, origin = input_timestamp(record), (tp, record.offset)
+    dead = Output(
+        dlq, record.key, record.value, [*kept, *error_headers(message)],
+        timestamp_ms=stamp, origin=origin,
+    )
     if not output_fits(dead, limit):
         # the copy (value plus error headers) cannot be produced: keep the headers, which
         # point at the record still in the input topic, and say so
@@ -84,10 +87,10 @@ def dead_letter(
             f"{message}; the original value ({len(record.value or b'')} bytes) does not fit "
             "the dead-letter topic: read it from the input topic at this offset"
         )
-        dead = Output(dlq, record.key, None, headers, **stamp)
+        dead = Output(dlq, record.key, None, headers, timestamp_ms=stamp, origin=origin)
         if not output_fits(dead, limit):
             # kafka-python refuses a record with neither key nor value: an empty value
-            dead = Output(dlq, None, b"", headers, **stamp)
+            dead = Output(dlq, None, b"", headers, timestamp_ms=stamp, origin=origin)
     return dead
 
 
@@ -99,15 +102,15 @@ def headers_only(dead: Output, error: str) -> Output:
     record still in the input topic. If the DLQ refuses this too, the service
     stops without committing (runtime/loop.py): a dead letter is never dropped."""
     headers: list[tuple[str, bytes]] = []
-    for name, value in dead.headers:
-        if not name.startswith(DLQ_HEADER_PREFIX):
-            continue
+    note = (
+        f"; the dead-letter topic refused the copy ({error}): read the record from the input "
+        "topic at this offset"
+    ).encode()
+    for name, text in dead.headers:
         if name == DLQ_HEADER_PREFIX + "exception.message":
-            value += (
-                f"; the dead-letter topic refused the copy ({error}): read the record from the "
-                "input topic at this offset"
-            ).encode("utf-8")
-        headers.append((name, value))
-    headers.append((DLQ_HEADER_PREFIX + "dlq.refused", error.encode("utf-8")))
-    value = None if dead.key is not None else b""
-    return dataclasses.replace(dead, value=value, headers=headers, timestamp_ms=None)
+            headers.append((name, text + note))
+        elif name.startswith(DLQ_HEADER_PREFIX):
+            headers.append((name, text))
+    headers.append((DLQ_HEADER_PREFIX + "dlq.refused", error.encode()))
+    empty = None if dead.key is not None else b""
+    return dataclasses.replace(dead, value=empty, headers=headers, timestamp_ms=None)

@@ -19,7 +19,7 @@ from consumer.runtime.delivery import Delivery
 from consumer.runtime.dlq import headers_only, output_fits
 from consumer.runtime.kafka import Consumer, KafkaError, OffsetAndMetadata, TopicPartition
 from consumer.runtime.partitions import PartitionTable
-from consumer.runtime.processor import DeadLettered, Processor, Retry, add_to
+from consumer.runtime.processor import DeadLettered, Processed, Processor, Retry, add_to
 from consumer.runtime.records import (
     POLL_BACKOFF,
     Backoff,
@@ -133,6 +133,7 @@ class Loop:
                 continue
             for record in records[tp]:
                 refusal = self.refused.get((tp, record.offset))
+                result: Processed | DeadLettered | Retry
                 if refusal is not None and refusal.topic is not None:
                     result = self.processor.refused(tp, record, refusal)
                 else:

@@ -147,20 +147,20 @@ class Processor:
             outcome = store.apply(event, self.pipeline)
             key = record.key if record.key else event["patient_id"].encode("utf-8")
             # outputs carry the input record's timestamp, never the host clock (records.Output)
-            stamp = {"timestamp_ms": input_timestamp(record), "origin": (tp, record.offset)}
+            stamp, origin = input_timestamp(record), (tp, record.offset)
             outputs = [
                 Output(
                     topics.classification,
                     key,
                     self.codecs.classification.encode(outcome.classification),
-                    **stamp,
+                    timestamp_ms=stamp,
+                    origin=origin,
                 )
             ]
             for alert in outcome.alerts:
                 topic = topics.alert_topic(alert["alert_type"])
-                outputs.append(
-                    Output(topic, key, self.codecs.alerts[topic].encode(alert), **stamp)
-                )
+                value = self.codecs.alerts[topic].encode(alert)
+                outputs.append(Output(topic, key, value, timestamp_ms=stamp, origin=origin))
             if not all(output_fits(out, self._limit) for out in outputs):
                 raise OutputTooLargeError(
                     "an output of this record (classification or alert) is larger than the "

@@ -73,7 +73,7 @@ class FakeBroker:
 
     def append(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int = 0,
-        headers: Iterable[tuple[str, bytes]] = (), timestamp: int | None = None,
+        headers: Iterable[tuple[str, bytes]] = (), *, timestamp: int | None = None,
     ) -> FakeRecord:
         """Write one record to the end of a partition's log."""
         log = self.topics[topic][partition]
@@ -324,7 +324,7 @@ class FakeProducer:
     def partitions_for(self, topic: str) -> set[int]:
         return set(range(len(self.broker.topics[topic])))
 
-    def send(
+    def send(  # noqa: PLR0917 - kafka-python's signature
         self, topic: str, key: bytes | None = None, value: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None, partition: int | None = None,
         timestamp_ms: int | None = None,

@@ -20,6 +20,7 @@ from fakes import FakeRecord
 from kafka.errors import (
     InvalidTimestampError,
     MessageSizeTooLargeError,
+    NotEnoughReplicasError,
     TopicAuthorizationFailedError,
 )
 
@@ -68,7 +69,8 @@ class TestTimestamps:
         _refuse_after_max(harness, broker.clock_ms)
         assert harness.run() == EXIT_OK
         sent = [(topic, ts) for topic, ts in broker.sent_timestamps]
-        assert sent and all(ts is not None for _, ts in sent), "never the producer's clock"
+        assert sent
+        assert all(ts is not None for _, ts in sent), "never the producer's clock"
         inputs = set(stamps.values())
         classified = [r.timestamp for r in broker.records(topics.classification)]
         assert sorted(classified) == sorted(inputs)  # one per valid event, its own timestamp
@@ -76,7 +78,8 @@ class TestTimestamps:
             assert {r.timestamp for r in broker.records(topic)} <= inputs
         # a changelog record: the timestamp of the last input record of its batch's partition
         changelog = {r.timestamp for r in broker.records(topics.history)}
-        assert changelog and changelog <= inputs | {garbage.timestamp}
+        assert changelog
+        assert changelog <= inputs | {garbage.timestamp}
         [dead] = broker.records(topics.dlq)
         assert dead.timestamp == garbage.timestamp
         assert list(broker.committed.values()) == [21]
@@ -231,8 +234,6 @@ class TestRefusedOutputs:
     def test_a_retriable_failure_is_still_re_sent_not_dead_lettered(
         self, harness: Harness
     ) -> None:
-        from kafka.errors import NotEnoughReplicasError
-
         harness.configure(publish_retries=1)
         harness.publish(4)
         harness.broker.script(

@@ -78,7 +78,8 @@ def test_more_unreadable_changelog_records_than_the_share_hold_the_partition_bac
     assert not harness.logged("batch committed")
     assert list(harness.broker.committed.values()) == [9]
     assert len(new) == 3
-    assert harness.service is not None and harness.service.assigned_partitions() == []
+    assert harness.service is not None
+    assert harness.service.assigned_partitions() == []
 
 
 def test_the_default_share_holds_back_a_partition_with_one_unreadable_record(

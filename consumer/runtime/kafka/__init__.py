@@ -96,7 +96,7 @@ class Producer(Protocol):
     """The KafkaProducer calls the runtime makes."""
 
     def partitions_for(self, topic: str) -> Any: ...
-    def send(
+    def send(  # noqa: PLR0917 - kafka-python's signature
         self, topic: str, key: bytes | None = ..., value: bytes | None = ...,
         headers: Sequence[tuple[str, bytes]] | None = ..., partition: int | None = ...,
         timestamp_ms: int | None = ...,
