@@ -89,7 +89,8 @@ def broker() -> Iterator[str]:
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
         return
     spec = importlib.util.spec_from_file_location("launcher", REPO / "deploy/kafka/launcher.py")
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     launcher = importlib.util.module_from_spec(spec)
     sys.modules["launcher"] = launcher
     spec.loader.exec_module(launcher)
@@ -173,7 +174,9 @@ def service_outputs(count: int, seed: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def produce_ceiling(bootstrap: str, records: list[tuple[bytes, bytes]], events: int) -> dict[str, Any]:
+def produce_ceiling(
+    bootstrap: str, records: list[tuple[bytes, bytes]], events: int
+) -> dict[str, Any]:
     """Stage 1b: a bare producer with the service's settings publishing the service's outputs."""
     topic = f"bench-produce-{uuid.uuid4().hex[:6]}"
     create_topic(bootstrap, topic)
@@ -259,7 +262,7 @@ def committed_total(reader: Any, topic: str) -> int:
     return total
 
 
-def commit_progress(
+def commit_progress(  # noqa: PLR0917 - positional at its callers
     bootstrap: str,
     group: str,
     topic: str,
@@ -312,7 +315,7 @@ def start_service(
         "HER2_LOG_LEVEL": "WARNING",
         "HER2_INSTANCE_ID": f"bench-{uuid.uuid4().hex[:6]}",
     }
-    return subprocess.Popen(  # noqa: S603 - our own module
+    return subprocess.Popen(  # our own module
         [sys.executable, "-m", "consumer", "run"], env=env, stderr=subprocess.DEVNULL
     )
 
@@ -346,7 +349,7 @@ def group_members(bootstrap: str, group: str) -> int:
         admin.close()
 
 
-def service_throughput(
+def service_throughput(  # noqa: PLR0917 - positional at its callers
     bootstrap: str, count: int, seed: int, guarantee: str, instances: int = 1,
     keep_alerts: bool = False,
 ) -> dict[str, Any]:
@@ -423,7 +426,9 @@ def output_volume(bootstrap: str, env_topics: dict[str, str], events: int) -> di
         for name, topics in outputs.items():
             total = 0
             for topic in [topics] if isinstance(topics, str) else topics:
-                parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+                parts = [
+                    TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+                ]
                 if not parts:
                     continue
                 end = consumer.end_offsets(parts)
@@ -448,8 +453,11 @@ def output_volume(bootstrap: str, env_topics: dict[str, str], events: int) -> di
     }
 
 
-def alert_keys(bootstrap: str, env_topics: dict[str, str]) -> collections.Counter[tuple[str, int, str]]:
-    """(alert_id, revision, status) of every alert record on a run's alert topics (read_committed)."""
+def alert_keys(
+    bootstrap: str, env_topics: dict[str, str]
+) -> collections.Counter[tuple[str, int, str]]:
+    """(alert_id, revision, status) of every alert record on a run's alert topics
+    (read_committed)."""
     decoder = Decoder("auto", parsed_schema(HER2_ALERT))
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                              isolation_level="read_committed")
@@ -533,7 +541,9 @@ def peer_comparison(bootstrap: str, count: int, seed: int, rounds: int) -> dict[
     summary: dict[str, Any] = {"rounds": rounds, "events": count}
     for guarantee in ("at_least_once", "exactly_once"):
         rates = {
-            who: [s["events_per_s"] for s in stages if s["who"] == who and s["guarantee"] == guarantee]
+            who: [
+                s["events_per_s"] for s in stages if s["who"] == who and s["guarantee"] == guarantee
+            ]
             for who in ("project", "peer")
         }
         medians = {who: statistics.median(r) for who, r in rates.items()}
@@ -543,7 +553,11 @@ def peer_comparison(bootstrap: str, count: int, seed: int, rounds: int) -> dict[
     same = []
     for n in range(rounds):
         for guarantee in ("at_least_once", "exactly_once"):
-            pair = {s["who"]: s["alerts"] for s in stages if s["round"] == n + 1 and s["guarantee"] == guarantee}
+            pair = {
+                s["who"]: s["alerts"]
+                for s in stages
+                if s["round"] == n + 1 and s["guarantee"] == guarantee
+            }
             same.append(pair["project"] == pair["peer"])
     summary["same_records"] = same
     for s in stages:
@@ -557,7 +571,7 @@ def _latency_reader(bootstrap: str, topic: str, ready: Any, stop: Any, results: 
     classification record's timestamp (set by the service's producer when it sent it)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
-        from kafka import KafkaConsumer as Reader
+        from kafka import KafkaConsumer as Reader  # noqa: PLC0415 - under the filter above
     decoder = Decoder("auto", parsed_schema(HER2_CLASSIFICATION))
     reader = Reader(
         bootstrap_servers=bootstrap, isolation_level="read_committed",
@@ -674,8 +688,10 @@ def free_port() -> int:
 
 def history_bytes(port: int) -> float:
     """her2_consumer_history_bytes from the service's /metrics (NaN if unreachable)."""
-    with contextlib.suppress(OSError):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    with (
+        contextlib.suppress(OSError),
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response,
+    ):
             for line in response.read().decode().splitlines():
                 if line.startswith("her2_consumer_history_bytes "):
                     return float(line.split()[1])
@@ -734,7 +750,7 @@ def memory_run(bootstrap: str, count: int, seed: int, store: str) -> dict[str, A
     }
 
 
-def main() -> int:
+def main() -> int:  # noqa: PLR0915 - the stages in order, one script
     """Run every stage and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -747,9 +763,12 @@ def main() -> int:
     parser.add_argument("--memory-store", choices=("disk", "memory"), default="disk",
                         help="HER2_HISTORY_STORE of the memory stage (default: disk)")
     parser.add_argument("--json", default=str(REPO / "bench/results/kafka.json"))
-    parser.add_argument("--peer", action="store_true",
-                        help="only the comparison with the Quix Streams peer (bench/peer/app.py; "
-                             "needs the bench extra): project and peer interleaved, --rounds rounds")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="only the comparison with the Quix Streams peer (bench/peer/app.py; "
+        "needs the bench extra): project and peer interleaved, --rounds rounds",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.peer:
@@ -774,7 +793,9 @@ def main() -> int:
         log("stage 2: decode")
         results["decode"] = read_all(bootstrap, topic, args.events, decode=True)
         log("stage 3: service at-least-once")
-        results["service_alo"] = service_throughput(bootstrap, args.events, args.seed, "at_least_once")
+        results["service_alo"] = service_throughput(
+            bootstrap, args.events, args.seed, "at_least_once"
+        )
         log("stage 3b: service at-least-once, two instances in one group")
         results["service_alo_x2"] = service_throughput(
             bootstrap, args.events, args.seed, "at_least_once", instances=2
@@ -859,11 +880,19 @@ def peer_main(args: argparse.Namespace) -> int:
         proj = " / ".join(f"{r:,.0f}" for r in g["project"])
         peer = " / ".join(f"{r:,.0f}" for r in g["peer"])
         print(f"{guarantee:<14} {proj:>30} {peer:>30} {g['ratio_project_over_peer']:>7.2f}")
-    print(f"same (alert_id, revision, status) records in every stage pair: {summary['same_records']}")
+    print(
+        f"same (alert_id, revision, status) records in every stage pair: {summary['same_records']}"
+    )
     for s in summary["stages"]:
-        print(f"  round {s['round']} {s['guarantee']:<14} {s['who']:<8} {s['events_per_s']:>8,.0f}/s "
-              f"load {s['load_before'][0]:.2f} -> {s['load_after'][0]:.2f}")
-    out = Path(args.json).with_name("peer.json") if args.json.endswith("kafka.json") else Path(args.json)
+        print(
+            f"  round {s['round']} {s['guarantee']:<14} {s['who']:<8} {s['events_per_s']:>8,.0f}/s "
+            f"load {s['load_before'][0]:.2f} -> {s['load_after'][0]:.2f}"
+        )
+    out = (
+        Path(args.json).with_name("peer.json")
+        if args.json.endswith("kafka.json")
+        else Path(args.json)
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, default=list))
     print(f"figures written to {out}")

@@ -37,7 +37,11 @@ COPIES_LOW = 4.0
 COPIES_HIGH = 6.0
 PERCENT_CUTOFF = 10.0
 
-_REPORTED_ISH = {"AMPLIFIED": ISH_POSITIVE, "NOT_AMPLIFIED": ISH_NEGATIVE, "EQUIVOCAL": ISH_UNRESOLVED}
+_REPORTED_ISH = {
+    "AMPLIFIED": ISH_POSITIVE,
+    "NOT_AMPLIFIED": ISH_NEGATIVE,
+    "EQUIVOCAL": ISH_UNRESOLVED,
+}
 
 
 class IshAssessment(NamedTuple):
@@ -83,7 +87,7 @@ def _dual_probe_resolution(group: int, ihc_score: str | None, recount: Any) -> t
     """Result and whether the work-up is incomplete for a computed dual-probe group."""
     if group == 1:
         return ISH_POSITIVE, False
-    if group == 5:  # noqa: PLR2004 - ISH group number, not a threshold
+    if group == 5:  # ISH group number, not a threshold
         return ISH_NEGATIVE, False
     resolved = _resolve_by_ihc(ihc_score)
     if resolved is not None:
@@ -94,7 +98,7 @@ def _dual_probe_resolution(group: int, ihc_score: str | None, recount: Any) -> t
         return ISH_UNRESOLVED, True  # IHC 2+ needs a blinded recount
     if recount != group:
         return ISH_UNRESOLVED, True  # no confirming recount: adjudication still to do
-    return (ISH_POSITIVE if group == 3 else ISH_NEGATIVE), False  # noqa: PLR2004
+    return (ISH_POSITIVE if group == 3 else ISH_NEGATIVE), False
 
 
 def assess_ish(ish: dict[str, Any], ihc_score: str | None) -> IshAssessment:
@@ -260,7 +264,8 @@ _LOW_TERM = (
 
 
 def guidance(category: str, setting: str | None, hr: str, menopausal: str | None) -> str:
-    """The seed's treatment approach for the setting (shown with the classification, not an alert)."""
+    """The seed's treatment approach for the setting (shown with the classification, not an
+    alert)."""
     if category == POSITIVE:
         return "HER2-positive: follow HER2-positive treatment guidelines."
     if category not in HER2_NEGATIVE:

@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", help="rule-set tools")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     check = rules_sub.add_parser("check", help="validate rules/ and run every embedded example")
-    check.add_argument("--rules-dir", help="folder holding ruleset.yaml and alerts/ (default: shipped)")
+    check.add_argument(
+        "--rules-dir", help="folder holding ruleset.yaml and alerts/ (default: shipped)"
+    )
     check.set_defaults(func=_rules_check)
 
     open_alerts = sub.add_parser(
@@ -108,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the alert topics (read_committed) and print the open alerts as JSON lines",
     )
     open_alerts.add_argument("--patient", help="only this patient's open alerts")
-    open_alerts.add_argument("--timeout", type=float, default=30.0, help="seconds to read the topics")
+    open_alerts.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to read the topics"
+    )
     open_alerts.set_defaults(func=_open_alerts)
 
     demo = sub.add_parser("demo", help="publish synthetic lab events and print the alerts")

@@ -11,6 +11,7 @@ listed in `ENV_VARS` with their defaults (the README's configuration table is ge
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import tempfile
@@ -23,6 +24,7 @@ from typing import Any, Final
 import fastavro
 
 from consumer.errors import ConfigError
+from consumer.registry import ErrorHook, RegistryAccess, SchemaRegistryClient
 from consumer.statestore import BACKENDS, DISK
 from consumer.wire import INPUT_FORMATS, OUTPUT_FORMATS
 
@@ -40,6 +42,19 @@ _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _MAX_PORT = 65535
+_MAX_SKEW_S = 10 * 366 * 86400  # ten years: beyond that the check would mean nothing
+# Issue 15, item 5. The transactional id is `<group>-<instance id>`. It must be unique per
+# process (two live producers with one id fence each other in turn: exit 3, restart, repeat)
+# and stable across restarts (the restarted process's init_transactions() then aborts the
+# transaction its predecessor left open and fences it if it is a zombie; with a new id that
+# transaction would block read_committed readers until HER2_TRANSACTION_TIMEOUT_MS). The host
+# name is neither on a host running several processes, and is only both in a StatefulSet, which
+# injects the pod name as HER2_INSTANCE_ID anyway; so exactly-once takes no default.
+_EOS_NEEDS_INSTANCE_ID: Final = (
+    "HER2_INSTANCE_ID must be set when HER2_PROCESSING_GUARANTEE is exactly_once: it names the "
+    "transactional id, which must be unique per process and stable across its restarts (in "
+    "Kubernetes the StatefulSet pod name; on one host a distinct value per process)"
+)
 
 # (variable, default, meaning). The default is the text the variable would hold; "" = unset.
 ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
@@ -65,6 +80,12 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_OUTPUT_FORMAT", "single-object", "confluent | single-object | raw"),
     ("HER2_SCHEMA_REGISTRY_URL", "", "Confluent-compatible registry (may carry user:password@)"),
     ("HER2_SCHEMA_REGISTRY_TIMEOUT_SECONDS", "10", "HTTP timeout of registry calls"),
+    ("HER2_SCHEMA_REGISTRY_CA_FILE", "", "CA bundle (PEM) that signed the registry's certificate"),
+    ("HER2_SCHEMA_REGISTRY_CERT_FILE", "", "client certificate (PEM) for registry mTLS"),
+    ("HER2_SCHEMA_REGISTRY_KEY_FILE", "", "client key (PEM) for registry mTLS"),
+    ("HER2_SCHEMA_REGISTRY_KEY_PASSWORD", "", "password of an encrypted client key; never printed"),
+    ("HER2_SCHEMA_REGISTRY_USERNAME", "", "registry basic-auth user (or API key)"),
+    ("HER2_SCHEMA_REGISTRY_PASSWORD", "", "registry basic-auth password; never printed"),
     ("HER2_RAW_WRITER_SCHEMA", "", "path of the .avsc writer schema of `raw` input"),
     ("HER2_PROCESSING_GUARANTEE", AT_LEAST_ONCE, "at_least_once | exactly_once"),
     ("HER2_HTTP_PORT", "8000", "port of the metrics/health HTTP server (0 = any free port)"),
@@ -78,7 +99,17 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_LOG_LEVEL", "INFO", "DEBUG | INFO | WARNING | ERROR | CRITICAL"),
     ("HER2_MAX_POLL_RECORDS", "500", "records per poll batch (one commit per batch)"),
     ("HER2_PUBLISH_RETRIES", "3", "re-sends of unacknowledged outputs before stopping"),
-    ("HER2_INSTANCE_ID", "", "static membership id; also the transactional id suffix"),
+    (
+        "HER2_INSTANCE_ID",
+        "",
+        "static membership id and transactional id suffix: unique per process, stable across "
+        "its restarts (required with exactly_once)",
+    ),
+    (
+        "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
+        "86400",
+        "an event_time further ahead of the clock is dead-lettered (event-time-in-future)",
+    ),
     ("HER2_POLL_TIMEOUT_MS", "1000", "longest wait in one poll (bounds shutdown latency)"),
     ("HER2_SESSION_TIMEOUT_MS", "45000", "group session timeout"),
     ("HER2_HEARTBEAT_INTERVAL_MS", "3000", "group heartbeat interval"),
@@ -233,6 +264,7 @@ class Settings:
     input_format: str = "auto"
     output_format: str = "single-object"
     schema_registry_url: str | None = field(default=None, repr=False)
+    registry_access: RegistryAccess = field(default_factory=RegistryAccess)
     raw_writer_schema: Path | None = None
     processing_guarantee: str = AT_LEAST_ONCE
     http_port: int = 8000
@@ -243,6 +275,7 @@ class Settings:
     max_poll_records: int = 500
     publish_retries: int = 3
     instance_id: str | None = None
+    event_time_skew: dt.timedelta = dt.timedelta(seconds=86400)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     tuning: Tuning = field(default_factory=Tuning)
     test_crash_before_commit: int | None = None
@@ -255,7 +288,7 @@ class Settings:
         )
         return (
             f"Settings({shown}, topics={self.topics!r}, security={self.security!r}, "
-            f"tuning={self.tuning!r})"
+            f"registry_access={self.registry_access!r}, tuning={self.tuning!r})"
         )
 
     @property
@@ -291,6 +324,7 @@ class Settings:
             raise ConfigError(
                 "HER2_SCHEMA_REGISTRY_URL must be set when HER2_INPUT_FORMAT is confluent"
             )
+        registry_access = _registry_access(env, registry_url)
         raw_writer = env.optional("HER2_RAW_WRITER_SCHEMA")
         if input_format == "raw" and raw_writer is None:
             raise ConfigError(
@@ -304,6 +338,9 @@ class Settings:
         if instance_id is not None and not _TOPIC_NAME.match(instance_id):
             raise ConfigError("HER2_INSTANCE_ID may only hold letters, digits, '.', '_' and '-'")
         group_id = env.text("HER2_GROUP_ID")
+        guarantee = env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES)
+        if guarantee == EXACTLY_ONCE and instance_id is None:
+            raise ConfigError(_EOS_NEEDS_INSTANCE_ID)
         tuning = Tuning(
             poll_timeout_ms=env.integer("HER2_POLL_TIMEOUT_MS", 0, 60_000),
             session_timeout_ms=env.integer("HER2_SESSION_TIMEOUT_MS", 1000, 3_600_000),
@@ -343,8 +380,9 @@ class Settings:
             input_format=input_format,
             output_format=output_format,
             schema_registry_url=registry_url,
+            registry_access=registry_access,
             raw_writer_schema=raw_path,
-            processing_guarantee=env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES),
+            processing_guarantee=guarantee,
             http_port=env.integer("HER2_HTTP_PORT", 0, _MAX_PORT),
             history_retention_days=env.integer("HER2_HISTORY_RETENTION_DAYS", 0, 100_000),
             history_store=history_store,
@@ -353,6 +391,9 @@ class Settings:
             max_poll_records=env.integer("HER2_MAX_POLL_RECORDS", 1, 1_000_000),
             publish_retries=env.integer("HER2_PUBLISH_RETRIES", 0, 100),
             instance_id=instance_id,
+            event_time_skew=dt.timedelta(
+                seconds=env.integer("HER2_MAX_EVENT_TIME_SKEW_SECONDS", 1, _MAX_SKEW_S)
+            ),
             security=_security(env),
             tuning=tuning,
             test_crash_before_commit=(
@@ -372,8 +413,25 @@ class Settings:
         }
 
     def transactional_id(self, hostname: str) -> str:
-        """The producer's transactional id: group plus instance id (or host name)."""
+        """The producer's transactional id: group plus instance id.
+
+        `from_env` refuses exactly_once without HER2_INSTANCE_ID (`_EOS_NEEDS_INSTANCE_ID`), so
+        a running service always has one; the host name only serves settings built in code
+        (the runtime's fake-broker tests).
+        """
         return f"{self.group_id}-{self.instance_id or hostname}"
+
+    def registry_client(self, on_error: ErrorHook | None = None) -> SchemaRegistryClient | None:
+        """The schema registry client these settings describe (None without a registry URL);
+        `on_error(operation, kind)` hears of registry failures (the service counts them)."""
+        if self.schema_registry_url is None:
+            return None
+        return SchemaRegistryClient(
+            self.schema_registry_url,
+            timeout=self.tuning.registry_timeout_s,
+            access=self.registry_access,
+            on_error=on_error,
+        )
 
     def registry_display(self) -> str | None:
         """The registry URL without credentials (for logs)."""
@@ -401,6 +459,7 @@ class Settings:
             "max_poll_records": self.max_poll_records,
             "publish_retries": self.publish_retries,
             "instance_id": self.instance_id,
+            "max_event_time_skew_seconds": int(self.event_time_skew.total_seconds()),
             "test_crash_before_commit": self.test_crash_before_commit,
             "max_unreadable_changelog_share": self.max_unreadable_changelog_share,
         }
@@ -527,6 +586,74 @@ def _check_url(url: str) -> None:
         ok = False
     if not ok:
         raise ConfigError("HER2_SCHEMA_REGISTRY_URL must be an http(s) URL with a host")
+
+
+_REGISTRY_FILES: Final = (
+    "HER2_SCHEMA_REGISTRY_CA_FILE",
+    "HER2_SCHEMA_REGISTRY_CERT_FILE",
+    "HER2_SCHEMA_REGISTRY_KEY_FILE",
+)
+
+
+def _registry_access(env: _Env, url: str | None) -> RegistryAccess:
+    """HER2_SCHEMA_REGISTRY_* TLS files and credentials, checked for consistency (messages name
+    variables, never values)."""
+    values = {
+        name: env.optional(name)
+        for name in (
+            *_REGISTRY_FILES,
+            "HER2_SCHEMA_REGISTRY_KEY_PASSWORD",
+            "HER2_SCHEMA_REGISTRY_USERNAME",
+            "HER2_SCHEMA_REGISTRY_PASSWORD",
+        )
+    }
+    if url is None:
+        for name, value in values.items():
+            if value is not None:
+                raise ConfigError(f"{name} is set but HER2_SCHEMA_REGISTRY_URL is not")
+        return RegistryAccess()
+    parts = urllib.parse.urlsplit(url)
+    for name in _REGISTRY_FILES:
+        value = values[name]
+        if value is None:
+            continue
+        if parts.scheme != "https":
+            raise ConfigError(f"{name} is set but HER2_SCHEMA_REGISTRY_URL is not https")
+        if not Path(value).is_file():
+            raise ConfigError(f"{name}: no such file")
+    cert, key = values["HER2_SCHEMA_REGISTRY_CERT_FILE"], values["HER2_SCHEMA_REGISTRY_KEY_FILE"]
+    if (cert is None) != (key is None):
+        missing = (
+            "HER2_SCHEMA_REGISTRY_KEY_FILE" if key is None else "HER2_SCHEMA_REGISTRY_CERT_FILE"
+        )
+        raise ConfigError(f"{missing} must be set too (client certificate and key go together)")
+    if values["HER2_SCHEMA_REGISTRY_KEY_PASSWORD"] is not None and key is None:
+        raise ConfigError(
+            "HER2_SCHEMA_REGISTRY_KEY_PASSWORD is set but HER2_SCHEMA_REGISTRY_KEY_FILE is not"
+        )
+    username = values["HER2_SCHEMA_REGISTRY_USERNAME"]
+    password = values["HER2_SCHEMA_REGISTRY_PASSWORD"]
+    if (username is None) != (password is None):
+        missing = (
+            "HER2_SCHEMA_REGISTRY_PASSWORD" if password is None else "HER2_SCHEMA_REGISTRY_USERNAME"
+        )
+        raise ConfigError(f"{missing} must be set too (registry user and password go together)")
+    if username is not None and parts.username is not None:
+        raise ConfigError(
+            "HER2_SCHEMA_REGISTRY_USERNAME is set and HER2_SCHEMA_REGISTRY_URL carries "
+            "credentials too: use one"
+        )
+    access = RegistryAccess(
+        ca_file=values["HER2_SCHEMA_REGISTRY_CA_FILE"],
+        cert_file=cert,
+        key_file=key,
+        key_password=values["HER2_SCHEMA_REGISTRY_KEY_PASSWORD"],
+        username=username,
+        password=password,
+    )
+    if access.has_tls_files:
+        access.ssl_context()  # a PEM that cannot be loaded fails now, naming the variable
+    return access
 
 
 def _check_topics(topics: Topics) -> None:

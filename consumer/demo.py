@@ -28,7 +28,6 @@ from consumer.codec import Decoder
 from consumer.config import Settings
 from consumer.errors import ConfigError, DecodeError, Her2Error
 from consumer.publish import input_encoder
-from consumer.registry import SchemaRegistryClient
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, parsed_schema
 from consumer.service import disable_topic_auto_creation
 from consumer.synthetic import SyntheticGenerator, malformed_values
@@ -80,13 +79,7 @@ class _Demo:
         self.timeout = timeout
         self.out = out
         self.run_id = dt.datetime.now(dt.UTC).strftime("demo%Y%m%d%H%M%S")
-        registry = (
-            SchemaRegistryClient(
-                settings.schema_registry_url, timeout=settings.tuning.registry_timeout_s
-            )
-            if settings.schema_registry_url
-            else None
-        )
+        registry = settings.registry_client()
         self.registry = registry
         self.encoder = input_encoder(settings, registry)
         out_fmt = "raw" if settings.output_format == "raw" else "auto"

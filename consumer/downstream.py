@@ -64,7 +64,7 @@ def read_alert_topics(
     the fold and the count of records that could not be decoded."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415 - under the filter above
 
     decoder = decoder or Decoder("auto", parsed_schema(HER2_ALERT))
     consumer = KafkaConsumer(

@@ -15,7 +15,8 @@
     └── RecordError            this one record cannot be used: it goes to the dead-letter topic
         ├── DecodeError        stage "decode": framing, schema lookup, Avro binary
         └── InvalidEvent       stage "validate": decoded but not a usable PathologyResult
-                               (or not where its patient's history lives: `misrouted`)
+                               (or not where its patient's history lives: `misrouted`;
+                               or dated beyond the clock tolerance: `event-time-in-future`)
 
 A RecordError carries a `reason` from a closed vocabulary (it becomes the DLQ header
 `her2.errors.reason` and a metric label), a message that never contains field values, and
@@ -37,6 +38,7 @@ DLQ_REASONS = frozenset(
         "avro-decode",
         "schema-resolution",
         "schema-validation",
+        "event-time-in-future",
         "misrouted",
         "processing-error",
         "output-too-large",

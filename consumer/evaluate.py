@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from consumer.errors import RecordError
 from consumer.history import HistoryStore
 from consumer.jsonout import dumps
-from consumer.pipeline import Pipeline
-from consumer.validate import JsonConverter, check_event
+from consumer.pipeline import Pipeline, utc_now
+from consumer.validate import DEFAULT_MAX_EVENT_TIME_SKEW, JsonConverter, check_event
 
 
 def evaluate_lines(
-    lines: Iterable[str], pipeline: Pipeline, history: HistoryStore | None = None
+    lines: Iterable[str],
+    pipeline: Pipeline,
+    history: HistoryStore | None = None,
+    *,
+    clock: Callable[[], dt.datetime] = utc_now,
+    max_event_time_skew: dt.timedelta = DEFAULT_MAX_EVENT_TIME_SKEW,
 ) -> Iterator[dict[str, Any]]:
-    """One result per non-blank line; invalid lines give an `errors` entry, never an exception."""
+    """One result per non-blank line; invalid lines give an `errors` entry, never an exception.
+
+    As in the service, an event_time more than `max_event_time_skew` ahead of `clock()` is an
+    error (`event-time-in-future`) and never reaches the history."""
     converter = JsonConverter()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -30,7 +39,7 @@ def evaluate_lines(
         if isinstance(obj, dict) and isinstance(obj.get("event_id"), str):
             event_id = obj["event_id"]
         try:
-            event = check_event(converter.convert(obj))
+            event = check_event(converter.convert(obj), clock(), max_event_time_skew)
         except RecordError as exc:
             yield _error(number, event_id, exc.stage, exc.reason, exc.message)
             continue
@@ -45,7 +54,9 @@ def evaluate_lines(
         }
 
 
-def _error(line: int, event_id: str | None, stage: str, reason: str, message: str) -> dict[str, Any]:
+def _error(
+    line: int, event_id: str | None, stage: str, reason: str, message: str
+) -> dict[str, Any]:
     return {
         "line": line,
         "event_id": event_id,

@@ -24,7 +24,6 @@ from consumer.classify import (
 from consumer.model import (
     ADVANCED_SETTINGS,
     CATEGORIES,
-    REPORT_STATUSES,
     FINAL_REPORTS,
     HER2_NEGATIVE,
     LOW,
@@ -32,6 +31,7 @@ from consumer.model import (
     MISSING,
     NULL,
     POSITIVE,
+    REPORT_STATUSES,
     ULTRALOW,
     UNSCORED,
     ZERO_UNSPECIFIED,
@@ -46,7 +46,9 @@ RECURRENCE_WINDOW_MONTHS = 6
 
 # Discordance tiers (section 5.3): ZERO_UNSPECIFIED is compatible with ULTRALOW and NULL.
 _DECISIVE = frozenset({POSITIVE, LOW, ULTRALOW, NULL, ZERO_UNSPECIFIED})
-_COMPATIBLE = frozenset({frozenset({ZERO_UNSPECIFIED, ULTRALOW}), frozenset({ZERO_UNSPECIFIED, NULL})})
+_COMPATIBLE = frozenset(
+    {frozenset({ZERO_UNSPECIFIED, ULTRALOW}), frozenset({ZERO_UNSPECIFIED, NULL})}
+)
 
 
 class Sample(NamedTuple):
@@ -174,6 +176,35 @@ def named_pair(pairs: Sequence[tuple[Sample, Sample]]) -> tuple[Sample, Sample] 
     return first, max(partners, key=recency)
 
 
+def discordant_pair(
+    samples: Sequence[Sample], *, crossing_positive: bool = False
+) -> tuple[Sample, Sample] | None:
+    """named_pair(discordant_pairs(samples)) without building every pair: discordance depends
+    on the categories only, so the most recent sample per decisive category is enough (linear in
+    the patient's samples; a patient with thousands of accessions stays cheap).
+    `crossing_positive`: only pairs with one POSITIVE side (RT-CONVERSION)."""
+    latest: dict[str, Sample] = {}
+    for s in samples:
+        if s.category in _DECISIVE:
+            known = latest.get(s.category)
+            if known is None or recency(s) > recency(known):
+                latest[s.category] = s
+
+    def partners(category: str) -> list[Sample]:
+        return [
+            latest[other]
+            for other in latest
+            if discordant(category, other)
+            and (not crossing_positive or POSITIVE in (category, other))
+        ]
+
+    with_partner = [latest[c] for c in latest if partners(c)]
+    if not with_partner:
+        return None
+    first = max(with_partner, key=recency)
+    return first, max(partners(first.category), key=recency)
+
+
 def latest_decisive(samples: Sequence[Sample]) -> Sample | None:
     """The most recently collected decisive sample (named by RT-ALL-ZERO)."""
     return _pick(samples, _DECISIVE)
@@ -221,7 +252,7 @@ def derive(
     category = sc.category
     setting = ctx.get("disease_setting") or "UNKNOWN"
     advanced = setting in ADVANCED_SETTINGS
-    hr, er_low_only = hr or hr_status(event.get("er"), event.get("pr"))
+    hr_value, er_low_only = hr or hr_status(event.get("er"), event.get("pr"))
     her2_negative = category in HER2_NEGATIVE
 
     if current is None:
@@ -239,18 +270,17 @@ def derive(
     low_sample = _pick(samples, frozenset({LOW}))
     low_or_ultralow_sample = _pick(samples, frozenset({LOW, ULTRALOW}))
     decisive = [c for c in categories if c in _DECISIVE]
-    pairs = discordant_pairs(samples)
-    conversion = [p for p in pairs if POSITIVE in (p[0].category, p[1].category)]
-    pair = named_pair(pairs)
-    conversion_pair = named_pair(conversion)
+    pair = discordant_pair(samples)
+    conversion_pair = discordant_pair(samples, crossing_positive=True)
     zero_sample = latest_decisive(samples)
 
     drugs = normalise_therapies(ctx.get("planned_therapies") or ())
-    flags = sorted(set(ctx.get("clinical_flags") or ()))  # once each, in a stable order
+    # once each, in a stable order; OTHER (the schema default a later flag is read as) is no trigger
+    flags = sorted(set(ctx.get("clinical_flags") or ()) - {"OTHER"})
     problems, missing = preanalytic_problems(specimen)
 
     db04_her2 = low_sample is not None and not any_positive
-    db06_her2 = hr == HR_POSITIVE and low_or_ultralow_sample is not None and not any_positive
+    db06_her2 = hr_value == HR_POSITIVE and low_or_ultralow_sample is not None and not any_positive
     chemo = _lines(ctx, "metastatic_chemotherapy_lines")
     endo = _lines(ctx, "metastatic_endocrine_therapy_lines")
     anti_her2 = _lines(ctx, "metastatic_anti_her2_lines")
@@ -271,10 +301,10 @@ def derive(
         "her2_negative": her2_negative,
         "ihc_score": score,
         "ish_group": assessment.group if assessment else None,
-        "hr_status": hr,
-        "hr_positive": hr == HR_POSITIVE,
+        "hr_status": hr_value,
+        "hr_positive": hr_value == HR_POSITIVE,
         "er_low_only": er_low_only,
-        "triple_negative": hr == HR_NEGATIVE and category != POSITIVE,
+        "triple_negative": hr_value == HR_NEGATIVE and category != POSITIVE,
         "metastatic_chemotherapy_lines": chemo,
         "metastatic_endocrine_therapy_lines": endo,
         "metastatic_anti_her2_lines": anti_her2,
@@ -300,11 +330,12 @@ def derive(
             s.site in METASTATIC_SITES and s.category != MISSING for s in samples
         ),
         "decisive_sample_count": len(decisive),
-        "all_decisive_zero": bool(decisive) and all(c in (NULL, ZERO_UNSPECIFIED) for c in decisive),
+        "all_decisive_zero": bool(decisive)
+        and all(c in (NULL, ZERO_UNSPECIFIED) for c in decisive),
         "latest_decisive_sample": zero_sample.describe() if zero_sample else None,
-        "samples_discordant": bool(pairs),
+        "samples_discordant": pair is not None,
         "discordance_detail": f"{pair[0].describe()} vs {pair[1].describe()}" if pair else None,
-        "her2_conversion": bool(conversion),
+        "her2_conversion": conversion_pair is not None,
         "conversion_detail": (
             f"{conversion_pair[0].describe()} vs {conversion_pair[1].describe()}"
             if conversion_pair
@@ -330,6 +361,7 @@ def derive(
         and (not ihc.get("antibody_clone") or ihc.get("assay_type") is None),
         "specimen_undocumented": current.site == "UNKNOWN" or current.collection_date is None,
         "staining_detail_missing": score == "ONE_PLUS"
+        and ihc is not None  # always: a score comes from the event's IHC (classify_sample)
         and (
             ihc.get("percent_cells_stained") is None
             or ihc.get("staining_intensity") is None
@@ -361,9 +393,13 @@ FACTS: dict[str, tuple[str, str]] = {
     "metastatic_endocrine_therapy_lines": ("int", "metastatic endocrine lines; null = unknown"),
     "metastatic_anti_her2_lines": ("int", "metastatic anti-HER2 lines; null = unknown"),
     "recurrence_within_6m_of_adjuvant_chemotherapy": (
-        "bool", "recurrence during or <= 6 calendar months after adjuvant chemotherapy; null = unknown"),
+        "bool",
+        "recurrence during or <= 6 calendar months after adjuvant chemotherapy; null = unknown",
+    ),
     "recurrence_within_6m_of_perioperative_anti_her2": (
-        "bool", "recurrence during or <= 6 calendar months after perioperative anti-HER2; null = unknown"),
+        "bool",
+        "recurrence during or <= 6 calendar months after perioperative anti-HER2; null = unknown",
+    ),
     "any_sample_positive": ("bool", "any sample of the patient was ever POSITIVE"),
     "tdxd_db04_her2_condition": ("bool", "a sample is LOW and no sample was ever POSITIVE"),
     "tdxd_db06_her2_condition": (
@@ -381,7 +417,8 @@ FACTS: dict[str, tuple[str, str]] = {
     "has_her2_test": ("bool", "the event carries HER2 IHC or ISH"),
     "any_metastatic_site_sample": (
         "bool", "a HER2-tested sample comes from a metastatic-setting specimen"),
-    "decisive_sample_count": ("int", "samples with POSITIVE, LOW, ULTRALOW, NULL or ZERO_UNSPECIFIED"),
+    "decisive_sample_count": (
+        "int", "samples with POSITIVE, LOW, ULTRALOW, NULL or ZERO_UNSPECIFIED"),
     "all_decisive_zero": ("bool", "every decisive sample is NULL or ZERO_UNSPECIFIED (and >= 1)"),
     "latest_decisive_sample": ("text", "the most recently collected decisive sample"),
     "samples_discordant": ("bool", "two decisive samples of the patient are discordant"),
@@ -419,7 +456,9 @@ FACTS: dict[str, tuple[str, str]] = {
 # The values an "enum" fact can take (the rule loader refuses others in eq / ne / in / not_in).
 ENUM_VALUES: dict[str, frozenset[str]] = {
     "report_status": frozenset(REPORT_STATUSES),
-    "disease_setting": frozenset({"EARLY", "UNRESECTABLE_LOCALLY_ADVANCED", "METASTATIC", "UNKNOWN"}),
+    "disease_setting": frozenset(
+        {"EARLY", "UNRESECTABLE_LOCALLY_ADVANCED", "METASTATIC", "UNKNOWN"}
+    ),
     "category": frozenset(CATEGORIES),
     "ihc_score": frozenset({"ZERO", "ONE_PLUS", "TWO_PLUS", "THREE_PLUS", "INDETERMINATE"}),
     "hr_status": frozenset({HR_POSITIVE, HR_NEGATIVE, "UNKNOWN"}),

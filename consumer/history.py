@@ -56,7 +56,9 @@ class HistoryRecordError(Her2Error):
 
 def patient_key(patient_id: str) -> bytes:
     """Changelog key of a patient's patient-wide part."""
-    return json.dumps([PATIENT_PART, patient_id], ensure_ascii=False, separators=(",", ":")).encode()
+    return json.dumps(
+        [PATIENT_PART, patient_id], ensure_ascii=False, separators=(",", ":")
+    ).encode()
 
 
 def accession_key(patient_id: str, accession_id: str) -> bytes:
@@ -73,9 +75,9 @@ def parse_key(key: bytes) -> tuple[str, str | None]:
     except (UnicodeDecodeError, ValueError, RecursionError):
         parts = None
     if isinstance(parts, list) and all(isinstance(p, str) for p in parts):
-        if len(parts) == 2 and parts[0] == PATIENT_PART:  # noqa: PLR2004 - key shape
+        if len(parts) == 2 and parts[0] == PATIENT_PART:  # key shape
             return parts[1], None
-        if len(parts) == 3 and parts[0] == ACCESSION_PART:  # noqa: PLR2004
+        if len(parts) == 3 and parts[0] == ACCESSION_PART:
             return parts[1], parts[2]
     raise HistoryRecordError("history-key", "changelog key is not a patient or accession key")
 
@@ -90,7 +92,9 @@ class PartCodec:
 
     def encode_patient(self, state: PatientState) -> bytes:
         part = {"seq": state.seq, "alerts": [_alert_out(a) for a in state.alerts.values()]}
-        return self._encoder.encode({"patient_id": state.patient_id, "part": ("health.her2.state.PatientPart", part)})
+        return self._encoder.encode(
+            {"patient_id": state.patient_id, "part": ("health.her2.state.PatientPart", part)}
+        )
 
     def encode_accession(self, patient_id: str, acc: Accession) -> bytes:
         part = {
@@ -198,11 +202,13 @@ class HistoryStore:
         """Load one changelog record (value None = tombstone); HistoryRecordError if unreadable."""
         if key is None:
             raise HistoryRecordError("history-key", "changelog record without a key")
-        patient_id, accession = parse_key(key)
+        patient_id, _ = parse_key(key)
         if value is not None:
             owner, _ = self._codec.decode(value)
             if owner != patient_id:
-                raise HistoryRecordError("history-key", "changelog key and value name other patients")
+                raise HistoryRecordError(
+                    "history-key", "changelog key and value name other patients"
+                )
         self._live.pop(patient_id, None)
         parts = _unpack(self._states.get(patient_id) or b"")
         old = parts.get(key)
@@ -329,7 +335,9 @@ def encode_state(state: PatientState) -> bytes:
 
 def decode_state(patient_id: str, value: bytes) -> PatientState:
     """The patient of an encode_state() value."""
-    seq, alerts, accessions = 0, {}, {}
+    seq = 0
+    alerts: dict[str, AlertState] = {}
+    accessions: dict[str, Accession] = {}
     for part_value in _unpack(value).values():
         _, part = part_codec().decode(part_value)
         if isinstance(part, Accession):

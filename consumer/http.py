@@ -11,11 +11,26 @@ the injected `CollectorRegistry` and a `Health` object that the service loop upd
 
 Nothing here logs: request lines carry no patient data, but one log line per scrape and probe
 would drown the event log, and the server must never write to stderr behind structlog's back.
+
+Bounded (issue 15, item 6: 2,000 idle keep-alive connections once took 2,005 threads and pushed
+`/healthz` past its probe timeout). Each connection has a thread while it is open, so:
+
+- a connection waiting for a request (new, or idle between keep-alive requests) is closed after
+  `idle_timeout` seconds without a byte (a socket timeout, so also a request sent too slowly);
+- at most `max_connections` are open; a new one beyond that closes the connection that has
+  waited longest for a request, never one being answered. A probe sends its request as soon as
+  it connects and is answered in milliseconds, so idle clients cannot crowd it out; at worst the
+  accept loop refuses a new connection while every slot is answering (milliseconds).
+
+prometheus_client's own `start_http_server` (a ThreadingWSGIServer) has neither bound; its
+WSGI handler closes after one response but a silent connection holds its thread as well.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +43,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 DEFAULT_STALL_AFTER_S = 60.0
+# Prometheus scrapes every 15-60 s and reconnects when its keep-alive connection was closed;
+# kubelet probes open a connection per probe. 10 s is far above any request's own needs.
+DEFAULT_IDLE_TIMEOUT_S = 10.0
+# One scraper, a few probes, an operator's curl: 32 connections leave room for all of them.
+DEFAULT_MAX_CONNECTIONS = 32
 _JSON = "application/json"
 
 
@@ -116,6 +136,22 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "her2-consumer"
     sys_version = ""
 
+    def setup(self) -> None:
+        """Apply the idle timeout to the socket (every read waits at most that long)."""
+        super().setup()
+        self.connection.settimeout(self.server.idle_timeout)
+
+    def handle_one_request(self) -> None:
+        """Mark the connection waiting (evictable) until its request line and headers are in."""
+        self.server.connection_waiting(self.connection)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        """Read the headers; from here until the next request the connection is answering."""
+        parsed = super().parse_request()
+        self.server.connection_answering(self.connection)
+        return parsed
+
     def do_GET(self) -> None:
         """Serve one endpoint (answers carry Content-Length, so keep-alive works)."""
         self._serve(head=False)
@@ -156,18 +192,74 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HealthHTTPServer(ThreadingHTTPServer):
-    """The server returned by `start_http_server`; `shutdown()` stops it and frees the port."""
+    """The server returned by `start_http_server`; `shutdown()` stops it and frees the port.
+
+    One thread per open connection, at most `max_connections` of them (see the module doc).
+    """
 
     daemon_threads = True  # a hung scrape never blocks interpreter exit
+    request_queue_size = 128  # listen backlog: a burst of connections still reaches accept()
 
     def __init__(
-        self, address: tuple[str, int], registry: CollectorRegistry, health: Health
+        self,
+        address: tuple[str, int],
+        registry: CollectorRegistry,
+        health: Health,
+        *,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         """Bind the socket (port 0 picks a free one; see `server_port`)."""
+        if idle_timeout <= 0 or max_connections < 1:
+            raise ValueError("idle_timeout must be positive and max_connections at least 1")
         super().__init__(address, _Handler)
         self.registry = registry
         self.health = health
+        self.idle_timeout = float(idle_timeout)
+        self.max_connections = int(max_connections)
+        self._lock = threading.Lock()
+        # open connections -> monotonic time they started waiting for a request, or None while
+        # a request is being answered; insertion order is not relied on
+        self._open: dict[socket.socket, float | None] = {}
         self._thread: threading.Thread | None = None
+
+    @property
+    def open_connections(self) -> int:
+        """Connections that hold a handler thread now."""
+        with self._lock:
+            return len(self._open)
+
+    def connection_waiting(self, connection: socket.socket) -> None:
+        """`connection` now waits for a request (it may be evicted)."""
+        with self._lock:
+            if connection in self._open:
+                self._open[connection] = time.monotonic()
+
+    def connection_answering(self, connection: socket.socket) -> None:
+        """`connection` has a request being answered (it is not evicted)."""
+        with self._lock:
+            if connection in self._open:
+                self._open[connection] = None
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Admit the connection (evicting the longest-waiting one when full), then thread it."""
+        with self._lock:
+            if len(self._open) >= self.max_connections:
+                waiting = [(since, conn) for conn, since in self._open.items() if since is not None]
+                if not waiting:  # every slot is answering a request: milliseconds
+                    self.shutdown_request(request)
+                    return
+                _, oldest = min(waiting, key=lambda pair: pair[0])
+                del self._open[oldest]  # its thread ends on the EOF below
+                _close_read(oldest)
+            self._open[request] = time.monotonic()
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Forget the connection, then close it."""
+        with self._lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
 
     def start(self) -> HealthHTTPServer:
         """Serve in a daemon thread and return self."""
@@ -179,19 +271,39 @@ class HealthHTTPServer(ThreadingHTTPServer):
         return self
 
     def shutdown(self) -> None:
-        """Stop serving, close the listening socket and join the serving thread."""
+        """Stop serving, close the listening socket and every open connection, and join the
+        serving thread."""
         if self._thread is not None:
             super().shutdown()
             self._thread.join()
             self._thread = None
         self.server_close()
+        with self._lock:
+            connections = list(self._open)
+        for connection in connections:
+            _close_read(connection)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Drop a failed connection quietly (the default prints a traceback to stderr)."""
 
 
+def _close_read(connection: socket.socket) -> None:
+    """Wake the handler thread blocked reading `connection` (it sees EOF, ends and closes it)."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
+
+
 def start_http_server(
-    port: int, registry: CollectorRegistry, health: Health, host: str = "0.0.0.0"  # noqa: S104
+    port: int,
+    registry: CollectorRegistry,
+    health: Health,
+    host: str = "0.0.0.0",  # noqa: S104
+    *,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> HealthHTTPServer:
     """Start serving `/metrics`, `/healthz` and `/readyz` on `host:port` in a daemon thread."""
-    return HealthHTTPServer((host, port), registry, health).start()
+    server = HealthHTTPServer(
+        (host, port), registry, health, idle_timeout=idle_timeout, max_connections=max_connections
+    )
+    return server.start()

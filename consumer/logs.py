@@ -70,7 +70,7 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     Standard-library loggers (kafka-python) go through the same allow-list and renderer, and
     never below WARNING: at DEBUG kafka-python logs raw protocol bytes, i.e. record values.
     """
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

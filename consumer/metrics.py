@@ -7,16 +7,34 @@ partition numbers): never patient or accession identifiers.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 from consumer import __version__
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-_AGE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400, 604800)
+# up to ten years: a lab that re-publishes historical results (a migration, a back-fill) sends
+# events that are months or years old, and those must land in a bucket of their own, not +Inf
+_DAY = 86400
+_AGE_BUCKETS = (
+    0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600,
+    _DAY, 7 * _DAY, 30 * _DAY, 90 * _DAY, 365 * _DAY, 2 * 365 * _DAY, 5 * 365 * _DAY,
+    10 * 365 * _DAY,
+)
 
 
 class Metrics:
-    """Every metric the service records (only `service.py` records them)."""
+    """Every metric the service records (only `service.py` records them, and the schema
+    registry client through `registry_error`, the hook service.py hands it)."""
 
     @classmethod
     def on_new_registry(cls, ruleset_version: str = "") -> Metrics:
@@ -24,8 +42,15 @@ class Metrics:
         return cls(CollectorRegistry(), ruleset_version)
 
     def __init__(self, registry: CollectorRegistry, ruleset_version: str = "") -> None:
+        """Create every metric on `registry`, with the process_* and python_* collectors (the
+        default registry's, which the service does not use) and no `_created` series (a
+        second series per counter and histogram that dashboards never read)."""
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide
         p = "her2_consumer"
         self.registry = registry
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         self.events = Counter(
             f"{p}_events", "Input records by outcome (processed, dead_lettered).",
             ["outcome"], registry=registry,
@@ -50,6 +75,12 @@ class Metrics:
         self.history_unreadable_records = Counter(
             f"{p}_history_unreadable_records", "Changelog records that could not be read while "
             "restoring history (skipped).", registry=registry,
+        )
+        self.schema_registry_errors = Counter(
+            f"{p}_schema_registry_errors", "Schema registry calls that failed, by operation "
+            "(get-schema, get-reference, register, probe) and kind (unreachable, tls, auth, "
+            "server-error, http-error, bad-answer, refused); records waiting on them are retried.",
+            ["operation", "kind"], registry=registry,
         )
         self.dlq = Counter(
             f"{p}_dlq_records", "Records sent to the dead-letter topic by stage and reason.",
@@ -109,8 +140,10 @@ class Metrics:
             registry=registry,
         )
         self.history_restore_seconds = Histogram(
-            f"{p}_history_restore_seconds", "Time to restore history for newly assigned partitions.",
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=registry,
+            f"{p}_history_restore_seconds",
+            "Time to restore history for newly assigned partitions.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=registry,
         )
         self.history_restored_records = Counter(
             f"{p}_history_restored_records", "Changelog records read while restoring history.",
@@ -121,3 +154,7 @@ class Metrics:
         )
         self.build = Info(f"{p}_build", "Build and rule-set version.", registry=registry)
         self.build.info({"version": __version__, "ruleset_version": ruleset_version})
+
+    def registry_error(self, operation: str, kind: str) -> None:
+        """Count one failed schema registry call (the registry client's `on_error` hook)."""
+        self.schema_registry_errors.labels(operation=operation, kind=kind).inc()

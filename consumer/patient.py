@@ -27,9 +27,8 @@ from consumer.classify import HR_UNKNOWN, SampleClass, classify_sample, hr_statu
 from consumer.facts import (
     Sample,
     derive,
-    discordant_pairs,
+    discordant_pair,
     latest_decisive,
-    named_pair,
     recency,
     specimen_site,
 )
@@ -40,7 +39,6 @@ from consumer.model import (
     LOW,
     MISSING,
     PATIENT,
-    POSITIVE,
     REPORT,
     RESOLVED,
     RETRACTED,
@@ -170,7 +168,9 @@ class PatientState:
     def open_alerts(self) -> int:
         """Findings whose latest publication is ACTIVE."""
         own = sum(1 for a in self.alerts.values() if a.open)
-        return own + sum(1 for acc in self.accessions.values() for a in acc.alerts.values() if a.open)
+        return own + sum(
+            1 for acc in self.accessions.values() for a in acc.alerts.values() if a.open
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +197,7 @@ class _View:
     context_accession: str | None
 
 
-def step(
+def step(  # noqa: PLR0917 - the inputs of one transition, in order
     state: PatientState | None,
     event: Event,
     ruleset: RuleSet,
@@ -215,9 +215,11 @@ def step(
     report = entry.report if entry is not None else None
     if report is not None:
         if event_id == report.event_id and entry is not None:  # redelivery: the same records
-            records = [_render(p, ruleset, event, now) for p in entry.emitted]
-            kept = [(r, p.transition) for r, p in zip(records, entry.emitted, strict=True) if r]
-            return Step(state, frozenset(), classification, [r for r, _ in kept], [t for _, t in kept])
+            rendered = [_render(p, ruleset, event, now) for p in entry.emitted]
+            kept = [(r, p.transition) for r, p in zip(rendered, entry.emitted, strict=True) if r]
+            return Step(
+                state, frozenset(), classification, [r for r, _ in kept], [t for _, t in kept]
+            )
         if event_id in report.seen_event_ids or _older(event, report):
             return Step(state, frozenset(), classification, [], [])  # stale: changes nothing
     seq = state.seq + 1
@@ -267,7 +269,7 @@ def step(
 class _Emitter:
     """Compares fired findings with the open ones and collects what to publish."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the collectors it fills
         self,
         ruleset: RuleSet,
         event: Event,
@@ -283,7 +285,7 @@ class _Emitter:
         self._records = records
         self._transitions = transitions
 
-    def transitions(
+    def transitions(  # noqa: PLR0917 - one call site per scope
         self,
         before: Mapping[str, AlertState],
         fired: Mapping[str, tuple[Rule, str, dict[str, Any], frozenset[str]]],
@@ -299,17 +301,17 @@ class _Emitter:
             code = rule.code
             old = before.get(code)
             if code in fired:
-                rule, severity, values, _ = fired[code]
+                fired_rule, severity, values, _ = fired[code]
                 facts_json = _canonical(values)
-                digest = _digest(severity, rule.version, facts_json)
+                digest = _digest(severity, fired_rule.version, facts_json)
                 if old is not None and old.open and old.digest == digest:
                     continue
                 transition = UPDATED if old is not None and old.open else OPENED
                 revision = (old.revision if old else 0) + 1
-                basis = tuple(sorted(basis_of(rule, values)))
+                basis = tuple(sorted(basis_of(fired_rule, values)))
                 after[code] = AlertState(code, revision, True, severity, digest, basis)
                 pub = Published(code, accession, revision, ACTIVE, transition, severity,
-                                rule.version, category, facts_json, self._now)
+                                fired_rule.version, category, facts_json, self._now)
             elif old is not None and old.open:
                 ended_by_withdrawal = (
                     event["report_status"] in (CANCELLED, "CORRECTED")
@@ -464,13 +466,21 @@ def _view(state: PatientState) -> _View:
                 tested.append(s)
             if r.hr_status is not None and (hr_from is None or recency(s) > recency(hr_from[0])):
                 hr_from = (s, r)
-            if r.context is not None and (context_from is None or r.context_seq > context_from.context_seq):
+            if r.context is not None and (
+                context_from is None or r.context_seq > context_from.context_seq
+            ):
                 context_from, context_acc = r, acc
         elif a.prior is not None:
             p = a.prior
-            priors.append(Sample(acc, p.site, p.collection_date, p.category, "prior", p.seq, p.carrier))
+            priors.append(
+                Sample(acc, p.site, p.collection_date, p.category, "prior", p.seq, p.carrier)
+            )
     current = max(tested, key=recency) if tested else None
-    hr = (hr_from[1].hr_status or HR_UNKNOWN, hr_from[1].er_low_only) if hr_from else (HR_UNKNOWN, False)
+    hr = (
+        (hr_from[1].hr_status or HR_UNKNOWN, hr_from[1].er_low_only)
+        if hr_from
+        else (HR_UNKNOWN, False)
+    )
     context = _context_load(context_from.context) if context_from and context_from.context else {}
     return _View(
         samples=[*own, *priors],
@@ -522,13 +532,9 @@ def _basis(rule: Rule, view: _View) -> set[str]:
         add(_latest(samples, {LOW}))
     if reads & _LOW_ULTRALOW_FACTS:
         add(_latest(samples, {LOW, ULTRALOW}))
-    pairs = discordant_pairs(samples)
-    for facts, candidates in (
-        (_PAIR_FACTS, pairs),
-        (_CONVERSION_FACTS, [p for p in pairs if POSITIVE in (p[0].category, p[1].category)]),
-    ):
+    for facts, crossing in ((_PAIR_FACTS, False), (_CONVERSION_FACTS, True)):
         if reads & facts:
-            pair = named_pair(candidates)
+            pair = discordant_pair(samples, crossing_positive=crossing)
             if pair:
                 add(pair[0])
                 add(pair[1])

@@ -37,7 +37,9 @@ class Pipeline:
     def step(self, state: PatientState | None, event: Event) -> Step:
         """Apply one event to a patient's state (her2-rules.md section 8; None: a new patient)."""
         sc = classify_sample(event.get("her2_ihc"), event.get("her2_ish"))
-        classification = self._classification(event, sc, hr_status(event.get("er"), event.get("pr")))
+        classification = self._classification(
+            event, sc, hr_status(event.get("er"), event.get("pr"))
+        )
         now = self._clock()
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # Avro timestamp-millis
         return patient_step(state, event, self.ruleset, classification, sc, now)

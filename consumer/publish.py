@@ -128,13 +128,7 @@ class Publisher:
         self.s = settings
         self.out = out
         self.err = err
-        registry = (
-            SchemaRegistryClient(
-                settings.schema_registry_url, timeout=settings.tuning.registry_timeout_s
-            )
-            if settings.schema_registry_url
-            else None
-        )
+        registry = settings.registry_client()
         self.encoder = input_encoder(settings, registry)
         self.sent = 0
         self.invalid = 0

@@ -38,7 +38,9 @@ def _check_leaf(node: Mapping[str, Any], where: str) -> None:
     """Refuse unknown facts, unknown operators and values of the wrong kind."""
     fact, op = node.get("fact"), node.get("op")
     if set(node) - {"fact", "op", "value"}:
-        raise RuleSetError(f"{where}: unexpected keys {sorted(set(node) - {'fact', 'op', 'value'})}")
+        raise RuleSetError(
+            f"{where}: unexpected keys {sorted(set(node) - {'fact', 'op', 'value'})}"
+        )
     if op not in OPERATORS:
         raise RuleSetError(f"{where}: unknown operator {op!r}")
     if fact == FIRED_CODES:
@@ -74,7 +76,8 @@ def _check_value_kind(fact: str, kind: str, value: Any, where: str) -> None:
     if kind == "enum":
         if value not in ENUM_VALUES[fact]:
             raise RuleSetError(
-                f"{where}: {value!r} is not a value of {fact} ({', '.join(sorted(ENUM_VALUES[fact]))})"
+                f"{where}: {value!r} is not a value of {fact} "
+                f"({', '.join(sorted(ENUM_VALUES[fact]))})"
             )
     elif kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -85,7 +88,8 @@ def _check_value_kind(fact: str, kind: str, value: Any, where: str) -> None:
 
 def _leaf_source(node: Mapping[str, Any]) -> str:
     """Python source for one validated leaf (fact names and values come from the catalogue/YAML)."""
-    fact, op, value = node["fact"], node["op"], node.get("value")
+    fact, op = node["fact"], node["op"]
+    value: Any = node.get("value")  # validated: a list for fired codes and in/not_in
     if fact == FIRED_CODES:
         return f"(not fired.isdisjoint({sorted(value)!r}))"
     v = f"f.get({fact!r})"
@@ -226,7 +230,9 @@ class RuleSet:
         for scope, members in self._scoped.items():  # fired_codes never cross scopes
             outside = {code for r in members for code in r.depends_on} - {r.code for r in members}
             if outside:
-                raise RuleSetError(f"{scope} rules depend on codes of the other scope: {sorted(outside)}")
+                raise RuleSetError(
+                    f"{scope} rules depend on codes of the other scope: {sorted(outside)}"
+                )
         self._evidence = {
             r.rule_id: tuple(f"[{ref}] {self.citations[ref]}" for ref in r.evidence) for r in rules
         }
@@ -275,7 +281,9 @@ class RuleSet:
                 fired_given = frozenset(given.pop(FIRED_CODES, []) or [])
                 unknown = set(given) - set(FACTS)
                 if unknown:
-                    raise RuleSetError(f"{rule.path}: example {i} names unknown facts {sorted(unknown)}")
+                    raise RuleSetError(
+                        f"{rule.path}: example {i} names unknown facts {sorted(unknown)}"
+                    )
                 got = rule.when(given, fired_given)
                 if got != example["fires"]:
                     raise RuleSetError(
@@ -361,11 +369,17 @@ def parse_rule(doc: Any, path: str, citations: Mapping[str, str]) -> Rule:
         raise RuleSetError(f"{path}: a rule file holds one mapping")
     unknown, missing = set(doc) - _RULE_KEYS, _REQUIRED - set(doc)
     if unknown or missing:
-        raise RuleSetError(f"{path}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+        raise RuleSetError(
+            f"{path}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}"
+        )
     rule_id = doc["id"]
     if not isinstance(rule_id, str) or not rule_id or rule_id != rule_id.lower() or " " in rule_id:
         raise RuleSetError(f"{path}: id must be kebab-case")
-    if not isinstance(doc["version"], int) or isinstance(doc["version"], bool) or doc["version"] < 1:
+    if (
+        not isinstance(doc["version"], int)
+        or isinstance(doc["version"], bool)
+        or doc["version"] < 1
+    ):
         raise RuleSetError(f"{path}: version must be a positive integer")
     if doc["alert_type"] not in ALERT_TYPES:
         raise RuleSetError(f"{path}: alert_type must be one of {ALERT_TYPES}")
@@ -374,7 +388,9 @@ def parse_rule(doc: Any, path: str, citations: Mapping[str, str]) -> Rule:
     when, reads, depends = compile_condition(doc["when"], f"{path}: when")
     overrides = []
     for i, item in enumerate(_mappings(doc, "severity_overrides", path)):
-        cond, o_reads, o_deps = compile_condition(item.get("when"), f"{path}: severity_overrides[{i}]")
+        cond, o_reads, o_deps = compile_condition(
+            item.get("when"), f"{path}: severity_overrides[{i}]"
+        )
         if item.get("severity") not in SEVERITIES:
             raise RuleSetError(f"{path}: severity_overrides[{i}] has an unknown severity")
         reads |= o_reads
@@ -387,7 +403,9 @@ def parse_rule(doc: Any, path: str, citations: Mapping[str, str]) -> Rule:
         reads |= n_reads | _placeholders(text, f"{path}: notes[{i}]")
         depends |= n_deps
         notes.append(Note(cond, text))
-    texts = {key: _text(doc, key, path) for key in ("title", "detail", "recommendation", "description")}
+    texts = {
+        key: _text(doc, key, path) for key in ("title", "detail", "recommendation", "description")
+    }
     reads |= _placeholders(texts["detail"], path)
     declared = set(doc["facts"] or [])
     if declared != reads:
@@ -410,7 +428,9 @@ def parse_rule(doc: Any, path: str, citations: Mapping[str, str]) -> Rule:
             or not isinstance(example.get("fires"), bool)
             or not isinstance(example.get("facts") or {}, Mapping)
         ):
-            raise RuleSetError(f"{path}: examples[{i}] needs `facts` (a mapping) and `fires` (true/false)")
+            raise RuleSetError(
+                f"{path}: examples[{i}] needs `facts` (a mapping) and `fires` (true/false)"
+            )
     if not any(e["fires"] for e in examples) or all(e["fires"] for e in examples):
         raise RuleSetError(f"{path}: examples must include a case that fires and one that does not")
     return Rule(
@@ -460,12 +480,16 @@ def load_ruleset(folder: Path | None = None, *, check: bool = True) -> RuleSet:
     seen: dict[str, str] = {}
     for rule in rules:
         if rule.rule_id in seen:
-            raise RuleSetError(f"{rule.path}: duplicate rule id {rule.rule_id!r} ({seen[rule.rule_id]})")
+            raise RuleSetError(
+                f"{rule.path}: duplicate rule id {rule.rule_id!r} ({seen[rule.rule_id]})"
+            )
         seen[rule.rule_id] = rule.path
     codes: dict[str, str] = {}
     for rule in rules:  # a code is a finding's identity (her2-rules.md section 8): one rule each
         if rule.code in codes:
-            raise RuleSetError(f"{rule.path}: code {rule.code} is already used by {codes[rule.code]}")
+            raise RuleSetError(
+                f"{rule.path}: code {rule.code} is already used by {codes[rule.code]}"
+            )
         codes[rule.code] = rule.path
     ruleset = RuleSet(str(meta["version"]), citations, rules)
     if check:

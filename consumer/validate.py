@@ -2,6 +2,8 @@
 
 Both the Avro path (after decoding) and the JSON path (`evaluate`) end in `check_event`.
 Messages name the field path and the rule broken, never the value (values may be PHI).
+The one check that depends on time (an `event_time` too far in the future) reads no clock:
+the caller passes its `now`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ _PERCENT_FIELDS = {
 MAX_TEXT = 10_000  # characters per string
 MAX_ITEMS = 1_000  # items per array
 _TEXT_PROBLEM = f"must be a string of at most {MAX_TEXT} characters"
+# How far ahead of the service's clock an event_time may be (docs/design.md; issue 15, item 4):
+# report order within an accession follows event_time, so one report dated in the future would
+# make every later report of its accession "stale" and lock it (no cancel, no correction).
+DEFAULT_MAX_EVENT_TIME_SKEW = dt.timedelta(hours=24)
+REASON_FUTURE = "event-time-in-future"
 _ITEMS_PROBLEM = f"must be a list of at most {MAX_ITEMS} items"
 
 
@@ -112,7 +119,12 @@ class JsonConverter:
         self._names[schema["name"]] = record  # before the fields: named types may be reused
         for field in schema["fields"]:
             fields.append(
-                (field["name"], self._compile(field["type"]), "default" in field, field.get("default"))
+                (
+                    field["name"],
+                    self._compile(field["type"]),
+                    "default" in field,
+                    field.get("default"),
+                )
             )
         return record
 
@@ -232,18 +244,27 @@ def _check_number(value: Any, path: str, upper: float | None = None) -> None:
 
 def _check_her2(prefix: str, ihc: Mapping[str, Any] | None, ish: Mapping[str, Any] | None) -> None:
     if ihc is not None:
-        _check_number(ihc.get("percent_cells_stained"), f"{prefix}her2_ihc.percent_cells_stained", 100)
+        _check_number(
+            ihc.get("percent_cells_stained"), f"{prefix}her2_ihc.percent_cells_stained", 100
+        )
     if ish is not None:
-        for name in ("her2_copies_per_cell", "cep17_copies_per_cell", "her2_cep17_ratio", "cells_counted"):
+        for name in (
+            "her2_copies_per_cell",
+            "cep17_copies_per_cell",
+            "her2_cep17_ratio",
+            "cells_counted",
+        ):
             _check_number(ish.get(name), f"{prefix}her2_ish.{name}")
         group = ish.get("recount_group")
-        if group is not None and not 1 <= group <= 5:  # noqa: PLR2004 - ISH groups are 1-5
+        if group is not None and not 1 <= group <= 5:  # ISH groups are 1-5
             raise _fail(f"{prefix}her2_ish.recount_group", "must be 1-5")
 
 
 def _check_specimen(prefix: str, specimen: Mapping[str, Any] | None) -> None:
     if specimen is not None:
-        _check_number(specimen.get("cold_ischemia_minutes"), f"{prefix}specimen.cold_ischemia_minutes")
+        _check_number(
+            specimen.get("cold_ischemia_minutes"), f"{prefix}specimen.cold_ischemia_minutes"
+        )
         _check_number(specimen.get("fixation_hours"), f"{prefix}specimen.fixation_hours")
 
 
@@ -274,8 +295,17 @@ def _oversized(value: dict[str, Any] | list[Any]) -> _Bad | None:
     return None
 
 
-def check_event(event: Event) -> Event:
-    """Semantic checks on a schema-shaped event; return it, or raise InvalidEvent."""
+def check_event(
+    event: Event,
+    now: dt.datetime | None = None,
+    max_skew: dt.timedelta = DEFAULT_MAX_EVENT_TIME_SKEW,
+) -> Event:
+    """Semantic checks on a schema-shaped event; return it, or raise InvalidEvent.
+
+    With `now` (the caller's clock, timezone-aware), an `event_time` later than `now +
+    max_skew` is refused with reason `event-time-in-future`. Without it that check is not
+    made: the service and `evaluate` always pass their clock.
+    """
     bad = _oversized(event)
     if bad is not None:
         raise _fail("".join(reversed(bad.path)).lstrip("."), bad.problem)
@@ -301,4 +331,30 @@ def check_event(event: Event) -> Event:
         prefix = f"prior_her2_results[{i}]."
         _check_specimen(prefix, prior.get("specimen"))
         _check_her2(prefix, prior.get("her2_ihc"), prior.get("her2_ish"))
+    if now is not None:
+        check_event_time(event.get("event_time"), now, max_skew)
     return event
+
+
+def check_event_time(
+    event_time: Any, now: dt.datetime, max_skew: dt.timedelta = DEFAULT_MAX_EVENT_TIME_SKEW
+) -> None:
+    """Raise InvalidEvent (`event-time-in-future`) if `event_time` is more than `max_skew`
+    ahead of `now`; exactly `max_skew` ahead is accepted, a missing event_time too.
+
+    Naive datetimes (either side) are taken as UTC. Compared as a difference from `now` (a
+    timedelta holds any two datetimes' difference), never as `now + max_skew`, which can
+    overflow at the end of the datetime range (tests/property/test_event_time.py).
+    """
+    if not isinstance(event_time, dt.datetime):
+        return  # absent (the field is optional); the Avro and JSON paths give datetimes only
+    if event_time.tzinfo is None:
+        event_time = event_time.replace(tzinfo=dt.UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)
+    if event_time - now > max_skew:
+        raise InvalidEvent(
+            REASON_FUTURE,
+            f"event_time: must not be more than {max_skew.total_seconds():g} seconds ahead of "
+            "the service's clock",
+        )

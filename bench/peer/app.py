@@ -23,13 +23,13 @@ import tempfile
 from typing import Any
 
 from quixstreams import Application, State
-from quixstreams.state.rocksdb import RocksDBOptions
-from quixstreams.utils.json import dumps as json_dumps
 from quixstreams.models.serializers import (
     Deserializer,
     SerializationContext,
     Serializer,
 )
+from quixstreams.state.rocksdb import RocksDBOptions
+from quixstreams.utils.json import dumps as json_dumps
 
 from consumer.codec import Decoder, Encoder
 from consumer.config import Settings

@@ -134,7 +134,11 @@ class Processor:
         undo: Checkpoint | None = None  # the patient's state before this event
         topics = self.settings.topics
         try:
-            event = check_event(self.codecs.decoder.decode(record.value))
+            event = check_event(
+                self.codecs.decoder.decode(record.value),
+                self._clock(),
+                self.settings.event_time_skew,
+            )
             event_id = event["event_id"]
             # after decode and validation (an unreadable record keeps its own reason), before
             # the history: a misrouted event is never evaluated against a partial history

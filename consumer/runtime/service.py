@@ -42,7 +42,6 @@ from consumer.errors import (
 from consumer.logs import get_logger
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline, utc_now
-from consumer.registry import SchemaRegistryClient
 from consumer.runtime.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from consumer.runtime.kafka import Clients, Consumer, KafkaError
 from consumer.runtime.kafka.clients import KafkaClients, consumer_config
@@ -165,11 +164,7 @@ class Service:
     def _start(self, resources: contextlib.ExitStack) -> None:
         s = self.settings
         self._set_ready(False, "starting")
-        registry = (
-            SchemaRegistryClient(s.schema_registry_url, timeout=s.tuning.registry_timeout_s)
-            if s.schema_registry_url
-            else None
-        )
+        registry = s.registry_client(on_error=self.metrics.registry_error)
         codecs = Codecs.build(s, registry)
         if s.history_store == DISK:
             self._state_dir = open_state_dir(s)

@@ -42,6 +42,8 @@ with warnings.catch_warnings():
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 LAUNCHER_PATH = REPO_ROOT / "deploy" / "kafka" / "launcher.py"
+REGISTRY_LAUNCHER_PATH = REPO_ROOT / "deploy" / "registry" / "launcher.py"
+REGISTRY_START_TIMEOUT_S = 120.0
 DEFAULT_KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
 BROKER_START_TIMEOUT_S = 90.0
 DOCKER_PING_TIMEOUT_S = 1.0
@@ -64,14 +66,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
-def load_launcher() -> ModuleType:
-    """Import ``deploy/kafka/launcher.py`` (it is not part of the installed package)."""
-    name = "her2_kafka_launcher"
+def load_launcher(name: str = "her2_kafka_launcher", path: Path = LAUNCHER_PATH) -> ModuleType:
+    """Import ``deploy/kafka/launcher.py`` (or another launcher under deploy/: they are not
+    part of the installed package)."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, LAUNCHER_PATH)
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the Kafka launcher from {LAUNCHER_PATH}")
+        raise ImportError(f"cannot load the launcher at {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -164,6 +166,28 @@ def local_kafka(kafka_broker: Broker) -> Any:
             f"this session uses {kafka_broker.bootstrap} from {kafka_broker.origin}"
         )
     return kafka_broker.local
+
+
+@pytest.fixture(scope="session")
+def apicurio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Apicurio Registry 3 for the session (``deploy/registry/launcher.py``: Maven Central's
+    distribution, Java 21+), started once because it takes seconds to boot; its
+    ``ccompat_url`` is what ``HER2_SCHEMA_REGISTRY_URL`` points at.
+
+    Skips (only the tests that use it) when this machine has no Java 21 or newer; any other
+    failure (Maven, start-up) is an error with the registry's output.
+    """
+    launcher = load_launcher("her2_registry_launcher", REGISTRY_LAUNCHER_PATH)
+    try:
+        launcher.find_java()
+    except launcher.NoJava21 as exc:
+        pytest.skip(str(exc))
+    registry = launcher.LocalApicurio(tmp_path_factory.mktemp("apicurio"))
+    registry.start(timeout=REGISTRY_START_TIMEOUT_S)
+    try:
+        yield registry
+    finally:
+        registry.stop()
 
 
 @pytest.fixture

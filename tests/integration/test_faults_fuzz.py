@@ -61,10 +61,11 @@ from helpers import Env, Out, ServiceProcess, delete_outputs, encoder, make_env,
 
 from consumer.codec import Decoder
 from consumer.errors import RecordError
+from consumer.pipeline import utc_now
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema, raw_schema
 from consumer.routing import REASON_MISROUTED, patient_key
 from consumer.synthetic import SyntheticGenerator
-from consumer.validate import check_event
+from consumer.validate import DEFAULT_MAX_EVENT_TIME_SKEW, check_event
 
 pytestmark = pytest.mark.fault
 
@@ -479,7 +480,7 @@ def _predict(records: list[tuple[bytes | None, bytes | None]]) -> list[tuple[str
     found = []
     for key, value in records:
         try:
-            event = check_event(decoder.decode(value))
+            event = check_event(decoder.decode(value), utc_now(), DEFAULT_MAX_EVENT_TIME_SKEW)
         except RecordError as exc:
             found.append(("dlq", f"{exc.stage}/{exc.reason}"))
         else:

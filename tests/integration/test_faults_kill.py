@@ -138,7 +138,7 @@ def test_kill_9_at_random_points_and_restart(
 
 
 @pytest.mark.parametrize("mode", [ALO, EOS])
-def test_one_of_two_instances_killed_the_survivor_takes_over(  # noqa: PLR0915 - one story
+def test_one_of_two_instances_killed_the_survivor_takes_over(
     mode: str,
     env: Env,
     create_topics: Callable[..., list[str]],

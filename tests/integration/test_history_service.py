@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from helpers import (
-    committed,
     Env,
     ServiceProcess,
     ServiceThread,
+    committed,
     delete_outputs,
     make_env,
     make_event,
@@ -219,7 +219,13 @@ def test_amended_corrected_and_cancelled_reports_retract_alerts_end_to_end(
         reader.settle(0.5)
 
     published = [
-        (a.value["alert_id"], a.value["revision"], a.value["code"], a.value["status"], a.value["patient_id"])
+        (
+            a.value["alert_id"],
+            a.value["revision"],
+            a.value["code"],
+            a.value["status"],
+            a.value["patient_id"],
+        )
         for a in reader.alerts()
     ]
     store, p = HistoryStore(), pipeline()

@@ -21,11 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from consumer.downstream import OpenAlerts, read_alert_topics
-from consumer.jsonout import dumps
-from consumer.synthetic import SyntheticGenerator
-
 from helpers import (
     Env,
     ServiceProcess,
@@ -36,6 +31,10 @@ from helpers import (
     produce_events,
     running,
 )
+
+from consumer.downstream import OpenAlerts, read_alert_topics
+from consumer.jsonout import dumps
+from consumer.synthetic import SyntheticGenerator
 
 Record = dict[str, Any]
 Key = tuple[str, int, str]
@@ -70,15 +69,21 @@ def stories() -> list[Record]:
         # two HER2-low reports: one finding, not two; then an amendment resolves it
         make_event("s2-e1", "s2", "s2-a1", minutes=0, collected=dt.date(2025, 1, 5), **met),
         make_event("s2-e2", "s2", "s2-a2", minutes=1, collected=dt.date(2023, 1, 5), **met),
-        make_event("s2-e3", "s2", "s2-a1", status="AMENDED", minutes=2, collected=dt.date(2025, 1, 5), **met, **NULL),
-        make_event("s2-e4", "s2", "s2-a2", status="CORRECTED", minutes=3, collected=dt.date(2023, 1, 5), **met, **NULL),
+        make_event("s2-e3", "s2", "s2-a1", status="AMENDED", minutes=2,
+                   collected=dt.date(2025, 1, 5), **met, **NULL),
+        make_event("s2-e4", "s2", "s2-a2", status="CORRECTED", minutes=3,
+                   collected=dt.date(2023, 1, 5), **met, **NULL),
         # a 3+ metastasis, then an archival 1+ primary (conversion), then a correction of it
-        make_event("s3-e1", "s3", "s3-a1", minutes=0, planned=["trastuzumab"], collected=dt.date(2025, 2, 1), **met, **POS),
-        make_event("s3-e2", "s3", "s3-a0", minutes=1, collected=dt.date(2019, 3, 1), planned=["trastuzumab"]),
-        make_event("s3-e3", "s3", "s3-a0", status="CORRECTED", minutes=2, collected=dt.date(2019, 3, 1), planned=["trastuzumab"], **POS),
+        make_event("s3-e1", "s3", "s3-a1", minutes=0, planned=["trastuzumab"],
+                   collected=dt.date(2025, 2, 1), **met, **POS),
+        make_event("s3-e2", "s3", "s3-a0", minutes=1, collected=dt.date(2019, 3, 1),
+                   planned=["trastuzumab"]),
+        make_event("s3-e3", "s3", "s3-a0", status="CORRECTED", minutes=2,
+                   collected=dt.date(2019, 3, 1), planned=["trastuzumab"], **POS),
         # prior entries carried by a report persist; a stale and a preliminary report change nothing
         make_event("s4-e1", "s4", "s4-a1", minutes=5, **met, **NULL, prior=[
-            {"accession_id": "s4-a0", "specimen": {"site": "PRIMARY_BREAST", "collection_date": dt.date(2020, 1, 1)},
+            {"accession_id": "s4-a0",
+             "specimen": {"site": "PRIMARY_BREAST", "collection_date": dt.date(2020, 1, 1)},
              "her2_ihc": {"score": "ONE_PLUS", "percent_cells_stained": 30.0}, "her2_ish": None}]),
         make_event("s4-e2", "s4", "s4-a1", status="CANCELLED", minutes=1),  # stale (older)
         make_event("s4-e3", "s4", "s4-a1", status="PRELIMINARY", minutes=6, **met),
@@ -95,13 +100,15 @@ def evaluate_history(events: list[Record], tmp_path: Path) -> list[Record]:
     """The records `her2-consumer evaluate --history` prints for the events, in order."""
     source = tmp_path / "events.ndjson"
     source.write_text("".join(dumps(e) + "\n" for e in events), encoding="utf-8")
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 - fixed argv, our own module
         [sys.executable, "-m", "consumer", "evaluate", "--history", str(source)],
         capture_output=True, text=True, check=True, timeout=120,
     )
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(lines) == len(events)
-    assert all(not line["errors"] for line in lines), [l["errors"] for l in lines if l["errors"]]
+    assert all(not line["errors"] for line in lines), [
+        line["errors"] for line in lines if line["errors"]
+    ]
     return [alert for line in lines for alert in line["alerts"]]
 
 
@@ -123,7 +130,10 @@ def test_stories_through_run_publish_what_evaluate_history_prints(
         reader.settle(0.5)
         codes = {a["code"] for a in expected}
         by_transition = {
-            t: sum(svc.metric("her2_consumer_alert_transitions_total", {"transition": t, "code": c}) for c in codes)
+            t: sum(
+                svc.metric("her2_consumer_alert_transitions_total", {"transition": t, "code": c})
+                for c in codes
+            )
             for t in ("opened", "updated", "resolved", "retracted")
         }
     published = [a.value for a in reader.alerts()]
@@ -134,11 +144,15 @@ def test_stories_through_run_publish_what_evaluate_history_prints(
     assert by_transition["opened"] >= sum(1 for a in expected if a["revision"] == 1)
 
     # the README's example downstream consumer: latest revision per alert_id, open = ACTIVE
-    fold, undecodable = read_alert_topics({"bootstrap_servers": env.bootstrap}, env.settings().topics.alert_topics())
+    fold, undecodable = read_alert_topics(
+        {"bootstrap_servers": env.bootstrap}, env.settings().topics.alert_topics()
+    )
     assert undecodable == 0
     wanted = OpenAlerts().add_all(expected)
     assert {a["alert_id"] for a in fold.open()} == {a["alert_id"] for a in wanted.open()}
-    assert not [a for a in fold.open("s1") if a["code"] == "TDXD-LOW-DB04"], "retracted across accessions"
+    assert not [a for a in fold.open("s1") if a["code"] == "TDXD-LOW-DB04"], (
+        "retracted across accessions"
+    )
     assert [a["code"] for a in fold.open("s2") if a["code"].startswith("TDXD")] == []
 
 
@@ -159,7 +173,9 @@ def test_a_kill_9_before_the_commit_publishes_the_same_records(
         assert crashing.wait(90) == -9, crashing.logs()[-2000:]
     with running(env.settings(HER2_PROCESSING_GUARANTEE=mode, HER2_INSTANCE_ID=f"pla-{mode}")), \
             output_reader(env) as reader:
-        reader.wait(lambda r: r.classified_ids() >= {e["event_id"] for e in events}, what="every event")
+        reader.wait(
+            lambda r: r.classified_ids() >= {e["event_id"] for e in events}, what="every event"
+        )
         reader.settle(0.5)
     published = keys([a.value for a in reader.alerts()])
     assert set(published) == set(expected), "the same (alert_id, revision, status) records"
@@ -169,4 +185,6 @@ def test_a_kill_9_before_the_commit_publishes_the_same_records(
         copies = collections.defaultdict(set)
         for a in reader.alerts():
             copies[(a.value["alert_id"], a.value["revision"])].add(a.raw)
-        assert all(len(raws) == 1 for raws in copies.values()), "a redelivered record is byte-identical"
+        assert all(len(raws) == 1 for raws in copies.values()), (
+            "a redelivered record is byte-identical"
+        )

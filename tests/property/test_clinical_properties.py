@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from consumer.classify import classify_sample
 from consumer.history import HistoryStore
+from consumer.jsonout import dumps
 from consumer.model import CATEGORIES, FINAL_REPORTS, HER2_NEGATIVE, Outcome
 from consumer.pipeline import Pipeline
 from consumer.resources import (
@@ -313,8 +314,6 @@ class TestPipeline:
     @given(event=events())
     def test_json_rendering(self, event: Record) -> None:
         """The evaluate command renders every output as one JSON line."""
-        from consumer.jsonout import dumps
-
         outcome = PIPELINE.process(event)
         line = dumps({"classification": outcome.classification, "alerts": outcome.alerts})
         assert "\n" not in line
@@ -346,7 +345,8 @@ class TestHistoryStore:
                 # revisions count publications: 1, 2, ... per alert_id, never repeated
                 assert alert["revision"] == (before["revision"] + 1 if before else 1)
                 if alert["status"] != "ACTIVE":  # only an open finding is closed
-                    assert before is not None and before["status"] == "ACTIVE"
+                    assert before is not None
+                    assert before["status"] == "ACTIVE"
                 last[alert["alert_id"]] = alert
         # a redelivery of the last event publishes what it published, nothing new
         again = store.apply(sequence[-1], PIPELINE)

@@ -1173,9 +1173,12 @@ class TestAlertRecords:
             assert alert["evidence"]
             for citation in alert["evidence"]:
                 ref = citation[1 : citation.index("]")]
-                assert citation.startswith("[") and ref in shipped["citations"]
+                assert citation.startswith("[")
+                assert ref in shipped["citations"]
                 assert len(citation) > len(ref) + 3  # the full citation text, not only the key
-            assert alert["title"] and alert["detail"] and alert["recommendation"]
+            assert alert["title"]
+            assert alert["detail"]
+            assert alert["recommendation"]
             assert "not documented" in alert["detail"] or "{" not in alert["detail"]
             assert alert["patient_id"] == "pat-0001"
             assert alert["accession_id"] == "S25-1001"

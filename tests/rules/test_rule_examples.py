@@ -112,7 +112,8 @@ class TestCatalogue:
         assert rule.path == f"rules/alerts/{rule.rule_id}.yaml"
         assert rule.rule_id == rule.code.lower()
         assert rule.evidence
-        assert isinstance(rule.version, int) and rule.version >= 1
+        assert isinstance(rule.version, int)
+        assert rule.version >= 1
 
     def test_policy_rules_say_policy(self) -> None:
         """Front matter: where the spec says POLICY, keep it visible in the rule's description."""
@@ -237,7 +238,7 @@ class TestBrokenRuleFolder:
     @pytest.mark.parametrize(("mutate", "files"), BROKEN)
     def test_rules_check_exits_non_zero(self, rules_copy: Path, mutate: Mutation, files: tuple[str, ...]) -> None:
         mutate(rules_copy)
-        done = subprocess.run(
+        done = subprocess.run(  # noqa: S603 - fixed argv, our own module
             [sys.executable, "-m", "consumer", "rules", "check", "--rules-dir", str(rules_copy)],
             capture_output=True,
             text=True,
@@ -293,7 +294,7 @@ class TestRulesCheckCli:
         assert f"{len(_example_params())} embedded examples" in done.stdout
 
     def test_missing_folder(self, tmp_path: Path) -> None:
-        done = subprocess.run(
+        done = subprocess.run(  # noqa: S603 - fixed argv, our own module
             [sys.executable, "-m", "consumer", "rules", "check", "--rules-dir", str(tmp_path / "nope")],
             capture_output=True,
             text=True,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +70,7 @@ class TestDefaults:
         assert s.history_retention_days == 3650
         assert (s.log_level, s.max_poll_records, s.publish_retries) == ("INFO", 500, 3)
         assert s.instance_id is None
+        assert s.event_time_skew == dt.timedelta(hours=24)
         assert s.test_crash_before_commit is None
         assert (s.history_store, s.state_dir) == ("disk", None)
         assert s.security == KafkaSecurity()
@@ -124,7 +129,16 @@ class TestVariables:
             ),
             pytest.param({"HER2_OUTPUT_FORMAT": "raw"}, "output_format", "raw", id="output-format"),
             pytest.param(
-                {"HER2_PROCESSING_GUARANTEE": "exactly_once"}, "exactly_once", True, id="eos"
+                {"HER2_PROCESSING_GUARANTEE": "exactly_once", "HER2_INSTANCE_ID": "pod-0"},
+                "exactly_once",
+                True,
+                id="eos",
+            ),
+            pytest.param(
+                {"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "3600"},
+                "event_time_skew",
+                dt.timedelta(hours=1),
+                id="event-time-skew",
             ),
             pytest.param({"HER2_HTTP_PORT": "9100"}, "http_port", 9100, id="port"),
             pytest.param({"HER2_HTTP_PORT": "0"}, "http_port", 0, id="port-any"),
@@ -198,10 +212,70 @@ class TestVariables:
         assert len(topics.outputs()) == 7
         assert topics.input not in topics.outputs()
 
-    def test_transactional_id_uses_the_instance_or_the_host(self) -> None:
-        assert Settings.from_env({"HER2_GROUP_ID": "g"}).transactional_id("host-a") == "g-host-a"
+    def test_transactional_id_is_group_and_instance(self) -> None:
         with_instance = Settings.from_env({"HER2_GROUP_ID": "g", "HER2_INSTANCE_ID": "pod-1"})
         assert with_instance.transactional_id("host-a") == "g-pod-1"
+
+
+class TestInstanceId:
+    """Issue 15, item 5: exactly-once needs an explicit, per-process HER2_INSTANCE_ID.
+
+    The transactional id is `<group>-<instance id>`; the host name was the default, so several
+    processes on one host shared it and fenced each other in turn.
+    """
+
+    @pytest.mark.parametrize(
+        "env",
+        [
+            pytest.param({}, id="unset"),
+            pytest.param({"HER2_INSTANCE_ID": "   "}, id="blank"),
+        ],
+    )
+    def test_exactly_once_without_an_instance_id_refuses_to_start(
+        self, env: dict[str, str]
+    ) -> None:
+        with pytest.raises(ConfigError, match=r"^HER2_INSTANCE_ID must be set when "):
+            Settings.from_env({"HER2_PROCESSING_GUARANTEE": "exactly_once", **env})
+
+    def test_at_least_once_needs_none(self) -> None:
+        assert Settings.from_env({}).instance_id is None  # no transactional id to share
+
+    def test_three_processes_on_one_host_get_three_transactional_ids(self) -> None:
+        ids = {
+            Settings.from_env(
+                {"HER2_PROCESSING_GUARANTEE": "exactly_once", "HER2_INSTANCE_ID": f"host-a-{n}"}
+            ).transactional_id("host-a")
+            for n in range(3)
+        }
+        assert len(ids) == 3
+
+    def test_three_run_processes_without_it_exit_2_naming_the_variable(self) -> None:
+        # three exactly-once processes started on one host the way the README's old advice led
+        # to: each refuses at start-up (exit 2, before any Kafka connection) instead of fencing
+        # the others in turn
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("HER2_", "KAFKA_"))},
+            "HER2_PROCESSING_GUARANTEE": "exactly_once",
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",  # never reached
+            "HER2_HTTP_PORT": "0",
+        }
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "consumer", "run"],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for _ in range(3)
+        ]
+        for run in runs:
+            _, err = run.communicate(timeout=60)
+            assert run.returncode == 2, err
+            assert "HER2_INSTANCE_ID must be set" in err
+
+    def test_the_same_instance_id_after_a_restart_gives_the_same_transactional_id(self) -> None:
+        # what lets the restarted process fence its predecessor and abort its open transaction
+        env = {"HER2_PROCESSING_GUARANTEE": "exactly_once", "HER2_INSTANCE_ID": "her2-consumer-0"}
+        first, second = Settings.from_env(env), Settings.from_env(dict(env))
+        assert first.transactional_id("node-1") == second.transactional_id("node-2")
 
 
 class TestValidation:
@@ -274,6 +348,26 @@ class TestValidation:
                 id="changelog-shared",
             ),
             pytest.param({"HER2_INSTANCE_ID": "pod 1"}, "HER2_INSTANCE_ID", id="instance-id"),
+            pytest.param(
+                {"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "0"},
+                "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
+                id="skew-zero",
+            ),
+            pytest.param(
+                {"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "-60"},
+                "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
+                id="skew-negative",
+            ),
+            pytest.param(
+                {"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "1d"},
+                "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
+                id="skew-not-a-number",
+            ),
+            pytest.param(
+                {"HER2_MAX_EVENT_TIME_SKEW_SECONDS": str(400 * 366 * 86400)},
+                "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
+                id="skew-absurd",
+            ),
             pytest.param(
                 {"KAFKA_BOOTSTRAP_SERVERS": "localhost"},
                 "KAFKA_BOOTSTRAP_SERVERS",

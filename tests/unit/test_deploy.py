@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
+ALERTS_TEST = DEPLOY / "prometheus" / "alerts.test.yaml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "her2-consumer.json"
 OPERATIONS_DOC = REPO / "docs" / "operations.md"
 KUBERNETES_VERSIONS = ("1.29", "1.33")  # oldest supported cluster we target, and a current one
@@ -40,6 +41,7 @@ INPUT_PARTITIONS = 6  # documented in configmap.yaml, scaledobject.yaml, compose
 POD_LABELS = {"app.kubernetes.io/name": "her2-consumer"}
 CORE_KINDS = {
     "ConfigMap", "Service", "ServiceAccount", "StatefulSet", "Deployment", "PodDisruptionBudget",
+    "NetworkPolicy",
 }
 ENV_NAMES = {name for name, _, _ in ENV_VARS}
 PROMTOOL = shutil.which("promtool")
@@ -392,6 +394,42 @@ class TestKubernetesManifests:
         # The rules and the dashboard select job="her2-consumer".
         assert labels[manifest("PodMonitor")["spec"]["jobLabel"]] == "her2-consumer"
 
+    def test_networkpolicy_admits_only_prometheus_to_the_http_port(self) -> None:
+        policy = manifest("NetworkPolicy")["spec"]
+        assert policy["podSelector"]["matchLabels"] == POD_LABELS
+        assert set(policy["policyTypes"]) == {"Ingress", "Egress"}  # both directions isolated
+        [rule] = policy["ingress"]
+        assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+        pod_ports = manifest("StatefulSet")["spec"]["template"]["spec"]["containers"][0]["ports"]
+        assert {"name": "http", "containerPort": 8000, "protocol": "TCP"} in pod_ports
+        [source] = rule["from"]
+        namespace = source["namespaceSelector"]["matchLabels"]
+        assert namespace == {"kubernetes.io/metadata.name": "monitoring"}
+        assert "ipBlock" not in source
+        # every "from" names a namespace: an empty or pod-only peer would admit more
+        for peer in rule["from"]:
+            assert peer.get("namespaceSelector", {}).get("matchLabels")
+
+    def test_networkpolicy_egress_reaches_dns_kafka_and_the_registry_only(self) -> None:
+        egress = manifest("NetworkPolicy")["spec"]["egress"]
+        allowed = {
+            (peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+             port["port"], port["protocol"])
+            for rule in egress for peer in rule["to"] for port in rule["ports"]
+        }
+        bootstrap = manifest("ConfigMap")["data"]["KAFKA_BOOTSTRAP_SERVERS"]
+        host, _, kafka_port = bootstrap.partition(",")[0].rpartition(":")
+        kafka_namespace = host.split(".")[1]  # <service>.<namespace>.svc
+        assert allowed == {
+            ("kube-system", 53, "UDP"),
+            ("kube-system", 53, "TCP"),
+            (kafka_namespace, int(kafka_port), "TCP"),
+            ("schema-registry", 8081, "TCP"),
+        }
+        for rule in egress:
+            assert rule["ports"], "an egress rule without ports opens every port"
+            assert all("ipBlock" not in peer for peer in rule["to"])
+
     def test_scaledobject_scales_the_statefulset_on_lag(self) -> None:
         scaled = manifest("ScaledObject")["spec"]
         config = manifest("ConfigMap")["data"]
@@ -444,6 +482,17 @@ class TestCompose:
         assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
         assert services["prometheus"]["image"].startswith("prom/prometheus:")
         assert services["grafana"]["image"].startswith("grafana/grafana:")
+
+    def test_the_registry_is_apicurio_and_the_consumer_uses_its_confluent_api(
+        self, compose: dict[str, Any]
+    ) -> None:
+        services = compose["services"]
+        assert services["schema-registry"]["image"].startswith("apicurio/apicurio-registry:")
+        assert "3.3.3" in services["schema-registry"]["image"]  # as the integration tests
+        for name in ("consumer", "demo"):
+            url = services[name]["environment"]["HER2_SCHEMA_REGISTRY_URL"]
+            assert url == "http://schema-registry:8080/apis/ccompat/v7", name
+        assert "schema-registry" in services["consumer"]["depends_on"]
 
     def test_consumer_is_built_from_the_dockerfile(self, compose: dict[str, Any]) -> None:
         consumer = compose["services"]["consumer"]
@@ -565,32 +614,55 @@ class TestAlertRules:
         )
         assert result.returncode == 0, result.stdout + result.stderr
 
-    @pytest.mark.skipif(PROMTOOL is None, reason=NO_PROMTOOL)
-    def test_alert_expressions_fire_in_their_scenarios(self, tmp_path: Path) -> None:
-        """Each rule's expr against synthetic series: fires (with these labels) or stays quiet."""
-        exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
-        tests = []
-        for name, series, eval_time, expected in ALERT_SCENARIOS:
-            tests.append({
-                "interval": "1m",
-                "input_series": [{"series": s, "values": v} for s, v in series],
-                "promql_expr_test": [{
-                    "expr": f"({exprs[name]}) * 0 + 1",  # keep labels, ignore the value
-                    "eval_time": eval_time,
-                    "exp_samples": [{"labels": labels, "value": 1} for labels in expected],
-                }],
-            })
-        spec = tmp_path / "alerts.test.yaml"
-        spec.write_text(
-            yaml.safe_dump({"rule_files": [str(ALERTS)], "evaluation_interval": "1m",
-                            "tests": tests}),
-            encoding="utf-8",
+    def test_the_checked_in_alerts_test_yaml_is_generated_from_the_scenarios(self) -> None:
+        """deploy/prometheus/alerts.test.yaml (what alerts.yaml tells operators to run) is
+        ALERT_SCENARIOS below, with the rules' current expressions."""
+        assert ALERTS_TEST.is_file(), f"missing; write it with: python3 {Path(__file__)}"
+        checked_in = yaml.safe_load(ALERTS_TEST.read_text(encoding="utf-8"))
+        assert checked_in == alerts_test_spec(), (
+            f"{ALERTS_TEST} is stale; rewrite it with: python3 tests/unit/test_deploy.py"
         )
+
+    @pytest.mark.skipif(PROMTOOL is None, reason=NO_PROMTOOL)
+    def test_alert_expressions_fire_in_their_scenarios(self) -> None:
+        """Each rule's expr against synthetic series: fires (with these labels) or stays quiet
+        (`promtool test rules deploy/prometheus/alerts.test.yaml`, as operators run it)."""
         result = subprocess.run(  # noqa: S603 - fixed argv
-            [str(PROMTOOL), "test", "rules", str(spec)], capture_output=True, text=True,
+            [str(PROMTOOL), "test", "rules", str(ALERTS_TEST)], capture_output=True, text=True,
             check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def alerts_test_spec() -> dict[str, Any]:
+    """The promtool unit-test file of the alert rules, from ALERT_SCENARIOS."""
+    exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    tests = []
+    for name, series, eval_time, expected in ALERT_SCENARIOS:
+        tests.append({
+            "interval": "1m",
+            "input_series": [{"series": s, "values": v} for s, v in series],
+            "promql_expr_test": [{
+                "expr": f"({exprs[name]}) * 0 + 1",  # keep labels, ignore the value
+                "eval_time": eval_time,
+                "exp_samples": [{"labels": labels, "value": 1} for labels in expected],
+            }],
+        })
+    # rule_files is relative to the test file (promtool resolves it so)
+    return {"rule_files": [ALERTS.name], "evaluation_interval": "1m", "tests": tests}
+
+
+def write_alerts_test() -> None:
+    """Write deploy/prometheus/alerts.test.yaml from the scenarios."""
+    header = (
+        "# Generated from ALERT_SCENARIOS in tests/unit/test_deploy.py (rewrite it with\n"
+        "# `python3 tests/unit/test_deploy.py`; a test fails while it is stale).\n"
+        "# Run: promtool test rules deploy/prometheus/alerts.test.yaml\n"
+    )
+    ALERTS_TEST.write_text(
+        header + yaml.safe_dump(alerts_test_spec(), sort_keys=False, width=100),
+        encoding="utf-8",
+    )
 
 
 _JOB = 'job="her2-consumer"'
@@ -745,6 +817,7 @@ class TestGrafanaDashboard:
             "her2_consumer_processing_seconds_bucket", "her2_consumer_alerts_total",
             "her2_consumer_dlq_records_total", "her2_consumer_rebalances_total",
             "her2_consumer_history_patients", "her2_consumer_history_restore_seconds_bucket",
+            "her2_consumer_history_bytes",
         } <= used
         quantiles = {
             q for _, target in dashboard_targets()
@@ -764,3 +837,7 @@ class TestGrafanaDashboard:
             reversed(v.split(":")[:2]) for v in compose["services"]["grafana"]["volumes"]
         )
         assert (DEPLOY / mounts[provider["options"]["path"]] / DASHBOARD.name).is_file()
+
+
+if __name__ == "__main__":
+    write_alerts_test()

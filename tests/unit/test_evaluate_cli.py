@@ -6,6 +6,7 @@ docs/her2-rules.md section 7 (worked examples) and 5.5, docs/design.md "Command 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from consumer import jsonout
+from consumer.evaluate import evaluate_lines
 from consumer.history import HistoryStore
 from consumer.pipeline import Pipeline
 from consumer.rules import load_ruleset
@@ -86,7 +88,7 @@ def evaluate(lines: list[str], *args: str, tmp_path: Path | None = None) -> tupl
         path.write_text(text, encoding="utf-8")
         command.append(str(path))
         stdin = None
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 - fixed argv, our own module
         command, input=stdin, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False
     )
     outputs = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
@@ -595,3 +597,58 @@ class TestClinical202612History:
         assert "RT-ALL-ZERO" in codes(outputs[0])
         assert "acc-liver" in {a["code"]: a for a in outputs[0]["alerts"]}["RT-ALL-ZERO"]["detail"]
         assert "RT-ALL-ZERO" not in {a["code"] for a in outputs[1]["alerts"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# A future-dated event_time (issue 15, item 4)
+# ---------------------------------------------------------------------------------------------
+
+
+class TestFutureEventTime:
+    """An event_time more than 24 h ahead of the clock is an `errors` entry (stage validate,
+    reason event-time-in-future), as the service dead-letters it; it never reaches the history,
+    so a later CANCELLED report of the accession still retracts its alerts."""
+
+    def test_a_9999_report_is_an_error_and_the_accession_stays_open(self, tmp_path: Path) -> None:
+        final = same_patient("f-1", "acc-F", "2025-05-03T09:00:00Z", **METASTATIC_LOW_AFTER_CHEMO)
+        future = same_patient("f-2", "acc-F", "9999-12-31T23:59:59Z", report_status="CORRECTED", **METASTATIC_LOW_AFTER_CHEMO)
+        cancelled = same_patient("f-3", "acc-F", "2025-05-05T09:00:00Z", report_status="CANCELLED", **METASTATIC_LOW_AFTER_CHEMO)
+        outputs, done = evaluate(dumps([final, future, cancelled]), "--history", tmp_path=tmp_path)
+        assert done.returncode == 0, done.stderr
+        opened = {a["alert_id"] for a in outputs[0]["alerts"] if a["status"] == "ACTIVE"}
+        assert opened
+        assert outputs[1]["event_id"] == "f-2"
+        assert outputs[1]["classification"] is None
+        assert outputs[1]["alerts"] == []
+        (error,) = outputs[1]["errors"]
+        assert (error["stage"], error["reason"]) == ("validate", "event-time-in-future")
+        assert "9999" not in error["message"]
+        assert "pat-H" not in error["message"]
+        retracted = {a["alert_id"] for a in outputs[2]["alerts"] if a["status"] == "RETRACTED"}
+        assert retracted == opened  # the accession was not locked by the future-dated report
+
+    @pytest.mark.parametrize(
+        ("event_time", "refused"),
+        [
+            pytest.param("2026-12-07T12:00:00Z", False, id="exactly-24h-ahead"),
+            pytest.param("2026-12-07T12:00:00.001Z", True, id="one-ms-over"),
+            pytest.param("9999-12-31T23:59:59Z", True, id="far-future"),
+            pytest.param(None, False, id="missing"),
+        ],
+    )
+    def test_evaluate_lines_uses_the_injected_clock(self, event_time: str | None, refused: bool) -> None:
+        now = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+        record = result("clocked", event_time=event_time)
+        (output,) = evaluate_lines([json.dumps(record)], Pipeline(load_ruleset()), clock=lambda: now)
+        reasons = [e["reason"] for e in output["errors"]]
+        assert reasons == (["event-time-in-future"] if refused else [])
+        assert (output["classification"] is None) is refused
+
+    def test_the_tolerance_is_a_parameter(self) -> None:
+        now = dt.datetime(2025, 6, 1, 8, 0, tzinfo=dt.UTC)  # the record is 2 h ahead of it
+        lines = [json.dumps(result("two-hours-ahead"))]
+        pipeline = Pipeline(load_ruleset())
+        (hour,) = evaluate_lines(lines, pipeline, clock=lambda: now, max_event_time_skew=dt.timedelta(hours=1))
+        (day,) = evaluate_lines(lines, pipeline, clock=lambda: now)
+        assert [e["reason"] for e in hour["errors"]] == ["event-time-in-future"]
+        assert day["errors"] == []

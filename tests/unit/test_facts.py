@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from typing import Any
 
 import pytest
 
-from consumer.classify import classify_sample
+from consumer.classify import classify_sample, hr_status
 from consumer.facts import (
     FACTS,
     Sample,
     add_calendar_months,
     derive,
     discordant,
+    discordant_pair,
+    discordant_pairs,
+    named_pair,
     prior_samples,
     recurred_within_months,
 )
@@ -404,3 +408,32 @@ class TestOtherFacts:
         sc = classify_sample(None, None)._replace(category=category)
         facts = derive(event(**TRIPLE_NEGATIVE), sc)
         assert facts["triple_negative"] is (category != "POSITIVE")
+
+
+def test_the_linear_pair_choice_equals_the_pairwise_one() -> None:
+    """discordant_pair() names the pair named_pair(discordant_pairs()) names, on random patients."""
+    rng = random.Random(5)  # noqa: S311 - reproducible test data
+    categories = ["POSITIVE", "LOW", "ULTRALOW", "NULL", "ZERO_UNSPECIFIED", "MISSING", "EQUIVOCAL"]
+    for _ in range(500):
+        samples = [
+            Sample(f"A{i}", "PRIMARY_BREAST",
+                   None if rng.random() < 0.2 else dt.date(2020, 1, 1) + dt.timedelta(days=rng.randrange(2000)),
+                   rng.choice(categories), "history", order=i)
+            for i in range(rng.randrange(0, 9))
+        ]
+        pairs = discordant_pairs(samples)
+        assert discordant_pair(samples) == named_pair(pairs)
+        crossing = [p for p in pairs if "POSITIVE" in (p[0].category, p[1].category)]
+        assert discordant_pair(samples, crossing_positive=True) == named_pair(crossing)
+
+
+def test_default_only_symbols_conclude_nothing() -> None:
+    """ReceptorStatus UNKNOWN and ClinicalFlag OTHER (what a later lab symbol is read as): no HR
+    status from the result, no retest trigger."""
+    assert hr_status({"result": "UNKNOWN"}, {"result": "UNKNOWN"}) == ("UNKNOWN", False)
+    assert hr_status({"result": "UNKNOWN", "percent_positive": 50.0}, None)[0] == "POSITIVE"
+    event = {"event_id": "e", "patient_id": "p", "accession_id": "a", "report_status": "FINAL",
+             "her2_ihc": {"score": "ONE_PLUS"}, "clinical_context": {"clinical_flags": ["OTHER"]}}
+    facts = derive(event, classify_sample(event["her2_ihc"], None))
+    assert facts["clinical_suspicion"] is False
+    assert facts["clinical_flags"] is None

@@ -6,7 +6,8 @@ import http.client
 import json
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -303,3 +304,161 @@ class TestShutdown:
             assert thread.daemon
         finally:
             server.shutdown()
+
+
+def _thread_count() -> int:
+    return threading.active_count()
+
+
+def _closed_by_server(sock: socket.socket, timeout: float = 2.0) -> bool:
+    """Whether the server closed `sock` (EOF or reset) within `timeout` seconds."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def _timed_healthz(port: int) -> tuple[int, float]:
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+        return response.status, time.monotonic() - started
+    finally:
+        conn.close()
+
+
+class TestBounds:
+    """Issue 15, item 6: idle connections can neither exhaust threads nor hold up /healthz."""
+
+    IDLE = 500  # bounded, loopback only: enough to be 15 x the cap
+
+    def test_many_idle_connections_keep_threads_bounded_and_healthz_fast(
+        self, registry: CollectorRegistry, health: Health
+    ) -> None:
+        cap = 32
+        server = start_http_server(
+            0, registry, health, host="127.0.0.1", idle_timeout=60.0, max_connections=cap
+        )
+        before = _thread_count()
+        idle: list[socket.socket] = []
+        try:
+            for _ in range(self.IDLE):  # connect and say nothing, as the fault campaign did
+                idle.append(socket.create_connection(("127.0.0.1", server.server_port), timeout=5))
+            peak = 0
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # until the server has seen every connection
+                peak = max(peak, _thread_count())
+                if sum(1 for s in idle[-cap:] if not _closed_by_server(s, 0.001)) == cap:
+                    break
+            peak = max(peak, _thread_count())
+            assert peak - before <= cap + 2, f"{peak - before} handler threads for {cap} slots"
+            assert server.open_connections <= cap
+            status, seconds = _timed_healthz(server.server_port)
+            assert status == 200
+            assert seconds < 1.0, f"/healthz took {seconds:.2f}s behind {self.IDLE} idle sockets"
+            closed = sum(1 for s in idle[:-cap] if _closed_by_server(s, 0.5))
+            assert closed == self.IDLE - cap  # the oldest waiting ones made room
+        finally:
+            for sock in idle:
+                sock.close()
+            server.shutdown()
+
+    def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(
+        self, registry: CollectorRegistry, health: Health
+    ) -> None:
+        server = start_http_server(0, registry, health, host="127.0.0.1", idle_timeout=0.3)
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=5)
+            conn.request("GET", "/healthz")  # HTTP/1.1: the server keeps the connection open
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+            assert conn.sock is not None
+            assert _closed_by_server(conn.sock, 3.0)
+            wait_until(lambda: server.open_connections == 0)
+            conn.close()
+        finally:
+            server.shutdown()
+
+    def test_a_silent_connection_is_closed_after_the_timeout(
+        self, registry: CollectorRegistry, health: Health
+    ) -> None:
+        server = start_http_server(0, registry, health, host="127.0.0.1", idle_timeout=0.3)
+        try:
+            with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+                started = time.monotonic()
+                assert _closed_by_server(sock, 3.0)
+                assert time.monotonic() - started < 2.0
+        finally:
+            server.shutdown()
+
+    def test_a_slow_request_is_evicted_for_a_new_connection(
+        self, registry: CollectorRegistry, health: Health
+    ) -> None:
+        # slowloris: the request line and one header, then nothing; the slot is still "waiting"
+        server = start_http_server(
+            0, registry, health, host="127.0.0.1", idle_timeout=60.0, max_connections=1
+        )
+        try:
+            with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as slow:
+                slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                wait_until(lambda: server.open_connections == 1)
+                status, seconds = _timed_healthz(server.server_port)
+                assert (status, seconds < 1.0) == (200, True)
+                assert _closed_by_server(slow, 2.0)
+        finally:
+            server.shutdown()
+
+    def test_the_longest_waiting_connection_is_the_one_closed(
+        self, registry: CollectorRegistry, health: Health
+    ) -> None:
+        server = start_http_server(
+            0, registry, health, host="127.0.0.1", idle_timeout=60.0, max_connections=2
+        )
+        try:
+            port = server.server_port
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as first:
+                wait_until(lambda: server.open_connections == 1)
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as second:
+                    wait_until(lambda: server.open_connections == 2)
+                    with socket.create_connection(("127.0.0.1", port), timeout=5):
+                        assert _closed_by_server(first, 2.0)
+                        assert not _closed_by_server(second, 0.3)
+        finally:
+            server.shutdown()
+
+    def test_shutdown_closes_open_connections(
+        self, registry: CollectorRegistry, health: Health
+    ) -> None:
+        server = start_http_server(0, registry, health, host="127.0.0.1", idle_timeout=60.0)
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as sock:
+            wait_until(lambda: server.open_connections == 1)
+            server.shutdown()
+            assert _closed_by_server(sock, 2.0)
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            pytest.param({"idle_timeout": 0}, id="zero-timeout"),
+            pytest.param({"max_connections": 0}, id="no-connections"),
+        ],
+    )
+    def test_rejects_nonsense_bounds(
+        self, registry: CollectorRegistry, health: Health, kwargs: dict[str, Any]
+    ) -> None:
+        with pytest.raises(ValueError, match="idle_timeout"):
+            HealthHTTPServer(("127.0.0.1", 0), registry, health, **kwargs)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll `condition` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)

@@ -20,6 +20,8 @@ from consumer.history import HistoryStore
 from consumer.model import Outcome
 from consumer.pipeline import Pipeline
 from consumer.rules import RuleSet, load_ruleset
+from consumer.synthetic import SyntheticGenerator
+from consumer.therapies import normalise_therapies
 
 Record = dict[str, Any]
 T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
@@ -56,7 +58,7 @@ def report(
     """One PathologyResult of patient P (well documented: no DG noise unless asked)."""
     return {
         "event_id": event_id,
-        "event_time": T0 + dt.timedelta(minutes=int(event_id.split("-")[-1]) if minutes is None else minutes),
+        "event_time": T0 + dt.timedelta(minutes=int(event_id.rsplit("-", maxsplit=1)[-1]) if minutes is None else minutes),
         "patient_id": "P",
         "accession_id": accession,
         "report_status": status,
@@ -289,8 +291,6 @@ def test_closing_records_say_which_report_ended_them(ruleset: RuleSet) -> None:
 def test_stored_context_keeps_what_the_rules_read(ruleset: RuleSet) -> None:
     """The stored context keeps planned therapies as the drugs they name: the facts derived from
     it after a restore equal those of the report itself."""
-    from consumer.therapies import normalise_therapies
-
     names = ["Trastuzumab + pertuzumab (THP)", "Enhertu 5.4 mg/kg", "Kadcyla", "Tukysa", "unknown drug"]
     drugs = normalise_therapies(names)
     assert normalise_therapies(sorted(drugs)) == drugs
@@ -309,8 +309,6 @@ def test_stored_context_keeps_what_the_rules_read(ruleset: RuleSet) -> None:
 def test_a_replay_publishes_the_same_records(ruleset: RuleSet) -> None:
     """Upgrading is a replay of the input topic: the same events through a fresh store, at
     another time, publish the same (alert_id, revision, status) records (deterministic)."""
-    from consumer.synthetic import SyntheticGenerator
-
     events = SyntheticGenerator(seed=41, id_prefix="replay").events(400)
 
     def published(start: dt.datetime) -> list[tuple[str, int, str]]:

@@ -3,6 +3,7 @@ a symbol added later resolves to the default in an older reader instead of faili
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -48,8 +49,6 @@ def test_an_older_reader_reads_a_status_added_later() -> None:
 
 
 def _with_extra_status(schema: dict[str, Any], symbol: str) -> dict[str, Any]:
-    import copy
-
     evolved = copy.deepcopy(schema)
     for field in evolved["fields"]:
         if field["name"] == "status":

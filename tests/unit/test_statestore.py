@@ -16,10 +16,10 @@ import pytest
 
 from consumer.history import (
     HistoryStore,
-    part_codec,
     _pack,
     accession_key,
     parse_key,
+    part_codec,
 )
 from consumer.patient import AcceptedReport, Accession
 from consumer.pipeline import Pipeline

@@ -7,15 +7,23 @@ items, anywhere in the event; an oversized event is an InvalidEvent (a RecordErr
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from consumer.codec import Decoder, Encoder
-from consumer.errors import InvalidEvent, RecordError
+from consumer.errors import DLQ_REASONS, InvalidEvent, RecordError
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
-from consumer.validate import MAX_ITEMS, MAX_TEXT, JsonConverter, check_event
+from consumer.validate import (
+    DEFAULT_MAX_EVENT_TIME_SKEW,
+    MAX_ITEMS,
+    MAX_TEXT,
+    JsonConverter,
+    check_event,
+    check_event_time,
+)
 
 Event = dict[str, Any]
 
@@ -150,3 +158,113 @@ def test_a_valid_event_passes_unchanged() -> None:
     event = avro_event()
     before = copy.deepcopy(event)
     assert check_event(event) == before
+
+
+# -- event_time in the future (issue 15, item 4) ------------------------------------------------
+
+NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+DAY = dt.timedelta(hours=24)
+MS = dt.timedelta(milliseconds=1)
+
+
+class TestEventTimeInFuture:
+    """An event_time more than the tolerance (default 24 h) ahead of the caller's clock is an
+    InvalidEvent with its own reason; report order within an accession follows event_time, so
+    such a report would make every later report of its accession stale."""
+
+    @pytest.mark.parametrize(
+        ("event_time", "skew", "refused"),
+        [
+            pytest.param(NOW + DAY, DAY, False, id="exactly-at-the-tolerance"),
+            pytest.param(NOW + DAY + MS, DAY, True, id="one-ms-over"),
+            pytest.param(None, DAY, False, id="missing-event-time"),
+            pytest.param(
+                dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC), DAY, True,
+                id="far-future-9999-12-31",
+            ),
+            pytest.param(NOW, DAY, False, id="now"),
+            pytest.param(NOW + dt.timedelta(hours=23), DAY, False, id="lab-clock-ahead-23h"),
+            pytest.param(dt.datetime(1, 1, 1, tzinfo=dt.UTC), DAY, False, id="year-1"),
+            pytest.param(NOW - dt.timedelta(days=3650), DAY, False, id="ten-years-ago"),
+            pytest.param(
+                NOW + dt.timedelta(hours=2), dt.timedelta(hours=1), True, id="configured-1h"
+            ),
+            pytest.param(
+                (NOW + DAY + MS).astimezone(dt.timezone(dt.timedelta(hours=-5))), DAY, True,
+                id="other-zone-one-ms-over",
+            ),
+            pytest.param((NOW + DAY).replace(tzinfo=None), DAY, False, id="naive-taken-as-utc"),
+        ],
+    )
+    def test_avro_path(
+        self, event_time: dt.datetime | None, skew: dt.timedelta, refused: bool
+    ) -> None:
+        event = avro_event()
+        event["event_time"] = event_time
+        if not refused:
+            assert check_event(event, NOW, skew) is event
+            return
+        with pytest.raises(InvalidEvent) as caught:
+            check_event(event, NOW, skew)
+        error = caught.value
+        assert (error.stage, error.reason) == ("validate", "event-time-in-future")
+        assert error.reason in DLQ_REASONS
+        assert error.message.startswith("event_time: ")
+        assert str(event_time.year) not in error.message  # no field value in the message
+        assert "P1" not in error.message
+
+    @pytest.mark.parametrize(
+        ("text", "refused"),
+        [
+            pytest.param("2026-12-07T12:00:00Z", False, id="exactly-at-the-tolerance"),
+            pytest.param("2026-12-07T12:00:00.001Z", True, id="one-ms-over"),
+            pytest.param("9999-12-31T23:59:59Z", True, id="far-future"),
+            pytest.param(253402300799999, True, id="far-future-epoch-ms"),
+        ],
+    )
+    def test_json_path(self, text: str | int, refused: bool) -> None:
+        event = JsonConverter().convert({**copy.deepcopy(_JSON), "event_time": text})
+        if refused:
+            with pytest.raises(InvalidEvent, match="ahead of the service's clock"):
+                check_event(event, NOW)
+        else:
+            assert check_event(event, NOW) is event
+
+    def test_missing_event_time_on_the_json_path(self) -> None:
+        event = JsonConverter().convert(copy.deepcopy(_JSON))
+        assert event["event_time"] is None
+        assert check_event(event, NOW) is event
+
+    def test_without_a_clock_the_check_is_not_made(self) -> None:
+        # callers without a clock (publish, offline fuzz prediction); the service passes its own
+        event = avro_event()
+        event["event_time"] = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+        assert check_event(event) is event
+
+    def test_the_default_tolerance_is_24_hours(self) -> None:
+        assert DEFAULT_MAX_EVENT_TIME_SKEW == DAY
+        event = avro_event()
+        event["event_time"] = NOW + DAY + MS
+        with pytest.raises(InvalidEvent):
+            check_event(event, NOW)
+
+    def test_size_and_schema_problems_keep_their_own_reason(self) -> None:
+        event = avro_event()
+        event["event_time"] = NOW + 2 * DAY
+        event["her2_ihc"]["percent_cells_stained"] = 150.0
+        with pytest.raises(InvalidEvent) as caught:
+            check_event(event, NOW)
+        assert caught.value.reason == "schema-validation"
+
+    @pytest.mark.parametrize(
+        "now",
+        [
+            pytest.param(dt.datetime(2000, 1, 1, tzinfo=dt.UTC), id="clock-in-2000"),
+            pytest.param(dt.datetime(2090, 1, 1, tzinfo=dt.UTC), id="clock-in-2090"),
+        ],
+    )
+    def test_only_the_injected_clock_counts(self, now: dt.datetime) -> None:
+        # far from the wall clock either way: a check reading the wall clock would get one wrong
+        check_event_time(now + DAY, now)
+        with pytest.raises(InvalidEvent):
+            check_event_time(now + DAY + MS, now)

@@ -1,0 +1,27 @@
+"""Lint and types are part of the suite: `ruff check .` and `mypy consumer` (strict, as
+configured in pyproject.toml) must report nothing. Both come with the `test` extra."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - fixed argv, the interpreter running the tests
+        [sys.executable, "-m", *argv],
+        cwd=REPO, capture_output=True, text=True, check=False, timeout=300,
+    )
+
+
+def test_ruff_reports_nothing() -> None:
+    done = _run("ruff", "check", "--no-fix", "--no-cache", "--output-format", "concise", ".")
+    assert done.returncode == 0, f"ruff check . found:\n{done.stdout}{done.stderr}"
+
+
+def test_mypy_strict_reports_nothing(tmp_path: Path) -> None:
+    done = _run("mypy", "--cache-dir", str(tmp_path / "mypy"), "consumer")
+    assert done.returncode == 0, f"mypy consumer found:\n{done.stdout}{done.stderr}"
