@@ -120,6 +120,12 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_DELIVERY_TIMEOUT_MS", "120000", "producer delivery timeout (per send)"),
     ("HER2_TRANSACTION_TIMEOUT_MS", "60000", "transaction timeout (exactly_once)"),
     ("HER2_RESTORE_TIMEOUT_SECONDS", "120", "longest history restore before failing"),
+    (
+        "HER2_MAX_UNREADABLE_CHANGELOG_SHARE",
+        "0",
+        "share (0-1) of a partition's changelog records a restore may skip as unreadable before "
+        "the partition is held back and /readyz refuses",
+    ),
     ("HER2_LAG_REFRESH_SECONDS", "5", "how often lag gauges are refreshed"),
     (
         "HER2_TOPIC_REPLICATION_FACTOR",
@@ -273,6 +279,7 @@ class Settings:
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     tuning: Tuning = field(default_factory=Tuning)
     test_crash_before_commit: int | None = None
+    max_unreadable_changelog_share: float = 0.0  # above it a restored partition is held back
 
     def __repr__(self) -> str:
         """Fields, with registry credentials masked."""
@@ -392,6 +399,9 @@ class Settings:
             test_crash_before_commit=(
                 None if crash is None else env.integer("HER2_TEST_CRASH_BEFORE_COMMIT", 1, 10**9)
             ),
+            max_unreadable_changelog_share=env.number(
+                "HER2_MAX_UNREADABLE_CHANGELOG_SHARE", 0.0, 1.0
+            ),
         )
 
     def kafka_common(self) -> dict[str, Any]:
@@ -451,6 +461,7 @@ class Settings:
             "instance_id": self.instance_id,
             "max_event_time_skew_seconds": int(self.event_time_skew.total_seconds()),
             "test_crash_before_commit": self.test_crash_before_commit,
+            "max_unreadable_changelog_share": self.max_unreadable_changelog_share,
         }
         if with_topics:
             shown["input_topic"] = self.topics.input

@@ -6,6 +6,8 @@
     ├── SchemaError            an Avro schema cannot be loaded or registered: fatal
     ├── RegistryError          the schema registry cannot be reached: retry, never DLQ
     ├── PublishError           outputs were not acknowledged: stop without committing
+    │   └── OutputRefusedError the broker refused outputs for good (size, ACL, timestamp):
+    │                          their input records are dead-lettered and the batch re-driven
     ├── FencedError            another producer took our transactional id: stop, EXIT_FENCED
     ├── HistoryRestoreError    the changelog could not be read to its end in time: fatal
     ├── KafkaConnectError      Kafka unreachable or refusing us at start-up: fatal
@@ -40,6 +42,7 @@ DLQ_REASONS = frozenset(
         "misrouted",
         "processing-error",
         "output-too-large",
+        "output-refused",
     }
 )
 
@@ -66,6 +69,26 @@ class RegistryError(Her2Error):
 
 class PublishError(Her2Error):
     """An output record was not acknowledged by the broker."""
+
+
+class OutputRefusedError(PublishError):
+    """The broker refused output records for good: re-sending the same bytes cannot help.
+
+    `refused` holds (output, error class name) pairs. Raised by runtime/delivery.py after the
+    batch's transaction is aborted (exactly-once) or before any changelog record of the batch
+    is sent (at-least-once); runtime/loop.py dead-letters the records the outputs came from
+    and re-drives the batch. Uncaught, it stops the service without committing like any
+    PublishError.
+    """
+
+    def __init__(self, refused: Sequence[tuple[object, str]]) -> None:
+        self.refused = list(refused)
+        topics = sorted({getattr(out, "topic", "?") for out, _ in self.refused})
+        errors = sorted({error for _, error in self.refused})
+        super().__init__(
+            f"{len(self.refused)} output records refused by the broker for good "
+            f"(topics {', '.join(topics)}: {', '.join(errors)})"
+        )
 
 
 class FencedError(Her2Error):

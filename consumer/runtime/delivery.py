@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from consumer.config import Settings
-from consumer.errors import PublishError
+from consumer.errors import OutputRefusedError, PublishError
 from consumer.logs import get_logger
 from consumer.metrics import Metrics
 from consumer.runtime.kafka import (
@@ -65,13 +65,19 @@ class AtLeastOnce:
         self.commit(batch)
 
     def publish(self, outputs: list[Output]) -> None:
-        """Send and wait for every acknowledgement; re-send failures a bounded number of times."""
+        """Send and wait for every acknowledgement; re-send failures a bounded number of times.
+        Outputs refused for good are not re-sent: OutputRefusedError (through a new producer
+        for the re-run: an idempotent producer's sequence after a failed batch is its own)."""
         pending = outputs
         retries = self._retries
         failed: list[Output] = []
         error_type = None
         for attempt in range(retries + 1):
-            failed, error_type = self._producer.send_and_wait(pending)
+            sent = self._producer.send_and_wait(pending)
+            if sent.refused:
+                self._producer.renew()
+                raise OutputRefusedError(sent.refused)
+            failed, error_type = sent.failed, sent.error_type
             if not failed:
                 return
             if attempt == retries:

@@ -3,12 +3,13 @@ fit a Kafka request. A dead-letter record is one more output of the batch: never
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Final
 
 from consumer.runtime.kafka import MAX_REQUEST_BYTES, TopicPartition
 from consumer.runtime.kafka.quirks import fits
-from consumer.runtime.records import Output
+from consumer.runtime.records import Output, input_timestamp
 
 DLQ_HEADER_PREFIX: Final = "her2.errors."
 
@@ -73,7 +74,12 @@ def dead_letter(
         return [*standard, *extra_headers]
 
     kept = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
-    dead = Output(dlq, record.key, record.value, [*kept, *error_headers(message)])
+    # the input record's timestamp (never the host clock) and where the copy comes from
+    stamp, origin = input_timestamp(record), (tp, record.offset)
+    dead = Output(
+        dlq, record.key, record.value, [*kept, *error_headers(message)],
+        timestamp_ms=stamp, origin=origin,
+    )
     if not output_fits(dead, limit):
         # the copy (value plus error headers) cannot be produced: keep the headers, which
         # point at the record still in the input topic, and say so
@@ -81,7 +87,30 @@ def dead_letter(
             f"{message}; the original value ({len(record.value or b'')} bytes) does not fit "
             "the dead-letter topic: read it from the input topic at this offset"
         )
-        dead = Output(dlq, record.key, None, headers)
+        dead = Output(dlq, record.key, None, headers, timestamp_ms=stamp, origin=origin)
         if not output_fits(dead, limit):
-            dead = Output(dlq, None, None, headers)
+            # kafka-python refuses a record with neither key nor value: an empty value
+            dead = Output(dlq, None, b"", headers, timestamp_ms=stamp, origin=origin)
     return dead
+
+
+def headers_only(dead: Output, error: str) -> Output:
+    """The last resort of a dead-letter copy the DLQ topic refused for good (`error`, e.g.
+    MessageSizeTooLargeError under a small max.message.bytes): the original key, no value (an
+    empty one without a key: kafka-python refuses neither), no original headers, the
+    producer's timestamp (the input's may be what was refused); the error headers point at the
+    record still in the input topic. If the DLQ refuses this too, the service
+    stops without committing (runtime/loop.py): a dead letter is never dropped."""
+    headers: list[tuple[str, bytes]] = []
+    note = (
+        f"; the dead-letter topic refused the copy ({error}): read the record from the input "
+        "topic at this offset"
+    ).encode()
+    for name, text in dead.headers:
+        if name == DLQ_HEADER_PREFIX + "exception.message":
+            headers.append((name, text + note))
+        elif name.startswith(DLQ_HEADER_PREFIX):
+            headers.append((name, text))
+    headers.append((DLQ_HEADER_PREFIX + "dlq.refused", error.encode()))
+    empty = None if dead.key is not None else b""
+    return dataclasses.replace(dead, value=empty, headers=headers, timestamp_ms=None)

@@ -6,19 +6,28 @@ committed) before the next poll, so a rebalance never finds work in flight.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from consumer.config import Settings
+from consumer.errors import OutputRefusedError, PublishError
 from consumer.logs import get_logger
 from consumer.metrics import Metrics
 from consumer.runtime.delivery import Delivery
-from consumer.runtime.dlq import output_fits
+from consumer.runtime.dlq import headers_only, output_fits
 from consumer.runtime.kafka import Consumer, KafkaError, OffsetAndMetadata, TopicPartition
 from consumer.runtime.partitions import PartitionTable
-from consumer.runtime.processor import Processor, Retry, add_to
-from consumer.runtime.records import POLL_BACKOFF, Backoff, Batch, Output
+from consumer.runtime.processor import DeadLettered, Processed, Processor, Retry, add_to
+from consumer.runtime.records import (
+    POLL_BACKOFF,
+    Backoff,
+    Batch,
+    Output,
+    Refusal,
+    input_timestamp,
+)
 from consumer.runtime.restore import Restorer
 
 HISTORY_REFRESH_S: Final = 5.0
@@ -62,6 +71,9 @@ class Loop:
         self._monotonic = monotonic
         self.batches = 0
         self.poll_failures = 0  # consecutive polls that could not reach the broker
+        # input records an output of which the broker refused for good: dead-lettered when the
+        # batch is re-driven (dropped from here once committed past)
+        self.refused: dict[tuple[TopicPartition, int], Refusal] = {}
         self._last_lag_refresh = 0.0
         self._last_history_refresh = 0.0
 
@@ -107,7 +119,7 @@ class Loop:
             return
         self.refresh_history_gauges(force=True)
         if not self.table.pending:
-            self._set_ready(True)
+            self._set_ready(*self.table.readiness())
 
     def build_batch(self, records: Mapping[TopicPartition, list[Any]]) -> Batch:
         """Process every record of a poll; a partition stops at a record to retry."""
@@ -120,15 +132,27 @@ class Loop:
                 self.consumer.seek(tp, records[tp][0].offset)
                 continue
             for record in records[tp]:
-                result = self.processor.process(tp, record, store)
+                refusal = self.refused.get((tp, record.offset))
+                result: Processed | DeadLettered | Retry
+                if refusal is not None and refusal.topic is not None:
+                    result = self.processor.refused(tp, record, refusal)
+                else:
+                    result = self.processor.process(tp, record, store)
                 if isinstance(result, Retry):
                     table.retry_later(tp, record.offset)
                     break
+                if refusal is not None and refusal.dlq_error and isinstance(result, DeadLettered):
+                    result = dataclasses.replace(
+                        result, output=headers_only(result.output, refusal.dlq_error)
+                    )
                 add_to(batch, result)
                 batch.last[tp] = record
                 table.positions[tp] = record.offset + 1
+            last = batch.last.get(tp)
+            # the changelog record carries the timestamp of the last input record it covers
+            stamp = None if last is None else input_timestamp(last)
             for key, value in store.take_dirty():  # one record per changed part of a patient
-                change = Output(history, key, value, partition=tp.partition)
+                change = Output(history, key, value, partition=tp.partition, timestamp_ms=stamp)
                 if not output_fits(change):
                     # kept in the local store and used while this instance owns the partition;
                     # a restore elsewhere sees the patient's previous state (stated loudly)
@@ -148,10 +172,80 @@ class Loop:
         batch = self.build_batch(records)
         if not batch.last:
             return
-        self.delivery.deliver(batch)
+        try:
+            self.delivery.deliver(batch)
+        except OutputRefusedError as exc:
+            self.redrive(batch, records, exc)
+            return
         self.batches += 1
         self.table.progressed(batch.last)
+        if self.refused:
+            self.refused = {
+                (tp, offset): refusal
+                for (tp, offset), refusal in self.refused.items()
+                if tp not in batch.last or offset > batch.last[tp].offset
+            }
         self.record_batch(batch, batch.offsets(), time.perf_counter() - started)
+
+    def redrive(
+        self,
+        batch: Batch,
+        records: Mapping[TopicPartition, list[Any]],
+        refused: OutputRefusedError,
+    ) -> None:
+        """The broker refused outputs of the batch for good. Nothing of the batch is committed
+        (at-least-once: no changelog record was sent yet, B8; exactly-once: the transaction was
+        aborted). Mark each record whose output was refused, then run the batch again from a
+        restored history: those records are dead-lettered with the refusal reason instead of
+        evaluated, the rest is published (at-least-once re-sends outputs the broker already
+        acknowledged: duplicates with the same alert ids) and committed.
+
+        Never dropped: a refused changelog record (a patient's history) or a dead-letter copy
+        refused even with its error headers alone stops the service without committing."""
+        dlq = self.settings.topics.dlq
+        before = dict(self.refused)  # one record may have several refused outputs
+        for out, error in refused.refused:
+            origin = out.origin if isinstance(out, Output) else None
+            topic = getattr(out, "topic", "?")
+            if origin is None:
+                raise PublishError(
+                    f"the broker refused a record of {topic} for good ({error}): a patient's "
+                    "history cannot be written; stopping without committing (raise the "
+                    "topic's max.message.bytes or fix its ACLs)"
+                ) from refused
+            previous = before.get(origin)
+            if topic == dlq:
+                if previous is not None and previous.dlq_error is not None:
+                    raise PublishError(
+                        f"the dead-letter topic {topic} refused a dead-letter record for good "
+                        f"({error}), even with its error headers alone; stopping without "
+                        "committing"
+                    ) from refused
+                refusal = Refusal(
+                    previous.topic if previous else None,
+                    previous.error if previous else None,
+                    dlq_error=error,
+                )
+            else:
+                refusal = Refusal(topic, error, previous.dlq_error if previous else None)
+            if refusal == previous:  # defensive: a re-run must change something
+                raise PublishError(
+                    f"the broker refused an output to {topic} again ({error}) after the "
+                    "record was dead-lettered; stopping without committing"
+                ) from refused
+            self.refused[origin] = refusal
+            tp, offset = origin
+            log.warning(
+                "output refused by the broker for good; the record will be dead-lettered and "
+                "its batch run again",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=offset,
+                output_topic=topic,
+                error_type=error,
+            )
+        starts = {tp: records[tp][0].offset for tp in batch.last}
+        self.table.redrive(starts)
 
     def record_batch(
         self, batch: Batch, offsets: dict[TopicPartition, OffsetAndMetadata], seconds: float

@@ -45,6 +45,9 @@ class PartitionTable:
         self.consumer: Consumer | None = None
         self.stores: dict[TopicPartition, HistoryStore] = {}
         self.pending: set[TopicPartition] = set()
+        # partitions whose changelog was too unreadable to trust (runtime/restore.py): held
+        # paused, never processed, the reason in /readyz until revoked or the service restarts
+        self.blocked: dict[TopicPartition, str] = {}
         self.backoff_until: dict[TopicPartition, float] = {}
         self.backoff_step: dict[TopicPartition, int] = {}
         self.positions: dict[TopicPartition, int] = {}
@@ -69,7 +72,7 @@ class PartitionTable:
         partitions = sorted(assigned)
         self._metrics.rebalances.labels(kind="assigned").inc()
         if not partitions:
-            if not self.pending:  # a member without partitions is ready too
+            if not self.pending and not self.blocked:  # a member without partitions is ready
                 self._set_ready(True)
             return
         self._consumer().pause(*partitions)
@@ -91,6 +94,7 @@ class PartitionTable:
             if store is not None:
                 store.close()  # on the IO thread: see DiskStates for why that is safe
             self.pending.discard(tp)
+            self.blocked.pop(tp, None)
             self.backoff_until.pop(tp, None)
             self.backoff_step.pop(tp, None)
             self.positions.pop(tp, None)
@@ -125,6 +129,21 @@ class PartitionTable:
         consumer.resume(*still_assigned)
         self.set_gauge()
 
+    def block(self, tp: TopicPartition, reason: str) -> None:
+        """Its history could not be restored well enough: keep it paused, never process it."""
+        self.pending.discard(tp)
+        self.blocked[tp] = reason
+        self._consumer().pause(tp)
+        self.set_gauge()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once nothing waits for a restore and no partition is held back."""
+        if self.blocked:
+            return False, "; ".join(self.blocked[tp] for tp in sorted(self.blocked))
+        if self.pending:
+            return False, "restoring history"
+        return True, ""
+
     def input_partitions(self, topic: str) -> int:
         """The input topic's partition count in the consumer's metadata (what producers
         partition by); the last count seen while a metadata refresh lacks the topic."""
@@ -154,6 +173,22 @@ class PartitionTable:
                 del self.backoff_until[tp]
                 if tp in consumer.assignment() and tp not in self.pending:
                     consumer.resume(tp)
+
+    def redrive(self, starts: dict[TopicPartition, int]) -> None:
+        """A batch that was not delivered is run again from `starts` (offset per partition):
+        drop the partitions' stores (they hold the batch's changes, which never reached the
+        changelog), seek back, pause and mark them for a restore, as on assignment. The next
+        loop turn restores their history from the changelog and polls the records again."""
+        consumer = self._consumer()
+        for tp, offset in sorted(starts.items()):
+            store = self.stores.pop(tp, None)
+            if store is not None:
+                store.close()
+            consumer.seek(tp, offset)
+            self.positions[tp] = offset
+            consumer.pause(tp)
+            self.pending.add(tp)
+        self.set_gauge()
 
     def progressed(self, partitions: Iterable[TopicPartition]) -> None:
         """A batch committed for these partitions: the registry answered again."""

@@ -28,10 +28,11 @@ from consumer.registry import SchemaRegistryClient
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime.dlq import dead_letter, output_fits
 from consumer.runtime.kafka import MAX_REQUEST_BYTES, TopicPartition
-from consumer.runtime.records import Batch, Output
+from consumer.runtime.records import Batch, Output, Refusal, input_timestamp
 from consumer.validate import check_event
 
 REASON_OUTPUT_TOO_LARGE: Final = "output-too-large"
+REASON_OUTPUT_REFUSED: Final = "output-refused"
 PROCESS_ERROR_MESSAGE: Final = "unexpected error while processing the record"
 # The dead-letter header exception.class.name of an output-too-large record: a contract with the
 # DLQ's readers, kept when the class became OutputTooLargeError.
@@ -149,16 +150,21 @@ class Processor:
             undo = store.checkpoint(event["patient_id"])
             outcome = store.apply(event, self.pipeline)
             key = record.key if record.key else event["patient_id"].encode("utf-8")
+            # outputs carry the input record's timestamp, never the host clock (records.Output)
+            stamp, origin = input_timestamp(record), (tp, record.offset)
             outputs = [
                 Output(
                     topics.classification,
                     key,
                     self.codecs.classification.encode(outcome.classification),
+                    timestamp_ms=stamp,
+                    origin=origin,
                 )
             ]
             for alert in outcome.alerts:
                 topic = topics.alert_topic(alert["alert_type"])
-                outputs.append(Output(topic, key, self.codecs.alerts[topic].encode(alert)))
+                value = self.codecs.alerts[topic].encode(alert)
+                outputs.append(Output(topic, key, value, timestamp_ms=stamp, origin=origin))
             if not all(output_fits(out, self._limit) for out in outputs):
                 raise OutputTooLargeError(
                     "an output of this record (classification or alert) is larger than the "
@@ -235,6 +241,32 @@ class Processor:
             ],
             duration=duration,
             age=age,
+        )
+
+    def refused(self, tp: TopicPartition, record: Any, refusal: Refusal) -> DeadLettered:
+        """A record an output of which the broker refused for good: dead-lettered unevaluated
+        (no trace in the history, none of its outputs published), the refusal in its headers."""
+        started = time.perf_counter()
+        topic = refusal.topic or "?"
+        error = refusal.error or "?"
+        return self._dead_letter(
+            tp, record, stage="process", reason=REASON_OUTPUT_REFUSED,
+            exception_class=error,
+            message=(
+                f"the broker refused an output of this record to {topic} for good ({error}); "
+                + (
+                    "none of its outputs was published"
+                    if self.settings.exactly_once
+                    # at-least-once: outputs acknowledged before the refusal cannot be withdrawn
+                    else "its outputs to other topics may already be published (at-least-once)"
+                )
+                + "; its evaluation is not in the patient's history"
+            ),
+            started=started,
+            extra_headers=[
+                ("her2.errors.output.topic", topic.encode("utf-8")),
+                ("her2.errors.output.error", error.encode("utf-8")),
+            ],
         )
 
     def _dead_letter(

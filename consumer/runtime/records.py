@@ -12,13 +12,41 @@ from consumer.runtime.kafka import OffsetAndMetadata, TopicPartition
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One record to produce."""
+    """One record to produce.
+
+    `timestamp_ms`: the record's timestamp, the input record's (as Kafka Streams propagates
+    it), never the host clock: a broker refuses timestamps too far ahead of its own clock
+    (`message.timestamp.after.max.ms`, 1 h by default in Kafka 4.x), so a host clock running
+    fast would otherwise stop every output. None = the producer's clock (no input timestamp).
+    `origin`: the input record (partition, offset) whose evaluation produced it; None for a
+    changelog record (it belongs to a patient, not to one record).
+    """
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     partition: int | None = None
+    timestamp_ms: int | None = None
+    origin: tuple[TopicPartition, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The broker refused an output of one input record for good (a non-retriable per-record
+    error: size limit, authorization, timestamp). The record is dead-lettered with this reason
+    instead of evaluated; `dlq_error` is set once the dead-letter copy itself was refused (the
+    next copy carries the error headers only)."""
+
+    topic: str | None  # the output topic that refused (None: only the DLQ copy was refused)
+    error: str | None  # the broker's error class, e.g. MessageSizeTooLargeError
+    dlq_error: str | None = None
+
+
+def input_timestamp(record: Any) -> int | None:
+    """The input record's timestamp in epoch millis (None when it carries none: -1)."""
+    ts = getattr(record, "timestamp", None)
+    return ts if isinstance(ts, int) and ts >= 0 else None
 
 
 @dataclass

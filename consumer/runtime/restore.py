@@ -1,7 +1,11 @@
 """Changelog restore: the history of newly assigned partitions, read from the compacted
 changelog up to the end offsets captured when the restore starts, within
 HER2_RESTORE_TIMEOUT_SECONDS (HistoryRestoreError past it). An unreadable changelog record is
-counted and skipped. Runs on the main thread, between two polls."""
+counted and skipped; a partition with more than HER2_MAX_UNREADABLE_CHANGELOG_SHARE of its
+changelog records unreadable is held back (paused, never processed, /readyz 503 with the
+reason): evaluated against a history with holes, a patient could get wrong alerts, and new
+states written over the unreadable records would let compaction erase them for good. Runs on
+the main thread, between two polls."""
 
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ class Restorer:
             else None
         )
         self._reader: Consumer | None = None
+        self._seen: dict[TopicPartition, list[int]] = {}  # changelog tp -> [read, unreadable]
 
     def new_store(self, tp: TopicPartition) -> HistoryStore:
         """An empty history store for input partition `tp`, on the configured backend."""
@@ -75,6 +80,11 @@ class Restorer:
         if count is None:
             return False
         seconds = self._monotonic() - started
+        for tp in partitions:
+            reason = self._too_unreadable(tp)
+            if reason is not None:
+                stores.pop(tp).close()
+                table.block(tp, reason)
         table.restored(stores)
         self._metrics.history_restore_seconds.observe(seconds)
         self._metrics.history_restored_records.inc(count)
@@ -84,9 +94,31 @@ class Restorer:
             partitions=[tp.partition for tp in partitions],
             records=count,
             seconds=round(seconds, 3),
-            patients=sum(len(stores[tp]) for tp in partitions),
+            patients=sum(len(store) for store in stores.values()),
         )
         return True
+
+    def _too_unreadable(self, tp: TopicPartition) -> str | None:
+        """The readiness reason if `tp`'s changelog had too many unreadable records."""
+        read, unreadable = self._seen.get(
+            TopicPartition(self._settings.topics.history, tp.partition), (0, 0)
+        )
+        share = self._settings.max_unreadable_changelog_share
+        if unreadable == 0 or unreadable <= share * read:
+            return None
+        log.error(
+            "history changelog unreadable beyond HER2_MAX_UNREADABLE_CHANGELOG_SHARE; "
+            "partition held back",
+            topic=self._settings.topics.history,
+            partition=tp.partition,
+            count=unreadable,
+            records=read,
+            limit=share,
+        )
+        return (
+            f"history changelog unreadable: {unreadable} of {read} records "
+            f"(partition {tp.partition}, HER2_MAX_UNREADABLE_CHANGELOG_SHARE={share:g})"
+        )
 
     def _read(self, stores: dict[TopicPartition, HistoryStore], deadline: float) -> int | None:
         """Apply changelog records up to the end offsets captured now; None if stopped."""
@@ -99,6 +131,8 @@ class Restorer:
         rc = self._reader
         timeout_ms = s.tuning.request_timeout_ms
         rc.assign(changelog)
+        for tp in changelog:
+            self._seen[tp] = [0, 0]
         try:
             rc.seek_to_beginning(*changelog)
             end = rc.end_offsets(changelog, timeout_ms=timeout_ms)
@@ -127,9 +161,12 @@ class Restorer:
             rc.assign([])
 
     def _restore_record(self, store: HistoryStore, tp: TopicPartition, record: Any) -> int:
+        seen = self._seen.setdefault(tp, [0, 0])
+        seen[0] += 1
         try:
             store.restore(record.key, record.value)
         except HistoryRecordError as exc:
+            seen[1] += 1
             self._metrics.history_unreadable_records.inc()
             log.error(
                 "history record unreadable; skipped",

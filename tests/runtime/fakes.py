@@ -10,6 +10,11 @@ calls of `op` consume, one each. An effect is an exception (raised) or a callabl
 block, or to change the broker mid-call). Operations: "poll", "commit", "send:<topic>",
 "ack:<topic>", "init_transactions", "send_offsets", "commit_transaction", "abort_transaction",
 "restore.poll", "admin", "describe". Topic creation failures: `broker.create_errors[topic] = code`.
+Permanent refusals (a broker that refuses some records for good, on every attempt):
+`broker.refuse(topic, exc, when=predicate)` fails the future of every record of `topic` for
+which `predicate(record)` holds (default: all), e.g. a size limit.
+Records carry a timestamp: `append(..., timestamp=)` (default `broker.clock_ms`), and what a
+producer passed as `timestamp_ms` (None: the producer's clock, `broker.producer_clock_ms`).
 
 The group has one member: the first poll assigns every partition of the subscribed topic
 (calling the listener, as kafka-python does from its IO thread), close() revokes them.
@@ -55,6 +60,10 @@ class FakeBroker:
         self.producers: list[FakeProducer] = []
         self.admins: list[FakeAdmin] = []
         self.stalled: set[str] = set()  # topics whose records never arrive (a stuck fetch)
+        self.refusals: list[tuple[str, BaseException, Callable[[FakeRecord], bool]]] = []
+        self.clock_ms = 1_767_225_600_000  # timestamp of appended input records (2026-01-01)
+        self.producer_clock_ms = self.clock_ms  # what a producer stamps when given None
+        self.sent_timestamps: list[tuple[str, int | None]] = []  # (topic, timestamp_ms)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -64,13 +73,21 @@ class FakeBroker:
 
     def append(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int = 0,
-        headers: Iterable[tuple[str, bytes]] = (),
+        headers: Iterable[tuple[str, bytes]] = (), *, timestamp: int | None = None,
     ) -> FakeRecord:
         """Write one record to the end of a partition's log."""
         log = self.topics[topic][partition]
-        record = FakeRecord(topic, partition, len(log), key, value, list(headers))
+        stamp = self.clock_ms if timestamp is None else timestamp
+        record = FakeRecord(topic, partition, len(log), key, value, list(headers), stamp)
         log.append(record)
         return record
+
+    def refuse(
+        self, topic: str, exc: BaseException,
+        when: Callable[[FakeRecord], bool] = lambda record: True,
+    ) -> None:
+        """Refuse, on every attempt, the records of `topic` for which `when` holds."""
+        self.refusals.append((topic, exc, when))
 
     def script(self, op: str, *effects: BaseException | Callable[[], Any]) -> None:
         """Queue effects for the next calls of `op` (one per call)."""
@@ -268,6 +285,9 @@ class FakeFuture:
         broker = self.producer.broker
         try:
             broker.scripted(f"ack:{self.record.topic}")
+            for topic, refusal, when in broker.refusals:
+                if topic == self.record.topic and when(self.record):
+                    raise refusal
         except BaseException as exc:  # the future fails with it
             self.error = exc
             broker.events.append(("nack", self.record.topic))
@@ -304,13 +324,18 @@ class FakeProducer:
     def partitions_for(self, topic: str) -> set[int]:
         return set(range(len(self.broker.topics[topic])))
 
-    def send(
+    def send(  # noqa: PLR0917 - kafka-python's signature
         self, topic: str, key: bytes | None = None, value: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None, partition: int | None = None,
+        timestamp_ms: int | None = None,
     ) -> FakeFuture:
+        if key is None and value is None:  # as kafka-python's send()
+            raise ValueError("Need at least one: key or value")
         self.broker.scripted(f"send:{topic}")
         self.broker.events.append(("send", topic))
-        record = FakeRecord(topic, partition or 0, -1, key, value, list(headers or []))
+        self.broker.sent_timestamps.append((topic, timestamp_ms))
+        stamp = self.broker.producer_clock_ms if timestamp_ms is None else timestamp_ms
+        record = FakeRecord(topic, partition or 0, -1, key, value, list(headers or []), stamp)
         future = FakeFuture(self, record)
         self.pending.append(future)
         return future

@@ -29,6 +29,7 @@ def test_a_new_assignment_restores_the_changelog_before_processing(harness: Harn
 
 def test_an_unreadable_changelog_record_is_counted_and_skipped(harness: Harness) -> None:
     written = _first_run(harness)
+    harness.configure(max_unreadable_changelog_share=1 / (written + 1))
     history = harness.settings.topics.history
     harness.broker.append(history, b"\x00not a history key", b"garbage")
     assert harness.run() == EXIT_OK
@@ -37,6 +38,61 @@ def test_an_unreadable_changelog_record_is_counted_and_skipped(harness: Harness)
     assert (skipped["offset"], skipped["reason"]) == (written, "history-key")
     [restored] = harness.logged("history restored")
     assert restored["records"] == written
+    assert harness.health.states[-2:] == [(True, ""), (False, "stopping")]
+
+
+def _stop_after_polls(harness: Harness, polls: int = 5) -> None:
+    """A held-back partition stays paused: the idle stop never comes, so stop after `polls`."""
+    def stop() -> None:
+        assert harness.service is not None
+        harness.service.stop()
+
+    harness.broker.script("poll", *([lambda: None] * polls), stop)
+
+
+def test_more_unreadable_changelog_records_than_the_share_hold_the_partition_back(
+    harness: Harness,
+) -> None:
+    """Issue 14 item 3: a changelog that cannot be read is not an empty history."""
+    written = _first_run(harness)
+    history = harness.settings.topics.history
+    for _ in range(2):
+        harness.broker.append(history, b"\x00not a history key", b"garbage")
+    harness.configure(max_unreadable_changelog_share=1 / (written + 2))  # 2 > share * total
+    new = harness.publish(3, seed=2)
+    _stop_after_polls(harness)
+    assert harness.run() == EXIT_OK
+    reason = (
+        f"history changelog unreadable: 2 of {written + 2} records (partition 0, "
+        f"HER2_MAX_UNREADABLE_CHANGELOG_SHARE={1 / (written + 2):g})"
+    )
+    assert (False, reason) in harness.health.states
+    assert not any(ready for ready, _ in harness.health.states)
+    [line] = harness.logged(
+        "history changelog unreadable beyond HER2_MAX_UNREADABLE_CHANGELOG_SHARE; "
+        "partition held back"
+    )
+    assert (line["count"], line["records"], line["partition"]) == (2, written + 2, 0)
+    assert harness.value("her2_consumer_history_unreadable_records_total") == 2
+    # the new events are not evaluated against the holed history, nor committed past
+    assert not harness.logged("batch committed")
+    assert list(harness.broker.committed.values()) == [9]
+    assert len(new) == 3
+    assert harness.service is not None
+    assert harness.service.assigned_partitions() == []
+
+
+def test_the_default_share_holds_back_a_partition_with_one_unreadable_record(
+    harness: Harness,
+) -> None:
+    assert harness.settings.max_unreadable_changelog_share == 0.0
+    _first_run(harness)
+    harness.broker.append(harness.settings.topics.history, b"\x00not a history key", b"x")
+    _stop_after_polls(harness)
+    assert harness.run() == EXIT_OK
+    assert any(reason.startswith("history changelog unreadable: 1 of ") for _, reason in
+               harness.health.states)
+    assert not any(ready for ready, _ in harness.health.states)
 
 
 def test_a_restore_that_cannot_reach_the_end_in_time_stops_the_service(

@@ -559,3 +559,19 @@ class TestSecrets:
         s = Settings.from_env({})
         with pytest.raises(dataclasses.FrozenInstanceError):
             s.group_id = "other"  # type: ignore[misc]
+
+
+class TestUnreadableChangelogShare:
+    """HER2_MAX_UNREADABLE_CHANGELOG_SHARE (issue 14 item 3): a share between 0 and 1."""
+
+    def test_default_is_zero(self) -> None:
+        assert Settings.from_env({}).max_unreadable_changelog_share == 0.0
+
+    def test_a_share_is_read(self) -> None:
+        env = {"HER2_MAX_UNREADABLE_CHANGELOG_SHARE": "0.25"}
+        assert Settings.from_env(env).max_unreadable_changelog_share == 0.25
+
+    @pytest.mark.parametrize("value", ["-0.1", "1.5", "nan", "ten", "5%"])
+    def test_a_bad_share_names_its_variable(self, value: str) -> None:
+        with pytest.raises(ConfigError, match="HER2_MAX_UNREADABLE_CHANGELOG_SHARE"):
+            Settings.from_env({"HER2_MAX_UNREADABLE_CHANGELOG_SHARE": value})

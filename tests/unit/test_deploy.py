@@ -757,6 +757,23 @@ ALERT_SCENARIOS: list[tuple[str, list[tuple[str, str]], str, list[str]]] = [
      [(f'her2_consumer_event_age_seconds_bucket{{{_JOB}, le="60"}}', "0+10x30"),
       (f'her2_consumer_event_age_seconds_bucket{{{_JOB}, le="3600"}}', "0+10x30"),
       (f'her2_consumer_event_age_seconds_bucket{{{_JOB}, le="+Inf"}}', "0+10x30")], "20m", []),
+    # outputs refused for good: their own alert, not a processing error
+    ("Her2ConsumerOutputsRefused",
+     [(f'her2_consumer_dlq_records_total{{{_JOB}, stage="process", reason="output-refused"}}',
+       "0 0 0 1 1 1")], "5m", [f"{{{_JOB}}}"]),
+    ("Her2ConsumerOutputsRefused",
+     [(f'her2_consumer_dlq_records_total{{{_JOB}, stage="process", reason="processing-error"}}',
+       "0 0 0 1 1 1")], "5m", []),
+    ("Her2ConsumerProcessingErrors",
+     [(f'her2_consumer_dlq_records_total{{{_JOB}, stage="process", reason="output-refused"}}',
+       "0 0 0 1 1 1")], "5m", []),
+    # the first unreadable changelog record fires it (the counter is exported as 0)
+    ("Her2ConsumerHistoryUnreadable",
+     [(f'her2_consumer_history_unreadable_records_total{{{_JOB}, instance="a"}}',
+       "0 0 0 2 2 2")], "5m", [f"{{{_JOB}}}"]),
+    ("Her2ConsumerHistoryUnreadable",
+     [(f'her2_consumer_history_unreadable_records_total{{{_JOB}, instance="a"}}', "0x30")],
+     "20m", []),
 ]
 
 

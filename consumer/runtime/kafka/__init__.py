@@ -17,9 +17,17 @@ with warnings.catch_warnings():
     from kafka.errors import (
         CommitFailedError,
         InvalidProducerEpochError,
+        InvalidRecordError,
+        InvalidTimestampError,
+        InvalidTopicError,
         KafkaError,
+        MessageSizeTooLargeError,
+        PolicyViolationError,
         ProducerFencedError,
         RebalanceInProgressError,
+        RecordListTooLargeError,
+        TopicAuthorizationFailedError,
+        UnsupportedForMessageFormatError,
     )
     from kafka.record.default_records import DefaultRecordBatchBuilder
     from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -27,6 +35,7 @@ with warnings.catch_warnings():
 __all__ = [
     "FENCED",
     "MAX_REQUEST_BYTES",
+    "REFUSED_FOR_GOOD",
     "CommitFailedError",
     "ConsumerRebalanceListener",
     "CooperativeStickyAssignor",
@@ -41,6 +50,22 @@ __all__ = [
 ]
 
 FENCED: Final = (ProducerFencedError, InvalidProducerEpochError)
+
+# Per-record produce errors that no re-send of the same record can cure: the broker (or the
+# client, for a record above max_request_size) refuses this record on this topic for good.
+# Everything else (timeouts, leader changes, a broker away, NOT_ENOUGH_REPLICAS, ...) is
+# retriable: re-sent, then the service stops without committing. Producer-wide refusals
+# (ClusterAuthorizationFailed, fencing) are not listed: they are nobody's record's fault.
+REFUSED_FOR_GOOD: Final = (
+    MessageSizeTooLargeError,  # above the topic's max.message.bytes (or max_request_size)
+    RecordListTooLargeError,
+    InvalidTimestampError,  # outside message.timestamp.{before,after}.max.ms
+    TopicAuthorizationFailedError,  # no WRITE ACL on the topic
+    InvalidRecordError,  # e.g. a null key on a compacted topic
+    PolicyViolationError,
+    InvalidTopicError,
+    UnsupportedForMessageFormatError,
+)
 
 # The producer's max_request_size (kafka-python's default, also the broker's message.max.bytes
 # default): a record larger than this is refused on every attempt, so it is a record's fault.
@@ -71,9 +96,10 @@ class Producer(Protocol):
     """The KafkaProducer calls the runtime makes."""
 
     def partitions_for(self, topic: str) -> Any: ...
-    def send(
+    def send(  # noqa: PLR0917 - kafka-python's signature
         self, topic: str, key: bytes | None = ..., value: bytes | None = ...,
         headers: Sequence[tuple[str, bytes]] | None = ..., partition: int | None = ...,
+        timestamp_ms: int | None = ...,
     ) -> Any: ...
     def flush(self, timeout: float | None = ...) -> None: ...
     def close(self, timeout: float | None = ...) -> None: ...

@@ -7,12 +7,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from consumer.config import Settings
-from consumer.errors import FencedError, PublishError
+from consumer.errors import FencedError, OutputRefusedError, PublishError
 from consumer.logs import get_logger
-from consumer.runtime.kafka import FENCED, Clients, KafkaError, Producer
+from consumer.runtime.kafka import FENCED, REFUSED_FOR_GOOD, Clients, KafkaError, Producer
 from consumer.runtime.kafka.clients import producer_config
 from consumer.runtime.kafka.quirks import bounded, force_close, is_fenced
 from consumer.runtime.records import Output
@@ -21,6 +22,30 @@ ABORT_TIMEOUT_S: Final = 10.0
 PRODUCER_CLOSE_S: Final = 1.0  # closing a producer replaced after a failed publish attempt
 
 log = get_logger("her2.service")
+
+
+def refused_for_good(exc: BaseException) -> bool:
+    """Whether a send's error refuses this record for good (re-sending cannot help): the
+    adapter's one classification of kafka-python's per-record errors (REFUSED_FOR_GOOD)."""
+    return isinstance(exc, REFUSED_FOR_GOOD)
+
+
+@dataclass
+class Sent:
+    """What one send_and_wait() achieved: the outputs to re-send (retriable failures, with the
+    last error type) and those refused for good (with the broker's error class name)."""
+
+    failed: list[Output] = field(default_factory=list)
+    error_type: str | None = None
+    refused: list[tuple[Output, str]] = field(default_factory=list)
+
+    def add(self, out: Output, exc: BaseException) -> None:
+        """Classify one failed send."""
+        if refused_for_good(exc):
+            self.refused.append((out, type(exc).__name__))
+        else:
+            self.failed.append(out)
+            self.error_type = type(exc).__name__
 
 
 class ProducerHandle:
@@ -67,8 +92,8 @@ class ProducerHandle:
         for topic in topics:
             self.producer.partitions_for(topic)
 
-    def send_and_wait(self, outputs: list[Output]) -> tuple[list[Output], str | None]:
-        """Send every output and wait for every acknowledgement; the failed ones, one error type.
+    def send_and_wait(self, outputs: list[Output]) -> Sent:
+        """Send every output and wait for every acknowledgement; what failed, classified.
 
         One deadline for the whole batch (delivery timeout + 5 s): a future still pending then
         counts as not acknowledged. (Seen with kafka-python 3.0.12 after a broker outage: some
@@ -84,6 +109,7 @@ class ProducerHandle:
                     value=out.value,
                     headers=out.headers or None,
                     partition=out.partition,
+                    timestamp_ms=out.timestamp_ms,
                 )
             except KafkaError as exc:
                 future = exc
@@ -92,21 +118,18 @@ class ProducerHandle:
         deadline = now() + self._settings.tuning.delivery_timeout_ms / 1000 + 5
         with contextlib.suppress(KafkaError):  # the futures below say which records failed
             producer.flush(timeout=max(0.0, deadline - now()))
-        failed: list[Output] = []
-        error_type = None
+        result = Sent()
         for out, future in sent:
             if isinstance(future, BaseException):
-                failed.append(out)
-                error_type = type(future).__name__
+                result.add(out, future)
                 continue
             try:
                 future.get(timeout=max(0.001, deadline - now()))
             except FENCED:
                 raise
             except Exception as exc:  # any failure of the send means "not acknowledged"
-                failed.append(out)
-                error_type = type(exc).__name__
-        return failed, error_type
+                result.add(out, exc)
+        return result
 
     def renew(self) -> None:
         """At-least-once, after a failed publish attempt: replace the producer (B5 of
@@ -141,15 +164,19 @@ class ProducerHandle:
         offsets: Any, group_metadata: Callable[[], Any], on_failure: Callable[[], None],
     ) -> None:
         """Outputs and offsets in one transaction; abort (bounded) on any error and raise
-        PublishError, or FencedError when another producer took over."""
+        PublishError, or FencedError when another producer took over. Outputs refused for good
+        raise OutputRefusedError once the transaction is aborted and the producer replaced (a
+        new transaction can then re-run the batch without their records)."""
         producer = self.producer
         try:
             producer.begin_transaction()
-            failed, error_type = self.send_and_wait(outputs)
-            if failed:
+            sent = self.send_and_wait(outputs)
+            if sent.refused:
+                raise OutputRefusedError(sent.refused)
+            if sent.failed:
                 raise PublishError(
-                    f"{len(failed)} output records were not acknowledged ({error_type}); "
-                    "the transaction is aborted"
+                    f"{len(sent.failed)} output records were not acknowledged "
+                    f"({sent.error_type}); the transaction is aborted"
                 )
             before_commit()
             limit = self._settings.tuning.transaction_timeout_ms / 1000
@@ -172,6 +199,10 @@ class ProducerHandle:
             except Exception as abort_exc:  # best effort: the broker aborts it after the
                 # transaction timeout, or the next instance's init_transactions fences it
                 log.warning("transaction abort failed", error_type=type(abort_exc).__name__)
+            if isinstance(exc, OutputRefusedError):
+                # the transaction manager saw a failed record: start the re-run from a new
+                # producer (init_transactions bumps the epoch; nothing of the batch is visible)
+                self.renew()
             if isinstance(exc, PublishError):
                 raise
             raise PublishError(
