@@ -38,7 +38,7 @@ log = get_logger("her2.service")
 class Loop:
     """Runs batches until stopped; `batches` counts the delivered ones."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the composition root hands over the runtime parts in order
         self,
         settings: Settings,
         consumer: Consumer,

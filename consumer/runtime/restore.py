@@ -30,7 +30,7 @@ log = get_logger("her2.service")
 class Restorer:
     """Restores pending partitions of a PartitionTable; owns the changelog reader."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the composition root hands over the runtime parts in order
         self,
         clients: Clients,
         settings: Settings,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import structlog
+from fakes import FakeBroker
 from prometheus_client import CollectorRegistry
 
 from consumer import routing
@@ -21,7 +22,6 @@ from consumer.rules import load_ruleset
 from consumer.service import Service
 from consumer.statestore import MEMORY
 from consumer.synthetic import SyntheticGenerator
-from fakes import FakeBroker
 
 _PIPELINE: list[Pipeline] = []
 
@@ -118,4 +118,4 @@ def harness() -> Iterator[Harness]:
         tuning=Tuning(poll_timeout_ms=0, request_timeout_ms=1000, delivery_timeout_ms=1000),
     )
     broker.create_topic(settings.topics.input, 1)
-    yield Harness(broker, settings)
+    return Harness(broker, settings)

@@ -66,9 +66,11 @@ def test_an_assignment_pauses_the_partitions_until_restored() -> None:
     tp0 = TopicPartition("in", 0)
     table.listener().on_partitions_assigned({tp0})
     consumer = broker.consumers[0]
-    assert table.pending == {tp0} and consumer.paused == {tp0}
+    assert table.pending == {tp0}
+    assert consumer.paused == {tp0}
     table.restored({tp0: HistoryStore()})
-    assert table.pending == set() and consumer.paused == set()
+    assert table.pending == set()
+    assert consumer.paused == set()
 
 
 def test_a_partition_waiting_for_the_registry_resumes_after_its_back_off() -> None:
@@ -77,7 +79,8 @@ def test_a_partition_waiting_for_the_registry_resumes_after_its_back_off() -> No
     consumer = broker.consumers[0]
     tp = TopicPartition("in", 1)
     table.retry_later(tp, 7)
-    assert consumer.positions[tp] == 7 and tp in consumer.paused
+    assert consumer.positions[tp] == 7
+    assert tp in consumer.paused
     now[0] += 0.5
     table.resume_due()
     assert tp in consumer.paused

@@ -16,6 +16,7 @@ from conftest import pipeline
 
 from consumer.codec import Encoder
 from consumer.config import Settings
+from consumer.errors import RegistryError
 from consumer.history import HistoryStore
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime.dlq import output_fits
@@ -28,7 +29,6 @@ from consumer.runtime.processor import (
     Retry,
 )
 from consumer.runtime.records import Output
-from consumer.errors import RegistryError
 from consumer.statestore import DISK, StateDir, open_states
 from consumer.synthetic import SyntheticGenerator
 from consumer.validate import MAX_ITEMS, MAX_TEXT
@@ -105,7 +105,8 @@ def test_the_largest_valid_event_has_outputs_that_fit() -> None:
         "specimen": {"site": "DISTANT_METASTASIS", "collection_date": None},
         "her2_ihc": {"score": "THREE_PLUS"}, "her2_ish": None, "er": None, "pr": None,
         "clinical_context": {"disease_setting": "METASTATIC", "metastatic_chemotherapy_lines": 1,
-                             "planned_therapies": ["trastuzumab " + "y" * (MAX_TEXT - 20)] * MAX_ITEMS,
+                             "planned_therapies":
+                                 ["trastuzumab " + "y" * (MAX_TEXT - 20)] * MAX_ITEMS,
                              "clinical_flags": ["HER2_POSITIVE_LIKE_BEHAVIOR"] * MAX_ITEMS},
         "prior_her2_results": [
             {"accession_id": f"{i:05d}" + "z" * (MAX_TEXT - 5), "specimen": None,
@@ -121,7 +122,8 @@ def test_the_largest_valid_event_has_outputs_that_fit() -> None:
     outputs = [Output("c", None, codecs.classification.encode(outcome.classification))]
     for alert in outcome.alerts:
         topic = processor.settings.topics.alert_topic(alert["alert_type"])
-        outputs.append(Output(topic, event["patient_id"].encode(), codecs.alerts[topic].encode(alert)))
+        value = codecs.alerts[topic].encode(alert)
+        outputs.append(Output(topic, event["patient_id"].encode(), value))
     outputs += [Output("h", k, v) for k, v in store.take_dirty()]
     assert all(map(output_fits, outputs)), max(len(o.value or b"") for o in outputs)
 

@@ -109,4 +109,5 @@ def test_a_restore_that_cannot_reach_the_end_in_time_stops_the_service(
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert "did not reach the end offsets within HER2_RESTORE_TIMEOUT_SECONDS=0.05" in err
     assert not any(ready for ready, _ in harness.health.states)
-    assert harness.service is not None and harness.service.assigned_partitions() == []
+    assert harness.service is not None
+    assert harness.service.assigned_partitions() == []

@@ -58,7 +58,9 @@ def test_an_existing_topic_reported_by_creation_is_not_an_error(harness: Harness
 def test_a_missing_input_topic_is_waited_for_not_created(harness: Harness) -> None:
     topics = harness.settings.topics
     del harness.broker.topics[topics.input]
-    harness.broker.script("describe", lambda: None, lambda: harness.broker.create_topic(topics.input, 1))
+    harness.broker.script(
+        "describe", lambda: None, lambda: harness.broker.create_topic(topics.input, 1)
+    )
     assert harness.run() == EXIT_OK
     [waiting] = harness.logged(
         "input topic missing; waiting for it to be created (it is never auto-created)"
@@ -74,7 +76,8 @@ def test_a_stop_while_waiting_for_the_input_ends_the_run_cleanly(harness: Harnes
     service = harness.new_service()
     harness.broker.script("describe", service.stop)
     assert service.run() == EXIT_OK
-    assert harness.broker.producers == [] and harness.broker.consumers == []
+    assert harness.broker.producers == []
+    assert harness.broker.consumers == []
 
 
 def test_the_input_wait_beats_the_health_loop(harness: Harness) -> None:
