@@ -95,6 +95,11 @@ class FencedError(Her2Error):
     """Another producer with our transactional id took over (exactly-once)."""
 
 
+class StateTooLargeError(PublishError):
+    """A patient-state changelog record larger than a Kafka request: the service stops without
+    committing rather than keep a state that a restore elsewhere would not see (issue 15)."""
+
+
 class HistoryRestoreError(Her2Error):
     """The history changelog could not be read to its end in time (fatal)."""
 

@@ -72,6 +72,10 @@ class Metrics:
             f"{p}_open_alerts", "Findings whose latest revision is ACTIVE, in the local history "
             "stores of the assigned partitions.", registry=registry,
         )
+        self.history_unwritable_records = Counter(
+            f"{p}_history_unwritable_records", "Patient-state changelog records larger than a "
+            "Kafka request (the service stops without committing).", registry=registry,
+        )
         self.history_unreadable_records = Counter(
             f"{p}_history_unreadable_records", "Changelog records that could not be read while "
             "restoring history (skipped).", registry=registry,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from consumer.config import Settings
-from consumer.errors import OutputRefusedError, PublishError
+from consumer.errors import OutputRefusedError, PublishError, StateTooLargeError
 from consumer.logs import get_logger
 from consumer.metrics import Metrics
 from consumer.runtime.delivery import Delivery
@@ -154,15 +154,22 @@ class Loop:
             for key, value in store.take_dirty():  # one record per changed part of a patient
                 change = Output(history, key, value, partition=tp.partition, timestamp_ms=stamp)
                 if not output_fits(change):
-                    # kept in the local store and used while this instance owns the partition;
-                    # a restore elsewhere sees the patient's previous state (stated loudly)
+                    # Never keep a state the changelog does not hold: a restore elsewhere would
+                    # evaluate the patient against an older history (wrong alerts). Stop without
+                    # committing; the batch is redelivered after the restart (and stops again
+                    # until the cause is fixed: the alert Her2ConsumerStateUnwritable says so).
+                    self.metrics.history_unwritable_records.inc()
                     log.error(
-                        "history state larger than a Kafka request; not written to the changelog",
+                        "history state larger than a Kafka request; stopping without committing",
                         topic=history,
                         partition=tp.partition,
                         count=len(value or b""),
                     )
-                    continue
+                    raise StateTooLargeError(
+                        f"a patient-state record for {history} partition {tp.partition} is "
+                        f"{len(value or b'')} bytes, more than a Kafka request: stopping "
+                        "without committing (see the runbook, Her2ConsumerStateUnwritable)"
+                    )
                 batch.changes.append(change)
         return batch
 

@@ -774,6 +774,13 @@ ALERT_SCENARIOS: list[tuple[str, list[tuple[str, str]], str, list[str]]] = [
     ("Her2ConsumerHistoryUnreadable",
      [(f'her2_consumer_history_unreadable_records_total{{{_JOB}, instance="a"}}', "0x30")],
      "20m", []),
+    # one unwritable state record fires it (the counter is exported as 0)
+    ("Her2ConsumerStateUnwritable",
+     [(f'her2_consumer_history_unwritable_records_total{{{_JOB}, instance="a"}}',
+       "0 0 0 1 1 1")], "5m", [f"{{{_JOB}}}"]),
+    ("Her2ConsumerStateUnwritable",
+     [(f'her2_consumer_history_unwritable_records_total{{{_JOB}, instance="a"}}', "0x30")],
+     "20m", []),
 ]
 
 
