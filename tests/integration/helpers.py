@@ -221,7 +221,15 @@ class TopicReader:
         *,
         output_format: str = "single-object",
         registry: Any = None,
+        start_offsets: Mapping[str, Mapping[int, int]] | None = None,
     ) -> None:
+        """`start_offsets` (topic -> partition -> offset, e.g. from `end_offsets`) reads those
+        partitions from there instead of from the beginning."""
+        self._start = {
+            TopicPartition(topic, p): offset
+            for topic, offsets in (start_offsets or {}).items()
+            for p, offset in offsets.items()
+        }
         self._consumer = disable_topic_auto_creation(  # never create a topic by reading it
             KafkaConsumer(
                 bootstrap_servers=bootstrap,
@@ -266,6 +274,9 @@ class TopicReader:
         if new:
             self._consumer.assign(partitions)
             self._consumer.seek_to_beginning(*new)
+            for tp in new:
+                if tp in self._start:
+                    self._consumer.seek(tp, self._start[tp])
 
     def poll(self, timeout_ms: int = 200) -> None:
         """Read what is available now."""
@@ -337,6 +348,26 @@ def output_reader(env: Env, **kwargs: Any) -> TopicReader:
     """A reader of every output topic of `env`."""
     topics = {key: name for key, name in env.topics.items() if key != "input"}
     return TopicReader(env.bootstrap, topics, **kwargs)
+
+
+def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[str, dict[int, int]]:
+    """The end offset of every partition of `topics` (topic -> partition -> offset)."""
+    consumer = disable_topic_auto_creation(
+        KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in consumer.partitions_for_topic(topic) or set()
+        ]
+        ends = consumer.end_offsets(partitions)
+    finally:
+        consumer.close()
+    found: dict[str, dict[int, int]] = {}
+    for tp, offset in ends.items():
+        found.setdefault(tp.topic, {})[tp.partition] = offset
+    return found
 
 
 def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
