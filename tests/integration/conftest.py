@@ -191,6 +191,20 @@ def apicurio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
+def empty_apicurio(apicurio: Any, tmp_path: Path) -> Iterator[Any]:
+    """A second Apicurio Registry of its own for one test, empty: a registry that lost its data
+    (restored from nothing, or moved). Costs a boot (~5 s); requires the session's `apicurio`
+    so that it skips for the same reason and reuses the resolved distribution."""
+    launcher = load_launcher("her2_registry_launcher", REGISTRY_LAUNCHER_PATH)
+    registry = launcher.LocalApicurio(tmp_path / "apicurio-empty", apicurio.version)
+    registry.start(timeout=REGISTRY_START_TIMEOUT_S)
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture
 def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """Factory of unique, Kafka-legal names for topics, groups and transactional ids.
 

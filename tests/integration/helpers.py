@@ -1,6 +1,6 @@
 """Shared pieces of the service integration tests: topics and settings per test, producing
 encoded events, reading and decoding output topics, running the service in a thread or as a
-subprocess, and a minimal in-test Confluent-compatible schema registry.
+subprocess. The schema registry of these tests is the real one (conftest's `apicurio`).
 
 Everything here talks to the real broker of the session; nothing mocks Kafka.
 """
@@ -19,7 +19,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +220,15 @@ class TopicReader:
         *,
         output_format: str = "single-object",
         registry: Any = None,
+        start_offsets: Mapping[str, Mapping[int, int]] | None = None,
     ) -> None:
+        """`start_offsets` (topic -> partition -> offset, e.g. from `end_offsets`) reads those
+        partitions from there instead of from the beginning."""
+        self._start = {
+            TopicPartition(topic, p): offset
+            for topic, offsets in (start_offsets or {}).items()
+            for p, offset in offsets.items()
+        }
         self._consumer = disable_topic_auto_creation(  # never create a topic by reading it
             KafkaConsumer(
                 bootstrap_servers=bootstrap,
@@ -266,6 +273,9 @@ class TopicReader:
         if new:
             self._consumer.assign(partitions)
             self._consumer.seek_to_beginning(*new)
+            for tp in new:
+                if tp in self._start:
+                    self._consumer.seek(tp, self._start[tp])
 
     def poll(self, timeout_ms: int = 200) -> None:
         """Read what is available now."""
@@ -337,6 +347,26 @@ def output_reader(env: Env, **kwargs: Any) -> TopicReader:
     """A reader of every output topic of `env`."""
     topics = {key: name for key, name in env.topics.items() if key != "input"}
     return TopicReader(env.bootstrap, topics, **kwargs)
+
+
+def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[str, dict[int, int]]:
+    """The end offset of every partition of `topics` (topic -> partition -> offset)."""
+    consumer = disable_topic_auto_creation(
+        KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in consumer.partitions_for_topic(topic) or set()
+        ]
+        ends = consumer.end_offsets(partitions)
+    finally:
+        consumer.close()
+    found: dict[str, dict[int, int]] = {}
+    for tp, offset in ends.items():
+        found.setdefault(tp.topic, {})[tp.partition] = offset
+    return found
 
 
 def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
@@ -504,93 +534,6 @@ class ServiceProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
-
-
-# -- a minimal Confluent-compatible schema registry -------------------------------------
-
-
-class FakeRegistry:
-    """An in-test Schema Registry on 127.0.0.1: GET /schemas/ids/N and POST
-    /subjects/S/versions, enough for the consumer's client. `available = False` answers 503."""
-
-    def __init__(self) -> None:
-        self.schemas: dict[int, str] = {}
-        self.subjects: dict[str, list[int]] = {}
-        self.available = True
-        self.requests = 0
-        self._lock = threading.Lock()
-        registry = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def do_GET(self) -> None:
-                registry.requests += 1
-                if not registry.available:
-                    self._reply(503, {"error_code": 50003, "message": "unavailable"})
-                    return
-                parts = self.path.strip("/").split("/")
-                if len(parts) == 3 and parts[:2] == ["schemas", "ids"] and parts[2].isdigit():
-                    text = registry.schemas.get(int(parts[2]))
-                    if text is None:
-                        self._reply(404, {"error_code": 40403, "message": "Schema not found"})
-                    else:
-                        self._reply(200, {"schema": text})
-                    return
-                self._reply(404, {"error_code": 404, "message": "not found"})
-
-            def do_POST(self) -> None:
-                registry.requests += 1
-                length = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if not registry.available:
-                    self._reply(503, {"error_code": 50003, "message": "unavailable"})
-                    return
-                parts = self.path.strip("/").split("/")
-                if len(parts) == 3 and parts[0] == "subjects" and parts[2] == "versions":
-                    schema_id = registry.register(parts[1], body["schema"])
-                    self._reply(200, {"id": schema_id})
-                    return
-                self._reply(404, {"error_code": 404, "message": "not found"})
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def register(self, subject: str, schema_text: str) -> int:
-        """Register (or find) `schema_text` under `subject`; return its id."""
-        canonical = json.dumps(json.loads(schema_text), sort_keys=True)
-        with self._lock:
-            known = {text: number for number, text in self.schemas.items()}
-            schema_id = known.get(canonical, len(self.schemas) + 1)
-            self.schemas[schema_id] = canonical
-            self.subjects.setdefault(subject, [])
-            if schema_id not in self.subjects[subject]:
-                self.subjects[subject].append(schema_id)
-            return schema_id
-
-    def __enter__(self) -> FakeRegistry:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
 
 # -- events ---------------------------------------------------------------------------------

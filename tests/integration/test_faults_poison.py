@@ -16,6 +16,8 @@ import json
 import math
 import random
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,6 @@ from faults import (
 )
 from helpers import (
     Env,
-    FakeRegistry,
     ServiceProcess,
     delete_outputs,
     encoder,
@@ -84,6 +85,18 @@ def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Env
     test_env = make_env(kafka_bootstrap, unique_name)
     yield test_env
     delete_outputs(kafka_bootstrap, test_env)
+
+
+def _register(base: str, subject: str, body: dict[str, Any]) -> int:
+    """Register a schema with the registry's Confluent-compatible API; return its id."""
+    request = urllib.request.Request(  # noqa: S310 - the test registry's loopback URL
+        f"{base}/subjects/{urllib.parse.quote(subject, safe='')}/versions",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        return int(json.loads(answer.read())["id"])
 
 
 def _invalid_event(rng: random.Random, event: dict[str, Any], n: int) -> dict[str, Any]:
@@ -217,6 +230,7 @@ def test_poison_messages_of_every_kind_under_load(
     env: Env,
     create_topics: Callable[..., list[str]],
     tmp_path: Path,
+    apicurio: Any,
 ) -> None:
     """2,000 good events and 300 poison records (30 of each of 10 kinds), shuffled together
     and produced in bursts while one consumer runs."""
@@ -226,25 +240,28 @@ def test_poison_messages_of_every_kind_under_load(
     create_topics(env.input, partitions=PARTITIONS)
     good = SyntheticGenerator(seed=seed, id_prefix="poison").events(2000)
 
-    with FakeRegistry() as registry:
-        ids = {"incompatible": registry.register("legacy-value", json.dumps(_INCOMPATIBLE))}
-        records = _plan(rng, good, ids)
-        environ = env.environ(HER2_SCHEMA_REGISTRY_URL=registry.url, HER2_MAX_POLL_RECORDS="200")
-        bursts = [records[i : i + 460] for i in range(0, len(records), 460)]
-        placed: list[tuple[int, int]] = []
-        proc = ServiceProcess(environ, tmp_path, "poison")
-        with proc, Probe(env.bootstrap) as probe:
-            placed += produce_records(env.bootstrap, env.input, (r[:3] for r in bursts[0]))
-            tail = LogTail(proc.stderr_path)
-            wait_log(tail, lambda t: t.count("batch committed") >= 1, 45, "a first batch", proc)
-            for burst in bursts[1:]:  # more arrive while it works through the first burst
-                placed += produce_records(env.bootstrap, env.input, (r[:3] for r in burst))
-            wait_committed(probe, env.group, env.input, 90, alive=lambda: proc.proc.poll() is None)
-            tail.read()
-            stops = [e for e in tail.events if e.get("level") == "error"]
-            assert not stops, f"the consumer logged errors: {stops[:3]}"
-            assert proc.proc.poll() is None, "the consumer never stops"
-            assert stop_gracefully(proc) == 0, proc.logs()[-3000:]
+    # the session's real registry; an "unknown schema id" is an id never registered there
+    legacy = {"schema": json.dumps(_INCOMPATIBLE)}
+    ids = {"incompatible": _register(apicurio.ccompat_url, f"{env.input}-legacy-value", legacy)}
+    records = _plan(rng, good, ids)
+    environ = env.environ(
+        HER2_SCHEMA_REGISTRY_URL=apicurio.ccompat_url, HER2_MAX_POLL_RECORDS="200"
+    )
+    bursts = [records[i : i + 460] for i in range(0, len(records), 460)]
+    placed: list[tuple[int, int]] = []
+    proc = ServiceProcess(environ, tmp_path, "poison")
+    with proc, Probe(env.bootstrap) as probe:
+        placed += produce_records(env.bootstrap, env.input, (r[:3] for r in bursts[0]))
+        tail = LogTail(proc.stderr_path)
+        wait_log(tail, lambda t: t.count("batch committed") >= 1, 45, "a first batch", proc)
+        for burst in bursts[1:]:  # more arrive while it works through the first burst
+            placed += produce_records(env.bootstrap, env.input, (r[:3] for r in burst))
+        wait_committed(probe, env.group, env.input, 90, alive=lambda: proc.proc.poll() is None)
+        tail.read()
+        stops = [e for e in tail.events if e.get("level") == "error"]
+        assert not stops, f"the consumer logged errors: {stops[:3]}"
+        assert proc.proc.poll() is None, "the consumer never stops"
+        assert stop_gracefully(proc) == 0, proc.logs()[-3000:]
 
     out = outputs(env)
     dead_lettered = _check_dead_letters(

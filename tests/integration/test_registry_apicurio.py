@@ -6,6 +6,9 @@ Confluent-compatible API (/apis/ccompat/v7), and the real broker.
 - an evolved lab schema (a field and an enum symbol more) under FORWARD_TRANSITIVE;
 - a Java-style producer: nested named types registered as their own subjects and the value
   schema with `references`, as Apicurio's serializer does (these used to be dead-lettered);
+- a registry that lost its data (a second, empty Apicurio) under a service with history: the
+  changelog is self-contained, so every patient's history is restored and a cancellation
+  retracts the alerts of the first run (issue 14, item 3);
 - the registry unreachable at start-up and mid-stream: records wait, nothing is dead-lettered
   or committed past them. "Unreachable" is a TCP forwarder in front of the registry that stops
   accepting connections (restarting Apicurio would lose its in-memory schemas and cost a boot).
@@ -32,8 +35,10 @@ from helpers import (
     committed,
     delete_outputs,
     encoder,
+    end_offsets,
     make_env,
     make_event,
+    offline_alerts,
     output_reader,
     pipeline,
     produce,
@@ -468,3 +473,74 @@ def test_registry_down_at_start_up_and_mid_stream_records_wait_never_dead_letter
             assert svc.metric("her2_consumer_events_total", {"outcome": "dead_lettered"}) == 0
     total = committed(env.bootstrap, env.group, env.input)
     assert sum(v or 0 for v in total.values()) == 7
+
+
+def test_a_registry_that_lost_its_data_leaves_every_history_readable(
+    env: Env, apicurio: Any, empty_apicurio: Any
+) -> None:
+    """Issue 14, item 3: with Confluent output the changelog used to be framed with registry
+    ids, so a service restarted against a registry that lost its data read every changelog
+    record as "unreadable; skipped" and forgot every patient. Run 1 against `apicurio`, run 2
+    against `empty_apicurio` (which never saw run 1's ids): the cancellation of run 2 must
+    retract the alerts run 1 opened, exactly as the offline run over the same events."""
+    unreadable = "her2_consumer_history_unreadable_records_total"
+    patients = [f"lost-p{i}" for i in range(3)]
+    first = [
+        make_event(f"lost-e{i}", patient, f"lost-a{i}", minutes=i, planned=["trastuzumab"])
+        for i, patient in enumerate(patients)
+    ] + [
+        make_event(f"lost-e{i + 3}", patient, f"lost-b{i}", minutes=10 + i, score="ZERO")
+        for i, patient in enumerate(patients)
+    ]
+    cancels = [
+        {
+            **make_event(f"lost-c{i}", patient, f"lost-a{i}", minutes=30 + i),
+            "report_status": "CANCELLED",
+        }
+        for i, patient in enumerate(patients)
+    ]
+    expected = offline_alerts(first + cancels)
+    retracted = {t for t in expected if t[2] == "RETRACTED"}
+    assert {t[0] for t in retracted} == {c["event_id"] for c in cancels}, "the case retracts"
+
+    # run 1: lab and service use the registry that will be lost
+    old = SchemaRegistryClient(apicurio.ccompat_url)
+    enc = encoder("confluent", old, f"{env.input}-value")
+    produce(env.bootstrap, env.input, [(e["patient_id"].encode(), enc.encode(e)) for e in first])
+    with (
+        running(confluent_settings(env, apicurio.ccompat_url)) as svc,
+        output_reader(env, output_format="confluent", registry=old) as reader,
+    ):
+        reader.wait(lambda r: len(r.classified_ids()) == len(first), what="run 1")
+        reader.settle(0.5)
+        assert svc.metric(unreadable) == 0
+    assert reader.alert_triples() == {t for t in expected if t[0].startswith("lost-e")}
+    opened = {a.value["alert_id"]: a.value["code"] for a in reader.alerts() if a.value}
+    history = [r.raw for r in reader.records["history"] if r.raw]
+    assert history, "run 1 wrote the changelog"
+    assert all(raw[:2] == b"\xc3\x01" for raw in history), "changelog single-object framed"
+
+    # run 2: the registry is a new, empty one; the lab re-registers its schema there
+    ends = end_offsets(env.bootstrap, [t for k, t in env.topics.items() if k != "input"])
+    new = SchemaRegistryClient(empty_apicurio.ccompat_url)
+    assert call(empty_apicurio.ccompat_url, "GET", "/subjects") == [], "the registry is empty"
+    enc = encoder("confluent", new, f"{env.input}-value")
+    produce(env.bootstrap, env.input, [(e["patient_id"].encode(), enc.encode(e)) for e in cancels])
+    with (
+        running(confluent_settings(env, empty_apicurio.ccompat_url)) as svc,
+        output_reader(env, output_format="confluent", registry=new, start_offsets=ends) as reader,
+    ):
+        reader.wait(
+            lambda r: len(r.classified_ids()) == len(cancels) or svc.metric(unreadable) > 0,
+            what="the cancellations of run 2",
+        )
+        reader.settle(0.5)
+        assert svc.metric(unreadable) == 0, "changelog records unreadable after the registry loss"
+        assert svc.metric("her2_consumer_events_total", {"outcome": "dead_lettered"}) == 0
+    assert reader.records["dlq"] == []
+    assert reader.alert_triples() == {t for t in expected if t[0].startswith("lost-c")}
+    retracted_ids = {
+        a.value["alert_id"] for a in reader.alerts() if a.value and a.value["status"] == "RETRACTED"
+    }
+    assert retracted_ids <= set(opened), "the retractions carry run 1's alert ids"
+    assert {opened[i] for i in retracted_ids} == {t[1] for t in retracted}

@@ -1,15 +1,21 @@
 """The service end to end on a real broker: wire formats in and out, dead-lettering, and a
 schema registry that goes away.
 
-The Confluent cases use FakeRegistry (helpers.py), a minimal in-test HTTP registry serving
-/schemas/ids/N and /subjects/S/versions: not a real Confluent or Apicurio registry.
+The Confluent cases use the real registry of the session (Apicurio Registry, conftest's
+`apicurio`, through its Confluent-compatible API). The outage case puts a proxy in front of it
+that answers 503 on demand: Apicurio cannot be made to answer 5xx, and stopping it would lose
+its in-memory schemas (the unreachable case is in test_registry_apicurio.py).
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +23,6 @@ import pytest
 from helpers import (
     ALERT_TYPE_TOPIC_KEY,
     Env,
-    FakeRegistry,
     committed,
     delete_outputs,
     encoder,
@@ -37,6 +42,8 @@ from consumer.registry import SchemaRegistryClient
 from consumer.resources import PATHOLOGY_RESULT, raw_schema
 from consumer.synthetic import SyntheticGenerator, malformed_values
 from consumer.wire import frame_confluent
+
+UNREGISTERED_ID = 2_000_000_000  # never registered in the session's registry
 
 DLQ_HEADERS = (
     "her2.errors.topic",
@@ -71,16 +78,83 @@ def _older_writer_schema(path: Path) -> Path:
     return path
 
 
+class Unavailable503Proxy:
+    """An HTTP proxy on 127.0.0.1 in front of the real registry: forwards every request while
+    `available`, answers 503 (Confluent's error body) otherwise; counts the requests. The only
+    registry misbehaviour these tests need that Apicurio cannot produce on demand."""
+
+    def __init__(self, target: str) -> None:
+        self.available = True
+        self.requests = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _relay(self) -> None:
+                proxy.requests += 1
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length) if length else None
+                if not proxy.available:
+                    status, payload = 503, b'{"error_code":50003,"message":"unavailable"}'
+                else:
+                    kind = self.headers.get("Content-Type")  # a GET carries none (else 400)
+                    request = urllib.request.Request(  # noqa: S310 - the test registry
+                        target + self.path,
+                        data=body,
+                        method=self.command,
+                        headers={"Content-Type": kind} if kind else {},
+                    )
+                    try:
+                        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                            status, payload = answer.status, answer.read()
+                    except urllib.error.HTTPError as exc:
+                        status, payload = exc.code, exc.read()
+                        exc.close()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _relay
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> Unavailable503Proxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+def _subjects(url: str) -> set[str]:
+    with urllib.request.urlopen(url + "/subjects", timeout=10) as answer:  # noqa: S310
+        return set(json.loads(answer.read()))
+
+
 def _wire_setup(
-    wire: str, env: Env, registry: FakeRegistry, tmp_path: Path
+    wire: str, env: Env, registry_url: str | None, tmp_path: Path
 ) -> tuple[Encoder, dict[str, str], SchemaRegistryClient | None]:
     """The input encoder, the settings and the registry client of one wire format."""
     if wire == "confluent":
-        client = SchemaRegistryClient(registry.url)
+        assert registry_url is not None
+        client = SchemaRegistryClient(registry_url)
         overrides = {
             "HER2_INPUT_FORMAT": "confluent",
             "HER2_OUTPUT_FORMAT": "confluent",
-            "HER2_SCHEMA_REGISTRY_URL": registry.url,
+            "HER2_SCHEMA_REGISTRY_URL": registry_url,
         }
         return encoder("confluent", client, f"{env.input}-value"), overrides, client
     if wire == "raw":
@@ -111,28 +185,27 @@ def _offline(
 
 @pytest.mark.parametrize("wire", ["single-object", "raw", "confluent"])
 def test_each_wire_format_yields_classifications_and_alerts_on_the_right_topics(
-    env: Env, wire: str, tmp_path: Path
+    env: Env, wire: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    # only the Confluent case needs (and may skip for the want of) the real registry
+    registry_url = request.getfixturevalue("apicurio").ccompat_url if wire == "confluent" else None
     events = SyntheticGenerator(seed=11, id_prefix=f"fmt-{wire}").events(40)
     if wire == "raw":
         events = [{k: v for k, v in e.items() if k != "source_system"} for e in events]
 
-    with FakeRegistry() as registry:
-        enc, overrides, client = _wire_setup(wire, env, registry, tmp_path)
-        produce_events(env.bootstrap, env.input, events, enc)
+    enc, overrides, client = _wire_setup(wire, env, registry_url, tmp_path)
+    produce_events(env.bootstrap, env.input, events, enc)
 
-        with (
-            running(env.settings(**overrides)),
-            output_reader(
-                env,
-                output_format=overrides.get("HER2_OUTPUT_FORMAT", "single-object"),
-                registry=client,
-            ) as reader,
-        ):
-            reader.wait(
-                lambda r: len(r.classified_ids()) == len(events), what="every classification"
-            )
-            reader.settle(0.5)
+    with (
+        running(env.settings(**overrides)),
+        output_reader(
+            env,
+            output_format=overrides.get("HER2_OUTPUT_FORMAT", "single-object"),
+            registry=client,
+        ) as reader,
+    ):
+        reader.wait(lambda r: len(r.classified_ids()) == len(events), what="every classification")
+        reader.settle(0.5)
 
     expected_categories, expected_alerts = _offline(events)
     classifications = reader.records["classification"]
@@ -176,16 +249,18 @@ def test_each_wire_format_yields_classifications_and_alerts_on_the_right_topics(
         accessions = {e["accession_id"] for e in accepted if e["patient_id"] == patient}
         assert {None} | accessions <= parts
 
-    if wire == "confluent":
-        assert f"{env.topics['classification']}-value" in registry.subjects
+    if registry_url is not None:
+        subjects = _subjects(registry_url)
+        assert f"{env.topics['classification']}-value" in subjects
         # the changelog is framed self-contained: no registry can make the history unreadable
-        assert f"{env.topics['history']}-value" not in registry.subjects
+        assert f"{env.topics['history']}-value" not in subjects
 
 
 def test_undecodable_and_invalid_records_go_to_the_dlq_and_the_partition_moves_on(
     kafka_bootstrap: str,
     unique_name: Callable[[str], str],
     create_topics: Callable[..., list[str]],
+    apicurio: Any,
 ) -> None:
     env = make_env(kafka_bootstrap, unique_name)
     create_topics(env.input, partitions=1)
@@ -196,7 +271,12 @@ def test_undecodable_and_invalid_records_go_to_the_dlq_and_the_partition_moves_o
     invalid = make_event("dlq-bad", "dlq-patient", "dlq-acc-bad", percent=150.0)
     bad_records = [
         ("garbage", malformed["garbage bytes"], "decode", "unknown-magic-byte"),
-        ("unknown id", frame_confluent(999, valid_bytes[10:]), "decode", "unknown-schema-id"),
+        (
+            "unknown id",
+            frame_confluent(UNREGISTERED_ID, valid_bytes[10:]),
+            "decode",
+            "unknown-schema-id",
+        ),
         ("truncated", malformed["truncated Avro"], "decode", "avro-decode"),
         ("invalid", enc.encode(invalid), "validate", "schema-validation"),
     ]
@@ -208,23 +288,22 @@ def test_undecodable_and_invalid_records_go_to_the_dlq_and_the_partition_moves_o
     produce(kafka_bootstrap, env.input, records, headers=[("trace-id", b"t-1")])
 
     try:
-        with FakeRegistry() as registry:
-            settings = env.settings(HER2_SCHEMA_REGISTRY_URL=registry.url)
-            with running(settings) as svc, output_reader(env) as reader:
-                reader.wait(
-                    lambda r: len(r.classified_ids()) == 5 and len(r.records["dlq"]) == 4,
-                    what="5 classifications and 4 dead letters",
+        settings = env.settings(HER2_SCHEMA_REGISTRY_URL=apicurio.ccompat_url)
+        with running(settings) as svc, output_reader(env) as reader:
+            reader.wait(
+                lambda r: len(r.classified_ids()) == 5 and len(r.records["dlq"]) == 4,
+                what="5 classifications and 4 dead letters",
+            )
+            reader.settle(0.5)
+            assert (
+                svc.metric(
+                    "her2_consumer_dlq_records_total",
+                    {"stage": "decode", "reason": "avro-decode"},
                 )
-                reader.settle(0.5)
-                assert (
-                    svc.metric(
-                        "her2_consumer_dlq_records_total",
-                        {"stage": "decode", "reason": "avro-decode"},
-                    )
-                    == 1
-                )
-                assert svc.metric("her2_consumer_events_total", {"outcome": "processed"}) == 5
-                assert svc.metric("her2_consumer_events_total", {"outcome": "dead_lettered"}) == 4
+                == 1
+            )
+            assert svc.metric("her2_consumer_events_total", {"outcome": "processed"}) == 5
+            assert svc.metric("her2_consumer_events_total", {"outcome": "dead_lettered"}) == 4
     finally:
         delete_outputs(kafka_bootstrap, env)
 
@@ -257,12 +336,13 @@ def test_registry_outage_is_retried_never_dead_lettered_nor_committed_past(
     kafka_bootstrap: str,
     unique_name: Callable[[str], str],
     create_topics: Callable[..., list[str]],
+    apicurio: Any,
 ) -> None:
     env = make_env(kafka_bootstrap, unique_name)
     create_topics(env.input, partitions=1)
     events = [make_event(f"reg-e{i}", f"reg-p{i % 2}", f"reg-a{i}", minutes=i) for i in range(4)]
     try:
-        with FakeRegistry() as registry:
+        with Unavailable503Proxy(apicurio.ccompat_url) as registry:
             client = SchemaRegistryClient(registry.url)
             produce_events(
                 kafka_bootstrap,
