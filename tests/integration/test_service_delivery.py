@@ -165,6 +165,10 @@ def test_a_missing_input_topic_is_waited_for_and_never_created(
     try:
         reason = f"waiting for input topic {env.input} (input topic missing)"
         wait_for(lambda: reason in svc.health.reasons, what="the wait to begin")
+        # liveness keeps beating while the service waits (issue 14 item 4: it used to stop, and
+        # /healthz turned 503 after the stall threshold, restarting the pod in a loop)
+        beats = svc.health.beats
+        wait_for(lambda: svc.health.beats >= beats + 2, what="health beats during the wait")
         assert svc.alive
         assert not svc.service.started.is_set()
         assert not svc.health.ready
