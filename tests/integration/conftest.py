@@ -39,6 +39,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
     from kafka import KafkaAdminClient
 
+from helpers import delete_outputs, make_env  # after the filter: helpers imports kafka-python
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 LAUNCHER_PATH = REPO_ROOT / "deploy" / "kafka" / "launcher.py"
@@ -242,3 +244,13 @@ def create_topics(kafka_bootstrap: str) -> Iterator[Callable[..., list[str]]]:
     if created:
         with KafkaAdminClient(bootstrap_servers=kafka_bootstrap) as admin:
             admin.delete_topics(created, raise_errors=False)
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Any]:
+    """Topic names, a group and settings unique to the test (helpers.Env); its outputs are
+    deleted afterwards. A test file that needs its input topic created or other settings defines
+    its own `env`, which wins over this one."""
+    test_env = make_env(kafka_bootstrap, unique_name)
+    yield test_env
+    delete_outputs(kafka_bootstrap, test_env)

@@ -40,8 +40,6 @@ from faults import (
 )
 from helpers import (
     Env,
-    delete_outputs,
-    make_env,
     offline_alerts,
     produce_events,
     wait_for,
@@ -79,12 +77,6 @@ def _reap_orphaned_sockets() -> Iterator[None]:
 PARTITIONS = 3
 BEFORE, AFTER = 1000, 500  # events produced before the outage and after it
 
-
-@pytest.fixture
-def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Env]:
-    test_env = make_env(kafka_bootstrap, unique_name)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
 
 
 class KnownLoss(AssertionError):

@@ -35,7 +35,7 @@ import io
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ from faults import (
     stop_gracefully,
     wait_log,
 )
-from helpers import Env, Out, ServiceProcess, delete_outputs, encoder, make_env, offline_alerts
+from helpers import Env, Out, ServiceProcess, encoder, offline_alerts
 
 from consumer.codec import Decoder
 from consumer.errors import RecordError
@@ -91,12 +91,6 @@ _FAR_TIMES = (
 _FAR_DATES = (dt.date(9999, 12, 31), dt.date(1, 1, 1), 2**31 - 1, -(2**31), 10**12)
 _ODD_TEXT = ("\x00", "\u202e", "\U0001f9ec", "e\u0301", "\ufeff", "\n", "'\";--", "\udcff")
 
-
-@pytest.fixture
-def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Env]:
-    test_env = make_env(kafka_bootstrap, unique_name)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
 
 
 # -- a loose writer: the reader schema with no logical types and every int a long (the same

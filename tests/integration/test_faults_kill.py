@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,8 +35,6 @@ from faults import (
 from helpers import (
     Env,
     ServiceProcess,
-    delete_outputs,
-    make_env,
     offline_alerts,
     produce_events,
 )
@@ -47,12 +45,6 @@ pytestmark = pytest.mark.fault
 
 PARTITIONS = 3
 
-
-@pytest.fixture
-def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Env]:
-    test_env = make_env(kafka_bootstrap, unique_name)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
 
 
 def _committed_total(probe: Probe, env: Env) -> int:

@@ -18,7 +18,7 @@ import random
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,7 @@ from faults import (
 from helpers import (
     Env,
     ServiceProcess,
-    delete_outputs,
     encoder,
-    make_env,
     make_event,
     offline_alerts,
 )
@@ -79,12 +77,6 @@ _INCOMPATIBLE = {
     "fields": [{"name": "legacy_code", "type": "int"}],
 }
 
-
-@pytest.fixture
-def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Env]:
-    test_env = make_env(kafka_bootstrap, unique_name)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
 
 
 def _register(base: str, subject: str, body: dict[str, Any]) -> int:

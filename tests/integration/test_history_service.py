@@ -7,18 +7,15 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from helpers import (
     Env,
     ServiceProcess,
     ServiceThread,
     committed,
-    delete_outputs,
-    make_env,
     make_event,
     offline_alerts,
     output_reader,
@@ -30,13 +27,6 @@ from helpers import (
 
 from consumer.history import HistoryStore
 from consumer.synthetic import SyntheticGenerator
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Env]:
-    test_env = make_env(kafka_bootstrap, unique_name)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
 
 
 def _ihc_zero_primary(event_id: str, patient: str, accession: str) -> dict[str, Any]:

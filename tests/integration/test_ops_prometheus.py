@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import Env, delete_outputs, make_env, make_event, pipeline, produce, produce_events
+from helpers import Env, make_event, pipeline, produce, produce_events
 from prometheus_client import CollectorRegistry
 
 from consumer.http import Health, HealthHTTPServer, start_http_server
@@ -107,12 +107,6 @@ class PrometheusServer:
         assert len(result) <= 1, (expr, result)
         return float(result[0]["value"][1]) if result else None
 
-
-@pytest.fixture
-def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Env]:
-    test_env = make_env(kafka_bootstrap, unique_name)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
 
 
 @dataclass

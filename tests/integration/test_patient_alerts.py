@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,6 @@ import pytest
 from helpers import (
     Env,
     ServiceProcess,
-    delete_outputs,
-    make_env,
     make_event,
     output_reader,
     produce_events,
@@ -41,12 +39,6 @@ Key = tuple[str, int, str]
 POS = {"score": "THREE_PLUS", "percent": 90.0, "intensity": "STRONG", "completeness": "COMPLETE"}
 NULL = {"score": "ZERO", "percent": 0.0, "intensity": "NONE", "completeness": "NONE"}
 
-
-@pytest.fixture
-def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Env]:
-    test_env = make_env(kafka_bootstrap, unique_name)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
 
 
 def _without_her2(event: Record) -> Record:

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from helpers import (
     Env,
     ServiceProcess,
     ServiceThread,
     TopicReader,
     committed,
-    delete_outputs,
-    make_env,
     make_event,
     output_reader,
     produce_events,
@@ -29,13 +26,6 @@ from kafka import KafkaAdminClient  # imported first by conftest.py, under its w
 from consumer.codec import Decoder
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.synthetic import SyntheticGenerator
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Env]:
-    test_env = make_env(kafka_bootstrap, unique_name)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
 
 
 def _alerting_events(prefix: str, count: int) -> list[dict[str, object]]:
