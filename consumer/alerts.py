@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Any
 
 from consumer.model import REPORT, RETRACTED, Event, Record, scope_of
 from consumer.rules import Rule, RuleSet
@@ -88,7 +87,3 @@ def closing_detail(status: str, event: Event) -> str:
         f"(event {event['event_id']}) {why}."
     )
 
-
-def is_open(record: dict[str, Any]) -> bool:
-    """True for an ACTIVE record (downstream: the finding is open at this revision)."""
-    return bool(record.get("status") == "ACTIVE")

@@ -159,7 +159,7 @@ def recency(sample: Sample) -> tuple[bool, dt.date, int, bool]:
     )
 
 
-def _pick(samples: Sequence[Sample], categories: frozenset[str]) -> Sample | None:
+def latest_of(samples: Sequence[Sample], categories: frozenset[str]) -> Sample | None:
     """The qualifying sample to name: the most recently collected one that qualifies."""
     matching = [s for s in samples if s.category in categories]
     return max(matching, key=recency) if matching else None
@@ -207,7 +207,7 @@ def discordant_pair(
 
 def latest_decisive(samples: Sequence[Sample]) -> Sample | None:
     """The most recently collected decisive sample (named by RT-ALL-ZERO)."""
-    return _pick(samples, _DECISIVE)
+    return latest_of(samples, _DECISIVE)
 
 
 def preanalytic_problems(specimen: dict[str, Any] | None) -> tuple[list[str], list[str]]:
@@ -267,8 +267,8 @@ def derive(
     samples = merge_samples(current, [*history, *prior_samples(event)])
     categories = [s.category for s in samples]
     any_positive = POSITIVE in categories
-    low_sample = _pick(samples, frozenset({LOW}))
-    low_or_ultralow_sample = _pick(samples, frozenset({LOW, ULTRALOW}))
+    low_sample = latest_of(samples, frozenset({LOW}))
+    low_or_ultralow_sample = latest_of(samples, frozenset({LOW, ULTRALOW}))
     decisive = [c for c in categories if c in _DECISIVE]
     pair = discordant_pair(samples)
     conversion_pair = discordant_pair(samples, crossing_positive=True)

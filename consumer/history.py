@@ -203,22 +203,24 @@ class HistoryStore:
         if key is None:
             raise HistoryRecordError("history-key", "changelog record without a key")
         patient_id, _ = parse_key(key)
+        opened = 0
         if value is not None:
-            owner, _ = self._codec.decode(value)
+            owner, part = self._codec.decode(value)  # decoded once: checked and counted
             if owner != patient_id:
                 raise HistoryRecordError(
                     "history-key", "changelog key and value name other patients"
                 )
+            opened = _open_in(part)
         self._live.pop(patient_id, None)
         parts = _unpack(self._states.get(patient_id) or b"")
         old = parts.get(key)
         if old is not None:
-            self._open -= _part_open(self._codec, old)
+            self._open -= _open_in(self._codec.decode(old)[1])
         if value is None:
             parts.pop(key, None)
         else:
             parts[key] = value
-            self._open += _part_open(self._codec, value)
+            self._open += opened
         if parts:
             self._states.put(patient_id, _pack(parts), _accessions(parts))
         else:
@@ -373,8 +375,8 @@ def _accessions(parts: dict[bytes, bytes]) -> int:
     return sum(1 for key in parts if key.startswith(b'["A"'))
 
 
-def _part_open(codec: PartCodec, value: bytes) -> int:
-    _, part = codec.decode(value)
+def _open_in(part: Accession | tuple[int, dict[str, AlertState]]) -> int:
+    """Open findings in one decoded part."""
     alerts = part.alerts if isinstance(part, Accession) else part[1]
     return sum(1 for a in alerts.values() if a.open)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,6 +29,7 @@ from consumer.facts import (
     derive,
     discordant_pair,
     latest_decisive,
+    latest_of,
     recency,
     specimen_site,
 )
@@ -215,7 +216,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
     report = entry.report if entry is not None else None
     if report is not None:
         if event_id == report.event_id and entry is not None:  # redelivery: the same records
-            rendered = [_render(p, ruleset, event, now) for p in entry.emitted]
+            rendered = [_rerender(p, ruleset, event) for p in entry.emitted]
             kept = [(r, p.transition) for r, p in zip(rendered, entry.emitted, strict=True) if r]
             return Step(
                 state, frozenset(), classification, [r for r, _ in kept], [t for _, t in kept]
@@ -238,10 +239,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
             changed.add(other)
     state = replace(state, seq=seq, accessions=accessions)
     view = _view(state)
-    published: list[Published] = []
-    records: list[Record] = []
-    transitions: list[str] = []
-    emit = _Emitter(ruleset, event, now, published, records, transitions)
+    emit = _Emitter(ruleset, event, now)
 
     # REPORT codes of this accession: with the patient's HR status and context at this moment.
     report_fired = {} if status == CANCELLED else _fired(
@@ -249,50 +247,44 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
     )
     own = accessions[acc]
     own_alerts = emit.transitions(
-        own.alerts, report_fired, REPORT, acc, sc.category, lambda _rule, _facts: (acc,)
+        own.alerts, report_fired, REPORT, acc, sc.category, lambda _rule: (acc,)
     )
     # PATIENT codes: over samples, current category, HR status and context.
-    patient_fired: dict[str, tuple[Rule, str, dict[str, Any], frozenset[str]]] = {}
+    patient_fired: dict[str, tuple[str, dict[str, Any]]] = {}
     if view.samples or view.context:
         patient_fired = _fired(ruleset, _patient_facts(event, view), PATIENT)
     current_acc = view.current.accession_id if view.current and view.current.accession_id else acc
     current_cat = view.current.category if view.current else MISSING
     patient_alerts = emit.transitions(
         state.alerts, patient_fired, PATIENT, current_acc, current_cat,
-        lambda rule, _facts: _basis(rule, view),
+        lambda rule: _basis(rule, view),
     )
+    published = emit.published
     accessions[acc] = replace(accessions[acc], alerts=own_alerts, emitted=tuple(published))
     state = replace(state, alerts=patient_alerts, accessions=accessions)
-    return Step(state, frozenset(changed), classification, records, transitions)
+    return Step(
+        state, frozenset(changed), classification, emit.records, [p.transition for p in published]
+    )
 
 
 class _Emitter:
     """Compares fired findings with the open ones and collects what to publish."""
 
-    def __init__(  # noqa: PLR0917 - the collectors it fills
-        self,
-        ruleset: RuleSet,
-        event: Event,
-        now: dt.datetime,
-        published: list[Published],
-        records: list[Record],
-        transitions: list[str],
-    ) -> None:
+    def __init__(self, ruleset: RuleSet, event: Event, now: dt.datetime) -> None:
         self._ruleset = ruleset
         self._event = event
         self._now = now
-        self._published = published
-        self._records = records
-        self._transitions = transitions
+        self.published: list[Published] = []
+        self.records: list[Record] = []
 
     def transitions(  # noqa: PLR0917 - one call site per scope
         self,
         before: Mapping[str, AlertState],
-        fired: Mapping[str, tuple[Rule, str, dict[str, Any], frozenset[str]]],
+        fired: Mapping[str, tuple[str, dict[str, Any]]],
         scope: str,
         accession: str,
         category: str,
-        basis_of: Any,
+        basis_of: Callable[[Rule], set[str] | tuple[str, ...]],
     ) -> dict[str, AlertState]:
         """The section 8 transition table for every code of `scope`; returns the new states."""
         after = dict(before)
@@ -300,18 +292,19 @@ class _Emitter:
         for rule in self._ruleset.scoped(scope):
             code = rule.code
             old = before.get(code)
+            values = None
             if code in fired:
-                fired_rule, severity, values, _ = fired[code]
+                severity, values = fired[code]
                 facts_json = _canonical(values)
-                digest = _digest(severity, fired_rule.version, facts_json)
+                digest = _digest(severity, rule.version, facts_json)
                 if old is not None and old.open and old.digest == digest:
                     continue
                 transition = UPDATED if old is not None and old.open else OPENED
                 revision = (old.revision if old else 0) + 1
-                basis = tuple(sorted(basis_of(fired_rule, values)))
+                basis = tuple(sorted(basis_of(rule)))
                 after[code] = AlertState(code, revision, True, severity, digest, basis)
                 pub = Published(code, accession, revision, ACTIVE, transition, severity,
-                                fired_rule.version, category, facts_json, self._now)
+                                rule.version, category, facts_json, self._now)
             elif old is not None and old.open:
                 ended_by_withdrawal = (
                     event["report_status"] in (CANCELLED, "CORRECTED")
@@ -325,39 +318,47 @@ class _Emitter:
                                 old.severity, rule.version, category, None, self._now)
             else:
                 continue
-            record = _render(pub, self._ruleset, event, self._now)
-            if record is not None:
-                self._published.append(pub)
-                self._records.append(record)
-                self._transitions.append(pub.transition)
+            self.published.append(pub)
+            self.records.append(_record(pub, rule, self._ruleset, event, values))
         return after
 
 
 def _fired(
     ruleset: RuleSet, facts: dict[str, Any], scope: str
-) -> dict[str, tuple[Rule, str, dict[str, Any], frozenset[str]]]:
-    """The rules of `scope` that fire: code -> (rule, severity, content values, fired codes)."""
-    out: dict[str, tuple[Rule, str, dict[str, Any], frozenset[str]]] = {}
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The rules of `scope` that fire: code -> (severity, content values: the facts the rule
+    reads, plus the codes it read through fired_codes)."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
     for fired in ruleset.evaluate(facts, ruleset.scoped(scope), details=False):
         rule = fired.rule
-        if rule.code in out:
-            continue
         values = {name: facts.get(name) for name in sorted(rule.reads)}
-        used = frozenset(fired.fired_codes & rule.depends_on)
+        used = fired.fired_codes & rule.depends_on
         if used:
             values["fired_codes"] = sorted(used)
-        out[rule.code] = (rule, fired.severity, values, used)
+        out[rule.code] = (fired.severity, values)  # one rule per code (the loader checks)
     return out
 
 
-def _render(pub: Published, ruleset: RuleSet, event: Event, now: dt.datetime) -> Record | None:
-    """The Her2Alert v2 record of a publication (None if its rule left the rule set)."""
+def _rerender(pub: Published, ruleset: RuleSet, event: Event) -> Record | None:
+    """A stored publication again (redelivery), from its stored fact values (None if its rule
+    left the rule set)."""
     rule = ruleset.rule_for(pub.code)
     if rule is None:
         return None
-    if pub.facts is not None:
-        values = json.loads(pub.facts)
-        fired = frozenset(values.pop("fired_codes", ()))
+    values = json.loads(pub.facts) if pub.facts is not None else None
+    return _record(pub, rule, ruleset, event, values)
+
+
+def _record(
+    pub: Published,
+    rule: Rule,
+    ruleset: RuleSet,
+    event: Event,
+    values: dict[str, Any] | None,
+) -> Record:
+    """The Her2Alert v2 record of a publication; `values`: its content's fact values (ACTIVE)."""
+    if values is not None:
+        fired = frozenset(values.get("fired_codes", ()))
         detail = rule.render_detail(values, fired)
     else:
         detail = closing_detail(pub.status, event)
@@ -529,9 +530,9 @@ def _basis(rule: Rule, view: _View) -> set[str]:
         basis.add(view.context_accession)
     samples = view.samples
     if reads & _LOW_FACTS:
-        add(_latest(samples, {LOW}))
+        add(latest_of(samples, frozenset({LOW})))
     if reads & _LOW_ULTRALOW_FACTS:
-        add(_latest(samples, {LOW, ULTRALOW}))
+        add(latest_of(samples, frozenset({LOW, ULTRALOW})))
     for facts, crossing in ((_PAIR_FACTS, False), (_CONVERSION_FACTS, True)):
         if reads & facts:
             pair = discordant_pair(samples, crossing_positive=crossing)
@@ -541,11 +542,6 @@ def _basis(rule: Rule, view: _View) -> set[str]:
     if reads & _DECISIVE_FACTS:
         add(latest_decisive(samples))
     return basis
-
-
-def _latest(samples: Sequence[Sample], categories: set[str]) -> Sample | None:
-    matching = [s for s in samples if s.category in categories]
-    return max(matching, key=recency) if matching else None
 
 
 def _context_json(ctx: Mapping[str, Any]) -> str:

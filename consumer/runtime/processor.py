@@ -149,7 +149,7 @@ class Processor:
                 raise misrouted.error()
             undo = store.checkpoint(event["patient_id"])
             outcome = store.apply(event, self.pipeline)
-            key = record.key if record.key else event["patient_id"].encode("utf-8")
+            key = record.key  # the routing check made sure it is the patient id
             # outputs carry the input record's timestamp, never the host clock (records.Output)
             stamp, origin = input_timestamp(record), (tp, record.offset)
             outputs = [
