@@ -488,32 +488,9 @@ class LocalKafka:
     def _spawn(self, java: str, jars: Path) -> None:
         """Start the broker JVM and its watchdog; output goes to :attr:`output_log`."""
         command = self._java_command(java, jars, "kafka.Kafka", str(self.properties_file))
-        with self.output_log.open("ab") as output:
-            self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                cwd=self.work_dir,
-                start_new_session=True,
-            )
-        read_end, self._watchdog_pipe = os.pipe()
-        try:
-            self._watchdog = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [
-                    sys.executable,
-                    "-c",
-                    _WATCHDOG_SOURCE,
-                    str(self._process.pid),
-                    str(STOP_TIMEOUT_S),
-                ],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            os.close(read_end)
+        self._process, self._watchdog, self._watchdog_pipe = spawn_watched(
+            command, self.output_log, self.work_dir
+        )
         atexit.register(self.stop)
 
     def _wait_until_ready(self, timeout: float) -> None:
@@ -558,23 +535,9 @@ class LocalKafka:
     def _terminate(self, sig: signal.Signals, timeout: float) -> None:
         """Stop the watchdog, then signal the broker and wait for it (SIGKILL after timeout)."""
         atexit.unregister(self.stop)
-        if self._watchdog is not None:  # first, so it can never signal a reaped, reused pid
-            self._watchdog.kill()
-            self._watchdog.wait()
-            self._watchdog = None
-        if self._watchdog_pipe is not None:
-            os.close(self._watchdog_pipe)
-            self._watchdog_pipe = None
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        watched = (self._process, self._watchdog, self._watchdog_pipe)
+        self._process = self._watchdog = self._watchdog_pipe = None
+        terminate_watched(*watched, sig, timeout)
 
     def _failure(self, reason: str) -> KafkaLauncherError:
         """An error carrying the broker's first errors and the tails of its log files."""
@@ -594,6 +557,59 @@ _SUPERVISOR_PID = "launcher.pid"
 _BROKER_PID = "broker.pid"
 _BOOTSTRAP = "bootstrap"
 _STATE_FILES = (_SUPERVISOR_PID, _BROKER_PID, _BOOTSTRAP)
+
+
+def spawn_watched(
+    command: list[str], output_log: Path, cwd: Path
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int]:
+    """Start `command` in a session of its own (output appended to `output_log`) and a watchdog
+    that kills it when this process dies; returns (process, watchdog, watchdog pipe's write end).
+    Shared with deploy/registry/launcher.py."""
+    with output_log.open("ab") as output:
+        process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    read_end, pipe = os.pipe()
+    try:
+        watchdog = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            [sys.executable, "-c", _WATCHDOG_SOURCE, str(process.pid), str(STOP_TIMEOUT_S)],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        os.close(read_end)
+    return process, watchdog, pipe
+
+
+def terminate_watched(
+    process: subprocess.Popen[bytes] | None,
+    watchdog: subprocess.Popen[bytes] | None,
+    pipe: int | None,
+    sig: signal.Signals,
+    timeout: float,
+) -> None:
+    """Stop the watchdog first (so it can never signal a reaped, reused pid), then signal the
+    process and wait for it (SIGKILL after `timeout`)."""
+    if watchdog is not None:
+        watchdog.kill()
+        watchdog.wait()
+    if pipe is not None:
+        os.close(pipe)
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _process_alive(pid: int, needle: str) -> bool:

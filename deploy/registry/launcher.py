@@ -288,32 +288,9 @@ class LocalApicurio:
             "-jar",
             str(app / "quarkus-run.jar"),
         ]
-        with self.output_log.open("ab") as output:
-            self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                cwd=self.work_dir,
-                start_new_session=True,
-            )
-        read_end, self._watchdog_pipe = os.pipe()
-        try:
-            self._watchdog = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [
-                    sys.executable,
-                    "-c",
-                    kafka._WATCHDOG_SOURCE,  # shared on purpose
-                    str(self._process.pid),
-                    str(STOP_TIMEOUT_S),
-                ],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            os.close(read_end)
+        self._process, self._watchdog, self._watchdog_pipe = kafka.spawn_watched(
+            command, self.output_log, self.work_dir
+        )
         atexit.register(self.stop)
         try:
             self._wait_until_ready(timeout)
@@ -325,22 +302,9 @@ class LocalApicurio:
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop the registry: SIGTERM, then SIGKILL after ``timeout`` seconds."""
         atexit.unregister(self.stop)
-        if self._watchdog is not None:  # first, so it can never signal a reaped, reused pid
-            self._watchdog.kill()
-            self._watchdog.wait()
-            self._watchdog = None
-        if self._watchdog_pipe is not None:
-            os.close(self._watchdog_pipe)
-            self._watchdog_pipe = None
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        watched = (self._process, self._watchdog, self._watchdog_pipe)
+        self._process = self._watchdog = self._watchdog_pipe = None
+        _kafka_launcher().terminate_watched(*watched, signal.SIGTERM, timeout)
 
     def __enter__(self) -> Self:
         """Start the registry (if not running) for a ``with`` block."""
