@@ -599,6 +599,25 @@ class Supervisor:
         self._thread.join(timeout)
         return None if proc is None else proc.proc.returncode
 
+    def describe(self, last: int = 12) -> str:
+        """What the supervised processes did, for a failure message (the CI log keeps only its
+        tail): each exit, and the current process's event counts and last log events (event
+        names, loggers and error types only: the logs carry no identifiers, and this keeps it
+        short)."""
+        lines = [f"exits: {[(e.name, e.code, e.reason) for e in self.exits]}"]
+        proc = self.current
+        if proc is not None:
+            events = proc.log_events()
+            counts = collections.Counter(str(e.get("event"))[:80] for e in events)
+            lines.append(f"{proc.stderr_path.stem} (running: {proc.proc.poll() is None}):")
+            lines.append(f"  event counts: {counts.most_common(15)}")
+            for e in events[-last:]:
+                lines.append(
+                    f"  {e.get('timestamp', '')} {e.get('level')} {e.get('logger')}: "
+                    f"{str(e.get('event'))[:160]} {e.get('error_type') or ''}"
+                )
+        return "\n".join(lines)
+
     def kill_all(self) -> None:
         self._stopping.set()
         for proc in self.procs:

@@ -14,6 +14,7 @@ or was restarted, and how often, is recorded (docs/fault-report.md).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -103,6 +104,15 @@ def _committed_total(probe: Probe, env: Env) -> int:
         return -1
 
 
+@contextlib.contextmanager
+def _described(supervisor: Supervisor) -> Iterator[None]:
+    """A wait that fails says what the service did meanwhile (CI keeps only the log's tail)."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{supervisor.describe()}") from None
+
+
 @pytest.mark.parametrize("mode", [ALO, EOS])
 def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0915, PLR0917 - one story
     mode: str,
@@ -157,7 +167,7 @@ def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0915, PLR091
         outage_s = time.monotonic() - stopped_at
         back_at = time.monotonic()
         produce_events(env.bootstrap, env.input, events[BEFORE:])
-        with Probe(env.bootstrap) as probe:
+        with Probe(env.bootstrap) as probe, _described(supervisor):
             wait_for(lambda: _committed_total(probe, env) >= 0, 60, "the group coordinator")
             at_restart = _committed_total(probe, env)
             wait_for(
