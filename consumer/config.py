@@ -126,6 +126,18 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
         "share (0-1) of a partition's changelog records a restore may skip as unreadable before "
         "the partition is held back and /readyz refuses",
     ),
+    (
+        "HER2_CLOCK_SKEW_TOLERANCE_SECONDS",
+        "60",
+        "warn (log, her2_consumer_clock_offset_seconds) when the host clock differs from the "
+        "Kafka cluster's by more at start-up (0 = no check)",
+    ),
+    (
+        "HER2_MAX_CONSECUTIVE_PROCESSING_ERRORS",
+        "100",
+        "stop when a partition dead-letters this many processing-error records in a row (a bad "
+        "deployment must not drain the input into the DLQ; 0 = no limit)",
+    ),
     ("HER2_LAG_REFRESH_SECONDS", "5", "how often lag gauges are refreshed"),
     (
         "HER2_TOPIC_REPLICATION_FACTOR",
@@ -280,6 +292,8 @@ class Settings:
     tuning: Tuning = field(default_factory=Tuning)
     test_crash_before_commit: int | None = None
     max_unreadable_changelog_share: float = 0.0  # above it a restored partition is held back
+    clock_skew_tolerance_s: int = 60  # 0: the start-up clock check is off
+    max_consecutive_processing_errors: int = 100  # 0: no limit
 
     def __repr__(self) -> str:
         """Fields, with registry credentials masked."""
@@ -402,6 +416,10 @@ class Settings:
             max_unreadable_changelog_share=env.number(
                 "HER2_MAX_UNREADABLE_CHANGELOG_SHARE", 0.0, 1.0
             ),
+            clock_skew_tolerance_s=env.integer("HER2_CLOCK_SKEW_TOLERANCE_SECONDS", 0, 86400),
+            max_consecutive_processing_errors=env.integer(
+                "HER2_MAX_CONSECUTIVE_PROCESSING_ERRORS", 0, 10**9
+            ),
         )
 
     def kafka_common(self) -> dict[str, Any]:
@@ -462,6 +480,8 @@ class Settings:
             "max_event_time_skew_seconds": int(self.event_time_skew.total_seconds()),
             "test_crash_before_commit": self.test_crash_before_commit,
             "max_unreadable_changelog_share": self.max_unreadable_changelog_share,
+            "clock_skew_tolerance_seconds": self.clock_skew_tolerance_s,
+            "max_consecutive_processing_errors": self.max_consecutive_processing_errors,
         }
         if with_topics:
             shown["input_topic"] = self.topics.input

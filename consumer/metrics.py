@@ -72,6 +72,11 @@ class Metrics:
             f"{p}_open_alerts", "Findings whose latest revision is ACTIVE, in the local history "
             "stores of the assigned partitions.", registry=registry,
         )
+        self.clock_offset = Gauge(
+            f"{p}_clock_offset_seconds", "Host clock minus the Kafka cluster's clock, measured "
+            "at start-up (the KRaft quorum leader's time); positive: the host is ahead.",
+            registry=registry,
+        )
         self.history_unwritable_records = Counter(
             f"{p}_history_unwritable_records", "Patient-state changelog records larger than a "
             "Kafka request (the service stops without committing).", registry=registry,

@@ -51,7 +51,12 @@ from consumer.runtime.loop import Loop
 from consumer.runtime.partitions import PartitionTable
 from consumer.runtime.processor import Codecs, Processor
 from consumer.runtime.restore import Restorer
-from consumer.runtime.startup import ensure_topics, open_state_dir, register_output_schemas
+from consumer.runtime.startup import (
+    check_clock,
+    ensure_topics,
+    open_state_dir,
+    register_output_schemas,
+)
 from consumer.statestore import DISK, StateDir
 
 EXIT_OK: Final = 0
@@ -190,6 +195,7 @@ class Service:
             return
         admin = connect_admin(self._clients, s, self._hostname)
         try:
+            check_clock(admin, s, self._clock, self.metrics.clock_offset)
             partitions = ensure_topics(
                 admin, s, self._stop_event.wait, self._set_ready, self._beat
             )

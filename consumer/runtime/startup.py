@@ -8,6 +8,8 @@ and set /readyz's reason to what is awaited (issue 14, item 4; docs/operations.m
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -151,6 +153,62 @@ def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int
             )
     admin.wait_for_topics(missing, timeout_ms=s.tuning.request_timeout_ms)
     log.info("output topics created", count=len(missing))
+
+
+def check_clock(
+    admin: Admin,
+    s: Settings,
+    clock: Callable[[], dt.datetime],
+    offset_gauge: Any,
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> float | None:
+    """Issue 15 item 1: compare the host clock with the Kafka cluster's and warn beyond
+    HER2_CLOCK_SKEW_TOLERANCE_SECONDS (0: no check). The cluster's time is the KRaft quorum
+    leader's, which answers DescribeQuorum with its own clock as its entry's last fetch time;
+    the host time is taken half-way through the request. Returns the offset in seconds (host
+    minus cluster) and sets `offset_gauge`; None when the cluster does not tell (no KRaft, no
+    DESCRIBE permission on the cluster): logged, never fatal. Outputs carry the input's
+    timestamps, so a wrong host clock no longer stops publishing; it still moves the
+    event-time-in-future check and the event age."""
+    if s.clock_skew_tolerance_s <= 0:
+        return None
+    started = monotonic()
+    before = clock()
+    try:
+        cluster_ms = _quorum_leader_time_ms(admin.describe_metadata_quorum())
+    except Exception as exc:  # any refusal or an old broker: the check is advisory
+        log.info("clock check unavailable", error_type=type(exc).__name__)
+        return None
+    half = (monotonic() - started) / 2
+    if cluster_ms is None:
+        log.info("clock check unavailable", error_type="NoLeaderTime")
+        return None
+    host_ms = (before.timestamp() + half) * 1000
+    offset = round((host_ms - cluster_ms) / 1000, 3)
+    offset_gauge.set(offset)
+    if abs(offset) > s.clock_skew_tolerance_s + half:
+        log.warning(
+            "host clock differs from the Kafka cluster's clock",
+            offset_seconds=offset,
+            tolerance_seconds=s.clock_skew_tolerance_s,
+            uncertainty_seconds=round(half, 3),
+        )
+    else:
+        log.info("clock checked", offset_seconds=offset, uncertainty_seconds=round(half, 3))
+    return offset
+
+
+def _quorum_leader_time_ms(quorum: dict[str, Any]) -> int | None:
+    """The leader's own last-fetch timestamp in a DescribeQuorum response (None if absent)."""
+    for topic in quorum.get("topics") or []:
+        for partition in topic.get("partitions") or []:
+            leader = partition.get("leader_id")
+            for voter in partition.get("current_voters") or []:
+                stamp = voter.get("last_fetch_timestamp")
+                if voter.get("replica_id") == leader and isinstance(stamp, int) and stamp > 0:
+                    return stamp
+    return None
 
 
 def partition_counts(admin: Admin, topics: list[str]) -> dict[str, int]:

@@ -74,7 +74,10 @@ class _Running:
         return self.code
 
 
-def _run_until_committed(env: Env, clock: Callable[[], dt.datetime], **overrides: str) -> None:
+def _run_until_committed(
+    env: Env, clock: Callable[[], dt.datetime], **overrides: str
+) -> Metrics:
+    """Run a service with `clock` until every input record is committed; its metrics."""
     if overrides.get("HER2_PROCESSING_GUARANTEE") == "exactly_once":
         overrides.setdefault("HER2_INSTANCE_ID", "refused-0")  # required in exactly-once
     running = _Running(env, clock, **overrides)
@@ -84,6 +87,7 @@ def _run_until_committed(env: Env, clock: Callable[[], dt.datetime], **overrides
     finally:
         code = running.stop()
     assert code == EXIT_OK
+    return running.service.metrics
 
 
 def _output_configs(env: Env, config: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -109,9 +113,13 @@ def test_a_host_clock_two_hours_fast_still_publishes_and_commits(
         env.bootstrap, env.input, [(e["patient_id"].encode(), enc.encode(e), []) for e in events]
     )
     fast_wall_clock(monkeypatch)  # the lab's producer had a good clock; this host has not
-    _run_until_committed(
+    metrics = _run_until_committed(
         env, lambda: utc_now() + FAST, HER2_PROCESSING_GUARANTEE=guarantee
     )
+    # the start-up check measured the host clock against the broker's (KRaft DescribeQuorum)
+    offset = metrics.registry.get_sample_value("her2_consumer_clock_offset_seconds")
+    assert offset is not None
+    assert abs(offset - FAST.total_seconds()) < 5, offset
     out = outputs(env)
     assert set(classified_ids(out)) == {e["event_id"] for e in events}
     assert out["dlq"] == []

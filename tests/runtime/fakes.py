@@ -24,6 +24,7 @@ transaction commits (exactly-once; an abort discards them).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,8 @@ class FakeBroker:
         self.clock_ms = 1_767_225_600_000  # timestamp of appended input records (2026-01-01)
         self.producer_clock_ms = self.clock_ms  # what a producer stamps when given None
         self.sent_timestamps: list[tuple[str, int | None]] = []  # (topic, timestamp_ms)
+        # the cluster's wall clock (DescribeQuorum), the real one unless a test skews it
+        self.cluster_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -168,6 +171,14 @@ class FakeAdmin:
 
     def wait_for_topics(self, topics: list[str], timeout_ms: int) -> None:
         pass
+
+    def describe_metadata_quorum(self) -> dict[str, Any]:
+        """DescribeQuorum as a one-node KRaft cluster answers it: the leader's own entry
+        carries the controller's clock (broker.cluster_clock_ms)."""
+        self.broker.scripted("quorum")
+        voter = {"replica_id": 1, "last_fetch_timestamp": self.broker.cluster_clock_ms()}
+        partition = {"leader_id": 1, "current_voters": [voter], "error": None}
+        return {"topics": [{"topic_name": "__cluster_metadata", "partitions": [partition]}]}
 
     def close(self) -> None:
         self.closed = True

@@ -3,7 +3,10 @@ co-partitioned and compacted, a failed creation, the wait for a missing input to
 
 from __future__ import annotations
 
+import time
+
 from conftest import Harness
+from kafka.errors import ClusterAuthorizationFailedError
 
 from consumer.config import Settings
 from consumer.errors import RegistryError
@@ -138,3 +141,41 @@ def test_a_stop_while_the_registry_is_down_ends_the_wait() -> None:
         settings, registry, lambda seconds: True, lambda *a: None, lambda: None
     )
     assert registry.subjects == []
+
+
+def test_a_host_clock_two_hours_fast_is_measured_and_warned_about(harness: Harness) -> None:
+    """Issue 15 item 1: the start-up check compares the host clock with the cluster's (the KRaft
+    quorum leader's time), sets the offset gauge and warns beyond the tolerance."""
+    two_hours_ms = 2 * 3600 * 1000
+    harness.broker.cluster_clock_ms = lambda: int(time.time() * 1000) - two_hours_ms
+    assert harness.run() == EXIT_OK
+    offset = harness.value("her2_consumer_clock_offset_seconds")
+    assert 7199 < offset < 7201, offset
+    [warning] = harness.logged("host clock differs from the Kafka cluster's clock")
+    assert warning["tolerance_seconds"] == 60
+    assert 7199 < warning["offset_seconds"] < 7201
+
+
+def test_a_clock_within_the_tolerance_is_only_logged(harness: Harness) -> None:
+    harness.broker.cluster_clock_ms = lambda: int(time.time() * 1000) + 30_000  # host 30 s behind
+    assert harness.run() == EXIT_OK
+    assert -31 < harness.value("her2_consumer_clock_offset_seconds") < -29
+    assert harness.logged("host clock differs from the Kafka cluster's clock") == []
+    assert len(harness.logged("clock checked")) == 1
+
+
+def test_a_cluster_that_does_not_tell_its_time_does_not_stop_start_up(harness: Harness) -> None:
+    """No KRaft quorum to describe, or no DESCRIBE permission on the cluster: advisory only."""
+    harness.broker.script("quorum", ClusterAuthorizationFailedError())
+    assert harness.run() == EXIT_OK
+    [line] = harness.logged("clock check unavailable")
+    assert line["error_type"] == "ClusterAuthorizationFailedError"
+    assert harness.value("her2_consumer_clock_offset_seconds") == 0
+
+
+def test_the_clock_check_can_be_turned_off(harness: Harness) -> None:
+    harness.broker.cluster_clock_ms = lambda: 0
+    harness.configure(clock_skew_tolerance_s=0)
+    assert harness.run() == EXIT_OK
+    assert harness.logged("clock checked") == harness.logged("clock check unavailable") == []
+    assert harness.value("her2_consumer_clock_offset_seconds") == 0

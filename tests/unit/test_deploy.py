@@ -781,6 +781,17 @@ ALERT_SCENARIOS: list[tuple[str, list[tuple[str, str]], str, list[str]]] = [
     ("Her2ConsumerStateUnwritable",
      [(f'her2_consumer_history_unwritable_records_total{{{_JOB}, instance="a"}}', "0x30")],
      "20m", []),
+    # a host clock 2 hours fast (or slow) fires it; 30 s off and an unmeasured 0 do not
+    ("Her2ConsumerClockSkew",
+     [(f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="a"}}', "7200x10")],
+     "5m", [f'{{{_JOB}, instance="a"}}']),
+    ("Her2ConsumerClockSkew",
+     [(f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="a"}}', "-7200x10")],
+     "5m", [f'{{{_JOB}, instance="a"}}']),
+    ("Her2ConsumerClockSkew",
+     [(f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="a"}}', "-30x10"),
+      (f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="b"}}', "0x10")],
+     "5m", []),
 ]
 
 
