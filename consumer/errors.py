@@ -100,6 +100,12 @@ class StateTooLargeError(PublishError):
     committing rather than keep a state that a restore elsewhere would not see (issue 15)."""
 
 
+class DeadLetterLimitError(Her2Error):
+    """A partition dead-lettered HER2_MAX_CONSECUTIVE_PROCESSING_ERRORS `processing-error`
+    records in a row: the service stops without committing that batch rather than drain the
+    input into the dead-letter topic (a bad deployment; after arroyo's DlqLimit)."""
+
+
 class HistoryRestoreError(Her2Error):
     """The history changelog could not be read to its end in time (fatal)."""
 

@@ -12,14 +12,26 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from consumer.config import Settings
-from consumer.errors import OutputRefusedError, PublishError, StateTooLargeError
+from consumer.errors import (
+    DeadLetterLimitError,
+    OutputRefusedError,
+    PublishError,
+    StateTooLargeError,
+)
 from consumer.logs import get_logger
 from consumer.metrics import Metrics
 from consumer.runtime.delivery import Delivery
 from consumer.runtime.dlq import headers_only, output_fits
 from consumer.runtime.kafka import Consumer, KafkaError, OffsetAndMetadata, TopicPartition
 from consumer.runtime.partitions import PartitionTable
-from consumer.runtime.processor import DeadLettered, Processed, Processor, Retry, add_to
+from consumer.runtime.processor import (
+    REASON_PROCESSING_ERROR,
+    DeadLettered,
+    Processed,
+    Processor,
+    Retry,
+    add_to,
+)
 from consumer.runtime.records import (
     POLL_BACKOFF,
     Backoff,
@@ -76,6 +88,9 @@ class Loop:
         self.refused: dict[tuple[TopicPartition, int], Refusal] = {}
         self._last_lag_refresh = 0.0
         self._last_history_refresh = 0.0
+        # the DLQ limit: processing-error dead letters in a row per partition, as of the last
+        # delivered batch (a batch run again after a refusal counts from there again)
+        self.error_runs: dict[TopicPartition, int] = {}
 
     def run(self) -> None:
         """Until stopped."""
@@ -131,6 +146,7 @@ class Loop:
             if store is None:  # defensive: never process a partition whose history is not loaded
                 self.consumer.seek(tp, records[tp][0].offset)
                 continue
+            run = self.error_runs.get(tp, 0)
             for record in records[tp]:
                 refusal = self.refused.get((tp, record.offset))
                 result: Processed | DeadLettered | Retry
@@ -145,9 +161,11 @@ class Loop:
                     result = dataclasses.replace(
                         result, output=headers_only(result.output, refusal.dlq_error)
                     )
+                run = self._count_errors(tp, result, run)
                 add_to(batch, result)
                 batch.last[tp] = record
                 table.positions[tp] = record.offset + 1
+            batch.error_runs[tp] = run
             last = batch.last.get(tp)
             # the changelog record carries the timestamp of the last input record it covers
             stamp = None if last is None else input_timestamp(last)
@@ -173,6 +191,37 @@ class Loop:
                 batch.changes.append(change)
         return batch
 
+    def _count_errors(
+        self, tp: TopicPartition, result: Processed | DeadLettered, run: int
+    ) -> int:
+        """The DLQ limit (HER2_MAX_CONSECUTIVE_PROCESSING_ERRORS, after arroyo's DlqLimit): a
+        record processed normally ends a run of processing-error dead letters; bad input
+        (any other dead-letter reason) neither counts nor ends it. At the limit the service stops
+        without committing the batch: nothing of it reaches the DLQ, and after a restart (or a
+        roll-back of the deployment) the records are processed again."""
+        if isinstance(result, Processed):
+            return 0
+        if result.reason != REASON_PROCESSING_ERROR:
+            return run
+        run += 1
+        limit = self.settings.max_consecutive_processing_errors
+        if limit and run >= limit:
+            log.critical(
+                "too many processing errors in a row; stopping without committing",
+                topic=tp.topic,
+                partition=tp.partition,
+                count=run,
+                limit=limit,
+            )
+            raise DeadLetterLimitError(
+                f"partition {tp.partition} of {tp.topic} dead-lettered {run} records in a row "
+                "for unexpected processing errors (HER2_MAX_CONSECUTIVE_PROCESSING_ERRORS="
+                f"{limit}): stopping without committing rather than drain the input into the "
+                "dead-letter topic; see the error log lines \"record processing failed\", roll "
+                "back or fix the deployment, then restart"
+            )
+        return run
+
     def process_batch(self, records: Mapping[TopicPartition, list[Any]]) -> None:
         """Build, deliver and record one batch."""
         started = time.perf_counter()
@@ -186,6 +235,9 @@ class Loop:
             return
         self.batches += 1
         self.table.progressed(batch.last)
+        self.error_runs.update(batch.error_runs)
+        for tp in [tp for tp in self.error_runs if tp not in self.table.stores]:
+            del self.error_runs[tp]  # revoked: a new owner starts counting afresh
         if self.refused:
             self.refused = {
                 (tp, offset): refusal

@@ -33,6 +33,7 @@ from consumer.validate import check_event
 
 REASON_OUTPUT_TOO_LARGE: Final = "output-too-large"
 REASON_OUTPUT_REFUSED: Final = "output-refused"
+REASON_PROCESSING_ERROR: Final = "processing-error"
 PROCESS_ERROR_MESSAGE: Final = "unexpected error while processing the record"
 # The dead-letter header exception.class.name of an output-too-large record: a contract with the
 # DLQ's readers, kept when the class became OutputTooLargeError.
@@ -209,7 +210,7 @@ class Processor:
                 exc_info=exc,
             )
             return self._dead_letter(
-                tp, record, stage="process", reason="processing-error",
+                tp, record, stage="process", reason=REASON_PROCESSING_ERROR,
                 exception_class=type(exc).__name__, message=PROCESS_ERROR_MESSAGE,
                 started=started,
             )

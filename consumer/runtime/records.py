@@ -63,6 +63,8 @@ class Batch:
     durations: list[float] = field(default_factory=list)
     ages: list[float] = field(default_factory=list)
     changes: list[Output] = field(default_factory=list)  # history changelog records
+    # processing-error dead letters in a row per partition at the end of the batch (DLQ limit)
+    error_runs: dict[TopicPartition, int] = field(default_factory=dict)
 
     def offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
         """The offsets to commit: one past the last processed record of each partition."""

@@ -33,6 +33,7 @@ from consumer import __version__
 from consumer.config import Settings
 from consumer.errors import (
     ConfigError,
+    DeadLetterLimitError,
     FencedError,
     HistoryRestoreError,
     KafkaConnectError,
@@ -142,7 +143,13 @@ class Service:
             except FencedError:
                 log.error("producer fenced: another instance uses this transactional id; stopping")
                 code = EXIT_FENCED
-            except (PublishError, HistoryRestoreError, SchemaError, KafkaConnectError) as exc:
+            except (
+                PublishError,
+                HistoryRestoreError,
+                SchemaError,
+                KafkaConnectError,
+                DeadLetterLimitError,
+            ) as exc:
                 log.error("stopping without committing", error_type=type(exc).__name__)
                 print_error(str(exc))
             except sqlite3.Error as exc:  # the disk history store (full disk, I/O error)
