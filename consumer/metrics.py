@@ -81,6 +81,11 @@ class Metrics:
             f"{p}_history_unwritable_records", "Patient-state changelog records larger than a "
             "Kafka request (the service stops without committing).", registry=registry,
         )
+        self.history_ahead_records = Counter(
+            f"{p}_history_ahead_records", "Changelog records a restore skipped because they "
+            "cover input records past the group's committed offset (processed again instead).",
+            registry=registry,
+        )
         self.history_unreadable_records = Counter(
             f"{p}_history_unreadable_records", "Changelog records that could not be read while "
             "restoring history (skipped).", registry=registry,

@@ -33,6 +33,7 @@ from consumer.runtime.processor import (
     add_to,
 )
 from consumer.runtime.records import (
+    INPUT_OFFSET_HEADER,
     POLL_BACKOFF,
     Backoff,
     Batch,
@@ -167,10 +168,14 @@ class Loop:
                 table.positions[tp] = record.offset + 1
             batch.error_runs[tp] = run
             last = batch.last.get(tp)
-            # the changelog record carries the timestamp of the last input record it covers
+            # the changelog record carries the timestamp and the offset of the last input
+            # record it covers (the offset guard of the restore)
             stamp = None if last is None else input_timestamp(last)
+            covers = [] if last is None else [(INPUT_OFFSET_HEADER, b"%d" % last.offset)]
             for key, value in store.take_dirty():  # one record per changed part of a patient
-                change = Output(history, key, value, partition=tp.partition, timestamp_ms=stamp)
+                change = Output(
+                    history, key, value, covers, partition=tp.partition, timestamp_ms=stamp
+                )
                 if not output_fits(change):
                     # Never keep a state the changelog does not hold: a restore elsewhere would
                     # evaluate the patient against an older history (wrong alerts). Stop without

@@ -61,6 +61,20 @@ class PartitionTable:
         assert self.consumer is not None, "attach() first"
         return self.consumer
 
+    def committed(self, tp: TopicPartition, timeout_ms: int) -> int | None:
+        """The group's committed offset of input partition `tp` (None: none, or unknown: the
+        restore's offset guard is then off for it). Main thread only."""
+        try:
+            return self._consumer().committed(tp, timeout_ms=timeout_ms)
+        except Exception as exc:  # the guard is a defence; the restore goes on without it
+            log.warning(
+                "committed offset unknown; changelog offset guard off for the partition",
+                topic=tp.topic,
+                partition=tp.partition,
+                error_type=type(exc).__name__,
+            )
+            return None
+
     def set_gauge(self) -> None:
         """The assigned-partitions gauge: restored plus waiting for a restore."""
         self._metrics.assigned_partitions.set(len(self.stores) + len(self.pending))

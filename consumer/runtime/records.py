@@ -9,6 +9,10 @@ from typing import Any, Final
 
 from consumer.runtime.kafka import OffsetAndMetadata, TopicPartition
 
+# The changelog offset guard (issue 15, after quix-streams' recovery): every changelog record
+# carries the offset of the last input record whose processing it covers; a restore skips the
+# records ahead of the group's committed offset (their input records are processed again).
+INPUT_OFFSET_HEADER: Final = "her2.input.offset"
 
 @dataclass(frozen=True, slots=True)
 class Output:

@@ -22,6 +22,7 @@ from consumer.metrics import Metrics
 from consumer.runtime.kafka import Clients, Consumer, TopicPartition
 from consumer.runtime.kafka.clients import restore_consumer_config
 from consumer.runtime.partitions import PartitionTable
+from consumer.runtime.records import INPUT_OFFSET_HEADER
 from consumer.statestore import StateDir, open_states
 
 log = get_logger("her2.service")
@@ -69,10 +70,14 @@ class Restorer:
         False if stopped while restoring (the partitions stay paused and pending)."""
         partitions = sorted(table.pending)
         started = self._monotonic()
+        timeout_ms = self._settings.tuning.request_timeout_ms
+        committed = {tp: table.committed(tp, timeout_ms) for tp in partitions}
         stores = {tp: self.new_store(tp) for tp in partitions}
         count = None
         try:
-            count = self._read(stores, started + self._settings.tuning.restore_timeout_s)
+            count = self._read(
+                stores, committed, started + self._settings.tuning.restore_timeout_s
+            )
         finally:
             if count is None:  # failed, or stopped while restoring (partitions left paused)
                 for store in stores.values():
@@ -120,11 +125,17 @@ class Restorer:
             f"(partition {tp.partition}, HER2_MAX_UNREADABLE_CHANGELOG_SHARE={share:g})"
         )
 
-    def _read(self, stores: dict[TopicPartition, HistoryStore], deadline: float) -> int | None:
+    def _read(
+        self,
+        stores: dict[TopicPartition, HistoryStore],
+        committed: dict[TopicPartition, int | None],
+        deadline: float,
+    ) -> int | None:
         """Apply changelog records up to the end offsets captured now; None if stopped."""
         s = self._settings
         history_topic = s.topics.history
         by_changelog = {TopicPartition(history_topic, tp.partition): stores[tp] for tp in stores}
+        guard = {TopicPartition(history_topic, tp.partition): committed[tp] for tp in stores}
         changelog = sorted(by_changelog)
         if self._reader is None:
             self._reader = self._clients.consumer(**restore_consumer_config(s, self._hostname))
@@ -152,6 +163,9 @@ class Restorer:
                     for record in records:
                         if record.offset >= end[tp]:
                             continue
+                        if _ahead(record, guard[tp]):
+                            self._skip_ahead(tp, record)
+                            continue
                         count += self._restore_record(store, tp, record)
                 for tp in list(remaining):
                     if rc.position(tp, timeout_ms=timeout_ms) >= end[tp]:
@@ -159,6 +173,16 @@ class Restorer:
             return count
         finally:
             rc.assign([])
+
+    def _skip_ahead(self, tp: TopicPartition, record: Any) -> None:
+        self._metrics.history_ahead_records.inc()
+        log.warning(
+            "history record ahead of the committed input offset; skipped (its input records "
+            "are processed again)",
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=record.offset,
+        )
 
     def _restore_record(self, store: HistoryStore, tp: TopicPartition, record: Any) -> int:
         seen = self._seen.setdefault(tp, [0, 0])
@@ -188,3 +212,22 @@ class Restorer:
             reader.close(autocommit=False, timeout_ms=self._settings.tuning.request_timeout_ms)
         except Exception as exc:
             log.warning("restore consumer close failed", error_type=type(exc).__name__)
+
+
+def _ahead(record: Any, committed: int | None) -> bool:
+    """Whether a changelog record covers an input record at or past the committed offset (the
+    next one to process): at-least-once publishes the changelog after every other output and
+    then commits, so a stop in between leaves the changelog ahead, and the input records are
+    processed again; applying their state first would evaluate them against themselves. With no
+    committed offset (none yet, or the group's offsets expired) nothing is skipped: processing
+    then restarts from the reset policy, and dropping the changelog would lose the history.
+    Records without the header (written before it existed) are applied."""
+    if committed is None:
+        return False
+    for name, value in record.headers or ():
+        if name == INPUT_OFFSET_HEADER:
+            try:
+                return int(value) >= committed
+            except ValueError:
+                return False
+    return False

@@ -270,6 +270,10 @@ class FakeConsumer:
             self.broker.committed[tp] = meta.offset
         self.broker.events.append(("commit", {tp.partition: m.offset for tp, m in offsets.items()}))
 
+    def committed(self, partition: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        self.broker.scripted("committed")
+        return self.broker.committed.get(partition)
+
     def group_metadata(self) -> str:
         return "group-metadata"
 

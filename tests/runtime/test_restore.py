@@ -4,7 +4,12 @@ deadline, an unreadable changelog record, and readiness around it."""
 from __future__ import annotations
 
 from conftest import Harness
+from fakes import FakeBroker
 
+from consumer.codec import Decoder
+from consumer.resources import HER2_ALERT, parsed_schema
+from consumer.runtime.kafka import TopicPartition
+from consumer.runtime.records import INPUT_OFFSET_HEADER
 from consumer.service import EXIT_FAILURE, EXIT_OK
 
 
@@ -111,3 +116,60 @@ def test_a_restore_that_cannot_reach_the_end_in_time_stops_the_service(
     assert not any(ready for ready, _ in harness.health.states)
     assert harness.service is not None
     assert harness.service.assigned_partitions() == []
+
+
+def _latest_alerts(harness: Harness) -> dict[str, tuple[int, str]]:
+    """alert_id -> (revision, status) of the newest record, over every alert topic."""
+    decoder = Decoder("single-object", parsed_schema(HER2_ALERT))
+    latest: dict[str, tuple[int, str]] = {}
+    for topic in harness.settings.topics.alert_topics():
+        for record in harness.broker.records(topic):
+            alert = decoder.decode(record.value)
+            latest[alert["alert_id"]] = (alert["revision"], alert["status"])
+    return latest
+
+
+def test_changelog_records_ahead_of_the_committed_offset_are_skipped(harness: Harness) -> None:
+    """The offset guard (issue 15, after quix-streams' recovery): at-least-once publishes the
+    changelog after every other output, then commits; a stop in between leaves changelog records
+    that cover uncommitted input. The restore skips them, so the input records processed again
+    meet the history as it was before them, and the outcome is the one of an uninterrupted run."""
+    reference = Harness(FakeBroker(), harness.settings)
+    reference.broker.create_topic(harness.settings.topics.input, 1)
+    reference.configure(max_poll_records=4)
+    reference.publish(12)
+    assert reference.run() == EXIT_OK
+
+    harness.configure(max_poll_records=4)
+    harness.publish(12)
+    # the second batch's changelog is acknowledged, then the process stops before the commit
+    harness.broker.script("commit", lambda: None, RuntimeError("stopped before the commit"))
+    assert harness.run() == EXIT_FAILURE
+    input_tp = TopicPartition(harness.settings.topics.input, 0)
+    assert harness.broker.committed[input_tp] == 4
+    changelog = harness.broker.records(harness.settings.topics.history)
+    covers = [int(dict(r.headers)[INPUT_OFFSET_HEADER]) for r in changelog]
+    ahead = [offset for offset in covers if offset >= 4]
+    assert ahead == [7] * len(ahead), covers
+    assert 0 < len(ahead) < len(changelog), covers
+
+    assert harness.run() == EXIT_OK
+    assert _latest_alerts(harness) == _latest_alerts(reference)
+    assert harness.value("her2_consumer_history_ahead_records_total") == len(ahead)
+    assert len(harness.logged("history record ahead of the committed input offset; skipped "
+                              "(its input records are processed again)")) == len(ahead)
+    [restored] = harness.logged("history restored")
+    assert restored["records"] == len(changelog) - len(ahead)
+    assert harness.broker.committed[input_tp] == 12
+    assert _latest_alerts(harness) == _latest_alerts(reference)
+
+
+def test_without_a_committed_offset_nothing_is_skipped(harness: Harness) -> None:
+    """No committed offset (none yet, or the group's offsets expired): processing restarts from
+    the reset policy, and skipping would drop the history, so every record is applied."""
+    written = _first_run(harness)
+    harness.broker.committed.clear()
+    assert harness.run() == EXIT_OK
+    [restored] = harness.logged("history restored")
+    assert restored["records"] == written
+    assert harness.value("her2_consumer_history_ahead_records_total") == 0
