@@ -174,9 +174,14 @@ def test_a_kill_9_before_the_commit_publishes_the_same_records(
     if mode == "exactly_once":
         assert published == expected, "read_committed: each record once"
     else:
-        copies = collections.defaultdict(set)
+        # The batch killed before its commit is processed again against the history as it was
+        # before it (the restore skips changelog records ahead of the committed offset): each
+        # record is built again, equal to the first copy but for created_at (the time it was
+        # built). Before the offset guard the first copies were re-sent byte-identical.
+        copies = collections.defaultdict(list)
         for a in reader.alerts():
-            copies[(a.value["alert_id"], a.value["revision"])].add(a.raw)
-        assert all(len(raws) == 1 for raws in copies.values()), (
-            "a redelivered record is byte-identical"
-        )
+            copies[(a.value["alert_id"], a.value["revision"])].append(a.value)
+        assert any(len(values) > 1 for values in copies.values()), "the kill redelivered some"
+        for values in copies.values():
+            content = [{k: v for k, v in value.items() if k != "created_at"} for value in values]
+            assert all(c == content[0] for c in content), "a redelivered record has one content"
