@@ -260,7 +260,7 @@ class Service:
             "instance slot claimed",
             instance_id=slot.instance_id,
             slot=slot.number,
-            transactional_id=s.transactional_id(slot.instance_id),
+            transactional_id=s.transactional_id(self._default_id),
         )
 
     def _test_crash_hook(self) -> None:

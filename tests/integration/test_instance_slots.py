@@ -71,6 +71,19 @@ def _fenced(tail: LogTail) -> bool:
     return any("fenced" in str(e.get("event", "")).lower() for e in tail.events)
 
 
+def _report(procs: list[ServiceProcess], tails: list[LogTail]) -> str:
+    """Exit code, fencing and transactional id of each process (for failure messages)."""
+    parts = []
+    for n, (proc, tail) in enumerate(zip(procs, tails, strict=True)):
+        tail.read()
+        claimed = [e for e in tail.events if e.get("event") == "instance slot claimed"]
+        parts.append(
+            f"p{n}: exit={proc.proc.poll()} fenced={_fenced(tail)} "
+            f"transactional_id={claimed[0].get('transactional_id') if claimed else None}"
+        )
+    return "; ".join(parts)
+
+
 def _broker_transactional_ids(bootstrap: str, group: str) -> set[str]:
     """The transactional ids the broker's coordinators know for this group's producers."""
     with KafkaAdminClient(bootstrap_servers=bootstrap) as admin:
@@ -112,14 +125,17 @@ def test_three_exactly_once_processes_on_one_host_use_three_transactional_ids(
             produce_events(env.bootstrap, env.input, events[i : i + 50])
             time.sleep(0.2)
         with Probe(env.bootstrap) as probe:
-            wait_committed(
-                probe, env.group, env.input, 120,
-                alive=lambda: all(p.proc.poll() is None for p in procs),
-            )
+            try:
+                wait_committed(
+                    probe, env.group, env.input, 120,
+                    alive=lambda: all(p.proc.poll() is None for p in procs),
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; {_report(procs, tails)}") from None
         for n, (proc, tail) in enumerate(zip(procs, tails, strict=True)):
-            assert proc.proc.poll() is None, f"p{n} exited:\n{proc.logs()[-3000:]}"
+            assert proc.proc.poll() is None, f"p{n} exited: {_report(procs, tails)}"
             assert tail.count("batch committed") >= 1, f"p{n} committed no transaction"
-            assert not _fenced(tail), f"p{n} was fenced:\n{proc.logs()[-3000:]}"
+            assert not _fenced(tail), f"p{n} was fenced: {_report(procs, tails)}"
         for n, proc in enumerate(procs):
             assert stop_gracefully(proc) == 0, f"p{n}:\n{proc.logs()[-3000:]}"
     finally:
