@@ -76,7 +76,7 @@ class _Running:
 
 def _run_until_committed(env: Env, clock: Callable[[], dt.datetime], **overrides: str) -> None:
     if overrides.get("HER2_PROCESSING_GUARANTEE") == "exactly_once":
-        overrides.setdefault("HER2_INSTANCE_ID", "refused-0")  # required in exactly-once
+        overrides.setdefault("HER2_INSTANCE_ID", "refused-0")  # explicit: no host slot claimed
     running = _Running(env, clock, **overrides)
     try:
         with Probe(env.bootstrap) as probe:
