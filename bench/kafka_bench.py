@@ -496,7 +496,7 @@ def peer_throughput(bootstrap: str, count: int, seed: int, guarantee: str) -> di
     state_dir = tempfile.mkdtemp(prefix="her2-peer-")
     env = {**os.environ, **env_topics, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
            "HER2_PROCESSING_GUARANTEE": guarantee, "PEER_STATE_DIR": state_dir,
-           "HER2_INSTANCE_ID": f"peer-{uuid.uuid4().hex[:6]}"}  # Settings needs it for exactly-once
+           "HER2_INSTANCE_ID": f"peer-{uuid.uuid4().hex[:6]}"}  # its own id: no host slot to claim
     peer_log = Path(state_dir) / "peer.log"
     with peer_log.open("wb") as sink:
         proc = subprocess.Popen(  # noqa: S603 - our own script

@@ -43,19 +43,6 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _MAX_PORT = 65535
 _MAX_SKEW_S = 10 * 366 * 86400  # ten years: beyond that the check would mean nothing
-# Issue 15, item 5. The transactional id is `<group>-<instance id>`. It must be unique per
-# process (two live producers with one id fence each other in turn: exit 3, restart, repeat)
-# and stable across restarts (the restarted process's init_transactions() then aborts the
-# transaction its predecessor left open and fences it if it is a zombie; with a new id that
-# transaction would block read_committed readers until HER2_TRANSACTION_TIMEOUT_MS). The host
-# name is neither on a host running several processes, and is only both in a StatefulSet, which
-# injects the pod name as HER2_INSTANCE_ID anyway; so exactly-once takes no default.
-_EOS_NEEDS_INSTANCE_ID: Final = (
-    "HER2_INSTANCE_ID must be set when HER2_PROCESSING_GUARANTEE is exactly_once: it names the "
-    "transactional id, which must be unique per process and stable across its restarts (in "
-    "Kubernetes the StatefulSet pod name; on one host a distinct value per process)"
-)
-
 # (variable, default, meaning). The default is the text the variable would hold; "" = unset.
 ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "brokers, comma-separated host:port"),
@@ -103,7 +90,8 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
         "HER2_INSTANCE_ID",
         "",
         "static membership id and transactional id suffix: unique per process, stable across "
-        "its restarts (required with exactly_once)",
+        "its restarts (unset: no static membership; exactly_once claims a slot N on the host, "
+        "id <host>-<tag>-<N>)",
     ),
     (
         "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
@@ -353,8 +341,6 @@ class Settings:
             raise ConfigError("HER2_INSTANCE_ID may only hold letters, digits, '.', '_' and '-'")
         group_id = env.text("HER2_GROUP_ID")
         guarantee = env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES)
-        if guarantee == EXACTLY_ONCE and instance_id is None:
-            raise ConfigError(_EOS_NEEDS_INSTANCE_ID)
         tuning = Tuning(
             poll_timeout_ms=env.integer("HER2_POLL_TIMEOUT_MS", 0, 60_000),
             session_timeout_ms=env.integer("HER2_SESSION_TIMEOUT_MS", 1000, 3_600_000),
@@ -430,14 +416,14 @@ class Settings:
             **self.security.client_kwargs(),
         }
 
-    def transactional_id(self, hostname: str) -> str:
-        """The producer's transactional id: group plus instance id.
+    def transactional_id(self, default_id: str) -> str:
+        """The producer's transactional id: `<group>-<instance id>`, the instance id being
+        HER2_INSTANCE_ID or else `default_id`.
 
-        `from_env` refuses exactly_once without HER2_INSTANCE_ID (`_EOS_NEEDS_INSTANCE_ID`), so
-        a running service always has one; the host name only serves settings built in code
-        (the runtime's fake-broker tests).
+        It must be unique per process and stable across the process's restarts (issue 15,
+        item 5): the service passes the id of the host slot it claimed (consumer/instance.py).
         """
-        return f"{self.group_id}-{self.instance_id or hostname}"
+        return f"{self.group_id}-{self.instance_id or default_id}"
 
     def registry_client(self, on_error: ErrorHook | None = None) -> SchemaRegistryClient | None:
         """The schema registry client these settings describe (None without a registry URL);

@@ -24,6 +24,7 @@ ALLOWED_KEYS = frozenset(
         "input_format", "output_format", "http_port", "signal", "attempt", "error_type",
         "exception", "redacted_keys", "lag", "patients", "accessions", "committed", "batch",
         "processed", "dead_lettered", "published", "state", "port", "variable",
+        "instance_id", "slot", "transactional_id",
     }
 )
 

@@ -35,7 +35,7 @@ class Restorer:
         self,
         clients: Clients,
         settings: Settings,
-        hostname: str,
+        default_id: Callable[[], str],
         metrics: Metrics,
         stopping: Callable[[], bool],
         clock: Callable[[], dt.datetime],
@@ -46,7 +46,7 @@ class Restorer:
         """Nothing connects before the first restore."""
         self._clients = clients
         self._settings = settings
-        self._hostname = hostname
+        self._default_id = default_id  # the instance id when HER2_INSTANCE_ID is unset
         self._metrics = metrics
         self._stopping = stopping
         self._clock = clock
@@ -138,7 +138,7 @@ class Restorer:
         guard = {TopicPartition(history_topic, tp.partition): committed[tp] for tp in stores}
         changelog = sorted(by_changelog)
         if self._reader is None:
-            self._reader = self._clients.consumer(**restore_consumer_config(s, self._hostname))
+            self._reader = self._clients.consumer(**restore_consumer_config(s, self._default_id()))
         rc = self._reader
         timeout_ms = s.tuning.request_timeout_ms
         rc.assign(changelog)

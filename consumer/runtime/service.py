@@ -40,6 +40,7 @@ from consumer.errors import (
     PublishError,
     SchemaError,
 )
+from consumer.instance import InstanceSlot
 from consumer.logs import get_logger
 from consumer.metrics import Metrics
 from consumer.pipeline import Pipeline, utc_now
@@ -54,6 +55,7 @@ from consumer.runtime.processor import Codecs, Processor
 from consumer.runtime.restore import Restorer
 from consumer.runtime.startup import (
     check_clock,
+    claim_instance_slot,
     ensure_topics,
     open_state_dir,
     register_output_schemas,
@@ -99,13 +101,17 @@ class Service:
         self._clock = clock
         self._health = health
         self._hostname = hostname or socket.gethostname()
+        # the instance id when HER2_INSTANCE_ID is unset (client ids, transactional id): the
+        # host name, or under exactly-once the id of the host slot run() claims
+        self._default_id = self._hostname
+        self._slot: InstanceSlot | None = None
         self._clients: Clients = clients or KafkaClients()
         self._stop_event = threading.Event()
         self._state_dir: StateDir | None = None  # disk stores' private directory (run() only)
         self.table = PartitionTable(settings.topics.input, metrics, self._set_ready)
         self.restorer = Restorer(
-            self._clients, settings, self._hostname, metrics, lambda: self.stopping, clock,
-            state_dir=lambda: self._state_dir,
+            self._clients, settings, lambda: self._default_id, metrics, lambda: self.stopping,
+            clock, state_dir=lambda: self._state_dir,
         )
         self.loop: Loop | None = None
         self._producer: ProducerHandle | None = None
@@ -122,6 +128,13 @@ class Service:
     def stopping(self) -> bool:
         """Whether `stop()` was called."""
         return self._stop_event.is_set()
+
+    @property
+    def instance_id(self) -> str | None:
+        """HER2_INSTANCE_ID, else the id of the host slot claimed under exactly-once."""
+        if self.settings.instance_id is not None:
+            return self.settings.instance_id
+        return self._slot.instance_id if self._slot is not None else None
 
     def assigned_partitions(self) -> list[int]:
         """Input partitions whose history is restored and which are being processed."""
@@ -181,6 +194,7 @@ class Service:
         if s.history_store == DISK:
             self._state_dir = open_state_dir(s)
             resources.callback(self._close_state_dir)
+        self._claim_instance(resources)
         resources.callback(self.table.close)
         log.info(
             "started",
@@ -193,6 +207,7 @@ class Service:
             input_format=s.input_format,
             output_format=s.output_format,
             http_port=s.http_port,
+            instance_id=self.instance_id,
         )
         if not self.stopping:
             register_output_schemas(
@@ -200,7 +215,7 @@ class Service:
             )
         if self.stopping:
             return
-        admin = connect_admin(self._clients, s, self._hostname)
+        admin = connect_admin(self._clients, s, self._default_id)
         try:
             check_clock(admin, s, self._clock, self.metrics.clock_offset)
             partitions = ensure_topics(
@@ -211,11 +226,11 @@ class Service:
         if partitions is None:
             return
         self.table.input_partition_count = partitions
-        self._producer = producer = ProducerHandle(self._clients, s, self._hostname)
+        self._producer = producer = ProducerHandle(self._clients, s, self._default_id)
         resources.callback(self._close_producer)
         producer.warm_up(s.topics.outputs())
         resources.callback(self.restorer.close)
-        consumer = self._clients.consumer(**consumer_config(s, self._hostname))
+        consumer = self._clients.consumer(**consumer_config(s, self._default_id))
         resources.callback(self._close_consumer, consumer)
         self.table.attach(consumer)
         consumer.subscribe([s.topics.input], listener=self.table.listener())
@@ -240,6 +255,22 @@ class Service:
             set_ready=self._set_ready,
         )
         self.started.set()
+
+    def _claim_instance(self, resources: contextlib.ExitStack) -> None:
+        """Exactly-once without HER2_INSTANCE_ID: claim a slot on this host for the process's
+        lifetime; its id (`<host>-<tag>-<N>`) names the transactional id (issue 15, item 5)."""
+        s = self.settings
+        if not s.exactly_once or s.instance_id is not None:
+            return
+        self._slot = slot = claim_instance_slot(s, self._hostname)
+        resources.callback(slot.release)
+        self._default_id = slot.instance_id
+        log.info(
+            "instance slot claimed",
+            instance_id=slot.instance_id,
+            slot=slot.number,
+            transactional_id=s.transactional_id(self._default_id),
+        )
 
     def _test_crash_hook(self) -> None:
         """TEST ONLY (HER2_TEST_CRASH_BEFORE_COMMIT): die like `kill -9` between ack and commit."""

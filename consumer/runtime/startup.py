@@ -1,6 +1,7 @@
-"""Start-up: the state directory, the output schemas registered (Confluent output), the input
-topic waited for (never created here), missing outputs created with the input's partition
-count, and the changelog checked to be co-partitioned with the input.
+"""Start-up: the state directory, the instance slot (exactly-once without HER2_INSTANCE_ID),
+the output schemas registered (Confluent output), the input topic waited for (never created
+here), missing outputs created with the input's partition count, and the changelog checked to
+be co-partitioned with the input.
 
 The two waits (registry down, input topic missing) beat the health hook at every attempt, so
 /healthz stays 200 while the service waits (no back-off delay is longer than the stall limit),
@@ -16,6 +17,7 @@ from typing import Any, Final
 from consumer.codec import schema_json
 from consumer.config import Settings
 from consumer.errors import ConfigError, RegistryError
+from consumer.instance import InstanceSlot, claim_slot, slot_directory
 from consumer.logs import get_logger
 from consumer.registry import SchemaRegistryClient
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, parsed_schema
@@ -44,6 +46,23 @@ def open_state_dir(settings: Settings) -> StateDir:
         where = settings.state_dir or "the system temp directory (HER2_STATE_DIR unset)"
         raise ConfigError(
             f"HER2_STATE_DIR: cannot create a state directory in {where} ({type(exc).__name__})"
+        ) from None
+
+
+def claim_instance_slot(settings: Settings, hostname: str) -> InstanceSlot:
+    """This process's slot on the host, whose id names the transactional id when
+    HER2_INSTANCE_ID is unset (consumer/instance.py); ConfigError if it cannot be claimed."""
+    directory, private = slot_directory(settings.state_dir)
+    try:
+        return claim_slot(directory, settings.group_id, hostname, private=private)
+    except OSError as exc:
+        if settings.state_dir is not None:
+            where = f"HER2_STATE_DIR: cannot claim an instance slot in {directory}"
+        else:
+            where = f"HER2_STATE_DIR unset: cannot claim an instance slot in {directory}"
+        raise ConfigError(
+            f"{where} ({type(exc).__name__}); exactly_once without HER2_INSTANCE_ID needs a "
+            "writable slot directory shared by the processes of this host"
         ) from None
 
 

@@ -79,7 +79,7 @@ def _run_until_committed(
 ) -> Metrics:
     """Run a service with `clock` until every input record is committed; its metrics."""
     if overrides.get("HER2_PROCESSING_GUARANTEE") == "exactly_once":
-        overrides.setdefault("HER2_INSTANCE_ID", "refused-0")  # required in exactly-once
+        overrides.setdefault("HER2_INSTANCE_ID", "refused-0")  # explicit: no host slot claimed
     running = _Running(env, clock, **overrides)
     try:
         with Probe(env.bootstrap) as probe:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,10 +110,12 @@ class Harness:
 
 
 @pytest.fixture
-def harness() -> Iterator[Harness]:
-    """One input partition, outputs not yet created, memory history stores."""
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    """One input partition, outputs not yet created, memory history stores; HER2_STATE_DIR
+    is the test's temp dir (exactly-once claims its instance slot there)."""
     broker = FakeBroker()
     settings = Settings(
+        state_dir=tmp_path,
         history_store=MEMORY,
         publish_retries=0,
         tuning=Tuning(poll_timeout_ms=0, request_timeout_ms=1000, delivery_timeout_ms=1000),

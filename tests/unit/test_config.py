@@ -218,11 +218,10 @@ class TestVariables:
 
 
 class TestInstanceId:
-    """Issue 15, item 5: exactly-once needs an explicit, per-process HER2_INSTANCE_ID.
-
-    The transactional id is `<group>-<instance id>`; the host name was the default, so several
-    processes on one host shared it and fenced each other in turn.
-    """
+    """Issue 15, item 5: the transactional id is `<group>-<instance id>`, unique per process
+    and stable across its restarts. HER2_INSTANCE_ID wins; without it an exactly-once service
+    claims a slot on its host at start-up (consumer/instance.py, tests/unit/test_instance.py)
+    instead of using the host name, which several processes on one host shared."""
 
     @pytest.mark.parametrize(
         "env",
@@ -231,14 +230,21 @@ class TestInstanceId:
             pytest.param({"HER2_INSTANCE_ID": "   "}, id="blank"),
         ],
     )
-    def test_exactly_once_without_an_instance_id_refuses_to_start(
-        self, env: dict[str, str]
-    ) -> None:
-        with pytest.raises(ConfigError, match=r"^HER2_INSTANCE_ID must be set when "):
-            Settings.from_env({"HER2_PROCESSING_GUARANTEE": "exactly_once", **env})
+    def test_exactly_once_starts_without_an_instance_id(self, env: dict[str, str]) -> None:
+        settings = Settings.from_env({"HER2_PROCESSING_GUARANTEE": "exactly_once", **env})
+        assert settings.exactly_once
+        assert settings.instance_id is None  # the service claims a host slot (runtime)
 
     def test_at_least_once_needs_none(self) -> None:
         assert Settings.from_env({}).instance_id is None  # no transactional id to share
+
+    def test_the_instance_id_wins_over_the_default(self) -> None:
+        env = {"HER2_PROCESSING_GUARANTEE": "exactly_once", "HER2_GROUP_ID": "g"}
+        with_instance = Settings.from_env({**env, "HER2_INSTANCE_ID": "pod-1"})
+        assert with_instance.transactional_id("host-a-0a1b2c3d-0") == "g-pod-1"
+        assert Settings.from_env(env).transactional_id("host-a-0a1b2c3d-0") == (
+            "g-host-a-0a1b2c3d-0"
+        )
 
     def test_three_processes_on_one_host_get_three_transactional_ids(self) -> None:
         ids = {
@@ -249,27 +255,29 @@ class TestInstanceId:
         }
         assert len(ids) == 3
 
-    def test_three_run_processes_without_it_exit_2_naming_the_variable(self) -> None:
-        # three exactly-once processes started on one host the way the README's old advice led
-        # to: each refuses at start-up (exit 2, before any Kafka connection) instead of fencing
-        # the others in turn
+    def test_a_run_without_a_usable_slot_directory_exits_2_naming_the_variable(
+        self, tmp_path: Path
+    ) -> None:
+        # exactly-once without HER2_INSTANCE_ID and with a HER2_STATE_DIR that is a file: the
+        # slot cannot be claimed, so `run` stops like any configuration error (exit 2), before
+        # any Kafka connection
+        not_a_dir = tmp_path / "state"
+        not_a_dir.write_text("x")
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("HER2_", "KAFKA_"))},
             "HER2_PROCESSING_GUARANTEE": "exactly_once",
+            "HER2_HISTORY_STORE": "memory",
+            "HER2_STATE_DIR": str(not_a_dir),
             "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",  # never reached
             "HER2_HTTP_PORT": "0",
         }
-        runs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "consumer", "run"],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )
-            for _ in range(3)
-        ]
-        for run in runs:
-            _, err = run.communicate(timeout=60)
-            assert run.returncode == 2, err
-            assert "HER2_INSTANCE_ID must be set" in err
+        run = subprocess.run(
+            [sys.executable, "-m", "consumer", "run"],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert run.returncode == 2, run.stderr
+        assert "HER2_STATE_DIR: cannot claim an instance slot" in run.stderr
 
     def test_the_same_instance_id_after_a_restart_gives_the_same_transactional_id(self) -> None:
         # what lets the restarted process fence its predecessor and abort its open transaction

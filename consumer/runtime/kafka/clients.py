@@ -34,17 +34,21 @@ class KafkaClients:
         return disable_topic_auto_creation(KafkaProducer(**config))  # type: ignore[no-any-return]
 
 
-def client_id(settings: Settings, hostname: str, role: str) -> str:
-    """`her2-<role>-<instance id or host name>`."""
-    return f"her2-{role}-{settings.instance_id or hostname}"
+def client_id(settings: Settings, default_id: str, role: str) -> str:
+    """`her2-<role>-<HER2_INSTANCE_ID or default_id>`.
+
+    `default_id` is the process's instance id when HER2_INSTANCE_ID is unset: under
+    exactly-once the id of its claimed host slot (runtime/startup.py), else the host name.
+    """
+    return f"her2-{role}-{settings.instance_id or default_id}"
 
 
-def consumer_config(s: Settings, hostname: str) -> dict[str, Any]:
-    """The group member's configuration."""
+def consumer_config(s: Settings, default_id: str) -> dict[str, Any]:
+    """The group member's configuration; a static member only with HER2_INSTANCE_ID."""
     t = s.tuning
     kwargs: dict[str, Any] = {
         **s.kafka_common(),
-        "client_id": client_id(s, hostname, "consumer"),
+        "client_id": client_id(s, default_id, "consumer"),
         "group_id": s.group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -63,11 +67,11 @@ def consumer_config(s: Settings, hostname: str) -> dict[str, Any]:
     return kwargs
 
 
-def restore_consumer_config(s: Settings, hostname: str) -> dict[str, Any]:
+def restore_consumer_config(s: Settings, default_id: str) -> dict[str, Any]:
     """The changelog reader's configuration (no group)."""
     return {
         **s.kafka_common(),
-        "client_id": client_id(s, hostname, "restore"),
+        "client_id": client_id(s, default_id, "restore"),
         "group_id": None,
         "enable_auto_commit": False,
         "isolation_level": "read_committed",
@@ -76,12 +80,12 @@ def restore_consumer_config(s: Settings, hostname: str) -> dict[str, Any]:
     }
 
 
-def producer_config(s: Settings, hostname: str) -> dict[str, Any]:
+def producer_config(s: Settings, default_id: str) -> dict[str, Any]:
     """The producer's configuration (transactional under exactly-once)."""
     t = s.tuning
     kwargs: dict[str, Any] = {
         **s.kafka_common(),
-        "client_id": client_id(s, hostname, "producer"),
+        "client_id": client_id(s, default_id, "producer"),
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": t.linger_ms,
@@ -92,6 +96,6 @@ def producer_config(s: Settings, hostname: str) -> dict[str, Any]:
         "allow_auto_create_topics": False,
     }
     if s.exactly_once:
-        kwargs["transactional_id"] = s.transactional_id(hostname)
+        kwargs["transactional_id"] = s.transactional_id(default_id)
         kwargs["transaction_timeout_ms"] = t.transaction_timeout_ms
     return kwargs

@@ -58,14 +58,14 @@ class _ConnectionFailures(logging.Handler):
         )
 
 
-def connect_admin(clients: Clients, s: Settings, hostname: str) -> Admin:
+def connect_admin(clients: Clients, s: Settings, default_id: str) -> Admin:
     """An admin client, or KafkaConnectError naming what to check."""
     failures = _ConnectionFailures()
     kafka_logger = logging.getLogger("kafka")
     kafka_logger.addHandler(failures)
     try:
         return clients.admin(
-            client_id=client_id(s, hostname, "admin"),
+            client_id=client_id(s, default_id, "admin"),
             bootstrap_timeout_ms=s.tuning.request_timeout_ms,
             **s.kafka_common(),
         )

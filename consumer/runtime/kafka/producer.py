@@ -55,19 +55,19 @@ class ProducerHandle:
         self,
         clients: Clients,
         settings: Settings,
-        hostname: str,
+        default_id: str,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """Create (and, under exactly-once, initialise) the producer."""
         self._clients = clients
         self._settings = settings
-        self._hostname = hostname
+        self._default_id = default_id  # the instance id when HER2_INSTANCE_ID is unset
         self._monotonic = monotonic
         self._producer: Producer | None = self._make()
 
     def _make(self) -> Producer:
         s = self._settings
-        producer = self._clients.producer(**producer_config(s, self._hostname))
+        producer = self._clients.producer(**producer_config(s, self._default_id))
         if s.exactly_once:
             try:
                 producer.init_transactions()
