@@ -118,8 +118,11 @@ class Processor:
         clock: Callable[[], dt.datetime],
         *,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        copartitioned: frozenset[str] = frozenset(),
     ) -> None:
-        """`input_partitions(topic)`: the input's partition count (the routing check)."""
+        """`input_partitions(topic)`: the input's partition count (the routing check);
+        `copartitioned`: output topics with the input's partition count, whose records go to
+        the input record's partition number (what the key would hash to)."""
         self.settings = settings
         self.pipeline = pipeline
         self.codecs = codecs
@@ -127,6 +130,7 @@ class Processor:
         self._clock = clock
         self._limit = max_request_bytes
         self._debug = settings.log_level == "DEBUG"
+        self._copartitioned = copartitioned
 
     def process(self, tp: TopicPartition, record: Any, store: HistoryStore) -> Result:
         """Process one record against its partition's history store."""
@@ -153,11 +157,13 @@ class Processor:
             key = record.key  # the routing check made sure it is the patient id
             # outputs carry the input record's timestamp, never the host clock (records.Output)
             stamp, origin = input_timestamp(record), (tp, record.offset)
+            same = self._copartitioned
             outputs = [
                 Output(
                     topics.classification,
                     key,
                     self.codecs.classification.encode(outcome.classification),
+                    partition=tp.partition if topics.classification in same else None,
                     timestamp_ms=stamp,
                     origin=origin,
                 )
@@ -165,7 +171,10 @@ class Processor:
             for alert in outcome.alerts:
                 topic = topics.alert_topic(alert["alert_type"])
                 value = self.codecs.alerts[topic].encode(alert)
-                outputs.append(Output(topic, key, value, timestamp_ms=stamp, origin=origin))
+                part = tp.partition if topic in same else None
+                outputs.append(
+                    Output(topic, key, value, partition=part, timestamp_ms=stamp, origin=origin)
+                )
             if not all(output_fits(out, self._limit) for out in outputs):
                 raise OutputTooLargeError(
                     "an output of this record (classification or alert) is larger than the "

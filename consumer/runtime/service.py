@@ -218,14 +218,19 @@ class Service:
         admin = connect_admin(self._clients, s, self._default_id)
         try:
             check_clock(admin, s, self._clock, self.metrics.clock_offset)
-            partitions = ensure_topics(
+            counts = ensure_topics(
                 admin, s, self._stop_event.wait, self._set_ready, self._beat
             )
         finally:
             admin.close()
-        if partitions is None:
+        if counts is None:
             return
+        partitions = counts[s.topics.input]
         self.table.input_partition_count = partitions
+        # outputs with the input's partition count get the input record's partition: the
+        # routing check made sure it is murmur2(key) mod n, the partition kafka-python's
+        # partitioner would compute again, in pure Python, for every output record
+        copartitioned = frozenset(t for t in s.topics.outputs() if counts.get(t) == partitions)
         self._producer = producer = ProducerHandle(self._clients, s, self._default_id)
         resources.callback(self._close_producer)
         producer.warm_up(s.topics.outputs())
@@ -239,7 +244,10 @@ class Service:
         # partition metadata for topic": nothing assigned) or with a metadata snapshot older
         # than its cluster view, and rebalance again right after (refusing the first commits).
         consumer.topics()
-        processor = Processor(s, self.pipeline, codecs, self.table.input_partitions, self._clock)
+        processor = Processor(
+            s, self.pipeline, codecs, self.table.input_partitions, self._clock,
+            copartitioned=copartitioned,
+        )
         delivery: Delivery
         if s.exactly_once:
             delivery = ExactlyOnce(producer, consumer, self.metrics, self._test_crash_hook)

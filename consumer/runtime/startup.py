@@ -114,9 +114,9 @@ def ensure_topics(
     beat: Callable[[], None],
     *,
     backoff: Backoff = INPUT_WAIT_BACKOFF,
-) -> int | None:
-    """Wait for the input topic, create missing outputs; return the input's partition count
-    (None when stopped while waiting)."""
+) -> dict[str, int] | None:
+    """Wait for the input topic, create missing outputs; return the partition count of the
+    input and of every output (None when stopped while waiting)."""
     attempt = 0
     while True:
         counts = partition_counts(admin, [s.topics.input])
@@ -147,7 +147,7 @@ def ensure_topics(
             f"but HER2_INPUT_TOPIC has {partitions}: the changelog must be co-partitioned "
             "with the input (same partition count)"
         )
-    return partitions
+    return {**existing, s.topics.input: partitions}
 
 
 def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int) -> None:

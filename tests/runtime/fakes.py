@@ -65,6 +65,7 @@ class FakeBroker:
         self.clock_ms = 1_767_225_600_000  # timestamp of appended input records (2026-01-01)
         self.producer_clock_ms = self.clock_ms  # what a producer stamps when given None
         self.sent_timestamps: list[tuple[str, int | None]] = []  # (topic, timestamp_ms)
+        self.sent_partitions: list[tuple[str, int | None]] = []  # (topic, partition as sent)
         # the cluster's wall clock (DescribeQuorum), the real one unless a test skews it
         self.cluster_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)
 
@@ -349,6 +350,7 @@ class FakeProducer:
         self.broker.scripted(f"send:{topic}")
         self.broker.events.append(("send", topic))
         self.broker.sent_timestamps.append((topic, timestamp_ms))
+        self.broker.sent_partitions.append((topic, partition))
         stamp = self.broker.producer_clock_ms if timestamp_ms is None else timestamp_ms
         record = FakeRecord(topic, partition or 0, -1, key, value, list(headers or []), stamp)
         future = FakeFuture(self, record)

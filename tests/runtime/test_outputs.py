@@ -242,3 +242,32 @@ class TestRefusedOutputs:
         assert harness.run() == EXIT_OK
         assert harness.broker.records(harness.settings.topics.dlq) == []
         assert harness.value("her2_consumer_publish_retries_total") == 1
+
+
+def test_outputs_co_partitioned_with_the_input_go_to_the_input_records_partition(
+    harness: Harness,
+) -> None:
+    """Issue 17: an output topic with the input's partition count gets the input record's
+    partition (the routing check made sure it is murmur2(key) mod n, what kafka-python would
+    hash again); one with another count is left to the producer's partitioner, and so is the
+    dead-letter topic (a dead letter's key need not be a patient id)."""
+    topics = harness.settings.topics
+    del harness.broker.topics[topics.input]
+    harness.broker.create_topic(topics.input, 3)
+    harness.broker.create_topic(topics.classification, 2)  # not co-partitioned
+    harness.publish(30)
+    harness.broker.append(topics.input, b"x", b"\x00garbage", partition=1)
+    assert harness.run() == EXIT_OK
+    sent = harness.broker.sent_partitions
+    alert_topics = set(topics.alert_topics())
+    alerts = [(t, p) for t, p in sent if t in alert_topics]
+    assert alerts
+    assert all(p in (0, 1, 2) for _, p in alerts), alerts
+    assert {p for _, p in alerts} == {0, 1, 2}
+    assert {p for t, p in sent if t == topics.classification} == {None}
+    assert {p for t, p in sent if t == topics.dlq} == {None}
+    # every alert record sits on its input record's partition
+    by_key = {r.key: r.partition for r in harness.broker.records(topics.input)}
+    for topic in alert_topics:
+        for record in harness.broker.records(topic):
+            assert record.partition == by_key[record.key]
