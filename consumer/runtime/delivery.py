@@ -18,6 +18,7 @@ from consumer.runtime.kafka import (
     RebalanceInProgressError,
 )
 from consumer.runtime.kafka.producer import ProducerHandle
+from consumer.runtime.kafka.refusals import isolate_refused
 from consumer.runtime.records import PUBLISH_BACKOFF, Backoff, Batch, Output
 
 log = get_logger("her2.service")
@@ -74,10 +75,16 @@ class AtLeastOnce:
         error_type = None
         for attempt in range(retries + 1):
             sent = self._producer.send_and_wait(pending)
+            failed, error_type = sent.failed, sent.error_type
             if sent.refused:
                 self._producer.renew()
-                raise OutputRefusedError(sent.refused)
-            failed, error_type = sent.failed, sent.error_type
+                refused = isolate_refused(self._producer, sent.refused, transactional=False)
+                if refused:
+                    raise OutputRefusedError(refused)
+                # refused only beside another record (kafka-python's collateral failures, and
+                # that record was accepted alone): re-sent like any failure
+                failed = [*failed, *(out for out, _ in sent.refused)]
+                error_type = error_type or sent.refused[0][1]
             if not failed:
                 return
             if attempt == retries:

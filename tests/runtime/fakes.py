@@ -62,6 +62,8 @@ class FakeBroker:
         self.admins: list[FakeAdmin] = []
         self.stalled: set[str] = set()  # topics whose records never arrive (a stuck fetch)
         self.refusals: list[tuple[str, BaseException, Callable[[FakeRecord], bool]]] = []
+        # a refusal fails the producer's other records in flight too (kafka-python 3.0.12)
+        self.refusal_fails_in_flight = True
         self.clock_ms = 1_767_225_600_000  # timestamp of appended input records (2026-01-01)
         self.producer_clock_ms = self.clock_ms  # what a producer stamps when given None
         self.sent_timestamps: list[tuple[str, int | None]] = []  # (topic, timestamp_ms)
@@ -307,6 +309,13 @@ class FakeFuture:
         except BaseException as exc:  # the future fails with it
             self.error = exc
             broker.events.append(("nack", self.record.topic))
+            if broker.refusal_fails_in_flight and any(exc is r for _, r, _ in broker.refusals):
+                # kafka-python 3.0.12: a refusal is fatal to the idempotent producer (abortable
+                # to the transactional one) and every record still in flight fails with it
+                for other in self.producer.pending:
+                    if not other.done:
+                        other.done, other.error = True, exc
+                        broker.events.append(("nack", other.record.topic))
             return
         broker.events.append(("ack", self.record.topic))
         if self.producer.transactional:

@@ -16,6 +16,7 @@ from consumer.logs import get_logger
 from consumer.runtime.kafka import FENCED, REFUSED_FOR_GOOD, Clients, KafkaError, Producer
 from consumer.runtime.kafka.clients import producer_config
 from consumer.runtime.kafka.quirks import bounded, force_close, is_fenced
+from consumer.runtime.kafka.refusals import isolate_refused
 from consumer.runtime.records import Output
 
 ABORT_TIMEOUT_S: Final = 10.0
@@ -201,8 +202,17 @@ class ProducerHandle:
                 log.warning("transaction abort failed", error_type=type(abort_exc).__name__)
             if isinstance(exc, OutputRefusedError):
                 # the transaction manager saw a failed record: start the re-run from a new
-                # producer (init_transactions bumps the epoch; nothing of the batch is visible)
+                # producer (init_transactions bumps the epoch; nothing of the batch is visible),
+                # after finding the records refused on their own (not kafka-python's collateral)
                 self.renew()
+                suspects = [(out, err) for out, err in exc.refused if isinstance(out, Output)]
+                refused = isolate_refused(self, suspects, transactional=True)
+                if not refused:
+                    raise PublishError(
+                        "outputs refused in the transaction were accepted when sent alone; the "
+                        "transaction is aborted"
+                    ) from None
+                raise OutputRefusedError(refused) from None
             if isinstance(exc, PublishError):
                 raise
             raise PublishError(

@@ -1,0 +1,79 @@
+"""Which outputs did the broker refuse on their own? (kafka-python 3.0.12, issue 15 item 3.)
+
+When the broker refuses one record for good (MessageSizeTooLargeError under a topic's small
+max.message.bytes, a missing write ACL, ...), kafka-python 3.0.12's idempotent producer treats
+the error as fatal and fails every batch still in flight with the same exception; its
+transactional producer aborts the undrained batches with it. Taken at face value, the valid
+outputs sent beside the one refused record are "refused" too, and their input records would be
+dead-lettered unevaluated (seen once in a real-broker run: five valid reports dead-lettered
+beside one poison record). So the suspects are sent again in halves, each group alone through
+a producer that has seen no refusal: a group acknowledged in full holds no refused record; a
+refused group is split until each refused record stands alone (about 2 k log2 n sends for k
+refused records among n suspects). At-least-once: the probes are real publications (the re-run
+of the batch sends them again: duplicates with the same alert ids, as at-least-once allows).
+Exactly-once: each probe runs in its own transaction, always aborted, so nothing of it is ever
+visible to read_committed readers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from consumer.logs import get_logger
+from consumer.runtime.kafka.quirks import bounded
+from consumer.runtime.records import Output
+
+if TYPE_CHECKING:
+    from consumer.runtime.kafka.producer import ProducerHandle
+
+ABORT_PROBE_TIMEOUT_S = 30.0
+
+log = get_logger("her2.service")
+
+
+def isolate_refused(
+    handle: ProducerHandle, suspects: list[tuple[Output, str]], *, transactional: bool
+) -> list[tuple[Output, str]]:
+    """The suspects the broker refuses when sent without the others (`handle` must hold a
+    producer that has seen no refusal: renew() it first)."""
+    refused = _split(handle, suspects, transactional)
+    log.warning(
+        "outputs refused for good isolated",
+        count=len(suspects),
+        refused=len(refused),
+    )
+    return refused
+
+
+def _split(
+    handle: ProducerHandle, group: list[tuple[Output, str]], transactional: bool
+) -> list[tuple[Output, str]]:
+    refused = _probe(handle, [out for out, _ in group], transactional)
+    if not refused or len(group) == 1:
+        return refused
+    middle = len(group) // 2
+    return _split(handle, group[:middle], transactional) + _split(
+        handle, group[middle:], transactional
+    )
+
+
+def _probe(
+    handle: ProducerHandle, outputs: list[Output], transactional: bool
+) -> list[tuple[Output, str]]:
+    """Send `outputs` alone; those refused (a producer that saw a refusal is replaced)."""
+    producer = handle.producer
+    if transactional:
+        producer.begin_transaction()
+    try:
+        sent = handle.send_and_wait(outputs)
+    finally:
+        if transactional:
+            try:
+                abort = producer.abort_transaction
+                bounded("aborting a probe transaction", ABORT_PROBE_TIMEOUT_S, abort)
+            except Exception as exc:  # the renewal below fences it
+                log.warning("probe transaction abort failed", error_type=type(exc).__name__)
+                handle.renew()
+    if sent.refused:
+        handle.renew()
+    return sent.refused
