@@ -31,11 +31,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from consumer.history import HistoryStore
-from consumer.pipeline import Pipeline
-from consumer.rules import load_ruleset
-from consumer.statestore import BACKENDS, DISK, DiskStates, StateDir, open_states
-from consumer.synthetic import SyntheticGenerator
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import load_ruleset
+from consumer.state.backends import BACKENDS, DISK, DiskStates, StateDir, open_states
+from consumer.state.store import HistoryStore
+from consumer.tools.synthetic import SyntheticGenerator
 
 BATCH = 500  # HER2_MAX_POLL_RECORDS default: one take_dirty() per batch, as the service
 

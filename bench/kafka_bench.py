@@ -58,20 +58,20 @@ with warnings.catch_warnings():
     from kafka.admin import NewTopic
     from kafka.structs import TopicPartition
 
-from consumer.codec import Decoder, Encoder
+from consumer.avro.codec import Decoder, Encoder
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import load_ruleset
+from consumer.clinical.validate import check_event
 from consumer.config import Tuning
-from consumer.history import HistoryStore
-from consumer.pipeline import Pipeline
 from consumer.resources import (
     HER2_ALERT,
     HER2_CLASSIFICATION,
     PATHOLOGY_RESULT,
     parsed_schema,
 )
-from consumer.rules import load_ruleset
 from consumer.service import MAX_REQUEST_BYTES
-from consumer.synthetic import SyntheticGenerator
-from consumer.validate import check_event
+from consumer.state.store import HistoryStore
+from consumer.tools.synthetic import SyntheticGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 2

@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from consumer.classify import classify_sample
-from consumer.evaluate import evaluate_lines, render
-from consumer.history import HistoryStore
-from consumer.jsonout import dumps
-from consumer.pipeline import Pipeline
-from consumer.rules import load_ruleset
-from consumer.synthetic import SyntheticGenerator
+from consumer.clinical.classify import classify_sample
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import load_ruleset
+from consumer.state.store import HistoryStore
+from consumer.tools.evaluate import evaluate_lines, render
+from consumer.tools.jsonout import dumps
+from consumer.tools.synthetic import SyntheticGenerator
 
 
 def _timed(label: str, items: Sequence[Any], step: Callable[[Any], object]) -> dict[str, Any]:

@@ -8,12 +8,12 @@ import os
 import signal
 from types import FrameType
 
+from consumer.clinical.pipeline import Pipeline
 from consumer.config import Settings
 from consumer.errors import ConfigError, RuleSetError
-from consumer.http import Health, start_http_server
-from consumer.logs import configure_logging, get_logger
-from consumer.metrics import Metrics
-from consumer.pipeline import Pipeline
+from consumer.ops.http import Health, start_http_server
+from consumer.ops.logs import configure_logging, get_logger
+from consumer.ops.metrics import Metrics
 from consumer.runtime.service import EXIT_CONFIG, Service, print_error
 
 log = get_logger("her2.service")
@@ -21,7 +21,7 @@ log = get_logger("her2.service")
 
 def main(args: argparse.Namespace | None = None) -> int:
     """`her2-consumer run`: settings from the environment, metrics over HTTP, the loop."""
-    from consumer.rules import load_ruleset  # noqa: PLC0415
+    from consumer.clinical.rules import load_ruleset  # noqa: PLC0415
 
     try:
         settings = Settings.from_env(os.environ)

@@ -11,10 +11,10 @@ from consumer.errors import RuleSetError
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from consumer.evaluate import evaluate_lines, render
-    from consumer.history import HistoryStore
-    from consumer.pipeline import Pipeline
-    from consumer.rules import load_ruleset
+    from consumer.clinical.pipeline import Pipeline
+    from consumer.clinical.rules import load_ruleset
+    from consumer.state.store import HistoryStore
+    from consumer.tools.evaluate import evaluate_lines, render
 
     pipeline = Pipeline(load_ruleset())
     history = HistoryStore() if args.history else None
@@ -31,7 +31,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _rules_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from consumer.rules import load_ruleset
+    from consumer.clinical.rules import load_ruleset
 
     ruleset = load_ruleset(Path(args.rules_dir) if args.rules_dir else None, check=False)
     examples = ruleset.check_examples()
@@ -46,8 +46,8 @@ def _open_alerts(args: argparse.Namespace) -> int:
     import os
 
     from consumer.config import Settings
-    from consumer.downstream import read_alert_topics
-    from consumer.jsonout import dumps
+    from consumer.tools.downstream import read_alert_topics
+    from consumer.tools.jsonout import dumps
 
     settings = Settings.from_env(os.environ)
     fold, undecodable = read_alert_topics(
@@ -67,13 +67,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from consumer.demo import main as demo_main
+    from consumer.tools.demo import main as demo_main
 
     return demo_main(args)
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from consumer.publish import main as publish_main
+    from consumer.tools.publish import main as publish_main
 
     return publish_main(args)
 

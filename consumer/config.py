@@ -23,10 +23,10 @@ from typing import Any, Final
 
 import fastavro
 
+from consumer.avro.registry import ErrorHook, RegistryAccess, SchemaRegistryClient
+from consumer.avro.wire import INPUT_FORMATS, OUTPUT_FORMATS
 from consumer.errors import ConfigError
-from consumer.registry import ErrorHook, RegistryAccess, SchemaRegistryClient
-from consumer.statestore import BACKENDS, DISK
-from consumer.wire import INPUT_FORMATS, OUTPUT_FORMATS
+from consumer.state.backends import BACKENDS, DISK
 
 AT_LEAST_ONCE: Final = "at_least_once"
 EXACTLY_ONCE: Final = "exactly_once"

@@ -1,20 +1,4 @@
-"""JSON rendering of outputs for the offline `evaluate` command."""
+"""Kept for one release: the old import path of `consumer.tools.jsonout` (issue 16), for
+tests, bench/, deploy scripts and users. New code imports `consumer.tools.jsonout`."""
 
-from __future__ import annotations
-
-import datetime as dt
-import json
-from typing import Any
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def dumps(obj: Any) -> str:
-    """One compact JSON line; datetimes and dates as ISO-8601."""
-    return json.dumps(obj, default=_default, separators=(",", ":"), ensure_ascii=False)
+from consumer.tools.jsonout import *  # noqa: F403

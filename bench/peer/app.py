@@ -31,14 +31,14 @@ from quixstreams.models.serializers import (
 from quixstreams.state.rocksdb import RocksDBOptions
 from quixstreams.utils.json import dumps as json_dumps
 
-from consumer.codec import Decoder, Encoder
+from consumer.avro.codec import Decoder, Encoder
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import load_ruleset
+from consumer.clinical.validate import check_event
 from consumer.config import Settings
 from consumer.errors import RecordError
-from consumer.history import decode_state, encode_state
-from consumer.pipeline import Pipeline
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
-from consumer.rules import load_ruleset
-from consumer.validate import check_event
+from consumer.state.store import decode_state, encode_state
 
 STATE_KEY = "patient"
 

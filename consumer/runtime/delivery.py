@@ -9,8 +9,8 @@ from typing import Protocol
 
 from consumer.config import Settings
 from consumer.errors import OutputRefusedError, PublishError
-from consumer.logs import get_logger
-from consumer.metrics import Metrics
+from consumer.ops.logs import get_logger
+from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import (
     CommitFailedError,
     Consumer,

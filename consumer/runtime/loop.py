@@ -18,8 +18,8 @@ from consumer.errors import (
     PublishError,
     StateTooLargeError,
 )
-from consumer.logs import get_logger
-from consumer.metrics import Metrics
+from consumer.ops.logs import get_logger
+from consumer.ops.metrics import Metrics
 from consumer.runtime.delivery import Delivery
 from consumer.runtime.dlq import headers_only, output_fits
 from consumer.runtime.kafka import Consumer, KafkaError, OffsetAndMetadata, TopicPartition

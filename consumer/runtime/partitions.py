@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from consumer.history import HistoryStore
-from consumer.logs import get_logger
-from consumer.metrics import Metrics
+from consumer.ops.logs import get_logger
+from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import Consumer, ConsumerRebalanceListener, TopicPartition
 from consumer.runtime.records import REGISTRY_BACKOFF, Backoff
+from consumer.state.store import HistoryStore
 
 log = get_logger("her2.service")
 

@@ -17,19 +17,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from consumer import routing
-from consumer.codec import Decoder, Encoder
+from consumer.avro.codec import Decoder, Encoder
+from consumer.avro.registry import SchemaRegistryClient
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.validate import check_event
 from consumer.config import Settings, load_writer_schema
 from consumer.errors import OutputTooLargeError, RecordError, RegistryError
-from consumer.history import Checkpoint, HistoryStore
-from consumer.logs import get_logger
-from consumer.pipeline import Pipeline
-from consumer.registry import SchemaRegistryClient
+from consumer.ops.logs import get_logger
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
+from consumer.runtime import routing
 from consumer.runtime.dlq import dead_letter, output_fits
 from consumer.runtime.kafka import MAX_REQUEST_BYTES, TopicPartition
 from consumer.runtime.records import Batch, Output, Refusal, input_timestamp
-from consumer.validate import check_event
+from consumer.state.store import Checkpoint, HistoryStore
 
 REASON_OUTPUT_TOO_LARGE: Final = "output-too-large"
 REASON_OUTPUT_REFUSED: Final = "output-refused"

@@ -16,14 +16,14 @@ from typing import Any
 
 from consumer.config import Settings
 from consumer.errors import HistoryRestoreError
-from consumer.history import HistoryRecordError, HistoryStore
-from consumer.logs import get_logger
-from consumer.metrics import Metrics
+from consumer.ops.logs import get_logger
+from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import Clients, Consumer, TopicPartition
 from consumer.runtime.kafka.clients import restore_consumer_config
 from consumer.runtime.partitions import PartitionTable
 from consumer.runtime.records import INPUT_OFFSET_HEADER
-from consumer.statestore import StateDir, open_states
+from consumer.state.backends import StateDir, open_states
+from consumer.state.store import HistoryRecordError, HistoryStore
 
 log = get_logger("her2.service")
 

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from consumer import __version__
+from consumer.clinical.pipeline import Pipeline, utc_now
 from consumer.config import Settings
 from consumer.errors import (
     ConfigError,
@@ -40,11 +41,10 @@ from consumer.errors import (
     PublishError,
     SchemaError,
 )
-from consumer.instance import InstanceSlot
-from consumer.logs import get_logger
-from consumer.metrics import Metrics
-from consumer.pipeline import Pipeline, utc_now
+from consumer.ops.logs import get_logger
+from consumer.ops.metrics import Metrics
 from consumer.runtime.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from consumer.runtime.instance import InstanceSlot
 from consumer.runtime.kafka import Clients, Consumer, KafkaError
 from consumer.runtime.kafka.clients import KafkaClients, consumer_config
 from consumer.runtime.kafka.preflight import connect_admin
@@ -60,7 +60,7 @@ from consumer.runtime.startup import (
     open_state_dir,
     register_output_schemas,
 )
-from consumer.statestore import DISK, StateDir
+from consumer.state.backends import DISK, StateDir
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -71,7 +71,7 @@ log = get_logger("her2.service")
 
 
 class HealthHook(Protocol):
-    """What the service tells the health endpoints (consumer.http.Health fits)."""
+    """What the service tells the health endpoints (consumer.ops.http.Health fits)."""
 
     def beat(self) -> None:
         """The loop made progress."""

@@ -14,16 +14,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from consumer.codec import schema_json
+from consumer.avro.codec import schema_json
+from consumer.avro.registry import SchemaRegistryClient
 from consumer.config import Settings
 from consumer.errors import ConfigError, RegistryError
-from consumer.instance import InstanceSlot, claim_slot, slot_directory
-from consumer.logs import get_logger
-from consumer.registry import SchemaRegistryClient
+from consumer.ops.logs import get_logger
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, parsed_schema
+from consumer.runtime.instance import InstanceSlot, claim_slot, slot_directory
 from consumer.runtime.kafka import Admin
 from consumer.runtime.records import INPUT_WAIT_BACKOFF, REGISTRY_BACKOFF, Backoff
-from consumer.statestore import StateDir
+from consumer.state.backends import StateDir
 
 _TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
 

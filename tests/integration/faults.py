@@ -35,7 +35,7 @@ from typing import Any
 
 from helpers import ALERT_TOPIC_KEYS, Out, ServiceProcess
 
-from consumer.codec import Decoder
+from consumer.avro.codec import Decoder
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, PATIENT_HISTORY, parsed_schema
 from consumer.service import disable_topic_auto_creation
 

@@ -25,12 +25,12 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry
 
-from consumer.codec import Decoder, Encoder
+from consumer.avro.codec import Decoder, Encoder
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import load_ruleset
 from consumer.config import Settings
-from consumer.history import HistoryStore
-from consumer.logs import configure_logging
-from consumer.metrics import Metrics
-from consumer.pipeline import Pipeline
+from consumer.ops.logs import configure_logging
+from consumer.ops.metrics import Metrics
 from consumer.resources import (
     HER2_ALERT,
     HER2_CLASSIFICATION,
@@ -38,8 +38,8 @@ from consumer.resources import (
     PATIENT_HISTORY,
     parsed_schema,
 )
-from consumer.rules import load_ruleset
 from consumer.service import Service, disable_topic_auto_creation
+from consumer.state.store import HistoryStore
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)

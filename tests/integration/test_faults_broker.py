@@ -49,12 +49,12 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError  # imported first by conftest.py, under its warning filter
 from prometheus_client import CollectorRegistry
 
-from consumer.metrics import Metrics
+from consumer.ops.metrics import Metrics
 from consumer.runtime.delivery import AtLeastOnce
 from consumer.runtime.kafka.clients import KafkaClients
 from consumer.runtime.kafka.producer import ProducerHandle
 from consumer.runtime.records import Output
-from consumer.synthetic import SyntheticGenerator
+from consumer.tools.synthetic import SyntheticGenerator
 
 # The broker is stopped or frozen under this process's own helper clients (probes, producers,
 # readers): kafka-python 3.0.12 can then leave a socket to it unclosed, which the garbage

@@ -59,13 +59,13 @@ from faults import (
 )
 from helpers import Env, Out, ServiceProcess, encoder, offline_alerts
 
-from consumer.codec import Decoder
+from consumer.avro.codec import Decoder
+from consumer.clinical.pipeline import utc_now
+from consumer.clinical.validate import DEFAULT_MAX_EVENT_TIME_SKEW, check_event
 from consumer.errors import RecordError
-from consumer.pipeline import utc_now
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema, raw_schema
-from consumer.routing import REASON_MISROUTED, patient_key
-from consumer.synthetic import SyntheticGenerator
-from consumer.validate import DEFAULT_MAX_EVENT_TIME_SKEW, check_event
+from consumer.runtime.routing import REASON_MISROUTED, patient_key
+from consumer.tools.synthetic import SyntheticGenerator
 
 pytestmark = pytest.mark.fault
 

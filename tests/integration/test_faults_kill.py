@@ -39,7 +39,7 @@ from helpers import (
     produce_events,
 )
 
-from consumer.synthetic import SyntheticGenerator
+from consumer.tools.synthetic import SyntheticGenerator
 
 pytestmark = pytest.mark.fault
 

@@ -49,8 +49,8 @@ from helpers import (
     offline_alerts,
 )
 
-from consumer.synthetic import SyntheticGenerator
-from consumer.wire import frame_confluent
+from consumer.avro.wire import frame_confluent
+from consumer.tools.synthetic import SyntheticGenerator
 
 pytestmark = pytest.mark.fault
 

@@ -25,8 +25,8 @@ from helpers import (
     wait_for,
 )
 
-from consumer.history import HistoryStore
-from consumer.synthetic import SyntheticGenerator
+from consumer.state.store import HistoryStore
+from consumer.tools.synthetic import SyntheticGenerator
 
 
 def _ihc_zero_primary(event_id: str, patient: str, accession: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from faults import (
 from helpers import Env, ServiceProcess, offline_alerts, produce_events
 from kafka import KafkaAdminClient  # imported first by conftest.py, under its warning filter
 
-from consumer.synthetic import SyntheticGenerator
+from consumer.tools.synthetic import SyntheticGenerator
 
 PARTITIONS = 3
 PROCESSES = 3

@@ -32,10 +32,10 @@ from helpers import (
     wait_for,
 )
 
-from consumer.logs import configure_logging
-from consumer.model import Event
-from consumer.patient import PatientState, Step
-from consumer.pipeline import Pipeline
+from consumer.clinical.model import Event
+from consumer.clinical.patient import PatientState, Step
+from consumer.clinical.pipeline import Pipeline
+from consumer.ops.logs import configure_logging
 
 MARK = "PHIMARK"
 CRASH_EVENT = "phi-crash-event"

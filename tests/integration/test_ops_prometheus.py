@@ -1,7 +1,7 @@
 """A real Prometheus scrapes the running consumer: series and values, rules, dashboard queries.
 
-The consumer Service runs in-process with consumer.http serving /metrics, /healthz and /readyz on
-a free loopback port, against the session's broker. A Prometheus server (Debian's `prometheus`
+The consumer Service runs in-process with consumer.ops.http serving /metrics, /healthz and /readyz
+on a free loopback port, against the session's broker. A Prometheus server (Debian's `prometheus`
 package) on another free loopback port scrapes it every second with deploy/prometheus/alerts.yaml
 loaded. The test then checks, through Prometheus' HTTP API, that the key series carry the right
 values, that every alert rule evaluates without error, and that every PromQL expression of the
@@ -31,8 +31,8 @@ import yaml
 from helpers import Env, make_event, pipeline, produce, produce_events
 from prometheus_client import CollectorRegistry
 
-from consumer.http import Health, HealthHTTPServer, start_http_server
-from consumer.metrics import Metrics
+from consumer.ops.http import Health, HealthHTTPServer, start_http_server
+from consumer.ops.metrics import Metrics
 from consumer.service import Service
 
 REPO = Path(__file__).resolve().parents[2]

@@ -39,7 +39,7 @@ from helpers import (
 from kafka import KafkaAdminClient, KafkaProducer  # imported first by conftest.py
 
 from consumer.config import Settings
-from consumer.logs import configure_logging
+from consumer.ops.logs import configure_logging
 
 SECURE_PATH = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "secure.py"
 USER, PASSWORD = "her2-consumer", "s3cret-PASSWORD-marker"

@@ -24,11 +24,11 @@ from faults import Probe, classified_ids, outputs, produce_records, wait_committ
 from helpers import Env, delete_outputs, encoder, make_env, pipeline
 from prometheus_client import CollectorRegistry
 
-from consumer.metrics import Metrics
-from consumer.pipeline import utc_now
+from consumer.clinical.pipeline import utc_now
+from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import DefaultRecordBatchBuilder
 from consumer.service import EXIT_OK, Service
-from consumer.synthetic import SyntheticGenerator
+from consumer.tools.synthetic import SyntheticGenerator
 
 GUARANTEES = ["at_least_once", "exactly_once"]
 FAST = dt.timedelta(hours=2)

@@ -30,9 +30,9 @@ from helpers import (
     running,
 )
 
-from consumer.downstream import OpenAlerts, read_alert_topics
-from consumer.jsonout import dumps
-from consumer.synthetic import SyntheticGenerator
+from consumer.tools.downstream import OpenAlerts, read_alert_topics
+from consumer.tools.jsonout import dumps
+from consumer.tools.synthetic import SyntheticGenerator
 
 Record = dict[str, Any]
 Key = tuple[str, int, str]

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from helpers import REPO_ROOT, Env, delete_outputs, make_env, output_reader, running
 
-from consumer.codec import Decoder
+from consumer.avro.codec import Decoder
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
-from consumer.routing import partition_for
+from consumer.runtime.routing import partition_for
 from consumer.service import disable_topic_auto_creation
 
 with warnings.catch_warnings():

@@ -45,12 +45,12 @@ from helpers import (
     running,
 )
 
-from consumer.codec import Encoder
-from consumer.history import HistoryStore
-from consumer.registry import SchemaRegistryClient
+from consumer.avro.codec import Encoder
+from consumer.avro.registry import SchemaRegistryClient
+from consumer.avro.wire import frame_confluent
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, PATHOLOGY_RESULT, raw_schema
-from consumer.synthetic import SyntheticGenerator
-from consumer.wire import frame_confluent
+from consumer.state.store import HistoryStore
+from consumer.tools.synthetic import SyntheticGenerator
 
 PREVIOUS_SCHEMAS = Path(__file__).resolve().parents[1] / "fixtures" / "schemas" / "eb67745"
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"

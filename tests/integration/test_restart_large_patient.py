@@ -58,7 +58,7 @@ from helpers import (
     produce_events,
 )
 
-from consumer.jsonout import dumps
+from consumer.tools.jsonout import dumps
 
 Record = dict[str, Any]
 

@@ -25,9 +25,9 @@ from helpers import (
 )
 from kafka import KafkaAdminClient  # imported first by conftest.py, under its warning filter
 
-from consumer.codec import Decoder
+from consumer.avro.codec import Decoder
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
-from consumer.synthetic import SyntheticGenerator
+from consumer.tools.synthetic import SyntheticGenerator
 
 
 def _alerting_events(prefix: str, count: int) -> list[dict[str, object]]:

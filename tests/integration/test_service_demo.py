@@ -9,7 +9,7 @@ import pytest
 from helpers import Env, delete_outputs, make_env, running
 from kafka import KafkaAdminClient  # imported first by conftest.py, under its warning filter
 
-from consumer import demo
+from consumer.tools import demo
 
 
 @pytest.fixture

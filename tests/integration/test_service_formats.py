@@ -35,13 +35,13 @@ from helpers import (
     running,
 )
 
-from consumer.codec import Encoder
+from consumer.avro.codec import Encoder
+from consumer.avro.registry import SchemaRegistryClient
+from consumer.avro.wire import frame_confluent
 from consumer.config import load_writer_schema
-from consumer.history import HistoryStore, parse_key
-from consumer.registry import SchemaRegistryClient
 from consumer.resources import PATHOLOGY_RESULT, raw_schema
-from consumer.synthetic import SyntheticGenerator, malformed_values
-from consumer.wire import frame_confluent
+from consumer.state.store import HistoryStore, parse_key
+from consumer.tools.synthetic import SyntheticGenerator, malformed_values
 
 UNREGISTERED_ID = 2_000_000_000  # never registered in the session's registry
 

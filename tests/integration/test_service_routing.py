@@ -21,7 +21,7 @@ from helpers import (
     running,
 )
 
-from consumer.routing import partition_for
+from consumer.runtime.routing import partition_for
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)

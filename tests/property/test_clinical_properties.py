@@ -21,11 +21,11 @@ from fastavro.validation import validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.classify import classify_sample
-from consumer.history import HistoryStore
-from consumer.jsonout import dumps
-from consumer.model import CATEGORIES, FINAL_REPORTS, HER2_NEGATIVE, Outcome
-from consumer.pipeline import Pipeline
+from consumer.clinical.classify import classify_sample
+from consumer.clinical.model import CATEGORIES, FINAL_REPORTS, HER2_NEGATIVE, Outcome
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import load_ruleset
+from consumer.clinical.therapies import TRADITIONAL_HER2, normalise_therapies, normalise_therapy
 from consumer.resources import (
     HER2_ALERT,
     HER2_CLASSIFICATION,
@@ -33,8 +33,8 @@ from consumer.resources import (
     parsed_schema,
     raw_schema,
 )
-from consumer.rules import load_ruleset
-from consumer.therapies import TRADITIONAL_HER2, normalise_therapies, normalise_therapy
+from consumer.state.store import HistoryStore
+from consumer.tools.jsonout import dumps
 
 Record = dict[str, Any]
 

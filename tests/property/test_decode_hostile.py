@@ -11,11 +11,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.codec import Decoder, Encoder
+from consumer.avro.codec import Decoder, Encoder
+from consumer.avro.registry import SchemaRegistryClient
+from consumer.avro.wire import (
+    INPUT_FORMATS,
+    frame_confluent,
+    frame_single_object,
+    schema_fingerprint,
+)
 from consumer.errors import DecodeError
-from consumer.registry import SchemaRegistryClient
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema, raw_schema
-from consumer.wire import INPUT_FORMATS, frame_confluent, frame_single_object, schema_fingerprint
 
 MARKER = "PHI-MARKER-123"
 KNOWN_ID = 1

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from consumer.clinical.validate import check_event_time
 from consumer.errors import InvalidEvent
-from consumer.validate import check_event_time
 
 # When a property fails, hypothesis's report hook imports mypy_extensions, which warns on import;
 # with filterwarnings=error that turns a readable failure into a pytest INTERNALERROR.

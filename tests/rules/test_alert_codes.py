@@ -16,11 +16,11 @@ import fastavro
 import pytest
 import yaml
 
-from consumer.facts import Sample
-from consumer.model import scope_of
-from consumer.pipeline import Pipeline
+from consumer.clinical.facts import Sample
+from consumer.clinical.model import scope_of
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import RuleSet, load_ruleset
 from consumer.resources import PATHOLOGY_RESULT, data_dir, parsed_schema
-from consumer.rules import RuleSet, load_ruleset
 
 Record = dict[str, Any]
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+from consumer.clinical.facts import FACTS
+from consumer.clinical.rules import FIRED_CODES, Rule, RuleSet, load_ruleset
 from consumer.errors import RuleSetError
-from consumer.facts import FACTS
 from consumer.resources import data_dir
-from consumer.rules import FIRED_CODES, Rule, RuleSet, load_ruleset
 
 SHIPPED = data_dir("rules")
 RULESET = load_ruleset(check=False)

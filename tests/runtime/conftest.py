@@ -13,16 +13,16 @@ import structlog
 from fakes import FakeBroker
 from prometheus_client import CollectorRegistry
 
-from consumer import routing
-from consumer.codec import Encoder
+from consumer.avro.codec import Encoder
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import load_ruleset
 from consumer.config import Settings, Tuning
-from consumer.metrics import Metrics
-from consumer.pipeline import Pipeline
+from consumer.ops.metrics import Metrics
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
-from consumer.rules import load_ruleset
+from consumer.runtime import routing
 from consumer.service import Service
-from consumer.statestore import MEMORY
-from consumer.synthetic import SyntheticGenerator
+from consumer.state.backends import MEMORY
+from consumer.tools.synthetic import SyntheticGenerator
 
 _PIPELINE: list[Pipeline] = []
 
@@ -35,7 +35,7 @@ def pipeline() -> Pipeline:
 
 
 class RecordingHealth:
-    """consumer.http.Health's interface, remembering every call."""
+    """consumer.ops.http.Health's interface, remembering every call."""
 
     def __init__(self) -> None:
         self.beats = 0

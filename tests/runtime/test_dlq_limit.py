@@ -10,9 +10,9 @@ import pytest
 from conftest import Harness
 
 from consumer.errors import InvalidEvent
-from consumer.history import HistoryStore
 from consumer.runtime.kafka import TopicPartition
 from consumer.service import EXIT_FAILURE, EXIT_OK
+from consumer.state.store import HistoryStore
 
 EVENTS = 30
 

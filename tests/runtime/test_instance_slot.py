@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import Harness
 
-from consumer.instance import SLOTS_DIR, claim_slot
+from consumer.runtime.instance import SLOTS_DIR, claim_slot
 from consumer.service import EXIT_CONFIG, EXIT_OK
 
 

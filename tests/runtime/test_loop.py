@@ -16,7 +16,7 @@ from kafka.errors import IllegalStateError, KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
 from consumer.config import Settings
-from consumer.metrics import Metrics
+from consumer.ops.metrics import Metrics
 from consumer.runtime.delivery import AtLeastOnce
 from consumer.runtime.loop import Loop
 from consumer.runtime.records import Backoff, Batch

@@ -9,12 +9,12 @@ from pathlib import Path
 from fakes import FakeBroker
 from prometheus_client import CollectorRegistry
 
-from consumer.history import HistoryStore, patient_key
-from consumer.metrics import Metrics
+from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import TopicPartition
 from consumer.runtime.partitions import PartitionTable
 from consumer.runtime.records import Backoff
-from consumer.statestore import DISK, DiskStates, StateDir, open_states
+from consumer.state.backends import DISK, DiskStates, StateDir, open_states
+from consumer.state.store import HistoryStore, patient_key
 
 
 def _table(**kwargs: object) -> tuple[PartitionTable, FakeBroker]:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from conftest import pipeline
 
-from consumer.codec import Encoder
+from consumer.avro.codec import Encoder
+from consumer.clinical.validate import MAX_ITEMS, MAX_TEXT
 from consumer.config import Settings
 from consumer.errors import RegistryError
-from consumer.history import HistoryStore
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime.dlq import output_fits
 from consumer.runtime.kafka import TopicPartition
@@ -29,9 +29,9 @@ from consumer.runtime.processor import (
     Retry,
 )
 from consumer.runtime.records import Output
-from consumer.statestore import DISK, StateDir, open_states
-from consumer.synthetic import SyntheticGenerator
-from consumer.validate import MAX_ITEMS, MAX_TEXT
+from consumer.state.backends import DISK, StateDir, open_states
+from consumer.state.store import HistoryStore
+from consumer.tools.synthetic import SyntheticGenerator
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from conftest import Harness
 from fakes import FakeBroker
 
-from consumer.codec import Decoder
+from consumer.avro.codec import Decoder
 from consumer.resources import HER2_ALERT, parsed_schema
 from consumer.runtime.kafka import TopicPartition
 from consumer.runtime.records import INPUT_OFFSET_HEADER

@@ -1,4 +1,4 @@
-"""Unit tests of consumer.classify against docs/her2-rules.md sections 1-4 and 5.5.
+"""Unit tests of consumer.clinical.classify against docs/her2-rules.md sections 1-4 and 5.5.
 
 Every expected value below comes from the specification text, not from running the code. Each
 table row names the spec row or sentence it checks.
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from consumer.classify import (
+from consumer.clinical.classify import (
     ISH_NEGATIVE,
     ISH_POSITIVE,
     ISH_UNRESOLVED,
@@ -27,7 +27,7 @@ from consumer.classify import (
     score_inconsistent,
     zero_subtype,
 )
-from consumer.model import HER2_NEGATIVE
+from consumer.clinical.model import HER2_NEGATIVE
 
 Record = dict[str, Any]
 

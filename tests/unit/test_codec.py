@@ -1,4 +1,5 @@
-"""Unit tests of consumer.codec (Decoder, Encoder) and consumer.registry (fake HTTP registry)."""
+"""Unit tests of consumer.avro.codec (Decoder, Encoder) and consumer.avro.registry (fake HTTP
+registry)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,16 @@ import fastavro
 import pytest
 from fastavro.schema import to_parsing_canonical_form
 
-from consumer.codec import Decoder, Encoder, schema_json
+from consumer.avro.codec import Decoder, Encoder, schema_json
+from consumer.avro.registry import SchemaRegistryClient
+from consumer.avro.wire import frame_confluent, frame_single_object, schema_fingerprint
 from consumer.errors import ConfigError, DecodeError, RegistryError, SchemaError
-from consumer.registry import SchemaRegistryClient
 from consumer.resources import (
     HER2_ALERT,
     PATHOLOGY_RESULT,
     parsed_schema,
     raw_schema,
 )
-from consumer.wire import frame_confluent, frame_single_object, schema_fingerprint
 
 MARKER = "PHI-MARKER-123"
 PREFIX = "/apis/ccompat/v7"

@@ -27,7 +27,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from consumer.config import ENV_VARS
-from consumer.metrics import Metrics
+from consumer.ops.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

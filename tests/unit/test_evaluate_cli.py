@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from consumer import jsonout
-from consumer.evaluate import evaluate_lines
-from consumer.history import HistoryStore
-from consumer.pipeline import Pipeline
-from consumer.rules import load_ruleset
-from consumer.validate import JsonConverter, check_event
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import load_ruleset
+from consumer.clinical.validate import JsonConverter, check_event
+from consumer.state.store import HistoryStore
+from consumer.tools import jsonout
+from consumer.tools.evaluate import evaluate_lines
 
 Record = dict[str, Any]
 CLI_TIMEOUT_S = 60

@@ -1,4 +1,4 @@
-"""Unit tests of consumer.facts against docs/her2-rules.md sections 1, 5.1, 5.3, 5.5 and 6."""
+"""Unit tests of consumer.clinical.facts against docs/her2-rules.md sections 1, 5.1, 5.3, 5.5 and 6."""
 # ruff: noqa: E501 - table rows (one pytest.param per spec case) read best on one line
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from consumer.classify import classify_sample, hr_status
-from consumer.facts import (
+from consumer.clinical.classify import classify_sample, hr_status
+from consumer.clinical.facts import (
     FACTS,
     Sample,
     add_calendar_months,
@@ -22,7 +22,7 @@ from consumer.facts import (
     prior_samples,
     recurred_within_months,
 )
-from consumer.model import CATEGORIES
+from consumer.clinical.model import CATEGORIES
 
 D = dt.date
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from consumer.history import HistoryStore, parse_key
-from consumer.pipeline import Pipeline
-from consumer.rules import load_ruleset
-from consumer.validate import MAX_TEXT, JsonConverter, check_event
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import load_ruleset
+from consumer.clinical.validate import MAX_TEXT, JsonConverter, check_event
+from consumer.state.store import HistoryStore, parse_key
 
 MIB = 1024 * 1024
 ACCESSIONS = 300

@@ -1,4 +1,4 @@
-"""Unit tests of consumer.http: the Health state and the /metrics, /healthz, /readyz server."""
+"""Unit tests of consumer.ops.http: the Health state and the /metrics, /healthz, /readyz server."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import choose_encoder
 
-from consumer.http import Health, HealthHTTPServer, start_http_server
-from consumer.metrics import Metrics
+from consumer.ops.http import Health, HealthHTTPServer, start_http_server
+from consumer.ops.metrics import Metrics
 
 
 class FakeClock:

@@ -16,14 +16,14 @@ import pytest
 
 from consumer.config import Settings
 from consumer.errors import ConfigError
-from consumer.instance import SLOTS_DIR, InstanceSlot, claim_slot, slot_directory
+from consumer.runtime.instance import SLOTS_DIR, InstanceSlot, claim_slot, slot_directory
 from consumer.runtime.startup import claim_instance_slot
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _HOLD_A_SLOT = """
 import sys
 from pathlib import Path
-from consumer.instance import claim_slot
+from consumer.runtime.instance import claim_slot
 slot = claim_slot(Path(sys.argv[1]), "g", "host-a")
 print(slot.number, flush=True)
 sys.stdin.read()  # hold the lock until killed

@@ -1,4 +1,4 @@
-"""Unit tests of consumer.logs: JSON lines, the PHI allow-list and message-free exceptions."""
+"""Unit tests of consumer.ops.logs: JSON lines, the PHI allow-list and message-free exceptions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import structlog
 
-from consumer.logs import ALLOWED_KEYS, configure_logging, get_logger
+from consumer.ops.logs import ALLOWED_KEYS, configure_logging, get_logger
 
 PATIENT = "PAT-7f3a91-MARKER"
 ACCESSION = "ACC-55c2e0-MARKER"

@@ -7,7 +7,7 @@ import re
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from consumer.metrics import Metrics
+from consumer.ops.metrics import Metrics
 
 YEAR = 365 * 86400
 

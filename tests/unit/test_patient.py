@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from consumer.alerts import alert_id
-from consumer.history import HistoryStore
-from consumer.model import Outcome
-from consumer.pipeline import Pipeline
-from consumer.rules import RuleSet, load_ruleset
-from consumer.synthetic import SyntheticGenerator
-from consumer.therapies import normalise_therapies
+from consumer.clinical.alerts import alert_id
+from consumer.clinical.model import Outcome
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import RuleSet, load_ruleset
+from consumer.clinical.therapies import normalise_therapies
+from consumer.state.store import HistoryStore
+from consumer.tools.synthetic import SyntheticGenerator
 
 Record = dict[str, Any]
 T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)

@@ -1,5 +1,5 @@
-"""consumer.publish without a broker: which lines are sent, how invalid ones are reported, which
-framing the input side uses, and the exit code of a configuration error. (Sending to a real
+"""consumer.tools.publish without a broker: which lines are sent, how invalid ones are reported,
+which framing the input side uses, and the exit code of a configuration error. (Sending to a real
 broker: tests/integration/test_publish_cli.py.)"""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from consumer.codec import Decoder
+from consumer.avro.codec import Decoder
 from consumer.config import Settings
-from consumer.publish import Parsed, input_encoder, parse_lines
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema, schema_path
+from consumer.tools.publish import Parsed, input_encoder, parse_lines
 
 REPO = Path(__file__).resolve().parents[2]
 VALID = json.dumps(

@@ -1,4 +1,4 @@
-"""Unit tests of consumer.registry beyond test_codec's: schema references (as Apicurio's and
+"""Unit tests of consumer.avro.registry beyond test_codec's: schema references (as Apicurio's and
 Confluent's Java serializers register them), TLS and basic auth, the error hook, the probe, and
 the HER2_SCHEMA_REGISTRY_* settings. The registry is test_codec's in-test fake."""
 
@@ -17,12 +17,12 @@ import trustme
 from prometheus_client import CollectorRegistry
 from test_codec import PREFIX, FakeRegistry
 
-from consumer.codec import Decoder
+from consumer.avro.codec import Decoder
+from consumer.avro.registry import ERROR_KINDS, OPERATIONS, RegistryAccess, SchemaRegistryClient
+from consumer.avro.wire import frame_confluent
 from consumer.config import Settings
 from consumer.errors import ConfigError, DecodeError, RegistryError
-from consumer.metrics import Metrics
-from consumer.registry import ERROR_KINDS, OPERATIONS, RegistryAccess, SchemaRegistryClient
-from consumer.wire import frame_confluent
+from consumer.ops.metrics import Metrics
 
 SECRET = "s3cret-PASSWORD"  # noqa: S105 - a planted value that must never be echoed
 

@@ -1,4 +1,5 @@
-"""consumer.routing: the misrouting check and the Java-compatible murmur2 partition it relies on.
+"""consumer.runtime.routing: the misrouting check and the Java-compatible murmur2 partition it
+relies on.
 
 Reference values are Java's own: `Utils.murmur2` in Apache Kafka's clients
 (`UtilsTest.testMurmur2`) and a table printed by the same Java code for the kafkajs
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from consumer.errors import DLQ_REASONS, InvalidEvent, RecordError
-from consumer.routing import (
+from consumer.runtime.routing import (
     HEADER_ACTUAL,
     HEADER_COUNT,
     HEADER_EXPECTED,

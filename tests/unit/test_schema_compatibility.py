@@ -29,7 +29,7 @@ from consumer.resources import (
     PATHOLOGY_RESULT,
     raw_schema,
 )
-from consumer.synthetic import SyntheticGenerator
+from consumer.tools.synthetic import SyntheticGenerator
 
 PREVIOUS = Path(__file__).resolve().parents[1] / "fixtures" / "schemas" / "eb67745"
 SAMPLES = 400

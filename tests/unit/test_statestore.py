@@ -14,17 +14,10 @@ from typing import Any
 
 import pytest
 
-from consumer.history import (
-    HistoryStore,
-    _pack,
-    accession_key,
-    parse_key,
-    part_codec,
-)
-from consumer.patient import AcceptedReport, Accession
-from consumer.pipeline import Pipeline
-from consumer.rules import load_ruleset
-from consumer.statestore import (
+from consumer.clinical.patient import AcceptedReport, Accession
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import load_ruleset
+from consumer.state.backends import (
     BACKENDS,
     DISK,
     MEMORY,
@@ -33,7 +26,14 @@ from consumer.statestore import (
     StateDir,
     open_states,
 )
-from consumer.synthetic import SyntheticGenerator
+from consumer.state.store import (
+    HistoryStore,
+    _pack,
+    accession_key,
+    parse_key,
+    part_codec,
+)
+from consumer.tools.synthetic import SyntheticGenerator
 
 Record = dict[str, Any]
 

@@ -1,11 +1,11 @@
-"""Unit tests of consumer.therapies against docs/her2-rules.md section 5.2 and 5.5."""
+"""Unit tests of consumer.clinical.therapies against docs/her2-rules.md section 5.2 and 5.5."""
 # ruff: noqa: E501 - table rows (one pytest.param per spec case) read best on one line
 
 from __future__ import annotations
 
 import pytest
 
-from consumer.therapies import (
+from consumer.clinical.therapies import (
     LAPATINIB,
     MARGETUXIMAB,
     NERATINIB,

@@ -13,10 +13,8 @@ from typing import Any
 
 import pytest
 
-from consumer.codec import Decoder, Encoder
-from consumer.errors import DLQ_REASONS, InvalidEvent, RecordError
-from consumer.resources import PATHOLOGY_RESULT, parsed_schema
-from consumer.validate import (
+from consumer.avro.codec import Decoder, Encoder
+from consumer.clinical.validate import (
     DEFAULT_MAX_EVENT_TIME_SKEW,
     MAX_ITEMS,
     MAX_TEXT,
@@ -24,6 +22,8 @@ from consumer.validate import (
     check_event,
     check_event_time,
 )
+from consumer.errors import DLQ_REASONS, InvalidEvent, RecordError
+from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 
 Event = dict[str, Any]
 

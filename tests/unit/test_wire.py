@@ -1,4 +1,4 @@
-"""Unit tests of consumer.wire: the three framings and the single-object fingerprint."""
+"""Unit tests of consumer.avro.wire: the three framings and the single-object fingerprint."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ from typing import Any
 import pytest
 from fastavro.schema import to_parsing_canonical_form
 
+from consumer.avro.wire import (
+    Frame,
+    frame_confluent,
+    frame_single_object,
+    schema_fingerprint,
+    unframe,
+)
 from consumer.errors import DecodeError
 from consumer.resources import (
     HER2_ALERT,
     HER2_CLASSIFICATION,
     PATHOLOGY_RESULT,
     parsed_schema,
-)
-from consumer.wire import (
-    Frame,
-    frame_confluent,
-    frame_single_object,
-    schema_fingerprint,
-    unframe,
 )
 
 FP = bytes(range(1, 9))

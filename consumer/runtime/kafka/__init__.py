@@ -29,6 +29,7 @@ with warnings.catch_warnings():
         TopicAuthorizationFailedError,
         UnsupportedForMessageFormatError,
     )
+    from kafka.partitioner.default import murmur2
     from kafka.record.default_records import DefaultRecordBatchBuilder
     from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -47,6 +48,7 @@ __all__ = [
     "OffsetAndMetadata",
     "RebalanceInProgressError",
     "TopicPartition",
+    "murmur2",
 ]
 
 FENCED: Final = (ProducerFencedError, InvalidProducerEpochError)

@@ -8,7 +8,7 @@ import ssl
 
 from consumer.config import Settings
 from consumer.errors import KafkaConnectError
-from consumer.logs import get_logger
+from consumer.ops.logs import get_logger
 from consumer.runtime.kafka import Admin, Clients, KafkaError
 from consumer.runtime.kafka.clients import client_id
 

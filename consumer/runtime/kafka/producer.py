@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from consumer.config import Settings
 from consumer.errors import FencedError, OutputRefusedError, PublishError
-from consumer.logs import get_logger
+from consumer.ops.logs import get_logger
 from consumer.runtime.kafka import FENCED, REFUSED_FOR_GOOD, Clients, KafkaError, Producer
 from consumer.runtime.kafka.clients import producer_config
 from consumer.runtime.kafka.quirks import bounded, force_close, is_fenced

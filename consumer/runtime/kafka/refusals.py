@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from consumer.logs import get_logger
+from consumer.ops.logs import get_logger
 from consumer.runtime.kafka.quirks import bounded
 from consumer.runtime.records import Output
 

@@ -1,0 +1,567 @@
+"""The patient aggregate (docs/her2-rules.md section 8): (patient state, report) -> (new state,
+classification, alert records to publish).
+
+Pure: no Kafka, no store, no clock reads (the caller passes `now`). The state is immutable;
+`step` returns a new one and the names of the parts it changed (the patient-wide part, None,
+and accession ids), so a store rewrites only those.
+
+Alerts are findings about a patient. A REPORT-scoped code (every DG-* code, RT-PREANALYTIC,
+RT-IHC-ISH-DISCORDANT) is about one accession's latest report; every other code is PATIENT
+scoped and is evaluated over the patient's samples, current category, HR status and clinical
+context. A finding is published when it opens, when its content (severity, rule version, the
+values of the facts its rule reads) changes, and when it stops holding: RETRACTED when a
+CANCELLED or CORRECTED report of an accession it rested on ended it, otherwise RESOLVED.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from consumer.clinical.alerts import alert_record, closing_detail
+from consumer.clinical.classify import HR_UNKNOWN, SampleClass, classify_sample, hr_status
+from consumer.clinical.facts import (
+    Sample,
+    derive,
+    discordant_pair,
+    latest_decisive,
+    latest_of,
+    recency,
+    specimen_site,
+)
+from consumer.clinical.model import (
+    ACTIVE,
+    CANCELLED,
+    FINAL_REPORTS,
+    LOW,
+    MISSING,
+    PATIENT,
+    REPORT,
+    RESOLVED,
+    RETRACTED,
+    ULTRALOW,
+    Event,
+    Record,
+)
+from consumer.clinical.rules import Rule, RuleSet
+from consumer.clinical.therapies import normalise_therapies
+
+MAX_SEEN_EVENT_IDS = 20
+
+OPENED, UPDATED, RESOLVED_T, RETRACTED_T = "opened", "updated", "resolved", "retracted"
+TRANSITIONS = (OPENED, UPDATED, RESOLVED_T, RETRACTED_T)
+
+# Which facts rest on which part of the patient state (for a finding's basis, section 8):
+# the current sample, the HR status, the clinical context, or named samples.
+_CURRENT_FACTS = frozenset(
+    {"category", "her2_negative", "ihc_score", "ish_group", "unscored_or_negative",
+     "triple_negative"}
+)
+_HR_FACTS = frozenset(
+    {"hr_status", "hr_positive", "er_low_only", "triple_negative", "tdxd_db06_her2_condition"}
+)
+_CONTEXT_FACTS = frozenset(
+    {"disease_setting", "advanced", "metastatic_chemotherapy_lines",
+     "metastatic_endocrine_therapy_lines", "metastatic_anti_her2_lines",
+     "recurrence_within_6m_of_adjuvant_chemotherapy",
+     "recurrence_within_6m_of_perioperative_anti_her2", "planned_traditional_her2",
+     "planned_tdxd", "planned_her2_drugs", "ild_history", "clinical_suspicion", "clinical_flags"}
+)
+_LOW_FACTS = frozenset({"low_sample", "low_sample_is_primary", "tdxd_db04_her2_condition"})
+_LOW_ULTRALOW_FACTS = frozenset(
+    {"low_or_ultralow_sample", "low_or_ultralow_sample_is_primary", "tdxd_db06_her2_condition"}
+)
+_PAIR_FACTS = frozenset({"discordance_detail", "samples_discordant"})
+_CONVERSION_FACTS = frozenset({"conversion_detail", "her2_conversion"})
+_DECISIVE_FACTS = frozenset({"latest_decisive_sample", "all_decisive_zero"})
+_CONTEXT_DATES = ("adjuvant_chemotherapy_end_date", "perioperative_anti_her2_end_date",
+                  "recurrence_date")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """A finding's publication state: last revision, open or closed, content digest, basis."""
+
+    code: str
+    revision: int
+    open: bool
+    severity: str
+    digest: str
+    basis: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One alert record an event published, compact: re-rendered on redelivery."""
+
+    code: str
+    accession_id: str
+    revision: int
+    status: str
+    transition: str
+    severity: str
+    rule_version: int
+    her2_category: str
+    facts: str | None  # canonical JSON of the content's fact values (ACTIVE records)
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedReport:
+    """The latest accepted (final or cancelled) report of an accession, as classified facts."""
+
+    event_id: str
+    event_time: dt.datetime | None
+    report_status: str
+    seq: int
+    seen_event_ids: tuple[str, ...]
+    site: str
+    collection_date: dt.date | None
+    category: str
+    has_her2_test: bool
+    hr_status: str | None  # None: the report carries neither ER nor PR
+    er_low_only: bool
+    context: str | None  # JSON of the clinical_context last carried by a final report
+    context_seq: int
+
+    @property
+    def final(self) -> bool:
+        """FINAL, AMENDED or CORRECTED (not CANCELLED)."""
+        return self.report_status in FINAL_REPORTS
+
+
+@dataclass(frozen=True, slots=True)
+class PriorEntry:
+    """A `prior_her2_results` entry for an accession, carried by another accession's report."""
+
+    carrier: str
+    seq: int
+    site: str
+    collection_date: dt.date | None
+    category: str
+
+
+@dataclass(frozen=True, slots=True)
+class Accession:
+    """One accession of a patient: its report, a prior entry for it, its REPORT findings and
+    what its latest event published."""
+
+    accession_id: str
+    report: AcceptedReport | None = None
+    prior: PriorEntry | None = None
+    alerts: Mapping[str, AlertState] = field(default_factory=dict)
+    emitted: tuple[Published, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PatientState:
+    """A patient's state: the patient-wide part (seq, PATIENT findings) and the accessions."""
+
+    patient_id: str
+    seq: int = 0
+    alerts: Mapping[str, AlertState] = field(default_factory=dict)
+    accessions: Mapping[str, Accession] = field(default_factory=dict)
+
+    def open_alerts(self) -> int:
+        """Findings whose latest publication is ACTIVE."""
+        own = sum(1 for a in self.alerts.values() if a.open)
+        return own + sum(
+            1 for acc in self.accessions.values() for a in acc.alerts.values() if a.open
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one report did: the new state, the parts it changed (None = the patient-wide part),
+    the classification, the alert records to publish and their transitions."""
+
+    state: PatientState
+    changed: frozenset[str | None]
+    classification: Record
+    alerts: list[Record]
+    transitions: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """The patient as section 8 sees it after a report: samples, current sample, HR, context."""
+
+    samples: list[Sample]
+    current: Sample | None
+    hr: tuple[str, bool]
+    hr_accession: str | None
+    context: dict[str, Any]
+    context_accession: str | None
+
+
+def step(  # noqa: PLR0917 - the inputs of one transition, in order
+    state: PatientState | None,
+    event: Event,
+    ruleset: RuleSet,
+    classification: Record,
+    sc: SampleClass,
+    now: dt.datetime,
+) -> Step:
+    """Apply one validated report to the patient's state (section 8)."""
+    pid, acc, event_id = event["patient_id"], event["accession_id"], event["event_id"]
+    state = state or PatientState(pid)
+    status = event["report_status"]
+    if status not in FINAL_REPORTS and status != CANCELLED:  # PRELIMINARY: classified only
+        return Step(state, frozenset(), classification, [], [])
+    entry = state.accessions.get(acc)
+    report = entry.report if entry is not None else None
+    if report is not None:
+        if event_id == report.event_id and entry is not None:  # redelivery: the same records
+            rendered = [_rerender(p, ruleset, event) for p in entry.emitted]
+            kept = [(r, p.transition) for r, p in zip(rendered, entry.emitted, strict=True) if r]
+            return Step(
+                state, frozenset(), classification, [r for r, _ in kept], [t for _, t in kept]
+            )
+        if event_id in report.seen_event_ids or _older(event, report):
+            return Step(state, frozenset(), classification, [], [])  # stale: changes nothing
+    seq = state.seq + 1
+    accessions = dict(state.accessions)
+    changed: set[str | None] = {None, acc}
+    new_report = _accepted(event, sc, seq, report)
+    accessions[acc] = replace(entry or Accession(acc), report=new_report, emitted=())
+    if status == CANCELLED:
+        for other, a in state.accessions.items():  # entries it carried leave with it
+            if a.prior is not None and a.prior.carrier == acc:
+                accessions[other] = replace(accessions[other], prior=None)
+                changed.add(other)
+    else:
+        for other, prior in _priors(event, acc, seq):
+            accessions[other] = replace(accessions.get(other) or Accession(other), prior=prior)
+            changed.add(other)
+    state = replace(state, seq=seq, accessions=accessions)
+    view = _view(state)
+    emit = _Emitter(ruleset, event, now)
+
+    # REPORT codes of this accession: with the patient's HR status and context at this moment.
+    report_fired = {} if status == CANCELLED else _fired(
+        ruleset, derive({**event, "clinical_context": view.context}, sc, (), view.hr), REPORT
+    )
+    own = accessions[acc]
+    own_alerts = emit.transitions(
+        own.alerts, report_fired, REPORT, acc, sc.category, lambda _rule: (acc,)
+    )
+    # PATIENT codes: over samples, current category, HR status and context.
+    patient_fired: dict[str, tuple[str, dict[str, Any]]] = {}
+    if view.samples or view.context:
+        patient_fired = _fired(ruleset, _patient_facts(event, view), PATIENT)
+    current_acc = view.current.accession_id if view.current and view.current.accession_id else acc
+    current_cat = view.current.category if view.current else MISSING
+    patient_alerts = emit.transitions(
+        state.alerts, patient_fired, PATIENT, current_acc, current_cat,
+        lambda rule: _basis(rule, view),
+    )
+    published = emit.published
+    accessions[acc] = replace(accessions[acc], alerts=own_alerts, emitted=tuple(published))
+    state = replace(state, alerts=patient_alerts, accessions=accessions)
+    return Step(
+        state, frozenset(changed), classification, emit.records, [p.transition for p in published]
+    )
+
+
+class _Emitter:
+    """Compares fired findings with the open ones and collects what to publish."""
+
+    def __init__(self, ruleset: RuleSet, event: Event, now: dt.datetime) -> None:
+        self._ruleset = ruleset
+        self._event = event
+        self._now = now
+        self.published: list[Published] = []
+        self.records: list[Record] = []
+
+    def transitions(  # noqa: PLR0917 - one call site per scope
+        self,
+        before: Mapping[str, AlertState],
+        fired: Mapping[str, tuple[str, dict[str, Any]]],
+        scope: str,
+        accession: str,
+        category: str,
+        basis_of: Callable[[Rule], set[str] | tuple[str, ...]],
+    ) -> dict[str, AlertState]:
+        """The section 8 transition table for every code of `scope`; returns the new states."""
+        after = dict(before)
+        event = self._event
+        for rule in self._ruleset.scoped(scope):
+            code = rule.code
+            old = before.get(code)
+            values = None
+            if code in fired:
+                severity, values = fired[code]
+                facts_json = _canonical(values)
+                digest = _digest(severity, rule.version, facts_json)
+                if old is not None and old.open and old.digest == digest:
+                    continue
+                transition = UPDATED if old is not None and old.open else OPENED
+                revision = (old.revision if old else 0) + 1
+                basis = tuple(sorted(basis_of(rule)))
+                after[code] = AlertState(code, revision, True, severity, digest, basis)
+                pub = Published(code, accession, revision, ACTIVE, transition, severity,
+                                rule.version, category, facts_json, self._now)
+            elif old is not None and old.open:
+                ended_by_withdrawal = (
+                    event["report_status"] in (CANCELLED, "CORRECTED")
+                    and event["accession_id"] in old.basis
+                )
+                status = RETRACTED if ended_by_withdrawal else RESOLVED
+                revision = old.revision + 1
+                after[code] = replace(old, revision=revision, open=False)
+                pub = Published(code, accession, revision, status,
+                                RETRACTED_T if ended_by_withdrawal else RESOLVED_T,
+                                old.severity, rule.version, category, None, self._now)
+            else:
+                continue
+            self.published.append(pub)
+            self.records.append(_record(pub, rule, self._ruleset, event, values))
+        return after
+
+
+def _fired(
+    ruleset: RuleSet, facts: dict[str, Any], scope: str
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The rules of `scope` that fire: code -> (severity, content values: the facts the rule
+    reads, plus the codes it read through fired_codes)."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for fired in ruleset.evaluate(facts, ruleset.scoped(scope), details=False):
+        rule = fired.rule
+        values = {name: facts.get(name) for name in sorted(rule.reads)}
+        used = fired.fired_codes & rule.depends_on
+        if used:
+            values["fired_codes"] = sorted(used)
+        out[rule.code] = (fired.severity, values)  # one rule per code (the loader checks)
+    return out
+
+
+def _rerender(pub: Published, ruleset: RuleSet, event: Event) -> Record | None:
+    """A stored publication again (redelivery), from its stored fact values (None if its rule
+    left the rule set)."""
+    rule = ruleset.rule_for(pub.code)
+    if rule is None:
+        return None
+    values = json.loads(pub.facts) if pub.facts is not None else None
+    return _record(pub, rule, ruleset, event, values)
+
+
+def _record(
+    pub: Published,
+    rule: Rule,
+    ruleset: RuleSet,
+    event: Event,
+    values: dict[str, Any] | None,
+) -> Record:
+    """The Her2Alert v2 record of a publication; `values`: its content's fact values (ACTIVE)."""
+    if values is not None:
+        fired = frozenset(values.get("fired_codes", ()))
+        detail = rule.render_detail(values, fired)
+    else:
+        detail = closing_detail(pub.status, event)
+    return alert_record(
+        rule,
+        ruleset,
+        event,
+        revision=pub.revision,
+        status=pub.status,
+        severity=pub.severity,
+        rule_version=pub.rule_version,
+        accession_id=pub.accession_id,
+        category=pub.her2_category,
+        detail=detail,
+        created_at=pub.created_at,
+    )
+
+
+def _canonical(values: Mapping[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _digest(severity: str, rule_version: int, facts_json: str) -> str:
+    raw = f"{severity}\x1f{rule_version}\x1f{facts_json}".encode()
+    return hashlib.sha256(raw).hexdigest()[:24]
+
+
+def _older(event: Event, report: AcceptedReport) -> bool:
+    """Stale: both carry event_time and the event's is earlier (section 8)."""
+    new, old = event.get("event_time"), report.event_time
+    return new is not None and old is not None and new < old
+
+
+def _accepted(
+    event: Event, sc: SampleClass, seq: int, before: AcceptedReport | None
+) -> AcceptedReport:
+    """The accession's new latest report. Its context: the event's clinical_context if it
+    carries one (final reports), else the one an earlier final report of the accession carried
+    (POLICY); a cancelled accession carries none."""
+    specimen = event.get("specimen")
+    status = event["report_status"]
+    er, pr = event.get("er"), event.get("pr")
+    hr, er_low = hr_status(er, pr) if (er is not None or pr is not None) else (None, False)
+    ctx = event.get("clinical_context")
+    if status == CANCELLED:
+        context, context_seq = None, 0
+    elif ctx is not None:
+        context, context_seq = _context_json(ctx), seq
+    elif before is not None and before.final:
+        context, context_seq = before.context, before.context_seq
+    else:
+        context, context_seq = None, 0
+    seen: tuple[str, ...] = ()
+    if before is not None:
+        seen = (*before.seen_event_ids, before.event_id)[-MAX_SEEN_EVENT_IDS:]
+    return AcceptedReport(
+        event_id=event["event_id"],
+        event_time=event.get("event_time"),
+        report_status=status,
+        seq=seq,
+        seen_event_ids=seen,
+        site=specimen_site(specimen),
+        collection_date=specimen.get("collection_date") if specimen else None,
+        category=sc.category,
+        has_her2_test=event.get("her2_ihc") is not None or event.get("her2_ish") is not None,
+        hr_status=hr,
+        er_low_only=er_low,
+        context=context,
+        context_seq=context_seq,
+    )
+
+
+def _priors(event: Event, acc: str, seq: int) -> list[tuple[str, PriorEntry]]:
+    """The prior entries a final report carries, keyed by their accession (entries without an
+    accession are keyed by carrier and position; the current accession's own entry is
+    superseded by the report itself)."""
+    out = []
+    for i, prior in enumerate(event.get("prior_her2_results") or ()):
+        key = prior.get("accession_id") or f"{acc}#prior-{i}"
+        if key == acc:
+            continue
+        specimen = prior.get("specimen")
+        sc = classify_sample(prior.get("her2_ihc"), prior.get("her2_ish"))
+        out.append((key, PriorEntry(acc, seq, specimen_site(specimen),
+                                    specimen.get("collection_date") if specimen else None,
+                                    sc.category)))
+    return out
+
+
+def _view(state: PatientState) -> _View:
+    """Samples, current sample, HR status and clinical context of the patient (section 8)."""
+    own: list[Sample] = []
+    tested: list[Sample] = []
+    priors: list[Sample] = []
+    hr_from: tuple[Sample, AcceptedReport] | None = None
+    context_from: AcceptedReport | None = None
+    context_acc: str | None = None
+    for acc, a in state.accessions.items():
+        r = a.report
+        if r is not None:
+            if not r.final:
+                continue  # cancelled: gone in every form, prior entries for it included
+            s = Sample(acc, r.site, r.collection_date, r.category, "history", r.seq)
+            own.append(s)
+            if r.has_her2_test:
+                tested.append(s)
+            if r.hr_status is not None and (hr_from is None or recency(s) > recency(hr_from[0])):
+                hr_from = (s, r)
+            if r.context is not None and (
+                context_from is None or r.context_seq > context_from.context_seq
+            ):
+                context_from, context_acc = r, acc
+        elif a.prior is not None:
+            p = a.prior
+            priors.append(
+                Sample(acc, p.site, p.collection_date, p.category, "prior", p.seq, p.carrier)
+            )
+    current = max(tested, key=recency) if tested else None
+    hr = (
+        (hr_from[1].hr_status or HR_UNKNOWN, hr_from[1].er_low_only)
+        if hr_from
+        else (HR_UNKNOWN, False)
+    )
+    context = _context_load(context_from.context) if context_from and context_from.context else {}
+    return _View(
+        samples=[*own, *priors],
+        current=current,
+        hr=hr,
+        hr_accession=hr_from[0].accession_id if hr_from else None,
+        context=context,
+        context_accession=context_acc,
+    )
+
+
+def _patient_facts(event: Event, view: _View) -> dict[str, Any]:
+    """Facts for the PATIENT codes: the current sample stands for the event's own."""
+    current = view.current or Sample(None, "UNKNOWN", None, MISSING, "history")
+    others = [s for s in view.samples if s is not current]
+    patient_event = {
+        "event_id": event["event_id"],
+        "patient_id": event["patient_id"],
+        "accession_id": current.accession_id,
+        "report_status": "FINAL",
+        "specimen": {"site": current.site, "collection_date": current.collection_date},
+        "clinical_context": view.context,
+    }
+    sc = SampleClass(current.category, "", None, None, None)
+    return derive(patient_event, sc, others, view.hr, current=current)
+
+
+def _basis(rule: Rule, view: _View) -> set[str]:
+    """The accessions whose reports supplied what the finding rests on (section 8)."""
+    reads = rule.reads
+    basis: set[str] = set()
+
+    def add(sample: Sample | None) -> None:
+        if sample is None:
+            return
+        if sample.accession_id:
+            basis.add(sample.accession_id)
+        if sample.carrier:
+            basis.add(sample.carrier)
+
+    if reads & _CURRENT_FACTS:
+        add(view.current)
+    if reads & _HR_FACTS and view.hr_accession:
+        basis.add(view.hr_accession)
+    if reads & _CONTEXT_FACTS and view.context_accession:
+        basis.add(view.context_accession)
+    samples = view.samples
+    if reads & _LOW_FACTS:
+        add(latest_of(samples, frozenset({LOW})))
+    if reads & _LOW_ULTRALOW_FACTS:
+        add(latest_of(samples, frozenset({LOW, ULTRALOW})))
+    for facts, crossing in ((_PAIR_FACTS, False), (_CONVERSION_FACTS, True)):
+        if reads & facts:
+            pair = discordant_pair(samples, crossing_positive=crossing)
+            if pair:
+                add(pair[0])
+                add(pair[1])
+    if reads & _DECISIVE_FACTS:
+        add(latest_decisive(samples))
+    return basis
+
+
+def _context_json(ctx: Mapping[str, Any]) -> str:
+    """The context as stored: planned therapies as the HER2 drugs they name (all the rules read
+    of them) and clinical flags once each, so a record stays small whatever the report's text."""
+    compact = dict(ctx)
+    compact["planned_therapies"] = sorted(normalise_therapies(ctx.get("planned_therapies") or ()))
+    compact["clinical_flags"] = sorted(set(ctx.get("clinical_flags") or ()))
+    return json.dumps(compact, sort_keys=True, separators=(",", ":"), default=_iso)
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def _context_load(text: str) -> dict[str, Any]:
+    ctx: dict[str, Any] = json.loads(text)
+    for name in _CONTEXT_DATES:
+        if isinstance(ctx.get(name), str):
+            ctx[name] = dt.date.fromisoformat(ctx[name])
+    return ctx

@@ -1,0 +1,146 @@
+"""Normalise planned-therapy names to the HER2 drugs the rules know (docs/her2-rules.md 5.2).
+
+Matching is case-insensitive on whole words. Longer names are matched first and consumed, so
+"trastuzumab deruxtecan" is T-DXd and "trastuzumab emtansine" is T-DM1, never trastuzumab.
+Names that match nothing are ignored.
+
+Other drugs that look alike are named in the table too, mapped to no drug, so that no part of
+them is read as one: "datopotamab deruxtecan" (Dato-DXd, Datroway) and "DXd" alone are not
+T-DXd (5.2).
+
+"trastuzumab <payload>": the international nonproprietary name of an antibody-drug conjugate
+is the antibody's name followed by a word for its payload (deruxtecan, emtansine, rezetecan,
+duocarmazine, ...). A conjugate of trastuzumab other than T-DXd and T-DM1 is not trastuzumab
+(5.2), so a bare "trastuzumab" followed (after a space or a hyphen) by a payload word names no
+drug the rules know and is ignored. A payload word is one of the stems of conjugate payloads,
+-tecan (camptothecins: deruxtecan, govitecan, rezetecan, ...), -dotin (auristatins: vedotin,
+mafodotin, ...) and -tansine (maytansinoids: emtansine, mertansine, ...), or a listed payload
+(duocarmazine, ozogamicin, tesirine, talirine); the unconjugated camptothecins irinotecan,
+topotecan and belotecan are not payloads ("trastuzumab irinotecan" is two drugs).
+
+Why not "trastuzumab followed by any other word": that would also drop "trastuzumab weekly",
+"trastuzumab maintenance" or a regimen written without separators, and a missed trastuzumab
+silences the CRITICAL caution TC-HER2-TARGETED-NOT-POSITIVE. So the decision is conservative
+for safety: only positive evidence of a conjugate (a payload word) makes "trastuzumab" not
+trastuzumab; any other following word ("+", "and", ",", "/", "biosimilar", "hyaluronidase",
+another drug) leaves it trastuzumab, and a conjugate with a payload word outside the stems above
+is read as trastuzumab (a caution that a clinician reviews rather than a silent miss).
+Biosimilars named trastuzumab-xxxx (four letters, e.g. trastuzumab-dkst) stay trastuzumab.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+TRASTUZUMAB = "trastuzumab"
+PERTUZUMAB = "pertuzumab"
+T_DM1 = "ado-trastuzumab emtansine"
+T_DXD = "fam-trastuzumab deruxtecan-nxki"
+MARGETUXIMAB = "margetuximab"
+LAPATINIB = "lapatinib"
+NERATINIB = "neratinib"
+TUCATINIB = "tucatinib"
+
+TRADITIONAL_HER2 = frozenset(
+    {TRASTUZUMAB, PERTUZUMAB, T_DM1, MARGETUXIMAB, LAPATINIB, NERATINIB, TUCATINIB}
+)
+
+# Each alias maps to the drugs it names. Order matters only through length (longest first).
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "fam-trastuzumab deruxtecan-nxki": (T_DXD,),
+    "fam-trastuzumab deruxtecan": (T_DXD,),
+    "fam-trastuzumab": (T_DXD,),
+    "trastuzumab deruxtecan": (T_DXD,),
+    "trastuzumab-deruxtecan": (T_DXD,),
+    "t-dxd": (T_DXD,),
+    "tdxd": (T_DXD,),
+    "ds-8201": (T_DXD,),
+    "ds-8201a": (T_DXD,),
+    "enhertu": (T_DXD,),
+    "ado-trastuzumab emtansine": (T_DM1,),
+    "ado-trastuzumab": (T_DM1,),
+    "trastuzumab emtansine": (T_DM1,),
+    "trastuzumab-emtansine": (T_DM1,),
+    "t-dm1": (T_DM1,),
+    "tdm1": (T_DM1,),
+    "kadcyla": (T_DM1,),
+    "trastuzumab": (TRASTUZUMAB,),
+    "herceptin hylecta": (TRASTUZUMAB,),
+    "herceptin": (TRASTUZUMAB,),
+    "ogivri": (TRASTUZUMAB,),
+    "kanjinti": (TRASTUZUMAB,),
+    "trazimera": (TRASTUZUMAB,),
+    "ontruzant": (TRASTUZUMAB,),
+    "herzuma": (TRASTUZUMAB,),
+    "hercessi": (TRASTUZUMAB,),
+    "pertuzumab": (PERTUZUMAB,),
+    "perjeta": (PERTUZUMAB,),
+    "phesgo": (PERTUZUMAB, TRASTUZUMAB),
+    "margetuximab": (MARGETUXIMAB,),
+    "margenza": (MARGETUXIMAB,),
+    "lapatinib": (LAPATINIB,),
+    "tykerb": (LAPATINIB,),
+    "neratinib": (NERATINIB,),
+    "nerlynx": (NERATINIB,),
+    "tucatinib": (TUCATINIB,),
+    "tukysa": (TUCATINIB,),
+    # Recognised so that no part of them is read as a HER2 drug; the rules know none of them.
+    "datopotamab deruxtecan": (),
+    "dato-dxd": (),
+    "datroway": (),
+    "dxd": (),
+}
+
+# Biosimilars are named trastuzumab-xxxx (four letters), e.g. trastuzumab-dkst.
+_BIOSIMILAR = r"trastuzumab-[a-z]{4}(?![a-z-])"
+_PATTERN = re.compile(
+    r"(?<![a-z0-9-])(?:(?P<bio>"
+    + _BIOSIMILAR
+    + r")|(?P<name>"
+    + "|".join(re.escape(a) for a in sorted(_ALIASES, key=len, reverse=True))
+    + r"))(?![a-z0-9])"
+)
+
+
+# The word after a bare "trastuzumab" (a space or a hyphen between them).
+_NEXT_WORD = re.compile(r"[ -]([a-z][a-z0-9]*)")
+_PAYLOAD_STEMS = ("tecan", "dotin", "tansine")
+_PAYLOADS = frozenset({"duocarmazine", "ozogamicin", "tesirine", "talirine"})
+_UNCONJUGATED = frozenset({"irinotecan", "topotecan", "belotecan"})
+
+
+def is_payload(word: str) -> bool:
+    """True when `word` names the payload of an antibody-drug conjugate (module docstring)."""
+    if word in _UNCONJUGATED:
+        return False
+    return word in _PAYLOADS or word.endswith(_PAYLOAD_STEMS)
+
+
+def _conjugate_follows(text: str, end: int) -> bool:
+    """True when a payload word follows the "trastuzumab" that ends at `end`."""
+    following = _NEXT_WORD.match(text, end)
+    return following is not None and is_payload(following.group(1))
+
+
+def normalise_therapy(name: str) -> frozenset[str]:
+    """Return the HER2 drugs named in one planned-therapy entry (may name several)."""
+    found: set[str] = set()
+    text = " ".join(name.lower().split())
+    for match in _PATTERN.finditer(text):
+        alias = match.group("name")
+        if match.group("bio"):
+            found.add(TRASTUZUMAB)
+        elif alias == "trastuzumab" and _conjugate_follows(text, match.end()):
+            continue  # "trastuzumab <payload>": another conjugate, not trastuzumab
+        else:
+            found.update(_ALIASES[alias])
+    return frozenset(found)
+
+
+def normalise_therapies(names: Iterable[str]) -> frozenset[str]:
+    """Return the HER2 drugs named anywhere in `names`."""
+    found: set[str] = set()
+    for name in names:
+        found |= normalise_therapy(name)
+    return frozenset(found)

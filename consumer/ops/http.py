@@ -1,0 +1,309 @@
+"""Health endpoints and Prometheus exposition over HTTP: `/metrics`, `/healthz`, `/readyz`.
+
+A small stdlib server (ThreadingHTTPServer in a daemon thread). It reads only two things:
+the injected `CollectorRegistry` and a `Health` object that the service loop updates.
+
+- `/healthz` (liveness): 200 while the poll loop beat within `stall_after` seconds. It never
+  looks at the broker, so a broker outage does not make Kubernetes restart every replica.
+- `/readyz` (readiness): 200 only while the service says it is ready (group joined, partitions
+  assigned, history restored) and the loop is live; otherwise 503 with a short JSON reason.
+- `/metrics`: the registry in the exposition format the scraper asks for (text or OpenMetrics).
+
+Nothing here logs: request lines carry no patient data, but one log line per scrape and probe
+would drown the event log, and the server must never write to stderr behind structlog's back.
+
+Bounded (issue 15, item 6: 2,000 idle keep-alive connections once took 2,005 threads and pushed
+`/healthz` past its probe timeout). Each connection has a thread while it is open, so:
+
+- a connection waiting for a request (new, or idle between keep-alive requests) is closed after
+  `idle_timeout` seconds without a byte (a socket timeout, so also a request sent too slowly);
+- at most `max_connections` are open; a new one beyond that closes the connection that has
+  waited longest for a request, never one being answered. A probe sends its request as soon as
+  it connects and is answered in milliseconds, so idle clients cannot crowd it out; at worst the
+  accept loop refuses a new connection while every slot is answering (milliseconds).
+
+prometheus_client's own `start_http_server` (a ThreadingWSGIServer) has neither bound; its
+WSGI handler closes after one response but a silent connection holds its thread as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+DEFAULT_STALL_AFTER_S = 60.0
+# Prometheus scrapes every 15-60 s and reconnects when its keep-alive connection was closed;
+# kubelet probes open a connection per probe. 10 s is far above any request's own needs.
+DEFAULT_IDLE_TIMEOUT_S = 10.0
+# One scraper, a few probes, an operator's curl: 32 connections leave room for all of them.
+DEFAULT_MAX_CONNECTIONS = 32
+_JSON = "application/json"
+
+
+class Health:
+    """Liveness and readiness state shared between the service loop and the HTTP server.
+
+    `beat()` is called once per loop iteration; `set_ready()` when the group membership,
+    assignment or history restore changes. Reads and writes are single attribute stores of
+    immutable values, guarded by a lock so a reader sees `ready` and `reason` together.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        stall_after: float = DEFAULT_STALL_AFTER_S,
+    ) -> None:
+        """Start live (the constructor counts as a beat) and not ready."""
+        if stall_after <= 0:
+            raise ValueError("stall_after must be positive")
+        self._clock = clock
+        self.stall_after = float(stall_after)
+        self._lock = threading.Lock()
+        self._last_beat = clock()
+        self._ready = False
+        self._reason = "starting"
+
+    def beat(self) -> None:
+        """Record that the poll loop made progress (one iteration, even an empty poll)."""
+        now = self._clock()
+        with self._lock:
+            self._last_beat = now
+
+    def set_ready(self, ready: bool, reason: str = "") -> None:
+        """Mark the service ready or not; `reason` (no patient data) explains a not-ready state."""
+        with self._lock:
+            self._ready = bool(ready)
+            self._reason = "" if ready else (reason or "not ready")
+
+    @property
+    def ready(self) -> bool:
+        """Whether the service said it is ready (group joined, assigned, history restored)."""
+        with self._lock:
+            return self._ready
+
+    def seconds_since_beat(self) -> float:
+        """Seconds since the last `beat()` (or since construction)."""
+        with self._lock:
+            last = self._last_beat
+        return max(0.0, self._clock() - last)
+
+    def is_live(self) -> bool:
+        """Whether the loop beat within `stall_after` seconds."""
+        return self.seconds_since_beat() < self.stall_after
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        """(live, JSON body) for `/healthz`."""
+        since = self.seconds_since_beat()
+        live = since < self.stall_after
+        body: dict[str, Any] = {
+            "status": "ok" if live else "stalled",
+            "seconds_since_beat": round(since, 3),
+            "stall_after_seconds": self.stall_after,
+        }
+        if not live:
+            body["reason"] = f"poll loop has not made progress for {since:.0f}s"
+        return live, body
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, JSON body) for `/readyz`: ready only when also live."""
+        with self._lock:
+            ready, reason = self._ready, self._reason
+        live, _ = self.liveness()
+        if ready and not live:
+            ready, reason = False, "poll loop stalled"
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+        if not ready:
+            body["reason"] = reason
+        return ready, body
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes GET/HEAD requests to the three endpoints."""
+
+    server: HealthHTTPServer
+    protocol_version = "HTTP/1.1"
+    server_version = "her2-consumer"
+    sys_version = ""
+
+    def setup(self) -> None:
+        """Apply the idle timeout to the socket (every read waits at most that long)."""
+        super().setup()
+        self.connection.settimeout(self.server.idle_timeout)
+
+    def handle_one_request(self) -> None:
+        """Mark the connection waiting (evictable) until its request line and headers are in."""
+        self.server.connection_waiting(self.connection)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        """Read the headers; from here until the next request the connection is answering."""
+        parsed = super().parse_request()
+        self.server.connection_answering(self.connection)
+        return parsed
+
+    def do_GET(self) -> None:
+        """Serve one endpoint (answers carry Content-Length, so keep-alive works)."""
+        self._serve(head=False)
+
+    def do_HEAD(self) -> None:
+        """Like GET without the body (some load balancers probe with HEAD)."""
+        self._serve(head=True)
+
+    def _serve(self, *, head: bool) -> None:
+        path = urlsplit(self.path).path.rstrip("/") or "/"
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            self._reply(HTTPStatus.OK, encoder(self.server.registry), content_type, head=head)
+        elif path == "/healthz":
+            live, body = self.server.health.liveness()
+            self._json(HTTPStatus.OK if live else HTTPStatus.SERVICE_UNAVAILABLE, body, head)
+        elif path == "/readyz":
+            ready, body = self.server.health.readiness()
+            self._json(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, body, head)
+        else:
+            body = {"error": "not found", "endpoints": ["/metrics", "/healthz", "/readyz"]}
+            self._json(HTTPStatus.NOT_FOUND, body, head)
+
+    def _json(self, status: HTTPStatus, body: dict[str, Any], head: bool) -> None:
+        self._reply(status, json.dumps(body).encode() + b"\n", _JSON, head=head)
+
+    def _reply(self, status: HTTPStatus, payload: bytes, content_type: str, *, head: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if not head:
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request line that BaseHTTPRequestHandler writes to stderr."""
+
+
+class HealthHTTPServer(ThreadingHTTPServer):
+    """The server returned by `start_http_server`; `shutdown()` stops it and frees the port.
+
+    One thread per open connection, at most `max_connections` of them (see the module doc).
+    """
+
+    daemon_threads = True  # a hung scrape never blocks interpreter exit
+    request_queue_size = 128  # listen backlog: a burst of connections still reaches accept()
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        registry: CollectorRegistry,
+        health: Health,
+        *,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        """Bind the socket (port 0 picks a free one; see `server_port`)."""
+        if idle_timeout <= 0 or max_connections < 1:
+            raise ValueError("idle_timeout must be positive and max_connections at least 1")
+        super().__init__(address, _Handler)
+        self.registry = registry
+        self.health = health
+        self.idle_timeout = float(idle_timeout)
+        self.max_connections = int(max_connections)
+        self._lock = threading.Lock()
+        # open connections -> monotonic time they started waiting for a request, or None while
+        # a request is being answered; insertion order is not relied on
+        self._open: dict[socket.socket, float | None] = {}
+        self._thread: threading.Thread | None = None
+
+    @property
+    def open_connections(self) -> int:
+        """Connections that hold a handler thread now."""
+        with self._lock:
+            return len(self._open)
+
+    def connection_waiting(self, connection: socket.socket) -> None:
+        """`connection` now waits for a request (it may be evicted)."""
+        with self._lock:
+            if connection in self._open:
+                self._open[connection] = time.monotonic()
+
+    def connection_answering(self, connection: socket.socket) -> None:
+        """`connection` has a request being answered (it is not evicted)."""
+        with self._lock:
+            if connection in self._open:
+                self._open[connection] = None
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Admit the connection (evicting the longest-waiting one when full), then thread it."""
+        with self._lock:
+            if len(self._open) >= self.max_connections:
+                waiting = [(since, conn) for conn, since in self._open.items() if since is not None]
+                if not waiting:  # every slot is answering a request: milliseconds
+                    self.shutdown_request(request)
+                    return
+                _, oldest = min(waiting, key=lambda pair: pair[0])
+                del self._open[oldest]  # its thread ends on the EOF below
+                _close_read(oldest)
+            self._open[request] = time.monotonic()
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Forget the connection, then close it."""
+        with self._lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def start(self) -> HealthHTTPServer:
+        """Serve in a daemon thread and return self."""
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05},
+            name=f"her2-http-{self.server_port}", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def shutdown(self) -> None:
+        """Stop serving, close the listening socket and every open connection, and join the
+        serving thread."""
+        if self._thread is not None:
+            super().shutdown()
+            self._thread.join()
+            self._thread = None
+        self.server_close()
+        with self._lock:
+            connections = list(self._open)
+        for connection in connections:
+            _close_read(connection)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Drop a failed connection quietly (the default prints a traceback to stderr)."""
+
+
+def _close_read(connection: socket.socket) -> None:
+    """Wake the handler thread blocked reading `connection` (it sees EOF, ends and closes it)."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
+
+
+def start_http_server(
+    port: int,
+    registry: CollectorRegistry,
+    health: Health,
+    host: str = "0.0.0.0",  # noqa: S104
+    *,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+) -> HealthHTTPServer:
+    """Start serving `/metrics`, `/healthz` and `/readyz` on `host:port` in a daemon thread."""
+    server = HealthHTTPServer(
+        (host, port), registry, health, idle_timeout=idle_timeout, max_connections=max_connections
+    )
+    return server.start()

@@ -1,0 +1,106 @@
+"""structlog set-up: JSON lines, bound context, and an allow-list that keeps PHI out.
+
+Only keys in ALLOWED_KEYS reach the output; anything else is dropped and counted in
+`redacted_keys`. Exceptions are rendered as class name and stack frames (file, line, function):
+never the exception message or local variables, which can carry patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+ALLOWED_KEYS = frozenset(
+    {
+        "event", "level", "timestamp", "logger",
+        "topic", "partition", "offset", "event_id", "outcome", "duration_ms", "category",
+        "alerts", "reason", "stage", "count", "partitions", "seconds", "records", "version",
+        "ruleset_version", "group_id", "input_topic", "bootstrap_servers", "guarantee",
+        "input_format", "output_format", "http_port", "signal", "attempt", "error_type",
+        "exception", "redacted_keys", "lag", "patients", "accessions", "committed", "batch",
+        "processed", "dead_lettered", "published", "state", "port", "variable",
+        "instance_id", "slot", "transactional_id",
+    }
+)
+
+
+# structlog's own bookkeeping, removed before rendering (exc_info is rendered by _safe_exception)
+_INTERNAL_KEYS = frozenset({"exc_info", "_record", "_from_structlog"})
+
+
+def _allow_list(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Drop every key that is not known to be free of patient data."""
+    dropped = sorted(k for k in event_dict if k not in ALLOWED_KEYS and k not in _INTERNAL_KEYS)
+    for key in dropped:
+        del event_dict[key]
+    if dropped:
+        event_dict["redacted_keys"] = dropped
+    return event_dict
+
+
+def _safe_exception(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Render exc_info as class name + frames, without message or locals."""
+    exc_info = event_dict.pop("exc_info", None)
+    event_dict.pop("exception", None)  # only this processor's own rendering may use the key
+    if not exc_info:
+        return event_dict
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    exc_type, _exc, tb = exc_info
+    if exc_type is None:
+        return event_dict
+    frames = [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(tb)]
+    if len(frames) > 15:  # where it was caught (outermost) and where it was raised
+        frames = [*frames[:5], "...", *frames[-10:]]
+    event_dict["exception"] = {"type": exc_type.__name__, "frames": frames}
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Configure structlog once for the process: JSON to `stream` (default stderr).
+
+    Standard-library loggers (kafka-python) go through the same allow-list and renderer, and
+    never below WARNING: at DEBUG kafka-python logs raw protocol bytes, i.e. record values.
+    """
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _safe_exception,
+        _allow_list,
+    ]
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[*shared, structlog.processors.JSONRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str = "her2") -> Any:
+    """A bound structlog logger."""
+    return structlog.get_logger(name)

@@ -1,0 +1,101 @@
+"""An example downstream consumer of the alert topics (README "Alert lifecycle").
+
+What a care-team notification service does with Her2Alert v2: read the four alert topics with
+`isolation_level=read_committed` (so aborted exactly-once transactions are never seen), keep the
+highest `revision` per `alert_id`, and treat a patient's open alerts as those whose highest
+revision is ACTIVE (docs/her2-rules.md section 8, "Downstream"). `her2-consumer open-alerts`
+runs it once over the topics from the beginning and prints the open alerts.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from consumer.avro.codec import Decoder
+from consumer.errors import DecodeError
+from consumer.resources import HER2_ALERT, parsed_schema
+
+Record = dict[str, Any]
+
+
+class OpenAlerts:
+    """The latest revision of every alert seen; the open ones are those that are ACTIVE."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, Record] = {}
+
+    def add(self, alert: Mapping[str, Any]) -> None:
+        """Fold one alert record in: a revision lower than or equal to the known one is a
+        redelivery or a late copy and changes nothing."""
+        known = self.latest.get(alert["alert_id"])
+        if known is None or alert["revision"] > known["revision"]:
+            self.latest[alert["alert_id"]] = dict(alert)
+
+    def add_all(self, alerts: Iterable[Mapping[str, Any]]) -> OpenAlerts:
+        """Fold many alert records in; returns self."""
+        for alert in alerts:
+            self.add(alert)
+        return self
+
+    def open(self, patient_id: str | None = None) -> list[Record]:
+        """The open alerts (of one patient, or of all), by patient, code and accession."""
+        return sorted(
+            (
+                a
+                for a in self.latest.values()
+                if a["status"] == "ACTIVE" and (patient_id is None or a["patient_id"] == patient_id)
+            ),
+            key=lambda a: (a["patient_id"], a["code"], a["accession_id"]),
+        )
+
+
+def read_alert_topics(
+    client_config: Mapping[str, Any],
+    topics: Iterable[str],
+    *,
+    decoder: Decoder | None = None,
+    timeout_s: float = 30.0,
+) -> tuple[OpenAlerts, int]:
+    """Read `topics` from the beginning to their current end (read_committed) and fold every
+    alert in. `client_config`: KafkaConsumer settings (bootstrap_servers, security). Returns
+    the fold and the count of records that could not be decoded."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
+        from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415 - under the filter above
+
+    decoder = decoder or Decoder("auto", parsed_schema(HER2_ALERT))
+    consumer = KafkaConsumer(
+        **{
+            **client_config,
+            "group_id": None,
+            "enable_auto_commit": False,
+            "isolation_level": "read_committed",  # never an aborted transaction's records
+            "auto_offset_reset": "earliest",
+        }
+    )
+    fold, undecodable = OpenAlerts(), 0
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the alert topics were not read to their end in time")
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    try:
+                        fold.add(decoder.decode(record.value))
+                    except DecodeError:
+                        undecodable += 1
+    finally:
+        consumer.close()
+    return fold, undecodable

@@ -1,0 +1,72 @@
+"""Offline evaluation: NDJSON PathologyResults in, one JSON line out per input line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from consumer.clinical.pipeline import Pipeline, utc_now
+from consumer.clinical.validate import DEFAULT_MAX_EVENT_TIME_SKEW, JsonConverter, check_event
+from consumer.errors import RecordError
+from consumer.state.store import HistoryStore
+from consumer.tools.jsonout import dumps
+
+
+def evaluate_lines(
+    lines: Iterable[str],
+    pipeline: Pipeline,
+    history: HistoryStore | None = None,
+    *,
+    clock: Callable[[], dt.datetime] = utc_now,
+    max_event_time_skew: dt.timedelta = DEFAULT_MAX_EVENT_TIME_SKEW,
+) -> Iterator[dict[str, Any]]:
+    """One result per non-blank line; invalid lines give an `errors` entry, never an exception.
+
+    As in the service, an event_time more than `max_event_time_skew` ahead of `clock()` is an
+    error (`event-time-in-future`) and never reaches the history."""
+    converter = JsonConverter()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        event_id = None
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            yield _error(number, None, "decode", "json-decode", "line is not valid JSON")
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("event_id"), str):
+            event_id = obj["event_id"]
+        try:
+            event = check_event(converter.convert(obj), clock(), max_event_time_skew)
+        except RecordError as exc:
+            yield _error(number, event_id, exc.stage, exc.reason, exc.message)
+            continue
+        # Without history each event is a patient of its own: every finding is new.
+        outcome = history.apply(event, pipeline) if history is not None else pipeline.process(event)
+        yield {
+            "line": number,
+            "event_id": event["event_id"],
+            "classification": outcome.classification,
+            "alerts": outcome.alerts,
+            "errors": [],
+        }
+
+
+def _error(
+    line: int, event_id: str | None, stage: str, reason: str, message: str
+) -> dict[str, Any]:
+    return {
+        "line": line,
+        "event_id": event_id,
+        "classification": None,
+        "alerts": [],
+        "errors": [{"stage": stage, "reason": reason, "message": message}],
+    }
+
+
+def render(results: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """The results as JSON lines."""
+    for result in results:
+        yield dumps(result) + "\n"
