@@ -11,6 +11,8 @@
     ├── FencedError            another producer took our transactional id: stop, EXIT_FENCED
     ├── HistoryRestoreError    the changelog could not be read to its end in time: fatal
     ├── KafkaConnectError      Kafka unreachable or refusing us at start-up: fatal
+    ├── StateStoreError        the disk history store failed (sqlite: full disk, I/O error):
+    │                          stop without committing, never the record's fault
     ├── OutputTooLargeError    an output of one record can never be produced: dead-letter it
     └── RecordError            this one record cannot be used: it goes to the dead-letter topic
         ├── DecodeError        stage "decode": framing, schema lookup, Avro binary
@@ -112,6 +114,16 @@ class HistoryRestoreError(Her2Error):
 
 class KafkaConnectError(Her2Error):
     """Kafka could not be reached or refused us at start-up (the message names what to check)."""
+
+
+class StateStoreError(Her2Error):
+    """The disk history store failed (a sqlite3.Error at the state boundary: full disk, I/O
+    error, a closed store). `kind` is the sqlite error's class name, `detail` its message
+    (sqlite's own text, never a value); the cause is chained."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"the history store failed ({kind}: {detail})")
+        self.kind = kind
 
 
 class OutputTooLargeError(Her2Error):

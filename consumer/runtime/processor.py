@@ -4,14 +4,13 @@ decode -> validate -> routing check -> history + pipeline (through the store) ->
 handler ladder maps each failure to its result: the registry unreachable is not the record's
 fault (Retry, the partition backs off); a record that can never be used, or whose outputs can
 never fit a Kafka request, is dead-lettered; a bug dead-letters the record and the partition
-moves on; a failing disk store (sqlite3.Error) propagates and stops the service without
+moves on; a failing disk store (StateStoreError) propagates and stops the service without
 committing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from consumer.avro.registry import SchemaRegistryClient
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.validate import check_event
 from consumer.config import Settings, load_writer_schema
-from consumer.errors import OutputTooLargeError, RecordError, RegistryError
+from consumer.errors import OutputTooLargeError, RecordError, RegistryError, StateStoreError
 from consumer.ops.logs import get_logger
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime import routing
@@ -202,7 +201,7 @@ class Processor:
                 exception_class=type(exc).__name__, message=exc.message, started=started,
                 extra_headers=exc.headers,
             )
-        except sqlite3.Error:
+        except StateStoreError:
             # The disk history store failed (full disk, I/O error): not the record's fault, so
             # never dead-lettered; the service stops without committing and the record is
             # redelivered after the restart (a new store restored from the changelog).

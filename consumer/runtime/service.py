@@ -23,7 +23,6 @@ import datetime as dt
 import os
 import signal
 import socket
-import sqlite3
 import sys
 import threading
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from consumer.errors import (
     KafkaConnectError,
     PublishError,
     SchemaError,
+    StateStoreError,
 )
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
@@ -165,9 +165,9 @@ class Service:
             ) as exc:
                 log.error("stopping without committing", error_type=type(exc).__name__)
                 print_error(str(exc))
-            except sqlite3.Error as exc:  # the disk history store (full disk, I/O error)
+            except StateStoreError as exc:  # the disk history store (full disk, I/O error)
                 log.error("history store failed; stopping without committing", exc_info=exc)
-                print_error(f"history store failed ({type(exc).__name__}); check HER2_STATE_DIR")
+                print_error(f"history store failed ({exc.kind}); check HER2_STATE_DIR")
             except KafkaError as exc:
                 log.error("stopping on a Kafka error", error_type=type(exc).__name__, exc_info=exc)
             except Exception as exc:

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import itertools
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any, Final, Protocol, cast
+from typing import IO, Any, Final, ParamSpec, Protocol, TypeVar, cast
+
+from consumer.errors import StateStoreError
 
 MEMORY: Final = "memory"
 DISK: Final = "disk"
@@ -123,6 +126,24 @@ class MemoryStates:
         self.patients = self.accessions = self.size = 0
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _state_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """sqlite3.Error -> StateStoreError (chained): the state boundary maps the third-party error,
+    so the runtime catches only the package's own error tree."""
+
+    @functools.wraps(method)
+    def mapped(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StateStoreError(type(exc).__name__, str(exc)) from exc
+
+    return mapped
+
+
 class DiskStates:
     """Committed states in a sqlite3 file of their own, deleted by close().
 
@@ -134,6 +155,7 @@ class DiskStates:
     check_same_thread=False requires.
     """
 
+    @_state_errors
     def __init__(self, path: Path) -> None:
         self.path = path
         self.patients = self.accessions = self.size = 0
@@ -165,11 +187,13 @@ class DiskStates:
         query = f"SELECT {columns} FROM states WHERE patient_id = ?"  # noqa: S608 - fixed
         return cast(tuple[Any, ...] | None, self._conn().execute(query, (patient_id,)).fetchone())
 
+    @_state_errors
     def get(self, patient_id: str) -> bytes | None:
         """The encoded state of a patient, or None."""
         row = self._row("state", patient_id)
         return None if row is None else cast(bytes, row[0])
 
+    @_state_errors
     def accessions_of(self, patient_id: str) -> int | None:
         """The accession count of a patient's state, or None if there is none."""
         row = self._row("accessions", patient_id)
@@ -192,6 +216,7 @@ class DiskStates:
         if not db.in_transaction:
             db.execute("BEGIN")
 
+    @_state_errors
     def put(self, patient_id: str, encoded: bytes, accessions: int) -> None:
         """Store one state; committed with the next RESTORE_COMMIT_EVERY - 1 writes (reads on
         this connection see it at once)."""
@@ -207,6 +232,7 @@ class DiskStates:
             db.execute("COMMIT")
         self._pending = 0
 
+    @_state_errors
     def put_many(self, rows: Iterable[tuple[str, bytes, int]]) -> None:
         """Store several states in one transaction."""
         db = self._conn()
@@ -215,6 +241,7 @@ class DiskStates:
             self._write(db, patient_id, encoded, accessions)
         self._commit(db)
 
+    @_state_errors
     def delete(self, patient_id: str) -> None:
         """Forget a patient (committed in bulk like put)."""
         db = self._conn()
@@ -227,11 +254,13 @@ class DiskStates:
             self.accessions -= old[1]
         self._pending += 1
 
+    @_state_errors
     def ids(self) -> list[str]:
         """Every patient id held, sorted."""
         rows = self._conn().execute("SELECT patient_id FROM states ORDER BY patient_id")
         return [pid for (pid,) in rows]
 
+    @_state_errors
     def close(self) -> None:
         """Close the connection and delete the file; idempotent."""
         db, self._db = self._db, None

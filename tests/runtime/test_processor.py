@@ -17,7 +17,7 @@ from conftest import pipeline
 from consumer.avro.codec import Encoder
 from consumer.clinical.validate import MAX_ITEMS, MAX_TEXT
 from consumer.config import Settings
-from consumer.errors import RegistryError
+from consumer.errors import RegistryError, StateStoreError
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime.dlq import output_fits
 from consumer.runtime.kafka import TopicPartition
@@ -131,13 +131,14 @@ def test_the_largest_valid_event_has_outputs_that_fit() -> None:
 def test_a_failing_disk_store_stops_the_service_instead_of_dead_lettering_the_record(
     tmp_path: Path,
 ) -> None:
-    """A sqlite error while processing (full disk, I/O error: here a closed store) is not the
-    record's fault: it propagates (the service stops without committing) and the record is
-    neither dead-lettered nor counted."""
+    """A failing disk store while processing (full disk, I/O error: here a closed store; the
+    backend maps the sqlite3.Error to StateStoreError) is not the record's fault: it propagates
+    (the service stops without committing) and the record is neither dead-lettered nor counted."""
     directory = StateDir(tmp_path)
     store = HistoryStore(states=open_states(DISK, directory, "p0"))
     store.close()  # every read now fails, as a broken disk would
     event = SyntheticGenerator(seed=1).events(1)[0]
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises(StateStoreError) as raised:
         _processor().process(TopicPartition("in", 0), _record(event, offset=7), store)
+    assert isinstance(raised.value.__cause__, sqlite3.Error)  # mapped at the state boundary
     directory.close()

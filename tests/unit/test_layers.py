@@ -4,7 +4,8 @@ TYPE_CHECKING blocks included): `clinical` <- `state` <- `runtime`, with `avro` 
 - clinical imports only clinical, errors, resources and the standard library (yaml: rules.py);
 - avro and state never import runtime; state reads of clinical only the state it stores;
 - only runtime/kafka imports kafka-python (the tools below excepted);
-- only ops imports prometheus_client.
+- only ops imports prometheus_client;
+- only state/backends.py imports sqlite3 (it maps sqlite3.Error to StateStoreError).
 
 `test_each_rule_catches_a_violation` feeds each rule one import that breaks it."""
 
@@ -99,7 +100,14 @@ def prometheus_rule(module: str, imports: set[str]) -> set[str]:
     return {n for n in imports if _under(n, "prometheus_client")}
 
 
-RULES = (clinical_rule, runtime_rule, state_clinical_rule, kafka_rule, prometheus_rule)
+def sqlite_rule(module: str, imports: set[str]) -> set[str]:
+    """Only the state backends import sqlite3 (errors are mapped there)."""
+    if module == "state/backends.py":
+        return set()
+    return {n for n in imports if _under(n, "sqlite3")}
+
+
+RULES = (clinical_rule, runtime_rule, state_clinical_rule, kafka_rule, prometheus_rule, sqlite_rule)
 MODULES = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py"))
 
 
@@ -142,6 +150,8 @@ def test_module_keeps_the_layers(module: str) -> None:
             prometheus_rule, "runtime/loop.py", "from prometheus_client import Counter",
             id="prometheus-runtime",
         ),
+        pytest.param(sqlite_rule, "runtime/processor.py", "import sqlite3", id="sqlite-runtime"),
+        pytest.param(sqlite_rule, "state/store.py", "from sqlite3 import Error", id="sqlite-store"),
     ],
 )
 def test_each_rule_catches_a_violation(rule: object, module: str, source: str) -> None:

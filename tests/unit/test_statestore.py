@@ -1,4 +1,4 @@
-"""consumer/statestore.py: the committed-state backends of HistoryStore ("memory", "disk"),
+"""consumer/state/backends.py: the committed-state backends of HistoryStore ("memory", "disk"),
 their running totals, the disk file's life (created with the store, deleted by close()), and
 the private state directory (abandoned ones removed, live ones kept)."""
 
@@ -8,6 +8,7 @@ import copy
 import fcntl
 import os
 import random
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from consumer.clinical.patient import AcceptedReport, Accession
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.rules import load_ruleset
+from consumer.errors import StateStoreError
 from consumer.state.backends import (
     BACKENDS,
     DISK,
@@ -103,7 +105,7 @@ class TestDiskFile:
     def test_a_closed_store_refuses_use(self, state_dir: StateDir) -> None:
         states = open_states(DISK, state_dir, "p0")
         states.close()
-        with pytest.raises(Exception, match="closed"):
+        with pytest.raises(StateStoreError, match="closed"):
             states.get("P1")
 
 
@@ -257,3 +259,19 @@ class TestStateDir:
         assert (states.patients, states.size, states.accessions) == (1, 3, 1)
         states.close()
         assert (states.patients, states.size, states.accessions) == (0, 0, 0)
+
+
+def test_disk_errors_are_mapped_to_state_store_error(tmp_path: Path) -> None:
+    """The state boundary: a sqlite3.Error leaves the disk backend as StateStoreError (chained),
+    so the runtime catches only the package's error tree."""
+    directory = StateDir(tmp_path)
+    states = open_states(DISK, directory, "p0")
+    assert isinstance(states, DiskStates)
+    states.put("p", b"x", 1)
+    states._db.close()  # type: ignore[union-attr]  # every call now fails, as a broken disk would
+    for call in (lambda: states.get("p"), lambda: states.put("q", b"y", 1), states.ids):
+        with pytest.raises(StateStoreError) as raised:
+            call()
+        assert raised.value.kind == "ProgrammingError"
+        assert isinstance(raised.value.__cause__, sqlite3.Error)
+    directory.close()
