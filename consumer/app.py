@@ -11,6 +11,7 @@ from types import FrameType
 from consumer.clinical.pipeline import Pipeline
 from consumer.config import Settings
 from consumer.errors import ConfigError, RuleSetError
+from consumer.ops import events
 from consumer.ops.http import Health, start_http_server
 from consumer.ops.logs import configure_logging, get_logger
 from consumer.ops.metrics import Metrics
@@ -27,14 +28,14 @@ def main(args: argparse.Namespace | None = None) -> int:
         settings = Settings.from_env(os.environ)
     except ConfigError as exc:
         configure_logging("INFO")
-        log.error("configuration error", error_type=type(exc).__name__)
+        log.error(events.CONFIG_ERROR, error_type=type(exc).__name__)
         print_error(f"configuration error: {exc}")
         return EXIT_CONFIG
     configure_logging(settings.log_level)
     try:
         ruleset = load_ruleset()
     except RuleSetError as exc:
-        log.error("rule set invalid", error_type=type(exc).__name__)
+        log.error(events.RULESET_INVALID, error_type=type(exc).__name__)
         print_error(f"rule set invalid: {exc}")
         return EXIT_CONFIG
     metrics = Metrics.on_new_registry(ruleset.version)
@@ -44,7 +45,7 @@ def main(args: argparse.Namespace | None = None) -> int:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info(
-            "signal received; finishing the batch and stopping", signal=signal.Signals(signum).name
+            events.SIGNAL_RECEIVED, signal=signal.Signals(signum).name
         )
         service.stop()
 
@@ -54,13 +55,13 @@ def main(args: argparse.Namespace | None = None) -> int:
             http_server = start_http_server(settings.http_port, metrics.registry, health)
         except OSError as exc:
             log.error(
-                "metrics HTTP server failed to start",
+                events.HTTP_START_FAILED,
                 port=settings.http_port,
                 error_type=type(exc).__name__,
             )
             print_error(f"cannot serve metrics on HER2_HTTP_PORT={settings.http_port}")
             return EXIT_CONFIG
-        log.info("serving /metrics, /healthz and /readyz", port=http_server.server_port)
+        log.info(events.HTTP_SERVING, port=http_server.server_port)
         try:
             return service.run()
         finally:

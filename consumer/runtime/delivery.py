@@ -9,6 +9,7 @@ from typing import Protocol
 
 from consumer.config import Settings
 from consumer.errors import OutputRefusedError, PublishError
+from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import (
@@ -92,7 +93,7 @@ class AtLeastOnce:
             self._metrics.publish_retries.inc()
             delay = self._backoff.delay(attempt)
             log.warning(
-                "outputs not acknowledged; re-sending",
+                events.OUTPUTS_RESENT,
                 count=len(failed),
                 attempt=attempt + 1,
                 error_type=error_type,
@@ -115,7 +116,7 @@ class AtLeastOnce:
         except (CommitFailedError, RebalanceInProgressError) as exc:
             self._metrics.commit_failures.inc()
             log.warning(
-                "offset commit refused during a rebalance; records may be redelivered",
+                events.COMMIT_REFUSED_IN_REBALANCE,
                 error_type=type(exc).__name__,
             )
             return
@@ -127,8 +128,7 @@ class AtLeastOnce:
             # records is acknowledged, so the next batch's commit covers them, or their
             # partition's next owner gets them again (at-least-once)
             log.warning(
-                "offset commit failed; a later commit covers these records or they are "
-                "redelivered",
+                events.COMMIT_FAILED,
                 error_type=type(exc).__name__,
             )
 

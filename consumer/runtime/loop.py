@@ -18,6 +18,7 @@ from consumer.errors import (
     PublishError,
     StateTooLargeError,
 )
+from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
 from consumer.runtime.delivery import Delivery
@@ -119,7 +120,7 @@ class Loop:
             delay = self._poll_backoff.delay(self.poll_failures)
             self.poll_failures += 1
             log.warning(
-                "broker unreachable while polling; retrying",
+                events.POLL_BROKER_UNREACHABLE,
                 attempt=self.poll_failures,
                 error_type=type(exc).__name__,
                 seconds=delay,
@@ -183,7 +184,7 @@ class Loop:
                     # until the cause is fixed: the alert Her2ConsumerStateUnwritable says so).
                     self.metrics.history_unwritable_records.inc()
                     log.error(
-                        "history state larger than a Kafka request; stopping without committing",
+                        events.HISTORY_STATE_TOO_LARGE,
                         topic=history,
                         partition=tp.partition,
                         count=len(value or b""),
@@ -212,7 +213,7 @@ class Loop:
         limit = self.settings.max_consecutive_processing_errors
         if limit and run >= limit:
             log.critical(
-                "too many processing errors in a row; stopping without committing",
+                events.DLQ_LIMIT_REACHED,
                 topic=tp.topic,
                 partition=tp.partition,
                 count=run,
@@ -300,8 +301,7 @@ class Loop:
             self.refused[origin] = refusal
             tp, offset = origin
             log.warning(
-                "output refused by the broker for good; the record will be dead-lettered and "
-                "its batch run again",
+                events.OUTPUT_REFUSED,
                 topic=tp.topic,
                 partition=tp.partition,
                 offset=offset,
@@ -338,7 +338,7 @@ class Loop:
             )
             m.last_progress.labels(topic=tp.topic, partition=str(tp.partition)).set(now)
         log.info(
-            "batch committed",
+            events.BATCH_COMMITTED,
             batch=self.batches,
             count=sum(batch.outcomes.values()),
             processed=batch.outcomes.get("processed", 0),
@@ -367,7 +367,7 @@ class Loop:
                 partitions, timeout_ms=self.settings.tuning.request_timeout_ms
             )
         except KafkaError as exc:
-            log.warning("lag refresh failed", error_type=type(exc).__name__)
+            log.warning(events.LAG_REFRESH_FAILED, error_type=type(exc).__name__)
             return
         wall = time.time()
         for tp in partitions:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import Consumer, ConsumerRebalanceListener, TopicPartition
@@ -68,7 +69,7 @@ class PartitionTable:
             return self._consumer().committed(tp, timeout_ms=timeout_ms)
         except Exception as exc:  # the guard is a defence; the restore goes on without it
             log.warning(
-                "committed offset unknown; changelog offset guard off for the partition",
+                events.OFFSET_GUARD_OFF,
                 topic=tp.topic,
                 partition=tp.partition,
                 error_type=type(exc).__name__,
@@ -94,7 +95,7 @@ class PartitionTable:
         self.set_gauge()
         self._set_ready(False, "restoring history")
         log.info(
-            "partitions assigned",
+            events.PARTITIONS_ASSIGNED,
             topic=self._input_topic,
             partitions=[tp.partition for tp in partitions],
         )
@@ -123,7 +124,7 @@ class PartitionTable:
         self.set_gauge()
         if partitions:
             log.info(
-                f"partitions {kind}",
+                events.PARTITIONS_LOST if kind == "lost" else events.PARTITIONS_REVOKED,
                 topic=self._input_topic,
                 partitions=[tp.partition for tp in partitions],
             )

@@ -22,6 +22,7 @@ from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.validate import check_event
 from consumer.config import Settings, load_writer_schema
 from consumer.errors import OutputTooLargeError, RecordError, RegistryError, StateStoreError
+from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime import routing
@@ -182,7 +183,7 @@ class Processor:
         except RegistryError as exc:
             _roll_back(store, undo)  # the record is processed again later, from scratch
             log.warning(
-                "schema registry unavailable; record will be retried",
+                events.REGISTRY_UNAVAILABLE_RETRY,
                 topic=tp.topic,
                 partition=tp.partition,
                 offset=record.offset,
@@ -209,7 +210,7 @@ class Processor:
         except Exception as exc:  # a bug: dead-letter the record and keep the partition moving
             _roll_back(store, undo)
             log.error(
-                "record processing failed",
+                events.RECORD_PROCESSING_FAILED,
                 topic=tp.topic,
                 partition=tp.partition,
                 offset=record.offset,
@@ -230,7 +231,7 @@ class Processor:
             age = max(0.0, (self._clock() - event_time).total_seconds())
         if self._debug:
             log.debug(
-                "record processed",
+                events.RECORD_PROCESSED,
                 topic=tp.topic,
                 partition=tp.partition,
                 offset=record.offset,
@@ -304,7 +305,7 @@ class Processor:
         )
         duration = time.perf_counter() - started
         log.warning(
-            "record dead-lettered",
+            events.RECORD_DEAD_LETTERED,
             topic=tp.topic,
             partition=tp.partition,
             offset=record.offset,

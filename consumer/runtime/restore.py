@@ -16,6 +16,7 @@ from typing import Any
 
 from consumer.config import Settings
 from consumer.errors import HistoryRestoreError
+from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import Clients, Consumer, TopicPartition
@@ -94,7 +95,7 @@ class Restorer:
         self._metrics.history_restore_seconds.observe(seconds)
         self._metrics.history_restored_records.inc(count)
         log.info(
-            "history restored",
+            events.HISTORY_RESTORED,
             topic=self._settings.topics.history,
             partitions=[tp.partition for tp in partitions],
             records=count,
@@ -112,8 +113,7 @@ class Restorer:
         if unreadable == 0 or unreadable <= share * read:
             return None
         log.error(
-            "history changelog unreadable beyond HER2_MAX_UNREADABLE_CHANGELOG_SHARE; "
-            "partition held back",
+            events.HISTORY_UNREADABLE_SHARE,
             topic=self._settings.topics.history,
             partition=tp.partition,
             count=unreadable,
@@ -177,8 +177,7 @@ class Restorer:
     def _skip_ahead(self, tp: TopicPartition, record: Any) -> None:
         self._metrics.history_ahead_records.inc()
         log.warning(
-            "history record ahead of the committed input offset; skipped (its input records "
-            "are processed again)",
+            events.HISTORY_RECORD_AHEAD,
             topic=tp.topic,
             partition=tp.partition,
             offset=record.offset,
@@ -193,7 +192,7 @@ class Restorer:
             seen[1] += 1
             self._metrics.history_unreadable_records.inc()
             log.error(
-                "history record unreadable; skipped",
+                events.HISTORY_RECORD_UNREADABLE,
                 topic=tp.topic,
                 partition=tp.partition,
                 offset=record.offset,
@@ -211,7 +210,7 @@ class Restorer:
         try:
             reader.close(autocommit=False, timeout_ms=self._settings.tuning.request_timeout_ms)
         except Exception as exc:
-            log.warning("restore consumer close failed", error_type=type(exc).__name__)
+            log.warning(events.RESTORE_CONSUMER_CLOSE_FAILED, error_type=type(exc).__name__)
 
 
 def _ahead(record: Any, committed: int | None) -> bool:

@@ -41,6 +41,7 @@ from consumer.errors import (
     SchemaError,
     StateStoreError,
 )
+from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
 from consumer.runtime.delivery import AtLeastOnce, Delivery, ExactlyOnce
@@ -150,11 +151,11 @@ class Service:
                     self.loop.run()
                 code = EXIT_OK
             except ConfigError as exc:
-                log.error("configuration error", error_type=type(exc).__name__)
+                log.error(events.CONFIG_ERROR, error_type=type(exc).__name__)
                 print_error(str(exc))
                 code = EXIT_CONFIG
             except FencedError:
-                log.error("producer fenced: another instance uses this transactional id; stopping")
+                log.error(events.PRODUCER_FENCED)
                 code = EXIT_FENCED
             except (
                 PublishError,
@@ -163,16 +164,18 @@ class Service:
                 KafkaConnectError,
                 DeadLetterLimitError,
             ) as exc:
-                log.error("stopping without committing", error_type=type(exc).__name__)
+                log.error(events.STOPPING_WITHOUT_COMMITTING, error_type=type(exc).__name__)
                 print_error(str(exc))
             except StateStoreError as exc:  # the disk history store (full disk, I/O error)
-                log.error("history store failed; stopping without committing", exc_info=exc)
+                log.error(events.HISTORY_STORE_FAILED, exc_info=exc)
                 print_error(f"history store failed ({exc.kind}); check HER2_STATE_DIR")
             except KafkaError as exc:
-                log.error("stopping on a Kafka error", error_type=type(exc).__name__, exc_info=exc)
+                log.error(
+                    events.STOPPING_ON_KAFKA_ERROR, error_type=type(exc).__name__, exc_info=exc
+                )
             except Exception as exc:
                 log.error(
-                    "stopping on an unexpected error", error_type=type(exc).__name__, exc_info=exc
+                    events.STOPPING_ON_UNEXPECTED_ERROR, error_type=type(exc).__name__, exc_info=exc
                 )
             finally:
                 # the resources close in reverse order of opening: the consumer first (leaving
@@ -181,7 +184,7 @@ class Service:
                 self._clean = code == EXIT_OK
                 self._set_ready(False, "stopping")
         batches = self.loop.batches if self.loop is not None else 0
-        log.info("shutdown", state="stopped", committed=code == EXIT_OK, batch=batches)
+        log.info(events.SHUTDOWN, state="stopped", committed=code == EXIT_OK, batch=batches)
         return code
 
     # -- start-up -------------------------------------------------------------------------
@@ -197,7 +200,7 @@ class Service:
         self._claim_instance(resources)
         resources.callback(self.table.close)
         log.info(
-            "started",
+            events.STARTED,
             version=__version__,
             ruleset_version=self.pipeline.ruleset.version,
             group_id=s.group_id,
@@ -274,7 +277,7 @@ class Service:
         resources.callback(slot.release)
         self._default_id = slot.instance_id
         log.info(
-            "instance slot claimed",
+            events.INSTANCE_SLOT_CLAIMED,
             instance_id=slot.instance_id,
             slot=slot.number,
             transactional_id=s.transactional_id(self._default_id),
@@ -285,7 +288,7 @@ class Service:
         crash_at = self.settings.test_crash_before_commit
         batches = self.loop.batches if self.loop is not None else 0
         if crash_at is not None and batches + 1 == crash_at:
-            log.warning("test hook: killing the process before commit", batch=crash_at)
+            log.warning(events.TEST_CRASH_BEFORE_COMMIT, batch=crash_at)
             os.kill(os.getpid(), signal.SIGKILL)
 
     # -- health ---------------------------------------------------------------------------
@@ -304,7 +307,7 @@ class Service:
         try:
             consumer.close(autocommit=False, timeout_ms=self.settings.tuning.request_timeout_ms)
         except Exception as exc:
-            log.warning("consumer close failed", error_type=type(exc).__name__)
+            log.warning(events.CONSUMER_CLOSE_FAILED, error_type=type(exc).__name__)
 
     def _close_producer(self) -> None:
         if self._producer is not None:

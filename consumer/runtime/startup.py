@@ -18,6 +18,7 @@ from consumer.avro.codec import schema_json
 from consumer.avro.registry import SchemaRegistryClient
 from consumer.config import Settings
 from consumer.errors import ConfigError, RegistryError
+from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, parsed_schema
 from consumer.runtime.instance import InstanceSlot, claim_slot, slot_directory
@@ -95,7 +96,7 @@ def register_output_schemas(
                 delay = backoff.delay(attempt)
                 attempt += 1
                 log.warning(
-                    "schema registry unavailable; retrying",
+                    events.REGISTRY_UNAVAILABLE_AT_START,
                     attempt=attempt,
                     error_type=type(exc).__name__,
                     seconds=delay,
@@ -125,7 +126,7 @@ def ensure_topics(
         delay = backoff.delay(attempt)
         attempt += 1
         log.warning(
-            "input topic missing; waiting for it to be created (it is never auto-created)",
+            events.INPUT_TOPIC_MISSING,
             input_topic=s.topics.input,
             attempt=attempt,
             seconds=delay,
@@ -171,7 +172,7 @@ def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int
                 f"(Kafka error code {code}); create it or fix the permissions"
             )
     admin.wait_for_topics(missing, timeout_ms=s.tuning.request_timeout_ms)
-    log.info("output topics created", count=len(missing))
+    log.info(events.OUTPUT_TOPICS_CREATED, count=len(missing))
 
 
 def check_clock(
@@ -197,24 +198,24 @@ def check_clock(
     try:
         cluster_ms = _quorum_leader_time_ms(admin.describe_metadata_quorum())
     except Exception as exc:  # any refusal or an old broker: the check is advisory
-        log.info("clock check unavailable", error_type=type(exc).__name__)
+        log.info(events.CLOCK_CHECK_UNAVAILABLE, error_type=type(exc).__name__)
         return None
     half = (monotonic() - started) / 2
     if cluster_ms is None:
-        log.info("clock check unavailable", error_type="NoLeaderTime")
+        log.info(events.CLOCK_CHECK_UNAVAILABLE, error_type="NoLeaderTime")
         return None
     host_ms = (before.timestamp() + half) * 1000
     offset = round((host_ms - cluster_ms) / 1000, 3)
     offset_gauge.set(offset)
     if abs(offset) > s.clock_skew_tolerance_s + half:
         log.warning(
-            "host clock differs from the Kafka cluster's clock",
+            events.CLOCK_SKEW,
             offset_seconds=offset,
             tolerance_seconds=s.clock_skew_tolerance_s,
             uncertainty_seconds=round(half, 3),
         )
     else:
-        log.info("clock checked", offset_seconds=offset, uncertainty_seconds=round(half, 3))
+        log.info(events.CLOCK_CHECKED, offset_seconds=offset, uncertainty_seconds=round(half, 3))
     return offset
 
 

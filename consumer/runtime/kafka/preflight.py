@@ -8,6 +8,7 @@ import ssl
 
 from consumer.config import Settings
 from consumer.errors import KafkaConnectError
+from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.runtime.kafka import Admin, Clients, KafkaError
 from consumer.runtime.kafka.clients import client_id
@@ -75,7 +76,7 @@ def connect_admin(clients: Clients, s: Settings, default_id: str) -> Admin:
         kafka_logger.removeHandler(failures)
     reason, hint = failures.diagnose(s)
     log.error(
-        "cannot connect to Kafka",
+        events.KAFKA_UNREACHABLE,
         reason=reason,
         error_type=error_type,
         bootstrap_servers=s.bootstrap_servers,

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from consumer.config import Settings
 from consumer.errors import FencedError, OutputRefusedError, PublishError
+from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.runtime.kafka import FENCED, REFUSED_FOR_GOOD, Clients, KafkaError, Producer
 from consumer.runtime.kafka.clients import producer_config
@@ -150,7 +151,7 @@ class ProducerHandle:
                 # close() flushes first and raises on records it cannot deliver before it
                 # stops its I/O thread
                 force_close(old, PRODUCER_CLOSE_S)
-                log.info("producer force-closed", error_type=type(exc).__name__)
+                log.info(events.PRODUCER_FORCE_CLOSED, error_type=type(exc).__name__)
         try:
             self._producer = self._make()
         except Exception as exc:
@@ -158,7 +159,7 @@ class ProducerHandle:
                 f"could not create a new producer ({type(exc).__name__}); stopping without "
                 "committing"
             ) from exc
-        log.warning("producer replaced after a failed publish attempt")
+        log.warning(events.PRODUCER_REPLACED)
 
     def transaction(
         self, outputs: list[Output], before_commit: Callable[[], None],
@@ -199,7 +200,7 @@ class ProducerHandle:
                 bounded("aborting the transaction", ABORT_TIMEOUT_S, producer.abort_transaction)
             except Exception as abort_exc:  # best effort: the broker aborts it after the
                 # transaction timeout, or the next instance's init_transactions fences it
-                log.warning("transaction abort failed", error_type=type(abort_exc).__name__)
+                log.warning(events.TRANSACTION_ABORT_FAILED, error_type=type(abort_exc).__name__)
             if isinstance(exc, OutputRefusedError):
                 # the transaction manager saw a failed record: start the re-run from a new
                 # producer (init_transactions bumps the epoch; nothing of the batch is visible),
@@ -227,4 +228,4 @@ class ProducerHandle:
         try:
             producer.close(timeout=timeout_s)
         except Exception as exc:
-            log.warning("producer close failed", error_type=type(exc).__name__)
+            log.warning(events.PRODUCER_CLOSE_FAILED, error_type=type(exc).__name__)

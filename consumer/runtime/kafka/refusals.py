@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.runtime.kafka.quirks import bounded
 from consumer.runtime.records import Output
@@ -38,7 +39,7 @@ def isolate_refused(
     producer that has seen no refusal: renew() it first)."""
     refused = _split(handle, suspects, transactional)
     log.warning(
-        "outputs refused for good isolated",
+        events.REFUSED_OUTPUTS_ISOLATED,
         count=len(suspects),
         refused=len(refused),
     )
@@ -72,7 +73,7 @@ def _probe(
                 abort = producer.abort_transaction
                 bounded("aborting a probe transaction", ABORT_PROBE_TIMEOUT_S, abort)
             except Exception as exc:  # the renewal below fences it
-                log.warning("probe transaction abort failed", error_type=type(exc).__name__)
+                log.warning(events.PROBE_ABORT_FAILED, error_type=type(exc).__name__)
                 handle.renew()
     if sent.refused:
         handle.renew()

@@ -1,0 +1,88 @@
+"""The name of every log event the service emits, declared once (after arroyo's
+`utils/metric_defs.py`). The strings are a contract: operators, alerts, tests and docs grep for
+them, so a name never changes here without a changelog entry. Every `log.<level>(...)` in
+consumer/ passes one of these constants; tests/unit/test_log_events.py checks that no call
+uses a literal and that every name here is used.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# app.py: the composition root of `run`
+SIGNAL_RECEIVED: Final = "signal received; finishing the batch and stopping"
+HTTP_SERVING: Final = "serving /metrics, /healthz and /readyz"
+CONFIG_ERROR: Final = "configuration error"
+RULESET_INVALID: Final = "rule set invalid"
+HTTP_START_FAILED: Final = "metrics HTTP server failed to start"
+
+# runtime/service.py: start, stop, exit codes
+STARTED: Final = "started"
+SHUTDOWN: Final = "shutdown"
+INSTANCE_SLOT_CLAIMED: Final = "instance slot claimed"
+TEST_CRASH_BEFORE_COMMIT: Final = "test hook: killing the process before commit"
+CONSUMER_CLOSE_FAILED: Final = "consumer close failed"
+PRODUCER_FENCED: Final = "producer fenced: another instance uses this transactional id; stopping"
+STOPPING_WITHOUT_COMMITTING: Final = "stopping without committing"
+HISTORY_STORE_FAILED: Final = "history store failed; stopping without committing"
+STOPPING_ON_KAFKA_ERROR: Final = "stopping on a Kafka error"
+STOPPING_ON_UNEXPECTED_ERROR: Final = "stopping on an unexpected error"
+
+# runtime/startup.py and runtime/kafka/preflight.py: before the loop
+REGISTRY_UNAVAILABLE_AT_START: Final = "schema registry unavailable; retrying"
+INPUT_TOPIC_MISSING: Final = (
+    "input topic missing; waiting for it to be created (it is never auto-created)"
+)
+OUTPUT_TOPICS_CREATED: Final = "output topics created"
+CLOCK_CHECK_UNAVAILABLE: Final = "clock check unavailable"
+CLOCK_SKEW: Final = "host clock differs from the Kafka cluster's clock"
+CLOCK_CHECKED: Final = "clock checked"
+KAFKA_UNREACHABLE: Final = "cannot connect to Kafka"
+
+# runtime/partitions.py and runtime/restore.py: rebalances and the changelog
+PARTITIONS_ASSIGNED: Final = "partitions assigned"
+PARTITIONS_REVOKED: Final = "partitions revoked"
+PARTITIONS_LOST: Final = "partitions lost"
+OFFSET_GUARD_OFF: Final = "committed offset unknown; changelog offset guard off for the partition"
+HISTORY_RESTORED: Final = "history restored"
+HISTORY_UNREADABLE_SHARE: Final = (
+    "history changelog unreadable beyond HER2_MAX_UNREADABLE_CHANGELOG_SHARE; partition held back"
+)
+HISTORY_RECORD_AHEAD: Final = (
+    "history record ahead of the committed input offset; skipped "
+    "(its input records are processed again)"
+)
+HISTORY_RECORD_UNREADABLE: Final = "history record unreadable; skipped"
+RESTORE_CONSUMER_CLOSE_FAILED: Final = "restore consumer close failed"
+
+# runtime/loop.py and runtime/processor.py: records and batches
+POLL_BROKER_UNREACHABLE: Final = "broker unreachable while polling; retrying"
+RECORD_PROCESSED: Final = "record processed"
+RECORD_DEAD_LETTERED: Final = "record dead-lettered"
+RECORD_PROCESSING_FAILED: Final = "record processing failed"
+REGISTRY_UNAVAILABLE_RETRY: Final = "schema registry unavailable; record will be retried"
+DLQ_LIMIT_REACHED: Final = "too many processing errors in a row; stopping without committing"
+HISTORY_STATE_TOO_LARGE: Final = (
+    "history state larger than a Kafka request; stopping without committing"
+)
+OUTPUT_REFUSED: Final = (
+    "output refused by the broker for good; "
+    "the record will be dead-lettered and its batch run again"
+)
+BATCH_COMMITTED: Final = "batch committed"
+LAG_REFRESH_FAILED: Final = "lag refresh failed"
+
+# runtime/delivery.py and runtime/kafka/: publishing and committing
+OUTPUTS_RESENT: Final = "outputs not acknowledged; re-sending"
+COMMIT_REFUSED_IN_REBALANCE: Final = (
+    "offset commit refused during a rebalance; records may be redelivered"
+)
+COMMIT_FAILED: Final = (
+    "offset commit failed; a later commit covers these records or they are redelivered"
+)
+PRODUCER_REPLACED: Final = "producer replaced after a failed publish attempt"
+PRODUCER_CLOSE_FAILED: Final = "producer close failed"
+PRODUCER_FORCE_CLOSED: Final = "producer force-closed"
+TRANSACTION_ABORT_FAILED: Final = "transaction abort failed"
+REFUSED_OUTPUTS_ISOLATED: Final = "outputs refused for good isolated"
+PROBE_ABORT_FAILED: Final = "probe transaction abort failed"
