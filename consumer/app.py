@@ -15,7 +15,8 @@ from consumer.ops import events
 from consumer.ops.http import Health, start_http_server
 from consumer.ops.logs import configure_logging, get_logger
 from consumer.ops.metrics import Metrics
-from consumer.runtime.service import EXIT_CONFIG, Service, print_error
+from consumer.runtime.exits import EXIT_CONFIG, print_error
+from consumer.runtime.service import Service
 
 log = get_logger("her2.service")
 

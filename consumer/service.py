@@ -20,18 +20,12 @@ from __future__ import annotations
 from consumer.app import main
 from consumer.errors import HistoryRestoreError, KafkaConnectError
 from consumer.runtime.dlq import DLQ_HEADER_PREFIX, dlq_headers
+from consumer.runtime.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_FENCED, EXIT_OK
 from consumer.runtime.kafka import MAX_REQUEST_BYTES
 from consumer.runtime.kafka.quirks import disable_topic_auto_creation
 from consumer.runtime.processor import PROCESS_ERROR_MESSAGE, REASON_OUTPUT_TOO_LARGE
 from consumer.runtime.records import Batch, Output
-from consumer.runtime.service import (
-    EXIT_CONFIG,
-    EXIT_FAILURE,
-    EXIT_FENCED,
-    EXIT_OK,
-    HealthHook,
-    Service,
-)
+from consumer.runtime.service import HealthHook, Service
 
 _Batch = Batch  # the old private name
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any
 
 from consumer.config import Settings
 from consumer.errors import (
-    DeadLetterLimitError,
     OutputRefusedError,
-    PublishError,
     StateTooLargeError,
 )
 from consumer.ops import events
@@ -23,16 +21,11 @@ from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
 from consumer.runtime.delivery import Delivery
 from consumer.runtime.dlq import headers_only, output_fits
-from consumer.runtime.kafka import Consumer, KafkaError, OffsetAndMetadata, TopicPartition
+from consumer.runtime.dlqlimit import count_errors
+from consumer.runtime.gauges import Gauges
+from consumer.runtime.kafka import Consumer, KafkaError, TopicPartition
 from consumer.runtime.partitions import PartitionTable
-from consumer.runtime.processor import (
-    REASON_PROCESSING_ERROR,
-    DeadLettered,
-    Processed,
-    Processor,
-    Retry,
-    add_to,
-)
+from consumer.runtime.processor import Processor
 from consumer.runtime.records import (
     INPUT_OFFSET_HEADER,
     POLL_BACKOFF,
@@ -42,9 +35,9 @@ from consumer.runtime.records import (
     Refusal,
     input_timestamp,
 )
+from consumer.runtime.redrive import mark_refused
 from consumer.runtime.restore import Restorer
-
-HISTORY_REFRESH_S: Final = 5.0
+from consumer.runtime.results import DeadLettered, Processed, Retry, add_to
 
 log = get_logger("her2.service")
 
@@ -88,8 +81,7 @@ class Loop:
         # input records an output of which the broker refused for good: dead-lettered when the
         # batch is re-driven (dropped from here once committed past)
         self.refused: dict[tuple[TopicPartition, int], Refusal] = {}
-        self._last_lag_refresh = 0.0
-        self._last_history_refresh = 0.0
+        self.gauges = Gauges(settings, consumer, table, metrics, monotonic)
         # the DLQ limit: processing-error dead letters in a row per partition, as of the last
         # delivered batch (a batch run again after a refusal counts from there again)
         self.error_runs: dict[TopicPartition, int] = {}
@@ -105,7 +97,7 @@ class Loop:
                 self.restore_pending()
             if records:
                 self.process_batch(records)
-            self.refresh_gauges()
+            self.gauges.refresh()
 
     def poll(self, timeout_ms: int, max_records: int) -> Mapping[TopicPartition, list[Any]]:
         """One poll. A broker that cannot be reached (kafka-python 3.0.12 can raise
@@ -134,7 +126,7 @@ class Loop:
         """Restore the pending partitions; ready once none is left."""
         if not self.restorer.restore_pending(self.table):
             return
-        self.refresh_history_gauges(force=True)
+        self.gauges.refresh_history(force=True)
         if not self.table.pending:
             self._set_ready(*self.table.readiness())
 
@@ -163,7 +155,8 @@ class Loop:
                     result = dataclasses.replace(
                         result, output=headers_only(result.output, refusal.dlq_error)
                     )
-                run = self._count_errors(tp, result, run)
+                limit = self.settings.max_consecutive_processing_errors
+                run = count_errors(tp, result, run, limit)
                 add_to(batch, result)
                 batch.last[tp] = record
                 table.positions[tp] = record.offset + 1
@@ -197,37 +190,6 @@ class Loop:
                 batch.changes.append(change)
         return batch
 
-    def _count_errors(
-        self, tp: TopicPartition, result: Processed | DeadLettered, run: int
-    ) -> int:
-        """The DLQ limit (HER2_MAX_CONSECUTIVE_PROCESSING_ERRORS, after arroyo's DlqLimit): a
-        record processed normally ends a run of processing-error dead letters; bad input
-        (any other dead-letter reason) neither counts nor ends it. At the limit the service stops
-        without committing the batch: nothing of it reaches the DLQ, and after a restart (or a
-        roll-back of the deployment) the records are processed again."""
-        if isinstance(result, Processed):
-            return 0
-        if result.reason != REASON_PROCESSING_ERROR:
-            return run
-        run += 1
-        limit = self.settings.max_consecutive_processing_errors
-        if limit and run >= limit:
-            log.critical(
-                events.DLQ_LIMIT_REACHED,
-                topic=tp.topic,
-                partition=tp.partition,
-                count=run,
-                limit=limit,
-            )
-            raise DeadLetterLimitError(
-                f"partition {tp.partition} of {tp.topic} dead-lettered {run} records in a row "
-                "for unexpected processing errors (HER2_MAX_CONSECUTIVE_PROCESSING_ERRORS="
-                f"{limit}): stopping without committing rather than drain the input into the "
-                "dead-letter topic; see the error log lines \"record processing failed\", roll "
-                "back or fix the deployment, then restart"
-            )
-        return run
-
     def process_batch(self, records: Mapping[TopicPartition, list[Any]]) -> None:
         """Build, deliver and record one batch."""
         started = time.perf_counter()
@@ -250,7 +212,8 @@ class Loop:
                 for (tp, offset), refusal in self.refused.items()
                 if tp not in batch.last or offset > batch.last[tp].offset
             }
-        self.record_batch(batch, batch.offsets(), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.gauges.batch_committed(batch, batch.offsets(), seconds, self.batches)
 
     def redrive(
         self,
@@ -267,133 +230,6 @@ class Loop:
 
         Never dropped: a refused changelog record (a patient's history) or a dead-letter copy
         refused even with its error headers alone stops the service without committing."""
-        dlq = self.settings.topics.dlq
-        before = dict(self.refused)  # one record may have several refused outputs
-        for out, error in refused.refused:
-            origin = out.origin if isinstance(out, Output) else None
-            topic = getattr(out, "topic", "?")
-            if origin is None:
-                raise PublishError(
-                    f"the broker refused a record of {topic} for good ({error}): a patient's "
-                    "history cannot be written; stopping without committing (raise the "
-                    "topic's max.message.bytes or fix its ACLs)"
-                ) from refused
-            previous = before.get(origin)
-            if topic == dlq:
-                if previous is not None and previous.dlq_error is not None:
-                    raise PublishError(
-                        f"the dead-letter topic {topic} refused a dead-letter record for good "
-                        f"({error}), even with its error headers alone; stopping without "
-                        "committing"
-                    ) from refused
-                refusal = Refusal(
-                    previous.topic if previous else None,
-                    previous.error if previous else None,
-                    dlq_error=error,
-                )
-            else:
-                refusal = Refusal(topic, error, previous.dlq_error if previous else None)
-            if refusal == previous:  # defensive: a re-run must change something
-                raise PublishError(
-                    f"the broker refused an output to {topic} again ({error}) after the "
-                    "record was dead-lettered; stopping without committing"
-                ) from refused
-            self.refused[origin] = refusal
-            tp, offset = origin
-            log.warning(
-                events.OUTPUT_REFUSED,
-                topic=tp.topic,
-                partition=tp.partition,
-                offset=offset,
-                output_topic=topic,
-                error_type=error,
-            )
+        mark_refused(self.refused, refused, self.settings.topics.dlq)
         starts = {tp: records[tp][0].offset for tp in batch.last}
         self.table.redrive(starts)
-
-    def record_batch(
-        self, batch: Batch, offsets: dict[TopicPartition, OffsetAndMetadata], seconds: float
-    ) -> None:
-        """Metrics and the "batch committed" line of a delivered batch."""
-        m = self.metrics
-        for outcome, n in batch.outcomes.items():
-            m.events.labels(outcome=outcome).inc(n)
-        for category, n in batch.categories.items():
-            m.classifications.labels(category=category).inc(n)
-        for (alert_type, code, status), n in batch.alerts.items():
-            m.alerts.labels(alert_type=alert_type, code=code, status=status).inc(n)
-        for (transition, code), n in batch.transitions.items():
-            m.alert_transitions.labels(transition=transition, code=code).inc(n)
-        for (stage, reason), n in batch.dlq.items():
-            m.dlq.labels(stage=stage, reason=reason).inc(n)
-        for duration in batch.durations:
-            m.processing_seconds.observe(duration)
-        for age in batch.ages:
-            m.event_age_seconds.observe(age)
-        m.batch_seconds.observe(seconds)
-        now = time.time()
-        for tp, offset in offsets.items():
-            m.committed_offset.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                offset.offset
-            )
-            m.last_progress.labels(topic=tp.topic, partition=str(tp.partition)).set(now)
-        log.info(
-            events.BATCH_COMMITTED,
-            batch=self.batches,
-            count=sum(batch.outcomes.values()),
-            processed=batch.outcomes.get("processed", 0),
-            dead_lettered=batch.outcomes.get("dead_lettered", 0),
-            published=len(batch.outputs) + len(batch.changes),
-            records=len(batch.changes),
-            partitions=sorted(tp.partition for tp in offsets),
-            duration_ms=round(seconds * 1000, 3),
-        )
-
-    def refresh_gauges(self) -> None:
-        """Lag and history sizes, each time-gated."""
-        now = self._monotonic()
-        if now - self._last_lag_refresh >= self.settings.tuning.lag_refresh_s:
-            self._last_lag_refresh = now
-            self.refresh_lag()
-        self.refresh_history_gauges()
-
-    def refresh_lag(self) -> None:
-        """Consumer lag per owned partition (end offset minus the next offset to process)."""
-        partitions = sorted(self.table.stores)
-        if not partitions:
-            return
-        try:
-            ends = self.consumer.end_offsets(
-                partitions, timeout_ms=self.settings.tuning.request_timeout_ms
-            )
-        except KafkaError as exc:
-            log.warning(events.LAG_REFRESH_FAILED, error_type=type(exc).__name__)
-            return
-        wall = time.time()
-        for tp in partitions:
-            position = self.table.positions.get(tp)
-            if position is None:
-                try:
-                    position = self.consumer.position(tp, timeout_ms=1000)
-                except KafkaError:
-                    position = None
-            end = ends.get(tp)
-            if position is None or end is None:
-                continue
-            lag = max(0, end - position)
-            labels = {"topic": tp.topic, "partition": str(tp.partition)}
-            self.metrics.lag.labels(**labels).set(lag)
-            if lag == 0:
-                self.metrics.last_progress.labels(**labels).set(wall)
-
-    def refresh_history_gauges(self, *, force: bool = False) -> None:
-        """Patients, accessions, bytes and open alerts of the owned stores (every 5 s)."""
-        now = self._monotonic()
-        if not force and now - self._last_history_refresh < HISTORY_REFRESH_S:
-            return
-        self._last_history_refresh = now
-        stores = list(self.table.stores.values())
-        self.metrics.history_patients.set(sum(len(s) for s in stores))
-        self.metrics.history_accessions.set(sum(s.accession_count() for s in stores))
-        self.metrics.history_bytes.set(sum(s.encoded_bytes() for s in stores))
-        self.metrics.open_alerts.set(sum(s.open_alerts() for s in stores))

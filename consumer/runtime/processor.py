@@ -13,22 +13,20 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
-from consumer.avro.codec import Decoder, Encoder
-from consumer.avro.registry import SchemaRegistryClient
+from consumer.avro.outputs import Codecs
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.validate import check_event
-from consumer.config import Settings, load_writer_schema
+from consumer.config import Settings
 from consumer.errors import OutputTooLargeError, RecordError, RegistryError, StateStoreError
 from consumer.ops import events
 from consumer.ops.logs import get_logger
-from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime import routing
 from consumer.runtime.dlq import dead_letter, output_fits
 from consumer.runtime.kafka import MAX_REQUEST_BYTES, TopicPartition
-from consumer.runtime.records import Batch, Output, Refusal, input_timestamp
+from consumer.runtime.records import Output, Refusal, input_timestamp
+from consumer.runtime.results import DeadLettered, Processed, Result, Retry
 from consumer.state.store import Checkpoint, HistoryStore
 
 REASON_OUTPUT_TOO_LARGE: Final = "output-too-large"
@@ -40,70 +38,6 @@ PROCESS_ERROR_MESSAGE: Final = "unexpected error while processing the record"
 OUTPUT_TOO_LARGE_CLASS: Final = "OutputTooLarge"
 
 log = get_logger("her2.service")
-
-
-@dataclass(frozen=True, slots=True)
-class Processed:
-    """The record was evaluated: its outputs, and what the metrics count."""
-
-    outputs: list[Output]
-    category: str
-    alerts: list[tuple[str, str, str]]  # (alert_type, code, status)
-    transitions: list[tuple[str, str]]  # (transition, code)
-    duration: float
-    age: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLettered:
-    """The record goes to the dead-letter topic."""
-
-    output: Output
-    stage: str
-    reason: str
-    duration: float
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    """The schema registry could not be reached: process the record again later."""
-
-
-Result = Processed | DeadLettered | Retry
-
-
-@dataclass
-class Codecs:
-    """The input decoder and the output encoders (one per alert topic)."""
-
-    decoder: Decoder
-    classification: Encoder
-    alerts: dict[str, Encoder] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, s: Settings, registry: SchemaRegistryClient | None) -> Codecs:
-        """From the settings' formats and topics."""
-        raw_writer = load_writer_schema(s.raw_writer_schema) if s.raw_writer_schema else None
-        decoder = Decoder(
-            s.input_format,
-            parsed_schema(PATHOLOGY_RESULT),
-            registry=registry,
-            raw_writer_schema=raw_writer,
-        )
-        fmt = s.output_format
-        classification = Encoder(
-            fmt,
-            parsed_schema(HER2_CLASSIFICATION),
-            registry=registry,
-            subject=f"{s.topics.classification}-value",
-        )
-        alerts = {
-            topic: Encoder(
-                fmt, parsed_schema(HER2_ALERT), registry=registry, subject=f"{topic}-value"
-            )
-            for topic in s.topics.alert_topics()
-        }
-        return cls(decoder, classification, alerts)
 
 
 class Processor:
@@ -316,26 +250,6 @@ class Processor:
             duration_ms=round(duration * 1000, 3),
         )
         return DeadLettered(dead, stage, reason, duration)
-
-
-def add_to(batch: Batch, result: Processed | DeadLettered) -> None:
-    """Add a record's outputs and statistics to its batch."""
-    if isinstance(result, DeadLettered):
-        batch.outputs.append(result.output)
-        batch.outcomes["dead_lettered"] += 1
-        batch.dlq[(result.stage, result.reason)] += 1
-        batch.durations.append(result.duration)
-        return
-    batch.outputs.extend(result.outputs)
-    batch.outcomes["processed"] += 1
-    batch.categories[result.category] += 1
-    for alert in result.alerts:
-        batch.alerts[alert] += 1
-    for transition in result.transitions:
-        batch.transitions[transition] += 1
-    batch.durations.append(result.duration)
-    if result.age is not None:
-        batch.ages.append(result.age)
 
 
 def _roll_back(store: HistoryStore, undo: Checkpoint | None) -> None:

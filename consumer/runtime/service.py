@@ -23,50 +23,31 @@ import datetime as dt
 import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Protocol
 
 from consumer import __version__
+from consumer.avro.outputs import Codecs
 from consumer.clinical.pipeline import Pipeline, utc_now
 from consumer.config import Settings
-from consumer.errors import (
-    ConfigError,
-    DeadLetterLimitError,
-    FencedError,
-    HistoryRestoreError,
-    KafkaConnectError,
-    PublishError,
-    SchemaError,
-    StateStoreError,
-)
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
 from consumer.runtime.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from consumer.runtime.exits import EXIT_FAILURE, EXIT_OK, exit_code
+from consumer.runtime.host import check_clock, claim_instance, open_state_dir
 from consumer.runtime.instance import InstanceSlot
-from consumer.runtime.kafka import Clients, Consumer, KafkaError
+from consumer.runtime.kafka import Clients, Consumer
 from consumer.runtime.kafka.clients import KafkaClients, consumer_config
 from consumer.runtime.kafka.preflight import connect_admin
 from consumer.runtime.kafka.producer import ProducerHandle
 from consumer.runtime.loop import Loop
 from consumer.runtime.partitions import PartitionTable
-from consumer.runtime.processor import Codecs, Processor
+from consumer.runtime.processor import Processor
 from consumer.runtime.restore import Restorer
-from consumer.runtime.startup import (
-    check_clock,
-    claim_instance_slot,
-    ensure_topics,
-    open_state_dir,
-    register_output_schemas,
-)
+from consumer.runtime.startup import ensure_topics, register_output_schemas
 from consumer.state.backends import DISK, StateDir
-
-EXIT_OK: Final = 0
-EXIT_FAILURE: Final = 1
-EXIT_CONFIG: Final = 2
-EXIT_FENCED: Final = 3
 
 log = get_logger("her2.service")
 
@@ -150,33 +131,8 @@ class Service:
                 if not self.stopping and self.loop is not None:
                     self.loop.run()
                 code = EXIT_OK
-            except ConfigError as exc:
-                log.error(events.CONFIG_ERROR, error_type=type(exc).__name__)
-                print_error(str(exc))
-                code = EXIT_CONFIG
-            except FencedError:
-                log.error(events.PRODUCER_FENCED)
-                code = EXIT_FENCED
-            except (
-                PublishError,
-                HistoryRestoreError,
-                SchemaError,
-                KafkaConnectError,
-                DeadLetterLimitError,
-            ) as exc:
-                log.error(events.STOPPING_WITHOUT_COMMITTING, error_type=type(exc).__name__)
-                print_error(str(exc))
-            except StateStoreError as exc:  # the disk history store (full disk, I/O error)
-                log.error(events.HISTORY_STORE_FAILED, exc_info=exc)
-                print_error(f"history store failed ({exc.kind}); check HER2_STATE_DIR")
-            except KafkaError as exc:
-                log.error(
-                    events.STOPPING_ON_KAFKA_ERROR, error_type=type(exc).__name__, exc_info=exc
-                )
             except Exception as exc:
-                log.error(
-                    events.STOPPING_ON_UNEXPECTED_ERROR, error_type=type(exc).__name__, exc_info=exc
-                )
+                code = exit_code(exc)
             finally:
                 # the resources close in reverse order of opening: the consumer first (leaving
                 # the group revokes its partitions, closing their stores), then the changelog
@@ -197,7 +153,10 @@ class Service:
         if s.history_store == DISK:
             self._state_dir = open_state_dir(s)
             resources.callback(self._close_state_dir)
-        self._claim_instance(resources)
+        slot = claim_instance(s, self._hostname)
+        if slot is not None:
+            self._slot, self._default_id = slot, slot.instance_id
+            resources.callback(slot.release)
         resources.callback(self.table.close)
         log.info(
             events.STARTED,
@@ -267,22 +226,6 @@ class Service:
         )
         self.started.set()
 
-    def _claim_instance(self, resources: contextlib.ExitStack) -> None:
-        """Exactly-once without HER2_INSTANCE_ID: claim a slot on this host for the process's
-        lifetime; its id (`<host>-<tag>-<N>`) names the transactional id (issue 15, item 5)."""
-        s = self.settings
-        if not s.exactly_once or s.instance_id is not None:
-            return
-        self._slot = slot = claim_instance_slot(s, self._hostname)
-        resources.callback(slot.release)
-        self._default_id = slot.instance_id
-        log.info(
-            events.INSTANCE_SLOT_CLAIMED,
-            instance_id=slot.instance_id,
-            slot=slot.number,
-            transactional_id=s.transactional_id(self._default_id),
-        )
-
     def _test_crash_hook(self) -> None:
         """TEST ONLY (HER2_TEST_CRASH_BEFORE_COMMIT): die like `kill -9` between ack and commit."""
         crash_at = self.settings.test_crash_before_commit
@@ -319,7 +262,3 @@ class Service:
             self._state_dir.close()
             self._state_dir = None
 
-
-def print_error(message: str) -> None:
-    """Start-up and fatal errors also go to stderr in plain words (messages carry no PHI)."""
-    print(f"her2-consumer: {message}", file=sys.stderr)

@@ -1,7 +1,6 @@
-"""Start-up: the state directory, the instance slot (exactly-once without HER2_INSTANCE_ID),
-the output schemas registered (Confluent output), the input topic waited for (never created
-here), missing outputs created with the input's partition count, and the changelog checked to
-be co-partitioned with the input.
+"""Start-up: the output schemas registered (Confluent output), the input topic waited for (never
+created here), missing outputs created with the input's partition count, and the changelog
+checked to be co-partitioned with the input (the host's part: runtime/host.py).
 
 The two waits (registry down, input topic missing) beat the health hook at every attempt, so
 /healthz stays 200 while the service waits (no back-off delay is longer than the stall limit),
@@ -9,8 +8,6 @@ and set /readyz's reason to what is awaited (issue 14, item 4; docs/operations.m
 
 from __future__ import annotations
 
-import datetime as dt
-import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -21,10 +18,8 @@ from consumer.errors import ConfigError, RegistryError
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, parsed_schema
-from consumer.runtime.instance import InstanceSlot, claim_slot, slot_directory
 from consumer.runtime.kafka import Admin
 from consumer.runtime.records import INPUT_WAIT_BACKOFF, REGISTRY_BACKOFF, Backoff
-from consumer.state.backends import StateDir
 
 _TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
 
@@ -37,34 +32,6 @@ REGISTRY_UNAVAILABLE: Final = "schema registry unavailable"
 def waiting_for_input(topic: str) -> str:
     """The readiness reason while the input topic does not exist."""
     return f"waiting for input topic {topic} (input topic missing)"
-
-
-def open_state_dir(settings: Settings) -> StateDir:
-    """The private directory of this process's disk stores; ConfigError if it cannot be made."""
-    try:
-        return StateDir(settings.state_dir)
-    except OSError as exc:
-        where = settings.state_dir or "the system temp directory (HER2_STATE_DIR unset)"
-        raise ConfigError(
-            f"HER2_STATE_DIR: cannot create a state directory in {where} ({type(exc).__name__})"
-        ) from None
-
-
-def claim_instance_slot(settings: Settings, hostname: str) -> InstanceSlot:
-    """This process's slot on the host, whose id names the transactional id when
-    HER2_INSTANCE_ID is unset (consumer/instance.py); ConfigError if it cannot be claimed."""
-    directory, private = slot_directory(settings.state_dir)
-    try:
-        return claim_slot(directory, settings.group_id, hostname, private=private)
-    except OSError as exc:
-        if settings.state_dir is not None:
-            where = f"HER2_STATE_DIR: cannot claim an instance slot in {directory}"
-        else:
-            where = f"HER2_STATE_DIR unset: cannot claim an instance slot in {directory}"
-        raise ConfigError(
-            f"{where} ({type(exc).__name__}); exactly_once without HER2_INSTANCE_ID needs a "
-            "writable slot directory shared by the processes of this host"
-        ) from None
 
 
 def register_output_schemas(
@@ -173,62 +140,6 @@ def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int
             )
     admin.wait_for_topics(missing, timeout_ms=s.tuning.request_timeout_ms)
     log.info(events.OUTPUT_TOPICS_CREATED, count=len(missing))
-
-
-def check_clock(
-    admin: Admin,
-    s: Settings,
-    clock: Callable[[], dt.datetime],
-    offset_gauge: Any,
-    *,
-    monotonic: Callable[[], float] = time.monotonic,
-) -> float | None:
-    """Issue 15 item 1: compare the host clock with the Kafka cluster's and warn beyond
-    HER2_CLOCK_SKEW_TOLERANCE_SECONDS (0: no check). The cluster's time is the KRaft quorum
-    leader's, which answers DescribeQuorum with its own clock as its entry's last fetch time;
-    the host time is taken half-way through the request. Returns the offset in seconds (host
-    minus cluster) and sets `offset_gauge`; None when the cluster does not tell (no KRaft, no
-    DESCRIBE permission on the cluster): logged, never fatal. Outputs carry the input's
-    timestamps, so a wrong host clock no longer stops publishing; it still moves the
-    event-time-in-future check and the event age."""
-    if s.clock_skew_tolerance_s <= 0:
-        return None
-    started = monotonic()
-    before = clock()
-    try:
-        cluster_ms = _quorum_leader_time_ms(admin.describe_metadata_quorum())
-    except Exception as exc:  # any refusal or an old broker: the check is advisory
-        log.info(events.CLOCK_CHECK_UNAVAILABLE, error_type=type(exc).__name__)
-        return None
-    half = (monotonic() - started) / 2
-    if cluster_ms is None:
-        log.info(events.CLOCK_CHECK_UNAVAILABLE, error_type="NoLeaderTime")
-        return None
-    host_ms = (before.timestamp() + half) * 1000
-    offset = round((host_ms - cluster_ms) / 1000, 3)
-    offset_gauge.set(offset)
-    if abs(offset) > s.clock_skew_tolerance_s + half:
-        log.warning(
-            events.CLOCK_SKEW,
-            offset_seconds=offset,
-            tolerance_seconds=s.clock_skew_tolerance_s,
-            uncertainty_seconds=round(half, 3),
-        )
-    else:
-        log.info(events.CLOCK_CHECKED, offset_seconds=offset, uncertainty_seconds=round(half, 3))
-    return offset
-
-
-def _quorum_leader_time_ms(quorum: dict[str, Any]) -> int | None:
-    """The leader's own last-fetch timestamp in a DescribeQuorum response (None if absent)."""
-    for topic in quorum.get("topics") or []:
-        for partition in topic.get("partitions") or []:
-            leader = partition.get("leader_id")
-            for voter in partition.get("current_voters") or []:
-                stamp = voter.get("last_fetch_timestamp")
-                if voter.get("replica_id") == leader and isinstance(stamp, int) and stamp > 0:
-                    return stamp
-    return None
 
 
 def partition_counts(admin: Admin, topics: list[str]) -> dict[str, int]:

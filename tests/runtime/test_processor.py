@@ -15,20 +15,16 @@ import pytest
 from conftest import pipeline
 
 from consumer.avro.codec import Encoder
+from consumer.avro.outputs import Codecs
 from consumer.clinical.validate import MAX_ITEMS, MAX_TEXT
 from consumer.config import Settings
 from consumer.errors import RegistryError, StateStoreError
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime.dlq import output_fits
 from consumer.runtime.kafka import TopicPartition
-from consumer.runtime.processor import (
-    Codecs,
-    DeadLettered,
-    Processed,
-    Processor,
-    Retry,
-)
+from consumer.runtime.processor import Processor
 from consumer.runtime.records import Output
+from consumer.runtime.results import DeadLettered, Processed, Retry
 from consumer.state.backends import DISK, StateDir, open_states
 from consumer.state.store import HistoryStore
 from consumer.tools.synthetic import SyntheticGenerator

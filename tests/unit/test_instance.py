@@ -1,6 +1,6 @@
 """The default instance id of an exactly-once process (issue 15, item 5): a slot on its host,
 claimed with a lock held for the process's lifetime (consumer/instance.py), and the
-ConfigError naming the variable when no slot can be claimed (runtime/startup.py)."""
+ConfigError naming the variable when no slot can be claimed (runtime/host.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 
 from consumer.config import Settings
 from consumer.errors import ConfigError
+from consumer.runtime.host import claim_instance_slot
 from consumer.runtime.instance import SLOTS_DIR, InstanceSlot, claim_slot, slot_directory
-from consumer.runtime.startup import claim_instance_slot
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _HOLD_A_SLOT = """
@@ -149,7 +149,7 @@ class TestSlotDirectory:
 
 
 class TestClaimInstanceSlot:
-    """runtime/startup.py: the claim, or a ConfigError naming the variable (exit 2)."""
+    """runtime/host.py: the claim, or a ConfigError naming the variable (exit 2)."""
 
     def test_the_slot_is_claimed_under_the_state_dir(
         self, tmp_path: Path, claims: list[InstanceSlot]

@@ -1,0 +1,45 @@
+"""The codecs of one service: the input decoder and the output encoders (one per output topic,
+each registering under the subject `<topic>-value` when a registry is configured)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from consumer.avro.codec import Decoder, Encoder
+from consumer.avro.registry import SchemaRegistryClient
+from consumer.config import Settings, load_writer_schema
+from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
+
+
+@dataclass
+class Codecs:
+    """The input decoder and the output encoders (one per alert topic)."""
+
+    decoder: Decoder
+    classification: Encoder
+    alerts: dict[str, Encoder] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, s: Settings, registry: SchemaRegistryClient | None) -> Codecs:
+        """From the settings' formats and topics."""
+        raw_writer = load_writer_schema(s.raw_writer_schema) if s.raw_writer_schema else None
+        decoder = Decoder(
+            s.input_format,
+            parsed_schema(PATHOLOGY_RESULT),
+            registry=registry,
+            raw_writer_schema=raw_writer,
+        )
+        fmt = s.output_format
+        classification = Encoder(
+            fmt,
+            parsed_schema(HER2_CLASSIFICATION),
+            registry=registry,
+            subject=f"{s.topics.classification}-value",
+        )
+        alerts = {
+            topic: Encoder(
+                fmt, parsed_schema(HER2_ALERT), registry=registry, subject=f"{topic}-value"
+            )
+            for topic in s.topics.alert_topics()
+        }
+        return cls(decoder, classification, alerts)

@@ -1,0 +1,119 @@
+"""Start-up on this host: the state directory, the instance slot (exactly-once without
+HER2_INSTANCE_ID) and the host clock compared with the Kafka cluster's."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+from consumer.config import Settings
+from consumer.errors import ConfigError
+from consumer.ops import events
+from consumer.ops.logs import get_logger
+from consumer.runtime.instance import InstanceSlot, claim_slot, slot_directory
+from consumer.runtime.kafka import Admin
+from consumer.state.backends import StateDir
+
+log = get_logger("her2.service")
+
+
+def open_state_dir(settings: Settings) -> StateDir:
+    """The private directory of this process's disk stores; ConfigError if it cannot be made."""
+    try:
+        return StateDir(settings.state_dir)
+    except OSError as exc:
+        where = settings.state_dir or "the system temp directory (HER2_STATE_DIR unset)"
+        raise ConfigError(
+            f"HER2_STATE_DIR: cannot create a state directory in {where} ({type(exc).__name__})"
+        ) from None
+
+
+def claim_instance_slot(settings: Settings, hostname: str) -> InstanceSlot:
+    """This process's slot on the host, whose id names the transactional id when
+    HER2_INSTANCE_ID is unset (consumer/instance.py); ConfigError if it cannot be claimed."""
+    directory, private = slot_directory(settings.state_dir)
+    try:
+        return claim_slot(directory, settings.group_id, hostname, private=private)
+    except OSError as exc:
+        if settings.state_dir is not None:
+            where = f"HER2_STATE_DIR: cannot claim an instance slot in {directory}"
+        else:
+            where = f"HER2_STATE_DIR unset: cannot claim an instance slot in {directory}"
+        raise ConfigError(
+            f"{where} ({type(exc).__name__}); exactly_once without HER2_INSTANCE_ID needs a "
+            "writable slot directory shared by the processes of this host"
+        ) from None
+
+
+def claim_instance(settings: Settings, hostname: str) -> InstanceSlot | None:
+    """Exactly-once without HER2_INSTANCE_ID: claim a slot on this host for the process's
+    lifetime; its id (`<host>-<tag>-<N>`) names the transactional id (issue 15, item 5). None
+    otherwise."""
+    if not settings.exactly_once or settings.instance_id is not None:
+        return None
+    slot = claim_instance_slot(settings, hostname)
+    log.info(
+        events.INSTANCE_SLOT_CLAIMED,
+        instance_id=slot.instance_id,
+        slot=slot.number,
+        transactional_id=settings.transactional_id(slot.instance_id),
+    )
+    return slot
+
+
+def check_clock(
+    admin: Admin,
+    s: Settings,
+    clock: Callable[[], dt.datetime],
+    offset_gauge: Any,
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> float | None:
+    """Issue 15 item 1: compare the host clock with the Kafka cluster's and warn beyond
+    HER2_CLOCK_SKEW_TOLERANCE_SECONDS (0: no check). The cluster's time is the KRaft quorum
+    leader's, which answers DescribeQuorum with its own clock as its entry's last fetch time;
+    the host time is taken half-way through the request. Returns the offset in seconds (host
+    minus cluster) and sets `offset_gauge`; None when the cluster does not tell (no KRaft, no
+    DESCRIBE permission on the cluster): logged, never fatal. Outputs carry the input's
+    timestamps, so a wrong host clock no longer stops publishing; it still moves the
+    event-time-in-future check and the event age."""
+    if s.clock_skew_tolerance_s <= 0:
+        return None
+    started = monotonic()
+    before = clock()
+    try:
+        cluster_ms = _quorum_leader_time_ms(admin.describe_metadata_quorum())
+    except Exception as exc:  # any refusal or an old broker: the check is advisory
+        log.info(events.CLOCK_CHECK_UNAVAILABLE, error_type=type(exc).__name__)
+        return None
+    half = (monotonic() - started) / 2
+    if cluster_ms is None:
+        log.info(events.CLOCK_CHECK_UNAVAILABLE, error_type="NoLeaderTime")
+        return None
+    host_ms = (before.timestamp() + half) * 1000
+    offset = round((host_ms - cluster_ms) / 1000, 3)
+    offset_gauge.set(offset)
+    if abs(offset) > s.clock_skew_tolerance_s + half:
+        log.warning(
+            events.CLOCK_SKEW,
+            offset_seconds=offset,
+            tolerance_seconds=s.clock_skew_tolerance_s,
+            uncertainty_seconds=round(half, 3),
+        )
+    else:
+        log.info(events.CLOCK_CHECKED, offset_seconds=offset, uncertainty_seconds=round(half, 3))
+    return offset
+
+
+def _quorum_leader_time_ms(quorum: dict[str, Any]) -> int | None:
+    """The leader's own last-fetch timestamp in a DescribeQuorum response (None if absent)."""
+    for topic in quorum.get("topics") or []:
+        for partition in topic.get("partitions") or []:
+            leader = partition.get("leader_id")
+            for voter in partition.get("current_voters") or []:
+                stamp = voter.get("last_fetch_timestamp")
+                if voter.get("replica_id") == leader and isinstance(stamp, int) and stamp > 0:
+                    return stamp
+    return None
