@@ -182,8 +182,11 @@ def produce_ceiling(
     create_topic(bootstrap, topic)
     tuning = Tuning()
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-        linger_ms=tuning.linger_ms, batch_size=tuning.batch_size,
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=tuning.linger_ms,
+        batch_size=tuning.batch_size,
         max_request_size=MAX_REQUEST_BYTES,
     )
     try:
@@ -228,7 +231,9 @@ def read_all(
 def _read_once(bootstrap: str, topic: str, count: int, decode: bool) -> dict[str, Any]:
     """One pass of read_all."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=2000,
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_poll_records=2000,
         fetch_max_bytes=64 * 1024 * 1024,
     )
     decoder = Decoder("auto", parsed_schema(PATHOLOGY_RESULT))
@@ -350,7 +355,11 @@ def group_members(bootstrap: str, group: str) -> int:
 
 
 def service_throughput(  # noqa: PLR0917 - positional at its callers
-    bootstrap: str, count: int, seed: int, guarantee: str, instances: int = 1,
+    bootstrap: str,
+    count: int,
+    seed: int,
+    guarantee: str,
+    instances: int = 1,
     keep_alerts: bool = False,
 ) -> dict[str, Any]:
     """Stages 3/4 (+6): time from the first commit to all `count` offsets committed.
@@ -414,12 +423,20 @@ def output_volume(bootstrap: str, env_topics: dict[str, str], events: int) -> di
     the topics after the run (a compacted changelog is not compacted this soon)."""
     outputs = {
         "classification": env_topics["HER2_CLASSIFICATION_TOPIC"],
-        "alerts": [env_topics[k] for k in ("HER2_RETEST_TOPIC", "HER2_DOCUMENTATION_TOPIC",
-                                           "HER2_TDXD_TOPIC", "HER2_THERAPY_CAUTION_TOPIC")],
+        "alerts": [
+            env_topics[k]
+            for k in (
+                "HER2_RETEST_TOPIC",
+                "HER2_DOCUMENTATION_TOPIC",
+                "HER2_TDXD_TOPIC",
+                "HER2_THERAPY_CAUTION_TOPIC",
+            )
+        ],
         "changelog": env_topics["HER2_HISTORY_TOPIC"],
     }
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             isolation_level="read_committed")
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
     try:
         counts: dict[str, int] = {}
         changelog_bytes = 0
@@ -459,14 +476,19 @@ def alert_keys(
     """(alert_id, revision, status) of every alert record on a run's alert topics
     (read_committed)."""
     decoder = Decoder("auto", parsed_schema(HER2_ALERT))
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             isolation_level="read_committed")
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
     found: collections.Counter[tuple[str, int, str]] = collections.Counter()
     try:
         parts = [
             TopicPartition(env_topics[k], p)
-            for k in ("HER2_RETEST_TOPIC", "HER2_DOCUMENTATION_TOPIC", "HER2_TDXD_TOPIC",
-                      "HER2_THERAPY_CAUTION_TOPIC")
+            for k in (
+                "HER2_RETEST_TOPIC",
+                "HER2_DOCUMENTATION_TOPIC",
+                "HER2_TDXD_TOPIC",
+                "HER2_THERAPY_CAUTION_TOPIC",
+            )
             for p in consumer.partitions_for_topic(env_topics[k]) or ()
         ]
         consumer.assign(parts)
@@ -494,13 +516,21 @@ def peer_throughput(bootstrap: str, count: int, seed: int, guarantee: str) -> di
             create_topic(bootstrap, name)
     produce(bootstrap, topic, encoded_events(count, seed))
     state_dir = tempfile.mkdtemp(prefix="her2-peer-")
-    env = {**os.environ, **env_topics, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-           "HER2_PROCESSING_GUARANTEE": guarantee, "PEER_STATE_DIR": state_dir,
-           "HER2_INSTANCE_ID": f"peer-{uuid.uuid4().hex[:6]}"}  # its own id: no host slot to claim
+    env = {
+        **os.environ,
+        **env_topics,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "HER2_PROCESSING_GUARANTEE": guarantee,
+        "PEER_STATE_DIR": state_dir,
+        "HER2_INSTANCE_ID": f"peer-{uuid.uuid4().hex[:6]}",
+    }  # its own id: no host slot to claim
     peer_log = Path(state_dir) / "peer.log"
     with peer_log.open("wb") as sink:
         proc = subprocess.Popen(  # noqa: S603 - our own script
-            [sys.executable, str(REPO / "bench/peer/app.py")], env=env, stderr=sink, stdout=sink,
+            [sys.executable, str(REPO / "bench/peer/app.py")],
+            env=env,
+            stderr=sink,
+            stdout=sink,
         )
     try:
         first_t, first_n = None, 0
@@ -519,8 +549,13 @@ def peer_throughput(bootstrap: str, count: int, seed: int, guarantee: str) -> di
     processed = count - first_n
     seconds = max(end_t - first_t, 1e-9)
     log(f"peer {guarantee}: {processed / seconds:,.0f} events/s, exit {code}")
-    return {"events": processed, "seconds": seconds, "events_per_s": processed / seconds,
-            "exit_code": code, "alerts": alert_keys(bootstrap, env_topics)}
+    return {
+        "events": processed,
+        "seconds": seconds,
+        "events_per_s": processed / seconds,
+        "exit_code": code,
+        "alerts": alert_keys(bootstrap, env_topics),
+    }
 
 
 def peer_comparison(bootstrap: str, count: int, seed: int, rounds: int) -> dict[str, Any]:
@@ -536,8 +571,13 @@ def peer_comparison(bootstrap: str, count: int, seed: int, rounds: int) -> dict[
                     result = service_throughput(bootstrap, count, seed, guarantee, keep_alerts=True)
                 else:
                     result = peer_throughput(bootstrap, count, seed, guarantee)
-                result.update(round=n + 1, who=who, guarantee=guarantee,
-                              load_before=load_before, load_after=os.getloadavg())
+                result.update(
+                    round=n + 1,
+                    who=who,
+                    guarantee=guarantee,
+                    load_before=load_before,
+                    load_after=os.getloadavg(),
+                )
                 stages.append(result)
     summary: dict[str, Any] = {"rounds": rounds, "events": count}
     for guarantee in ("at_least_once", "exactly_once"):
@@ -548,9 +588,13 @@ def peer_comparison(bootstrap: str, count: int, seed: int, rounds: int) -> dict[
             for who in ("project", "peer")
         }
         medians = {who: statistics.median(r) for who, r in rates.items()}
-        summary[guarantee] = {"project": rates["project"], "peer": rates["peer"],
-                              "project_median": medians["project"], "peer_median": medians["peer"],
-                              "ratio_project_over_peer": medians["project"] / medians["peer"]}
+        summary[guarantee] = {
+            "project": rates["project"],
+            "peer": rates["peer"],
+            "project_median": medians["project"],
+            "peer_median": medians["peer"],
+            "ratio_project_over_peer": medians["project"] / medians["peer"],
+        }
     same = []
     for n in range(rounds):
         for guarantee in ("at_least_once", "exactly_once"):
@@ -575,8 +619,10 @@ def _latency_reader(bootstrap: str, topic: str, ready: Any, stop: Any, results: 
         from kafka import KafkaConsumer as Reader  # noqa: PLC0415 - under the filter above
     decoder = Decoder("auto", parsed_schema(HER2_CLASSIFICATION))
     reader = Reader(
-        bootstrap_servers=bootstrap, isolation_level="read_committed",
-        enable_auto_commit=False, auto_offset_reset="earliest",
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     reader.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     seen: dict[str, tuple[float, float]] = {}
@@ -693,9 +739,9 @@ def history_bytes(port: int) -> float:
         contextlib.suppress(OSError),
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response,
     ):
-            for line in response.read().decode().splitlines():
-                if line.startswith("her2_consumer_history_bytes "):
-                    return float(line.split()[1])
+        for line in response.read().decode().splitlines():
+            if line.startswith("her2_consumer_history_bytes "):
+                return float(line.split()[1])
     return float("nan")
 
 
@@ -759,10 +805,18 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-eos", action="store_true")
-    parser.add_argument("--memory-events", type=int, default=0,
-                        help="also run the memory stage over this many events (e.g. 500000)")
-    parser.add_argument("--memory-store", choices=("disk", "memory"), default="disk",
-                        help="HER2_HISTORY_STORE of the memory stage (default: disk)")
+    parser.add_argument(
+        "--memory-events",
+        type=int,
+        default=0,
+        help="also run the memory stage over this many events (e.g. 500000)",
+    )
+    parser.add_argument(
+        "--memory-store",
+        choices=("disk", "memory"),
+        default="disk",
+        help="HER2_HISTORY_STORE of the memory stage (default: disk)",
+    )
     parser.add_argument("--json", default=str(REPO / "bench/results/kafka.json"))
     parser.add_argument(
         "--peer",
@@ -775,8 +829,11 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
     if args.peer:
         return peer_main(args)
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "events": args.events,
     }
     with broker() as bootstrap:
@@ -854,7 +911,8 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
     if "memory" in results:
         mem = results["memory"]
         where = (
-            "in memory" if mem["store"] == "memory"
+            "in memory"
+            if mem["store"] == "memory"
             else f"on disk ({mem['history_files_mb']:.1f} MB of sqlite files)"
         )
         print(

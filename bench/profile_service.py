@@ -44,22 +44,35 @@ REPO = Path(__file__).resolve().parents[1]
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("avro encode", ("Encoder.encode",)),
     ("avro decode", ("Decoder.decode", "_read")),
-    ("history store files (sqlite)", (
-        "DiskStates.get", "DiskStates.put", "DiskStates.put_many", "DiskStates.delete",
-    )),
+    (
+        "history store files (sqlite)",
+        (
+            "DiskStates.get",
+            "DiskStates.put",
+            "DiskStates.put_many",
+            "DiskStates.delete",
+        ),
+    ),
     ("validation", ("check_event",)),
     ("clinical pipeline", ("Pipeline.process", "Pipeline.classify")),
     ("kafka-python producer (send, flush)", ("KafkaProducer.send", "KafkaProducer.flush")),
-    ("kafka-python consumer (poll, commit, offsets)", (
-        "KafkaConsumer.poll", "KafkaConsumer.commit", "KafkaConsumer.end_offsets",
-        "KafkaConsumer.position",
-    )),
+    (
+        "kafka-python consumer (poll, commit, offsets)",
+        (
+            "KafkaConsumer.poll",
+            "KafkaConsumer.commit",
+            "KafkaConsumer.end_offsets",
+            "KafkaConsumer.position",
+        ),
+    ),
 )
-KAFKA_PARTS = frozenset({
-    "kafka-python producer (send, flush)",
-    "kafka-python consumer (poll, commit, offsets)",
-    "kafka-python I/O threads",
-})
+KAFKA_PARTS = frozenset(
+    {
+        "kafka-python producer (send, flush)",
+        "kafka-python consumer (poll, commit, offsets)",
+        "kafka-python I/O threads",
+    }
+)
 
 
 def classify(stack: str) -> str:
@@ -109,9 +122,23 @@ def profile(bootstrap: str, count: int, guarantee: str, rate_hz: int, raw: Path)
             if spy is None and done > 0:
                 first_t, first_n = time.perf_counter(), done
                 spy = subprocess.Popen(  # noqa: S603 - py-spy from PATH, our own child
-                    ["py-spy", "record", "--pid", str(proc.pid), "--gil", "--threads",
-                     "--nonblocking", "--rate", str(rate_hz), "--format", "raw", "-o", str(raw)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                    [
+                        "py-spy",
+                        "record",
+                        "--pid",
+                        str(proc.pid),
+                        "--gil",
+                        "--threads",
+                        "--nonblocking",
+                        "--rate",
+                        str(rate_hz),
+                        "--format",
+                        "raw",
+                        "-o",
+                        str(raw),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
                 )
                 kb.log("py-spy attached at the first commit")
         seconds = time.perf_counter() - first_t
@@ -123,8 +150,12 @@ def profile(bootstrap: str, count: int, guarantee: str, rate_hz: int, raw: Path)
                 sys.exit(f"py-spy failed ({spy.returncode}): {err.decode(errors='replace')[-500:]}")
         kb.stop_service(proc)
     events = count - first_n
-    return {"events": events, "seconds": seconds, "events_per_s": events / seconds,
-            "samples": aggregate(raw)}
+    return {
+        "events": events,
+        "seconds": seconds,
+        "events_per_s": events / seconds,
+        "samples": aggregate(raw),
+    }
 
 
 def report(result: dict[str, Any], rate_hz: int) -> dict[str, Any]:
@@ -152,8 +183,9 @@ def main() -> None:
     """Parse arguments, profile, print and write the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--guarantee", choices=("at_least_once", "exactly_once"),
-                        default="at_least_once")
+    parser.add_argument(
+        "--guarantee", choices=("at_least_once", "exactly_once"), default="at_least_once"
+    )
     parser.add_argument("--rate-hz", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--raw", default=str(REPO / "bench/results/profile.txt"))
     parser.add_argument("--json", default=str(REPO / "bench/results/profile.json"))
@@ -163,16 +195,21 @@ def main() -> None:
     raw = Path(args.raw)
     raw.parent.mkdir(parents=True, exist_ok=True)
     with kb.broker() as bootstrap:
-        out = report(profile(bootstrap, args.events, args.guarantee, args.rate_hz, raw),
-                     args.rate_hz)
-    print(f"\n{args.guarantee}: {out['events']:,} events at {out['events_per_s']:,.0f} events/s; "
-          f"the interpreter lock was held {out['lock_busy']:.0%} of the time")
+        out = report(
+            profile(bootstrap, args.events, args.guarantee, args.rate_hz, raw), args.rate_hz
+        )
+    print(
+        f"\n{args.guarantee}: {out['events']:,} events at {out['events_per_s']:,.0f} events/s; "
+        f"the interpreter lock was held {out['lock_busy']:.0%} of the time"
+    )
     print(f"{'part':48} {'share':>6} {'µs/event (lock held)':>21}")
     for part, share in out["shares"].items():
         print(f"{part:48} {share:6.1%} {out['us_per_event'][part]:21.1f}")
-    print(f"kafka-python's own share: {out['kafka_python_share']:.1%} -> with every other part "
-          f"free, its CPU alone allows at most {out['kafka_python_bound_events_per_s']:,.0f} "
-          "events/s")
+    print(
+        f"kafka-python's own share: {out['kafka_python_share']:.1%} -> with every other part "
+        f"free, its CPU alone allows at most {out['kafka_python_bound_events_per_s']:,.0f} "
+        "events/s"
+    )
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     print(f"figures written to {args.json}; raw stacks in {raw}")
 

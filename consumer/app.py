@@ -45,9 +45,7 @@ def main(args: argparse.Namespace | None = None) -> int:
     service = Service(settings, Pipeline(ruleset), metrics, health=health)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info(
-            events.SIGNAL_RECEIVED, signal=signal.Signals(signum).name
-        )
+        log.info(events.SIGNAL_RECEIVED, signal=signal.Signals(signum).name)
         service.stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

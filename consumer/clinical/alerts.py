@@ -22,8 +22,10 @@ _NAMESPACE_BYTES = bytes.fromhex(ALERT_NAMESPACE_V2.replace("-", ""))
 def alert_id(patient_id: str, code: str, accession_id: str | None = None) -> str:
     """The finding's id: exactly `uuid.uuid5(UUID(ALERT_NAMESPACE_V2), name)` with the name
     above, formatted without building a UUID object (this runs for every alert)."""
-    name = f"{patient_id}\x1f{code}" if accession_id is None else (
-        f"{patient_id}\x1f{code}\x1f{accession_id}"
+    name = (
+        f"{patient_id}\x1f{code}"
+        if accession_id is None
+        else (f"{patient_id}\x1f{code}\x1f{accession_id}")
     )
     raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])  # noqa: S324
     raw[6] = (raw[6] & 0x0F) | 0x50
@@ -86,4 +88,3 @@ def closing_detail(status: str, event: Event) -> str:
         f"{word}: report {event['report_status']} of accession {event['accession_id']} "
         f"(event {event['event_id']}) {why}."
     )
-

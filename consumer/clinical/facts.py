@@ -350,7 +350,8 @@ def derive(
         "clinical_suspicion": bool(flags),
         "clinical_flags": ", ".join(flags) or None,
         "ihc_unscored": ihc is not None and score is None,
-        "ish_negative_without_ihc": ihc is None and assessment is not None
+        "ish_negative_without_ihc": ihc is None
+        and assessment is not None
         and assessment.result == "NEGATIVE",
         "zero_subtype_unstated": sc.zero_subtype == ZERO_NOT_STATED,
         "zero_subtype_not_determinable": sc.zero_subtype == ZERO_NOT_DETERMINABLE,
@@ -381,8 +382,10 @@ FACTS: dict[str, tuple[str, str]] = {
     "disease_setting": ("enum", "EARLY, UNRESECTABLE_LOCALLY_ADVANCED, METASTATIC or UNKNOWN"),
     "advanced": ("bool", "disease setting METASTATIC or UNRESECTABLE_LOCALLY_ADVANCED"),
     "category": ("enum", "HER2 category of the current sample"),
-    "her2_negative": ("bool", "current category is LOW, ULTRALOW, NULL, ZERO_UNSPECIFIED or "
-                      "NEGATIVE_EXPRESSION_UNKNOWN"),
+    "her2_negative": (
+        "bool",
+        "current category is LOW, ULTRALOW, NULL, ZERO_UNSPECIFIED or NEGATIVE_EXPRESSION_UNKNOWN",
+    ),
     "ihc_score": ("enum", "current IHC score, null when not done or unscored"),
     "ish_group": ("int", "current dual-probe ISH group 1-5, null otherwise"),
     "hr_status": ("enum", "POSITIVE, NEGATIVE or UNKNOWN"),
@@ -403,35 +406,51 @@ FACTS: dict[str, tuple[str, str]] = {
     "any_sample_positive": ("bool", "any sample of the patient was ever POSITIVE"),
     "tdxd_db04_her2_condition": ("bool", "a sample is LOW and no sample was ever POSITIVE"),
     "tdxd_db06_her2_condition": (
-        "bool", "HR-positive, a sample is LOW or ULTRALOW and no sample was ever POSITIVE"),
+        "bool",
+        "HR-positive, a sample is LOW or ULTRALOW and no sample was ever POSITIVE",
+    ),
     "low_sample": ("text", "the LOW sample named as qualifying"),
     "low_sample_is_primary": ("bool", "the qualifying LOW sample is from the primary tumour"),
     "low_or_ultralow_sample": ("text", "the LOW or ULTRALOW sample named as qualifying"),
     "low_or_ultralow_sample_is_primary": (
-        "bool", "the qualifying LOW/ULTRALOW sample is from the primary tumour"),
+        "bool",
+        "the qualifying LOW/ULTRALOW sample is from the primary tumour",
+    ),
     "planned_traditional_her2": (
-        "bool", "trastuzumab, pertuzumab, T-DM1, margetuximab or a HER2 kinase inhibitor planned"),
+        "bool",
+        "trastuzumab, pertuzumab, T-DM1, margetuximab or a HER2 kinase inhibitor planned",
+    ),
     "planned_tdxd": ("bool", "trastuzumab deruxtecan (T-DXd, Enhertu) planned"),
     "planned_her2_drugs": ("text", "the HER2 drugs recognised in planned_therapies"),
     "ild_history": ("bool", "history of interstitial lung disease is recorded as true"),
     "has_her2_test": ("bool", "the event carries HER2 IHC or ISH"),
     "any_metastatic_site_sample": (
-        "bool", "a HER2-tested sample comes from a metastatic-setting specimen"),
+        "bool",
+        "a HER2-tested sample comes from a metastatic-setting specimen",
+    ),
     "decisive_sample_count": (
-        "int", "samples with POSITIVE, LOW, ULTRALOW, NULL or ZERO_UNSPECIFIED"),
+        "int",
+        "samples with POSITIVE, LOW, ULTRALOW, NULL or ZERO_UNSPECIFIED",
+    ),
     "all_decisive_zero": ("bool", "every decisive sample is NULL or ZERO_UNSPECIFIED (and >= 1)"),
     "latest_decisive_sample": ("text", "the most recently collected decisive sample"),
     "samples_discordant": ("bool", "two decisive samples of the patient are discordant"),
     "discordance_detail": (
-        "text", "one discordant pair: the most recent sample with a discordant partner and its "
-        "most recent partner (site, date, category)"),
+        "text",
+        "one discordant pair: the most recent sample with a discordant partner and its "
+        "most recent partner (site, date, category)",
+    ),
     "her2_conversion": ("bool", "a discordance crosses POSITIVE vs not positive"),
     "conversion_detail": ("text", "one pair crossing POSITIVE vs not positive, chosen as above"),
     "preanalytic_risk": (
-        "bool", "current specimen decalcified, fixed outside 6-72 h or cold ischaemia > 60 min"),
+        "bool",
+        "current specimen decalcified, fixed outside 6-72 h or cold ischaemia > 60 min",
+    ),
     "preanalytic_detail": ("text", "pre-analytic problems and missing documentation"),
     "preanalytic_documentation_gap": (
-        "bool", "cold ischaemia or fixation missing, out of range, or decalcified"),
+        "bool",
+        "cold ischaemia or fixation missing, out of range, or decalcified",
+    ),
     "ihc_ish_discordant": ("bool", "current IHC 0 or 1+ with dual-probe ISH group 1"),
     "clinical_suspicion": ("bool", "clinical_flags holds a retesting trigger"),
     "clinical_flags": ("text", "the clinical flags"),
@@ -439,15 +458,18 @@ FACTS: dict[str, tuple[str, str]] = {
     "ish_negative_without_ihc": ("bool", "ISH negative and no IHC"),
     "zero_subtype_unstated": ("bool", "IHC 0 without null vs ultralow description"),
     "zero_subtype_not_determinable": (
-        "bool", "IHC 0 whose staining detail does not fit IHC 0 (sub-type not determinable)"),
+        "bool",
+        "IHC 0 whose staining detail does not fit IHC 0 (sub-type not determinable)",
+    ),
     "ihc_2plus_without_ish": ("bool", "IHC 2+ and no ISH"),
     "ish_counts_incomplete": ("bool", "ISH without usable counts, or fewer than 20 cells"),
     "ish_workup_incomplete": (
-        "bool", "ISH group 2-4 / single-probe 4-<6 left unresolved for a missing work-up step"),
+        "bool",
+        "ISH group 2-4 / single-probe 4-<6 left unresolved for a missing work-up step",
+    ),
     "assay_undocumented": ("bool", "IHC without antibody clone or assay type"),
     "specimen_undocumented": ("bool", "specimen site unknown/missing or collection date missing"),
-    "staining_detail_missing": (
-        "bool", "IHC 1+ missing percentage, intensity or completeness"),
+    "staining_detail_missing": ("bool", "IHC 1+ missing percentage, intensity or completeness"),
     "controls_undocumented": ("bool", "IHC without a statement that controls were documented"),
     "score_inconsistent": ("bool", "staining detail contradicts the reported score"),
     "unscored_or_negative": ("bool", "current category HER2-negative or UNSCORED"),

@@ -60,6 +60,7 @@ def scope_of(code: str) -> str:
     """REPORT for every DG-* code, RT-PREANALYTIC and RT-IHC-ISH-DISCORDANT; else PATIENT."""
     return REPORT if code.startswith("DG-") or code in REPORT_SCOPED else PATIENT
 
+
 ADVANCED_SETTINGS = frozenset({"METASTATIC", "UNRESECTABLE_LOCALLY_ADVANCED"})
 METASTATIC_SITES = frozenset({"DISTANT_METASTASIS", "LOCOREGIONAL_RECURRENCE"})
 

@@ -58,18 +58,34 @@ TRANSITIONS = (OPENED, UPDATED, RESOLVED_T, RETRACTED_T)
 # Which facts rest on which part of the patient state (for a finding's basis, section 8):
 # the current sample, the HR status, the clinical context, or named samples.
 _CURRENT_FACTS = frozenset(
-    {"category", "her2_negative", "ihc_score", "ish_group", "unscored_or_negative",
-     "triple_negative"}
+    {
+        "category",
+        "her2_negative",
+        "ihc_score",
+        "ish_group",
+        "unscored_or_negative",
+        "triple_negative",
+    }
 )
 _HR_FACTS = frozenset(
     {"hr_status", "hr_positive", "er_low_only", "triple_negative", "tdxd_db06_her2_condition"}
 )
 _CONTEXT_FACTS = frozenset(
-    {"disease_setting", "advanced", "metastatic_chemotherapy_lines",
-     "metastatic_endocrine_therapy_lines", "metastatic_anti_her2_lines",
-     "recurrence_within_6m_of_adjuvant_chemotherapy",
-     "recurrence_within_6m_of_perioperative_anti_her2", "planned_traditional_her2",
-     "planned_tdxd", "planned_her2_drugs", "ild_history", "clinical_suspicion", "clinical_flags"}
+    {
+        "disease_setting",
+        "advanced",
+        "metastatic_chemotherapy_lines",
+        "metastatic_endocrine_therapy_lines",
+        "metastatic_anti_her2_lines",
+        "recurrence_within_6m_of_adjuvant_chemotherapy",
+        "recurrence_within_6m_of_perioperative_anti_her2",
+        "planned_traditional_her2",
+        "planned_tdxd",
+        "planned_her2_drugs",
+        "ild_history",
+        "clinical_suspicion",
+        "clinical_flags",
+    }
 )
 _LOW_FACTS = frozenset({"low_sample", "low_sample_is_primary", "tdxd_db04_her2_condition"})
 _LOW_ULTRALOW_FACTS = frozenset(
@@ -78,8 +94,11 @@ _LOW_ULTRALOW_FACTS = frozenset(
 _PAIR_FACTS = frozenset({"discordance_detail", "samples_discordant"})
 _CONVERSION_FACTS = frozenset({"conversion_detail", "her2_conversion"})
 _DECISIVE_FACTS = frozenset({"latest_decisive_sample", "all_decisive_zero"})
-_CONTEXT_DATES = ("adjuvant_chemotherapy_end_date", "perioperative_anti_her2_end_date",
-                  "recurrence_date")
+_CONTEXT_DATES = (
+    "adjuvant_chemotherapy_end_date",
+    "perioperative_anti_her2_end_date",
+    "recurrence_date",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +261,12 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
     emit = _Emitter(ruleset, event, now)
 
     # REPORT codes of this accession: with the patient's HR status and context at this moment.
-    report_fired = {} if status == CANCELLED else _fired(
-        ruleset, derive({**event, "clinical_context": view.context}, sc, (), view.hr), REPORT
+    report_fired = (
+        {}
+        if status == CANCELLED
+        else _fired(
+            ruleset, derive({**event, "clinical_context": view.context}, sc, (), view.hr), REPORT
+        )
     )
     own = accessions[acc]
     own_alerts = emit.transitions(
@@ -256,7 +279,11 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
     current_acc = view.current.accession_id if view.current and view.current.accession_id else acc
     current_cat = view.current.category if view.current else MISSING
     patient_alerts = emit.transitions(
-        state.alerts, patient_fired, PATIENT, current_acc, current_cat,
+        state.alerts,
+        patient_fired,
+        PATIENT,
+        current_acc,
+        current_cat,
         lambda rule: _basis(rule, view),
     )
     published = emit.published
@@ -303,8 +330,18 @@ class _Emitter:
                 revision = (old.revision if old else 0) + 1
                 basis = tuple(sorted(basis_of(rule)))
                 after[code] = AlertState(code, revision, True, severity, digest, basis)
-                pub = Published(code, accession, revision, ACTIVE, transition, severity,
-                                rule.version, category, facts_json, self._now)
+                pub = Published(
+                    code,
+                    accession,
+                    revision,
+                    ACTIVE,
+                    transition,
+                    severity,
+                    rule.version,
+                    category,
+                    facts_json,
+                    self._now,
+                )
             elif old is not None and old.open:
                 ended_by_withdrawal = (
                     event["report_status"] in (CANCELLED, "CORRECTED")
@@ -313,9 +350,18 @@ class _Emitter:
                 status = RETRACTED if ended_by_withdrawal else RESOLVED
                 revision = old.revision + 1
                 after[code] = replace(old, revision=revision, open=False)
-                pub = Published(code, accession, revision, status,
-                                RETRACTED_T if ended_by_withdrawal else RESOLVED_T,
-                                old.severity, rule.version, category, None, self._now)
+                pub = Published(
+                    code,
+                    accession,
+                    revision,
+                    status,
+                    RETRACTED_T if ended_by_withdrawal else RESOLVED_T,
+                    old.severity,
+                    rule.version,
+                    category,
+                    None,
+                    self._now,
+                )
             else:
                 continue
             self.published.append(pub)
@@ -442,9 +488,18 @@ def _priors(event: Event, acc: str, seq: int) -> list[tuple[str, PriorEntry]]:
             continue
         specimen = prior.get("specimen")
         sc = classify_sample(prior.get("her2_ihc"), prior.get("her2_ish"))
-        out.append((key, PriorEntry(acc, seq, specimen_site(specimen),
-                                    specimen.get("collection_date") if specimen else None,
-                                    sc.category)))
+        out.append(
+            (
+                key,
+                PriorEntry(
+                    acc,
+                    seq,
+                    specimen_site(specimen),
+                    specimen.get("collection_date") if specimen else None,
+                    sc.category,
+                ),
+            )
+        )
     return out
 
 

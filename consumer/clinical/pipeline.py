@@ -64,16 +64,22 @@ class Pipeline:
             rule = fired.rule
             alerts.append(
                 alert_record(
-                    rule, self.ruleset, event, revision=1, status=ACTIVE, severity=fired.severity,
-                    rule_version=rule.version, accession_id=event["accession_id"],
-                    category=sc.category, detail=fired.detail, created_at=now,
+                    rule,
+                    self.ruleset,
+                    event,
+                    revision=1,
+                    status=ACTIVE,
+                    severity=fired.severity,
+                    rule_version=rule.version,
+                    accession_id=event["accession_id"],
+                    category=sc.category,
+                    detail=fired.detail,
+                    created_at=now,
                 )
             )
         return Outcome(classification, alerts, tuple("opened" for _ in alerts))
 
-    def _classification(
-        self, event: Event, sc: SampleClass, hr_er_low: tuple[str, bool]
-    ) -> Record:
+    def _classification(self, event: Event, sc: SampleClass, hr_er_low: tuple[str, bool]) -> Record:
         ctx = event.get("clinical_context") or {}
         hr, er_low = hr_er_low
         assessment = sc.ish

@@ -333,8 +333,21 @@ def _order(rules: list[Rule]) -> list[Rule]:
 
 
 _RULE_KEYS = {
-    "id", "version", "code", "alert_type", "severity", "severity_overrides", "description",
-    "facts", "when", "title", "detail", "notes", "recommendation", "evidence", "examples",
+    "id",
+    "version",
+    "code",
+    "alert_type",
+    "severity",
+    "severity_overrides",
+    "description",
+    "facts",
+    "when",
+    "title",
+    "detail",
+    "notes",
+    "recommendation",
+    "evidence",
+    "examples",
 }
 _REQUIRED = _RULE_KEYS - {"severity_overrides", "notes"}
 

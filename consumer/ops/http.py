@@ -264,8 +264,10 @@ class HealthHTTPServer(ThreadingHTTPServer):
     def start(self) -> HealthHTTPServer:
         """Serve in a daemon thread and return self."""
         self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"her2-http-{self.server_port}", daemon=True,
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"her2-http-{self.server_port}",
+            daemon=True,
         )
         self._thread.start()
         return self

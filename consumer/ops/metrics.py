@@ -26,8 +26,25 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 # events that are months or years old, and those must land in a bucket of their own, not +Inf
 _DAY = 86400
 _AGE_BUCKETS = (
-    0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600,
-    _DAY, 7 * _DAY, 30 * _DAY, 90 * _DAY, 365 * _DAY, 2 * 365 * _DAY, 5 * 365 * _DAY,
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1,
+    5,
+    15,
+    60,
+    300,
+    900,
+    3600,
+    21600,
+    _DAY,
+    7 * _DAY,
+    30 * _DAY,
+    90 * _DAY,
+    365 * _DAY,
+    2 * 365 * _DAY,
+    5 * 365 * _DAY,
     10 * 365 * _DAY,
 )
 
@@ -52,99 +69,134 @@ class Metrics:
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
         self.events = Counter(
-            f"{p}_events", "Input records by outcome (processed, dead_lettered).",
-            ["outcome"], registry=registry,
+            f"{p}_events",
+            "Input records by outcome (processed, dead_lettered).",
+            ["outcome"],
+            registry=registry,
         )
         self.classifications = Counter(
-            f"{p}_classifications", "Classifications published by HER2 category.",
-            ["category"], registry=registry,
+            f"{p}_classifications",
+            "Classifications published by HER2 category.",
+            ["category"],
+            registry=registry,
         )
         self.alerts = Counter(
-            f"{p}_alerts", "Alerts published by type, code and status.",
-            ["alert_type", "code", "status"], registry=registry,
+            f"{p}_alerts",
+            "Alerts published by type, code and status.",
+            ["alert_type", "code", "status"],
+            registry=registry,
         )
         self.alert_transitions = Counter(
-            f"{p}_alert_transitions", "Alert records published by transition (opened, updated, "
+            f"{p}_alert_transitions",
+            "Alert records published by transition (opened, updated, "
             "resolved, retracted) and code.",
-            ["transition", "code"], registry=registry,
+            ["transition", "code"],
+            registry=registry,
         )
         self.open_alerts = Gauge(
-            f"{p}_open_alerts", "Findings whose latest revision is ACTIVE, in the local history "
-            "stores of the assigned partitions.", registry=registry,
+            f"{p}_open_alerts",
+            "Findings whose latest revision is ACTIVE, in the local history "
+            "stores of the assigned partitions.",
+            registry=registry,
         )
         self.clock_offset = Gauge(
-            f"{p}_clock_offset_seconds", "Host clock minus the Kafka cluster's clock, measured "
+            f"{p}_clock_offset_seconds",
+            "Host clock minus the Kafka cluster's clock, measured "
             "at start-up (the KRaft quorum leader's time); positive: the host is ahead.",
             registry=registry,
         )
         self.history_unwritable_records = Counter(
-            f"{p}_history_unwritable_records", "Patient-state changelog records larger than a "
-            "Kafka request (the service stops without committing).", registry=registry,
+            f"{p}_history_unwritable_records",
+            "Patient-state changelog records larger than a "
+            "Kafka request (the service stops without committing).",
+            registry=registry,
         )
         self.history_ahead_records = Counter(
-            f"{p}_history_ahead_records", "Changelog records a restore skipped because they "
+            f"{p}_history_ahead_records",
+            "Changelog records a restore skipped because they "
             "cover input records past the group's committed offset (processed again instead).",
             registry=registry,
         )
         self.history_unreadable_records = Counter(
-            f"{p}_history_unreadable_records", "Changelog records that could not be read while "
-            "restoring history (skipped).", registry=registry,
+            f"{p}_history_unreadable_records",
+            "Changelog records that could not be read while restoring history (skipped).",
+            registry=registry,
         )
         self.schema_registry_errors = Counter(
-            f"{p}_schema_registry_errors", "Schema registry calls that failed, by operation "
+            f"{p}_schema_registry_errors",
+            "Schema registry calls that failed, by operation "
             "(get-schema, get-reference, register, probe) and kind (unreachable, tls, auth, "
             "server-error, http-error, bad-answer, refused); records waiting on them are retried.",
-            ["operation", "kind"], registry=registry,
+            ["operation", "kind"],
+            registry=registry,
         )
         self.dlq = Counter(
-            f"{p}_dlq_records", "Records sent to the dead-letter topic by stage and reason.",
-            ["stage", "reason"], registry=registry,
+            f"{p}_dlq_records",
+            "Records sent to the dead-letter topic by stage and reason.",
+            ["stage", "reason"],
+            registry=registry,
         )
         # exported as 0 from the start, so that increase() in the misrouting alert sees the
         # very first misrouted record (a series born at 1 shows no increase)
         self.dlq.labels(stage="validate", reason="misrouted")
         self.processing_seconds = Histogram(
-            f"{p}_processing_seconds", "Time to decode, classify and evaluate one record.",
-            buckets=_LATENCY_BUCKETS, registry=registry,
+            f"{p}_processing_seconds",
+            "Time to decode, classify and evaluate one record.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
         )
         self.batch_seconds = Histogram(
-            f"{p}_batch_seconds", "Time from poll to commit for one batch.",
-            buckets=_LATENCY_BUCKETS, registry=registry,
+            f"{p}_batch_seconds",
+            "Time from poll to commit for one batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
         )
         self.event_age_seconds = Histogram(
-            f"{p}_event_age_seconds", "Now minus event_time when the record is processed.",
-            buckets=_AGE_BUCKETS, registry=registry,
+            f"{p}_event_age_seconds",
+            "Now minus event_time when the record is processed.",
+            buckets=_AGE_BUCKETS,
+            registry=registry,
         )
         self.lag = Gauge(
-            f"{p}_lag_records", "Consumer lag per partition (end offset - position).",
-            ["topic", "partition"], registry=registry,
+            f"{p}_lag_records",
+            "Consumer lag per partition (end offset - position).",
+            ["topic", "partition"],
+            registry=registry,
         )
         self.committed_offset = Gauge(
-            f"{p}_committed_offset", "Last committed offset per partition.",
-            ["topic", "partition"], registry=registry,
+            f"{p}_committed_offset",
+            "Last committed offset per partition.",
+            ["topic", "partition"],
+            registry=registry,
         )
         self.last_progress = Gauge(
             f"{p}_last_progress_timestamp_seconds",
             "Unix time a partition last committed progress or was seen idle at its end.",
-            ["topic", "partition"], registry=registry,
+            ["topic", "partition"],
+            registry=registry,
         )
         self.rebalances = Counter(
-            f"{p}_rebalances", "Rebalance callbacks by kind (assigned, revoked, lost).",
-            ["kind"], registry=registry,
+            f"{p}_rebalances",
+            "Rebalance callbacks by kind (assigned, revoked, lost).",
+            ["kind"],
+            registry=registry,
         )
         self.commit_failures = Counter(
             f"{p}_commit_failures", "Offset commits that failed.", registry=registry
         )
         self.publish_retries = Counter(
-            f"{p}_publish_retries", "Output batches re-sent after a failed acknowledgement.",
+            f"{p}_publish_retries",
+            "Output batches re-sent after a failed acknowledgement.",
             registry=registry,
         )
         self.history_patients = Gauge(
-            f"{p}_history_patients", "Patients held in the local history store.",
+            f"{p}_history_patients",
+            "Patients held in the local history store.",
             registry=registry,
         )
         self.history_accessions = Gauge(
-            f"{p}_history_accessions", "Accessions held in the local history store.",
+            f"{p}_history_accessions",
+            "Accessions held in the local history store.",
             registry=registry,
         )
         self.history_bytes = Gauge(
@@ -160,7 +212,8 @@ class Metrics:
             registry=registry,
         )
         self.history_restored_records = Counter(
-            f"{p}_history_restored_records", "Changelog records read while restoring history.",
+            f"{p}_history_restored_records",
+            "Changelog records read while restoring history.",
             registry=registry,
         )
         self.assigned_partitions = Gauge(

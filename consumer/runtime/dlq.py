@@ -77,8 +77,12 @@ def dead_letter(
     # the input record's timestamp (never the host clock) and where the copy comes from
     stamp, origin = input_timestamp(record), (tp, record.offset)
     dead = Output(
-        dlq, record.key, record.value, [*kept, *error_headers(message)],
-        timestamp_ms=stamp, origin=origin,
+        dlq,
+        record.key,
+        record.value,
+        [*kept, *error_headers(message)],
+        timestamp_ms=stamp,
+        origin=origin,
     )
     if not output_fits(dead, limit):
         # the copy (value plus error headers) cannot be produced: keep the headers, which

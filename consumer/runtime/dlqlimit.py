@@ -13,9 +13,7 @@ from consumer.runtime.results import DeadLettered, Processed
 log = get_logger("her2.service")
 
 
-def count_errors(
-    tp: TopicPartition, result: Processed | DeadLettered, run: int, limit: int
-) -> int:
+def count_errors(tp: TopicPartition, result: Processed | DeadLettered, run: int, limit: int) -> int:
     """The DLQ limit (HER2_MAX_CONSECUTIVE_PROCESSING_ERRORS, after arroyo's DlqLimit): a
     record processed normally ends a run of processing-error dead letters; bad input
     (any other dead-letter reason) neither counts nor ends it. At the limit the service stops
@@ -38,7 +36,7 @@ def count_errors(
             f"partition {tp.partition} of {tp.topic} dead-lettered {run} records in a row "
             "for unexpected processing errors (HER2_MAX_CONSECUTIVE_PROCESSING_ERRORS="
             f"{limit}): stopping without committing rather than drain the input into the "
-            "dead-letter topic; see the error log lines \"record processing failed\", roll "
+            'dead-letter topic; see the error log lines "record processing failed", roll '
             "back or fix the deployment, then restart"
         )
     return run

@@ -127,13 +127,23 @@ class Processor:
         except OutputTooLargeError as exc:  # never fits: retrying would stop the partition
             _roll_back(store, undo)  # a dead-lettered event leaves no trace in the history
             return self._dead_letter(
-                tp, record, stage="process", reason=REASON_OUTPUT_TOO_LARGE,
-                exception_class=OUTPUT_TOO_LARGE_CLASS, message=str(exc), started=started,
+                tp,
+                record,
+                stage="process",
+                reason=REASON_OUTPUT_TOO_LARGE,
+                exception_class=OUTPUT_TOO_LARGE_CLASS,
+                message=str(exc),
+                started=started,
             )
         except RecordError as exc:
             return self._dead_letter(
-                tp, record, stage=exc.stage, reason=exc.reason,
-                exception_class=type(exc).__name__, message=exc.message, started=started,
+                tp,
+                record,
+                stage=exc.stage,
+                reason=exc.reason,
+                exception_class=type(exc).__name__,
+                message=exc.message,
+                started=started,
                 extra_headers=exc.headers,
             )
         except StateStoreError:
@@ -153,8 +163,12 @@ class Processor:
                 exc_info=exc,
             )
             return self._dead_letter(
-                tp, record, stage="process", reason=REASON_PROCESSING_ERROR,
-                exception_class=type(exc).__name__, message=PROCESS_ERROR_MESSAGE,
+                tp,
+                record,
+                stage="process",
+                reason=REASON_PROCESSING_ERROR,
+                exception_class=type(exc).__name__,
+                message=PROCESS_ERROR_MESSAGE,
                 started=started,
             )
         duration = time.perf_counter() - started
@@ -194,7 +208,10 @@ class Processor:
         topic = refusal.topic or "?"
         error = refusal.error or "?"
         return self._dead_letter(
-            tp, record, stage="process", reason=REASON_OUTPUT_REFUSED,
+            tp,
+            record,
+            stage="process",
+            reason=REASON_OUTPUT_REFUSED,
             exception_class=error,
             message=(
                 f"the broker refused an output of this record to {topic} for good ({error}); "

@@ -14,6 +14,7 @@ from consumer.runtime.kafka import OffsetAndMetadata, TopicPartition
 # records ahead of the group's committed offset (their input records are processed again).
 INPUT_OFFSET_HEADER: Final = "her2.input.offset"
 
+
 @dataclass(frozen=True, slots=True)
 class Output:
     """One record to produce.

@@ -76,9 +76,7 @@ class Restorer:
         stores = {tp: self.new_store(tp) for tp in partitions}
         count = None
         try:
-            count = self._read(
-                stores, committed, started + self._settings.tuning.restore_timeout_s
-            )
+            count = self._read(stores, committed, started + self._settings.tuning.restore_timeout_s)
         finally:
             if count is None:  # failed, or stopped while restoring (partitions left paused)
                 for store in stores.values():

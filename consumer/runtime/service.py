@@ -92,8 +92,13 @@ class Service:
         self._state_dir: StateDir | None = None  # disk stores' private directory (run() only)
         self.table = PartitionTable(settings.topics.input, metrics, self._set_ready)
         self.restorer = Restorer(
-            self._clients, settings, lambda: self._default_id, metrics, lambda: self.stopping,
-            clock, state_dir=lambda: self._state_dir,
+            self._clients,
+            settings,
+            lambda: self._default_id,
+            metrics,
+            lambda: self.stopping,
+            clock,
+            state_dir=lambda: self._state_dir,
         )
         self.loop: Loop | None = None
         self._producer: ProducerHandle | None = None
@@ -172,17 +177,13 @@ class Service:
             instance_id=self.instance_id,
         )
         if not self.stopping:
-            register_output_schemas(
-                s, registry, self._stop_event.wait, self._set_ready, self._beat
-            )
+            register_output_schemas(s, registry, self._stop_event.wait, self._set_ready, self._beat)
         if self.stopping:
             return
         admin = connect_admin(self._clients, s, self._default_id)
         try:
             check_clock(admin, s, self._clock, self.metrics.clock_offset)
-            counts = ensure_topics(
-                admin, s, self._stop_event.wait, self._set_ready, self._beat
-            )
+            counts = ensure_topics(admin, s, self._stop_event.wait, self._set_ready, self._beat)
         finally:
             admin.close()
         if counts is None:
@@ -207,18 +208,26 @@ class Service:
         # than its cluster view, and rebalance again right after (refusing the first commits).
         consumer.topics()
         processor = Processor(
-            s, self.pipeline, codecs, self.table.input_partitions, self._clock,
+            s,
+            self.pipeline,
+            codecs,
+            self.table.input_partitions,
+            self._clock,
             copartitioned=copartitioned,
         )
         delivery: Delivery
         if s.exactly_once:
             delivery = ExactlyOnce(producer, consumer, self.metrics, self._test_crash_hook)
         else:
-            delivery = AtLeastOnce(
-                producer, consumer, s, self.metrics, self._test_crash_hook
-            )
+            delivery = AtLeastOnce(producer, consumer, s, self.metrics, self._test_crash_hook)
         self.loop = Loop(
-            s, consumer, self.table, processor, delivery, self.restorer, self.metrics,
+            s,
+            consumer,
+            self.table,
+            processor,
+            delivery,
+            self.restorer,
+            self.metrics,
             stopping=lambda: self.stopping,
             wait=self._stop_event.wait,
             beat=self._beat,
@@ -261,4 +270,3 @@ class Service:
         if self._state_dir is not None:
             self._state_dir.close()
             self._state_dir = None
-

@@ -382,22 +382,37 @@ def _open_in(part: Accession | tuple[int, dict[str, AlertState]]) -> int:
 
 
 def _alert_out(a: AlertState) -> Record:
-    return {"code": a.code, "revision": a.revision, "open": a.open, "severity": a.severity,
-            "digest": a.digest, "basis": list(a.basis)}
+    return {
+        "code": a.code,
+        "revision": a.revision,
+        "open": a.open,
+        "severity": a.severity,
+        "digest": a.digest,
+        "basis": list(a.basis),
+    }
 
 
 def _alert_in(r: Record) -> AlertState:
-    return AlertState(r["code"], r["revision"], r["open"], r["severity"], r["digest"],
-                      tuple(r["basis"]))
+    return AlertState(
+        r["code"], r["revision"], r["open"], r["severity"], r["digest"], tuple(r["basis"])
+    )
 
 
 def _report_out(r: AcceptedReport) -> Record:
     return {
-        "event_id": r.event_id, "event_time": r.event_time, "report_status": r.report_status,
-        "seq": r.seq, "seen_event_ids": list(r.seen_event_ids), "site": r.site,
-        "collection_date": r.collection_date, "category": r.category,
-        "has_her2_test": r.has_her2_test, "hr_status": r.hr_status, "er_low_only": r.er_low_only,
-        "context": r.context, "context_seq": r.context_seq,
+        "event_id": r.event_id,
+        "event_time": r.event_time,
+        "report_status": r.report_status,
+        "seq": r.seq,
+        "seen_event_ids": list(r.seen_event_ids),
+        "site": r.site,
+        "collection_date": r.collection_date,
+        "category": r.category,
+        "has_her2_test": r.has_her2_test,
+        "hr_status": r.hr_status,
+        "er_low_only": r.er_low_only,
+        "context": r.context,
+        "context_seq": r.context_seq,
     }
 
 
@@ -406,15 +421,26 @@ def _report_in(r: Record) -> AcceptedReport:
 
 
 def _prior_out(p: PriorEntry) -> Record:
-    return {"carrier": p.carrier, "seq": p.seq, "site": p.site,
-            "collection_date": p.collection_date, "category": p.category}
+    return {
+        "carrier": p.carrier,
+        "seq": p.seq,
+        "site": p.site,
+        "collection_date": p.collection_date,
+        "category": p.category,
+    }
 
 
 def _published_out(p: Published) -> Record:
     return {
-        "code": p.code, "accession_id": p.accession_id, "revision": p.revision,
-        "status": p.status, "transition": p.transition, "severity": p.severity,
-        "rule_version": p.rule_version, "her2_category": p.her2_category, "facts": p.facts,
+        "code": p.code,
+        "accession_id": p.accession_id,
+        "revision": p.revision,
+        "status": p.status,
+        "transition": p.transition,
+        "severity": p.severity,
+        "rule_version": p.rule_version,
+        "her2_category": p.her2_category,
+        "facts": p.facts,
         "created_at": p.created_at,
     }
 

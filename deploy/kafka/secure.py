@@ -148,7 +148,7 @@ class SecureListener:
         """
         args: list[str] = []
         for name, password in self.users.items():
-            if any(char in name + password for char in ",=[]\""):
+            if any(char in name + password for char in ',=[]"'):
                 raise ValueError(f"user {name!r}: ',', '=', '[', ']' and '\"' are not supported")
             args += ["--add-scram", f"{MECHANISM}=[name={name},password={password}]"]
         return args
@@ -180,8 +180,10 @@ class SecureListener:
         while time.monotonic() < deadline:
             try:
                 admin = KafkaAdminClient(
-                    bootstrap_servers=self.bootstrap, client_id="her2-secure-probe",
-                    bootstrap_timeout_ms=3000, request_timeout_ms=3000,
+                    bootstrap_servers=self.bootstrap,
+                    client_id="her2-secure-probe",
+                    bootstrap_timeout_ms=3000,
+                    request_timeout_ms=3000,
                     **self.client_config(username, password),
                 )
             except Exception as exc:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write deploy/k8s/prometheusrule.yaml from deploy/prometheus/alerts.yaml (one source of rules).
 
-    python3 deploy/prometheus/sync_prometheusrule.py          # rewrite the PrometheusRule
-    python3 deploy/prometheus/sync_prometheusrule.py --check  # exit 1 if it is out of date
+python3 deploy/prometheus/sync_prometheusrule.py          # rewrite the PrometheusRule
+python3 deploy/prometheus/sync_prometheusrule.py --check  # exit 1 if it is out of date
 """
 
 from __future__ import annotations

@@ -79,7 +79,6 @@ PARTITIONS = 3
 BEFORE, AFTER = 1000, 500  # events produced before the outage and after it
 
 
-
 class KnownLoss(AssertionError):
     """Alerts lost exactly the way bug B8 of docs/fault-report.md lost them (fixed in e4df341:
     at_least_once wrote a batch's changelog together with its outputs; a broker shutdown stored

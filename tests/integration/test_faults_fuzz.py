@@ -92,7 +92,6 @@ _FAR_DATES = (dt.date(9999, 12, 31), dt.date(1, 1, 1), 2**31 - 1, -(2**31), 10**
 _ODD_TEXT = ("\x00", "\u202e", "\U0001f9ec", "e\u0301", "\ufeff", "\n", "'\";--", "\udcff")
 
 
-
 # -- a loose writer: the reader schema with no logical types and every int a long (the same
 # varint on the wire), so that dates and ints can hold any 64-bit value ---------------------
 

@@ -46,7 +46,6 @@ pytestmark = pytest.mark.fault
 PARTITIONS = 3
 
 
-
 def _committed_total(probe: Probe, env: Env) -> int:
     return sum(probe.committed(env.group, env.input).values())
 

@@ -78,7 +78,6 @@ _INCOMPATIBLE = {
 }
 
 
-
 def _register(base: str, subject: str, body: dict[str, Any]) -> int:
     """Register a schema with the registry's Confluent-compatible API; return its id."""
     request = urllib.request.Request(  # noqa: S310 - the test registry's loopback URL

@@ -149,8 +149,10 @@ def test_history_is_restored_from_the_changelog_after_a_crash(
             # the changelog is written after the alerts are acknowledged and before the commit:
             # once everything is committed, the history is in the changelog
             wait_for(
-                lambda: sum(o or 0 for o in committed(env.bootstrap, env.group, env.input).values())
-                >= len(first),
+                lambda: (
+                    sum(o or 0 for o in committed(env.bootstrap, env.group, env.input).values())
+                    >= len(first)
+                ),
                 what="the first instance's commits",
             )
             proc.kill()  # kill -9: no goodbye to the group, nothing flushed on the way out

@@ -127,7 +127,10 @@ def test_three_exactly_once_processes_on_one_host_use_three_transactional_ids(
         with Probe(env.bootstrap) as probe:
             try:
                 wait_committed(
-                    probe, env.group, env.input, 120,
+                    probe,
+                    env.group,
+                    env.input,
+                    120,
                     alive=lambda: all(p.proc.poll() is None for p in procs),
                 )
             except AssertionError as exc:
@@ -182,9 +185,11 @@ def test_a_process_killed_in_a_transaction_takes_its_slot_back_and_aborts_it(
     state_dir = tmp_path / "state"
 
     crashing = ServiceProcess(
-        _environ(env, state_dir, HER2_TEST_CRASH_BEFORE_COMMIT="2",
-                 HER2_TRANSACTION_TIMEOUT_MS="600000"),
-        tmp_path, "crashing",
+        _environ(
+            env, state_dir, HER2_TEST_CRASH_BEFORE_COMMIT="2", HER2_TRANSACTION_TIMEOUT_MS="600000"
+        ),
+        tmp_path,
+        "crashing",
     )
     with crashing:
         assert crashing.wait(60) == -9, crashing.logs()[-3000:]
@@ -192,9 +197,7 @@ def test_a_process_killed_in_a_transaction_takes_its_slot_back_and_aborts_it(
         _environ(env, state_dir, HER2_TRANSACTION_TIMEOUT_MS="600000"), tmp_path, "restarted"
     )
     with restarted, Probe(env.bootstrap) as probe:
-        wait_committed(
-            probe, env.group, env.input, 60, alive=lambda: restarted.proc.poll() is None
-        )
+        wait_committed(probe, env.group, env.input, 60, alive=lambda: restarted.proc.poll() is None)
         assert stop_gracefully(restarted) == 0, restarted.logs()[-3000:]
 
     before, after = (_claimed(_read(p.stderr_path)) for p in (crashing, restarted))

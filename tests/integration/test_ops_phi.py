@@ -44,8 +44,12 @@ CRASH_EVENT = "phi-crash-event"
 def marked_event(index: int, **overrides: Any) -> Event:
     """A valid event whose identifying and free-text fields all carry MARK."""
     event = make_event(
-        f"phi-e{index:02d}", f"{MARK}-PATIENT-{index % 3}", f"{MARK}-ACCESSION-{index:02d}",
-        minutes=index, site="DISTANT_METASTASIS", planned=[f"{MARK}-therapy"],
+        f"phi-e{index:02d}",
+        f"{MARK}-PATIENT-{index % 3}",
+        f"{MARK}-ACCESSION-{index:02d}",
+        minutes=index,
+        site="DISTANT_METASTASIS",
+        planned=[f"{MARK}-therapy"],
     )
     event["her2_ihc"]["reported_text"] = f"{MARK}-REPORT weak incomplete staining in 30%"
     event["specimen"]["body_site"] = f"{MARK}-liver segment 7"
@@ -102,8 +106,10 @@ def test_no_patient_data_in_logs_on_any_path(
     svc.start()
     try:
         wait_for(
-            lambda: svc.metric("her2_consumer_events_total", {"outcome": "processed"}) == len(valid)
-            and svc.metric("her2_consumer_events_total", {"outcome": "dead_lettered"}) == 3,
+            lambda: (
+                svc.metric("her2_consumer_events_total", {"outcome": "processed"}) == len(valid)
+                and svc.metric("her2_consumer_events_total", {"outcome": "dead_lettered"}) == 3
+            ),
             what="6 processed and 3 dead-lettered records",
         )
     finally:
@@ -118,9 +124,10 @@ def test_no_patient_data_in_logs_on_any_path(
     assert '"schema-validation"' in logs
     assert '"RuntimeError"' in logs  # the crash was logged, as a type and frames
     for text, where in ((logs, "structlog output"), (stdlib, "stdlib logging")):
-        assert MARK not in text, f"patient data in {where}: " + next(
-            line for line in text.splitlines() if MARK in line
-        )[:300]
+        assert MARK not in text, (
+            f"patient data in {where}: "
+            + next(line for line in text.splitlines() if MARK in line)[:300]
+        )
 
     with output_reader(env) as reader:
         reader.wait(lambda r: len(r.records["dlq"]) == 3, what="3 dead letters")

@@ -108,7 +108,6 @@ class PrometheusServer:
         return float(result[0]["value"][1]) if result else None
 
 
-
 @dataclass
 class RunningConsumer:
     """The in-process service with its health state, metrics and HTTP server."""
@@ -166,7 +165,9 @@ def prometheus(tmp_path: Path, consumer: RunningConsumer) -> Iterator[Prometheus
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
     assert PROMTOOL is not None
     check = subprocess.run(  # noqa: S603 - fixed argv
-        [PROMTOOL, "check", "config", str(config_file)], capture_output=True, text=True,
+        [PROMTOOL, "check", "config", str(config_file)],
+        capture_output=True,
+        text=True,
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
@@ -181,10 +182,13 @@ def prometheus(tmp_path: Path, consumer: RunningConsumer) -> Iterator[Prometheus
                 "--storage.tsdb.retention.time=1h",
                 "--log.level=warn",
             ],
-            stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     server = PrometheusServer(f"http://127.0.0.1:{port}", process, log)
     try:
+
         def ready() -> bool:
             assert process.poll() is None, log.read_text(errors="replace")[-3000:]
             try:
@@ -206,8 +210,7 @@ def prometheus(tmp_path: Path, consumer: RunningConsumer) -> Iterator[Prometheus
 def dashboard_exprs() -> list[tuple[str, str]]:
     """(panel title, PromQL) of every dashboard query, Grafana variables substituted."""
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    substitutions = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m",
-                     "$job": JOB}
+    substitutions = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m", "$job": JOB}
     found = []
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
@@ -228,8 +231,14 @@ def test_prometheus_scrapes_the_running_consumer(
     env: Env, consumer: RunningConsumer, prometheus: PrometheusServer
 ) -> None:
     events = [
-        make_event(f"ops-e{i:03d}", f"ops-p{i % 7}", f"ops-a{i:03d}", minutes=i,
-                   site="DISTANT_METASTASIS", planned=["trastuzumab"])
+        make_event(
+            f"ops-e{i:03d}",
+            f"ops-p{i % 7}",
+            f"ops-a{i:03d}",
+            minutes=i,
+            site="DISTANT_METASTASIS",
+            planned=["trastuzumab"],
+        )
         for i in range(EVENTS)
     ]
     produce_events(env.bootstrap, env.input, events)
@@ -237,29 +246,35 @@ def test_prometheus_scrapes_the_running_consumer(
 
     # The service's own view first (fast, precise), then Prometheus' view of the same numbers.
     wait_until(
-        lambda: consumer.sample("her2_consumer_events_total", outcome="processed") == EVENTS
-        and consumer.sample("her2_consumer_events_total", outcome="dead_lettered") == GARBAGE,
+        lambda: (
+            consumer.sample("her2_consumer_events_total", outcome="processed") == EVENTS
+            and consumer.sample("her2_consumer_events_total", outcome="dead_lettered") == GARBAGE
+        ),
         "the service to process every event",
     )
     assert http_get(f"http://{consumer.target}/healthz")[0] == 200
     wait_until(lambda: http_get(f"http://{consumer.target}/readyz")[0] == 200, "/readyz 200")
-    wait_until(lambda: consumer.sample("her2_consumer_lag_records", topic=env.input,
-                                       partition="0") == 0 and
-               len(list(consumer.metrics.lag.collect()[0].samples)) == PARTITIONS,
-               "lag gauges of every partition")
+    wait_until(
+        lambda: (
+            consumer.sample("her2_consumer_lag_records", topic=env.input, partition="0") == 0
+            and len(list(consumer.metrics.lag.collect()[0].samples)) == PARTITIONS
+        ),
+        "lag gauges of every partition",
+    )
 
     processed = f'sum(her2_consumer_events_total{{job="{JOB}", outcome="processed"}})'
-    wait_until(lambda: prometheus.value(processed) == EVENTS,
-               f"Prometheus to scrape {EVENTS} processed events")
+    wait_until(
+        lambda: prometheus.value(processed) == EVENTS,
+        f"Prometheus to scrape {EVENTS} processed events",
+    )
 
     assert prometheus.value(f'up{{job="{JOB}"}}') == 1
-    assert prometheus.value(
-        f'sum(her2_consumer_events_total{{job="{JOB}", outcome="dead_lettered"}})'
-    ) == GARBAGE
+    assert (
+        prometheus.value(f'sum(her2_consumer_events_total{{job="{JOB}", outcome="dead_lettered"}})')
+        == GARBAGE
+    )
     assert prometheus.value(f'sum(her2_consumer_dlq_records_total{{job="{JOB}"}})') == GARBAGE
-    assert prometheus.value(
-        f'sum(her2_consumer_classifications_total{{job="{JOB}"}})'
-    ) == EVENTS
+    assert prometheus.value(f'sum(her2_consumer_classifications_total{{job="{JOB}"}})') == EVENTS
     assert prometheus.value(f'her2_consumer_processing_seconds_count{{job="{JOB}"}}') == (
         EVENTS + GARBAGE
     )
@@ -280,24 +295,37 @@ def test_prometheus_scrapes_the_running_consumer(
     build = prometheus.query(f'her2_consumer_build_info{{job="{JOB}"}}')
     assert build
     assert build[0]["metric"]["ruleset_version"] == pipeline().ruleset.version
-    wait_until(lambda: prometheus.value(f'her2_consumer_history_patients{{job="{JOB}"}}') == 7,
-               "the history gauge (7 patients)")
+    wait_until(
+        lambda: prometheus.value(f'her2_consumer_history_patients{{job="{JOB}"}}') == 7,
+        "the history gauge (7 patients)",
+    )
 
     # Every dashboard query and every alert expression runs without error; rate() needs two
     # scrapes, so wait for a throughput figure before judging emptiness.
-    wait_until(lambda: bool(prometheus.query(
-        f'sum(rate(her2_consumer_events_total{{job="{JOB}"}}[1m]))'
-    )), "two scrapes for rate()")
+    wait_until(
+        lambda: bool(prometheus.query(f'sum(rate(her2_consumer_events_total{{job="{JOB}"}}[1m]))')),
+        "two scrapes for rate()",
+    )
     empty_dashboard = []
     for title, expr in dashboard_exprs():
         if not prometheus.query(expr):
             empty_dashboard.append(title)
-        prometheus.api("query_range", query=expr, start=str(time.time() - 60),
-                       end=str(time.time()), step="5")
+        prometheus.api(
+            "query_range", query=expr, start=str(time.time() - 60), end=str(time.time()), step="5"
+        )
     # Panels that have data after a short run (the others need failures, rebalances or time).
-    for title in ("Instances up", "Assigned partitions", "Total lag", "Throughput by outcome",
-                  "Lag per partition", "Processing latency", "Alerts by type",
-                  "Dead-lettered by reason", "History size", "Version"):
+    for title in (
+        "Instances up",
+        "Assigned partitions",
+        "Total lag",
+        "Throughput by outcome",
+        "Lag per partition",
+        "Processing latency",
+        "Alerts by type",
+        "Dead-lettered by reason",
+        "History size",
+        "Version",
+    ):
         assert title not in empty_dashboard, f"dashboard panel {title!r} shows no data"
     for rule in alert_rules():
         prometheus.query(rule["expr"])  # raises on a PromQL error
@@ -317,7 +345,10 @@ def test_prometheus_scrapes_the_running_consumer(
 def test_promtool_accepts_the_alert_rules() -> None:
     assert PROMTOOL is not None
     result = subprocess.run(  # noqa: S603 - fixed argv
-        [PROMTOOL, "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False,
+        [PROMTOOL, "check", "rules", str(ALERTS)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout

@@ -164,8 +164,10 @@ def test_sasl_ssl_scram_round_trip(
     )
     try:
         enc = encoder()
-        futures = [producer.send(env.input, key=e["patient_id"].encode(), value=enc.encode(e))
-                   for e in events]
+        futures = [
+            producer.send(env.input, key=e["patient_id"].encode(), value=enc.encode(e))
+            for e in events
+        ]
         producer.flush()
         for future in futures:
             future.get(timeout=20)
@@ -176,8 +178,10 @@ def test_sasl_ssl_scram_round_trip(
     try:
         outputs = {k: v for k, v in env.topics.items() if k != "input"}
         with TopicReader(secure_broker.plaintext, outputs) as reader:
-            reader.wait(lambda r: r.classified_ids() == {e["event_id"] for e in events},
-                        what="a classification per event, through SASL_SSL")
+            reader.wait(
+                lambda r: r.classified_ids() == {e["event_id"] for e in events},
+                what="a classification per event, through SASL_SSL",
+            )
     finally:
         code = svc.stop()
     assert code == 0

@@ -74,9 +74,7 @@ class _Running:
         return self.code
 
 
-def _run_until_committed(
-    env: Env, clock: Callable[[], dt.datetime], **overrides: str
-) -> Metrics:
+def _run_until_committed(env: Env, clock: Callable[[], dt.datetime], **overrides: str) -> Metrics:
     """Run a service with `clock` until every input record is committed; its metrics."""
     if overrides.get("HER2_PROCESSING_GUARANTEE") == "exactly_once":
         overrides.setdefault("HER2_INSTANCE_ID", "refused-0")  # explicit: no host slot claimed
@@ -98,14 +96,14 @@ def _output_configs(env: Env, config: dict[str, str]) -> dict[str, dict[str, str
 
 @pytest.mark.parametrize("guarantee", GUARANTEES)
 def test_a_host_clock_two_hours_fast_still_publishes_and_commits(
-    guarantee: str, env: Env, create_topics: Callable[..., list[str]],
+    guarantee: str,
+    env: Env,
+    create_topics: Callable[..., list[str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Issue 15 item 1: every output topic refuses timestamps more than 60 s ahead."""
     create_topics(env.input, partitions=1)
-    for name, config in _output_configs(
-        env, {"message.timestamp.after.max.ms": "60000"}
-    ).items():
+    for name, config in _output_configs(env, {"message.timestamp.after.max.ms": "60000"}).items():
         create_topics(name, partitions=1, config=config)
     events = SyntheticGenerator(seed=151, id_prefix="clk").events(12)
     enc = encoder()

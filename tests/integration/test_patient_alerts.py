@@ -40,7 +40,6 @@ POS = {"score": "THREE_PLUS", "percent": 90.0, "intensity": "STRONG", "completen
 NULL = {"score": "ZERO", "percent": 0.0, "intensity": "NONE", "completeness": "NONE"}
 
 
-
 def _without_her2(event: Record) -> Record:
     return {**event, "her2_ihc": None}
 
@@ -61,22 +60,72 @@ def stories() -> list[Record]:
         # two HER2-low reports: one finding, not two; then an amendment resolves it
         make_event("s2-e1", "s2", "s2-a1", minutes=0, collected=dt.date(2025, 1, 5), **met),
         make_event("s2-e2", "s2", "s2-a2", minutes=1, collected=dt.date(2023, 1, 5), **met),
-        make_event("s2-e3", "s2", "s2-a1", status="AMENDED", minutes=2,
-                   collected=dt.date(2025, 1, 5), **met, **NULL),
-        make_event("s2-e4", "s2", "s2-a2", status="CORRECTED", minutes=3,
-                   collected=dt.date(2023, 1, 5), **met, **NULL),
+        make_event(
+            "s2-e3",
+            "s2",
+            "s2-a1",
+            status="AMENDED",
+            minutes=2,
+            collected=dt.date(2025, 1, 5),
+            **met,
+            **NULL,
+        ),
+        make_event(
+            "s2-e4",
+            "s2",
+            "s2-a2",
+            status="CORRECTED",
+            minutes=3,
+            collected=dt.date(2023, 1, 5),
+            **met,
+            **NULL,
+        ),
         # a 3+ metastasis, then an archival 1+ primary (conversion), then a correction of it
-        make_event("s3-e1", "s3", "s3-a1", minutes=0, planned=["trastuzumab"],
-                   collected=dt.date(2025, 2, 1), **met, **POS),
-        make_event("s3-e2", "s3", "s3-a0", minutes=1, collected=dt.date(2019, 3, 1),
-                   planned=["trastuzumab"]),
-        make_event("s3-e3", "s3", "s3-a0", status="CORRECTED", minutes=2,
-                   collected=dt.date(2019, 3, 1), planned=["trastuzumab"], **POS),
+        make_event(
+            "s3-e1",
+            "s3",
+            "s3-a1",
+            minutes=0,
+            planned=["trastuzumab"],
+            collected=dt.date(2025, 2, 1),
+            **met,
+            **POS,
+        ),
+        make_event(
+            "s3-e2",
+            "s3",
+            "s3-a0",
+            minutes=1,
+            collected=dt.date(2019, 3, 1),
+            planned=["trastuzumab"],
+        ),
+        make_event(
+            "s3-e3",
+            "s3",
+            "s3-a0",
+            status="CORRECTED",
+            minutes=2,
+            collected=dt.date(2019, 3, 1),
+            planned=["trastuzumab"],
+            **POS,
+        ),
         # prior entries carried by a report persist; a stale and a preliminary report change nothing
-        make_event("s4-e1", "s4", "s4-a1", minutes=5, **met, **NULL, prior=[
-            {"accession_id": "s4-a0",
-             "specimen": {"site": "PRIMARY_BREAST", "collection_date": dt.date(2020, 1, 1)},
-             "her2_ihc": {"score": "ONE_PLUS", "percent_cells_stained": 30.0}, "her2_ish": None}]),
+        make_event(
+            "s4-e1",
+            "s4",
+            "s4-a1",
+            minutes=5,
+            **met,
+            **NULL,
+            prior=[
+                {
+                    "accession_id": "s4-a0",
+                    "specimen": {"site": "PRIMARY_BREAST", "collection_date": dt.date(2020, 1, 1)},
+                    "her2_ihc": {"score": "ONE_PLUS", "percent_cells_stained": 30.0},
+                    "her2_ish": None,
+                }
+            ],
+        ),
         make_event("s4-e2", "s4", "s4-a1", status="CANCELLED", minutes=1),  # stale (older)
         make_event("s4-e3", "s4", "s4-a1", status="PRELIMINARY", minutes=6, **met),
         make_event("s4-e4", "s4", "s4-a1", status="AMENDED", minutes=7, **met, **NULL),
@@ -94,7 +143,10 @@ def evaluate_history(events: list[Record], tmp_path: Path) -> list[Record]:
     source.write_text("".join(dumps(e) + "\n" for e in events), encoding="utf-8")
     done = subprocess.run(  # noqa: S603 - fixed argv, our own module
         [sys.executable, "-m", "consumer", "evaluate", "--history", str(source)],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(lines) == len(events)
@@ -157,14 +209,18 @@ def test_a_kill_9_before_the_commit_publishes_the_same_records(
     expected = keys(evaluate_history(events, tmp_path))
     produce_events(env.bootstrap, env.input, events)
     environ = env.environ(
-        HER2_PROCESSING_GUARANTEE=mode, HER2_TEST_CRASH_BEFORE_COMMIT="3",
-        HER2_MAX_POLL_RECORDS="7", HER2_INSTANCE_ID=f"pla-{mode}",
+        HER2_PROCESSING_GUARANTEE=mode,
+        HER2_TEST_CRASH_BEFORE_COMMIT="3",
+        HER2_MAX_POLL_RECORDS="7",
+        HER2_INSTANCE_ID=f"pla-{mode}",
     )
     crashing = ServiceProcess(environ, tmp_path, f"crash-{mode}")
     with crashing:
         assert crashing.wait(90) == -9, crashing.logs()[-2000:]
-    with running(env.settings(HER2_PROCESSING_GUARANTEE=mode, HER2_INSTANCE_ID=f"pla-{mode}")), \
-            output_reader(env) as reader:
+    with (
+        running(env.settings(HER2_PROCESSING_GUARANTEE=mode, HER2_INSTANCE_ID=f"pla-{mode}")),
+        output_reader(env) as reader,
+    ):
         reader.wait(
             lambda r: r.classified_ids() >= {e["event_id"] for e in events}, what="every event"
         )

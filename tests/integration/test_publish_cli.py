@@ -67,7 +67,11 @@ def _publish(env: Env, path: Path) -> subprocess.CompletedProcess[str]:
     environ["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
     return subprocess.run(  # noqa: S603 - fixed argv
         [sys.executable, "-m", "consumer", "publish", str(path)],
-        cwd=REPO_ROOT, env=environ, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+        cwd=REPO_ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
         check=False,
     )
 

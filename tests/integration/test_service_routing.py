@@ -78,8 +78,14 @@ def test_misrouted_records_are_dead_lettered_and_never_evaluated(env: Env) -> No
     first = make_event("route-e1", PATIENT, "route-a1", minutes=0)
     # a 3+ result that would make the last event a conversion (RT-CONVERSION, RT-DISCORDANT)
     positive = make_event(
-        "route-e2", PATIENT, "route-a2", minutes=1, score="THREE_PLUS", percent=90.0,
-        intensity="STRONG", completeness="COMPLETE",
+        "route-e2",
+        PATIENT,
+        "route-a2",
+        minutes=1,
+        score="THREE_PLUS",
+        percent=90.0,
+        intensity="STRONG",
+        completeness="COMPLETE",
     )
     other_key = make_event("route-e3", PATIENT, "route-a3", minutes=2)
     no_key = make_event("route-e4", PATIENT, "route-a4", minutes=3)

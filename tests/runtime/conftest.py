@@ -54,9 +54,7 @@ class Harness:
 
     broker: FakeBroker
     settings: Settings
-    metrics: Metrics = dataclasses.field(
-        default_factory=lambda: Metrics(CollectorRegistry(), "t")
-    )
+    metrics: Metrics = dataclasses.field(default_factory=lambda: Metrics(CollectorRegistry(), "t"))
     health: RecordingHealth = dataclasses.field(default_factory=RecordingHealth)
     logs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     service: Service | None = None

@@ -78,8 +78,14 @@ class FakeBroker:
         self.topics[name] = [[] for _ in range(partitions)]
 
     def append(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int = 0,
-        headers: Iterable[tuple[str, bytes]] = (), *, timestamp: int | None = None,
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int = 0,
+        headers: Iterable[tuple[str, bytes]] = (),
+        *,
+        timestamp: int | None = None,
     ) -> FakeRecord:
         """Write one record to the end of a partition's log."""
         log = self.topics[topic][partition]
@@ -89,7 +95,9 @@ class FakeBroker:
         return record
 
     def refuse(
-        self, topic: str, exc: BaseException,
+        self,
+        topic: str,
+        exc: BaseException,
         when: Callable[[FakeRecord], bool] = lambda record: True,
     ) -> None:
         """Refuse, on every attempt, the records of `topic` for which `when` holds."""
@@ -350,8 +358,12 @@ class FakeProducer:
         return set(range(len(self.broker.topics[topic])))
 
     def send(  # noqa: PLR0917 - kafka-python's signature
-        self, topic: str, key: bytes | None = None, value: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None, partition: int | None = None,
+        self,
+        topic: str,
+        key: bytes | None = None,
+        value: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
         timestamp_ms: int | None = None,
     ) -> FakeFuture:
         if key is None and value is None:  # as kafka-python's send()

@@ -68,9 +68,7 @@ def test_a_run_of_processing_errors_at_the_limit_stops_without_committing(
 
 
 def test_a_record_processed_normally_ends_the_run(harness: Harness, bugs: dict[str, Any]) -> None:
-    code = _run(
-        harness, bugs, {*range(3, 7), *range(8, 12)}, max_consecutive_processing_errors=5
-    )
+    code = _run(harness, bugs, {*range(3, 7), *range(8, 12)}, max_consecutive_processing_errors=5)
     assert code == EXIT_OK
     assert _committed(harness) == EVENTS
     assert _dead_letters(harness) == ["processing-error"] * 8
@@ -96,8 +94,11 @@ def test_a_run_across_batches_stops_at_the_batch_that_reaches_the_limit(
     """Batches of 4: the run 6..10 begins in the second batch (committed, 2 dead letters) and
     reaches 5 in the third, which is not committed."""
     code = _run(
-        harness, bugs, range(6, 11),
-        max_consecutive_processing_errors=5, max_poll_records=4,
+        harness,
+        bugs,
+        range(6, 11),
+        max_consecutive_processing_errors=5,
+        max_poll_records=4,
     )
     assert code == EXIT_FAILURE
     assert _committed(harness) == 8

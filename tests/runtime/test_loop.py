@@ -51,9 +51,18 @@ class Waits:
 def _loop(consumer: Any, waits: Waits) -> Loop:
     metrics = Metrics(CollectorRegistry(), "t")
     return Loop(
-        Settings(), consumer, None, None, None, None, metrics,  # type: ignore[arg-type]
-        stopping=waits.stopped.is_set, wait=waits, beat=lambda: None,
-        set_ready=lambda *a: None, poll_backoff=Backoff((0.01, 0.02)),
+        Settings(),
+        consumer,
+        None,
+        None,
+        None,
+        None,
+        metrics,  # type: ignore[arg-type]
+        stopping=waits.stopped.is_set,
+        wait=waits,
+        beat=lambda: None,
+        set_ready=lambda *a: None,
+        poll_backoff=Backoff((0.01, 0.02)),
     )
 
 
@@ -87,7 +96,11 @@ class FailingCommit:
 def _delivery(exc: BaseException) -> tuple[AtLeastOnce, Metrics]:
     metrics = Metrics(CollectorRegistry(), "t")
     delivery = AtLeastOnce(
-        None, FailingCommit(exc), Settings(), metrics, lambda: None  # type: ignore[arg-type]
+        None,
+        FailingCommit(exc),
+        Settings(),
+        metrics,
+        lambda: None,  # type: ignore[arg-type]
     )
     return delivery, metrics
 

@@ -138,13 +138,12 @@ class TestRefusedOutputs:
         alerted = {r.key for t in topics.alert_topics() for r in harness.broker.records(t)}
         if guarantee == "exactly_once":
             assert key not in alerted, "none of the record's outputs is published"
-            assert "none of its outputs was published" in _headers(dead[0])[
-                "her2.errors.exception.message"
-            ]
+            assert (
+                "none of its outputs was published"
+                in _headers(dead[0])["her2.errors.exception.message"]
+            )
         else:  # its alerts acknowledged before the refusal stay published, and the DLQ says so
-            assert "may already be published" in _headers(dead[0])[
-                "her2.errors.exception.message"
-            ]
+            assert "may already be published" in _headers(dead[0])["her2.errors.exception.message"]
         # a dead-lettered record leaves no trace in the history (B8 in at-least-once: the
         # changelog is sent only after the outputs, so the refusal came first)
         assert key.decode() not in _history_patients(harness)
@@ -237,9 +236,7 @@ class TestRefusedOutputs:
                 i for i, e in enumerate(kinds) if e == ("ack", topics.classification)
             )
 
-    def test_a_retriable_failure_is_still_re_sent_not_dead_lettered(
-        self, harness: Harness
-    ) -> None:
+    def test_a_retriable_failure_is_still_re_sent_not_dead_lettered(self, harness: Harness) -> None:
         harness.configure(publish_retries=1)
         harness.publish(4)
         harness.broker.script(

@@ -21,7 +21,10 @@ def _table(**kwargs: object) -> tuple[PartitionTable, FakeBroker]:
     broker = FakeBroker()
     broker.create_topic("in", 2)
     table = PartitionTable(
-        "in", Metrics(CollectorRegistry(), "t"), lambda *a: None, **kwargs  # type: ignore[arg-type]
+        "in",
+        Metrics(CollectorRegistry(), "t"),
+        lambda *a: None,
+        **kwargs,  # type: ignore[arg-type]
     )
     consumer = broker.consumer(group_id="g")
     consumer.assign([TopicPartition("in", 0), TopicPartition("in", 1)])

@@ -96,17 +96,29 @@ def test_the_largest_valid_event_has_outputs_that_fit() -> None:
     zero = {"score": "ZERO", "percent_cells_stained": 0.0}
     low = {"score": "ONE_PLUS", "percent_cells_stained": 30.0}
     event = {
-        "event_id": "e-" + ids[:-2], "patient_id": "p" * MAX_TEXT, "accession_id": "a" * MAX_TEXT,
-        "report_status": "FINAL", "event_time": None,
+        "event_id": "e-" + ids[:-2],
+        "patient_id": "p" * MAX_TEXT,
+        "accession_id": "a" * MAX_TEXT,
+        "report_status": "FINAL",
+        "event_time": None,
         "specimen": {"site": "DISTANT_METASTASIS", "collection_date": None},
-        "her2_ihc": {"score": "THREE_PLUS"}, "her2_ish": None, "er": None, "pr": None,
-        "clinical_context": {"disease_setting": "METASTATIC", "metastatic_chemotherapy_lines": 1,
-                             "planned_therapies":
-                                 ["trastuzumab " + "y" * (MAX_TEXT - 20)] * MAX_ITEMS,
-                             "clinical_flags": ["HER2_POSITIVE_LIKE_BEHAVIOR"] * MAX_ITEMS},
+        "her2_ihc": {"score": "THREE_PLUS"},
+        "her2_ish": None,
+        "er": None,
+        "pr": None,
+        "clinical_context": {
+            "disease_setting": "METASTATIC",
+            "metastatic_chemotherapy_lines": 1,
+            "planned_therapies": ["trastuzumab " + "y" * (MAX_TEXT - 20)] * MAX_ITEMS,
+            "clinical_flags": ["HER2_POSITIVE_LIKE_BEHAVIOR"] * MAX_ITEMS,
+        },
         "prior_her2_results": [
-            {"accession_id": f"{i:05d}" + "z" * (MAX_TEXT - 5), "specimen": None,
-             "her2_ihc": zero if i % 2 else low, "her2_ish": None}
+            {
+                "accession_id": f"{i:05d}" + "z" * (MAX_TEXT - 5),
+                "specimen": None,
+                "her2_ihc": zero if i % 2 else low,
+                "her2_ish": None,
+            }
             for i in range(MAX_ITEMS)
         ],
     }

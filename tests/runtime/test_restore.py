@@ -48,6 +48,7 @@ def test_an_unreadable_changelog_record_is_counted_and_skipped(harness: Harness)
 
 def _stop_after_polls(harness: Harness, polls: int = 5) -> None:
     """A held-back partition stays paused: the idle stop never comes, so stop after `polls`."""
+
     def stop() -> None:
         assert harness.service is not None
         harness.service.stop()
@@ -95,8 +96,10 @@ def test_the_default_share_holds_back_a_partition_with_one_unreadable_record(
     harness.broker.append(harness.settings.topics.history, b"\x00not a history key", b"x")
     _stop_after_polls(harness)
     assert harness.run() == EXIT_OK
-    assert any(reason.startswith("history changelog unreadable: 1 of ") for _, reason in
-               harness.health.states)
+    assert any(
+        reason.startswith("history changelog unreadable: 1 of ")
+        for _, reason in harness.health.states
+    )
     assert not any(ready for ready, _ in harness.health.states)
 
 
@@ -156,8 +159,12 @@ def test_changelog_records_ahead_of_the_committed_offset_are_skipped(harness: Ha
     assert harness.run() == EXIT_OK
     assert _latest_alerts(harness) == _latest_alerts(reference)
     assert harness.value("her2_consumer_history_ahead_records_total") == len(ahead)
-    assert len(harness.logged("history record ahead of the committed input offset; skipped "
-                              "(its input records are processed again)")) == len(ahead)
+    assert len(
+        harness.logged(
+            "history record ahead of the committed input offset; skipped "
+            "(its input records are processed again)"
+        )
+    ) == len(ahead)
     [restored] = harness.logged("history restored")
     assert restored["records"] == len(changelog) - len(ahead)
     assert harness.broker.committed[input_tp] == 12

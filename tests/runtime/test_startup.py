@@ -125,8 +125,12 @@ def test_an_unavailable_registry_is_waited_for_beating_and_named_in_readiness() 
         return False
 
     register_output_schemas(
-        settings, registry, wait, lambda ready, reason="": states.append((ready, reason)),
-        lambda: beats.append(1), backoff=Backoff((0.5, 1.0)),
+        settings,
+        registry,
+        wait,
+        lambda ready, reason="": states.append((ready, reason)),
+        lambda: beats.append(1),
+        backoff=Backoff((0.5, 1.0)),
     )
     assert waits == [0.5, 1.0]
     assert len(beats) == 2, "a beat per failed attempt: /healthz stays 200"
@@ -137,9 +141,7 @@ def test_an_unavailable_registry_is_waited_for_beating_and_named_in_readiness() 
 def test_a_stop_while_the_registry_is_down_ends_the_wait() -> None:
     settings = Settings(output_format="confluent", schema_registry_url="http://registry:8081")
     registry = FlakyRegistry(failures=10)
-    register_output_schemas(
-        settings, registry, lambda seconds: True, lambda *a: None, lambda: None
-    )
+    register_output_schemas(settings, registry, lambda seconds: True, lambda *a: None, lambda: None)
     assert registry.subjects == []
 
 

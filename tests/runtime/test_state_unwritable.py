@@ -14,7 +14,9 @@ from consumer.service import EXIT_FAILURE
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_an_unwritable_state_record_stops_without_committing(
-    harness: Harness, guarantee: str, monkeypatch: pytest.MonkeyPatch,
+    harness: Harness,
+    guarantee: str,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     harness.configure(processing_guarantee=guarantee, instance_id="t-1")

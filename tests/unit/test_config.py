@@ -273,7 +273,11 @@ class TestInstanceId:
         }
         run = subprocess.run(
             [sys.executable, "-m", "consumer", "run"],
-            env=env, capture_output=True, text=True, timeout=60, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
             cwd=Path(__file__).resolve().parents[2],
         )
         assert run.returncode == 2, run.stderr

@@ -40,7 +40,12 @@ KUBERNETES_VERSIONS = ("1.29", "1.33")  # oldest supported cluster we target, an
 INPUT_PARTITIONS = 6  # documented in configmap.yaml, scaledobject.yaml, compose.yaml, docs
 POD_LABELS = {"app.kubernetes.io/name": "her2-consumer"}
 CORE_KINDS = {
-    "ConfigMap", "Service", "ServiceAccount", "StatefulSet", "Deployment", "PodDisruptionBudget",
+    "ConfigMap",
+    "Service",
+    "ServiceAccount",
+    "StatefulSet",
+    "Deployment",
+    "PodDisruptionBudget",
     "NetworkPolicy",
 }
 ENV_NAMES = {name for name, _, _ in ENV_VARS}
@@ -57,9 +62,7 @@ def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
 def manifests() -> list[tuple[str, dict[str, Any]]]:
     """(file name, document) of every manifest under deploy/k8s."""
     return [
-        (path.name, doc)
-        for path in sorted(K8S.glob("*.yaml"))
-        for doc in load_yaml_documents(path)
+        (path.name, doc) for path in sorted(K8S.glob("*.yaml")) for doc in load_yaml_documents(path)
     ]
 
 
@@ -81,9 +84,7 @@ def metric_names() -> set[str]:
         "info": ("_info",),
     }
     return {
-        family.name + suffix
-        for family in registry.collect()
-        for suffix in suffixes[family.type]
+        family.name + suffix for family in registry.collect() for suffix in suffixes[family.type]
     }
 
 
@@ -112,9 +113,12 @@ _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _METADATA = {
     "type": "object",
     "required": ["name"],
-    "properties": {"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-                   "labels": _STRING_MAP, "annotations": _STRING_MAP,
-                   "namespace": {"type": "string"}},
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        "labels": _STRING_MAP,
+        "annotations": _STRING_MAP,
+        "namespace": {"type": "string"},
+    },
     "additionalProperties": False,
 }
 _DURATION = {"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w|y))+$"}
@@ -141,117 +145,181 @@ def _resource(api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, An
 
 CRD_SCHEMAS: dict[str, dict[str, Any]] = {
     # monitoring.coreos.com/v1 PodMonitor (prometheus-operator API reference)
-    "PodMonitor": _resource("monitoring.coreos.com/v1", "PodMonitor", {
-        "type": "object",
-        "required": ["selector", "podMetricsEndpoints"],
-        "properties": {
-            "jobLabel": {"type": "string"},
-            "selector": _SELECTOR,
-            "namespaceSelector": {"type": "object"},
-            "podMetricsEndpoints": {
-                "type": "array", "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "port": {"type": "string"}, "path": {"type": "string"},
-                        "scheme": {"enum": ["http", "https"]},
-                        "interval": _DURATION, "scrapeTimeout": _DURATION,
-                        "honorLabels": {"type": "boolean"},
-                        "relabelings": {"type": "array"}, "metricRelabelings": {"type": "array"},
-                    },
-                    "additionalProperties": False,
-                },
-            },
-        },
-        "additionalProperties": False,
-    }),
-    # monitoring.coreos.com/v1 PrometheusRule
-    "PrometheusRule": _resource("monitoring.coreos.com/v1", "PrometheusRule", {
-        "type": "object",
-        "required": ["groups"],
-        "properties": {"groups": {"type": "array", "minItems": 1, "items": {
+    "PodMonitor": _resource(
+        "monitoring.coreos.com/v1",
+        "PodMonitor",
+        {
             "type": "object",
-            "required": ["name", "rules"],
+            "required": ["selector", "podMetricsEndpoints"],
             "properties": {
-                "name": {"type": "string"}, "interval": _DURATION,
-                "rules": {"type": "array", "minItems": 1, "items": {
+                "jobLabel": {"type": "string"},
+                "selector": _SELECTOR,
+                "namespaceSelector": {"type": "object"},
+                "podMetricsEndpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "interval": _DURATION,
+                            "scrapeTimeout": _DURATION,
+                            "honorLabels": {"type": "boolean"},
+                            "relabelings": {"type": "array"},
+                            "metricRelabelings": {"type": "array"},
+                        },
+                        "additionalProperties": False,
+                    },
+                },
+            },
+            "additionalProperties": False,
+        },
+    ),
+    # monitoring.coreos.com/v1 PrometheusRule
+    "PrometheusRule": _resource(
+        "monitoring.coreos.com/v1",
+        "PrometheusRule",
+        {
+            "type": "object",
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "interval": _DURATION,
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "required": ["expr"],
+                                    "properties": {
+                                        "alert": {"type": "string"},
+                                        "record": {"type": "string"},
+                                        "expr": {"type": "string", "minLength": 1},
+                                        "for": _DURATION,
+                                        "labels": _STRING_MAP,
+                                        "annotations": _STRING_MAP,
+                                    },
+                                    "additionalProperties": False,
+                                },
+                            },
+                        },
+                        "additionalProperties": False,
+                    },
+                }
+            },
+            "additionalProperties": False,
+        },
+    ),
+    # keda.sh/v1alpha1 ScaledObject (KEDA reference; trigger metadata values are strings)
+    "ScaledObject": _resource(
+        "keda.sh/v1alpha1",
+        "ScaledObject",
+        {
+            "type": "object",
+            "required": ["scaleTargetRef", "triggers"],
+            "properties": {
+                "scaleTargetRef": {
                     "type": "object",
-                    "required": ["expr"],
+                    "required": ["name"],
                     "properties": {
-                        "alert": {"type": "string"}, "record": {"type": "string"},
-                        "expr": {"type": "string", "minLength": 1}, "for": _DURATION,
-                        "labels": _STRING_MAP, "annotations": _STRING_MAP,
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "name": {"type": "string"},
+                        "envSourceContainerName": {"type": "string"},
                     },
                     "additionalProperties": False,
-                }},
-            },
-            "additionalProperties": False,
-        }}},
-        "additionalProperties": False,
-    }),
-    # keda.sh/v1alpha1 ScaledObject (KEDA reference; trigger metadata values are strings)
-    "ScaledObject": _resource("keda.sh/v1alpha1", "ScaledObject", {
-        "type": "object",
-        "required": ["scaleTargetRef", "triggers"],
-        "properties": {
-            "scaleTargetRef": {
-                "type": "object", "required": ["name"],
-                "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                               "name": {"type": "string"},
-                               "envSourceContainerName": {"type": "string"}},
-                "additionalProperties": False,
-            },
-            "pollingInterval": {"type": "integer", "minimum": 1},
-            "cooldownPeriod": {"type": "integer", "minimum": 0},
-            "initialCooldownPeriod": {"type": "integer", "minimum": 0},
-            "idleReplicaCount": {"type": "integer", "minimum": 0},
-            "minReplicaCount": {"type": "integer", "minimum": 0},
-            "maxReplicaCount": {"type": "integer", "minimum": 1},
-            "fallback": {"type": "object"},
-            "advanced": {
-                "type": "object",
-                "properties": {
-                    "restoreToOriginalReplicaCount": {"type": "boolean"},
-                    "horizontalPodAutoscalerConfig": {
+                },
+                "pollingInterval": {"type": "integer", "minimum": 1},
+                "cooldownPeriod": {"type": "integer", "minimum": 0},
+                "initialCooldownPeriod": {"type": "integer", "minimum": 0},
+                "idleReplicaCount": {"type": "integer", "minimum": 0},
+                "minReplicaCount": {"type": "integer", "minimum": 0},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "fallback": {"type": "object"},
+                "advanced": {
+                    "type": "object",
+                    "properties": {
+                        "restoreToOriginalReplicaCount": {"type": "boolean"},
+                        "horizontalPodAutoscalerConfig": {
+                            "type": "object",
+                            "properties": {
+                                "name": {"type": "string"},
+                                "behavior": {"type": "object"},
+                            },
+                            "additionalProperties": False,
+                        },
+                        "scalingModifiers": {"type": "object"},
+                    },
+                    "additionalProperties": False,
+                },
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
                         "type": "object",
-                        "properties": {"name": {"type": "string"}, "behavior": {"type": "object"}},
+                        "required": ["type", "metadata"],
+                        "properties": {
+                            "type": {"type": "string"},
+                            "name": {"type": "string"},
+                            "metadata": _STRING_MAP,
+                            "metricType": {"enum": ["AverageValue", "Value"]},
+                            "useCachedMetrics": {"type": "boolean"},
+                            "authenticationRef": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "kind": {
+                                        "enum": [
+                                            "TriggerAuthentication",
+                                            "ClusterTriggerAuthentication",
+                                        ]
+                                    },
+                                },
+                                "additionalProperties": False,
+                            },
+                        },
                         "additionalProperties": False,
                     },
-                    "scalingModifiers": {"type": "object"},
                 },
-                "additionalProperties": False,
             },
-            "triggers": {"type": "array", "minItems": 1, "items": {
-                "type": "object",
-                "required": ["type", "metadata"],
-                "properties": {
-                    "type": {"type": "string"}, "name": {"type": "string"},
-                    "metadata": _STRING_MAP, "metricType": {"enum": ["AverageValue", "Value"]},
-                    "useCachedMetrics": {"type": "boolean"},
-                    "authenticationRef": {
-                        "type": "object", "required": ["name"],
-                        "properties": {"name": {"type": "string"},
-                                       "kind": {"enum": ["TriggerAuthentication",
-                                                         "ClusterTriggerAuthentication"]}},
+            "additionalProperties": False,
+        },
+    ),
+    # keda.sh/v1alpha1 TriggerAuthentication
+    "TriggerAuthentication": _resource(
+        "keda.sh/v1alpha1",
+        "TriggerAuthentication",
+        {
+            "type": "object",
+            "properties": {
+                "secretTargetRef": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["parameter", "name", "key"],
+                        "properties": {
+                            "parameter": {"type": "string"},
+                            "name": {"type": "string"},
+                            "key": {"type": "string"},
+                        },
                         "additionalProperties": False,
                     },
-                },
-                "additionalProperties": False,
-            }},
-        },
-        "additionalProperties": False,
-    }),
-    # keda.sh/v1alpha1 TriggerAuthentication
-    "TriggerAuthentication": _resource("keda.sh/v1alpha1", "TriggerAuthentication", {
-        "type": "object",
-        "properties": {"secretTargetRef": {"type": "array", "minItems": 1, "items": {
-            "type": "object", "required": ["parameter", "name", "key"],
-            "properties": {"parameter": {"type": "string"}, "name": {"type": "string"},
-                           "key": {"type": "string"}},
+                }
+            },
             "additionalProperties": False,
-        }}},
-        "additionalProperties": False,
-    }),
+        },
+    ),
 }
 
 
@@ -261,8 +329,11 @@ class TestKubernetesManifests:
     @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
     @pytest.mark.parametrize(
         ("filename", "doc"),
-        [pytest.param(f, d, id=f"{f}:{d['kind']}") for f, d in manifests()
-         if d["kind"] in CORE_KINDS],
+        [
+            pytest.param(f, d, id=f"{f}:{d['kind']}")
+            for f, d in manifests()
+            if d["kind"] in CORE_KINDS
+        ],
     )
     def test_core_kinds_validate_against_kubernetes_schemas(
         self, filename: str, doc: dict[str, Any], version: str
@@ -284,8 +355,11 @@ class TestKubernetesManifests:
 
     @pytest.mark.parametrize(
         ("filename", "doc"),
-        [pytest.param(f, d, id=f"{f}:{d['kind']}") for f, d in manifests()
-         if d["kind"] in CRD_SCHEMAS],
+        [
+            pytest.param(f, d, id=f"{f}:{d['kind']}")
+            for f, d in manifests()
+            if d["kind"] in CRD_SCHEMAS
+        ],
     )
     def test_custom_resources_match_their_minimal_schema(
         self, filename: str, doc: dict[str, Any]
@@ -413,9 +487,14 @@ class TestKubernetesManifests:
     def test_networkpolicy_egress_reaches_dns_kafka_and_the_registry_only(self) -> None:
         egress = manifest("NetworkPolicy")["spec"]["egress"]
         allowed = {
-            (peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
-             port["port"], port["protocol"])
-            for rule in egress for peer in rule["to"] for port in rule["ports"]
+            (
+                peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+                port["port"],
+                port["protocol"],
+            )
+            for rule in egress
+            for peer in rule["to"]
+            for port in rule["ports"]
         }
         bootstrap = manifest("ConfigMap")["data"]["KAFKA_BOOTSTRAP_SERVERS"]
         host, _, kafka_port = bootstrap.partition(",")[0].rpartition(":")
@@ -434,7 +513,9 @@ class TestKubernetesManifests:
         scaled = manifest("ScaledObject")["spec"]
         config = manifest("ConfigMap")["data"]
         assert scaled["scaleTargetRef"] == {
-            "apiVersion": "apps/v1", "kind": "StatefulSet", "name": "her2-consumer",
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "name": "her2-consumer",
         }
         assert scaled["maxReplicaCount"] == INPUT_PARTITIONS
         assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
@@ -455,7 +536,9 @@ class TestKubernetesManifests:
         assert rule["spec"] == yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
         check = subprocess.run(  # noqa: S603 - fixed argv
             [sys.executable, str(DEPLOY / "prometheus" / "sync_prometheusrule.py"), "--check"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert check.returncode == 0, check.stderr
 
@@ -590,9 +673,13 @@ class TestAlertRules:
     def test_required_alerts_exist(self) -> None:
         names = {rule["alert"] for rule in alert_rules()}
         assert {
-            "Her2ConsumerLagGrowing", "Her2ConsumerPartitionStalled",
-            "Her2ConsumerDeadLetterRate", "Her2ConsumerRebalanceStorm",
-            "Her2ConsumerNotConsuming", "Her2ConsumerDown", "Her2ConsumerAbsent",
+            "Her2ConsumerLagGrowing",
+            "Her2ConsumerPartitionStalled",
+            "Her2ConsumerDeadLetterRate",
+            "Her2ConsumerRebalanceStorm",
+            "Her2ConsumerNotConsuming",
+            "Her2ConsumerDown",
+            "Her2ConsumerAbsent",
         } <= names
 
     def test_every_alert_has_a_runbook_section(self) -> None:
@@ -609,7 +696,9 @@ class TestAlertRules:
     @pytest.mark.skipif(PROMTOOL is None, reason=NO_PROMTOOL)
     def test_promtool_check_rules(self) -> None:
         result = subprocess.run(  # noqa: S603 - fixed argv
-            [str(PROMTOOL), "check", "rules", str(ALERTS)], capture_output=True, text=True,
+            [str(PROMTOOL), "check", "rules", str(ALERTS)],
+            capture_output=True,
+            text=True,
             check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr
@@ -628,7 +717,9 @@ class TestAlertRules:
         """Each rule's expr against synthetic series: fires (with these labels) or stays quiet
         (`promtool test rules deploy/prometheus/alerts.test.yaml`, as operators run it)."""
         result = subprocess.run(  # noqa: S603 - fixed argv
-            [str(PROMTOOL), "test", "rules", str(ALERTS_TEST)], capture_output=True, text=True,
+            [str(PROMTOOL), "test", "rules", str(ALERTS_TEST)],
+            capture_output=True,
+            text=True,
             check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr
@@ -639,15 +730,19 @@ def alerts_test_spec() -> dict[str, Any]:
     exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
     tests = []
     for name, series, eval_time, expected in ALERT_SCENARIOS:
-        tests.append({
-            "interval": "1m",
-            "input_series": [{"series": s, "values": v} for s, v in series],
-            "promql_expr_test": [{
-                "expr": f"({exprs[name]}) * 0 + 1",  # keep labels, ignore the value
-                "eval_time": eval_time,
-                "exp_samples": [{"labels": labels, "value": 1} for labels in expected],
-            }],
-        })
+        tests.append(
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "promql_expr_test": [
+                    {
+                        "expr": f"({exprs[name]}) * 0 + 1",  # keep labels, ignore the value
+                        "eval_time": eval_time,
+                        "exp_samples": [{"labels": labels, "value": 1} for labels in expected],
+                    }
+                ],
+            }
+        )
     # rule_files is relative to the test file (promtool resolves it so)
     return {"rule_files": [ALERTS.name], "evaluation_interval": "1m", "tests": tests}
 
@@ -668,6 +763,8 @@ def write_alerts_test() -> None:
 _JOB = 'job="her2-consumer"'
 _TP0 = f'{_JOB}, topic="in", partition="0"'
 # (alert, [(series, values)], eval time, expected label sets of the expression's result)
+# a table, kept as written: one scenario per entry, its series and values aligned
+# fmt: off
 ALERT_SCENARIOS: list[tuple[str, list[tuple[str, str]], str, list[str]]] = [
     ("Her2ConsumerDown", [(f'up{{{_JOB}, instance="a"}}', "0x10")], "6m",
      [f'{{{_JOB}, instance="a"}}']),
@@ -793,6 +890,7 @@ ALERT_SCENARIOS: list[tuple[str, list[tuple[str, str]], str, list[str]]] = [
       (f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="b"}}', "0x10")],
      "5m", []),
 ]
+# fmt: on
 
 
 def test_every_alert_has_a_firing_scenario() -> None:
@@ -831,14 +929,19 @@ class TestGrafanaDashboard:
             metric for _, target in dashboard_targets() for metric in promql_metrics(target["expr"])
         }
         assert {
-            "her2_consumer_events_total", "her2_consumer_lag_records",
-            "her2_consumer_processing_seconds_bucket", "her2_consumer_alerts_total",
-            "her2_consumer_dlq_records_total", "her2_consumer_rebalances_total",
-            "her2_consumer_history_patients", "her2_consumer_history_restore_seconds_bucket",
+            "her2_consumer_events_total",
+            "her2_consumer_lag_records",
+            "her2_consumer_processing_seconds_bucket",
+            "her2_consumer_alerts_total",
+            "her2_consumer_dlq_records_total",
+            "her2_consumer_rebalances_total",
+            "her2_consumer_history_patients",
+            "her2_consumer_history_restore_seconds_bucket",
             "her2_consumer_history_bytes",
         } <= used
         quantiles = {
-            q for _, target in dashboard_targets()
+            q
+            for _, target in dashboard_targets()
             for q in re.findall(r"histogram_quantile\((0\.\d+)", target["expr"])
         }
         assert {"0.5", "0.95", "0.99"} <= quantiles
@@ -846,14 +949,12 @@ class TestGrafanaDashboard:
     def test_provisioning_points_at_the_dashboard_and_datasource(self) -> None:
         grafana = DEPLOY / "grafana" / "provisioning"
         [provider] = yaml.safe_load((grafana / "dashboards" / "her2.yaml").read_text())["providers"]
-        [datasource] = yaml.safe_load(
-            (grafana / "datasources" / "prometheus.yaml").read_text()
-        )["datasources"]
+        [datasource] = yaml.safe_load((grafana / "datasources" / "prometheus.yaml").read_text())[
+            "datasources"
+        ]
         assert datasource["type"] == "prometheus"
         compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
-        mounts = dict(
-            reversed(v.split(":")[:2]) for v in compose["services"]["grafana"]["volumes"]
-        )
+        mounts = dict(reversed(v.split(":")[:2]) for v in compose["services"]["grafana"]["volumes"])
         assert (DEPLOY / mounts[provider["options"]["path"]] / DASHBOARD.name).is_file()
 
 

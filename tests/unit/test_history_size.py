@@ -28,16 +28,33 @@ T0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 NOW = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
 
 IHC = {
-    "low": {"score": "ONE_PLUS", "percent_cells_stained": 30.0, "staining_intensity": "FAINT",
-            "staining_completeness": "INCOMPLETE", "antibody_clone": "4B5",
-            "assay_type": "FDA_APPROVED", "controls_documented": True},
-    "zero": {"score": "ZERO", "percent_cells_stained": 0.0, "staining_intensity": "NONE",
-             "staining_completeness": "NONE", "antibody_clone": "4B5",
-             "assay_type": "FDA_APPROVED", "controls_documented": True},
-    "positive": {"score": "THREE_PLUS", "percent_cells_stained": 90.0,
-                 "staining_intensity": "STRONG", "staining_completeness": "COMPLETE",
-                 "antibody_clone": "4B5", "assay_type": "FDA_APPROVED",
-                 "controls_documented": True},
+    "low": {
+        "score": "ONE_PLUS",
+        "percent_cells_stained": 30.0,
+        "staining_intensity": "FAINT",
+        "staining_completeness": "INCOMPLETE",
+        "antibody_clone": "4B5",
+        "assay_type": "FDA_APPROVED",
+        "controls_documented": True,
+    },
+    "zero": {
+        "score": "ZERO",
+        "percent_cells_stained": 0.0,
+        "staining_intensity": "NONE",
+        "staining_completeness": "NONE",
+        "antibody_clone": "4B5",
+        "assay_type": "FDA_APPROVED",
+        "controls_documented": True,
+    },
+    "positive": {
+        "score": "THREE_PLUS",
+        "percent_cells_stained": 90.0,
+        "staining_intensity": "STRONG",
+        "staining_completeness": "COMPLETE",
+        "antibody_clone": "4B5",
+        "assay_type": "FDA_APPROVED",
+        "controls_documented": True,
+    },
     "undocumented": {"score": "ONE_PLUS"},
 }
 KINDS = ("low", "zero", "low", "positive", "zero", "undocumented")
@@ -51,20 +68,33 @@ def _event(patient: str, accession: str, n: int, status: str, kind: str) -> dict
         "patient_id": patient,
         "accession_id": accession,
         "report_status": status,
-        "specimen": {"site": "DISTANT_METASTASIS" if n % 2 else "PRIMARY_BREAST",
-                     "collection_date": (T0 + dt.timedelta(hours=n)).date().isoformat(),
-                     "cold_ischemia_minutes": 20, "fixation_hours": 24.0},
+        "specimen": {
+            "site": "DISTANT_METASTASIS" if n % 2 else "PRIMARY_BREAST",
+            "collection_date": (T0 + dt.timedelta(hours=n)).date().isoformat(),
+            "cold_ischemia_minutes": 20,
+            "fixation_hours": 24.0,
+        },
         "her2_ihc": IHC[kind],
-        "er": {"percent_positive": 90.0 if n % 3 else 0.0,
-               "result": "POSITIVE" if n % 3 else "NEGATIVE"},
-        "clinical_context": {"disease_setting": "METASTATIC", "menopausal_status": "POST",
-                             "metastatic_chemotherapy_lines": n % 3,
-                             "metastatic_endocrine_therapy_lines": n % 2,
-                             "planned_therapies": ["trastuzumab deruxtecan"] if n % 5 == 0 else []},
+        "er": {
+            "percent_positive": 90.0 if n % 3 else 0.0,
+            "result": "POSITIVE" if n % 3 else "NEGATIVE",
+        },
+        "clinical_context": {
+            "disease_setting": "METASTATIC",
+            "menopausal_status": "POST",
+            "metastatic_chemotherapy_lines": n % 3,
+            "metastatic_endocrine_therapy_lines": n % 2,
+            "planned_therapies": ["trastuzumab deruxtecan"] if n % 5 == 0 else [],
+        },
         "prior_her2_results": [
-            {"accession_id": f"prior-{accession}"[:MAX_TEXT],
-             "specimen": {"site": "PRIMARY_BREAST"}, "her2_ihc": IHC["zero"]}
-        ] if n % 7 == 0 else [],
+            {
+                "accession_id": f"prior-{accession}"[:MAX_TEXT],
+                "specimen": {"site": "PRIMARY_BREAST"},
+                "her2_ihc": IHC["zero"],
+            }
+        ]
+        if n % 7 == 0
+        else [],
     }
     return check_event(JsonConverter().convert(record))
 

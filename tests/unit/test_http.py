@@ -119,7 +119,9 @@ class TestHealth:
             pytest.param(True, "", {"status": "ready"}, id="ready"),
             pytest.param(True, "ignored", {"status": "ready"}, id="ready-reason-ignored"),
             pytest.param(
-                False, "restoring history", {"status": "not ready", "reason": "restoring history"},
+                False,
+                "restoring history",
+                {"status": "not ready", "reason": "restoring history"},
                 id="restoring",
             ),
             pytest.param(False, "", {"status": "not ready", "reason": "not ready"}, id="no-reason"),
@@ -283,8 +285,9 @@ class TestShutdown:
         port = server.server_port
         assert get(server, "/healthz")[0] == 200
         server.shutdown()
-        with pytest.raises(ConnectionRefusedError), socket.create_connection(
-            ("127.0.0.1", port), timeout=1
+        with (
+            pytest.raises(ConnectionRefusedError),
+            socket.create_connection(("127.0.0.1", port), timeout=1),
         ):
             pass
         with socket.socket() as sock:

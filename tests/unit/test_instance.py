@@ -79,7 +79,10 @@ class TestClaimSlot:
         # next claim) takes the same id back, and its init_transactions() fences the old one
         with subprocess.Popen(  # noqa: S603 - fixed argv, our own module
             [sys.executable, "-c", _HOLD_A_SLOT, str(tmp_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
         ) as holder:
             try:
                 assert holder.stdout is not None

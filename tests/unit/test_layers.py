@@ -127,7 +127,9 @@ def test_module_keeps_the_layers(module: str) -> None:
             clinical_rule, "clinical/alerts.py", "from consumer.ops import logs", id="clinical-ops"
         ),
         pytest.param(
-            clinical_rule, "clinical/pipeline.py", "from consumer.state.store import HistoryStore",
+            clinical_rule,
+            "clinical/pipeline.py",
+            "from consumer.state.store import HistoryStore",
             id="clinical-state",
         ),
         pytest.param(
@@ -137,17 +139,23 @@ def test_module_keeps_the_layers(module: str) -> None:
             runtime_rule, "state/store.py", "import consumer.runtime.kafka", id="state-runtime"
         ),
         pytest.param(
-            state_clinical_rule, "state/store.py", "from consumer.clinical.rules import RuleSet",
+            state_clinical_rule,
+            "state/store.py",
+            "from consumer.clinical.rules import RuleSet",
             id="state-rules",
         ),
         pytest.param(
-            state_clinical_rule, "state/backends.py", "from consumer.clinical import facts",
+            state_clinical_rule,
+            "state/backends.py",
+            "from consumer.clinical import facts",
             id="state-facts",
         ),
         pytest.param(kafka_rule, "runtime/loop.py", "from kafka import errors", id="kafka-loop"),
         pytest.param(kafka_rule, "tools/evaluate.py", "import kafka", id="kafka-tool"),
         pytest.param(
-            prometheus_rule, "runtime/loop.py", "from prometheus_client import Counter",
+            prometheus_rule,
+            "runtime/loop.py",
+            "from prometheus_client import Counter",
             id="prometheus-runtime",
         ),
         pytest.param(sqlite_rule, "runtime/processor.py", "import sqlite3", id="sqlite-runtime"),

@@ -13,7 +13,11 @@ REPO = Path(__file__).resolve().parents[2]
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - fixed argv, the interpreter running the tests
         [sys.executable, "-m", *argv],
-        cwd=REPO, capture_output=True, text=True, check=False, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
 
 

@@ -18,9 +18,25 @@ REPORT_TEXT = "HER2 2+ equivocal, REPORT-TEXT-MARKER"
 
 # Keys that carry patient data in records and must never reach a log line.
 PHI_KEYS = (
-    "patient_id", "accession_id", "reported_text", "body_site", "clinical_context",
-    "prior_her2_results", "key", "value", "record", "event_data", "payload", "detail",
-    "title", "recommendation", "text", "message", "error", "exc", "planned_therapies",
+    "patient_id",
+    "accession_id",
+    "reported_text",
+    "body_site",
+    "clinical_context",
+    "prior_her2_results",
+    "key",
+    "value",
+    "record",
+    "event_data",
+    "payload",
+    "detail",
+    "title",
+    "recommendation",
+    "text",
+    "message",
+    "error",
+    "exc",
+    "planned_therapies",
 )
 
 
@@ -56,8 +72,12 @@ class TestAllowList:
 
     def test_several_keys_dropped_at_once(self, stream: io.StringIO) -> None:
         get_logger().warning(
-            "invalid", patient_id=PATIENT, accession_id=ACCESSION, reported_text=REPORT_TEXT,
-            partition=3, offset=42,
+            "invalid",
+            patient_id=PATIENT,
+            accession_id=ACCESSION,
+            reported_text=REPORT_TEXT,
+            partition=3,
+            offset=42,
         )
         [line] = lines(stream)
         assert line["redacted_keys"] == ["accession_id", "patient_id", "reported_text"]
@@ -83,8 +103,15 @@ class TestAllowList:
 
     def test_allowed_keys_pass_unchanged(self, stream: io.StringIO) -> None:
         fields = {
-            "topic": "in", "partition": 1, "offset": 9, "event_id": "e", "outcome": "processed",
-            "duration_ms": 1.5, "category": "LOW", "reason": "avro-decode", "stage": "decode",
+            "topic": "in",
+            "partition": 1,
+            "offset": 9,
+            "event_id": "e",
+            "outcome": "processed",
+            "duration_ms": 1.5,
+            "category": "LOW",
+            "reason": "avro-decode",
+            "stage": "decode",
         }
         get_logger().info("processed", **fields)
         [line] = lines(stream)
@@ -124,7 +151,9 @@ class TestExceptions:
             self._fail()
         except ValueError as exc:
             exc_info: Any = {
-                "true": True, "instance": exc, "tuple": (type(exc), exc, exc.__traceback__)
+                "true": True,
+                "instance": exc,
+                "tuple": (type(exc), exc, exc.__traceback__),
             }[form]
             get_logger().error("failed", exc_info=exc_info)
         [line] = lines(stream)

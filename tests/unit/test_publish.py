@@ -93,8 +93,12 @@ def test_a_configuration_error_exits_2_before_reading(tmp_path: Path) -> None:
     path.write_text(VALID + "\n", encoding="utf-8")
     done = subprocess.run(  # noqa: S603 - fixed argv
         [sys.executable, "-m", "consumer", "publish", str(path)],
-        cwd=REPO, env={"HER2_INPUT_FORMAT": "bogus", "PATH": ""}, capture_output=True,
-        text=True, timeout=60, check=False,
+        cwd=REPO,
+        env={"HER2_INPUT_FORMAT": "bogus", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 2
     assert "HER2_INPUT_FORMAT" in done.stderr

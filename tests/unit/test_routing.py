@@ -139,7 +139,11 @@ CASES = [
     pytest.param(b"P000123", "P000123", zlib.crc32(b"P000123") % 6, 6, None, id="crc32-agrees"),
     # a producer that saw another partition count (e.g. before partitions were added)
     pytest.param(
-        b"patient-42", "patient-42", _p("patient-42", 3), 6, WRONG_PARTITION,
+        b"patient-42",
+        "patient-42",
+        _p("patient-42", 3),
+        6,
+        WRONG_PARTITION,
         id="other-partition-count",
     ),
 ]

@@ -71,9 +71,24 @@ def recount(store: HistoryStore, committed: dict[bytes, bytes | None]) -> tuple[
 
 def accession_record(patient_id: str, padding: int = 0) -> tuple[bytes, bytes]:
     """One real changelog record (an accession part), padded with seen event ids."""
-    acc = Accession("A1", report=AcceptedReport(
-        "e1", None, "FINAL", 1, ("x" * padding,) if padding else (), "PRIMARY_BREAST", None,
-        "LOW", True, None, False, None, 0))
+    acc = Accession(
+        "A1",
+        report=AcceptedReport(
+            "e1",
+            None,
+            "FINAL",
+            1,
+            ("x" * padding,) if padding else (),
+            "PRIMARY_BREAST",
+            None,
+            "LOW",
+            True,
+            None,
+            False,
+            None,
+            0,
+        ),
+    )
     return accession_key(patient_id, "A1"), part_codec().encode_accession(patient_id, acc)
 
 

@@ -179,7 +179,9 @@ class TestEventTimeInFuture:
             pytest.param(NOW + DAY + MS, DAY, True, id="one-ms-over"),
             pytest.param(None, DAY, False, id="missing-event-time"),
             pytest.param(
-                dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC), DAY, True,
+                dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC),
+                DAY,
+                True,
                 id="far-future-9999-12-31",
             ),
             pytest.param(NOW, DAY, False, id="now"),
@@ -190,7 +192,9 @@ class TestEventTimeInFuture:
                 NOW + dt.timedelta(hours=2), dt.timedelta(hours=1), True, id="configured-1h"
             ),
             pytest.param(
-                (NOW + DAY + MS).astimezone(dt.timezone(dt.timedelta(hours=-5))), DAY, True,
+                (NOW + DAY + MS).astimezone(dt.timezone(dt.timedelta(hours=-5))),
+                DAY,
+                True,
                 id="other-zone-one-ms-over",
             ),
             pytest.param((NOW + DAY).replace(tzinfo=None), DAY, False, id="naive-taken-as-utc"),

@@ -102,8 +102,12 @@ class Producer(Protocol):
 
     def partitions_for(self, topic: str) -> Any: ...
     def send(  # noqa: PLR0917 - kafka-python's signature
-        self, topic: str, key: bytes | None = ..., value: bytes | None = ...,
-        headers: Sequence[tuple[str, bytes]] | None = ..., partition: int | None = ...,
+        self,
+        topic: str,
+        key: bytes | None = ...,
+        value: bytes | None = ...,
+        headers: Sequence[tuple[str, bytes]] | None = ...,
+        partition: int | None = ...,
         timestamp_ms: int | None = ...,
     ) -> Any: ...
     def flush(self, timeout: float | None = ...) -> None: ...

@@ -162,8 +162,12 @@ class ProducerHandle:
         log.warning(events.PRODUCER_REPLACED)
 
     def transaction(
-        self, outputs: list[Output], before_commit: Callable[[], None],
-        offsets: Any, group_metadata: Callable[[], Any], on_failure: Callable[[], None],
+        self,
+        outputs: list[Output],
+        before_commit: Callable[[], None],
+        offsets: Any,
+        group_metadata: Callable[[], Any],
+        on_failure: Callable[[], None],
     ) -> None:
         """Outputs and offsets in one transaction; abort (bounded) on any error and raise
         PublishError, or FencedError when another producer took over. Outputs refused for good

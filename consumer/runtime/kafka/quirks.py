@@ -79,7 +79,9 @@ def force_close(producer: Any, timeout_s: float) -> None:
 
 
 def fits(
-    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]],
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
     limit: int = MAX_REQUEST_BYTES,
 ) -> bool:
     """Whether kafka-python would accept the record (its own upper-bound size estimate)."""
