@@ -1,5 +1,6 @@
-"""Lint and types are part of the suite: `ruff check .` and `mypy consumer` (strict, as
-configured in pyproject.toml) must report nothing. Both come with the `test` extra."""
+"""Lint, format and types are part of the suite: `ruff check .`, `ruff format --check .` and
+`mypy consumer` (strict, as configured in pyproject.toml) must report nothing. All come with the
+`lint` extra, which the `test` extra includes."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
 def test_ruff_reports_nothing() -> None:
     done = _run("ruff", "check", "--no-fix", "--no-cache", "--output-format", "concise", ".")
     assert done.returncode == 0, f"ruff check . found:\n{done.stdout}{done.stderr}"
+
+
+def test_ruff_format_changes_nothing() -> None:
+    done = _run("ruff", "format", "--check", "--no-cache", ".")
+    assert done.returncode == 0, f"ruff format --check . found:\n{done.stdout}{done.stderr}"
 
 
 def test_mypy_strict_reports_nothing(tmp_path: Path) -> None:
