@@ -37,10 +37,15 @@ import kafka_bench as kb
 REPO = Path(__file__).resolve().parents[1]
 
 # (part, frame markers): a sample belongs to the part of the innermost frame (nearest the
-# leaf) that carries one of these function names; samples of threads other than the main one
-# are kafka-python's I/O threads (or the HTTP endpoint's). History encode/decode are told apart
-# from the outputs' and the input's by a HistoryStore frame above them. sqlite releases the lock
-# while it works, so the disk store's own I/O shows only in the wall time, not in these samples.
+# leaf) that carries one of these function names (where they live: Encoder/Decoder in
+# consumer/avro/codec.py, DiskStates in consumer/state/backends.py, HistoryStore in
+# consumer/state/store.py, check_event in consumer/clinical/validate.py, Pipeline in
+# consumer/clinical/pipeline.py, Loop in consumer/runtime/loop.py; the batch metrics are
+# Gauges in consumer/runtime/gauges.py, counted with the loop's bookkeeping); samples of
+# threads other than the main one are kafka-python's I/O threads (or the HTTP endpoint's).
+# History encode/decode are told apart from the outputs' and the input's by a HistoryStore frame
+# above them. sqlite releases the lock while it works, so the disk store's own I/O shows only in
+# the wall time, not in these samples.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("avro encode", ("Encoder.encode",)),
     ("avro decode", ("Decoder.decode", "_read")),

@@ -4,8 +4,8 @@ Written the way a Quix Streams user would write it: one StreamingDataFrame over 
 a stateful `apply` that keeps each patient's state as one value per patient key in Quix State
 (RocksDB with its changelog topic), `expand=True` to emit the classification and the alert
 changes, and `to_topic` with a topic chosen per record. The clinical core is the project's own:
-decode and validation (consumer/codec.py, validate.py), the patient aggregate
-(`Pipeline.step`, consumer/patient.py) and the output encoders. Records are Avro in
+decode and validation (consumer/avro/codec.py, validate.py), the patient aggregate
+(`Pipeline.step`, consumer/clinical/patient.py) and the output encoders. Records are Avro in
 single-object framing, as the service writes by default.
 
 Configuration by the service's environment variables (KAFKA_BOOTSTRAP_SERVERS, HER2_GROUP_ID,
