@@ -72,7 +72,13 @@ class Restorer:
         partitions = sorted(table.pending)
         started = self._monotonic()
         timeout_ms = self._settings.tuning.request_timeout_ms
-        committed = {tp: table.committed(tp, timeout_ms) for tp in partitions}
+        # the offset guard is for at-least-once: under exactly-once the changelog and the
+        # offsets commit in one transaction, and a committed-offset fetch would wait out any
+        # open transaction (read_committed fetches only stable offsets)
+        committed = {
+            tp: None if self._settings.exactly_once else table.committed(tp, timeout_ms)
+            for tp in partitions
+        }
         stores = {tp: self.new_store(tp) for tp in partitions}
         count = None
         try:

@@ -172,6 +172,10 @@ class TestRefusedOutputs:
         assert dead, "some synthetic events raise documentation alerts"
         assert {_headers(d)["her2.errors.output.topic"] for d in dead} == {topic}
         assert harness.broker.records(topic) == []
+        # a topic-wide refusal is settled by one record sent alone, not one probe per record:
+        # the first producer, its replacement after the refusal, one after the probe
+        assert len(dead) > 3
+        assert len(harness.broker.producers) == 3
         if guarantee == "exactly_once":  # at-least-once: acknowledged before the refusal
             classified = harness.broker.records(topics.classification)
             assert len(classified) == 30 - len(dead)

@@ -180,3 +180,17 @@ def test_without_a_committed_offset_nothing_is_skipped(harness: Harness) -> None
     [restored] = harness.logged("history restored")
     assert restored["records"] == written
     assert harness.value("her2_consumer_history_ahead_records_total") == 0
+
+
+def test_exactly_once_restores_without_fetching_committed_offsets(harness: Harness) -> None:
+    """Under exactly-once the changelog and the offsets commit in one transaction: no guard, and
+    no committed-offset fetch (read_committed would wait out any open transaction)."""
+    harness.configure(processing_guarantee="exactly_once")
+    written = _first_run(harness)
+    harness.broker.script("committed", RuntimeError("fetched"), RuntimeError("fetched"))
+    assert harness.run() == EXIT_OK
+    assert harness.logged(
+        "committed offset unknown; changelog offset guard off for the partition"
+    ) == []
+    [restored] = harness.logged("history restored")
+    assert restored["records"] == written

@@ -17,7 +17,7 @@ visible to read_committed readers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from consumer.ops import events
 from consumer.ops.logs import get_logger
@@ -27,9 +27,15 @@ from consumer.runtime.records import Output
 if TYPE_CHECKING:
     from consumer.runtime.kafka.producer import ProducerHandle
 
-ABORT_PROBE_TIMEOUT_S = 30.0
+ABORT_PROBE_TIMEOUT_S: Final = 30.0
 
 log = get_logger("her2.service")
+
+
+# Refusals of a whole topic (a missing WRITE ACL, an invalid topic): one record of the topic sent
+# alone settles them all, instead of a probe per record (a topic without its ACL can refuse every
+# output of a batch).
+TOPIC_WIDE: Final = frozenset({"TopicAuthorizationFailedError", "InvalidTopicError"})
 
 
 def isolate_refused(
@@ -37,7 +43,19 @@ def isolate_refused(
 ) -> list[tuple[Output, str]]:
     """The suspects the broker refuses when sent without the others (`handle` must hold a
     producer that has seen no refusal: renew() it first)."""
-    refused = _split(handle, suspects, transactional)
+    refused: list[tuple[Output, str]] = []
+    per_record: list[tuple[Output, str]] = []
+    by_topic: dict[tuple[str, str], list[tuple[Output, str]]] = {}
+    for out, error in suspects:
+        if error in TOPIC_WIDE:
+            by_topic.setdefault((out.topic, error), []).append((out, error))
+        else:
+            per_record.append((out, error))
+    for group in by_topic.values():
+        if _probe(handle, [group[0][0]], transactional):
+            refused += group
+    if per_record:
+        refused += _split(handle, per_record, transactional)
     log.warning(
         events.REFUSED_OUTPUTS_ISOLATED,
         count=len(suspects),
