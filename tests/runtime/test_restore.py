@@ -189,8 +189,9 @@ def test_exactly_once_restores_without_fetching_committed_offsets(harness: Harne
     written = _first_run(harness)
     harness.broker.script("committed", RuntimeError("fetched"), RuntimeError("fetched"))
     assert harness.run() == EXIT_OK
-    assert harness.logged(
-        "committed offset unknown; changelog offset guard off for the partition"
-    ) == []
+    assert (
+        harness.logged("committed offset unknown; changelog offset guard off for the partition")
+        == []
+    )
     [restored] = harness.logged("history restored")
     assert restored["records"] == written
