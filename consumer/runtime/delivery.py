@@ -158,3 +158,16 @@ class ExactlyOnce:
             self._consumer.group_metadata,
             self._metrics.commit_failures.inc,
         )
+
+
+def delivery_for(
+    s: Settings,
+    producer: ProducerHandle,
+    consumer: Consumer,
+    metrics: Metrics,
+    before_commit: Callable[[], None],
+) -> Delivery:
+    """The guarantee the settings ask for."""
+    if s.exactly_once:
+        return ExactlyOnce(producer, consumer, metrics, before_commit)
+    return AtLeastOnce(producer, consumer, s, metrics, before_commit)

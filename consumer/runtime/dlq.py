@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from consumer.runtime.kafka import MAX_REQUEST_BYTES, TopicPartition
 from consumer.runtime.kafka.quirks import fits
-from consumer.runtime.records import Output, input_timestamp
+from consumer.runtime.records import Output, Refusal, input_timestamp
 
 DLQ_HEADER_PREFIX: Final = "her2.errors."
 
@@ -118,3 +118,27 @@ def headers_only(dead: Output, error: str) -> Output:
     headers.append((DLQ_HEADER_PREFIX + "dlq.refused", error.encode()))
     empty = None if dead.key is not None else b""
     return dataclasses.replace(dead, value=empty, headers=headers, timestamp_ms=None)
+
+
+def refusal_letter(
+    refusal: Refusal, *, exactly_once: bool
+) -> tuple[str, str, list[tuple[str, bytes]]]:
+    """The exception class, message and extra headers of the dead letter of a record an output
+    of which the broker refused for good."""
+    topic = refusal.topic or "?"
+    error = refusal.error or "?"
+    published = (
+        "none of its outputs was published"
+        if exactly_once
+        # at-least-once: outputs acknowledged before the refusal cannot be withdrawn
+        else "its outputs to other topics may already be published (at-least-once)"
+    )
+    message = (
+        f"the broker refused an output of this record to {topic} for good ({error}); "
+        f"{published}; its evaluation is not in the patient's history"
+    )
+    headers = [
+        ("her2.errors.output.topic", topic.encode("utf-8")),
+        ("her2.errors.output.error", error.encode("utf-8")),
+    ]
+    return error, message, headers

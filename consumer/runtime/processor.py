@@ -23,9 +23,10 @@ from consumer.errors import OutputTooLargeError, RecordError, RegistryError, Sta
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.runtime import routing
-from consumer.runtime.dlq import dead_letter, output_fits
+from consumer.runtime.dlq import dead_letter, output_fits, refusal_letter
 from consumer.runtime.kafka import MAX_REQUEST_BYTES, TopicPartition
-from consumer.runtime.records import Output, Refusal, input_timestamp
+from consumer.runtime.outputs import encoded_outputs
+from consumer.runtime.records import Refusal
 from consumer.runtime.results import DeadLettered, Processed, Result, Retry
 from consumer.state.store import Checkpoint, HistoryStore
 
@@ -88,27 +89,7 @@ class Processor:
                 raise misrouted.error()
             undo = store.checkpoint(event["patient_id"])
             outcome = store.apply(event, self.pipeline)
-            key = record.key  # the routing check made sure it is the patient id
-            # outputs carry the input record's timestamp, never the host clock (records.Output)
-            stamp, origin = input_timestamp(record), (tp, record.offset)
-            same = self._copartitioned
-            outputs = [
-                Output(
-                    topics.classification,
-                    key,
-                    self.codecs.classification.encode(outcome.classification),
-                    partition=tp.partition if topics.classification in same else None,
-                    timestamp_ms=stamp,
-                    origin=origin,
-                )
-            ]
-            for alert in outcome.alerts:
-                topic = topics.alert_topic(alert["alert_type"])
-                value = self.codecs.alerts[topic].encode(alert)
-                part = tp.partition if topic in same else None
-                outputs.append(
-                    Output(topic, key, value, partition=part, timestamp_ms=stamp, origin=origin)
-                )
+            outputs = encoded_outputs(self.codecs, topics, outcome, tp, record, self._copartitioned)
             if not all(output_fits(out, self._limit) for out in outputs):
                 raise OutputTooLargeError(
                     "an output of this record (classification or alert) is larger than the "
@@ -205,29 +186,16 @@ class Processor:
         """A record an output of which the broker refused for good: dead-lettered unevaluated
         (no trace in the history, none of its outputs published), the refusal in its headers."""
         started = time.perf_counter()
-        topic = refusal.topic or "?"
-        error = refusal.error or "?"
+        error, message, headers = refusal_letter(refusal, exactly_once=self.settings.exactly_once)
         return self._dead_letter(
             tp,
             record,
             stage="process",
             reason=REASON_OUTPUT_REFUSED,
             exception_class=error,
-            message=(
-                f"the broker refused an output of this record to {topic} for good ({error}); "
-                + (
-                    "none of its outputs was published"
-                    if self.settings.exactly_once
-                    # at-least-once: outputs acknowledged before the refusal cannot be withdrawn
-                    else "its outputs to other topics may already be published (at-least-once)"
-                )
-                + "; its evaluation is not in the patient's history"
-            ),
+            message=message,
             started=started,
-            extra_headers=[
-                ("her2.errors.output.topic", topic.encode("utf-8")),
-                ("her2.errors.output.error", error.encode("utf-8")),
-            ],
+            extra_headers=headers,
         )
 
     def _dead_letter(

@@ -34,7 +34,7 @@ from consumer.config import Settings
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
-from consumer.runtime.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from consumer.runtime.delivery import delivery_for
 from consumer.runtime.exits import EXIT_FAILURE, EXIT_OK, exit_code
 from consumer.runtime.host import check_clock, claim_instance, open_state_dir
 from consumer.runtime.instance import InstanceSlot
@@ -46,7 +46,7 @@ from consumer.runtime.loop import Loop
 from consumer.runtime.partitions import PartitionTable
 from consumer.runtime.processor import Processor
 from consumer.runtime.restore import Restorer
-from consumer.runtime.startup import ensure_topics, register_output_schemas
+from consumer.runtime.startup import copartitioned, ensure_topics, register_output_schemas
 from consumer.state.backends import DISK, StateDir
 
 log = get_logger("her2.service")
@@ -188,12 +188,7 @@ class Service:
             admin.close()
         if counts is None:
             return
-        partitions = counts[s.topics.input]
-        self.table.input_partition_count = partitions
-        # outputs with the input's partition count get the input record's partition: the
-        # routing check made sure it is murmur2(key) mod n, the partition kafka-python's
-        # partitioner would compute again, in pure Python, for every output record
-        copartitioned = frozenset(t for t in s.topics.outputs() if counts.get(t) == partitions)
+        self.table.input_partition_count = counts[s.topics.input]
         self._producer = producer = ProducerHandle(self._clients, s, self._default_id)
         resources.callback(self._close_producer)
         producer.warm_up(s.topics.outputs())
@@ -213,13 +208,9 @@ class Service:
             codecs,
             self.table.input_partitions,
             self._clock,
-            copartitioned=copartitioned,
+            copartitioned=copartitioned(s, counts),
         )
-        delivery: Delivery
-        if s.exactly_once:
-            delivery = ExactlyOnce(producer, consumer, self.metrics, self._test_crash_hook)
-        else:
-            delivery = AtLeastOnce(producer, consumer, s, self.metrics, self._test_crash_hook)
+        delivery = delivery_for(s, producer, consumer, self.metrics, self._test_crash_hook)
         self.loop = Loop(
             s,
             consumer,

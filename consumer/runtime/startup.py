@@ -149,3 +149,11 @@ def partition_counts(admin: Admin, topics: list[str]) -> dict[str, int]:
         if info.get("error_code", 0) == 0 and info.get("partitions"):
             counts[info["name"]] = len(info["partitions"])
     return counts
+
+
+def copartitioned(s: Settings, counts: dict[str, int]) -> frozenset[str]:
+    """Output topics with the input's partition count: their records get the input record's
+    partition (the routing check made sure it is murmur2(key) mod n, the partition
+    kafka-python's partitioner would compute again, in pure Python, for every output)."""
+    partitions = counts[s.topics.input]
+    return frozenset(t for t in s.topics.outputs() if counts.get(t) == partitions)
