@@ -12,7 +12,9 @@ block, or to change the broker mid-call). Operations: "poll", "commit", "send:<t
 "restore.poll", "admin", "describe". Topic creation failures: `broker.create_errors[topic] = code`.
 Permanent refusals (a broker that refuses some records for good, on every attempt):
 `broker.refuse(topic, exc, when=predicate)` fails the future of every record of `topic` for
-which `predicate(record)` holds (default: all), e.g. a size limit.
+which `predicate(record)` holds (default: all), e.g. a size limit. A record refused as too large
+that shared its partition's flush with others makes flush() raise UnknownError, as kafka-python
+3.0.12 does (tests/integration/test_client_contract.py holds the fakes to the real client).
 Records carry a timestamp: `append(..., timestamp=)` (default `broker.clock_ms`), and what a
 producer passed as `timestamp_ms` (None: the producer's clock, `broker.producer_clock_ms`).
 
@@ -29,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, UnknownError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 
@@ -165,7 +168,8 @@ class FakeAdmin:
             if log is None:
                 out.append({"name": name, "error_code": 3, "partitions": []})
             else:
-                partitions = [{"partition": p} for p in range(len(log))]
+                # kafka-python's MetadataResponse keys (partition_index, not partition)
+                partitions = [{"partition_index": p, "error_code": 0} for p in range(len(log))]
                 out.append({"name": name, "error_code": 0, "partitions": partitions})
         return out
 
@@ -303,6 +307,7 @@ class FakeFuture:
         self.record = record
         self.done = False
         self.error: BaseException | None = None
+        self.refused = False  # failed by one of broker.refusals (not by another's)
 
     def resolve(self) -> None:
         if self.done:
@@ -316,8 +321,9 @@ class FakeFuture:
                     raise refusal
         except BaseException as exc:  # the future fails with it
             self.error = exc
+            self.refused = any(exc is r for _, r, _ in broker.refusals)
             broker.events.append(("nack", self.record.topic))
-            if broker.refusal_fails_in_flight and any(exc is r for _, r, _ in broker.refusals):
+            if broker.refusal_fails_in_flight and self.refused:
                 # kafka-python 3.0.12: a refusal is fatal to the idempotent producer (abortable
                 # to the transactional one) and every record still in flight fails with it
                 for other in self.producer.pending:
@@ -379,9 +385,22 @@ class FakeProducer:
         return future
 
     def flush(self, timeout: float | None = None) -> None:
-        for future in self.pending:
-            future.resolve()
+        """Resolve every pending send. Raises UnknownError('Future not done') when a refused
+        record shared its partition's batch with others, as kafka-python 3.0.12 does: it splits
+        a batch the broker refused as too large, and the split wakes flush() on the old batch,
+        which is not done (the futures still tell each record's outcome)."""
+        pending = self.pending
+        for future in pending:
+            future.resolve()  # a refusal fails the later ones in self.pending
         self.pending = []
+        for future in pending:
+            tp = (future.record.topic, future.record.partition)
+            batch = [f for f in pending if (f.record.topic, f.record.partition) == tp]
+            too_large = isinstance(
+                future.error, (MessageSizeTooLargeError, RecordListTooLargeError)
+            )
+            if future.refused and too_large and len(batch) > 1:
+                raise UnknownError("Future not done")
 
     def close(self, timeout: float | None = None) -> None:
         self.closed = True

@@ -1,0 +1,354 @@
+"""The contract of the kafka-python calls the runtime makes, held by the in-memory fakes
+(tests/runtime/fakes.py) and by the real client against the session's broker alike (arroyo's
+tests/backends/mixins.py): every case runs on both backends, which build their clients through
+the `Clients` protocol and the service's own config builders. A case that fails on the fakes
+only means the fakes lie to tests/runtime; fix the fakes, not the case.
+
+What the fakes model more simply than the real client, on purpose (no case depends on it):
+- one consumer group per FakeBroker (commits are not keyed by group; the service has one group);
+- a refusal under a size limit is decided per record (key + value + headers bytes), where the
+  broker measures the record batch; the cases keep sizes far from the limit;
+- a refused record fails every later record of the flush on every partition; kafka-python fails
+  those still in flight, and a batch already acknowledged on another partition succeeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from helpers import make_env
+from kafka.errors import MessageSizeTooLargeError
+
+from consumer.config import Settings
+from consumer.runtime.host import _quorum_leader_time_ms
+from consumer.runtime.kafka import (
+    REFUSED_FOR_GOOD,
+    Admin,
+    Clients,
+    Consumer,
+    KafkaError,
+    OffsetAndMetadata,
+    TopicPartition,
+)
+from consumer.runtime.kafka.clients import (
+    KafkaClients,
+    consumer_config,
+    restore_consumer_config,
+)
+from consumer.runtime.kafka.preflight import connect_admin
+from consumer.runtime.kafka.producer import ProducerHandle
+from consumer.runtime.startup import partition_counts
+
+
+def _import_fakes(path: Path = Path(__file__).parents[1] / "runtime" / "fakes.py") -> ModuleType:
+    """tests/runtime/fakes.py under the name tests/runtime imports it by (one module, whichever
+    folder a session collects first)."""
+    if "fakes" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("fakes", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["fakes"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["fakes"]
+
+
+fakes = _import_fakes()
+
+DEFAULT_ID = "contract"
+POLL_MS = 200
+REAL_WAIT_S = 30.0  # how long the real client may take to deliver what a case waits for
+REAL_QUIET_S = 1.5  # how long the real client must stay quiet to show it returns nothing
+MAX_MESSAGE_BYTES = 10_000
+SMALL = 100
+LARGE = 5 * MAX_MESSAGE_BYTES  # far above the limit, far below MAX_REQUEST_BYTES
+CLOCK_SLACK_MS = 5_000
+
+
+@dataclass
+class Backend:
+    """Topics, the service's settings and clients on one implementation of `Clients`; the
+    clients made here are closed when the test ends."""
+
+    name: str
+    clients: Clients
+    settings: Settings
+    make_topic: Callable[[str, int, int | None], None]
+    wait_s: float  # 0: everything a case waits for is there at the first poll (the fakes)
+    quiet_s: float
+    unique_name: Callable[[str], str]
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def topic(self, partitions: int = 1, max_message_bytes: int | None = None) -> str:
+        """A new topic (`max_message_bytes`: the topic's max.message.bytes)."""
+        name = self.unique_name("topic")
+        self.make_topic(name, partitions, max_message_bytes)
+        return name
+
+    def reader(self) -> Consumer:
+        """A consumer without a group: the service's changelog reader."""
+        consumer = self.clients.consumer(**restore_consumer_config(self.settings, DEFAULT_ID))
+        self.closers.append(lambda: consumer.close(autocommit=False))
+        return consumer
+
+    def member(self, group: str) -> Consumer:
+        """A consumer of `group`: the service's group member configuration."""
+        settings = dataclasses.replace(self.settings, group_id=group)
+        consumer = self.clients.consumer(**consumer_config(settings, DEFAULT_ID))
+        self.closers.append(lambda: consumer.close(autocommit=False))
+        return consumer
+
+    def producer(self) -> ProducerHandle:
+        """The service's producer (at-least-once: idempotent, not transactional)."""
+        handle = ProducerHandle(self.clients, self.settings, DEFAULT_ID)
+        self.closers.append(lambda: handle.close(1.0))
+        return handle
+
+    def admin(self) -> Admin:
+        """The service's admin client."""
+        admin = connect_admin(self.clients, self.settings, DEFAULT_ID)
+        self.closers.append(admin.close)
+        return admin
+
+    def poll_until(
+        self, consumer: Consumer, done: Callable[[list[Any]], bool], what: str
+    ) -> list[Any]:
+        """Poll, collecting records, until `done(records)`; fail after `wait_s`."""
+        records: list[Any] = []
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            for batch in consumer.poll(timeout_ms=POLL_MS).values():
+                records.extend(batch)
+            if done(records):
+                return records
+            assert time.monotonic() < deadline, f"{self.name}: {what} not within {self.wait_s}s"
+
+    def poll_for(self, consumer: Consumer) -> list[Any]:
+        """Every record polls return during `quiet_s` (one poll on the fakes)."""
+        records: list[Any] = []
+        deadline = time.monotonic() + self.quiet_s
+        while True:
+            for batch in consumer.poll(timeout_ms=POLL_MS).values():
+                records.extend(batch)
+            if time.monotonic() >= deadline:
+                return records
+
+
+def _fake_backend(unique_name: Callable[[str], str]) -> Backend:
+    broker = fakes.FakeBroker()
+
+    def make_topic(name: str, partitions: int, max_message_bytes: int | None) -> None:
+        broker.create_topic(name, partitions)
+        if max_message_bytes is not None:
+            broker.configs[name] = {"max.message.bytes": str(max_message_bytes)}
+            broker.refuse(
+                name,
+                MessageSizeTooLargeError(),
+                when=lambda record: _record_bytes(record) > max_message_bytes,
+            )
+
+    settings = make_env("fake-broker:9092", unique_name).settings()
+    return Backend("fakes", broker, settings, make_topic, 0.0, 0.0, unique_name)
+
+
+def _real_backend(request: pytest.FixtureRequest, unique_name: Callable[[str], str]) -> Backend:
+    bootstrap: str = request.getfixturevalue("kafka_bootstrap")
+    create_topics: Callable[..., list[str]] = request.getfixturevalue("create_topics")
+
+    def make_topic(name: str, partitions: int, max_message_bytes: int | None) -> None:
+        config = {} if max_message_bytes is None else {"max.message.bytes": str(max_message_bytes)}
+        create_topics(name, partitions=partitions, config=config)
+
+    settings = make_env(bootstrap, unique_name).settings()
+    return Backend(
+        "kafka-python", KafkaClients(), settings, make_topic, REAL_WAIT_S, REAL_QUIET_S, unique_name
+    )
+
+
+def _record_bytes(record: Any) -> int:
+    headers = sum(len(k) + len(v) for k, v in record.headers)
+    return len(record.key or b"") + len(record.value or b"") + headers
+
+
+@pytest.fixture(params=["fakes", "kafka-python"])
+def backend(request: pytest.FixtureRequest, unique_name: Callable[[str], str]) -> Iterator[Backend]:
+    """The same small interface over the fakes and over the real client (the real broker is
+    started only for the latter)."""
+    if request.param == "fakes":
+        made = _fake_backend(unique_name)
+    else:
+        made = _real_backend(request, unique_name)
+    yield made
+    for close in reversed(made.closers):
+        with contextlib.suppress(Exception):
+            close()
+
+
+def _send_all(handle: ProducerHandle, records: list[dict[str, Any]]) -> list[Any]:
+    """Send `records` (send()'s keyword arguments) and flush; each send's outcome: its
+    metadata, or the exception its future failed with.
+
+    flush() may raise a KafkaError while futures are still pending (kafka-python 3.0.12, after
+    splitting a batch the broker refused as too large; the fakes do the same): as the
+    service's send_and_wait, the futures say what happened to each record.
+    """
+    producer = handle.producer
+    futures = [producer.send(**record) for record in records]
+    with contextlib.suppress(KafkaError):
+        producer.flush(timeout=20)
+    outcomes: list[Any] = []
+    for future in futures:
+        try:
+            outcomes.append(future.get(timeout=20))
+        except KafkaError as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def test_records_read_back_as_sent(backend: Backend) -> None:
+    """Key, value, headers, explicit partition and timestamp survive the round trip;
+    end_offsets counts the records and the position after reading them is the end."""
+    topic = backend.topic(partitions=2)
+    base_ms = int(time.time() * 1000) - 600_000  # in the past: the broker keeps CreateTime
+    sent = [
+        {
+            "topic": topic,
+            "key": f"key-{i}".encode(),
+            "value": f"value-{i}".encode() * (i + 1),
+            "headers": [("her2.n", str(i).encode()), ("her2.empty", b"")],
+            "partition": i % 2,
+            "timestamp_ms": base_ms + i,
+        }
+        for i in range(6)
+    ]
+    outcomes = _send_all(backend.producer(), sent)
+    assert not [o for o in outcomes if isinstance(o, BaseException)]
+
+    reader = backend.reader()
+    tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    reader.assign(tps)
+    reader.seek_to_beginning(*tps)
+    end = reader.end_offsets(tps)
+    assert end == {tps[0]: 3, tps[1]: 3}
+    records = backend.poll_until(reader, lambda got: len(got) >= len(sent), "6 records")
+
+    def as_sent(r: Any) -> tuple[Any, ...]:
+        return (r.key, r.value, [tuple(h) for h in r.headers], r.partition, r.timestamp)
+
+    expected = [
+        (s["key"], s["value"], s["headers"], s["partition"], s["timestamp_ms"]) for s in sent
+    ]
+    assert sorted(as_sent(r) for r in records) == sorted(expected)
+    for tp in tps:
+        assert [r.offset for r in records if r.partition == tp.partition] == [0, 1, 2]
+        assert reader.position(tp) == end[tp]
+
+
+@pytest.mark.parametrize("membership", ["assign", "subscribe"])
+def test_committed_offsets_of_a_group(backend: Backend, membership: str) -> None:
+    """committed() is None before the group's first commit, then the offset committed, also
+    for the next member of the group. Both an assign()-ed consumer with a group id (no
+    membership, as kafka-python commits for it) and a subscribed member once its first polls
+    joined the group (the service's way) can commit."""
+    topic = backend.topic(partitions=1)
+    tp = TopicPartition(topic, 0)
+    _send_all(backend.producer(), [{"topic": topic, "value": b"v", "partition": 0}] * 3)
+    group = backend.unique_name("group")
+    member = backend.member(group)
+    if membership == "assign":
+        member.assign([tp])
+    else:
+        member.subscribe([topic])
+        backend.poll_until(member, lambda _: tp in member.assignment(), "the assignment")
+    assert member.committed(tp) is None
+
+    member.commit({tp: OffsetAndMetadata(2, "", -1)})
+    assert member.committed(tp) == 2
+    member.close(autocommit=False)
+    assert backend.member(group).committed(tp) == 2
+
+
+def test_a_record_above_the_topics_limit_is_refused_for_good(backend: Backend) -> None:
+    """The large record fails with MessageSizeTooLargeError (refused for good); every other
+    record of the same flush succeeds or fails with that error class (kafka-python 3.0.12 fails
+    those in flight with it; the fakes fail all later ones). A renewed producer (the service's
+    renew()) then sends a small record; the topic holds exactly the acknowledged records."""
+    topic = backend.topic(partitions=2, max_message_bytes=MAX_MESSAGE_BYTES)
+    handle = backend.producer()
+    handle.warm_up([topic])
+    sizes = [SMALL, SMALL, SMALL, LARGE, SMALL, SMALL, SMALL, SMALL]
+    records = [
+        {"topic": topic, "key": b"k%d" % i, "value": b"v" * size, "partition": i % 2}
+        for i, size in enumerate(sizes)
+    ]
+    outcomes = _send_all(handle, records)
+
+    large = outcomes[3]
+    assert isinstance(large, MessageSizeTooLargeError)
+    assert isinstance(large, REFUSED_FOR_GOOD)
+    others = outcomes[:3] + outcomes[4:]
+    failed = [o for o in others if isinstance(o, BaseException)]
+    assert all(isinstance(o, MessageSizeTooLargeError) for o in failed), failed
+
+    handle.renew()
+    [after] = _send_all(handle, [{"topic": topic, "key": b"after", "value": b"small"}])
+    assert not isinstance(after, BaseException), after
+
+    reader = backend.reader()
+    tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    end = reader.end_offsets(tps)
+    assert sum(end.values()) == len(others) - len(failed) + 1
+
+
+def test_admin_describes_topics_and_the_quorum_leaders_clock(backend: Backend) -> None:
+    """describe_topics lists the partitions (kafka-python's keys; a missing topic has error
+    code 3, UNKNOWN_TOPIC_OR_PARTITION), and the KRaft quorum leader's own last fetch time is
+    the cluster's clock (start-up's clock check reads it)."""
+    topic = backend.topic(partitions=3)
+    missing = backend.unique_name("missing")
+    admin = backend.admin()
+
+    described = {info["name"]: info for info in admin.describe_topics([topic, missing])}
+    assert described[topic]["error_code"] == 0
+    assert sorted(p["partition_index"] for p in described[topic]["partitions"]) == [0, 1, 2]
+    assert described[missing]["error_code"] == 3
+    assert described[missing]["partitions"] == []
+    assert partition_counts(admin, [topic, missing]) == {topic: 3}
+
+    before_ms = time.time() * 1000
+    leader_ms = _quorum_leader_time_ms(admin.describe_metadata_quorum())
+    after_ms = time.time() * 1000
+    assert leader_ms is not None
+    assert before_ms - CLOCK_SLACK_MS <= leader_ms <= after_ms + CLOCK_SLACK_MS
+
+
+def test_a_paused_partition_returns_nothing_until_resumed(backend: Backend) -> None:
+    """Records of a paused partition are not returned by poll (the other partition's are);
+    after resume() they are, from where the partition was."""
+    topic = backend.topic(partitions=2)
+    paused, running = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    records = [{"topic": topic, "value": b"v%d" % i, "partition": i % 2} for i in range(6)]
+    _send_all(backend.producer(), records)
+
+    reader = backend.reader()
+    reader.assign([paused, running])
+    reader.seek_to_beginning(paused, running)
+    reader.pause(paused)
+    got = backend.poll_until(reader, lambda got: len(got) >= 3, "the running partition")
+    got += backend.poll_for(reader)
+    assert sorted((r.partition, r.offset) for r in got) == [(1, 0), (1, 1), (1, 2)]
+
+    reader.resume(paused)
+    got = backend.poll_until(reader, lambda got: len(got) >= 3, "the resumed partition")
+    assert sorted((r.partition, r.offset) for r in got) == [(0, 0), (0, 1), (0, 2)]
+    assert reader.position(paused) == 3
