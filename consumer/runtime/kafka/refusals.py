@@ -3,9 +3,11 @@
 When the broker refuses one record for good (MessageSizeTooLargeError under a topic's small
 max.message.bytes, a missing write ACL, ...), kafka-python 3.0.12's idempotent producer treats
 the error as fatal and fails every batch still in flight with the same exception; its
-transactional producer aborts the undrained batches with it. Taken at face value, the valid
-outputs sent beside the one refused record are "refused" too, and their input records would be
-dead-lettered unevaluated (seen once in a real-broker run: five valid reports dead-lettered
+transactional producer aborts the undrained batches with it. (A refused batch of several
+records is first split and its parts retried, so records before the large one may get
+through; `flush()` may raise meanwhile: send_and_wait reads every future instead.) Taken at
+face value, the valid outputs sent beside the one refused record are "refused" too, and their
+input records would be dead-lettered unevaluated (seen once in a real-broker run: five valid reports dead-lettered
 beside one poison record). So the suspects are sent again in halves, each group alone through
 a producer that has seen no refusal: a group acknowledged in full holds no refused record; a
 refused group is split until each refused record stands alone (about 2 k log2 n sends for k
