@@ -7,14 +7,14 @@ transactional producer aborts the undrained batches with it. (A refused batch of
 records is first split and its parts retried, so records before the large one may get
 through; `flush()` may raise meanwhile: send_and_wait reads every future instead.) Taken at
 face value, the valid outputs sent beside the one refused record are "refused" too, and their
-input records would be dead-lettered unevaluated (seen once in a real-broker run: five valid reports dead-lettered
-beside one poison record). So the suspects are sent again in halves, each group alone through
-a producer that has seen no refusal: a group acknowledged in full holds no refused record; a
-refused group is split until each refused record stands alone (about 2 k log2 n sends for k
-refused records among n suspects). At-least-once: the probes are real publications (the re-run
-of the batch sends them again: duplicates with the same alert ids, as at-least-once allows).
-Exactly-once: each probe runs in its own transaction, always aborted, so nothing of it is ever
-visible to read_committed readers.
+input records would be dead-lettered unevaluated (seen once in a real-broker run: five valid
+reports dead-lettered beside one poison record). So the suspects are sent again in halves,
+each group alone through a producer that has seen no refusal: a group acknowledged in full
+holds no refused record; a refused group is split until each refused record stands alone
+(about 2 k log2 n sends for k refused records among n suspects). At-least-once: the probes are
+real publications (the re-run of the batch sends them again: duplicates with the same alert
+ids, as at-least-once allows). Exactly-once: each probe runs in its own transaction, always
+aborted, so nothing of it is ever visible to read_committed readers.
 """
 
 from __future__ import annotations
