@@ -11,6 +11,9 @@
     ├── FencedError            another producer took our transactional id: stop, EXIT_FENCED
     ├── HistoryRestoreError    the changelog could not be read to its end in time: fatal
     ├── KafkaConnectError      Kafka unreachable or refusing us at start-up: fatal
+    ├── BrokerError            a Kafka client call failed (mapped in runtime/kafka/mapping.py
+    │   │                      from kafka-python's KafkaError): `retriable`, `kind`
+    │   └── CommitRefusedError an offset commit refused because of a rebalance: not fatal
     ├── StateStoreError        the disk history store failed (sqlite: full disk, I/O error):
     │                          stop without committing, never the record's fault
     ├── OutputTooLargeError    an output of one record can never be produced: dead-letter it
@@ -116,6 +119,23 @@ class KafkaConnectError(Her2Error):
     """Kafka could not be reached or refused us at start-up (the message names what to check)."""
 
 
+class BrokerError(Her2Error):
+    """A Kafka client call failed: kafka-python's KafkaError mapped at the adapter boundary
+    (runtime/kafka/mapping.py, the cause chained). `kind` is the client's exception class name
+    (the `error_type` of logs and metrics), `retriable` the client's own judgement (a broker
+    away, a leader moving: the loop waits or leaves the work to the next batch)."""
+
+    def __init__(self, message: str, *, kind: str, retriable: bool) -> None:
+        super().__init__(message or kind)  # kafka-python's own text ("<kind>: <detail>")
+        self.kind = kind
+        self.retriable = retriable
+
+
+class CommitRefusedError(BrokerError):
+    """An offset commit refused because of a rebalance (kafka-python's CommitFailedError or
+    RebalanceInProgressError): the records go to the partition's next owner; not fatal."""
+
+
 class StateStoreError(Her2Error):
     """The disk history store failed (a sqlite3.Error at the state boundary: full disk, I/O
     error, a closed store). `kind` is the sqlite error's class name, `detail` its message
@@ -124,6 +144,14 @@ class StateStoreError(Her2Error):
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(f"the history store failed ({kind}: {detail})")
         self.kind = kind
+
+
+def kind_of(exc: BaseException) -> str:
+    """The `error_type` of a log line or metric: a mapped error's `kind` (the third-party
+    class name, as logged before the mapping), else the exception's class name."""
+    if isinstance(exc, BrokerError):
+        return exc.kind
+    return type(exc).__name__
 
 
 class OutputTooLargeError(Her2Error):

@@ -1,0 +1,142 @@
+"""The adapter boundary of kafka-python's errors (consumer/runtime/kafka/mapping.py): each
+KafkaError of a consumer or admin call becomes our BrokerError (CommitRefusedError for a commit
+refused in a rebalance), chained; anything else passes through untouched; the rebalance listener
+reaches the wrapped consumer as is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+    TopicAuthorizationFailedError,
+)
+
+from consumer.errors import BrokerError, CommitRefusedError, Her2Error, InvalidEvent, kind_of
+from consumer.runtime.kafka import TopicPartition
+from consumer.runtime.kafka.mapping import MappedAdmin, MappedClients, MappedConsumer, broker_error
+
+
+class Raising:
+    """Every call raises `exc`; `calls` records (name, args, kwargs)."""
+
+    def __init__(self, exc: BaseException | None = None) -> None:
+        self.exc = exc
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> str:
+            self.calls.append((name, args, kwargs))
+            if self.exc is not None:
+                raise self.exc
+            return name
+
+        return call
+
+
+@pytest.mark.parametrize(
+    ("exc", "cls", "retriable"),
+    [
+        pytest.param(CommitFailedError(), CommitRefusedError, False, id="commit-failed"),
+        pytest.param(RebalanceInProgressError(), CommitRefusedError, False, id="rebalance"),
+        pytest.param(KafkaConnectionError("gone"), BrokerError, True, id="connection"),
+        pytest.param(KafkaTimeoutError(), BrokerError, True, id="timeout"),
+        pytest.param(IllegalStateError("no"), BrokerError, False, id="illegal-state"),
+        pytest.param(TopicAuthorizationFailedError(), BrokerError, False, id="acl"),
+        pytest.param(KafkaError("generic"), BrokerError, False, id="base"),
+    ],
+)
+def test_each_kafka_error_maps_to_our_class(exc: KafkaError, cls: type, retriable: bool) -> None:
+    mapped = broker_error(exc)
+    assert type(mapped) is cls
+    assert isinstance(mapped, Her2Error)
+    assert not isinstance(mapped, KafkaError)
+    assert mapped.kind == type(exc).__name__ == kind_of(mapped)
+    assert mapped.retriable is exc.retriable is retriable
+    assert str(mapped) == str(exc)
+
+
+@pytest.mark.parametrize(
+    ("op", "args"),
+    [
+        ("poll", ()),
+        ("commit", ({},)),
+        ("end_offsets", ([TopicPartition("t", 0)],)),
+        ("position", (TopicPartition("t", 0),)),
+        ("committed", (TopicPartition("t", 0),)),
+        ("close", ()),
+        ("subscribe", (["t"],)),
+        ("pause", (TopicPartition("t", 0),)),
+    ],
+)
+def test_consumer_calls_raise_our_errors_chained(op: str, args: tuple[Any, ...]) -> None:
+    cause = KafkaConnectionError("111 ECONNREFUSED")
+    consumer = MappedConsumer(Raising(cause))  # type: ignore[arg-type]
+    with pytest.raises(BrokerError) as info:
+        getattr(consumer, op)(*args)
+    assert info.value.__cause__ is cause
+    assert info.value.kind == "KafkaConnectionError"
+    assert info.value.retriable
+
+
+def test_a_commit_refused_in_a_rebalance_is_its_own_class() -> None:
+    cause = CommitFailedError()
+    with pytest.raises(CommitRefusedError) as info:
+        MappedConsumer(Raising(cause)).commit({})  # type: ignore[arg-type]
+    assert info.value.__cause__ is cause
+    assert info.value.kind == "CommitFailedError"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError("a bug"),
+        InvalidEvent("processing-error", "ours, from a listener inside poll"),
+        KeyboardInterrupt(),
+    ],
+)
+def test_other_exceptions_pass_through_untouched(exc: BaseException) -> None:
+    with pytest.raises(type(exc)) as info:
+        MappedConsumer(Raising(exc)).poll()  # type: ignore[arg-type]
+    assert info.value is exc
+    assert info.value.__cause__ is None
+
+
+def test_results_and_arguments_are_passed_through() -> None:
+    inner = Raising()
+    consumer = MappedConsumer(inner)  # type: ignore[arg-type]
+    listener = object()
+    assert consumer.poll(timeout_ms=5, max_records=3) == "poll"
+    consumer.subscribe(["t"], listener=listener)
+    consumer.close(autocommit=False, timeout_ms=7)
+    assert inner.calls == [
+        ("poll", (), {"timeout_ms": 5, "max_records": 3}),
+        ("subscribe", (["t"],), {"listener": listener}),
+        ("close", (), {"autocommit": False, "timeout_ms": 7}),
+    ]
+    assert inner.calls[1][2]["listener"] is listener, "the rebalance listener is not wrapped"
+
+
+def test_admin_calls_and_client_creation_are_mapped() -> None:
+    cause = TopicAuthorizationFailedError()
+    with pytest.raises(BrokerError) as info:
+        MappedAdmin(Raising(cause)).describe_topics(["t"])  # type: ignore[arg-type]
+    assert info.value.__cause__ is cause
+    clients = MappedClients(Raising(KafkaTimeoutError()))  # type: ignore[arg-type]
+    for make in (clients.admin, clients.consumer, clients.producer):
+        with pytest.raises(BrokerError) as made:
+            make(bootstrap_servers="x")
+        assert made.value.kind == "KafkaTimeoutError"
+
+
+def test_clients_wrap_consumer_and_admin_but_not_the_producer() -> None:
+    clients = MappedClients(Raising())  # type: ignore[arg-type]
+    assert isinstance(clients.consumer(), MappedConsumer)
+    assert isinstance(clients.admin(), MappedAdmin)
+    assert clients.producer() == "producer"
