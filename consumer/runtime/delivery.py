@@ -8,16 +8,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 from consumer.config import Settings
-from consumer.errors import OutputRefusedError, PublishError
+from consumer.errors import BrokerError, CommitRefusedError, OutputRefusedError, PublishError
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
-from consumer.runtime.kafka import (
-    CommitFailedError,
-    Consumer,
-    KafkaError,
-    RebalanceInProgressError,
-)
+from consumer.runtime.kafka import Consumer
 from consumer.runtime.kafka.producer import ProducerHandle
 from consumer.runtime.kafka.refusals import isolate_refused
 from consumer.runtime.records import PUBLISH_BACKOFF, Backoff, Batch, Output
@@ -113,14 +108,14 @@ class AtLeastOnce:
         the same history and re-emits identical outputs."""
         try:
             self._consumer.commit(batch.offsets())
-        except (CommitFailedError, RebalanceInProgressError) as exc:
+        except CommitRefusedError as exc:
             self._metrics.commit_failures.inc()
             log.warning(
                 events.COMMIT_REFUSED_IN_REBALANCE,
-                error_type=type(exc).__name__,
+                error_type=exc.kind,
             )
             return
-        except KafkaError as exc:
+        except BrokerError as exc:
             self._metrics.commit_failures.inc()
             if not exc.retriable:
                 raise
@@ -129,7 +124,7 @@ class AtLeastOnce:
             # partition's next owner gets them again (at-least-once)
             log.warning(
                 events.COMMIT_FAILED,
-                error_type=type(exc).__name__,
+                error_type=exc.kind,
             )
 
 

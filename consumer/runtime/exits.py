@@ -7,6 +7,7 @@ import sys
 from typing import Final
 
 from consumer.errors import (
+    BrokerError,
     ConfigError,
     DeadLetterLimitError,
     FencedError,
@@ -18,7 +19,6 @@ from consumer.errors import (
 )
 from consumer.ops import events
 from consumer.ops.logs import get_logger
-from consumer.runtime.kafka import KafkaError
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -52,8 +52,8 @@ def exit_code(exc: Exception) -> int:
     elif isinstance(exc, StateStoreError):  # the disk history store (full disk, I/O error)
         log.error(events.HISTORY_STORE_FAILED, exc_info=exc)
         print_error(f"history store failed ({exc.kind}); check HER2_STATE_DIR")
-    elif isinstance(exc, KafkaError):
-        log.error(events.STOPPING_ON_KAFKA_ERROR, error_type=type(exc).__name__, exc_info=exc)
+    elif isinstance(exc, BrokerError):  # mapped at the adapter boundary (runtime/kafka)
+        log.error(events.STOPPING_ON_KAFKA_ERROR, error_type=exc.kind, exc_info=exc)
     else:
         log.error(events.STOPPING_ON_UNEXPECTED_ERROR, error_type=type(exc).__name__, exc_info=exc)
     return EXIT_FAILURE

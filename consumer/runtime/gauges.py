@@ -8,10 +8,11 @@ from collections.abc import Callable
 from typing import Final
 
 from consumer.config import Settings
+from consumer.errors import BrokerError
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
-from consumer.runtime.kafka import Consumer, KafkaError, OffsetAndMetadata, TopicPartition
+from consumer.runtime.kafka import Consumer, OffsetAndMetadata, TopicPartition
 from consumer.runtime.partitions import PartitionTable
 from consumer.runtime.records import Batch
 
@@ -100,8 +101,8 @@ class Gauges:
             ends = self.consumer.end_offsets(
                 partitions, timeout_ms=self.settings.tuning.request_timeout_ms
             )
-        except KafkaError as exc:
-            log.warning(events.LAG_REFRESH_FAILED, error_type=type(exc).__name__)
+        except BrokerError as exc:
+            log.warning(events.LAG_REFRESH_FAILED, error_type=exc.kind)
             return
         wall = time.time()
         for tp in partitions:
@@ -109,7 +110,7 @@ class Gauges:
             if position is None:
                 try:
                     position = self.consumer.position(tp, timeout_ms=1000)
-                except KafkaError:
+                except BrokerError:
                     position = None
             end = ends.get(tp)
             if position is None or end is None:

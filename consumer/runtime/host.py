@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from consumer.config import Settings
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, kind_of
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.runtime.instance import InstanceSlot, claim_slot, slot_directory
@@ -86,7 +86,7 @@ def check_clock(
     try:
         cluster_ms = _quorum_leader_time_ms(admin.describe_metadata_quorum())
     except Exception as exc:  # any refusal or an old broker: the check is advisory
-        log.info(events.CLOCK_CHECK_UNAVAILABLE, error_type=type(exc).__name__)
+        log.info(events.CLOCK_CHECK_UNAVAILABLE, error_type=kind_of(exc))
         return None
     half = (monotonic() - started) / 2
     if cluster_ms is None:

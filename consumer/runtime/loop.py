@@ -13,6 +13,7 @@ from typing import Any
 
 from consumer.config import Settings
 from consumer.errors import (
+    BrokerError,
     OutputRefusedError,
     StateTooLargeError,
 )
@@ -23,7 +24,7 @@ from consumer.runtime.delivery import Delivery
 from consumer.runtime.dlq import headers_only, output_fits
 from consumer.runtime.dlqlimit import count_errors
 from consumer.runtime.gauges import Gauges
-from consumer.runtime.kafka import Consumer, KafkaError, TopicPartition
+from consumer.runtime.kafka import Consumer, TopicPartition
 from consumer.runtime.partitions import PartitionTable
 from consumer.runtime.processor import Processor
 from consumer.runtime.records import (
@@ -102,11 +103,11 @@ class Loop:
     def poll(self, timeout_ms: int, max_records: int) -> Mapping[TopicPartition, list[Any]]:
         """One poll. A broker that cannot be reached (kafka-python 3.0.12 can raise
         KafkaConnectionError from a metadata refresh inside poll when the broker goes away; any
-        retriable Kafka error) is waited for with back-off, the loop staying alive: nothing was
+        retriable BrokerError) is waited for with back-off, the loop staying alive: nothing was
         fetched, so nothing is lost, and the group coordinator re-joins once the broker is back."""
         try:
             records = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
-        except KafkaError as exc:
+        except BrokerError as exc:
             if not exc.retriable:
                 raise
             delay = self._poll_backoff.delay(self.poll_failures)
@@ -114,7 +115,7 @@ class Loop:
             log.warning(
                 events.POLL_BROKER_UNREACHABLE,
                 attempt=self.poll_failures,
-                error_type=type(exc).__name__,
+                error_type=exc.kind,
                 seconds=delay,
             )
             self._wait(delay)

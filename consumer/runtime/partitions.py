@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from consumer.errors import kind_of
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
@@ -72,7 +73,7 @@ class PartitionTable:
                 events.OFFSET_GUARD_OFF,
                 topic=tp.topic,
                 partition=tp.partition,
-                error_type=type(exc).__name__,
+                error_type=kind_of(exc),
             )
             return None
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from consumer.config import Settings
-from consumer.errors import HistoryRestoreError
+from consumer.errors import HistoryRestoreError, kind_of
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
@@ -214,7 +214,7 @@ class Restorer:
         try:
             reader.close(autocommit=False, timeout_ms=self._settings.tuning.request_timeout_ms)
         except Exception as exc:
-            log.warning(events.RESTORE_CONSUMER_CLOSE_FAILED, error_type=type(exc).__name__)
+            log.warning(events.RESTORE_CONSUMER_CLOSE_FAILED, error_type=kind_of(exc))
 
 
 def _ahead(record: Any, committed: int | None) -> bool:

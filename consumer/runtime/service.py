@@ -31,6 +31,7 @@ from consumer import __version__
 from consumer.avro.outputs import Codecs
 from consumer.clinical.pipeline import Pipeline, utc_now
 from consumer.config import Settings
+from consumer.errors import kind_of
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
@@ -40,6 +41,7 @@ from consumer.runtime.host import check_clock, claim_instance, open_state_dir
 from consumer.runtime.instance import InstanceSlot
 from consumer.runtime.kafka import Clients, Consumer
 from consumer.runtime.kafka.clients import KafkaClients, consumer_config
+from consumer.runtime.kafka.mapping import MappedClients
 from consumer.runtime.kafka.preflight import connect_admin
 from consumer.runtime.kafka.producer import ProducerHandle
 from consumer.runtime.loop import Loop
@@ -87,7 +89,9 @@ class Service:
         # host name, or under exactly-once the id of the host slot run() claims
         self._default_id = self._hostname
         self._slot: InstanceSlot | None = None
-        self._clients: Clients = clients or KafkaClients()
+        # kafka-python's errors of the consumers and the admin client become BrokerError here,
+        # once for the group member, the changelog reader and start-up, real clients or fake
+        self._clients: Clients = MappedClients(clients or KafkaClients())
         self._stop_event = threading.Event()
         self._state_dir: StateDir | None = None  # disk stores' private directory (run() only)
         self.table = PartitionTable(settings.topics.input, metrics, self._set_ready)
@@ -250,7 +254,7 @@ class Service:
         try:
             consumer.close(autocommit=False, timeout_ms=self.settings.tuning.request_timeout_ms)
         except Exception as exc:
-            log.warning(events.CONSUMER_CLOSE_FAILED, error_type=type(exc).__name__)
+            log.warning(events.CONSUMER_CLOSE_FAILED, error_type=kind_of(exc))
 
     def _close_producer(self) -> None:
         if self._producer is not None:

@@ -9,7 +9,8 @@ Failures are scripted per operation: `broker.script(op, *effects)` queues effect
 calls of `op` consume, one each. An effect is an exception (raised) or a callable (called: to
 block, or to change the broker mid-call). Operations: "poll", "commit", "send:<topic>",
 "ack:<topic>", "init_transactions", "send_offsets", "commit_transaction", "abort_transaction",
-"restore.poll", "admin", "describe". Topic creation failures: `broker.create_errors[topic] = code`.
+"restore.poll", "end_offsets", "restore.end_offsets", "admin", "describe". Topic creation
+failures: `broker.create_errors[topic] = code`.
 Permanent refusals (a broker that refuses some records for good, on every attempt):
 `broker.refuse(topic, exc, when=predicate)` fails the future of every record of `topic` for
 which `predicate(record)` holds (default: all), e.g. a size limit. A record refused as too large
@@ -277,6 +278,7 @@ class FakeConsumer:
         return self.positions.get(tp, 0)
 
     def end_offsets(self, partitions: list[TopicPartition], timeout_ms: int | None = None) -> Any:
+        self.broker.scripted("end_offsets" if self.group else "restore.end_offsets")
         return {tp: len(self.broker.topics[tp.topic][tp.partition]) for tp in partitions}
 
     def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:

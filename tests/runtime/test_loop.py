@@ -2,7 +2,9 @@
 KafkaConnectionError from inside KafkaConsumer.poll when the broker goes away. The loop must wait
 for the broker with back-off instead of exiting. (The whole outage, with a real broker, is
 tests/integration/test_faults_broker.py; this pins the loop's part without waiting for the rare
-moment kafka-python raises.) Ported from tests/unit/test_service_poll.py."""
+moment kafka-python raises.) The stand-ins raise kafka-python's errors through the adapter
+(runtime/kafka/mapping.py), as the service's consumer does. Ported from
+tests/unit/test_service_poll.py."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from kafka.errors import IllegalStateError, KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
 from consumer.config import Settings
+from consumer.errors import BrokerError
 from consumer.ops.metrics import Metrics
 from consumer.runtime.delivery import AtLeastOnce
+from consumer.runtime.kafka.mapping import MappedConsumer
 from consumer.runtime.loop import Loop
 from consumer.runtime.records import Backoff, Batch
 
@@ -52,7 +56,7 @@ def _loop(consumer: Any, waits: Waits) -> Loop:
     metrics = Metrics(CollectorRegistry(), "t")
     return Loop(
         Settings(),
-        consumer,
+        MappedConsumer(consumer),
         None,
         None,
         None,
@@ -97,7 +101,7 @@ def _delivery(exc: BaseException) -> tuple[AtLeastOnce, Metrics]:
     metrics = Metrics(CollectorRegistry(), "t")
     delivery = AtLeastOnce(
         None,
-        FailingCommit(exc),
+        MappedConsumer(FailingCommit(exc)),  # type: ignore[arg-type]
         Settings(),
         metrics,
         lambda: None,  # type: ignore[arg-type]
@@ -114,9 +118,12 @@ def test_a_commit_that_cannot_reach_the_broker_is_left_to_the_next_batch() -> No
 
 
 def test_a_commit_refused_for_good_still_stops_the_service() -> None:
-    delivery, metrics = _delivery(IllegalStateError("not retriable"))
-    with pytest.raises(IllegalStateError):
+    cause = IllegalStateError("not retriable")
+    delivery, metrics = _delivery(cause)
+    with pytest.raises(BrokerError) as info:
         delivery.commit(Batch())
+    assert info.value.kind == "IllegalStateError"
+    assert info.value.__cause__ is cause
     assert metrics.registry.get_sample_value("her2_consumer_commit_failures_total") == 1
 
 

@@ -7,7 +7,7 @@ import logging
 import ssl
 
 from consumer.config import Settings
-from consumer.errors import KafkaConnectError
+from consumer.errors import BrokerError, KafkaConnectError, kind_of
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.runtime.kafka import Admin, Clients, KafkaError
@@ -70,8 +70,8 @@ def connect_admin(clients: Clients, s: Settings, default_id: str) -> Admin:
             bootstrap_timeout_ms=s.tuning.request_timeout_ms,
             **s.kafka_common(),
         )
-    except KafkaError as exc:
-        error_type = type(exc).__name__
+    except (KafkaError, BrokerError) as exc:  # BrokerError: `clients` are MappedClients
+        error_type = kind_of(exc)
     finally:
         kafka_logger.removeHandler(failures)
     reason, hint = failures.diagnose(s)

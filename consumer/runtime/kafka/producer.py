@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from consumer.config import Settings
-from consumer.errors import FencedError, OutputRefusedError, PublishError
+from consumer.errors import FencedError, OutputRefusedError, PublishError, kind_of
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.runtime.kafka import FENCED, REFUSED_FOR_GOOD, Clients, KafkaError, Producer
 from consumer.runtime.kafka.clients import producer_config
+from consumer.runtime.kafka.mapping import broker_error
 from consumer.runtime.kafka.quirks import bounded, force_close, is_fenced
 from consumer.runtime.kafka.refusals import isolate_refused
 from consumer.runtime.records import Output
@@ -76,6 +77,9 @@ class ProducerHandle:
             except FENCED:
                 producer.close(timeout=5)
                 raise FencedError() from None
+            except KafkaError as exc:
+                producer.close(timeout=5)
+                raise broker_error(exc) from exc
             except BaseException:
                 producer.close(timeout=5)
                 raise
@@ -92,7 +96,10 @@ class ProducerHandle:
         """The producer's metadata of every output now, not at the first record for each (a
         service just started otherwise waits for it inside its first batches)."""
         for topic in topics:
-            self.producer.partitions_for(topic)
+            try:
+                self.producer.partitions_for(topic)
+            except KafkaError as exc:
+                raise broker_error(exc) from exc
 
     def send_and_wait(self, outputs: list[Output]) -> Sent:
         """Send every output and wait for every acknowledgement; what failed, classified.
@@ -156,8 +163,7 @@ class ProducerHandle:
             self._producer = self._make()
         except Exception as exc:
             raise PublishError(
-                f"could not create a new producer ({type(exc).__name__}); stopping without "
-                "committing"
+                f"could not create a new producer ({kind_of(exc)}); stopping without committing"
             ) from exc
         log.warning(events.PRODUCER_REPLACED)
 
@@ -220,9 +226,7 @@ class ProducerHandle:
                 raise OutputRefusedError(refused) from None
             if isinstance(exc, PublishError):
                 raise
-            raise PublishError(
-                f"the transaction failed ({type(exc).__name__}) and was aborted"
-            ) from None
+            raise PublishError(f"the transaction failed ({kind_of(exc)}) and was aborted") from None
 
     def close(self, timeout_s: float) -> None:
         """Close the producer (logged, never raised)."""

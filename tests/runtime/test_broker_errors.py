@@ -1,0 +1,94 @@
+"""kafka-python's errors, scripted on the fake broker, reach the runtime as our BrokerError
+(runtime/kafka/mapping.py, applied by the service to every client it is given): the same log
+lines (`error_type` still kafka-python's class name), counters and exit codes as before."""
+
+from __future__ import annotations
+
+from conftest import Harness
+from kafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+    TopicAuthorizationFailedError,
+)
+
+from consumer.service import EXIT_FAILURE, EXIT_OK
+
+STOPPING = "stopping on a Kafka error"
+
+
+def _stop_line(harness: Harness) -> dict[str, object]:
+    [line] = harness.logged(STOPPING)
+    cause = line["exc_info"]
+    assert isinstance(cause, Exception)
+    assert type(cause).__name__ == "BrokerError"
+    assert type(cause.__cause__).__name__ == line["error_type"], "the client's error is chained"
+    return line
+
+
+def test_a_commit_refused_in_a_rebalance_keeps_its_class_name(harness: Harness) -> None:
+    for error in (CommitFailedError(), RebalanceInProgressError()):
+        harness.publish(3)
+        harness.broker.script("commit", error)
+        assert harness.run() == EXIT_OK
+        [line] = harness.logged(
+            "offset commit refused during a rebalance; records may be redelivered"
+        )
+        assert line["error_type"] == type(error).__name__
+        assert harness.value("her2_consumer_commit_failures_total") == 1
+
+
+def test_a_commit_that_cannot_reach_the_broker_is_logged_not_fatal(harness: Harness) -> None:
+    harness.publish(3)
+    harness.broker.script("commit", KafkaConnectionError("gone"))
+    assert harness.run() == EXIT_OK
+    assert harness.value("her2_consumer_commit_failures_total") == 1
+    assert harness.logged(STOPPING) == []
+    warnings = [line for line in harness.logs if line.get("error_type") == "KafkaConnectionError"]
+    assert [line["log_level"] for line in warnings] == ["warning"]
+
+
+def test_a_commit_refused_for_good_stops_on_a_kafka_error(harness: Harness) -> None:
+    harness.publish(3)
+    harness.broker.script("commit", IllegalStateError("no"))
+    assert harness.run() == EXIT_FAILURE
+    assert _stop_line(harness)["error_type"] == "IllegalStateError"
+
+
+def test_a_retriable_poll_error_is_waited_out(harness: Harness) -> None:
+    harness.publish(3)
+    harness.broker.script("poll", KafkaConnectionError("gone"))
+    assert harness.run() == EXIT_OK
+    [line] = harness.logged("broker unreachable while polling; retrying")
+    assert line["error_type"] == "KafkaConnectionError"
+    assert harness.broker.committed
+
+
+def test_a_poll_error_for_good_stops_on_a_kafka_error(harness: Harness) -> None:
+    harness.broker.script("poll", IllegalStateError("no"))
+    assert harness.run() == EXIT_FAILURE
+    assert _stop_line(harness)["error_type"] == "IllegalStateError"
+
+
+def test_a_failed_lag_refresh_is_only_logged(harness: Harness) -> None:
+    harness.publish(3)
+    harness.broker.script("end_offsets", KafkaTimeoutError())
+    assert harness.run() == EXIT_OK
+    [line] = harness.logged("lag refresh failed")
+    assert line["error_type"] == "KafkaTimeoutError"
+
+
+def test_the_changelog_reader_stops_on_a_kafka_error(harness: Harness) -> None:
+    harness.publish(3)
+    harness.broker.script("restore.end_offsets", KafkaTimeoutError())
+    assert harness.run() == EXIT_FAILURE
+    assert _stop_line(harness)["error_type"] == "KafkaTimeoutError"
+
+
+def test_an_admin_error_at_start_up_stops_on_a_kafka_error(harness: Harness) -> None:
+    harness.broker.script("describe", TopicAuthorizationFailedError())
+    assert harness.run() == EXIT_FAILURE
+    assert _stop_line(harness)["error_type"] == "TopicAuthorizationFailedError"
+    assert harness.broker.consumers == []
