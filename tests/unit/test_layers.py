@@ -4,6 +4,9 @@ TYPE_CHECKING blocks included): `clinical` <- `state` <- `runtime`, with `avro` 
 - clinical imports only clinical, errors, resources and the standard library (yaml: rules.py);
 - avro and state never import runtime; state reads of clinical only the state it stores;
 - only runtime/kafka imports kafka-python (the tools below excepted);
+- nothing outside runtime/kafka imports a third-party exception class from it (kafka-python's
+  errors are mapped there to BrokerError: docs/architecture.md, Errors); judged by importing
+  the names, so a class (or a tuple of classes, like FENCED) re-exported under any name counts;
 - only ops imports prometheus_client;
 - only state/backends.py imports sqlite3 (it maps sqlite3.Error to StateStoreError).
 
@@ -12,10 +15,13 @@ TYPE_CHECKING blocks included): `clinical` <- `state` <- `runtime`, with `avro` 
 from __future__ import annotations
 
 import ast
+import importlib
 import sys
 from pathlib import Path
 
 import pytest
+
+from consumer.errors import Her2Error
 
 PACKAGE = Path(__file__).resolve().parents[2] / "consumer"
 STDLIB = sys.stdlib_module_names
@@ -93,6 +99,29 @@ def kafka_rule(module: str, imports: set[str]) -> set[str]:
     return {n for n in imports if _under(n, "kafka")}
 
 
+def _third_party_exception(obj: object) -> bool:
+    if isinstance(obj, tuple):
+        return bool(obj) and all(_third_party_exception(o) for o in obj)
+    return (
+        isinstance(obj, type) and issubclass(obj, BaseException) and not issubclass(obj, Her2Error)
+    )
+
+
+def kafka_errors_rule(module: str, imports: set[str]) -> set[str]:
+    """Outside runtime/kafka, no exception class (of kafka-python: not our Her2Error tree) is
+    imported from runtime/kafka or its modules: the runtime catches BrokerError."""
+    if module.startswith("runtime/kafka/"):
+        return set()
+    broken = set()
+    for name in imports:
+        owner, _, attr = name.rpartition(".")
+        if _under(owner, "consumer.runtime.kafka"):
+            obj = getattr(importlib.import_module(owner), attr, None)
+            if _third_party_exception(obj):
+                broken.add(name)
+    return broken
+
+
 def prometheus_rule(module: str, imports: set[str]) -> set[str]:
     """Only ops imports prometheus_client."""
     if module.startswith("ops/"):
@@ -107,7 +136,15 @@ def sqlite_rule(module: str, imports: set[str]) -> set[str]:
     return {n for n in imports if _under(n, "sqlite3")}
 
 
-RULES = (clinical_rule, runtime_rule, state_clinical_rule, kafka_rule, prometheus_rule, sqlite_rule)
+RULES = (
+    clinical_rule,
+    runtime_rule,
+    state_clinical_rule,
+    kafka_rule,
+    kafka_errors_rule,
+    prometheus_rule,
+    sqlite_rule,
+)
 MODULES = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py"))
 
 
@@ -153,6 +190,30 @@ def test_module_keeps_the_layers(module: str) -> None:
         pytest.param(kafka_rule, "runtime/loop.py", "from kafka import errors", id="kafka-loop"),
         pytest.param(kafka_rule, "tools/evaluate.py", "import kafka", id="kafka-tool"),
         pytest.param(
+            kafka_errors_rule,
+            "runtime/loop.py",
+            "from consumer.runtime.kafka import Consumer, KafkaError",
+            id="kafka-error-loop",
+        ),
+        pytest.param(
+            kafka_errors_rule,
+            "runtime/delivery.py",
+            "from consumer.runtime.kafka import CommitFailedError",
+            id="kafka-commit-failed",
+        ),
+        pytest.param(
+            kafka_errors_rule,
+            "runtime/exits.py",
+            "from consumer.runtime.kafka.producer import KafkaError",
+            id="kafka-error-re-exported",
+        ),
+        pytest.param(
+            kafka_errors_rule,
+            "runtime/processor.py",
+            "from consumer.runtime.kafka import FENCED",
+            id="kafka-error-tuple",
+        ),
+        pytest.param(
             prometheus_rule,
             "runtime/loop.py",
             "from prometheus_client import Counter",
@@ -170,3 +231,13 @@ def test_each_rule_catches_a_violation(rule: object, module: str, source: str) -
 def test_the_allow_lists_name_existing_modules() -> None:
     for name in (*KAFKA_ALLOWED, *CLINICAL_THIRD_PARTY):
         assert (PACKAGE / name).is_file(), name
+
+
+def test_the_kafka_errors_rule_lets_our_classes_and_other_names_through() -> None:
+    source = (
+        "from consumer.runtime.kafka import Consumer, TopicPartition, MAX_REQUEST_BYTES\n"
+        "from consumer.runtime.kafka.mapping import MappedClients\n"
+        "from consumer.runtime.kafka.producer import PublishError, ProducerHandle\n"
+        "from consumer.runtime import kafka\n"
+    )
+    assert not kafka_errors_rule("runtime/loop.py", _imports(ast.parse(source)))
