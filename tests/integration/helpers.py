@@ -40,6 +40,7 @@ from consumer.resources import (
 )
 from consumer.service import Service, disable_topic_auto_creation
 from consumer.state.store import HistoryStore
+from consumer.tools.jsonout import dumps
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
@@ -608,3 +609,25 @@ def make_event(
         },
         "prior_her2_results": list(prior or []),
     }
+
+
+def evaluate_history(
+    events: list[dict[str, Any]], tmp_path: Path, timeout: float = 300
+) -> list[list[dict[str, Any]]]:
+    """Per event, the alert records `her2-consumer evaluate --history` prints for the events
+    (the offline reference a running service must agree with)."""
+    source = tmp_path / "events.ndjson"
+    source.write_text("".join(dumps(e) + "\n" for e in events), encoding="utf-8")
+    done = subprocess.run(  # noqa: S603 - fixed argv, our own module
+        [sys.executable, "-m", "consumer", "evaluate", "--history", str(source)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
+    )
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(lines) == len(events)
+    assert all(not line["errors"] for line in lines), [
+        line["errors"] for line in lines if line["errors"]
+    ]
+    return [line["alerts"] for line in lines]

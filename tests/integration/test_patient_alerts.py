@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,9 +26,11 @@ from helpers import (
     produce_events,
     running,
 )
+from helpers import (
+    evaluate_history as evaluate_per_event,
+)
 
 from consumer.tools.downstream import OpenAlerts, read_alert_topics
-from consumer.tools.jsonout import dumps
 from consumer.tools.synthetic import SyntheticGenerator
 
 Record = dict[str, Any]
@@ -139,21 +138,7 @@ def all_events() -> list[Record]:
 
 def evaluate_history(events: list[Record], tmp_path: Path) -> list[Record]:
     """The records `her2-consumer evaluate --history` prints for the events, in order."""
-    source = tmp_path / "events.ndjson"
-    source.write_text("".join(dumps(e) + "\n" for e in events), encoding="utf-8")
-    done = subprocess.run(  # noqa: S603 - fixed argv, our own module
-        [sys.executable, "-m", "consumer", "evaluate", "--history", str(source)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    lines = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(lines) == len(events)
-    assert all(not line["errors"] for line in lines), [
-        line["errors"] for line in lines if line["errors"]
-    ]
-    return [alert for line in lines for alert in line["alerts"]]
+    return [alert for alerts in evaluate_per_event(events, tmp_path) for alert in alerts]
 
 
 def keys(alerts: list[Record]) -> collections.Counter[Key]:

@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,11 +51,10 @@ from helpers import (
     Env,
     ServiceProcess,
     end_offsets,
+    evaluate_history,
     make_event,
     produce_events,
 )
-
-from consumer.tools.jsonout import dumps
 
 Record = dict[str, Any]
 
@@ -149,23 +145,6 @@ def after_restart() -> list[Record]:
             site=MET,
         ),
     ]
-
-
-def evaluate_history(events: list[Record], tmp_path: Path) -> list[list[Record]]:
-    """Per event, the alert records `her2-consumer evaluate --history` prints."""
-    source = tmp_path / "events.ndjson"
-    source.write_text("".join(dumps(e) + "\n" for e in events), encoding="utf-8")
-    done = subprocess.run(  # noqa: S603 - fixed argv, our own module
-        [sys.executable, "-m", "consumer", "evaluate", "--history", str(source)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    lines = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(lines) == len(events)
-    assert all(not line["errors"] for line in lines)
-    return [line["alerts"] for line in lines]
 
 
 def latest(alerts: list[Record]) -> dict[str, tuple[str, str, int]]:
