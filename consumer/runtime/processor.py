@@ -73,11 +73,10 @@ class Processor:
         event_id = None
         undo: Checkpoint | None = None  # the patient's state before this event
         topics = self.settings.topics
+        now = self._clock()  # one reading per record: the future-time check and the event age
         try:
             event = check_event(
-                self.codecs.decoder.decode(record.value),
-                self._clock(),
-                self.settings.event_time_skew,
+                self.codecs.decoder.decode(record.value), now, self.settings.event_time_skew
             )
             event_id = event["event_id"]
             # after decode and validation (an unreadable record keeps its own reason), before
@@ -157,7 +156,7 @@ class Processor:
         event_time = event.get("event_time")
         age = None
         if event_time is not None:
-            age = max(0.0, (self._clock() - event_time).total_seconds())
+            age = max(0.0, (now - event_time).total_seconds())
         if self._debug:
             log.debug(
                 events.RECORD_PROCESSED,
