@@ -247,10 +247,16 @@ def create_topics(kafka_bootstrap: str) -> Iterator[Callable[..., list[str]]]:
 
 
 @pytest.fixture
-def env(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Iterator[Any]:
+def env(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], request: pytest.FixtureRequest
+) -> Iterator[Any]:
     """Topic names, a group and settings unique to the test (helpers.Env); its outputs are
-    deleted afterwards. A test file that needs its input topic created or other settings defines
-    its own `env`, which wins over this one."""
+    deleted afterwards. A test file that sets `INPUT_PARTITIONS = n` gets its input topic
+    created with n partitions (and deleted after); one that needs other settings defines its own
+    `env`, which wins over this one."""
     test_env = make_env(kafka_bootstrap, unique_name)
+    partitions = getattr(request.module, "INPUT_PARTITIONS", None)
+    if partitions is not None:
+        request.getfixturevalue("create_topics")(test_env.input, partitions=partitions)
     yield test_env
     delete_outputs(kafka_bootstrap, test_env)

@@ -9,14 +9,10 @@ accession's alerts.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
 
-import pytest
 from helpers import (
     Env,
-    delete_outputs,
     encoder,
-    make_env,
     make_event,
     offline_alerts,
     output_reader,
@@ -29,16 +25,7 @@ ACCESSION = "future-acc-1"
 FAR_FUTURE = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
 
 
-@pytest.fixture
-def env(
-    kafka_bootstrap: str,
-    unique_name: Callable[[str], str],
-    create_topics: Callable[..., list[str]],
-) -> Iterator[Env]:
-    test_env = make_env(kafka_bootstrap, unique_name)
-    create_topics(test_env.input, partitions=1)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
+INPUT_PARTITIONS = 1  # the `env` fixture creates the input topic
 
 
 def test_a_9999_report_is_dead_lettered_and_a_later_cancel_still_retracts(env: Env) -> None:

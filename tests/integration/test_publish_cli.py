@@ -12,12 +12,11 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from helpers import REPO_ROOT, Env, delete_outputs, make_env, output_reader, running
+from helpers import REPO_ROOT, Env, make_env, output_reader, running
 
 from consumer.avro.codec import Decoder
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
@@ -30,19 +29,8 @@ with warnings.catch_warnings():
     from kafka.structs import TopicPartition
 
 PARTITIONS = 3
+INPUT_PARTITIONS = PARTITIONS  # the `env` fixture creates the input topic
 CLI_TIMEOUT_S = 90
-
-
-@pytest.fixture
-def env(
-    kafka_bootstrap: str,
-    unique_name: Callable[[str], str],
-    create_topics: Callable[..., list[str]],
-) -> Iterator[Env]:
-    test_env = make_env(kafka_bootstrap, unique_name)
-    create_topics(test_env.input, partitions=PARTITIONS)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
 
 
 def _line(event_id: str, patient_id: str, **fields: Any) -> str:

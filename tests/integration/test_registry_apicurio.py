@@ -25,7 +25,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,8 @@ import pytest
 from helpers import (
     Env,
     committed,
-    delete_outputs,
     encoder,
     end_offsets,
-    make_env,
     make_event,
     offline_alerts,
     output_reader,
@@ -57,17 +55,7 @@ CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
 
-@pytest.fixture
-def env(
-    kafka_bootstrap: str,
-    unique_name: Callable[[str], str],
-    create_topics: Callable[..., list[str]],
-) -> Iterator[Env]:
-    """Topic names for one test; the input topic exists (2 partitions)."""
-    test_env = make_env(kafka_bootstrap, unique_name)
-    create_topics(test_env.input, partitions=2)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
+INPUT_PARTITIONS = 2  # the `env` fixture creates the input topic
 
 
 # -- the registry's REST API, as a producer's tooling would call it ---------------------------

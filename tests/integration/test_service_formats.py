@@ -14,7 +14,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -57,17 +57,7 @@ DLQ_HEADERS = (
 )
 
 
-@pytest.fixture
-def env(
-    kafka_bootstrap: str,
-    unique_name: Callable[[str], str],
-    create_topics: Callable[..., list[str]],
-) -> Iterator[Env]:
-    """Topic names for one test; the input topic exists (2 partitions)."""
-    test_env = make_env(kafka_bootstrap, unique_name)
-    create_topics(test_env.input, partitions=2)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
+INPUT_PARTITIONS = 2  # the `env` fixture creates the input topic
 
 
 def _older_writer_schema(path: Path) -> Path:

@@ -6,15 +6,11 @@ correctly routed records are processed against the history of their own partitio
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from helpers import (
     Env,
-    delete_outputs,
     encoder,
-    make_env,
     make_event,
     offline_alerts,
     output_reader,
@@ -28,6 +24,7 @@ with warnings.catch_warnings():
     from kafka import KafkaProducer
 
 PARTITIONS = 3
+INPUT_PARTITIONS = PARTITIONS  # the `env` fixture creates the input topic
 PATIENT = "route-patient-1"
 STANDARD_HEADERS = (
     "her2.errors.topic",
@@ -39,18 +36,6 @@ STANDARD_HEADERS = (
     "her2.errors.exception.message",
     "her2.errors.timestamp",
 )
-
-
-@pytest.fixture
-def env(
-    kafka_bootstrap: str,
-    unique_name: Callable[[str], str],
-    create_topics: Callable[..., list[str]],
-) -> Iterator[Env]:
-    test_env = make_env(kafka_bootstrap, unique_name)
-    create_topics(test_env.input, partitions=PARTITIONS)
-    yield test_env
-    delete_outputs(kafka_bootstrap, test_env)
 
 
 def _send(
