@@ -285,10 +285,14 @@ def derive(
     endo = _lines(ctx, "metastatic_endocrine_therapy_lines")
     anti_her2 = _lines(ctx, "metastatic_anti_her2_lines")
     within_adjuvant = recurred_within_months(
-        ctx.get("recurrence_date"), ctx.get("adjuvant_chemotherapy_end_date"), 6
+        ctx.get("recurrence_date"),
+        ctx.get("adjuvant_chemotherapy_end_date"),
+        RECURRENCE_WINDOW_MONTHS,
     )
     within_anti_her2 = recurred_within_months(
-        ctx.get("recurrence_date"), ctx.get("perioperative_anti_her2_end_date"), 6
+        ctx.get("recurrence_date"),
+        ctx.get("perioperative_anti_her2_end_date"),
+        RECURRENCE_WINDOW_MONTHS,
     )
     assessment = sc.ish
     score = sc.ihc_score

@@ -46,7 +46,6 @@ SEVERITIES = ("INFO", "WARNING", "CRITICAL")
 ACTIVE = "ACTIVE"
 RESOLVED = "RESOLVED"
 RETRACTED = "RETRACTED"
-ALERT_STATUSES = (ACTIVE, RESOLVED, RETRACTED)
 CANCELLED = "CANCELLED"
 
 # Alert scope (her2-rules.md section 8): REPORT codes are about one accession's latest report,

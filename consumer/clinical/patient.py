@@ -53,7 +53,6 @@ from consumer.clinical.therapies import normalise_therapies
 MAX_SEEN_EVENT_IDS = 20
 
 OPENED, UPDATED, RESOLVED_T, RETRACTED_T = "opened", "updated", "resolved", "retracted"
-TRANSITIONS = (OPENED, UPDATED, RESOLVED_T, RETRACTED_T)
 
 # Which facts rest on which part of the patient state (for a finding's basis, section 8):
 # the current sample, the HR status, the clinical context, or named samples.
