@@ -136,6 +136,7 @@ class Loop:
         batch = Batch()
         table = self.table
         history = self.settings.topics.history
+        limit = self.settings.max_consecutive_processing_errors  # the DLQ limit
         for tp in sorted(records):
             store = table.stores.get(tp)
             if store is None:  # defensive: never process a partition whose history is not loaded
@@ -156,7 +157,6 @@ class Loop:
                     result = dataclasses.replace(
                         result, output=headers_only(result.output, refusal.dlq_error)
                     )
-                limit = self.settings.max_consecutive_processing_errors
                 run = count_errors(tp, result, run, limit)
                 add_to(batch, result)
                 batch.last[tp] = record
