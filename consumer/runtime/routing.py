@@ -18,6 +18,7 @@ partitioner uses, imported by consumer.runtime.kafka), not a copy: the producer 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from consumer.errors import InvalidEvent
@@ -35,6 +36,7 @@ KEY_NOT_PATIENT_ID: Final = "key-not-patient-id"
 WRONG_PARTITION: Final = "wrong-partition"
 
 
+@lru_cache(maxsize=8192)  # murmur2 is pure Python; a patient's reports come in runs
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's Java-compatible default partitioner picks for `key`."""
     if partitions < 1:

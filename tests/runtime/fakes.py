@@ -396,12 +396,13 @@ class FakeProducer:
             future.resolve()  # a refusal fails the later ones in self.pending
         self.pending = []
         for future in pending:
-            tp = (future.record.topic, future.record.partition)
-            batch = [f for f in pending if (f.record.topic, f.record.partition) == tp]
             too_large = isinstance(
                 future.error, (MessageSizeTooLargeError, RecordListTooLargeError)
             )
-            if future.refused and too_large and len(batch) > 1:
+            if not (future.refused and too_large):
+                continue
+            tp = (future.record.topic, future.record.partition)
+            if sum((f.record.topic, f.record.partition) == tp for f in pending) > 1:
                 raise UnknownError("Future not done")
 
     def close(self, timeout: float | None = None) -> None:
