@@ -264,7 +264,15 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
         {}
         if status == CANCELLED
         else _fired(
-            ruleset, derive({**event, "clinical_context": view.context}, sc, (), view.hr), REPORT
+            ruleset,
+            derive(
+                {**event, "clinical_context": view.context},
+                sc,
+                (),
+                view.hr,
+                wanted=ruleset.reads(REPORT),
+            ),
+            REPORT,
         )
     )
     own = accessions[acc]
@@ -274,7 +282,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
     # PATIENT codes: over samples, current category, HR status and context.
     patient_fired: dict[str, tuple[str, dict[str, Any]]] = {}
     if view.samples or view.context:
-        patient_fired = _fired(ruleset, _patient_facts(event, view), PATIENT)
+        patient_fired = _fired(ruleset, _patient_facts(event, view, ruleset), PATIENT)
     current_acc = view.current.accession_id if view.current and view.current.accession_id else acc
     current_cat = view.current.category if view.current else MISSING
     patient_alerts = emit.transitions(
@@ -547,7 +555,7 @@ def _view(state: PatientState) -> _View:
     )
 
 
-def _patient_facts(event: Event, view: _View) -> dict[str, Any]:
+def _patient_facts(event: Event, view: _View, ruleset: RuleSet) -> dict[str, Any]:
     """Facts for the PATIENT codes: the current sample stands for the event's own."""
     current = view.current or Sample(None, "UNKNOWN", None, MISSING, "history")
     others = [s for s in view.samples if s is not current]
@@ -560,7 +568,9 @@ def _patient_facts(event: Event, view: _View) -> dict[str, Any]:
         "clinical_context": view.context,
     }
     sc = SampleClass(current.category, "", None, None, None)
-    return derive(patient_event, sc, others, view.hr, current=current)
+    return derive(
+        patient_event, sc, others, view.hr, current=current, wanted=ruleset.reads(PATIENT)
+    )
 
 
 def _basis(rule: Rule, view: _View) -> set[str]:

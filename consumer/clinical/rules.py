@@ -227,6 +227,10 @@ class RuleSet:
             scope: tuple(r for r in self.rules if scope_of(r.code) == scope)
             for scope in (REPORT, PATIENT)
         }
+        self._reads = {
+            scope: frozenset(name for r in members for name in r.reads)
+            for scope, members in self._scoped.items()
+        }
         for scope, members in self._scoped.items():  # fired_codes never cross scopes
             outside = {code for r in members for code in r.depends_on} - {r.code for r in members}
             if outside:
@@ -263,6 +267,10 @@ class RuleSet:
     def scoped(self, scope: str) -> tuple[Rule, ...]:
         """The rules of one alert scope (REPORT or PATIENT), in evaluation order."""
         return self._scoped[scope]
+
+    def reads(self, scope: str) -> frozenset[str]:
+        """The facts the rules of one alert scope read (conditions, overrides, notes, texts)."""
+        return self._reads[scope]
 
     def rule_for(self, code: str) -> Rule | None:
         """The rule of an alert code (the first in evaluation order), or None."""
