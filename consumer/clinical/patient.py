@@ -431,7 +431,7 @@ def _record(
 
 
 def _canonical(values: Mapping[str, Any]) -> str:
-    return json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return _CANONICAL_JSON.encode(values)
 
 
 def _digest(severity: str, rule_version: int, facts_json: str) -> str:
@@ -614,13 +614,19 @@ def _context_json(ctx: Mapping[str, Any]) -> str:
     compact = dict(ctx)
     compact["planned_therapies"] = sorted(normalise_therapies(ctx.get("planned_therapies") or ()))
     compact["clinical_flags"] = sorted(set(ctx.get("clinical_flags") or ()))
-    return json.dumps(compact, sort_keys=True, separators=(",", ":"), default=_iso)
+    return _CONTEXT_JSON.encode(compact)
 
 
 def _iso(value: Any) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     raise TypeError(type(value).__name__)
+
+
+# What json.dumps(..., sort_keys=True, separators=(",", ":"), default=...) builds on every
+# call, built once (JSONEncoder keeps no state between encode() calls).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+_CONTEXT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_iso)
 
 
 def _context_load(text: str) -> dict[str, Any]:
