@@ -302,7 +302,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
         PATIENT,
         current_acc,
         current_cat,
-        lambda rule: _basis(rule, view),
+        _Basis(view),
     )
     published = emit.published
     accessions[acc] = Accession(
@@ -588,39 +588,54 @@ def _patient_facts(event: Event, view: _View, ruleset: RuleSet) -> dict[str, Any
     )
 
 
-def _basis(rule: Rule, view: _View) -> set[str]:
-    """The accessions whose reports supplied what the finding rests on (section 8)."""
-    reads = rule.reads
-    basis: set[str] = set()
+class _Basis:
+    """The accessions whose reports supplied what a PATIENT finding rests on (section 8); what
+    each group of facts rests on is worked out once per event, for every finding."""
 
-    def add(sample: Sample | None) -> None:
+    def __init__(self, view: _View) -> None:
+        self._view = view
+        self._groups: dict[int, set[str]] = {}
+
+    def __call__(self, rule: Rule) -> set[str]:
+        """The basis of one finding: the accessions of every group of facts its rule reads."""
+        basis: set[str] = set()
+        for i, (facts, rests_on) in enumerate(_BASIS_GROUPS):
+            if rule.reads & facts:
+                accessions = self._groups.get(i)
+                if accessions is None:
+                    accessions = self._groups[i] = rests_on(self._view)
+                basis |= accessions
+        return basis
+
+
+def _named(*samples: Sample | None) -> set[str]:
+    """The accessions of samples, and the carriers of those that are prior entries."""
+    out: set[str] = set()
+    for sample in samples:
         if sample is None:
-            return
+            continue
         if sample.accession_id:
-            basis.add(sample.accession_id)
+            out.add(sample.accession_id)
         if sample.carrier:
-            basis.add(sample.carrier)
+            out.add(sample.carrier)
+    return out
 
-    if reads & _CURRENT_FACTS:
-        add(view.current)
-    if reads & _HR_FACTS and view.hr_accession:
-        basis.add(view.hr_accession)
-    if reads & _CONTEXT_FACTS and view.context_accession:
-        basis.add(view.context_accession)
-    samples = view.samples
-    if reads & _LOW_FACTS:
-        add(latest_of(samples, frozenset({LOW})))
-    if reads & _LOW_ULTRALOW_FACTS:
-        add(latest_of(samples, frozenset({LOW, ULTRALOW})))
-    for facts, crossing in ((_PAIR_FACTS, False), (_CONVERSION_FACTS, True)):
-        if reads & facts:
-            pair = discordant_pair(samples, crossing_positive=crossing)
-            if pair:
-                add(pair[0])
-                add(pair[1])
-    if reads & _DECISIVE_FACTS:
-        add(latest_decisive(samples))
-    return basis
+
+# Each group of facts and the accessions it rests on: the current sample, the HR status, the
+# clinical context, or the samples the facts name.
+_BASIS_GROUPS: tuple[tuple[frozenset[str], Callable[[_View], set[str]]], ...] = (
+    (_CURRENT_FACTS, lambda v: _named(v.current)),
+    (_HR_FACTS, lambda v: {v.hr_accession} if v.hr_accession else set()),
+    (_CONTEXT_FACTS, lambda v: {v.context_accession} if v.context_accession else set()),
+    (_LOW_FACTS, lambda v: _named(latest_of(v.samples, frozenset({LOW})))),
+    (_LOW_ULTRALOW_FACTS, lambda v: _named(latest_of(v.samples, frozenset({LOW, ULTRALOW})))),
+    (_PAIR_FACTS, lambda v: _named(*(discordant_pair(v.samples) or ()))),
+    (
+        _CONVERSION_FACTS,
+        lambda v: _named(*(discordant_pair(v.samples, crossing_positive=True) or ())),
+    ),
+    (_DECISIVE_FACTS, lambda v: _named(latest_decisive(v.samples))),
+)
 
 
 def _context_json(ctx: Mapping[str, Any]) -> str:
