@@ -183,12 +183,27 @@ def discordant_pair(
     on the categories only, so the most recent sample per decisive category is enough (linear in
     the patient's samples; a patient with thousands of accessions stays cheap).
     `crossing_positive`: only pairs with one POSITIVE side (RT-CONVERSION)."""
+    return _pair_among(_latest_by_category(samples), crossing_positive=crossing_positive)
+
+
+def _latest_by_category(samples: Sequence[Sample]) -> dict[str, Sample]:
+    """The most recent sample of each decisive category (the first of equals), in the order
+    the categories first occur."""
     latest: dict[str, Sample] = {}
     for s in samples:
         if s.category in _DECISIVE:
             known = latest.get(s.category)
             if known is None or recency(s) > recency(known):
                 latest[s.category] = s
+    return latest
+
+
+def _pair_among(
+    latest: dict[str, Sample], *, crossing_positive: bool
+) -> tuple[Sample, Sample] | None:
+    """discordant_pair() over the most recent sample of each decisive category."""
+    if len(latest) < 2:  # a pair needs two categories: one never disagrees with itself
+        return None
 
     def partners(category: str) -> list[Sample]:
         return [
@@ -360,8 +375,9 @@ def _sample_facts(samples: Sequence[Sample], hr_value: str) -> dict[str, Any]:
     low_sample = latest_of(samples, frozenset({LOW}))
     low_or_ultralow_sample = latest_of(samples, frozenset({LOW, ULTRALOW}))
     decisive = [c for c in categories if c in _DECISIVE]
-    pair = discordant_pair(samples)
-    conversion_pair = discordant_pair(samples, crossing_positive=True)
+    latest = _latest_by_category(samples)  # both pairs are chosen among these
+    pair = _pair_among(latest, crossing_positive=False)
+    conversion_pair = _pair_among(latest, crossing_positive=True)
     zero_sample = latest_decisive(samples)
     return {
         "any_sample_positive": any_positive,
