@@ -186,13 +186,17 @@ class Rule:
 
     def render_detail(self, facts: Facts, fired: frozenset[str]) -> str:
         """The detail text with facts filled in and the notes that apply appended."""
-        text = self.detail.format_map(_Texts(facts))
-        extra = [n.text.format_map(_Texts(facts)) for n in self.notes if n.when(facts, fired)]
+        texts = _Texts(facts)
+        text = self.detail.format_map(texts)
+        extra = [n.text.format_map(texts) for n in self.notes if n.when(facts, fired)]
         return " ".join([text, *extra]) if extra else text
 
 
 class _Texts(dict[str, Any]):
-    """format_map view of facts: unknown values read as 'not documented'."""
+    """format_map view of facts: unknown values read as 'not documented'. Empty itself, so every
+    lookup goes to __missing__; stateless, so one serves a detail and its notes."""
+
+    __slots__ = ("_facts",)
 
     def __init__(self, facts: Facts) -> None:
         super().__init__()
