@@ -10,6 +10,8 @@ figures). Stages:
   evaluate   the whole `her2-consumer evaluate --history` path: JSON -> validate -> history -> JSON
 
 Usage: python bench/offline.py [--events 100000] [--seed 7] [--json out.json]
+(Run as a script, it measures the installed `consumer`; `python -m bench.offline` from a
+checkout measures that checkout. The first line on stderr names the package measured.)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import consumer
 from consumer.clinical.classify import classify_sample
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.rules import load_ruleset
@@ -56,6 +59,7 @@ def _timed(label: str, items: Sequence[Any], step: Callable[[Any], object]) -> d
 
 def run(events: int, seed: int) -> list[dict[str, Any]]:
     """Measure every stage on the same `events` synthetic events."""
+    print(f"measuring {consumer.__file__}", file=sys.stderr)
     print(f"generating {events} synthetic events (seed {seed})...", file=sys.stderr)
     batch = SyntheticGenerator(seed=seed).events(events)
     lines = [dumps(e) + "\n" for e in batch]

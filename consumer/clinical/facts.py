@@ -183,12 +183,27 @@ def discordant_pair(
     on the categories only, so the most recent sample per decisive category is enough (linear in
     the patient's samples; a patient with thousands of accessions stays cheap).
     `crossing_positive`: only pairs with one POSITIVE side (RT-CONVERSION)."""
+    return _pair_among(_latest_by_category(samples), crossing_positive=crossing_positive)
+
+
+def _latest_by_category(samples: Sequence[Sample]) -> dict[str, Sample]:
+    """The most recent sample of each decisive category (the first of equals), in the order
+    the categories first occur."""
     latest: dict[str, Sample] = {}
     for s in samples:
         if s.category in _DECISIVE:
             known = latest.get(s.category)
             if known is None or recency(s) > recency(known):
                 latest[s.category] = s
+    return latest
+
+
+def _pair_among(
+    latest: dict[str, Sample], *, crossing_positive: bool
+) -> tuple[Sample, Sample] | None:
+    """discordant_pair() over the most recent sample of each decisive category."""
+    if len(latest) < 2:  # a pair needs two categories: one never disagrees with itself
+        return None
 
     def partners(category: str) -> list[Sample]:
         return [
@@ -235,25 +250,88 @@ def _lines(ctx: dict[str, Any], name: str) -> int | None:
     return int(value) if value is not None else None
 
 
+# The facts derive() computes only when a caller's rules read one of them (the patient
+# aggregate evaluates REPORT codes on the report's own tests and PATIENT codes on the samples
+# and context, section 8); every other fact is cheap and always there.
+SAMPLE_FACTS = frozenset(
+    {
+        "any_sample_positive",
+        "tdxd_db04_her2_condition",
+        "tdxd_db06_her2_condition",
+        "low_sample",
+        "low_sample_is_primary",
+        "low_or_ultralow_sample",
+        "low_or_ultralow_sample_is_primary",
+        "any_metastatic_site_sample",
+        "decisive_sample_count",
+        "all_decisive_zero",
+        "latest_decisive_sample",
+        "samples_discordant",
+        "discordance_detail",
+        "her2_conversion",
+        "conversion_detail",
+    }
+)
+CONTEXT_FACTS = frozenset(
+    {
+        "metastatic_chemotherapy_lines",
+        "metastatic_endocrine_therapy_lines",
+        "metastatic_anti_her2_lines",
+        "recurrence_within_6m_of_adjuvant_chemotherapy",
+        "recurrence_within_6m_of_perioperative_anti_her2",
+        "planned_traditional_her2",
+        "planned_tdxd",
+        "planned_her2_drugs",
+        "ild_history",
+        "clinical_suspicion",
+        "clinical_flags",
+    }
+)
+REPORT_DETAIL_FACTS = frozenset(
+    {
+        "preanalytic_risk",
+        "preanalytic_detail",
+        "preanalytic_documentation_gap",
+        "ihc_ish_discordant",
+        "ihc_unscored",
+        "ish_negative_without_ihc",
+        "zero_subtype_unstated",
+        "zero_subtype_not_determinable",
+        "ihc_2plus_without_ish",
+        "ish_counts_incomplete",
+        "ish_workup_incomplete",
+        "assay_undocumented",
+        "specimen_undocumented",
+        "staining_detail_missing",
+        "controls_undocumented",
+        "score_inconsistent",
+    }
+)
+
+
 def derive(
     event: Event,
     sc: SampleClass,
     history: Iterable[Sample] = (),
     hr: tuple[str, bool] | None = None,
     current: Sample | None = None,
+    *,
+    wanted: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """Every named fact the rules may read, for one event classified as `sc` (`hr`: its
     hr_status() if the caller already has it; `current`: the patient's current sample when it
-    is not the event's own, section 8)."""
+    is not the event's own, section 8). `wanted`: the facts the caller's rules read (default:
+    all); the groups above that hold none of them are left out, the rest are as without it."""
     ctx = event.get("clinical_context") or {}
     specimen = event.get("specimen")
-    ihc = event.get("her2_ihc")
-    ish = event.get("her2_ish")
     category = sc.category
     setting = ctx.get("disease_setting") or "UNKNOWN"
-    advanced = setting in ADVANCED_SETTINGS
     hr_value, er_low_only = hr or hr_status(event.get("er"), event.get("pr"))
     her2_negative = category in HER2_NEGATIVE
+    assessment = sc.ish
+    score = sc.ihc_score
+    ihc = event.get("her2_ihc")
+    ish = event.get("her2_ish")
 
     if current is None:
         current = Sample(
@@ -264,43 +342,11 @@ def derive(
             "current",
             order=1,  # the event itself is processed after the prior entries it carries
         )
-    samples = merge_samples(current, [*history, *prior_samples(event)])
-    categories = [s.category for s in samples]
-    any_positive = POSITIVE in categories
-    low_sample = latest_of(samples, frozenset({LOW}))
-    low_or_ultralow_sample = latest_of(samples, frozenset({LOW, ULTRALOW}))
-    decisive = [c for c in categories if c in _DECISIVE]
-    pair = discordant_pair(samples)
-    conversion_pair = discordant_pair(samples, crossing_positive=True)
-    zero_sample = latest_decisive(samples)
-
-    drugs = normalise_therapies(ctx.get("planned_therapies") or ())
-    # once each, in a stable order; OTHER (the schema default a later flag is read as) is no trigger
-    flags = sorted(set(ctx.get("clinical_flags") or ()) - {"OTHER"})
-    problems, missing = preanalytic_problems(specimen)
-
-    db04_her2 = low_sample is not None and not any_positive
-    db06_her2 = hr_value == HR_POSITIVE and low_or_ultralow_sample is not None and not any_positive
-    chemo = _lines(ctx, "metastatic_chemotherapy_lines")
-    endo = _lines(ctx, "metastatic_endocrine_therapy_lines")
-    anti_her2 = _lines(ctx, "metastatic_anti_her2_lines")
-    within_adjuvant = recurred_within_months(
-        ctx.get("recurrence_date"),
-        ctx.get("adjuvant_chemotherapy_end_date"),
-        RECURRENCE_WINDOW_MONTHS,
-    )
-    within_anti_her2 = recurred_within_months(
-        ctx.get("recurrence_date"),
-        ctx.get("perioperative_anti_her2_end_date"),
-        RECURRENCE_WINDOW_MONTHS,
-    )
-    assessment = sc.ish
-    score = sc.ihc_score
-    return {
+    facts: dict[str, Any] = {
         "report_status": event.get("report_status"),
         "final_report": event.get("report_status") in FINAL_REPORTS,
         "disease_setting": setting,
-        "advanced": advanced,
+        "advanced": setting in ADVANCED_SETTINGS,
         "category": category,
         "her2_negative": her2_negative,
         "ihc_score": score,
@@ -309,14 +355,36 @@ def derive(
         "hr_positive": hr_value == HR_POSITIVE,
         "er_low_only": er_low_only,
         "triple_negative": hr_value == HR_NEGATIVE and category != POSITIVE,
-        "metastatic_chemotherapy_lines": chemo,
-        "metastatic_endocrine_therapy_lines": endo,
-        "metastatic_anti_her2_lines": anti_her2,
-        "recurrence_within_6m_of_adjuvant_chemotherapy": within_adjuvant,
-        "recurrence_within_6m_of_perioperative_anti_her2": within_anti_her2,
+        "has_her2_test": ihc is not None or ish is not None,
+        "unscored_or_negative": her2_negative or category == UNSCORED,
+    }
+    if wanted is None or not wanted.isdisjoint(SAMPLE_FACTS):
+        samples = merge_samples(current, [*history, *prior_samples(event)])
+        facts.update(_sample_facts(samples, hr_value))
+    if wanted is None or not wanted.isdisjoint(CONTEXT_FACTS):
+        facts.update(_context_facts(ctx))
+    if wanted is None or not wanted.isdisjoint(REPORT_DETAIL_FACTS):
+        facts.update(_report_detail_facts(event, sc, current))
+    return facts
+
+
+def _sample_facts(samples: Sequence[Sample], hr_value: str) -> dict[str, Any]:
+    """SAMPLE_FACTS over the patient's samples (the current one first)."""
+    categories = [s.category for s in samples]
+    any_positive = POSITIVE in categories
+    low_sample = latest_of(samples, frozenset({LOW}))
+    low_or_ultralow_sample = latest_of(samples, frozenset({LOW, ULTRALOW}))
+    decisive = [c for c in categories if c in _DECISIVE]
+    latest = _latest_by_category(samples)  # both pairs are chosen among these
+    pair = _pair_among(latest, crossing_positive=False)
+    conversion_pair = _pair_among(latest, crossing_positive=True)
+    zero_sample = latest_decisive(samples)
+    return {
         "any_sample_positive": any_positive,
-        "tdxd_db04_her2_condition": db04_her2,
-        "tdxd_db06_her2_condition": db06_her2,
+        "tdxd_db04_her2_condition": low_sample is not None and not any_positive,
+        "tdxd_db06_her2_condition": hr_value == HR_POSITIVE
+        and low_or_ultralow_sample is not None
+        and not any_positive,
         "low_sample": low_sample.describe() if low_sample else None,
         "low_sample_is_primary": bool(low_sample and low_sample.site == "PRIMARY_BREAST"),
         "low_or_ultralow_sample": (
@@ -325,11 +393,6 @@ def derive(
         "low_or_ultralow_sample_is_primary": bool(
             low_or_ultralow_sample and low_or_ultralow_sample.site == "PRIMARY_BREAST"
         ),
-        "planned_traditional_her2": bool(drugs & TRADITIONAL_HER2),
-        "planned_tdxd": T_DXD in drugs,
-        "planned_her2_drugs": ", ".join(sorted(drugs)) or None,
-        "ild_history": ctx.get("interstitial_lung_disease_history") is True,
-        "has_her2_test": ihc is not None or ish is not None,
         "any_metastatic_site_sample": any(
             s.site in METASTATIC_SITES and s.category != MISSING for s in samples
         ),
@@ -345,14 +408,51 @@ def derive(
             if conversion_pair
             else None
         ),
+    }
+
+
+def _context_facts(ctx: dict[str, Any]) -> dict[str, Any]:
+    """CONTEXT_FACTS: treatment history, planned therapies and clinical flags."""
+    drugs = normalise_therapies(ctx.get("planned_therapies") or ())
+    # once each, in a stable order; OTHER (the schema default a later flag is read as) is no trigger
+    flags = sorted(set(ctx.get("clinical_flags") or ()) - {"OTHER"})
+    return {
+        "metastatic_chemotherapy_lines": _lines(ctx, "metastatic_chemotherapy_lines"),
+        "metastatic_endocrine_therapy_lines": _lines(ctx, "metastatic_endocrine_therapy_lines"),
+        "metastatic_anti_her2_lines": _lines(ctx, "metastatic_anti_her2_lines"),
+        "recurrence_within_6m_of_adjuvant_chemotherapy": recurred_within_months(
+            ctx.get("recurrence_date"),
+            ctx.get("adjuvant_chemotherapy_end_date"),
+            RECURRENCE_WINDOW_MONTHS,
+        ),
+        "recurrence_within_6m_of_perioperative_anti_her2": recurred_within_months(
+            ctx.get("recurrence_date"),
+            ctx.get("perioperative_anti_her2_end_date"),
+            RECURRENCE_WINDOW_MONTHS,
+        ),
+        "planned_traditional_her2": bool(drugs & TRADITIONAL_HER2),
+        "planned_tdxd": T_DXD in drugs,
+        "planned_her2_drugs": ", ".join(sorted(drugs)) or None,
+        "ild_history": ctx.get("interstitial_lung_disease_history") is True,
+        "clinical_suspicion": bool(flags),
+        "clinical_flags": ", ".join(flags) or None,
+    }
+
+
+def _report_detail_facts(event: Event, sc: SampleClass, current: Sample) -> dict[str, Any]:
+    """REPORT_DETAIL_FACTS: the documentation of the report's own specimen and tests."""
+    ihc = event.get("her2_ihc")
+    ish = event.get("her2_ish")
+    assessment = sc.ish
+    score = sc.ihc_score
+    problems, missing = preanalytic_problems(event.get("specimen"))
+    return {
         "preanalytic_risk": bool(problems),
         "preanalytic_detail": "; ".join(problems + missing) or None,
         "preanalytic_documentation_gap": bool(problems or missing),
         "ihc_ish_discordant": score in ("ZERO", "ONE_PLUS")
         and assessment is not None
         and assessment.group == 1,
-        "clinical_suspicion": bool(flags),
-        "clinical_flags": ", ".join(flags) or None,
         "ihc_unscored": ihc is not None and score is None,
         "ish_negative_without_ihc": ihc is None
         and assessment is not None
@@ -374,7 +474,6 @@ def derive(
         ),
         "controls_undocumented": ihc is not None and ihc.get("controls_documented") is not True,
         "score_inconsistent": ihc is not None and score_inconsistent(ihc),
-        "unscored_or_negative": her2_negative or category == UNSCORED,
     }
 
 

@@ -244,8 +244,14 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
     seq = state.seq + 1
     accessions = dict(state.accessions)
     changed: set[str | None] = {None, acc}
+    # The state's dataclasses are built field by field below rather than with
+    # dataclasses.replace: this runs several times per event and replace costs ~3x as much.
     new_report = _accepted(event, sc, seq, report)
-    accessions[acc] = replace(entry or Accession(acc), report=new_report, emitted=())
+    accessions[acc] = (
+        Accession(acc, report=new_report)
+        if entry is None
+        else Accession(entry.accession_id, new_report, entry.prior, entry.alerts)
+    )
     if status == CANCELLED:
         for other, a in state.accessions.items():  # entries it carried leave with it
             if a.prior is not None and a.prior.carrier == acc:
@@ -253,9 +259,14 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
                 changed.add(other)
     else:
         for other, prior in _priors(event, acc, seq):
-            accessions[other] = replace(accessions.get(other) or Accession(other), prior=prior)
+            old = accessions.get(other)
+            accessions[other] = (
+                Accession(other, prior=prior)
+                if old is None
+                else Accession(old.accession_id, old.report, prior, old.alerts, old.emitted)
+            )
             changed.add(other)
-    state = replace(state, seq=seq, accessions=accessions)
+    state = PatientState(state.patient_id, seq, state.alerts, accessions)
     view = _view(state)
     emit = _Emitter(ruleset, event, now)
 
@@ -264,7 +275,15 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
         {}
         if status == CANCELLED
         else _fired(
-            ruleset, derive({**event, "clinical_context": view.context}, sc, (), view.hr), REPORT
+            ruleset,
+            derive(
+                {**event, "clinical_context": view.context},
+                sc,
+                (),
+                view.hr,
+                wanted=ruleset.reads(REPORT),
+            ),
+            REPORT,
         )
     )
     own = accessions[acc]
@@ -274,7 +293,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
     # PATIENT codes: over samples, current category, HR status and context.
     patient_fired: dict[str, tuple[str, dict[str, Any]]] = {}
     if view.samples or view.context:
-        patient_fired = _fired(ruleset, _patient_facts(event, view), PATIENT)
+        patient_fired = _fired(ruleset, _patient_facts(event, view, ruleset), PATIENT)
     current_acc = view.current.accession_id if view.current and view.current.accession_id else acc
     current_cat = view.current.category if view.current else MISSING
     patient_alerts = emit.transitions(
@@ -283,11 +302,13 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
         PATIENT,
         current_acc,
         current_cat,
-        lambda rule: _basis(rule, view),
+        _Basis(view),
     )
     published = emit.published
-    accessions[acc] = replace(accessions[acc], alerts=own_alerts, emitted=tuple(published))
-    state = replace(state, alerts=patient_alerts, accessions=accessions)
+    accessions[acc] = Accession(
+        own.accession_id, own.report, own.prior, own_alerts, tuple(published)
+    )
+    state = PatientState(state.patient_id, state.seq, patient_alerts, accessions)
     return Step(
         state, frozenset(changed), classification, emit.records, [p.transition for p in published]
     )
@@ -348,7 +369,9 @@ class _Emitter:
                 )
                 status = RETRACTED if ended_by_withdrawal else RESOLVED
                 revision = old.revision + 1
-                after[code] = replace(old, revision=revision, open=False)
+                after[code] = AlertState(
+                    old.code, revision, False, old.severity, old.digest, old.basis
+                )
                 pub = Published(
                     code,
                     accession,
@@ -423,7 +446,7 @@ def _record(
 
 
 def _canonical(values: Mapping[str, Any]) -> str:
-    return json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return _CANONICAL_JSON.encode(values)
 
 
 def _digest(severity: str, rule_version: int, facts_json: str) -> str:
@@ -547,7 +570,7 @@ def _view(state: PatientState) -> _View:
     )
 
 
-def _patient_facts(event: Event, view: _View) -> dict[str, Any]:
+def _patient_facts(event: Event, view: _View, ruleset: RuleSet) -> dict[str, Any]:
     """Facts for the PATIENT codes: the current sample stands for the event's own."""
     current = view.current or Sample(None, "UNKNOWN", None, MISSING, "history")
     others = [s for s in view.samples if s is not current]
@@ -560,42 +583,59 @@ def _patient_facts(event: Event, view: _View) -> dict[str, Any]:
         "clinical_context": view.context,
     }
     sc = SampleClass(current.category, "", None, None, None)
-    return derive(patient_event, sc, others, view.hr, current=current)
+    return derive(
+        patient_event, sc, others, view.hr, current=current, wanted=ruleset.reads(PATIENT)
+    )
 
 
-def _basis(rule: Rule, view: _View) -> set[str]:
-    """The accessions whose reports supplied what the finding rests on (section 8)."""
-    reads = rule.reads
-    basis: set[str] = set()
+class _Basis:
+    """The accessions whose reports supplied what a PATIENT finding rests on (section 8); what
+    each group of facts rests on is worked out once per event, for every finding."""
 
-    def add(sample: Sample | None) -> None:
+    def __init__(self, view: _View) -> None:
+        self._view = view
+        self._groups: dict[int, set[str]] = {}
+
+    def __call__(self, rule: Rule) -> set[str]:
+        """The basis of one finding: the accessions of every group of facts its rule reads."""
+        basis: set[str] = set()
+        for i, (facts, rests_on) in enumerate(_BASIS_GROUPS):
+            if rule.reads & facts:
+                accessions = self._groups.get(i)
+                if accessions is None:
+                    accessions = self._groups[i] = rests_on(self._view)
+                basis |= accessions
+        return basis
+
+
+def _named(*samples: Sample | None) -> set[str]:
+    """The accessions of samples, and the carriers of those that are prior entries."""
+    out: set[str] = set()
+    for sample in samples:
         if sample is None:
-            return
+            continue
         if sample.accession_id:
-            basis.add(sample.accession_id)
+            out.add(sample.accession_id)
         if sample.carrier:
-            basis.add(sample.carrier)
+            out.add(sample.carrier)
+    return out
 
-    if reads & _CURRENT_FACTS:
-        add(view.current)
-    if reads & _HR_FACTS and view.hr_accession:
-        basis.add(view.hr_accession)
-    if reads & _CONTEXT_FACTS and view.context_accession:
-        basis.add(view.context_accession)
-    samples = view.samples
-    if reads & _LOW_FACTS:
-        add(latest_of(samples, frozenset({LOW})))
-    if reads & _LOW_ULTRALOW_FACTS:
-        add(latest_of(samples, frozenset({LOW, ULTRALOW})))
-    for facts, crossing in ((_PAIR_FACTS, False), (_CONVERSION_FACTS, True)):
-        if reads & facts:
-            pair = discordant_pair(samples, crossing_positive=crossing)
-            if pair:
-                add(pair[0])
-                add(pair[1])
-    if reads & _DECISIVE_FACTS:
-        add(latest_decisive(samples))
-    return basis
+
+# Each group of facts and the accessions it rests on: the current sample, the HR status, the
+# clinical context, or the samples the facts name.
+_BASIS_GROUPS: tuple[tuple[frozenset[str], Callable[[_View], set[str]]], ...] = (
+    (_CURRENT_FACTS, lambda v: _named(v.current)),
+    (_HR_FACTS, lambda v: {v.hr_accession} if v.hr_accession else set()),
+    (_CONTEXT_FACTS, lambda v: {v.context_accession} if v.context_accession else set()),
+    (_LOW_FACTS, lambda v: _named(latest_of(v.samples, frozenset({LOW})))),
+    (_LOW_ULTRALOW_FACTS, lambda v: _named(latest_of(v.samples, frozenset({LOW, ULTRALOW})))),
+    (_PAIR_FACTS, lambda v: _named(*(discordant_pair(v.samples) or ()))),
+    (
+        _CONVERSION_FACTS,
+        lambda v: _named(*(discordant_pair(v.samples, crossing_positive=True) or ())),
+    ),
+    (_DECISIVE_FACTS, lambda v: _named(latest_decisive(v.samples))),
+)
 
 
 def _context_json(ctx: Mapping[str, Any]) -> str:
@@ -604,13 +644,19 @@ def _context_json(ctx: Mapping[str, Any]) -> str:
     compact = dict(ctx)
     compact["planned_therapies"] = sorted(normalise_therapies(ctx.get("planned_therapies") or ()))
     compact["clinical_flags"] = sorted(set(ctx.get("clinical_flags") or ()))
-    return json.dumps(compact, sort_keys=True, separators=(",", ":"), default=_iso)
+    return _CONTEXT_JSON.encode(compact)
 
 
 def _iso(value: Any) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     raise TypeError(type(value).__name__)
+
+
+# What json.dumps(..., sort_keys=True, separators=(",", ":"), default=...) builds on every
+# call, built once (JSONEncoder keeps no state between encode() calls).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+_CONTEXT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_iso)
 
 
 def _context_load(text: str) -> dict[str, Any]:

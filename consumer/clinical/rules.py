@@ -186,13 +186,17 @@ class Rule:
 
     def render_detail(self, facts: Facts, fired: frozenset[str]) -> str:
         """The detail text with facts filled in and the notes that apply appended."""
-        text = self.detail.format_map(_Texts(facts))
-        extra = [n.text.format_map(_Texts(facts)) for n in self.notes if n.when(facts, fired)]
+        texts = _Texts(facts)
+        text = self.detail.format_map(texts)
+        extra = [n.text.format_map(texts) for n in self.notes if n.when(facts, fired)]
         return " ".join([text, *extra]) if extra else text
 
 
 class _Texts(dict[str, Any]):
-    """format_map view of facts: unknown values read as 'not documented'."""
+    """format_map view of facts: unknown values read as 'not documented'. Empty itself, so every
+    lookup goes to __missing__; stateless, so one serves a detail and its notes."""
+
+    __slots__ = ("_facts",)
 
     def __init__(self, facts: Facts) -> None:
         super().__init__()
@@ -226,6 +230,10 @@ class RuleSet:
         self._scoped = {
             scope: tuple(r for r in self.rules if scope_of(r.code) == scope)
             for scope in (REPORT, PATIENT)
+        }
+        self._reads = {
+            scope: frozenset(name for r in members for name in r.reads)
+            for scope, members in self._scoped.items()
         }
         for scope, members in self._scoped.items():  # fired_codes never cross scopes
             outside = {code for r in members for code in r.depends_on} - {r.code for r in members}
@@ -263,6 +271,10 @@ class RuleSet:
     def scoped(self, scope: str) -> tuple[Rule, ...]:
         """The rules of one alert scope (REPORT or PATIENT), in evaluation order."""
         return self._scoped[scope]
+
+    def reads(self, scope: str) -> frozenset[str]:
+        """The facts the rules of one alert scope read (conditions, overrides, notes, texts)."""
+        return self._reads[scope]
 
     def rule_for(self, code: str) -> Rule | None:
         """The rule of an alert code (the first in evaluation order), or None."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 TRASTUZUMAB = "trastuzumab"
 PERTUZUMAB = "pertuzumab"
@@ -138,9 +139,16 @@ def normalise_therapy(name: str) -> frozenset[str]:
     return frozenset(found)
 
 
+@lru_cache(maxsize=1024)
+def _drugs_in(name: str) -> frozenset[str]:
+    """normalise_therapy, remembered: a patient's planned therapies recur in each of their
+    reports and in the stored context of each (bounded: free text cannot grow it)."""
+    return normalise_therapy(name)
+
+
 def normalise_therapies(names: Iterable[str]) -> frozenset[str]:
     """Return the HER2 drugs named anywhere in `names`."""
     found: set[str] = set()
     for name in names:
-        found |= normalise_therapy(name)
+        found |= _drugs_in(name)
     return frozenset(found)

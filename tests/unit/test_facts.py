@@ -11,7 +11,10 @@ import pytest
 
 from consumer.clinical.classify import classify_sample, hr_status
 from consumer.clinical.facts import (
+    CONTEXT_FACTS,
     FACTS,
+    REPORT_DETAIL_FACTS,
+    SAMPLE_FACTS,
     Sample,
     add_calendar_months,
     derive,
@@ -22,7 +25,9 @@ from consumer.clinical.facts import (
     prior_samples,
     recurred_within_months,
 )
-from consumer.clinical.model import CATEGORIES
+from consumer.clinical.model import CATEGORIES, PATIENT, REPORT
+from consumer.clinical.rules import load_ruleset
+from consumer.tools.synthetic import SyntheticGenerator
 
 D = dt.date
 
@@ -437,3 +442,46 @@ def test_default_only_symbols_conclude_nothing() -> None:
     facts = derive(event, classify_sample(event["her2_ihc"], None))
     assert facts["clinical_suspicion"] is False
     assert facts["clinical_flags"] is None
+
+
+class TestWantedFacts:
+    """derive(wanted=...) leaves out only groups no wanted fact is in; what it derives is what
+    the full derivation derives (the patient aggregate relies on it, one scope at a time)."""
+
+    def test_groups_are_disjoint_parts_of_the_catalogue(self) -> None:
+        groups = (SAMPLE_FACTS, CONTEXT_FACTS, REPORT_DETAIL_FACTS)
+        assert sum(map(len, groups)) == len(SAMPLE_FACTS | CONTEXT_FACTS | REPORT_DETAIL_FACTS)
+        assert set(FACTS) > SAMPLE_FACTS | CONTEXT_FACTS | REPORT_DETAIL_FACTS
+
+    @pytest.mark.parametrize(
+        "wanted",
+        [
+            pytest.param(load_ruleset().reads(REPORT), id="report-rules"),
+            pytest.param(load_ruleset().reads(PATIENT), id="patient-rules"),
+            pytest.param(SAMPLE_FACTS, id="samples"),
+            pytest.param(CONTEXT_FACTS, id="context"),
+            pytest.param(REPORT_DETAIL_FACTS, id="report-detail"),
+            pytest.param(frozenset({"low_sample"}), id="one-sample-fact"),
+            pytest.param(frozenset(), id="none"),
+            pytest.param(frozenset(FACTS), id="all"),
+        ],
+    )
+    def test_wanted_facts_are_the_full_derivation(self, wanted: frozenset[str]) -> None:
+        history: dict[str, list[Sample]] = {}
+        for e in SyntheticGenerator(seed=11).events(600):
+            sc = classify_sample(e.get("her2_ihc"), e.get("her2_ish"))
+            earlier = history.setdefault(e["patient_id"], [])
+            full = derive(e, sc, earlier)
+            part = derive(e, sc, earlier, wanted=wanted)
+            assert wanted <= set(part)
+            assert part == {name: full[name] for name in part}
+            spec = e.get("specimen") or {}
+            earlier.append(
+                Sample(e["accession_id"], spec.get("site") or "UNKNOWN",
+                       spec.get("collection_date"), sc.category, "history", len(earlier))
+            )
+
+    def test_a_scope_reads_what_its_rules_read(self) -> None:
+        ruleset = load_ruleset()
+        for scope in (REPORT, PATIENT):
+            assert ruleset.reads(scope) == {n for r in ruleset.scoped(scope) for n in r.reads}
