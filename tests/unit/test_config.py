@@ -173,6 +173,9 @@ class TestVariables:
                 id="replication",
             ),
             pytest.param(
+                {"HER2_GC_GEN0_THRESHOLD": "0"}, "tuning.gc_gen0_threshold", 0, id="gc-default"
+            ),
+            pytest.param(
                 {"HER2_TEST_CRASH_BEFORE_COMMIT": "2"},
                 "test_crash_before_commit",
                 2,
@@ -342,6 +345,9 @@ class TestValidation:
             ),
             pytest.param(
                 {"HER2_PUBLISH_RETRIES": "-1"}, "HER2_PUBLISH_RETRIES", id="retries-negative"
+            ),
+            pytest.param(
+                {"HER2_GC_GEN0_THRESHOLD": "-5"}, "HER2_GC_GEN0_THRESHOLD", id="gc-negative"
             ),
             pytest.param(
                 {"HER2_HISTORY_RETENTION_DAYS": "-5"},
