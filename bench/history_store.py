@@ -5,8 +5,11 @@ Runs as the service does: batches of 500 events (HER2_MAX_POLL_RECORDS), `apply(
 and `take_dirty()` per batch, states encoded with the changelog's framing (single-object).
 Events come from SyntheticGenerator's endless patient-after-patient stream (as the memory run
 of bench/kafka_bench.py), one batch at a time, so the events themselves do not grow the
-process. Each backend runs in a fresh Python process; RSS is read from /proc/self/statm after
-the first batch and at the end. Only apply() and take_dirty() are timed.
+process; `--order interleaved` takes `events(n)` instead (by event time, as the latency run of
+bench/kafka_bench.py and bench/profile_service.py: a patient comes back across batches), built
+before the first batch (the events are then part of the RSS at the first batch). Each backend
+runs in a fresh Python process; RSS is read from /proc/self/statm after the first batch and at
+the end. Only apply() and take_dirty() are timed.
 
 Then a restore: every committed state is loaded into a new store on the same backend as the
 service does from the changelog (decode the value, restore()); timed per record.
@@ -14,7 +17,10 @@ service does from the changelog (decode the value, restore()); timed per record.
 Prints events/s per backend, the ratio disk/memory, RSS growth, the bytes of states held, the
 sqlite file's size and restore records/s.
 
-Usage: python bench/history_store.py [--events 100000] [--seed 7] [--json out.json]
+Usage: python bench/history_store.py [--events 100000] [--seed 7] [--order stream|interleaved]
+                                     [--json out.json]
+
+The `consumer` package of this tree is imported (not an editable install of another checkout).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's consumer package
+
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.rules import load_ruleset
 from consumer.state.backends import BACKENDS, DISK, DiskStates, StateDir, open_states
@@ -46,14 +54,19 @@ def rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure(backend: str, events: int, seed: int) -> dict[str, Any]:
+def measure(backend: str, events: int, seed: int, order: str = "stream") -> dict[str, Any]:
     """Process `events` events through one store on `backend`; return the figures."""
     pipeline = Pipeline(load_ruleset())
     with tempfile.TemporaryDirectory(prefix="her2-bench-") as parent:
         directory = StateDir(Path(parent))
         store = HistoryStore(states=open_states(backend, directory, "p0"))
         changelog: dict[bytes, bytes | None] = {}  # the compacted changelog, as restore reads it
-        stream = itertools.islice(SyntheticGenerator(seed=seed).iter_events(), events)
+        generator = SyntheticGenerator(seed=seed)
+        stream = (
+            iter(generator.events(events))
+            if order == "interleaved"
+            else itertools.islice(generator.iter_events(), events)
+        )
         busy = 0.0
         done = 0
         rss_first = 0.0
@@ -78,6 +91,7 @@ def measure(backend: str, events: int, seed: int) -> dict[str, Any]:
         assert restored.encoded_bytes() == store.encoded_bytes()
         result = {
             "backend": backend,
+            "order": order,
             "events": done,
             "patients": len(store),
             "events_per_s": done / busy,
@@ -99,11 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--order", choices=("stream", "interleaved"), default="stream")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--backend", choices=BACKENDS, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args(argv)
     if args.backend:
-        print(json.dumps(measure(args.backend, args.events, args.seed)))
+        print(json.dumps(measure(args.backend, args.events, args.seed, args.order)))
         return 0
     results = {}
     for backend in sorted(BACKENDS, key=lambda b: b == DISK):  # memory first
@@ -116,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 str(args.events),
                 "--seed",
                 str(args.seed),
+                "--order",
+                args.order,
                 "--backend",
                 backend,
             ],
