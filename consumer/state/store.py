@@ -25,8 +25,8 @@ import datetime as dt
 import json
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from functools import cache
 from json.encoder import encode_basestring
 from typing import Final, NamedTuple
@@ -95,7 +95,7 @@ def parse_key(key: bytes) -> tuple[str, str | None]:
 
 _REPORT: Final = "health.her2.state.AcceptedReport"
 _PRIOR: Final = "health.her2.state.PriorEntry"
-Part = Accession | tuple[int, dict[str, AlertState]]  # a decoded part: accession or patient-wide
+Part = Accession | tuple[int, Mapping[str, AlertState]]  # a decoded part: accession or patient-wide
 
 
 class PartCodec:
@@ -171,10 +171,14 @@ class _Live:
 @dataclass(slots=True)
 class _Cached:
     """A committed patient held in the cache: its changelog records as in its backend row, and
-    the parts decoded from them so far (a part leaves `decoded` when its value changes)."""
+    the parts decoded from them so far (a part leaves `decoded` when its value changes). Every
+    key of `decoded` and `encoded_from` is a key of `parts`; none is in both."""
 
     parts: dict[bytes, bytes]  # key -> value
     decoded: dict[bytes, Part]  # key -> the part decoded from parts[key]
+    # key -> the live part that parts[key] was encoded from: used instead of decoding the value
+    # if `_round_trips` finds it is exactly what decoding would give (checked when read)
+    encoded_from: dict[bytes, Part] = field(default_factory=dict)
     state: PatientState | None = None  # assembled from `decoded` once every part is in it
 
 
@@ -255,8 +259,11 @@ class HistoryStore:
         old = entry.parts.get(key)
         if old is not None:
             known = entry.decoded.get(key)
-            self._open -= _open_in(known if known is not None else self._codec.decode(old)[1])
+            if known is None:
+                known = self._codec.decode(old)[1]
+            self._open -= _open_in(known)
         entry.state = None
+        entry.encoded_from.pop(key, None)
         if value is None or part is None:
             entry.parts.pop(key, None)
             entry.decoded.pop(key, None)
@@ -374,26 +381,32 @@ class HistoryStore:
             entry = self._cache.get(pid)
             if entry is None:
                 blob = self._states.get(pid)
-                parts, decoded = (_unpack(blob) if blob else {}), {}
+                parts, decoded, encoded_from = (_unpack(blob) if blob else {}), {}, {}
             else:  # copies: the cached entry stays the committed state until the rows are in
                 parts, decoded = dict(entry.parts), dict(entry.decoded)
+                encoded_from = dict(entry.encoded_from)
+            state = live.state
             for part in sorted(live.dirty, key=lambda p: "" if p is None else "\x01" + p):
+                known: Part
                 if part is None:
-                    key, value = patient_key(pid), self._codec.encode_patient(live.state)
+                    key, value = patient_key(pid), self._codec.encode_patient(state)
+                    known = (state.seq, state.alerts)
                 else:
-                    key = accession_key(pid, part)
-                    value = self._codec.encode_accession(pid, live.state.accessions[part])
+                    key, known = accession_key(pid, part), state.accessions[part]
+                    value = self._codec.encode_accession(pid, known)
                 parts[key] = value
-                decoded.pop(key, None)  # decoded from `value` when next read, not taken live
+                decoded.pop(key, None)
+                encoded_from[key] = known
                 out.append((key, value))
             for acc in sorted(live.removed):
                 key = accession_key(pid, acc)
                 parts.pop(key, None)
                 decoded.pop(key, None)
+                encoded_from.pop(key, None)
                 out.append((key, None))
             opened += live.state.open_alerts() - live.base_open
             rows.append((pid, _pack(parts), _accessions(parts)))
-            committed.append((pid, _Cached(parts, decoded)))
+            committed.append((pid, _Cached(parts, decoded, encoded_from)))
         self._states.put_many(rows)
         self._open += opened
         for pid, entry in committed:
@@ -451,12 +464,15 @@ def _assemble(patient_id: str, entry: _Cached) -> PatientState:
         return entry.state
     codec = part_codec()
     seq = 0
-    alerts: dict[str, AlertState] = {}
+    alerts: Mapping[str, AlertState] = {}
     accessions: dict[str, Accession] = {}
     for key in sorted(entry.parts):
         part = entry.decoded.get(key)
         if part is None:
-            _, part = codec.decode(entry.parts[key])
+            live = entry.encoded_from.pop(key, None)
+            part = live if live is not None and _round_trips(live) else None
+            if part is None:
+                _, part = codec.decode(entry.parts[key])
             entry.decoded[key] = part
         if isinstance(part, Accession):
             accessions[part.accession_id] = part
@@ -490,6 +506,98 @@ def _unpack(blob: bytes) -> dict[bytes, bytes]:
 
 def _accessions(parts: dict[bytes, bytes]) -> int:
     return sum(1 for key in parts if key.startswith(b'["A"'))
+
+
+def _round_trips(part: Part) -> bool:
+    """Whether decoding the encoding of `part` gives `part` back exactly: equal values of the
+    same types in the same order (what the decoder builds: str, int, bool, tuple, dict, date,
+    datetime in UTC to the millisecond). Then the part can be used as decoded: nothing that
+    reads it can tell the two apart. Anything else (a naive or non-UTC time, microseconds, a bool
+    for an int, a list for a tuple, a subclass) is decoded instead."""
+    if isinstance(part, Accession):
+        return (
+            type(part) is Accession
+            and type(part.accession_id) is str
+            and (part.report is None or _report_round_trips(part.report))
+            and (part.prior is None or _prior_round_trips(part.prior))
+            and _alerts_round_trip(part.alerts)
+            and type(part.emitted) is tuple
+            and all(_published_round_trips(p) for p in part.emitted)
+        )
+    seq, alerts = part
+    return type(seq) is int and _alerts_round_trip(alerts)
+
+
+def _alerts_round_trip(alerts: Mapping[str, AlertState]) -> bool:
+    # decoded as {a.code: a} in list order: the key must be the code
+    return type(alerts) is dict and all(
+        type(a) is AlertState
+        and code == a.code
+        and type(a.code) is str
+        and type(a.revision) is int
+        and type(a.open) is bool
+        and type(a.severity) is str
+        and type(a.digest) is str
+        and _strings(a.basis)
+        for code, a in alerts.items()
+    )
+
+
+def _report_round_trips(r: AcceptedReport) -> bool:
+    return (
+        type(r) is AcceptedReport
+        and type(r.event_id) is str
+        and (r.event_time is None or _utc_millis(r.event_time))
+        and type(r.report_status) is str
+        and type(r.seq) is int
+        and _strings(r.seen_event_ids)
+        and type(r.site) is str
+        and (r.collection_date is None or type(r.collection_date) is dt.date)
+        and type(r.category) is str
+        and type(r.has_her2_test) is bool
+        and (r.hr_status is None or type(r.hr_status) is str)
+        and type(r.er_low_only) is bool
+        and (r.context is None or type(r.context) is str)
+        and type(r.context_seq) is int
+    )
+
+
+def _prior_round_trips(p: PriorEntry) -> bool:
+    return (
+        type(p) is PriorEntry
+        and type(p.carrier) is str
+        and type(p.seq) is int
+        and type(p.site) is str
+        and (p.collection_date is None or type(p.collection_date) is dt.date)
+        and type(p.category) is str
+    )
+
+
+def _published_round_trips(p: Published) -> bool:
+    return (
+        type(p) is Published
+        and type(p.code) is str
+        and type(p.accession_id) is str
+        and type(p.revision) is int
+        and type(p.status) is str
+        and type(p.transition) is str
+        and type(p.severity) is str
+        and type(p.rule_version) is int
+        and type(p.her2_category) is str
+        and (p.facts is None or type(p.facts) is str)
+        and _utc_millis(p.created_at)
+    )
+
+
+def _strings(values: tuple[str, ...]) -> bool:
+    return type(values) is tuple and all(type(v) is str for v in values)
+
+
+def _utc_millis(t: dt.datetime) -> bool:
+    """A timestamp-millis as the decoder returns it: UTC (the very tzinfo), whole ms, fold 0."""
+    return (
+        type(t) is dt.datetime and t.tzinfo is dt.UTC and t.microsecond % 1000 == 0 and not t.fold
+    )
 
 
 def _open_in(part: Part) -> int:
