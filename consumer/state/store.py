@@ -423,16 +423,21 @@ class HistoryStore:
         if self._retention is None:
             return state, frozenset()
         cutoff = self._clock() - self._retention
-        needed = {b for a in state.alerts.values() if a.open for b in a.basis}
-        needed |= {a.prior.carrier for a in state.accessions.values() if a.prior}
-        old = {
+        reported_before = [
             acc
             for acc, a in state.accessions.items()
             if a.report is not None
             and a.report.event_time is not None
             and a.report.event_time < cutoff
-            and acc not in needed
-            and not any(x.open for x in a.alerts.values())
+        ]
+        if not reported_before:  # the usual case: what is needed is not worth working out
+            return state, frozenset()
+        needed = {b for a in state.alerts.values() if a.open for b in a.basis}
+        needed |= {a.prior.carrier for a in state.accessions.values() if a.prior}
+        old = {
+            acc
+            for acc in reported_before
+            if acc not in needed and not any(x.open for x in state.accessions[acc].alerts.values())
         }
         if not old:
             return state, frozenset()
