@@ -13,10 +13,12 @@ a disposable cache of the changelog), one row per patient whose value is the pat
 changelog records back to back (`_pack`). Patients changed since the last `take_dirty()` are
 held decoded ("live"), so a batch decodes each patient once. The committed states of the
 patients used last (`cache_patients` of them, least recently used out first) are also held
-with their parts, decoded as they are read: a patient back in a later batch decodes only the
-parts that changed since, and `take_dirty()` repacks its row without reading it back. A part is
-only ever taken decoded from its own committed bytes, never from the live state that produced
-them, so a patient reads the same whether it comes from the cache or from the backend.
+with their parts, decoded as they are read: a patient back in a later batch decodes nothing
+(or only what it must), and `take_dirty()` repacks its row without reading it back. A part
+written by `take_dirty()` is kept as the object it was encoded from, and used as decoded only if
+decoding would give exactly that object back (`_round_trips`: same values, types and order);
+otherwise it is decoded from its bytes. So a patient reads the same whether it comes from the
+cache or from the backend, and the bytes published are those of a store without a cache.
 """
 
 from __future__ import annotations
