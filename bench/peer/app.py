@@ -10,7 +10,10 @@ single-object framing, as the service writes by default.
 
 Configuration by the service's environment variables (KAFKA_BOOTSTRAP_SERVERS, HER2_GROUP_ID,
 HER2_INPUT_TOPIC, HER2_CLASSIFICATION_TOPIC, the four alert topics, HER2_PROCESSING_GUARANTEE);
-PEER_STATE_DIR is Quix's state directory. Needs the `bench` extra (quixstreams, confluent-kafka).
+PEER_STATE_DIR is Quix's state directory. PEER_GC_GEN0_THRESHOLD (unset: Python's default, as a
+Quix user runs it) gives the peer the service's garbage-collector tuning (HER2_GC_GEN0_THRESHOLD),
+to measure what that tuning is worth on both sides. Needs the `bench` extra (quixstreams,
+confluent-kafka).
 
 Usage: python bench/peer/app.py   (runs until SIGTERM / SIGINT)
 """
@@ -31,6 +34,7 @@ from quixstreams.models.serializers import (
 from quixstreams.state.rocksdb import RocksDBOptions
 from quixstreams.utils.json import dumps as json_dumps
 
+from consumer.app import tune_gc
 from consumer.avro.codec import Decoder, Encoder
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.rules import load_ruleset
@@ -118,6 +122,9 @@ def build(settings: Settings, state_dir: str) -> Application:
 
 
 def main() -> int:
+    threshold = os.environ.get("PEER_GC_GEN0_THRESHOLD")
+    if threshold:
+        tune_gc(int(threshold))
     settings = Settings.from_env(os.environ)
     state_dir = os.environ.get("PEER_STATE_DIR") or tempfile.mkdtemp(prefix="her2-peer-")
     build(settings, state_dir).run()
