@@ -25,6 +25,7 @@ from typing import Any
 from consumer.clinical.alerts import alert_record, closing_detail
 from consumer.clinical.classify import HR_UNKNOWN, SampleClass, classify_sample, hr_status
 from consumer.clinical.facts import (
+    CONTEXT_FACTS,
     Sample,
     derive,
     discordant_pair,
@@ -69,23 +70,8 @@ _CURRENT_FACTS = frozenset(
 _HR_FACTS = frozenset(
     {"hr_status", "hr_positive", "er_low_only", "triple_negative", "tdxd_db06_her2_condition"}
 )
-_CONTEXT_FACTS = frozenset(
-    {
-        "disease_setting",
-        "advanced",
-        "metastatic_chemotherapy_lines",
-        "metastatic_endocrine_therapy_lines",
-        "metastatic_anti_her2_lines",
-        "recurrence_within_6m_of_adjuvant_chemotherapy",
-        "recurrence_within_6m_of_perioperative_anti_her2",
-        "planned_traditional_her2",
-        "planned_tdxd",
-        "planned_her2_drugs",
-        "ild_history",
-        "clinical_suspicion",
-        "clinical_flags",
-    }
-)
+# the facts read from the clinical context: derive's context group and the disease setting
+_CONTEXT_FACTS = CONTEXT_FACTS | {"disease_setting", "advanced"}
 _LOW_FACTS = frozenset({"low_sample", "low_sample_is_primary", "tdxd_db04_her2_condition"})
 _LOW_ULTRALOW_FACTS = frozenset(
     {"low_or_ultralow_sample", "low_or_ultralow_sample_is_primary", "tdxd_db06_her2_condition"}
