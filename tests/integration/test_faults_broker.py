@@ -246,6 +246,27 @@ def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0915, PLR091
     assert records["dlq"] == []
 
 
+def test_dropped_markers_are_read_from_the_broker_log(tmp_path: Path) -> None:
+    """F1's line as Kafka 4.3.1 wrote it (a failed run of the test above, names shortened):
+    only the partitions of the transactional id asked for, topic names with dashes kept."""
+    line = (
+        "[2026-12-06 11:22:01,971] INFO [Transaction Marker Channel Manager 1]: Couldn't find "
+        "leader endpoint for partitions HashSet(t-retest-2d66d43f-1, __consumer_offsets-41, "
+        "t-history-c4b59d4b-1) while trying to send transaction markers for {}, these "
+        "partitions are likely deleted already and hence can be skipped "
+        "(kafka.coordinator.transaction.TransactionMarkerChannelManager)\n"
+    )
+    log = tmp_path / "server.log"
+    log.write_text(line.format("g-1-i-7ec2161f") + line.format("g-2-i-other"))
+    assert [f"{tp.topic}[{tp.partition}]" for tp in dropped_markers(log, "g-1-i-7ec2161f")] == [
+        "__consumer_offsets[41]",
+        "t-history-c4b59d4b[1]",
+        "t-retest-2d66d43f[1]",
+    ]
+    assert dropped_markers(log, "g-1-i-other") == []
+    assert dropped_markers(tmp_path / "absent.log", "g-1-i-7ec2161f") == []
+
+
 def test_at_least_once_publish_recovers_when_in_flight_records_expire(
     local_kafka: Any,
     env: Env,
