@@ -15,7 +15,10 @@ Everything here talks to the session's real broker. The helpers:
 - `RssSampler`: resident memory of a process, sampled from /proc;
 - `check_alerts`: lost / duplicated alerts against the offline expectation, per mode;
 - `record_result`: appends a JSON line per test run to `$HER2_FAULT_RESULTS` when it is set
-  (docs/fault-report.md is written from those lines).
+  (docs/fault-report.md is written from those lines);
+- `dropped_markers` / `abort_hanging`: F1 of docs/fault-report.md, a Kafka 4.3.1 fault (a
+  transaction committed while the broker shuts down loses its markers and hangs its
+  partitions for good), found in the broker's log and repaired as an operator would.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -47,6 +51,85 @@ with warnings.catch_warnings():
 
 ALO = "at_least_once"
 EOS = "exactly_once"
+
+
+# -- F1: transaction markers the broker dropped in a controlled shutdown --------------------
+
+# Kafka 4.3.1's transaction coordinator, committing or aborting while its broker is in a
+# controlled shutdown (a one-replica partition then has no leader), takes the partitions for
+# deleted topics: it logs this, writes no marker and completes the transaction on its side
+# (docs/fault-report.md, F1).
+_DROPPED_MARKERS = re.compile(
+    r"Couldn't find leader endpoint for partitions \w*\((?P<partitions>[^)]*)\) while trying to "
+    r"send transaction markers for (?P<transactional_id>\S+), these partitions are likely "
+    r"deleted"
+)
+
+
+# the coordinator's states with no transaction open on its side
+_SETTLED = frozenset({"Empty", "CompleteCommit", "CompleteAbort"})
+
+
+def dropped_markers(server_log: Path, transactional_id: str) -> list[TopicPartition]:
+    """The partitions whose transaction markers for `transactional_id` the broker dropped,
+    from its log (deploy/kafka/launcher.py's `logs_dir / "server.log"`)."""
+    dropped: set[TopicPartition] = set()
+    with contextlib.suppress(FileNotFoundError):
+        for match in _DROPPED_MARKERS.finditer(server_log.read_text(errors="replace")):
+            if match["transactional_id"] != transactional_id:
+                continue
+            for name in match["partitions"].split(","):
+                topic, _, partition = name.strip().rpartition("-")
+                dropped.add(TopicPartition(topic, int(partition)))
+    return sorted(dropped)
+
+
+def abort_hanging(
+    bootstrap: str, transactional_id: str, partitions: Iterable[TopicPartition]
+) -> list[str] | None:
+    """Abort the transactions left open on `partitions` by the producer of `transactional_id`
+    with an epoch older than the coordinator's current one, as an operator does with
+    `kafka-transactions.sh abort` (the same WriteTxnMarkers request); return them as
+    `topic[partition]`, or None while the coordinator has not moved past them yet (or does
+    not answer yet).
+
+    Only a fenced epoch's transaction is touched: no producer can write to it or end it any
+    more, and the coordinator had completed it on its side before it bumped the epoch, so
+    nothing else ever closes it (F1). Aborting is the one consistent repair: the markers may
+    be missing on some of the transaction's partitions only (a later abort of the same
+    producer closes whatever it touches), and the input offsets it held are then not
+    committed, so the service processes those records again.
+    """
+    from kafka.admin import AbortTransactionSpec  # noqa: PLC0415 - only this repair needs it
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        try:
+            coordinator = admin.describe_transactions([transactional_id])[transactional_id]
+            states = admin.describe_producers(list(partitions))
+        except KafkaError:  # a coordinator or leader still loading after the broker's start
+            return None
+        open_ = [
+            (tp, producer)
+            for tp, state in states.items()
+            for producer in state.active_producers
+            if producer.producer_id == coordinator.producer_id
+            and producer.current_transaction_start_offset >= 0
+        ]
+        hanging = [(tp, p) for tp, p in open_ if p.producer_epoch < coordinator.producer_epoch]
+        if coordinator.state.value in _SETTLED and any(
+            p.producer_epoch == coordinator.producer_epoch for _, p in open_
+        ):
+            return None  # the restarted service has not fenced the old producer yet
+        for tp, producer in hanging:
+            admin.abort_transaction(
+                AbortTransactionSpec(
+                    tp, producer.producer_id, producer.producer_epoch, producer.coordinator_epoch
+                )
+            )
+        return sorted(f"{tp.topic}[{tp.partition}]" for tp, _ in hanging)
+    finally:
+        admin.close()
 
 
 # -- offsets ---------------------------------------------------------------------------------
