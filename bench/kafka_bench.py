@@ -97,7 +97,11 @@ def broker() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="her2-bench-") as work:
         log("starting a local Kafka broker")
         with launcher.LocalKafka(Path(work)) as kafka:
-            yield kafka.bootstrap
+            BROKER["pid"] = kafka.pid
+            try:
+                yield kafka.bootstrap
+            finally:
+                BROKER["pid"] = None
 
 
 def topics_for(run: str) -> dict[str, str]:
@@ -299,6 +303,43 @@ def commit_progress(  # noqa: PLR0917 - positional at its callers
         reader.close()
 
 
+# the local broker's JVM while broker() runs one (None for KAFKA_BOOTSTRAP_SERVERS: its CPU is
+# not on this machine's books, or not only ours)
+BROKER: dict[str, int | None] = {"pid": None}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far; nan if unknown."""
+    if pid is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_snapshot(pids: list[int]) -> tuple[float, float]:
+    """(CPU seconds of these processes together, of the local broker)."""
+    return sum(cpu_s(pid) for pid in pids), cpu_s(BROKER["pid"])
+
+
+def cpu_figures(
+    before: tuple[float, float], after: tuple[float, float], events: int, seconds: float
+) -> dict[str, float]:
+    """CPU per event of the measured window: the process(es) under test and the broker (a
+    wall-clock rate on a shared 2-core machine mixes in whatever else runs; CPU per event does
+    not, so it is the steadier comparison), and the cores each kept busy."""
+    proc_s, broker_s = after[0] - before[0], after[1] - before[1]
+    return {
+        "cpu_us_per_event": proc_s / events * 1e6,
+        "broker_cpu_us_per_event": broker_s / events * 1e6,
+        "cores": proc_s / seconds,
+        "broker_cores": broker_s / seconds,
+    }
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of a process, MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -390,11 +431,15 @@ def service_throughput(  # noqa: PLR0917 - positional at its callers
     try:
         rss_start = float("nan")
         first_t, first_n = None, 0
+        pids = [proc.pid for proc in procs]
+        cpu_start = cpu_end = (float("nan"), float("nan"))
         for done in commit_progress(bootstrap, group, topic, count, procs, 1800):
             if first_t is None and done > 0:
                 first_t, first_n = time.perf_counter(), done
+                cpu_start = cpu_snapshot(pids)
                 rss_start = sum(rss_mb(proc.pid) for proc in procs)
         end_t = time.perf_counter()
+        cpu_end = cpu_snapshot(pids)
         rss_end = sum(rss_mb(proc.pid) for proc in procs)
     finally:
         codes = [stop_service(proc) for proc in procs]
@@ -407,6 +452,7 @@ def service_throughput(  # noqa: PLR0917 - positional at its callers
         volume["alerts"] = alert_keys(bootstrap, env_topics)
     return {
         **volume,
+        **cpu_figures(cpu_start, cpu_end, processed, seconds),
         "instances": instances,
         "events": processed,
         "seconds": seconds,
@@ -534,14 +580,17 @@ def peer_throughput(bootstrap: str, count: int, seed: int, guarantee: str) -> di
         )
     try:
         first_t, first_n = None, 0
+        cpu_start = cpu_end = (float("nan"), float("nan"))
         try:
             for done in commit_progress(bootstrap, group, topic, count, [proc], 1800):
                 if first_t is None and done > 0:
                     first_t, first_n = time.perf_counter(), done
+                    cpu_start = cpu_snapshot([proc.pid])
         except RuntimeError:
             log("peer failed; its log ends:\n" + peer_log.read_text(errors="replace")[-3000:])
             raise
         end_t = time.perf_counter()
+        cpu_end = cpu_snapshot([proc.pid])
     finally:
         code = stop_service(proc)
         shutil.rmtree(state_dir, ignore_errors=True)
@@ -550,6 +599,7 @@ def peer_throughput(bootstrap: str, count: int, seed: int, guarantee: str) -> di
     seconds = max(end_t - first_t, 1e-9)
     log(f"peer {guarantee}: {processed / seconds:,.0f} events/s, exit {code}")
     return {
+        **cpu_figures(cpu_start, cpu_end, processed, seconds),
         "events": processed,
         "seconds": seconds,
         "events_per_s": processed / seconds,
@@ -588,12 +638,23 @@ def peer_comparison(bootstrap: str, count: int, seed: int, rounds: int) -> dict[
             for who in ("project", "peer")
         }
         medians = {who: statistics.median(r) for who, r in rates.items()}
+        cpu = {
+            who: statistics.median(
+                s["cpu_us_per_event"]
+                for s in stages
+                if s["who"] == who and s["guarantee"] == guarantee
+            )
+            for who in ("project", "peer")
+        }
         summary[guarantee] = {
             "project": rates["project"],
             "peer": rates["peer"],
             "project_median": medians["project"],
             "peer_median": medians["peer"],
             "ratio_project_over_peer": medians["project"] / medians["peer"],
+            "cpu_us_per_event_median": cpu,
+            # > 1: the project needs less CPU per event than the peer
+            "cpu_ratio_peer_over_project": cpu["peer"] / cpu["project"],
         }
     same = []
     for n in range(rounds):
@@ -939,12 +1000,22 @@ def peer_main(args: argparse.Namespace) -> int:
         proj = " / ".join(f"{r:,.0f}" for r in g["project"])
         peer = " / ".join(f"{r:,.0f}" for r in g["peer"])
         print(f"{guarantee:<14} {proj:>30} {peer:>30} {g['ratio_project_over_peer']:>7.2f}")
+    print(f"\n{'mode':<14} {'CPU µs/event: project':>22} {'peer':>8} {'peer/project':>13}")
+    for guarantee in ("at_least_once", "exactly_once"):
+        g = summary[guarantee]
+        cpu = g["cpu_us_per_event_median"]
+        print(
+            f"{guarantee:<14} {cpu['project']:>22,.0f} {cpu['peer']:>8,.0f} "
+            f"{g['cpu_ratio_peer_over_project']:>13.2f}"
+        )
     print(
         f"same (alert_id, revision, status) records in every stage pair: {summary['same_records']}"
     )
     for s in summary["stages"]:
         print(
             f"  round {s['round']} {s['guarantee']:<14} {s['who']:<8} {s['events_per_s']:>8,.0f}/s "
+            f"CPU {s['cpu_us_per_event']:,.0f} µs/event ({s['cores']:.2f} cores; broker "
+            f"{s['broker_cpu_us_per_event']:,.0f} µs/event, {s['broker_cores']:.2f} cores) "
             f"load {s['load_before'][0]:.2f} -> {s['load_after'][0]:.2f}"
         )
     out = (
