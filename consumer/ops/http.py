@@ -240,9 +240,13 @@ class HealthHTTPServer(ThreadingHTTPServer):
             return len(self._open)
 
     def connection_waiting(self, connection: socket.socket) -> None:
-        """`connection` now waits for a request (it may be evicted)."""
+        """`connection` now waits for a request (it may be evicted).
+
+        A new connection has waited since it was accepted, not since its thread first ran:
+        under CPU load a thread may start after later ones, and the oldest must go first.
+        """
         with self._lock:
-            if connection in self._open:
+            if connection in self._open and self._open[connection] is None:
                 self._open[connection] = time.monotonic()
 
     def connection_answering(self, connection: socket.socket) -> None:

@@ -436,6 +436,46 @@ class TestBounds:
         finally:
             server.shutdown()
 
+    def test_a_connection_has_waited_since_its_accept_not_since_its_thread_ran(
+        self, registry: CollectorRegistry, health: Health
+    ) -> None:
+        # under CPU load the first connection's thread may run after the second's; the first has
+        # still waited longest and is the one a third connection evicts
+        server = start_http_server(
+            0, registry, health, host="127.0.0.1", idle_timeout=60.0, max_connections=2
+        )
+        serve, mark_waiting = server.process_request_thread, server.connection_waiting
+        started: list[socket.socket] = []
+        waiting: list[socket.socket] = []
+        release = threading.Event()
+
+        def late_first(request: socket.socket, address: Any) -> None:
+            started.append(request)
+            if len(started) == 1:
+                release.wait(5)
+            serve(request, address)
+
+        def recorded(connection: socket.socket) -> None:
+            mark_waiting(connection)
+            waiting.append(connection)
+
+        server.process_request_thread = late_first  # type: ignore[method-assign]
+        server.connection_waiting = recorded  # type: ignore[method-assign]
+        try:
+            port = server.server_port
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as first:
+                wait_until(lambda: len(started) == 1)
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as second:
+                    wait_until(lambda: len(waiting) == 1)  # the second's thread ran first
+                    release.set()
+                    wait_until(lambda: len(waiting) == 2)
+                    with socket.create_connection(("127.0.0.1", port), timeout=5):
+                        assert _closed_by_server(first, 2.0)
+                        assert not _closed_by_server(second, 0.3)
+        finally:
+            release.set()
+            server.shutdown()
+
     def test_shutdown_closes_open_connections(
         self, registry: CollectorRegistry, health: Health
     ) -> None:
