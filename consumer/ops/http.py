@@ -17,10 +17,14 @@ Bounded (issue 15, item 6: 2,000 idle keep-alive connections once took 2,005 thr
 
 - a connection waiting for a request (new, or idle between keep-alive requests) is closed after
   `idle_timeout` seconds without a byte (a socket timeout, so also a request sent too slowly);
-- at most `max_connections` are open; a new one beyond that closes the connection that has
-  waited longest for a request, never one being answered. A probe sends its request as soon as
-  it connects and is answered in milliseconds, so idle clients cannot crowd it out; at worst the
-  accept loop refuses a new connection while every slot is answering (milliseconds).
+- at most `max_connections` handler threads are alive; a new connection beyond that closes the
+  connection that has waited longest for a request, never one being answered, and its thread
+  starts only once the closed connection's thread has ended (a slot is free when its thread is
+  gone, not when its socket is: an evicted thread still runs until the scheduler lets it read
+  the EOF, which under CPU load took long enough for 14 of them to outlive their slots). A probe
+  sends its request as soon as it connects and is answered in milliseconds, so idle clients
+  cannot crowd it out; at worst the accept loop refuses a new connection while every slot is
+  answering (milliseconds) or when an evicted thread has not ended in `_EVICT_JOIN_S`.
 
 prometheus_client's own `start_http_server` (a ThreadingWSGIServer) has neither bound; its
 WSGI handler closes after one response but a silent connection holds its thread as well.
@@ -48,6 +52,9 @@ DEFAULT_STALL_AFTER_S = 60.0
 DEFAULT_IDLE_TIMEOUT_S = 10.0
 # One scraper, a few probes, an operator's curl: 32 connections leave room for all of them.
 DEFAULT_MAX_CONNECTIONS = 32
+# How long the accept loop waits for an evicted connection's thread to end (it was woken by the
+# shutdown of its socket, so it ends as soon as it is scheduled) before refusing the newcomer.
+_EVICT_JOIN_S = 2.0
 _JSON = "application/json"
 
 
@@ -194,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
 class HealthHTTPServer(ThreadingHTTPServer):
     """The server returned by `start_http_server`; `shutdown()` stops it and frees the port.
 
-    One thread per open connection, at most `max_connections` of them (see the module doc).
+    One thread per open connection, at most `max_connections` of them alive (see the module doc).
     """
 
     daemon_threads = True  # a hung scrape never blocks interpreter exit
@@ -221,6 +228,9 @@ class HealthHTTPServer(ThreadingHTTPServer):
         # open connections -> monotonic time they started waiting for a request, or None while
         # a request is being answered; insertion order is not relied on
         self._open: dict[socket.socket, float | None] = {}
+        # every connection admitted -> its handler thread, until that thread is seen ended; only
+        # the accept loop adds and removes entries, so it needs no lock
+        self._handlers: dict[socket.socket, threading.Thread] = {}
         self._thread: threading.Thread | None = None
 
     @property
@@ -230,9 +240,13 @@ class HealthHTTPServer(ThreadingHTTPServer):
             return len(self._open)
 
     def connection_waiting(self, connection: socket.socket) -> None:
-        """`connection` now waits for a request (it may be evicted)."""
+        """`connection` now waits for a request (it may be evicted).
+
+        A new connection has waited since it was accepted, not since its thread first ran:
+        under CPU load a thread may start after later ones, and the oldest must go first.
+        """
         with self._lock:
-            if connection in self._open:
+            if connection in self._open and self._open[connection] is None:
                 self._open[connection] = time.monotonic()
 
     def connection_answering(self, connection: socket.socket) -> None:
@@ -242,18 +256,40 @@ class HealthHTTPServer(ThreadingHTTPServer):
                 self._open[connection] = None
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Admit the connection (evicting the longest-waiting one when full), then thread it."""
+        """Admit the connection once a handler slot is free (its thread ended), then thread it."""
+        self._handlers = {c: t for c, t in self._handlers.items() if t.is_alive()}
+        if len(self._handlers) >= self.max_connections:
+            victim = self._evict()
+            # outside the lock: the victim's thread takes it to forget its connection
+            if victim is None or not _ended(victim, _EVICT_JOIN_S):
+                self.shutdown_request(request)
+                return
+            self._handlers = {c: t for c, t in self._handlers.items() if t is not victim}
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"her2-http-{self.server_port}-handler",
+            daemon=self.daemon_threads,
+        )
         with self._lock:
-            if len(self._open) >= self.max_connections:
-                waiting = [(since, conn) for conn, since in self._open.items() if since is not None]
-                if not waiting:  # every slot is answering a request: milliseconds
-                    self.shutdown_request(request)
-                    return
-                _, oldest = min(waiting, key=lambda pair: pair[0])
-                del self._open[oldest]  # its thread ends on the EOF below
-                _close_read(oldest)
             self._open[request] = time.monotonic()
-        super().process_request(request, client_address)
+        self._handlers[request] = thread
+        thread.start()
+
+    def _evict(self) -> threading.Thread | None:
+        """The thread whose end frees a slot: one already ending, else the one of the connection
+        that has waited longest for a request (closed here); None while every slot answers."""
+        with self._lock:
+            for connection, thread in self._handlers.items():
+                if connection not in self._open:  # ending on its own, or evicted earlier
+                    return thread
+            waiting = [(since, conn) for conn, since in self._open.items() if since is not None]
+            if not waiting:  # every slot is answering a request: milliseconds
+                return None
+            _, oldest = min(waiting, key=lambda pair: pair[0])
+            del self._open[oldest]  # its thread ends on the EOF below
+        _close_read(oldest)
+        return self._handlers[oldest]
 
     def shutdown_request(self, request: Any) -> None:
         """Forget the connection, then close it."""
@@ -287,6 +323,12 @@ class HealthHTTPServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Drop a failed connection quietly (the default prints a traceback to stderr)."""
+
+
+def _ended(thread: threading.Thread, timeout: float) -> bool:
+    """Whether `thread` ended within `timeout` seconds."""
+    thread.join(timeout)
+    return not thread.is_alive()
 
 
 def _close_read(connection: socket.socket) -> None:

@@ -309,8 +309,10 @@ class TestShutdown:
             server.shutdown()
 
 
-def _thread_count() -> int:
-    return threading.active_count()
+def _handler_threads(server: HealthHTTPServer) -> int:
+    """Live handler threads of `server` (it names them), whatever else the process runs."""
+    name = f"her2-http-{server.server_port}-handler"
+    return sum(1 for thread in threading.enumerate() if thread.name == name)
 
 
 def _closed_by_server(sock: socket.socket, timeout: float = 2.0) -> bool:
@@ -348,25 +350,28 @@ class TestBounds:
         server = start_http_server(
             0, registry, health, host="127.0.0.1", idle_timeout=60.0, max_connections=cap
         )
-        before = _thread_count()
         idle: list[socket.socket] = []
         try:
+            peak = 0
             for _ in range(self.IDLE):  # connect and say nothing, as the fault campaign did
                 idle.append(socket.create_connection(("127.0.0.1", server.server_port), timeout=5))
-            peak = 0
+                peak = max(peak, _handler_threads(server))
+            # Until the server has admitted every connection: each admission beyond the cap
+            # closes the oldest, so all older ones closed means all 500 were seen (a socket
+            # still in the listen backlog looks open too, so the newest tell nothing alone).
+            older = idle[:-cap]
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:  # until the server has seen every connection
-                peak = max(peak, _thread_count())
-                if sum(1 for s in idle[-cap:] if not _closed_by_server(s, 0.001)) == cap:
-                    break
-            peak = max(peak, _thread_count())
-            assert peak - before <= cap + 2, f"{peak - before} handler threads for {cap} slots"
-            assert server.open_connections <= cap
+            while older and time.monotonic() < deadline:
+                peak = max(peak, _handler_threads(server))
+                older = [s for s in older if not _closed_by_server(s, 0.001)]
+            peak = max(peak, _handler_threads(server))
+            assert peak <= cap, f"{peak} handler threads for {cap} slots"
+            assert not older, f"{len(older)} older connections still open"  # they made room
+            assert not any(_closed_by_server(s, 0.001) for s in idle[-cap:])  # the newest stay
+            assert _handler_threads(server) == server.open_connections == cap
             status, seconds = _timed_healthz(server.server_port)
             assert status == 200
             assert seconds < 1.0, f"/healthz took {seconds:.2f}s behind {self.IDLE} idle sockets"
-            closed = sum(1 for s in idle[:-cap] if _closed_by_server(s, 0.5))
-            assert closed == self.IDLE - cap  # the oldest waiting ones made room
         finally:
             for sock in idle:
                 sock.close()
@@ -434,6 +439,46 @@ class TestBounds:
                         assert _closed_by_server(first, 2.0)
                         assert not _closed_by_server(second, 0.3)
         finally:
+            server.shutdown()
+
+    def test_a_connection_has_waited_since_its_accept_not_since_its_thread_ran(
+        self, registry: CollectorRegistry, health: Health
+    ) -> None:
+        # under CPU load the first connection's thread may run after the second's; the first has
+        # still waited longest and is the one a third connection evicts
+        server = start_http_server(
+            0, registry, health, host="127.0.0.1", idle_timeout=60.0, max_connections=2
+        )
+        serve, mark_waiting = server.process_request_thread, server.connection_waiting
+        started: list[socket.socket] = []
+        waiting: list[socket.socket] = []
+        release = threading.Event()
+
+        def late_first(request: socket.socket, address: Any) -> None:
+            started.append(request)
+            if len(started) == 1:
+                release.wait(5)
+            serve(request, address)
+
+        def recorded(connection: socket.socket) -> None:
+            mark_waiting(connection)
+            waiting.append(connection)
+
+        server.process_request_thread = late_first  # type: ignore[method-assign]
+        server.connection_waiting = recorded  # type: ignore[method-assign]
+        try:
+            port = server.server_port
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as first:
+                wait_until(lambda: len(started) == 1)
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as second:
+                    wait_until(lambda: len(waiting) == 1)  # the second's thread ran first
+                    release.set()
+                    wait_until(lambda: len(waiting) == 2)
+                    with socket.create_connection(("127.0.0.1", port), timeout=5):
+                        assert _closed_by_server(first, 2.0)
+                        assert not _closed_by_server(second, 0.3)
+        finally:
+            release.set()
             server.shutdown()
 
     def test_shutdown_closes_open_connections(
