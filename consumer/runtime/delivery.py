@@ -13,7 +13,7 @@ from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import Consumer
-from consumer.runtime.kafka.producer import InFlight, ProducerHandle
+from consumer.runtime.kafka.producer import ProducerHandle
 from consumer.runtime.kafka.refusals import isolate_refused
 from consumer.runtime.records import PUBLISH_BACKOFF, Backoff, Batch, Output
 
@@ -21,29 +21,14 @@ log = get_logger("her2.service")
 
 
 class Delivery(Protocol):
-    """Outputs durable and offsets committed, or raise PublishError / FencedError.
-
-    While a batch is processed the loop hands each evaluated record's outputs over (`stream`,
-    the same outputs it appends to batch.outputs); a delivery may send them at once, so that the
-    producer's I/O thread ships them while the next records are processed. `deliver` sends what
-    is left, waits and commits; `abandon` forgets a batch that will not be delivered."""
-
-    def stream(self, outputs: list[Output]) -> None:
-        """The outputs of one evaluated record of the batch being processed."""
+    """Outputs durable and offsets committed, or raise PublishError / FencedError."""
 
     def deliver(self, batch: Batch) -> None:
         """Deliver one batch (`batch.last` is not empty)."""
 
-    def abandon(self) -> None:
-        """The batch being processed will not be delivered (the service stops)."""
-
 
 class AtLeastOnce:
-    """Publish, wait for every acknowledgement (bounded re-sends), then commit.
-
-    Each record's outputs are sent as soon as the loop makes them (docs/benchmarks.md: x1.4 at
-    the time); dead letters and the changelog wait for deliver(): dead letters so that a batch
-    stopped by the DLQ limit leaves nothing in the dead-letter topic, the changelog for B8."""
+    """Publish, wait for every acknowledgement (bounded re-sends), then commit."""
 
     def __init__(
         self,
@@ -64,17 +49,6 @@ class AtLeastOnce:
         self._before_commit = before_commit
         self._backoff = backoff
         self._sleep = sleep
-        self._streamed: InFlight | None = None  # the batch being processed, sent so far
-
-    def stream(self, outputs: list[Output]) -> None:
-        """Send an evaluated record's outputs now (their acknowledgements: in deliver)."""
-        if self._streamed is None:
-            self._streamed = InFlight()
-        self._producer.send(outputs, into=self._streamed)
-
-    def abandon(self) -> None:
-        """Outputs already sent may still arrive: duplicates, which at-least-once allows."""
-        self._streamed = None
 
     def deliver(self, batch: Batch) -> None:
         """B8 of docs/fault-report.md: the changelog only after the other outputs."""
@@ -82,37 +56,31 @@ class AtLeastOnce:
         # acknowledged. Written together, a broker failure could store a patient's new state
         # without all of its alerts; the redelivered batch would then find the later state
         # and never re-emit the missing alerts of an earlier event.
-        streamed, self._streamed = self._streamed, None
-        done = 0 if streamed is None else len(streamed)
-        rest = [*batch.outputs[done:], *batch.dead_letters]
-        self._settle(self._producer.send(rest, into=streamed))
+        self.publish(batch.outputs)
         self.publish(batch.changes)
         self._before_commit()
         self.commit(batch)
 
     def publish(self, outputs: list[Output]) -> None:
-        """Send `outputs`, then settle them (below)."""
-        self._settle(self._producer.send(outputs))
-
-    def _settle(self, sent: InFlight) -> None:
-        """Wait for every acknowledgement of `sent`; re-send failures a bounded number of times.
+        """Send and wait for every acknowledgement; re-send failures a bounded number of times.
         Outputs refused for good are not re-sent: OutputRefusedError (through a new producer
         for the re-run: an idempotent producer's sequence after a failed batch is its own)."""
+        pending = outputs
         retries = self._retries
         failed: list[Output] = []
         error_type = None
         for attempt in range(retries + 1):
-            result = self._producer.wait(sent)
-            failed, error_type = result.failed, result.error_type
-            if result.refused:
+            sent = self._producer.send_and_wait(pending)
+            failed, error_type = sent.failed, sent.error_type
+            if sent.refused:
                 self._producer.renew()
-                refused = isolate_refused(self._producer, result.refused, transactional=False)
+                refused = isolate_refused(self._producer, sent.refused, transactional=False)
                 if refused:
                     raise OutputRefusedError(refused)
                 # refused only beside another record (kafka-python's collateral failures, and
                 # that record was accepted alone): re-sent like any failure
-                failed = [*failed, *(out for out, _ in result.refused)]
-                error_type = error_type or result.refused[0][1]
+                failed = [*failed, *(out for out, _ in sent.refused)]
+                error_type = error_type or sent.refused[0][1]
             if not failed:
                 return
             if attempt == retries:
@@ -128,7 +96,7 @@ class AtLeastOnce:
             )
             self._sleep(delay)
             self._producer.renew()
-            sent = self._producer.send(failed)
+            pending = failed
         raise PublishError(
             f"{len(failed)} output records were not acknowledged after {retries} retries "
             f"({error_type}); stopping without committing"
@@ -176,17 +144,10 @@ class ExactlyOnce:
         self._metrics = metrics
         self._before_commit = before_commit
 
-    def stream(self, outputs: list[Output]) -> None:
-        """Nothing before deliver(): sent while the batch is processed, the transaction measured
-        slower here (docs/benchmarks.md), so its records go in one go."""
-
-    def abandon(self) -> None:
-        """Nothing was sent yet."""
-
     def deliver(self, batch: Batch) -> None:
         """One transaction (begin, send, wait, offsets, commit), each blocking call bounded."""
         self._producer.transaction(
-            [*batch.outputs, *batch.dead_letters, *batch.changes],
+            [*batch.outputs, *batch.changes],
             self._before_commit,
             batch.offsets(),
             self._consumer.group_metadata,

@@ -78,7 +78,7 @@ class Gauges:
             count=sum(batch.outcomes.values()),
             processed=batch.outcomes.get("processed", 0),
             dead_lettered=batch.outcomes.get("dead_lettered", 0),
-            published=len(batch.outputs) + len(batch.dead_letters) + len(batch.changes),
+            published=len(batch.outputs) + len(batch.changes),
             records=len(batch.changes),
             partitions=sorted(tp.partition for tp in offsets),
             duration_ms=round(seconds * 1000, 3),

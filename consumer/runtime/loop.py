@@ -1,10 +1,7 @@
 """The loop: poll -> restore pending -> process -> deliver -> progress -> gauges.
 
 One poll batch = one checkpoint: every output of a batch is acknowledged (or the transaction
-committed) before the next poll, so a rebalance never finds work in flight. Within a batch the
-outputs of each evaluated record go to the delivery as soon as they are made (Delivery.stream):
-at-least-once sends them at once, so that the producer's I/O thread ships them while the next
-records are processed.
+committed) before the next poll, so a rebalance never finds work in flight.
 """
 
 from __future__ import annotations
@@ -140,7 +137,6 @@ class Loop:
         table = self.table
         history = self.settings.topics.history
         limit = self.settings.max_consecutive_processing_errors  # the DLQ limit
-        delivery = self.delivery
         for tp in sorted(records):
             store = table.stores.get(tp)
             if store is None:  # defensive: never process a partition whose history is not loaded
@@ -163,8 +159,6 @@ class Loop:
                     )
                 run = count_errors(tp, result, run, limit)
                 add_to(batch, result)
-                if isinstance(result, Processed):
-                    delivery.stream(result.outputs)
                 batch.last[tp] = record
                 table.positions[tp] = record.offset + 1
             batch.error_runs[tp] = run
@@ -200,13 +194,8 @@ class Loop:
     def process_batch(self, records: Mapping[TopicPartition, list[Any]]) -> None:
         """Build, deliver and record one batch."""
         started = time.perf_counter()
-        try:
-            batch = self.build_batch(records)
-        except BaseException:
-            self.delivery.abandon()
-            raise
+        batch = self.build_batch(records)
         if not batch.last:
-            self.delivery.abandon()
             return
         try:
             self.delivery.deliver(batch)

@@ -58,8 +58,7 @@ def input_timestamp(record: Any) -> int | None:
 class Batch:
     """What one poll batch produced and what to record once it is acknowledged."""
 
-    outputs: list[Output] = field(default_factory=list)  # of the records evaluated
-    dead_letters: list[Output] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
     last: dict[TopicPartition, Any] = field(default_factory=dict)  # tp -> last processed record
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
     categories: collections.Counter[str] = field(default_factory=collections.Counter)

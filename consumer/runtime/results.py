@@ -41,7 +41,7 @@ Result = Processed | DeadLettered | Retry
 def add_to(batch: Batch, result: Processed | DeadLettered) -> None:
     """Add a record's outputs and statistics to its batch."""
     if isinstance(result, DeadLettered):
-        batch.dead_letters.append(result.output)
+        batch.outputs.append(result.output)
         batch.outcomes["dead_lettered"] += 1
         batch.dlq[(result.stage, result.reason)] += 1
         batch.durations.append(result.duration)

@@ -46,25 +46,6 @@ class TestAtLeastOnce:
         assert acks_before_commit.count(history) == len(harness.broker.records(history)) > 0
         assert harness.broker.committed == {next(iter(harness.broker.committed)): 12}
 
-    def test_each_record_s_outputs_are_sent_while_the_rest_of_the_batch_is_processed(
-        self, harness: Harness
-    ) -> None:
-        """The producer's I/O thread ships a record's outputs while the loop evaluates the next
-        records: at the first send one patient of the batch is evaluated, not all of them."""
-        harness.publish(12)
-        evaluated: list[int] = []
-
-        def patients() -> int:
-            assert harness.service is not None
-            return sum(len(store) for store in harness.service.table.stores.values())
-
-        harness.broker.script(
-            f"send:{harness.settings.topics.classification}", lambda: evaluated.append(patients())
-        )
-        assert harness.run() == EXIT_OK
-        assert evaluated == [1]
-        assert harness.broker.committed == {next(iter(harness.broker.committed)): 12}
-
     def test_b8_an_unacknowledged_output_stops_before_any_changelog_record_or_commit(
         self, harness: Harness
     ) -> None:

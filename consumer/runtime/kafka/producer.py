@@ -33,10 +33,6 @@ def refused_for_good(exc: BaseException) -> bool:
     return isinstance(exc, REFUSED_FOR_GOOD)
 
 
-class InFlight(list[tuple[Output, Any]]):
-    """Outputs handed to the producer, each with its future (or the error send() raised)."""
-
-
 @dataclass
 class Sent:
     """What one send_and_wait() achieved: the outputs to re-send (retriable failures, with the
@@ -106,18 +102,17 @@ class ProducerHandle:
                 raise broker_error(exc) from exc
 
     def send_and_wait(self, outputs: list[Output]) -> Sent:
-        """Send every output and wait for every acknowledgement; what failed, classified."""
-        return self.wait(self.send(outputs))
+        """Send every output and wait for every acknowledgement; what failed, classified.
 
-    def send(self, outputs: list[Output], into: InFlight | None = None) -> InFlight:
-        """Hand `outputs` to the producer without waiting (its I/O thread sends them while the
-        caller goes on); `into` collects the sends of one batch across calls."""
-        sent = InFlight() if into is None else into
-        add = sent.append
-        send = self.producer.send
+        One deadline for the whole batch (delivery timeout + 5 s): a future still pending then
+        counts as not acknowledged. (Seen with kafka-python 3.0.12 after a broker outage: some
+        futures never complete, so per-future timeouts would add up without bound.)
+        """
+        producer = self.producer
+        sent: list[tuple[Output, Any]] = []
         for out in outputs:
             try:
-                future = send(
+                future = producer.send(
                     out.topic,
                     key=out.key,
                     value=out.value,
@@ -127,17 +122,7 @@ class ProducerHandle:
                 )
             except KafkaError as exc:
                 future = exc
-            add((out, future))
-        return sent
-
-    def wait(self, sent: InFlight) -> Sent:
-        """Wait for every acknowledgement of `sent`; what failed, classified.
-
-        One deadline for the whole batch (delivery timeout + 5 s): a future still pending then
-        counts as not acknowledged. (Seen with kafka-python 3.0.12 after a broker outage: some
-        futures never complete, so per-future timeouts would add up without bound.)
-        """
-        producer = self.producer
+            sent.append((out, future))
         now = self._monotonic
         deadline = now() + self._settings.tuning.delivery_timeout_ms / 1000 + 5
         with contextlib.suppress(KafkaError):  # the futures below say which records failed
