@@ -58,6 +58,7 @@ with warnings.catch_warnings():
     from kafka.admin import NewTopic
     from kafka.structs import TopicPartition
 
+import consumer
 from consumer.avro.codec import Decoder, Encoder
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.rules import load_ruleset
@@ -887,6 +888,13 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
     )
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    # the service runs as `python -m consumer run` with this interpreter and environment, so it
+    # is the `consumer` package imported here: say which (an editable install may point at
+    # another checkout; PYTHONPATH picks a tree on purpose)
+    measured = Path(consumer.__file__).resolve().parent
+    log(f"measuring the consumer package at {measured}")
+    if not measured.is_relative_to(REPO):
+        log(f"note: that is not this checkout ({REPO}); `pip install -e .` here to measure it")
     if args.peer:
         return peer_main(args)
     results: dict[str, Any] = {
