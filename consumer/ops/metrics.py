@@ -175,6 +175,13 @@ class Metrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.position_unknown = Gauge(
+            f"{p}_position_unknown",
+            "1 while an owned input partition's position cannot be told (its committed offset "
+            "unreadable: no lag either), else 0.",
+            ["topic", "partition"],
+            registry=registry,
+        )
         self.rebalances = Counter(
             f"{p}_rebalances",
             "Rebalance callbacks by kind (assigned, revoked, lost).",

@@ -113,10 +113,14 @@ class Gauges:
                 except BrokerError:
                     position = None
             end = ends.get(tp)
+            labels = {"topic": tp.topic, "partition": str(tp.partition)}
+            # F1 of docs/fault-report.md: a transaction left hanging on the group's offsets keeps
+            # the committed offset unreadable, so the partition never starts and has no lag to
+            # alert on; this gauge does (Her2ConsumerPartitionPositionUnknown)
+            self.metrics.position_unknown.labels(**labels).set(position is None)
             if position is None or end is None:
                 continue
             lag = max(0, end - position)
-            labels = {"topic": tp.topic, "partition": str(tp.partition)}
             self.metrics.lag.labels(**labels).set(lag)
             if lag == 0:
                 self.metrics.last_progress.labels(**labels).set(wall)

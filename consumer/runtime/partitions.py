@@ -119,6 +119,7 @@ class PartitionTable:
                 self._metrics.lag,
                 self._metrics.committed_offset,
                 self._metrics.last_progress,
+                self._metrics.position_unknown,
             ):
                 with contextlib.suppress(KeyError):  # never set for this partition
                     gauge.remove(*labels.values())

@@ -801,6 +801,13 @@ ALERT_SCENARIOS: list[tuple[str, list[tuple[str, str]], str, list[str]]] = [
     ("Her2ConsumerPartitionStalled",
      [(f"her2_consumer_last_progress_timestamp_seconds{{{_TP0}}}", "0+60x20"),
       (f"her2_consumer_lag_records{{{_TP0}}}", "5x20")], "20m", []),
+    # a partition owned but without a position (F1; the rule waits 10 minutes), then found
+    ("Her2ConsumerPartitionPositionUnknown",
+     [(f"her2_consumer_position_unknown{{{_TP0}}}", "1x20")], "15m", [f"{{{_TP0}}}"]),
+    ("Her2ConsumerPartitionPositionUnknown",
+     [(f"her2_consumer_position_unknown{{{_TP0}}}", "0x20")], "15m", []),
+    ("Her2ConsumerPartitionPositionUnknown",
+     [(f"her2_consumer_position_unknown{{{_TP0}}}", "1x10 0x10")], "15m", []),
     # the same partition reported by two pods around a rebalance counts once
     ("Her2ConsumerLagGrowing",
      [(f'her2_consumer_lag_records{{{_TP0}, instance="a"}}', "500+100x20"),

@@ -275,6 +275,7 @@ class FakeConsumer:
             self.positions[tp] = 0
 
     def position(self, tp: TopicPartition, timeout_ms: int | None = None) -> int:
+        self.broker.scripted("position" if self.group else "restore.position")
         return self.positions.get(tp, 0)
 
     def end_offsets(self, partitions: list[TopicPartition], timeout_ms: int | None = None) -> Any:

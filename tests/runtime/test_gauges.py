@@ -1,0 +1,38 @@
+"""The per-partition gauges the alerts read (runtime/gauges.py): a partition the consumer owns
+but cannot place has no lag, so her2_consumer_position_unknown says so (F1 of
+docs/fault-report.md: a transaction left hanging on the group's offsets keeps the committed
+offset unreadable; Her2ConsumerPartitionPositionUnknown)."""
+
+from __future__ import annotations
+
+from conftest import Harness
+from kafka.errors import KafkaTimeoutError
+
+from consumer.service import EXIT_OK
+
+
+def _seen_before_the_second_poll(harness: Harness) -> dict[str, float | None]:
+    """The partition's gauges as the loop left them after its first turn (the run's end
+    revokes the partition, which removes them)."""
+    labels = {"topic": harness.settings.topics.input, "partition": "0"}
+    seen: dict[str, float | None] = {}
+
+    def look() -> None:
+        registry = harness.metrics.registry
+        for name in ("her2_consumer_position_unknown", "her2_consumer_lag_records"):
+            seen[name] = registry.get_sample_value(name, labels)
+
+    harness.broker.script("poll", lambda: None, look)
+    assert harness.run() == EXIT_OK
+    return seen
+
+
+def test_a_partition_whose_position_cannot_be_told_is_flagged(harness: Harness) -> None:
+    harness.broker.script("position", KafkaTimeoutError("offsets unstable"))
+    seen = _seen_before_the_second_poll(harness)
+    assert seen == {"her2_consumer_position_unknown": 1.0, "her2_consumer_lag_records": None}
+
+
+def test_a_partition_with_a_position_is_not_flagged(harness: Harness) -> None:
+    seen = _seen_before_the_second_poll(harness)
+    assert seen == {"her2_consumer_position_unknown": 0.0, "her2_consumer_lag_records": 0.0}
