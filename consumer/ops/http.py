@@ -261,10 +261,10 @@ class HealthHTTPServer(ThreadingHTTPServer):
         if len(self._handlers) >= self.max_connections:
             victim = self._evict()
             # outside the lock: the victim's thread takes it to forget its connection
-            if victim is None or not _ended(victim, _EVICT_JOIN_S):
+            if victim is None or not _ended(self._handlers[victim], _EVICT_JOIN_S):
                 self.shutdown_request(request)
                 return
-            self._handlers = {c: t for c, t in self._handlers.items() if t is not victim}
+            del self._handlers[victim]
         thread = threading.Thread(
             target=self.process_request_thread,
             args=(request, client_address),
@@ -276,20 +276,20 @@ class HealthHTTPServer(ThreadingHTTPServer):
         self._handlers[request] = thread
         thread.start()
 
-    def _evict(self) -> threading.Thread | None:
-        """The thread whose end frees a slot: one already ending, else the one of the connection
+    def _evict(self) -> socket.socket | None:
+        """The connection whose thread's end frees a slot: one already ending, else the one
         that has waited longest for a request (closed here); None while every slot answers."""
         with self._lock:
-            for connection, thread in self._handlers.items():
+            for connection in self._handlers:
                 if connection not in self._open:  # ending on its own, or evicted earlier
-                    return thread
+                    return connection
             waiting = [(since, conn) for conn, since in self._open.items() if since is not None]
             if not waiting:  # every slot is answering a request: milliseconds
                 return None
             _, oldest = min(waiting, key=lambda pair: pair[0])
             del self._open[oldest]  # its thread ends on the EOF below
         _close_read(oldest)
-        return self._handlers[oldest]
+        return oldest
 
     def shutdown_request(self, request: Any) -> None:
         """Forget the connection, then close it."""
