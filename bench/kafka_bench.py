@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.util
 import itertools
@@ -326,19 +327,49 @@ def cpu_snapshot(pids: list[int]) -> tuple[float, float]:
     return sum(cpu_s(pid) for pid in pids), cpu_s(BROKER["pid"])
 
 
-def cpu_figures(
-    before: tuple[float, float], after: tuple[float, float], events: int, seconds: float
-) -> dict[str, float]:
-    """CPU per event of the measured window: the process(es) under test and the broker (a
+@dataclasses.dataclass
+class Window:
+    """The measured window of a run, from the first commit to all offsets committed: its time,
+    the events in it, and the CPU the processes under test and the local broker used in it (a
     wall-clock rate on a shared 2-core machine mixes in whatever else runs; CPU per event does
-    not, so it is the steadier comparison), and the cores each kept busy."""
-    proc_s, broker_s = after[0] - before[0], after[1] - before[1]
-    return {
-        "cpu_us_per_event": proc_s / events * 1e6,
-        "broker_cpu_us_per_event": broker_s / events * 1e6,
-        "cores": proc_s / seconds,
-        "broker_cores": broker_s / seconds,
-    }
+    not, so it is the steadier comparison)."""
+
+    pids: list[int]
+    first_t: float | None = None
+    first_n: int = 0
+    end_t: float = float("nan")
+    cpu_start: tuple[float, float] = (float("nan"), float("nan"))
+    cpu_end: tuple[float, float] = (float("nan"), float("nan"))
+
+    def progress(self, done: int) -> bool:
+        """`done` offsets committed so far; True when this opens the window."""
+        if self.first_t is not None or done <= 0:
+            return False
+        self.first_t, self.first_n = time.perf_counter(), done
+        self.cpu_start = cpu_snapshot(self.pids)
+        return True
+
+    def close(self) -> None:
+        """Every offset is committed."""
+        self.end_t = time.perf_counter()
+        self.cpu_end = cpu_snapshot(self.pids)
+
+    def figures(self, count: int) -> dict[str, float]:
+        """Events, seconds and rate of the window, CPU per event and cores of each side."""
+        assert self.first_t is not None, "no commit was seen"
+        events = count - self.first_n
+        seconds = max(self.end_t - self.first_t, 1e-9)
+        proc_s = self.cpu_end[0] - self.cpu_start[0]
+        broker_s = self.cpu_end[1] - self.cpu_start[1]
+        return {
+            "events": events,
+            "seconds": seconds,
+            "events_per_s": events / seconds,
+            "cpu_us_per_event": proc_s / events * 1e6,
+            "broker_cpu_us_per_event": broker_s / events * 1e6,
+            "cores": proc_s / seconds,
+            "broker_cores": broker_s / seconds,
+        }
 
 
 def rss_mb(pid: int) -> float:
@@ -431,33 +462,23 @@ def service_throughput(  # noqa: PLR0917 - positional at its callers
         produce(bootstrap, topic, pairs)
     try:
         rss_start = float("nan")
-        first_t, first_n = None, 0
-        pids = [proc.pid for proc in procs]
-        cpu_start = cpu_end = (float("nan"), float("nan"))
+        window = Window([proc.pid for proc in procs])
         for done in commit_progress(bootstrap, group, topic, count, procs, 1800):
-            if first_t is None and done > 0:
-                first_t, first_n = time.perf_counter(), done
-                cpu_start = cpu_snapshot(pids)
+            if window.progress(done):
                 rss_start = sum(rss_mb(proc.pid) for proc in procs)
-        end_t = time.perf_counter()
-        cpu_end = cpu_snapshot(pids)
+        window.close()
         rss_end = sum(rss_mb(proc.pid) for proc in procs)
     finally:
         codes = [stop_service(proc) for proc in procs]
-    assert first_t is not None
-    processed = count - first_n
-    seconds = max(end_t - first_t, 1e-9)
-    log(f"{guarantee} x{instances}: {processed / seconds:,.0f} events/s, exit {codes}")
+    figures = window.figures(count)
+    log(f"{guarantee} x{instances}: {figures['events_per_s']:,.0f} events/s, exit {codes}")
     volume = output_volume(bootstrap, env_topics, count)
     if keep_alerts:
         volume["alerts"] = alert_keys(bootstrap, env_topics)
     return {
         **volume,
-        **cpu_figures(cpu_start, cpu_end, processed, seconds),
+        **figures,
         "instances": instances,
-        "events": processed,
-        "seconds": seconds,
-        "events_per_s": processed / seconds,
         "rss_start_mb": rss_start,
         "rss_end_mb": rss_end,
         "exit_code": max(codes),
@@ -580,30 +601,21 @@ def peer_throughput(bootstrap: str, count: int, seed: int, guarantee: str) -> di
             stdout=sink,
         )
     try:
-        first_t, first_n = None, 0
-        cpu_start = cpu_end = (float("nan"), float("nan"))
+        window = Window([proc.pid])
         try:
             for done in commit_progress(bootstrap, group, topic, count, [proc], 1800):
-                if first_t is None and done > 0:
-                    first_t, first_n = time.perf_counter(), done
-                    cpu_start = cpu_snapshot([proc.pid])
+                window.progress(done)
         except RuntimeError:
             log("peer failed; its log ends:\n" + peer_log.read_text(errors="replace")[-3000:])
             raise
-        end_t = time.perf_counter()
-        cpu_end = cpu_snapshot([proc.pid])
+        window.close()
     finally:
         code = stop_service(proc)
         shutil.rmtree(state_dir, ignore_errors=True)
-    assert first_t is not None
-    processed = count - first_n
-    seconds = max(end_t - first_t, 1e-9)
-    log(f"peer {guarantee}: {processed / seconds:,.0f} events/s, exit {code}")
+    figures = window.figures(count)
+    log(f"peer {guarantee}: {figures['events_per_s']:,.0f} events/s, exit {code}")
     return {
-        **cpu_figures(cpu_start, cpu_end, processed, seconds),
-        "events": processed,
-        "seconds": seconds,
-        "events_per_s": processed / seconds,
+        **figures,
         "exit_code": code,
         "alerts": alert_keys(bootstrap, env_topics),
     }
@@ -632,21 +644,13 @@ def peer_comparison(bootstrap: str, count: int, seed: int, rounds: int) -> dict[
                 stages.append(result)
     summary: dict[str, Any] = {"rounds": rounds, "events": count}
     for guarantee in ("at_least_once", "exactly_once"):
-        rates = {
-            who: [
-                s["events_per_s"] for s in stages if s["who"] == who and s["guarantee"] == guarantee
-            ]
+        runs = {
+            who: [s for s in stages if s["who"] == who and s["guarantee"] == guarantee]
             for who in ("project", "peer")
         }
+        rates = {who: [s["events_per_s"] for s in r] for who, r in runs.items()}
         medians = {who: statistics.median(r) for who, r in rates.items()}
-        cpu = {
-            who: statistics.median(
-                s["cpu_us_per_event"]
-                for s in stages
-                if s["who"] == who and s["guarantee"] == guarantee
-            )
-            for who in ("project", "peer")
-        }
+        cpu = {who: statistics.median(s["cpu_us_per_event"] for s in r) for who, r in runs.items()}
         summary[guarantee] = {
             "project": rates["project"],
             "peer": rates["peer"],
