@@ -81,25 +81,36 @@ def main() -> int:
     parser.add_argument(
         "--guarantee", choices=("at_least_once", "exactly_once"), default="at_least_once"
     )
+    parser.add_argument(
+        "--clients",
+        default="",
+        help="comma-separated HER2_KAFKA_CLIENT values, one service stage each per round "
+        "(default: the service's own default client)",
+    )
     parser.add_argument("--json", default=str(REPO / "bench/results/ceiling.json"))
     parser.add_argument("--core-stage", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.core_stage:
         core_stage(*args.core_stage)
         return 0
-    cpu: dict[str, list[float]] = {"service": [], "peer": [], "core": []}
+    clients = [c for c in args.clients.split(",") if c] or [""]
+    services = [f"service {c}".strip() for c in clients]
+    cpu: dict[str, list[float]] = {who: [] for who in (*services, "peer", "core")}
     loads: list[tuple[float, float, float]] = [os.getloadavg()]
     with kb.broker() as bootstrap:
         for n in range(1, args.rounds + 1):
-            service = kb.service_throughput(bootstrap, args.events, args.seed, args.guarantee)
-            cpu["service"].append(service["cpu_us_per_event"])
+            for client, who in zip(clients, services, strict=True):
+                if client:  # the service subprocess inherits this process's environment
+                    os.environ["HER2_KAFKA_CLIENT"] = client
+                service = kb.service_throughput(bootstrap, args.events, args.seed, args.guarantee)
+                os.environ.pop("HER2_KAFKA_CLIENT", None)
+                cpu[who].append(service["cpu_us_per_event"])
             peer = kb.peer_throughput(bootstrap, args.events, args.seed, args.guarantee)
             cpu["peer"].append(peer["cpu_us_per_event"])
             cpu["core"].append(core_cpu_us(args.events, args.seed))
             loads.append(os.getloadavg())
             kb.log(
-                f"round {n}: CPU µs/event service {cpu['service'][-1]:,.0f}, "
-                f"peer {cpu['peer'][-1]:,.0f}, core {cpu['core'][-1]:,.0f}"
+                f"round {n}: CPU µs/event " + ", ".join(f"{w} {v[-1]:,.0f}" for w, v in cpu.items())
             )
     med = {who: statistics.median(values) for who, values in cpu.items()}
     result: dict[str, Any] = {
@@ -108,23 +119,24 @@ def main() -> int:
         "guarantee": args.guarantee,
         "cpu_us_per_event": cpu,
         "median": med,
-        "peer_over_service": med["peer"] / med["service"],
+        "peer_over_service": {who: med["peer"] / med[who] for who in services},
         "ceiling_peer_over_core": med["peer"] / med["core"],
         "runtime_budget_us_for_target": med["peer"] / TARGET - med["core"],
-        "runtime_now_us": med["service"] - med["core"],
+        "runtime_now_us": {who: med[who] - med["core"] for who in services},
         "load": loads,
     }
     print(f"\n{args.guarantee}, CPU µs per event (medians of {args.rounds} rounds):")
-    for who in ("service", "peer", "core"):
-        print(f"  {who:8} {med[who]:7,.0f}   ({' / '.join(f'{v:,.0f}' for v in cpu[who])})")
-    print(f"peer / service           {result['peer_over_service']:.2f}  (where the service stands)")
+    for who, values in cpu.items():
+        print(f"  {who:22} {med[who]:7,.0f}   ({' / '.join(f'{v:,.0f}' for v in values)})")
+    for who in services:
+        print(
+            f"peer / {who:22} {result['peer_over_service'][who]:.2f}  (where it stands); "
+            f"its runtime on top of core {result['runtime_now_us'][who]:,.0f} µs/event"
+        )
     print(
-        f"peer / core              {result['ceiling_peer_over_core']:.2f}  (the ceiling: the "
-        "service's runtime free)"
-    )
-    print(
-        f"runtime on top of core: {result['runtime_now_us']:,.0f} µs/event now; "
-        f"{TARGET}x the peer allows {result['runtime_budget_us_for_target']:,.0f}"
+        f"peer / core                   {result['ceiling_peer_over_core']:.2f}  (the ceiling: "
+        f"the service's runtime free); {TARGET}x the peer leaves the runtime "
+        f"{result['runtime_budget_us_for_target']:,.0f} µs/event"
     )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
