@@ -361,14 +361,20 @@ class Window:
         seconds = max(self.end_t - self.first_t, 1e-9)
         proc_s = self.cpu_end[0] - self.cpu_start[0]
         broker_s = self.cpu_end[1] - self.cpu_start[1]
+
+        def rate(amount: float, base: float) -> float:
+            # the first commit seen was already the last (a run shorter than one poll of the
+            # commits): no window, so no rate, rather than 0/s or a ZeroDivisionError
+            return amount / base if events > 0 else float("nan")
+
         return {
             "events": events,
             "seconds": seconds,
-            "events_per_s": events / seconds,
-            "cpu_us_per_event": proc_s / events * 1e6,
-            "broker_cpu_us_per_event": broker_s / events * 1e6,
-            "cores": proc_s / seconds,
-            "broker_cores": broker_s / seconds,
+            "events_per_s": rate(events, seconds),
+            "cpu_us_per_event": rate(proc_s * 1e6, events),
+            "broker_cpu_us_per_event": rate(broker_s * 1e6, events),
+            "cores": rate(proc_s, seconds),
+            "broker_cores": rate(broker_s, seconds),
         }
 
 
@@ -828,17 +834,16 @@ def memory_run(bootstrap: str, count: int, seed: int, store: str) -> dict[str, A
     proc = start_service(bootstrap, env_topics, "at_least_once", http_port=port)
     group = env_topics["HER2_GROUP_ID"]
     samples: list[tuple[int, float]] = []
-    first_t, first_n = 0.0, 0
+    window = Window([proc.pid])
     try:
         next_report = 0.0
         for done in commit_progress(bootstrap, group, topic, count, [proc], 3600, 1.0):
-            if done and not first_t:
-                first_t, first_n = time.perf_counter(), done
+            window.progress(done)
             samples.append((done, rss_mb(proc.pid)))
             if time.monotonic() >= next_report:
                 log(f"memory: {done:,}/{count:,} events committed, RSS {samples[-1][1]:.1f} MB")
                 next_report = time.monotonic() + 30
-        seconds = time.perf_counter() - first_t
+        window.close()
         time.sleep(6)  # the history gauges refresh every 5 s
         held = history_bytes(port) / 2**20
         end = rss_mb(proc.pid)
@@ -849,8 +854,8 @@ def memory_run(bootstrap: str, count: int, seed: int, store: str) -> dict[str, A
     first = next(rss for n, rss in samples if n > 0)
     return {
         "events": count,
-        # from the first commit seen (NaN if the run ended before the second sample)
-        "events_per_s": (count - first_n) / seconds if count > first_n else float("nan"),
+        # from the first commit seen (NaN if that commit was already the last)
+        "events_per_s": window.figures(count)["events_per_s"],
         "rss_first_commit_mb": first,
         "rss_end_mb": end,
         "growth_mb": end - first,

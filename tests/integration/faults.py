@@ -85,13 +85,14 @@ def dropped_markers(server_log: Path, transactional_id: str) -> list[TopicPartit
 
 
 def abort_hanging(
-    bootstrap: str, transactional_id: str, partitions: Iterable[TopicPartition]
+    admin: Any, transactional_id: str, partitions: Iterable[TopicPartition]
 ) -> list[str] | None:
     """Abort the transactions left open on `partitions` by the producer of `transactional_id`
     with an epoch older than the coordinator's current one, as an operator does with
     `kafka-transactions.sh abort` (the same WriteTxnMarkers request); return them as
     `topic[partition]`, or None while the coordinator has not moved past them yet (or does
-    not answer yet).
+    not answer yet). `admin` is the caller's KafkaAdminClient, kept for the whole wait (this
+    is polled until it answers: a client per call would connect and close ten times a second).
 
     Only a fenced epoch's transaction is touched: no producer can write to it or end it any
     more, and the coordinator had completed it on its side before it bumped the epoch, so
@@ -102,34 +103,30 @@ def abort_hanging(
     """
     from kafka.admin import AbortTransactionSpec  # noqa: PLC0415 - only this repair needs it
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     try:
-        try:
-            coordinator = admin.describe_transactions([transactional_id])[transactional_id]
-            states = admin.describe_producers(list(partitions))
-        except KafkaError:  # a coordinator or leader still loading after the broker's start
-            return None
-        open_ = [
-            (tp, producer)
-            for tp, state in states.items()
-            for producer in state.active_producers
-            if producer.producer_id == coordinator.producer_id
-            and producer.current_transaction_start_offset >= 0
-        ]
-        hanging = [(tp, p) for tp, p in open_ if p.producer_epoch < coordinator.producer_epoch]
-        if coordinator.state.value in _SETTLED and any(
-            p.producer_epoch == coordinator.producer_epoch for _, p in open_
-        ):
-            return None  # the restarted service has not fenced the old producer yet
-        for tp, producer in hanging:
-            admin.abort_transaction(
-                AbortTransactionSpec(
-                    tp, producer.producer_id, producer.producer_epoch, producer.coordinator_epoch
-                )
+        coordinator = admin.describe_transactions([transactional_id])[transactional_id]
+        states = admin.describe_producers(list(partitions))
+    except KafkaError:  # a coordinator or leader still loading after the broker's start
+        return None
+    open_ = [
+        (tp, producer)
+        for tp, state in states.items()
+        for producer in state.active_producers
+        if producer.producer_id == coordinator.producer_id
+        and producer.current_transaction_start_offset >= 0
+    ]
+    hanging = [(tp, p) for tp, p in open_ if p.producer_epoch < coordinator.producer_epoch]
+    if coordinator.state.value in _SETTLED and any(
+        p.producer_epoch == coordinator.producer_epoch for _, p in open_
+    ):
+        return None  # the restarted service has not fenced the old producer yet
+    for tp, producer in hanging:
+        admin.abort_transaction(
+            AbortTransactionSpec(
+                tp, producer.producer_id, producer.producer_epoch, producer.coordinator_epoch
             )
-        return sorted(f"{tp.topic}[{tp.partition}]" for tp, _ in hanging)
-    finally:
-        admin.close()
+        )
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp, _ in hanging)
 
 
 # -- offsets ---------------------------------------------------------------------------------
@@ -158,6 +155,11 @@ class Probe:
                 )
             )
         return self._admin, self._consumer
+
+    def admin(self) -> Any:
+        """The probe's admin client, for other requests of the same wait (`abort_hanging`)."""
+        admin, _ = self._clients()
+        return admin
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         """Per partition: the offset after the last record of `topic`."""

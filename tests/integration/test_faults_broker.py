@@ -180,7 +180,7 @@ def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0915, PLR091
         def resumed() -> bool:
             nonlocal aborted
             if aborted is None:
-                aborted = abort_hanging(env.bootstrap, transactional_id, dropped)
+                aborted = abort_hanging(probe.admin(), transactional_id, dropped)
             return _committed_total(probe, env) > at_restart
 
         produce_events(env.bootstrap, env.input, events[BEFORE:])
