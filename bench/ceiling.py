@@ -96,6 +96,7 @@ def main() -> int:
     clients = [c for c in args.clients.split(",") if c] or [""]
     services = [f"service {c}".strip() for c in clients]
     cpu: dict[str, list[float]] = {who: [] for who in (*services, "peer", "core")}
+    rates: dict[str, list[float]] = {who: [] for who in (*services, "peer")}
     loads: list[tuple[float, float, float]] = [os.getloadavg()]
     with kb.broker() as bootstrap:
         for n in range(1, args.rounds + 1):
@@ -105,8 +106,10 @@ def main() -> int:
                 service = kb.service_throughput(bootstrap, args.events, args.seed, args.guarantee)
                 os.environ.pop("HER2_KAFKA_CLIENT", None)
                 cpu[who].append(service["cpu_us_per_event"])
+                rates[who].append(service["events_per_s"])
             peer = kb.peer_throughput(bootstrap, args.events, args.seed, args.guarantee)
             cpu["peer"].append(peer["cpu_us_per_event"])
+            rates["peer"].append(peer["events_per_s"])
             cpu["core"].append(core_cpu_us(args.events, args.seed))
             loads.append(os.getloadavg())
             kb.log(
@@ -119,6 +122,11 @@ def main() -> int:
         "guarantee": args.guarantee,
         "cpu_us_per_event": cpu,
         "median": med,
+        "events_per_s": rates,
+        "rate_ratio_over_peer": {
+            who: statistics.median(rates[who]) / statistics.median(rates["peer"])
+            for who in services
+        },
         "peer_over_service": {who: med["peer"] / med[who] for who in services},
         "ceiling_peer_over_core": med["peer"] / med["core"],
         "runtime_budget_us_for_target": med["peer"] / TARGET - med["core"],
@@ -131,7 +139,10 @@ def main() -> int:
     for who in services:
         print(
             f"peer / {who:22} {result['peer_over_service'][who]:.2f}  (where it stands); "
-            f"its runtime on top of core {result['runtime_now_us'][who]:,.0f} µs/event"
+            f"its runtime on top of core {result['runtime_now_us'][who]:,.0f} µs/event; "
+            f"events/s {' / '.join(f'{v:,.0f}' for v in rates[who])} against the peer's "
+            f"{' / '.join(f'{v:,.0f}' for v in rates['peer'])}: rate ratio "
+            f"{result['rate_ratio_over_peer'][who]:.2f}"
         )
     print(
         f"peer / core                   {result['ceiling_peer_over_core']:.2f}  (the ceiling: "
