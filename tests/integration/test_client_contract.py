@@ -1,6 +1,7 @@
 """The contract of the kafka-python calls the runtime makes, held by the in-memory fakes
-(tests/runtime/fakes.py) and by the real client against the session's broker alike (arroyo's
-tests/backends/mixins.py): every case runs on both backends, which build their clients through
+(tests/runtime/fakes.py), by the real client and by the optional librdkafka transport
+(HER2_KAFKA_CLIENT=confluent, consumer/runtime/kafka/confluent.py; skipped when confluent-kafka
+is not installed) against the session's broker alike (arroyo's tests/backends/mixins.py): every case runs on both backends, which build their clients through
 the `Clients` protocol and the service's own config builders. A case that fails on the fakes
 only means the fakes lie to tests/runtime; fix the fakes, not the case.
 
@@ -170,8 +171,15 @@ def _real_backend(request: pytest.FixtureRequest, unique_name: Callable[[str], s
         create_topics(name, partitions=partitions, config=config)
 
     settings = make_env(bootstrap, unique_name).settings()
+    if request.param == "confluent":
+        pytest.importorskip("confluent_kafka", reason="the confluent extra is not installed")
+        from consumer.runtime.kafka.confluent import ConfluentClients  # noqa: PLC0415
+
+        clients: Clients = ConfluentClients()
+    else:
+        clients = KafkaClients()
     return Backend(
-        "kafka-python", KafkaClients(), settings, make_topic, REAL_WAIT_S, REAL_QUIET_S, unique_name
+        request.param, clients, settings, make_topic, REAL_WAIT_S, REAL_QUIET_S, unique_name
     )
 
 
@@ -180,7 +188,7 @@ def _record_bytes(record: Any) -> int:
     return len(record.key or b"") + len(record.value or b"") + headers
 
 
-@pytest.fixture(params=["fakes", "kafka-python"])
+@pytest.fixture(params=["fakes", "kafka-python", "confluent"])
 def backend(request: pytest.FixtureRequest, unique_name: Callable[[str], str]) -> Iterator[Backend]:
     """The same small interface over the fakes and over the real client (the real broker is
     started only for the latter)."""

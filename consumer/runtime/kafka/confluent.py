@@ -1,0 +1,665 @@
+"""The optional confluent-kafka (librdkafka) transport behind the runtime's client Protocols
+(HER2_KAFKA_CLIENT=confluent; the `confluent` extra). kafka-python stays the default and the
+reference: this module presents librdkafka's consumer and producer with kafka-python's shapes,
+so the runtime, MappedClients, ProducerHandle and the refusal isolation run unchanged.
+
+- Data types stay kafka-python's: TopicPartition and OffsetAndMetadata in and out, records as
+  kafka-python's ConsumerRecord, send() futures with get(timeout), RecordMetadata.
+- Errors become kafka-python's classes (`kafka_error`): a broker error code maps to its class
+  (`kafka.errors.for_code`: MessageSizeTooLargeError, TopicAuthorizationFailedError, ... so
+  REFUSED_FOR_GOOD classifies librdkafka's per-record failures as it does kafka-python's), a
+  librdkafka local error to the nearest class (timeouts, transport, fencing), with librdkafka's
+  own `retriable()` verdict.
+- The admin client is kafka-python's (start-up only, never on the hot path): librdkafka has no
+  DescribeQuorum (the start-up clock check) and the preflight's diagnosis reads kafka-python's
+  connection errors. So the `confluent` transport still needs kafka-python installed, which the
+  service always does.
+
+Where librdkafka differs and what this adapter does about it:
+- poll(): librdkafka's consume(n, timeout) waits for n messages or the timeout; kafka-python
+  returns as soon as records are there. So: drain what is fetched (timeout 0); if nothing, wait
+  for one message, then drain again.
+- Rebalance callbacks run inside poll()/close() on the calling (main) thread, not on an IO
+  thread. The adapter applies the (incremental) assignment before calling the listener, so the
+  listener may pause the new partitions at once.
+- position(): librdkafka answers a logical offset (or none) until a message was consumed; the
+  adapter resolves it like kafka-python (the log start after seek_to_beginning, else the
+  committed offset, else the reset policy). A partition read to its end (partition EOF event)
+  counts as positioned past trailing transaction markers, as kafka-python's position is.
+- partitions_for_topic(): kafka-python answers from its cached metadata; librdkafka's
+  list_topics() asks the broker, so the count is cached here (METADATA_CACHE_S).
+- The producer partitions with murmur2 (librdkafka's default is CRC32): records without an
+  explicit partition land where kafka-python and the Java client would put them.
+- Under exactly-once librdkafka requires the delivery timeout <= the transaction timeout: the
+  delivery timeout is capped to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import confluent_kafka as ck  # type: ignore[import-untyped]  # no type hints
+
+from consumer.runtime.kafka import (
+    Admin,
+    ConsumerRecord,
+    CooperativeStickyAssignor,
+    KafkaError,
+    OffsetAndMetadata,
+    RecordMetadata,
+    TopicPartition,
+    errors,
+)
+from consumer.runtime.kafka.clients import KafkaClients
+
+METADATA_CACHE_S: Final = 5.0  # how long partitions_for_topic trusts a metadata answer
+BLOCK_POLL_S: Final = 0.05  # one wait of a blocked send or get() for the delivery reports
+
+_log = logging.getLogger("her2.kafka.confluent")
+_librdkafka_log = logging.getLogger("confluent_kafka")
+
+# librdkafka's local error codes (negative), by name: the kafka-python class closest to each
+_LOCAL: Final[dict[int, type[KafkaError]]] = {
+    ck.KafkaError._MSG_TIMED_OUT: errors.KafkaTimeoutError,
+    ck.KafkaError._TIMED_OUT: errors.KafkaTimeoutError,
+    ck.KafkaError._TIMED_OUT_QUEUE: errors.KafkaTimeoutError,
+    ck.KafkaError._TRANSPORT: errors.KafkaConnectionError,
+    ck.KafkaError._ALL_BROKERS_DOWN: errors.KafkaConnectionError,
+    ck.KafkaError._RESOLVE: errors.KafkaConnectionError,
+    ck.KafkaError._FENCED: errors.ProducerFencedError,
+    ck.KafkaError._UNKNOWN_TOPIC: errors.UnknownTopicOrPartitionError,
+    ck.KafkaError._UNKNOWN_PARTITION: errors.UnknownTopicOrPartitionError,
+    ck.KafkaError._STATE: errors.IllegalStateError,
+    ck.KafkaError._AUTHENTICATION: errors.SaslAuthenticationFailedError,
+    ck.KafkaError._SSL: errors.KafkaConnectionError,
+}
+# commits a rebalance refuses: kafka-python raises CommitFailedError for them
+_COMMIT_REFUSED: Final = frozenset(
+    {
+        ck.KafkaError.ILLEGAL_GENERATION,
+        ck.KafkaError.UNKNOWN_MEMBER_ID,
+        ck.KafkaError.FENCED_INSTANCE_ID,
+        ck.KafkaError._ASSIGNMENT_LOST,
+    }
+)
+# consumer errors poll() raises (kafka-python raises them too); the others are transient
+# (a broker away, a topic not yet there): librdkafka retries them by itself
+_POLL_RAISES: Final = frozenset(
+    {
+        ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        ck.KafkaError.GROUP_AUTHORIZATION_FAILED,
+    }
+)
+
+# kafka-python's timestamp_type: 0 CreateTime, 1 LogAppendTime (librdkafka: 1 and 2)
+_TIMESTAMP_TYPE: Final = {
+    ck.TIMESTAMP_CREATE_TIME: 0,
+    ck.TIMESTAMP_LOG_APPEND_TIME: 1,
+    ck.TIMESTAMP_NOT_AVAILABLE: -1,
+}
+
+
+def kafka_error(err: Any, *, commit: bool = False) -> KafkaError:
+    """kafka-python's error for a confluent_kafka.KafkaError (`commit`: refused commits become
+    CommitFailedError, as kafka-python reports them)."""
+    code = err.code()
+    text = f"{err.name()}: {err.str()}"
+    cls: type[KafkaError]
+    if commit and code in _COMMIT_REFUSED:
+        cls = errors.CommitFailedError
+    elif code in _LOCAL:
+        cls = _LOCAL[code]
+    elif code > 0:
+        cls = errors.for_code(code)
+    else:
+        cls = KafkaError
+    exc = cls(text)
+    if cls in (KafkaError, errors.UnknownError) or code < 0:
+        exc.retriable = bool(err.retriable()) and not err.fatal()
+    return exc
+
+
+def _mapped(exc: BaseException, *, commit: bool = False) -> BaseException:
+    """kafka-python's error for a confluent_kafka.KafkaException (anything else as is)."""
+    if isinstance(exc, ck.KafkaException) and exc.args and isinstance(exc.args[0], ck.KafkaError):
+        return kafka_error(exc.args[0], commit=commit)
+    return exc
+
+
+def _call(call: Callable[..., Any], *args: Any, commit: bool = False, **kwargs: Any) -> Any:
+    try:
+        return call(*args, **kwargs)
+    except ck.KafkaException as exc:
+        raise _mapped(exc, commit=commit) from exc
+
+
+# -- configuration --------------------------------------------------------------------------
+
+_COMMON: Final = {
+    "client_id": "client.id",
+    "security_protocol": "security.protocol",
+    "sasl_mechanism": "sasl.mechanism",
+    "sasl_plain_username": "sasl.username",
+    "sasl_plain_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location",
+    "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+}
+_CONSUMER: Final = {
+    "enable_auto_commit": "enable.auto.commit",
+    "auto_offset_reset": "auto.offset.reset",
+    "isolation_level": "isolation.level",
+    "session_timeout_ms": "session.timeout.ms",
+    "heartbeat_interval_ms": "heartbeat.interval.ms",
+    "max_poll_interval_ms": "max.poll.interval.ms",
+    "allow_auto_create_topics": "allow.auto.create.topics",
+    "metadata_max_age_ms": "topic.metadata.refresh.interval.ms",
+    "group_instance_id": "group.instance.id",
+}
+_PRODUCER: Final = {
+    "acks": "acks",
+    "enable_idempotence": "enable.idempotence",
+    "linger_ms": "linger.ms",
+    "batch_size": "batch.size",
+    "max_request_size": "message.max.bytes",
+    "transactional_id": "transactional.id",
+    "transaction_timeout_ms": "transaction.timeout.ms",
+    "allow_auto_create_topics": "allow.auto.create.topics",
+}
+
+
+def _common(config: dict[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """librdkafka properties for kafka-python keyword arguments (ValueError for one not known:
+    every argument the service's config builders pass must be translated, none dropped)."""
+    conf: dict[str, Any] = {"logger": _librdkafka_log}
+    for key, value in config.items():
+        if key == "bootstrap_servers":
+            conf["bootstrap.servers"] = value if isinstance(value, str) else ",".join(value)
+        elif key == "request_timeout_ms":
+            conf["socket.timeout.ms"] = value
+        elif key == "ssl_check_hostname":
+            conf["ssl.endpoint.identification.algorithm"] = "https" if value else "none"
+        elif key in _COMMON:
+            conf[_COMMON[key]] = value
+        elif key in names:
+            conf[names[key]] = value
+        elif key not in ("max_poll_records", "max_block_ms", "delivery_timeout_ms"):
+            raise ValueError(f"no librdkafka property for the kafka-python argument {key!r}")
+    return conf
+
+
+def consumer_conf(config: dict[str, Any]) -> dict[str, Any]:
+    """librdkafka consumer properties for the service's kafka-python consumer arguments."""
+    rest = dict(config)
+    group = rest.pop("group_id", None)
+    strategies = rest.pop("partition_assignment_strategy", None)
+    conf = _common(rest, _CONSUMER)
+    # confluent-kafka wants a group id even for a consumer that only assign()s: a reader
+    # without a group gets one it never joins nor commits to (its client id)
+    conf["group.id"] = group if group is not None else f"her2-no-group-{conf.get('client.id')}"
+    if strategies is not None:
+        if not all(isinstance(s, CooperativeStickyAssignor) for s in strategies):
+            raise ValueError("only CooperativeStickyAssignor is translated to librdkafka")
+        conf["partition.assignment.strategy"] = "cooperative-sticky"
+    conf["enable.partition.eof"] = True  # position() past trailing transaction markers
+    return conf
+
+
+def producer_conf(config: dict[str, Any]) -> dict[str, Any]:
+    """librdkafka producer properties for the service's kafka-python producer arguments."""
+    conf = _common(config, _PRODUCER)
+    conf["partitioner"] = "murmur2_random"  # kafka-python's and the Java client's partitioner
+    if "request_timeout_ms" in config:
+        conf["request.timeout.ms"] = config["request_timeout_ms"]
+    delivery = config.get("delivery_timeout_ms")
+    if delivery is not None:
+        if "transaction_timeout_ms" in config:
+            # librdkafka refuses a delivery timeout above the transaction timeout
+            delivery = min(delivery, config["transaction_timeout_ms"])
+        conf["delivery.timeout.ms"] = delivery
+    return conf
+
+
+def _offset(tp: TopicPartition, om: OffsetAndMetadata) -> Any:
+    """librdkafka's TopicPartition for an offset to commit (with its leader epoch if known)."""
+    epoch = om.leader_epoch
+    if epoch is not None and epoch >= 0:
+        return ck.TopicPartition(tp.topic, tp.partition, om.offset, om.metadata or "", epoch)
+    return ck.TopicPartition(tp.topic, tp.partition, om.offset, om.metadata or "")
+
+
+# -- consumer -------------------------------------------------------------------------------
+
+
+class ConfluentConsumer:
+    """A librdkafka consumer with the KafkaConsumer calls of the `Consumer` Protocol."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        """Translate `config` (kafka-python arguments) and create the consumer."""
+        self._max_poll_records: int = config.get("max_poll_records", 500)
+        self._timeout_s: float = config.get("request_timeout_ms", 30000) / 1000
+        self._group = config.get("group_id") is not None
+        self._earliest = config.get("auto_offset_reset", "latest") == "earliest"
+        conf = consumer_conf(config)
+        self._cooperative = conf.get("partition.assignment.strategy") == "cooperative-sticky"
+        self._c = _call(ck.Consumer, conf)
+        self._listener: Any = None
+        self._tps: dict[tuple[str, int], TopicPartition] = {}
+        # the next offset to fetch as this adapter knows it (records returned, seek(), a
+        # partition EOF past trailing transaction markers): librdkafka's own position() lags
+        # behind a seek and never moves past the markers
+        self._pos: dict[TopicPartition, int] = {}
+        self._logical: dict[TopicPartition, int] = {}  # a seek to the beginning not yet read
+        self._counts: dict[str, tuple[float, set[int] | None]] = {}
+
+    def _tp(self, topic: str, partition: int) -> TopicPartition:
+        key = (topic, partition)
+        tp = self._tps.get(key)
+        if tp is None:
+            tp = self._tps[key] = TopicPartition(topic, partition)
+        return tp
+
+    def _from(self, ctps: Iterable[Any]) -> set[TopicPartition]:
+        return {self._tp(c.topic, c.partition) for c in ctps}
+
+    @staticmethod
+    def _to(tps: Iterable[TopicPartition], offset: int | None = None) -> list[Any]:
+        if offset is None:
+            return [ck.TopicPartition(tp.topic, tp.partition) for tp in tps]
+        return [ck.TopicPartition(tp.topic, tp.partition, offset) for tp in tps]
+
+    # -- group membership ---------------------------------------------------------------
+
+    def subscribe(self, topics: list[str], listener: Any = None) -> None:
+        """Subscribe; `listener` is a kafka-python ConsumerRebalanceListener (or None)."""
+        self._listener = listener
+        _call(
+            self._c.subscribe,
+            list(topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        if self._cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        assigned = self._from(partitions)
+        for tp in assigned:
+            self._pos.pop(tp, None)
+        if self._listener is not None:
+            self._listener.on_partitions_assigned(assigned)
+
+    def _dropped(self, consumer: Any, partitions: list[Any], callback: str) -> None:
+        dropped = self._from(partitions)
+        try:
+            if self._listener is not None:
+                getattr(self._listener, callback)(dropped)
+        finally:
+            if self._cooperative:
+                consumer.incremental_unassign(partitions)
+            else:
+                consumer.unassign()
+            for tp in dropped:
+                self._pos.pop(tp, None)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self._dropped(consumer, partitions, "on_partitions_revoked")
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._dropped(consumer, partitions, "on_partitions_lost")
+
+    def topics(self) -> Any:
+        """Every topic's name (a metadata request)."""
+        metadata = _call(self._c.list_topics, timeout=self._timeout_s)
+        return set(metadata.topics)
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Manual assignment (no group membership)."""
+        for tp in partitions:
+            self._pos.pop(tp, None)
+            self._logical.pop(tp, None)
+        if self._group:
+            _call(self._c.assign, self._to(partitions))
+            return
+        # no group: kafka-python starts from the reset policy, never from committed offsets
+        start = ck.OFFSET_BEGINNING if self._earliest else ck.OFFSET_END
+        for tp in partitions:
+            self._logical[tp] = start
+        _call(self._c.assign, self._to(partitions, start))
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions assigned now."""
+        return self._from(_call(self._c.assignment))
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """The topic's partitions (a metadata answer at most METADATA_CACHE_S old; None when
+        the broker does not know the topic)."""
+        now = time.monotonic()
+        cached = self._counts.get(topic)
+        if cached is not None and now - cached[0] < METADATA_CACHE_S:
+            return cached[1]
+        try:
+            metadata = _call(self._c.list_topics, topic, timeout=self._timeout_s)
+        except KafkaError:
+            return cached[1] if cached is not None else None
+        info = metadata.topics.get(topic)
+        found = None if info is None or info.error is not None else set(info.partitions)
+        self._counts[topic] = (now, found)
+        return found
+
+    # -- fetching -----------------------------------------------------------------------
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> Mapping[Any, Any]:
+        """Records fetched, by partition: at once what is there, else the first to arrive
+        within `timeout_ms` with what came with it."""
+        limit = max_records or self._max_poll_records
+        consumer = self._c
+        try:
+            messages = consumer.consume(limit, 0)
+            if not messages and timeout_ms > 0:
+                first = consumer.poll(timeout_ms / 1000)
+                if first is None:
+                    return {}
+                messages = [first]
+                if limit > 1:
+                    messages += consumer.consume(limit - 1, 0)
+        except ck.KafkaException as exc:
+            raise _mapped(exc) from exc
+        records: dict[TopicPartition, list[Any]] = {}
+        tps = self._tps
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                self._event(m, err)
+                continue
+            key = (m.topic(), m.partition())
+            tp = tps.get(key) or self._tp(*key)
+            kind, stamp = m.timestamp()
+            record = ConsumerRecord(
+                key[0],
+                key[1],
+                m.leader_epoch(),
+                m.offset(),
+                stamp,
+                _TIMESTAMP_TYPE.get(kind, -1),
+                m.key(),
+                m.value(),
+                m.headers() or [],
+                None,
+                -1,
+                -1,
+                -1,
+            )
+            batch = records.get(tp)
+            if batch is None:
+                records[tp] = [record]
+            else:
+                batch.append(record)
+        for tp, batch in records.items():
+            self._logical.pop(tp, None)
+            self._pos[tp] = batch[-1].offset + 1
+        return records
+
+    def _event(self, message: Any, err: Any) -> None:
+        code = err.code()
+        if code == ck.KafkaError._PARTITION_EOF:
+            tp = self._tp(message.topic(), message.partition())
+            self._pos[tp] = max(message.offset(), self._pos.get(tp, -1))
+            self._logical.pop(tp, None)
+            return
+        if err.fatal() or code in _POLL_RAISES:
+            raise kafka_error(err)
+        _log.debug("consumer event %s: %s", err.name(), err.str())
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Stop fetching these partitions."""
+        if partitions:
+            _call(self._c.pause, self._to(partitions))
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        """Fetch these partitions again."""
+        if partitions:
+            _call(self._c.resume, self._to(partitions))
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """The next record of `tp` to fetch is `offset`."""
+        self._pos[tp] = offset
+        self._logical.pop(tp, None)
+        _call(self._c.seek, ck.TopicPartition(tp.topic, tp.partition, offset))
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Fetch these partitions from their log start."""
+        for tp in partitions:
+            self._pos.pop(tp, None)
+            self._logical[tp] = ck.OFFSET_BEGINNING
+            _call(self._c.seek, ck.TopicPartition(tp.topic, tp.partition, ck.OFFSET_BEGINNING))
+
+    def position(self, tp: TopicPartition, timeout_ms: int | None = None) -> int:
+        """The offset of the next record to fetch, resolved as kafka-python does."""
+        timeout = self._timeout_s if timeout_ms is None else timeout_ms / 1000
+        known = self._pos.get(tp)
+        if known is not None:
+            return known
+        [at] = _call(self._c.position, [ck.TopicPartition(tp.topic, tp.partition)])
+        if at.offset >= 0:
+            return int(at.offset)
+        low, high = self._watermarks(tp, timeout)
+        logical = self._logical.get(tp)
+        if logical == ck.OFFSET_BEGINNING:
+            return low
+        if logical == ck.OFFSET_END:
+            return high
+        if self._group:
+            committed = self.committed(tp, timeout_ms)
+            if committed is not None:
+                return committed
+        return low if self._earliest else high
+
+    def _watermarks(self, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
+        ctp = ck.TopicPartition(tp.topic, tp.partition)
+        low, high = _call(self._c.get_watermark_offsets, ctp, timeout=timeout_s, cached=False)
+        return int(low), int(high)
+
+    def end_offsets(self, partitions: list[TopicPartition], timeout_ms: int | None = None) -> Any:
+        """The end offset of each partition (under read_committed: the last stable offset)."""
+        timeout = self._timeout_s if timeout_ms is None else timeout_ms / 1000
+        return {tp: self._watermarks(tp, timeout)[1] for tp in partitions}
+
+    # -- offsets --------------------------------------------------------------------------
+
+    def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit synchronously (CommitFailedError when a rebalance refuses it)."""
+        ctps = [_offset(tp, om) for tp, om in offsets.items()]
+        result = _call(self._c.commit, offsets=ctps, asynchronous=False, commit=True)
+        for ctp in result or ():
+            if ctp.error is not None:
+                raise kafka_error(ctp.error, commit=True)
+
+    def committed(self, partition: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        """The group's committed offset of `partition` (None: none)."""
+        timeout = self._timeout_s if timeout_ms is None else timeout_ms / 1000
+        [at] = _call(
+            self._c.committed,
+            [ck.TopicPartition(partition.topic, partition.partition)],
+            timeout=timeout,
+        )
+        if at.error is not None:
+            raise kafka_error(at.error)
+        return int(at.offset) if at.offset >= 0 else None
+
+    def group_metadata(self) -> Any:
+        """The group metadata for send_offsets_to_transaction."""
+        return _call(self._c.consumer_group_metadata)
+
+    def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
+        """Leave the group (the listener hears of the revocation) and close. Never commits:
+        the service's consumers run without auto-commit (`autocommit` is kafka-python's)."""
+        del autocommit, timeout_ms  # librdkafka's close() has neither
+        _call(self._c.close)
+
+
+# -- producer -------------------------------------------------------------------------------
+
+
+class Delivery:
+    """A send()'s future: librdkafka calls it with the delivery report (on_delivery)."""
+
+    __slots__ = ("_producer", "done", "error", "message")
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self.done = False
+        self.error: KafkaError | None = None
+        self.message: Any = None
+
+    def __call__(self, err: Any, message: Any) -> None:
+        self.done = True
+        if err is not None:
+            self.error = kafka_error(err)
+        else:
+            self.message = message
+
+    def failed(self, exc: KafkaError) -> Delivery:
+        """A future already failed with `exc`."""
+        self.done, self.error = True, exc
+        return self
+
+    @property
+    def succeeded(self) -> bool:
+        """Delivered (kafka-python's FutureRecordMetadata.succeeded())."""
+        return self.done and self.error is None
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The record's metadata, or raise its error (KafkaTimeoutError after `timeout`)."""
+        if not self.done:
+            deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+            while not self.done:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise errors.KafkaTimeoutError("no delivery report within the timeout")
+                self._producer.poll(min(remaining, BLOCK_POLL_S))
+        if self.error is not None:
+            raise self.error
+        m = self.message
+        _, stamp = m.timestamp()
+        tp = TopicPartition(m.topic(), m.partition())
+        return RecordMetadata(m.topic(), m.partition(), tp, m.offset(), stamp, None, -1, -1, -1)
+
+
+class ConfluentProducer:
+    """A librdkafka producer with the KafkaProducer calls of the `Producer` Protocol."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        """Translate `config` (kafka-python arguments) and create the producer."""
+        self._block_s: float = config.get("max_block_ms", 60000) / 1000
+        self._txn_s: float = config.get("transaction_timeout_ms", 60000) / 1000
+        self._p = _call(ck.Producer, producer_conf(config))
+        self._closed = False
+
+    def partitions_for(self, topic: str) -> Any:
+        """The topic's partitions (KafkaTimeoutError when the broker does not know it)."""
+        metadata = _call(self._p.list_topics, topic, timeout=self._block_s)
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None:
+            raise errors.KafkaTimeoutError(f"no metadata for topic {topic}")
+        return set(info.partitions)
+
+    def send(  # noqa: PLR0917 - kafka-python's signature
+        self,
+        topic: str,
+        key: bytes | None = None,
+        value: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Any:
+        """Queue one record; its future completes with the delivery report."""
+        producer = self._p
+        future = Delivery(producer)
+        kwargs = {
+            "value": value,
+            "key": key,
+            "partition": -1 if partition is None else partition,
+            "on_delivery": future,
+            "timestamp": 0 if timestamp_ms is None else timestamp_ms,
+            "headers": headers,
+        }
+        try:
+            producer.produce(topic, **kwargs)
+        except BufferError:  # the local queue is full: wait for deliveries, up to max_block_ms
+            deadline = time.monotonic() + self._block_s
+            while True:
+                producer.poll(BLOCK_POLL_S)
+                try:
+                    producer.produce(topic, **kwargs)
+                    break
+                except BufferError:
+                    if time.monotonic() > deadline:
+                        return future.failed(errors.KafkaTimeoutError("producer queue full"))
+                except ck.KafkaException as exc:
+                    raise _mapped(exc) from exc
+        except ck.KafkaException as exc:
+            raise _mapped(exc) from exc
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for every delivery report (KafkaTimeoutError if some are missing then)."""
+        left = self._p.flush(-1 if timeout is None else timeout)
+        if left:
+            raise errors.KafkaTimeoutError(f"{left} records not delivered within the flush")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what is queued within `timeout`, fail the rest (their futures report it)."""
+        if self._closed:
+            return
+        self._closed = True
+        left = self._p.flush(5.0 if timeout is None else timeout)
+        if left:
+            self._p.purge(in_queue=True, in_flight=True, blocking=False)
+            self._p.poll(0)  # the purged records' futures fail now
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def init_transactions(self) -> None:
+        """Register the transactional id (fences an older producer of the same id)."""
+        _call(self._p.init_transactions, self._block_s)
+
+    def begin_transaction(self) -> None:
+        """Begin a transaction."""
+        _call(self._p.begin_transaction)
+
+    def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any) -> None:
+        """Add the consumer's offsets (TopicPartition -> OffsetAndMetadata) to the transaction."""
+        ctps = [_offset(tp, om) for tp, om in offsets.items()]
+        _call(self._p.send_offsets_to_transaction, ctps, group_metadata, self._txn_s)
+
+    def commit_transaction(self) -> None:
+        """Flush and commit the transaction."""
+        _call(self._p.commit_transaction, self._txn_s)
+
+    def abort_transaction(self) -> None:
+        """Abort the transaction (its records are never visible to read_committed readers)."""
+        _call(self._p.abort_transaction, self._txn_s)
+
+
+class ConfluentClients:
+    """The `Clients` Protocol on librdkafka: its consumer and producer; the admin client is
+    kafka-python's (start-up only; see the module's docstring)."""
+
+    def admin(self, **config: Any) -> Admin:
+        """kafka-python's KafkaAdminClient (DescribeQuorum, the preflight's diagnosis)."""
+        return KafkaClients().admin(**config)
+
+    def consumer(self, **config: Any) -> ConfluentConsumer:
+        """A librdkafka consumer."""
+        return ConfluentConsumer(config)
+
+    def producer(self, **config: Any) -> ConfluentProducer:
+        """A librdkafka producer."""
+        return ConfluentProducer(config)
