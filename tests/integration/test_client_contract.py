@@ -1,8 +1,9 @@
 """The contract of the kafka-python calls the runtime makes, held by the in-memory fakes
 (tests/runtime/fakes.py), by the real client and by the optional librdkafka transport
 (HER2_KAFKA_CLIENT=confluent, consumer/runtime/kafka/confluent.py; skipped when confluent-kafka
-is not installed) against the session's broker alike (arroyo's tests/backends/mixins.py): every case runs on both backends, which build their clients through
-the `Clients` protocol and the service's own config builders. A case that fails on the fakes
+is not installed) against the session's broker alike (arroyo's tests/backends/mixins.py):
+every case runs on each backend, which build their clients through the `Clients` protocol and
+the service's own config builders. A case that fails on the fakes
 only means the fakes lie to tests/runtime; fix the fakes, not the case.
 
 What the fakes model more simply than the real client, on purpose (no case depends on it):

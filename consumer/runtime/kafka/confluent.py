@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
-import confluent_kafka as ck  # type: ignore[import-untyped]  # no type hints
+import confluent_kafka as ck  # no type hints (pyproject: ignore_missing_imports)
 
 from consumer.runtime.kafka import (
     Admin,
@@ -125,7 +125,8 @@ def kafka_error(err: Any, *, commit: bool = False) -> KafkaError:
 def _mapped(exc: BaseException, *, commit: bool = False) -> BaseException:
     """kafka-python's error for a confluent_kafka.KafkaException (anything else as is)."""
     if isinstance(exc, ck.KafkaException) and exc.args and isinstance(exc.args[0], ck.KafkaError):
-        return kafka_error(exc.args[0], commit=commit)
+        mapped: BaseException = kafka_error(exc.args[0], commit=commit)
+        return mapped
     return exc
 
 
@@ -510,10 +511,10 @@ class ConfluentConsumer:
 class Delivery:
     """A send()'s future: librdkafka calls it with the delivery report (on_delivery)."""
 
-    __slots__ = ("_producer", "done", "error", "message")
+    __slots__ = ("_owner", "done", "error", "message")
 
-    def __init__(self, producer: Any) -> None:
-        self._producer = producer
+    def __init__(self, owner: ConfluentProducer) -> None:
+        self._owner = owner
         self.done = False
         self.error: KafkaError | None = None
         self.message: Any = None
@@ -536,16 +537,19 @@ class Delivery:
         return self.done and self.error is None
 
     def get(self, timeout: float | None = None) -> Any:
-        """The record's metadata, or raise its error (KafkaTimeoutError after `timeout`)."""
+        """The record's metadata, or raise its error (KafkaTimeoutError after `timeout`). Once
+        the producer is in a fatal state (fenced), that error: librdkafka fails the records it
+        still held as merely purged."""
+        owner = self._owner
         if not self.done:
             deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
             while not self.done:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise errors.KafkaTimeoutError("no delivery report within the timeout")
-                self._producer.poll(min(remaining, BLOCK_POLL_S))
+                owner.run(owner.handle.poll, min(remaining, BLOCK_POLL_S))
         if self.error is not None:
-            raise self.error
+            raise owner.fatal or self.error
         m = self.message
         _, stamp = m.timestamp()
         tp = TopicPartition(m.topic(), m.partition())
@@ -559,12 +563,32 @@ class ConfluentProducer:
         """Translate `config` (kafka-python arguments) and create the producer."""
         self._block_s: float = config.get("max_block_ms", 60000) / 1000
         self._txn_s: float = config.get("transaction_timeout_ms", 60000) / 1000
-        self._p = _call(ck.Producer, producer_conf(config))
+        self.fatal: KafkaError | None = None  # the producer's fatal error (fenced), once seen
+        conf = producer_conf(config)
+        conf["error_cb"] = self._on_error
+        self.handle: Any = _call(ck.Producer, conf)
         self._closed = False
+
+    def _on_error(self, err: Any) -> None:
+        if err.fatal() and self.fatal is None:
+            self.fatal = kafka_error(err)
+        _log.debug("producer event %s: %s", err.name(), err.str())
+
+    def run(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`call(*args, **kwargs)` with librdkafka's errors raised as kafka-python's (a fatal
+        one remembered: every later failure of this producer is that one)."""
+        try:
+            return call(*args, **kwargs)
+        except ck.KafkaException as exc:
+            mapped = _mapped(exc)
+            err = exc.args[0] if exc.args else None
+            if isinstance(mapped, KafkaError) and getattr(err, "fatal", lambda: False)():
+                self.fatal = self.fatal or mapped
+            raise (self.fatal or mapped) from exc
 
     def partitions_for(self, topic: str) -> Any:
         """The topic's partitions (KafkaTimeoutError when the broker does not know it)."""
-        metadata = _call(self._p.list_topics, topic, timeout=self._block_s)
+        metadata = self.run(self.handle.list_topics, topic, timeout=self._block_s)
         info = metadata.topics.get(topic)
         if info is None or info.error is not None:
             raise errors.KafkaTimeoutError(f"no metadata for topic {topic}")
@@ -580,8 +604,7 @@ class ConfluentProducer:
         timestamp_ms: int | None = None,
     ) -> Any:
         """Queue one record; its future completes with the delivery report."""
-        producer = self._p
-        future = Delivery(producer)
+        future = Delivery(self)
         kwargs = {
             "value": value,
             "key": key,
@@ -590,27 +613,26 @@ class ConfluentProducer:
             "timestamp": 0 if timestamp_ms is None else timestamp_ms,
             "headers": headers,
         }
+        produce = self.handle.produce
         try:
-            producer.produce(topic, **kwargs)
+            produce(topic, **kwargs)
         except BufferError:  # the local queue is full: wait for deliveries, up to max_block_ms
             deadline = time.monotonic() + self._block_s
             while True:
-                producer.poll(BLOCK_POLL_S)
+                self.run(self.handle.poll, BLOCK_POLL_S)
                 try:
-                    producer.produce(topic, **kwargs)
+                    self.run(produce, topic, **kwargs)
                     break
                 except BufferError:
                     if time.monotonic() > deadline:
                         return future.failed(errors.KafkaTimeoutError("producer queue full"))
-                except ck.KafkaException as exc:
-                    raise _mapped(exc) from exc
-        except ck.KafkaException as exc:
-            raise _mapped(exc) from exc
+        except ck.KafkaException:
+            self.run(produce, topic, **kwargs)  # raises it as kafka-python's (or succeeds)
         return future
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every delivery report (KafkaTimeoutError if some are missing then)."""
-        left = self._p.flush(-1 if timeout is None else timeout)
+        left = self.run(self.handle.flush, -1 if timeout is None else timeout)
         if left:
             raise errors.KafkaTimeoutError(f"{left} records not delivered within the flush")
 
@@ -619,33 +641,36 @@ class ConfluentProducer:
         if self._closed:
             return
         self._closed = True
-        left = self._p.flush(5.0 if timeout is None else timeout)
-        if left:
-            self._p.purge(in_queue=True, in_flight=True, blocking=False)
-            self._p.poll(0)  # the purged records' futures fail now
+        try:
+            left = self.handle.flush(5.0 if timeout is None else timeout)
+            if left:
+                self.handle.purge(in_queue=True, in_flight=True, blocking=False)
+                self.handle.poll(0)  # the purged records' futures fail now
+        except ck.KafkaException as exc:  # a fatal producer (fenced): nothing left to deliver
+            _log.debug("producer closed after %s", _mapped(exc))
 
     # -- transactions ---------------------------------------------------------------------
 
     def init_transactions(self) -> None:
         """Register the transactional id (fences an older producer of the same id)."""
-        _call(self._p.init_transactions, self._block_s)
+        self.run(self.handle.init_transactions, self._block_s)
 
     def begin_transaction(self) -> None:
         """Begin a transaction."""
-        _call(self._p.begin_transaction)
+        self.run(self.handle.begin_transaction)
 
     def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any) -> None:
         """Add the consumer's offsets (TopicPartition -> OffsetAndMetadata) to the transaction."""
         ctps = [_offset(tp, om) for tp, om in offsets.items()]
-        _call(self._p.send_offsets_to_transaction, ctps, group_metadata, self._txn_s)
+        self.run(self.handle.send_offsets_to_transaction, ctps, group_metadata, self._txn_s)
 
     def commit_transaction(self) -> None:
         """Flush and commit the transaction."""
-        _call(self._p.commit_transaction, self._txn_s)
+        self.run(self.handle.commit_transaction, self._txn_s)
 
     def abort_transaction(self) -> None:
         """Abort the transaction (its records are never visible to read_committed readers)."""
-        _call(self._p.abort_transaction, self._txn_s)
+        self.run(self.handle.abort_transaction, self._txn_s)
 
 
 class ConfluentClients:
