@@ -1,0 +1,156 @@
+"""HER2_KAFKA_CLIENT and the confluent transport's translations (configuration, errors), without a
+broker: tests/integration/test_client_contract.py holds the transport to the contract on one."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumer.config import Settings
+from consumer.errors import ConfigError
+from consumer.runtime.kafka import FENCED, REFUSED_FOR_GOOD, errors
+from consumer.runtime.kafka.clients import (
+    KafkaClients,
+    clients_for,
+    consumer_config,
+    producer_config,
+    restore_consumer_config,
+)
+
+ck = pytest.importorskip("confluent_kafka", reason="the confluent extra is not installed")
+confluent = pytest.importorskip("consumer.runtime.kafka.confluent")
+
+
+class TestSetting:
+    def test_kafka_python_is_the_default(self) -> None:
+        assert Settings.from_env({}).kafka_client == "kafka-python"
+        assert isinstance(clients_for(Settings()), KafkaClients)
+
+    def test_confluent_picks_the_librdkafka_transport(self) -> None:
+        settings = Settings.from_env({"HER2_KAFKA_CLIENT": "confluent"})
+        assert settings.kafka_client == "confluent"
+        assert settings.summary()["kafka_client"] == "confluent"
+        assert isinstance(clients_for(settings), confluent.ConfluentClients)
+
+    def test_an_unknown_client_is_refused(self) -> None:
+        with pytest.raises(ConfigError, match="HER2_KAFKA_CLIENT must be one of"):
+            Settings.from_env({"HER2_KAFKA_CLIENT": "librdkafka"})
+
+    def test_confluent_without_the_package_names_the_variable_and_the_extra(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        real = importlib.util.find_spec
+
+        def find_spec(name: str, *args: Any) -> Any:
+            return None if name == "confluent_kafka" else real(name, *args)
+
+        monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+        with pytest.raises(ConfigError, match=r"HER2_KAFKA_CLIENT=confluent.*\[confluent\]"):
+            Settings.from_env({"HER2_KAFKA_CLIENT": "confluent"})
+
+
+def _settings(**env: str) -> Settings:
+    return Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "b1:9092,b2:9092", **env})
+
+
+class TestConfiguration:
+    def test_the_group_member_translates_every_argument(self) -> None:
+        s = _settings(HER2_INSTANCE_ID="pod-0")
+        conf = confluent.consumer_conf(consumer_config(s, "host"))
+        assert conf["bootstrap.servers"] == "b1:9092,b2:9092"
+        assert conf["group.id"] == s.group_id
+        assert conf["group.instance.id"] == "pod-0"
+        assert conf["enable.auto.commit"] is False
+        assert conf["isolation.level"] == "read_committed"
+        assert conf["auto.offset.reset"] == "earliest"
+        assert conf["partition.assignment.strategy"] == "cooperative-sticky"
+        assert conf["allow.auto.create.topics"] is False
+        assert conf["session.timeout.ms"] == s.tuning.session_timeout_ms
+        assert conf["max.poll.interval.ms"] == s.tuning.max_poll_interval_ms
+
+    def test_the_changelog_reader_gets_a_group_it_never_uses(self) -> None:
+        conf = confluent.consumer_conf(restore_consumer_config(_settings(), "host"))
+        assert conf["group.id"].startswith("her2-no-group-")
+
+    def test_the_producer_partitions_like_kafka_python_and_refuses_auto_creation(self) -> None:
+        conf = confluent.producer_conf(producer_config(_settings(), "host"))
+        assert conf["partitioner"] == "murmur2_random"
+        assert conf["allow.auto.create.topics"] is False
+        assert conf["enable.idempotence"] is True
+        assert conf["acks"] == "all"
+        assert "transactional.id" not in conf
+
+    def test_exactly_once_caps_the_delivery_timeout_at_the_transaction_timeout(self) -> None:
+        s = _settings(HER2_PROCESSING_GUARANTEE="exactly_once", HER2_INSTANCE_ID="pod-0")
+        conf = confluent.producer_conf(producer_config(s, "host"))
+        assert conf["transactional.id"] == s.transactional_id("host")
+        assert conf["delivery.timeout.ms"] == s.tuning.transaction_timeout_ms
+
+    def test_security_settings_are_translated(self, tmp_path: Path) -> None:
+        ca = tmp_path / "ca.pem"
+        ca.write_text("not checked here")
+        s = _settings(
+            KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+            KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
+            KAFKA_SASL_USERNAME="u",
+            KAFKA_SASL_PASSWORD="p",  # noqa: S106 - a test value
+            KAFKA_SSL_CAFILE=str(ca),
+            KAFKA_SSL_CHECK_HOSTNAME="false",
+        )
+        conf = confluent.producer_conf(producer_config(s, "host"))
+        assert conf["security.protocol"] == "SASL_SSL"
+        assert (conf["sasl.mechanism"], conf["sasl.username"], conf["sasl.password"]) == (
+            "SCRAM-SHA-512",
+            "u",
+            "p",
+        )
+        assert conf["ssl.ca.location"] == str(ca)
+        assert conf["ssl.endpoint.identification.algorithm"] == "none"
+
+    def test_an_argument_without_translation_is_an_error_not_dropped(self) -> None:
+        with pytest.raises(ValueError, match="fetch_max_bytes"):
+            confluent.consumer_conf({"fetch_max_bytes": 1})
+
+
+def _err(code: int, *, fatal: bool = False, retriable: bool = False) -> Any:
+    return ck.KafkaError(code, "reason", fatal=fatal, retriable=retriable)
+
+
+class TestErrors:
+    def test_per_record_refusals_are_kafka_pythons_refused_for_good(self) -> None:
+        for code in (
+            ck.KafkaError.MSG_SIZE_TOO_LARGE,
+            ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            ck.KafkaError.INVALID_TIMESTAMP,
+            ck.KafkaError.INVALID_RECORD,
+        ):
+            assert isinstance(confluent.kafka_error(_err(code)), REFUSED_FOR_GOOD), code
+
+    def test_fencing_is_kafka_pythons_fenced(self) -> None:
+        for code in (
+            ck.KafkaError._FENCED,
+            ck.KafkaError.PRODUCER_FENCED,
+            ck.KafkaError.INVALID_PRODUCER_EPOCH,
+        ):
+            assert isinstance(confluent.kafka_error(_err(code, fatal=True)), FENCED), code
+
+    def test_a_commit_refused_by_a_rebalance_is_commit_failed(self) -> None:
+        err = _err(ck.KafkaError.ILLEGAL_GENERATION)
+        assert isinstance(confluent.kafka_error(err, commit=True), errors.CommitFailedError)
+        rebalance = confluent.kafka_error(_err(ck.KafkaError.REBALANCE_IN_PROGRESS), commit=True)
+        assert isinstance(rebalance, errors.RebalanceInProgressError)
+
+    def test_local_errors_keep_librdkafkas_retriable_verdict(self) -> None:
+        away = confluent.kafka_error(_err(ck.KafkaError._TRANSPORT, retriable=True))
+        assert isinstance(away, errors.KafkaConnectionError)
+        assert away.retriable
+        timed_out = confluent.kafka_error(_err(ck.KafkaError._MSG_TIMED_OUT, retriable=True))
+        assert isinstance(timed_out, errors.KafkaTimeoutError)
+        purged = confluent.kafka_error(_err(ck.KafkaError._PURGE_QUEUE))
+        assert type(purged) is errors.KafkaError
+        assert not purged.retriable
+        fatal = confluent.kafka_error(_err(ck.KafkaError._TRANSPORT, fatal=True, retriable=True))
+        assert not fatal.retriable
