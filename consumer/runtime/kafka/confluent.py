@@ -26,6 +26,8 @@ Where librdkafka differs and what this adapter does about it:
   adapter resolves it like kafka-python (the log start after seek_to_beginning, else the
   committed offset, else the reset policy). A partition read to its end (partition EOF event)
   counts as positioned past trailing transaction markers, as kafka-python's position is.
+- end_offsets(): the broker is asked only for partitions not fetched yet; the lag gauges get the
+  high watermark of the last fetch response (see end_offsets()).
 - partitions_for_topic(): kafka-python answers from its cached metadata; librdkafka's
   list_topics() asks the broker, so the count is cached here (METADATA_CACHE_S).
 - The producer partitions with murmur2 (librdkafka's default is CRC32): records without an
@@ -468,9 +470,23 @@ class ConfluentConsumer:
         return int(low), int(high)
 
     def end_offsets(self, partitions: list[TopicPartition], timeout_ms: int | None = None) -> Any:
-        """The end offset of each partition (under read_committed: the last stable offset)."""
+        """The end offset of each partition: asked of the broker (ListOffsets; under
+        read_committed the last stable offset) for a partition this consumer has not fetched
+        since its assignment or seek (the restore's end offsets), else the high watermark of
+        the last fetch response (the lag gauges: a ListOffsets request waits behind the
+        consumer's long-polling fetch on the same connection, up to fetch.wait.max.ms, which
+        cost the loop a fifth of its time when asked every HER2_LAG_REFRESH_SECONDS)."""
         timeout = self._timeout_s if timeout_ms is None else timeout_ms / 1000
-        return {tp: self._watermarks(tp, timeout)[1] for tp in partitions}
+        ends: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            if tp in self._pos:
+                ctp = ck.TopicPartition(tp.topic, tp.partition)
+                _, high = _call(self._c.get_watermark_offsets, ctp, cached=True)
+                if high >= 0:
+                    ends[tp] = int(high)
+                    continue
+            ends[tp] = self._watermarks(tp, timeout)[1]
+        return ends
 
     # -- offsets --------------------------------------------------------------------------
 
