@@ -39,6 +39,7 @@ Where librdkafka differs and what this adapter does about it:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -177,7 +178,9 @@ _PRODUCER: Final = {
 def _common(config: dict[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
     """librdkafka properties for kafka-python keyword arguments (ValueError for one not known:
     every argument the service's config builders pass must be translated, none dropped)."""
-    conf: dict[str, Any] = {"logger": _librdkafka_log}
+    # TCP_NODELAY as kafka-python sets it: with Nagle on, every produce request and commit
+    # waits for the broker's delayed ACK
+    conf: dict[str, Any] = {"logger": _librdkafka_log, "socket.nagle.disable": True}
     for key, value in config.items():
         if key == "bootstrap_servers":
             conf["bootstrap.servers"] = value if isinstance(value, str) else ",".join(value)
@@ -257,6 +260,7 @@ class ConfluentConsumer:
         self._pos: dict[TopicPartition, int] = {}
         self._logical: dict[TopicPartition, int] = {}  # a seek to the beginning not yet read
         self._counts: dict[str, tuple[float, set[int] | None]] = {}
+        self._refreshing: set[str] = set()
 
     def _tp(self, topic: str, partition: int) -> TopicPartition:
         key = (topic, partition)
@@ -341,19 +345,32 @@ class ConfluentConsumer:
         return self._from(_call(self._c.assignment))
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
-        """The topic's partitions (a metadata answer at most METADATA_CACHE_S old; None when
-        the broker does not know the topic)."""
-        now = time.monotonic()
+        """The topic's partitions from a cached metadata answer (None when the broker does not
+        know the topic), as kafka-python answers from its cluster metadata: the processor asks
+        for every record. Only the first answer is waited for; one older than METADATA_CACHE_S
+        is renewed by a helper thread (a metadata request waits behind the long-polling fetch
+        on the same connection)."""
         cached = self._counts.get(topic)
-        if cached is not None and now - cached[0] < METADATA_CACHE_S:
-            return cached[1]
+        if cached is None:
+            return self._metadata(topic)
+        if time.monotonic() - cached[0] >= METADATA_CACHE_S and topic not in self._refreshing:
+            self._refreshing.add(topic)
+            threading.Thread(
+                target=self._metadata, args=(topic,), name="her2-metadata", daemon=True
+            ).start()
+        return cached[1]
+
+    def _metadata(self, topic: str) -> set[int] | None:
         try:
             metadata = _call(self._c.list_topics, topic, timeout=self._timeout_s)
-        except KafkaError:
+        except (KafkaError, RuntimeError):  # RuntimeError: the consumer was closed meanwhile
+            cached = self._counts.get(topic)
             return cached[1] if cached is not None else None
+        finally:
+            self._refreshing.discard(topic)
         info = metadata.topics.get(topic)
         found = None if info is None or info.error is not None else set(info.partitions)
-        self._counts[topic] = (now, found)
+        self._counts[topic] = (time.monotonic(), found)
         return found
 
     # -- fetching -----------------------------------------------------------------------
