@@ -469,16 +469,16 @@ class ConfluentConsumer:
         [at] = _call(self._c.position, [ck.TopicPartition(tp.topic, tp.partition)])
         if at.offset >= 0:
             return int(at.offset)
-        low, high = self._watermarks(tp, timeout)
         logical = self._logical.get(tp)
+        if logical is None and self._group:
+            committed = self.committed(tp, timeout_ms)  # the coordinator: no fetch to wait for
+            if committed is not None:
+                return committed
+        low, high = self._watermarks(tp, timeout)
         if logical == ck.OFFSET_BEGINNING:
             return low
         if logical == ck.OFFSET_END:
             return high
-        if self._group:
-            committed = self.committed(tp, timeout_ms)
-            if committed is not None:
-                return committed
         return low if self._earliest else high
 
     def _watermarks(self, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
