@@ -89,6 +89,18 @@ class TestConfiguration:
         assert conf["transactional.id"] == s.transactional_id("host")
         assert conf["delivery.timeout.ms"] == s.tuning.transaction_timeout_ms
 
+    def test_a_transaction_timeout_below_the_request_timeout_caps_the_socket_timeout(self) -> None:
+        s = _settings(
+            HER2_PROCESSING_GUARANTEE="exactly_once",
+            HER2_INSTANCE_ID="pod-0",
+            HER2_TRANSACTION_TIMEOUT_MS="8000",
+            HER2_REQUEST_TIMEOUT_MS="10000",
+        )
+        conf = confluent.producer_conf(producer_config(s, "host"))
+        assert conf["socket.timeout.ms"] == conf["delivery.timeout.ms"] == 8000
+        conf.pop("logger")
+        ck.Producer(conf)  # librdkafka accepts the combination
+
     def test_security_settings_are_translated(self, tmp_path: Path) -> None:
         ca = tmp_path / "ca.pem"
         ca.write_text("not checked here")

@@ -32,8 +32,8 @@ Where librdkafka differs and what this adapter does about it:
   list_topics() asks the broker, so the count is cached here (METADATA_CACHE_S).
 - The producer partitions with murmur2 (librdkafka's default is CRC32): records without an
   explicit partition land where kafka-python and the Java client would put them.
-- Under exactly-once librdkafka requires the delivery timeout <= the transaction timeout: the
-  delivery timeout is capped to it.
+- Under exactly-once librdkafka requires the delivery and the socket timeouts <= the transaction
+  timeout: both are capped to it.
 """
 
 from __future__ import annotations
@@ -221,11 +221,14 @@ def producer_conf(config: dict[str, Any]) -> dict[str, Any]:
     if "request_timeout_ms" in config:
         conf["request.timeout.ms"] = config["request_timeout_ms"]
     delivery = config.get("delivery_timeout_ms")
+    transaction = config.get("transaction_timeout_ms")
     if delivery is not None:
-        if "transaction_timeout_ms" in config:
-            # librdkafka refuses a delivery timeout above the transaction timeout
-            delivery = min(delivery, config["transaction_timeout_ms"])
-        conf["delivery.timeout.ms"] = delivery
+        # librdkafka refuses a delivery timeout above the transaction timeout
+        conf["delivery.timeout.ms"] = (
+            delivery if transaction is None else min(delivery, transaction)
+        )
+    if transaction is not None and conf.get("socket.timeout.ms", 0) > transaction:
+        conf["socket.timeout.ms"] = transaction  # and a socket timeout above it
     return conf
 
 
