@@ -24,8 +24,9 @@ Where librdkafka differs and what this adapter does about it:
   listener may pause the new partitions at once.
 - position(): librdkafka answers a logical offset (or none) until a message was consumed; the
   adapter resolves it like kafka-python (the log start after seek_to_beginning, else the
-  committed offset, else the reset policy). A partition read to its end (partition EOF event)
-  counts as positioned past trailing transaction markers, as kafka-python's position is.
+  committed offset, else the reset policy). A partition read to its end (a partition EOF event,
+  then a poll that found nothing left) counts as positioned past trailing transaction markers,
+  as kafka-python's position is.
 - end_offsets(): the broker is asked only for partitions not fetched yet; the lag gauges get the
   high watermark of the last fetch response (see end_offsets()).
 - partitions_for_topic(): kafka-python answers from its cached metadata; librdkafka's
@@ -259,8 +260,11 @@ class ConfluentConsumer:
         self._tps: dict[tuple[str, int], TopicPartition] = {}
         # the next offset to fetch as this adapter knows it (records returned, seek(), a
         # partition EOF past trailing transaction markers): librdkafka's own position() lags
-        # behind a seek and never moves past the markers
+        # behind a seek. A partition EOF event can arrive before records fetched ahead of it
+        # (seen under load: EOF at 1114 returned before the records 711..1112), so its offset
+        # becomes the position only once a poll waited and found nothing left (_drained).
         self._pos: dict[TopicPartition, int] = {}
+        self._eof: dict[TopicPartition, int] = {}
         self._logical: dict[TopicPartition, int] = {}  # a seek to the beginning not yet read
         self._counts: dict[str, tuple[float, set[int] | None]] = {}
         self._refreshing: set[str] = set()
@@ -302,6 +306,7 @@ class ConfluentConsumer:
         assigned = self._from(partitions)
         for tp in assigned:
             self._pos.pop(tp, None)
+            self._eof.pop(tp, None)
         if self._listener is not None:
             self._listener.on_partitions_assigned(assigned)
 
@@ -317,6 +322,7 @@ class ConfluentConsumer:
                 consumer.unassign()
             for tp in dropped:
                 self._pos.pop(tp, None)
+                self._eof.pop(tp, None)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         self._dropped(consumer, partitions, "on_partitions_revoked")
@@ -333,6 +339,7 @@ class ConfluentConsumer:
         """Manual assignment (no group membership)."""
         for tp in partitions:
             self._pos.pop(tp, None)
+            self._eof.pop(tp, None)
             self._logical.pop(tp, None)
         if self._group:
             _call(self._c.assign, self._to(partitions))
@@ -388,6 +395,7 @@ class ConfluentConsumer:
             if not messages and timeout_ms > 0:
                 first = consumer.poll(timeout_ms / 1000)
                 if first is None:
+                    self._drained()
                     return {}
                 messages = [first]
                 if limit > 1:
@@ -433,12 +441,20 @@ class ConfluentConsumer:
         code = err.code()
         if code == ck.KafkaError._PARTITION_EOF:
             tp = self._tp(message.topic(), message.partition())
-            self._pos[tp] = max(message.offset(), self._pos.get(tp, -1))
-            self._logical.pop(tp, None)
+            self._eof[tp] = message.offset()
             return
         if err.fatal() or code in _POLL_RAISES:
             raise kafka_error(err)
         _log.debug("consumer event %s: %s", err.name(), err.str())
+
+    def _drained(self) -> None:
+        """A poll waited and found nothing: every record fetched before the partition EOF
+        events seen so far was returned, so their offsets are now the positions."""
+        for tp, offset in self._eof.items():
+            if offset > self._pos.get(tp, -1):
+                self._pos[tp] = offset
+                self._logical.pop(tp, None)
+        self._eof.clear()
 
     def pause(self, *partitions: TopicPartition) -> None:
         """Stop fetching these partitions."""
@@ -453,6 +469,7 @@ class ConfluentConsumer:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """The next record of `tp` to fetch is `offset`."""
         self._pos[tp] = offset
+        self._eof.pop(tp, None)
         self._logical.pop(tp, None)
         _call(self._c.seek, ck.TopicPartition(tp.topic, tp.partition, offset))
 
@@ -460,6 +477,7 @@ class ConfluentConsumer:
         """Fetch these partitions from their log start."""
         for tp in partitions:
             self._pos.pop(tp, None)
+            self._eof.pop(tp, None)
             self._logical[tp] = ck.OFFSET_BEGINNING
             _call(self._c.seek, ck.TopicPartition(tp.topic, tp.partition, ck.OFFSET_BEGINNING))
 
