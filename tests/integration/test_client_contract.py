@@ -49,6 +49,7 @@ from consumer.runtime.kafka.clients import (
 )
 from consumer.runtime.kafka.preflight import connect_admin
 from consumer.runtime.kafka.producer import ProducerHandle
+from consumer.runtime.records import Output
 from consumer.runtime.startup import partition_counts
 
 
@@ -364,3 +365,43 @@ def test_a_paused_partition_returns_nothing_until_resumed(backend: Backend) -> N
     got = backend.poll_until(reader, lambda got: len(got) >= 3, "the resumed partition")
     assert sorted((r.partition, r.offset) for r in got) == [(0, 0), (0, 1), (0, 2)]
     assert reader.position(paused) == 3
+
+
+def test_a_transactional_partition_read_to_its_end_is_positioned_at_the_end_offset(
+    backend: Backend,
+) -> None:
+    """Under exactly-once the changelog ends with a transaction's commit marker: end_offsets
+    (read_committed) counts it, and a reader that returned every record is positioned at that
+    end offset, past the marker (the restore reads until position >= end). librdkafka returns
+    its partition EOF event possibly before records fetched ahead of it: the position must
+    never pass a record not yet returned."""
+    topic = backend.topic(partitions=1)
+    tp = TopicPartition(topic, 0)
+    settings = dataclasses.replace(backend.settings, processing_guarantee="exactly_once")
+    handle = ProducerHandle(backend.clients, settings, backend.unique_name("txn")[-40:])
+    backend.closers.append(lambda: handle.close(1.0))
+    producer = handle.producer
+    for batch in range(3):
+        producer.begin_transaction()
+        sent = handle.send_and_wait(
+            [Output(topic, b"k%d" % i, b"v%d-%d" % (batch, i), partition=0) for i in range(100)]
+        )
+        assert not sent.failed
+        assert not sent.refused
+        producer.commit_transaction()
+
+    reader = backend.reader()
+    reader.assign([tp])
+    reader.seek_to_beginning(tp)
+    end = reader.end_offsets([tp])[tp]
+
+    def at_end(got: list[Any]) -> bool:
+        position = reader.position(tp)
+        if len(got) < 300:
+            returned = got[-1].offset + 1 if got else 0
+            assert position <= returned, "positioned past a record not returned yet"
+        return position >= end
+
+    records = backend.poll_until(reader, at_end, "the end offset")
+    assert len(records) == 300
+    assert [r.value for r in records[:2]] == [b"v0-0", b"v0-1"]
