@@ -155,6 +155,17 @@ class TestErrors:
         rebalance = confluent.kafka_error(_err(ck.KafkaError.REBALANCE_IN_PROGRESS), commit=True)
         assert isinstance(rebalance, errors.RebalanceInProgressError)
 
+    def test_a_broker_away_is_retriable_as_in_kafka_python(self) -> None:
+        # librdkafka calls _TRANSPORT not retriable; kafka-python's KafkaConnectionError is,
+        # and the service rides a broker outage out on that (test_faults_broker)
+        for code in (
+            ck.KafkaError._TRANSPORT,
+            ck.KafkaError._ALL_BROKERS_DOWN,
+            ck.KafkaError._WAIT_COORD,
+            ck.KafkaError._TIMED_OUT,
+        ):
+            assert confluent.kafka_error(_err(code)).retriable, code
+
     def test_local_errors_keep_librdkafkas_retriable_verdict(self) -> None:
         away = confluent.kafka_error(_err(ck.KafkaError._TRANSPORT, retriable=True))
         assert isinstance(away, errors.KafkaConnectionError)

@@ -63,7 +63,7 @@ METADATA_CACHE_S: Final = 5.0  # how long partitions_for_topic trusts a metadata
 BLOCK_POLL_S: Final = 0.05  # one wait of a blocked send or get() for the delivery reports
 
 _log = logging.getLogger("her2.kafka.confluent")
-_librdkafka_log = logging.getLogger("confluent_kafka")
+_librdkafka_log = logging.getLogger("kafka.librdkafka")  # as kafka-python's, client noise
 
 # librdkafka's local error codes (negative), by name: the kafka-python class closest to each
 _LOCAL: Final[dict[int, type[KafkaError]]] = {
@@ -79,6 +79,8 @@ _LOCAL: Final[dict[int, type[KafkaError]]] = {
     ck.KafkaError._STATE: errors.IllegalStateError,
     ck.KafkaError._AUTHENTICATION: errors.SaslAuthenticationFailedError,
     ck.KafkaError._SSL: errors.KafkaConnectionError,
+    ck.KafkaError._WAIT_COORD: errors.CoordinatorNotAvailableError,
+    ck.KafkaError._NODE_UPDATE: errors.KafkaConnectionError,
 }
 # commits a rebalance refuses: kafka-python raises CommitFailedError for them
 _COMMIT_REFUSED: Final = frozenset(
@@ -121,8 +123,13 @@ def kafka_error(err: Any, *, commit: bool = False) -> KafkaError:
     else:
         cls = KafkaError
     exc = cls(text)
-    if cls in (KafkaError, errors.UnknownError) or code < 0:
-        exc.retriable = bool(err.retriable()) and not err.fatal()
+    if err.fatal():
+        exc.retriable = False
+    elif cls in (KafkaError, errors.UnknownError):
+        # no class of kafka-python's: librdkafka's verdict (a mapped class keeps its own:
+        # librdkafka calls even _TRANSPORT not retriable, kafka-python's connection and
+        # timeout errors are, and the service rides a broker outage out on that)
+        exc.retriable = bool(err.retriable())
     return exc
 
 
