@@ -166,7 +166,7 @@ class TestErrors:
         ):
             assert confluent.kafka_error(_err(code)).retriable, code
 
-    def test_local_errors_keep_librdkafkas_retriable_verdict(self) -> None:
+    def test_local_errors_are_retriable_unless_permanent_or_fatal(self) -> None:
         away = confluent.kafka_error(_err(ck.KafkaError._TRANSPORT, retriable=True))
         assert isinstance(away, errors.KafkaConnectionError)
         assert away.retriable
@@ -174,6 +174,8 @@ class TestErrors:
         assert isinstance(timed_out, errors.KafkaTimeoutError)
         purged = confluent.kafka_error(_err(ck.KafkaError._PURGE_QUEUE))
         assert type(purged) is errors.KafkaError
-        assert not purged.retriable
+        assert purged.retriable  # re-sent: the producer is replaced first
+        invalid = confluent.kafka_error(_err(ck.KafkaError._INVALID_ARG))
+        assert not invalid.retriable
         fatal = confluent.kafka_error(_err(ck.KafkaError._TRANSPORT, fatal=True, retriable=True))
         assert not fatal.retriable

@@ -82,6 +82,18 @@ _LOCAL: Final[dict[int, type[KafkaError]]] = {
     ck.KafkaError._WAIT_COORD: errors.CoordinatorNotAvailableError,
     ck.KafkaError._NODE_UPDATE: errors.KafkaConnectionError,
 }
+# local errors no retry can cure (a programming or configuration error)
+_LOCAL_PERMANENT: Final = frozenset(
+    {
+        ck.KafkaError._INVALID_ARG,
+        ck.KafkaError._NOT_IMPLEMENTED,
+        ck.KafkaError._UNSUPPORTED_FEATURE,
+        ck.KafkaError._INCONSISTENT,
+        ck.KafkaError._BAD_MSG,
+        ck.KafkaError._FATAL,
+        ck.KafkaError._DESTROY,
+    }
+)
 # commits a rebalance refuses: kafka-python raises CommitFailedError for them
 _COMMIT_REFUSED: Final = frozenset(
     {
@@ -125,10 +137,13 @@ def kafka_error(err: Any, *, commit: bool = False) -> KafkaError:
     exc = cls(text)
     if err.fatal():
         exc.retriable = False
+    elif code < 0 and cls is KafkaError:
+        # a local error without a class of kafka-python's: retriable unless a programming or
+        # configuration error (librdkafka calls even _TRANSPORT and _WAIT_COORD not retriable;
+        # kafka-python's connection and timeout errors are, and the service rides a broker
+        # outage out on that: a commit failing while the broker is away is not fatal)
+        exc.retriable = code not in _LOCAL_PERMANENT
     elif cls in (KafkaError, errors.UnknownError):
-        # no class of kafka-python's: librdkafka's verdict (a mapped class keeps its own:
-        # librdkafka calls even _TRANSPORT not retriable, kafka-python's connection and
-        # timeout errors are, and the service rides a broker outage out on that)
         exc.retriable = bool(err.retriable())
     return exc
 
