@@ -367,6 +367,41 @@ def test_a_paused_partition_returns_nothing_until_resumed(backend: Backend) -> N
     assert reader.position(paused) == 3
 
 
+@pytest.mark.parametrize("before", [0, 2])
+def test_a_partition_read_to_its_end_paused_and_resumed_returns_the_next_record(
+    backend: Backend, before: int
+) -> None:
+    """A group member reads its partition to the end (`before` records, then nothing), is
+    paused, a record arrives, and it is resumed (the service pauses and resumes partitions
+    around a restore, librdkafka around every cooperative rebalance): the record is returned.
+    librdkafka 2.12's batch consume (rd_kafka_consume_batch, confluent-kafka's consume())
+    advanced the application position to the partition EOF's offset + 1 (librdkafka #4844), and
+    resuming fetches from there: the first record after the end was skipped for good (three
+    exactly-once processes lost one event each, their offsets committed past it)."""
+    topic = backend.topic(partitions=1)
+    tp = TopicPartition(topic, 0)
+    handle = backend.producer()
+    _send_all(handle, [{"topic": topic, "value": b"old", "partition": 0}] * before)
+    member = backend.member(backend.unique_name("group"))
+    member.assign([tp])
+    got = backend.poll_until(member, lambda got: len(got) >= before, "the records before")
+    deadline = time.monotonic() + backend.quiet_s
+    while True:  # nothing more: polls that drain what is fetched (the EOF event included)
+        for batch in member.poll(timeout_ms=0).values():
+            got.extend(batch)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    assert [r.offset for r in got] == list(range(before))
+
+    member.pause(tp)
+    outcomes = _send_all(handle, [{"topic": topic, "value": b"next", "partition": 0}])
+    assert not [o for o in outcomes if isinstance(o, BaseException)]
+    member.resume(tp)
+    got = backend.poll_until(member, lambda got: len(got) >= 1, "the record after the end")
+    assert [(r.offset, r.value) for r in got] == [(before, b"next")]
+
+
 def test_a_transactional_partition_read_to_its_end_is_positioned_at_the_end_offset(
     backend: Backend,
 ) -> None:

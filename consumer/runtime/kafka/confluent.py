@@ -16,9 +16,13 @@ so the runtime, MappedClients, ProducerHandle and the refusal isolation run unch
   service always does.
 
 Where librdkafka differs and what this adapter does about it:
-- poll(): librdkafka's consume(n, timeout) waits for n messages or the timeout; kafka-python
-  returns as soon as records are there. So: drain what is fetched (timeout 0); if nothing, wait
-  for one message, then drain again.
+- poll(): kafka-python returns as soon as records are there (librdkafka's consume(n, timeout)
+  waits for n messages or the timeout). So: drain what is fetched (timeout 0); if nothing, wait
+  for one message, then drain again. Drained one message at a time with poll(0), never with
+  consume(): librdkafka 2.12's batch consume moves the application position to a partition EOF
+  event's offset + 1 (librdkafka issue #4844; PR #5213 upstream), and a partition paused and
+  resumed then (the service's restore, every cooperative rebalance) fetches from there: the
+  first record after the end was skipped, its offset later committed.
 - Rebalance callbacks run inside poll()/close() on the calling (main) thread, not on an IO
   thread. The adapter applies the (incremental) assignment before calling the listener, so the
   listener may pause the new partitions at once.
@@ -411,17 +415,20 @@ class ConfluentConsumer:
         """Records fetched, by partition: at once what is there, else the first to arrive
         within `timeout_ms` with what came with it."""
         limit = max_records or self._max_poll_records
-        consumer = self._c
+        take = self._c.poll
+        messages: list[Any] = []
         try:
-            messages = consumer.consume(limit, 0)
+            # one message per call, never consume(): see the module's docstring (#4844)
+            while len(messages) < limit and (m := take(0)) is not None:
+                messages.append(m)
             if not messages and timeout_ms > 0:
-                first = consumer.poll(timeout_ms / 1000)
+                first = take(timeout_ms / 1000)
                 if first is None:
                     self._drained()
                     return {}
-                messages = [first]
-                if limit > 1:
-                    messages += consumer.consume(limit - 1, 0)
+                messages.append(first)
+                while len(messages) < limit and (m := take(0)) is not None:
+                    messages.append(m)
         except ck.KafkaException as exc:
             raise _mapped(exc) from exc
         records: dict[TopicPartition, list[Any]] = {}
