@@ -179,3 +179,95 @@ class TestErrors:
         assert not invalid.retriable
         fatal = confluent.kafka_error(_err(ck.KafkaError._TRANSPORT, fatal=True, retriable=True))
         assert not fatal.retriable
+
+    def test_a_fenced_static_member_is_not_a_refused_commit(self) -> None:
+        # librdkafka makes its consumer fatal on FENCED_INSTANCE_ID: the service must stop,
+        # not shrug it off as a commit refused by a rebalance and poll a dead consumer
+        fenced = confluent.kafka_error(_err(ck.KafkaError.FENCED_INSTANCE_ID), commit=True)
+        assert not isinstance(fenced, errors.CommitFailedError)
+        assert not fenced.retriable
+
+
+class _Librdkafka:
+    """What the adapter calls of a confluent_kafka.Consumer, scripted."""
+
+    def __init__(self, member_id: str | None = "member-1", events: list[Any] | None = None):
+        self.member_id = member_id
+        self.events = list(events or [])
+        self.commits: list[Any] = []
+
+    def memberid(self) -> str | None:
+        return self.member_id
+
+    def commit(self, offsets: Any, asynchronous: bool) -> Any:
+        self.commits.append(offsets)
+        return offsets
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        pass
+
+    def assign(self, partitions: list[Any]) -> None:
+        pass
+
+    def poll(self, timeout: float) -> Any:
+        return self.events.pop(0) if self.events else None
+
+
+class _Event:
+    """A consumer event as confluent_kafka returns it: a message whose error() is set."""
+
+    def __init__(self, err: Any) -> None:
+        self.err = err
+
+    def error(self) -> Any:
+        return self.err
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 0
+
+
+def _consumer(fake: _Librdkafka, **config: Any) -> Any:
+    consumer = confluent.ConfluentConsumer(
+        {"bootstrap_servers": "b1:9092", "group_id": "g", **config}
+    )
+    consumer._c.close()
+    consumer._c = fake
+    return consumer
+
+
+class TestConsumer:
+    def test_a_member_without_member_id_refuses_its_commit_without_sending_it(self) -> None:
+        # the group session timed out on librdkafka's side (broker away): a commit sent now
+        # would carry an empty member id, FENCED_INSTANCE_ID for a static member, fatal
+        fake = _Librdkafka(member_id="")
+        consumer = _consumer(fake, group_instance_id="static-1")
+        consumer.subscribe(["t"])
+        offsets = {confluent.TopicPartition("t", 0): confluent.OffsetAndMetadata(5, "", -1)}
+        with pytest.raises(errors.CommitFailedError):
+            consumer.commit(offsets)
+        assert fake.commits == []
+        fake.member_id = "member-2"  # rejoined
+        consumer.commit(offsets)
+        assert len(fake.commits) == 1
+
+    def test_an_assigned_consumer_with_a_group_id_commits_without_membership(self) -> None:
+        fake = _Librdkafka(member_id="")
+        consumer = _consumer(fake)
+        consumer.assign([confluent.TopicPartition("t", 0)])
+        consumer.commit({confluent.TopicPartition("t", 0): confluent.OffsetAndMetadata(5, "", -1)})
+        assert len(fake.commits) == 1
+
+    def test_a_fatal_consumer_error_is_raised_from_poll(self) -> None:
+        # librdkafka hands its fatal error to the application as an event of code _FATAL
+        # whose fatal() flag is not set
+        fake = _Librdkafka(events=[_Event(ck.KafkaError(ck.KafkaError._FATAL))])
+        consumer = _consumer(fake)
+        with pytest.raises(errors.KafkaError) as raised:
+            consumer.poll(timeout_ms=0)
+        assert not raised.value.retriable

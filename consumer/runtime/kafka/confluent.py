@@ -98,12 +98,13 @@ _LOCAL_PERMANENT: Final = frozenset(
         ck.KafkaError._DESTROY,
     }
 )
-# commits a rebalance refuses: kafka-python raises CommitFailedError for them
+# commits a rebalance refuses: kafka-python raises CommitFailedError for them. Not
+# FENCED_INSTANCE_ID: librdkafka makes its consumer fatal on that answer (it polls nothing
+# ever after), so it is raised as the non-retriable FencedInstanceIdError and the service stops
 _COMMIT_REFUSED: Final = frozenset(
     {
         ck.KafkaError.ILLEGAL_GENERATION,
         ck.KafkaError.UNKNOWN_MEMBER_ID,
-        ck.KafkaError.FENCED_INSTANCE_ID,
         ck.KafkaError._ASSIGNMENT_LOST,
     }
 )
@@ -283,6 +284,7 @@ class ConfluentConsumer:
         self._cooperative = conf.get("partition.assignment.strategy") == "cooperative-sticky"
         self._c = _call(ck.Consumer, conf)
         self._listener: Any = None
+        self._subscribed = False  # a group member (subscribe()), not only a group id (assign())
         self._tps: dict[tuple[str, int], TopicPartition] = {}
         # the next offset to fetch as this adapter knows it (records returned, seek(), a
         # partition EOF past trailing transaction markers): librdkafka's own position() lags
@@ -316,6 +318,7 @@ class ConfluentConsumer:
     def subscribe(self, topics: list[str], listener: Any = None) -> None:
         """Subscribe; `listener` is a kafka-python ConsumerRebalanceListener (or None)."""
         self._listener = listener
+        self._subscribed = True
         _call(
             self._c.subscribe,
             list(topics),
@@ -472,7 +475,10 @@ class ConfluentConsumer:
             tp = self._tp(message.topic(), message.partition())
             self._eof[tp] = message.offset()
             return
-        if err.fatal() or code in _POLL_RAISES:
+        # a fatal consumer error reaches the application as an event of code _FATAL whose
+        # fatal() flag is not set: the consumer is unusable, the service must stop (a static
+        # member fenced polled nothing more, silently, while the service waited for records)
+        if err.fatal() or code in _POLL_RAISES or code == ck.KafkaError._FATAL:
             raise kafka_error(err)
         _log.debug("consumer event %s: %s", err.name(), err.str())
 
@@ -558,7 +564,21 @@ class ConfluentConsumer:
     # -- offsets --------------------------------------------------------------------------
 
     def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
-        """Commit synchronously (CommitFailedError when a rebalance refuses it)."""
+        """Commit synchronously (CommitFailedError when a rebalance refuses it, or when this
+        member has no member id: then it is refused here, not sent).
+
+        librdkafka forgets its member id when the group session times out on its side (a
+        broker away longer than session.timeout.ms) and tells the application at its next
+        poll (partitions lost). A commit sent in between carries an empty member id with the
+        group.instance.id of a static member (HER2_INSTANCE_ID), which the coordinator answers
+        FENCED_INSTANCE_ID, and librdkafka makes that fatal (librdkafka issue #3437): the
+        consumer never polls again. kafka-python refuses a commit outside a stable generation
+        with CommitFailedError without sending it; so does this adapter."""
+        if self._subscribed and not self._c.memberid():
+            raise errors.CommitFailedError(
+                "commit refused: no group membership (the group session ended; the partitions "
+                "are lost at the next poll and the records redelivered)"
+            )
         ctps = [_offset(tp, om) for tp, om in offsets.items()]
         result = _call(self._c.commit, offsets=ctps, asynchronous=False, commit=True)
         for ctp in result or ():
