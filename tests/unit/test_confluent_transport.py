@@ -209,6 +209,12 @@ class _Librdkafka:
     def assign(self, partitions: list[Any]) -> None:
         pass
 
+    def incremental_assign(self, partitions: list[Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        raise ck.KafkaException(ck.KafkaError(ck.KafkaError._FATAL))
+
     def poll(self, timeout: float) -> Any:
         return self.events.pop(0) if self.events else None
 
@@ -271,3 +277,43 @@ class TestConsumer:
         with pytest.raises(errors.KafkaError) as raised:
             consumer.poll(timeout_ms=0)
         assert not raised.value.retriable
+
+    def test_a_static_member_fenced_for_its_own_lost_session_rejoins_as_a_new_consumer(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # librdkafka heartbeats with the empty member id its session timeout left and makes
+        # the FENCED_INSTANCE_ID answer fatal (librdkafka #3437): a new member replaces it
+        fenced = _Librdkafka(member_id="", events=[_Event(ck.KafkaError(ck.KafkaError._FATAL))])
+        consumer = _consumer(fenced, group_instance_id="static-1")
+        told: list[tuple[str, set[Any]]] = []
+
+        class Listener:
+            def on_partitions_assigned(self, tps: set[Any]) -> None:
+                told.append(("assigned", tps))
+
+            def on_partitions_lost(self, tps: set[Any]) -> None:
+                told.append(("lost", tps))
+
+        consumer.subscribe(["t"], listener=Listener())
+        consumer._on_assign(fenced, [ck.TopicPartition("t", 0)])
+        fresh = _Librdkafka(member_id=None)
+        made: list[dict[str, Any]] = []
+
+        def new_consumer(conf: dict[str, Any]) -> _Librdkafka:
+            made.append(conf)
+            return fresh
+
+        monkeypatch.setattr(ck, "Consumer", new_consumer)
+        assert consumer.poll(timeout_ms=0) == {}
+        assert consumer._c is fresh
+        assert made[0]["group.instance.id"] == "static-1"
+        tp0 = confluent.TopicPartition("t", 0)
+        assert told == [("assigned", {tp0}), ("lost", {tp0})]
+
+    def test_a_static_member_fenced_while_it_held_its_member_id_stops(self) -> None:
+        # another process with the same HER2_INSTANCE_ID: raised, the service stops
+        fenced = _Librdkafka(member_id="m-1", events=[_Event(ck.KafkaError(ck.KafkaError._FATAL))])
+        consumer = _consumer(fenced, group_instance_id="static-1")
+        consumer.subscribe(["t"])
+        with pytest.raises(errors.KafkaError):
+            consumer.poll(timeout_ms=0)

@@ -43,6 +43,7 @@ Where librdkafka differs and what this adapter does about it:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -281,10 +282,13 @@ class ConfluentConsumer:
         self._group = config.get("group_id") is not None
         self._earliest = config.get("auto_offset_reset", "latest") == "earliest"
         conf = consumer_conf(config)
+        self._conf = conf
         self._cooperative = conf.get("partition.assignment.strategy") == "cooperative-sticky"
         self._c = _call(ck.Consumer, conf)
         self._listener: Any = None
+        self._topics: list[str] = []
         self._subscribed = False  # a group member (subscribe()), not only a group id (assign())
+        self._assigned: set[TopicPartition] = set()  # as the listener was told
         self._tps: dict[tuple[str, int], TopicPartition] = {}
         # the next offset to fetch as this adapter knows it (records returned, seek(), a
         # partition EOF past trailing transaction markers): librdkafka's own position() lags
@@ -318,10 +322,11 @@ class ConfluentConsumer:
     def subscribe(self, topics: list[str], listener: Any = None) -> None:
         """Subscribe; `listener` is a kafka-python ConsumerRebalanceListener (or None)."""
         self._listener = listener
+        self._topics = list(topics)
         self._subscribed = True
         _call(
             self._c.subscribe,
-            list(topics),
+            self._topics,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
@@ -336,6 +341,7 @@ class ConfluentConsumer:
         for tp in assigned:
             self._pos.pop(tp, None)
             self._eof.pop(tp, None)
+        self._assigned |= assigned
         if self._listener is not None:
             self._listener.on_partitions_assigned(assigned)
 
@@ -352,6 +358,7 @@ class ConfluentConsumer:
             for tp in dropped:
                 self._pos.pop(tp, None)
                 self._eof.pop(tp, None)
+            self._assigned -= dropped
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         self._dropped(consumer, partitions, "on_partitions_revoked")
@@ -439,7 +446,8 @@ class ConfluentConsumer:
         for m in messages:
             err = m.error()
             if err is not None:
-                self._event(m, err)
+                if self._event(m, err):  # a new consumer replaced the fenced one
+                    return {}
                 continue
             key = (m.topic(), m.partition())
             tp = tps.get(key) or self._tp(*key)
@@ -469,18 +477,71 @@ class ConfluentConsumer:
             self._pos[tp] = batch[-1].offset + 1
         return records
 
-    def _event(self, message: Any, err: Any) -> None:
+    def _event(self, message: Any, err: Any) -> bool:
+        """Note a partition EOF, raise a fatal or a poll-raised error, log the rest; True when
+        the consumer was fenced for its own lost session and a new one replaced it."""
         code = err.code()
         if code == ck.KafkaError._PARTITION_EOF:
             tp = self._tp(message.topic(), message.partition())
             self._eof[tp] = message.offset()
-            return
+            return False
         # a fatal consumer error reaches the application as an event of code _FATAL whose
         # fatal() flag is not set: the consumer is unusable, the service must stop (a static
         # member fenced polled nothing more, silently, while the service waited for records)
-        if err.fatal() or code in _POLL_RAISES or code == ck.KafkaError._FATAL:
+        fatal = err.fatal() or code == ck.KafkaError._FATAL
+        if fatal and self._subscribed and not self._member_id():
+            self._revive(err)
+            return True
+        if fatal or code in _POLL_RAISES:
             raise kafka_error(err)
         _log.debug("consumer event %s: %s", err.name(), err.str())
+        return False
+
+    def _member_id(self) -> str | None:
+        try:
+            return self._c.memberid()  # type: ignore[no-any-return]
+        except RuntimeError:  # closed
+            return None
+
+    def _revive(self, err: Any) -> None:
+        """Replace a consumer librdkafka fenced for its own lost session with a new member.
+
+        librdkafka ends the group session on its side when the coordinator is away longer
+        than session.timeout.ms and forgets its member id; until the application's next poll
+        hands over the lost partitions it may still heartbeat, with that empty member id and
+        the group.instance.id of a static member (HER2_INSTANCE_ID). The coordinator, which
+        still maps the instance to the old member id, answers FENCED_INSTANCE_ID and librdkafka
+        makes the consumer fatal for good (librdkafka issue #3437; seen in the broker outage
+        test as a heartbeat 3 s after the broker was back, the service still waiting on its
+        last batch). Nobody else holds the instance id then, so a new consumer with the same
+        configuration joins in its place (the coordinator replaces the static member), as
+        kafka-python rejoins after its session expired. A member fenced while it held its
+        member id (another process with the same HER2_INSTANCE_ID) is not revived: that
+        fatal error is raised and the service stops."""
+        lost = set(self._assigned)
+        old = self._c
+        with contextlib.suppress(Exception):  # fatal: close() may raise that error again
+            old.close()
+        lost &= self._assigned  # what close() did not hand over (its callbacks may have)
+        self._assigned.clear()
+        self._pos.clear()
+        self._eof.clear()
+        self._logical.clear()
+        if lost and self._listener is not None:
+            self._listener.on_partitions_lost(lost)
+        self._c = _call(ck.Consumer, self._conf)
+        _call(
+            self._c.subscribe,
+            self._topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        _log.warning(
+            "consumer fenced after its group session ended (%s: %s); a new consumer rejoins",
+            err.name(),
+            err.str(),
+        )
 
     def _drained(self) -> None:
         """A poll waited and found nothing: every record fetched before the partition EOF
