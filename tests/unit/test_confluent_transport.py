@@ -195,6 +195,7 @@ class _Librdkafka:
         self.member_id = member_id
         self.events = list(events or [])
         self.commits: list[Any] = []
+        self.committed_asked = 0
 
     def memberid(self) -> str | None:
         return self.member_id
@@ -211,6 +212,13 @@ class _Librdkafka:
 
     def incremental_assign(self, partitions: list[Any]) -> None:
         pass
+
+    def position(self, partitions: list[Any]) -> list[Any]:
+        return [ck.TopicPartition(p.topic, p.partition, ck.OFFSET_INVALID) for p in partitions]
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        self.committed_asked += 1
+        return [ck.TopicPartition(p.topic, p.partition, 7) for p in partitions]
 
     def close(self) -> None:
         raise ck.KafkaException(ck.KafkaError(ck.KafkaError._FATAL))
@@ -317,3 +325,14 @@ class TestConsumer:
         consumer.subscribe(["t"])
         with pytest.raises(errors.KafkaError):
             consumer.poll(timeout_ms=0)
+
+    def test_a_members_start_position_is_asked_once_until_a_record_moves_it(self) -> None:
+        # the lag gauges ask every refresh for a partition whose records have not come yet;
+        # asking again (and the ListOffsets behind the long-polling fetch) held the loop ~2 s
+        fake = _Librdkafka()
+        consumer = _consumer(fake)
+        consumer.subscribe(["t"])
+        tp = confluent.TopicPartition("t", 0)
+        assert consumer.position(tp) == 7
+        assert consumer.position(tp) == 7
+        assert fake.committed_asked == 1

@@ -587,16 +587,25 @@ class ConfluentConsumer:
         if at.offset >= 0:
             return int(at.offset)
         logical = self._logical.get(tp)
-        if logical is None and self._group:
+        member = logical is None and self._group
+        if member:
             committed = self.committed(tp, timeout_ms)  # the coordinator: no fetch to wait for
             if committed is not None:
+                # where its fetch starts: kept until a record, a seek or a new assignment moves
+                # it (the lag gauges asked again every refresh for a partition whose records
+                # had not come yet, and the ListOffsets below, queued behind the long-polling
+                # fetch, held the loop about 2 s per refresh)
+                self._pos[tp] = committed
                 return committed
         low, high = self._watermarks(tp, timeout)
         if logical == ck.OFFSET_BEGINNING:
             return low
         if logical == ck.OFFSET_END:
             return high
-        return low if self._earliest else high
+        start = low if self._earliest else high
+        if member:
+            self._pos[tp] = start  # as above: no committed offset, the reset policy's start
+        return start
 
     def _watermarks(self, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
         ctp = ck.TopicPartition(tp.topic, tp.partition)
