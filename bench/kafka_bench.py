@@ -387,9 +387,14 @@ def rss_mb(pid: int) -> float:
 
 
 def start_service(
-    bootstrap: str, env_topics: dict[str, str], guarantee: str, http_port: int = 0
+    bootstrap: str,
+    env_topics: dict[str, str],
+    guarantee: str,
+    http_port: int = 0,
+    client: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`python -m consumer run` with the given topics."""
+    """`python -m consumer run` with the given topics (`client`: HER2_KAFKA_CLIENT, else the
+    environment's or the service's default)."""
     env = {
         **os.environ,
         **env_topics,
@@ -398,6 +403,7 @@ def start_service(
         "HER2_HTTP_PORT": str(http_port),
         "HER2_LOG_LEVEL": "WARNING",
         "HER2_INSTANCE_ID": f"bench-{uuid.uuid4().hex[:6]}",
+        **({"HER2_KAFKA_CLIENT": client} if client else {}),
     }
     return subprocess.Popen(  # our own module
         [sys.executable, "-m", "consumer", "run"], env=env, stderr=subprocess.DEVNULL
@@ -440,6 +446,7 @@ def service_throughput(  # noqa: PLR0917 - positional at its callers
     guarantee: str,
     instances: int = 1,
     keep_alerts: bool = False,
+    client: str | None = None,
 ) -> dict[str, Any]:
     """Stages 3/4 (+6): time from the first commit to all `count` offsets committed.
 
@@ -456,9 +463,11 @@ def service_throughput(  # noqa: PLR0917 - positional at its callers
     if instances == 1:
         log(f"{guarantee}: producing {count} events")
         produce(bootstrap, topic, pairs)
-        procs.append(start_service(bootstrap, env_topics, guarantee))
+        procs.append(start_service(bootstrap, env_topics, guarantee, client=client))
     else:
-        procs.extend(start_service(bootstrap, env_topics, guarantee) for _ in range(instances))
+        procs.extend(
+            start_service(bootstrap, env_topics, guarantee, client=client) for _ in range(instances)
+        )
         deadline = time.monotonic() + 120
         while group_members(bootstrap, group) < instances:
             if time.monotonic() > deadline:
@@ -477,7 +486,10 @@ def service_throughput(  # noqa: PLR0917 - positional at its callers
     finally:
         codes = [stop_service(proc) for proc in procs]
     figures = window.figures(count)
-    log(f"{guarantee} x{instances}: {figures['events_per_s']:,.0f} events/s, exit {codes}")
+    log(
+        f"{guarantee} x{instances} ({client or 'default client'}): "
+        f"{figures['events_per_s']:,.0f} events/s, exit {codes}"
+    )
     volume = output_volume(bootstrap, env_topics, count)
     if keep_alerts:
         volume["alerts"] = alert_keys(bootstrap, env_topics)
@@ -627,45 +639,57 @@ def peer_throughput(bootstrap: str, count: int, seed: int, guarantee: str) -> di
     }
 
 
-def peer_comparison(bootstrap: str, count: int, seed: int, rounds: int) -> dict[str, Any]:
+def peer_comparison(
+    bootstrap: str, count: int, seed: int, rounds: int, clients: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Project and peer stages interleaved (A B A B ...) per delivery mode, `rounds` rounds:
     medians, ratios project/peer, the machine's load before and after each stage, and whether
-    the peer published the same (alert_id, revision, status) records as the service."""
+    the peer published the same (alert_id, revision, status) records as the service. With
+    several `clients` (HER2_KAFKA_CLIENT values) the project runs once per client in each round
+    ("project" is the first; the others are reported as "project:<client>")."""
+    runs: tuple[str | None, ...] = clients or (None,)  # None: the service's default client
+    projects = {
+        ("project" if n == 0 else f"project:{client}"): client for n, client in enumerate(runs)
+    }
+    participants = (*projects, "peer")
     stages: list[dict[str, Any]] = []
     for n in range(rounds):
         for guarantee in ("at_least_once", "exactly_once"):
-            for who in ("project", "peer"):
+            for who in participants:
                 load_before = os.getloadavg()
-                if who == "project":
-                    result = service_throughput(bootstrap, count, seed, guarantee, keep_alerts=True)
+                if who in projects:
+                    result = service_throughput(
+                        bootstrap, count, seed, guarantee, keep_alerts=True, client=projects[who]
+                    )
                 else:
                     result = peer_throughput(bootstrap, count, seed, guarantee)
                 result.update(
                     round=n + 1,
                     who=who,
+                    client=projects.get(who),
                     guarantee=guarantee,
                     load_before=load_before,
                     load_after=os.getloadavg(),
                 )
                 stages.append(result)
-    summary: dict[str, Any] = {"rounds": rounds, "events": count}
+    summary: dict[str, Any] = {"rounds": rounds, "events": count, "clients": list(runs)}
     for guarantee in ("at_least_once", "exactly_once"):
-        runs = {
+        by_who = {
             who: [s for s in stages if s["who"] == who and s["guarantee"] == guarantee]
-            for who in ("project", "peer")
+            for who in participants
         }
-        rates = {who: [s["events_per_s"] for s in r] for who, r in runs.items()}
+        rates = {who: [s["events_per_s"] for s in r] for who, r in by_who.items()}
         medians = {who: statistics.median(r) for who, r in rates.items()}
-        cpu = {who: statistics.median(s["cpu_us_per_event"] for s in r) for who, r in runs.items()}
+        cpu = {
+            who: statistics.median(s["cpu_us_per_event"] for s in r) for who, r in by_who.items()
+        }
         summary[guarantee] = {
-            "project": rates["project"],
-            "peer": rates["peer"],
-            "project_median": medians["project"],
-            "peer_median": medians["peer"],
-            "ratio_project_over_peer": medians["project"] / medians["peer"],
+            **{who: rates[who] for who in participants},
+            **{f"{who}_median": medians[who] for who in participants},
+            **{f"ratio_{who}_over_peer": medians[who] / medians["peer"] for who in projects},
             "cpu_us_per_event_median": cpu,
             # > 1: the project needs less CPU per event than the peer
-            "cpu_ratio_peer_over_project": cpu["peer"] / cpu["project"],
+            **{f"cpu_ratio_peer_over_{who}": cpu["peer"] / cpu[who] for who in projects},
         }
     same = []
     for n in range(rounds):
@@ -675,10 +699,50 @@ def peer_comparison(bootstrap: str, count: int, seed: int, rounds: int) -> dict[
                 for s in stages
                 if s["round"] == n + 1 and s["guarantee"] == guarantee
             }
-            same.append(pair["project"] == pair["peer"])
+            same.extend(pair[who] == pair["peer"] for who in projects)
     summary["same_records"] = same
     for s in stages:
         s["alert_records"] = sum(s.pop("alerts").values())
+    summary["stages"] = stages
+    return summary
+
+
+def client_comparison(
+    bootstrap: str, count: int, seed: int, rounds: int, clients: tuple[str, ...]
+) -> dict[str, Any]:
+    """The service on each Kafka client (HER2_KAFKA_CLIENT), stages interleaved per round and
+    delivery mode (A B A B ...): medians, and the ratio of each client to the first, measured
+    in the same run (the machine's noise hits both alike)."""
+    stages: list[dict[str, Any]] = []
+    for n in range(rounds):
+        for guarantee in ("at_least_once", "exactly_once"):
+            for client in clients:
+                load_before = os.getloadavg()
+                result = service_throughput(bootstrap, count, seed, guarantee, client=client)
+                result.update(
+                    round=n + 1,
+                    client=client,
+                    guarantee=guarantee,
+                    load_before=load_before,
+                    load_after=os.getloadavg(),
+                )
+                stages.append(result)
+    summary: dict[str, Any] = {"rounds": rounds, "events": count, "clients": list(clients)}
+    for guarantee in ("at_least_once", "exactly_once"):
+        rates = {
+            c: [
+                s["events_per_s"]
+                for s in stages
+                if s["client"] == c and s["guarantee"] == guarantee
+            ]
+            for c in clients
+        }
+        medians = {c: statistics.median(r) for c, r in rates.items()}
+        summary[guarantee] = {
+            "rates": rates,
+            "medians": medians,
+            "ratio_over_first": {c: medians[c] / medians[clients[0]] for c in clients},
+        }
     summary["stages"] = stages
     return summary
 
@@ -896,6 +960,14 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
         "needs the bench extra): project and peer interleaved, --rounds rounds",
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--client",
+        default="",
+        help="HER2_KAFKA_CLIENT of the service stages: kafka-python or confluent (default: the "
+        "environment's, else the service's default). Several, comma-separated (e.g. "
+        "kafka-python,confluent): the clients interleaved, --rounds rounds per delivery mode, "
+        "medians and ratios (with --peer: each client and the peer interleaved)",
+    )
     args = parser.parse_args()
     # the service runs as `python -m consumer run` with this interpreter and environment, so it
     # is the `consumer` package imported here: say which (an editable install may point at
@@ -904,8 +976,12 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
     log(f"measuring the consumer package at {measured}")
     if not measured.is_relative_to(REPO):
         log(f"note: that is not this checkout ({REPO}); `pip install -e .` here to measure it")
+    args.clients = tuple(c.strip() for c in args.client.split(",") if c.strip())
     if args.peer:
         return peer_main(args)
+    if len(args.clients) > 1:
+        return clients_main(args)
+    client = args.clients[0] if args.clients else None
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -930,16 +1006,16 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
         results["decode"] = read_all(bootstrap, topic, args.events, decode=True)
         log("stage 3: service at-least-once")
         results["service_alo"] = service_throughput(
-            bootstrap, args.events, args.seed, "at_least_once"
+            bootstrap, args.events, args.seed, "at_least_once", client=client
         )
         log("stage 3b: service at-least-once, two instances in one group")
         results["service_alo_x2"] = service_throughput(
-            bootstrap, args.events, args.seed, "at_least_once", instances=2
+            bootstrap, args.events, args.seed, "at_least_once", instances=2, client=client
         )
         if not args.skip_eos:
             log("stage 4: service exactly-once")
             results["service_eos"] = service_throughput(
-                bootstrap, args.events, args.seed, "exactly_once"
+                bootstrap, args.events, args.seed, "exactly_once", client=client
             )
         log(f"stage 5: latency at {args.rate}/s for {args.latency_seconds}s")
         results["latency"] = latency(bootstrap, args.rate, args.latency_seconds, "at_least_once")
@@ -1009,28 +1085,31 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
 def peer_main(args: argparse.Namespace) -> int:
     """`--peer`: the interleaved comparison with the Quix Streams peer, printed and as JSON."""
     with broker() as bootstrap:
-        summary = peer_comparison(bootstrap, args.events, args.seed, args.rounds)
+        summary = peer_comparison(bootstrap, args.events, args.seed, args.rounds, args.clients)
     summary["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    print(f"\n{'mode':<14} {'project events/s':>30} {'peer events/s':>30} {'ratio':>7}")
+    projects = [w for w in summary["at_least_once"] if w.startswith("ratio_")]
+    print(f"\n{'mode':<14} {'who':<24} {'events/s':>30} {'median':>8} {'/ peer':>7}")
     for guarantee in ("at_least_once", "exactly_once"):
         g = summary[guarantee]
-        proj = " / ".join(f"{r:,.0f}" for r in g["project"])
-        peer = " / ".join(f"{r:,.0f}" for r in g["peer"])
-        print(f"{guarantee:<14} {proj:>30} {peer:>30} {g['ratio_project_over_peer']:>7.2f}")
-    print(f"\n{'mode':<14} {'CPU µs/event: project':>22} {'peer':>8} {'peer/project':>13}")
+        for ratio_key in [*projects, None]:
+            who = "peer" if ratio_key is None else ratio_key[len("ratio_") : -len("_over_peer")]
+            rates = " / ".join(f"{r:,.0f}" for r in g[who])
+            ratio = "" if ratio_key is None else f"{g[ratio_key]:.2f}"
+            print(f"{guarantee:<14} {who:<24} {rates:>30} {g[who + '_median']:>8,.0f} {ratio:>7}")
+    print(f"\n{'mode':<14} {'CPU µs/event: who':<24} {'median':>8} {'peer/who':>9}")
     for guarantee in ("at_least_once", "exactly_once"):
         g = summary[guarantee]
         cpu = g["cpu_us_per_event_median"]
-        print(
-            f"{guarantee:<14} {cpu['project']:>22,.0f} {cpu['peer']:>8,.0f} "
-            f"{g['cpu_ratio_peer_over_project']:>13.2f}"
-        )
+        for who in cpu:
+            ratio = "" if who == "peer" else f"{g['cpu_ratio_peer_over_' + who]:.2f}"
+            print(f"{guarantee:<14} {who:<24} {cpu[who]:>8,.0f} {ratio:>9}")
     print(
         f"same (alert_id, revision, status) records in every stage pair: {summary['same_records']}"
     )
     for s in summary["stages"]:
         print(
-            f"  round {s['round']} {s['guarantee']:<14} {s['who']:<8} {s['events_per_s']:>8,.0f}/s "
+            f"  round {s['round']} {s['guarantee']:<14} {s['who']:<20} "
+            f"{s['events_per_s']:>8,.0f}/s "
             f"CPU {s['cpu_us_per_event']:,.0f} µs/event ({s['cores']:.2f} cores; broker "
             f"{s['broker_cpu_us_per_event']:,.0f} µs/event, {s['broker_cores']:.2f} cores) "
             f"load {s['load_before'][0]:.2f} -> {s['load_after'][0]:.2f}"
@@ -1044,6 +1123,38 @@ def peer_main(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(summary, indent=2, default=list))
     print(f"figures written to {out}")
     return 0 if all(summary["same_records"]) else 1
+
+
+def clients_main(args: argparse.Namespace) -> int:
+    """`--client a,b`: the service on each Kafka client, interleaved, printed and as JSON."""
+    with broker() as bootstrap:
+        summary = client_comparison(bootstrap, args.events, args.seed, args.rounds, args.clients)
+    summary["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    first = args.clients[0]
+    print(f"\n{'mode':<14} {'client':<14} {'events/s':>30} {'median':>8} {'/ ' + first:>16}")
+    for guarantee in ("at_least_once", "exactly_once"):
+        g = summary[guarantee]
+        for c in args.clients:
+            rates = " / ".join(f"{r:,.0f}" for r in g["rates"][c])
+            print(
+                f"{guarantee:<14} {c:<14} {rates:>30} {g['medians'][c]:>8,.0f} "
+                f"{g['ratio_over_first'][c]:>16.2f}"
+            )
+    for s in summary["stages"]:
+        print(
+            f"  round {s['round']} {s['guarantee']:<14} {s['client']:<14} "
+            f"{s['events_per_s']:>8,.0f}/s load {s['load_before'][0]:.2f} -> "
+            f"{s['load_after'][0]:.2f} exit {s['exit_code']}"
+        )
+    out = (
+        Path(args.json).with_name("clients.json")
+        if args.json.endswith("kafka.json")
+        else Path(args.json)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2, default=list))
+    print(f"figures written to {out}")
+    return 0
 
 
 if __name__ == "__main__":

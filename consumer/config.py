@@ -12,6 +12,7 @@ listed in `ENV_VARS` with their defaults (the README's configuration table is ge
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import re
 import tempfile
@@ -31,6 +32,9 @@ from consumer.state.backends import BACKENDS, DISK
 AT_LEAST_ONCE: Final = "at_least_once"
 EXACTLY_ONCE: Final = "exactly_once"
 GUARANTEES: Final = (AT_LEAST_ONCE, EXACTLY_ONCE)
+KAFKA_PYTHON: Final = "kafka-python"
+CONFLUENT: Final = "confluent"
+KAFKA_CLIENTS: Final = (KAFKA_PYTHON, CONFLUENT)
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
@@ -75,6 +79,11 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_SCHEMA_REGISTRY_PASSWORD", "", "registry basic-auth password; never printed"),
     ("HER2_RAW_WRITER_SCHEMA", "", "path of the .avsc writer schema of `raw` input"),
     ("HER2_PROCESSING_GUARANTEE", AT_LEAST_ONCE, "at_least_once | exactly_once"),
+    (
+        "HER2_KAFKA_CLIENT",
+        KAFKA_PYTHON,
+        "kafka-python | confluent (librdkafka; needs the `confluent` extra)",
+    ),
     ("HER2_HTTP_PORT", "8000", "port of the metrics/health HTTP server (0 = any free port)"),
     ("HER2_HISTORY_RETENTION_DAYS", "3650", "drop accessions older than this (0 = keep forever)"),
     ("HER2_HISTORY_STORE", DISK, "disk (one sqlite file per partition) | memory"),
@@ -274,6 +283,7 @@ class Settings:
     registry_access: RegistryAccess = field(default_factory=RegistryAccess)
     raw_writer_schema: Path | None = None
     processing_guarantee: str = AT_LEAST_ONCE
+    kafka_client: str = KAFKA_PYTHON
     http_port: int = 8000
     history_retention_days: int = 3650
     history_store: str = DISK
@@ -348,6 +358,13 @@ class Settings:
             raise ConfigError("HER2_INSTANCE_ID may only hold letters, digits, '.', '_' and '-'")
         group_id = env.text("HER2_GROUP_ID")
         guarantee = env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES)
+        kafka_client = env.choice("HER2_KAFKA_CLIENT", KAFKA_CLIENTS)
+        if kafka_client == CONFLUENT and importlib.util.find_spec("confluent_kafka") is None:
+            raise ConfigError(
+                "HER2_KAFKA_CLIENT=confluent needs the confluent-kafka package, which is not "
+                "installed (pip install 'her2-alert-consumer[confluent]'), or set "
+                "HER2_KAFKA_CLIENT=kafka-python"
+            )
         tuning = Tuning(
             poll_timeout_ms=env.integer("HER2_POLL_TIMEOUT_MS", 0, 60_000),
             session_timeout_ms=env.integer("HER2_SESSION_TIMEOUT_MS", 1000, 3_600_000),
@@ -391,6 +408,7 @@ class Settings:
             registry_access=registry_access,
             raw_writer_schema=raw_path,
             processing_guarantee=guarantee,
+            kafka_client=kafka_client,
             http_port=env.integer("HER2_HTTP_PORT", 0, _MAX_PORT),
             history_retention_days=env.integer("HER2_HISTORY_RETENTION_DAYS", 0, 100_000),
             history_store=history_store,
@@ -463,6 +481,7 @@ class Settings:
             "schema_registry_url": self.registry_display(),
             "raw_writer_schema": str(self.raw_writer_schema) if self.raw_writer_schema else None,
             "processing_guarantee": self.processing_guarantee,
+            "kafka_client": self.kafka_client,
             "http_port": self.http_port,
             "history_retention_days": self.history_retention_days,
             "history_store": self.history_store,

@@ -40,7 +40,7 @@ from consumer.runtime.exits import EXIT_FAILURE, EXIT_OK, exit_code
 from consumer.runtime.host import check_clock, claim_instance, open_state_dir
 from consumer.runtime.instance import InstanceSlot
 from consumer.runtime.kafka import Clients, Consumer
-from consumer.runtime.kafka.clients import KafkaClients, consumer_config
+from consumer.runtime.kafka.clients import clients_for, consumer_config
 from consumer.runtime.kafka.mapping import MappedClients
 from consumer.runtime.kafka.preflight import connect_admin
 from consumer.runtime.kafka.producer import ProducerHandle
@@ -91,7 +91,7 @@ class Service:
         self._slot: InstanceSlot | None = None
         # kafka-python's errors of the consumers and the admin client become BrokerError here,
         # once for the group member, the changelog reader and start-up, real clients or fake
-        self._clients: Clients = MappedClients(clients or KafkaClients())
+        self._clients: Clients = MappedClients(clients or clients_for(settings))
         self._stop_event = threading.Event()
         self._state_dir: StateDir | None = None  # disk stores' private directory (run() only)
         self.table = PartitionTable(settings.topics.input, metrics, self._set_ready)

@@ -103,6 +103,9 @@ class Env:
             "HER2_GROUP_ID": self.group,
             **{_TOPIC_VARS[key]: name for key, name in self.topics.items()},
             **FAST_SETTINGS,
+            # the integration and fault tests run on either client: HER2_KAFKA_CLIENT of the
+            # test run (kafka-python when unset) reaches every service a test starts
+            **{k: v for k, v in os.environ.items() if k == "HER2_KAFKA_CLIENT"},
             **self.extra,
         }
         env.update(overrides)

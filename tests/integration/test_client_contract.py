@@ -1,7 +1,9 @@
 """The contract of the kafka-python calls the runtime makes, held by the in-memory fakes
-(tests/runtime/fakes.py) and by the real client against the session's broker alike (arroyo's
-tests/backends/mixins.py): every case runs on both backends, which build their clients through
-the `Clients` protocol and the service's own config builders. A case that fails on the fakes
+(tests/runtime/fakes.py), by the real client and by the optional librdkafka transport
+(HER2_KAFKA_CLIENT=confluent, consumer/runtime/kafka/confluent.py; skipped when confluent-kafka
+is not installed) against the session's broker alike (arroyo's tests/backends/mixins.py):
+every case runs on each backend, which build their clients through the `Clients` protocol and
+the service's own config builders. A case that fails on the fakes
 only means the fakes lie to tests/runtime; fix the fakes, not the case.
 
 What the fakes model more simply than the real client, on purpose (no case depends on it):
@@ -47,6 +49,7 @@ from consumer.runtime.kafka.clients import (
 )
 from consumer.runtime.kafka.preflight import connect_admin
 from consumer.runtime.kafka.producer import ProducerHandle
+from consumer.runtime.records import Output
 from consumer.runtime.startup import partition_counts
 
 
@@ -170,8 +173,15 @@ def _real_backend(request: pytest.FixtureRequest, unique_name: Callable[[str], s
         create_topics(name, partitions=partitions, config=config)
 
     settings = make_env(bootstrap, unique_name).settings()
+    if request.param == "confluent":
+        pytest.importorskip("confluent_kafka", reason="the confluent extra is not installed")
+        from consumer.runtime.kafka.confluent import ConfluentClients  # noqa: PLC0415
+
+        clients: Clients = ConfluentClients()
+    else:
+        clients = KafkaClients()
     return Backend(
-        "kafka-python", KafkaClients(), settings, make_topic, REAL_WAIT_S, REAL_QUIET_S, unique_name
+        request.param, clients, settings, make_topic, REAL_WAIT_S, REAL_QUIET_S, unique_name
     )
 
 
@@ -180,7 +190,7 @@ def _record_bytes(record: Any) -> int:
     return len(record.key or b"") + len(record.value or b"") + headers
 
 
-@pytest.fixture(params=["fakes", "kafka-python"])
+@pytest.fixture(params=["fakes", "kafka-python", "confluent"])
 def backend(request: pytest.FixtureRequest, unique_name: Callable[[str], str]) -> Iterator[Backend]:
     """The same small interface over the fakes and over the real client (the real broker is
     started only for the latter)."""
@@ -355,3 +365,78 @@ def test_a_paused_partition_returns_nothing_until_resumed(backend: Backend) -> N
     got = backend.poll_until(reader, lambda got: len(got) >= 3, "the resumed partition")
     assert sorted((r.partition, r.offset) for r in got) == [(0, 0), (0, 1), (0, 2)]
     assert reader.position(paused) == 3
+
+
+@pytest.mark.parametrize("before", [0, 2])
+def test_a_partition_read_to_its_end_paused_and_resumed_returns_the_next_record(
+    backend: Backend, before: int
+) -> None:
+    """A group member reads its partition to the end (`before` records, then nothing), is
+    paused, a record arrives, and it is resumed (the service pauses and resumes partitions
+    around a restore, librdkafka around every cooperative rebalance): the record is returned.
+    librdkafka 2.12's batch consume (rd_kafka_consume_batch, confluent-kafka's consume())
+    advanced the application position to the partition EOF's offset + 1 (librdkafka #4844), and
+    resuming fetches from there: the first record after the end was skipped for good (three
+    exactly-once processes lost one event each, their offsets committed past it)."""
+    topic = backend.topic(partitions=1)
+    tp = TopicPartition(topic, 0)
+    handle = backend.producer()
+    _send_all(handle, [{"topic": topic, "value": b"old", "partition": 0}] * before)
+    member = backend.member(backend.unique_name("group"))
+    member.assign([tp])
+    got = backend.poll_until(member, lambda got: len(got) >= before, "the records before")
+    deadline = time.monotonic() + backend.quiet_s
+    while True:  # nothing more: polls that drain what is fetched (the EOF event included)
+        for batch in member.poll(timeout_ms=0).values():
+            got.extend(batch)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    assert [r.offset for r in got] == list(range(before))
+
+    member.pause(tp)
+    outcomes = _send_all(handle, [{"topic": topic, "value": b"next", "partition": 0}])
+    assert not [o for o in outcomes if isinstance(o, BaseException)]
+    member.resume(tp)
+    got = backend.poll_until(member, lambda got: len(got) >= 1, "the record after the end")
+    assert [(r.offset, r.value) for r in got] == [(before, b"next")]
+
+
+def test_a_transactional_partition_read_to_its_end_is_positioned_at_the_end_offset(
+    backend: Backend,
+) -> None:
+    """Under exactly-once the changelog ends with a transaction's commit marker: end_offsets
+    (read_committed) counts it, and a reader that returned every record is positioned at that
+    end offset, past the marker (the restore reads until position >= end). librdkafka returns
+    its partition EOF event possibly before records fetched ahead of it: the position must
+    never pass a record not yet returned."""
+    topic = backend.topic(partitions=1)
+    tp = TopicPartition(topic, 0)
+    settings = dataclasses.replace(backend.settings, processing_guarantee="exactly_once")
+    handle = ProducerHandle(backend.clients, settings, backend.unique_name("txn")[-40:])
+    backend.closers.append(lambda: handle.close(1.0))
+    producer = handle.producer
+    for batch in range(3):
+        producer.begin_transaction()
+        sent = handle.send_and_wait(
+            [Output(topic, b"k%d" % i, b"v%d-%d" % (batch, i), partition=0) for i in range(100)]
+        )
+        assert not sent.failed
+        assert not sent.refused
+        producer.commit_transaction()
+
+    reader = backend.reader()
+    reader.assign([tp])
+    reader.seek_to_beginning(tp)
+    end = reader.end_offsets([tp])[tp]
+
+    def at_end(got: list[Any]) -> bool:
+        position = reader.position(tp)
+        if len(got) < 300:
+            returned = got[-1].offset + 1 if got else 0
+            assert position <= returned, "positioned past a record not returned yet"
+        return position >= end
+
+    records = backend.poll_until(reader, at_end, "the end offset")
+    assert len(records) == 300
+    assert [r.value for r in records[:2]] == [b"v0-0", b"v0-1"]

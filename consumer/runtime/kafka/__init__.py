@@ -1,5 +1,7 @@
 """The only importer of kafka-python 3.0.x: the names the runtime uses, and the Protocols of the
-consumer and producer it calls (tests/runtime/fakes.py implements both in memory)."""
+consumer and producer it calls (tests/runtime/fakes.py implements both in memory; confluent.py,
+the optional librdkafka transport, implements them on confluent-kafka with kafka-python's data
+types and error classes)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ with warnings.catch_warnings():
     # kafka-python 3.0.x calls importlib.resources.read_text/open_text at import time, which
     # warns on Python 3.11/3.12; harmless, and it must not fail runs with warnings as errors.
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
-    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, errors
+    from kafka.consumer.fetcher import ConsumerRecord
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
     from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
     from kafka.errors import (
@@ -30,6 +33,7 @@ with warnings.catch_warnings():
         UnsupportedForMessageFormatError,
     )
     from kafka.partitioner.default import murmur2
+    from kafka.producer.future import RecordMetadata
     from kafka.record.default_records import DefaultRecordBatchBuilder
     from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -39,6 +43,7 @@ __all__ = [
     "REFUSED_FOR_GOOD",
     "CommitFailedError",
     "ConsumerRebalanceListener",
+    "ConsumerRecord",
     "CooperativeStickyAssignor",
     "DefaultRecordBatchBuilder",
     "KafkaAdminClient",
@@ -47,7 +52,9 @@ __all__ = [
     "KafkaProducer",
     "OffsetAndMetadata",
     "RebalanceInProgressError",
+    "RecordMetadata",
     "TopicPartition",
+    "errors",
     "murmur2",
 ]
 

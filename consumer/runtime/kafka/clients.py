@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumer.config import Settings
+from consumer.config import CONFLUENT, Settings
 from consumer.runtime.kafka import (
     MAX_REQUEST_BYTES,
     Admin,
+    Clients,
     Consumer,
     CooperativeStickyAssignor,
     KafkaAdminClient,
@@ -32,6 +33,16 @@ class KafkaClients:
     def producer(self, **config: Any) -> Producer:
         """A KafkaProducer."""
         return disable_topic_auto_creation(KafkaProducer(**config))  # type: ignore[no-any-return]
+
+
+def clients_for(settings: Settings) -> Clients:
+    """The clients HER2_KAFKA_CLIENT names: kafka-python's (the default), or the librdkafka
+    transport (imported only then: confluent-kafka is an optional extra)."""
+    if settings.kafka_client == CONFLUENT:
+        from consumer.runtime.kafka.confluent import ConfluentClients  # noqa: PLC0415
+
+        return ConfluentClients()
+    return KafkaClients()
 
 
 def client_id(settings: Settings, default_id: str, role: str) -> str:

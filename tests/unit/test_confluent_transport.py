@@ -1,0 +1,338 @@
+"""HER2_KAFKA_CLIENT and the confluent transport's translations (configuration, errors), without a
+broker: tests/integration/test_client_contract.py holds the transport to the contract on one."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumer.config import Settings
+from consumer.errors import ConfigError
+from consumer.runtime.kafka import FENCED, REFUSED_FOR_GOOD, errors
+from consumer.runtime.kafka.clients import (
+    KafkaClients,
+    clients_for,
+    consumer_config,
+    producer_config,
+    restore_consumer_config,
+)
+
+ck = pytest.importorskip("confluent_kafka", reason="the confluent extra is not installed")
+confluent = pytest.importorskip("consumer.runtime.kafka.confluent")
+
+
+class TestSetting:
+    def test_kafka_python_is_the_default(self) -> None:
+        assert Settings.from_env({}).kafka_client == "kafka-python"
+        assert isinstance(clients_for(Settings()), KafkaClients)
+
+    def test_confluent_picks_the_librdkafka_transport(self) -> None:
+        settings = Settings.from_env({"HER2_KAFKA_CLIENT": "confluent"})
+        assert settings.kafka_client == "confluent"
+        assert settings.summary()["kafka_client"] == "confluent"
+        assert isinstance(clients_for(settings), confluent.ConfluentClients)
+
+    def test_an_unknown_client_is_refused(self) -> None:
+        with pytest.raises(ConfigError, match="HER2_KAFKA_CLIENT must be one of"):
+            Settings.from_env({"HER2_KAFKA_CLIENT": "librdkafka"})
+
+    def test_confluent_without_the_package_names_the_variable_and_the_extra(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        real = importlib.util.find_spec
+
+        def find_spec(name: str, *args: Any) -> Any:
+            return None if name == "confluent_kafka" else real(name, *args)
+
+        monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+        with pytest.raises(ConfigError, match=r"HER2_KAFKA_CLIENT=confluent.*\[confluent\]"):
+            Settings.from_env({"HER2_KAFKA_CLIENT": "confluent"})
+
+
+def _settings(**env: str) -> Settings:
+    return Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "b1:9092,b2:9092", **env})
+
+
+class TestConfiguration:
+    def test_the_group_member_translates_every_argument(self) -> None:
+        s = _settings(HER2_INSTANCE_ID="pod-0")
+        conf = confluent.consumer_conf(consumer_config(s, "host"))
+        assert conf["bootstrap.servers"] == "b1:9092,b2:9092"
+        assert conf["group.id"] == s.group_id
+        assert conf["group.instance.id"] == "pod-0"
+        assert conf["enable.auto.commit"] is False
+        assert conf["isolation.level"] == "read_committed"
+        assert conf["auto.offset.reset"] == "earliest"
+        assert conf["partition.assignment.strategy"] == "cooperative-sticky"
+        assert conf["allow.auto.create.topics"] is False
+        assert conf["session.timeout.ms"] == s.tuning.session_timeout_ms
+        assert conf["max.poll.interval.ms"] == s.tuning.max_poll_interval_ms
+
+    def test_the_changelog_reader_gets_a_group_it_never_uses(self) -> None:
+        conf = confluent.consumer_conf(restore_consumer_config(_settings(), "host"))
+        assert conf["group.id"].startswith("her2-no-group-")
+
+    def test_the_producer_partitions_like_kafka_python_and_refuses_auto_creation(self) -> None:
+        conf = confluent.producer_conf(producer_config(_settings(), "host"))
+        assert conf["partitioner"] == "murmur2_random"
+        assert conf["allow.auto.create.topics"] is False
+        assert conf["enable.idempotence"] is True
+        assert conf["acks"] == "all"
+        assert "transactional.id" not in conf
+
+    def test_exactly_once_caps_the_delivery_timeout_at_the_transaction_timeout(self) -> None:
+        s = _settings(HER2_PROCESSING_GUARANTEE="exactly_once", HER2_INSTANCE_ID="pod-0")
+        conf = confluent.producer_conf(producer_config(s, "host"))
+        assert conf["transactional.id"] == s.transactional_id("host")
+        assert conf["delivery.timeout.ms"] == s.tuning.transaction_timeout_ms
+
+    def test_a_transaction_timeout_below_the_request_timeout_caps_the_socket_timeout(self) -> None:
+        s = _settings(
+            HER2_PROCESSING_GUARANTEE="exactly_once",
+            HER2_INSTANCE_ID="pod-0",
+            HER2_TRANSACTION_TIMEOUT_MS="8000",
+            HER2_REQUEST_TIMEOUT_MS="10000",
+        )
+        conf = confluent.producer_conf(producer_config(s, "host"))
+        assert conf["socket.timeout.ms"] == conf["delivery.timeout.ms"] == 8000
+        conf.pop("logger")
+        ck.Producer(conf)  # librdkafka accepts the combination
+
+    def test_security_settings_are_translated(self, tmp_path: Path) -> None:
+        ca = tmp_path / "ca.pem"
+        ca.write_text("not checked here")
+        s = _settings(
+            KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+            KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
+            KAFKA_SASL_USERNAME="u",
+            KAFKA_SASL_PASSWORD="p",  # noqa: S106 - a test value
+            KAFKA_SSL_CAFILE=str(ca),
+            KAFKA_SSL_CHECK_HOSTNAME="false",
+        )
+        conf = confluent.producer_conf(producer_config(s, "host"))
+        assert conf["security.protocol"] == "SASL_SSL"
+        assert (conf["sasl.mechanism"], conf["sasl.username"], conf["sasl.password"]) == (
+            "SCRAM-SHA-512",
+            "u",
+            "p",
+        )
+        assert conf["ssl.ca.location"] == str(ca)
+        assert conf["ssl.endpoint.identification.algorithm"] == "none"
+
+    def test_an_argument_without_translation_is_an_error_not_dropped(self) -> None:
+        with pytest.raises(ValueError, match="fetch_max_bytes"):
+            confluent.consumer_conf({"fetch_max_bytes": 1})
+
+
+def _err(code: int, *, fatal: bool = False, retriable: bool = False) -> Any:
+    return ck.KafkaError(code, "reason", fatal=fatal, retriable=retriable)
+
+
+class TestErrors:
+    def test_per_record_refusals_are_kafka_pythons_refused_for_good(self) -> None:
+        for code in (
+            ck.KafkaError.MSG_SIZE_TOO_LARGE,
+            ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            ck.KafkaError.INVALID_TIMESTAMP,
+            ck.KafkaError.INVALID_RECORD,
+        ):
+            assert isinstance(confluent.kafka_error(_err(code)), REFUSED_FOR_GOOD), code
+
+    def test_fencing_is_kafka_pythons_fenced(self) -> None:
+        for code in (
+            ck.KafkaError._FENCED,
+            ck.KafkaError.PRODUCER_FENCED,
+            ck.KafkaError.INVALID_PRODUCER_EPOCH,
+        ):
+            assert isinstance(confluent.kafka_error(_err(code, fatal=True)), FENCED), code
+
+    def test_a_commit_refused_by_a_rebalance_is_commit_failed(self) -> None:
+        err = _err(ck.KafkaError.ILLEGAL_GENERATION)
+        assert isinstance(confluent.kafka_error(err, commit=True), errors.CommitFailedError)
+        rebalance = confluent.kafka_error(_err(ck.KafkaError.REBALANCE_IN_PROGRESS), commit=True)
+        assert isinstance(rebalance, errors.RebalanceInProgressError)
+
+    def test_a_broker_away_is_retriable_as_in_kafka_python(self) -> None:
+        # librdkafka calls _TRANSPORT not retriable; kafka-python's KafkaConnectionError is,
+        # and the service rides a broker outage out on that (test_faults_broker)
+        for code in (
+            ck.KafkaError._TRANSPORT,
+            ck.KafkaError._ALL_BROKERS_DOWN,
+            ck.KafkaError._WAIT_COORD,
+            ck.KafkaError._TIMED_OUT,
+        ):
+            assert confluent.kafka_error(_err(code)).retriable, code
+
+    def test_local_errors_are_retriable_unless_permanent_or_fatal(self) -> None:
+        away = confluent.kafka_error(_err(ck.KafkaError._TRANSPORT, retriable=True))
+        assert isinstance(away, errors.KafkaConnectionError)
+        assert away.retriable
+        timed_out = confluent.kafka_error(_err(ck.KafkaError._MSG_TIMED_OUT, retriable=True))
+        assert isinstance(timed_out, errors.KafkaTimeoutError)
+        purged = confluent.kafka_error(_err(ck.KafkaError._PURGE_QUEUE))
+        assert type(purged) is errors.KafkaError
+        assert purged.retriable  # re-sent: the producer is replaced first
+        invalid = confluent.kafka_error(_err(ck.KafkaError._INVALID_ARG))
+        assert not invalid.retriable
+        fatal = confluent.kafka_error(_err(ck.KafkaError._TRANSPORT, fatal=True, retriable=True))
+        assert not fatal.retriable
+
+    def test_a_fenced_static_member_is_not_a_refused_commit(self) -> None:
+        # librdkafka makes its consumer fatal on FENCED_INSTANCE_ID: the service must stop,
+        # not shrug it off as a commit refused by a rebalance and poll a dead consumer
+        fenced = confluent.kafka_error(_err(ck.KafkaError.FENCED_INSTANCE_ID), commit=True)
+        assert not isinstance(fenced, errors.CommitFailedError)
+        assert not fenced.retriable
+
+
+class _Librdkafka:
+    """What the adapter calls of a confluent_kafka.Consumer, scripted."""
+
+    def __init__(self, member_id: str | None = "member-1", events: list[Any] | None = None):
+        self.member_id = member_id
+        self.events = list(events or [])
+        self.commits: list[Any] = []
+        self.committed_asked = 0
+
+    def memberid(self) -> str | None:
+        return self.member_id
+
+    def commit(self, offsets: Any, asynchronous: bool) -> Any:
+        self.commits.append(offsets)
+        return offsets
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        pass
+
+    def assign(self, partitions: list[Any]) -> None:
+        pass
+
+    def incremental_assign(self, partitions: list[Any]) -> None:
+        pass
+
+    def position(self, partitions: list[Any]) -> list[Any]:
+        return [ck.TopicPartition(p.topic, p.partition, ck.OFFSET_INVALID) for p in partitions]
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        self.committed_asked += 1
+        return [ck.TopicPartition(p.topic, p.partition, 7) for p in partitions]
+
+    def close(self) -> None:
+        raise ck.KafkaException(ck.KafkaError(ck.KafkaError._FATAL))
+
+    def poll(self, timeout: float) -> Any:
+        return self.events.pop(0) if self.events else None
+
+
+class _Event:
+    """A consumer event as confluent_kafka returns it: a message whose error() is set."""
+
+    def __init__(self, err: Any) -> None:
+        self.err = err
+
+    def error(self) -> Any:
+        return self.err
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 0
+
+
+def _consumer(fake: _Librdkafka, **config: Any) -> Any:
+    consumer = confluent.ConfluentConsumer(
+        {"bootstrap_servers": "b1:9092", "group_id": "g", **config}
+    )
+    consumer._c.close()
+    consumer._c = fake
+    return consumer
+
+
+class TestConsumer:
+    def test_a_member_without_member_id_refuses_its_commit_without_sending_it(self) -> None:
+        # the group session timed out on librdkafka's side (broker away): a commit sent now
+        # would carry an empty member id, FENCED_INSTANCE_ID for a static member, fatal
+        fake = _Librdkafka(member_id="")
+        consumer = _consumer(fake, group_instance_id="static-1")
+        consumer.subscribe(["t"])
+        offsets = {confluent.TopicPartition("t", 0): confluent.OffsetAndMetadata(5, "", -1)}
+        with pytest.raises(errors.CommitFailedError):
+            consumer.commit(offsets)
+        assert fake.commits == []
+        fake.member_id = "member-2"  # rejoined
+        consumer.commit(offsets)
+        assert len(fake.commits) == 1
+
+    def test_an_assigned_consumer_with_a_group_id_commits_without_membership(self) -> None:
+        fake = _Librdkafka(member_id="")
+        consumer = _consumer(fake)
+        consumer.assign([confluent.TopicPartition("t", 0)])
+        consumer.commit({confluent.TopicPartition("t", 0): confluent.OffsetAndMetadata(5, "", -1)})
+        assert len(fake.commits) == 1
+
+    def test_a_fatal_consumer_error_is_raised_from_poll(self) -> None:
+        # librdkafka hands its fatal error to the application as an event of code _FATAL
+        # whose fatal() flag is not set
+        fake = _Librdkafka(events=[_Event(ck.KafkaError(ck.KafkaError._FATAL))])
+        consumer = _consumer(fake)
+        with pytest.raises(errors.KafkaError) as raised:
+            consumer.poll(timeout_ms=0)
+        assert not raised.value.retriable
+
+    def test_a_static_member_fenced_for_its_own_lost_session_rejoins_as_a_new_consumer(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # librdkafka heartbeats with the empty member id its session timeout left and makes
+        # the FENCED_INSTANCE_ID answer fatal (librdkafka #3437): a new member replaces it
+        fenced = _Librdkafka(member_id="", events=[_Event(ck.KafkaError(ck.KafkaError._FATAL))])
+        consumer = _consumer(fenced, group_instance_id="static-1")
+        told: list[tuple[str, set[Any]]] = []
+
+        class Listener:
+            def on_partitions_assigned(self, tps: set[Any]) -> None:
+                told.append(("assigned", tps))
+
+            def on_partitions_lost(self, tps: set[Any]) -> None:
+                told.append(("lost", tps))
+
+        consumer.subscribe(["t"], listener=Listener())
+        consumer._on_assign(fenced, [ck.TopicPartition("t", 0)])
+        fresh = _Librdkafka(member_id=None)
+        made: list[dict[str, Any]] = []
+
+        def new_consumer(conf: dict[str, Any]) -> _Librdkafka:
+            made.append(conf)
+            return fresh
+
+        monkeypatch.setattr(ck, "Consumer", new_consumer)
+        assert consumer.poll(timeout_ms=0) == {}
+        assert consumer._c is fresh
+        assert made[0]["group.instance.id"] == "static-1"
+        tp0 = confluent.TopicPartition("t", 0)
+        assert told == [("assigned", {tp0}), ("lost", {tp0})]
+
+    def test_a_static_member_fenced_while_it_held_its_member_id_stops(self) -> None:
+        # another process with the same HER2_INSTANCE_ID: raised, the service stops
+        fenced = _Librdkafka(member_id="m-1", events=[_Event(ck.KafkaError(ck.KafkaError._FATAL))])
+        consumer = _consumer(fenced, group_instance_id="static-1")
+        consumer.subscribe(["t"])
+        with pytest.raises(errors.KafkaError):
+            consumer.poll(timeout_ms=0)
+
+    def test_a_members_start_position_is_asked_once_until_a_record_moves_it(self) -> None:
+        # the lag gauges ask every refresh for a partition whose records have not come yet;
+        # asking again (and the ListOffsets behind the long-polling fetch) held the loop ~2 s
+        fake = _Librdkafka()
+        consumer = _consumer(fake)
+        consumer.subscribe(["t"])
+        tp = confluent.TopicPartition("t", 0)
+        assert consumer.position(tp) == 7
+        assert consumer.position(tp) == 7
+        assert fake.committed_asked == 1
