@@ -16,7 +16,8 @@ script measures, interleaved in one run on the same synthetic events:
 and prints the medians and the ratios: peer/service (where the service stands, by CPU and by
 events/s), peer/core (the ceiling: the ratio if the service's Kafka client, loop, metrics,
 delivery and disk store cost nothing), peer/shared (its history store free as well), and the CPU
-per event the service's runtime may cost on top of `core` to be 1.5x ahead of the peer. CPU per event, not events/s: on a shared 2-core machine it is far steadier.
+per event the service's runtime may cost on top of `core` to be 1.5x ahead of the peer. CPU per
+event, not only events/s: on a shared 2-core machine it is far steadier.
 
 Usage: python bench/ceiling.py [--events 20000] [--rounds 3] [--guarantee at_least_once]
                                [--json bench/results/ceiling.json]
