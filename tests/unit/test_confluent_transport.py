@@ -39,6 +39,14 @@ class TestSetting:
         with pytest.raises(ConfigError, match="HER2_KAFKA_CLIENT must be one of"):
             Settings.from_env({"HER2_KAFKA_CLIENT": "librdkafka"})
 
+    def test_confluent_refuses_exactly_once_and_names_the_way_out(self) -> None:
+        with pytest.raises(ConfigError, match=r"at_least_once only.*kafka-python for exactly_once"):
+            Settings.from_env(
+                {"HER2_KAFKA_CLIENT": "confluent", "HER2_PROCESSING_GUARANTEE": "exactly_once"}
+            )
+        ok = {"HER2_KAFKA_CLIENT": "kafka-python", "HER2_PROCESSING_GUARANTEE": "exactly_once"}
+        assert Settings.from_env(ok).exactly_once
+
     def test_confluent_without_the_package_names_the_variable_and_the_extra(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
