@@ -61,11 +61,59 @@ class Broker:
     local: Any = None  # launcher.LocalKafka; loaded from a file path, hence untyped
 
 
+# The Kafka clients (HER2_KAFKA_CLIENT) the tests of these modules run on, each in turn: the
+# service's fault, kill, delivery, history and position tests on the optional confluent
+# transport as well as on kafka-python (issue 17: "the integration and fault tests run on both";
+# the exactly-once modules, test_service_eos and test_instance_slots, run on kafka-python only:
+# the service refuses exactly_once on confluent).
+# The other modules run on the client of the test run's environment (kafka-python when unset);
+# the whole suite on confluent: HER2_KAFKA_CLIENT=confluent python3 -m pytest tests/integration.
+BOTH_CLIENTS_MODULES = frozenset(
+    {
+        "test_faults_broker",
+        "test_faults_kill",
+        "test_service_delivery",
+        "test_history_service",
+        "test_position_unknown",
+    }
+)
+KAFKA_CLIENTS = ("kafka-python", "confluent")
+CONFLUENT_EXACTLY_ONCE = (
+    "HER2_KAFKA_CLIENT=confluent refuses exactly_once (consumer/config.py: a rebalance under an "
+    "open transaction stops the service)"
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each test of BOTH_CLIENTS_MODULES once per Kafka client."""
+    if "kafka_client" in metafunc.fixturenames and metafunc.module.__name__ in BOTH_CLIENTS_MODULES:
+        metafunc.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def kafka_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """HER2_KAFKA_CLIENT for the services this test starts (helpers.Env passes it on); None:
+    the test run's own environment decides."""
+    client: str | None = getattr(request, "param", None)
+    if client is None:
+        return None
+    if client == "confluent" and importlib.util.find_spec("confluent_kafka") is None:
+        pytest.skip("confluent-kafka is not installed (pip install -e '.[test]')")
+    monkeypatch.setenv("HER2_KAFKA_CLIENT", client)
+    return client
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test under tests/integration as ``integration``."""
+    """Mark every test under tests/integration as ``integration``; skip the exactly-once cases
+    of the confluent client, which the service refuses to start."""
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.integration)
+        params = getattr(item, "callspec", None)
+        if params is None or params.params.get("kafka_client") != "confluent":
+            continue
+        if "exactly_once" in params.params.values():
+            item.add_marker(pytest.mark.skip(reason=CONFLUENT_EXACTLY_ONCE))
 
 
 def load_launcher(name: str = "her2_kafka_launcher", path: Path = LAUNCHER_PATH) -> ModuleType:
