@@ -159,6 +159,14 @@ def _input_event_ids(env: Env) -> list[str]:
         return [decoder.decode(r.raw)["event_id"] for r in reader.records["input"]]
 
 
+def test_the_service_runs_on_the_kafka_client_under_test(env: Env, kafka_client: str) -> None:
+    """conftest.py runs this module once per Kafka client: the client reaches the settings
+    of the services the tests start, in-process and as subprocesses (both via Env)."""
+    assert kafka_client in ("kafka-python", "confluent")
+    assert env.settings().kafka_client == kafka_client
+    assert env.environ()["HER2_KAFKA_CLIENT"] == kafka_client
+
+
 def test_a_missing_input_topic_is_waited_for_and_never_created(
     env: Env, create_topics: Callable[..., list[str]]
 ) -> None:
