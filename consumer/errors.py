@@ -96,6 +96,19 @@ class OutputRefusedError(PublishError):
         )
 
 
+class OffsetsRefusedError(PublishError):
+    """Exactly-once: a rebalance refused the transaction's offsets (the group's generation
+    ended under the open transaction). The transaction is aborted; runtime/loop.py runs the
+    batch again from its partitions' changelog. Uncaught, it stops the service without
+    committing like any PublishError. `kind`: the client's error class name."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(
+            f"a rebalance refused the transaction's offsets ({kind}); the transaction is aborted"
+        )
+
+
 class FencedError(Her2Error):
     """Another producer with our transactional id took over (exactly-once)."""
 

@@ -84,5 +84,8 @@ PRODUCER_REPLACED: Final = "producer replaced after a failed publish attempt"
 PRODUCER_CLOSE_FAILED: Final = "producer close failed"
 PRODUCER_FORCE_CLOSED: Final = "producer force-closed"
 TRANSACTION_ABORT_FAILED: Final = "transaction abort failed"
+TRANSACTION_OFFSETS_REFUSED: Final = (
+    "transaction offsets refused during a rebalance; the batch runs again from the changelog"
+)
 REFUSED_OUTPUTS_ISOLATED: Final = "outputs refused for good isolated"
 PROBE_ABORT_FAILED: Final = "probe transaction abort failed"

@@ -14,6 +14,7 @@ from typing import Any
 from consumer.config import Settings
 from consumer.errors import (
     BrokerError,
+    OffsetsRefusedError,
     OutputRefusedError,
     StateTooLargeError,
 )
@@ -201,6 +202,15 @@ class Loop:
             self.delivery.deliver(batch)
         except OutputRefusedError as exc:
             self.redrive(batch, records, exc)
+            return
+        except OffsetsRefusedError as exc:
+            # exactly-once: the group's generation ended under the open transaction (librdkafka
+            # rejoins in the background). The transaction was aborted, so nothing of the batch
+            # is visible: its partitions restore their history and poll the records again (a
+            # partition the rebalance moved is revoked at the next poll and its new owner does
+            # the same from the committed offsets).
+            log.warning(events.TRANSACTION_OFFSETS_REFUSED, error_type=exc.kind)
+            self.table.redrive({tp: records[tp][0].offset for tp in batch.last})
             return
         self.batches += 1
         self.table.progressed(batch.last)

@@ -79,8 +79,8 @@ BOTH_CLIENTS_MODULES = frozenset(
 )
 KAFKA_CLIENTS = ("kafka-python", "confluent")
 CONFLUENT_EXACTLY_ONCE = (
-    "HER2_KAFKA_CLIENT=confluent refuses exactly_once (consumer/config.py: a rebalance under an "
-    "open transaction stops the service)"
+    "HER2_KAFKA_CLIENT=confluent refuses exactly_once (consumer/config.py: its recovery from a "
+    "rebalance under an open transaction is unproven on a real broker)"
 )
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from conftest import Harness
 from kafka.errors import (
     CommitFailedError,
+    IllegalGenerationError,
     KafkaError,
     KafkaTimeoutError,
     ProducerFencedError,
+    UnknownMemberIdError,
 )
 
 from consumer.service import EXIT_FAILURE, EXIT_FENCED, EXIT_OK
@@ -98,6 +101,32 @@ class TestExactlyOnce:
         assert kinds.index("ack") < harness.broker.events.index(("txn", "offsets"))
         assert harness.broker.records(harness.settings.topics.history)
         assert list(harness.broker.committed.values()) == [6]
+
+    @pytest.mark.parametrize(
+        "refusal", [IllegalGenerationError(), UnknownMemberIdError(), CommitFailedError()]
+    )
+    def test_offsets_a_rebalance_refused_abort_and_the_batch_runs_again(
+        self, harness: Harness, refusal: Exception
+    ) -> None:
+        """librdkafka rejoins in the background: a rebalance can end the generation under the
+        open transaction. Abort, restore the partition, run the batch again: every event once
+        in the outputs, the offsets committed, the service still running."""
+        self._eos(harness)
+        harness.publish(6)
+        harness.broker.script("send_offsets", refusal)
+        assert harness.run() == EXIT_OK
+        txn = [what for kind, what in harness.broker.events if kind == "txn"]
+        assert txn == ["begin", "abort", "begin", "offsets", "commit"]
+        topics = harness.settings.topics
+        assert len(harness.broker.records(topics.classification)) == 6
+        assert harness.broker.records(topics.history)
+        assert list(harness.broker.committed.values()) == [6]
+        assert harness.value("her2_consumer_commit_failures_total") == 1
+        [warned] = harness.logged(
+            "transaction offsets refused during a rebalance; the batch runs again from the "
+            "changelog"
+        )
+        assert warned["error_type"] == type(refusal).__name__
 
     def _blocked(self) -> tuple[threading.Event, object]:
         release = threading.Event()

@@ -19,6 +19,7 @@ with warnings.catch_warnings():
     from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
     from kafka.errors import (
         CommitFailedError,
+        IllegalGenerationError,
         InvalidProducerEpochError,
         InvalidRecordError,
         InvalidTimestampError,
@@ -30,6 +31,7 @@ with warnings.catch_warnings():
         RebalanceInProgressError,
         RecordListTooLargeError,
         TopicAuthorizationFailedError,
+        UnknownMemberIdError,
         UnsupportedForMessageFormatError,
     )
     from kafka.partitioner.default import murmur2
@@ -40,6 +42,7 @@ with warnings.catch_warnings():
 __all__ = [
     "FENCED",
     "MAX_REQUEST_BYTES",
+    "REBALANCED",
     "REFUSED_FOR_GOOD",
     "CommitFailedError",
     "ConsumerRebalanceListener",
@@ -59,6 +62,16 @@ __all__ = [
 ]
 
 FENCED: Final = (ProducerFencedError, InvalidProducerEpochError)
+
+# A transaction's offsets refused because the group moved on to a new generation (exactly-once):
+# librdkafka rejoins in the background, so a rebalance can complete under an open transaction;
+# kafka-python rejoins only inside poll(). Nothing is wrong with the records: abort and re-run.
+REBALANCED: Final = (
+    CommitFailedError,
+    IllegalGenerationError,
+    UnknownMemberIdError,
+    RebalanceInProgressError,
+)
 
 # Per-record produce errors that no re-send of the same record can cure: the broker (or the
 # client, for a record above max_request_size) refuses this record on this topic for good.

@@ -11,10 +11,23 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from consumer.config import Settings
-from consumer.errors import FencedError, OutputRefusedError, PublishError, kind_of
+from consumer.errors import (
+    FencedError,
+    OffsetsRefusedError,
+    OutputRefusedError,
+    PublishError,
+    kind_of,
+)
 from consumer.ops import events
 from consumer.ops.logs import get_logger
-from consumer.runtime.kafka import FENCED, REFUSED_FOR_GOOD, Clients, KafkaError, Producer
+from consumer.runtime.kafka import (
+    FENCED,
+    REBALANCED,
+    REFUSED_FOR_GOOD,
+    Clients,
+    KafkaError,
+    Producer,
+)
 from consumer.runtime.kafka.clients import producer_config
 from consumer.runtime.kafka.mapping import broker_error
 from consumer.runtime.kafka.quirks import bounded, force_close, is_fenced
@@ -226,6 +239,8 @@ class ProducerHandle:
                 raise OutputRefusedError(refused) from None
             if isinstance(exc, PublishError):
                 raise
+            if isinstance(exc, REBALANCED):
+                raise OffsetsRefusedError(kind_of(exc)) from None
             raise PublishError(f"the transaction failed ({kind_of(exc)}) and was aborted") from None
 
     def close(self, timeout_s: float) -> None:
