@@ -1130,15 +1130,18 @@ def peer_main(args: argparse.Namespace) -> int:
             f"{s['broker_cpu_us_per_event']:,.0f} µs/event, {s['broker_cores']:.2f} cores) "
             f"load {s['load_before'][0]:.2f} -> {s['load_after'][0]:.2f}"
         )
-    out = (
-        Path(args.json).with_name("peer.json")
-        if args.json.endswith("kafka.json")
-        else Path(args.json)
-    )
+    write_summary(args.json, "peer.json", summary)
+    return 0 if all(summary["same_records"]) else 1
+
+
+def write_summary(json_arg: str, default_name: str, summary: dict[str, Any]) -> None:
+    """Write a mode's summary to --json, or beside the default kafka.json as `default_name`."""
+    out = Path(json_arg)
+    if json_arg.endswith("kafka.json"):
+        out = out.with_name(default_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, default=list))
     print(f"figures written to {out}")
-    return 0 if all(summary["same_records"]) else 1
 
 
 def clients_main(args: argparse.Namespace) -> int:
@@ -1162,14 +1165,7 @@ def clients_main(args: argparse.Namespace) -> int:
             f"{s['events_per_s']:>8,.0f}/s load {s['load_before'][0]:.2f} -> "
             f"{s['load_after'][0]:.2f} exit {s['exit_code']}"
         )
-    out = (
-        Path(args.json).with_name("clients.json")
-        if args.json.endswith("kafka.json")
-        else Path(args.json)
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2, default=list))
-    print(f"figures written to {out}")
+    write_summary(args.json, "clients.json", summary)
     return 0
 
 

@@ -324,6 +324,10 @@ class ConfluentConsumer:
         self._listener = listener
         self._topics = list(topics)
         self._subscribed = True
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        """Subscribe the current librdkafka consumer to the topics, with our callbacks."""
         _call(
             self._c.subscribe,
             self._topics,
@@ -530,13 +534,7 @@ class ConfluentConsumer:
         if lost and self._listener is not None:
             self._listener.on_partitions_lost(lost)
         self._c = _call(ck.Consumer, self._conf)
-        _call(
-            self._c.subscribe,
-            self._topics,
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        self._subscribe()
         _log.warning(
             "consumer fenced after its group session ended (%s: %s); a new consumer rejoins",
             err.name(),
