@@ -231,6 +231,13 @@ class _Librdkafka:
     def close(self) -> None:
         raise ck.KafkaException(ck.KafkaError(ck.KafkaError._FATAL))
 
+    watermark_errors: list[Any]
+
+    def get_watermark_offsets(self, tp: Any, timeout: float, cached: bool) -> tuple[int, int]:
+        if getattr(self, "watermark_errors", None):
+            raise ck.KafkaException(self.watermark_errors.pop(0))
+        return 0, 42
+
     def poll(self, timeout: float) -> Any:
         return self.events.pop(0) if self.events else None
 
@@ -284,6 +291,27 @@ class TestConsumer:
         consumer.assign([confluent.TopicPartition("t", 0)])
         consumer.commit({confluent.TopicPartition("t", 0): confluent.OffsetAndMetadata(5, "", -1)})
         assert len(fake.commits) == 1
+
+    def test_end_offsets_ask_again_while_the_partition_is_briefly_unknown(self) -> None:
+        # right after a broker comes back: UNKNOWN_TOPIC_OR_PART for a moment (kafka-python's
+        # end_offsets retries retriable errors until its timeout; so does the adapter)
+        fake = _Librdkafka()
+        unknown = ck.KafkaError(ck.KafkaError.UNKNOWN_TOPIC_OR_PART)
+        fake.watermark_errors = [unknown, unknown]
+        consumer = _consumer(fake)
+        tp = confluent.TopicPartition("t", 0)
+        assert consumer.end_offsets([tp], timeout_ms=5000) == {tp: 42}
+        assert fake.watermark_errors == []
+
+    def test_end_offsets_raise_a_lasting_or_permanent_error(self) -> None:
+        fake = _Librdkafka()
+        tp = confluent.TopicPartition("t", 0)
+        fake.watermark_errors = [ck.KafkaError(ck.KafkaError.UNKNOWN_TOPIC_OR_PART)] * 50
+        with pytest.raises(errors.UnknownTopicOrPartitionError):
+            _consumer(fake).end_offsets([tp], timeout_ms=300)
+        fake.watermark_errors = [ck.KafkaError(ck.KafkaError.TOPIC_AUTHORIZATION_FAILED)]
+        with pytest.raises(errors.TopicAuthorizationFailedError):
+            _consumer(fake).end_offsets([tp], timeout_ms=5000)
 
     def test_a_fatal_consumer_error_is_raised_from_poll(self) -> None:
         # librdkafka hands its fatal error to the application as an event of code _FATAL

@@ -66,6 +66,7 @@ from consumer.runtime.kafka.clients import KafkaClients
 
 METADATA_CACHE_S: Final = 5.0  # how long partitions_for_topic trusts a metadata answer
 BLOCK_POLL_S: Final = 0.05  # one wait of a blocked send or get() for the delivery reports
+WATERMARK_RETRY_S: Final = 0.1  # between two asks of a partition's watermarks (retriable errors)
 
 _log = logging.getLogger("her2.kafka.confluent")
 _librdkafka_log = logging.getLogger("kafka.librdkafka")  # as kafka-python's, client noise
@@ -606,9 +607,24 @@ class ConfluentConsumer:
         return start
 
     def _watermarks(self, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
+        """The partition's watermarks from its leader (ListOffsets). A retriable error is asked
+        again until `timeout_s`, as kafka-python's end_offsets does: right after a broker comes
+        back its partitions are briefly UNKNOWN_TOPIC_OR_PART (the restore of a partition
+        re-assigned then stopped the service, seen in the broker outage test)."""
         ctp = ck.TopicPartition(tp.topic, tp.partition)
-        low, high = _call(self._c.get_watermark_offsets, ctp, timeout=timeout_s, cached=False)
-        return int(low), int(high)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                low, high = _call(
+                    self._c.get_watermark_offsets, ctp, timeout=max(left, 0.001), cached=False
+                )
+            except KafkaError as exc:
+                if not exc.retriable or time.monotonic() + WATERMARK_RETRY_S >= deadline:
+                    raise
+                time.sleep(WATERMARK_RETRY_S)
+                continue
+            return int(low), int(high)
 
     def end_offsets(self, partitions: list[TopicPartition], timeout_ms: int | None = None) -> Any:
         """The end offset of each partition: asked of the broker (ListOffsets; under
