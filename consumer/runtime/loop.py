@@ -210,7 +210,7 @@ class Loop:
             # partition the rebalance moved is revoked at the next poll and its new owner does
             # the same from the committed offsets).
             log.warning(events.TRANSACTION_OFFSETS_REFUSED, error_type=exc.kind)
-            self.table.redrive({tp: records[tp][0].offset for tp in batch.last})
+            self._run_again(batch, records)
             return
         self.batches += 1
         self.table.progressed(batch.last)
@@ -242,5 +242,9 @@ class Loop:
         Never dropped: a refused changelog record (a patient's history) or a dead-letter copy
         refused even with its error headers alone stops the service without committing."""
         mark_refused(self.refused, refused, self.settings.topics.dlq)
-        starts = {tp: records[tp][0].offset for tp in batch.last}
-        self.table.redrive(starts)
+        self._run_again(batch, records)
+
+    def _run_again(self, batch: Batch, records: Mapping[TopicPartition, list[Any]]) -> None:
+        """Nothing of `batch` was committed: its partitions restore their history and poll its
+        records again from the first one (PartitionTable.redrive)."""
+        self.table.redrive({tp: records[tp][0].offset for tp in batch.last})
