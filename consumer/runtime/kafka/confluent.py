@@ -434,16 +434,15 @@ class ConfluentConsumer:
         messages: list[Any] = []
         try:
             # one message per call, never consume(): see the module's docstring (#4844)
-            while len(messages) < limit and (m := take(0)) is not None:
-                messages.append(m)
-            if not messages and timeout_ms > 0:
-                first = take(timeout_ms / 1000)
-                if first is None:
+            m = take(0)
+            if m is None and timeout_ms > 0:
+                m = take(timeout_ms / 1000)
+                if m is None:
                     self._drained()
                     return {}
-                messages.append(first)
-                while len(messages) < limit and (m := take(0)) is not None:
-                    messages.append(m)
+            while m is not None:
+                messages.append(m)
+                m = take(0) if len(messages) < limit else None
         except ck.KafkaException as exc:
             raise _mapped(exc) from exc
         records: dict[TopicPartition, list[Any]] = {}
