@@ -64,7 +64,8 @@ from consumer.avro.codec import Decoder, Encoder
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.rules import load_ruleset
 from consumer.clinical.validate import check_event
-from consumer.config import Tuning
+from consumer.config import Settings, Tuning
+from consumer.errors import ConfigError
 from consumer.resources import (
     HER2_ALERT,
     HER2_CLASSIFICATION,
@@ -639,10 +640,18 @@ def peer_throughput(bootstrap: str, count: int, seed: int, guarantee: str) -> di
     }
 
 
-def refused(client: str | None, guarantee: str) -> bool:
-    """Whether the service refuses this client and guarantee at start-up (consumer/config.py:
-    the confluent transport is at-least-once only): such stages are not run."""
-    return client == "confluent" and guarantee == "exactly_once"
+def refused(client: str | None, guarantee: str) -> str | None:
+    """Why the service refuses this client and guarantee at start-up (its own configuration
+    check, consumer/config.py: the confluent transport is at-least-once only), None when it
+    starts: such stages are not run."""
+    env = {"HER2_PROCESSING_GUARANTEE": guarantee}
+    if client:
+        env["HER2_KAFKA_CLIENT"] = client
+    try:
+        Settings.from_env(env)
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 def peer_comparison(
@@ -1026,8 +1035,8 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
         results["service_alo_x2"] = service_throughput(
             bootstrap, args.events, args.seed, "at_least_once", instances=2, client=client
         )
-        if refused(client, "exactly_once"):
-            log(f"stage 4 skipped: the service refuses exactly_once on {client}")
+        if reason := refused(client, "exactly_once"):
+            log(f"stage 4 skipped: {reason}")
         elif not args.skip_eos:
             log("stage 4: service exactly-once")
             results["service_eos"] = service_throughput(
