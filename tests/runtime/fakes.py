@@ -340,6 +340,10 @@ class FakeFuture:
         else:
             self.producer.write(self.record)
 
+    def succeeded(self) -> bool:
+        """kafka-python's: done without an error (resolves nothing)."""
+        return self.done and self.error is None
+
     def get(self, timeout: float | None = None) -> FakeRecord:
         self.resolve()
         if self.error is not None:

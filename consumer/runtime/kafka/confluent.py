@@ -717,9 +717,8 @@ class Delivery:
         self.done, self.error = True, exc
         return self
 
-    @property
     def succeeded(self) -> bool:
-        """Delivered (kafka-python's FutureRecordMetadata.succeeded())."""
+        """Delivered (kafka-python's FutureRecordMetadata.succeeded(): done, no error)."""
         return self.done and self.error is None
 
     def get(self, timeout: float | None = None) -> Any:
@@ -791,18 +790,28 @@ class ConfluentProducer:
     ) -> Any:
         """Queue one record; its future completes with the delivery report."""
         future = Delivery(self)
-        kwargs = {
-            "value": value,
-            "key": key,
-            "partition": -1 if partition is None else partition,
-            "on_delivery": future,
-            "timestamp": 0 if timestamp_ms is None else timestamp_ms,
-            "headers": headers,
-        }
+        partition = -1 if partition is None else partition
+        timestamp = 0 if timestamp_ms is None else timestamp_ms
         produce = self.handle.produce
-        try:
-            produce(topic, **kwargs)
+        try:  # the common case first, without building the arguments twice (per record)
+            produce(
+                topic,
+                value=value,
+                key=key,
+                partition=partition,
+                on_delivery=future,
+                timestamp=timestamp,
+                headers=headers,
+            )
         except BufferError:  # the local queue is full: wait for deliveries, up to max_block_ms
+            kwargs = {
+                "value": value,
+                "key": key,
+                "partition": partition,
+                "on_delivery": future,
+                "timestamp": timestamp,
+                "headers": headers,
+            }
             deadline = time.monotonic() + self._block_s
             while True:
                 self.run(self.handle.poll, BLOCK_POLL_S)
@@ -812,8 +821,17 @@ class ConfluentProducer:
                 except BufferError:
                     if time.monotonic() > deadline:
                         return future.failed(errors.KafkaTimeoutError("producer queue full"))
-        except ck.KafkaException:
-            self.run(produce, topic, **kwargs)  # raises it as kafka-python's (or succeeds)
+        except ck.KafkaException:  # raised again as kafka-python's (or the record queued)
+            self.run(
+                produce,
+                topic,
+                value=value,
+                key=key,
+                partition=partition,
+                on_delivery=future,
+                timestamp=timestamp,
+                headers=headers,
+            )
         return future
 
     def flush(self, timeout: float | None = None) -> None:

@@ -145,6 +145,8 @@ class ProducerHandle:
             if isinstance(future, BaseException):
                 result.add(out, future)
                 continue
+            if future.succeeded():  # acknowledged: no need to build its metadata (per record)
+                continue
             try:
                 future.get(timeout=max(0.001, deadline - now()))
             except FENCED:
