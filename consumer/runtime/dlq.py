@@ -44,6 +44,11 @@ def output_fits(out: Output, limit: int = MAX_REQUEST_BYTES) -> bool:
     return fits(out.key, out.value, out.headers, limit)
 
 
+def outputs_fit(outputs: list[Output], limit: int = MAX_REQUEST_BYTES) -> bool:
+    """Whether kafka-python would accept every one of `outputs` (one call per record)."""
+    return all(fits(out.key, out.value, out.headers, limit) for out in outputs)
+
+
 def dead_letter(
     dlq: str,
     tp: TopicPartition,

@@ -144,8 +144,9 @@ class Loop:
                 self.consumer.seek(tp, records[tp][0].offset)
                 continue
             run = self.error_runs.get(tp, 0)
+            refused = self.refused
             for record in records[tp]:
-                refusal = self.refused.get((tp, record.offset))
+                refusal = refused.get((tp, record.offset)) if refused else None
                 result: Processed | DeadLettered | Retry
                 if refusal is not None and refusal.topic is not None:
                     result = self.processor.refused(tp, record, refusal)

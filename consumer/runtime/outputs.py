@@ -25,13 +25,23 @@ def encoded_outputs(  # noqa: PLR0917 - one call site, the processor's
     would give; elsewhere the producer's partitioner decides)."""
     key = record.key
     stamp, origin = input_timestamp(record), (tp, record.offset)
-
-    def output(topic: str, value: bytes) -> Output:
-        part = tp.partition if topic in copartitioned else None
-        return Output(topic, key, value, partition=part, timestamp_ms=stamp, origin=origin)
-
-    outputs = [output(topics.classification, codecs.classification.encode(outcome.classification))]
-    for alert in outcome.alerts:
-        topic = topics.alert_topic(alert["alert_type"])
-        outputs.append(output(topic, codecs.alerts[topic].encode(alert)))
+    own = tp.partition
+    topic = topics.classification
+    outputs = [
+        Output(
+            topic,
+            key,
+            codecs.classification.encode(outcome.classification),
+            [],
+            own if topic in copartitioned else None,
+            stamp,
+            origin,
+        )
+    ]
+    alert_topic, encoders = topics.alert_topic, codecs.alerts
+    for alert in outcome.alerts:  # per alert: positional arguments, no helper call
+        topic = alert_topic(alert["alert_type"])
+        value = encoders[topic].encode(alert)
+        part = own if topic in copartitioned else None
+        outputs.append(Output(topic, key, value, [], part, stamp, origin))
     return outputs

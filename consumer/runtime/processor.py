@@ -23,7 +23,7 @@ from consumer.errors import OutputTooLargeError, RecordError, RegistryError, Sta
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.runtime import routing
-from consumer.runtime.dlq import dead_letter, output_fits, refusal_letter
+from consumer.runtime.dlq import dead_letter, outputs_fit, refusal_letter
 from consumer.runtime.kafka import MAX_REQUEST_BYTES, TopicPartition
 from consumer.runtime.outputs import encoded_outputs
 from consumer.runtime.records import Refusal
@@ -89,7 +89,7 @@ class Processor:
             undo = store.checkpoint(event["patient_id"])
             outcome = store.apply(event, self.pipeline)
             outputs = encoded_outputs(self.codecs, topics, outcome, tp, record, self._copartitioned)
-            if not all(output_fits(out, self._limit) for out in outputs):
+            if not outputs_fit(outputs, self._limit):
                 raise OutputTooLargeError(
                     "an output of this record (classification or alert) is larger than the "
                     f"maximum Kafka request ({MAX_REQUEST_BYTES} bytes)"
