@@ -181,6 +181,10 @@ def main() -> int:
         f"peer / shared                 {result['ceiling_peer_over_shared']:.2f}  (the service's "
         "runtime and history store both free)"
     )
+    print(
+        "(shared and core run one after the other in one child interpreter, shared first: core "
+        "starts with warm caches, so the ceiling leans towards the service)"
+    )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(f"figures written to {args.json}")
