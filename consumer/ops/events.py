@@ -49,8 +49,8 @@ HISTORY_UNREADABLE_SHARE: Final = (
     "history changelog unreadable beyond HER2_MAX_UNREADABLE_CHANGELOG_SHARE; partition held back"
 )
 HISTORY_RECORD_AHEAD: Final = (
-    "history record ahead of the committed input offset; skipped "
-    "(its input records are processed again)"
+    "history records ahead of the committed input offset; skipped "
+    "(their input records are processed again)"
 )
 HISTORY_RECORD_UNREADABLE: Final = "history record unreadable; skipped"
 RESTORE_CONSUMER_CLOSE_FAILED: Final = "restore consumer close failed"

@@ -153,6 +153,7 @@ class Restorer:
             end = rc.end_offsets(changelog, timeout_ms=timeout_ms)
             remaining = {tp for tp in changelog if rc.position(tp, timeout_ms=timeout_ms) < end[tp]}
             count = 0
+            ahead: dict[TopicPartition, list[int]] = {}  # tp -> [skipped, first, last offset]
             while remaining:
                 if self._stopping():
                     return None
@@ -168,24 +169,35 @@ class Restorer:
                         if record.offset >= end[tp]:
                             continue
                         if _ahead(record, guard[tp]):
-                            self._skip_ahead(tp, record)
+                            self._skip_ahead(tp, record, ahead)
                             continue
                         count += self._restore_record(store, tp, record)
                 for tp in list(remaining):
                     if rc.position(tp, timeout_ms=timeout_ms) >= end[tp]:
                         remaining.discard(tp)
+            for tp, (skipped, first, last) in sorted(ahead.items()):
+                # one warning per partition and restore, not one per record (a stop between
+                # the changelog and the commit leaves up to a batch's worth of them)
+                log.warning(
+                    events.HISTORY_RECORD_AHEAD,
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    count=skipped,
+                    first_offset=first,
+                    last_offset=last,
+                )
             return count
         finally:
             rc.assign([])
 
-    def _skip_ahead(self, tp: TopicPartition, record: Any) -> None:
+    def _skip_ahead(
+        self, tp: TopicPartition, record: Any, ahead: dict[TopicPartition, list[int]]
+    ) -> None:
+        """Count a changelog record skipped by the offset guard (logged once per partition)."""
         self._metrics.history_ahead_records.inc()
-        log.warning(
-            events.HISTORY_RECORD_AHEAD,
-            topic=tp.topic,
-            partition=tp.partition,
-            offset=record.offset,
-        )
+        seen = ahead.setdefault(tp, [0, record.offset, record.offset])
+        seen[0] += 1
+        seen[2] = record.offset
 
     def _restore_record(self, store: HistoryStore, tp: TopicPartition, record: Any) -> int:
         seen = self._seen.setdefault(tp, [0, 0])
