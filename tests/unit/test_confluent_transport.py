@@ -309,23 +309,6 @@ class TestConsumer:
         consumer.commit(offsets)
         assert len(fake.commits) == 1
 
-    @pytest.mark.parametrize("member_id", ["", None])
-    def test_a_member_without_member_id_refuses_its_transaction_offsets(
-        self, member_id: str | None
-    ) -> None:
-        # max.poll.interval.ms exceeded or the session lost on librdkafka's side: its group
-        # metadata would let the coordinator take the offsets of partitions another member may
-        # own by now. Refused as a rebalance: ProducerHandle aborts and the batch runs again
-        fake = _Librdkafka(member_id=member_id)
-        fake.consumer_group_metadata = lambda: "metadata"  # type: ignore[attr-defined]
-        consumer = _consumer(fake)
-        consumer.subscribe(["t"])
-        with pytest.raises(errors.CommitFailedError) as refused:
-            consumer.group_metadata()
-        assert isinstance(refused.value, REBALANCED)
-        fake.member_id = "member-2"  # rejoined
-        assert consumer.group_metadata() == "metadata"
-
     def test_an_assigned_consumer_with_a_group_id_commits_without_membership(self) -> None:
         fake = _Librdkafka(member_id="")
         consumer = _consumer(fake)

@@ -681,23 +681,7 @@ class ConfluentConsumer:
         return int(at.offset) if at.offset >= 0 else None
 
     def group_metadata(self) -> Any:
-        """The group metadata for send_offsets_to_transaction, read when the transaction's
-        offsets are sent (librdkafka's current generation and member id).
-
-        librdkafka rejoins the group in its background thread: a rebalance that completes
-        between this read and the coordinator's answer refuses the offsets with
-        ILLEGAL_GENERATION, an abortable transaction error (raised by the producer as
-        IllegalGenerationError: REBALANCED, the batch aborted and run again). A member whose
-        session ended on librdkafka's side (a broker away longer than session.timeout.ms,
-        max.poll.interval.ms exceeded) has no member id until its next poll: as its commit()
-        does, this refuses at once with CommitFailedError rather than send offsets of
-        partitions another member may own by now (the coordinator accepts transactional
-        offsets without a member id and generation, from pre-KIP-447 producers)."""
-        if self._subscribed and not self._c.memberid():
-            raise errors.CommitFailedError(
-                "transaction offsets refused: no group membership (the group session ended; "
-                "the partitions are lost at the next poll and the batch runs again)"
-            )
+        """The group metadata for send_offsets_to_transaction."""
         return _call(self._c.consumer_group_metadata)
 
     def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
