@@ -536,10 +536,10 @@ def test_offsets_of_a_generation_a_rebalance_ended_are_refused_and_the_batch_run
 
 
 KAFKA_PYTHON_LEFT_MEMBER = (
-    "kafka-python 3.0.12: the group metadata of a member that left the group (max.poll.interval.ms "
-    "exceeded) has no member id nor generation, and the coordinator accepts transactional offsets "
-    "without them (pre-KIP-447 producers): the offsets of partitions another member owns are "
-    "committed"
+    "kafka-python 3.0.12: the group metadata of a dynamic member that left the group "
+    "(max.poll.interval.ms exceeded) has no member id nor generation (reset_generation), and the "
+    "coordinator accepts transactional offsets without them (pre-KIP-447 producers): the offsets "
+    "of partitions another member owns are committed"
 )
 
 
