@@ -365,19 +365,6 @@ class Settings:
                 "installed (pip install 'her2-alert-consumer[confluent]'), or set "
                 "HER2_KAFKA_CLIENT=kafka-python"
             )
-        if kafka_client == CONFLUENT and guarantee == EXACTLY_ONCE:
-            # librdkafka rejoins the group in the background, so a rebalance can end the
-            # generation under an open transaction; its offsets are then refused
-            # (ILLEGAL_GENERATION; seen in 1 of 4 runs of the kill test). kafka-python rejoins
-            # only inside poll(). The runtime now aborts such a batch and runs it again from the
-            # changelog (loop.py, OffsetsRefusedError), tested on the fake broker only: the race
-            # did not recur in 14 runs on a real broker, so the path is unproven on librdkafka.
-            raise ConfigError(
-                "HER2_KAFKA_CLIENT=confluent supports HER2_PROCESSING_GUARANTEE=at_least_once "
-                "only for now (its recovery from a rebalance under an open transaction is not "
-                "yet proven on a real broker); use "
-                "HER2_KAFKA_CLIENT=kafka-python for exactly_once"
-            )
         tuning = Tuning(
             poll_timeout_ms=env.integer("HER2_POLL_TIMEOUT_MS", 0, 60_000),
             session_timeout_ms=env.integer("HER2_SESSION_TIMEOUT_MS", 1000, 3_600_000),

@@ -63,9 +63,8 @@ class Broker:
 
 # The Kafka clients (HER2_KAFKA_CLIENT) the tests of these modules run on, each in turn: the
 # service's fault, kill, delivery, history and position tests on the optional confluent
-# transport as well as on kafka-python (issue 17: "the integration and fault tests run on both";
-# the exactly-once modules, test_service_eos and test_instance_slots, run on kafka-python only:
-# the service refuses exactly_once on confluent).
+# transport as well as on kafka-python (issue 17: "the integration and fault tests run on both"),
+# their exactly_once cases included.
 # The other modules run on the client of the test run's environment (kafka-python when unset);
 # the whole suite on confluent: HER2_KAFKA_CLIENT=confluent python3 -m pytest tests/integration.
 BOTH_CLIENTS_MODULES = frozenset(
@@ -78,10 +77,6 @@ BOTH_CLIENTS_MODULES = frozenset(
     }
 )
 KAFKA_CLIENTS = ("kafka-python", "confluent")
-CONFLUENT_EXACTLY_ONCE = (
-    "HER2_KAFKA_CLIENT=confluent refuses exactly_once (consumer/config.py: its recovery from a "
-    "rebalance under an open transaction is unproven on a real broker)"
-)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -104,16 +99,10 @@ def kafka_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test under tests/integration as ``integration``; skip the exactly-once cases
-    of the confluent client, which the service refuses to start."""
+    """Mark every test under tests/integration as ``integration``."""
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.integration)
-        params = getattr(item, "callspec", None)
-        if params is None or params.params.get("kafka_client") != "confluent":
-            continue
-        if "exactly_once" in params.params.values():
-            item.add_marker(pytest.mark.skip(reason=CONFLUENT_EXACTLY_ONCE))
 
 
 def load_launcher(name: str = "her2_kafka_launcher", path: Path = LAUNCHER_PATH) -> ModuleType:

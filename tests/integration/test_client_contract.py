@@ -29,11 +29,13 @@ from typing import Any
 
 import pytest
 from helpers import make_env
-from kafka.errors import MessageSizeTooLargeError
+from kafka.errors import IllegalGenerationError, MessageSizeTooLargeError
 
 from consumer.config import Settings
+from consumer.errors import OffsetsRefusedError
 from consumer.runtime.host import _quorum_leader_time_ms
 from consumer.runtime.kafka import (
+    REBALANCED,
     REFUSED_FOR_GOOD,
     Admin,
     Clients,
@@ -47,6 +49,7 @@ from consumer.runtime.kafka.clients import (
     consumer_config,
     restore_consumer_config,
 )
+from consumer.runtime.kafka.mapping import MappedConsumer
 from consumer.runtime.kafka.preflight import connect_admin
 from consumer.runtime.kafka.producer import ProducerHandle
 from consumer.runtime.records import Output
@@ -440,3 +443,146 @@ def test_a_transactional_partition_read_to_its_end_is_positioned_at_the_end_offs
     records = backend.poll_until(reader, at_end, "the end offset")
     assert len(records) == 300
     assert [r.value for r in records[:2]] == [b"v0-0", b"v0-1"]
+
+
+@pytest.fixture(params=["kafka-python", "confluent"])
+def real_backend(
+    request: pytest.FixtureRequest, unique_name: Callable[[str], str]
+) -> Iterator[Backend]:
+    """The real clients only: the fakes model no group generations."""
+    made = _real_backend(request, unique_name)
+    yield made
+    for close in reversed(made.closers):
+        with contextlib.suppress(Exception):
+            close()
+
+
+def _group_state(bootstrap: str, group: str) -> tuple[str, int]:
+    """The group's state and member count as its coordinator describes them."""
+    from kafka import KafkaAdminClient  # noqa: PLC0415 - conftest imported it under its filter
+
+    with KafkaAdminClient(bootstrap_servers=bootstrap) as admin:
+        described = admin.describe_groups([group])[group]
+    return str(described.get("group_state") or described.get("state")), len(described["members"])
+
+
+def test_offsets_of_a_generation_a_rebalance_ended_are_refused_and_the_batch_runs_again(
+    real_backend: Backend, kafka_bootstrap: str
+) -> None:
+    """The exactly-once race (loop.py, OffsetsRefusedError): member A reads its group metadata
+    for the open transaction's offsets, a second member joins and the rebalance completes (on
+    librdkafka in A's background thread, A not polling; kafka-python rejoins inside A's poll),
+    then the offsets reach the group coordinator with A's ended generation. The client's error
+    is one ProducerHandle classifies as REBALANCED: it aborts and raises OffsetsRefusedError,
+    nothing of the transaction is visible to read_committed readers, no offset is committed,
+    and the same producer then runs the batch again in a new transaction with the metadata of
+    the new generation (the service's re-run, without a restart)."""
+    backend = real_backend
+    source, sink = backend.topic(partitions=2), backend.topic(partitions=1)
+    tps = [TopicPartition(source, 0), TopicPartition(source, 1)]
+    group = backend.unique_name("group")
+    a = MappedConsumer(backend.member(group))  # the service's group member: errors mapped
+    a.subscribe([source])
+    a.topics()
+    backend.poll_until(a, lambda _: a.assignment() == set(tps), "A's assignment")
+
+    settings = dataclasses.replace(backend.settings, processing_guarantee="exactly_once")
+    handle = ProducerHandle(backend.clients, settings, backend.unique_name("txn")[-40:])
+    backend.closers.append(lambda: handle.close(1.0))
+    outputs = [Output(sink, b"k%d" % i, b"v%d" % i, partition=0) for i in range(5)]
+    offsets = {tp: OffsetAndMetadata(3, "", -1) for tp in tps}
+    members_before = _group_state(kafka_bootstrap, group)
+    assert members_before == ("Stable", 1), members_before
+
+    def metadata_then_rebalance() -> Any:
+        metadata = a.group_metadata()  # what the service reads for send_offsets_to_transaction
+        b = backend.member(group)
+        b.subscribe([source])
+        deadline = time.monotonic() + REAL_WAIT_S
+        while _group_state(kafka_bootstrap, group) != ("Stable", 2):
+            assert time.monotonic() < deadline, "the rebalance did not complete"
+            b.poll(timeout_ms=POLL_MS)
+            if backend.name == "kafka-python":
+                a.poll(timeout_ms=0)  # kafka-python rejoins only inside poll()
+        return metadata
+
+    failures: list[int] = []
+    with pytest.raises(OffsetsRefusedError) as refused:
+        handle.transaction(
+            outputs, lambda: None, offsets, metadata_then_rebalance, lambda: failures.append(1)
+        )
+    assert failures == [1]
+    refusal = refused.value.__context__  # the client's error, mapped by the adapter
+    assert isinstance(refusal, REBALANCED), refusal
+    if backend.name == "confluent":
+        # librdkafka: ILLEGAL_GENERATION from TxnOffsetCommit, an abortable transaction error
+        # (neither fatal nor a fenced producer), raised by send_offsets_to_transaction itself
+        assert isinstance(refusal, IllegalGenerationError), refusal
+        [raw] = refusal.__cause__.args
+        assert (raw.txn_requires_abort(), raw.fatal()) == (True, False)
+
+    reader = backend.reader()
+    sink_tp = TopicPartition(sink, 0)
+    reader.assign([sink_tp])
+    reader.seek_to_beginning(sink_tp)
+    assert backend.poll_for(reader) == []  # aborted: nothing visible under read_committed
+    assert [a.committed(tp) for tp in tps] == [None, None]
+
+    # the re-run: the same producer, a new transaction, the new generation's metadata
+    handle.transaction(outputs, lambda: None, offsets, a.group_metadata, lambda: None)
+    records = backend.poll_until(reader, lambda got: len(got) >= 5, "the re-run's records")
+    assert [r.value for r in records] == [o.value for o in outputs]
+    assert [a.committed(tp) for tp in tps] == [3, 3]
+
+
+KAFKA_PYTHON_LEFT_MEMBER = (
+    "kafka-python 3.0.12: the group metadata of a dynamic member that left the group "
+    "(max.poll.interval.ms exceeded) has no member id nor generation (reset_generation), and the "
+    "coordinator accepts transactional offsets without them (pre-KIP-447 producers): the offsets "
+    "of partitions another member owns are committed"
+)
+
+
+def test_offsets_of_a_member_that_left_the_group_are_refused(
+    real_backend: Backend, kafka_bootstrap: str, request: pytest.FixtureRequest
+) -> None:
+    """Member A does not poll for longer than max.poll.interval.ms (a batch stuck in a slow
+    transaction): it leaves the group and B takes both partitions. The transaction A then
+    ends must not commit offsets of partitions B owns: refused as a rebalance (OffsetsRefusedError
+    after the abort), nothing committed, nothing visible. librdkafka's metadata is refused by
+    the coordinator (UNKNOWN_MEMBER_ID); kafka-python's is accepted (xfail)."""
+    backend = real_backend
+    if backend.name == "kafka-python":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=KAFKA_PYTHON_LEFT_MEMBER))
+    source, sink = backend.topic(partitions=2), backend.topic(partitions=1)
+    tps = [TopicPartition(source, 0), TopicPartition(source, 1)]
+    group = backend.unique_name("group")
+    short = dataclasses.replace(
+        backend.settings.tuning,
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=500,
+        max_poll_interval_ms=2000,  # librdkafka: at least the session timeout
+    )
+    member_settings = dataclasses.replace(backend.settings, group_id=group, tuning=short)
+    a = MappedConsumer(backend.clients.consumer(**consumer_config(member_settings, DEFAULT_ID)))
+    backend.closers.append(lambda: a.close(autocommit=False))
+    a.subscribe([source])
+    a.topics()
+    backend.poll_until(a, lambda _: a.assignment() == set(tps), "A's assignment")
+
+    settings = dataclasses.replace(backend.settings, processing_guarantee="exactly_once")
+    handle = ProducerHandle(backend.clients, settings, backend.unique_name("txn")[-40:])
+    backend.closers.append(lambda: handle.close(1.0))
+    b = backend.member(group)
+    b.subscribe([source])
+    backend.poll_until(b, lambda _: b.assignment() == set(tps), "B's taking both partitions")
+
+    outputs = [Output(sink, b"k", b"v", partition=0)]
+    offsets = {tp: OffsetAndMetadata(3, "", -1) for tp in tps}
+    with pytest.raises(OffsetsRefusedError):
+        handle.transaction(outputs, lambda: None, offsets, a.group_metadata, lambda: None)
+    assert [b.committed(tp) for tp in tps] == [None, None]
+    reader = backend.reader()
+    reader.assign([TopicPartition(sink, 0)])
+    reader.seek_to_beginning(TopicPartition(sink, 0))
+    assert backend.poll_for(reader) == []

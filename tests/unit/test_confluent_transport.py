@@ -11,7 +11,7 @@ import pytest
 
 from consumer.config import Settings
 from consumer.errors import ConfigError
-from consumer.runtime.kafka import FENCED, REFUSED_FOR_GOOD, errors
+from consumer.runtime.kafka import FENCED, REBALANCED, REFUSED_FOR_GOOD, errors
 from consumer.runtime.kafka.clients import (
     KafkaClients,
     clients_for,
@@ -39,13 +39,15 @@ class TestSetting:
         with pytest.raises(ConfigError, match="HER2_KAFKA_CLIENT must be one of"):
             Settings.from_env({"HER2_KAFKA_CLIENT": "librdkafka"})
 
-    def test_confluent_refuses_exactly_once_and_names_the_way_out(self) -> None:
-        with pytest.raises(ConfigError, match=r"at_least_once only.*kafka-python for exactly_once"):
-            Settings.from_env(
-                {"HER2_KAFKA_CLIENT": "confluent", "HER2_PROCESSING_GUARANTEE": "exactly_once"}
-            )
-        ok = {"HER2_KAFKA_CLIENT": "kafka-python", "HER2_PROCESSING_GUARANTEE": "exactly_once"}
-        assert Settings.from_env(ok).exactly_once
+    @pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+    def test_exactly_once_is_accepted_on_either_client(self, client: str) -> None:
+        # confluent was refused until its recovery from a rebalance under an open transaction
+        # (librdkafka rejoins in the background: ILLEGAL_GENERATION on the offsets, abort, re-run)
+        # was proven on a real broker: tests/integration/test_client_contract.py
+        env = {"HER2_KAFKA_CLIENT": client, "HER2_PROCESSING_GUARANTEE": "exactly_once"}
+        settings = Settings.from_env(env)
+        assert settings.exactly_once
+        assert settings.kafka_client == client
 
     def test_confluent_without_the_package_names_the_variable_and_the_extra(
         self, monkeypatch: pytest.MonkeyPatch
@@ -162,6 +164,28 @@ class TestErrors:
         assert isinstance(confluent.kafka_error(err, commit=True), errors.CommitFailedError)
         rebalance = confluent.kafka_error(_err(ck.KafkaError.REBALANCE_IN_PROGRESS), commit=True)
         assert isinstance(rebalance, errors.RebalanceInProgressError)
+
+    @pytest.mark.parametrize(
+        "code", [ck.KafkaError.ILLEGAL_GENERATION, ck.KafkaError.UNKNOWN_MEMBER_ID]
+    )
+    def test_transaction_offsets_a_rebalance_refused_are_rebalanced_not_fatal(
+        self, code: int
+    ) -> None:
+        # send_offsets_to_transaction after the group's generation ended (or the member left):
+        # librdkafka raises the broker's code as an abortable transaction error (seen on a real
+        # broker, tests/integration/test_client_contract.py). ProducerHandle aborts it and
+        # raises OffsetsRefusedError for REBALANCED; the producer stays usable
+        producer = confluent.ConfluentProducer.__new__(confluent.ConfluentProducer)
+        producer.fatal = None
+        raw = ck.KafkaError(code, "reason", txn_requires_abort=True)
+
+        def send_offsets() -> None:
+            raise ck.KafkaException(raw)
+
+        with pytest.raises(errors.KafkaError) as refused:
+            producer.run(send_offsets)
+        assert isinstance(refused.value, REBALANCED)
+        assert producer.fatal is None
 
     def test_a_broker_away_is_retriable_as_in_kafka_python(self) -> None:
         # librdkafka calls _TRANSPORT not retriable; kafka-python's KafkaConnectionError is,
