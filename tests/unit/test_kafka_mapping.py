@@ -17,6 +17,7 @@ from kafka.errors import (
     RebalanceInProgressError,
     TopicAuthorizationFailedError,
 )
+from kafka.structs import ConsumerGroupMetadata
 
 from consumer.errors import BrokerError, CommitRefusedError, Her2Error, InvalidEvent, kind_of
 from consumer.runtime.kafka import TopicPartition
@@ -140,3 +141,40 @@ def test_clients_wrap_consumer_and_admin_but_not_the_producer() -> None:
     assert isinstance(clients.consumer(), MappedConsumer)
     assert isinstance(clients.admin(), MappedAdmin)
     assert clients.producer() == "producer"
+
+
+class Metadata:
+    """A consumer whose group_metadata() returns kafka-python's snapshot."""
+
+    def __init__(self, group_id: str | None, generation_id: int) -> None:
+        self.snapshot = ConsumerGroupMetadata(
+            group_id=group_id, generation_id=generation_id, member_id="", group_instance_id=None
+        )
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return self.snapshot
+
+
+@pytest.mark.parametrize(
+    ("group_id", "generation", "refused"),
+    [
+        ("her2-group", -1, True),  # a member that left its group: kafka-python reset it
+        ("her2-group", 7, False),  # a member of the group's current generation
+        ("her2-group", 0, False),
+        (None, -1, False),  # no group at all (assign()): nothing to refuse
+    ],
+)
+def test_group_metadata_without_a_generation_is_refused_as_a_rebalance(
+    group_id: str | None, generation: int, refused: bool
+) -> None:
+    """The coordinator accepts transactional offsets without a generation, so the metadata of a
+    member that left the group would commit offsets of partitions another member owns: refused
+    (CommitRefusedError, the transaction aborted and its batch run again)."""
+    consumer = Metadata(group_id, generation)
+    mapped_consumer = MappedConsumer(consumer)  # type: ignore[arg-type]
+    if not refused:
+        assert mapped_consumer.group_metadata() is consumer.snapshot
+        return
+    with pytest.raises(CommitRefusedError) as caught:
+        mapped_consumer.group_metadata()
+    assert (caught.value.kind, caught.value.retriable) == ("NoGroupGeneration", False)

@@ -28,6 +28,10 @@ from consumer.runtime.kafka import (
     TopicPartition,
 )
 
+# the `kind` (error_type) of a transaction's offsets refused before they are sent: the group
+# member has no generation (it is not in the group now)
+NO_GENERATION = "NoGroupGeneration"
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -113,8 +117,23 @@ class MappedConsumer:
         return mapped(self.wrapped.committed, partition, timeout_ms=timeout_ms)
 
     def group_metadata(self) -> Any:
-        """KafkaConsumer.group_metadata."""
-        return mapped(self.wrapped.group_metadata)
+        """KafkaConsumer.group_metadata; CommitRefusedError for a group member with no
+        generation now (kafka-python resets it when the member left the group, e.g. a batch
+        longer than max.poll.interval.ms): the coordinator accepts transactional offsets without
+        a generation, so a transaction would commit offsets of partitions another member owns.
+        Refused like a commit in a rebalance, the transaction is aborted and its batch runs
+        again (librdkafka's coordinator refuses such offsets itself: UNKNOWN_MEMBER_ID)."""
+        metadata = mapped(self.wrapped.group_metadata)
+        generation = getattr(metadata, "generation_id", None)
+        in_group = getattr(metadata, "group_id", None) is not None
+        if in_group and isinstance(generation, int) and generation < 0:
+            raise CommitRefusedError(
+                "the consumer has no group generation (it left the group): its transaction's "
+                "offsets are refused",
+                kind=NO_GENERATION,
+                retriable=False,
+            )
+        return metadata
 
     def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
         """KafkaConsumer.close."""

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from consumer.config import Settings
 from consumer.errors import (
+    CommitRefusedError,
     FencedError,
     OffsetsRefusedError,
     OutputRefusedError,
@@ -241,7 +242,9 @@ class ProducerHandle:
                 raise OutputRefusedError(refused) from None
             if isinstance(exc, PublishError):
                 raise
-            if isinstance(exc, REBALANCED):
+            if isinstance(exc, (*REBALANCED, CommitRefusedError)):
+                # the group's generation ended under the transaction (the client's own error
+                # from sending the offsets, or our mapped consumer's refusal of its metadata)
                 raise OffsetsRefusedError(kind_of(exc)) from None
             raise PublishError(f"the transaction failed ({kind_of(exc)}) and was aborted") from None
 
