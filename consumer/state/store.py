@@ -146,7 +146,14 @@ class PartCodec:
         )
 
     def decode(self, value: bytes) -> tuple[str, Part]:
-        """(patient_id, an Accession or the patient-wide (seq, alerts)); HistoryRecordError."""
+        """(patient_id, an Accession or the patient-wide (seq, alerts)); HistoryRecordError.
+        By hand, or by fastavro (anything unusual, and every error): the same parts."""
+        try:
+            return binary.decode(self._header, value)
+        except Exception:
+            return self._decode(value)
+
+    def _decode(self, value: bytes) -> tuple[str, Part]:
         try:
             record = self._decoder.decode(value)
         except DecodeError as exc:

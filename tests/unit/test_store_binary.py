@@ -254,12 +254,79 @@ class TestEncode:
         assert binary.encode_patient(HEADER, state) == fastavro_patient(state)
 
 
+class TestDecode:
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    @given(accessions(), patients())
+    def test_the_fast_path_reads_what_fastavro_reads(
+        self, acc: Accession, state: PatientState
+    ) -> None:
+        """The same parts: equal values of the same types in the same order (repr)."""
+        for value in (fastavro_accession("p", acc), fastavro_patient(state)):
+            assert repr(binary.decode(HEADER, value)) == repr(part_codec()._decode(value))
+
+    @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+    @given(accessions(), st.data())
+    def test_a_damaged_value_reads_as_fastavro_reads_it(
+        self, acc: Accession, data: st.DataObject
+    ) -> None:
+        """A byte changed, cut or added anywhere: the same part or the same error."""
+        value = bytearray(fastavro_accession("p", acc))
+        at = data.draw(st.integers(0, len(value) - 1))
+        how = data.draw(st.sampled_from(["set", "cut", "add"]))
+        if how == "set":
+            value[at] = data.draw(st.integers(0, 255))
+        elif how == "cut":
+            del value[at:]
+        else:
+            value[at:at] = data.draw(st.binary(min_size=1, max_size=3))
+        damaged = bytes(value)
+        assert outcome(part_codec().decode, damaged) == outcome(part_codec()._decode, damaged)
+
+    @given(st.binary(max_size=40))
+    def test_any_bytes_read_as_fastavro_reads_them(self, value: bytes) -> None:
+        for candidate in (value, HEADER + value):
+            expected = outcome(part_codec()._decode, candidate)
+            assert outcome(part_codec().decode, candidate) == expected
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            pytest.param(b"\x02p\x00\x00\x02\x02c\x00\x02\x02s\x02d\x00\x00", id="bool-byte-2"),
+            pytest.param(b"\x02p\x00" + b"\xff" * 9 + b"\x02\x00", id="past-64-bits"),
+            pytest.param(b"\x02p\x00" + b"\xff" * 10 + b"\x01\x00", id="eleven-byte-varint"),
+            pytest.param(
+                b"\x02p\x00\x00\x01\x14\x02c\x00\x01\x02s\x02d\x00\x00", id="negative-count"
+            ),
+            pytest.param(b"\x02p\x00\x00\x00\x00", id="left-over"),
+            pytest.param(b"\x02p\x04", id="union-branch-2"),
+            pytest.param(b"\x02\xff\x00\x00\x00", id="invalid-utf8"),
+            pytest.param(b"\x03p\x00\x00\x00", id="negative-length"),
+        ],
+    )
+    def test_what_it_does_not_take_goes_to_fastavro(self, body: bytes) -> None:
+        value = HEADER + body
+        with pytest.raises(Exception):  # noqa: B017, PT011 - NotFast or a read that failed
+            binary.decode(HEADER, value)
+        assert outcome(part_codec().decode, value) == outcome(part_codec()._decode, value)
+
+    def test_arrays_in_several_blocks_read_as_fastavro_reads_them(self) -> None:
+        # patient "p", seq 0, alerts: a block of 1 alert, then a block of 1, then the end
+        def alert(code: bytes) -> bytes:
+            return b"\x02" + code + b"\x02\x01\x02s\x02d\x00"
+
+        value = HEADER + b"\x02p\x00\x00" + b"\x02" + alert(b"c") + b"\x02" + alert(b"e") + b"\x00"
+        with pytest.raises(binary.NotFast):  # single blocks only: the rest is fastavro's
+            binary.decode(HEADER, value)
+        assert repr(part_codec().decode(value)) == repr(part_codec()._decode(value))
+        assert len(part_codec().decode(value)[1][1]) == 2  # type: ignore[arg-type]
+
+
 def test_a_synthetic_run_takes_the_fast_path_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the pipeline builds (and every changelog record it leads to) never falls back to
     fastavro, so the store's cost is the fast path's."""
     slow: list[str] = []
     codec = part_codec()
-    for name in ("_encode_accession", "_encode_patient"):
+    for name in ("_encode_accession", "_encode_patient", "_decode"):
         original = getattr(codec, name)
 
         def counted(*args: Any, _name: str = name, _original: Any = original) -> Any:
