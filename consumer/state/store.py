@@ -103,7 +103,8 @@ Part = Accession | tuple[int, Mapping[str, AlertState]]  # a decoded part: acces
 
 
 class PartCodec:
-    """Patient parts <-> single-object Avro of schemas/patient_history.avsc."""
+    """Patient parts <-> single-object Avro of schemas/patient_history.avsc: written and read
+    by hand (consumer/state/binary.py) where that is sure to match fastavro, by fastavro else."""
 
     def __init__(self) -> None:
         schema = parsed_schema(PATIENT_HISTORY)
