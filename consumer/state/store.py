@@ -34,6 +34,7 @@ from json.encoder import encode_basestring
 from typing import Final, NamedTuple
 
 from consumer.avro.codec import Decoder, Encoder
+from consumer.avro.wire import frame_single_object, schema_fingerprint
 from consumer.clinical.model import Event, Outcome, Record
 from consumer.clinical.patient import (
     AcceptedReport,
@@ -46,6 +47,7 @@ from consumer.clinical.patient import (
 from consumer.clinical.pipeline import Pipeline, utc_now
 from consumer.errors import DecodeError, Her2Error
 from consumer.resources import PATIENT_HISTORY, parsed_schema
+from consumer.state import binary
 from consumer.state.backends import CommittedStates, MemoryStates
 
 PATIENT_PART = "P"
@@ -101,20 +103,36 @@ Part = Accession | tuple[int, Mapping[str, AlertState]]  # a decoded part: acces
 
 
 class PartCodec:
-    """Patient parts <-> single-object Avro of schemas/patient_history.avsc."""
+    """Patient parts <-> single-object Avro of schemas/patient_history.avsc: written and read
+    by hand (consumer/state/binary.py) where that is sure to match fastavro, by fastavro else."""
 
     def __init__(self) -> None:
         schema = parsed_schema(PATIENT_HISTORY)
         self._encoder = Encoder("single-object", schema)
         self._decoder = Decoder("single-object", schema)
+        self._header = frame_single_object(schema_fingerprint(schema), b"")
 
     def encode_patient(self, state: PatientState) -> bytes:
+        """The value of the patient-wide part (by hand, or by fastavro: the same bytes)."""
+        try:
+            return binary.encode_patient(self._header, state)
+        except Exception:
+            return self._encode_patient(state)
+
+    def encode_accession(self, patient_id: str, acc: Accession) -> bytes:
+        """The value of an accession part (by hand, or by fastavro: the same bytes)."""
+        try:
+            return binary.encode_accession(self._header, patient_id, acc)
+        except Exception:
+            return self._encode_accession(patient_id, acc)
+
+    def _encode_patient(self, state: PatientState) -> bytes:
         part = {"seq": state.seq, "alerts": [_alert_out(a) for a in state.alerts.values()]}
         return self._encoder.encode(
             {"patient_id": state.patient_id, "part": ("health.her2.state.PatientPart", part)}
         )
 
-    def encode_accession(self, patient_id: str, acc: Accession) -> bytes:
+    def _encode_accession(self, patient_id: str, acc: Accession) -> bytes:
         # The record branches of the unions are named (fastavro's tuple notation): the same
         # bytes, without fastavro trying each branch against the datum (a quarter of the cost).
         part = {
@@ -129,7 +147,14 @@ class PartCodec:
         )
 
     def decode(self, value: bytes) -> tuple[str, Part]:
-        """(patient_id, an Accession or the patient-wide (seq, alerts)); HistoryRecordError."""
+        """(patient_id, an Accession or the patient-wide (seq, alerts)); HistoryRecordError.
+        By hand, or by fastavro (anything unusual, and every error): the same parts."""
+        try:
+            return binary.decode(self._header, value)
+        except Exception:
+            return self._decode(value)
+
+    def _decode(self, value: bytes) -> tuple[str, Part]:
         try:
             record = self._decoder.decode(value)
         except DecodeError as exc:
