@@ -396,3 +396,64 @@ class TestConsumer:
         assert consumer.position(tp) == 7
         assert consumer.position(tp) == 7
         assert fake.committed_asked == 1
+
+
+class _Queue:
+    """librdkafka's producer handle: produce() refuses with `refusals` first (BufferError for a
+    full local queue, a KafkaException), then queues; poll() counts the waits."""
+
+    def __init__(self, *refusals: BaseException) -> None:
+        self.refusals = list(refusals)
+        self.queued: list[tuple[str, dict[str, Any]]] = []
+        self.polls = 0
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        if self.refusals:
+            raise self.refusals.pop(0)
+        self.queued.append((topic, kwargs))
+
+    def poll(self, timeout: float) -> int:
+        self.polls += 1
+        return 0
+
+
+def _producer(queue: _Queue, block_s: float = 5.0) -> Any:
+    producer = confluent.ConfluentProducer.__new__(confluent.ConfluentProducer)
+    producer.fatal = None
+    producer.handle = queue
+    producer._block_s = block_s
+    return producer
+
+
+class TestSend:
+    def test_a_record_is_queued_with_kafka_pythons_arguments_translated(self) -> None:
+        queue = _Queue()
+        future = _producer(queue).send("t", key=b"k", value=b"v", partition=None)
+        [(topic, kwargs)] = queue.queued
+        assert topic == "t"
+        assert (kwargs["key"], kwargs["value"], kwargs["partition"]) == (b"k", b"v", -1)
+        assert (kwargs["timestamp"], kwargs["headers"], kwargs["on_delivery"]) == (0, None, future)
+        assert not future.done
+
+    def test_a_full_local_queue_is_waited_on_then_the_record_queued(self) -> None:
+        queue = _Queue(BufferError(), BufferError())
+        future = _producer(queue).send("t", value=b"v", partition=2, timestamp_ms=5)
+        [(_, kwargs)] = queue.queued
+        assert (kwargs["partition"], kwargs["timestamp"], kwargs["on_delivery"]) == (2, 5, future)
+        assert queue.polls == 2  # deliveries served before each new attempt
+        assert not future.done
+
+    def test_a_queue_full_past_max_block_fails_the_future_not_the_call(self) -> None:
+        queue = _Queue(*[BufferError()] * 1000)
+        future = _producer(queue, block_s=0.0).send("t", value=b"v")
+        assert queue.queued == []
+        assert future.done
+        assert isinstance(future.error, errors.KafkaTimeoutError)
+
+    def test_a_librdkafka_refusal_is_raised_as_kafka_pythons(self) -> None:
+        too_large = ck.KafkaException(ck.KafkaError(ck.KafkaError.MSG_SIZE_TOO_LARGE))
+        queue = _Queue(too_large, too_large)
+        with pytest.raises(errors.KafkaError) as refused:
+            _producer(queue).send("t", value=b"v")
+        assert isinstance(refused.value, REFUSED_FOR_GOOD)
+        assert queue.queued == []

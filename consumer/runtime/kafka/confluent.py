@@ -803,7 +803,7 @@ class ConfluentProducer:
                 timestamp=timestamp,
                 headers=headers,
             )
-        except BufferError:  # the local queue is full: wait for deliveries, up to max_block_ms
+        except (BufferError, ck.KafkaException) as exc:
             kwargs = {
                 "value": value,
                 "key": key,
@@ -812,6 +812,10 @@ class ConfluentProducer:
                 "timestamp": timestamp,
                 "headers": headers,
             }
+            if not isinstance(exc, BufferError):
+                self.run(produce, topic, **kwargs)  # raises it as kafka-python's (or succeeds)
+                return future
+            # the local queue is full: wait for deliveries, up to max_block_ms
             deadline = time.monotonic() + self._block_s
             while True:
                 self.run(self.handle.poll, BLOCK_POLL_S)
@@ -821,17 +825,6 @@ class ConfluentProducer:
                 except BufferError:
                     if time.monotonic() > deadline:
                         return future.failed(errors.KafkaTimeoutError("producer queue full"))
-        except ck.KafkaException:  # raised again as kafka-python's (or the record queued)
-            self.run(
-                produce,
-                topic,
-                value=value,
-                key=key,
-                partition=partition,
-                on_delivery=future,
-                timestamp=timestamp,
-                headers=headers,
-            )
         return future
 
     def flush(self, timeout: float | None = None) -> None:
