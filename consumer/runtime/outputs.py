@@ -26,22 +26,12 @@ def encoded_outputs(  # noqa: PLR0917 - one call site, the processor's
     key = record.key
     stamp, origin = input_timestamp(record), (tp, record.offset)
     own = tp.partition
-    topic = topics.classification
-    outputs = [
-        Output(
-            topic,
-            key,
-            codecs.classification.encode(outcome.classification),
-            [],
-            own if topic in copartitioned else None,
-            stamp,
-            origin,
-        )
-    ]
+    encoded = [(topics.classification, codecs.classification.encode(outcome.classification))]
     alert_topic, encoders = topics.alert_topic, codecs.alerts
-    for alert in outcome.alerts:  # per alert: positional arguments, no helper call
+    for alert in outcome.alerts:
         topic = alert_topic(alert["alert_type"])
-        value = encoders[topic].encode(alert)
-        part = own if topic in copartitioned else None
-        outputs.append(Output(topic, key, value, [], part, stamp, origin))
-    return outputs
+        encoded.append((topic, encoders[topic].encode(alert)))
+    return [  # positional arguments, one construction site (per output record)
+        Output(topic, key, value, [], own if topic in copartitioned else None, stamp, origin)
+        for topic, value in encoded
+    ]
