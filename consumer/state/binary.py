@@ -77,7 +77,10 @@ def _long(n: int) -> bytes:
 def _text(s: str) -> bytes:
     if type(s) is not str:
         raise NotFast
-    b = s.encode()
+    try:
+        b = s.encode()
+    except UnicodeEncodeError:  # a lone surrogate: fastavro reports it
+        raise NotFast from None
     n = len(b)
     return (_SMALL[n] if n < _SMALL_MAX else _varint(n)) + b
 
@@ -85,8 +88,10 @@ def _text(s: str) -> bytes:
 def _word(s: str) -> bytes:
     """_text of a value from a small vocabulary (codes, statuses, severities, categories),
     remembered (the first _WORDS_MAX distinct ones)."""
+    if type(s) is not str:
+        raise NotFast
     b = _WORDS.get(s)
-    if b is not None and type(s) is str:
+    if b is not None:
         return b
     b = _text(s)
     if len(_WORDS) < _WORDS_MAX:
@@ -240,6 +245,8 @@ def encode_accession(header: bytes, patient_id: str, acc: Accession) -> bytes:
 
 def encode_patient(header: bytes, state: PatientState) -> bytes:
     """The single-object value of a patient's patient-wide part."""
+    if type(state) is not PatientState:
+        raise NotFast
     return b"".join(
         (header, _text(state.patient_id), _NULL, _long(state.seq), _alerts(state.alerts))
     )

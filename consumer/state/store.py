@@ -116,14 +116,14 @@ class PartCodec:
         """The value of the patient-wide part (by hand, or by fastavro: the same bytes)."""
         try:
             return binary.encode_patient(self._header, state)
-        except Exception:
+        except binary.NotFast:
             return self._encode_patient(state)
 
     def encode_accession(self, patient_id: str, acc: Accession) -> bytes:
         """The value of an accession part (by hand, or by fastavro: the same bytes)."""
         try:
             return binary.encode_accession(self._header, patient_id, acc)
-        except Exception:
+        except binary.NotFast:
             return self._encode_accession(patient_id, acc)
 
     def _encode_patient(self, state: PatientState) -> bytes:
@@ -151,7 +151,8 @@ class PartCodec:
         By hand, or by fastavro (anything unusual, and every error): the same parts."""
         try:
             return binary.decode(self._header, value)
-        except Exception:
+        except Exception:  # any bytes: what the hand reader does not take, malformed values
+            # included, is read (and its error reported) by fastavro
             return self._decode(value)
 
     def _decode(self, value: bytes) -> tuple[str, Part]:
