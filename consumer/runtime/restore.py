@@ -148,12 +148,12 @@ class Restorer:
         rc.assign(changelog)
         for tp in changelog:
             self._seen[tp] = [0, 0]
+        ahead: dict[TopicPartition, list[int]] = {}  # tp -> [skipped, first, last offset]
         try:
             rc.seek_to_beginning(*changelog)
             end = rc.end_offsets(changelog, timeout_ms=timeout_ms)
             remaining = {tp for tp in changelog if rc.position(tp, timeout_ms=timeout_ms) < end[tp]}
             count = 0
-            ahead: dict[TopicPartition, list[int]] = {}  # tp -> [skipped, first, last offset]
             while remaining:
                 if self._stopping():
                     return None
@@ -175,19 +175,9 @@ class Restorer:
                 for tp in list(remaining):
                     if rc.position(tp, timeout_ms=timeout_ms) >= end[tp]:
                         remaining.discard(tp)
-            for tp, (skipped, first, last) in sorted(ahead.items()):
-                # one warning per partition and restore, not one per record (a stop between
-                # the changelog and the commit leaves up to a batch's worth of them)
-                log.warning(
-                    events.HISTORY_RECORD_AHEAD,
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    count=skipped,
-                    first_offset=first,
-                    last_offset=last,
-                )
             return count
         finally:
+            _log_ahead(ahead)  # also when stopped, past the deadline or failed
             rc.assign([])
 
     def _skip_ahead(
@@ -227,6 +217,20 @@ class Restorer:
             reader.close(autocommit=False, timeout_ms=self._settings.tuning.request_timeout_ms)
         except Exception as exc:
             log.warning(events.RESTORE_CONSUMER_CLOSE_FAILED, error_type=kind_of(exc))
+
+
+def _log_ahead(ahead: dict[TopicPartition, list[int]]) -> None:
+    """One warning per partition and restore, not one per record (a stop between the changelog
+    and the commit leaves up to a batch's worth of them)."""
+    for tp, (skipped, first, last) in sorted(ahead.items()):
+        log.warning(
+            events.HISTORY_RECORD_AHEAD,
+            topic=tp.topic,
+            partition=tp.partition,
+            count=skipped,
+            first_offset=first,
+            last_offset=last,
+        )
 
 
 def _ahead(record: Any, committed: int | None) -> bool:

@@ -64,7 +64,8 @@ class FakeBroker:
         self.consumers: list[FakeConsumer] = []
         self.producers: list[FakeProducer] = []
         self.admins: list[FakeAdmin] = []
-        self.stalled: set[str] = set()  # topics whose records never arrive (a stuck fetch)
+        # topics (names) or partitions (TopicPartition) whose records never arrive (a stuck fetch)
+        self.stalled: set[str | TopicPartition] = set()
         self.refusals: list[tuple[str, BaseException, Callable[[FakeRecord], bool]]] = []
         # a refusal fails the producer's other records in flight too (kafka-python 3.0.12)
         self.refusal_fails_in_flight = True
@@ -246,7 +247,7 @@ class FakeConsumer:
         limit = max_records or 500
         out: dict[TopicPartition, list[FakeRecord]] = {}
         for tp in sorted(self._assigned - self.paused):
-            if tp.topic in self.broker.stalled:
+            if tp.topic in self.broker.stalled or tp in self.broker.stalled:
                 continue
             log = self.broker.topics[tp.topic][tp.partition]
             start = self.positions.get(tp, 0)

@@ -173,6 +173,44 @@ def test_changelog_records_ahead_of_the_committed_offset_are_skipped(harness: Ha
     assert _latest_alerts(harness) == _latest_alerts(reference)
 
 
+def test_records_skipped_before_a_restore_ends_early_are_still_logged(
+    harness: Harness, capsys: object
+) -> None:
+    """A restore past its deadline (one changelog partition stuck) still says what the offset
+    guard skipped on the partitions it did read: the metric alone does not name them."""
+    input_topic, history = harness.settings.topics.input, harness.settings.topics.history
+    harness.broker.create_topic(input_topic, 2)
+    harness.configure(max_poll_records=4)
+    harness.publish(12)
+    assert harness.run() == EXIT_OK  # both changelog partitions hold records
+    harness.publish(12, seed=2)
+    harness.broker.script("commit", lambda: None, RuntimeError("stopped before the commit"))
+    assert harness.run() == EXIT_FAILURE
+    skipped = {}  # changelog partition -> offsets the guard skips
+    for p in range(2):
+        committed = harness.broker.committed[TopicPartition(input_topic, p)]
+        covers = [
+            (r.offset, int(dict(r.headers)[INPUT_OFFSET_HEADER]))
+            for r in harness.broker.topics[history][p]
+        ]
+        skipped[p] = [offset for offset, cover in covers if cover >= committed]
+    [(read, offsets)] = [(p, offsets) for p, offsets in skipped.items() if offsets]
+    harness.broker.stalled.add(TopicPartition(history, 1 - read))
+    harness.configure(tuning={"restore_timeout_s": 0.5})
+
+    assert harness.run() == EXIT_FAILURE
+    [stop] = harness.logged("stopping without committing")
+    assert stop["error_type"] == "HistoryRestoreError"
+    assert "did not reach the end offsets" in capsys.readouterr().err  # type: ignore[attr-defined]
+    assert harness.value("her2_consumer_history_ahead_records_total") == len(offsets)
+    [warning] = harness.logged(
+        "history records ahead of the committed input offset; skipped "
+        "(their input records are processed again)"
+    )
+    assert (warning["partition"], warning["count"]) == (read, len(offsets))
+    assert (warning["first_offset"], warning["last_offset"]) == (offsets[0], offsets[-1])
+
+
 def test_without_a_committed_offset_nothing_is_skipped(harness: Harness) -> None:
     """No committed offset (none yet, or the group's offsets expired): processing restarts from
     the reset policy, and skipping would drop the history, so every record is applied."""
