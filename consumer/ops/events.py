@@ -22,6 +22,9 @@ SHUTDOWN: Final = "shutdown"
 INSTANCE_SLOT_CLAIMED: Final = "instance slot claimed"
 TEST_CRASH_BEFORE_COMMIT: Final = "test hook: killing the process before commit"
 CONSUMER_CLOSE_FAILED: Final = "consumer close failed"
+CONSUMER_REPLACED_AFTER_SESSION_LOST: Final = (
+    "consumer fenced after its group session ended; a new consumer rejoins"
+)
 PRODUCER_FENCED: Final = "producer fenced: another instance uses this transactional id; stopping"
 STOPPING_WITHOUT_COMMITTING: Final = "stopping without committing"
 HISTORY_STORE_FAILED: Final = "history store failed; stopping without committing"

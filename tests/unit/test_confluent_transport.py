@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from consumer.config import Settings
 from consumer.errors import ConfigError
+from consumer.ops import events
 from consumer.runtime.kafka import FENCED, REBALANCED, REFUSED_FOR_GOOD, errors
 from consumer.runtime.kafka.clients import (
     KafkaClients,
@@ -372,11 +374,16 @@ class TestConsumer:
             return fresh
 
         monkeypatch.setattr(ck, "Consumer", new_consumer)
-        assert consumer.poll(timeout_ms=0) == {}
+        with structlog.testing.capture_logs() as logged:
+            assert consumer.poll(timeout_ms=0) == {}
         assert consumer._c is fresh
         assert made[0]["group.instance.id"] == "static-1"
         tp0 = confluent.TopicPartition("t", 0)
         assert told == [("assigned", {tp0}), ("lost", {tp0})]
+        # operators are told, by a declared event (docs/operations.md), with the error's name
+        [warning] = [line for line in logged if line["log_level"] == "warning"]
+        assert warning["event"] == events.CONSUMER_REPLACED_AFTER_SESSION_LOST
+        assert warning["error_type"] == "_FATAL"
 
     def test_a_static_member_fenced_while_it_held_its_member_id_stops(self) -> None:
         # another process with the same HER2_INSTANCE_ID: raised, the service stops

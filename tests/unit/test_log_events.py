@@ -14,12 +14,15 @@ from consumer.ops import events
 
 PACKAGE = Path(__file__).resolve().parents[2] / "consumer"
 LEVELS = frozenset({"debug", "info", "warning", "error", "critical", "exception", "msg", "log"})
+OPERATOR_LEVELS = frozenset({"warning", "error", "critical", "exception"})
 MODULES = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py"))
 DECLARED = {name: value for name, value in vars(events).items() if name.isupper()}
 
 
 def _log_calls(tree: ast.AST) -> list[ast.Call]:
-    """Calls `log.<level>(...)`: the loggers of consumer/ are all bound to the name `log`."""
+    """Calls `log.<level>(...)`: the loggers of consumer/ are all bound to the name `log`; and
+    warnings or errors on any other `*_log` (a stdlib logger kept for a client's debug chatter
+    must not carry what operators are told)."""
     return [
         node
         for node in ast.walk(tree)
@@ -27,7 +30,10 @@ def _log_calls(tree: ast.AST) -> list[ast.Call]:
         and isinstance(node.func, ast.Attribute)
         and node.func.attr in LEVELS
         and isinstance(node.func.value, ast.Name)
-        and node.func.value.id == "log"
+        and (
+            node.func.value.id == "log"
+            or (node.func.value.id.endswith("_log") and node.func.attr in OPERATOR_LEVELS)
+        )
     ]
 
 
@@ -97,6 +103,7 @@ def test_used_events_are_declared_and_texts_unique() -> None:
         pytest.param('log.warning(f"partitions {kind}")', id="f-string"),
         pytest.param("log.error(name)", id="variable"),
         pytest.param('log.info(events.STARTED if x else "stopped")', id="half-literal"),
+        pytest.param('_log.warning("fenced (%s)", name)', id="stdlib-logger-warning"),
     ],
 )
 def test_the_scan_catches_a_literal_event(source: str) -> None:

@@ -52,6 +52,8 @@ from typing import Any, Final
 
 import confluent_kafka as ck  # no type hints (pyproject: ignore_missing_imports)
 
+from consumer.ops import events
+from consumer.ops.logs import get_logger
 from consumer.runtime.kafka import (
     Admin,
     ConsumerRecord,
@@ -68,7 +70,8 @@ METADATA_CACHE_S: Final = 5.0  # how long partitions_for_topic trusts a metadata
 BLOCK_POLL_S: Final = 0.05  # one wait of a blocked send or get() for the delivery reports
 WATERMARK_RETRY_S: Final = 0.1  # between two asks of a partition's watermarks (retriable errors)
 
-_log = logging.getLogger("her2.kafka.confluent")
+_log = logging.getLogger("her2.kafka.confluent")  # client chatter, at debug level only
+log = get_logger("her2.service")
 _librdkafka_log = logging.getLogger("kafka.librdkafka")  # as kafka-python's, client noise
 
 # librdkafka's local error codes (negative), by name: the kafka-python class closest to each
@@ -535,11 +538,7 @@ class ConfluentConsumer:
             self._listener.on_partitions_lost(lost)
         self._c = _call(ck.Consumer, self._conf)
         self._subscribe()
-        _log.warning(
-            "consumer fenced after its group session ended (%s: %s); a new consumer rejoins",
-            err.name(),
-            err.str(),
-        )
+        log.warning(events.CONSUMER_REPLACED_AFTER_SESSION_LOST, error_type=err.name())
 
     def _drained(self) -> None:
         """A poll waited and found nothing: every record fetched before the partition EOF
