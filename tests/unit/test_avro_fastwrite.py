@@ -404,6 +404,45 @@ def test_each_supported_construct(schema: dict[str, Any], datum: dict[str, Any])
     assert_like_fastavro(parsed, datum)
 
 
+_LONG = _record(("l", "long"))
+_MAP = _record(("m", {"type": "map", "values": "long"}))
+
+SYNTHETIC_HOSTILE = [
+    pytest.param(_LONG, {"l": True}, id="bool-for-long"),
+    pytest.param(_LONG, {"l": 1.0}, id="float-for-long"),
+    pytest.param(_LONG, {"l": "1"}, id="str-for-long"),
+    pytest.param(_LONG, {"l": LONG_MAX + 1}, id="past-long-max"),
+    pytest.param(_LONG, {"l": LONG_MIN - 1}, id="past-long-min"),
+    pytest.param(_record(("u", ["null", "long"])), {"u": False}, id="bool-for-long-in-union"),
+    pytest.param(_record(("u", ["null", "long"])), {"u": 2**63}, id="past-long-max-in-union"),
+    pytest.param(_record(("n", "null")), {"n": 0}, id="zero-for-null"),
+    pytest.param(_record(("n", "null")), {"n": ""}, id="empty-string-for-null"),
+    pytest.param(_MAP, {"m": [("k", 1)]}, id="pairs-for-map"),
+    pytest.param(_MAP, {"m": Record(k=1)}, id="dict-subclass-for-map"),
+    pytest.param(_MAP, {"m": {1: 1}}, id="int-key"),
+    pytest.param(_MAP, {"m": {Text("k"): 1}}, id="str-subclass-key"),
+    pytest.param(_MAP, {"m": {"k": True}}, id="bool-value"),
+    pytest.param(_MAP, {"m": None}, id="none-for-map"),
+    pytest.param(_record(("r", _INNER)), {"r": {"s": 1}}, id="nested-wrong-type"),
+    pytest.param(_record(("r", _INNER)), {"r": {}}, id="nested-missing-key"),
+    pytest.param(
+        _record(("a", {"type": "array", "items": _INNER})),
+        {"a": [{"s": "x"}, {"s": "y", "t": 1}]},
+        id="extra-key-in-array-item",
+    ),
+]
+
+
+@pytest.mark.parametrize(("schema", "datum"), SYNTHETIC_HOSTILE)
+def test_a_hostile_datum_of_a_synthetic_schema(schema: dict[str, Any], datum: Any) -> None:
+    parsed = fastavro.parse_schema(schema)
+    writer = compile_writer(parsed)
+    assert writer is not None
+    with pytest.raises(NotFast):
+        writer(datum)
+    assert_like_fastavro(parsed, datum)
+
+
 UNSUPPORTED = [
     pytest.param(_record(("f", "float")), id="float"),
     pytest.param(_record(("d", "double")), id="double"),
