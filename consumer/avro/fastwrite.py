@@ -134,8 +134,7 @@ _LOGICAL: Final[dict[tuple[str, str], Writer]] = {("long", "timestamp-millis"): 
 
 
 def compile_writer(schema: Any) -> Writer | None:
-    """A writer of fastavro-parsed record `schema` (datum -> bytes, or NotFast), or None when
-    the schema uses a construct outside the supported subset."""
+    """The writer of a fastavro-parsed record schema, or None if it is outside the subset."""
     if not isinstance(schema, dict) or schema.get("type") != "record":
         return None
     named: dict[str, Any] = schema.get("__named_schemas", {})
