@@ -5,6 +5,8 @@ few plain types, and fastavro's generic writer walks the schema for every one of
 `compile_writer` walks it once instead, into one small function per field, and refuses (None)
 any schema using a construct outside its subset: records, null, boolean, int, long, string,
 enum, array, map, unions of "null" with one other type, and the timestamp-millis logical type.
+Each string field remembers the bytes of the first 256 values it writes (codes, statuses, titles
+repeat) and timestamps are remembered across records (an event's records share their times).
 
 This is a fast path, never a second definition of the format: a compiled writer takes only
 exact values (`type(x) is str`, an int that is not a bool and fits its Avro type, a known enum
