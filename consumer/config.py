@@ -88,6 +88,11 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_HISTORY_RETENTION_DAYS", "3650", "drop accessions older than this (0 = keep forever)"),
     ("HER2_HISTORY_STORE", DISK, "disk (one sqlite file per partition) | memory"),
     (
+        "HER2_HISTORY_CACHE_PATIENTS",
+        "6144",
+        "patients held decoded across the owned partitions (at most 1,024 per partition)",
+    ),
+    (
         "HER2_STATE_DIR",
         "",
         "directory of the disk history store, not tmpfs (unset = a private temp directory)",
@@ -287,6 +292,7 @@ class Settings:
     http_port: int = 8000
     history_retention_days: int = 3650
     history_store: str = DISK
+    history_cache_patients: int = 6144
     state_dir: Path | None = None  # None: a private directory under the system temp dir
     log_level: str = "INFO"
     max_poll_records: int = 500
@@ -412,6 +418,7 @@ class Settings:
             http_port=env.integer("HER2_HTTP_PORT", 0, _MAX_PORT),
             history_retention_days=env.integer("HER2_HISTORY_RETENTION_DAYS", 0, 100_000),
             history_store=history_store,
+            history_cache_patients=env.integer("HER2_HISTORY_CACHE_PATIENTS", 0, 10_000_000),
             state_dir=state_path,
             log_level=env.choice("HER2_LOG_LEVEL", LOG_LEVELS, upper=True),
             max_poll_records=env.integer("HER2_MAX_POLL_RECORDS", 1, 1_000_000),
@@ -485,6 +492,7 @@ class Settings:
             "http_port": self.http_port,
             "history_retention_days": self.history_retention_days,
             "history_store": self.history_store,
+            "history_cache_patients": self.history_cache_patients,
             "state_dir": str(self.state_dir) if self.state_dir else None,
             "log_level": self.log_level,
             "max_poll_records": self.max_poll_records,

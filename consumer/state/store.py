@@ -55,8 +55,34 @@ ACCESSION_PART = "A"
 _LEN = struct.Struct(">I")
 # Committed patients held decoded, per store. A batch (500 records) touches at most 500
 # patients; this keeps the patients of the last few batches. Each costs its encoded parts plus
-# their decoded objects (measured: about 9 KB per synthetic patient), so ~9 MB per store, flat.
+# their decoded objects (measured: about 9 KB per synthetic patient), so ~9 MB per store, flat;
+# the stores of a process together hold at most their CacheBudget (HER2_HISTORY_CACHE_PATIENTS).
 CACHE_PATIENTS: Final = 1024
+
+
+class CacheBudget:
+    """The decoded patients the history stores of one process hold in all (HER2_HISTORY_CACHE_
+    PATIENTS): each open store keeps at most `per_store`, and fewer once more stores are open
+    than `patients // per_store`, so a process that owns many partitions holds about `patients`
+    in all rather than `per_store` each. A store over a smaller share is trimmed at its next use."""
+
+    def __init__(self, patients: int, per_store: int = CACHE_PATIENTS) -> None:
+        self.patients = max(0, patients)
+        self.per_store = max(0, per_store)
+        # the open stores, by id (set.add / discard are atomic: stores close on the IO thread)
+        self._open: set[int] = set()
+
+    def join(self, store: object) -> None:
+        """A store opened."""
+        self._open.add(id(store))
+
+    def leave(self, store: object) -> None:
+        """A store closed (idempotent)."""
+        self._open.discard(id(store))
+
+    def share(self) -> int:
+        """The most patients one open store may hold decoded now."""
+        return min(self.per_store, self.patients // max(1, len(self._open)))
 
 
 class HistoryRecordError(Her2Error):
@@ -219,7 +245,10 @@ class HistoryStore:
         clock: Callable[[], dt.datetime] = utc_now,
         states: CommittedStates | None = None,
         cache_patients: int = CACHE_PATIENTS,
+        budget: CacheBudget | None = None,
     ) -> None:
+        """`budget` (the runtime's, shared by a process's stores) bounds the cache instead of
+        `cache_patients`."""
         self._codec = part_codec()
         self._states: CommittedStates = MemoryStates() if states is None else states
         self._live: dict[str, _Live] = {}
@@ -229,6 +258,9 @@ class HistoryStore:
         # committed patients used last, least recent first (at most cache_patients of them)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_patients = max(0, cache_patients)
+        self._budget = budget
+        if budget is not None:
+            budget.join(self)
         # restore(): the patient whose records are being loaded, written to the backend once
         # its records are done (a changelog holds a patient's records together), not per record
         self._restoring: tuple[str, _Cached] | None = None
@@ -266,6 +298,8 @@ class HistoryStore:
         self._cache.clear()
         self._restoring = None
         self._open = 0
+        if self._budget is not None:
+            self._budget.leave(self)
         self._states.close()
 
     # -- restore ---------------------------------------------------------------------------
@@ -364,7 +398,8 @@ class HistoryStore:
         return entry
 
     def _evict(self) -> None:
-        while len(self._cache) > self._cache_patients:
+        bound = self._cache_patients if self._budget is None else self._budget.share()
+        while len(self._cache) > bound:
             self._cache.popitem(last=False)
 
     # -- the lifecycle ---------------------------------------------------------------------

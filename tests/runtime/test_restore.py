@@ -235,3 +235,24 @@ def test_exactly_once_restores_without_fetching_committed_offsets(harness: Harne
     )
     [restored] = harness.logged("history restored")
     assert restored["records"] == written
+
+
+def test_the_partitions_stores_share_one_cache_budget(harness: Harness) -> None:
+    """HER2_HISTORY_CACHE_PATIENTS bounds the decoded patients of every owned partition's store
+    together (a process owning many partitions does not hold 1,024 per partition)."""
+    harness.broker.create_topic(harness.settings.topics.input, 3)
+    harness.configure(history_cache_patients=6, max_poll_records=10)
+    harness.publish(120)
+    held: list[list[int]] = []
+
+    def look() -> None:
+        assert harness.service is not None
+        caches = [len(store._cache) for store in harness.service.table.stores.values()]
+        if caches:
+            held.append(caches)
+
+    harness.broker.script("poll", *([look] * 40))
+    assert harness.run() == EXIT_OK
+    assert held, "never looked at the stores"
+    assert all(len(caches) == 3 and sum(caches) <= 6 for caches in held), held
+    assert max(sum(caches) for caches in held) == 6, held  # the budget is used, not just kept

@@ -152,6 +152,12 @@ class TestVariables:
                 {"HER2_LOG_LEVEL": "debug"}, "log_level", "DEBUG", id="log-level-any-case"
             ),
             pytest.param({"HER2_MAX_POLL_RECORDS": "50"}, "max_poll_records", 50, id="max-poll"),
+            pytest.param(
+                {"HER2_HISTORY_CACHE_PATIENTS": "0"},
+                "history_cache_patients",
+                0,
+                id="history-cache-off",
+            ),
             pytest.param({"HER2_PUBLISH_RETRIES": "0"}, "publish_retries", 0, id="no-retries"),
             pytest.param({"HER2_INSTANCE_ID": "pod-1"}, "instance_id", "pod-1", id="instance"),
             pytest.param(
@@ -353,6 +359,11 @@ class TestValidation:
                 {"HER2_HISTORY_RETENTION_DAYS": "-5"},
                 "HER2_HISTORY_RETENTION_DAYS",
                 id="retention-negative",
+            ),
+            pytest.param(
+                {"HER2_HISTORY_CACHE_PATIENTS": "lots"},
+                "HER2_HISTORY_CACHE_PATIENTS",
+                id="history-cache-not-a-number",
             ),
             pytest.param({"HER2_INPUT_TOPIC": "bad topic"}, "HER2_INPUT_TOPIC", id="illegal-topic"),
             pytest.param(

@@ -25,6 +25,7 @@ from consumer.resources import PATIENT_HISTORY, parsed_schema
 from consumer.state.backends import BACKENDS, StateDir, open_states
 from consumer.state.store import (
     CACHE_PATIENTS,
+    CacheBudget,
     HistoryStore,
     _alert_out,
     _prior_out,
@@ -171,6 +172,62 @@ class TestCache:
         assert [snapshot(s) for s in stores] == [expected] * 3
         runs = [run(s, events[600:], pipeline) for s in (source, *stores)]
         assert runs[1:] == [runs[0]] * 3
+
+
+class TestCacheBudget:
+    """HER2_HISTORY_CACHE_PATIENTS: the decoded patients of a process's stores together."""
+
+    @pytest.mark.parametrize(
+        ("patients", "per_store", "stores", "share"),
+        [
+            pytest.param(6144, 1024, 1, 1024, id="one-partition-per-store-bound"),
+            pytest.param(6144, 1024, 6, 1024, id="six-partitions-fit"),
+            pytest.param(6144, 1024, 12, 512, id="twelve-partitions-split"),
+            pytest.param(6144, 1024, 0, 1024, id="none-open"),
+            pytest.param(0, 1024, 3, 0, id="off"),
+            pytest.param(10, 1024, 3, 3, id="small"),
+        ],
+    )
+    def test_the_share_of_one_store(
+        self, patients: int, per_store: int, stores: int, share: int
+    ) -> None:
+        budget = CacheBudget(patients, per_store)
+        for n in range(stores):
+            budget.join(n)
+        assert budget.share() == share
+
+    def test_the_stores_of_a_process_hold_the_budget_in_all(
+        self, state_dir: StateDir, events: list[Event], pipeline: Pipeline
+    ) -> None:
+        budget = CacheBudget(12, per_store=8)
+        stores = [
+            HistoryStore(states=open_states("disk", state_dir, f"p{n}"), budget=budget)
+            for n in range(3)
+        ]
+        for at in range(0, 300, 30):
+            for i, event in enumerate(events[at : at + 30]):
+                stores[i % 3].apply(copy.deepcopy(event), pipeline)
+            for store in stores:
+                store.take_dirty()
+            assert [len(store._cache) for store in stores] == [4, 4, 4]
+        # two partitions revoked: the one left may hold its own bound again
+        stores[1].close()
+        stores[2].close()
+        stores[2].close()  # idempotent
+        run(stores[0], events[300:400], pipeline, batch=50)
+        assert len(stores[0]._cache) == 8
+        stores[0].close()
+
+    def test_a_budgeted_store_publishes_what_an_unbudgeted_one_does(
+        self, events: list[Event], pipeline: Pipeline
+    ) -> None:
+        budget = CacheBudget(2)
+        budgeted = HistoryStore(budget=budget)
+        crowd = [HistoryStore(budget=budget) for _ in range(3)]  # its share: 2 // 4 = 0
+        assert run(budgeted, events[:300], pipeline) == run(HistoryStore(), events[:300], pipeline)
+        assert len(budgeted._cache) == 0
+        for store in crowd:
+            store.close()
 
 
 @given(st.text(), st.text())
