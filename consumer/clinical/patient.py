@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -322,7 +322,7 @@ class _Emitter:
         """The section 8 transition table for every code of `scope`; returns the new states."""
         after = dict(before)
         event = self._event
-        for rule in self._ruleset.scoped(scope):
+        for rule in _candidates(self._ruleset, scope, before, fired):
             code = rule.code
             old = before.get(code)
             values = None
@@ -375,6 +375,25 @@ class _Emitter:
             self.published.append(pub)
             self.records.append(_record(pub, rule, self._ruleset, event, values))
         return after
+
+
+def _candidates(
+    ruleset: RuleSet,
+    scope: str,
+    before: Mapping[str, AlertState],
+    fired: Mapping[str, tuple[str, dict[str, Any]]],
+) -> Sequence[Rule]:
+    """The rules of `scope` that can publish, in the scope's order: those whose code fired or
+    is open (for every other code the transition table does nothing)."""
+    rules = ruleset.scoped(scope)
+    positions = ruleset.positions(scope)
+    if positions is None:
+        return rules
+    at = {positions[code] for code in fired if code in positions}
+    for code, old in before.items():
+        if old.open and code in positions:
+            at.add(positions[code])
+    return [rules[i] for i in sorted(at)]
 
 
 def _fired(

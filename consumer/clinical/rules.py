@@ -235,6 +235,11 @@ class RuleSet:
             scope: frozenset(name for r in members for name in r.reads)
             for scope, members in self._scoped.items()
         }
+        # code -> position in scoped(scope); None for a scope where a code has several rules
+        self._positions: dict[str, dict[str, int] | None] = {}
+        for scope, members in self._scoped.items():
+            positions = {r.code: i for i, r in enumerate(members)}
+            self._positions[scope] = positions if len(positions) == len(members) else None
         for scope, members in self._scoped.items():  # fired_codes never cross scopes
             outside = {code for r in members for code in r.depends_on} - {r.code for r in members}
             if outside:
@@ -271,6 +276,11 @@ class RuleSet:
     def scoped(self, scope: str) -> tuple[Rule, ...]:
         """The rules of one alert scope (REPORT or PATIENT), in evaluation order."""
         return self._scoped[scope]
+
+    def positions(self, scope: str) -> Mapping[str, int] | None:
+        """Alert code -> its rule's position in scoped(scope); None when a code of the scope has
+        more than one rule (a rule set built by hand: the loader refuses that)."""
+        return self._positions[scope]
 
     def reads(self, scope: str) -> frozenset[str]:
         """The facts the rules of one alert scope read (conditions, overrides, notes, texts)."""
