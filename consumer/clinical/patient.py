@@ -401,15 +401,34 @@ def _fired(
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """The rules of `scope` that fire: code -> (severity, content values: the facts the rule
     reads, plus the codes it read through fired_codes)."""
+    # RuleSet.evaluate(facts, ruleset.scoped(scope), details=False), inlined: no Fired objects
     out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for fired in ruleset.evaluate(facts, ruleset.scoped(scope), details=False):
-        rule = fired.rule
-        values = {name: facts.get(name) for name in sorted(rule.reads)}
-        used = fired.fired_codes & rule.depends_on
-        if used:
-            values["fired_codes"] = sorted(used)
-        out[rule.code] = (fired.severity, values)  # one rule per code (the loader checks)
+    fired_codes: set[str] = set()
+    for rule in ruleset.scoped(scope):
+        depends_on = rule.depends_on
+        frozen = frozenset(fired_codes) if depends_on else _NONE_FIRED
+        if rule.when(facts, frozen):
+            fired_codes.add(rule.code)
+            severity = rule.severity_for(facts, frozen)
+            values = {name: facts.get(name) for name in _sorted_reads(rule.reads)}
+            used = frozen & depends_on
+            if used:
+                values["fired_codes"] = sorted(used)
+            out[rule.code] = (severity, values)  # one rule per code (the loader checks)
     return out
+
+
+_NONE_FIRED: frozenset[str] = frozenset()
+# a rule's reads, sorted: the order of its content values (few distinct sets: one per rule)
+_SORTED_READS: dict[frozenset[str], tuple[str, ...]] = {}
+
+
+def _sorted_reads(reads: frozenset[str]) -> tuple[str, ...]:
+    """sorted(reads), kept per set of names."""
+    names = _SORTED_READS.get(reads)
+    if names is None:
+        names = _SORTED_READS[reads] = tuple(sorted(reads))
+    return names
 
 
 def _rerender(pub: Published, ruleset: RuleSet, event: Event) -> Record | None:
