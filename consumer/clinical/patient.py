@@ -623,13 +623,27 @@ class _Basis:
     def __call__(self, rule: Rule) -> set[str]:
         """The basis of one finding: the accessions of every group of facts its rule reads."""
         basis: set[str] = set()
-        for i, (facts, rests_on) in enumerate(_BASIS_GROUPS):
-            if rule.reads & facts:
-                accessions = self._groups.get(i)
-                if accessions is None:
-                    accessions = self._groups[i] = rests_on(self._view)
-                basis |= accessions
+        for i in _basis_groups(rule.reads):
+            accessions = self._groups.get(i)
+            if accessions is None:
+                accessions = self._groups[i] = _BASIS_GROUPS[i][1](self._view)
+            basis |= accessions
         return basis
+
+
+# which of _BASIS_GROUPS a set of facts reads (few distinct sets: one per rule)
+_GROUPS_READ: dict[frozenset[str], tuple[int, ...]] = {}
+
+
+def _basis_groups(reads: frozenset[str]) -> tuple[int, ...]:
+    """The positions in _BASIS_GROUPS of the groups that share a fact with `reads`, in order;
+    kept per set of names (the groups are fixed)."""
+    groups = _GROUPS_READ.get(reads)
+    if groups is None:
+        groups = _GROUPS_READ[reads] = tuple(
+            i for i, (facts, _) in enumerate(_BASIS_GROUPS) if not reads.isdisjoint(facts)
+        )
+    return groups
 
 
 def _named(*samples: Sample | None) -> set[str]:
