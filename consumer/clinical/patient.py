@@ -697,7 +697,24 @@ _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), defaul
 _CONTEXT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_iso)
 
 
+# Parsed contexts by their stored JSON: a patient's context is read back on each of its events,
+# mostly unchanged. Bounded: the oldest entry leaves first.
+_CONTEXTS: dict[str, dict[str, Any]] = {}
+_CONTEXTS_MAX = 1024
+
+
 def _context_load(text: str) -> dict[str, Any]:
+    """The stored context as the rules read it (a fresh dict each call: callers own it)."""
+    ctx = _CONTEXTS.get(text)
+    if ctx is None:
+        ctx = _context_parse(text)
+        if len(_CONTEXTS) >= _CONTEXTS_MAX:
+            _CONTEXTS.pop(next(iter(_CONTEXTS)), None)
+        _CONTEXTS[text] = ctx
+    return dict(ctx)
+
+
+def _context_parse(text: str) -> dict[str, Any]:
     ctx: dict[str, Any] = json.loads(text)
     for name in _CONTEXT_DATES:
         if isinstance(ctx.get(name), str):
