@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from consumer.clinical.classify import (
@@ -317,11 +317,14 @@ def derive(
     current: Sample | None = None,
     *,
     wanted: frozenset[str] | None = None,
+    known_context_facts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every named fact the rules may read, for one event classified as `sc` (`hr`: its
     hr_status() if the caller already has it; `current`: the patient's current sample when it
     is not the event's own, section 8). `wanted`: the facts the caller's rules read (default:
-    all); the groups above that hold none of them are left out, the rest are as without it."""
+    all); the groups above that hold none of them are left out, the rest are as without it.
+    `known_context_facts`: context_facts() of the event's clinical_context, if the caller
+    already has them."""
     ctx = event.get("clinical_context") or {}
     specimen = event.get("specimen")
     category = sc.category
@@ -362,7 +365,7 @@ def derive(
         samples = merge_samples(current, [*history, *prior_samples(event)])
         facts.update(_sample_facts(samples, hr_value))
     if wanted is None or not wanted.isdisjoint(CONTEXT_FACTS):
-        facts.update(_context_facts(ctx))
+        facts.update(_context_facts(ctx) if known_context_facts is None else known_context_facts)
     if wanted is None or not wanted.isdisjoint(REPORT_DETAIL_FACTS):
         facts.update(_report_detail_facts(event, sc, current))
     return facts
@@ -409,6 +412,11 @@ def _sample_facts(samples: Sequence[Sample], hr_value: str) -> dict[str, Any]:
             else None
         ),
     }
+
+
+def context_facts(ctx: dict[str, Any]) -> dict[str, Any]:
+    """CONTEXT_FACTS of a clinical context (what derive() adds for them)."""
+    return _context_facts(ctx)
 
 
 def _context_facts(ctx: dict[str, Any]) -> dict[str, Any]:

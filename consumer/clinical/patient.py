@@ -27,6 +27,7 @@ from consumer.clinical.classify import HR_UNKNOWN, SampleClass, classify_sample,
 from consumer.clinical.facts import (
     CONTEXT_FACTS,
     Sample,
+    context_facts,
     derive,
     discordant_pair,
     latest_decisive,
@@ -200,6 +201,7 @@ class _View:
     hr_accession: str | None
     context: dict[str, Any]
     context_accession: str | None
+    context_text: str | None  # the stored JSON `context` was read from (None: no context)
 
 
 def step(  # noqa: PLR0917 - the inputs of one transition, in order
@@ -583,7 +585,8 @@ def _view(state: PatientState) -> _View:
         if hr_from
         else (HR_UNKNOWN, False)
     )
-    context = _context_load(context_from.context) if context_from and context_from.context else {}
+    context_text = context_from.context if context_from and context_from.context else None
+    context = _context_load(context_text) if context_text else {}
     return _View(
         samples=[*own, *priors],
         current=current,
@@ -591,6 +594,7 @@ def _view(state: PatientState) -> _View:
         hr_accession=hr_from[0].accession_id if hr_from else None,
         context=context,
         context_accession=context_acc,
+        context_text=context_text,
     )
 
 
@@ -608,7 +612,13 @@ def _patient_facts(event: Event, view: _View, ruleset: RuleSet) -> dict[str, Any
     }
     sc = SampleClass(current.category, "", None, None, None)
     return derive(
-        patient_event, sc, others, view.hr, current=current, wanted=ruleset.reads(PATIENT)
+        patient_event,
+        sc,
+        others,
+        view.hr,
+        current=current,
+        wanted=ruleset.reads(PATIENT),
+        known_context_facts=_context_facts_of(view.context_text) if view.context_text else None,
     )
 
 
@@ -712,6 +722,21 @@ def _context_load(text: str) -> dict[str, Any]:
             _CONTEXTS.pop(next(iter(_CONTEXTS)), None)
         _CONTEXTS[text] = ctx
     return dict(ctx)
+
+
+# context_facts() of the parsed contexts, by their stored JSON (bounded the same way)
+_CONTEXT_FACTS_BY_TEXT: dict[str, dict[str, Any]] = {}
+
+
+def _context_facts_of(text: str) -> Mapping[str, Any]:
+    """context_facts(_context_load(text)), kept by the stored JSON (read only: not a copy)."""
+    found = _CONTEXT_FACTS_BY_TEXT.get(text)
+    if found is None:
+        found = context_facts(_context_load(text))
+        if len(_CONTEXT_FACTS_BY_TEXT) >= _CONTEXTS_MAX:
+            _CONTEXT_FACTS_BY_TEXT.pop(next(iter(_CONTEXT_FACTS_BY_TEXT)), None)
+        _CONTEXT_FACTS_BY_TEXT[text] = found
+    return found
 
 
 def _context_parse(text: str) -> dict[str, Any]:
