@@ -20,6 +20,10 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from json.encoder import (  # type: ignore[attr-defined]
+    c_make_encoder,
+    encode_basestring_ascii,
+)
 from typing import Any
 
 from consumer.clinical.alerts import alert_record, closing_detail
@@ -472,7 +476,7 @@ def _record(
 
 
 def _canonical(values: Mapping[str, Any]) -> str:
-    return _CANONICAL_JSON.encode(values)
+    return _CANONICAL_JSON(values)
 
 
 def _digest(severity: str, rule_version: int, facts_json: str) -> str:
@@ -692,7 +696,7 @@ def _context_json(ctx: Mapping[str, Any]) -> str:
     compact = dict(ctx)
     compact["planned_therapies"] = sorted(normalise_therapies(ctx.get("planned_therapies") or ()))
     compact["clinical_flags"] = sorted(set(ctx.get("clinical_flags") or ()))
-    return _CONTEXT_JSON.encode(compact)
+    return _CONTEXT_JSON(compact)
 
 
 def _iso(value: Any) -> str:
@@ -701,10 +705,37 @@ def _iso(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
+def _json_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:
+    """json.dumps(value, sort_keys=True, separators=(",", ":"), default=default) of a value
+    without cycles. JSONEncoder.encode builds the C encoder anew on every call (with a dict to
+    detect cycles: the values encoded here come from decoded records and never hold one); the
+    same C encoder, with the same settings, is built here once. Without the C accelerator:
+    JSONEncoder.encode itself."""
+    encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=default)
+    if c_make_encoder is None:  # pragma: no cover - CPython always has it
+        return encoder.encode
+    c_encode = c_make_encoder(
+        None,  # no cycle check (JSONEncoder's check_circular=True only turns them into errors)
+        encoder.default,
+        encode_basestring_ascii,  # ensure_ascii=True
+        None,  # indent
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
+    )
+
+    def encode(value: Any) -> str:
+        return "".join(c_encode(value, 0))
+
+    return encode
+
+
 # What json.dumps(..., sort_keys=True, separators=(",", ":"), default=...) builds on every
-# call, built once (JSONEncoder keeps no state between encode() calls).
-_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
-_CONTEXT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_iso)
+# call, built once.
+_CANONICAL_JSON = _json_encoder(str)
+_CONTEXT_JSON = _json_encoder(_iso)
 
 
 # Parsed contexts by their stored JSON: a patient's context is read back on each of its events,
