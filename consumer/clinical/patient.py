@@ -395,11 +395,15 @@ def _candidates(
     positions = ruleset.positions(scope)
     if positions is None:
         return rules
-    at = {positions[code] for code in fired if code in positions}
-    for code, old in before.items():
-        if old.open and code in positions:
-            at.add(positions[code])
-    return [rules[i] for i in sorted(at)]
+    # fired: codes of this scope, in its order (_fired); open codes that did not fire go between
+    extra = [
+        positions[code]
+        for code, old in before.items()
+        if old.open and code not in fired and code in positions
+    ]
+    if not extra:
+        return [rules[positions[code]] for code in fired]
+    return [rules[i] for i in sorted([*(positions[code] for code in fired), *extra])]
 
 
 def _fired(
