@@ -12,7 +12,7 @@ import pytest
 
 from consumer.clinical import patient
 from consumer.clinical.alerts import ALERT_NAMESPACE_V2, alert_id
-from consumer.clinical.facts import context_facts
+from consumer.clinical.facts import ENUM_VALUES, FACTS, context_facts
 from consumer.clinical.rules import _Texts, fill, load_ruleset
 
 
@@ -109,15 +109,24 @@ def test_fill_is_format_map_with_texts(template: str) -> None:
         assert got == expected
 
 
+def _value(name: str, rng: random.Random) -> object:
+    """A value fact `name` can take (None included)."""
+    kind = FACTS[name][0]
+    if kind == "bool":
+        return rng.choice([None, True, False])
+    if kind == "int":
+        return rng.choice([None, 0, 1, 3])
+    if kind == "enum":
+        return rng.choice([None, *sorted(ENUM_VALUES[name])])
+    return rng.choice([None, f"text {rng.randrange(99)}"])
+
+
 def test_render_detail_of_every_rule_follows_its_values() -> None:
     """Every shipped rule's detail, from two sets of values, equals format_map with _Texts."""
     rng = random.Random(5)  # noqa: S311 - test data
     for rule in load_ruleset().rules:
-        for _ in range(3):
-            facts = {
-                name: rng.choice([None, "X", 1, True, f"v{rng.randrange(99)}"])
-                for name in rule.reads
-            }
+        for _ in range(20):
+            facts = {name: _value(name, rng) for name in sorted(rule.reads)}
             texts = _Texts(facts)
             fired = frozenset(rule.depends_on)
             expected = " ".join(
