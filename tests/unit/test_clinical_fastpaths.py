@@ -49,12 +49,14 @@ def test_context_load_hands_out_a_fresh_dict() -> None:
 
 
 def test_context_facts_follow_the_text() -> None:
-    a, b = _ctx(), _ctx(metastatic_chemotherapy_lines=0, planned_therapies=["trastuzumab"])
-    for text in (a, b, a, b):
+    a, b = _ctx(), _ctx(metastatic_chemotherapy_lines=0)  # same length
+    c = _ctx(planned_therapies=["trastuzumab"])
+    for text in (a, b, c, a, b, c):
         assert dict(patient._context_facts_of(text)) == context_facts(patient._context_parse(text))
-    assert patient._context_facts_of(a)["planned_tdxd"] is True
-    assert patient._context_facts_of(b)["planned_tdxd"] is False
+    assert patient._context_facts_of(a)["metastatic_chemotherapy_lines"] == 1
     assert patient._context_facts_of(b)["metastatic_chemotherapy_lines"] == 0
+    assert patient._context_facts_of(a)["planned_tdxd"] is True
+    assert patient._context_facts_of(c)["planned_tdxd"] is False
 
 
 def test_context_caches_stay_bounded() -> None:
@@ -107,6 +109,17 @@ def test_fill_is_format_map_with_texts(template: str) -> None:
         except Exception as exc:
             got = type(exc)
         assert got == expected
+
+
+def test_fill_follows_the_template() -> None:
+    """The fields kept for one template are never used for another (same length here)."""
+    facts = {"category": "LOW", "ihc_score": "ONE_PLUS"}
+    one, two = "{category}" + "!" * 61, "{ihc_score}" + "!" * 60
+    assert len(one) == len(two)
+    for _ in range(2):
+        assert fill(one, facts) == "LOW" + "!" * 61
+        assert fill(two, facts) == "ONE_PLUS" + "!" * 60
+        assert fill(one, {}) == "not documented" + "!" * 61
 
 
 def _value(name: str, rng: random.Random) -> object:
