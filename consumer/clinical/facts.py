@@ -44,6 +44,10 @@ FIXATION_MIN_HOURS = 6.0
 FIXATION_MAX_HOURS = 72.0
 RECURRENCE_WINDOW_MONTHS = 6
 
+# The categories a qualifying LOW / LOW-or-ULTRALOW sample has (latest_of).
+LOW_ONLY = frozenset({LOW})
+LOW_OR_ULTRALOW = frozenset({LOW, ULTRALOW})
+
 # Discordance tiers (section 5.3): ZERO_UNSPECIFIED is compatible with ULTRALOW and NULL.
 _DECISIVE = frozenset({POSITIVE, LOW, ULTRALOW, NULL, ZERO_UNSPECIFIED})
 _COMPATIBLE = frozenset(
@@ -375,8 +379,8 @@ def _sample_facts(samples: Sequence[Sample], hr_value: str) -> dict[str, Any]:
     """SAMPLE_FACTS over the patient's samples (the current one first)."""
     categories = [s.category for s in samples]
     any_positive = POSITIVE in categories
-    low_sample = latest_of(samples, frozenset({LOW}))
-    low_or_ultralow_sample = latest_of(samples, frozenset({LOW, ULTRALOW}))
+    low_sample = latest_of(samples, LOW_ONLY)
+    low_or_ultralow_sample = latest_of(samples, LOW_OR_ULTRALOW)
     decisive = [c for c in categories if c in _DECISIVE]
     latest = _latest_by_category(samples)  # both pairs are chosen among these
     pair = _pair_among(latest, crossing_positive=False)

@@ -30,6 +30,8 @@ from consumer.clinical.alerts import alert_record, closing_detail
 from consumer.clinical.classify import HR_UNKNOWN, SampleClass, classify_sample, hr_status
 from consumer.clinical.facts import (
     CONTEXT_FACTS,
+    LOW_ONLY,
+    LOW_OR_ULTRALOW,
     Sample,
     context_facts,
     derive,
@@ -43,13 +45,11 @@ from consumer.clinical.model import (
     ACTIVE,
     CANCELLED,
     FINAL_REPORTS,
-    LOW,
     MISSING,
     PATIENT,
     REPORT,
     RESOLVED,
     RETRACTED,
-    ULTRALOW,
     Event,
     Record,
 )
@@ -258,8 +258,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
                 else Accession(old.accession_id, old.report, prior, old.alerts, old.emitted)
             )
             changed.add(other)
-    state = PatientState(state.patient_id, seq, state.alerts, accessions)
-    view = _view(state)
+    view = _view(accessions)
     emit = _Emitter(ruleset, event, now)
 
     # REPORT codes of this accession: with the patient's HR status and context at this moment.
@@ -300,7 +299,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
     accessions[acc] = Accession(
         own.accession_id, own.report, own.prior, own_alerts, tuple(published)
     )
-    state = PatientState(state.patient_id, state.seq, patient_alerts, accessions)
+    state = PatientState(state.patient_id, seq, patient_alerts, accessions)
     return Step(
         state, frozenset(changed), classification, emit.records, [p.transition for p in published]
     )
@@ -559,15 +558,16 @@ def _priors(event: Event, acc: str, seq: int) -> list[tuple[str, PriorEntry]]:
     return out
 
 
-def _view(state: PatientState) -> _View:
-    """Samples, current sample, HR status and clinical context of the patient (section 8)."""
+def _view(accessions: Mapping[str, Accession]) -> _View:
+    """Samples, current sample, HR status and clinical context of the patient (section 8),
+    from its accessions after the report."""
     own: list[Sample] = []
     tested: list[Sample] = []
     priors: list[Sample] = []
     hr_from: tuple[Sample, AcceptedReport] | None = None
     context_from: AcceptedReport | None = None
     context_acc: str | None = None
-    for acc, a in state.accessions.items():
+    for acc, a in accessions.items():
         r = a.report
         if r is not None:
             if not r.final:
@@ -683,8 +683,8 @@ _BASIS_GROUPS: tuple[tuple[frozenset[str], Callable[[_View], set[str]]], ...] = 
     (_CURRENT_FACTS, lambda v: _named(v.current)),
     (_HR_FACTS, lambda v: {v.hr_accession} if v.hr_accession else set()),
     (_CONTEXT_FACTS, lambda v: {v.context_accession} if v.context_accession else set()),
-    (_LOW_FACTS, lambda v: _named(latest_of(v.samples, frozenset({LOW})))),
-    (_LOW_ULTRALOW_FACTS, lambda v: _named(latest_of(v.samples, frozenset({LOW, ULTRALOW})))),
+    (_LOW_FACTS, lambda v: _named(latest_of(v.samples, LOW_ONLY))),
+    (_LOW_ULTRALOW_FACTS, lambda v: _named(latest_of(v.samples, LOW_OR_ULTRALOW))),
     (_PAIR_FACTS, lambda v: _named(*(discordant_pair(v.samples) or ()))),
     (
         _CONVERSION_FACTS,
