@@ -27,11 +27,14 @@ def alert_id(patient_id: str, code: str, accession_id: str | None = None) -> str
         if accession_id is None
         else (f"{patient_id}\x1f{code}\x1f{accession_id}")
     )
-    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])  # noqa: S324
-    raw[6] = (raw[6] & 0x0F) | 0x50
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NAMESPACE_BYTES + name.encode()).hexdigest()  # noqa: S324
+    # the first 16 bytes, version 5 (byte 6's high nibble: hex digit 12) and the RFC 4122
+    # variant (byte 8's two high bits 10: hex digit 16), as hex digits
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+# a hex digit whose two high bits become 10 (the variant): (d & 0x3) | 0x8
+_VARIANT = {d: f"{(int(d, 16) & 0x3) | 0x8:x}" for d in "0123456789abcdef"}
 
 
 def alert_record(

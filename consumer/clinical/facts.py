@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from consumer.clinical.classify import (
@@ -43,6 +43,10 @@ COLD_ISCHEMIA_MAX_MINUTES = 60
 FIXATION_MIN_HOURS = 6.0
 FIXATION_MAX_HOURS = 72.0
 RECURRENCE_WINDOW_MONTHS = 6
+
+# The categories a qualifying LOW / LOW-or-ULTRALOW sample has (latest_of).
+LOW_ONLY = frozenset({LOW})
+LOW_OR_ULTRALOW = frozenset({LOW, ULTRALOW})
 
 # Discordance tiers (section 5.3): ZERO_UNSPECIFIED is compatible with ULTRALOW and NULL.
 _DECISIVE = frozenset({POSITIVE, LOW, ULTRALOW, NULL, ZERO_UNSPECIFIED})
@@ -317,11 +321,14 @@ def derive(
     current: Sample | None = None,
     *,
     wanted: frozenset[str] | None = None,
+    known_context_facts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every named fact the rules may read, for one event classified as `sc` (`hr`: its
     hr_status() if the caller already has it; `current`: the patient's current sample when it
     is not the event's own, section 8). `wanted`: the facts the caller's rules read (default:
-    all); the groups above that hold none of them are left out, the rest are as without it."""
+    all); the groups above that hold none of them are left out, the rest are as without it.
+    `known_context_facts`: context_facts() of the event's clinical_context, if the caller
+    already has them."""
     ctx = event.get("clinical_context") or {}
     specimen = event.get("specimen")
     category = sc.category
@@ -362,7 +369,7 @@ def derive(
         samples = merge_samples(current, [*history, *prior_samples(event)])
         facts.update(_sample_facts(samples, hr_value))
     if wanted is None or not wanted.isdisjoint(CONTEXT_FACTS):
-        facts.update(_context_facts(ctx))
+        facts.update(_context_facts(ctx) if known_context_facts is None else known_context_facts)
     if wanted is None or not wanted.isdisjoint(REPORT_DETAIL_FACTS):
         facts.update(_report_detail_facts(event, sc, current))
     return facts
@@ -372,8 +379,8 @@ def _sample_facts(samples: Sequence[Sample], hr_value: str) -> dict[str, Any]:
     """SAMPLE_FACTS over the patient's samples (the current one first)."""
     categories = [s.category for s in samples]
     any_positive = POSITIVE in categories
-    low_sample = latest_of(samples, frozenset({LOW}))
-    low_or_ultralow_sample = latest_of(samples, frozenset({LOW, ULTRALOW}))
+    low_sample = latest_of(samples, LOW_ONLY)
+    low_or_ultralow_sample = latest_of(samples, LOW_OR_ULTRALOW)
     decisive = [c for c in categories if c in _DECISIVE]
     latest = _latest_by_category(samples)  # both pairs are chosen among these
     pair = _pair_among(latest, crossing_positive=False)
@@ -409,6 +416,11 @@ def _sample_facts(samples: Sequence[Sample], hr_value: str) -> dict[str, Any]:
             else None
         ),
     }
+
+
+def context_facts(ctx: dict[str, Any]) -> dict[str, Any]:
+    """CONTEXT_FACTS of a clinical context (what derive() adds for them)."""
+    return _context_facts(ctx)
 
 
 def _context_facts(ctx: dict[str, Any]) -> dict[str, Any]:

@@ -18,15 +18,22 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from json.encoder import (  # type: ignore[attr-defined]
+    c_make_encoder,
+    encode_basestring_ascii,
+)
 from typing import Any
 
 from consumer.clinical.alerts import alert_record, closing_detail
 from consumer.clinical.classify import HR_UNKNOWN, SampleClass, classify_sample, hr_status
 from consumer.clinical.facts import (
     CONTEXT_FACTS,
+    LOW_ONLY,
+    LOW_OR_ULTRALOW,
     Sample,
+    context_facts,
     derive,
     discordant_pair,
     latest_decisive,
@@ -38,13 +45,11 @@ from consumer.clinical.model import (
     ACTIVE,
     CANCELLED,
     FINAL_REPORTS,
-    LOW,
     MISSING,
     PATIENT,
     REPORT,
     RESOLVED,
     RETRACTED,
-    ULTRALOW,
     Event,
     Record,
 )
@@ -200,6 +205,7 @@ class _View:
     hr_accession: str | None
     context: dict[str, Any]
     context_accession: str | None
+    context_text: str | None  # the stored JSON `context` was read from (None: no context)
 
 
 def step(  # noqa: PLR0917 - the inputs of one transition, in order
@@ -252,8 +258,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
                 else Accession(old.accession_id, old.report, prior, old.alerts, old.emitted)
             )
             changed.add(other)
-    state = PatientState(state.patient_id, seq, state.alerts, accessions)
-    view = _view(state)
+    view = _view(accessions)
     emit = _Emitter(ruleset, event, now)
 
     # REPORT codes of this accession: with the patient's HR status and context at this moment.
@@ -294,7 +299,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
     accessions[acc] = Accession(
         own.accession_id, own.report, own.prior, own_alerts, tuple(published)
     )
-    state = PatientState(state.patient_id, state.seq, patient_alerts, accessions)
+    state = PatientState(state.patient_id, seq, patient_alerts, accessions)
     return Step(
         state, frozenset(changed), classification, emit.records, [p.transition for p in published]
     )
@@ -322,7 +327,7 @@ class _Emitter:
         """The section 8 transition table for every code of `scope`; returns the new states."""
         after = dict(before)
         event = self._event
-        for rule in self._ruleset.scoped(scope):
+        for rule in _candidates(self._ruleset, scope, before, fired):
             code = rule.code
             old = before.get(code)
             values = None
@@ -377,20 +382,62 @@ class _Emitter:
         return after
 
 
+def _candidates(
+    ruleset: RuleSet,
+    scope: str,
+    before: Mapping[str, AlertState],
+    fired: Mapping[str, tuple[str, dict[str, Any]]],
+) -> Sequence[Rule]:
+    """The rules of `scope` that can publish, in the scope's order: those whose code fired or
+    is open (for every other code the transition table does nothing)."""
+    rules = ruleset.scoped(scope)
+    positions = ruleset.positions(scope)
+    if positions is None:
+        return rules
+    # fired: codes of this scope, in its order (_fired); open codes that did not fire go between
+    extra = [
+        positions[code]
+        for code, old in before.items()
+        if old.open and code not in fired and code in positions
+    ]
+    if not extra:
+        return [rules[positions[code]] for code in fired]
+    return [rules[i] for i in sorted([*(positions[code] for code in fired), *extra])]
+
+
 def _fired(
     ruleset: RuleSet, facts: dict[str, Any], scope: str
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """The rules of `scope` that fire: code -> (severity, content values: the facts the rule
     reads, plus the codes it read through fired_codes)."""
+    # RuleSet.evaluate(facts, ruleset.scoped(scope), details=False), inlined: no Fired objects
     out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for fired in ruleset.evaluate(facts, ruleset.scoped(scope), details=False):
-        rule = fired.rule
-        values = {name: facts.get(name) for name in sorted(rule.reads)}
-        used = fired.fired_codes & rule.depends_on
-        if used:
-            values["fired_codes"] = sorted(used)
-        out[rule.code] = (fired.severity, values)  # one rule per code (the loader checks)
+    fired_codes: set[str] = set()
+    for rule in ruleset.scoped(scope):
+        depends_on = rule.depends_on
+        frozen = frozenset(fired_codes) if depends_on else _NONE_FIRED
+        if rule.when(facts, frozen):
+            fired_codes.add(rule.code)
+            severity = rule.severity_for(facts, frozen)
+            values = {name: facts.get(name) for name in _sorted_reads(rule.reads)}
+            used = frozen & depends_on
+            if used:
+                values["fired_codes"] = sorted(used)
+            out[rule.code] = (severity, values)  # one rule per code (the loader checks)
     return out
+
+
+_NONE_FIRED: frozenset[str] = frozenset()
+# a rule's reads, sorted: the order of its content values (few distinct sets: one per rule)
+_SORTED_READS: dict[frozenset[str], tuple[str, ...]] = {}
+
+
+def _sorted_reads(reads: frozenset[str]) -> tuple[str, ...]:
+    """sorted(reads), kept per set of names."""
+    names = _SORTED_READS.get(reads)
+    if names is None:
+        names = _SORTED_READS[reads] = tuple(sorted(reads))
+    return names
 
 
 def _rerender(pub: Published, ruleset: RuleSet, event: Event) -> Record | None:
@@ -432,7 +479,7 @@ def _record(
 
 
 def _canonical(values: Mapping[str, Any]) -> str:
-    return _CANONICAL_JSON.encode(values)
+    return _CANONICAL_JSON(values)
 
 
 def _digest(severity: str, rule_version: int, facts_json: str) -> str:
@@ -511,15 +558,16 @@ def _priors(event: Event, acc: str, seq: int) -> list[tuple[str, PriorEntry]]:
     return out
 
 
-def _view(state: PatientState) -> _View:
-    """Samples, current sample, HR status and clinical context of the patient (section 8)."""
+def _view(accessions: Mapping[str, Accession]) -> _View:
+    """Samples, current sample, HR status and clinical context of the patient (section 8),
+    from its accessions after the report."""
     own: list[Sample] = []
     tested: list[Sample] = []
     priors: list[Sample] = []
     hr_from: tuple[Sample, AcceptedReport] | None = None
     context_from: AcceptedReport | None = None
     context_acc: str | None = None
-    for acc, a in state.accessions.items():
+    for acc, a in accessions.items():
         r = a.report
         if r is not None:
             if not r.final:
@@ -545,7 +593,8 @@ def _view(state: PatientState) -> _View:
         if hr_from
         else (HR_UNKNOWN, False)
     )
-    context = _context_load(context_from.context) if context_from and context_from.context else {}
+    context_text = context_from.context if context_from and context_from.context else None
+    context = _context_load(context_text) if context_text else {}
     return _View(
         samples=[*own, *priors],
         current=current,
@@ -553,6 +602,7 @@ def _view(state: PatientState) -> _View:
         hr_accession=hr_from[0].accession_id if hr_from else None,
         context=context,
         context_accession=context_acc,
+        context_text=context_text,
     )
 
 
@@ -570,7 +620,13 @@ def _patient_facts(event: Event, view: _View, ruleset: RuleSet) -> dict[str, Any
     }
     sc = SampleClass(current.category, "", None, None, None)
     return derive(
-        patient_event, sc, others, view.hr, current=current, wanted=ruleset.reads(PATIENT)
+        patient_event,
+        sc,
+        others,
+        view.hr,
+        current=current,
+        wanted=ruleset.reads(PATIENT),
+        known_context_facts=_context_facts_of(view.context_text) if view.context_text else None,
     )
 
 
@@ -585,13 +641,27 @@ class _Basis:
     def __call__(self, rule: Rule) -> set[str]:
         """The basis of one finding: the accessions of every group of facts its rule reads."""
         basis: set[str] = set()
-        for i, (facts, rests_on) in enumerate(_BASIS_GROUPS):
-            if rule.reads & facts:
-                accessions = self._groups.get(i)
-                if accessions is None:
-                    accessions = self._groups[i] = rests_on(self._view)
-                basis |= accessions
+        for i in _basis_groups(rule.reads):
+            accessions = self._groups.get(i)
+            if accessions is None:
+                accessions = self._groups[i] = _BASIS_GROUPS[i][1](self._view)
+            basis |= accessions
         return basis
+
+
+# which of _BASIS_GROUPS a set of facts reads (few distinct sets: one per rule)
+_GROUPS_READ: dict[frozenset[str], tuple[int, ...]] = {}
+
+
+def _basis_groups(reads: frozenset[str]) -> tuple[int, ...]:
+    """The positions in _BASIS_GROUPS of the groups that share a fact with `reads`, in order;
+    kept per set of names (the groups are fixed)."""
+    groups = _GROUPS_READ.get(reads)
+    if groups is None:
+        groups = _GROUPS_READ[reads] = tuple(
+            i for i, (facts, _) in enumerate(_BASIS_GROUPS) if not reads.isdisjoint(facts)
+        )
+    return groups
 
 
 def _named(*samples: Sample | None) -> set[str]:
@@ -613,8 +683,8 @@ _BASIS_GROUPS: tuple[tuple[frozenset[str], Callable[[_View], set[str]]], ...] = 
     (_CURRENT_FACTS, lambda v: _named(v.current)),
     (_HR_FACTS, lambda v: {v.hr_accession} if v.hr_accession else set()),
     (_CONTEXT_FACTS, lambda v: {v.context_accession} if v.context_accession else set()),
-    (_LOW_FACTS, lambda v: _named(latest_of(v.samples, frozenset({LOW})))),
-    (_LOW_ULTRALOW_FACTS, lambda v: _named(latest_of(v.samples, frozenset({LOW, ULTRALOW})))),
+    (_LOW_FACTS, lambda v: _named(latest_of(v.samples, LOW_ONLY))),
+    (_LOW_ULTRALOW_FACTS, lambda v: _named(latest_of(v.samples, LOW_OR_ULTRALOW))),
     (_PAIR_FACTS, lambda v: _named(*(discordant_pair(v.samples) or ()))),
     (
         _CONVERSION_FACTS,
@@ -630,7 +700,7 @@ def _context_json(ctx: Mapping[str, Any]) -> str:
     compact = dict(ctx)
     compact["planned_therapies"] = sorted(normalise_therapies(ctx.get("planned_therapies") or ()))
     compact["clinical_flags"] = sorted(set(ctx.get("clinical_flags") or ()))
-    return _CONTEXT_JSON.encode(compact)
+    return _CONTEXT_JSON(compact)
 
 
 def _iso(value: Any) -> str:
@@ -639,13 +709,72 @@ def _iso(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
+def _json_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:
+    """json.dumps(value, sort_keys=True, separators=(",", ":"), default=default) of a value
+    without cycles. JSONEncoder.encode builds the C encoder anew on every call (with a dict to
+    detect cycles: the values encoded here come from decoded records and never hold one); the
+    same C encoder, with the same settings, is built here once. Without the C accelerator:
+    JSONEncoder.encode itself."""
+    encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=default)
+    if c_make_encoder is None:  # pragma: no cover - CPython always has it
+        return encoder.encode
+    c_encode = c_make_encoder(
+        None,  # no cycle check (JSONEncoder's check_circular=True only turns them into errors)
+        encoder.default,
+        encode_basestring_ascii,  # ensure_ascii=True
+        None,  # indent
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
+    )
+
+    def encode(value: Any) -> str:
+        return "".join(c_encode(value, 0))
+
+    return encode
+
+
 # What json.dumps(..., sort_keys=True, separators=(",", ":"), default=...) builds on every
-# call, built once (JSONEncoder keeps no state between encode() calls).
-_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
-_CONTEXT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_iso)
+# call, built once.
+_CANONICAL_JSON = _json_encoder(str)
+_CONTEXT_JSON = _json_encoder(_iso)
+
+
+# Parsed contexts by their stored JSON: a patient's context is read back on each of its events,
+# mostly unchanged. Bounded: the oldest entry leaves first.
+_CONTEXTS: dict[str, dict[str, Any]] = {}
+_CONTEXTS_MAX = 1024
 
 
 def _context_load(text: str) -> dict[str, Any]:
+    """The stored context as the rules read it (a fresh dict each call: callers own it)."""
+    ctx = _CONTEXTS.get(text)
+    if ctx is None:
+        ctx = _context_parse(text)
+        if len(_CONTEXTS) >= _CONTEXTS_MAX:
+            _CONTEXTS.pop(next(iter(_CONTEXTS)), None)
+        _CONTEXTS[text] = ctx
+    return dict(ctx)
+
+
+# context_facts() of the parsed contexts, by their stored JSON (bounded the same way)
+_CONTEXT_FACTS_BY_TEXT: dict[str, dict[str, Any]] = {}
+
+
+def _context_facts_of(text: str) -> Mapping[str, Any]:
+    """context_facts(_context_load(text)), kept by the stored JSON (read only: not a copy)."""
+    found = _CONTEXT_FACTS_BY_TEXT.get(text)
+    if found is None:
+        found = context_facts(_context_load(text))
+        if len(_CONTEXT_FACTS_BY_TEXT) >= _CONTEXTS_MAX:
+            _CONTEXT_FACTS_BY_TEXT.pop(next(iter(_CONTEXT_FACTS_BY_TEXT)), None)
+        _CONTEXT_FACTS_BY_TEXT[text] = found
+    return found
+
+
+def _context_parse(text: str) -> dict[str, Any]:
     ctx: dict[str, Any] = json.loads(text)
     for name in _CONTEXT_DATES:
         if isinstance(ctx.get(name), str):

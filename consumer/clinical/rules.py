@@ -9,6 +9,7 @@ rules they name. Conditions compile to closures once, at load time.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -186,10 +187,49 @@ class Rule:
 
     def render_detail(self, facts: Facts, fired: frozenset[str]) -> str:
         """The detail text with facts filled in and the notes that apply appended."""
-        texts = _Texts(facts)
-        text = self.detail.format_map(texts)
-        extra = [n.text.format_map(texts) for n in self.notes if n.when(facts, fired)]
+        text = fill(self.detail, facts)
+        extra = [fill(n.text, facts) for n in self.notes if n.when(facts, fired)]
         return " ".join([text, *extra]) if extra else text
+
+
+def fill(template: str, facts: Facts) -> str:
+    """`template.format_map(_Texts(facts))`: facts filled in, unknown values 'not documented'.
+    A template whose fields are all plain names gets a plain dict of just those (the same
+    values, without a _Texts and a __missing__ call per field)."""
+    names = _FIELDS.get(template, _UNPARSED)
+    if names is _UNPARSED:
+        names = _FIELDS[template] = _plain_fields(template)
+    if names is None:
+        return template.format_map(_Texts(facts))
+    values = {}
+    for name in names:
+        value = facts.get(name)
+        values[name] = "not documented" if value is None else value
+    return template.format_map(values)
+
+
+_PLAIN_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UNPARSED: tuple[str, ...] = ("",)  # a marker: no field is named ""
+# template -> its field names when every field is a plain name, else None (few: one per text)
+_FIELDS: dict[str, tuple[str, ...] | None] = {}
+
+
+def _plain_fields(template: str) -> tuple[str, ...] | None:
+    """The field names of a format template, once each, or None when a field is anything but a
+    plain name (positional, attribute, index, a nested field in its format spec) or the
+    template does not parse: format_map with a _Texts handles those."""
+    names: dict[str, None] = {}
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        return None
+    for _, name, spec, _ in parsed:
+        if name is None:
+            continue
+        if not _PLAIN_FIELD.fullmatch(name) or (spec and "{" in spec):
+            return None
+        names[name] = None
+    return tuple(names)
 
 
 class _Texts(dict[str, Any]):
@@ -235,6 +275,11 @@ class RuleSet:
             scope: frozenset(name for r in members for name in r.reads)
             for scope, members in self._scoped.items()
         }
+        # code -> position in scoped(scope); None for a scope where a code has several rules
+        self._positions: dict[str, dict[str, int] | None] = {}
+        for scope, members in self._scoped.items():
+            positions = {r.code: i for i, r in enumerate(members)}
+            self._positions[scope] = positions if len(positions) == len(members) else None
         for scope, members in self._scoped.items():  # fired_codes never cross scopes
             outside = {code for r in members for code in r.depends_on} - {r.code for r in members}
             if outside:
@@ -271,6 +316,11 @@ class RuleSet:
     def scoped(self, scope: str) -> tuple[Rule, ...]:
         """The rules of one alert scope (REPORT or PATIENT), in evaluation order."""
         return self._scoped[scope]
+
+    def positions(self, scope: str) -> Mapping[str, int] | None:
+        """Alert code -> its rule's position in scoped(scope); None when a code of the scope has
+        more than one rule (a rule set built by hand: the loader refuses that)."""
+        return self._positions[scope]
 
     def reads(self, scope: str) -> frozenset[str]:
         """The facts the rules of one alert scope read (conditions, overrides, notes, texts)."""
