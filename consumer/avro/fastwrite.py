@@ -38,7 +38,7 @@ _INT_MIN: Final = -(2**31)
 _INT_MAX: Final = 2**31 - 1
 _LONG_MIN: Final = -(2**63)
 _LONG_MAX: Final = 2**63 - 1
-_SMALL_MAX: Final = 1024
+SMALL_MAX: Final = 1024
 _EMPTY: Final = b"\x00"  # the end of an array or map, or union branch 0
 _BRANCH1: Final = b"\x02"  # union branch 1
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -47,8 +47,8 @@ _KNOWN_MAX: Final = 256  # values remembered per string field, and timestamps in
 _TIMES: Final[dict[dt.datetime, bytes]] = {}
 
 
-def _zigzag(n: int) -> bytes:
-    """The zigzag varint of a long (the caller checks the range)."""
+def zigzag(n: int) -> bytes:
+    """The zigzag varint of a long (the caller checks the range; also consumer/state/binary)."""
     z = (n << 1) ^ (n >> 63)
     out = bytearray()
     while z > 0x7F:
@@ -58,8 +58,8 @@ def _zigzag(n: int) -> bytes:
     return bytes(out)
 
 
-# the varints of 0 .. _SMALL_MAX - 1: every count and nearly every string length
-_SMALL: Final = tuple(_zigzag(n) for n in range(_SMALL_MAX))
+# the varints of 0 .. SMALL_MAX - 1: every count and nearly every string length
+SMALL_VARINTS: Final = tuple(zigzag(n) for n in range(SMALL_MAX))
 
 
 def _null(x: Any) -> bytes:
@@ -77,13 +77,13 @@ def _boolean(x: Any) -> bytes:
 def _int(x: Any) -> bytes:
     if type(x) is not int or not _INT_MIN <= x <= _INT_MAX:
         raise NotFast
-    return _SMALL[x] if 0 <= x < _SMALL_MAX else _zigzag(x)
+    return SMALL_VARINTS[x] if 0 <= x < SMALL_MAX else zigzag(x)
 
 
 def _long(x: Any) -> bytes:
     if type(x) is not int or not _LONG_MIN <= x <= _LONG_MAX:
         raise NotFast
-    return _SMALL[x] if 0 <= x < _SMALL_MAX else _zigzag(x)
+    return SMALL_VARINTS[x] if 0 <= x < SMALL_MAX else zigzag(x)
 
 
 def _timestamp_millis(x: Any) -> bytes:
@@ -116,7 +116,7 @@ def _string() -> Writer:
         except UnicodeEncodeError:  # a lone surrogate: fastavro's error to report
             raise NotFast from None
         n = len(text)
-        b = (_SMALL[n] if n < _SMALL_MAX else _zigzag(n)) + text
+        b = (SMALL_VARINTS[n] if n < SMALL_MAX else zigzag(n)) + text
         if len(known) < _KNOWN_MAX:
             known[x] = b
         return b
@@ -198,7 +198,7 @@ def _record(node: dict[str, Any], named: dict[str, Any], visiting: frozenset[str
 
 def _enum(symbols: list[str]) -> Writer:
     indexes = {
-        symbol: _SMALL[i] if i < _SMALL_MAX else _zigzag(i) for i, symbol in enumerate(symbols)
+        symbol: SMALL_VARINTS[i] if i < SMALL_MAX else zigzag(i) for i, symbol in enumerate(symbols)
     }
 
     def enum(x: Any) -> bytes:

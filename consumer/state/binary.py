@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Final
 
+from consumer.avro.fastwrite import SMALL_MAX, SMALL_VARINTS, zigzag
 from consumer.clinical.patient import (
     AcceptedReport,
     Accession,
@@ -39,7 +40,7 @@ class NotFast(Exception):
 
 _LONG_MIN: Final = -(2**63)
 _LONG_MAX: Final = 2**63 - 1
-_SMALL_MAX: Final = 1024
+_SMALL_MAX: Final = SMALL_MAX
 _NULL: Final = b"\x00"  # union branch 0, or the end of an array
 _BRANCH1: Final = b"\x02"  # union branch 1 (the non-null branch of every union here)
 _ACCESSION_BRANCH: Final = b"\x02"  # part: branch 1 of [PatientPart, AccessionPart]
@@ -54,18 +55,12 @@ def _varint(n: int) -> bytes:
     """The zigzag varint of a long (NotFast outside the long range)."""
     if not _LONG_MIN <= n <= _LONG_MAX:
         raise NotFast
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
+    return zigzag(n)
 
 
 # the zigzag varints of 0 .. _SMALL_MAX - 1 (one or two bytes): every count, nearly every length
 # (a digest is 24 bytes, a fact list or a clinical context 50-400) and most small numbers
-_SMALL: Final = tuple(_varint(n) for n in range(_SMALL_MAX))
+_SMALL: Final = SMALL_VARINTS
 
 
 def _long(n: int) -> bytes:
