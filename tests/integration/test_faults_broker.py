@@ -15,12 +15,10 @@ or was restarted, and how often, is recorded (docs/fault-report.md).
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,16 +65,7 @@ from consumer.tools.synthetic import SyntheticGenerator
 _UNCLOSED_SOCKET = "ignore:unclosed <socket.socket:ResourceWarning"
 pytestmark = [pytest.mark.fault, pytest.mark.filterwarnings(_UNCLOSED_SOCKET)]
 
-
-@pytest.fixture(autouse=True)
-def _reap_orphaned_sockets() -> Iterator[None]:
-    """Finalise this test's orphaned client sockets now, under the filter above, instead of in
-    a later test that does not expect them."""
-    yield
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "unclosed <socket.socket", ResourceWarning)
-        gc.collect()
-
+# (conftest's _reap_orphaned_sockets finalises them at the end of each test)
 
 PARTITIONS = 3
 BEFORE, AFTER = 1000, 500  # events produced before the outage and after it
