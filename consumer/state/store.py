@@ -247,8 +247,8 @@ class HistoryStore:
         cache_patients: int = CACHE_PATIENTS,
         budget: CacheBudget | None = None,
     ) -> None:
-        """`budget` (the runtime's, shared by a process's stores) bounds the cache instead of
-        `cache_patients`."""
+        """`budget` (the runtime's, shared by a process's stores) bounds the cache; without one
+        the store has its own budget of `cache_patients`."""
         self._codec = part_codec()
         self._states: CommittedStates = MemoryStates() if states is None else states
         self._live: dict[str, _Live] = {}
@@ -257,10 +257,8 @@ class HistoryStore:
         self._open = 0  # open findings of the committed states (running total)
         # committed patients used last, least recent first (at most cache_patients of them)
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
-        self._cache_patients = max(0, cache_patients)
-        self._budget = budget
-        if budget is not None:
-            budget.join(self)
+        self._budget = CacheBudget(cache_patients, cache_patients) if budget is None else budget
+        self._budget.join(self)
         # restore(): the patient whose records are being loaded, written to the backend once
         # its records are done (a changelog holds a patient's records together), not per record
         self._restoring: tuple[str, _Cached] | None = None
@@ -298,8 +296,7 @@ class HistoryStore:
         self._cache.clear()
         self._restoring = None
         self._open = 0
-        if self._budget is not None:
-            self._budget.leave(self)
+        self._budget.leave(self)
         self._states.close()
 
     # -- restore ---------------------------------------------------------------------------
@@ -398,7 +395,7 @@ class HistoryStore:
         return entry
 
     def _evict(self) -> None:
-        bound = self._cache_patients if self._budget is None else self._budget.share()
+        bound = self._budget.share()
         while len(self._cache) > bound:
             self._cache.popitem(last=False)
 
