@@ -19,6 +19,7 @@ import tempfile
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
@@ -183,13 +184,21 @@ class Topics:
     therapy_caution: str
 
     def alert_topic(self, alert_type: str) -> str:
-        """The topic of alerts of `alert_type` (one topic per type, design.md)."""
+        """The topic of alerts of `alert_type` (one topic per type, design.md); KeyError for
+        another type."""
+        return self._alert_topics[alert_type]
+
+    @cached_property
+    def _alert_topics(self) -> Mapping[str, str]:
+        """Alert type -> topic, built at the first alert instead of at each (alert_topic runs
+        once per published alert). Cached in the instance's __dict__, not a field: equality,
+        hash and repr stay the fields' own, and `dataclasses.replace` builds a new mapping."""
         return {
             "RETEST": self.retest,
             "DOCUMENTATION_GAP": self.documentation,
             "TDXD_ELIGIBILITY": self.tdxd,
             "THERAPY_CAUTION": self.therapy_caution,
-        }[alert_type]
+        }
 
     def alert_topics(self) -> tuple[str, ...]:
         """The alert topics, de-duplicated, in alert-type order."""

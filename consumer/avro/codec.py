@@ -18,7 +18,7 @@ ends in EOFError after reading what is there, without allocating the announced s
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, NamedTuple, cast
 
 import fastavro
@@ -174,16 +174,20 @@ class Encoder:
         registry: SchemaRegistryClient | None = None,
         subject: str | None = None,
         fast: bool = True,
+        on_fallback: Callable[[], None] = lambda: None,
     ) -> None:
         """Build an encoder; "confluent" needs `registry` and `subject` (registered lazily).
 
         `fast=False` leaves every datum to fastavro (tests and benchmarks compare the two).
+        `on_fallback()` hears of each datum the compiled writer leaves to fastavro (which writes
+        it, slower, or refuses it): the service counts them (her2_consumer_codec_fallbacks_total).
         """
         if output_format not in OUTPUT_FORMATS:
             raise ConfigError(f"HER2_OUTPUT_FORMAT must be one of {', '.join(OUTPUT_FORMATS)}")
         self._schema: Any = fastavro.parse_schema(schema)
         self._name = self._schema["name"] if isinstance(self._schema, dict) else str(self._schema)
         self._fast = compile_writer(self._schema) if fast else None
+        self._on_fallback = on_fallback
         self._registry = registry
         self._subject = subject
         self._header: bytes | None = None
@@ -202,7 +206,7 @@ class Encoder:
             try:
                 return header + self._fast(datum)
             except NotFast:
-                pass  # fastavro writes it, or reports what is wrong with it
+                self._on_fallback()  # fastavro writes it, or reports what is wrong with it
         fo = io.BytesIO()
         fo.write(header)
         try:

@@ -3,6 +3,7 @@ each registering under the subject `<topic>-value` when a registry is configured
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from consumer.avro.codec import Decoder, Encoder
@@ -20,8 +21,15 @@ class Codecs:
     alerts: dict[str, Encoder] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, s: Settings, registry: SchemaRegistryClient | None) -> Codecs:
-        """From the settings' formats and topics."""
+    def build(
+        cls,
+        s: Settings,
+        registry: SchemaRegistryClient | None,
+        *,
+        on_fallback: Callable[[], None] = lambda: None,
+    ) -> Codecs:
+        """From the settings' formats and topics; `on_fallback` is every output encoder's hook
+        (a datum its compiled writer left to fastavro)."""
         raw_writer = load_writer_schema(s.raw_writer_schema) if s.raw_writer_schema else None
         decoder = Decoder(
             s.input_format,
@@ -35,10 +43,15 @@ class Codecs:
             parsed_schema(HER2_CLASSIFICATION),
             registry=registry,
             subject=f"{s.topics.classification}-value",
+            on_fallback=on_fallback,
         )
         alerts = {
             topic: Encoder(
-                fmt, parsed_schema(HER2_ALERT), registry=registry, subject=f"{topic}-value"
+                fmt,
+                parsed_schema(HER2_ALERT),
+                registry=registry,
+                subject=f"{topic}-value",
+                on_fallback=on_fallback,
             )
             for topic in s.topics.alert_topics()
         }

@@ -7,6 +7,9 @@ partition numbers): never patient or accession identifiers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Final
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -21,6 +24,9 @@ from prometheus_client.process_collector import ProcessCollector
 
 from consumer import __version__
 
+# the fast paths whose fallbacks to fastavro are counted (the `codec` label): the output
+# encoders (consumer/avro/codec.py) and the changelog parts both ways (consumer/state/store.py)
+CODEC_FALLBACKS: Final = ("output", "history_encode", "history_decode")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # up to ten years: a lab that re-publishes historical results (a migration, a back-fill) sends
 # events that are months or years old, and those must land in a bucket of their own, not +Inf
@@ -50,8 +56,9 @@ _AGE_BUCKETS = (
 
 
 class Metrics:
-    """Every metric the service records (only `service.py` records them, and the schema
-    registry client through `registry_error`, the hook service.py hands it)."""
+    """Every metric the service records (the runtime records them; the layers below it through
+    the hooks the runtime hands them: the schema registry client's `registry_error`, the
+    codecs' `fallback_hook`s)."""
 
     @classmethod
     def on_new_registry(cls, ruleset_version: str = "") -> Metrics:
@@ -130,6 +137,16 @@ class Metrics:
             ["operation", "kind"],
             registry=registry,
         )
+        self.codec_fallbacks = Counter(
+            f"{p}_codec_fallbacks",
+            "Values a hand-written fast path left to fastavro, the reference (slower, the same "
+            "bytes and values), by codec (output, history_encode, history_decode).",
+            ["codec"],
+            registry=registry,
+        )
+        # each exported as 0 from the start (a series born at 1 shows no increase), and its
+        # labels resolved once: a hook is one call in the fallback branch
+        self._fallbacks = {c: self.codec_fallbacks.labels(codec=c) for c in CODEC_FALLBACKS}
         self.dlq = Counter(
             f"{p}_dlq_records",
             "Records sent to the dead-letter topic by stage and reason.",
@@ -232,3 +249,8 @@ class Metrics:
     def registry_error(self, operation: str, kind: str) -> None:
         """Count one failed schema registry call (the registry client's `on_error` hook)."""
         self.schema_registry_errors.labels(operation=operation, kind=kind).inc()
+
+    def fallback_hook(self, codec: str) -> Callable[[], None]:
+        """The `on_fallback` hook of one fast path (`codec` one of CODEC_FALLBACKS, KeyError
+        else): each call counts one value it left to fastavro."""
+        return self._fallbacks[codec].inc

@@ -24,7 +24,7 @@ from consumer.runtime.kafka.clients import restore_consumer_config
 from consumer.runtime.partitions import PartitionTable
 from consumer.runtime.records import INPUT_OFFSET_HEADER
 from consumer.state.backends import StateDir, open_states
-from consumer.state.store import CacheBudget, HistoryRecordError, HistoryStore
+from consumer.state.store import CacheBudget, HistoryRecordError, HistoryStore, PartCodec
 
 log = get_logger("her2.service")
 
@@ -55,6 +55,11 @@ class Restorer:
         self._monotonic = monotonic
         # the decoded patients of every partition's store together (HER2_HISTORY_CACHE_PATIENTS)
         self._cache_budget = CacheBudget(settings.history_cache_patients)
+        # the changelog parts of every partition's store, their fallbacks to fastavro counted
+        self._codec = PartCodec(
+            on_encode_fallback=metrics.fallback_hook("history_encode"),
+            on_decode_fallback=metrics.fallback_hook("history_decode"),
+        )
         self._retention = (
             dt.timedelta(days=settings.history_retention_days)
             if settings.history_retention_days > 0
@@ -66,7 +71,9 @@ class Restorer:
     def new_store(self, tp: TopicPartition) -> HistoryStore:
         """An empty history store for input partition `tp`, on the configured backend."""
         states = open_states(self._settings.history_store, self._state_dir(), f"p{tp.partition}")
-        return HistoryStore(self._retention, self._clock, states, budget=self._cache_budget)
+        return HistoryStore(
+            self._retention, self._clock, states, budget=self._cache_budget, codec=self._codec
+        )
 
     def restore_pending(self, table: PartitionTable) -> bool:
         """Read each pending partition's changelog to its end and hand the stores to `table`;

@@ -158,7 +158,7 @@ class Service:
         s = self.settings
         self._set_ready(False, "starting")
         registry = s.registry_client(on_error=self.metrics.registry_error)
-        codecs = Codecs.build(s, registry)
+        codecs = Codecs.build(s, registry, on_fallback=self.metrics.fallback_hook("output"))
         if s.history_store == DISK:
             self._state_dir = open_state_dir(s)
             resources.callback(self._close_state_dir)

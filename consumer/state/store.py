@@ -132,7 +132,17 @@ class PartCodec:
     """Patient parts <-> single-object Avro of schemas/patient_history.avsc: written and read
     by hand (consumer/state/binary.py) where that is sure to match fastavro, by fastavro else."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        on_encode_fallback: Callable[[], None] = lambda: None,
+        on_decode_fallback: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_encode_fallback()` hears of each part the hand-written path leaves to fastavro
+        to write, `on_decode_fallback()` of each value fastavro reads in its place: slower, not
+        wrong (the service counts them, her2_consumer_codec_fallbacks_total)."""
+        self._on_encode_fallback = on_encode_fallback
+        self._on_decode_fallback = on_decode_fallback
         schema = parsed_schema(PATIENT_HISTORY)
         self._encoder = Encoder("single-object", schema)
         self._decoder = Decoder("single-object", schema)
@@ -143,6 +153,7 @@ class PartCodec:
         try:
             return binary.encode_patient(self._header, state)
         except binary.NotFast:
+            self._on_encode_fallback()
             return self._encode_patient(state)
 
     def encode_accession(self, patient_id: str, acc: Accession) -> bytes:
@@ -150,6 +161,7 @@ class PartCodec:
         try:
             return binary.encode_accession(self._header, patient_id, acc)
         except binary.NotFast:
+            self._on_encode_fallback()
             return self._encode_accession(patient_id, acc)
 
     def _encode_patient(self, state: PatientState) -> bytes:
@@ -179,7 +191,11 @@ class PartCodec:
             return binary.decode(self._header, value)
         except Exception:  # any bytes: what the hand reader does not take, malformed values
             # included, is read (and its error reported) by fastavro
-            return self._decode(value)
+            decoded = self._decode(value)
+            # counted once fastavro has read it: a value neither reads is an unreadable record
+            # (HistoryRecordError, counted as such by the restore), not a slower one
+            self._on_decode_fallback()
+            return decoded
 
     def _decode(self, value: bytes) -> tuple[str, Part]:
         try:
@@ -201,7 +217,8 @@ class PartCodec:
 
 @cache
 def part_codec() -> PartCodec:
-    """The one PartCodec of the process (building one fingerprints the schema: ~1 ms)."""
+    """The PartCodec of the stores given none (building one fingerprints the schema: ~1 ms);
+    its fallbacks are heard by no one (the runtime's stores share one that counts them)."""
     return PartCodec()
 
 
@@ -246,10 +263,13 @@ class HistoryStore:
         states: CommittedStates | None = None,
         cache_patients: int = CACHE_PATIENTS,
         budget: CacheBudget | None = None,
+        *,
+        codec: PartCodec | None = None,
     ) -> None:
         """`budget` (the runtime's, shared by a process's stores) bounds the cache; without one
-        the store has its own budget of `cache_patients`."""
-        self._codec = part_codec()
+        the store has its own budget of `cache_patients`. `codec` (the runtime's, whose hooks
+        count the fallbacks to fastavro) writes and reads the parts; without one, part_codec()."""
+        self._codec = part_codec() if codec is None else codec
         self._states: CommittedStates = MemoryStates() if states is None else states
         self._live: dict[str, _Live] = {}
         self._retention = retention
@@ -361,7 +381,7 @@ class HistoryStore:
         if live is not None:
             return live.state
         entry = self._cached(patient_id)
-        return None if entry is None else _assemble(patient_id, entry)
+        return None if entry is None else _assemble(patient_id, entry, self._codec)
 
     def patients(self) -> Iterator[tuple[str, PatientState]]:
         """Every (patient_id, state) held, decoded (the cache is read, not filled)."""
@@ -372,11 +392,11 @@ class HistoryStore:
             if live is not None:
                 yield pid, live.state
             elif entry is not None:
-                yield pid, _assemble(pid, entry)
+                yield pid, _assemble(pid, entry, self._codec)
             else:
                 blob = self._states.get(pid)
                 if blob is not None:
-                    yield pid, decode_state(pid, blob)
+                    yield pid, _assemble(pid, _Cached(_unpack(blob), {}), self._codec)
 
     def _cached(self, patient_id: str) -> _Cached | None:
         """The patient's committed entry (now the most recent), read into the cache if need
@@ -519,15 +539,14 @@ def encode_state(state: PatientState) -> bytes:
 
 def decode_state(patient_id: str, value: bytes) -> PatientState:
     """The patient of an encode_state() value."""
-    return _assemble(patient_id, _Cached(_unpack(value), {}))
+    return _assemble(patient_id, _Cached(_unpack(value), {}), part_codec())
 
 
-def _assemble(patient_id: str, entry: _Cached) -> PatientState:
-    """The patient of a cache entry, decoding the parts not decoded yet (in key order, as they
-    are packed: the accessions, then the patient-wide part)."""
+def _assemble(patient_id: str, entry: _Cached, codec: PartCodec) -> PatientState:
+    """The patient of a cache entry, decoding the parts not decoded yet with `codec` (in key
+    order, as they are packed: the accessions, then the patient-wide part)."""
     if entry.state is not None:
         return entry.state
-    codec = part_codec()
     seq = 0
     alerts: Mapping[str, AlertState] = {}
     accessions: dict[str, Accession] = {}

@@ -508,7 +508,12 @@ def test_the_service_outputs_take_the_fast_path(
     outputs = service_outputs()
     alerts = outputs[_ALERT]
     assert {a["status"] for a in alerts} == {"ACTIVE", "RESOLVED", "RETRACTED"}
-    codecs = Codecs.build(Settings(state_dir=tmp_path, history_store=MEMORY), None)
+    heard: list[None] = []  # the output fallbacks counted (her2_consumer_codec_fallbacks_total)
+    codecs = Codecs.build(
+        Settings(state_dir=tmp_path, history_store=MEMORY),
+        None,
+        on_fallback=lambda: heard.append(None),
+    )
     encoders = {_CLS: codecs.classification, _ALERT: next(iter(codecs.alerts.values()))}
     expected = {
         name: [encoders[name]._header + reference(encoders[name]._schema, d) for d in records]
@@ -519,5 +524,45 @@ def test_the_service_outputs_take_the_fast_path(
     for name, records in outputs.items():
         assert [encoders[name].encode(d) for d in records] == expected[name]
     assert slow == []
+    assert heard == []
     assert len(outputs[_CLS]) == 1500
     assert len(alerts) > 1000
+
+
+# -- the fallback hook (her2_consumer_codec_fallbacks_total{codec="output"}) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "written"),
+    [
+        pytest.param(_CLS, _set("event_id", Text("e")), True, id="str-subclass"),
+        pytest.param(_ALERT, _set("evidence", ("a", "b")), True, id="tuple-for-array"),
+        pytest.param(_CLS, _set("category", "POSITIVE!"), False, id="unknown-enum-symbol"),
+    ],
+)
+def test_a_datum_left_to_fastavro_is_heard_once(name: str, damage: Any, written: bool) -> None:
+    """Written by fastavro (its bytes, as without the fast path) or refused by it (its error):
+    the encoder's `on_fallback` hears of it once either way."""
+    schema = parsed_schema(OUTPUTS[name])
+    datum = damage(service_outputs()[name][0])
+    heard: list[None] = []
+    encoder = Encoder("single-object", schema, on_fallback=lambda: heard.append(None))
+    done = outcome(encoder.encode, datum)
+    assert done == outcome(Encoder("single-object", schema, fast=False).encode, datum)
+    assert (done[0] == "ok") is written
+    assert heard == [None]
+
+
+def test_codecs_hand_the_fallback_hook_to_every_output_encoder(tmp_path: Path) -> None:
+    heard: list[None] = []
+    codecs = Codecs.build(
+        Settings(state_dir=tmp_path, history_store=MEMORY),
+        None,
+        on_fallback=lambda: heard.append(None),
+    )
+    outputs = service_outputs()
+    codecs.classification.encode(_set("event_id", Text("e"))(outputs[_CLS][0]))
+    for encoder in codecs.alerts.values():
+        encoder.encode(_set("title", Text("t"))(outputs[_ALERT][0]))
+    assert len(codecs.alerts) == 4
+    assert len(heard) == 1 + len(codecs.alerts)

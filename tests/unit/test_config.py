@@ -221,6 +221,26 @@ class TestVariables:
         assert len(topics.outputs()) == 7
         assert topics.input not in topics.outputs()
 
+    def test_an_unknown_alert_type_is_a_key_error(self) -> None:
+        topics = Settings.from_env({}).topics
+        topics.alert_topic("RETEST")  # the mapping built
+        with pytest.raises(KeyError, match="NO_SUCH_TYPE"):
+            topics.alert_topic("NO_SUCH_TYPE")
+
+    def test_the_alert_topic_mapping_is_not_part_of_the_value(self) -> None:
+        """Built once per Topics and kept beside its fields: a used Topics equals, hashes and
+        prints as a fresh one, and a replaced one maps to its own topics."""
+        used, fresh = Settings.from_env({}).topics, Settings.from_env({}).topics
+        assert used.alert_topic("RETEST") == "her2.alerts.retest.v2"
+        assert used._alert_topics is used._alert_topics  # built once, not per call
+        assert used == fresh
+        assert hash(used) == hash(fresh)
+        assert repr(used) == repr(fresh)
+        changed = dataclasses.replace(used, tdxd="tdxd", retest="retest")
+        assert changed.alert_topic("TDXD_ELIGIBILITY") == "tdxd"
+        assert changed.alert_topic("RETEST") == "retest"
+        assert used.alert_topic("RETEST") == "her2.alerts.retest.v2"
+
     def test_transactional_id_is_group_and_instance(self) -> None:
         with_instance = Settings.from_env({"HER2_GROUP_ID": "g", "HER2_INSTANCE_ID": "pod-1"})
         assert with_instance.transactional_id("host-a") == "g-pod-1"

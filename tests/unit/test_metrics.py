@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from consumer.ops.metrics import Metrics
+from consumer.ops.metrics import CODEC_FALLBACKS, Metrics
 
 YEAR = 365 * 86400
 
@@ -49,3 +50,26 @@ class TestMetrics:
     def test_two_containers_in_one_process(self) -> None:
         scrape()
         scrape()  # a collector per registry: no duplicate-registration error
+
+    def test_codec_fallbacks_are_exported_as_zero_from_the_start(self) -> None:
+        """A series per fast path before any fallback, so increase() sees the very first."""
+        _, text = scrape()
+        for codec in CODEC_FALLBACKS:
+            assert f'her2_consumer_codec_fallbacks_total{{codec="{codec}"}} 0.0' in text
+
+    @pytest.mark.parametrize("codec", CODEC_FALLBACKS)
+    def test_a_fallback_hook_counts_its_own_codec(self, codec: str) -> None:
+        metrics, _ = scrape()
+        hook = metrics.fallback_hook(codec)
+        hook()
+        hook()
+        value = metrics.registry.get_sample_value
+        for other in CODEC_FALLBACKS:
+            expected = 2 if other == codec else 0
+            assert value("her2_consumer_codec_fallbacks_total", {"codec": other}) == expected
+
+    def test_a_fallback_hook_only_for_a_known_codec(self) -> None:
+        """The label is a closed set: no hook, and no series, for another name."""
+        metrics, _ = scrape()
+        with pytest.raises(KeyError):
+            metrics.fallback_hook("history")

@@ -27,12 +27,15 @@ from consumer.clinical.rules import load_ruleset
 from consumer.resources import PATIENT_HISTORY, parsed_schema
 from consumer.state import binary
 from consumer.state.store import (
+    HistoryRecordError,
     HistoryStore,
+    PartCodec,
     _alert_out,
     _prior_out,
     _published_out,
     _report_out,
     part_codec,
+    patient_key,
 )
 from consumer.tools.synthetic import SyntheticGenerator
 
@@ -63,6 +66,27 @@ def fastavro_patient(state: Any) -> bytes:
     part = {"seq": state.seq, "alerts": [_alert_out(a) for a in state.alerts.values()]}
     datum = {"patient_id": state.patient_id, "part": ("health.her2.state.PatientPart", part)}
     return PLAIN.encode(datum)
+
+
+def several_blocks() -> bytes:
+    """A patient-wide part of patient "p" whose alerts come in two blocks of one (as another
+    Avro writer may write them; fastavro writes one block): the hand reader leaves it to
+    fastavro, which reads it."""
+
+    def alert(code: bytes) -> bytes:
+        return b"\x02" + code + b"\x02\x01\x02s\x02d\x00"
+
+    return HEADER + b"\x02p\x00\x00" + b"\x02" + alert(b"c") + b"\x02" + alert(b"e") + b"\x00"
+
+
+def counting_codec() -> tuple[PartCodec, list[str]]:
+    """A PartCodec and what its fallback hooks heard ("encode", "decode"), in order."""
+    heard: list[str] = []
+    codec = PartCodec(
+        on_encode_fallback=lambda: heard.append("encode"),
+        on_decode_fallback=lambda: heard.append("decode"),
+    )
+    return codec, heard
 
 
 def outcome(call: Any, *args: Any) -> tuple[str, Any]:
@@ -316,22 +340,66 @@ class TestDecode:
         assert outcome(part_codec().decode, value) == outcome(part_codec()._decode, value)
 
     def test_arrays_in_several_blocks_read_as_fastavro_reads_them(self) -> None:
-        # patient "p", seq 0, alerts: a block of 1 alert, then a block of 1, then the end
-        def alert(code: bytes) -> bytes:
-            return b"\x02" + code + b"\x02\x01\x02s\x02d\x00"
-
-        value = HEADER + b"\x02p\x00\x00" + b"\x02" + alert(b"c") + b"\x02" + alert(b"e") + b"\x00"
+        value = several_blocks()
         with pytest.raises(binary.NotFast):  # single blocks only: the rest is fastavro's
             binary.decode(HEADER, value)
         assert repr(part_codec().decode(value)) == repr(part_codec()._decode(value))
         assert len(part_codec().decode(value)[1][1]) == 2  # type: ignore[arg-type]
 
 
+class TestFallbackHooks:
+    """PartCodec's hooks (her2_consumer_codec_fallbacks_total, history_encode / history_decode)
+    hear once of each part fastavro writes or reads in the hand-written path's place."""
+
+    def test_a_part_left_to_fastavro_to_write_is_heard_once(self) -> None:
+        codec, heard = counting_codec()
+        state = PatientState(Text("p"), 1, {})  # a str subclass: NotFast
+        assert codec.encode_patient(state) == fastavro_patient(state)
+        assert heard == ["encode"]
+        acc = Accession(Text("A1"))
+        assert codec.encode_accession("p", acc) == fastavro_accession("p", acc)
+        assert heard == ["encode", "encode"]
+
+    def test_a_value_left_to_fastavro_to_read_is_heard_once(self) -> None:
+        codec, heard = counting_codec()
+        value = several_blocks()
+        assert repr(codec.decode(value)) == repr(codec._decode(value))
+        assert heard == ["decode"]
+
+    def test_a_value_neither_reads_is_unreadable_not_a_fallback(self) -> None:
+        codec, heard = counting_codec()
+        with pytest.raises(HistoryRecordError):
+            codec.decode(HEADER + b"\x02p\x04")  # union branch 2 of a two-branch union
+        assert heard == []
+
+    @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+    @given(accessions(), patients())
+    def test_the_stores_own_parts_are_never_heard(
+        self, acc: Accession, state: PatientState
+    ) -> None:
+        codec, heard = counting_codec()
+        for value in (codec.encode_accession("p", acc), codec.encode_patient(state)):
+            codec.decode(value)
+        assert heard == []
+
+    def test_a_store_reads_with_its_own_codec(self) -> None:
+        """Restore, and a read from the backend (nothing cached), decode with the store's
+        codec, not the process's part_codec()."""
+        codec, heard = counting_codec()
+        store = HistoryStore(cache_patients=0, codec=codec)
+        store.restore(patient_key("p"), several_blocks())
+        assert heard == ["decode"]
+        state = store.get("p")
+        assert state is not None
+        assert sorted(state.alerts) == ["c", "e"]
+        assert heard == ["decode", "decode"]
+
+
 def test_a_synthetic_run_takes_the_fast_path_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the pipeline builds (and every changelog record it leads to) never falls back to
-    fastavro, so the store's cost is the fast path's."""
+    fastavro, so the store's cost is the fast path's (and no fallback is counted)."""
     slow: list[str] = []
-    codec = part_codec()
+    codec, heard = counting_codec()
     for name in ("_encode_accession", "_encode_patient", "_decode"):
         original = getattr(codec, name)
 
@@ -343,14 +411,15 @@ def test_a_synthetic_run_takes_the_fast_path_both_ways(monkeypatch: pytest.Monke
     pipeline = Pipeline(
         load_ruleset(), clock=lambda: dt.datetime(2026, 3, 1, 12, 0, 0, 1000, dt.UTC)
     )
-    store = HistoryStore(cache_patients=0)  # every patient read back is decoded
+    store = HistoryStore(cache_patients=0, codec=codec)  # every patient read back is decoded
     changes = []
     for at, event in enumerate(SyntheticGenerator(seed=3).events(1200), 1):
         store.apply(copy.deepcopy(event), pipeline)
         if at % 100 == 0:
             changes += store.take_dirty()
-    again = HistoryStore()
+    again = HistoryStore(codec=codec)
     for key, value in changes:
         again.restore(key, value)
     assert len(changes) > 1000
     assert slow == []
+    assert heard == []
