@@ -88,6 +88,32 @@ def metric_names() -> set[str]:
     }
 
 
+def service_metrics() -> set[str]:
+    """The service's own metrics as the operations.md table names them: a counter's family name
+    with the `_total` its samples carry (prometheus_client's collect() leaves it off the family),
+    an info's with `_info`, gauges and histograms as they are. Not the process_* and python_*
+    collectors' families, which the table does not list."""
+    exposed = {"counter": "_total", "info": "_info"}
+    return {
+        family.name + exposed.get(family.type, "")
+        for family in Metrics.on_new_registry().registry.collect()
+        if not family.name.startswith(("process_", "python_"))
+    }
+
+
+def metrics_table() -> list[str]:
+    """The body rows of the metrics table of docs/operations.md."""
+    lines = OPERATIONS_DOC.read_text(encoding="utf-8").splitlines()
+    start = lines.index("| metric | type | labels | meaning |") + 2  # past the separator
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+def row_names(row: str) -> set[str]:
+    """The metric names of a table row: the quoted names of its first cell."""
+    return set(re.findall(r"`([^`]+)`", row.split("|")[1]))
+
+
 def promql_metrics(expr: str) -> set[str]:
     """Names of her2_consumer_* series referenced by a PromQL expression."""
     return set(re.findall(r"\bher2_consumer_[a-z0-9_]+", expr))
@@ -963,6 +989,26 @@ class TestGrafanaDashboard:
         compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
         mounts = dict(reversed(v.split(":")[:2]) for v in compose["services"]["grafana"]["volumes"])
         assert (DEPLOY / mounts[provider["options"]["path"]] / DASHBOARD.name).is_file()
+
+
+class TestMetricsTable:
+    """docs/operations.md: the metrics table lists every metric the service registers, and only
+    those (docs drifted from code once: two metrics went unlisted)."""
+
+    def test_every_metric_has_a_row(self) -> None:
+        rows = {name for row in metrics_table() for name in row_names(row)}
+        missing = sorted(service_metrics() - rows)
+        assert not missing, f"metrics without a row in docs/operations.md: {missing}"
+
+    def test_every_name_in_the_table_is_a_metric(self) -> None:
+        """Row names and the names a row's text cites: no stale or misspelt ones."""
+        table = metrics_table()
+        rows = {name for row in table for name in row_names(row)}
+        cited = {name for row in table for name in re.findall(r"\bher2_consumer_\w+", row)}
+        stale = sorted((rows | cited) - service_metrics())
+        assert not stale, (
+            f"names in the docs/operations.md metrics table that are no metric: {stale}"
+        )
 
 
 if __name__ == "__main__":
