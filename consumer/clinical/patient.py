@@ -24,7 +24,7 @@ from json.encoder import (  # type: ignore[attr-defined]
     c_make_encoder,
     encode_basestring_ascii,
 )
-from typing import Any
+from typing import Any, Final
 
 from consumer.clinical.alerts import alert_record, closing_detail
 from consumer.clinical.classify import HR_UNKNOWN, SampleClass, classify_sample, hr_status
@@ -709,31 +709,51 @@ def _iso(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
-def _json_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:
+# A value touching every setting the canonical JSON depends on (key order, separators, escapes,
+# floats, nesting, the `default` hook): the C encoder built below must give json.dumps's text.
+_JSON_PROBE: Final = {
+    "b": [1, -2.5, 1e300, None, True, False, '\u00e9\u2028"\\\n', []],
+    "a": {"z": {}, "y": "x"},
+    "\u00e9": dt.datetime(2026, 12, 6, 1, 2, 3, tzinfo=dt.UTC),
+}
+
+
+def _json_encoder(
+    default: Callable[[Any], Any], make: Callable[..., Any] | None = c_make_encoder
+) -> Callable[[Any], str]:
     """json.dumps(value, sort_keys=True, separators=(",", ":"), default=default) of a value
     without cycles. JSONEncoder.encode builds the C encoder anew on every call (with a dict to
     detect cycles: the values encoded here come from decoded records and never hold one); the
-    same C encoder, with the same settings, is built here once. Without the C accelerator:
-    JSONEncoder.encode itself."""
+    same C encoder, with the same settings, is built here once.
+
+    `c_make_encoder` is CPython's private constructor (9 arguments; run here on 3.11): the alert
+    ids and digests are hashes of this text, so a Python whose constructor takes other arguments
+    or writes other text gets JSONEncoder.encode itself (slower, the same text), never
+    different ids. Without the C accelerator: JSONEncoder.encode too."""
     encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=default)
-    if c_make_encoder is None:  # pragma: no cover - CPython always has it
+    if make is None:  # pragma: no cover - CPython always has it
         return encoder.encode
-    c_encode = c_make_encoder(
-        None,  # no cycle check (JSONEncoder's check_circular=True only turns them into errors)
-        encoder.default,
-        encode_basestring_ascii,  # ensure_ascii=True
-        None,  # indent
-        encoder.key_separator,
-        encoder.item_separator,
-        encoder.sort_keys,
-        encoder.skipkeys,
-        encoder.allow_nan,
-    )
+    try:
+        c_encode = make(
+            None,  # no cycle check (JSONEncoder's check_circular=True only turns them into errors)
+            encoder.default,
+            encode_basestring_ascii,  # ensure_ascii=True
+            None,  # indent
+            encoder.key_separator,
+            encoder.item_separator,
+            encoder.sort_keys,
+            encoder.skipkeys,
+            encoder.allow_nan,
+        )
 
-    def encode(value: Any) -> str:
-        return "".join(c_encode(value, 0))
+        def encode(value: Any) -> str:
+            return "".join(c_encode(value, 0))
 
-    return encode
+        if encode(_JSON_PROBE) == encoder.encode(_JSON_PROBE):
+            return encode
+    except Exception:  # noqa: S110 - another signature: the public encoder below
+        pass
+    return encoder.encode
 
 
 # What json.dumps(..., sort_keys=True, separators=(",", ":"), default=...) builds on every

@@ -179,3 +179,45 @@ def test_canonical_json_is_json_dumps(value: dict[str, object]) -> None:
 def test_context_json_refuses_what_json_dumps_refuses() -> None:
     with pytest.raises(TypeError):
         patient._context_json({"planned_therapies": [], "odd": object()})
+
+
+# --- the canonical JSON: CPython's private C encoder only where it writes json.dumps's text ---
+
+_VALUE = {"k": [1, 2.5, "\u00e9"], "d": dt.date(2026, 12, 6), "a": None}
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _is_public_encoder(encode: object) -> bool:
+    return getattr(encode, "__func__", None) is json.JSONEncoder.encode
+
+
+def test_this_python_gets_the_c_encoder_and_json_dumps_text() -> None:
+    encode = patient._json_encoder(str)
+    assert not _is_public_encoder(encode)  # the fast path is taken on this CPython
+    assert encode(_VALUE) == _dumps(_VALUE)
+
+
+def test_a_constructor_of_another_signature_gets_the_public_encoder() -> None:
+    def other_signature(*args: object) -> object:
+        raise TypeError(f"c_make_encoder() takes 10 arguments ({len(args)} given)")
+
+    encode = patient._json_encoder(str, other_signature)
+    assert _is_public_encoder(encode)
+    assert encode(_VALUE) == _dumps(_VALUE)
+
+
+def test_a_constructor_that_writes_other_text_gets_the_public_encoder() -> None:
+    """A Python whose C encoder took the same arguments but wrote other text (here: its key
+    separator and item separator swapped meaning) would change every alert id: refused."""
+    real = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+
+    def other_text(*args: object) -> object:
+        markers, default, escape, indent, key_sep, item_sep, *rest = args
+        return real(markers, default, escape, indent, f"{item_sep} ", key_sep, *rest)
+
+    encode = patient._json_encoder(str, other_text)
+    assert _is_public_encoder(encode)
+    assert encode(_VALUE) == _dumps(_VALUE)
