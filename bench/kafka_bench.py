@@ -873,12 +873,25 @@ def latency(
         time.sleep(5)  # every classification is readable well within this on this machine
     finally:
         stop.set()
-        if reader.pid is not None:  # started
-            received, inputs = results.get(timeout=60)
-            reader.join(timeout=30)
-        producer.close()
-        stop_service(proc)
-    sends = list(sent_at.items())  # in send order
+        try:
+            if reader.pid is not None:  # started
+                received, inputs = results.get(timeout=60)
+                reader.join(timeout=30)
+        finally:  # a reader that died without its figures still leaves no service running
+            producer.close()
+            stop_service(proc)
+    return _latency_figures(list(sent_at.items()), warm_count, received, inputs, rate, warmup_s)
+
+
+def _latency_figures(  # noqa: PLR0917 - positional at its one caller
+    sends: list[tuple[str, float]],
+    warm_count: int,
+    received: dict[str, float],
+    inputs: dict[str, float],
+    rate: float,
+    warmup_s: float,
+) -> dict[str, Any]:
+    """One latency run's percentiles from the send times (in send order) and the reader's."""
 
     def ms(seen: dict[str, float], part: list[tuple[str, float]]) -> list[float]:
         return [(seen[k] - sent) * 1000 for k, sent in part if k in seen]
