@@ -25,6 +25,7 @@ import jsonschema
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
 
 from consumer.config import ENV_VARS
 from consumer.ops.metrics import Metrics
@@ -97,6 +98,26 @@ def service_metrics() -> set[str]:
     return {
         family.name + exposed.get(family.type, "")
         for family in Metrics.on_new_registry().registry.collect()
+        if not family.name.startswith(("process_", "python_"))
+    }
+
+
+def service_metric_kinds() -> dict[str, tuple[str, set[str]]]:
+    """Each of service_metrics(): its type and label names (an info's from its one sample: its
+    labels are values set at start-up, not declared)."""
+    metrics = Metrics.on_new_registry()
+    exposed = {"counter": "_total", "info": "_info"}
+    declared = {
+        metric._name: set(metric._labelnames)  # the declared labels: no public view of them
+        for metric in vars(metrics).values()
+        if isinstance(metric, MetricWrapperBase)
+    }
+    return {
+        family.name + exposed.get(family.type, ""): (
+            family.type,
+            set(family.samples[0].labels) if family.type == "info" else declared[family.name],
+        )
+        for family in metrics.registry.collect()
         if not family.name.startswith(("process_", "python_"))
     }
 
@@ -971,6 +992,7 @@ class TestGrafanaDashboard:
             "her2_consumer_history_patients",
             "her2_consumer_history_restore_seconds_bucket",
             "her2_consumer_history_bytes",
+            "her2_consumer_codec_fallbacks_total",
         } <= used
         quantiles = {
             q
@@ -999,6 +1021,21 @@ class TestMetricsTable:
         rows = {name for row in metrics_table() for name in row_names(row)}
         missing = sorted(service_metrics() - rows)
         assert not missing, f"metrics without a row in docs/operations.md: {missing}"
+
+    def test_each_row_gives_its_metrics_type_and_labels(self) -> None:
+        """The type cell, and the label names of the labels cell (backticked, outside the
+        parentheses that list their values)."""
+        kinds = service_metric_kinds()
+        wrong = []
+        for row in metrics_table():
+            _, kind, labels = (cell.strip() for cell in row.split("|")[1:4])
+            named = set(re.findall(r"`([a-z_]+)`", re.sub(r"\([^)]*\)", "", labels)))
+            wrong += [
+                (name, kind, sorted(named), kinds[name][0], sorted(kinds[name][1]))
+                for name in row_names(row)
+                if name in kinds and (kinds[name][0], kinds[name][1]) != (kind, named)
+            ]
+        assert not wrong, f"(metric, table type, table labels, type, labels): {wrong}"
 
     def test_every_name_in_the_table_is_a_metric(self) -> None:
         """Row names and the names a row's text cites: no stale or misspelt ones."""
