@@ -819,8 +819,13 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def latency(
-    bootstrap: str, rate: float, seconds: float, guarantee: str, warmup_s: float = 2.0
+def latency(  # noqa: PLR0917 - positional at its callers
+    bootstrap: str,
+    rate: float,
+    seconds: float,
+    guarantee: str,
+    warmup_s: float = 2.0,
+    client: str | None = None,
 ) -> dict[str, Any]:
     """Stage 5, one run: steady offered load; send time -> classification readable
     (read_committed), and the same reader's time to the input event itself (`floor`: what the
@@ -835,7 +840,7 @@ def latency(
     env_topics = topics_for(run)
     topic = env_topics["HER2_INPUT_TOPIC"]
     create_topic(bootstrap, topic)
-    proc = start_service(bootstrap, env_topics, guarantee)
+    proc = start_service(bootstrap, env_topics, guarantee, client=client)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
     warm_count = int(rate * warmup_s)
     count = int(rate * seconds) + warm_count
@@ -915,8 +920,13 @@ def _latency_figures(  # noqa: PLR0917 - positional at its one caller
     }
 
 
-def latency_runs(
-    bootstrap: str, rate: float, seconds: float, runs: int, guarantee: str = "at_least_once"
+def latency_runs(  # noqa: PLR0917 - positional at its callers
+    bootstrap: str,
+    rate: float,
+    seconds: float,
+    runs: int,
+    guarantee: str = "at_least_once",
+    client: str | None = None,
 ) -> dict[str, Any]:
     """Stage 5: `runs` latency runs one after the other, each with a service of its own; the
     median of each percentile over the runs is the figure (one 20-second run on a shared
@@ -924,7 +934,7 @@ def latency_runs(
     each = []
     for n in range(runs):
         log(f"latency run {n + 1}/{runs}")
-        each.append(latency(bootstrap, rate, seconds, guarantee))
+        each.append(latency(bootstrap, rate, seconds, guarantee, client=client))
     keys = ("p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms")
     return {
         "offered_rate": rate,
@@ -955,7 +965,9 @@ def history_bytes(port: int) -> float:
     return float("nan")
 
 
-def memory_run(bootstrap: str, count: int, seed: int, store: str) -> dict[str, Any]:
+def memory_run(
+    bootstrap: str, count: int, seed: int, store: str, client: str | None = None
+) -> dict[str, Any]:
     """Stage 6b: RSS of the service over `count` events with the `store` history backend,
     against the size of the history it holds (her2_consumer_history_bytes; with the disk store
     in sqlite files under a state directory of its own, whose size is measured too)."""
@@ -969,7 +981,7 @@ def memory_run(bootstrap: str, count: int, seed: int, store: str) -> dict[str, A
     port = free_port()
     state_dir = Path(tempfile.mkdtemp(prefix="her2-bench-state-"))
     env_topics = {**env_topics, "HER2_HISTORY_STORE": store, "HER2_STATE_DIR": str(state_dir)}
-    proc = start_service(bootstrap, env_topics, "at_least_once", http_port=port)
+    proc = start_service(bootstrap, env_topics, "at_least_once", http_port=port, client=client)
     group = env_topics["HER2_GROUP_ID"]
     samples: list[tuple[int, float]] = []
     window = Window([proc.pid])
@@ -1109,13 +1121,15 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
                 bootstrap, args.events, args.seed, "exactly_once", client=client
             )
         log(f"stage 5: latency at {args.rate}/s for {args.latency_seconds}s")
+        # every stage on --client (the latency and memory stages took the environment's client
+        # before: a --client confluent run measured them on kafka-python)
         results["latency"] = latency_runs(
-            bootstrap, args.rate, args.latency_seconds, args.latency_runs
+            bootstrap, args.rate, args.latency_seconds, args.latency_runs, client=client
         )
         if args.memory_events:
             log(f"stage 6b: memory over {args.memory_events} events")
             results["memory"] = memory_run(
-                bootstrap, args.memory_events, args.seed, args.memory_store
+                bootstrap, args.memory_events, args.seed, args.memory_store, client
             )
     ceiling = results["ceiling"]["events_per_s"]
     print(f"\nmachine: {results['machine']}")
@@ -1182,10 +1196,15 @@ def print_latency(lat: dict[str, Any]) -> None:
 
 
 def latency_main(args: argparse.Namespace) -> int:
-    """--latency-only: stage 5 alone (the service's client from the environment)."""
+    """--latency-only: stage 5 alone, on --client (one; default the environment's)."""
+    if len(args.clients) > 1:
+        raise SystemExit("--latency-only measures one client at a time")
+    client = args.clients[0] if args.clients else None
     with broker() as bootstrap:
         log(f"stage 5: latency at {args.rate}/s for {args.latency_seconds}s")
-        lat = latency_runs(bootstrap, args.rate, args.latency_seconds, args.latency_runs)
+        lat = latency_runs(
+            bootstrap, args.rate, args.latency_seconds, args.latency_runs, client=client
+        )
     print_latency(lat)
     write_summary(args.json, "latency.json", {"latency": lat})
     return 0
