@@ -5,8 +5,9 @@ framing) can be written and read field by field in Python faster than fastavro's
 schema-walking writer and reader can, and without the dicts fastavro builds on either side.
 
 Both directions are a fast path, never a second definition of the format: they take only what
-they can be sure of and raise NotFast for anything else, and the caller (store.PartCodec) then
-uses fastavro, whose bytes, values and errors stay the reference.
+they can be sure of and raise NotFast (the output writer's, consumer/avro/fastwrite.py: one
+signal for both fast paths) for anything else, and the caller (store.PartCodec) then uses
+fastavro, whose bytes, values and errors stay the reference.
 
 - encode_*: the exact types the store's dataclasses declare (str, int in the long range, bool,
   tuple, dict, datetime.date, datetime in UTC); a subclass, a list for a tuple, a naive or
@@ -23,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Final
 
-from consumer.avro.fastwrite import SMALL_MAX, SMALL_VARINTS, zigzag
+from consumer.avro.fastwrite import SMALL_MAX, SMALL_VARINTS, NotFast, zigzag
 from consumer.clinical.patient import (
     AcceptedReport,
     Accession,
@@ -33,14 +34,8 @@ from consumer.clinical.patient import (
     Published,
 )
 
-
-class NotFast(Exception):
-    """A value the hand-written path leaves to fastavro."""
-
-
 _LONG_MIN: Final = -(2**63)
 _LONG_MAX: Final = 2**63 - 1
-_SMALL_MAX: Final = SMALL_MAX
 _NULL: Final = b"\x00"  # union branch 0, or the end of an array
 _BRANCH1: Final = b"\x02"  # union branch 1 (the non-null branch of every union here)
 _ACCESSION_BRANCH: Final = b"\x02"  # part: branch 1 of [PatientPart, AccessionPart]
@@ -58,15 +53,10 @@ def _varint(n: int) -> bytes:
     return zigzag(n)
 
 
-# the zigzag varints of 0 .. _SMALL_MAX - 1 (one or two bytes): every count, nearly every length
-# (a digest is 24 bytes, a fact list or a clinical context 50-400) and most small numbers
-_SMALL: Final = SMALL_VARINTS
-
-
 def _long(n: int) -> bytes:
     if type(n) is not int:
         raise NotFast
-    return _SMALL[n] if 0 <= n < _SMALL_MAX else _varint(n)
+    return SMALL_VARINTS[n] if 0 <= n < SMALL_MAX else _varint(n)
 
 
 def _text(s: str) -> bytes:
@@ -77,7 +67,7 @@ def _text(s: str) -> bytes:
     except UnicodeEncodeError:  # a lone surrogate: fastavro reports it
         raise NotFast from None
     n = len(b)
-    return (_SMALL[n] if n < _SMALL_MAX else _varint(n)) + b
+    return (SMALL_VARINTS[n] if n < SMALL_MAX else _varint(n)) + b
 
 
 def _word(s: str) -> bytes:

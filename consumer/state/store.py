@@ -34,6 +34,7 @@ from json.encoder import encode_basestring
 from typing import Final, NamedTuple
 
 from consumer.avro.codec import Decoder, Encoder
+from consumer.avro.fastwrite import NotFast
 from consumer.avro.wire import frame_single_object, schema_fingerprint
 from consumer.clinical.model import Event, Outcome, Record
 from consumer.clinical.patient import (
@@ -152,7 +153,7 @@ class PartCodec:
         """The value of the patient-wide part (by hand, or by fastavro: the same bytes)."""
         try:
             return binary.encode_patient(self._header, state)
-        except binary.NotFast:
+        except NotFast:
             self._on_encode_fallback()
             return self._encode_patient(state)
 
@@ -160,7 +161,7 @@ class PartCodec:
         """The value of an accession part (by hand, or by fastavro: the same bytes)."""
         try:
             return binary.encode_accession(self._header, patient_id, acc)
-        except binary.NotFast:
+        except NotFast:
             self._on_encode_fallback()
             return self._encode_accession(patient_id, acc)
 
