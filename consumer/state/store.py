@@ -397,7 +397,7 @@ class HistoryStore:
             else:
                 blob = self._states.get(pid)
                 if blob is not None:
-                    yield pid, _assemble(pid, _Cached(_unpack(blob), {}), self._codec)
+                    yield pid, decode_state(pid, blob, self._codec)
 
     def _cached(self, patient_id: str) -> _Cached | None:
         """The patient's committed entry (now the most recent), read into the cache if need
@@ -538,9 +538,9 @@ def encode_state(state: PatientState) -> bytes:
     return _pack(parts)
 
 
-def decode_state(patient_id: str, value: bytes) -> PatientState:
-    """The patient of an encode_state() value."""
-    return _assemble(patient_id, _Cached(_unpack(value), {}), part_codec())
+def decode_state(patient_id: str, value: bytes, codec: PartCodec | None = None) -> PatientState:
+    """The patient of an encode_state() value (read with `codec`, else part_codec())."""
+    return _assemble(patient_id, _Cached(_unpack(value), {}), codec or part_codec())
 
 
 def _assemble(patient_id: str, entry: _Cached, codec: PartCodec) -> PatientState:
