@@ -131,11 +131,11 @@ def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int
             spec["configs"] = {"cleanup.policy": "compact"}
         specs[topic] = spec
     result = admin.create_topics(specs, raise_errors=False)
-    for topic in result.get("topics", []):
-        code = topic.get("error_code", 0)
+    for entry in result.get("topics", []):
+        code = entry.get("error_code", 0)
         if code not in (0, _TOPIC_EXISTS):
             raise ConfigError(
-                f"cannot create output topic {topic.get('name')} "
+                f"cannot create output topic {entry.get('name')} "
                 f"(Kafka error code {code}); create it or fix the permissions"
             )
     admin.wait_for_topics(missing, timeout_ms=s.tuning.request_timeout_ms)
