@@ -6,7 +6,8 @@ message names the variable and never echoes a secret. Secrets (the SASL password
 credentials) are masked in `repr`, so printing or logging a Settings object is safe.
 
 The pinned names come from docs/design.md ("Configuration"); the others are ours and are
-listed in `ENV_VARS` with their defaults (the README's configuration table is generated from it).
+listed in `ENV_VARS` with their defaults (docs/operations.md's settings table is generated from
+it; a test holds the two together).
 """
 
 from __future__ import annotations

@@ -122,6 +122,50 @@ def service_metric_kinds() -> dict[str, tuple[str, set[str]]]:
     }
 
 
+SETTINGS_BEGIN = (
+    "<!-- generated from ENV_VARS in consumer/config.py by `python3 tests/deploy/test_deploy.py`;"
+    " a test fails while it is stale -->"
+)
+SETTINGS_END = "<!-- end of the generated settings table -->"
+# variables of the registry launcher and the fault tests (deploy/registry/launcher.py,
+# tests/integration/faults.py), not the service's
+HARNESS_VARIABLES = frozenset(
+    {"HER2_APICURIO_DIR", "HER2_FAULT_RESULTS", "HER2_REGISTRY_JAVA_HOME", "HER2_RUN_KNOWN_BUGS"}
+)
+
+
+def settings_table() -> str:
+    """The settings table of docs/operations.md: every variable of ENV_VARS, in its order, with
+    its default (blank = unset) and meaning."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, default, meaning in ENV_VARS:
+        shown = f"`{default}`" if default else "unset"
+        cell = meaning.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+        rows.append(f"| `{name}` | {shown} | {cell} |")
+    return "\n".join(rows)
+
+
+def documented_settings_table() -> str:
+    """What docs/operations.md holds between the generated table's markers."""
+    text = OPERATIONS_DOC.read_text(encoding="utf-8")
+    assert SETTINGS_BEGIN in text, f"no generated settings table in {OPERATIONS_DOC}"
+    return text.split(SETTINGS_BEGIN, 1)[1].split(SETTINGS_END, 1)[0].strip("\n")
+
+
+def write_settings_table() -> None:
+    """Rewrite the generated settings table of docs/operations.md from ENV_VARS."""
+    text = OPERATIONS_DOC.read_text(encoding="utf-8")
+    before, rest = text.split(SETTINGS_BEGIN, 1)
+    after = rest.split(SETTINGS_END, 1)[1]
+    table = f"{SETTINGS_BEGIN}\n{settings_table()}\n{SETTINGS_END}"
+    OPERATIONS_DOC.write_text(before + table + after, encoding="utf-8")
+
+
+def variables_named(text: str) -> set[str]:
+    """The HER2_* and KAFKA_* variable names a text cites."""
+    return set(re.findall(r"\b(?:HER2|KAFKA)_[A-Z0-9_]*[A-Z0-9]\b", text))
+
+
 def metrics_table() -> list[str]:
     """The body rows of the metrics table of docs/operations.md."""
     lines = OPERATIONS_DOC.read_text(encoding="utf-8").splitlines()
@@ -756,7 +800,7 @@ class TestAlertRules:
         assert ALERTS_TEST.is_file(), f"missing; write it with: python3 {Path(__file__)}"
         checked_in = yaml.safe_load(ALERTS_TEST.read_text(encoding="utf-8"))
         assert checked_in == alerts_test_spec(), (
-            f"{ALERTS_TEST} is stale; rewrite it with: python3 tests/unit/test_deploy.py"
+            f"{ALERTS_TEST} is stale; rewrite it with: python3 tests/deploy/test_deploy.py"
         )
 
     @pytest.mark.skipif(PROMTOOL is None, reason=NO_PROMTOOL)
@@ -797,8 +841,8 @@ def alerts_test_spec() -> dict[str, Any]:
 def write_alerts_test() -> None:
     """Write deploy/prometheus/alerts.test.yaml from the scenarios."""
     header = (
-        "# Generated from ALERT_SCENARIOS in tests/unit/test_deploy.py (rewrite it with\n"
-        "# `python3 tests/unit/test_deploy.py`; a test fails while it is stale).\n"
+        "# Generated from ALERT_SCENARIOS in tests/deploy/test_deploy.py (rewrite it with\n"
+        "# `python3 tests/deploy/test_deploy.py`; a test fails while it is stale).\n"
         "# Run: promtool test rules deploy/prometheus/alerts.test.yaml\n"
     )
     ALERTS_TEST.write_text(
@@ -1048,5 +1092,31 @@ class TestMetricsTable:
         )
 
 
+class TestSettingsTable:
+    """docs/operations.md lists every setting with its default, generated from ENV_VARS (the
+    README's configuration table is a selection, and once pointed at the code for the rest)."""
+
+    def test_the_table_is_generated_from_env_vars(self) -> None:
+        assert documented_settings_table() == settings_table(), (
+            "the settings table of docs/operations.md is stale; rewrite it with: "
+            "python3 tests/deploy/test_deploy.py"
+        )
+
+    @pytest.mark.parametrize(
+        "doc", ["README.md", "docs/operations.md", "docs/fault-report.md", "docs/benchmarks.md"]
+    )
+    def test_every_variable_a_doc_names_is_a_setting(self, doc: str) -> None:
+        """No stale or misspelt variable names: each is declared, or the test harness's."""
+        named = variables_named((REPO / doc).read_text(encoding="utf-8"))
+        unknown = sorted(named - ENV_NAMES - HARNESS_VARIABLES)
+        assert not unknown, f"variables named in {doc} that the service does not read: {unknown}"
+
+    def test_the_readme_names_every_setting_or_points_at_the_table(self) -> None:
+        readme = (REPO / "README.md").read_text(encoding="utf-8")
+        section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+        assert "docs/operations.md#settings" in section
+
+
 if __name__ == "__main__":
     write_alerts_test()
+    write_settings_table()
