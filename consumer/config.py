@@ -139,8 +139,8 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     (
         "HER2_CLOCK_SKEW_TOLERANCE_SECONDS",
         "60",
-        "warn (log, her2_consumer_clock_offset_seconds) when the host clock differs from the "
-        "Kafka cluster's by more at start-up (0 = no check)",
+        "warn (log, her2_consumer_clock_offset_seconds, alert Her2ConsumerClockSkew) when the "
+        "host clock differs from the Kafka cluster's by more at start-up (0 = no check)",
     ),
     (
         "HER2_MAX_CONSECUTIVE_PROCESSING_ERRORS",

@@ -112,6 +112,13 @@ class Metrics:
             "at start-up (the KRaft quorum leader's time); positive: the host is ahead.",
             registry=registry,
         )
+        self.clock_skew_tolerance = Gauge(
+            f"{p}_clock_skew_tolerance_seconds",
+            "HER2_CLOCK_SKEW_TOLERANCE_SECONDS as configured: the "
+            "clock offset beyond which the service warns and Her2ConsumerClockSkew fires "
+            "(0: the check is off).",
+            registry=registry,
+        )
         self.history_unwritable_records = Counter(
             f"{p}_history_unwritable_records",
             "Patient-state changelog records larger than a "

@@ -186,6 +186,7 @@ class Service:
             return
         admin = connect_admin(self._clients, s, self._default_id)
         try:
+            self.metrics.clock_skew_tolerance.set(s.clock_skew_tolerance_s)
             check_clock(admin, s, self._clock, self.metrics.clock_offset)
             counts = ensure_topics(admin, s, self._stop_event.wait, self._set_ready, self._beat)
         finally:

@@ -976,16 +976,32 @@ ALERT_SCENARIOS: list[tuple[str, list[tuple[str, str]], str, list[str]]] = [
     ("Her2ConsumerStateUnwritable",
      [(f'her2_consumer_history_unwritable_records_total{{{_JOB}, instance="a"}}', "0x30")],
      "20m", []),
-    # a host clock 2 hours fast (or slow) fires it; 30 s off and an unmeasured 0 do not
+    # the threshold is each instance's HER2_CLOCK_SKEW_TOLERANCE_SECONDS (its gauge): a host
+    # clock 2 hours fast (or slow) fires it at the default 60; 30 s off and an unmeasured 0 do
+    # not; 120 s off fires at 60 and not at 300; a check turned off (0) never fires
     ("Her2ConsumerClockSkew",
-     [(f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="a"}}', "7200x10")],
+     [(f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="a"}}', "7200x10"),
+      (f'her2_consumer_clock_skew_tolerance_seconds{{{_JOB}, instance="a"}}', "60x10")],
      "5m", [f'{{{_JOB}, instance="a"}}']),
     ("Her2ConsumerClockSkew",
-     [(f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="a"}}', "-7200x10")],
+     [(f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="a"}}', "-7200x10"),
+      (f'her2_consumer_clock_skew_tolerance_seconds{{{_JOB}, instance="a"}}', "60x10")],
      "5m", [f'{{{_JOB}, instance="a"}}']),
     ("Her2ConsumerClockSkew",
      [(f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="a"}}', "-30x10"),
-      (f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="b"}}', "0x10")],
+      (f'her2_consumer_clock_skew_tolerance_seconds{{{_JOB}, instance="a"}}', "60x10"),
+      (f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="b"}}', "0x10"),
+      (f'her2_consumer_clock_skew_tolerance_seconds{{{_JOB}, instance="b"}}', "60x10")],
+     "5m", []),
+    ("Her2ConsumerClockSkew",
+     [(f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="a"}}', "120x10"),
+      (f'her2_consumer_clock_skew_tolerance_seconds{{{_JOB}, instance="a"}}', "60x10"),
+      (f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="b"}}', "120x10"),
+      (f'her2_consumer_clock_skew_tolerance_seconds{{{_JOB}, instance="b"}}', "300x10")],
+     "5m", [f'{{{_JOB}, instance="a"}}']),
+    ("Her2ConsumerClockSkew",
+     [(f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="a"}}', "7200x10"),
+      (f'her2_consumer_clock_skew_tolerance_seconds{{{_JOB}, instance="a"}}', "0x10")],
      "5m", []),
 ]
 # fmt: on

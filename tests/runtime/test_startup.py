@@ -158,6 +158,14 @@ def test_a_host_clock_two_hours_fast_is_measured_and_warned_about(harness: Harne
     assert 7199 < warning["offset_seconds"] < 7201
 
 
+def test_the_tolerance_is_exported_for_the_alert_rule(harness: Harness) -> None:
+    """Her2ConsumerClockSkew compares the offset with this gauge, so the alert follows
+    HER2_CLOCK_SKEW_TOLERANCE_SECONDS (0: the check is off, and the rule ignores 0)."""
+    harness.configure(clock_skew_tolerance_s=300)
+    assert harness.run() == EXIT_OK
+    assert harness.value("her2_consumer_clock_skew_tolerance_seconds") == 300
+
+
 def test_a_clock_within_the_tolerance_is_only_logged(harness: Harness) -> None:
     harness.broker.cluster_clock_ms = lambda: int(time.time() * 1000) + 30_000  # host 30 s behind
     assert harness.run() == EXIT_OK
@@ -181,3 +189,4 @@ def test_the_clock_check_can_be_turned_off(harness: Harness) -> None:
     assert harness.run() == EXIT_OK
     assert harness.logged("clock checked") == harness.logged("clock check unavailable") == []
     assert harness.value("her2_consumer_clock_offset_seconds") == 0
+    assert harness.value("her2_consumer_clock_skew_tolerance_seconds") == 0
