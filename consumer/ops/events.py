@@ -48,6 +48,7 @@ PARTITIONS_REVOKED: Final = "partitions revoked"
 PARTITIONS_LOST: Final = "partitions lost"
 OFFSET_GUARD_OFF: Final = "committed offset unknown; changelog offset guard off for the partition"
 HISTORY_RESTORED: Final = "history restored"
+HISTORY_RESTORE_PROGRESS: Final = "history restore in progress"
 HISTORY_UNREADABLE_SHARE: Final = (
     "history changelog unreadable beyond HER2_MAX_UNREADABLE_CHANGELOG_SHARE; partition held back"
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from consumer.config import Settings
 from consumer.errors import HistoryRestoreError, kind_of
@@ -27,6 +27,8 @@ from consumer.state.backends import StateDir, open_states
 from consumer.state.store import CacheBudget, HistoryRecordError, HistoryStore, PartCodec
 
 log = get_logger("her2.service")
+
+PROGRESS_EVERY_S: Final = 10.0  # a restore still running logs how far it got this often
 
 
 class Restorer:
@@ -91,7 +93,7 @@ class Restorer:
         stores = {tp: self.new_store(tp) for tp in partitions}
         count = None
         try:
-            count = self._read(stores, committed, started + self._settings.tuning.restore_timeout_s)
+            count = self._read(stores, committed, started)
         finally:
             if count is None:  # failed, or stopped while restoring (partitions left paused)
                 for store in stores.values():
@@ -106,7 +108,6 @@ class Restorer:
                 table.block(tp, reason)
         table.restored(stores)
         self._metrics.history_restore_seconds.observe(seconds)
-        self._metrics.history_restored_records.inc(count)
         log.info(
             events.HISTORY_RESTORED,
             topic=self._settings.topics.history,
@@ -142,10 +143,14 @@ class Restorer:
         self,
         stores: dict[TopicPartition, HistoryStore],
         committed: dict[TopicPartition, int | None],
-        deadline: float,
+        started: float,
     ) -> int | None:
-        """Apply changelog records up to the end offsets captured now; None if stopped."""
+        """Apply changelog records up to the end offsets captured now; None if stopped. A long
+        restore logs how far it got every PROGRESS_EVERY_S and counts its records as it reads
+        them (her2_consumer_history_restored_records_total), so a pod that stays unready while
+        it restores shows it is moving and how much is left."""
         s = self._settings
+        deadline = started + s.tuning.restore_timeout_s
         history_topic = s.topics.history
         by_changelog = {TopicPartition(history_topic, tp.partition): stores[tp] for tp in stores}
         guard = {TopicPartition(history_topic, tp.partition): committed[tp] for tp in stores}
@@ -161,17 +166,34 @@ class Restorer:
         try:
             rc.seek_to_beginning(*changelog)
             end = rc.end_offsets(changelog, timeout_ms=timeout_ms)
-            remaining = {tp for tp in changelog if rc.position(tp, timeout_ms=timeout_ms) < end[tp]}
+            left = {tp: end[tp] - rc.position(tp, timeout_ms=timeout_ms) for tp in changelog}
+            remaining = {tp for tp, n in left.items() if n > 0}
             count = 0
+            report_at = started + PROGRESS_EVERY_S
             while remaining:
                 if self._stopping():
                     return None
-                if self._monotonic() > deadline:
+                now = self._monotonic()
+                if now > deadline:
                     raise HistoryRestoreError(
                         f"history restore of {history_topic} partitions "
                         f"{sorted(tp.partition for tp in remaining)} did not reach the end offsets "
-                        f"within HER2_RESTORE_TIMEOUT_SECONDS={s.tuning.restore_timeout_s:g}"
+                        f"within HER2_RESTORE_TIMEOUT_SECONDS={s.tuning.restore_timeout_s:g} "
+                        f"({count} records restored, {sum(left[tp] for tp in remaining)} "
+                        "offsets left)"
                     )
+                if now >= report_at:
+                    report_at = now + PROGRESS_EVERY_S
+                    log.info(
+                        events.HISTORY_RESTORE_PROGRESS,
+                        topic=history_topic,
+                        partitions=sorted(tp.partition for tp in remaining),
+                        records=count,
+                        offsets_left=sum(left[tp] for tp in remaining),
+                        seconds=round(now - started, 3),
+                        timeout_seconds=s.tuning.restore_timeout_s,
+                    )
+                polled = 0
                 for tp, records in rc.poll(timeout_ms=200).items():
                     store = by_changelog[tp]
                     for record in records:
@@ -180,9 +202,13 @@ class Restorer:
                         if _ahead(record, guard[tp]):
                             self._skip_ahead(tp, record, ahead)
                             continue
-                        count += self._restore_record(store, tp, record)
+                        polled += self._restore_record(store, tp, record)
+                if polled:
+                    count += polled
+                    self._metrics.history_restored_records.inc(polled)
                 for tp in list(remaining):
-                    if rc.position(tp, timeout_ms=timeout_ms) >= end[tp]:
+                    left[tp] = end[tp] - rc.position(tp, timeout_ms=timeout_ms)
+                    if left[tp] <= 0:
                         remaining.discard(tp)
             return count
         finally:

@@ -8,6 +8,7 @@ from fakes import FakeBroker
 
 from consumer.avro.codec import Decoder
 from consumer.resources import HER2_ALERT, parsed_schema
+from consumer.runtime import restore
 from consumer.runtime.kafka import TopicPartition
 from consumer.runtime.records import INPUT_OFFSET_HEADER
 from consumer.service import EXIT_FAILURE, EXIT_OK
@@ -256,3 +257,54 @@ def test_the_partitions_stores_share_one_cache_budget(harness: Harness) -> None:
     assert held, "never looked at the stores"
     assert all(len(caches) == 3 and sum(caches) <= 6 for caches in held), held
     assert max(sum(caches) for caches in held) == 6, held  # the budget is used, not just kept
+
+
+def test_a_long_restore_logs_its_progress(harness: Harness, monkeypatch: object) -> None:
+    """Every PROGRESS_EVERY_S (here: every poll) a restore still running says how far it got,
+    in offsets and records only (no patient identifiers), and counts what it has read."""
+    monkeypatch.setattr(restore, "PROGRESS_EVERY_S", 0.0)  # type: ignore[attr-defined]
+    written = _first_run(harness, count=500)
+    assert written > 500, "the fake broker hands out 500 records per poll: two polls at least"
+    harness.publish(1, seed=2)
+    assert harness.run() == EXIT_OK
+    progress = harness.logged("history restore in progress")
+    assert len(progress) >= 2
+    assert (progress[0]["records"], progress[0]["offsets_left"]) == (0, written)
+    records = [line["records"] for line in progress]
+    left = [line["offsets_left"] for line in progress]
+    assert records == sorted(records)
+    assert 0 < records[-1] < written
+    assert left == sorted(left, reverse=True)
+    assert left[-1] > 0
+    assert {key for line in progress for key in line} == {
+        "event",
+        "log_level",
+        "topic",
+        "partitions",
+        "records",
+        "offsets_left",
+        "seconds",
+        "timeout_seconds",
+    }
+    assert progress[0]["partitions"] == [0]
+    [restored] = harness.logged("history restored")
+    assert restored["records"] == written
+    assert harness.value("her2_consumer_history_restored_records_total") == written
+
+
+def test_a_restore_past_its_deadline_says_how_far_it_got(harness: Harness, capsys: object) -> None:
+    """One changelog partition stuck: the other's records are counted as they are read, and
+    the error says how many were restored and how many offsets were left (to size
+    HER2_RESTORE_TIMEOUT_SECONDS)."""
+    input_topic, history = harness.settings.topics.input, harness.settings.topics.history
+    harness.broker.create_topic(input_topic, 2)
+    harness.publish(12)
+    assert harness.run() == EXIT_OK
+    sizes = [len(harness.broker.topics[history][p]) for p in range(2)]
+    assert all(sizes)
+    harness.broker.stalled.add(TopicPartition(history, 1))
+    harness.configure(tuning={"restore_timeout_s": 0.3})
+    assert harness.run() == EXIT_FAILURE
+    assert harness.value("her2_consumer_history_restored_records_total") == sizes[0]
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert f"({sizes[0]} records restored, {sizes[1]} offsets left)" in err
