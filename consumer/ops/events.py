@@ -20,6 +20,10 @@ HTTP_START_FAILED: Final = "metrics HTTP server failed to start"
 STARTED: Final = "started"
 SHUTDOWN: Final = "shutdown"
 INSTANCE_SLOT_CLAIMED: Final = "instance slot claimed"
+STATE_DIR_IN_MEMORY: Final = (
+    "HER2_STATE_DIR is on a memory file system (tmpfs): the disk history store will hold the "
+    "history in memory, and a small tmpfs fills up; point HER2_STATE_DIR at a disk"
+)
 TEST_CRASH_BEFORE_COMMIT: Final = "test hook: killing the process before commit"
 CONSUMER_CLOSE_FAILED: Final = "consumer close failed"
 CONSUMER_REPLACED_AFTER_SESSION_LOST: Final = (

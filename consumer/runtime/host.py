@@ -4,9 +4,11 @@ HER2_INSTANCE_ID) and the host clock compared with the Kafka cluster's."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from consumer.config import Settings
 from consumer.errors import ConfigError, kind_of
@@ -18,16 +20,59 @@ from consumer.state.backends import StateDir
 
 log = get_logger("her2.service")
 
+MEMORY_FILE_SYSTEMS: Final = frozenset({"tmpfs", "ramfs"})
+_OCTAL_ESCAPE: Final = re.compile(r"\\([0-7]{3})")  # mountinfo writes a space as \040
 
-def open_state_dir(settings: Settings) -> StateDir:
-    """The private directory of this process's disk stores; ConfigError if it cannot be made."""
+
+def _read_mountinfo() -> str | None:
     try:
-        return StateDir(settings.state_dir)
+        return Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:  # not Linux, or no /proc: the check is skipped
+        return None
+
+
+def file_system_type(path: Path, mountinfo: str) -> str | None:
+    """The type of the file system `path` (absolute, resolved) lives on, from the text of
+    /proc/self/mountinfo: the mount with the longest mount point above it (the later of two
+    on the same point, which hides the earlier); None if no line parses."""
+    best: tuple[int, str] | None = None
+    for line in mountinfo.splitlines():
+        fields, sep, rest = line.partition(" - ")
+        parts = fields.split()
+        if not sep or len(parts) < 5 or not rest.split():
+            continue
+        point = Path(_OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), parts[4]))
+        if path == point or point in path.parents:
+            depth = len(point.parts)
+            if best is None or depth >= best[0]:
+                best = (depth, rest.split()[0])
+    return None if best is None else best[1]
+
+
+def open_state_dir(
+    settings: Settings, mountinfo: Callable[[], str | None] = _read_mountinfo
+) -> StateDir:
+    """The private directory of this process's disk stores; ConfigError if it cannot be made.
+    On a memory file system (tmpfs: a pod's /tmp, a compose tmpfs, /tmp on many desktops) the
+    disk store would hold the history in memory, and a small one fills up: logged as a warning
+    (still allowed, for a developer who chooses it)."""
+    try:
+        state_dir = StateDir(settings.state_dir)
     except OSError as exc:
         where = settings.state_dir or "the system temp directory (HER2_STATE_DIR unset)"
         raise ConfigError(
             f"HER2_STATE_DIR: cannot create a state directory in {where} ({type(exc).__name__})"
         ) from None
+    text = mountinfo()
+    kind = None if text is None else file_system_type(state_dir.path.resolve(), text)
+    if kind in MEMORY_FILE_SYSTEMS:
+        log.warning(
+            events.STATE_DIR_IN_MEMORY,
+            path=str(state_dir.path.parent),
+            file_system=kind,
+            state_dir_set=settings.state_dir is not None,
+        )
+    return state_dir
 
 
 def claim_instance_slot(settings: Settings, hostname: str) -> InstanceSlot:

@@ -3,16 +3,23 @@ co-partitioned and compacted, a failed creation, the wait for a missing input to
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
+import pytest
 from conftest import Harness
 from kafka.errors import ClusterAuthorizationFailedError
 
 from consumer.config import Settings
 from consumer.errors import RegistryError
+from consumer.ops import events
+from consumer.runtime.host import file_system_type
 from consumer.runtime.records import Backoff
 from consumer.runtime.startup import register_output_schemas
 from consumer.service import EXIT_CONFIG, EXIT_OK
+from consumer.state.backends import DISK
 
 
 def test_missing_outputs_are_created_like_the_input_and_the_changelog_compacted(
@@ -190,3 +197,70 @@ def test_the_clock_check_can_be_turned_off(harness: Harness) -> None:
     assert harness.logged("clock checked") == harness.logged("clock check unavailable") == []
     assert harness.value("her2_consumer_clock_offset_seconds") == 0
     assert harness.value("her2_consumer_clock_skew_tolerance_seconds") == 0
+
+
+# /proc/self/mountinfo lines: "id parent dev root mount-point options [optional] - type source"
+_MOUNTS = "\n".join(
+    [
+        "22 1 0:21 / / rw,relatime - ext4 /dev/root rw",
+        "25 22 0:23 / /dev/shm rw,relatime shared:2 - tmpfs tmpfs rw",
+        "26 22 0:24 / /var/lib/her2 rw - xfs /dev/sdb rw",
+        "27 26 0:25 / /var/lib/her2/cache rw - tmpfs tmpfs rw",
+        "28 22 0:26 / /mnt/state\\040dir rw - ramfs ramfs rw",
+        "29 22 0:27 / /srv rw - tmpfs tmpfs rw",
+        "30 22 0:28 / /srv rw - ext4 /dev/sdc rw",  # mounted over the tmpfs: hides it
+        "not a mountinfo line",
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/", "ext4"),
+        ("/tmp/her2", "ext4"),  # noqa: S108 - a path to look up, not a file to use
+        ("/dev/shm/her2", "tmpfs"),  # noqa: S108 - a path to look up, not a file to use
+        ("/dev/shmem", "ext4"),  # noqa: S108 - a prefix of the text is not a parent
+        ("/var/lib/her2/state", "xfs"),
+        ("/var/lib/her2/cache/state", "tmpfs"),
+        ("/mnt/state dir/x", "ramfs"),
+        ("/srv/state", "ext4"),
+    ],
+)
+def test_the_file_system_of_a_path_is_its_deepest_mount(path: str, expected: str) -> None:
+    assert file_system_type(Path(path), _MOUNTS) == expected
+
+
+def test_no_parsable_mountinfo_gives_no_file_system() -> None:
+    assert file_system_type(Path("/x"), "garbage\n\n") is None
+
+
+def _memory_fs(path: Path) -> bool:
+    text = Path("/proc/self/mountinfo").read_text() if Path("/proc/self/mountinfo").exists() else ""
+    return file_system_type(path.resolve(), text) in ("tmpfs", "ramfs")
+
+
+def test_a_state_dir_on_tmpfs_is_warned_about(harness: Harness) -> None:
+    """The disk store on a memory file system (a pod's /tmp, a compose tmpfs) holds the
+    history in memory, and a small one fills up: a warning at start-up names it."""
+    shm = Path("/dev/shm")  # noqa: S108 - a private mkdtemp directory is made in it
+    if not shm.is_dir() or not _memory_fs(shm):
+        pytest.skip("no tmpfs at /dev/shm on this machine")
+    state = Path(tempfile.mkdtemp(prefix="her2-test-", dir=shm))
+    try:
+        harness.configure(history_store=DISK, state_dir=state)
+        assert harness.run() == EXIT_OK
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    [warning] = harness.logged(events.STATE_DIR_IN_MEMORY)
+    assert warning["file_system"] == "tmpfs"
+    assert warning["path"] == str(state)
+    assert warning["state_dir_set"] is True
+
+
+def test_a_state_dir_on_disk_is_not_warned_about(harness: Harness, tmp_path: Path) -> None:
+    if _memory_fs(tmp_path):
+        pytest.skip("the test's temp dir is itself on tmpfs here")
+    harness.configure(history_store=DISK, state_dir=tmp_path)
+    assert harness.run() == EXIT_OK
+    assert harness.logged(events.STATE_DIR_IN_MEMORY) == []
