@@ -6,7 +6,9 @@ group join) is left out. py-spy samples only the thread holding the interpreter 
 the service is one process whose threads (main loop, kafka-python's producer and consumer I/O
 threads) share that lock, so these shares are shares of the one core the process can use.
 
-It prints the share of each part, the µs of held lock each costs per event, and from
+It prints the share of each part, the µs each costs per event (its share of the process's CPU
+per event from /proc: py-spy's lock-held sample count undercounts the time, see
+docs/benchmarks.md, ninth session), and from
 kafka-python's own µs per event the most events/s its CPU alone would allow if everything else
 cost nothing (the broker's side is not in it: bench/kafka_bench.py's producer ceiling is).
 It also prints the CPU (user + system, from /proc) the main thread and the other threads used
@@ -287,15 +289,17 @@ def report(result: dict[str, Any], rate_hz: int) -> dict[str, Any]:
     total = sum(measured.values()) or 1
     shares = {part: n / total for part, n in sorted(measured.items(), key=lambda kv: -kv[1])}
     kafka_share = sum(share for part, share in shares.items() if part in KAFKA_PARTS)
-    rate = result["events_per_s"]
-    # µs of held lock per event: the samples cover only the time some thread held the lock
-    held_per_event = min(1.0, total / (result["seconds"] * rate_hz)) * 1e6 / rate
-    kafka_us = kafka_share * held_per_event
+    # µs per event: the shares of the process's CPU per event (/proc, every thread). py-spy's
+    # count of lock-held samples undercounts (perf put ~83 % of the main thread in the
+    # interpreter while py-spy saw the lock held for ~54 % of the wall time), so the CPU, not
+    # the sample count, gives the absolute figures; the shares are py-spy's.
+    cpu_per_event = sum(result["cpu_s"].values()) * 1e6 / result["events"]
+    kafka_us = kafka_share * cpu_per_event
     return {
         **result,
         "shares": shares,
         "lock_busy": total / (result["seconds"] * rate_hz),
-        "us_per_event": {part: share * held_per_event for part, share in shares.items()},
+        "us_per_event": {part: share * cpu_per_event for part, share in shares.items()},
         "kafka_python_share": kafka_share,
         "kafka_python_bound_events_per_s": 1e6 / kafka_us if kafka_us else float("inf"),
     }
@@ -346,9 +350,9 @@ def main() -> None:
         f"{out['events_per_s']:,.0f} events/s; "
         f"the interpreter lock was held {out['lock_busy']:.0%} of the time"
     )
-    print(f"{'part':48} {'share':>6} {'µs/event (lock held)':>21}")
+    print(f"{'part':48} {'share':>6} {'µs/event (share x CPU)':>23}")
     for part, share in out["shares"].items():
-        print(f"{part:48} {share:6.1%} {out['us_per_event'][part]:21.1f}")
+        print(f"{part:48} {share:6.1%} {out['us_per_event'][part]:23.1f}")
     cpu = out["cpu_s"]
     main_us, other_us = (cpu[k] / out["events"] * 1e6 for k in ("main thread", "other threads"))
     print(
@@ -356,7 +360,7 @@ def main() -> None:
         f"other threads {other_us:,.0f} µs; "
         f"{(cpu['main thread'] + cpu['other threads']) / out['seconds']:.2f} cores"
     )
-    if out["process"] == "service":
+    if out["process"] == "service" and out["kafka_python_share"] > 0:  # not on confluent
         print(
             f"kafka-python's own share: {out['kafka_python_share']:.1%} -> with every other part "
             f"free, its CPU alone allows at most {out['kafka_python_bound_events_per_s']:,.0f} "
