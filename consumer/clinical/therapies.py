@@ -4,6 +4,15 @@ Matching is case-insensitive on whole words. Longer names are matched first and 
 "trastuzumab deruxtecan" is T-DXd and "trastuzumab emtansine" is T-DM1, never trastuzumab.
 Names that match nothing are ignored.
 
+A hyphen separates words as a space does: regimens are written drug-drug ("paclitaxel-
+trastuzumab", "docetaxel-carboplatin-trastuzumab", "AC-Herceptin", "capecitabine-lapatinib"),
+and a name after a hyphen is still that drug (5.5: an entry may name several drugs). A name
+that begins with a hyphenated prefix is listed whole and matched first ("fam-trastuzumab
+deruxtecan", "ado-trastuzumab emtansine", "Dato-DXd"); a hyphen before a word that is no drug
+the rules know ("non-trastuzumab") still leaves the drug named, conservative like the rest: a
+caution a clinician reviews rather than a silent miss of TC-HER2-TARGETED-NOT-POSITIVE
+(CRITICAL). "T DXd" and "T DM1", written with a space, are T-DXd and T-DM1.
+
 Other drugs that look alike are named in the table too, mapped to no drug, so that no part of
 them is read as one: "datopotamab deruxtecan" (Dato-DXd, Datroway) and "DXd" alone are not
 T-DXd (5.2).
@@ -55,6 +64,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "trastuzumab deruxtecan": (T_DXD,),
     "trastuzumab-deruxtecan": (T_DXD,),
     "t-dxd": (T_DXD,),
+    "t dxd": (T_DXD,),
     "tdxd": (T_DXD,),
     "ds-8201": (T_DXD,),
     "ds-8201a": (T_DXD,),
@@ -64,6 +74,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "trastuzumab emtansine": (T_DM1,),
     "trastuzumab-emtansine": (T_DM1,),
     "t-dm1": (T_DM1,),
+    "t dm1": (T_DM1,),
     "tdm1": (T_DM1,),
     "kadcyla": (T_DM1,),
     "trastuzumab": (TRASTUZUMAB,),
@@ -96,7 +107,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 # Biosimilars are named trastuzumab-xxxx (four letters), e.g. trastuzumab-dkst.
 _BIOSIMILAR = r"trastuzumab-[a-z]{4}(?![a-z-])"
 _PATTERN = re.compile(
-    r"(?<![a-z0-9-])(?:(?P<bio>"
+    r"(?<![a-z0-9])(?:(?P<bio>"
     + _BIOSIMILAR
     + r")|(?P<name>"
     + "|".join(re.escape(a) for a in sorted(_ALIASES, key=len, reverse=True))

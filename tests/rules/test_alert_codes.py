@@ -508,6 +508,36 @@ def test_tdxd_candidate(pipeline: Pipeline, ev: Record, severity: str | None) ->
     check(pipeline, "TDXD-CANDIDATE", ev, severity)
 
 
+def test_tdxd_candidate_names_a_sample_that_qualifies(pipeline: Pipeline) -> None:
+    """Section 8 (Content): the HER2-low routes name the qualifying sample. Triple-negative, a LOW
+    primary and a newer ULTRALOW metastasis: only the LOW sample qualifies (DB04; ultralow needs
+    HR-positive, 5.5), and it is a primary-tumour sample (5.1: the DESTINY-Breast06 note)."""
+    ev = met_event(her2_ihc=ultralow(), er=ER_NEG, pr=PR_NEG, prior_her2_results=[prior("S21-1", her2_ihc=ihc("ONE_PLUS"))])
+    alert = check(pipeline, "TDXD-CANDIDATE", ev, "INFO")
+    assert alert is not None
+    assert "Qualifying sample (HER2-low): PRIMARY_BREAST sample (accession S21-1" in alert["detail"]
+    assert "ULTRALOW" not in alert["detail"]
+    assert "primary tumour" in alert["detail"]
+    assert "ER-low" not in alert["detail"]
+
+
+def test_tdxd_candidate_hr_positive_names_the_newest_low_or_ultralow_sample(pipeline: Pipeline) -> None:
+    ev = met_event(her2_ihc=ultralow(), prior_her2_results=[prior("S21-1", her2_ihc=ihc("ONE_PLUS"))])
+    alert = check(pipeline, "TDXD-CANDIDATE", ev, "INFO")
+    assert alert is not None
+    assert "(HR-positive, HER2-low or HER2-ultralow): DISTANT_METASTASIS sample (accession S25-1001" in alert["detail"]
+    assert "primary tumour" not in alert["detail"]
+    assert "ER-low" not in alert["detail"]
+
+
+def test_tdxd_candidate_says_when_hr_positive_rests_on_er_low(pipeline: Pipeline) -> None:
+    """Section 1: ER-low (1-10 %) counts as HR-positive (POLICY); alerts that rely on it say so."""
+    ev = met_event(her2_ihc=ultralow(), er=receptor(5.0, "LOW_POSITIVE"), pr=PR_NEG)
+    alert = check(pipeline, "TDXD-CANDIDATE", ev, "INFO")
+    assert alert is not None
+    assert "ER-low (1-10 %), counted as HR-positive by policy" in alert["detail"]
+
+
 # ---------------------------------------------------------------------------------------------
 # 5.2 Therapy caution
 # ---------------------------------------------------------------------------------------------
@@ -534,6 +564,8 @@ def planned(*names: str, setting: str = "EARLY", **fields: Any) -> Record:
         pytest.param(event(clinical_context=planned("trastuzumab rezetecan + pertuzumab")), "CRITICAL", id="fires-pertuzumab-beside-a-conjugate"),
         pytest.param(event(clinical_context=planned("trastuzumab-dkst")), "CRITICAL", id="fires-biosimilar"),
         pytest.param(event(clinical_context=planned("trastuzumab biosimilar")), "CRITICAL", id="fires-trastuzumab-biosimilar-words"),
+        pytest.param(event(clinical_context=planned("paclitaxel-trastuzumab")), "CRITICAL", id="fires-regimen-written-with-hyphens"),
+        pytest.param(event(clinical_context=planned("docetaxel-carboplatin-trastuzumab")), "CRITICAL", id="fires-tch-with-hyphens"),
         pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=planned("trastuzumab")), None, id="quiet-positive"),
         pytest.param(event(her2_ihc=ihc("TWO_PLUS"), clinical_context=planned("trastuzumab")), None, id="quiet-equivocal-not-final-instead"),
         pytest.param(event(clinical_context=planned("trastuzumab"), prior_her2_results=[prior("S21-3", her2_ihc=ihc("THREE_PLUS"))]), None, id="quiet-ever-positive-conversion-instead"),
@@ -542,6 +574,14 @@ def planned(*names: str, setting: str = "EARLY", **fields: Any) -> Record:
 )
 def test_tc_her2_targeted_not_positive(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "TC-HER2-TARGETED-NOT-POSITIVE", ev, severity)
+
+
+def test_tc_her2_targeted_not_positive_cites_b47_for_trastuzumab_only(pipeline: Pipeline) -> None:
+    """S37: NSABP B-47 studied adjuvant trastuzumab; the text must not extend its result to
+    T-DM1, margetuximab or the kinase inhibitors."""
+    alert = check(pipeline, "TC-HER2-TARGETED-NOT-POSITIVE", event(clinical_context=planned("Tukysa")), "CRITICAL")
+    assert alert is not None
+    assert "adjuvant trastuzumab showed no benefit in IHC 1+/2+ ISH-negative disease (NSABP B-47)" in alert["detail"]
 
 
 @pytest.mark.parametrize(
@@ -585,6 +625,7 @@ def test_tc_tdxd_criteria_not_met(pipeline: Pipeline, ev: Record, severity: str 
         pytest.param(event(her2_ihc=ihc("ZERO"), clinical_context=planned("trastuzumab deruxtecan")), "WARNING", id="fires-early-null"),
         pytest.param(event(her2_ihc=ihc("TWO_PLUS"), clinical_context=planned("Enhertu")), "WARNING", id="fires-early-equivocal-never-positive"),
         pytest.param(event(her2_ihc=None, clinical_context=planned("Enhertu")), "WARNING", id="fires-early-no-her2-test"),
+        pytest.param(event(clinical_context=planned("capecitabine-Enhertu")), "WARNING", id="fires-early-regimen-written-with-hyphens"),
         pytest.param(event(her2_ihc=ihc("THREE_PLUS"), clinical_context=planned("fam-trastuzumab deruxtecan-nxki")), None, id="quiet-early-positive-worked-example-7"),
         pytest.param(event(her2_ihc=ihc("TWO_PLUS"), her2_ish=dual(2.4, 5.5), clinical_context=planned("Enhertu")), None, id="quiet-early-ish-positive"),
         pytest.param(event(clinical_context=planned("Enhertu"), prior_her2_results=[prior("S21-0007", her2_ihc=ihc("THREE_PLUS"))]), None, id="quiet-current-low-prior-positive-conversion-instead"),
@@ -761,6 +802,24 @@ def test_rt_discordant_detail_lists_site_date_category(pipeline: Pipeline) -> No
 
 
 @pytest.mark.parametrize(
+    ("code", "ev", "severity"),
+    [
+        pytest.param("RT-DISCORDANT", met_event(her2_ihc=ihc("ZERO"), prior_her2_results=[prior("S22-0100", her2_ihc=ihc("ONE_PLUS"))]), "INFO", id="discordant"),
+        pytest.param("RT-CONVERSION", met_event(prior_her2_results=[prior("S20-1", her2_ihc=ihc("THREE_PLUS"))]), "WARNING", id="conversion"),
+    ],
+)
+def test_discordance_texts_say_a_second_primary_shows_as_discordance(pipeline: Pipeline, code: str, ev: Record, severity: str) -> None:
+    """Section 8: one breast cancer per patient is assumed (no tumour identifier), so a second
+    primary shows as discordance, 'and RT-DISCORDANT / RT-CONVERSION texts say so'. Nothing
+    beyond the spec: no claim of which sample guides therapy (5.1's POLICY is 'any sample')."""
+    alert = check(pipeline, code, ev, severity)
+    assert alert is not None
+    assert "second primary (e.g. bilateral disease)" in alert["detail"]
+    assert "same tumour" in alert["recommendation"]
+    assert "guides therapy" not in " ".join((alert["detail"], alert["recommendation"]))
+
+
+@pytest.mark.parametrize(
     ("ev", "severity"),
     [
         pytest.param(met_event(prior_her2_results=[prior("S20-1", her2_ihc=ihc("THREE_PLUS"))]), "WARNING", id="fires-positive-primary-low-metastasis"),
@@ -888,6 +947,21 @@ def test_dg_ish_only(pipeline: Pipeline, ev: Record, severity: str | None) -> No
 )
 def test_dg_zero_subtype(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "DG-ZERO-SUBTYPE", ev, severity)
+
+
+@pytest.mark.parametrize(
+    ("er", "says_er_low"),
+    [
+        pytest.param(receptor(5.0, "LOW_POSITIVE"), True, id="er-low"),
+        pytest.param(ER_POS, False, id="er-positive"),
+    ],
+)
+def test_dg_zero_subtype_warning_says_when_it_rests_on_er_low(pipeline: Pipeline, er: Record, says_er_low: bool) -> None:
+    """Section 1: ER-low counts as HR-positive (POLICY) and alerts that rely on it say so; the
+    WARNING of DG-ZERO-SUBTYPE rests on HR-positive."""
+    alert = check(pipeline, "DG-ZERO-SUBTYPE", met_event(her2_ihc=zero_unstated(), er=er, pr=PR_NEG), "WARNING")
+    assert alert is not None
+    assert ("rests on ER-low (1-10 %)" in alert["detail"]) is says_er_low
 
 
 @pytest.mark.parametrize(

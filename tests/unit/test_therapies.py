@@ -78,6 +78,21 @@ class TestNormaliseTherapy:
             pytest.param("tucatinib, trastuzumab and capecitabine", {TUCATINIB, TRASTUZUMAB}, id="combo-her2climb"),
             pytest.param("Enhertu then Kadcyla", {T_DXD, T_DM1}, id="combo-tdxd-and-tdm1"),
             pytest.param("paclitaxel + trastuzumab-dkst", {TRASTUZUMAB}, id="combo-biosimilar"),
+            # regimens written drug-drug: a hyphen separates drugs as a space does (5.5)
+            pytest.param("paclitaxel-trastuzumab", {TRASTUZUMAB}, id="hyphen-chemo-trastuzumab"),
+            pytest.param("docetaxel-carboplatin-trastuzumab", {TRASTUZUMAB}, id="hyphen-tch"),
+            pytest.param("AC-Herceptin", {TRASTUZUMAB}, id="hyphen-ac-herceptin"),
+            pytest.param("capecitabine-lapatinib", {LAPATINIB}, id="hyphen-capecitabine-lapatinib"),
+            pytest.param("trastuzumab-pertuzumab-docetaxel", {TRASTUZUMAB, PERTUZUMAB}, id="hyphen-hp-docetaxel"),
+            pytest.param("capecitabine-Enhertu", {T_DXD}, id="hyphen-capecitabine-enhertu"),
+            pytest.param("AC-T-DXd", {T_DXD}, id="hyphen-ac-tdxd"),
+            pytest.param("paclitaxel-trastuzumab emtansine", {T_DM1}, id="hyphen-chemo-tdm1-not-trastuzumab"),
+            pytest.param("capecitabine-trastuzumab rezetecan", set(), id="hyphen-chemo-conjugate-not-trastuzumab"),
+            pytest.param("vic-trastuzumab duocarmazine", set(), id="hyphen-prefixed-conjugate-not-trastuzumab"),
+            pytest.param("non-trastuzumab regimen", {TRASTUZUMAB}, id="hyphen-prefix-conservative"),
+            # the abbreviations written with a space
+            pytest.param("T DXd", {T_DXD}, id="t-space-dxd"),
+            pytest.param("T DM1", {T_DM1}, id="t-space-dm1"),
             # unknown names are ignored
             pytest.param("letrozole", set(), id="unknown-letrozole"),
             pytest.param("capecitabine", set(), id="unknown-capecitabine"),
