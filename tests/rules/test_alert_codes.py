@@ -355,6 +355,20 @@ def test_tdxd_low_db04_names_primary_sample(pipeline: Pipeline) -> None:
     assert "metastatic" in alert["detail"]
 
 
+@pytest.mark.parametrize(
+    ("site", "noted"),
+    [pytest.param("PRIMARY_BREAST", True, id="primary-noted"), pytest.param("DISTANT_METASTASIS", False, id="metastasis-not-noted")],
+)
+def test_tdxd_hr_db06_notes_a_primary_sample(pipeline: Pipeline, site: str, noted: bool) -> None:
+    """5.1: the HER2-low routes name the qualifying sample and, when it is a primary-tumour
+    sample, note that DESTINY-Breast06 confirmed HER2 on metastatic-setting tissue."""
+    ev = met_event(her2_ihc=ultralow(), specimen=specimen(site), clinical_context=metastatic(**ENDO_1))
+    alert = check(pipeline, "TDXD-HR-DB06", ev, "WARNING")
+    assert alert is not None
+    assert "S25-1001" in alert["detail"]
+    assert ("DESTINY-Breast06 confirmed HER2 on" in alert["detail"]) is noted
+
+
 def test_tdxd_low_db04_from_history(pipeline: Pipeline) -> None:
     history = (Sample("S20-0001", "PRIMARY_BREAST", dt.date(2020, 1, 1), "LOW", "history"),)
     ev = met_event(her2_ihc=ihc("ZERO"), clinical_context=metastatic(**LINES_1_CHEMO))

@@ -173,6 +173,22 @@ STORIES: dict[str, tuple[set[str], Story]] = {
          {"TDXD-POSITIVE-DB09": ("ACTIVE", 1)}),
         (report("e-2", "A2", ihc=LOW, collected="2025-06-01"), {"TDXD-POSITIVE-DB09": ("RESOLVED", 2)}),
     ]),
+    # ordering: undated samples rank below dated ones; ties: the latest processed
+    "an undated sample ranks below a dated one for the current sample": ({"TDXD-POSITIVE-DB09"}, [
+        (report("e-1", "A1", ihc=POS, ctx=MET_AFTER_CHEMO | {"metastatic_chemotherapy_lines": 0}, collected="2025-06-01"),
+         {"TDXD-POSITIVE-DB09": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=LOW, collected=None), {}),
+        (report("e-3", "A3", ihc=LOW, collected="2025-09-01"), {"TDXD-POSITIVE-DB09": ("RESOLVED", 2)}),
+    ]),
+    "on the same collection date the latest processed sample is current": ({"TDXD-POSITIVE-DB09"}, [
+        (report("e-1", "A1", ihc=POS, ctx=MET_AFTER_CHEMO | {"metastatic_chemotherapy_lines": 0}, collected="2025-06-01"),
+         {"TDXD-POSITIVE-DB09": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=LOW, collected="2025-06-01"), {"TDXD-POSITIVE-DB09": ("RESOLVED", 2)}),
+    ]),
+    "an undated report does not supply the HR status over a dated one": ({"TDXD-HR-DB06"}, [
+        (report("e-1", "A1", ihc=LOW, er=ER_POS, ctx=MET_AFTER_ENDO, collected="2025-06-01"), {"TDXD-HR-DB06": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=None, er=ER_NEG, collected=None), {}),
+    ]),
     # HR status from the report with the most recently collected specimen carrying ER or PR
     "HR status follows the most recently collected specimen": ({"TDXD-HR-DB06"}, [
         (report("e-1", "A1", ihc=LOW, er=ER_POS, ctx=MET_AFTER_ENDO, collected="2025-06-01"), {"TDXD-HR-DB06": ("ACTIVE", 1)}),
