@@ -14,16 +14,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     from consumer.clinical.pipeline import Pipeline
     from consumer.clinical.rules import load_ruleset
     from consumer.state.store import HistoryStore
-    from consumer.tools.evaluate import evaluate_lines, render
+    from consumer.tools.evaluate import evaluate_lines, open_ndjson, render
 
     pipeline = Pipeline(load_ruleset())
     history = HistoryStore() if args.history else None
-    source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    source = open_ndjson(args.file)
     try:
         for line in render(evaluate_lines(source, pipeline, history)):
             sys.stdout.write(line)
     finally:
-        if source is not sys.stdin:
+        if source is not sys.stdin.buffer:
             source.close()
     return 0
 

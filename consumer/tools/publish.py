@@ -39,6 +39,7 @@ from consumer.errors import ConfigError, Her2Error, RecordError, SchemaError
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime.kafka.quirks import disable_topic_auto_creation
 from consumer.runtime.routing import patient_key
+from consumer.tools.evaluate import NOT_UTF8, line_text, open_ndjson
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
@@ -81,10 +82,14 @@ class Parsed:
     problem: str = ""  # "stage/reason: message" (never field values)
 
 
-def parse_lines(lines: Iterable[str]) -> Iterator[Parsed]:
+def parse_lines(lines: Iterable[str | bytes]) -> Iterator[Parsed]:
     """Convert and check each non-blank NDJSON line as `evaluate` does."""
     converter = JsonConverter()
-    for number, line in enumerate(lines, start=1):
+    for number, raw in enumerate(lines, start=1):
+        line = line_text(raw)
+        if line is None:
+            yield Parsed(number, None, f"decode/json-decode: {NOT_UTF8}")
+            continue
         if not line.strip():
             continue
         try:
@@ -107,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"publish: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    source = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    source = open_ndjson(args.file)
     try:
         return Publisher(settings, sys.stdout, sys.stderr).run(source)
     except ConfigError as exc:
@@ -117,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"publish: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_INVALID
     finally:
-        if source is not sys.stdin:
+        if source is not sys.stdin.buffer:
             source.close()
 
 
@@ -135,7 +140,7 @@ class Publisher:
         self.failed = 0
         self.partitions: collections.Counter[int] = collections.Counter()
 
-    def run(self, lines: Iterable[str]) -> int:
+    def run(self, lines: Iterable[str | bytes]) -> int:
         """Send every valid line, report invalid ones; 0 only if every line was sent."""
         topic = self.s.topics.input
         self._check_topic(topic)

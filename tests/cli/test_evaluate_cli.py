@@ -370,6 +370,28 @@ class TestInputHandling:
         echoed = {o["event_id"] for o in bad}
         assert {"bad-missing", "bad-enum", "bad-nested-enum", "bad-null-required"} <= echoed
 
+    @pytest.mark.parametrize("from_file", [True, False], ids=["file", "stdin"])
+    def test_a_line_that_is_not_utf8_is_an_error_not_a_crash(self, tmp_path: Path, from_file: bool) -> None:
+        """A file opened as UTF-8 text stopped the whole run at the first byte that is not UTF-8
+        (a traceback, no output for any line); now that line alone is an error."""
+        data = b"".join(
+            (json.dumps(result("ok-1")).encode(), b"\n", b'{"event_id": "bad-\xff\xfe"}\n', json.dumps(result("ok-2")).encode(), b"\n")
+        )
+        command = [sys.executable, "-m", "consumer", "evaluate"]
+        stdin: bytes | None = data
+        if from_file:
+            path = tmp_path / "events.ndjson"
+            path.write_bytes(data)
+            command.append(str(path))
+            stdin = None
+        done = subprocess.run(command, input=stdin, capture_output=True, timeout=CLI_TIMEOUT_S, check=False)  # noqa: S603 - our own module
+        assert done.returncode == 0, done.stderr
+        outputs = [json.loads(line) for line in done.stdout.decode().splitlines()]
+        assert [(o["line"], o["event_id"]) for o in outputs] == [(1, "ok-1"), (2, None), (3, "ok-2")]
+        [error] = outputs[1]["errors"]
+        assert (error["stage"], error["reason"]) == ("decode", "json-decode")
+        assert "UTF-8" in error["message"]
+
     def test_unknown_fields_ignored_and_null_is_absent(self, tmp_path: Path) -> None:
         record = result("lenient", her2_ish=None, source_system=None, pr=None, extra_field={"x": 1})
         record["her2_ihc"] = {**LOW_IHC, "vendor_field": "ignored"}

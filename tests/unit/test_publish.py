@@ -14,6 +14,7 @@ import pytest
 from consumer.avro.codec import Decoder
 from consumer.config import Settings
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema, schema_path
+from consumer.tools.evaluate import NOT_UTF8
 from consumer.tools.publish import Parsed, input_encoder, parse_lines
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +54,12 @@ class TestParseLines:
         assert parsed.event is None
         assert parsed.problem.startswith(problem)
         assert "SECRET" not in parsed.problem
+
+    def test_a_line_that_is_not_utf8_is_refused_alone(self) -> None:
+        found = list(parse_lines([VALID.encode(), b'{"event_id": "\xff"}\n', VALID.encode()]))
+        assert [(p.line, p.event is not None) for p in found] == [(1, True), (2, False), (3, True)]
+        assert found[1].problem == f"decode/json-decode: {NOT_UTF8}"
+        assert "UTF-8" in NOT_UTF8
 
     def test_blank_lines_are_skipped_and_numbers_kept(self) -> None:
         found = list(parse_lines([VALID, "\n", "  ", "oops", VALID]))
