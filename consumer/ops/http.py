@@ -6,7 +6,8 @@ the injected `CollectorRegistry` and a `Health` object that the service loop upd
 - `/healthz` (liveness): 200 while the poll loop beat within `stall_after` seconds. It never
   looks at the broker, so a broker outage does not make Kubernetes restart every replica.
 - `/readyz` (readiness): 200 only while the service says it is ready (group joined, partitions
-  assigned, history restored) and the loop is live; otherwise 503 with a short JSON reason.
+  assigned, history restored, the broker answering) and the loop is live; otherwise 503 with a
+  short JSON reason.
 - `/metrics`: the registry in the exposition format the scraper asks for (text or OpenMetrics).
 
 Nothing here logs: request lines carry no patient data, but one log line per scrape and probe

@@ -40,6 +40,7 @@ class Gauges:
         self.metrics = metrics
         self._monotonic = monotonic
         self._last_lag = 0.0
+        self.broker_answered = True  # the last lag refresh's end offsets came back
         self._last_history = 0.0
 
     def batch_committed(
@@ -102,8 +103,10 @@ class Gauges:
                 partitions, timeout_ms=self.settings.tuning.request_timeout_ms
             )
         except BrokerError as exc:
+            self.broker_answered = False
             log.warning(events.LAG_REFRESH_FAILED, error_type=exc.kind)
             return
+        self.broker_answered = True
         wall = time.time()
         for tp in partitions:
             position = self.table.positions.get(tp)

@@ -100,6 +100,7 @@ class Loop:
             if records:
                 self.process_batch(records)
             self.gauges.refresh()
+            self.follow_broker()
 
     def poll(self, timeout_ms: int, max_records: int) -> Mapping[TopicPartition, list[Any]]:
         """One poll. A broker that cannot be reached (kafka-python 3.0.12 can raise
@@ -123,6 +124,17 @@ class Loop:
             return {}
         self.poll_failures = 0
         return records
+
+    def follow_broker(self) -> None:
+        """Not ready while the broker does not answer (design.md: /readyz needs the broker
+        reachable): the last poll failed, or the last lag refresh could not fetch end offsets
+        (during an outage kafka-python's poll mostly returns nothing rather than failing);
+        ready again, as the partitions allow, once it answers."""
+        unreachable = self.poll_failures > 0 or not self.gauges.broker_answered
+        if unreachable == self.table.broker_unreachable or self._stopping():
+            return
+        self.table.broker_unreachable = unreachable
+        self._set_ready(*self.table.readiness())
 
     def restore_pending(self) -> None:
         """Restore the pending partitions; ready once none is left."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from consumer.errors import kind_of
 from consumer.ops import events
@@ -24,6 +24,9 @@ from consumer.runtime.records import REGISTRY_BACKOFF, Backoff
 from consumer.state.store import HistoryStore
 
 log = get_logger("her2.service")
+
+
+BROKER_UNREACHABLE: Final = "broker unreachable"
 
 
 class PartitionTable:
@@ -54,6 +57,9 @@ class PartitionTable:
         self.backoff_step: dict[TopicPartition, int] = {}
         self.positions: dict[TopicPartition, int] = {}
         self.input_partition_count = 0  # last count seen (routing check)
+        # the broker did not answer the loop's last poll or lag refresh (design.md: /readyz
+        # needs the broker reachable); the loop sets it
+        self.broker_unreachable = False
 
     def attach(self, consumer: Consumer) -> None:
         """The group member whose partitions this table tracks."""
@@ -89,7 +95,7 @@ class PartitionTable:
         self._metrics.rebalances.labels(kind="assigned").inc()
         if not partitions:
             if not self.pending and not self.blocked:  # a member without partitions is ready
-                self._set_ready(True)
+                self._set_ready(*self.readiness())
             return
         self._consumer().pause(*partitions)
         self.pending.update(partitions)
@@ -154,7 +160,10 @@ class PartitionTable:
         self.set_gauge()
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready once nothing waits for a restore and no partition is held back."""
+        """Ready once the broker answers, nothing waits for a restore and no partition is held
+        back."""
+        if self.broker_unreachable:
+            return False, BROKER_UNREACHABLE
         if self.blocked:
             return False, "; ".join(self.blocked[tp] for tp in sorted(self.blocked))
         if self.pending:

@@ -41,6 +41,7 @@ from faults import (
 )
 from helpers import (
     Env,
+    ServiceThread,
     offline_alerts,
     produce_events,
     wait_for,
@@ -233,6 +234,35 @@ def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0915, PLR091
         raise KnownLoss(f"{verdict.lost} alerts lost as bug B8 lost them: {verdict.lost_examples}")
     assert_delivery(mode, verdict, classified, (e["event_id"] for e in events))
     assert records["dlq"] == []
+
+
+def test_readiness_follows_the_broker(
+    local_kafka: Any, env: Env, create_topics: Callable[..., list[str]]
+) -> None:
+    """design.md: /readyz needs the broker reachable. The real broker stopped: the service
+    turns unready ("broker unreachable", from its lag refresh's end offsets), stays alive, and
+    is ready again once the broker is back and answers."""
+    create_topics(env.input, partitions=PARTITIONS)
+    produce_events(env.bootstrap, env.input, SyntheticGenerator(seed=2003).events(20))
+    svc = ServiceThread(env.settings()).start()
+    try:
+        svc.wait_assigned()
+        wait_for(lambda: svc.health.ready, 60, "the service to be ready")
+        local_kafka.stop()
+        try:
+            wait_for(
+                lambda: not svc.health.ready and svc.health.reasons[-1] == "broker unreachable",
+                60,
+                "readiness to follow the broker down",
+            )
+            assert svc.alive
+        finally:
+            local_kafka.start()
+        wait_for(lambda: svc.health.ready, 120, "readiness to come back with the broker")
+        assert svc.alive
+    finally:
+        code = svc.stop(60)
+    assert code == 0
 
 
 def test_dropped_markers_are_read_from_the_broker_log(tmp_path: Path) -> None:

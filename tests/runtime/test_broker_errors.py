@@ -14,6 +14,7 @@ from kafka.errors import (
     TopicAuthorizationFailedError,
 )
 
+from consumer.runtime.kafka import TopicPartition
 from consumer.service import EXIT_FAILURE, EXIT_OK
 
 STOPPING = "stopping on a Kafka error"
@@ -92,3 +93,37 @@ def test_an_admin_error_at_start_up_stops_on_a_kafka_error(harness: Harness) -> 
     assert harness.run() == EXIT_FAILURE
     assert _stop_line(harness)["error_type"] == "TopicAuthorizationFailedError"
     assert harness.broker.consumers == []
+
+
+def _readiness_after(harness: Harness, reason: str) -> list[tuple[bool, str]]:
+    """The readiness states from the first `reason` on."""
+    states = harness.health.states
+    first = states.index((False, reason))
+    return states[first:]
+
+
+def test_a_lag_refresh_the_broker_does_not_answer_makes_the_service_unready(
+    harness: Harness,
+) -> None:
+    """design.md: /readyz needs the broker reachable. During an outage kafka-python's poll mostly
+    returns nothing rather than failing, so the lag refresh's end offsets are the probe; ready
+    again as soon as the broker answers."""
+    harness.configure(tuning={"lag_refresh_s": 0.0})
+    harness.publish(3)
+    harness.broker.script("end_offsets", KafkaTimeoutError())
+    harness.broker.script("poll", lambda: None, lambda: harness.publish(2, seed=3))
+    assert harness.run() == EXIT_OK
+    after = _readiness_after(harness, "broker unreachable")
+    assert after[:2] == [(False, "broker unreachable"), (True, "")]
+    assert harness.broker.committed[TopicPartition(harness.settings.topics.input, 0)] == 5
+
+
+def test_a_poll_that_cannot_reach_the_broker_makes_the_service_unready(harness: Harness) -> None:
+    harness.publish(3)
+    harness.broker.script(
+        "poll", lambda: None, KafkaConnectionError("gone"), lambda: harness.publish(1, seed=4)
+    )
+    assert harness.run() == EXIT_OK
+    after = _readiness_after(harness, "broker unreachable")
+    assert after[:2] == [(False, "broker unreachable"), (True, "")]
+    assert harness.broker.committed[TopicPartition(harness.settings.topics.input, 0)] == 4
