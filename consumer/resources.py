@@ -39,6 +39,15 @@ def raw_schema(name: str) -> dict[str, Any]:
     return loaded
 
 
+def previous_schemas(name: str) -> tuple[dict[str, Any], ...]:
+    """The earlier shipped versions of the schema `name` (`schemas/previous/<name>.<commit>.avsc`,
+    copied byte for byte when a release changed it), oldest commit name first: single-object
+    input written with any of them is still read (its fingerprint is known)."""
+    folder = data_dir("schemas") / "previous"
+    paths = sorted(folder.glob(f"{name}.*.avsc")) if folder.is_dir() else []
+    return tuple(json.loads(path.read_text(encoding="utf-8")) for path in paths)
+
+
 @cache
 def parsed_schema(name: str) -> Any:
     """Return the schema `name` parsed by fastavro (cached; treat as read-only)."""

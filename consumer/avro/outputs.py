@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from consumer.avro.codec import Decoder, Encoder
 from consumer.avro.registry import SchemaRegistryClient
 from consumer.config import Settings, load_writer_schema
-from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, PATHOLOGY_RESULT, parsed_schema
+from consumer.resources import (
+    HER2_ALERT,
+    HER2_CLASSIFICATION,
+    PATHOLOGY_RESULT,
+    parsed_schema,
+    previous_schemas,
+)
 
 
 @dataclass
@@ -36,6 +42,7 @@ class Codecs:
             parsed_schema(PATHOLOGY_RESULT),
             registry=registry,
             raw_writer_schema=raw_writer,
+            known_writer_schemas=previous_schemas(PATHOLOGY_RESULT),
         )
         fmt = s.output_format
         classification = Encoder(

@@ -23,10 +23,15 @@ import pytest
 from fastavro.read import SchemaResolutionError
 from fastavro.utils import generate_many
 
+from consumer.avro.outputs import Codecs
+from consumer.avro.wire import frame_single_object, schema_fingerprint
+from consumer.config import Settings
+from consumer.errors import DecodeError
 from consumer.resources import (
     HER2_ALERT,
     HER2_CLASSIFICATION,
     PATHOLOGY_RESULT,
+    previous_schemas,
     raw_schema,
 )
 from consumer.tools.synthetic import SyntheticGenerator
@@ -136,6 +141,41 @@ class TestInputSchema:
         reader = _holder(enum)
         writer = _holder({**enum, "symbols": [*enum["symbols"], ADDED_SYMBOL]})
         assert resolve(writer, reader, {"value": ADDED_SYMBOL}) == {"value": enum["default"]}
+
+
+def _single_object(schema: dict[str, Any], datum: dict[str, Any]) -> bytes:
+    """`datum` as a lab writes it with `schema` in single-object framing (what `auto` detects)."""
+    parsed = fastavro.parse_schema(schema)
+    fo = io.BytesIO()
+    fastavro.schemaless_writer(fo, parsed, datum)
+    return frame_single_object(schema_fingerprint(parsed), fo.getvalue())
+
+
+class TestSingleObjectInputOfEarlierReleases:
+    """design.md: single-object writer schemas are looked up by fingerprint among the schemas the
+    service knows. It knows its own and every earlier shipped input schema
+    (schemas/previous/), so a lab that frames with the schema of an earlier release (the
+    `publish` tool of that release does) is read, not dead-lettered as an unknown fingerprint."""
+
+    def test_the_previous_release_is_among_the_shipped_earlier_schemas(self) -> None:
+        assert previous(PATHOLOGY_RESULT) in previous_schemas(PATHOLOGY_RESULT)
+        assert raw_schema(PATHOLOGY_RESULT) not in previous_schemas(PATHOLOGY_RESULT)
+
+    @pytest.mark.parametrize("index", range(len(previous_schemas(PATHOLOGY_RESULT))))
+    def test_events_framed_with_an_earlier_schema_are_read(self, index: int) -> None:
+        writer = previous_schemas(PATHOLOGY_RESULT)[index]
+        decoder = Codecs.build(Settings(), None).decoder
+        for event in SyntheticGenerator(seed=9, id_prefix="earlier").events(50):
+            expected = resolve(writer, raw_schema(PATHOLOGY_RESULT), event)
+            assert decoder.decode(_single_object(writer, event)) == expected
+
+    def test_a_schema_the_service_never_shipped_is_still_an_unknown_fingerprint(self) -> None:
+        decoder = Codecs.build(Settings(), None).decoder
+        writer = evolved(raw_schema(PATHOLOGY_RESULT))
+        [event] = SyntheticGenerator(seed=9, id_prefix="unknown").events(1)
+        with pytest.raises(DecodeError) as caught:
+            decoder.decode(_single_object(writer, event))
+        assert caught.value.reason == "unknown-fingerprint"
 
 
 def _holder(enum: dict[str, Any]) -> dict[str, Any]:
