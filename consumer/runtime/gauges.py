@@ -97,6 +97,9 @@ class Gauges:
         """Consumer lag per owned partition (end offset minus the next offset to process)."""
         partitions = sorted(self.table.stores)
         if not partitions:
+            # nothing to ask the broker: no evidence either way (a member left without
+            # partitions after an outage must not stay "broker unreachable" for good)
+            self.broker_answered = True
             return
         try:
             ends = self.consumer.end_offsets(

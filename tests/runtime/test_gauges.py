@@ -6,8 +6,14 @@ offset unreadable; Her2ConsumerPartitionPositionUnknown)."""
 from __future__ import annotations
 
 from conftest import Harness
+from fakes import FakeBroker
 from kafka.errors import KafkaTimeoutError
+from prometheus_client import CollectorRegistry
 
+from consumer.config import Settings
+from consumer.ops.metrics import Metrics
+from consumer.runtime.gauges import Gauges
+from consumer.runtime.partitions import PartitionTable
 from consumer.service import EXIT_OK
 
 
@@ -36,3 +42,15 @@ def test_a_partition_whose_position_cannot_be_told_is_flagged(harness: Harness) 
 def test_a_partition_with_a_position_is_not_flagged(harness: Harness) -> None:
     seen = _seen_before_the_second_poll(harness)
     assert seen == {"her2_consumer_position_unknown": 0.0, "her2_consumer_lag_records": 0.0}
+
+
+def test_a_member_without_partitions_is_no_evidence_of_an_unreachable_broker() -> None:
+    """The lag refresh is the readiness probe of the broker (runtime/loop.py follow_broker): a
+    member left without partitions after an outage asks the broker nothing, so the last failure
+    must not keep it 'broker unreachable' for good."""
+    metrics = Metrics(CollectorRegistry(), "t")
+    table = PartitionTable("in", metrics, lambda *_: None)
+    gauges = Gauges(Settings(), FakeBroker().consumer(), table, metrics)
+    gauges.broker_answered = False
+    gauges.refresh_lag()
+    assert gauges.broker_answered is True
