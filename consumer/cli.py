@@ -46,12 +46,16 @@ def _open_alerts(args: argparse.Namespace) -> int:
     import os
 
     from consumer.config import Settings
-    from consumer.tools.downstream import read_alert_topics
+    from consumer.resources import HER2_ALERT
+    from consumer.tools.downstream import output_decoder, read_alert_topics
     from consumer.tools.jsonout import dumps
 
     settings = Settings.from_env(os.environ)
     fold, undecodable = read_alert_topics(
-        settings.kafka_common(), settings.topics.alert_topics(), timeout_s=args.timeout
+        settings.kafka_common(),
+        settings.topics.alert_topics(),
+        decoder=output_decoder(settings, HER2_ALERT, settings.registry_client()),
+        timeout_s=args.timeout,
     )
     for alert in fold.open(args.patient):
         sys.stdout.write(dumps(alert) + "\n")

@@ -24,11 +24,11 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 
-from consumer.avro.codec import Decoder
 from consumer.config import Settings
 from consumer.errors import ConfigError, DecodeError, Her2Error
-from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, parsed_schema
+from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION
 from consumer.runtime.kafka.quirks import disable_topic_auto_creation
+from consumer.tools.downstream import output_decoder
 from consumer.tools.publish import input_encoder
 from consumer.tools.synthetic import SyntheticGenerator, malformed_values
 
@@ -82,11 +82,8 @@ class _Demo:
         registry = settings.registry_client()
         self.registry = registry
         self.encoder = input_encoder(settings, registry)
-        out_fmt = "raw" if settings.output_format == "raw" else "auto"
-        self.classification_decoder = Decoder(
-            out_fmt, parsed_schema(HER2_CLASSIFICATION), registry=registry
-        )
-        self.alert_decoder = Decoder(out_fmt, parsed_schema(HER2_ALERT), registry=registry)
+        self.classification_decoder = output_decoder(settings, HER2_CLASSIFICATION, registry)
+        self.alert_decoder = output_decoder(settings, HER2_ALERT, registry)
 
     def run(self) -> int:
         events = SyntheticGenerator(DEMO_SEED, id_prefix=self.run_id).events(self.count)

@@ -15,10 +15,22 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from consumer.avro.codec import Decoder
+from consumer.avro.registry import SchemaRegistryClient
+from consumer.config import Settings
 from consumer.errors import DecodeError
 from consumer.resources import HER2_ALERT, parsed_schema
 
 Record = dict[str, Any]
+
+
+def output_decoder(
+    settings: Settings, schema_name: str, registry: SchemaRegistryClient | None
+) -> Decoder:
+    """A reader of what the service writes with `settings`: raw with the shipped schema, else
+    `auto` (single-object, or Confluent through `registry`, which HER2_OUTPUT_FORMAT=confluent
+    needs)."""
+    fmt = "raw" if settings.output_format == "raw" else "auto"
+    return Decoder(fmt, parsed_schema(schema_name), registry=registry)
 
 
 class OpenAlerts:

@@ -22,8 +22,10 @@ import pytest
 from fastavro.schema import to_parsing_canonical_form
 
 from consumer.avro.codec import Decoder, Encoder, schema_json
+from consumer.avro.outputs import Codecs
 from consumer.avro.registry import SchemaRegistryClient
 from consumer.avro.wire import frame_confluent, frame_single_object, schema_fingerprint
+from consumer.config import Settings
 from consumer.errors import ConfigError, DecodeError, RegistryError, SchemaError
 from consumer.resources import (
     HER2_ALERT,
@@ -31,6 +33,7 @@ from consumer.resources import (
     parsed_schema,
     raw_schema,
 )
+from consumer.tools.downstream import output_decoder
 
 MARKER = "PHI-MARKER-123"
 PREFIX = "/apis/ccompat/v7"
@@ -898,3 +901,34 @@ class TestSchemaRegistryClient:
     def test_bad_url(self, url: str) -> None:
         with pytest.raises(ConfigError, match="HER2_SCHEMA_REGISTRY_URL"):
             SchemaRegistryClient(url)
+
+
+# -- readers of the service's outputs (tools/downstream.py: open-alerts, demo) -----------------
+
+
+def _alert() -> dict[str, Any]:
+    return {
+        "alert_id": "a1", "revision": 1, "alert_type": "RETEST", "code": "RETEST-01",
+        "scope": "PATIENT", "status": "ACTIVE", "rule_id": "retest-metastasis", "rule_version": 1,
+        "severity": "WARNING", "patient_id": "P1", "accession_id": "S1", "event_id": "e1",
+        "her2_category": "LOW", "title": "t", "detail": "d", "recommendation": "r",
+        "evidence": ["ASCO/CAP 2023"], "ruleset_version": "1",
+        "created_at": datetime(2024, 1, 1, tzinfo=UTC),
+        "event_time": datetime(2024, 1, 1, tzinfo=UTC),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("output_format", ["single-object", "confluent", "raw"])
+def test_the_output_reader_reads_what_the_service_writes(
+    fake_registry: FakeRegistry, output_format: str
+) -> None:
+    """`open-alerts` decoded with `auto` and no registry: with HER2_OUTPUT_FORMAT=confluent (or
+    raw) every alert counted as undecodable. It now reads as the settings say (as the demo did)."""
+    environ = {"HER2_OUTPUT_FORMAT": output_format}
+    if output_format == "confluent":
+        environ["HER2_SCHEMA_REGISTRY_URL"] = fake_registry.url
+    settings = Settings.from_env(environ)
+    registry = settings.registry_client()
+    encoder = Codecs.build(settings, registry).alerts[settings.topics.retest]
+    decoded = output_decoder(settings, HER2_ALERT, registry).decode(encoder.encode(_alert()))
+    assert decoded == _alert()
