@@ -14,17 +14,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from consumer.clinical.pipeline import Pipeline
     from consumer.clinical.rules import load_ruleset
     from consumer.state.store import HistoryStore
-    from consumer.tools.evaluate import evaluate_lines, open_ndjson, render
+    from consumer.tools.evaluate import evaluate_lines, ndjson_source, render
 
     pipeline = Pipeline(load_ruleset())
     history = HistoryStore() if args.history else None
-    source = open_ndjson(args.file)
-    try:
+    with ndjson_source(args.file) as source:
         for line in render(evaluate_lines(source, pipeline, history)):
             sys.stdout.write(line)
-    finally:
-        if source is not sys.stdin.buffer:
-            source.close()
     return 0
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, NamedTuple
 
+from consumer.clinical.model import Event
 from consumer.clinical.pipeline import Pipeline, utc_now
 from consumer.clinical.validate import DEFAULT_MAX_EVENT_TIME_SKEW, JsonConverter, check_event
 from consumer.errors import RecordError
@@ -17,20 +19,68 @@ from consumer.tools.jsonout import dumps
 NOT_UTF8: Final = "line is not valid UTF-8 (NDJSON is UTF-8 text)"
 
 
-def open_ndjson(path: str) -> BinaryIO:
-    """An NDJSON source as bytes (`-`: standard input): each line is decoded on its own, so one
-    line that is not UTF-8 is that line's error, never the end of the run."""
-    return open(path, "rb") if path != "-" else sys.stdin.buffer
+@contextlib.contextmanager
+def ndjson_source(path: str) -> Iterator[BinaryIO]:
+    """An NDJSON source as bytes (`-`: standard input, left open): each line is decoded on its
+    own, so one line that is not UTF-8 is that line's error, never the end of the run."""
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    with open(path, "rb") as source:
+        yield source
 
 
-def line_text(line: str | bytes) -> str | None:
-    """A line as text; None when its bytes are not UTF-8."""
-    if isinstance(line, str):
-        return line
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+class Refused(NamedTuple):
+    """Why a line has no event (never a field value)."""
+
+    stage: str
+    reason: str
+    message: str
+
+
+class Line(NamedTuple):
+    """One non-blank NDJSON line: its event, or why it has none; `event_id` is the line's own
+    when it names one (errors echo it)."""
+
+    number: int
+    event_id: str | None
+    event: Event | Refused
+
+
+def checked_lines(
+    lines: Iterable[str | bytes],
+    *,
+    now: Callable[[], dt.datetime | None] = lambda: None,
+    max_event_time_skew: dt.timedelta = DEFAULT_MAX_EVENT_TIME_SKEW,
+) -> Iterator[Line]:
+    """Each non-blank line decoded (UTF-8), parsed (JSON), converted and checked as the service
+    checks a record (check_event at `now()`; None: check_event's own clock); blank lines are
+    skipped and numbers kept. The reading of `evaluate` and `publish`."""
+    converter = JsonConverter()
+    for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, bytes):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield Line(number, None, Refused("decode", "json-decode", NOT_UTF8))
+                continue
+        else:
+            line = raw
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            yield Line(number, None, Refused("decode", "json-decode", "line is not valid JSON"))
+            continue
+        event_id = obj.get("event_id") if isinstance(obj, dict) else None
+        event_id = event_id if isinstance(event_id, str) else None
+        try:
+            event = check_event(converter.convert(obj), now(), max_event_time_skew)
+        except RecordError as exc:
+            yield Line(number, event_id, Refused(exc.stage, exc.reason, exc.message))
+            continue
+        yield Line(number, event_id, event)
 
 
 def evaluate_lines(
@@ -46,31 +96,15 @@ def evaluate_lines(
 
     As in the service, an event_time more than `max_event_time_skew` ahead of `clock()` is an
     error (`event-time-in-future`) and never reaches the history."""
-    converter = JsonConverter()
-    for number, raw in enumerate(lines, start=1):
-        line = line_text(raw)
-        if line is None:
-            yield _error(number, None, "decode", "json-decode", NOT_UTF8)
+    for line in checked_lines(lines, now=clock, max_event_time_skew=max_event_time_skew):
+        if isinstance(line.event, Refused):
+            yield _error(line.number, line.event_id, *line.event)
             continue
-        if not line.strip():
-            continue
-        event_id = None
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            yield _error(number, None, "decode", "json-decode", "line is not valid JSON")
-            continue
-        if isinstance(obj, dict) and isinstance(obj.get("event_id"), str):
-            event_id = obj["event_id"]
-        try:
-            event = check_event(converter.convert(obj), clock(), max_event_time_skew)
-        except RecordError as exc:
-            yield _error(number, event_id, exc.stage, exc.reason, exc.message)
-            continue
+        event = line.event
         # Without history each event is a patient of its own: every finding is new.
         outcome = history.apply(event, pipeline) if history is not None else pipeline.process(event)
         yield {
-            "line": number,
+            "line": line.number,
             "event_id": event["event_id"],
             "classification": outcome.classification,
             "alerts": outcome.alerts,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import sys
 import warnings
@@ -33,13 +32,12 @@ from typing import Any, Final, TextIO
 from consumer.avro.codec import Encoder
 from consumer.avro.registry import SchemaRegistryClient
 from consumer.clinical.model import Event
-from consumer.clinical.validate import JsonConverter, check_event
 from consumer.config import Settings, load_writer_schema
-from consumer.errors import ConfigError, Her2Error, RecordError, SchemaError
+from consumer.errors import ConfigError, Her2Error, SchemaError
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime.kafka.quirks import disable_topic_auto_creation
 from consumer.runtime.routing import patient_key
-from consumer.tools.evaluate import NOT_UTF8, line_text, open_ndjson
+from consumer.tools.evaluate import Refused, checked_lines, ndjson_source
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
@@ -84,25 +82,12 @@ class Parsed:
 
 def parse_lines(lines: Iterable[str | bytes]) -> Iterator[Parsed]:
     """Convert and check each non-blank NDJSON line as `evaluate` does."""
-    converter = JsonConverter()
-    for number, raw in enumerate(lines, start=1):
-        line = line_text(raw)
-        if line is None:
-            yield Parsed(number, None, f"decode/json-decode: {NOT_UTF8}")
-            continue
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            yield Parsed(number, None, "decode/json-decode: line is not valid JSON")
-            continue
-        try:
-            event = check_event(converter.convert(obj))
-        except RecordError as exc:
-            yield Parsed(number, None, f"{exc.stage}/{exc.reason}: {exc.message}")
-            continue
-        yield Parsed(number, event)
+    for line in checked_lines(lines):
+        if isinstance(line.event, Refused):
+            stage, reason, message = line.event
+            yield Parsed(line.number, None, f"{stage}/{reason}: {message}")
+        else:
+            yield Parsed(line.number, line.event)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -112,18 +97,15 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"publish: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    source = open_ndjson(args.file)
-    try:
-        return Publisher(settings, sys.stdout, sys.stderr).run(source)
-    except ConfigError as exc:
-        print(f"publish: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (KafkaError, Her2Error) as exc:
-        print(f"publish: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    finally:
-        if source is not sys.stdin.buffer:
-            source.close()
+    with ndjson_source(args.file) as source:
+        try:
+            return Publisher(settings, sys.stdout, sys.stderr).run(source)
+        except ConfigError as exc:
+            print(f"publish: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        except (KafkaError, Her2Error) as exc:
+            print(f"publish: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_INVALID
 
 
 class Publisher:
