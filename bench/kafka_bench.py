@@ -1074,14 +1074,14 @@ def main() -> int:  # noqa: PLR0915 - the stages in order, one script
     if not measured.is_relative_to(REPO):
         log(f"note: that is not this checkout ({REPO}); `pip install -e .` here to measure it")
     args.clients = tuple(c.strip() for c in args.client.split(",") if c.strip())
-    if args.peer:
-        return peer_main(args)
-    if len(args.clients) > 1:
-        return clients_main(args)
     if args.latency_runs < 1:
         parser.error("--latency-runs must be at least 1")
-    if args.latency_only:
+    if args.peer:
+        return peer_main(args)
+    if args.latency_only:  # before the several-clients run, which would silently ignore it
         return latency_main(args)
+    if len(args.clients) > 1:
+        return clients_main(args)
     client = args.clients[0] if args.clients else None
     results: dict[str, Any] = {
         "machine": {
