@@ -49,9 +49,7 @@ def file_system_type(path: Path, mountinfo: str) -> str | None:
     return None if best is None else best[1]
 
 
-def open_state_dir(
-    settings: Settings, mountinfo: Callable[[], str | None] = _read_mountinfo
-) -> StateDir:
+def open_state_dir(settings: Settings) -> StateDir:
     """The private directory of this process's disk stores; ConfigError if it cannot be made.
     On a memory file system (tmpfs: a pod's /tmp, a compose tmpfs, /tmp on many desktops) the
     disk store would hold the history in memory, and a small one fills up: logged as a warning
@@ -63,7 +61,7 @@ def open_state_dir(
         raise ConfigError(
             f"HER2_STATE_DIR: cannot create a state directory in {where} ({type(exc).__name__})"
         ) from None
-    text = mountinfo()
+    text = _read_mountinfo()
     kind = None if text is None else file_system_type(state_dir.path.resolve(), text)
     if kind in MEMORY_FILE_SYSTEMS:
         log.warning(
