@@ -275,6 +275,32 @@ class Tuning:
 
 
 @dataclass(frozen=True)
+class EvaluationSettings:
+    """The settings that decide what a patient's history holds: how long a reported accession
+    is kept (HER2_HISTORY_RETENTION_DAYS) and how far ahead of the clock an event_time may be
+    (HER2_MAX_EVENT_TIME_SKEW_SECONDS). `run` applies them, and `evaluate` applies the same
+    ones, read by the same code, since it must evaluate exactly as the service does."""
+
+    history_retention_days: int = 3650  # 0: keep every accession
+    event_time_skew: dt.timedelta = dt.timedelta(seconds=86400)
+
+    @property
+    def history_retention(self) -> dt.timedelta | None:
+        """The retention of a HistoryStore (None: keep forever, 0 days)."""
+        days = self.history_retention_days
+        return dt.timedelta(days=days) if days > 0 else None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> EvaluationSettings:
+        """These two variables, read and checked as Settings.from_env reads them (same defaults,
+        same ConfigError); nothing else is read, so an offline run needs no Kafka settings."""
+        env = _Env(environ)
+        return cls(
+            history_retention_days=_retention_days(env), event_time_skew=_event_time_skew(env)
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service needs to run, validated."""
 
@@ -325,6 +351,11 @@ class Settings:
             f"Settings({shown}, topics={self.topics!r}, security={self.security!r}, "
             f"registry_access={self.registry_access!r}, tuning={self.tuning!r})"
         )
+
+    @property
+    def evaluation(self) -> EvaluationSettings:
+        """The settings `evaluate` shares with the service (retention, event-time skew)."""
+        return EvaluationSettings(self.history_retention_days, self.event_time_skew)
 
     @property
     def exactly_once(self) -> bool:
@@ -426,7 +457,7 @@ class Settings:
             processing_guarantee=guarantee,
             kafka_client=kafka_client,
             http_port=env.integer("HER2_HTTP_PORT", 0, _MAX_PORT),
-            history_retention_days=env.integer("HER2_HISTORY_RETENTION_DAYS", 0, 100_000),
+            history_retention_days=_retention_days(env),
             history_store=history_store,
             history_cache_patients=env.integer("HER2_HISTORY_CACHE_PATIENTS", 0, 10_000_000),
             state_dir=state_path,
@@ -434,9 +465,7 @@ class Settings:
             max_poll_records=env.integer("HER2_MAX_POLL_RECORDS", 1, 1_000_000),
             publish_retries=env.integer("HER2_PUBLISH_RETRIES", 0, 100),
             instance_id=instance_id,
-            event_time_skew=dt.timedelta(
-                seconds=env.integer("HER2_MAX_EVENT_TIME_SKEW_SECONDS", 1, _MAX_SKEW_S)
-            ),
+            event_time_skew=_event_time_skew(env),
             security=_security(env),
             tuning=tuning,
             test_crash_before_commit=(
@@ -602,6 +631,16 @@ class _Env:
         if value in _FALSE:
             return False
         raise ConfigError(f"{name} must be true or false")
+
+
+def _retention_days(env: _Env) -> int:
+    """HER2_HISTORY_RETENTION_DAYS (0: keep forever)."""
+    return env.integer("HER2_HISTORY_RETENTION_DAYS", 0, 100_000)
+
+
+def _event_time_skew(env: _Env) -> dt.timedelta:
+    """HER2_MAX_EVENT_TIME_SKEW_SECONDS."""
+    return dt.timedelta(seconds=env.integer("HER2_MAX_EVENT_TIME_SKEW_SECONDS", 1, _MAX_SKEW_S))
 
 
 def _bootstrap(value: str) -> str:

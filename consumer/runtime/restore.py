@@ -62,11 +62,7 @@ class Restorer:
             on_encode_fallback=metrics.fallback_hook("history_encode"),
             on_decode_fallback=metrics.fallback_hook("history_decode"),
         )
-        self._retention = (
-            dt.timedelta(days=settings.history_retention_days)
-            if settings.history_retention_days > 0
-            else None
-        )
+        self._retention = settings.evaluation.history_retention
         self._reader: Consumer | None = None
         self._seen: dict[TopicPartition, list[int]] = {}  # changelog tp -> [read, unreadable]
 

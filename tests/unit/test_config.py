@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from consumer.config import ENV_VARS, KafkaSecurity, Settings, load_writer_schema
+from consumer.config import (
+    ENV_VARS,
+    EvaluationSettings,
+    KafkaSecurity,
+    Settings,
+    load_writer_schema,
+)
 from consumer.errors import ConfigError
 from consumer.resources import PATHOLOGY_RESULT, raw_schema
 
@@ -624,3 +630,60 @@ class TestUnreadableChangelogShare:
     def test_a_bad_share_names_its_variable(self, value: str) -> None:
         with pytest.raises(ConfigError, match="HER2_MAX_UNREADABLE_CHANGELOG_SHARE"):
             Settings.from_env({"HER2_MAX_UNREADABLE_CHANGELOG_SHARE": value})
+
+
+class TestEvaluationSettings:
+    """The two settings `evaluate` shares with the service: read by the same code, so the same
+    values, defaults and errors."""
+
+    def test_defaults_are_the_services(self) -> None:
+        assert EvaluationSettings.from_env({}) == EvaluationSettings() == Settings().evaluation
+
+    @pytest.mark.parametrize(
+        ("env", "retention", "skew"),
+        [
+            pytest.param({}, dt.timedelta(days=3650), dt.timedelta(hours=24), id="defaults"),
+            pytest.param(
+                {"HER2_HISTORY_RETENTION_DAYS": "30", "HER2_MAX_EVENT_TIME_SKEW_SECONDS": "3600"},
+                dt.timedelta(days=30),
+                dt.timedelta(hours=1),
+                id="set",
+            ),
+            pytest.param(
+                {"HER2_HISTORY_RETENTION_DAYS": "0"}, None, dt.timedelta(hours=24), id="keep"
+            ),
+            pytest.param(
+                {"HER2_HISTORY_RETENTION_DAYS": " ", "HER2_MAX_EVENT_TIME_SKEW_SECONDS": ""},
+                dt.timedelta(days=3650),
+                dt.timedelta(hours=24),
+                id="blank-is-unset",
+            ),
+        ],
+    )
+    def test_read_as_the_service_reads_them(
+        self, env: dict[str, str], retention: dt.timedelta | None, skew: dt.timedelta
+    ) -> None:
+        evaluation = EvaluationSettings.from_env(env)
+        assert evaluation == Settings.from_env(env).evaluation
+        assert (evaluation.history_retention, evaluation.event_time_skew) == (retention, skew)
+
+    @pytest.mark.parametrize(
+        "env",
+        [
+            pytest.param({"HER2_HISTORY_RETENTION_DAYS": "-5"}, id="retention-negative"),
+            pytest.param({"HER2_HISTORY_RETENTION_DAYS": "ten"}, id="retention-not-a-number"),
+            pytest.param({"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "0"}, id="skew-zero"),
+            pytest.param({"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "1d"}, id="skew-not-a-number"),
+        ],
+    )
+    def test_a_bad_value_is_the_services_error(self, env: dict[str, str]) -> None:
+        with pytest.raises(ConfigError) as service:
+            Settings.from_env(env)
+        with pytest.raises(ConfigError) as evaluate:
+            EvaluationSettings.from_env(env)
+        assert str(evaluate.value) == str(service.value)
+
+    def test_only_its_own_variables_are_read(self) -> None:
+        """An offline run needs no Kafka settings: a bad one is not its concern."""
+        env = {"KAFKA_BOOTSTRAP_SERVERS": "nohost", "HER2_HISTORY_RETENTION_DAYS": "30"}
+        assert EvaluationSettings.from_env(env).history_retention_days == 30
