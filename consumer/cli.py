@@ -7,19 +7,26 @@ import sys
 from collections.abc import Sequence
 
 from consumer import __version__
-from consumer.errors import RuleSetError
+from consumer.errors import ConfigError, RuleSetError
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import os
+
     from consumer.clinical.pipeline import Pipeline
     from consumer.clinical.rules import load_ruleset
+    from consumer.config import EvaluationSettings
     from consumer.state.store import HistoryStore
     from consumer.tools.evaluate import evaluate_lines, ndjson_source, render
 
+    # the service's retention and event-time tolerance, read by its own config code (a bad
+    # value is a ConfigError, as at `run`'s start-up), so the alerts are the service's
+    settings = EvaluationSettings.from_env(os.environ)
     pipeline = Pipeline(load_ruleset())
-    history = HistoryStore() if args.history else None
+    history = HistoryStore(settings.history_retention) if args.history else None
+    skew = settings.event_time_skew
     with ndjson_source(args.file) as source:
-        for line in render(evaluate_lines(source, pipeline, history)):
+        for line in render(evaluate_lines(source, pipeline, history, max_event_time_skew=skew)):
             sys.stdout.write(line)
     return 0
 
@@ -135,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ConfigError as exc:  # as `run` reports it (runtime/exits.py): names the variable
+        print(f"her2-consumer: configuration error: {exc}", file=sys.stderr)
+        return 2
     except RuleSetError as exc:
         print(f"her2-consumer: rule set invalid: {exc}", file=sys.stderr)
         return 2

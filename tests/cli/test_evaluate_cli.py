@@ -8,16 +8,29 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
+import types
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from consumer.clinical.pipeline import Pipeline
+from consumer.avro.codec import Encoder
+from consumer.avro.outputs import Codecs
+from consumer.clinical.pipeline import Pipeline, utc_now
 from consumer.clinical.rules import load_ruleset
 from consumer.clinical.validate import JsonConverter, check_event
+from consumer.config import Settings
+from consumer.errors import ConfigError
+from consumer.ops.metrics import Metrics
+from consumer.resources import PATHOLOGY_RESULT, parsed_schema
+from consumer.runtime.kafka import TopicPartition
+from consumer.runtime.processor import Processor
+from consumer.runtime.restore import Restorer
+from consumer.runtime.results import DeadLettered, Processed
 from consumer.state.store import HistoryStore
 from consumer.tools import jsonout
 from consumer.tools.evaluate import evaluate_lines
@@ -78,8 +91,9 @@ LOW_IHC = ihc("ONE_PLUS", percent_cells_stained=30.0, staining_intensity="FAINT"
 TRIPLE_NEGATIVE = {"er": {"percent_positive": 0.0, "result": "NEGATIVE"}, "pr": {"percent_positive": 0.0, "result": "NEGATIVE"}}
 
 
-def evaluate(lines: list[str], *args: str, tmp_path: Path | None = None) -> tuple[list[Record], subprocess.CompletedProcess[str]]:
-    """Run `python -m consumer evaluate [args]` on the lines (a file when tmp_path, else stdin)."""
+def evaluate(lines: list[str], *args: str, tmp_path: Path | None = None, env: Mapping[str, str] | None = None) -> tuple[list[Record], subprocess.CompletedProcess[str]]:
+    """Run `python -m consumer evaluate [args]` on the lines (a file when tmp_path, else stdin),
+    in `env` (None: this process's environment)."""
     text = "".join(line + "\n" for line in lines)
     command = [sys.executable, "-m", "consumer", "evaluate", *args]
     stdin: str | None = text
@@ -89,7 +103,7 @@ def evaluate(lines: list[str], *args: str, tmp_path: Path | None = None) -> tupl
         command.append(str(path))
         stdin = None
     done = subprocess.run(  # noqa: S603 - fixed argv, our own module
-        command, input=stdin, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False
+        command, input=stdin, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False, env=env
     )
     outputs = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     return outputs, done
@@ -674,3 +688,130 @@ class TestFutureEventTime:
         (day,) = evaluate_lines(lines, pipeline, clock=lambda: now)
         assert [e["reason"] for e in hour["errors"]] == ["event-time-in-future"]
         assert day["errors"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The service's settings: HER2_HISTORY_RETENTION_DAYS, HER2_MAX_EVENT_TIME_SKEW_SECONDS
+# ---------------------------------------------------------------------------------------------
+
+SHARED_SETTINGS = ("HER2_HISTORY_RETENTION_DAYS", "HER2_MAX_EVENT_TIME_SKEW_SECONDS")
+Seen = tuple[Any, ...]  # what became of one event, as the service and evaluate both tell it
+
+
+def settings_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with `settings` as the only shared settings set."""
+    return {**{k: v for k, v in os.environ.items() if k not in SHARED_SETTINGS}, **settings}
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def service_run(records: list[Record], settings: Mapping[str, str]) -> list[Seen]:
+    """The events through the service's own components, configured by `settings` through
+    Settings.from_env: the store of a newly assigned partition (Restorer.new_store, which
+    applies the retention) and the Processor (which refuses an event_time beyond the
+    tolerance), on the real clock as `evaluate` runs on it."""
+    config = Settings.from_env({**settings, "HER2_HISTORY_STORE": "memory"})
+    tp = TopicPartition(config.topics.input, 0)
+    restorer = Restorer(None, config, lambda: "test", Metrics.on_new_registry(), lambda: False, utc_now)  # type: ignore[arg-type]  # no clients: nothing is restored
+    store = restorer.new_store(tp)
+    processor = Processor(config, Pipeline(load_ruleset()), Codecs.build(config, None), lambda topic: 1, utc_now)
+    encoder, converter = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT)), JsonConverter()
+    seen: list[Seen] = []
+    for offset, record in enumerate(records):
+        value = encoder.encode(converter.convert(record))
+        message = types.SimpleNamespace(key=record["patient_id"].encode(), value=value, offset=offset, headers=[], timestamp=0)
+        result = processor.process(tp, message, store)
+        if isinstance(result, DeadLettered):
+            seen.append(("refused", result.stage, result.reason))
+        else:
+            assert isinstance(result, Processed)
+            seen.append(("evaluated", result.category, sorted(result.alerts)))
+    return seen
+
+
+def evaluate_run(records: list[Record], settings: Mapping[str, str], tmp_path: Path) -> list[Seen]:
+    """`evaluate --history` on the records with `settings` in its environment, told as service_run tells it."""
+    outputs, done = evaluate(dumps(records), "--history", tmp_path=tmp_path, env=settings_env(settings))
+    assert done.returncode == 0, done.stderr
+    seen: list[Seen] = []
+    for output in outputs:
+        if output["errors"]:
+            (error,) = output["errors"]
+            seen.append(("refused", error["stage"], error["reason"]))
+        else:
+            alerts = sorted((a["alert_type"], a["code"], a["status"]) for a in output["alerts"])
+            seen.append(("evaluated", output["classification"]["category"], alerts))
+    return seen
+
+
+class TestServiceSettings:
+    """`evaluate --history` applies the history retention and the event-time tolerance the
+    service applies, from the same variables: the same events give the same alerts."""
+
+    @pytest.mark.parametrize(
+        ("settings", "age_days", "dropped"),
+        [
+            pytest.param({}, 400, False, id="default-3650-days-keeps-400"),
+            pytest.param({}, 4000, True, id="default-3650-days-drops-4000"),
+            pytest.param({"HER2_HISTORY_RETENTION_DAYS": "365"}, 300, False, id="365-days-keeps-300"),
+            pytest.param({"HER2_HISTORY_RETENTION_DAYS": "365"}, 400, True, id="365-days-drops-400"),
+            pytest.param({"HER2_HISTORY_RETENTION_DAYS": "0"}, 4000, False, id="0-keeps-forever"),
+        ],
+    )
+    def test_an_old_report_drops_out_as_in_the_service(self, tmp_path: Path, settings: dict[str, str], age_days: int, dropped: bool) -> None:
+        """An old POSITIVE sample that nothing open rests on leaves the history once it is older
+        than the retention; the later LOW report of a patient planned for trastuzumab then no
+        longer reads as a conversion but as a HER2-targeted therapy without a positive sample."""
+        now = utc_now()
+        positive = same_patient("r-1", "acc-old", iso(now - dt.timedelta(days=age_days)), her2_ihc=ihc("THREE_PLUS", percent_cells_stained=90.0, staining_intensity="STRONG", staining_completeness="COMPLETE"), clinical_context={"disease_setting": "UNKNOWN"})
+        low = same_patient("r-2", "acc-new", iso(now - dt.timedelta(days=1)), clinical_context={"disease_setting": "EARLY", "planned_therapies": ["Herceptin"]})
+        service = service_run([positive, low], settings)
+        assert evaluate_run([positive, low], settings, tmp_path) == service
+        later = {code for _, code, status in service[1][2] if status == "ACTIVE"}
+        assert ("RT-CONVERSION" in later) is not dropped
+        assert ("TC-HER2-TARGETED-NOT-POSITIVE" in later) is dropped
+
+    @pytest.mark.parametrize(
+        ("settings", "ahead", "refused"),
+        [
+            pytest.param({}, dt.timedelta(hours=2), False, id="default-24h-accepts-2h"),
+            pytest.param({}, dt.timedelta(days=2), True, id="default-24h-refuses-2d"),
+            pytest.param({"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "3600"}, dt.timedelta(minutes=30), False, id="1h-accepts-30min"),
+            pytest.param({"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "3600"}, dt.timedelta(hours=2), True, id="1h-refuses-2h"),
+            pytest.param({"HER2_MAX_EVENT_TIME_SKEW_SECONDS": str(7 * 86400)}, dt.timedelta(days=2), False, id="7d-accepts-2d"),
+        ],
+    )
+    def test_a_future_dated_report_is_refused_as_in_the_service(self, tmp_path: Path, settings: dict[str, str], ahead: dt.timedelta, refused: bool) -> None:
+        """A CORRECTED report dated `ahead` of the clock: refused, it never reaches the history
+        and the CANCELLED report after it retracts the accession's alerts; accepted, it is the
+        accession's latest report and the cancellation, dated before it, is stale."""
+        now = utc_now()
+        final = same_patient("s-1", "acc-S", iso(now - dt.timedelta(hours=1)), **METASTATIC_LOW_AFTER_CHEMO)
+        future = same_patient("s-2", "acc-S", iso(now + ahead), report_status="CORRECTED", **METASTATIC_LOW_AFTER_CHEMO)
+        cancelled = same_patient("s-3", "acc-S", iso(now - dt.timedelta(minutes=1)), report_status="CANCELLED", **METASTATIC_LOW_AFTER_CHEMO)
+        service = service_run([final, future, cancelled], settings)
+        assert evaluate_run([final, future, cancelled], settings, tmp_path) == service
+        assert (service[1] == ("refused", "validate", "event-time-in-future")) is refused
+        retracted = any(status == "RETRACTED" for _, _, status in service[2][2])
+        assert retracted is refused
+
+    @pytest.mark.parametrize(
+        ("settings", "args"),
+        [
+            pytest.param({"HER2_HISTORY_RETENTION_DAYS": "-5"}, ("--history",), id="retention-negative"),
+            pytest.param({"HER2_HISTORY_RETENTION_DAYS": "ten"}, ("--history",), id="retention-not-a-number"),
+            pytest.param({"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "1d"}, ("--history",), id="skew-not-a-number"),
+            pytest.param({"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "0"}, (), id="skew-zero-without-history"),
+        ],
+    )
+    def test_a_bad_value_is_refused_as_the_service_refuses_it(self, tmp_path: Path, settings: dict[str, str], args: tuple[str, ...]) -> None:
+        """Exit 2 and the service's message naming the variable, before any line is read."""
+        with pytest.raises(ConfigError) as service:
+            Settings.from_env(settings)
+        outputs, done = evaluate([json.dumps(result("bad-setting"))], *args, tmp_path=tmp_path, env=settings_env(settings))
+        assert done.returncode == 2
+        assert outputs == []
+        assert done.stderr == f"her2-consumer: configuration error: {service.value}\n"
+        assert next(iter(settings)) in done.stderr
