@@ -50,12 +50,13 @@ class Line(NamedTuple):
 def checked_lines(
     lines: Iterable[str | bytes],
     *,
-    now: Callable[[], dt.datetime | None] = lambda: None,
+    now: Callable[[], dt.datetime] = utc_now,
     max_event_time_skew: dt.timedelta = DEFAULT_MAX_EVENT_TIME_SKEW,
 ) -> Iterator[Line]:
     """Each non-blank line decoded (UTF-8), parsed (JSON), converted and checked as the service
-    checks a record (check_event at `now()`; None: check_event's own clock); blank lines are
-    skipped and numbers kept. The reading of `evaluate` and `publish`."""
+    checks a record (check_event at `now()`, so an event_time more than `max_event_time_skew`
+    ahead is refused); blank lines are skipped and numbers kept. The reading of `evaluate` and
+    `publish`."""
     converter = JsonConverter()
     for number, raw in enumerate(lines, start=1):
         if isinstance(raw, bytes):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import datetime as dt
 import os
 import sys
 import warnings
@@ -32,6 +33,7 @@ from typing import Any, Final, TextIO
 from consumer.avro.codec import Encoder
 from consumer.avro.registry import SchemaRegistryClient
 from consumer.clinical.model import Event
+from consumer.clinical.validate import DEFAULT_MAX_EVENT_TIME_SKEW
 from consumer.config import Settings, load_writer_schema
 from consumer.errors import ConfigError, Her2Error, SchemaError
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
@@ -80,9 +82,13 @@ class Parsed:
     problem: str = ""  # "stage/reason: message" (never field values)
 
 
-def parse_lines(lines: Iterable[str | bytes]) -> Iterator[Parsed]:
-    """Convert and check each non-blank NDJSON line as `evaluate` does."""
-    for line in checked_lines(lines):
+def parse_lines(
+    lines: Iterable[str | bytes],
+    max_event_time_skew: dt.timedelta = DEFAULT_MAX_EVENT_TIME_SKEW,
+) -> Iterator[Parsed]:
+    """Convert and check each non-blank NDJSON line as `evaluate` does (an event_time more than
+    `max_event_time_skew` ahead of now is refused, as the service refuses it)."""
+    for line in checked_lines(lines, max_event_time_skew=max_event_time_skew):
         if isinstance(line.event, Refused):
             stage, reason, message = line.event
             yield Parsed(line.number, None, f"{stage}/{reason}: {message}")
@@ -138,7 +144,7 @@ class Publisher:
         )
         pending: list[tuple[int, str, Any]] = []
         try:
-            for parsed in parse_lines(lines):
+            for parsed in parse_lines(lines, self.s.event_time_skew):
                 if parsed.event is None:
                     self._invalid(parsed.line, parsed.problem)
                     continue

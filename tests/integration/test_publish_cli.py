@@ -6,6 +6,7 @@ non-zero; the service then processes what was published (nothing misrouted).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -49,9 +50,12 @@ def _line(event_id: str, patient_id: str, **fields: Any) -> str:
     return json.dumps(record)
 
 
-def _publish(env: Env, path: Path) -> subprocess.CompletedProcess[str]:
+def _publish(
+    env: Env, path: Path, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("HER2_", "KAFKA_"))}
     environ.update(env.environ())
+    environ.update(extra or {})
     environ["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
     return subprocess.run(  # noqa: S603 - fixed argv
         [sys.executable, "-m", "consumer", "publish", str(path)],
@@ -129,6 +133,27 @@ def test_publish_sends_valid_lines_on_murmur2_partitions_and_reports_invalid_one
         reader.settle(0.5)
         assert reader.records["dlq"] == []
         assert svc.metric("her2_consumer_events_total", {"outcome": "dead_lettered"}) == 0
+
+
+def test_publish_applies_the_services_event_time_tolerance(env: Env, tmp_path: Path) -> None:
+    # HER2_MAX_EVENT_TIME_SKEW_SECONDS=3600: an event_time 2 h ahead is what the service would
+    # dead-letter, so publish must not send it; 30 min ahead is sent (the default 24 h sends both)
+    now = dt.datetime.now(dt.UTC)
+    lines = [
+        _line("skew-e1", "skew-patient-1", event_time=(now + dt.timedelta(hours=2)).isoformat()),
+        _line("skew-e2", "skew-patient-2", event_time=(now + dt.timedelta(minutes=30)).isoformat()),
+    ]
+    path = tmp_path / "ahead.ndjson"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    done = _publish(env, path, {"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "3600"})
+
+    assert done.returncode == 1, done.stderr
+    assert "line 1: invalid, not sent (validate/event-time-in-future: " in done.stderr
+    assert f"published 1 events to {env.input}" in done.stdout
+    [record] = _read_input(env, 1)
+    event = Decoder("auto", parsed_schema(PATHOLOGY_RESULT)).decode(record.value)
+    assert event["event_id"] == "skew-e2"
 
 
 def test_publish_refuses_a_missing_input_topic(

@@ -4,6 +4,7 @@ broker: tests/integration/test_publish_cli.py.)"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -65,6 +66,33 @@ class TestParseLines:
         found = list(parse_lines([VALID, "\n", "  ", "oops", VALID]))
         assert [(p.line, p.event is not None) for p in found] == [(1, True), (4, False), (5, True)]
         assert isinstance(found[0], Parsed)
+
+
+def _ahead(hours: float) -> str:
+    """VALID with an event_time `hours` ahead of now."""
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours)
+    return json.dumps({**json.loads(VALID), "event_time": when.isoformat()})
+
+
+@pytest.mark.parametrize(
+    ("hours_ahead", "skew", "sent"),
+    [
+        pytest.param(2, None, True, id="default-24h-takes-2h"),
+        pytest.param(48, None, False, id="default-24h-refuses-2d"),
+        pytest.param(2, dt.timedelta(hours=1), False, id="1h-refuses-2h"),
+        pytest.param(48, dt.timedelta(days=7), True, id="7d-takes-2d"),
+    ],
+)
+def test_event_time_is_checked_against_the_tolerance_given(
+    hours_ahead: float, skew: dt.timedelta | None, sent: bool
+) -> None:
+    # publish passes the service's HER2_MAX_EVENT_TIME_SKEW_SECONDS here (Publisher.run), so it
+    # sends what the service accepts and holds back what it would refuse
+    lines = [_ahead(hours_ahead)]
+    [parsed] = parse_lines(lines) if skew is None else parse_lines(lines, skew)
+    assert (parsed.event is not None) is sent
+    if not sent:
+        assert parsed.problem.startswith("validate/event-time-in-future: ")
 
 
 class TestInputEncoder:
