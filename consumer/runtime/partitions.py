@@ -56,6 +56,9 @@ class PartitionTable:
         self.backoff_until: dict[TopicPartition, float] = {}
         self.backoff_step: dict[TopicPartition, int] = {}
         self.positions: dict[TopicPartition, int] = {}
+        # where a batch that was not delivered runs again (redrive): the next offset to process
+        # there, which the restore's offset guard must use instead of the committed offset
+        self.rerun_from: dict[TopicPartition, int] = {}
         self.input_partition_count = 0  # last count seen (routing check)
         # the broker did not answer the loop's last poll or lag refresh (design.md: /readyz
         # needs the broker reachable); the loop sets it
@@ -82,6 +85,16 @@ class PartitionTable:
                 error_type=kind_of(exc),
             )
             return None
+
+    def next_offset(self, tp: TopicPartition, timeout_ms: int) -> int | None:
+        """The next input offset this member processes in `tp` once its history is restored:
+        where a re-run starts (redrive), else the group's committed offset (None: unknown).
+        Everything below it was delivered with its changelog, so a changelog record covering an
+        input offset at or past it is ahead (runtime/restore.py) and the rest is history: after
+        a commit that failed without stopping the service, the committed offset is below
+        batches whose history is in the changelog and whose records are not polled again."""
+        rerun = self.rerun_from.get(tp)
+        return rerun if rerun is not None else self.committed(tp, timeout_ms)
 
     def set_gauge(self) -> None:
         """The assigned-partitions gauge: restored plus waiting for a restore."""
@@ -120,6 +133,7 @@ class PartitionTable:
             self.backoff_until.pop(tp, None)
             self.backoff_step.pop(tp, None)
             self.positions.pop(tp, None)
+            self.rerun_from.pop(tp, None)
             labels = {"topic": tp.topic, "partition": str(tp.partition)}
             for gauge in (
                 self._metrics.lag,
@@ -147,6 +161,8 @@ class PartitionTable:
         """Their history is loaded: own the stores and resume the partitions still assigned."""
         self.stores.update(stores)
         self.pending.difference_update(stores)
+        for tp in stores:
+            self.rerun_from.pop(tp, None)
         consumer = self._consumer()
         still_assigned = [tp for tp in sorted(stores) if tp in consumer.assignment()]
         consumer.resume(*still_assigned)
@@ -155,6 +171,8 @@ class PartitionTable:
     def block(self, tp: TopicPartition, reason: str) -> None:
         """Its history could not be restored well enough: keep it paused, never process it."""
         self.pending.discard(tp)
+        self.rerun_from.pop(tp, None)
+        self.backoff_until.pop(tp, None)  # resume_due must not resume it
         self.blocked[tp] = reason
         self._consumer().pause(tp)
         self.set_gauge()
@@ -212,6 +230,7 @@ class PartitionTable:
                 store.close()
             consumer.seek(tp, offset)
             self.positions[tp] = offset
+            self.rerun_from[tp] = offset
             consumer.pause(tp)
             self.pending.add(tp)
         self.set_gauge()

@@ -82,14 +82,14 @@ class Restorer:
         # the offset guard is for at-least-once: under exactly-once the changelog and the
         # offsets commit in one transaction, and a committed-offset fetch would wait out any
         # open transaction (read_committed fetches only stable offsets)
-        committed = {
-            tp: None if self._settings.exactly_once else table.committed(tp, timeout_ms)
+        next_offsets = {
+            tp: None if self._settings.exactly_once else table.next_offset(tp, timeout_ms)
             for tp in partitions
         }
         stores = {tp: self.new_store(tp) for tp in partitions}
         count = None
         try:
-            count = self._read(stores, committed, started)
+            count = self._read(stores, next_offsets, started)
         finally:
             if count is None:  # failed, or stopped while restoring (partitions left paused)
                 for store in stores.values():
@@ -138,7 +138,7 @@ class Restorer:
     def _read(
         self,
         stores: dict[TopicPartition, HistoryStore],
-        committed: dict[TopicPartition, int | None],
+        next_offsets: dict[TopicPartition, int | None],
         started: float,
     ) -> int | None:
         """Apply changelog records up to the end offsets captured now; None if stopped. A long
@@ -149,7 +149,7 @@ class Restorer:
         deadline = started + s.tuning.restore_timeout_s
         history_topic = s.topics.history
         by_changelog = {TopicPartition(history_topic, tp.partition): stores[tp] for tp in stores}
-        guard = {TopicPartition(history_topic, tp.partition): committed[tp] for tp in stores}
+        guard = {TopicPartition(history_topic, tp.partition): next_offsets[tp] for tp in stores}
         changelog = sorted(by_changelog)
         if self._reader is None:
             self._reader = self._clients.consumer(**restore_consumer_config(s, self._default_id()))
@@ -264,20 +264,21 @@ def _log_ahead(ahead: dict[TopicPartition, list[int]]) -> None:
         )
 
 
-def _ahead(record: Any, committed: int | None) -> bool:
-    """Whether a changelog record covers an input record at or past the committed offset (the
-    next one to process): at-least-once publishes the changelog after every other output and
-    then commits, so a stop in between leaves the changelog ahead, and the input records are
-    processed again; applying their state first would evaluate them against themselves. With no
-    committed offset (none yet, or the group's offsets expired) nothing is skipped: processing
-    then restarts from the reset policy, and dropping the changelog would lose the history.
-    Records without the header (written before it existed) are applied."""
-    if committed is None:
+def _ahead(record: Any, next_offset: int | None) -> bool:
+    """Whether a changelog record covers an input record at or past the next offset to process
+    (PartitionTable.next_offset: the committed offset, or where a re-run starts): at-least-once
+    publishes the changelog after every other output and then commits, so a stop in between
+    leaves the changelog ahead, and the input records are processed again; applying their state
+    first would evaluate them against themselves. With no committed offset (none yet, or the
+    group's offsets expired) nothing is skipped: processing then restarts from the reset policy,
+    and dropping the changelog would lose the history. Records without the header (written
+    before it existed) are applied."""
+    if next_offset is None:
         return False
     for name, value in record.headers or ():
         if name == INPUT_OFFSET_HEADER:
             try:
-                return int(value) >= committed
+                return int(value) >= next_offset
             except ValueError:
                 return False
     return False

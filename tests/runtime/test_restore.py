@@ -3,15 +3,20 @@ deadline, an unreadable changelog record, and readiness around it."""
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
+
 from conftest import Harness
 from fakes import FakeBroker
+from kafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
-from consumer.avro.codec import Decoder
-from consumer.resources import HER2_ALERT, parsed_schema
-from consumer.runtime import restore
+from consumer.avro.codec import Decoder, Encoder
+from consumer.resources import HER2_ALERT, PATHOLOGY_RESULT, parsed_schema
+from consumer.runtime import restore, routing
 from consumer.runtime.kafka import TopicPartition
 from consumer.runtime.records import INPUT_OFFSET_HEADER
 from consumer.service import EXIT_FAILURE, EXIT_OK
+from consumer.tools.synthetic import SyntheticGenerator
 
 
 def _first_run(harness: Harness, count: int = 9) -> int:
@@ -308,3 +313,69 @@ def test_a_restore_past_its_deadline_says_how_far_it_got(harness: Harness, capsy
     assert harness.value("her2_consumer_history_restored_records_total") == sizes[0]
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert f"({sizes[0]} records restored, {sizes[1]} offsets left)" in err
+
+
+def _patients_alerts(harness: Harness, key: bytes) -> list[tuple[str, int, str]]:
+    """(alert_id, revision, status) of every alert record published for one patient key."""
+    decoder = Decoder("single-object", parsed_schema(HER2_ALERT))
+    found = []
+    for topic in harness.settings.topics.alert_topics():
+        for record in harness.broker.records(topic):
+            if record.key == key:
+                alert = decoder.decode(record.value)
+                found.append((alert["alert_id"], alert["revision"], alert["status"]))
+    return sorted(found)
+
+
+def _rerun_scenario(harness: Harness, *, commit_fails: bool) -> bytes:
+    """One record per batch: R, P's report, Q (its classification refused for good: the batch
+    runs again from Q after a restore), P's report again under a new event id. With
+    `commit_fails`, the commit after P's first batch fails without stopping the service (a
+    retriable broker error), so the committed offset stays below a batch whose outputs and
+    changelog were delivered. Returns P's key."""
+    harness.configure(max_poll_records=1)
+    events = SyntheticGenerator(seed=1).events(40)
+    first = next(e for e in events if e["event_id"] == "s1-E00014-0-0")
+    r_event, q_event = [e for e in events if e["patient_id"] != first["patient_id"]][:2]
+    again = copy.deepcopy(first)
+    again["event_id"] += "-again"
+    again["event_time"] += dt.timedelta(hours=1)
+    encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
+    topic = harness.settings.topics.input
+    for event in (r_event, first, q_event, again):
+        key = routing.patient_key(event["patient_id"])
+        harness.broker.append(topic, key, encoder.encode(event), routing.partition_for(key, 1))
+    q_key = routing.patient_key(q_event["patient_id"])
+    harness.broker.refuse(
+        harness.settings.topics.classification,
+        MessageSizeTooLargeError(),
+        lambda r: r.key == q_key,
+    )
+    if commit_fails:
+        harness.broker.script("commit", lambda: None, KafkaConnectionError("coordinator away"))
+    assert harness.run() == EXIT_OK
+    return routing.patient_key(first["patient_id"])
+
+
+def test_a_rerun_restores_the_history_of_batches_delivered_but_not_committed(
+    harness: Harness,
+) -> None:
+    """A batch re-run after a refused output (PartitionTable.redrive) restores the history up
+    to where it runs again, not up to the committed offset: after a commit that failed without
+    stopping the service, the committed offset is below a batch whose outputs and changelog
+    were delivered and whose records are not polled again. Guarding with the committed offset
+    dropped that batch's history, and P's later report raised P's alerts again as new."""
+    reference = Harness(FakeBroker(), harness.settings)
+    reference.broker.create_topic(harness.settings.topics.input, 1)
+    p_key = _rerun_scenario(reference, commit_fails=False)
+    expected = _patients_alerts(reference, p_key)
+    assert expected
+    assert len({alert_id for alert_id, _, _ in expected}) == len(expected), "no re-raise"
+
+    _rerun_scenario(harness, commit_fails=True)
+    input_tp = TopicPartition(harness.settings.topics.input, 0)
+    commits = [what for kind, what in harness.broker.events if kind == "commit"]
+    assert {0: 2} not in commits, commits  # P's first batch never committed
+    assert harness.broker.committed[input_tp] == 4
+    assert _patients_alerts(harness, p_key) == expected
+    assert harness.value("her2_consumer_history_ahead_records_total") == 0
