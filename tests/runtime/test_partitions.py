@@ -94,3 +94,36 @@ def test_a_partition_waiting_for_the_registry_resumes_after_its_back_off() -> No
     assert table.backoff_until[tp] == now[0] + 5.0, "the second attempt waits longer"
     table.progressed([tp])
     assert tp not in table.backoff_step
+
+
+def test_a_partition_held_back_is_not_resumed_by_an_earlier_back_off() -> None:
+    """A partition waiting out the registry back-off, then held back after its restore
+    (block): the back-off's end must not resume it (its records would be polled and dropped,
+    every poll)."""
+    now = [100.0]
+    table, broker = _table(backoff=Backoff((1.0,)), monotonic=lambda: now[0])
+    consumer = broker.consumers[0]
+    tp = TopicPartition("in", 1)
+    table.retry_later(tp, 7)
+    table.block(tp, "changelog unreadable")
+    now[0] += 2.0
+    table.resume_due()
+    assert tp in consumer.paused
+    assert table.readiness() == (False, "changelog unreadable")
+
+
+def test_the_next_offset_is_where_a_rerun_starts_until_restored() -> None:
+    """The restore's offset guard: a re-run (redrive) resumes at its first record, not at the
+    committed offset, until the partition's history is restored or the partition revoked."""
+    table, broker = _table()
+    consumer = broker.consumers[0]
+    tp0, tp1 = TopicPartition("in", 0), TopicPartition("in", 1)
+    broker.committed[tp0] = 3
+    broker.committed[tp1] = 4
+    assert table.next_offset(tp0, 1000) == 3
+    table.redrive({tp0: 5, tp1: 6})
+    assert (table.next_offset(tp0, 1000), table.next_offset(tp1, 1000)) == (5, 6)
+    assert consumer.positions[tp0] == 5
+    table.restored({tp0: HistoryStore()})
+    table.listener().on_partitions_revoked([tp1])
+    assert (table.next_offset(tp0, 1000), table.next_offset(tp1, 1000)) == (3, 4)
