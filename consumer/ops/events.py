@@ -69,6 +69,7 @@ RECORD_PROCESSED: Final = "record processed"
 RECORD_DEAD_LETTERED: Final = "record dead-lettered"
 RECORD_PROCESSING_FAILED: Final = "record processing failed"
 REGISTRY_UNAVAILABLE_RETRY: Final = "schema registry unavailable; record will be retried"
+BROKER_METADATA_RETRY: Final = "input partition count unavailable; record will be retried"
 DLQ_LIMIT_REACHED: Final = "too many processing errors in a row; stopping without committing"
 HISTORY_STATE_TOO_LARGE: Final = (
     "history state larger than a Kafka request; stopping without committing"

@@ -19,7 +19,13 @@ from consumer.avro.outputs import Codecs
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.validate import check_event
 from consumer.config import Settings
-from consumer.errors import OutputTooLargeError, RecordError, RegistryError, StateStoreError
+from consumer.errors import (
+    BrokerError,
+    OutputTooLargeError,
+    RecordError,
+    RegistryError,
+    StateStoreError,
+)
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.runtime import routing
@@ -102,6 +108,18 @@ class Processor:
                 partition=tp.partition,
                 offset=record.offset,
                 error_type=type(exc).__name__,
+            )
+            return Retry()
+        except BrokerError as exc:
+            # the input's partition count (the misrouting check) needed a metadata request the
+            # broker did not answer: not the record's fault, so it is retried, never dead-lettered
+            _roll_back(store, undo)
+            log.warning(
+                events.BROKER_METADATA_RETRY,
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                error_type=exc.kind,
             )
             return Retry()
         except OutputTooLargeError as exc:  # never fits: retrying would stop the partition

@@ -230,6 +230,7 @@ class FakeConsumer:
         return set(self._assigned)
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
+        self.broker.scripted("partitions_for_topic")  # kafka-python may ask the broker
         log = self.broker.topics.get(topic)
         return None if log is None else set(range(len(log)))
 

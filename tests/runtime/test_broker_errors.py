@@ -127,3 +127,19 @@ def test_a_poll_that_cannot_reach_the_broker_makes_the_service_unready(harness: 
     after = _readiness_after(harness, "broker unreachable")
     assert after[:2] == [(False, "broker unreachable"), (True, "")]
     assert harness.broker.committed[TopicPartition(harness.settings.topics.input, 0)] == 4
+
+
+def test_a_partition_count_the_broker_does_not_answer_retries_the_record(harness: Harness) -> None:
+    """kafka-python asks the broker for the input's partitions (the misrouting check) when its
+    metadata lacks the topic: a timeout there is no fault of the record, so it is retried after a
+    back-off, never dead-lettered as a processing error."""
+    topics = harness.settings.topics
+    harness.publish(3)
+    harness.broker.script("partitions_for_topic", KafkaTimeoutError("metadata"))
+    assert harness.run() == EXIT_OK
+    [line] = harness.logged("input partition count unavailable; record will be retried")
+    assert (line["offset"], line["error_type"]) == (0, "KafkaTimeoutError")
+    assert harness.broker.records(topics.dlq) == []
+    assert harness.value("her2_consumer_events_total", outcome="dead_lettered") == 0
+    assert len(harness.broker.records(topics.classification)) == 3  # after its back-off
+    assert list(harness.broker.committed.values()) == [3]

@@ -18,7 +18,7 @@ from consumer.avro.codec import Encoder
 from consumer.avro.outputs import Codecs
 from consumer.clinical.validate import MAX_ITEMS, MAX_TEXT
 from consumer.config import Settings
-from consumer.errors import RegistryError, StateStoreError
+from consumer.errors import BrokerError, RegistryError, StateStoreError
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime.dlq import output_fits
 from consumer.runtime.kafka import TopicPartition
@@ -87,6 +87,20 @@ def test_an_unreachable_registry_is_a_retry_not_a_dead_letter() -> None:
     processor.codecs.decoder.decode = unreachable  # type: ignore[method-assign]
     result = processor.process(TopicPartition("in", 0), _record(_final_event()), HistoryStore())
     assert isinstance(result, Retry)
+
+
+def test_a_broker_error_reading_the_partition_count_is_a_retry_not_a_dead_letter() -> None:
+    def unanswered(topic: str) -> int:
+        raise BrokerError("metadata request timed out", kind="KafkaTimeoutError", retriable=True)
+
+    settings = Settings()
+    processor = Processor(
+        settings, pipeline(), Codecs.build(settings, None), unanswered, lambda: NOW
+    )
+    store = HistoryStore()
+    result = processor.process(TopicPartition("in", 0), _record(_final_event()), store)
+    assert isinstance(result, Retry)
+    assert store.take_dirty() == [], "nothing of the record is in the history"
 
 
 def test_the_largest_valid_event_has_outputs_that_fit() -> None:
