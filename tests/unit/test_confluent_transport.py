@@ -405,6 +405,113 @@ class TestConsumer:
         assert fake.committed_asked == 1
 
 
+class _Message:
+    """A fetched record as confluent_kafka returns it."""
+
+    def __init__(self, partition: int, offset: int) -> None:
+        self._partition, self._offset = partition, offset
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return ck.TIMESTAMP_CREATE_TIME, 1
+
+    def leader_epoch(self) -> None:
+        return None
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v"
+
+    def headers(self) -> None:
+        return None
+
+
+class _Rebalancing(_Librdkafka):
+    """poll() returns its items in order; a callable item is a rebalance callback librdkafka
+    runs inside that poll, between two messages."""
+
+    def poll(self, timeout: float) -> Any:
+        while self.events and callable(self.events[0]):
+            self.events.pop(0)()
+        return self.events.pop(0) if self.events else None
+
+    def incremental_unassign(self, partitions: list[Any]) -> None:
+        pass
+
+
+class TestRebalanceInsidePoll:
+    """librdkafka runs rebalance callbacks inside poll(), between the messages one poll drains,
+    and still returns what it fetched before: records of a partition revoked (or revoked and
+    assigned again, the new assignment starting at the committed offset) must not reach the
+    loop, as kafka-python never returns them."""
+
+    def _consumer(self, events: list[Any]) -> tuple[Any, list[tuple[str, set[Any]]]]:
+        fake = _Rebalancing(events=events)
+        consumer = _consumer(
+            fake, partition_assignment_strategy=[confluent.CooperativeStickyAssignor()]
+        )
+        told: list[tuple[str, set[Any]]] = []
+
+        class Listener:
+            def on_partitions_assigned(self, tps: set[Any]) -> None:
+                told.append(("assigned", tps))
+
+            def on_partitions_revoked(self, tps: set[Any]) -> None:
+                told.append(("revoked", tps))
+
+        consumer.subscribe(["t"], listener=Listener())
+        consumer._on_assign(fake, [ck.TopicPartition("t", 0), ck.TopicPartition("t", 1)])
+        return consumer, told
+
+    def test_records_of_a_partition_revoked_mid_poll_are_dropped(self) -> None:
+        consumer, told = self._consumer([])
+
+        def revoke() -> None:
+            consumer._on_revoke(consumer._c, [ck.TopicPartition("t", 1)])
+
+        consumer._c.events = [_Message(0, 5), _Message(1, 8), revoke, _Message(0, 6)]
+        tp0, tp1 = confluent.TopicPartition("t", 0), confluent.TopicPartition("t", 1)
+        records = consumer.poll(timeout_ms=0)
+        assert {tp: [r.offset for r in batch] for tp, batch in records.items()} == {tp0: [5, 6]}
+        assert told[-1] == ("revoked", {tp1})
+
+    def test_a_partition_assigned_again_mid_poll_keeps_only_the_new_assignments_records(
+        self,
+    ) -> None:
+        consumer, _ = self._consumer([])
+        tp1 = ck.TopicPartition("t", 1)
+
+        def revoke() -> None:
+            consumer._on_revoke(consumer._c, [tp1])
+
+        def assign() -> None:
+            consumer._on_assign(consumer._c, [tp1])
+
+        consumer._c.events = [_Message(1, 8), revoke, assign, _Message(1, 3)]
+        records = consumer.poll(timeout_ms=0)
+        assert {tp.partition: [r.offset for r in b] for tp, b in records.items()} == {1: [3]}
+        # and a later poll without a rebalance keeps everything
+        consumer._c.events = [_Message(1, 4), _Message(0, 1)]
+        records = consumer.poll(timeout_ms=0)
+        assert sorted((tp.partition, [r.offset for r in b]) for tp, b in records.items()) == [
+            (0, [1]),
+            (1, [4]),
+        ]
+
+
 class _Queue:
     """librdkafka's producer handle: produce() refuses with `refusals` first (BufferError for a
     full local queue, a KafkaException), then queues; poll() counts the waits."""

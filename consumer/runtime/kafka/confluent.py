@@ -293,6 +293,10 @@ class ConfluentConsumer:
         self._topics: list[str] = []
         self._subscribed = False  # a group member (subscribe()), not only a group id (assign())
         self._assigned: set[TopicPartition] = set()  # as the listener was told
+        # during a poll's drain: the messages taken so far, and (how many had been taken, the
+        # partitions) of each rebalance callback librdkafka ran inside it (see poll())
+        self._taken: list[Any] | None = None
+        self._moved: list[tuple[int, set[TopicPartition]]] = []
         self._tps: dict[tuple[str, int], TopicPartition] = {}
         # the next offset to fetch as this adapter knows it (records returned, seek(), a
         # partition EOF past trailing transaction markers): librdkafka's own position() lags
@@ -346,6 +350,7 @@ class ConfluentConsumer:
         else:
             consumer.assign(partitions)
         assigned = self._from(partitions)
+        self._note_moved(assigned)
         for tp in assigned:
             self._pos.pop(tp, None)
             self._eof.pop(tp, None)
@@ -355,6 +360,7 @@ class ConfluentConsumer:
 
     def _dropped(self, consumer: Any, partitions: list[Any], callback: str) -> None:
         dropped = self._from(partitions)
+        self._note_moved(dropped)
         try:
             if self._listener is not None:
                 getattr(self._listener, callback)(dropped)
@@ -367,6 +373,12 @@ class ConfluentConsumer:
                 self._pos.pop(tp, None)
                 self._eof.pop(tp, None)
             self._assigned -= dropped
+
+    def _note_moved(self, partitions: set[TopicPartition]) -> None:
+        """A rebalance callback inside a poll's drain: the messages taken before it for these
+        partitions belong to an assignment that is over (poll() drops them)."""
+        if self._taken is not None and partitions:
+            self._moved.append((len(self._taken), partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         self._dropped(consumer, partitions, "on_partitions_revoked")
@@ -435,6 +447,7 @@ class ConfluentConsumer:
         limit = max_records or self._max_poll_records
         take = self._c.poll
         messages: list[Any] = []
+        self._taken, self._moved = messages, []
         try:
             # one message per call, never consume(): see the module's docstring (#4844)
             m = take(0)
@@ -448,6 +461,10 @@ class ConfluentConsumer:
                 m = take(0) if len(messages) < limit else None
         except ck.KafkaException as exc:
             raise _mapped(exc) from exc
+        finally:
+            self._taken = None
+        if self._moved:
+            messages = self._current(messages)
         records: dict[TopicPartition, list[Any]] = {}
         tps = self._tps
         for m in messages:
@@ -483,6 +500,24 @@ class ConfluentConsumer:
             self._logical.pop(tp, None)
             self._pos[tp] = batch[-1].offset + 1
         return records
+
+    def _current(self, messages: list[Any]) -> list[Any]:
+        """The messages of this poll without those taken before a rebalance callback moved
+        their partition: librdkafka runs the callbacks inside poll(), between messages, and
+        still returns what it fetched for a partition now revoked (or revoked and assigned
+        again, the new assignment starting at the committed offset). kafka-python drops the
+        records of a partition it no longer owns; so does this. Messages taken after the
+        callback (a new assignment's) are kept."""
+        moved, self._moved = self._moved, []
+        stale: set[int] = set()
+        for count, partitions in moved:
+            keys = {(tp.topic, tp.partition) for tp in partitions}
+            stale.update(
+                i
+                for i, m in enumerate(messages[:count])
+                if m.error() is None and (m.topic(), m.partition()) in keys
+            )
+        return [m for i, m in enumerate(messages) if i not in stale]
 
     def _event(self, message: Any, err: Any) -> bool:
         """Note a partition EOF, raise a fatal or a poll-raised error, log the rest; True when
