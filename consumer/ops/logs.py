@@ -63,6 +63,20 @@ ALLOWED_KEYS = frozenset(
         "instance_id",
         "slot",
         "transactional_id",
+        # operator figures: numbers, a flag, the state directory's path and file system, a topic
+        "first_offset",
+        "last_offset",
+        "offsets_left",
+        "limit",
+        "refused",
+        "timeout_seconds",
+        "offset_seconds",
+        "uncertainty_seconds",
+        "tolerance_seconds",
+        "output_topic",
+        "path",
+        "file_system",
+        "state_dir_set",
     }
 )
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from consumer.ops import events
+from consumer.ops.logs import ALLOWED_KEYS
 
 PACKAGE = Path(__file__).resolve().parents[2] / "consumer"
 LEVELS = frozenset({"debug", "info", "warning", "error", "critical", "exception", "msg", "log"})
@@ -108,3 +109,18 @@ def test_used_events_are_declared_and_texts_unique() -> None:
 )
 def test_the_scan_catches_a_literal_event(source: str) -> None:
     assert bad_log_calls(source)
+
+
+def test_every_key_a_log_call_passes_reaches_the_output() -> None:
+    """The allow-list (consumer/ops/logs.py) drops any key it does not name, silently but for
+    `redacted_keys`: a key passed by a log call and not allowed is a figure operators never see
+    (the clock-skew warning lost its offset that way). Tests that capture logs before the
+    processors would not notice."""
+    dropped = [
+        f"{module}:{call.lineno}: {keyword.arg}"
+        for module in MODULES
+        for call in _log_calls(ast.parse((PACKAGE / module).read_text()))
+        for keyword in call.keywords
+        if keyword.arg is None or (keyword.arg not in ALLOWED_KEYS and keyword.arg != "exc_info")
+    ]
+    assert dropped == []
