@@ -148,8 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuleSetError as exc:
         print(f"her2-consumer: rule set invalid: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
-        print(f"her2-consumer: {exc.strerror}: {exc.filename}", file=sys.stderr)
+    except OSError as exc:
+        # a file that cannot be opened (the NDJSON of evaluate/publish: missing, a directory,
+        # not readable), named as a missing one always was; an OS error without a file (a
+        # socket, ...) is not one of ours to word and keeps its traceback
+        if exc.filename is None:
+            raise
+        print(
+            f"her2-consumer: {exc.strerror or type(exc).__name__}: {exc.filename}",
+            file=sys.stderr,
+        )
         return 2
 
 
