@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
 from consumer import __version__
 from consumer.errors import ConfigError, RuleSetError
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0 (a deadline of 0, less or nan has
+    passed before the first read; one of inf never passes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0: {text!r}")
+    return value
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -46,25 +59,9 @@ def _rules_check(args: argparse.Namespace) -> int:
 
 
 def _open_alerts(args: argparse.Namespace) -> int:
-    import os
+    from consumer.tools.downstream import main as open_alerts_main
 
-    from consumer.config import Settings
-    from consumer.resources import HER2_ALERT
-    from consumer.tools.downstream import output_decoder, read_alert_topics
-    from consumer.tools.jsonout import dumps
-
-    settings = Settings.from_env(os.environ)
-    fold, undecodable = read_alert_topics(
-        settings.kafka_common(),
-        settings.topics.alert_topics(),
-        decoder=output_decoder(settings, HER2_ALERT, settings.registry_client()),
-        timeout_s=args.timeout,
-    )
-    for alert in fold.open(args.patient):
-        sys.stdout.write(dumps(alert) + "\n")
-    if undecodable:
-        print(f"her2-consumer: {undecodable} alert records could not be decoded", file=sys.stderr)
-    return 0
+    return open_alerts_main(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -118,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     open_alerts.add_argument("--patient", help="only this patient's open alerts")
     open_alerts.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to read the topics"
+        "--timeout", type=_seconds, default=30.0, help="seconds to read the topics (default 30)"
     )
     open_alerts.set_defaults(func=_open_alerts)
 

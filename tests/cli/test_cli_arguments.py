@@ -89,3 +89,32 @@ class TestInputFile:
         monkeypatch.setattr(evaluate_tool, "open", fail, raising=False)
         with pytest.raises(OSError, match="Input/output error"):
             cli.main(["evaluate", str(tmp_path / "events.ndjson")])
+
+
+def parse_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The argparse error line of `argv` (exit 2)."""
+    with pytest.raises(SystemExit) as exited:
+        cli.build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+class TestTimeout:
+    """`open-alerts --timeout` took any float: a negative or nan deadline passes at once (nan
+    compares false), inf never does."""
+
+    @pytest.mark.parametrize("command", ["open-alerts"])
+    @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "-inf", "soon"])
+    def test_refused(self, capsys: pytest.CaptureFixture[str], command: str, value: str) -> None:
+        error = parse_error(capsys, command, f"--timeout={value}")
+        assert error.startswith(f"her2-consumer {command}: error: argument --timeout: ")
+        assert repr(value) in error
+
+    @pytest.mark.parametrize("command", ["open-alerts"])
+    @pytest.mark.parametrize(("value", "seconds"), [("0.5", 0.5), ("30", 30.0), ("1e3", 1000.0)])
+    def test_accepted(self, command: str, value: str, seconds: float) -> None:
+        assert cli.build_parser().parse_args([command, "--timeout", value]).timeout == seconds
+
+    @pytest.mark.parametrize(("command", "default"), [("open-alerts", 30.0)])
+    def test_default(self, command: str, default: float) -> None:
+        assert cli.build_parser().parse_args([command]).timeout == default
