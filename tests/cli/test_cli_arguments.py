@@ -100,21 +100,49 @@ def parse_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 
 class TestTimeout:
-    """`open-alerts --timeout` took any float: a negative or nan deadline passes at once (nan
-    compares false), inf never does."""
+    """`open-alerts --timeout` (and the demo's) took any float: a negative or nan deadline
+    passes at once (nan compares false), inf never does."""
 
-    @pytest.mark.parametrize("command", ["open-alerts"])
+    @pytest.mark.parametrize("command", ["open-alerts", "demo"])
     @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "-inf", "soon"])
     def test_refused(self, capsys: pytest.CaptureFixture[str], command: str, value: str) -> None:
         error = parse_error(capsys, command, f"--timeout={value}")
         assert error.startswith(f"her2-consumer {command}: error: argument --timeout: ")
         assert repr(value) in error
 
-    @pytest.mark.parametrize("command", ["open-alerts"])
+    @pytest.mark.parametrize("command", ["open-alerts", "demo"])
     @pytest.mark.parametrize(("value", "seconds"), [("0.5", 0.5), ("30", 30.0), ("1e3", 1000.0)])
     def test_accepted(self, command: str, value: str, seconds: float) -> None:
         assert cli.build_parser().parse_args([command, "--timeout", value]).timeout == seconds
 
-    @pytest.mark.parametrize(("command", "default"), [("open-alerts", 30.0)])
+    @pytest.mark.parametrize(("command", "default"), [("open-alerts", 30.0), ("demo", 60.0)])
     def test_default(self, command: str, default: float) -> None:
         assert cli.build_parser().parse_args([command]).timeout == default
+
+
+class TestDemoCount:
+    """`demo --count` had no upper bound: every event is generated in memory before the demo
+    connects, so a huge count hung (100,000 already took 18 s and 280 MB)."""
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            pytest.param("0", id="zero"),
+            pytest.param("-3", id="negative"),
+            pytest.param(str(cli.DEMO_MAX_COUNT + 1), id="one-over"),
+            pytest.param("1000000000", id="huge"),
+            pytest.param("4.5", id="fraction"),
+        ],
+    )
+    def test_refused(self, capsys: pytest.CaptureFixture[str], value: str) -> None:
+        error = parse_error(capsys, "demo", f"--count={value}")
+        assert error.startswith("her2-consumer demo: error: argument --count: ")
+
+    @pytest.mark.parametrize("value", [1, 40, cli.DEMO_MAX_COUNT])
+    def test_accepted(self, value: int) -> None:
+        assert cli.build_parser().parse_args(["demo", "--count", str(value)]).count == value
+
+    def test_the_cap_is_in_the_help(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["demo", "--help"])
+        assert "1 to 10,000" in capsys.readouterr().out
