@@ -29,6 +29,7 @@ _PERCENT_FIELDS = {
 MAX_TEXT = 10_000  # characters per string
 MAX_ITEMS = 1_000  # items per array
 _TEXT_PROBLEM = f"must be a string of at most {MAX_TEXT} characters"
+_UNICODE_PROBLEM = "must be valid Unicode text (no lone surrogate escapes)"
 # How far ahead of the service's clock an event_time may be (docs/design.md; issue 15, item 4):
 # report order within an accession follows event_time, so one report dated in the future would
 # make every later report of its accession "stale" and lock it (no cancel, no correction).
@@ -171,6 +172,14 @@ def _array(items: Convert) -> Convert:
 def _string(obj: Any) -> str:
     if not isinstance(obj, str) or len(obj) > MAX_TEXT:
         raise _Bad(_TEXT_PROBLEM)
+    # JSON may escape a lone surrogate ("\ud800"), which no UTF-8 output (Avro, JSON lines, a
+    # Kafka key) can carry; the Avro path never sees one (a string that is not UTF-8 fails to
+    # decode). isascii() is O(1) in CPython, so ASCII text, nearly all of it, is not encoded.
+    if not obj.isascii():
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Bad(_UNICODE_PROBLEM) from None
     return obj
 
 

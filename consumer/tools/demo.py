@@ -1,8 +1,9 @@
 """`her2-consumer demo`: play the lab system for a minute and show what the consumer makes of it.
 
-It publishes `--count` synthetic PathologyResults (consumer.tools.synthetic) plus a few malformed
-payloads to the input topic, in the input framing the environment configures (single-object
-unless HER2_INPUT_FORMAT says confluent or raw), then reads the classification, alert and
+It publishes `--count` synthetic PathologyResults (consumer.tools.synthetic; at most
+cli.DEMO_MAX_COUNT, as all are generated before the first send) plus a few malformed payloads
+to the input topic, in the input framing the environment configures (single-object unless
+HER2_INPUT_FORMAT says confluent or raw), then reads the classification, alert and
 dead-letter topics and prints, per event, the HER2 category and the alerts (code, severity,
 title), and a dead-letter section. It exits 0 once every event is accounted for (classified
 or dead-lettered) within `--timeout` seconds, and 1 otherwise, saying what is missing.

@@ -9,6 +9,9 @@ runs it once over the topics from the beginning and prints the open alerts.
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -17,10 +20,43 @@ from typing import Any
 from consumer.avro.codec import Decoder
 from consumer.avro.registry import SchemaRegistryClient
 from consumer.config import Settings
-from consumer.errors import DecodeError
+from consumer.errors import DecodeError, Her2Error
 from consumer.resources import HER2_ALERT, parsed_schema
+from consumer.tools.jsonout import dumps
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
 
 Record = dict[str, Any]
+EXIT_FAILURE = 1  # Kafka unreachable or refusing, or the topics not read in time (as `demo`)
+
+
+def main(args: argparse.Namespace) -> int:
+    """`her2-consumer open-alerts`: print the open alerts (`args.patient`'s, or all) as JSON
+    lines. A configuration error propagates (the CLI exits 2); Kafka errors and the read
+    deadline (`args.timeout`) are one line on stderr and exit 1, as in `demo` and `publish`."""
+    settings = Settings.from_env(os.environ)
+    decoder = output_decoder(settings, HER2_ALERT, settings.registry_client())
+    try:
+        fold, undecodable = read_alert_topics(
+            settings.kafka_common(),
+            settings.topics.alert_topics(),
+            decoder=decoder,
+            timeout_s=args.timeout,
+        )
+    except TimeoutError as exc:
+        print(f"open-alerts: {exc} (--timeout {args.timeout:g})", file=sys.stderr)
+        return EXIT_FAILURE
+    except (KafkaError, Her2Error) as exc:
+        print(f"open-alerts: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for alert in fold.open(args.patient):
+        sys.stdout.write(dumps(alert) + "\n")
+    if undecodable:
+        print(f"her2-consumer: {undecodable} alert records could not be decoded", file=sys.stderr)
+    return 0
 
 
 def output_decoder(
@@ -74,10 +110,6 @@ def read_alert_topics(
     """Read `topics` from the beginning to their current end (read_committed) and fold every
     alert in. `client_config`: KafkaConsumer settings (bootstrap_servers, security). Returns
     the fold and the count of records that could not be decoded."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
-        from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415 - under the filter above
-
     decoder = decoder or Decoder("auto", parsed_schema(HER2_ALERT))
     consumer = KafkaConsumer(
         **{

@@ -17,6 +17,10 @@ from consumer.state.store import HistoryStore
 from consumer.tools.jsonout import dumps
 
 NOT_UTF8: Final = "line is not valid UTF-8 (NDJSON is UTF-8 text)"
+NOT_JSON: Final = "line is not valid JSON"
+# json.loads raises a plain ValueError (not JSONDecodeError) for an integer longer than
+# sys.get_int_max_str_digits() (4,300 by default): valid JSON, but no field takes such a number
+NUMBER_TOO_LONG: Final = "line holds a number with too many digits to read"
 
 
 @contextlib.contextmanager
@@ -72,7 +76,10 @@ def checked_lines(
         try:
             obj = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
-            yield Line(number, None, Refused("decode", "json-decode", "line is not valid JSON"))
+            yield Line(number, None, Refused("decode", "json-decode", NOT_JSON))
+            continue
+        except ValueError:  # after JSONDecodeError, its subclass: the integer digit limit
+            yield Line(number, None, Refused("decode", "json-decode", NUMBER_TOO_LONG))
             continue
         event_id = obj.get("event_id") if isinstance(obj, dict) else None
         event_id = event_id if isinstance(event_id, str) else None

@@ -406,6 +406,29 @@ class TestInputHandling:
         assert (error["stage"], error["reason"]) == ("decode", "json-decode")
         assert "UTF-8" in error["message"]
 
+    @pytest.mark.parametrize(
+        ("bad_line", "error"),
+        [
+            # json.loads raises a plain ValueError (not JSONDecodeError) past 4,300 digits
+            pytest.param('{"event_id": "big", "n": ' + "9" * 5_000 + "}", ("decode", "json-decode", None, "line holds a number with too many digits to read"), id="number-over-the-digit-limit"),
+            # a lone surrogate escape passed validation and raised UnicodeEncodeError at the output
+            pytest.param(json.dumps(result("lone", patient_id="pat-\ud800")), ("validate", "schema-validation", "lone", "patient_id: must be valid Unicode text (no lone surrogate escapes)"), id="lone-surrogate-patient-id"),
+            pytest.param(json.dumps(result("lone-nested", specimen=specimen("DISTANT_METASTASIS", body_site="liver \udc00"), her2_ihc=LOW_IHC, clinical_context={"disease_setting": "METASTATIC", "metastatic_chemotherapy_lines": 1})), ("validate", "schema-validation", "lone-nested", "specimen.body_site: must be valid Unicode text (no lone surrogate escapes)"), id="lone-surrogate-nested"),
+        ],
+    )
+    @pytest.mark.parametrize("history", [False, True], ids=["plain", "history"])
+    def test_a_line_that_crashed_the_run_is_an_error_entry(self, tmp_path: Path, bad_line: str, error: tuple[str, str, str | None, str], history: bool) -> None:
+        """README: an invalid line gives an `errors` entry, never a crash; these two ended the
+        whole run with a traceback (the lines after them were never evaluated)."""
+        stage, reason, event_id, message = error
+        lines = [json.dumps(result("ok-1")), bad_line, json.dumps(result("ok-2"))]
+        outputs, done = evaluate(lines, *(["--history"] if history else []), tmp_path=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+        assert [(o["line"], o["event_id"]) for o in outputs] == [(1, "ok-1"), (2, event_id), (3, "ok-2")]
+        assert outputs[1]["errors"] == [{"stage": stage, "reason": reason, "message": message}]
+        assert (outputs[1]["classification"], outputs[1]["alerts"]) == (None, [])
+
     def test_unknown_fields_ignored_and_null_is_absent(self, tmp_path: Path) -> None:
         record = result("lenient", her2_ish=None, source_system=None, pr=None, extra_field={"x": 1})
         record["her2_ihc"] = {**LOW_IHC, "vendor_field": "ignored"}

@@ -43,6 +43,18 @@ class TestParseLines:
                 "validate/schema-validation: report_status: must be one of",
                 id="bad-enum",
             ),
+            # json.loads raises a plain ValueError past 4,300 digits: it ended the whole run
+            pytest.param(
+                VALID.replace("{", '{"n": ' + "9" * 4_301 + ", ", 1),
+                "decode/json-decode: line holds a number with too many digits to read",
+                id="number-over-the-digit-limit",
+            ),
+            # a lone surrogate escape passed and broke the output later (UnicodeEncodeError)
+            pytest.param(
+                VALID.replace('"P1"', '"SECRET\\ud800"'),
+                "validate/schema-validation: patient_id: must be valid Unicode text",
+                id="lone-surrogate",
+            ),
         ],
     )
     def test_one_line(self, line: str, problem: str) -> None:

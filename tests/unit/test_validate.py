@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -158,6 +159,59 @@ def test_a_valid_event_passes_unchanged() -> None:
     event = avro_event()
     before = copy.deepcopy(event)
     assert check_event(event) == before
+
+
+# -- text that UTF-8 cannot carry (the JSON path only) -----------------------------------------
+
+
+class TestUnicodeText:
+    """JSON may escape a lone surrogate ("\\ud800"); it passed the JSON path and then broke
+    `evaluate` (UnicodeEncodeError writing the alert or the output line), and no UTF-8 output can
+    carry it. The converter refuses it naming the field, never the value. The Avro path cannot
+    receive one: a string that is not UTF-8 does not decode."""
+
+    @pytest.mark.parametrize(
+        ("mutate", "path"),
+        [
+            pytest.param(lambda e: e.update(patient_id="P\ud800"), "patient_id", id="patient-id"),
+            pytest.param(lambda e: e.update(event_id="\udfff"), "event_id", id="low-surrogate"),
+            pytest.param(
+                lambda e: e["specimen"].update(body_site="liver \ud83d"),
+                "specimen.body_site",
+                id="nested",
+            ),
+            pytest.param(
+                lambda e: e["clinical_context"].update(planned_therapies=["ok", "\ud800x"]),
+                "clinical_context.planned_therapies[1]",
+                id="in-an-array",
+            ),
+        ],
+    )
+    def test_a_lone_surrogate_is_refused_naming_the_field(
+        self, mutate: Callable[[Event], None], path: str
+    ) -> None:
+        event = copy.deepcopy(_JSON)
+        mutate(event)
+        with pytest.raises(InvalidEvent) as caught:
+            JsonConverter().convert(event)
+        assert (caught.value.stage, caught.value.reason) == ("validate", "schema-validation")
+        assert (
+            str(caught.value) == f"{path}: must be valid Unicode text (no lone surrogate escapes)"
+        )
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            pytest.param("Müller-Łukasz", id="latin"),
+            pytest.param("乳腺", id="cjk"),
+            pytest.param("\U0001f600", id="astral"),
+            pytest.param(json.loads('"\\ud83d\\ude00"'), id="escaped-surrogate-pair"),
+        ],
+    )
+    def test_valid_non_ascii_text_is_kept(self, text: str) -> None:
+        event = JsonConverter().convert({**copy.deepcopy(_JSON), "patient_id": text})
+        assert event["patient_id"] == text
+        assert check_event(avro_event({**_JSON, "patient_id": text}))["patient_id"] == text
 
 
 # -- event_time in the future (issue 15, item 4) ------------------------------------------------
