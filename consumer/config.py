@@ -49,6 +49,11 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _MAX_PORT = 65535
 _MAX_SKEW_S = 10 * 366 * 86400  # ten years: beyond that the check would mean nothing
+# HER2_REQUEST_TIMEOUT_MS must suit both transports. kafka-python's consumers want it above
+# their fetch_max_wait_ms (500, left at its default) and below connections_max_idle_ms (540,000);
+# librdkafka takes it as socket.timeout.ms (at most 300,000; confluent.py's translation)
+_MIN_REQUEST_TIMEOUT_MS = 1000
+_MAX_REQUEST_TIMEOUT_MS = 300_000
 # (variable, default, meaning). The default is the text the variable would hold; "" = unset.
 ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "brokers, comma-separated host:port"),
@@ -126,7 +131,11 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
         "allocations between young garbage collections (Python's default 700 costs about a "
         "fifth of the service's CPU here; 0 = the interpreter's default)",
     ),
-    ("HER2_REQUEST_TIMEOUT_MS", "30000", "Kafka request timeout"),
+    (
+        "HER2_REQUEST_TIMEOUT_MS",
+        "30000",
+        "Kafka request timeout (1000-300000: librdkafka's socket.timeout.ms limit)",
+    ),
     ("HER2_DELIVERY_TIMEOUT_MS", "120000", "producer delivery timeout (per send)"),
     ("HER2_TRANSACTION_TIMEOUT_MS", "60000", "transaction timeout (exactly_once)"),
     ("HER2_RESTORE_TIMEOUT_SECONDS", "120", "longest history restore before failing"),
@@ -419,7 +428,9 @@ class Settings:
             max_poll_interval_ms=env.integer("HER2_MAX_POLL_INTERVAL_MS", 1000, 86_400_000),
             linger_ms=env.integer("HER2_PRODUCER_LINGER_MS", 0, 60_000),
             batch_size=env.integer("HER2_PRODUCER_BATCH_SIZE", 1024, 64 * 1024 * 1024),
-            request_timeout_ms=env.integer("HER2_REQUEST_TIMEOUT_MS", 1000, 3_600_000),
+            request_timeout_ms=env.integer(
+                "HER2_REQUEST_TIMEOUT_MS", _MIN_REQUEST_TIMEOUT_MS, _MAX_REQUEST_TIMEOUT_MS
+            ),
             delivery_timeout_ms=env.integer("HER2_DELIVERY_TIMEOUT_MS", 1000, 86_400_000),
             transaction_timeout_ms=env.integer("HER2_TRANSACTION_TIMEOUT_MS", 1000, 3_600_000),
             restore_timeout_s=env.number("HER2_RESTORE_TIMEOUT_SECONDS", 0.1, 86_400),

@@ -557,6 +557,66 @@ class TestValidation:
         assert "s3cret" not in str(caught.value)
 
 
+class TestClientLimits:
+    """Values both Kafka clients accept (HER2_KAFKA_CLIENT may be either): a value one of them
+    refuses is a ConfigError naming the variable at start-up, not a KafkaConfigurationError
+    after the clients are built (tests/unit/test_config_clients.py builds the real clients at
+    these edges)."""
+
+    @pytest.mark.parametrize(
+        ("env", "message"),
+        [
+            pytest.param(
+                {"HER2_REQUEST_TIMEOUT_MS": "300001"},
+                "HER2_REQUEST_TIMEOUT_MS must be .*between 1000 and 300000",
+                id="request-timeout-above-librdkafka-socket-timeout",
+            ),
+            pytest.param(
+                {"HER2_REQUEST_TIMEOUT_MS": "540000"},
+                "HER2_REQUEST_TIMEOUT_MS must be .*between 1000 and 300000",
+                id="request-timeout-kafka-python-connections-max-idle",
+            ),
+            pytest.param(
+                {"HER2_REQUEST_TIMEOUT_MS": "1000000"},
+                "HER2_REQUEST_TIMEOUT_MS must be .*between 1000 and 300000",
+                id="request-timeout-audit-value",
+            ),
+            pytest.param(
+                {"HER2_REQUEST_TIMEOUT_MS": "999"},
+                "HER2_REQUEST_TIMEOUT_MS must be .*between 1000 and 300000",
+                id="request-timeout-too-short",
+            ),
+        ],
+    )
+    def test_a_value_a_client_refuses_names_its_variables(
+        self, env: dict[str, str], message: str
+    ) -> None:
+        with pytest.raises(ConfigError, match=message):
+            Settings.from_env(env)
+
+    @pytest.mark.parametrize(
+        ("env", "attribute", "expected"),
+        [
+            pytest.param(
+                {"HER2_REQUEST_TIMEOUT_MS": "1000"},
+                "request_timeout_ms",
+                1000,
+                id="request-timeout-lowest",
+            ),
+            pytest.param(
+                {"HER2_REQUEST_TIMEOUT_MS": "300000"},
+                "request_timeout_ms",
+                300000,
+                id="request-timeout-highest",
+            ),
+        ],
+    )
+    def test_the_edges_are_accepted(
+        self, env: dict[str, str], attribute: str, expected: int
+    ) -> None:
+        assert getattr(Settings.from_env(env).tuning, attribute) == expected
+
+
 class TestKafkaClientSettings:
     def test_plaintext_needs_only_the_bootstrap(self) -> None:
         common = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "a:1,b:2"}).kafka_common()
