@@ -120,8 +120,16 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
         "an event_time further ahead of the clock is dead-lettered (event-time-in-future)",
     ),
     ("HER2_POLL_TIMEOUT_MS", "1000", "longest wait in one poll (bounds shutdown latency)"),
-    ("HER2_SESSION_TIMEOUT_MS", "45000", "group session timeout"),
-    ("HER2_HEARTBEAT_INTERVAL_MS", "3000", "group heartbeat interval"),
+    (
+        "HER2_SESSION_TIMEOUT_MS",
+        "45000",
+        "group session timeout (at most HER2_MAX_POLL_INTERVAL_MS)",
+    ),
+    (
+        "HER2_HEARTBEAT_INTERVAL_MS",
+        "3000",
+        "group heartbeat interval (below HER2_SESSION_TIMEOUT_MS)",
+    ),
     ("HER2_MAX_POLL_INTERVAL_MS", "300000", "longest time between polls before eviction"),
     ("HER2_PRODUCER_LINGER_MS", "5", "producer linger (batching)"),
     ("HER2_PRODUCER_BATCH_SIZE", "131072", "producer batch size in bytes"),
@@ -137,7 +145,11 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
         "Kafka request timeout (1000-300000: librdkafka's socket.timeout.ms limit)",
     ),
     ("HER2_DELIVERY_TIMEOUT_MS", "120000", "producer delivery timeout (per send)"),
-    ("HER2_TRANSACTION_TIMEOUT_MS", "60000", "transaction timeout (exactly_once)"),
+    (
+        "HER2_TRANSACTION_TIMEOUT_MS",
+        "60000",
+        "transaction timeout (exactly_once; above HER2_PRODUCER_LINGER_MS)",
+    ),
     ("HER2_RESTORE_TIMEOUT_SECONDS", "120", "longest history restore before failing"),
     (
         "HER2_MAX_UNREADABLE_CHANGELOG_SHARE",
@@ -441,10 +453,7 @@ class Settings:
         )
         if tuning.replication_factor == 0:
             raise ConfigError("HER2_TOPIC_REPLICATION_FACTOR must be -1 (broker default) or >= 1")
-        if tuning.heartbeat_interval_ms >= tuning.session_timeout_ms:
-            raise ConfigError(
-                "HER2_HEARTBEAT_INTERVAL_MS must be lower than HER2_SESSION_TIMEOUT_MS"
-            )
+        _check_timings(tuning, exactly_once=guarantee == EXACTLY_ONCE)
         if tuning.restore_timeout_s * 1000 >= tuning.max_poll_interval_ms:
             raise ConfigError(
                 "HER2_RESTORE_TIMEOUT_SECONDS must be shorter than HER2_MAX_POLL_INTERVAL_MS "
@@ -662,6 +671,28 @@ def _bootstrap(value: str) -> str:
         if not sep or not host or not port.isdigit() or not 0 < int(port) <= _MAX_PORT:
             raise ConfigError("KAFKA_BOOTSTRAP_SERVERS must be a comma-separated list of host:port")
     return ",".join(servers)
+
+
+def _check_timings(tuning: Tuning, *, exactly_once: bool) -> None:
+    """The Kafka clients' own cross-checks of these timings, as the service configures them
+    (consumer/runtime/kafka/clients.py, confluent.py): a value either client would refuse when
+    building it is a ConfigError naming both variables. Both apply whichever HER2_KAFKA_CLIENT
+    is set, as the single ranges do."""
+    if tuning.heartbeat_interval_ms >= tuning.session_timeout_ms:  # kafka-python's Heartbeat
+        raise ConfigError("HER2_HEARTBEAT_INTERVAL_MS must be lower than HER2_SESSION_TIMEOUT_MS")
+    if tuning.session_timeout_ms > tuning.max_poll_interval_ms:  # librdkafka's consumer
+        raise ConfigError(
+            "HER2_SESSION_TIMEOUT_MS must not exceed HER2_MAX_POLL_INTERVAL_MS (librdkafka "
+            "refuses a session timeout above the poll interval)"
+        )
+    # librdkafka's producer: under exactly-once the delivery timeout (message.timeout.ms) is
+    # capped at the transaction timeout (confluent.py) and must stay above linger.ms
+    if exactly_once and tuning.linger_ms >= tuning.transaction_timeout_ms:
+        raise ConfigError(
+            "HER2_PRODUCER_LINGER_MS must be lower than HER2_TRANSACTION_TIMEOUT_MS under "
+            "exactly_once (librdkafka's delivery timeout is capped at the transaction timeout "
+            "and must exceed the linger)"
+        )
 
 
 def _check_state_dir(path: Path) -> None:

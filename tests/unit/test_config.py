@@ -586,6 +586,38 @@ class TestClientLimits:
                 "HER2_REQUEST_TIMEOUT_MS must be .*between 1000 and 300000",
                 id="request-timeout-too-short",
             ),
+            pytest.param(
+                {"HER2_SESSION_TIMEOUT_MS": "300001"},
+                "HER2_SESSION_TIMEOUT_MS must not exceed HER2_MAX_POLL_INTERVAL_MS",
+                id="session-above-default-poll-interval",
+            ),
+            pytest.param(
+                {
+                    "HER2_SESSION_TIMEOUT_MS": "60000",
+                    "HER2_MAX_POLL_INTERVAL_MS": "59999",
+                    "HER2_RESTORE_TIMEOUT_SECONDS": "1",
+                },
+                "HER2_SESSION_TIMEOUT_MS must not exceed HER2_MAX_POLL_INTERVAL_MS",
+                id="session-above-poll-interval",
+            ),
+            pytest.param(
+                {
+                    "HER2_PROCESSING_GUARANTEE": "exactly_once",
+                    "HER2_TRANSACTION_TIMEOUT_MS": "1000",
+                    "HER2_PRODUCER_LINGER_MS": "1000",
+                },
+                "HER2_PRODUCER_LINGER_MS must be lower than HER2_TRANSACTION_TIMEOUT_MS",
+                id="eos-linger-equals-transaction-timeout",
+            ),
+            pytest.param(
+                {
+                    "HER2_PROCESSING_GUARANTEE": "exactly_once",
+                    "HER2_TRANSACTION_TIMEOUT_MS": "1000",
+                    "HER2_PRODUCER_LINGER_MS": "5000",
+                },
+                "HER2_PRODUCER_LINGER_MS must be lower than HER2_TRANSACTION_TIMEOUT_MS",
+                id="eos-linger-above-transaction-timeout",
+            ),
         ],
     )
     def test_a_value_a_client_refuses_names_its_variables(
@@ -595,26 +627,46 @@ class TestClientLimits:
             Settings.from_env(env)
 
     @pytest.mark.parametrize(
-        ("env", "attribute", "expected"),
+        ("env", "expected"),
         [
             pytest.param(
                 {"HER2_REQUEST_TIMEOUT_MS": "1000"},
-                "request_timeout_ms",
-                1000,
+                {"request_timeout_ms": 1000},
                 id="request-timeout-lowest",
             ),
             pytest.param(
                 {"HER2_REQUEST_TIMEOUT_MS": "300000"},
-                "request_timeout_ms",
-                300000,
+                {"request_timeout_ms": 300000},
                 id="request-timeout-highest",
+            ),
+            pytest.param(
+                {
+                    "HER2_SESSION_TIMEOUT_MS": "60000",
+                    "HER2_MAX_POLL_INTERVAL_MS": "60000",
+                    "HER2_RESTORE_TIMEOUT_SECONDS": "1",
+                },
+                {"session_timeout_ms": 60000, "max_poll_interval_ms": 60000},
+                id="session-equals-poll-interval",
+            ),
+            pytest.param(
+                {
+                    "HER2_PROCESSING_GUARANTEE": "exactly_once",
+                    "HER2_TRANSACTION_TIMEOUT_MS": "1000",
+                    "HER2_PRODUCER_LINGER_MS": "999",
+                },
+                {"transaction_timeout_ms": 1000, "linger_ms": 999},
+                id="eos-linger-below-transaction-timeout",
+            ),
+            pytest.param(
+                {"HER2_TRANSACTION_TIMEOUT_MS": "1000", "HER2_PRODUCER_LINGER_MS": "5000"},
+                {"transaction_timeout_ms": 1000, "linger_ms": 5000},
+                id="at-least-once-has-no-transaction",
             ),
         ],
     )
-    def test_the_edges_are_accepted(
-        self, env: dict[str, str], attribute: str, expected: int
-    ) -> None:
-        assert getattr(Settings.from_env(env).tuning, attribute) == expected
+    def test_the_edges_are_accepted(self, env: dict[str, str], expected: dict[str, int]) -> None:
+        tuning = Settings.from_env(env).tuning
+        assert {name: getattr(tuning, name) for name in expected} == expected
 
 
 class TestKafkaClientSettings:
