@@ -29,6 +29,7 @@ import fastavro
 from consumer.avro.registry import ErrorHook, RegistryAccess, SchemaRegistryClient
 from consumer.avro.wire import INPUT_FORMATS, OUTPUT_FORMATS
 from consumer.errors import ConfigError
+from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.state.backends import BACKENDS, DISK
 
 AT_LEAST_ONCE: Final = "at_least_once"
@@ -84,7 +85,12 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_SCHEMA_REGISTRY_KEY_PASSWORD", "", "password of an encrypted client key; never printed"),
     ("HER2_SCHEMA_REGISTRY_USERNAME", "", "registry basic-auth user (or API key)"),
     ("HER2_SCHEMA_REGISTRY_PASSWORD", "", "registry basic-auth password; never printed"),
-    ("HER2_RAW_WRITER_SCHEMA", "", "path of the .avsc writer schema of `raw` input"),
+    (
+        "HER2_RAW_WRITER_SCHEMA",
+        "",
+        "path of the .avsc writer schema of `raw` input (UTF-8; a PathologyResult record with "
+        "every field the service's schema has no default for)",
+    ),
     ("HER2_PROCESSING_GUARANTEE", AT_LEAST_ONCE, "at_least_once | exactly_once"),
     (
         "HER2_KAFKA_CLIENT",
@@ -569,20 +575,57 @@ class Settings:
 
 
 def load_writer_schema(path: Path) -> Any:
-    """Read and parse the .avsc at `path`; ConfigError naming HER2_RAW_WRITER_SCHEMA if unusable."""
+    """Read and parse the .avsc at `path`, a writer schema whose records can be read into the
+    service's (PathologyResult); ConfigError naming HER2_RAW_WRITER_SCHEMA if unusable."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
             f"HER2_RAW_WRITER_SCHEMA: cannot read {path} ({type(exc).__name__})"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"HER2_RAW_WRITER_SCHEMA: {path} is not UTF-8 text") from None
     try:
         schema = fastavro.parse_schema(json.loads(text))
     except Exception as exc:  # json and fastavro raise several types; each means unusable
         failure = type(exc).__name__
     else:
-        return schema
+        reader = parsed_schema(PATHOLOGY_RESULT)
+        problem = _unresolvable(schema, reader)
+        if problem is None:
+            return schema
+        raise ConfigError(
+            f"HER2_RAW_WRITER_SCHEMA: {path} cannot be resolved to the reader schema "
+            f"{reader['name']}: {problem}"
+        )
     raise ConfigError(f"HER2_RAW_WRITER_SCHEMA: {path} is not an Avro schema ({failure})")
+
+
+def _unresolvable(writer: Any, reader: Mapping[str, Any]) -> str | None:
+    """Why no record of `writer` can be resolved to the record schema `reader`, or None.
+
+    The part of fastavro's resolution that fails every record, whatever it holds (fastavro
+    _read_py.py: match_schemas, read_record): the writer must be a record (raw input is records,
+    not a union's branches) whose unqualified name is the reader's, or whose name is one of the
+    reader's aliases; and every reader field without a default must have a writer field of its
+    name or of one of its aliases. Field types are left to fastavro, which resolves them record
+    by record (a union's branch may resolve where another does not)."""
+    if not isinstance(writer, dict) or writer.get("type") != "record":
+        return "it is not a record schema"
+    name, reader_name = writer["name"], reader["name"]
+    short = name.rpartition(".")[2]
+    aliases = reader.get("aliases", ())
+    if short != reader_name.rpartition(".")[2] and name not in aliases and short not in aliases:
+        return f"its record is named {name}"
+    written = {f["name"] for f in writer["fields"]}
+    missing = [
+        f["name"]
+        for f in reader["fields"]
+        if "default" not in f and not written & {f["name"], *f.get("aliases", ())}
+    ]
+    if missing:
+        return f"it lacks {', '.join(missing)} (fields the reader has no default for)"
+    return None
 
 
 class _Env:
