@@ -429,7 +429,10 @@ class Settings:
             load_writer_schema(raw_path)
         instance_id = env.optional("HER2_INSTANCE_ID")
         if instance_id is not None and not _TOPIC_NAME.match(instance_id):
-            raise ConfigError("HER2_INSTANCE_ID may only hold letters, digits, '.', '_' and '-'")
+            raise ConfigError(
+                "HER2_INSTANCE_ID must be at most 249 characters, each a letter, digit, '.', '_' "
+                "or '-' (a Kafka group.instance.id)"
+            )
         group_id = env.text("HER2_GROUP_ID")
         guarantee = env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES)
         kafka_client = env.choice("HER2_KAFKA_CLIENT", KAFKA_CLIENTS)
@@ -669,22 +672,24 @@ class _Env:
 
     def integer(self, name: str, low: int, high: int) -> int:
         text = self.raw(name)
+        expected = f"{name} must be an integer between {low} and {high}"
         try:
             value = int(text, 10)
         except ValueError:
-            raise ConfigError(f"{name} must be an integer") from None
+            raise ConfigError(expected) from None
         if not low <= value <= high:
-            raise ConfigError(f"{name} must be between {low} and {high}")
+            raise ConfigError(expected)
         return value
 
     def number(self, name: str, low: float, high: float) -> float:
         text = self.raw(name)
+        expected = f"{name} must be a number between {low:g} and {high:g}"
         try:
             value = float(text)
         except ValueError:
-            raise ConfigError(f"{name} must be a number") from None
+            raise ConfigError(expected) from None
         if not low <= value <= high:  # also refuses nan
-            raise ConfigError(f"{name} must be between {low:g} and {high:g}")
+            raise ConfigError(expected)
         return value
 
     def boolean(self, name: str) -> bool:

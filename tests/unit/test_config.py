@@ -757,6 +757,70 @@ def avro_body(writer: Any, datum: Any) -> bytes:
     return out.getvalue()
 
 
+class TestMessages:
+    """A refused value's message says what is accepted, whatever was wrong with the value."""
+
+    @pytest.mark.parametrize(
+        ("env", "message"),
+        [
+            pytest.param(
+                {"HER2_HTTP_PORT": "eighty"},
+                "HER2_HTTP_PORT must be an integer between 0 and 65535",
+                id="not-an-integer",
+            ),
+            pytest.param(
+                {"HER2_HTTP_PORT": "80.5"},
+                "HER2_HTTP_PORT must be an integer between 0 and 65535",
+                id="not-whole",
+            ),
+            pytest.param(
+                {"HER2_HTTP_PORT": "70000"},
+                "HER2_HTTP_PORT must be an integer between 0 and 65535",
+                id="integer-out-of-range",
+            ),
+            pytest.param(
+                {"HER2_MAX_POLL_RECORDS": "lots"},
+                "HER2_MAX_POLL_RECORDS must be an integer between 1 and 1000000",
+                id="another-integer",
+            ),
+            pytest.param(
+                {"HER2_RESTORE_TIMEOUT_SECONDS": "2min"},
+                "HER2_RESTORE_TIMEOUT_SECONDS must be a number between 0.1 and 86400",
+                id="not-a-number",
+            ),
+            pytest.param(
+                {"HER2_MAX_UNREADABLE_CHANGELOG_SHARE": "5%"},
+                "HER2_MAX_UNREADABLE_CHANGELOG_SHARE must be a number between 0 and 1",
+                id="share-not-a-number",
+            ),
+            pytest.param(
+                {"HER2_MAX_UNREADABLE_CHANGELOG_SHARE": "1.5"},
+                "HER2_MAX_UNREADABLE_CHANGELOG_SHARE must be a number between 0 and 1",
+                id="number-out-of-range",
+            ),
+            pytest.param(
+                {"HER2_INSTANCE_ID": "pod 1"},
+                "HER2_INSTANCE_ID must be at most 249 characters, each a letter, digit, '.', '_' "
+                "or '-' (a Kafka group.instance.id)",
+                id="instance-id-character",
+            ),
+            pytest.param(
+                {"HER2_INSTANCE_ID": "p" * 250},
+                "HER2_INSTANCE_ID must be at most 249 characters, each a letter, digit, '.', '_' "
+                "or '-' (a Kafka group.instance.id)",
+                id="instance-id-length",
+            ),
+        ],
+    )
+    def test_the_message_gives_what_is_accepted(self, env: dict[str, str], message: str) -> None:
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env(env)
+        assert str(caught.value) == message
+
+    def test_the_longest_instance_id_is_accepted(self) -> None:
+        assert Settings.from_env({"HER2_INSTANCE_ID": "p" * 249}).instance_id == "p" * 249
+
+
 class TestClientLimits:
     """Values both Kafka clients accept (HER2_KAFKA_CLIENT may be either): a value one of them
     refuses is a ConfigError naming the variable at start-up, not a KafkaConfigurationError
