@@ -29,6 +29,7 @@ import fastavro
 from consumer.avro.registry import ErrorHook, RegistryAccess, SchemaRegistryClient
 from consumer.avro.wire import INPUT_FORMATS, OUTPUT_FORMATS
 from consumer.errors import ConfigError
+from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.state.backends import BACKENDS, DISK
 
 AT_LEAST_ONCE: Final = "at_least_once"
@@ -49,6 +50,11 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _MAX_PORT = 65535
 _MAX_SKEW_S = 10 * 366 * 86400  # ten years: beyond that the check would mean nothing
+# HER2_REQUEST_TIMEOUT_MS must suit both transports. kafka-python's consumers want it above
+# their fetch_max_wait_ms (500, left at its default) and below connections_max_idle_ms (540,000);
+# librdkafka takes it as socket.timeout.ms (at most 300,000; confluent.py's translation)
+_MIN_REQUEST_TIMEOUT_MS = 1000
+_MAX_REQUEST_TIMEOUT_MS = 300_000
 # (variable, default, meaning). The default is the text the variable would hold; "" = unset.
 ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "brokers, comma-separated host:port"),
@@ -79,7 +85,12 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_SCHEMA_REGISTRY_KEY_PASSWORD", "", "password of an encrypted client key; never printed"),
     ("HER2_SCHEMA_REGISTRY_USERNAME", "", "registry basic-auth user (or API key)"),
     ("HER2_SCHEMA_REGISTRY_PASSWORD", "", "registry basic-auth password; never printed"),
-    ("HER2_RAW_WRITER_SCHEMA", "", "path of the .avsc writer schema of `raw` input"),
+    (
+        "HER2_RAW_WRITER_SCHEMA",
+        "",
+        "path of the .avsc writer schema of `raw` input (UTF-8; a PathologyResult record with "
+        "every field the service's schema has no default for)",
+    ),
     ("HER2_PROCESSING_GUARANTEE", AT_LEAST_ONCE, "at_least_once | exactly_once"),
     (
         "HER2_KAFKA_CLIENT",
@@ -115,8 +126,16 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
         "an event_time further ahead of the clock is dead-lettered (event-time-in-future)",
     ),
     ("HER2_POLL_TIMEOUT_MS", "1000", "longest wait in one poll (bounds shutdown latency)"),
-    ("HER2_SESSION_TIMEOUT_MS", "45000", "group session timeout"),
-    ("HER2_HEARTBEAT_INTERVAL_MS", "3000", "group heartbeat interval"),
+    (
+        "HER2_SESSION_TIMEOUT_MS",
+        "45000",
+        "group session timeout (at most HER2_MAX_POLL_INTERVAL_MS)",
+    ),
+    (
+        "HER2_HEARTBEAT_INTERVAL_MS",
+        "3000",
+        "group heartbeat interval (below HER2_SESSION_TIMEOUT_MS)",
+    ),
     ("HER2_MAX_POLL_INTERVAL_MS", "300000", "longest time between polls before eviction"),
     ("HER2_PRODUCER_LINGER_MS", "5", "producer linger (batching)"),
     ("HER2_PRODUCER_BATCH_SIZE", "131072", "producer batch size in bytes"),
@@ -126,9 +145,17 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
         "allocations between young garbage collections (Python's default 700 costs about a "
         "fifth of the service's CPU here; 0 = the interpreter's default)",
     ),
-    ("HER2_REQUEST_TIMEOUT_MS", "30000", "Kafka request timeout"),
+    (
+        "HER2_REQUEST_TIMEOUT_MS",
+        "30000",
+        "Kafka request timeout (1000-300000: librdkafka's socket.timeout.ms limit)",
+    ),
     ("HER2_DELIVERY_TIMEOUT_MS", "120000", "producer delivery timeout (per send)"),
-    ("HER2_TRANSACTION_TIMEOUT_MS", "60000", "transaction timeout (exactly_once)"),
+    (
+        "HER2_TRANSACTION_TIMEOUT_MS",
+        "60000",
+        "transaction timeout (exactly_once; above HER2_PRODUCER_LINGER_MS)",
+    ),
     ("HER2_RESTORE_TIMEOUT_SECONDS", "120", "longest history restore before failing"),
     (
         "HER2_MAX_UNREADABLE_CHANGELOG_SHARE",
@@ -402,7 +429,10 @@ class Settings:
             load_writer_schema(raw_path)
         instance_id = env.optional("HER2_INSTANCE_ID")
         if instance_id is not None and not _TOPIC_NAME.match(instance_id):
-            raise ConfigError("HER2_INSTANCE_ID may only hold letters, digits, '.', '_' and '-'")
+            raise ConfigError(
+                "HER2_INSTANCE_ID must be at most 249 characters, each a letter, digit, '.', '_' "
+                "or '-' (a Kafka group.instance.id)"
+            )
         group_id = env.text("HER2_GROUP_ID")
         guarantee = env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES)
         kafka_client = env.choice("HER2_KAFKA_CLIENT", KAFKA_CLIENTS)
@@ -419,7 +449,9 @@ class Settings:
             max_poll_interval_ms=env.integer("HER2_MAX_POLL_INTERVAL_MS", 1000, 86_400_000),
             linger_ms=env.integer("HER2_PRODUCER_LINGER_MS", 0, 60_000),
             batch_size=env.integer("HER2_PRODUCER_BATCH_SIZE", 1024, 64 * 1024 * 1024),
-            request_timeout_ms=env.integer("HER2_REQUEST_TIMEOUT_MS", 1000, 3_600_000),
+            request_timeout_ms=env.integer(
+                "HER2_REQUEST_TIMEOUT_MS", _MIN_REQUEST_TIMEOUT_MS, _MAX_REQUEST_TIMEOUT_MS
+            ),
             delivery_timeout_ms=env.integer("HER2_DELIVERY_TIMEOUT_MS", 1000, 86_400_000),
             transaction_timeout_ms=env.integer("HER2_TRANSACTION_TIMEOUT_MS", 1000, 3_600_000),
             restore_timeout_s=env.number("HER2_RESTORE_TIMEOUT_SECONDS", 0.1, 86_400),
@@ -430,10 +462,7 @@ class Settings:
         )
         if tuning.replication_factor == 0:
             raise ConfigError("HER2_TOPIC_REPLICATION_FACTOR must be -1 (broker default) or >= 1")
-        if tuning.heartbeat_interval_ms >= tuning.session_timeout_ms:
-            raise ConfigError(
-                "HER2_HEARTBEAT_INTERVAL_MS must be lower than HER2_SESSION_TIMEOUT_MS"
-            )
+        _check_timings(tuning, exactly_once=guarantee == EXACTLY_ONCE)
         if tuning.restore_timeout_s * 1000 >= tuning.max_poll_interval_ms:
             raise ConfigError(
                 "HER2_RESTORE_TIMEOUT_SECONDS must be shorter than HER2_MAX_POLL_INTERVAL_MS "
@@ -549,20 +578,57 @@ class Settings:
 
 
 def load_writer_schema(path: Path) -> Any:
-    """Read and parse the .avsc at `path`; ConfigError naming HER2_RAW_WRITER_SCHEMA if unusable."""
+    """Read and parse the .avsc at `path`, a writer schema whose records can be read into the
+    service's (PathologyResult); ConfigError naming HER2_RAW_WRITER_SCHEMA if unusable."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
             f"HER2_RAW_WRITER_SCHEMA: cannot read {path} ({type(exc).__name__})"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"HER2_RAW_WRITER_SCHEMA: {path} is not UTF-8 text") from None
     try:
         schema = fastavro.parse_schema(json.loads(text))
     except Exception as exc:  # json and fastavro raise several types; each means unusable
         failure = type(exc).__name__
     else:
-        return schema
+        reader = parsed_schema(PATHOLOGY_RESULT)
+        problem = _unresolvable(schema, reader)
+        if problem is None:
+            return schema
+        raise ConfigError(
+            f"HER2_RAW_WRITER_SCHEMA: {path} cannot be resolved to the reader schema "
+            f"{reader['name']}: {problem}"
+        )
     raise ConfigError(f"HER2_RAW_WRITER_SCHEMA: {path} is not an Avro schema ({failure})")
+
+
+def _unresolvable(writer: Any, reader: Mapping[str, Any]) -> str | None:
+    """Why no record of `writer` can be resolved to the record schema `reader`, or None.
+
+    The part of fastavro's resolution that fails every record, whatever it holds (fastavro
+    _read_py.py: match_schemas, read_record): the writer must be a record (raw input is records,
+    not a union's branches) whose unqualified name is the reader's, or whose name is one of the
+    reader's aliases; and every reader field without a default must have a writer field of its
+    name or of one of its aliases. Field types are left to fastavro, which resolves them record
+    by record (a union's branch may resolve where another does not)."""
+    if not isinstance(writer, dict) or writer.get("type") != "record":
+        return "it is not a record schema"
+    name, reader_name = writer["name"], reader["name"]
+    short = name.rpartition(".")[2]
+    aliases = reader.get("aliases", ())
+    if short != reader_name.rpartition(".")[2] and name not in aliases and short not in aliases:
+        return f"its record is named {name}"
+    written = {f["name"] for f in writer["fields"]}
+    missing = [
+        f["name"]
+        for f in reader["fields"]
+        if "default" not in f and not written & {f["name"], *f.get("aliases", ())}
+    ]
+    if missing:
+        return f"it lacks {', '.join(missing)} (fields the reader has no default for)"
+    return None
 
 
 class _Env:
@@ -606,22 +672,24 @@ class _Env:
 
     def integer(self, name: str, low: int, high: int) -> int:
         text = self.raw(name)
+        expected = f"{name} must be an integer between {low} and {high}"
         try:
             value = int(text, 10)
         except ValueError:
-            raise ConfigError(f"{name} must be an integer") from None
+            raise ConfigError(expected) from None
         if not low <= value <= high:
-            raise ConfigError(f"{name} must be between {low} and {high}")
+            raise ConfigError(expected)
         return value
 
     def number(self, name: str, low: float, high: float) -> float:
         text = self.raw(name)
+        expected = f"{name} must be a number between {low:g} and {high:g}"
         try:
             value = float(text)
         except ValueError:
-            raise ConfigError(f"{name} must be a number") from None
+            raise ConfigError(expected) from None
         if not low <= value <= high:  # also refuses nan
-            raise ConfigError(f"{name} must be between {low:g} and {high:g}")
+            raise ConfigError(expected)
         return value
 
     def boolean(self, name: str) -> bool:
@@ -651,6 +719,28 @@ def _bootstrap(value: str) -> str:
         if not sep or not host or not port.isdigit() or not 0 < int(port) <= _MAX_PORT:
             raise ConfigError("KAFKA_BOOTSTRAP_SERVERS must be a comma-separated list of host:port")
     return ",".join(servers)
+
+
+def _check_timings(tuning: Tuning, *, exactly_once: bool) -> None:
+    """The Kafka clients' own cross-checks of these timings, as the service configures them
+    (consumer/runtime/kafka/clients.py, confluent.py): a value either client would refuse when
+    building it is a ConfigError naming both variables. Both apply whichever HER2_KAFKA_CLIENT
+    is set, as the single ranges do."""
+    if tuning.heartbeat_interval_ms >= tuning.session_timeout_ms:  # kafka-python's Heartbeat
+        raise ConfigError("HER2_HEARTBEAT_INTERVAL_MS must be lower than HER2_SESSION_TIMEOUT_MS")
+    if tuning.session_timeout_ms > tuning.max_poll_interval_ms:  # librdkafka's consumer
+        raise ConfigError(
+            "HER2_SESSION_TIMEOUT_MS must not exceed HER2_MAX_POLL_INTERVAL_MS (librdkafka "
+            "refuses a session timeout above the poll interval)"
+        )
+    # librdkafka's producer: under exactly-once the delivery timeout (message.timeout.ms) is
+    # capped at the transaction timeout (confluent.py) and must stay above linger.ms
+    if exactly_once and tuning.linger_ms >= tuning.transaction_timeout_ms:
+        raise ConfigError(
+            "HER2_PRODUCER_LINGER_MS must be lower than HER2_TRANSACTION_TIMEOUT_MS under "
+            "exactly_once (librdkafka's delivery timeout is capped at the transaction timeout "
+            "and must exceed the linger)"
+        )
 
 
 def _check_state_dir(path: Path) -> None:

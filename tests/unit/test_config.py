@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import json
 import os
 import subprocess
@@ -11,17 +12,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
+from fastavro.read import SchemaResolutionError
 
+from consumer.avro.codec import Decoder
 from consumer.config import (
     ENV_VARS,
     EvaluationSettings,
     KafkaSecurity,
     Settings,
+    _unresolvable,
     load_writer_schema,
 )
-from consumer.errors import ConfigError
-from consumer.resources import PATHOLOGY_RESULT, raw_schema
+from consumer.errors import ConfigError, DecodeError
+from consumer.resources import PATHOLOGY_RESULT, parsed_schema, raw_schema
 
 PINNED = (
     "KAFKA_BOOTSTRAP_SERVERS",
@@ -555,6 +560,377 @@ class TestValidation:
         with pytest.raises(ConfigError) as caught:
             Settings.from_env({"HER2_SCHEMA_REGISTRY_URL": "ftp://admin:s3cret@registry"})
         assert "s3cret" not in str(caught.value)
+
+
+def reader_json() -> dict[str, Any]:
+    """The PathologyResult reader schema as JSON (a copy)."""
+    copied: dict[str, Any] = json.loads(json.dumps(raw_schema(PATHOLOGY_RESULT)))
+    return copied
+
+
+def without_field(name: str) -> dict[str, Any]:
+    """The reader schema without its field `name`."""
+    schema = reader_json()
+    schema["fields"] = [f for f in schema["fields"] if f["name"] != name]
+    return schema
+
+
+def renamed(name: str, namespace: str | None = None) -> dict[str, Any]:
+    """The reader schema's record under another name (and namespace)."""
+    schema = {**reader_json(), "name": name}
+    if namespace is not None:
+        schema["namespace"] = namespace
+    return schema
+
+
+REQUIRED = {"event_id": "e-1", "patient_id": "p-1", "accession_id": "a-1", "report_status": "FINAL"}
+EMPTY_RECORD = {
+    "type": "record",
+    "name": "PathologyResult",
+    "namespace": "health.her2",
+    "fields": [],
+}
+# writers the service refuses at start-up, and why: with any of them every valid input record
+# (one written with the service's schema) would be dead-lettered
+UNRESOLVABLE = [
+    pytest.param("string", "not a record schema", id="a-string"),
+    pytest.param(
+        EMPTY_RECORD, "lacks event_id, patient_id, accession_id, report_status", id="no-fields"
+    ),
+    pytest.param(without_field("patient_id"), "lacks patient_id ", id="a-required-field-missing"),
+    pytest.param(renamed("LabResult"), "named health.her2.LabResult", id="another-name"),
+    # its records would resolve, but raw input is PathologyResult records, bodies without a
+    # union's branch index (and a null written with it would be no report)
+    pytest.param(["null", reader_json()], "not a record schema", id="a-union"),
+    pytest.param(
+        {"type": "enum", "name": "PathologyResult", "symbols": ["FINAL"]},
+        "not a record schema",
+        id="an-enum-of-the-name",
+    ),
+]
+# writers the service accepts, and that resolve
+RESOLVABLE = [
+    pytest.param(reader_json(), REQUIRED, id="the-reader"),
+    pytest.param(without_field("source_system"), REQUIRED, id="a-defaulted-field-missing"),
+    # the Avro rule, which fastavro applies: the unqualified names match
+    pytest.param(renamed("PathologyResult", "lab.v0"), REQUIRED, id="another-namespace"),
+    pytest.param(
+        {
+            **reader_json(),
+            "fields": [*reader_json()["fields"], {"name": "lab_note", "type": "string"}],
+        },
+        {**REQUIRED, "lab_note": "n"},
+        id="an-extra-field",
+    ),
+]
+
+
+def write_schema(tmp_path: Path, schema: Any) -> Path:
+    """`schema` as an .avsc file."""
+    path = tmp_path / "writer.avsc"
+    path.write_text(json.dumps(schema), encoding="utf-8")
+    return path
+
+
+def raw_env(path: Path) -> dict[str, str]:
+    """Raw input with the writer schema at `path`."""
+    return {"HER2_INPUT_FORMAT": "raw", "HER2_RAW_WRITER_SCHEMA": str(path)}
+
+
+class TestRawWriterSchema:
+    """HER2_RAW_WRITER_SCHEMA must be a writer schema whose records can be read into the
+    service's reader schema: one that never can is refused at start-up instead of every valid
+    input record being dead-lettered (schema-resolution)."""
+
+    @pytest.mark.parametrize(("writer", "problem"), UNRESOLVABLE)
+    def test_a_writer_that_cannot_resolve_is_refused(
+        self, tmp_path: Path, writer: Any, problem: str
+    ) -> None:
+        path = write_schema(tmp_path, writer)
+        expected = (
+            rf"HER2_RAW_WRITER_SCHEMA: {path} cannot be resolved to the reader schema "
+            rf"health\.her2\.PathologyResult: .*{problem}"
+        )
+        with pytest.raises(ConfigError, match=expected):
+            Settings.from_env(raw_env(path))
+        with pytest.raises(ConfigError, match=expected):
+            load_writer_schema(path)
+
+    @pytest.mark.parametrize(("writer", "problem"), UNRESOLVABLE)
+    def test_what_is_refused_would_dead_letter_every_valid_record(
+        self, writer: Any, problem: str
+    ) -> None:
+        valid = avro_body(reader_json(), REQUIRED)
+        assert raw_decoder(reader_json()).decode(valid)["patient_id"] == "p-1"
+        with pytest.raises(DecodeError):
+            raw_decoder(writer).decode(valid)
+
+    @pytest.mark.parametrize(("writer", "datum"), RESOLVABLE)
+    def test_a_writer_that_resolves_is_accepted_and_decoded(
+        self, tmp_path: Path, writer: Any, datum: dict[str, Any]
+    ) -> None:
+        path = write_schema(tmp_path, writer)
+        assert Settings.from_env(raw_env(path)).raw_writer_schema == path
+        decoded = raw_decoder(load_writer_schema(path)).decode(avro_body(writer, datum))
+        assert {name: decoded[name] for name in REQUIRED} == REQUIRED
+
+    @pytest.mark.parametrize(
+        ("content", "problem"),
+        [
+            pytest.param(b"\xff\xfe{\x00", "is not UTF-8 text", id="utf-16"),
+            pytest.param(b'{"type": "string", "doc": "\xe9"}', "is not UTF-8 text", id="latin-1"),
+            pytest.param(b"", r"is not an Avro schema \(JSONDecodeError\)", id="empty"),
+        ],
+    )
+    def test_an_unreadable_file_is_refused(
+        self, tmp_path: Path, content: bytes, problem: str
+    ) -> None:
+        path = tmp_path / "writer.avsc"
+        path.write_bytes(content)
+        with pytest.raises(ConfigError, match=f"HER2_RAW_WRITER_SCHEMA: {path} {problem}"):
+            Settings.from_env(raw_env(path))
+
+
+ALIASED_READER = {
+    "type": "record",
+    "name": "health.her2.PathologyResult",
+    "aliases": ["lab.Report"],
+    "fields": [
+        {"name": "event_id", "type": "string", "aliases": ["id"]},
+        {"name": "note", "type": "string", "default": ""},
+    ],
+}
+
+
+class TestWriterResolvesToReader:
+    """The check behind HER2_RAW_WRITER_SCHEMA with a reader that has aliases (the shipped
+    reader has none yet): fastavro matches a writer's record and fields by them too."""
+
+    @pytest.mark.parametrize(
+        ("writer_name", "fields", "problem"),
+        [
+            pytest.param("health.her2.PathologyResult", ["event_id"], None, id="same"),
+            pytest.param("lab.Report", ["event_id"], None, id="record-alias"),
+            pytest.param("Report", ["event_id"], "named Report", id="not-the-aliass-namespace"),
+            pytest.param("PathologyResult", ["id"], None, id="field-alias"),
+            pytest.param("other.Report2", ["event_id"], "named other.Report2", id="no-alias"),
+            pytest.param("PathologyResult", ["note"], "lacks event_id", id="required-missing"),
+        ],
+    )
+    def test_names_and_aliases(
+        self, writer_name: str, fields: list[str], problem: str | None
+    ) -> None:
+        writer = {
+            "type": "record",
+            "name": writer_name,
+            "fields": [{"name": name, "type": "string"} for name in fields],
+        }
+        found = _unresolvable(fastavro.parse_schema(writer), ALIASED_READER)
+        if problem is None:
+            assert found is None
+        else:
+            assert found is not None
+            assert problem in found
+        # fastavro agrees: a record the writer wrote is read, or refused for resolution
+        body = avro_body(writer, dict.fromkeys(fields, "x"))
+        try:
+            fastavro.schemaless_reader(
+                io.BytesIO(body), fastavro.parse_schema(writer), ALIASED_READER
+            )
+        except SchemaResolutionError:
+            assert problem is not None
+        else:
+            assert problem is None
+
+
+def raw_decoder(writer: Any) -> Decoder:
+    """The service's decoder of raw input written with `writer`."""
+    return Decoder(
+        "raw", parsed_schema(PATHOLOGY_RESULT), raw_writer_schema=fastavro.parse_schema(writer)
+    )
+
+
+def avro_body(writer: Any, datum: Any) -> bytes:
+    """`datum` in Avro binary as `writer` writes it."""
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(writer), datum)
+    return out.getvalue()
+
+
+class TestMessages:
+    """A refused value's message says what is accepted, whatever was wrong with the value."""
+
+    @pytest.mark.parametrize(
+        ("env", "message"),
+        [
+            pytest.param(
+                {"HER2_HTTP_PORT": "eighty"},
+                "HER2_HTTP_PORT must be an integer between 0 and 65535",
+                id="not-an-integer",
+            ),
+            pytest.param(
+                {"HER2_HTTP_PORT": "80.5"},
+                "HER2_HTTP_PORT must be an integer between 0 and 65535",
+                id="not-whole",
+            ),
+            pytest.param(
+                {"HER2_HTTP_PORT": "70000"},
+                "HER2_HTTP_PORT must be an integer between 0 and 65535",
+                id="integer-out-of-range",
+            ),
+            pytest.param(
+                {"HER2_MAX_POLL_RECORDS": "lots"},
+                "HER2_MAX_POLL_RECORDS must be an integer between 1 and 1000000",
+                id="another-integer",
+            ),
+            pytest.param(
+                {"HER2_RESTORE_TIMEOUT_SECONDS": "2min"},
+                "HER2_RESTORE_TIMEOUT_SECONDS must be a number between 0.1 and 86400",
+                id="not-a-number",
+            ),
+            pytest.param(
+                {"HER2_MAX_UNREADABLE_CHANGELOG_SHARE": "5%"},
+                "HER2_MAX_UNREADABLE_CHANGELOG_SHARE must be a number between 0 and 1",
+                id="share-not-a-number",
+            ),
+            pytest.param(
+                {"HER2_MAX_UNREADABLE_CHANGELOG_SHARE": "1.5"},
+                "HER2_MAX_UNREADABLE_CHANGELOG_SHARE must be a number between 0 and 1",
+                id="number-out-of-range",
+            ),
+            pytest.param(
+                {"HER2_INSTANCE_ID": "pod 1"},
+                "HER2_INSTANCE_ID must be at most 249 characters, each a letter, digit, '.', '_' "
+                "or '-' (a Kafka group.instance.id)",
+                id="instance-id-character",
+            ),
+            pytest.param(
+                {"HER2_INSTANCE_ID": "p" * 250},
+                "HER2_INSTANCE_ID must be at most 249 characters, each a letter, digit, '.', '_' "
+                "or '-' (a Kafka group.instance.id)",
+                id="instance-id-length",
+            ),
+        ],
+    )
+    def test_the_message_gives_what_is_accepted(self, env: dict[str, str], message: str) -> None:
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env(env)
+        assert str(caught.value) == message
+
+    def test_the_longest_instance_id_is_accepted(self) -> None:
+        assert Settings.from_env({"HER2_INSTANCE_ID": "p" * 249}).instance_id == "p" * 249
+
+
+class TestClientLimits:
+    """Values both Kafka clients accept (HER2_KAFKA_CLIENT may be either): a value one of them
+    refuses is a ConfigError naming the variable at start-up, not a KafkaConfigurationError
+    after the clients are built (tests/unit/test_config_clients.py builds the real clients at
+    these edges)."""
+
+    @pytest.mark.parametrize(
+        ("env", "message"),
+        [
+            pytest.param(
+                {"HER2_REQUEST_TIMEOUT_MS": "300001"},
+                "HER2_REQUEST_TIMEOUT_MS must be .*between 1000 and 300000",
+                id="request-timeout-above-librdkafka-socket-timeout",
+            ),
+            pytest.param(
+                {"HER2_REQUEST_TIMEOUT_MS": "540000"},
+                "HER2_REQUEST_TIMEOUT_MS must be .*between 1000 and 300000",
+                id="request-timeout-kafka-python-connections-max-idle",
+            ),
+            pytest.param(
+                {"HER2_REQUEST_TIMEOUT_MS": "1000000"},
+                "HER2_REQUEST_TIMEOUT_MS must be .*between 1000 and 300000",
+                id="request-timeout-audit-value",
+            ),
+            pytest.param(
+                {"HER2_REQUEST_TIMEOUT_MS": "999"},
+                "HER2_REQUEST_TIMEOUT_MS must be .*between 1000 and 300000",
+                id="request-timeout-too-short",
+            ),
+            pytest.param(
+                {"HER2_SESSION_TIMEOUT_MS": "300001"},
+                "HER2_SESSION_TIMEOUT_MS must not exceed HER2_MAX_POLL_INTERVAL_MS",
+                id="session-above-default-poll-interval",
+            ),
+            pytest.param(
+                {
+                    "HER2_SESSION_TIMEOUT_MS": "60000",
+                    "HER2_MAX_POLL_INTERVAL_MS": "59999",
+                    "HER2_RESTORE_TIMEOUT_SECONDS": "1",
+                },
+                "HER2_SESSION_TIMEOUT_MS must not exceed HER2_MAX_POLL_INTERVAL_MS",
+                id="session-above-poll-interval",
+            ),
+            pytest.param(
+                {
+                    "HER2_PROCESSING_GUARANTEE": "exactly_once",
+                    "HER2_TRANSACTION_TIMEOUT_MS": "1000",
+                    "HER2_PRODUCER_LINGER_MS": "1000",
+                },
+                "HER2_PRODUCER_LINGER_MS must be lower than HER2_TRANSACTION_TIMEOUT_MS",
+                id="eos-linger-equals-transaction-timeout",
+            ),
+            pytest.param(
+                {
+                    "HER2_PROCESSING_GUARANTEE": "exactly_once",
+                    "HER2_TRANSACTION_TIMEOUT_MS": "1000",
+                    "HER2_PRODUCER_LINGER_MS": "5000",
+                },
+                "HER2_PRODUCER_LINGER_MS must be lower than HER2_TRANSACTION_TIMEOUT_MS",
+                id="eos-linger-above-transaction-timeout",
+            ),
+        ],
+    )
+    def test_a_value_a_client_refuses_names_its_variables(
+        self, env: dict[str, str], message: str
+    ) -> None:
+        with pytest.raises(ConfigError, match=message):
+            Settings.from_env(env)
+
+    @pytest.mark.parametrize(
+        ("env", "expected"),
+        [
+            pytest.param(
+                {"HER2_REQUEST_TIMEOUT_MS": "1000"},
+                {"request_timeout_ms": 1000},
+                id="request-timeout-lowest",
+            ),
+            pytest.param(
+                {"HER2_REQUEST_TIMEOUT_MS": "300000"},
+                {"request_timeout_ms": 300000},
+                id="request-timeout-highest",
+            ),
+            pytest.param(
+                {
+                    "HER2_SESSION_TIMEOUT_MS": "60000",
+                    "HER2_MAX_POLL_INTERVAL_MS": "60000",
+                    "HER2_RESTORE_TIMEOUT_SECONDS": "1",
+                },
+                {"session_timeout_ms": 60000, "max_poll_interval_ms": 60000},
+                id="session-equals-poll-interval",
+            ),
+            pytest.param(
+                {
+                    "HER2_PROCESSING_GUARANTEE": "exactly_once",
+                    "HER2_TRANSACTION_TIMEOUT_MS": "1000",
+                    "HER2_PRODUCER_LINGER_MS": "999",
+                },
+                {"transaction_timeout_ms": 1000, "linger_ms": 999},
+                id="eos-linger-below-transaction-timeout",
+            ),
+            pytest.param(
+                {"HER2_TRANSACTION_TIMEOUT_MS": "1000", "HER2_PRODUCER_LINGER_MS": "5000"},
+                {"transaction_timeout_ms": 1000, "linger_ms": 5000},
+                id="at-least-once-has-no-transaction",
+            ),
+        ],
+    )
+    def test_the_edges_are_accepted(self, env: dict[str, str], expected: dict[str, int]) -> None:
+        tuning = Settings.from_env(env).tuning
+        assert {name: getattr(tuning, name) for name in expected} == expected
 
 
 class TestKafkaClientSettings:
