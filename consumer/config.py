@@ -428,10 +428,12 @@ class Settings:
         if raw_path is not None:
             load_writer_schema(raw_path)
         instance_id = env.optional("HER2_INSTANCE_ID")
-        if instance_id is not None and not _TOPIC_NAME.match(instance_id):
+        if instance_id is not None and (
+            not _TOPIC_NAME.match(instance_id) or instance_id in (".", "..")
+        ):  # Kafka's JoinGroupRequest.validateGroupInstanceId refuses "." and ".." too
             raise ConfigError(
                 "HER2_INSTANCE_ID must be at most 249 characters, each a letter, digit, '.', '_' "
-                "or '-' (a Kafka group.instance.id)"
+                "or '-', and not '.' or '..' (a Kafka group.instance.id)"
             )
         group_id = env.text("HER2_GROUP_ID")
         guarantee = env.choice("HER2_PROCESSING_GUARANTEE", GUARANTEES)

@@ -408,6 +408,8 @@ class TestValidation:
                 id="changelog-shared",
             ),
             pytest.param({"HER2_INSTANCE_ID": "pod 1"}, "HER2_INSTANCE_ID", id="instance-id"),
+            pytest.param({"HER2_INSTANCE_ID": "."}, "HER2_INSTANCE_ID", id="instance-id-dot"),
+            pytest.param({"HER2_INSTANCE_ID": ".."}, "HER2_INSTANCE_ID", id="instance-id-dots"),
             pytest.param(
                 {"HER2_MAX_EVENT_TIME_SKEW_SECONDS": "0"},
                 "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
@@ -801,13 +803,13 @@ class TestMessages:
             pytest.param(
                 {"HER2_INSTANCE_ID": "pod 1"},
                 "HER2_INSTANCE_ID must be at most 249 characters, each a letter, digit, '.', '_' "
-                "or '-' (a Kafka group.instance.id)",
+                "or '-', and not '.' or '..' (a Kafka group.instance.id)",
                 id="instance-id-character",
             ),
             pytest.param(
                 {"HER2_INSTANCE_ID": "p" * 250},
                 "HER2_INSTANCE_ID must be at most 249 characters, each a letter, digit, '.', '_' "
-                "or '-' (a Kafka group.instance.id)",
+                "or '-', and not '.' or '..' (a Kafka group.instance.id)",
                 id="instance-id-length",
             ),
         ],
