@@ -109,6 +109,22 @@ class OffsetsRefusedError(PublishError):
         )
 
 
+class GroupLeftError(PublishError):
+    """At-least-once: the member left the consumer group (its generation ended: a batch that
+    outlasted max.poll.interval.ms, the group session lost) after the batch's outputs were
+    delivered and before its changelog was written. The changelog is not written and nothing is
+    committed: another member may own the partitions now, and history written this late could
+    land after its own and roll the patients back. runtime/loop.py runs the batch again from its
+    partitions' changelog (a partition the rebalance moved goes to its new owner, which starts
+    from the committed offsets). `kind`: the client's error class name."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(
+            f"the member left the consumer group before the changelog was written ({kind})"
+        )
+
+
 class FencedError(Her2Error):
     """Another producer with our transactional id took over (exactly-once)."""
 

@@ -96,5 +96,8 @@ TRANSACTION_ABORT_FAILED: Final = "transaction abort failed"
 TRANSACTION_OFFSETS_REFUSED: Final = (
     "transaction offsets refused during a rebalance; the batch runs again from the changelog"
 )
+GROUP_LEFT_BEFORE_CHANGELOG: Final = (
+    "left the consumer group before writing the changelog; the batch runs again from the changelog"
+)
 REFUSED_OUTPUTS_ISOLATED: Final = "outputs refused for good isolated"
 PROBE_ABORT_FAILED: Final = "probe transaction abort failed"

@@ -8,7 +8,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from consumer.config import Settings
-from consumer.errors import BrokerError, CommitRefusedError, OutputRefusedError, PublishError
+from consumer.errors import (
+    BrokerError,
+    CommitRefusedError,
+    GroupLeftError,
+    OutputRefusedError,
+    PublishError,
+)
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
@@ -57,9 +63,22 @@ class AtLeastOnce:
         # without all of its alerts; the redelivered batch would then find the later state
         # and never re-emit the missing alerts of an earlier event.
         self.publish(batch.outputs)
+        self._still_in_group()
         self.publish(batch.changes)
         self._before_commit()
         self.commit(batch)
+
+    def _still_in_group(self) -> None:
+        """GroupLeftError if this member left the group while the outputs were being delivered
+        (the longest wait of a batch: re-sends through new producers). Its partitions may have a
+        new owner already, which restored their history and went on: a changelog written now
+        could land after the new owner's and roll those patients back at the next restore.
+        (Exactly-once fences such a member: its transaction's offsets are refused.) A member
+        that leaves during the changelog's own sends is not caught: the README says so."""
+        try:
+            self._consumer.group_metadata()
+        except CommitRefusedError as exc:  # no generation (kafka-python), no member id (ours)
+            raise GroupLeftError(exc.kind) from exc
 
     def publish(self, outputs: list[Output]) -> None:
         """Send and wait for every acknowledgement; re-send failures a bounded number of times.

@@ -14,6 +14,7 @@ from typing import Any
 from consumer.config import Settings
 from consumer.errors import (
     BrokerError,
+    GroupLeftError,
     OffsetsRefusedError,
     OutputRefusedError,
     StateTooLargeError,
@@ -223,6 +224,14 @@ class Loop:
             # partition the rebalance moved is revoked at the next poll and its new owner does
             # the same from the committed offsets).
             log.warning(events.TRANSACTION_OFFSETS_REFUSED, error_type=exc.kind)
+            self._run_again(batch, records)
+            return
+        except GroupLeftError as exc:
+            # at-least-once: the outputs are delivered, the changelog is not written, nothing is
+            # committed; the outputs are sent again by whoever runs the batch (duplicates with
+            # the same alert ids)
+            self.metrics.commit_failures.inc()
+            log.warning(events.GROUP_LEFT_BEFORE_CHANGELOG, error_type=exc.kind)
             self._run_again(batch, records)
             return
         self.batches += 1

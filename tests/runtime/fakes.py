@@ -295,6 +295,7 @@ class FakeConsumer:
         return self.broker.committed.get(partition)
 
     def group_metadata(self) -> str:
+        self.broker.scripted("group_metadata")  # CommitFailedError: the member left the group
         return "group-metadata"
 
     def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:

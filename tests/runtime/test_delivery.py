@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from conftest import Harness
+from fakes import FakeBroker
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
@@ -82,6 +83,38 @@ class TestAtLeastOnce:
         assert harness.logged(
             "offset commit refused during a rebalance; records may be redelivered"
         )
+
+    def test_a_member_that_left_the_group_during_the_outputs_writes_no_changelog(
+        self, harness: Harness
+    ) -> None:
+        """The outputs' delivery outlasted max.poll.interval.ms and the member left the group
+        (kafka-python resets its generation; librdkafka forgets its member id): another member
+        may own the partition now and have written its history. The batch's changelog is not
+        written and nothing is committed; the batch runs again from the changelog (here the
+        partition stays with this member: the outputs twice, the history once)."""
+        reference = Harness(FakeBroker(), harness.settings)
+        reference.broker.create_topic(harness.settings.topics.input, 1)
+        reference.publish(6)
+        assert reference.run() == EXIT_OK
+        topics = harness.settings.topics
+        harness.publish(6)
+        harness.broker.script("group_metadata", CommitFailedError())
+        assert harness.run() == EXIT_OK
+        [warned] = harness.logged(
+            "left the consumer group before writing the changelog; the batch runs again from "
+            "the changelog"
+        )
+        assert warned["error_type"] == "CommitFailedError"
+        sends = [what for kind, what in harness.broker.events if kind == "send"]
+        classified = [i for i, topic in enumerate(sends) if topic == topics.classification]
+        assert len(classified) == 12, "at-least-once: the re-run sends the outputs again"
+        assert sends.index(topics.history) > classified[-1], "no changelog before the re-run"
+        history = harness.broker.records(topics.history)
+        assert [r.key for r in history] == [  # once, as without the departure
+            r.key for r in reference.broker.records(topics.history)
+        ]
+        assert [what for kind, what in harness.broker.events if kind == "commit"] == [{0: 6}]
+        assert harness.value("her2_consumer_commit_failures_total") == 1
 
 
 class TestExactlyOnce:

@@ -311,6 +311,19 @@ class TestConsumer:
         consumer.commit(offsets)
         assert len(fake.commits) == 1
 
+    def test_a_member_without_member_id_has_no_group_metadata(self) -> None:
+        # it left the group (a batch past max.poll.interval.ms) or its session ended: as
+        # kafka-python's generation check, nothing of a batch may be committed or written as
+        # history by it (at-least-once checks before the changelog, exactly-once before offsets)
+        fake = _Librdkafka(member_id="")
+        fake.consumer_group_metadata = lambda: "metadata"  # type: ignore[attr-defined]
+        consumer = _consumer(fake)
+        consumer.subscribe(["t"])
+        with pytest.raises(errors.CommitFailedError):
+            consumer.group_metadata()
+        fake.member_id = "member-2"  # rejoined
+        assert consumer.group_metadata() == "metadata"
+
     def test_an_assigned_consumer_with_a_group_id_commits_without_membership(self) -> None:
         fake = _Librdkafka(member_id="")
         consumer = _consumer(fake)

@@ -715,7 +715,15 @@ class ConfluentConsumer:
         return int(at.offset) if at.offset >= 0 else None
 
     def group_metadata(self) -> Any:
-        """The group metadata for send_offsets_to_transaction."""
+        """The group metadata for send_offsets_to_transaction; CommitFailedError for a group
+        member with no member id now (the group session ended, or the member left the group
+        after a batch longer than max.poll.interval.ms), as kafka-python's generation check
+        (runtime/kafka/mapping.py): nothing of a batch may be committed or written as the
+        partitions' history by a member that no longer owns them."""
+        if self._subscribed and not self._member_id():
+            raise errors.CommitFailedError(
+                "no group membership (the member left the group or its session ended)"
+            )
         return _call(self._c.consumer_group_metadata)
 
     def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
