@@ -45,8 +45,11 @@ class Restorer:
         *,
         state_dir: Callable[[], StateDir | None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
+        beat: Callable[[], None] = lambda: None,
     ) -> None:
-        """Nothing connects before the first restore."""
+        """Nothing connects before the first restore. `beat` tells /healthz the loop is
+        turning: a restore may take up to HER2_RESTORE_TIMEOUT_SECONDS, longer than the
+        liveness limit, and reading the changelog is progress."""
         self._clients = clients
         self._settings = settings
         self._default_id = default_id  # the instance id when HER2_INSTANCE_ID is unset
@@ -55,6 +58,7 @@ class Restorer:
         self._clock = clock
         self._state_dir = state_dir
         self._monotonic = monotonic
+        self._beat = beat
         # the decoded patients of every partition's store together (HER2_HISTORY_CACHE_PATIENTS)
         self._cache_budget = CacheBudget(settings.history_cache_patients)
         # the changelog parts of every partition's store, their fallbacks to fastavro counted
@@ -169,6 +173,7 @@ class Restorer:
             while remaining:
                 if self._stopping():
                     return None
+                self._beat()
                 now = self._monotonic()
                 if now > deadline:
                     raise HistoryRestoreError(

@@ -103,6 +103,7 @@ class Service:
             lambda: self.stopping,
             clock,
             state_dir=lambda: self._state_dir,
+            beat=self._beat,
         )
         self.loop: Loop | None = None
         self._producer: ProducerHandle | None = None

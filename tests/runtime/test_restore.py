@@ -379,3 +379,22 @@ def test_a_rerun_restores_the_history_of_batches_delivered_but_not_committed(
     assert harness.broker.committed[input_tp] == 4
     assert _patients_alerts(harness, p_key) == expected
     assert harness.value("her2_consumer_history_ahead_records_total") == 0
+
+
+def test_a_restore_tells_the_liveness_probe_it_is_turning(harness: Harness) -> None:
+    """A restore may take up to HER2_RESTORE_TIMEOUT_SECONDS, longer than /healthz's stall
+    limit: reading the changelog beats the health hook, so a long restore (the README's advice
+    for big partitions is to raise that timeout) is not killed by its liveness probe half-way
+    and started again from the beginning."""
+    _first_run(harness)
+    harness.configure(tuning={"restore_timeout_s": 0.2})
+    harness.broker.stalled.add(harness.settings.topics.history)
+    restore_polls: list[int] = []
+
+    def restore_poll() -> None:  # the loop's beats so far, at each poll of the restore
+        restore_polls.append(harness.health.beats)
+
+    harness.broker.script("restore.poll", *([restore_poll] * 100_000))
+    assert harness.run() == EXIT_FAILURE  # the stalled changelog is never read to its end
+    assert len(restore_polls) > 2
+    assert restore_polls[-1] > restore_polls[0], "the restore beats while it reads"
