@@ -14,6 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import choose_encoder
 
+from consumer.app import stall_limit_s
+from consumer.config import Settings
 from consumer.ops.http import Health, HealthHTTPServer, start_http_server
 from consumer.ops.metrics import Metrics
 
@@ -145,6 +147,31 @@ class TestHealth:
         health.beat()
         assert health.is_live()
         assert health.stall_after == 60.0
+
+
+@pytest.mark.parametrize(
+    ("environ", "limit"),
+    [
+        pytest.param({}, 155.0, id="default-delivery-120s"),
+        pytest.param(
+            {"HER2_DELIVERY_TIMEOUT_MS": "10000", "HER2_REQUEST_TIMEOUT_MS": "20000"},
+            60.0,
+            id="floor-60s",
+        ),
+        pytest.param(
+            {"HER2_REQUEST_TIMEOUT_MS": "300000", "HER2_MAX_POLL_INTERVAL_MS": "400000"},
+            335.0,
+            id="request-timeout-longer",
+        ),
+        pytest.param({"HER2_DELIVERY_TIMEOUT_MS": "600000"}, 635.0, id="delivery-longer"),
+    ],
+)
+def test_the_stall_limit_outlasts_the_longest_single_wait(
+    environ: dict[str, str], limit: float
+) -> None:
+    """A lag refresh waits for the broker up to the request timeout (during an outage, every
+    HER2_LAG_REFRESH_SECONDS); a limit below that restarted pods that were only waiting."""
+    assert stall_limit_s(Settings.from_env(environ).tuning) == limit
 
 
 class TestServer:
