@@ -46,8 +46,11 @@ class AtLeastOnce:
         *,
         backoff: Backoff = PUBLISH_BACKOFF,
         sleep: Callable[[float], None] = time.sleep,
+        beat: Callable[[], None] = lambda: None,
     ) -> None:
-        """`before_commit` is the crash-test hook (HER2_TEST_CRASH_BEFORE_COMMIT)."""
+        """`before_commit` is the crash-test hook (HER2_TEST_CRASH_BEFORE_COMMIT); `beat`
+        tells /healthz the loop is turning before each bounded wait (a send attempt, the
+        commit), so its stall limit covers the longest single wait, not their sum."""
         self._producer = producer
         self._consumer = consumer
         self._retries = settings.publish_retries
@@ -55,6 +58,7 @@ class AtLeastOnce:
         self._before_commit = before_commit
         self._backoff = backoff
         self._sleep = sleep
+        self._beat = beat
 
     def deliver(self, batch: Batch) -> None:
         """B8 of docs/fault-report.md: the changelog only after the other outputs."""
@@ -66,6 +70,7 @@ class AtLeastOnce:
         self._still_in_group()
         self.publish(batch.changes)
         self._before_commit()
+        self._beat()
         self.commit(batch)
 
     def _still_in_group(self) -> None:
@@ -89,6 +94,7 @@ class AtLeastOnce:
         failed: list[Output] = []
         error_type = None
         for attempt in range(retries + 1):
+            self._beat()
             sent = self._producer.send_and_wait(pending)
             failed, error_type = sent.failed, sent.error_type
             if sent.refused:
@@ -180,8 +186,10 @@ def delivery_for(
     consumer: Consumer,
     metrics: Metrics,
     before_commit: Callable[[], None],
+    *,
+    beat: Callable[[], None] = lambda: None,
 ) -> Delivery:
     """The guarantee the settings ask for."""
     if s.exactly_once:
         return ExactlyOnce(producer, consumer, metrics, before_commit)
-    return AtLeastOnce(producer, consumer, s, metrics, before_commit)
+    return AtLeastOnce(producer, consumer, s, metrics, before_commit, beat=beat)

@@ -100,6 +100,7 @@ class Loop:
                 self.restore_pending()
             if records:
                 self.process_batch(records)
+                self._beat()  # the lag refresh below may wait for the broker as long again
             self.gauges.refresh()
             self.follow_broker()
 

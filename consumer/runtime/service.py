@@ -216,7 +216,9 @@ class Service:
             self._clock,
             copartitioned=copartitioned(s, counts),
         )
-        delivery = delivery_for(s, producer, consumer, self.metrics, self._test_crash_hook)
+        delivery = delivery_for(
+            s, producer, consumer, self.metrics, self._test_crash_hook, beat=self._beat
+        )
         self.loop = Loop(
             s,
             consumer,

@@ -4,6 +4,7 @@ commits (B8 of docs/fault-report.md), and every way a delivery can fail."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from conftest import Harness
@@ -83,6 +84,35 @@ class TestAtLeastOnce:
         assert harness.logged(
             "offset commit refused during a rebalance; records may be redelivered"
         )
+
+    def test_each_bounded_wait_of_a_delivery_follows_a_beat(self, harness: Harness) -> None:
+        """/healthz's stall limit covers the longest single wait (a send attempt, up to the
+        delivery timeout; the commit, up to the request timeout), so each begins with a beat:
+        without them, a batch whose outputs were re-sent and then committed through a slow
+        broker went longer without a beat than the limit, and the liveness probe restarted a
+        pod that was only waiting."""
+        harness.configure(publish_retries=1)
+        harness.publish(3)
+        topics = harness.settings.topics
+        harness.broker.script(f"ack:{topics.classification}", KafkaTimeoutError())
+        beats: list[tuple[str, object, int]] = []  # (kind, what, beats so far) per journal line
+
+        class Journal(list[tuple[str, Any]]):
+            def append(self, line: tuple[str, Any]) -> None:
+                super().append(line)
+                beats.append((line[0], line[1], harness.health.beats))
+
+        harness.broker.events = Journal()
+        assert harness.run() == EXIT_OK
+        classified = [
+            n for kind, what, n in beats if (kind, what) == ("send", topics.classification)
+        ]
+        history = [n for kind, what, n in beats if (kind, what) == ("send", topics.history)]
+        [commit] = [n for kind, _, n in beats if kind == "commit"]
+        assert len(set(classified)) == 2, "each send attempt begins with a beat"
+        assert history
+        assert min(history) > max(classified)
+        assert commit > max(history), "the commit begins with a beat"
 
     def test_a_member_that_left_the_group_during_the_outputs_writes_no_changelog(
         self, harness: Harness

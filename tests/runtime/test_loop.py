@@ -24,6 +24,7 @@ from consumer.runtime.delivery import AtLeastOnce
 from consumer.runtime.kafka.mapping import MappedConsumer
 from consumer.runtime.loop import Loop
 from consumer.runtime.records import Backoff, Batch
+from consumer.service import EXIT_OK
 
 
 class FlakyPoll:
@@ -143,3 +144,22 @@ def test_a_stop_request_ends_the_poll_back_off_at_once(harness: Harness) -> None
     started = time.monotonic()
     assert service.run() == 0
     assert time.monotonic() - started < 0.4, "the back-off (0.5 s) ignored the stop request"
+
+
+def test_the_lag_refresh_after_a_batch_follows_a_beat(harness: Harness) -> None:
+    """A batch's commit and the lag refresh after it each wait up to the request timeout for
+    the broker: a beat between them keeps /healthz's stall limit about one such wait."""
+    harness.configure(tuning={"lag_refresh_s": 0.0})
+    harness.publish(3)
+    at: dict[str, list[int]] = {"commit": [], "end_offsets": []}
+
+    def noting(kind: str) -> Any:
+        return lambda: at[kind].append(harness.health.beats)
+
+    harness.broker.script("commit", noting("commit"))
+    harness.broker.script("end_offsets", *[noting("end_offsets") for _ in range(50)])
+    assert harness.run() == EXIT_OK
+    [commit] = at["commit"]
+    after = [n for n in at["end_offsets"] if n >= commit]
+    assert after, at
+    assert after[0] > commit, "a beat between the commit and the lag refresh"
