@@ -169,17 +169,25 @@ def _array(items: Convert) -> Convert:
     return array
 
 
+def utf8_text(text: str) -> bool:
+    """Whether `text` can be written as UTF-8. JSON may escape a lone surrogate ("\ud800"),
+    which no UTF-8 output (Avro, JSON lines, a Kafka key) can carry; the Avro path never sees
+    one (a string that is not UTF-8 fails to decode). isascii() is O(1) in CPython, so ASCII
+    text, nearly all of it, is not encoded."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _string(obj: Any) -> str:
     if not isinstance(obj, str) or len(obj) > MAX_TEXT:
         raise _Bad(_TEXT_PROBLEM)
-    # JSON may escape a lone surrogate ("\ud800"), which no UTF-8 output (Avro, JSON lines, a
-    # Kafka key) can carry; the Avro path never sees one (a string that is not UTF-8 fails to
-    # decode). isascii() is O(1) in CPython, so ASCII text, nearly all of it, is not encoded.
-    if not obj.isascii():
-        try:
-            obj.encode("utf-8")
-        except UnicodeEncodeError:
-            raise _Bad(_UNICODE_PROBLEM) from None
+    if not utf8_text(obj):
+        raise _Bad(_UNICODE_PROBLEM)
     return obj
 
 

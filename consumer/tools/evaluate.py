@@ -11,7 +11,12 @@ from typing import Any, BinaryIO, Final, NamedTuple
 
 from consumer.clinical.model import Event
 from consumer.clinical.pipeline import Pipeline, utc_now
-from consumer.clinical.validate import DEFAULT_MAX_EVENT_TIME_SKEW, JsonConverter, check_event
+from consumer.clinical.validate import (
+    DEFAULT_MAX_EVENT_TIME_SKEW,
+    JsonConverter,
+    check_event,
+    utf8_text,
+)
 from consumer.errors import RecordError
 from consumer.state.store import HistoryStore
 from consumer.tools.jsonout import dumps
@@ -82,7 +87,8 @@ def checked_lines(
             yield Line(number, None, Refused("decode", "json-decode", NUMBER_TOO_LONG))
             continue
         event_id = obj.get("event_id") if isinstance(obj, dict) else None
-        event_id = event_id if isinstance(event_id, str) else None
+        # echoed in the line's result: only what a UTF-8 output can carry
+        event_id = event_id if isinstance(event_id, str) and utf8_text(event_id) else None
         try:
             event = check_event(converter.convert(obj), now(), max_event_time_skew)
         except RecordError as exc:

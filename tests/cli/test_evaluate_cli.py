@@ -414,6 +414,8 @@ class TestInputHandling:
             # a lone surrogate escape passed validation and raised UnicodeEncodeError at the output
             pytest.param(json.dumps(result("lone", patient_id="pat-\ud800")), ("validate", "schema-validation", "lone", "patient_id: must be valid Unicode text (no lone surrogate escapes)"), id="lone-surrogate-patient-id"),
             pytest.param(json.dumps(result("lone-nested", specimen=specimen("DISTANT_METASTASIS", body_site="liver \udc00"), her2_ihc=LOW_IHC, clinical_context={"disease_setting": "METASTATIC", "metastatic_chemotherapy_lines": 1})), ("validate", "schema-validation", "lone-nested", "specimen.body_site: must be valid Unicode text (no lone surrogate escapes)"), id="lone-surrogate-nested"),
+            # the event id itself: echoed in the result line, it crashed the output (review)
+            pytest.param(json.dumps(result("e-\ud800")), ("validate", "schema-validation", None, "event_id: must be valid Unicode text (no lone surrogate escapes)"), id="lone-surrogate-event-id"),
         ],
     )
     @pytest.mark.parametrize("history", [False, True], ids=["plain", "history"])
