@@ -513,9 +513,14 @@ class TestRebalanceInsidePoll:
         def assign() -> None:
             consumer._on_assign(consumer._c, [tp1])
 
-        consumer._c.events = [_Message(1, 8), revoke, assign, _Message(1, 3)]
+        stale_eof = _Event(ck.KafkaError(ck.KafkaError._PARTITION_EOF))
+        stale_eof.partition = lambda: 1  # type: ignore[method-assign]
+        stale_eof.offset = lambda: 9  # type: ignore[method-assign]
+        consumer._c.events = [_Message(1, 8), stale_eof, revoke, assign, _Message(1, 3)]
         records = consumer.poll(timeout_ms=0)
         assert {tp.partition: [r.offset for r in b] for tp, b in records.items()} == {1: [3]}
+        # the old assignment's end of partition is not the new one's position
+        assert confluent.TopicPartition("t", 1) not in consumer._eof
         # and a later poll without a rebalance keeps everything
         consumer._c.events = [_Message(1, 4), _Message(0, 1)]
         records = consumer.poll(timeout_ms=0)

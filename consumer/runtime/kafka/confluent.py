@@ -276,6 +276,13 @@ def _offset(tp: TopicPartition, om: OffsetAndMetadata) -> Any:
 # -- consumer -------------------------------------------------------------------------------
 
 
+def _record_or_eof(message: Any) -> bool:
+    """A fetched record, or a partition EOF (its offset belongs to the assignment it came
+    from, as a record's does)."""
+    err = message.error()
+    return err is None or err.code() == ck.KafkaError._PARTITION_EOF
+
+
 class ConfluentConsumer:
     """A librdkafka consumer with the KafkaConsumer calls of the `Consumer` Protocol."""
 
@@ -515,9 +522,14 @@ class ConfluentConsumer:
             stale.update(
                 i
                 for i, m in enumerate(messages[:count])
-                if m.error() is None and (m.topic(), m.partition()) in keys
+                if _record_or_eof(m) and (m.topic(), m.partition()) in keys
             )
         return [m for i, m in enumerate(messages) if i not in stale]
+
+    def _left_group(self) -> bool:
+        """A group member (subscribe()) without a member id now: its session ended, or it
+        left the group after a batch longer than max.poll.interval.ms."""
+        return self._subscribed and not self._member_id()
 
     def _event(self, message: Any, err: Any) -> bool:
         """Note a partition EOF, raise a fatal or a poll-raised error, log the rest; True when
@@ -691,7 +703,7 @@ class ConfluentConsumer:
         FENCED_INSTANCE_ID, and librdkafka makes that fatal (librdkafka issue #3437): the
         consumer never polls again. kafka-python refuses a commit outside a stable generation
         with CommitFailedError without sending it; so does this adapter."""
-        if self._subscribed and not self._c.memberid():
+        if self._left_group():
             raise errors.CommitFailedError(
                 "commit refused: no group membership (the group session ended; the partitions "
                 "are lost at the next poll and the records redelivered)"
@@ -720,7 +732,7 @@ class ConfluentConsumer:
         after a batch longer than max.poll.interval.ms), as kafka-python's generation check
         (runtime/kafka/mapping.py): nothing of a batch may be committed or written as the
         partitions' history by a member that no longer owns them."""
-        if self._subscribed and not self._member_id():
+        if self._left_group():
             raise errors.CommitFailedError(
                 "no group membership (the member left the group or its session ended)"
             )
