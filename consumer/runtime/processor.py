@@ -112,8 +112,11 @@ class Processor:
             return Retry()
         except BrokerError as exc:
             # the input's partition count (the misrouting check) needed a metadata request the
-            # broker did not answer: not the record's fault, so it is retried, never dead-lettered
+            # broker did not answer: not the record's fault, so it is retried, never dead-lettered;
+            # a refusal for good (authorization) stops the service as any other Kafka error does
             _roll_back(store, undo)
+            if not exc.retriable:
+                raise
             log.warning(
                 events.BROKER_METADATA_RETRY,
                 topic=tp.topic,

@@ -103,6 +103,20 @@ def test_a_broker_error_reading_the_partition_count_is_a_retry_not_a_dead_letter
     assert store.take_dirty() == [], "nothing of the record is in the history"
 
 
+def test_a_broker_refusing_the_partition_count_for_good_is_raised() -> None:
+    # not the record's fault either, and not worth retrying for ever: the service stops on a
+    # Kafka error, as it does for any refusal for good
+    def refused(topic: str) -> int:
+        raise BrokerError("denied", kind="TopicAuthorizationFailedError", retriable=False)
+
+    settings = Settings()
+    processor = Processor(settings, pipeline(), Codecs.build(settings, None), refused, lambda: NOW)
+    store = HistoryStore()
+    with pytest.raises(BrokerError):
+        processor.process(TopicPartition("in", 0), _record(_final_event()), store)
+    assert store.take_dirty() == [], "nothing of the record is in the history"
+
+
 def test_the_largest_valid_event_has_outputs_that_fit() -> None:
     """Ids at the validator's longest, 1,000 prior entries of alternating categories (every
     pair discordant), metastatic, HER2-low: every output and changelog record fits a request."""
