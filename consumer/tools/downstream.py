@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
     for alert in fold.open(args.patient):
         sys.stdout.write(dumps(alert) + "\n")
     if undecodable:
-        print(f"her2-consumer: {undecodable} alert records could not be decoded", file=sys.stderr)
+        print(f"open-alerts: {undecodable} alert records could not be decoded", file=sys.stderr)
     return 0
 
 

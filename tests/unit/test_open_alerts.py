@@ -114,7 +114,7 @@ class TestOpenAlerts:
         assert cli.main(["open-alerts"]) == 0
         out, err = capsys.readouterr()
         assert [line.count('"alert_id":"a2"') for line in out.splitlines()] == [1]
-        assert err == "her2-consumer: 1 alert records could not be decoded\n"
+        assert err == "open-alerts: 1 alert records could not be decoded\n"
 
     def test_one_patient(
         self, scripted: type[ScriptedConsumer], capsys: pytest.CaptureFixture[str]
