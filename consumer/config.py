@@ -50,6 +50,9 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _MAX_PORT = 65535
 _MAX_SKEW_S = 10 * 366 * 86400  # ten years: beyond that the check would mean nothing
+# the defaults `run` and `evaluate` share (EvaluationSettings, Settings, ENV_VARS)
+_RETENTION_DAYS: Final = 3650
+_SKEW_S: Final = 86400
 # HER2_REQUEST_TIMEOUT_MS must suit both transports. kafka-python's consumers want it above
 # their fetch_max_wait_ms (500, left at its default) and below connections_max_idle_ms (540,000);
 # librdkafka takes it as socket.timeout.ms (at most 300,000; confluent.py's translation)
@@ -98,7 +101,11 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
         "kafka-python | confluent (librdkafka; needs the `confluent` extra)",
     ),
     ("HER2_HTTP_PORT", "8000", "port of the metrics/health HTTP server (0 = any free port)"),
-    ("HER2_HISTORY_RETENTION_DAYS", "3650", "drop accessions older than this (0 = keep forever)"),
+    (
+        "HER2_HISTORY_RETENTION_DAYS",
+        str(_RETENTION_DAYS),
+        "drop accessions older than this (0 = keep forever)",
+    ),
     ("HER2_HISTORY_STORE", DISK, "disk (one sqlite file per partition) | memory"),
     (
         "HER2_HISTORY_CACHE_PATIENTS",
@@ -122,7 +129,7 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ),
     (
         "HER2_MAX_EVENT_TIME_SKEW_SECONDS",
-        "86400",
+        str(_SKEW_S),
         "an event_time further ahead of the clock is dead-lettered (event-time-in-future)",
     ),
     ("HER2_POLL_TIMEOUT_MS", "1000", "longest wait in one poll (bounds shutdown latency)"),
@@ -308,8 +315,8 @@ class EvaluationSettings:
     (HER2_MAX_EVENT_TIME_SKEW_SECONDS). `run` applies them, and `evaluate` applies the same
     ones, read by the same code, since it must evaluate exactly as the service does."""
 
-    history_retention_days: int = 3650  # 0: keep every accession
-    event_time_skew: dt.timedelta = dt.timedelta(seconds=86400)
+    history_retention_days: int = _RETENTION_DAYS  # 0: keep every accession
+    event_time_skew: dt.timedelta = dt.timedelta(seconds=_SKEW_S)
 
     @property
     def history_retention(self) -> dt.timedelta | None:
@@ -353,7 +360,7 @@ class Settings:
     processing_guarantee: str = AT_LEAST_ONCE
     kafka_client: str = KAFKA_PYTHON
     http_port: int = 8000
-    history_retention_days: int = 3650
+    history_retention_days: int = _RETENTION_DAYS
     history_store: str = DISK
     history_cache_patients: int = 6144
     state_dir: Path | None = None  # None: a private directory under the system temp dir
@@ -361,7 +368,7 @@ class Settings:
     max_poll_records: int = 500
     publish_retries: int = 3
     instance_id: str | None = None
-    event_time_skew: dt.timedelta = dt.timedelta(seconds=86400)
+    event_time_skew: dt.timedelta = dt.timedelta(seconds=_SKEW_S)
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     tuning: Tuning = field(default_factory=Tuning)
     test_crash_before_commit: int | None = None
