@@ -10,7 +10,7 @@ import signal
 from types import FrameType
 
 from consumer.clinical.pipeline import Pipeline
-from consumer.config import Settings, Tuning
+from consumer.config import Settings
 from consumer.errors import ConfigError, RuleSetError
 from consumer.ops import events
 from consumer.ops.http import Health, start_http_server
@@ -22,15 +22,18 @@ from consumer.runtime.service import Service
 log = get_logger("her2.service")
 
 
-def stall_limit_s(tuning: Tuning) -> float:
+def stall_limit_s(settings: Settings) -> float:
     """How long /healthz lets the loop go without turning: the longest wait it makes in one
-    call, with room. A publish waits up to the delivery timeout; a single broker request (the
-    lag refresh's end offsets, a commit, a committed-offset fetch) up to the request timeout,
-    which may be the longer one. Anything shorter would have the liveness probe restart a pod
-    that is only waiting for the broker (deploy/k8s: an outage makes pods unready, not
-    restarted)."""
-    longest_ms = max(tuning.delivery_timeout_ms, tuning.request_timeout_ms)
-    return max(60.0, longest_ms / 1000 + 35.0)
+    call, with room. A send attempt waits up to the delivery timeout; a single broker request
+    (the lag refresh's end offsets, a commit, a committed-offset fetch) up to the request
+    timeout; under exactly-once a transaction's offsets and its commit each up to the
+    transaction timeout. Anything shorter would have the liveness probe restart a pod that is
+    only waiting for the broker (deploy/k8s: an outage makes pods unready, not restarted)."""
+    t = settings.tuning
+    waits = [t.delivery_timeout_ms, t.request_timeout_ms]
+    if settings.exactly_once:
+        waits.append(t.transaction_timeout_ms)
+    return max(60.0, max(waits) / 1000 + 35.0)
 
 
 def main(args: argparse.Namespace | None = None) -> int:
@@ -53,7 +56,7 @@ def main(args: argparse.Namespace | None = None) -> int:
         return EXIT_CONFIG
     tune_gc(settings.tuning.gc_gen0_threshold)
     metrics = Metrics.on_new_registry(ruleset.version)
-    health = Health(stall_after=stall_limit_s(settings.tuning))
+    health = Health(stall_after=stall_limit_s(settings))
     service = Service(settings, Pipeline(ruleset), metrics, health=health)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

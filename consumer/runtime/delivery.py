@@ -49,8 +49,9 @@ class AtLeastOnce:
         beat: Callable[[], None] = lambda: None,
     ) -> None:
         """`before_commit` is the crash-test hook (HER2_TEST_CRASH_BEFORE_COMMIT); `beat`
-        tells /healthz the loop is turning before each bounded wait (a send attempt, the
-        commit), so its stall limit covers the longest single wait, not their sum."""
+        tells /healthz the loop is turning before the commit, a wait of its own (the producer
+        handle beats before each send attempt), so its stall limit covers the longest single
+        wait, not their sum."""
         self._producer = producer
         self._consumer = consumer
         self._retries = settings.publish_retries
@@ -94,7 +95,6 @@ class AtLeastOnce:
         failed: list[Output] = []
         error_type = None
         for attempt in range(retries + 1):
-            self._beat()
             sent = self._producer.send_and_wait(pending)
             failed, error_type = sent.failed, sent.error_type
             if sent.refused:

@@ -195,7 +195,9 @@ class Service:
         if counts is None:
             return
         self.table.input_partition_count = counts[s.topics.input]
-        self._producer = producer = ProducerHandle(self._clients, s, self._default_id)
+        self._producer = producer = ProducerHandle(
+            self._clients, s, self._default_id, beat=self._beat
+        )
         resources.callback(self._close_producer)
         producer.warm_up(s.topics.outputs())
         resources.callback(self.restorer.close)

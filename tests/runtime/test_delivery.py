@@ -191,6 +191,25 @@ class TestExactlyOnce:
         )
         assert warned["error_type"] == type(refusal).__name__
 
+    def test_each_bounded_wait_of_a_transaction_follows_a_beat(self, harness: Harness) -> None:
+        """The sends, the offsets and the commit of a transaction each wait up to a timeout of
+        their own: each begins with a beat, so /healthz's stall limit covers one of them."""
+        self._eos(harness)
+        harness.publish(3)
+        beats: list[tuple[str, object, int]] = []
+
+        class Journal(list[tuple[str, Any]]):
+            def append(self, line: tuple[str, Any]) -> None:
+                super().append(line)
+                beats.append((line[0], line[1], harness.health.beats))
+
+        harness.broker.events = Journal()
+        assert harness.run() == EXIT_OK
+        sends = [n for kind, _, n in beats if kind == "send"]
+        [offsets] = [n for kind, what, n in beats if (kind, what) == ("txn", "offsets")]
+        [commit] = [n for kind, what, n in beats if (kind, what) == ("txn", "commit")]
+        assert max(sends) < offsets < commit
+
     def _blocked(self) -> tuple[threading.Event, object]:
         release = threading.Event()
         return release, lambda: release.wait(5)

@@ -164,6 +164,12 @@ class TestHealth:
             id="request-timeout-longer",
         ),
         pytest.param({"HER2_DELIVERY_TIMEOUT_MS": "600000"}, 635.0, id="delivery-longer"),
+        pytest.param(
+            {"HER2_PROCESSING_GUARANTEE": "exactly_once", "HER2_TRANSACTION_TIMEOUT_MS": "600000"},
+            635.0,
+            id="transaction-timeout-longer",
+        ),
+        pytest.param({"HER2_TRANSACTION_TIMEOUT_MS": "600000"}, 155.0, id="no-transaction"),
     ],
 )
 def test_the_stall_limit_outlasts_the_longest_single_wait(
@@ -171,7 +177,7 @@ def test_the_stall_limit_outlasts_the_longest_single_wait(
 ) -> None:
     """A lag refresh waits for the broker up to the request timeout (during an outage, every
     HER2_LAG_REFRESH_SECONDS); a limit below that restarted pods that were only waiting."""
-    assert stall_limit_s(Settings.from_env(environ).tuning) == limit
+    assert stall_limit_s(Settings.from_env(environ)) == limit
 
 
 class TestServer:

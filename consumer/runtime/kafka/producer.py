@@ -74,12 +74,17 @@ class ProducerHandle:
         settings: Settings,
         default_id: str,
         monotonic: Callable[[], float] = time.monotonic,
+        *,
+        beat: Callable[[], None] = lambda: None,
     ) -> None:
-        """Create (and, under exactly-once, initialise) the producer."""
+        """Create (and, under exactly-once, initialise) the producer. `beat` tells /healthz the
+        loop is turning, before each bounded wait here (a send-and-wait, a transaction's offsets
+        and commit): its stall limit covers the longest single wait, not their sum."""
         self._clients = clients
         self._settings = settings
         self._default_id = default_id  # the instance id when HER2_INSTANCE_ID is unset
         self._monotonic = monotonic
+        self._beat = beat
         self._producer: Producer | None = self._make()
 
     def _make(self) -> Producer:
@@ -123,6 +128,7 @@ class ProducerHandle:
         futures never complete, so per-future timeouts would add up without bound.)
         """
         producer = self.producer
+        self._beat()
         sent: list[tuple[Output, Any]] = []
         for out in outputs:
             try:
@@ -208,6 +214,7 @@ class ProducerHandle:
                 )
             before_commit()
             limit = self._settings.tuning.transaction_timeout_ms / 1000
+            self._beat()
             bounded(
                 "sending offsets to the transaction",
                 limit,
@@ -215,6 +222,7 @@ class ProducerHandle:
                 offsets,
                 group_metadata(),
             )
+            self._beat()
             bounded("committing the transaction", limit, producer.commit_transaction)
         except FENCED:
             raise FencedError() from None
