@@ -86,12 +86,11 @@ class Restorer:
         # the offset guard is for at-least-once: under exactly-once the changelog and the
         # offsets commit in one transaction, and a committed-offset fetch would wait out any
         # open transaction (read_committed fetches only stable offsets)
-        next_offsets: dict[TopicPartition, int | None] = {}
-        for tp in partitions:  # each a broker request: a beat before each
-            self._beat()
-            next_offsets[tp] = (
-                None if self._settings.exactly_once else table.next_offset(tp, timeout_ms)
-            )
+        next_offsets: dict[TopicPartition, int | None] = dict.fromkeys(partitions)
+        if not self._settings.exactly_once:
+            for tp in partitions:  # each a broker request: a beat before each
+                self._beat()
+                next_offsets[tp] = table.next_offset(tp, timeout_ms)
         stores = {tp: self.new_store(tp) for tp in partitions}
         count = None
         try:
