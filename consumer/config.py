@@ -28,6 +28,7 @@ import fastavro
 
 from consumer.avro.registry import ErrorHook, RegistryAccess, SchemaRegistryClient
 from consumer.avro.wire import INPUT_FORMATS, OUTPUT_FORMATS
+from consumer.clinical.validate import DEFAULT_MAX_EVENT_TIME_SKEW
 from consumer.errors import ConfigError
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.state.backends import BACKENDS, DISK
@@ -52,7 +53,7 @@ _MAX_PORT = 65535
 _MAX_SKEW_S = 10 * 366 * 86400  # ten years: beyond that the check would mean nothing
 # the defaults `run` and `evaluate` share (EvaluationSettings, Settings, ENV_VARS)
 _RETENTION_DAYS: Final = 3650
-_SKEW_S: Final = 86400
+_SKEW_S: Final = int(DEFAULT_MAX_EVENT_TIME_SKEW.total_seconds())  # the validator's, 24 h
 # HER2_REQUEST_TIMEOUT_MS must suit both transports. kafka-python's consumers want it above
 # their fetch_max_wait_ms (500, left at its default) and below connections_max_idle_ms (540,000);
 # librdkafka takes it as socket.timeout.ms (at most 300,000; confluent.py's translation)
