@@ -41,6 +41,9 @@ INPUT_TOPIC_MISSING: Final = (
     "input topic missing; waiting for it to be created (it is never auto-created)"
 )
 OUTPUT_TOPICS_CREATED: Final = "output topics created"
+CHANGELOG_CONFIG_UNREAD: Final = (
+    "cannot read the history changelog's cleanup policy; make sure it is compact only"
+)
 CLOCK_CHECK_UNAVAILABLE: Final = "clock check unavailable"
 CLOCK_SKEW: Final = "host clock differs from the Kafka cluster's clock"
 CLOCK_CHECKED: Final = "clock checked"

@@ -1,6 +1,7 @@
 """Start-up: the output schemas registered (Confluent output), the input topic waited for (never
 created here), missing outputs created with the input's partition count, and the changelog
-checked to be co-partitioned with the input (the host's part: runtime/host.py).
+checked to be co-partitioned with the input and to keep every key for ever (the host's part:
+runtime/host.py).
 
 The two waits (registry down, input topic missing) beat the health hook at every attempt, so
 /healthz stays 200 while the service waits (no back-off delay is longer than the stall limit),
@@ -18,10 +19,19 @@ from consumer.errors import ConfigError, RegistryError
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, parsed_schema
-from consumer.runtime.kafka import Admin
+from consumer.runtime.kafka import Admin, ConfigResource, ConfigResourceType
 from consumer.runtime.records import INPUT_WAIT_BACKOFF, REGISTRY_BACKOFF, Backoff
 
 _TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
+
+# The changelog's settings when the service creates it. compact: the latest value of every key
+# is kept for ever (under "delete" the broker would remove patients' history after
+# retention.ms). min.compaction.lag.ms, one day: at a restore, at-least-once skips records
+# written ahead of the committed offset (runtime/restore.py); while commits fail, compaction must
+# not remove a key's older record in favour of one the restore would skip. The day is the time
+# the on-call has to restore commits (Her2ConsumerCommitFailures) before that can happen.
+CHANGELOG_CONFIGS: Final = {"cleanup.policy": "compact", "min.compaction.lag.ms": "86400000"}
+_FOR_EVER: Final = "-1"
 
 log = get_logger("her2.service")
 
@@ -115,7 +125,33 @@ def ensure_topics(
             f"but HER2_INPUT_TOPIC has {partitions}: the changelog must be co-partitioned "
             "with the input (same partition count)"
         )
+    check_changelog_retention(admin, s.topics.history)
     return {**existing, s.topics.input: partitions}
+
+
+def check_changelog_retention(admin: Admin, topic: str) -> None:
+    """ConfigError when the broker would delete changelog records by age or size: a
+    cleanup.policy without "compact", or with "delete" and a finite retention.ms or
+    retention.bytes (a topic someone else created with the broker's defaults). A warning when
+    the settings cannot be read (no DescribeConfigs permission: kafka-python returns nothing)."""
+    keys = ("cleanup.policy", "retention.ms", "retention.bytes")
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict.fromkeys(keys))
+    found = admin.describe_configs([resource], config_filter="all").get("topic", {}).get(topic)
+    values = {key: entry.get("value") for key, entry in (found or {}).items()}
+    policy = values.get("cleanup.policy")
+    if policy is None:
+        log.warning(events.CHANGELOG_CONFIG_UNREAD, topic=topic)
+        return
+    policies = {part.strip() for part in policy.split(",")}
+    finite = [k for k in keys[1:] if "delete" in policies and values.get(k) != _FOR_EVER]
+    if "compact" not in policies or finite:
+        raise ConfigError(
+            f"HER2_HISTORY_TOPIC {topic} has cleanup.policy={policy}"
+            + "".join(f", {k}={values.get(k)}" for k in finite)
+            + ": the broker would delete patients' history; the changelog must be compacted "
+            "and keep every key (cleanup.policy=compact; kafka-configs --alter --entity-type "
+            f"topics --entity-name {topic} --add-config cleanup.policy=compact)"
+        )
 
 
 def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int) -> None:
@@ -128,7 +164,7 @@ def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int
             "replication_factor": s.tuning.replication_factor,
         }
         if topic == s.topics.history:
-            spec["configs"] = {"cleanup.policy": "compact"}
+            spec["configs"] = dict(CHANGELOG_CONFIGS)
         specs[topic] = spec
     result = admin.create_topics(specs, raise_errors=False)
     for entry in result.get("topics", []):

@@ -32,13 +32,15 @@ from helpers import make_env
 from kafka.errors import IllegalGenerationError, MessageSizeTooLargeError
 
 from consumer.config import Settings
-from consumer.errors import OffsetsRefusedError
+from consumer.errors import ConfigError, OffsetsRefusedError
 from consumer.runtime.host import _quorum_leader_time_ms
 from consumer.runtime.kafka import (
     REBALANCED,
     REFUSED_FOR_GOOD,
     Admin,
     Clients,
+    ConfigResource,
+    ConfigResourceType,
     Consumer,
     KafkaError,
     OffsetAndMetadata,
@@ -53,7 +55,11 @@ from consumer.runtime.kafka.mapping import MappedConsumer
 from consumer.runtime.kafka.preflight import connect_admin
 from consumer.runtime.kafka.producer import ProducerHandle
 from consumer.runtime.records import Output
-from consumer.runtime.startup import partition_counts
+from consumer.runtime.startup import (
+    CHANGELOG_CONFIGS,
+    check_changelog_retention,
+    partition_counts,
+)
 
 
 def _import_fakes(path: Path = Path(__file__).parents[1] / "runtime" / "fakes.py") -> ModuleType:
@@ -346,6 +352,36 @@ def test_admin_describes_topics_and_the_quorum_leaders_clock(backend: Backend) -
     after_ms = time.time() * 1000
     assert leader_ms is not None
     assert before_ms - CLOCK_SLACK_MS <= leader_ms <= after_ms + CLOCK_SLACK_MS
+
+
+def test_admin_describes_a_topics_retention_and_startup_reads_it(backend: Backend) -> None:
+    """describe_configs (filter "all") gives a topic's settings with the broker's defaults as
+    kafka-python returns them; start-up's changelog check refuses a topic created with the
+    defaults (cleanup.policy=delete), accepts the changelog it creates itself, and only warns
+    when nothing is answered (a missing topic here; no DescribeConfigs permission alike)."""
+    admin = backend.admin()
+    plain = backend.topic()
+    changelog = backend.unique_name("changelog")
+    spec = {"num_partitions": 1, "replication_factor": 1, "configs": dict(CHANGELOG_CONFIGS)}
+    created = admin.create_topics({changelog: spec}, raise_errors=False)
+    assert [entry["error_code"] for entry in created["topics"]] == [0]
+    admin.wait_for_topics([changelog], timeout_ms=30_000)
+    missing = backend.unique_name("missing")
+    keys = dict.fromkeys(["cleanup.policy", "min.compaction.lag.ms"])
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, configs=keys)
+        for name in (plain, changelog, missing)
+    ]
+    found = admin.describe_configs(resources, config_filter="all")["topic"]
+    values = {name: {k: v["value"] for k, v in found[name].items()} for name in found}
+    assert values[plain] == {"cleanup.policy": "delete", "min.compaction.lag.ms": "0"}
+    assert values[changelog] == CHANGELOG_CONFIGS
+    assert values.get(missing, {}) == {}
+
+    with pytest.raises(ConfigError, match=f"{plain} has cleanup.policy=delete"):
+        check_changelog_retention(admin, plain)
+    check_changelog_retention(admin, changelog)
+    check_changelog_retention(admin, missing)
 
 
 def test_a_paused_partition_returns_nothing_until_resumed(backend: Backend) -> None:

@@ -30,8 +30,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, UnknownError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -55,7 +56,8 @@ class FakeBroker:
 
     def __init__(self) -> None:
         self.topics: dict[str, list[list[FakeRecord]]] = {}
-        self.configs: dict[str, dict[str, str]] = {}
+        self.configs: dict[str, dict[str, str]] = {}  # a topic's settings besides the defaults
+        self.configs_unreadable: set[str] = set()  # topics DescribeConfigs answers nothing for
         self.committed: dict[TopicPartition, int] = {}
         self.events: list[tuple[str, Any]] = []
         self.create_errors: dict[str, int] = {}
@@ -154,6 +156,15 @@ class FakeBroker:
         return producer
 
 
+# the topic defaults of a broker configured as Kafka ships (a week's retention)
+BROKER_TOPIC_DEFAULTS: Final = {
+    "cleanup.policy": "delete",
+    "retention.ms": "604800000",
+    "retention.bytes": "-1",
+    "min.compaction.lag.ms": "0",
+}
+
+
 class FakeAdmin:
     """KafkaAdminClient: describe, create, wait, close."""
 
@@ -188,6 +199,26 @@ class FakeAdmin:
 
     def wait_for_topics(self, topics: list[str], timeout_ms: int) -> None:
         pass
+
+    def describe_configs(
+        self, config_resources: list[ConfigResource], config_filter: str = "modified"
+    ) -> dict[str, Any]:
+        """DescribeConfigs of topics as kafka-python 3.0.12 returns it: the broker's defaults
+        under the topic's own settings; nothing for a missing or unreadable topic (kafka-python
+        drops a resource's error code)."""
+        self.broker.scripted("configs")
+        assert config_filter == "all", "the defaults are asked for too"
+        out: dict[str, dict[str, Any]] = {}
+        for resource in config_resources:
+            assert resource.resource_type is ConfigResourceType.TOPIC
+            name = resource.name
+            if name not in self.broker.topics or name in self.broker.configs_unreadable:
+                out[name] = {}
+                continue
+            values = {**BROKER_TOPIC_DEFAULTS, **self.broker.configs.get(name, {})}
+            keys = resource.configs or values
+            out[name] = {key: {"value": values[key]} for key in keys if key in values}
+        return {"topic": out}
 
     def describe_metadata_quorum(self) -> dict[str, Any]:
         """DescribeQuorum as a one-node KRaft cluster answers it: the leader's own entry

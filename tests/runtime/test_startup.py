@@ -30,8 +30,66 @@ def test_missing_outputs_are_created_like_the_input_and_the_changelog_compacted(
     topics = harness.settings.topics
     for topic in topics.outputs():
         assert len(harness.broker.topics[topic]) == 3, topic
-    assert harness.broker.configs[topics.history] == {"cleanup.policy": "compact"}
+    assert harness.broker.configs[topics.history] == {
+        "cleanup.policy": "compact",
+        "min.compaction.lag.ms": "86400000",
+    }
     assert all(admin.closed for admin in harness.broker.admins)
+
+
+@pytest.mark.parametrize(
+    ("configs", "refused"),
+    [
+        ({}, "cleanup.policy=delete"),  # created by someone else with the broker's defaults
+        ({"cleanup.policy": "delete", "retention.ms": "-1"}, "cleanup.policy=delete"),
+        ({"cleanup.policy": "compact,delete"}, "cleanup.policy=compact,delete, retention.ms="),
+        (
+            {"cleanup.policy": "compact,delete", "retention.ms": "-1", "retention.bytes": "1024"},
+            "cleanup.policy=compact,delete, retention.bytes=1024",
+        ),
+        ({"cleanup.policy": "compact"}, None),
+        ({"cleanup.policy": "compact, delete", "retention.ms": "-1"}, None),
+    ],
+    ids=[
+        "defaults",
+        "delete-kept",
+        "compact-delete-week",
+        "compact-delete-bytes",
+        "compact",
+        "compact-delete-for-ever",
+    ],
+)
+def test_a_changelog_the_broker_would_delete_from_is_a_configuration_error(
+    harness: Harness, capsys: object, configs: dict[str, str], refused: str | None
+) -> None:
+    """A changelog created by someone else must keep every key for ever: under "delete" the
+    broker removes patients' history after retention.ms (a week by default)."""
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 1)
+    harness.broker.create_topic(topics.history, 1)
+    harness.broker.configs[topics.history] = configs
+    code = harness.run()
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    if refused is None:
+        assert code == EXIT_OK
+        return
+    assert code == EXIT_CONFIG
+    assert f"HER2_HISTORY_TOPIC {topics.history} has {refused}" in err
+    assert "the broker would delete patients' history" in err
+    assert harness.broker.consumers == [], "never joins the group"
+    assert all(admin.closed for admin in harness.broker.admins)
+
+
+def test_a_changelog_whose_settings_cannot_be_read_is_a_warning(harness: Harness) -> None:
+    """Without DescribeConfigs permission kafka-python returns no settings: the service starts
+    and says what to check."""
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 1)
+    harness.broker.configs_unreadable.add(topics.history)
+    assert harness.run() == EXIT_OK
+    assert [line["topic"] for line in harness.logged(events.CHANGELOG_CONFIG_UNREAD)] == [
+        topics.history
+    ]
 
 
 def test_a_changelog_with_another_partition_count_is_a_configuration_error(

@@ -14,6 +14,7 @@ with warnings.catch_warnings():
     # warns on Python 3.11/3.12; harmless, and it must not fail runs with warnings as errors.
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, errors
+    from kafka.admin import ConfigResource, ConfigResourceType
     from kafka.consumer.fetcher import ConsumerRecord
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
     from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
@@ -45,6 +46,8 @@ __all__ = [
     "REBALANCED",
     "REFUSED_FOR_GOOD",
     "CommitFailedError",
+    "ConfigResource",
+    "ConfigResourceType",
     "ConsumerRebalanceListener",
     "ConsumerRecord",
     "CooperativeStickyAssignor",
@@ -145,6 +148,9 @@ class Admin(Protocol):
     def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]: ...
     def create_topics(self, specs: dict[str, dict[str, Any]], raise_errors: bool = ...) -> Any: ...
     def wait_for_topics(self, topics: list[str], timeout_ms: int) -> Any: ...
+    def describe_configs(
+        self, config_resources: list[ConfigResource], config_filter: str = ...
+    ) -> dict[str, Any]: ...
     def describe_metadata_quorum(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 

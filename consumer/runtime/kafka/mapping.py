@@ -20,6 +20,7 @@ from consumer.runtime.kafka import (
     Admin,
     Clients,
     CommitFailedError,
+    ConfigResource,
     Consumer,
     KafkaError,
     OffsetAndMetadata,
@@ -158,6 +159,12 @@ class MappedAdmin:
     def wait_for_topics(self, topics: list[str], timeout_ms: int) -> Any:
         """KafkaAdminClient.wait_for_topics."""
         return mapped(self.wrapped.wait_for_topics, topics, timeout_ms=timeout_ms)
+
+    def describe_configs(
+        self, config_resources: list[ConfigResource], config_filter: str = "modified"
+    ) -> dict[str, Any]:
+        """KafkaAdminClient.describe_configs."""
+        return mapped(self.wrapped.describe_configs, config_resources, config_filter=config_filter)
 
     def describe_metadata_quorum(self) -> dict[str, Any]:
         """KafkaAdminClient.describe_metadata_quorum."""
