@@ -250,6 +250,13 @@ class Metrics:
         self.assigned_partitions = Gauge(
             f"{p}_assigned_partitions", "Input partitions currently assigned.", registry=registry
         )
+        self.held_back_partitions = Gauge(
+            f"{p}_held_back_partitions",
+            "Assigned input partitions held back: their history changelog too unreadable to "
+            "trust (HER2_MAX_UNREADABLE_CHANGELOG_SHARE); never processed until revoked or "
+            "restarted.",
+            registry=registry,
+        )
         self.build = Info(f"{p}_build", "Build and rule-set version.", registry=registry)
         self.build.info({"version": __version__, "ruleset_version": ruleset_version})
 

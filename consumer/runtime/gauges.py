@@ -94,8 +94,9 @@ class Gauges:
         self.refresh_history()
 
     def refresh_lag(self) -> None:
-        """Consumer lag per owned partition (end offset minus the next offset to process)."""
-        partitions = sorted(self.table.stores)
+        """Consumer lag per owned partition (end offset minus the next offset to process),
+        held-back partitions included."""
+        partitions = self.table.owned()
         if not partitions:
             # nothing to ask the broker: no evidence either way (a member left without
             # partitions after an outage must not stay "broker unreachable" for good)

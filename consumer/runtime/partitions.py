@@ -97,8 +97,16 @@ class PartitionTable:
         return rerun if rerun is not None else self.committed(tp, timeout_ms)
 
     def set_gauge(self) -> None:
-        """The assigned-partitions gauge: restored plus waiting for a restore."""
-        self._metrics.assigned_partitions.set(len(self.stores) + len(self.pending))
+        """The assigned-partitions gauge (restored, waiting for a restore, held back) and the
+        held-back gauge."""
+        self._metrics.assigned_partitions.set(
+            len(self.stores) + len(self.pending) + len(self.blocked)
+        )
+        self._metrics.held_back_partitions.set(len(self.blocked))
+
+    def owned(self) -> list[TopicPartition]:
+        """The partitions whose lag is told: restored, and held back (their lag grows)."""
+        return sorted({*list(self.stores), *list(self.blocked)})  # read while the IO thread writes
 
     # -- rebalance callbacks (IO thread) ----------------------------------------------------
 

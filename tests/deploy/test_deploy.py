@@ -899,6 +899,14 @@ ALERT_SCENARIOS: list[tuple[str, list[tuple[str, str]], str, list[str]]] = [
      [(f"her2_consumer_position_unknown{{{_TP0}}}", "0x20")], "15m", []),
     ("Her2ConsumerPartitionPositionUnknown",
      [(f"her2_consumer_position_unknown{{{_TP0}}}", "1x10 0x10")], "15m", []),
+    # a partition held back by an unreadable changelog, then released by a restart
+    ("Her2ConsumerPartitionHeldBack",
+     [(f'her2_consumer_held_back_partitions{{{_JOB}, instance="a"}}', "1x10")], "5m",
+     [f'{{{_JOB}, instance="a"}}']),
+    ("Her2ConsumerPartitionHeldBack",
+     [(f'her2_consumer_held_back_partitions{{{_JOB}, instance="a"}}', "0x10")], "5m", []),
+    ("Her2ConsumerPartitionHeldBack",
+     [(f'her2_consumer_held_back_partitions{{{_JOB}, instance="a"}}', "1x2 0x8")], "5m", []),
     # the same partition reported by two pods around a rebalance counts once
     ("Her2ConsumerLagGrowing",
      [(f'her2_consumer_lag_records{{{_TP0}, instance="a"}}', "500+100x20"),

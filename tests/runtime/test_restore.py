@@ -52,11 +52,19 @@ def test_an_unreadable_changelog_record_is_counted_and_skipped(harness: Harness)
     assert harness.health.states[-2:] == [(True, ""), (False, "stopping")]
 
 
-def _stop_after_polls(harness: Harness, polls: int = 5) -> None:
-    """A held-back partition stays paused: the idle stop never comes, so stop after `polls`."""
+def _stop_after_polls(
+    harness: Harness, polls: int = 5, seen: dict[str, float] | None = None
+) -> None:
+    """A held-back partition stays paused: the idle stop never comes, so stop after `polls`
+    (`seen`: the partition gauges then, before the stop revokes the partitions)."""
+    tp0 = {"topic": harness.settings.topics.input, "partition": "0"}
 
     def stop() -> None:
         assert harness.service is not None
+        if seen is not None:
+            for name in ("assigned_partitions", "held_back_partitions"):
+                seen[name] = harness.value(f"her2_consumer_{name}")
+            seen["lag"] = harness.value("her2_consumer_lag_records", **tp0)
         harness.service.stop()
 
     harness.broker.script("poll", *([lambda: None] * polls), stop)
@@ -72,7 +80,8 @@ def test_more_unreadable_changelog_records_than_the_share_hold_the_partition_bac
         harness.broker.append(history, b"\x00not a history key", b"garbage")
     harness.configure(max_unreadable_changelog_share=1 / (written + 2))  # 2 > share * total
     new = harness.publish(3, seed=2)
-    _stop_after_polls(harness)
+    seen: dict[str, float] = {}
+    _stop_after_polls(harness, seen=seen)
     assert harness.run() == EXIT_OK
     reason = (
         f"history changelog unreadable: 2 of {written + 2} records (partition 0, "
@@ -92,6 +101,8 @@ def test_more_unreadable_changelog_records_than_the_share_hold_the_partition_bac
     assert len(new) == 3
     assert harness.service is not None
     assert harness.service.assigned_partitions() == []
+    # visible to the alerts while it runs: assigned, held back, its lag told (the new events)
+    assert seen == {"assigned_partitions": 1, "held_back_partitions": 1, "lag": 3}
 
 
 def test_the_default_share_holds_back_a_partition_with_one_unreadable_record(
