@@ -120,7 +120,12 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ),
     ("HER2_LOG_LEVEL", "INFO", "DEBUG | INFO | WARNING | ERROR | CRITICAL"),
     ("HER2_MAX_POLL_RECORDS", "500", "records per poll batch (one commit per batch)"),
-    ("HER2_PUBLISH_RETRIES", "3", "re-sends of unacknowledged outputs before stopping"),
+    (
+        "HER2_PUBLISH_RETRIES",
+        "3",
+        "re-sends of unacknowledged outputs before stopping (at_least_once; exactly_once aborts "
+        "and stops at the first)",
+    ),
     (
         "HER2_INSTANCE_ID",
         "",

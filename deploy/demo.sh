@@ -31,7 +31,8 @@ fi
 export KAFKA_BOOTSTRAP_SERVERS
 echo "==> broker: $KAFKA_BOOTSTRAP_SERVERS" >&2
 
-# A fresh group and input topic per run keep the demo's output to this run's events.
+# The demo's output is this run's events only: each run's events carry an event-id prefix of
+# their own and the demo reads the outputs from their end offsets at the start.
 run_id="$(date +%s)"
 export HER2_INPUT_TOPIC="${HER2_INPUT_TOPIC:-lab.pathology.results.v1}"
 export HER2_GROUP_ID="${HER2_GROUP_ID:-her2-alert-consumer-demo}"
