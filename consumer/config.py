@@ -167,7 +167,8 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     (
         "HER2_TRANSACTION_TIMEOUT_MS",
         "60000",
-        "transaction timeout (exactly_once; above HER2_PRODUCER_LINGER_MS)",
+        "transaction timeout (exactly_once; above HER2_PRODUCER_LINGER_MS, at most the broker's "
+        "transaction.max.timeout.ms, 15 minutes by default: above it start-up exits 2)",
     ),
     ("HER2_RESTORE_TIMEOUT_SECONDS", "120", "longest history restore before failing"),
     (

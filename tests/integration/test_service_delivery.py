@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import (
     Env,
     ServiceProcess,
@@ -27,6 +28,7 @@ from kafka import KafkaAdminClient  # imported first by conftest.py, under its w
 
 from consumer.avro.codec import Decoder
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
+from consumer.service import EXIT_CONFIG
 from consumer.tools.synthetic import SyntheticGenerator
 
 
@@ -165,6 +167,23 @@ def test_the_service_runs_on_the_kafka_client_under_test(env: Env, kafka_client:
     assert kafka_client in ("kafka-python", "confluent")
     assert env.settings().kafka_client == kafka_client
     assert env.environ()["HER2_KAFKA_CLIENT"] == kafka_client
+
+
+def test_a_transaction_timeout_above_the_brokers_limit_is_a_configuration_error(
+    env: Env, create_topics: Callable[..., list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The broker's transaction.max.timeout.ms (15 minutes by default) refuses InitProducerId
+    with INVALID_TRANSACTION_TIMEOUT: exit 2 naming the variable, not a Kafka error."""
+    create_topics(env.input, partitions=1)
+    settings = env.settings(
+        HER2_PROCESSING_GUARANTEE="exactly_once",
+        HER2_INSTANCE_ID=f"{env.input}-0",
+        HER2_TRANSACTION_TIMEOUT_MS="1200000",
+        HER2_MAX_POLL_INTERVAL_MS="1200000",
+    )
+    svc = ServiceThread(settings).start()
+    assert svc.join(60) == EXIT_CONFIG
+    assert "the broker refused HER2_TRANSACTION_TIMEOUT_MS=1200000" in capsys.readouterr().err
 
 
 def test_a_missing_input_topic_is_waited_for_and_never_created(

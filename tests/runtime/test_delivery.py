@@ -12,13 +12,14 @@ from fakes import FakeBroker
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
+    InvalidTransactionTimeoutError,
     KafkaError,
     KafkaTimeoutError,
     ProducerFencedError,
     UnknownMemberIdError,
 )
 
-from consumer.service import EXIT_FAILURE, EXIT_FENCED, EXIT_OK
+from consumer.service import EXIT_CONFIG, EXIT_FAILURE, EXIT_FENCED, EXIT_OK
 
 
 def _history_sends_after_output_acks(harness: Harness) -> tuple[int, int, int]:
@@ -269,6 +270,32 @@ class TestExactlyOnce:
         assert harness.run() == EXIT_FENCED
         assert harness.broker.committed == {}
         assert ("txn", "abort") not in harness.broker.events
+
+    @pytest.mark.parametrize(
+        "refusal",
+        [
+            # kafka-python 3.0.12: a plain KafkaError naming it
+            KafkaError(
+                "Unexpected error in InitProducerIdResponse: [Error 50] "
+                "InvalidTransactionTimeoutError"
+            ),
+            InvalidTransactionTimeoutError(),  # librdkafka, through the confluent adapter
+        ],
+        ids=["kafka-python", "confluent"],
+    )
+    def test_a_transaction_timeout_the_broker_refuses_is_a_configuration_error(
+        self, harness: Harness, capsys: object, refusal: KafkaError
+    ) -> None:
+        """Above the broker's transaction.max.timeout.ms (15 minutes by default), which the
+        service's own range (up to 60 minutes) cannot know: exit 2 naming the variable."""
+        self._eos(harness)
+        harness.configure(tuning={"transaction_timeout_ms": 1_200_000})
+        harness.broker.script("init_transactions", refusal)
+        assert harness.run() == EXIT_CONFIG
+        err = capsys.readouterr().err  # type: ignore[attr-defined]
+        assert "the broker refused HER2_TRANSACTION_TIMEOUT_MS=1200000" in err
+        assert "transaction.max.timeout.ms" in err
+        assert harness.broker.producers[0].closed
 
     def test_a_producer_fenced_at_start_stops_with_exit_fenced(self, harness: Harness) -> None:
         self._eos(harness)

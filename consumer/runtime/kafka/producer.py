@@ -13,6 +13,7 @@ from typing import Any, Final
 from consumer.config import Settings
 from consumer.errors import (
     CommitRefusedError,
+    ConfigError,
     FencedError,
     OffsetsRefusedError,
     OutputRefusedError,
@@ -28,6 +29,7 @@ from consumer.runtime.kafka import (
     Clients,
     KafkaError,
     Producer,
+    errors,
 )
 from consumer.runtime.kafka.clients import producer_config
 from consumer.runtime.kafka.mapping import broker_error
@@ -98,6 +100,13 @@ class ProducerHandle:
                 raise FencedError() from None
             except KafkaError as exc:
                 producer.close(timeout=5)
+                if _transaction_timeout_refused(exc):
+                    raise ConfigError(
+                        "the broker refused HER2_TRANSACTION_TIMEOUT_MS="
+                        f"{s.tuning.transaction_timeout_ms}: it is above the broker's "
+                        "transaction.max.timeout.ms (900000, 15 minutes, unless the cluster sets "
+                        "it); lower the variable or raise the broker's limit"
+                    ) from exc
                 raise broker_error(exc) from exc
             except BaseException:
                 producer.close(timeout=5)
@@ -265,3 +274,11 @@ class ProducerHandle:
             producer.close(timeout=timeout_s)
         except Exception as exc:
             log.warning(events.PRODUCER_CLOSE_FAILED, error_type=type(exc).__name__)
+
+
+def _transaction_timeout_refused(exc: KafkaError) -> bool:
+    """INVALID_TRANSACTION_TIMEOUT from InitProducerId: librdkafka's mapping gives the class;
+    kafka-python 3.0.12 raises a plain KafkaError whose message names it."""
+    return isinstance(exc, errors.InvalidTransactionTimeoutError) or (
+        "InvalidTransactionTimeout" in str(exc)
+    )
