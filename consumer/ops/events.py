@@ -44,6 +44,10 @@ OUTPUT_TOPICS_CREATED: Final = "output topics created"
 CHANGELOG_CONFIG_UNREAD: Final = (
     "cannot read the history changelog's cleanup policy; make sure it is compact only"
 )
+CHANGELOG_COMPACTION_LAG_SHORT: Final = (
+    "history changelog's min.compaction.lag.ms is below a day; a restore after a day of failed "
+    "commits could lose history"
+)
 CLOCK_CHECK_UNAVAILABLE: Final = "clock check unavailable"
 CLOCK_SKEW: Final = "host clock differs from the Kafka cluster's clock"
 CLOCK_CHECKED: Final = "clock checked"

@@ -77,6 +77,8 @@ ALLOWED_KEYS = frozenset(
         "path",
         "file_system",
         "state_dir_set",
+        "min_compaction_lag_ms",
+        "recommended_ms",
     }
 )
 

@@ -32,6 +32,7 @@ _TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
 # the on-call has to restore commits (Her2ConsumerCommitFailures) before that can happen.
 CHANGELOG_CONFIGS: Final = {"cleanup.policy": "compact", "min.compaction.lag.ms": "86400000"}
 _FOR_EVER: Final = "-1"
+_LAG: Final = "min.compaction.lag.ms"
 
 log = get_logger("her2.service")
 
@@ -133,8 +134,10 @@ def check_changelog_retention(admin: Admin, topic: str) -> None:
     """ConfigError when the broker would delete changelog records by age or size: a
     cleanup.policy without "compact", or with "delete" and a finite retention.ms or
     retention.bytes (a topic someone else created with the broker's defaults). A warning when
-    the settings cannot be read (no DescribeConfigs permission: kafka-python returns nothing)."""
-    keys = ("cleanup.policy", "retention.ms", "retention.bytes")
+    the settings cannot be read (no DescribeConfigs permission: kafka-python returns nothing),
+    and when its min.compaction.lag.ms is below the day the service sets (a changelog created
+    before it set one, or by someone else)."""
+    keys = ("cleanup.policy", "retention.ms", "retention.bytes", _LAG)
     resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict.fromkeys(keys))
     found = admin.describe_configs([resource], config_filter="all").get("topic", {}).get(topic)
     values = {key: entry.get("value") for key, entry in (found or {}).items()}
@@ -143,7 +146,7 @@ def check_changelog_retention(admin: Admin, topic: str) -> None:
         log.warning(events.CHANGELOG_CONFIG_UNREAD, topic=topic)
         return
     policies = {part.strip() for part in policy.split(",")}
-    finite = [k for k in keys[1:] if "delete" in policies and values.get(k) != _FOR_EVER]
+    finite = [k for k in keys[1:3] if "delete" in policies and values.get(k) != _FOR_EVER]
     if "compact" not in policies or finite:
         raise ConfigError(
             f"HER2_HISTORY_TOPIC {topic} has cleanup.policy={policy}"
@@ -151,6 +154,14 @@ def check_changelog_retention(admin: Admin, topic: str) -> None:
             + ": the broker would delete patients' history; the changelog must be compacted "
             "and keep every key (cleanup.policy=compact; kafka-configs --alter --entity-type "
             f"topics --entity-name {topic} --add-config cleanup.policy=compact)"
+        )
+    lag = values.get(_LAG)
+    if lag is not None and lag.isdigit() and int(lag) < int(CHANGELOG_CONFIGS[_LAG]):
+        log.warning(
+            events.CHANGELOG_COMPACTION_LAG_SHORT,
+            topic=topic,
+            min_compaction_lag_ms=int(lag),
+            recommended_ms=int(CHANGELOG_CONFIGS[_LAG]),
         )
 
 

@@ -80,6 +80,30 @@ def test_a_changelog_the_broker_would_delete_from_is_a_configuration_error(
     assert all(admin.closed for admin in harness.broker.admins)
 
 
+@pytest.mark.parametrize(
+    ("lag", "warned"),
+    [(None, True), ("3600000", True), ("86400000", False), ("604800000", False)],
+)
+def test_a_changelog_compacted_sooner_than_a_day_is_a_warning(
+    harness: Harness, lag: str | None, warned: bool
+) -> None:
+    """A changelog created before the service set min.compaction.lag.ms (broker default 0), or
+    by someone else with less: the service starts and says it."""
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 1)
+    harness.broker.create_topic(topics.history, 1)
+    configs = {"cleanup.policy": "compact"}
+    if lag is not None:
+        configs["min.compaction.lag.ms"] = lag
+    harness.broker.configs[topics.history] = configs
+    assert harness.run() == EXIT_OK
+    lines = harness.logged(events.CHANGELOG_COMPACTION_LAG_SHORT)
+    expected = int(lag or "0")
+    assert [(x["min_compaction_lag_ms"], x["recommended_ms"]) for x in lines] == (
+        [(expected, 86_400_000)] if warned else []
+    )
+
+
 def test_a_changelog_whose_settings_cannot_be_read_is_a_warning(harness: Harness) -> None:
     """Without DescribeConfigs permission kafka-python returns no settings: the service starts
     and says what to check."""
