@@ -30,9 +30,10 @@ _TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
 # written ahead of the committed offset (runtime/restore.py); while commits fail, compaction must
 # not remove a key's older record in favour of one the restore would skip. The day is the time
 # the on-call has to restore commits (Her2ConsumerCommitFailures) before that can happen.
-CHANGELOG_CONFIGS: Final = {"cleanup.policy": "compact", "min.compaction.lag.ms": "86400000"}
-_FOR_EVER: Final = "-1"
 _LAG: Final = "min.compaction.lag.ms"
+CHANGELOG_CONFIGS: Final = {"cleanup.policy": "compact", _LAG: "86400000"}
+_RETENTION: Final = ("retention.ms", "retention.bytes")  # what "delete" deletes by
+_FOR_EVER: Final = "-1"
 
 log = get_logger("her2.service")
 
@@ -137,7 +138,7 @@ def check_changelog_retention(admin: Admin, topic: str) -> None:
     the settings cannot be read (no DescribeConfigs permission: kafka-python returns nothing),
     and when its min.compaction.lag.ms is below the day the service sets (a changelog created
     before it set one, or by someone else)."""
-    keys = ("cleanup.policy", "retention.ms", "retention.bytes", _LAG)
+    keys = ("cleanup.policy", *_RETENTION, _LAG)
     resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict.fromkeys(keys))
     found = admin.describe_configs([resource], config_filter="all").get("topic", {}).get(topic)
     values = {key: entry.get("value") for key, entry in (found or {}).items()}
@@ -146,7 +147,7 @@ def check_changelog_retention(admin: Admin, topic: str) -> None:
         log.warning(events.CHANGELOG_CONFIG_UNREAD, topic=topic)
         return
     policies = {part.strip() for part in policy.split(",")}
-    finite = [k for k in keys[1:3] if "delete" in policies and values.get(k) != _FOR_EVER]
+    finite = [k for k in _RETENTION if "delete" in policies and values.get(k) != _FOR_EVER]
     if "compact" not in policies or finite:
         raise ConfigError(
             f"HER2_HISTORY_TOPIC {topic} has cleanup.policy={policy}"
