@@ -16,11 +16,15 @@ from consumer.runtime.kafka import (
     KafkaProducer,
     Producer,
 )
-from consumer.runtime.kafka.quirks import disable_topic_auto_creation
+from consumer.runtime.kafka.quirks import close_failed_connect_sockets, disable_topic_auto_creation
 
 
 class KafkaClients:
-    """The real clients (the `Clients` Protocol), never auto-creating topics."""
+    """The real clients (the `Clients` Protocol), never auto-creating topics, closing the socket
+    of a failed connect (quirks.close_failed_connect_sockets)."""
+
+    def __init__(self) -> None:
+        close_failed_connect_sockets()
 
     def admin(self, **config: Any) -> Admin:
         """A KafkaAdminClient (connects at once)."""
