@@ -97,14 +97,14 @@ class Gauges:
         """Consumer lag per owned partition (end offset minus the next offset to process),
         held-back partitions included."""
         partitions = self.table.owned()
-        if not partitions:
-            # nothing to ask the broker: no evidence either way (a member left without
-            # partitions after an outage must not stay "broker unreachable" for good)
-            self.broker_answered = True
-            return
+        # a member without partitions asks for the end of the input's first partition instead:
+        # the broker's answer is all the readiness probe needs (librdkafka revokes a member's
+        # partitions when its session times out in an outage; asking nothing, such a member
+        # reported ready while the broker was away)
+        asked = partitions or [TopicPartition(self.settings.topics.input, 0)]
         try:
             ends = self.consumer.end_offsets(
-                partitions, timeout_ms=self.settings.tuning.request_timeout_ms
+                asked, timeout_ms=self.settings.tuning.request_timeout_ms
             )
         except BrokerError as exc:
             self.broker_answered = False

@@ -5,6 +5,7 @@ offset unreadable; Her2ConsumerPartitionPositionUnknown)."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import Harness
 from fakes import FakeBroker
 from kafka.errors import KafkaTimeoutError
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from consumer.config import Settings
 from consumer.ops.metrics import Metrics
 from consumer.runtime.gauges import Gauges
+from consumer.runtime.kafka.mapping import MappedConsumer
 from consumer.runtime.partitions import PartitionTable
 from consumer.service import EXIT_OK
 
@@ -44,13 +46,22 @@ def test_a_partition_with_a_position_is_not_flagged(harness: Harness) -> None:
     assert seen == {"her2_consumer_position_unknown": 0.0, "her2_consumer_lag_records": 0.0}
 
 
-def test_a_member_without_partitions_is_no_evidence_of_an_unreachable_broker() -> None:
-    """The lag refresh is the readiness probe of the broker (runtime/loop.py follow_broker): a
-    member left without partitions after an outage asks the broker nothing, so the last failure
-    must not keep it 'broker unreachable' for good."""
+@pytest.mark.parametrize(("answers", "answered"), [(True, True), (False, False)])
+def test_a_member_without_partitions_asks_the_broker_for_its_readiness(
+    answers: bool, answered: bool
+) -> None:
+    """The lag refresh is the readiness probe of the broker (runtime/loop.py follow_broker). A
+    member without partitions (librdkafka revokes them when the session times out in an
+    outage) asks for the end of the input's first partition: ready once the broker answers,
+    not while it is away."""
     metrics = Metrics(CollectorRegistry(), "t")
     table = PartitionTable("in", metrics, lambda *_: None)
-    gauges = Gauges(Settings(), FakeBroker().consumer(), table, metrics)
-    gauges.broker_answered = False
+    broker = FakeBroker()
+    settings = Settings()
+    broker.create_topic(settings.topics.input, 1)
+    if not answers:
+        broker.script("end_offsets", KafkaTimeoutError())
+    gauges = Gauges(settings, MappedConsumer(broker.consumer(group_id="g")), table, metrics)
+    gauges.broker_answered = not answered
     gauges.refresh_lag()
-    assert gauges.broker_answered is True
+    assert gauges.broker_answered is answered
