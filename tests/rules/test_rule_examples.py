@@ -176,8 +176,16 @@ def _cycle(doc: dict[str, Any]) -> None:
     )
 
 
-def _flip_first_example(doc: dict[str, Any]) -> None:
-    doc["examples"][0]["fires"] = not doc["examples"][0]["fires"]
+def _flip_example(index: int) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        doc["examples"][index]["fires"] = not doc["examples"][index]["fires"]
+
+    return change
+
+
+# A quiet example of a rule with two of each flipped: the rule still has a firing and a quiet
+# example, so the load gets past that check to the comparison of each example's outcome.
+FAILING_EXAMPLE = _edit("tc-her2-status-not-final.yaml", _flip_example(2))
 
 
 BROKEN = [
@@ -190,7 +198,8 @@ BROKEN = [
     pytest.param(_edit("rt-all-zero.yaml", lambda d: _set_leaf(d, 1, fact="decisive_sample_count", op="is_true")), ("rt-all-zero.yaml",), id="wrong-kind-is-true-on-int"),
     pytest.param(_edit("rt-discordant.yaml", lambda d: d.__setitem__("when", {"fact": "discordance_detail", "op": "not_null"})), ("rt-discordant.yaml",), id="text-fact-in-condition"),
     pytest.param(_edit("dg-assay.yaml", lambda d: d["evidence"].append("S99")), ("dg-assay.yaml",), id="unknown-citation"),
-    pytest.param(_edit("dg-assay.yaml", _flip_first_example), ("dg-assay.yaml",), id="failing-example"),
+    pytest.param(FAILING_EXAMPLE, ("tc-her2-status-not-final.yaml",), id="failing-example"),
+    pytest.param(_edit("dg-assay.yaml", _flip_example(0)), ("dg-assay.yaml",), id="examples-without-a-firing-case"),
     pytest.param(_edit("dg-ish-only.yaml", lambda d: d["examples"][0].__setitem__("severity", "CRITICAL")), ("dg-ish-only.yaml",), id="failing-example-severity"),
     pytest.param(_edit("dg-assay.yaml", lambda d: d["examples"][0]["facts"].__setitem__("no_such_fact", True)), ("dg-assay.yaml",), id="example-names-unknown-fact"),
     pytest.param(_edit("rt-conversion.yaml", lambda d: d.__setitem__("detail", "Samples: {conversion_details}.")), ("rt-conversion.yaml",), id="placeholder-unknown-fact"),
@@ -234,6 +243,18 @@ class TestBrokenRuleFolder:
         with pytest.raises(RuleSetError) as info:
             load_ruleset(rules_copy)
         assert _names_a_file(str(info.value), files), str(info.value)
+
+    def test_a_failing_example_is_caught_by_running_it(self, rules_copy: Path) -> None:
+        """The `failing-example` row is refused by the comparison of the example's outcome with
+        what the rule gives (check_examples), not by the shape check that every rule has a
+        firing and a quiet example: the message says what was expected and what came."""
+        FAILING_EXAMPLE(rules_copy)
+        path = rules_copy / "alerts" / "tc-her2-status-not-final.yaml"
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert {e["fires"] for e in doc["examples"]} == {True, False}, "the shape check passes"
+        expected = "tc-her2-status-not-final.yaml: example 2 (HER2-low is final) expected fires=True, got False"
+        with pytest.raises(RuleSetError, match=re.escape(expected)):
+            load_ruleset(rules_copy)
 
     @pytest.mark.parametrize(("mutate", "files"), BROKEN)
     def test_rules_check_exits_non_zero(self, rules_copy: Path, mutate: Mutation, files: tuple[str, ...]) -> None:

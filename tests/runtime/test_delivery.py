@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import pytest
+import structlog
 from conftest import Harness
 from fakes import FakeBroker
 from kafka.errors import (
@@ -18,7 +19,13 @@ from kafka.errors import (
     ProducerFencedError,
     UnknownMemberIdError,
 )
+from prometheus_client import CollectorRegistry
 
+from consumer.config import Settings
+from consumer.ops.metrics import Metrics
+from consumer.runtime.delivery import AtLeastOnce
+from consumer.runtime.kafka.producer import ProducerHandle
+from consumer.runtime.records import Backoff, Output
 from consumer.service import EXIT_CONFIG, EXIT_FAILURE, EXIT_FENCED, EXIT_OK
 
 
@@ -76,6 +83,47 @@ class TestAtLeastOnce:
         assert harness.value("her2_consumer_publish_retries_total") == 1
         assert harness.logged("producer replaced after a failed publish attempt")
         assert harness.broker.committed
+
+    def test_each_re_send_waits_out_its_back_off_after_saying_so(self) -> None:
+        """Outputs not acknowledged are re-sent after the back-off's delay for the attempt (a
+        broker refusing writes is not hammered) and after the warning the runbooks send
+        operators to (`outputs not acknowledged; re-sending`, with the attempt and the wait)."""
+        broker = FakeBroker()
+        broker.create_topic("out", 1)
+        settings = Settings(publish_retries=2)
+        broker.script("ack:out", KafkaTimeoutError("expired"), KafkaTimeoutError("expired"))
+
+        def sleep(seconds: float) -> None:
+            broker.events.append(("sleep", seconds))
+
+        delivery = AtLeastOnce(
+            ProducerHandle(broker, settings, "test"),  # type: ignore[arg-type]
+            broker.consumer(group_id="g"),  # type: ignore[arg-type]
+            settings,
+            Metrics(CollectorRegistry(), "t"),
+            lambda: None,
+            backoff=Backoff((0.25, 0.75)),
+            sleep=sleep,
+        )
+        with structlog.testing.capture_logs() as logs:
+            delivery.publish([Output("out", b"k", b"v")])
+        assert broker.events == [
+            ("send", "out"),
+            ("nack", "out"),
+            ("sleep", 0.25),
+            ("send", "out"),
+            ("nack", "out"),
+            ("sleep", 0.75),
+            ("send", "out"),
+            ("ack", "out"),
+        ]
+        resent = [
+            (line["attempt"], line["count"], line["error_type"], line["seconds"])
+            for line in logs
+            if line["event"] == "outputs not acknowledged; re-sending"
+        ]
+        assert resent == [(1, 1, "KafkaTimeoutError", 0.25), (2, 1, "KafkaTimeoutError", 0.75)]
+        assert [r.value for r in broker.records("out")] == [b"v"]
 
     def test_a_commit_refused_by_a_rebalance_is_counted_not_fatal(self, harness: Harness) -> None:
         harness.publish(3)

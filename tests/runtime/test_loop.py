@@ -8,6 +8,7 @@ tests/unit/test_service_poll.py."""
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from typing import Any
@@ -17,13 +18,15 @@ from conftest import Harness
 from kafka.errors import IllegalStateError, KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
+from consumer.avro.codec import Decoder
 from consumer.config import Settings
-from consumer.errors import BrokerError
+from consumer.errors import BrokerError, RegistryError
 from consumer.ops.metrics import Metrics
 from consumer.runtime.delivery import AtLeastOnce
+from consumer.runtime.kafka import TopicPartition
 from consumer.runtime.kafka.mapping import MappedConsumer
 from consumer.runtime.loop import Loop
-from consumer.runtime.records import Backoff, Batch
+from consumer.runtime.records import REGISTRY_BACKOFF, Backoff, Batch
 from consumer.service import EXIT_OK
 
 
@@ -163,3 +166,39 @@ def test_the_lag_refresh_after_a_batch_follows_a_beat(harness: Harness) -> None:
     after = [n for n in at["end_offsets"] if n >= commit]
     assert after, at
     assert after[0] > commit, "a beat between the commit and the lag refresh"
+
+
+def test_a_committed_batch_resets_its_partitions_registry_back_off(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition waits out an unreachable registry with a growing back-off (the record is
+    retried, never dead-lettered); a committed batch of the partition shows the registry
+    answers again, so its next outage starts from the first delay, not from where the last one
+    left off. Batches of 2: record 0 fails twice, record 4 once."""
+    harness.configure(max_poll_records=2)
+    harness.publish(6)
+    values = [r.value for r in harness.broker.records(harness.settings.topics.input)]
+    failures = collections.Counter({values[0]: 2, values[4]: 1})
+    decode = Decoder.decode
+
+    def flaky(self: Decoder, value: bytes) -> Any:
+        if failures[value] > 0:
+            failures[value] -= 1
+            raise RegistryError("schema registry unreachable")
+        return decode(self, value)
+
+    attempts: list[int] = []  # the registry back-off's attempt number at each wait
+    delay = Backoff.delay
+
+    def recorded(self: Backoff, attempt: int) -> float:
+        if self is not REGISTRY_BACKOFF:
+            return delay(self, attempt)
+        attempts.append(attempt)
+        return 0.0  # no real wait
+
+    monkeypatch.setattr(Decoder, "decode", flaky)
+    monkeypatch.setattr(Backoff, "delay", recorded)
+    assert harness.run() == EXIT_OK
+    assert attempts == [0, 1, 0]
+    assert harness.broker.committed == {TopicPartition(harness.settings.topics.input, 0): 6}
+    assert len(harness.logged("schema registry unavailable; record will be retried")) == 3

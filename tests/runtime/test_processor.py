@@ -16,6 +16,8 @@ from conftest import pipeline
 
 from consumer.avro.codec import Encoder
 from consumer.avro.outputs import Codecs
+from consumer.clinical.model import Outcome
+from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.validate import MAX_ITEMS, MAX_TEXT
 from consumer.config import Settings
 from consumer.errors import BrokerError, RegistryError, StateStoreError
@@ -26,7 +28,7 @@ from consumer.runtime.processor import Processor
 from consumer.runtime.records import Output
 from consumer.runtime.results import DeadLettered, Processed, Retry
 from consumer.state.backends import DISK, StateDir, open_states
-from consumer.state.store import HistoryStore
+from consumer.state.store import Checkpoint, HistoryStore
 from consumer.tools.synthetic import SyntheticGenerator
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
@@ -51,6 +53,22 @@ def _final_event() -> dict[str, Any]:
     return next(e for e in SyntheticGenerator(seed=2).events(50) if e["report_status"] == "FINAL")
 
 
+class _RecordingStore(HistoryStore):
+    """A store that records every call that reads or changes a patient's state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.touched: list[str] = []
+
+    def checkpoint(self, patient_id: str) -> Checkpoint:
+        self.touched.append("checkpoint")
+        return super().checkpoint(patient_id)
+
+    def apply(self, event: dict[str, Any], pipeline: Pipeline) -> Outcome:
+        self.touched.append("apply")
+        return super().apply(event, pipeline)
+
+
 def test_a_valid_record_is_processed_into_a_classification_and_its_alerts() -> None:
     processor = _processor()
     result = processor.process(TopicPartition("in", 0), _record(_final_event()), HistoryStore())
@@ -69,6 +87,48 @@ def test_an_output_that_cannot_fit_dead_letters_the_record_and_rolls_back() -> N
     headers = dict(result.output.headers)
     assert headers["her2.errors.exception.class.name"] == b"OutputTooLarge", "a DLQ contract"
     assert store.take_dirty() == [], "a dead-lettered event leaves no trace in the history"
+
+
+def test_a_bug_after_the_history_changed_dead_letters_the_record_and_rolls_back() -> None:
+    """A bug raised once the patient's state has changed (here the real apply runs, then the
+    call raises) dead-letters the record as a processing error, and nothing of the record stays
+    in the store: no changelog record, and the patient's next record is evaluated as if the
+    failed one had never come. (The patient's FINAL report fires TDXD-POSITIVE-EARLY; its
+    AMENDED report resolves that finding only if the FINAL one is in the history.)"""
+    final, amended = SyntheticGenerator(seed=1).patient(2)
+    patient = final["patient_id"]
+    assert (final["report_status"], amended["report_status"]) == ("FINAL", "AMENDED")
+    processor = _processor()
+    tp = TopicPartition("in", 0)
+
+    reference = HistoryStore()  # both records processed: the AMENDED one resolves the finding
+    processor.process(tp, _record(final, offset=3), reference)
+    resolved = processor.process(tp, _record(amended, offset=4), reference)
+    assert isinstance(resolved, Processed)
+    assert ("TDXD_ELIGIBILITY", "TDXD-POSITIVE-EARLY", "RESOLVED") in resolved.alerts
+
+    store = HistoryStore()
+    apply = store.apply
+    changed: list[bool] = []
+
+    def mutates_then_raises(event: dict[str, Any], pipeline: Pipeline) -> Outcome:
+        apply(event, pipeline)
+        changed.append(store.get(patient) is not None)
+        raise RuntimeError("a bug after the history changed")
+
+    store.apply = mutates_then_raises  # type: ignore[method-assign]
+    result = processor.process(tp, _record(final, offset=3), store)
+    del store.apply  # the real apply again
+    assert changed == [True], "the state had changed when the bug struck"
+    assert isinstance(result, DeadLettered)
+    assert (result.stage, result.reason) == ("process", "processing-error")
+    assert dict(result.output.headers)["her2.errors.exception.class.name"] == b"RuntimeError"
+    assert store.get(patient) is None, "the failed record left no state behind"
+    assert store.take_dirty() == [], "nor any changelog record"
+
+    later = processor.process(tp, _record(amended, offset=4), store)
+    assert isinstance(later, Processed)
+    assert later.alerts == [], "evaluated without the failed FINAL report: nothing to resolve"
 
 
 def test_an_undecodable_record_is_dead_lettered_with_its_reason() -> None:
@@ -97,10 +157,10 @@ def test_a_broker_error_reading_the_partition_count_is_a_retry_not_a_dead_letter
     processor = Processor(
         settings, pipeline(), Codecs.build(settings, None), unanswered, lambda: NOW
     )
-    store = HistoryStore()
+    store = _RecordingStore()
     result = processor.process(TopicPartition("in", 0), _record(_final_event()), store)
     assert isinstance(result, Retry)
-    assert store.take_dirty() == [], "nothing of the record is in the history"
+    assert store.touched == [], "the partition count is read before the history is touched"
 
 
 def test_a_broker_refusing_the_partition_count_for_good_is_raised() -> None:
@@ -111,10 +171,10 @@ def test_a_broker_refusing_the_partition_count_for_good_is_raised() -> None:
 
     settings = Settings()
     processor = Processor(settings, pipeline(), Codecs.build(settings, None), refused, lambda: NOW)
-    store = HistoryStore()
+    store = _RecordingStore()
     with pytest.raises(BrokerError):
         processor.process(TopicPartition("in", 0), _record(_final_event()), store)
-    assert store.take_dirty() == [], "nothing of the record is in the history"
+    assert store.touched == [], "the partition count is read before the history is touched"
 
 
 def test_the_largest_valid_event_has_outputs_that_fit() -> None:

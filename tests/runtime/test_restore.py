@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import itertools
 
 from conftest import Harness
 from fakes import FakeBroker
@@ -409,3 +410,21 @@ def test_a_restore_tells_the_liveness_probe_it_is_turning(harness: Harness) -> N
     assert harness.run() == EXIT_FAILURE  # the stalled changelog is never read to its end
     assert len(restore_polls) > 2
     assert restore_polls[-1] > restore_polls[0], "the restore beats while it reads"
+
+
+def test_each_committed_offset_fetch_of_a_restore_follows_a_beat(harness: Harness) -> None:
+    """At-least-once, a restore fetches the group's committed offset of each partition it
+    restores (the offset guard), each fetch a wait of up to HER2_REQUEST_TIMEOUT_MS:
+    docs/operations.md promises /healthz a beat before each bounded wait, so that its stall
+    limit covers one such wait, not the sum over the partitions of a large assignment."""
+    harness.broker.create_topic(harness.settings.topics.input, 3)
+    harness.publish(6)
+    at_fetch: list[int] = []  # the beats so far at each committed-offset fetch
+
+    def fetch() -> None:
+        at_fetch.append(harness.health.beats)
+
+    harness.broker.script("committed", *([fetch] * 10))
+    assert harness.run() == EXIT_OK
+    assert len(at_fetch) == 3, "one fetch per restored partition"
+    assert all(b > a for a, b in itertools.pairwise(at_fetch)), f"a beat before each: {at_fetch}"

@@ -1,0 +1,180 @@
+"""The start-up preflight's diagnosis (consumer/runtime/kafka/preflight.py). kafka-python raises
+only a timeout when it cannot bootstrap; the exceptions it logs on the way say why. Synthetic
+ones, logged as kafka-python 3.0.12 logs them (`kafka.net.manager`: "Connection failed: %s"),
+must give the right `reason` (the log line's field) and a message that names the variables to
+check, and never a password, even one an exception's text carried."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+import pytest
+import structlog
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError, SaslAuthenticationFailedError
+
+from consumer.config import KafkaSecurity, Settings
+from consumer.errors import KafkaConnectError
+from consumer.runtime.kafka.preflight import _ConnectionFailures, connect_admin
+
+PASSWORD = "s3cret-PASSWORD-marker"  # noqa: S105 - a marker to search output for
+SETTINGS = Settings(
+    bootstrap_servers="kafka-0.example:9093",
+    security=KafkaSecurity(
+        protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="her2-consumer",
+        sasl_password=PASSWORD,
+        ssl_cafile="/etc/her2/kafka/ca.crt",
+    ),
+)
+SASL_VARIABLES = ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")
+TLS_VARIABLES = ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CHECK_HOSTNAME")
+
+
+def _sasl_failure() -> BaseException:
+    # the text of a broker's refusal, with the password in it: never to be echoed
+    return SaslAuthenticationFailedError(
+        f"Authentication failed during authentication due to invalid credentials with SASL "
+        f"mechanism SCRAM-SHA-512 (password {PASSWORD})"
+    )
+
+
+def _untrusted_certificate() -> BaseException:
+    return ssl.SSLCertVerificationError(
+        1,
+        "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local "
+        "issuer certificate (_ssl.c:1006)",
+    )
+
+
+def _wrapped_untrusted_certificate() -> BaseException:
+    """A connection error whose cause is the failed verification (the chain is followed)."""
+    try:
+        try:
+            raise _untrusted_certificate()
+        except ssl.SSLError as exc:
+            raise KafkaConnectionError("connection failed during the TLS handshake") from exc
+    except KafkaConnectionError as outer:
+        return outer
+
+
+def _wrong_tls_version() -> BaseException:
+    return ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")
+
+
+def _connection_refused() -> BaseException:
+    return ConnectionRefusedError(111, "Connection refused")
+
+
+def _kafka_connection_refused() -> BaseException:
+    return KafkaConnectionError("111 ECONNREFUSED")
+
+
+# (failure, reason, variables the message names, variables it must not name)
+CASES = [
+    pytest.param(_sasl_failure, "sasl-authentication", SASL_VARIABLES, TLS_VARIABLES, id="sasl"),
+    pytest.param(
+        _untrusted_certificate, "tls", TLS_VARIABLES, SASL_VARIABLES, id="certificate-verify"
+    ),
+    pytest.param(
+        _wrapped_untrusted_certificate,
+        "tls",
+        TLS_VARIABLES,
+        SASL_VARIABLES,
+        id="certificate-verify-as-cause",
+    ),
+    pytest.param(_wrong_tls_version, "tls", TLS_VARIABLES, SASL_VARIABLES, id="tls-other"),
+    pytest.param(
+        _connection_refused,
+        "unreachable",
+        ("KAFKA_BOOTSTRAP_SERVERS", "HER2_REQUEST_TIMEOUT_MS", "KAFKA_SECURITY_PROTOCOL"),
+        SASL_VARIABLES + TLS_VARIABLES,
+        id="connection-refused",
+    ),
+    pytest.param(
+        _kafka_connection_refused,
+        "unreachable",
+        ("KAFKA_BOOTSTRAP_SERVERS", "HER2_REQUEST_TIMEOUT_MS", "KAFKA_SECURITY_PROTOCOL"),
+        SASL_VARIABLES + TLS_VARIABLES,
+        id="kafka-connection-refused",
+    ),
+]
+
+
+def _logged(failures: _ConnectionFailures, exc: BaseException) -> None:
+    """Hand `exc` to the handler as kafka-python's bootstrap logs a failed connection."""
+    record = logging.LogRecord(
+        "kafka.net.manager", logging.ERROR, __file__, 0, "Connection failed: %s", (exc,), None
+    )
+    failures.emit(record)
+
+
+@pytest.mark.parametrize(("failure", "reason", "named", "not_named"), CASES)
+def test_diagnose_tells_the_reason_and_the_variables_to_check(
+    failure: Any, reason: str, named: tuple[str, ...], not_named: tuple[str, ...]
+) -> None:
+    failures = _ConnectionFailures()
+    _logged(failures, failure())
+    got, message = failures.diagnose(SETTINGS)
+    assert got == reason
+    for variable in named:
+        assert variable in message, (variable, message)
+    for variable in not_named:
+        assert variable not in message, (variable, message)
+    assert PASSWORD.lower() not in message.lower()
+    assert "KAFKA_BOOTSTRAP_SERVERS=kafka-0.example:9093" in message
+
+
+def test_an_untrusted_certificate_is_said_to_be_untrusted() -> None:
+    failures = _ConnectionFailures()
+    _logged(failures, _untrusted_certificate())
+    assert "the broker's certificate is not trusted" in failures.diagnose(SETTINGS)[1]
+    other = _ConnectionFailures()
+    _logged(other, _wrong_tls_version())
+    assert "not trusted" not in other.diagnose(SETTINGS)[1]
+
+
+def test_a_sasl_failure_names_the_mechanism_and_wins_over_a_tls_error() -> None:
+    """A SASL_SSL listener can log both on the way (a first attempt's handshake cut short):
+    the refusal of the credentials is what to fix."""
+    failures = _ConnectionFailures()
+    _logged(failures, _wrong_tls_version())
+    _logged(failures, _sasl_failure())
+    reason, message = failures.diagnose(SETTINGS)
+    assert reason == "sasl-authentication"
+    assert "KAFKA_SASL_MECHANISM=SCRAM-SHA-512" in message
+
+
+def test_nothing_logged_is_unreachable() -> None:
+    assert _ConnectionFailures().diagnose(SETTINGS)[0] == "unreachable"
+
+
+class _RefusingClients:
+    """An admin constructor that logs `exc` through kafka-python's logger, then times out."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def admin(self, **config: Any) -> Any:
+        logging.getLogger("kafka.net.manager").error("Connection failed: %s", self.exc)
+        raise KafkaTimeoutError("Unable to bootstrap from kafka-0.example:9093")
+
+
+@pytest.mark.parametrize(("failure", "reason", "named", "not_named"), CASES)
+def test_connect_admin_logs_the_reason_and_raises_the_message(
+    failure: Any, reason: str, named: tuple[str, ...], not_named: tuple[str, ...]
+) -> None:
+    """Through connect_admin: its handler on the `kafka` logger sees what kafka-python logs;
+    the log line carries the reason, the error names the variables; neither the password."""
+    handlers = list(logging.getLogger("kafka").handlers)
+    with structlog.testing.capture_logs() as logs, pytest.raises(KafkaConnectError) as raised:
+        connect_admin(_RefusingClients(failure()), SETTINGS, "test")  # type: ignore[arg-type]
+    [line] = [line for line in logs if line["event"] == "cannot connect to Kafka"]
+    assert (line["reason"], line["error_type"]) == (reason, "KafkaTimeoutError")
+    assert PASSWORD.lower() not in repr(line).lower()
+    message = str(raised.value)
+    assert all(variable in message for variable in named), message
+    assert PASSWORD.lower() not in message.lower()
+    assert logging.getLogger("kafka").handlers == handlers, "the handler is removed afterwards"
