@@ -432,3 +432,117 @@ class TestRangeChecks:
         mutate(json_event)
         event = avro_event(json_event)
         assert check_event(event) is event
+
+
+# -- JSON types of integer and number fields (the JSON path) ------------------------------------
+
+
+class TestJsonNumbers:
+    """JSON has one number type and booleans; the converter gives Avro int/long fields Python
+    ints and double fields floats, and refuses anything else naming the field (an InvalidEvent,
+    never a TypeError later in the range checks or classification)."""
+
+    @pytest.mark.parametrize(
+        ("fields", "message"),
+        [
+            pytest.param(
+                {"her2_ish": {"cells_counted": "forty"}},
+                "her2_ish.cells_counted: must be an integer",
+                id="int-field-string",
+            ),
+            pytest.param(
+                {"her2_ish": {"cells_counted": True}},
+                "her2_ish.cells_counted: must be an integer",
+                id="int-field-bool",
+            ),
+            pytest.param(
+                {"her2_ish": {"cells_counted": 40.0}},
+                "her2_ish.cells_counted: must be an integer",
+                id="int-field-float",
+            ),
+            pytest.param(
+                {"her2_ish": {"recount_group": "3"}},
+                "her2_ish.recount_group: must be an integer",
+                id="recount-group-string",
+            ),
+            pytest.param(
+                {"specimen": {"site": "PRIMARY_BREAST", "cold_ischemia_minutes": 30.5}},
+                "specimen.cold_ischemia_minutes: must be an integer",
+                id="cold-ischaemia-float",
+            ),
+            pytest.param(
+                {"clinical_context": {"metastatic_chemotherapy_lines": False}},
+                "clinical_context.metastatic_chemotherapy_lines: must be an integer",
+                id="treatment-lines-bool",
+            ),
+            pytest.param(
+                {"specimen": {"site": "PRIMARY_BREAST", "fixation_hours": "24"}},
+                "specimen.fixation_hours: must be a number",
+                id="number-field-string",
+            ),
+            pytest.param(
+                {"her2_ihc": {"score": "ONE_PLUS", "percent_cells_stained": True}},
+                "her2_ihc.percent_cells_stained: must be a number",
+                id="number-field-bool",
+            ),
+            pytest.param(
+                {"prior_her2_results": [{"her2_ish": {"her2_cep17_ratio": "2.5"}}]},
+                "prior_her2_results[0].her2_ish.her2_cep17_ratio: must be a number",
+                id="number-field-string-in-a-prior-entry",
+            ),
+        ],
+    )
+    def test_wrong_json_type_is_refused_naming_the_field(self, fields: Event, message: str) -> None:
+        with pytest.raises(InvalidEvent) as caught:
+            JsonConverter().convert({**copy.deepcopy(_JSON), **fields})
+        assert (caught.value.stage, caught.value.reason) == ("validate", "schema-validation")
+        assert str(caught.value) == message
+
+    @pytest.mark.parametrize(
+        ("fields", "path", "expected"),
+        [
+            pytest.param(
+                {"her2_ish": {"cells_counted": 40}}, ("her2_ish", "cells_counted"), 40, id="int"
+            ),
+            pytest.param(
+                {"specimen": {"fixation_hours": 24}},
+                ("specimen", "fixation_hours"),
+                24.0,
+                id="int-for-a-number",
+            ),
+            pytest.param(
+                {"her2_ihc": {"percent_cells_stained": 30.5}},
+                ("her2_ihc", "percent_cells_stained"),
+                30.5,
+                id="float",
+            ),
+        ],
+    )
+    def test_json_numbers_take_the_avro_type(
+        self, fields: Event, path: tuple[str, str], expected: float
+    ) -> None:
+        event = check_event(JsonConverter().convert({**copy.deepcopy(_JSON), **fields}))
+        value = event[path[0]][path[1]]
+        assert value == expected
+        assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_at_the_limit_is_accepted_on_the_json_path(case: str) -> None:
+    """MAX_TEXT characters and MAX_ITEMS items are allowed on the JSON path too (one more is
+    refused, test_over_the_limit_is_refused_on_the_json_path)."""
+    mutate, _ = HOSTILE[case]
+    json_event = copy.deepcopy(_JSON)
+    mutate(json_event, 0)
+    event = JsonConverter().convert(json_event)
+    assert check_event(event) is event
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_over_the_limit_is_refused_on_the_json_path(case: str) -> None:
+    mutate, path = HOSTILE[case]
+    json_event = copy.deepcopy(_JSON)
+    mutate(json_event, 1)
+    with pytest.raises(InvalidEvent) as caught:
+        JsonConverter().convert(json_event)
+    assert str(caught.value).startswith(f"{path}: must be "), str(caught.value)[:200]
