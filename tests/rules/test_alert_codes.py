@@ -616,6 +616,26 @@ def test_tc_her2_status_not_final(pipeline: Pipeline, ev: Record, severity: str 
 
 
 @pytest.mark.parametrize(
+    ("code", "ev", "severity", "text"),
+    [
+        pytest.param("TC-HER2-TARGETED-NOT-POSITIVE", event(clinical_context=planned("Tukysa")), "CRITICAL", "Planned: tucatinib. HER2 category LOW is HER2-negative", id="targeted-brand-name-normalised"),
+        pytest.param("TC-HER2-TARGETED-NOT-POSITIVE", event(clinical_context=planned("trastuzumab + pertuzumab")), "CRITICAL", "Planned: pertuzumab, trastuzumab.", id="targeted-worked-example-1-both-drugs"),
+        pytest.param("TC-HER2-TARGETED-NOT-POSITIVE", event(clinical_context=planned("Kadcyla", "letrozole")), "CRITICAL", "Planned: ado-trastuzumab emtansine.", id="targeted-other-drugs-left-out"),
+        pytest.param("TC-HER2-STATUS-NOT-FINAL", event(her2_ihc=ihc("TWO_PLUS"), clinical_context=planned("trastuzumab")), "WARNING", "Planned trastuzumab; HER2 category is EQUIVOCAL.", id="not-final-trastuzumab"),
+        pytest.param("TC-HER2-STATUS-NOT-FINAL", event(her2_ihc=ihc(None), clinical_context=planned("Phesgo")), "WARNING", "Planned pertuzumab, trastuzumab; HER2 category is UNSCORED.", id="not-final-phesgo-both-drugs"),
+        pytest.param("TC-HER2-STATUS-NOT-FINAL", event(her2_ihc=None, clinical_context=planned("Enhertu")), "WARNING", "Planned fam-trastuzumab deruxtecan-nxki; HER2 category is MISSING.", id="not-final-tdxd"),
+    ],
+)
+def test_therapy_cautions_name_the_planned_drugs(pipeline: Pipeline, code: str, ev: Record, severity: str, text: str) -> None:
+    """Section 5: the detail names the facts it used; for a therapy caution, the planned HER2
+    drugs it warns about (normalised names, 5.2), never 'not documented' when a drug is planned."""
+    alert = check(pipeline, code, ev, severity)
+    assert alert is not None
+    assert text in alert["detail"], alert["detail"]
+    assert "not documented" not in alert["detail"]
+
+
+@pytest.mark.parametrize(
     ("ev", "severity"),
     [
         pytest.param(met_event(her2_ihc=ultralow(), er=ER_NEG, pr=PR_NEG, clinical_context=planned("Enhertu", setting="METASTATIC", **LINES_1_CHEMO)), "WARNING", id="fires-worked-example-3"),
