@@ -891,6 +891,24 @@ def test_rt_preanalytic(pipeline: Pipeline, ev: Record, severity: str | None) ->
 
 
 @pytest.mark.parametrize(
+    ("ev", "text"),
+    [
+        pytest.param(event(specimen=specimen(decalcified=True)), "HER2 category LOW on a specimen with: specimen decalcified.", id="decalcified"),
+        pytest.param(event(her2_ihc=ihc("ZERO"), specimen=specimen(fixation_hours=80.0)), "HER2 category NULL on a specimen with: fixation 80 h (outside 6-72 h).", id="fixed-80h"),
+        pytest.param(event(specimen=specimen(fixation_hours=5.9)), "on a specimen with: fixation 5.9 h (outside 6-72 h).", id="fixed-5.9h"),
+        pytest.param(event(specimen=specimen(cold_ischemia_minutes=61)), "on a specimen with: cold ischaemia 61 min (> 60 min).", id="cold-ischaemia-61"),
+        pytest.param(event(specimen=specimen(cold_ischemia_minutes=90, fixation_hours=72.5, decalcified=True)), "on a specimen with: cold ischaemia 90 min (> 60 min); fixation 72.5 h (outside 6-72 h); specimen decalcified.", id="all-three"),
+    ],
+)
+def test_rt_preanalytic_detail_names_the_problem(pipeline: Pipeline, ev: Record, text: str) -> None:
+    """The detail names what was wrong with the specimen's handling (section 5: a detail naming
+    the facts it used), with the measured value."""
+    alert = check(pipeline, "RT-PREANALYTIC", ev, "WARNING")
+    assert alert is not None
+    assert text in alert["detail"], alert["detail"]
+
+
+@pytest.mark.parametrize(
     ("ev", "severity"),
     [
         pytest.param(event(her2_ish=dual(2.5, 5.0)), "INFO", id="fires-1plus-group1"),
@@ -1095,6 +1113,24 @@ def test_dg_ish_workup_recount_disagrees(pipeline: Pipeline) -> None:
 )
 def test_dg_preanalytic(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "DG-PREANALYTIC", ev, severity)
+
+
+@pytest.mark.parametrize(
+    ("ev", "severity", "text"),
+    [
+        pytest.param(event(specimen=specimen(cold_ischemia_minutes=None)), "WARNING", "Specimen handling: cold ischaemia time not documented.", id="cold-missing"),
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), specimen=specimen(fixation_hours=None)), "INFO", "Specimen handling: fixation time not documented.", id="fixation-missing"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), specimen=None), "INFO", "Specimen handling: cold ischaemia time not documented; fixation time not documented.", id="no-specimen"),
+        pytest.param(event(her2_ihc=ihc(None), specimen=specimen(decalcified=True)), "INFO", "Specimen handling: specimen decalcified.", id="decalcified"),
+        pytest.param(event(her2_ihc=ihc("ZERO"), specimen=specimen(cold_ischemia_minutes=61, fixation_hours=None)), "WARNING", "Specimen handling: cold ischaemia 61 min (> 60 min); fixation time not documented.", id="out-of-range-and-missing"),
+    ],
+)
+def test_dg_preanalytic_detail_names_the_gap(pipeline: Pipeline, ev: Record, severity: str, text: str) -> None:
+    """The detail names which handling time is missing or out of range (section 5: a detail
+    naming the facts it used)."""
+    alert = check(pipeline, "DG-PREANALYTIC", ev, severity)
+    assert alert is not None
+    assert text in alert["detail"], alert["detail"]
 
 
 @pytest.mark.parametrize(
