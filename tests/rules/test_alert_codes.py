@@ -835,6 +835,30 @@ def test_rt_discordant_detail_lists_site_date_category(pipeline: Pipeline) -> No
         assert text in alert["detail"]
 
 
+REMEMBERED_S21_LOW = Sample("S21-1", "PRIMARY_BREAST", dt.date(2021, 3, 1), "LOW", "history")
+REMEMBERED_S20_EQUIVOCAL = Sample("S20-9", "PRIMARY_BREAST", dt.date(2020, 3, 1), "EQUIVOCAL", "history")  # not decisive: compared with nothing
+
+
+@pytest.mark.parametrize(
+    ("ev", "history", "severity"),
+    [
+        pytest.param(event(prior_her2_results=[prior("S21-1", her2_ihc=ihc("ZERO"))]), (REMEMBERED_S21_LOW,), None, id="quiet-stale-prior-entry-of-a-remembered-accession"),
+        pytest.param(event(), (Sample("S25-1001", "PRIMARY_BREAST", COLLECTED, "NULL", "history"),), None, id="quiet-remembered-sample-of-the-current-accession"),
+        pytest.param(event(prior_her2_results=[prior("S21-2", her2_ihc=ihc("ZERO"))]), (REMEMBERED_S21_LOW,), "INFO", id="fires-prior-entry-of-another-accession"),
+        pytest.param(event(her2_ihc=None, prior_her2_results=[prior(None, her2_ihc=ihc("ZERO")), prior(None, her2_ihc=ihc("ONE_PLUS"))]), (REMEMBERED_S20_EQUIVOCAL,), "INFO", id="fires-two-prior-entries-without-accession"),
+    ],
+)
+def test_rt_discordant_one_sample_per_accession(pipeline: Pipeline, ev: Record, history: tuple[Sample, ...], severity: str | None) -> None:
+    """A sample is one HER2 test (section 1): an accession the patient's history remembers is
+    that sample, and a prior entry for the same accession is not a second one (nor is a
+    remembered sample of the current accession, which the current report supersedes), so no
+    discordance of an accession with itself. Entries without an accession cannot be matched and
+    each stays a sample of its own. (Every row passes a history: without one, process() takes
+    the patient aggregate's path, which keys samples by accession itself.)"""
+    assert history
+    check(pipeline, "RT-DISCORDANT", ev, severity, history)
+
+
 @pytest.mark.parametrize(
     ("code", "ev", "severity"),
     [
