@@ -22,7 +22,21 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from consumer.clinical.classify import classify_sample
-from consumer.clinical.model import CATEGORIES, FINAL_REPORTS, HER2_NEGATIVE, Outcome
+from consumer.clinical.facts import ENUM_VALUES
+from consumer.clinical.model import (
+    ACTIVE,
+    ALERT_TYPES,
+    CATEGORIES,
+    FINAL_REPORTS,
+    HER2_NEGATIVE,
+    PATIENT,
+    REPORT,
+    REPORT_STATUSES,
+    RESOLVED,
+    RETRACTED,
+    SEVERITIES,
+    Outcome,
+)
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.rules import load_ruleset
 from consumer.clinical.therapies import TRADITIONAL_HER2, normalise_therapies, normalise_therapy
@@ -576,11 +590,27 @@ def test_recommendation_detector(text: str, flagged: bool) -> None:
     assert bool(recommends_traditional_her2(text)) is flagged
 
 
-@pytest.mark.parametrize("name", [PATHOLOGY_RESULT, HER2_ALERT, HER2_CLASSIFICATION])
-def test_schema_enums_match_the_model(name: str) -> None:
-    """Categories in the output schema are exactly the 10 categories of section 4."""
-    if name == HER2_CLASSIFICATION:
-        (category,) = [n for n in _walk(raw_schema(name)) if n.get("name") == "Her2Category"]
-        assert tuple(category["symbols"]) == CATEGORIES
-    else:
-        assert raw_schema(name)["type"] == "record"
+@pytest.mark.parametrize(
+    ("name", "enum_name", "expected"),
+    [
+        pytest.param(HER2_CLASSIFICATION, "Her2Category", CATEGORIES, id="classification-categories-section-4"),
+        pytest.param(PATHOLOGY_RESULT, "ReportStatus", REPORT_STATUSES, id="input-report-status"),
+        pytest.param(PATHOLOGY_RESULT, "ReportStatus", ENUM_VALUES["report_status"], id="input-report-status-rule-values"),
+        pytest.param(PATHOLOGY_RESULT, "DiseaseSetting", ENUM_VALUES["disease_setting"], id="input-disease-setting-rule-values"),
+        pytest.param(PATHOLOGY_RESULT, "IhcScore", ENUM_VALUES["ihc_score"], id="input-ihc-score-rule-values"),
+        pytest.param(HER2_ALERT, "AlertType", ALERT_TYPES, id="alert-types"),
+        pytest.param(HER2_ALERT, "Severity", SEVERITIES, id="alert-severities"),
+        pytest.param(HER2_ALERT, "AlertScope", frozenset({REPORT, PATIENT}), id="alert-scopes"),
+        pytest.param(HER2_ALERT, "AlertStatus", frozenset({ACTIVE, RESOLVED, RETRACTED}), id="alert-statuses"),
+    ],
+)
+def test_schema_enums_match_the_model(name: str, enum_name: str, expected: tuple[str, ...] | frozenset[str]) -> None:
+    """Each enum of the published schemas holds exactly the values the code uses: the 10
+    categories of section 4, the report statuses and the values rule conditions may compare
+    (facts.ENUM_VALUES, checked by the rule loader), and the alert types, severities (rules.py
+    loads rules against model.ALERT_TYPES / SEVERITIES), scopes and statuses an alert carries.
+    A tuple is compared in order."""
+    (node,) = [n for n in _walk(raw_schema(name)) if n.get("type") == "enum" and n.get("name") == enum_name]
+    symbols = node["symbols"]
+    assert (tuple(symbols) if isinstance(expected, tuple) else frozenset(symbols)) == expected
+
