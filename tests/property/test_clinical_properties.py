@@ -18,11 +18,25 @@ from typing import Any
 import fastavro
 import pytest
 from fastavro.validation import validate
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from consumer.clinical.classify import classify_sample
-from consumer.clinical.model import CATEGORIES, FINAL_REPORTS, HER2_NEGATIVE, Outcome
+from consumer.clinical.facts import ENUM_VALUES
+from consumer.clinical.model import (
+    ACTIVE,
+    ALERT_TYPES,
+    CATEGORIES,
+    FINAL_REPORTS,
+    HER2_NEGATIVE,
+    PATIENT,
+    REPORT,
+    REPORT_STATUSES,
+    RESOLVED,
+    RETRACTED,
+    SEVERITIES,
+    Outcome,
+)
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.rules import load_ruleset
 from consumer.clinical.therapies import TRADITIONAL_HER2, normalise_therapies, normalise_therapy
@@ -376,6 +390,10 @@ HER2_POSITIVE_ROUTES = frozenset({"TDXD-POSITIVE-DB03", "TDXD-POSITIVE-DB09", "T
 _HER2_THERAPY_WORDS = re.compile(r"\b(thp|her2-targeted|her2-directed|anti-her2)\b")
 _NEGATION = re.compile(r"\b(not|no|without|never)\b")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# An accession id quoted in a sample's description (facts.Sample.describe: "SITE sample
+# (accession ID, DATE): CATEGORY"): an identifier from the input, which may spell anything
+# ("TRASTUZUMAB"); it is data, not a recommendation, so it is left out of the scan.
+_QUOTED_ACCESSION = re.compile(r"\(accession .*?, (?=(?:\d{4}-\d{2}-\d{2}|date unknown)\): )", re.DOTALL)
 
 
 @st.composite
@@ -425,9 +443,10 @@ def sample_positive(record: Record) -> bool:
 
 
 def recommends_traditional_her2(text: str) -> list[str]:
-    """The sentences of `text` that name traditional HER2-targeted therapy without negating it."""
+    """The sentences of `text` that name traditional HER2-targeted therapy without negating it
+    (accession ids quoted in sample descriptions left out)."""
     flagged = []
-    for sentence in _SENTENCE_END.split(text):
+    for sentence in _SENTENCE_END.split(_QUOTED_ACCESSION.sub("(accession <id>, ", text)):
         lower = sentence.lower()
         names = bool(normalise_therapy(sentence) & TRADITIONAL_HER2) or bool(_HER2_THERAPY_WORDS.search(lower))
         if names and not _NEGATION.search(lower):
@@ -454,6 +473,19 @@ def check_no_traditional_her2_for_negative(alerts: list[Record], classification:
             parts += [alert["title"], alert["detail"]]
         for part in parts:
             assert not recommends_traditional_her2(part), (alert["code"], recommends_traditional_her2(part))
+
+
+def _negative_report(accession: str, score: str) -> Record:
+    """A complete early report of patient pat-neg with trastuzumab planned (for @example)."""
+    ihc = dict.fromkeys(["percent_cells_stained", "staining_intensity", "staining_completeness", "antibody_clone", "assay_type", "controls_documented", "reported_text"])
+    context = dict.fromkeys(["menopausal_status", "metastatic_chemotherapy_lines", "metastatic_endocrine_therapy_lines", "metastatic_anti_her2_lines", "adjuvant_chemotherapy_end_date", "perioperative_anti_her2_end_date", "recurrence_date", "interstitial_lung_disease_history"])
+    return {
+        "event_id": "e-1", "event_time": None, "source_system": None, "patient_id": "pat-neg",
+        "accession_id": accession, "report_status": "AMENDED", "specimen": None,
+        "her2_ihc": {**ihc, "score": score}, "her2_ish": None, "er": None, "pr": None,
+        "clinical_context": {**context, "disease_setting": "EARLY", "planned_therapies": ["trastuzumab"], "clinical_flags": []},
+        "prior_her2_results": [],
+    }
 
 
 class TestNoTraditionalHer2TherapyForHer2Negative:
@@ -484,6 +516,9 @@ class TestNoTraditionalHer2TherapyForHer2Negative:
 
     @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(sequence=st.lists(planned_traditional_events(patient="pat-neg") | early_tdxd_events(patient="pat-neg"), min_size=1, max_size=5))
+    # --hypothesis-seed=150: an accession named "TRASTUZUMAB" (LOW) beside an IHC 0 one; the
+    # RT-DISCORDANT detail quotes the accession id, which is no recommendation.
+    @example(sequence=[_negative_report("A-1", "ZERO"), _negative_report("TRASTUZUMAB", "ONE_PLUS")])
     def test_patient_history(self, sequence: list[Record]) -> None:
         store = HistoryStore(clock=lambda: NOW)
         start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -545,6 +580,9 @@ class TestNoEarlyStageCautionForHer2PositivePatients:
         pytest.param("Review T-DXd (fam-trastuzumab deruxtecan-nxki) as an option per its label.", False, id="tdxd-is-not-traditional"),
         pytest.param("Datopotamab deruxtecan and sacituzumab govitecan are labelled for HER2-negative disease.", False, id="trop2-adcs"),
         pytest.param("Consider trastuzumab rezetecan in a trial.", False, id="other-trastuzumab-conjugate"),
+        pytest.param("Discordant samples: UNKNOWN sample (accession TRASTUZUMAB, date unknown): LOW vs PRIMARY_BREAST sample (accession Herceptin. THP, 2022-03-14): NULL.", False, id="quoted-accession-ids"),
+        pytest.param("Consider trastuzumab for the PRIMARY_BREAST sample (accession A-1, 2022-03-14): LOW.", True, id="recommendation-beside-a-quoted-accession"),
+        pytest.param("PRIMARY_BREAST sample (accession A-1, 2022-03-14): LOW. Consider Herceptin.", True, id="recommendation-after-a-quoted-accession"),
     ],
 )
 def test_recommendation_detector(text: str, flagged: bool) -> None:
@@ -552,11 +590,27 @@ def test_recommendation_detector(text: str, flagged: bool) -> None:
     assert bool(recommends_traditional_her2(text)) is flagged
 
 
-@pytest.mark.parametrize("name", [PATHOLOGY_RESULT, HER2_ALERT, HER2_CLASSIFICATION])
-def test_schema_enums_match_the_model(name: str) -> None:
-    """Categories in the output schema are exactly the 10 categories of section 4."""
-    if name == HER2_CLASSIFICATION:
-        (category,) = [n for n in _walk(raw_schema(name)) if n.get("name") == "Her2Category"]
-        assert tuple(category["symbols"]) == CATEGORIES
-    else:
-        assert raw_schema(name)["type"] == "record"
+@pytest.mark.parametrize(
+    ("name", "enum_name", "expected"),
+    [
+        pytest.param(HER2_CLASSIFICATION, "Her2Category", CATEGORIES, id="classification-categories-section-4"),
+        pytest.param(PATHOLOGY_RESULT, "ReportStatus", REPORT_STATUSES, id="input-report-status"),
+        pytest.param(PATHOLOGY_RESULT, "ReportStatus", ENUM_VALUES["report_status"], id="input-report-status-rule-values"),
+        pytest.param(PATHOLOGY_RESULT, "DiseaseSetting", ENUM_VALUES["disease_setting"], id="input-disease-setting-rule-values"),
+        pytest.param(PATHOLOGY_RESULT, "IhcScore", ENUM_VALUES["ihc_score"], id="input-ihc-score-rule-values"),
+        pytest.param(HER2_ALERT, "AlertType", ALERT_TYPES, id="alert-types"),
+        pytest.param(HER2_ALERT, "Severity", SEVERITIES, id="alert-severities"),
+        pytest.param(HER2_ALERT, "AlertScope", frozenset({REPORT, PATIENT}), id="alert-scopes"),
+        pytest.param(HER2_ALERT, "AlertStatus", frozenset({ACTIVE, RESOLVED, RETRACTED}), id="alert-statuses"),
+    ],
+)
+def test_schema_enums_match_the_model(name: str, enum_name: str, expected: tuple[str, ...] | frozenset[str]) -> None:
+    """Each enum of the published schemas holds exactly the values the code uses: the 10
+    categories of section 4, the report statuses and the values rule conditions may compare
+    (facts.ENUM_VALUES, checked by the rule loader), and the alert types, severities (rules.py
+    loads rules against model.ALERT_TYPES / SEVERITIES), scopes and statuses an alert carries.
+    A tuple is compared in order."""
+    (node,) = [n for n in _walk(raw_schema(name)) if n.get("type") == "enum" and n.get("name") == enum_name]
+    symbols = node["symbols"]
+    assert (tuple(symbols) if isinstance(expected, tuple) else frozenset(symbols)) == expected
+

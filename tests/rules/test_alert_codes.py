@@ -616,6 +616,26 @@ def test_tc_her2_status_not_final(pipeline: Pipeline, ev: Record, severity: str 
 
 
 @pytest.mark.parametrize(
+    ("code", "ev", "severity", "text"),
+    [
+        pytest.param("TC-HER2-TARGETED-NOT-POSITIVE", event(clinical_context=planned("Tukysa")), "CRITICAL", "Planned: tucatinib. HER2 category LOW is HER2-negative", id="targeted-brand-name-normalised"),
+        pytest.param("TC-HER2-TARGETED-NOT-POSITIVE", event(clinical_context=planned("trastuzumab + pertuzumab")), "CRITICAL", "Planned: pertuzumab, trastuzumab.", id="targeted-worked-example-1-both-drugs"),
+        pytest.param("TC-HER2-TARGETED-NOT-POSITIVE", event(clinical_context=planned("Kadcyla", "letrozole")), "CRITICAL", "Planned: ado-trastuzumab emtansine.", id="targeted-other-drugs-left-out"),
+        pytest.param("TC-HER2-STATUS-NOT-FINAL", event(her2_ihc=ihc("TWO_PLUS"), clinical_context=planned("trastuzumab")), "WARNING", "Planned trastuzumab; HER2 category is EQUIVOCAL.", id="not-final-trastuzumab"),
+        pytest.param("TC-HER2-STATUS-NOT-FINAL", event(her2_ihc=ihc(None), clinical_context=planned("Phesgo")), "WARNING", "Planned pertuzumab, trastuzumab; HER2 category is UNSCORED.", id="not-final-phesgo-both-drugs"),
+        pytest.param("TC-HER2-STATUS-NOT-FINAL", event(her2_ihc=None, clinical_context=planned("Enhertu")), "WARNING", "Planned fam-trastuzumab deruxtecan-nxki; HER2 category is MISSING.", id="not-final-tdxd"),
+    ],
+)
+def test_therapy_cautions_name_the_planned_drugs(pipeline: Pipeline, code: str, ev: Record, severity: str, text: str) -> None:
+    """Section 5: the detail names the facts it used; for a therapy caution, the planned HER2
+    drugs it warns about (normalised names, 5.2), never 'not documented' when a drug is planned."""
+    alert = check(pipeline, code, ev, severity)
+    assert alert is not None
+    assert text in alert["detail"], alert["detail"]
+    assert "not documented" not in alert["detail"]
+
+
+@pytest.mark.parametrize(
     ("ev", "severity"),
     [
         pytest.param(met_event(her2_ihc=ultralow(), er=ER_NEG, pr=PR_NEG, clinical_context=planned("Enhertu", setting="METASTATIC", **LINES_1_CHEMO)), "WARNING", id="fires-worked-example-3"),
@@ -815,6 +835,30 @@ def test_rt_discordant_detail_lists_site_date_category(pipeline: Pipeline) -> No
         assert text in alert["detail"]
 
 
+REMEMBERED_S21_LOW = Sample("S21-1", "PRIMARY_BREAST", dt.date(2021, 3, 1), "LOW", "history")
+REMEMBERED_S20_EQUIVOCAL = Sample("S20-9", "PRIMARY_BREAST", dt.date(2020, 3, 1), "EQUIVOCAL", "history")  # not decisive: compared with nothing
+
+
+@pytest.mark.parametrize(
+    ("ev", "history", "severity"),
+    [
+        pytest.param(event(prior_her2_results=[prior("S21-1", her2_ihc=ihc("ZERO"))]), (REMEMBERED_S21_LOW,), None, id="quiet-stale-prior-entry-of-a-remembered-accession"),
+        pytest.param(event(), (Sample("S25-1001", "PRIMARY_BREAST", COLLECTED, "NULL", "history"),), None, id="quiet-remembered-sample-of-the-current-accession"),
+        pytest.param(event(prior_her2_results=[prior("S21-2", her2_ihc=ihc("ZERO"))]), (REMEMBERED_S21_LOW,), "INFO", id="fires-prior-entry-of-another-accession"),
+        pytest.param(event(her2_ihc=None, prior_her2_results=[prior(None, her2_ihc=ihc("ZERO")), prior(None, her2_ihc=ihc("ONE_PLUS"))]), (REMEMBERED_S20_EQUIVOCAL,), "INFO", id="fires-two-prior-entries-without-accession"),
+    ],
+)
+def test_rt_discordant_one_sample_per_accession(pipeline: Pipeline, ev: Record, history: tuple[Sample, ...], severity: str | None) -> None:
+    """A sample is one HER2 test (section 1): an accession the patient's history remembers is
+    that sample, and a prior entry for the same accession is not a second one (nor is a
+    remembered sample of the current accession, which the current report supersedes), so no
+    discordance of an accession with itself. Entries without an accession cannot be matched and
+    each stays a sample of its own. (Every row passes a history: without one, process() takes
+    the patient aggregate's path, which keys samples by accession itself.)"""
+    assert history
+    check(pipeline, "RT-DISCORDANT", ev, severity, history)
+
+
 @pytest.mark.parametrize(
     ("code", "ev", "severity"),
     [
@@ -868,6 +912,24 @@ def test_rt_conversion(pipeline: Pipeline, ev: Record, severity: str | None) -> 
 )
 def test_rt_preanalytic(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "RT-PREANALYTIC", ev, severity)
+
+
+@pytest.mark.parametrize(
+    ("ev", "text"),
+    [
+        pytest.param(event(specimen=specimen(decalcified=True)), "HER2 category LOW on a specimen with: specimen decalcified.", id="decalcified"),
+        pytest.param(event(her2_ihc=ihc("ZERO"), specimen=specimen(fixation_hours=80.0)), "HER2 category NULL on a specimen with: fixation 80 h (outside 6-72 h).", id="fixed-80h"),
+        pytest.param(event(specimen=specimen(fixation_hours=5.9)), "on a specimen with: fixation 5.9 h (outside 6-72 h).", id="fixed-5.9h"),
+        pytest.param(event(specimen=specimen(cold_ischemia_minutes=61)), "on a specimen with: cold ischaemia 61 min (> 60 min).", id="cold-ischaemia-61"),
+        pytest.param(event(specimen=specimen(cold_ischemia_minutes=90, fixation_hours=72.5, decalcified=True)), "on a specimen with: cold ischaemia 90 min (> 60 min); fixation 72.5 h (outside 6-72 h); specimen decalcified.", id="all-three"),
+    ],
+)
+def test_rt_preanalytic_detail_names_the_problem(pipeline: Pipeline, ev: Record, text: str) -> None:
+    """The detail names what was wrong with the specimen's handling (section 5: a detail naming
+    the facts it used), with the measured value."""
+    alert = check(pipeline, "RT-PREANALYTIC", ev, "WARNING")
+    assert alert is not None
+    assert text in alert["detail"], alert["detail"]
 
 
 @pytest.mark.parametrize(
@@ -1075,6 +1137,24 @@ def test_dg_ish_workup_recount_disagrees(pipeline: Pipeline) -> None:
 )
 def test_dg_preanalytic(pipeline: Pipeline, ev: Record, severity: str | None) -> None:
     check(pipeline, "DG-PREANALYTIC", ev, severity)
+
+
+@pytest.mark.parametrize(
+    ("ev", "severity", "text"),
+    [
+        pytest.param(event(specimen=specimen(cold_ischemia_minutes=None)), "WARNING", "Specimen handling: cold ischaemia time not documented.", id="cold-missing"),
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), specimen=specimen(fixation_hours=None)), "INFO", "Specimen handling: fixation time not documented.", id="fixation-missing"),
+        pytest.param(event(her2_ihc=ihc("THREE_PLUS"), specimen=None), "INFO", "Specimen handling: cold ischaemia time not documented; fixation time not documented.", id="no-specimen"),
+        pytest.param(event(her2_ihc=ihc(None), specimen=specimen(decalcified=True)), "INFO", "Specimen handling: specimen decalcified.", id="decalcified"),
+        pytest.param(event(her2_ihc=ihc("ZERO"), specimen=specimen(cold_ischemia_minutes=61, fixation_hours=None)), "WARNING", "Specimen handling: cold ischaemia 61 min (> 60 min); fixation time not documented.", id="out-of-range-and-missing"),
+    ],
+)
+def test_dg_preanalytic_detail_names_the_gap(pipeline: Pipeline, ev: Record, severity: str, text: str) -> None:
+    """The detail names which handling time is missing or out of range (section 5: a detail
+    naming the facts it used)."""
+    alert = check(pipeline, "DG-PREANALYTIC", ev, severity)
+    assert alert is not None
+    assert text in alert["detail"], alert["detail"]
 
 
 @pytest.mark.parametrize(

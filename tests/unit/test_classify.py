@@ -7,6 +7,7 @@ table row names the spec row or sentence it checks.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -592,3 +593,54 @@ class TestGuidance:
         """Section 4: 'HER2-low' is a trial-eligibility term ... say so in texts."""
         text = guidance("LOW", setting, "POSITIVE", "POST").lower()
         assert "trial-eligibility" in text
+
+    # Advanced and unknown settings. Section 4 gives `guidance` as "the seed's treatment approach
+    # for the setting"; for advanced disease the seed's sequencing is: first line "standard
+    # chemotherapy or endocrine therapy based on disease burden and hormone receptor status"
+    # (ER/PR-positive), "standard chemotherapy regimens" (triple-negative); T-DXd after prior
+    # therapy (section 5.1: after >= 1 chemotherapy line, or endocrine line if HR-positive).
+    # Section 4: "never traditional HER2-targeted therapy for a HER2-negative result" (any setting).
+
+    @staticmethod
+    def _negates_traditional_her2_therapy(text: str) -> bool:
+        sentences = [s for s in text.split(". ") if "traditional her2-targeted therapy" in s]
+        return bool(sentences) and all(any(w in s for w in ("not", "never", "without", "no ")) for s in sentences)
+
+    @pytest.mark.parametrize("category", sorted(HER2_NEGATIVE))
+    @pytest.mark.parametrize("setting", ["METASTATIC", "UNRESECTABLE_LOCALLY_ADVANCED"])
+    @pytest.mark.parametrize(
+        ("hr", "required", "forbidden"),
+        [
+            pytest.param("POSITIVE", ("first line", "chemotherapy or endocrine therapy", "disease burden"), (), id="hr-positive-chemo-or-endocrine-by-burden"),
+            pytest.param("NEGATIVE", ("first line", "chemotherapy"), ("endocrine",), id="hr-negative-chemotherapy-no-endocrine"),
+            pytest.param("UNKNOWN", ("first line", "chemotherapy"), ("endocrine",), id="hr-unknown-no-endocrine"),
+        ],
+    )
+    def test_advanced(self, category: str, setting: str, hr: str, required: tuple[str, ...], forbidden: tuple[str, ...]) -> None:
+        text = guidance(category, setting, hr, "POST").lower()
+        for phrase in required:
+            assert phrase in text, phrase
+        for phrase in forbidden:
+            assert phrase not in text, phrase
+        # T-DXd is named as a later option (after prior therapy), for HER2-low disease
+        (tdxd,) = [s for s in re.split(r"[.;] ", text) if "t-dxd" in s]
+        assert "after" in tdxd
+        assert "her2-low" in tdxd
+        assert "first line" not in tdxd
+        # the early-setting approach is not given for advanced disease
+        for early in ("genomic assay", "oncotype", "adjuvant", "aromatase"):
+            assert early not in text, early
+        assert self._negates_traditional_her2_therapy(text)
+
+    @pytest.mark.parametrize("category", sorted(HER2_NEGATIVE))
+    @pytest.mark.parametrize("setting", ["UNKNOWN", None])
+    @pytest.mark.parametrize("hr", ["POSITIVE", "NEGATIVE", "UNKNOWN"])
+    def test_unknown_setting(self, category: str, setting: str | None, hr: str) -> None:
+        """No setting, no setting's approach: the text says the setting is unknown, gives neither
+        the early nor the advanced approach, and still rules out traditional HER2-targeted
+        therapy."""
+        text = guidance(category, setting, hr, "POST").lower()
+        assert "setting unknown" in text
+        for specific in ("first line", "t-dxd", "genomic assay", "aromatase", "endocrine therapy", "chemotherapy"):
+            assert specific not in text, specific
+        assert self._negates_traditional_her2_therapy(text)

@@ -326,3 +326,223 @@ class TestEventTimeInFuture:
         check_event_time(now + DAY, now)
         with pytest.raises(InvalidEvent):
             check_event_time(now + DAY + MS, now)
+
+
+# -- range checks of prior_her2_results entries and the ISH recount group ------------------------
+
+
+def _prior(**fields: Any) -> Callable[[Event], None]:
+    """Replace fields of the first prior_her2_results entry."""
+    return lambda e: e["prior_her2_results"][0].update(fields)
+
+
+def _ish(**fields: Any) -> Callable[[Event], None]:
+    """Give the event an ISH record with these fields."""
+    return lambda e: e.update(her2_ish=fields)
+
+
+class TestRangeChecks:
+    """`check_event` applies the same range checks to every prior_her2_results entry as to the
+    event's own specimen and HER2 tests (the samples are classified alike, her2-rules.md section
+    1), naming the entry by its index; an ISH recount group is 1-5 (section 3: the dual-probe
+    groups), both ends included."""
+
+    @pytest.mark.parametrize(
+        ("mutate", "message"),
+        [
+            pytest.param(
+                _prior(specimen={"site": "PRIMARY_BREAST", "cold_ischemia_minutes": -1}),
+                "prior_her2_results[0].specimen.cold_ischemia_minutes: must not be negative",
+                id="prior-cold-ischaemia-negative",
+            ),
+            pytest.param(
+                _prior(specimen={"site": "PRIMARY_BREAST", "fixation_hours": -0.5}),
+                "prior_her2_results[0].specimen.fixation_hours: must not be negative",
+                id="prior-fixation-negative",
+            ),
+            pytest.param(
+                _prior(her2_ihc={"score": "ONE_PLUS", "percent_cells_stained": 100.5}),
+                "prior_her2_results[0].her2_ihc.percent_cells_stained: must be at most 100",
+                id="prior-ihc-percent-over-100",
+            ),
+            pytest.param(
+                _prior(her2_ish={"her2_cep17_ratio": -1.2}),
+                "prior_her2_results[0].her2_ish.her2_cep17_ratio: must not be negative",
+                id="prior-ish-ratio-negative",
+            ),
+            pytest.param(
+                _prior(her2_ish={"recount_group": 0}),
+                "prior_her2_results[0].her2_ish.recount_group: must be 1-5",
+                id="prior-recount-group-0",
+            ),
+            pytest.param(
+                _prior(her2_ish={"recount_group": 6}),
+                "prior_her2_results[0].her2_ish.recount_group: must be 1-5",
+                id="prior-recount-group-6",
+            ),
+            pytest.param(
+                lambda e: e["prior_her2_results"].append(
+                    {"accession_id": "A00", "specimen": {"cold_ischemia_minutes": -30}}
+                ),
+                "prior_her2_results[1].specimen.cold_ischemia_minutes: must not be negative",
+                id="second-prior-entry-named-by-index",
+            ),
+            pytest.param(
+                _ish(recount_group=0), "her2_ish.recount_group: must be 1-5", id="recount-group-0"
+            ),
+            pytest.param(
+                _ish(recount_group=6), "her2_ish.recount_group: must be 1-5", id="recount-group-6"
+            ),
+        ],
+    )
+    def test_out_of_range_is_refused_naming_the_field(
+        self, mutate: Callable[[Event], None], message: str
+    ) -> None:
+        json_event = copy.deepcopy(_JSON)
+        mutate(json_event)
+        event = avro_event(json_event)  # the service's path: a schema-valid event, decoded
+        with pytest.raises(InvalidEvent) as caught:
+            check_event(event)
+        assert (caught.value.stage, caught.value.reason) == ("validate", "schema-validation")
+        assert str(caught.value) == message
+
+    @pytest.mark.parametrize(
+        "mutate",
+        [
+            pytest.param(
+                _prior(specimen={"site": "PRIMARY_BREAST", "cold_ischemia_minutes": 0}),
+                id="prior-cold-ischaemia-0",
+            ),
+            pytest.param(
+                _prior(her2_ihc={"score": "ZERO", "percent_cells_stained": 0}),
+                id="prior-ihc-percent-0",
+            ),
+            pytest.param(
+                _prior(her2_ihc={"score": "THREE_PLUS", "percent_cells_stained": 100}),
+                id="prior-ihc-percent-100",
+            ),
+            pytest.param(_prior(her2_ish={"recount_group": 1}), id="prior-recount-group-1"),
+            pytest.param(_prior(her2_ish={"recount_group": 5}), id="prior-recount-group-5"),
+            pytest.param(_ish(recount_group=1), id="recount-group-1"),
+            pytest.param(_ish(recount_group=5), id="recount-group-5"),
+        ],
+    )
+    def test_at_the_boundary_is_accepted(self, mutate: Callable[[Event], None]) -> None:
+        json_event = copy.deepcopy(_JSON)
+        mutate(json_event)
+        event = avro_event(json_event)
+        assert check_event(event) is event
+
+
+# -- JSON types of integer and number fields (the JSON path) ------------------------------------
+
+
+class TestJsonNumbers:
+    """JSON has one number type and booleans; the converter gives Avro int/long fields Python
+    ints and double fields floats, and refuses anything else naming the field (an InvalidEvent,
+    never a TypeError later in the range checks or classification)."""
+
+    @pytest.mark.parametrize(
+        ("fields", "message"),
+        [
+            pytest.param(
+                {"her2_ish": {"cells_counted": "forty"}},
+                "her2_ish.cells_counted: must be an integer",
+                id="int-field-string",
+            ),
+            pytest.param(
+                {"her2_ish": {"cells_counted": True}},
+                "her2_ish.cells_counted: must be an integer",
+                id="int-field-bool",
+            ),
+            pytest.param(
+                {"her2_ish": {"cells_counted": 40.0}},
+                "her2_ish.cells_counted: must be an integer",
+                id="int-field-float",
+            ),
+            pytest.param(
+                {"her2_ish": {"recount_group": "3"}},
+                "her2_ish.recount_group: must be an integer",
+                id="recount-group-string",
+            ),
+            pytest.param(
+                {"specimen": {"site": "PRIMARY_BREAST", "cold_ischemia_minutes": 30.5}},
+                "specimen.cold_ischemia_minutes: must be an integer",
+                id="cold-ischaemia-float",
+            ),
+            pytest.param(
+                {"clinical_context": {"metastatic_chemotherapy_lines": False}},
+                "clinical_context.metastatic_chemotherapy_lines: must be an integer",
+                id="treatment-lines-bool",
+            ),
+            pytest.param(
+                {"specimen": {"site": "PRIMARY_BREAST", "fixation_hours": "24"}},
+                "specimen.fixation_hours: must be a number",
+                id="number-field-string",
+            ),
+            pytest.param(
+                {"her2_ihc": {"score": "ONE_PLUS", "percent_cells_stained": True}},
+                "her2_ihc.percent_cells_stained: must be a number",
+                id="number-field-bool",
+            ),
+            pytest.param(
+                {"prior_her2_results": [{"her2_ish": {"her2_cep17_ratio": "2.5"}}]},
+                "prior_her2_results[0].her2_ish.her2_cep17_ratio: must be a number",
+                id="number-field-string-in-a-prior-entry",
+            ),
+        ],
+    )
+    def test_wrong_json_type_is_refused_naming_the_field(self, fields: Event, message: str) -> None:
+        with pytest.raises(InvalidEvent) as caught:
+            JsonConverter().convert({**copy.deepcopy(_JSON), **fields})
+        assert (caught.value.stage, caught.value.reason) == ("validate", "schema-validation")
+        assert str(caught.value) == message
+
+    @pytest.mark.parametrize(
+        ("fields", "path", "expected"),
+        [
+            pytest.param(
+                {"her2_ish": {"cells_counted": 40}}, ("her2_ish", "cells_counted"), 40, id="int"
+            ),
+            pytest.param(
+                {"specimen": {"fixation_hours": 24}},
+                ("specimen", "fixation_hours"),
+                24.0,
+                id="int-for-a-number",
+            ),
+            pytest.param(
+                {"her2_ihc": {"percent_cells_stained": 30.5}},
+                ("her2_ihc", "percent_cells_stained"),
+                30.5,
+                id="float",
+            ),
+        ],
+    )
+    def test_json_numbers_take_the_avro_type(
+        self, fields: Event, path: tuple[str, str], expected: float
+    ) -> None:
+        event = check_event(JsonConverter().convert({**copy.deepcopy(_JSON), **fields}))
+        value = event[path[0]][path[1]]
+        assert value == expected
+        assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_at_the_limit_is_accepted_on_the_json_path(case: str) -> None:
+    """MAX_TEXT characters and MAX_ITEMS items are allowed on the JSON path too (one more is
+    refused, test_over_the_limit_is_refused_on_the_json_path)."""
+    mutate, _ = HOSTILE[case]
+    json_event = copy.deepcopy(_JSON)
+    mutate(json_event, 0)
+    event = JsonConverter().convert(json_event)
+    assert check_event(event) is event
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_over_the_limit_is_refused_on_the_json_path(case: str) -> None:
+    mutate, path = HOSTILE[case]
+    json_event = copy.deepcopy(_JSON)
+    mutate(json_event, 1)
+    with pytest.raises(InvalidEvent) as caught:
+        JsonConverter().convert(json_event)
+    assert str(caught.value).startswith(f"{path}: must be "), str(caught.value)[:200]
