@@ -288,13 +288,19 @@ def guidance(category: str, setting: str | None, hr: str, menopausal: str | None
             )
         return f"Early HER2-negative, HR status unknown. {_NO_HER2_TARGETED}{low_note}"
     if setting in ("METASTATIC", "UNRESECTABLE_LOCALLY_ADVANCED"):
-        first_line = (
-            "chemotherapy or endocrine therapy by disease burden"
-            if hr == HR_POSITIVE
-            else "standard chemotherapy"
-        )
+        # the seed's first line names ER/PR-positive and triple-negative disease only: with the
+        # HR status unknown it says that the choice rests on it, not one of the two
+        if hr == HR_POSITIVE:
+            first_line = "first line chemotherapy or endocrine therapy by disease burden"
+        elif hr == HR_NEGATIVE:
+            first_line = (
+                "triple-negative: first line standard chemotherapy regimens for triple-negative "
+                "breast cancer"
+            )
+        else:
+            first_line = "HR status unknown: the first-line choice rests on hormone receptor status"
         return (
-            f"Advanced HER2-negative: first line {first_line}; T-DXd is an option for HER2-low "
+            f"Advanced HER2-negative, {first_line}; T-DXd is an option for HER2-low "
             f"(and HR-positive ultralow) disease after prior therapy. {_NO_HER2_TARGETED}{low_note}"
         )
     return f"HER2-negative; disease setting unknown. {_NO_HER2_TARGETED}{low_note}"

@@ -597,7 +597,8 @@ class TestGuidance:
     # Advanced and unknown settings. Section 4 gives `guidance` as "the seed's treatment approach
     # for the setting"; for advanced disease the seed's sequencing is: first line "standard
     # chemotherapy or endocrine therapy based on disease burden and hormone receptor status"
-    # (ER/PR-positive), "standard chemotherapy regimens" (triple-negative); T-DXd after prior
+    # (ER/PR-positive), "standard chemotherapy regimens for triple-negative breast cancer"
+    # (triple-negative), nothing for an unknown HR status; T-DXd after prior
     # therapy (section 5.1: after >= 1 chemotherapy line, or endocrine line if HR-positive).
     # Section 4: "never traditional HER2-targeted therapy for a HER2-negative result" (any setting).
 
@@ -612,8 +613,9 @@ class TestGuidance:
         ("hr", "required", "forbidden"),
         [
             pytest.param("POSITIVE", ("first line", "chemotherapy or endocrine therapy", "disease burden"), (), id="hr-positive-chemo-or-endocrine-by-burden"),
-            pytest.param("NEGATIVE", ("first line", "chemotherapy"), ("endocrine",), id="hr-negative-chemotherapy-no-endocrine"),
-            pytest.param("UNKNOWN", ("first line", "chemotherapy"), ("endocrine",), id="hr-unknown-no-endocrine"),
+            pytest.param("NEGATIVE", ("first line", "standard chemotherapy regimens for triple-negative"), ("endocrine",), id="hr-negative-triple-negative-chemotherapy-no-endocrine"),
+            # the seed names no first line without the HR status: it says the choice rests on it
+            pytest.param("UNKNOWN", ("hr status unknown", "first-line choice rests on hormone receptor status"), ("endocrine", "chemotherapy", "triple-negative"), id="hr-unknown-no-first-line"),
         ],
     )
     def test_advanced(self, category: str, setting: str, hr: str, required: tuple[str, ...], forbidden: tuple[str, ...]) -> None:
