@@ -105,6 +105,9 @@ def fits(
     return int(size) <= limit
 
 
+_CLOSES_ON_FAILURE: Final = "_her2_closes_on_failure"  # marks kafka-python's wrapped connect
+
+
 def close_failed_connect_sockets() -> bool:
     """Close the socket of a failed broker connect, which kafka-python 3.0.12 leaves open.
 
@@ -137,6 +140,3 @@ def close_failed_connect_sockets() -> bool:
     setattr(sock_connect, _CLOSES_ON_FAILURE, True)
     owner.sock_connect = sock_connect
     return True
-
-
-_CLOSES_ON_FAILURE: Final = "_her2_closes_on_failure"
