@@ -1,5 +1,6 @@
 """quirks.close_failed_connect_sockets against kafka-python's own connect code (no broker): a
-refused connect must not leave its socket open until a garbage collection."""
+refused connect, or a TLS handshake that fails, must not leave its socket open until a garbage
+collection."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import gc
 import os
 import select
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kafka.errors import KafkaConnectionError
 from kafka.net.inet import KafkaNetSocket
+from kafka.net.transport import KafkaSSLTransport
 
 from consumer.runtime.kafka.clients import KafkaClients
 from consumer.runtime.kafka.quirks import close_failed_connect_sockets
@@ -22,11 +26,17 @@ ATTEMPTS = 20
 
 
 class _Net:
-    """The part of kafka-python's event loop a connect waits on: the socket turning writable
-    (which a refused non-blocking connect does at once)."""
+    """The part of kafka-python's event loop a connect and a TLS handshake use: waiting for the
+    socket (a refused connect and a closed peer answer at once), and forgetting it."""
 
     async def wait_write(self, sock: socket.socket, timeout_at: float | None = None) -> None:
         select.select([], [sock], [], 2.0)
+
+    async def wait_read(self, sock: socket.socket, timeout_at: float | None = None) -> None:
+        select.select([sock], [], [], 2.0)
+
+    def unregister_event(self, sock: socket.socket, events: int) -> None:
+        raise KeyError(sock)  # never registered here
 
 
 def _closed_port() -> int:
@@ -81,11 +91,60 @@ def test_a_refused_connect_leaves_no_open_socket() -> None:
     assert after == before, f"{after - before} sockets left open by {ATTEMPTS} refused connects"
 
 
+@contextlib.contextmanager
+def _closing_listener() -> Iterator[int]:
+    """A loopback listener that accepts and closes at once (a load balancer in front of a
+    broker that is away): a TLS handshake through it fails. Yields its port."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(ATTEMPTS)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                peer, _ = server.accept()
+                peer.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        with contextlib.suppress(OSError):
+            socket.create_connection(server.getsockname(), timeout=1).close()  # wake accept()
+        thread.join(5)
+        server.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd (Linux)")
+def test_a_failed_tls_handshake_leaves_no_open_socket() -> None:
+    """The connection manager owns a transport only once its handshake succeeded; kafka-python
+    3.0.12 leaves the socket of a failed one to the garbage collector too."""
+    assert close_failed_connect_sockets()
+    with _closing_listener() as port, _no_collection():
+        before = _open_fds()
+        failures: list[BaseException] = []
+        for _ in range(ATTEMPTS):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+            sock.setblocking(False)
+            coroutine: Any = KafkaSSLTransport(
+                _Net(), sock, host="127.0.0.1", ssl_check_hostname=False
+            ).handshake()
+            with pytest.raises((ssl.SSLError, ConnectionResetError)) as failed:
+                coroutine.send(None)
+            failures.append(failed.value)
+        after = _open_fds()
+    assert len(failures) == ATTEMPTS
+    assert after == before, f"{after - before} sockets left open by {ATTEMPTS} failed handshakes"
+
+
 def test_the_workaround_finds_kafka_pythons_connect_and_applies_once() -> None:
     """If an upgrade moves KafkaNetSocket.sock_connect this fails: check whether the new release
     still leaks before removing or adapting the workaround."""
     assert close_failed_connect_sockets()
-    patched = KafkaNetSocket.sock_connect
+    patched = (KafkaNetSocket.sock_connect, KafkaSSLTransport.handshake)
     KafkaClients()  # the service's factory applies it too, without wrapping twice
     assert close_failed_connect_sockets()
-    assert KafkaNetSocket.sock_connect is patched
+    assert (KafkaNetSocket.sock_connect, KafkaSSLTransport.handshake) == patched

@@ -105,38 +105,54 @@ def fits(
     return int(size) <= limit
 
 
-_CLOSES_ON_FAILURE: Final = "_her2_closes_on_failure"  # marks kafka-python's wrapped connect
+_CLOSES_ON_FAILURE: Final = "_her2_closes_on_failure"  # marks a wrapped kafka-python step
 
 
 def close_failed_connect_sockets() -> bool:
     """Close the socket of a failed broker connect, which kafka-python 3.0.12 leaves open.
 
-    `KafkaNetSocket.connect` (kafka/net/inet.py) creates a socket and `sock_connect` raises on
-    ECONNREFUSED or a timeout without closing it: the socket lives on in the exception's frames
-    until the garbage collector frees that cycle. While a broker is away each client retries
-    on its own (consumer, producer, changelog reader), so a service on kafka-python gathered
-    about 5 open sockets a minute, peaks of ~50 between collections (the service's gen-0
-    threshold of 50,000 makes collections rare in an idle process), nothing capping them; an
-    instance left in a long outage could reach its file-descriptor limit. librdkafka closes its
-    own. Wraps `sock_connect` once (idempotent) to close the socket it was given when it raises.
-    Returns False when kafka-python's code has moved (tests/unit/test_kafka_quirks.py fails then,
-    so an upgrade is checked rather than silently unpatched)."""
-    from kafka.net import inet  # noqa: PLC0415 - the private module this works around
+    Two steps of a connect raise without closing the socket they made: `sock_connect`
+    (kafka/net/inet.py: ECONNREFUSED, a timeout) and the TLS transport's `handshake`
+    (kafka/net/transport.py, called by the connection manager before it owns the transport: a
+    listener that accepts and closes, a certificate refused). The socket lives on in the
+    exception's frames until the garbage collector frees that cycle. While a broker is away each
+    client retries on its own (consumer, producer, changelog reader), so a service on
+    kafka-python gathered about 5 open sockets a minute, peaks of ~50 between collections (the
+    service's gen-0 threshold of 50,000 makes collections rare in an idle process), nothing
+    capping them; an instance left in a long outage could reach its file-descriptor limit.
+    librdkafka closes its own. Wraps both steps once (idempotent) to close what they were given
+    when they raise. Returns False when kafka-python's code has moved
+    (tests/unit/test_kafka_quirks.py fails then, so an upgrade is checked rather than silently
+    unpatched)."""
+    from kafka.net import inet, transport  # noqa: PLC0415 - the private modules worked around
 
-    owner = getattr(inet, "KafkaNetSocket", None)
-    original = getattr(owner, "sock_connect", None)
-    if owner is None or original is None:
+    applied = [
+        _close_on_failure(
+            getattr(inet, "KafkaNetSocket", None), "sock_connect", lambda _, args: args[1].close()
+        ),
+        _close_on_failure(
+            getattr(transport, "KafkaSSLTransport", None), "handshake", lambda self, _: self.close()
+        ),
+    ]
+    return all(applied)
+
+
+def _close_on_failure(owner: Any, name: str, close: Callable[[Any, tuple[Any, ...]], None]) -> bool:
+    """Wrap the coroutine method `owner.name` once so that `close(self, args)` runs when it
+    raises (nobody else holds what it closes: the caller only sees the exception)."""
+    original = getattr(owner, name, None)
+    if original is None:
         return False
     if getattr(original, _CLOSES_ON_FAILURE, False):
         return True
 
-    async def sock_connect(self: Any, net: Any, sock: Any, *args: Any, **kwargs: Any) -> Any:
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await original(self, net, sock, *args, **kwargs)
+            return await original(self, *args, **kwargs)
         except BaseException:
-            sock.close()  # nobody else holds it: the caller only sees the exception
+            close(self, args)
             raise
 
-    setattr(sock_connect, _CLOSES_ON_FAILURE, True)
-    owner.sock_connect = sock_connect
+    setattr(wrapper, _CLOSES_ON_FAILURE, True)
+    setattr(owner, name, wrapper)
     return True
