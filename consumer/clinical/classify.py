@@ -291,7 +291,10 @@ def guidance(category: str, setting: str | None, hr: str, menopausal: str | None
         # the seed's first line names ER/PR-positive and triple-negative disease only: with the
         # HR status unknown it says that the choice rests on it, not one of the two
         if hr == HR_POSITIVE:
-            first_line = "first line chemotherapy or endocrine therapy by disease burden"
+            first_line = (
+                "HR-positive: first line standard chemotherapy or endocrine therapy by disease "
+                "burden"
+            )
         elif hr == HR_NEGATIVE:
             first_line = (
                 "triple-negative: first line standard chemotherapy regimens for triple-negative "

@@ -45,8 +45,8 @@ CHANGELOG_CONFIG_UNREAD: Final = (
     "cannot read the history changelog's cleanup policy; make sure it is compact only"
 )
 CHANGELOG_COMPACTION_LAG_SHORT: Final = (
-    "history changelog's min.compaction.lag.ms is below a day; a restore after a day of failed "
-    "commits could lose history"
+    "history changelog's min.compaction.lag.ms is below a day; a restore after commits failed "
+    "for longer than it could lose history"
 )
 CLOCK_CHECK_UNAVAILABLE: Final = "clock check unavailable"
 CLOCK_SKEW: Final = "host clock differs from the Kafka cluster's clock"

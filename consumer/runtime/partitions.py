@@ -106,7 +106,7 @@ class PartitionTable:
 
     def owned(self) -> list[TopicPartition]:
         """The partitions whose lag is told: restored, and held back (their lag grows)."""
-        return sorted({*list(self.stores), *list(self.blocked)})  # read while the IO thread writes
+        return sorted({*self.stores, *self.blocked})
 
     # -- rebalance callbacks (IO thread) ----------------------------------------------------
 
@@ -253,7 +253,9 @@ class PartitionTable:
         for store in self.stores.values():
             store.close()
         self.stores.clear()
+        self.blocked.clear()
         self._metrics.assigned_partitions.set(0)
+        self._metrics.held_back_partitions.set(0)
 
 
 class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped

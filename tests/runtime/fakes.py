@@ -201,7 +201,7 @@ class FakeAdmin:
         pass
 
     def describe_configs(
-        self, config_resources: list[ConfigResource], config_filter: str = "modified"
+        self, config_resources: list[ConfigResource], *, config_filter: str = "modified"
     ) -> dict[str, Any]:
         """DescribeConfigs of topics as kafka-python 3.0.12 returns it: the broker's defaults
         under the topic's own settings; nothing for a missing or unreadable topic (kafka-python

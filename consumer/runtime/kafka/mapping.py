@@ -161,7 +161,7 @@ class MappedAdmin:
         return mapped(self.wrapped.wait_for_topics, topics, timeout_ms=timeout_ms)
 
     def describe_configs(
-        self, config_resources: list[ConfigResource], config_filter: str = "modified"
+        self, config_resources: list[ConfigResource], *, config_filter: str = "modified"
     ) -> dict[str, Any]:
         """KafkaAdminClient.describe_configs."""
         return mapped(self.wrapped.describe_configs, config_resources, config_filter=config_filter)
