@@ -72,9 +72,22 @@ def _kafka_connection_refused() -> BaseException:
     return KafkaConnectionError("111 ECONNREFUSED")
 
 
+def _closed_after_connect() -> BaseException:
+    """A broker that closes the connection after a failed SASL exchange, before kafka-python
+    read its error response (Kafka 4.3, SASL_SSL, a wrong password)."""
+    return KafkaConnectionError("socket disconnected")
+
+
 # (failure, reason, variables the message names, variables it must not name)
 CASES = [
     pytest.param(_sasl_failure, "sasl-authentication", SASL_VARIABLES, TLS_VARIABLES, id="sasl"),
+    pytest.param(
+        _closed_after_connect,
+        "sasl-authentication",
+        SASL_VARIABLES,
+        TLS_VARIABLES,
+        id="sasl-closed-after-connect",
+    ),
     pytest.param(
         _untrusted_certificate, "tls", TLS_VARIABLES, SASL_VARIABLES, id="certificate-verify"
     ),
@@ -145,6 +158,18 @@ def test_a_sasl_failure_names_the_mechanism_and_wins_over_a_tls_error() -> None:
     reason, message = failures.diagnose(SETTINGS)
     assert reason == "sasl-authentication"
     assert "KAFKA_SASL_MECHANISM=SCRAM-SHA-512" in message
+
+
+def test_a_connection_closed_without_sasl_configured_is_unreachable() -> None:
+    """Only a SASL listener's closed connection is read as refused credentials."""
+    tls_only = Settings(
+        bootstrap_servers="kafka-0.example:9093",
+        security=KafkaSecurity(protocol="SSL", ssl_cafile="/etc/her2/kafka/ca.crt"),
+    )
+    failures = _ConnectionFailures()
+    _logged(failures, _closed_after_connect())
+    assert failures.diagnose(tls_only)[0] == "unreachable"
+    assert failures.diagnose(SETTINGS)[0] == "sasl-authentication"
 
 
 def test_nothing_logged_is_unreachable() -> None:

@@ -52,6 +52,14 @@ class _ConnectionFailures(logging.Handler):
                 + (": the broker's certificate is not trusted" if trust else "")
                 + " (check KAFKA_SSL_CAFILE, KAFKA_SSL_CHECK_HOSTNAME and KAFKA_SECURITY_PROTOCOL)"
             )
+        if s.security.sasl_mechanism and "SOCKET DISCONNECTED" in text:
+            # the broker accepted the connection and closed it: after a failed SASL exchange it
+            # may close before kafka-python reads its error response (seen against Kafka 4.3)
+            return "sasl-authentication", (
+                f"Kafka at {where} closed the connection during SASL authentication "
+                f"(KAFKA_SASL_MECHANISM={s.security.sasl_mechanism}): check KAFKA_SASL_USERNAME "
+                "and KAFKA_SASL_PASSWORD"
+            )
         return "unreachable", (
             f"no Kafka broker answered at {where} within HER2_REQUEST_TIMEOUT_MS="
             f"{s.tuning.request_timeout_ms} (check the address and KAFKA_SECURITY_PROTOCOL="
