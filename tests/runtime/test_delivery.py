@@ -29,6 +29,19 @@ from consumer.runtime.records import Backoff, Output
 from consumer.service import EXIT_CONFIG, EXIT_FAILURE, EXIT_FENCED, EXIT_OK
 
 
+def _beats_per_journal_line(harness: Harness) -> list[tuple[str, object, int]]:
+    """(kind, what, /healthz beats so far) for each line the fake broker journals from now on."""
+    beats: list[tuple[str, object, int]] = []
+
+    class Journal(list[tuple[str, Any]]):
+        def append(self, line: tuple[str, Any]) -> None:
+            super().append(line)
+            beats.append((line[0], line[1], harness.health.beats))
+
+    harness.broker.events = Journal()
+    return beats
+
+
 def _history_sends_after_output_acks(harness: Harness) -> tuple[int, int, int]:
     """(index of the last ack of a non-changelog output, of the first changelog send, of the
     commit) in the broker's journal."""
@@ -144,14 +157,7 @@ class TestAtLeastOnce:
         harness.publish(3)
         topics = harness.settings.topics
         harness.broker.script(f"ack:{topics.classification}", KafkaTimeoutError())
-        beats: list[tuple[str, object, int]] = []  # (kind, what, beats so far) per journal line
-
-        class Journal(list[tuple[str, Any]]):
-            def append(self, line: tuple[str, Any]) -> None:
-                super().append(line)
-                beats.append((line[0], line[1], harness.health.beats))
-
-        harness.broker.events = Journal()
+        beats = _beats_per_journal_line(harness)
         assert harness.run() == EXIT_OK
         classified = [
             n for kind, what, n in beats if (kind, what) == ("send", topics.classification)
@@ -245,14 +251,7 @@ class TestExactlyOnce:
         their own: each begins with a beat, so /healthz's stall limit covers one of them."""
         self._eos(harness)
         harness.publish(3)
-        beats: list[tuple[str, object, int]] = []
-
-        class Journal(list[tuple[str, Any]]):
-            def append(self, line: tuple[str, Any]) -> None:
-                super().append(line)
-                beats.append((line[0], line[1], harness.health.beats))
-
-        harness.broker.events = Journal()
+        beats = _beats_per_journal_line(harness)
         assert harness.run() == EXIT_OK
         sends = [n for kind, _, n in beats if kind == "send"]
         [offsets] = [n for kind, what, n in beats if (kind, what) == ("txn", "offsets")]
