@@ -90,6 +90,9 @@ LAG_REFRESH_FAILED: Final = "lag refresh failed"
 
 # runtime/delivery.py and runtime/kafka/: publishing and committing
 OUTPUTS_RESENT: Final = "outputs not acknowledged; re-sending"
+OUTPUTS_UNANSWERED: Final = (
+    "outputs not acknowledged within the request timeout; not ready while waiting for the broker"
+)
 COMMIT_REFUSED_IN_REBALANCE: Final = (
     "offset commit refused during a rebalance; records may be redelivered"
 )

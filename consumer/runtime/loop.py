@@ -130,8 +130,10 @@ class Loop:
     def follow_broker(self) -> None:
         """Not ready while the broker does not answer (design.md: /readyz needs the broker
         reachable): the last poll failed, or the last lag refresh could not fetch end offsets
-        (during an outage kafka-python's poll mostly returns nothing rather than failing);
-        ready again, as the partitions allow, once it answers."""
+        (during an outage kafka-python's poll mostly returns nothing rather than failing), or
+        a batch's outputs went a request timeout unacknowledged (the producer handle says so
+        during the wait: `PartitionTable.broker_silent`); ready again, as the partitions allow,
+        once it answers."""
         unreachable = self.poll_failures > 0 or not self.gauges.broker_answered
         if unreachable == self.table.broker_unreachable or self._stopping():
             return

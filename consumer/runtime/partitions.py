@@ -185,6 +185,14 @@ class PartitionTable:
         self._consumer().pause(tp)
         self.set_gauge()
 
+    def broker_silent(self) -> None:
+        """Outputs went unacknowledged for a request timeout: not ready (the loop's next
+        look at the broker makes it ready again once a delivery or a lag refresh got through)."""
+        if self.broker_unreachable:
+            return
+        self.broker_unreachable = True
+        self._set_ready(*self.readiness())
+
     def readiness(self) -> tuple[bool, str]:
         """Ready once the broker answers, nothing waits for a restore and no partition is held
         back."""

@@ -196,7 +196,7 @@ class Service:
             return
         self.table.input_partition_count = counts[s.topics.input]
         self._producer = producer = ProducerHandle(
-            self._clients, s, self._default_id, beat=self._beat
+            self._clients, s, self._default_id, beat=self._beat, unanswered=self._broker_silent
         )
         resources.callback(self._close_producer)
         producer.warm_up(s.topics.outputs())
@@ -249,6 +249,10 @@ class Service:
     def _beat(self) -> None:
         if self._health is not None:
             self._health.beat()
+
+    def _broker_silent(self) -> None:
+        if not self.stopping:  # "stopping" stays the reason once stop() was called
+            self.table.broker_silent()
 
     def _set_ready(self, ready: bool, reason: str = "") -> None:
         if self._health is not None:

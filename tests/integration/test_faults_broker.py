@@ -243,7 +243,8 @@ def test_readiness_follows_the_broker(
     idles: it turns unready ("broker unreachable", from its lag refresh's end offsets), stays
     alive, and is ready again once the broker is back and answers. (The events are committed
     first: a broker stopped while a batch is being delivered holds the loop in its sends, up to
-    the delivery timeout, before readiness is looked at again.)"""
+    the delivery timeout; readiness then drops a request timeout into the wait, which
+    test_at_least_once_publish_recovers_when_in_flight_records_expire shows.)"""
     create_topics(env.input, partitions=PARTITIONS)
     produce_events(env.bootstrap, env.input, SyntheticGenerator(seed=2003).events(20))
     svc = ServiceThread(env.settings()).start()
@@ -290,6 +291,22 @@ def test_dropped_markers_are_read_from_the_broker_log(tmp_path: Path) -> None:
     assert dropped_markers(tmp_path / "absent.log", "g-1-i-7ec2161f") == []
 
 
+def _read_values(bootstrap: str, topic: str) -> list[bytes]:
+    """Every committed value of `topic`, from the beginning."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        consumer_timeout_ms=3000,
+    )
+    try:
+        return [m.value for m in consumer]
+    finally:
+        consumer.close()
+
+
 def test_at_least_once_publish_recovers_when_in_flight_records_expire(
     local_kafka: Any,
     env: Env,
@@ -312,7 +329,10 @@ def test_at_least_once_publish_recovers_when_in_flight_records_expire(
     )
     frozen_s = settings.tuning.delivery_timeout_ms / 1000 + 4
     metrics = Metrics(CollectorRegistry(), "test")
-    producer = ProducerHandle(KafkaClients(), settings, "test")
+    unanswered: list[float] = []  # readiness told (the service turns not ready)
+    producer = ProducerHandle(
+        KafkaClients(), settings, "test", unanswered=lambda: unanswered.append(time.monotonic())
+    )
     delivery = AtLeastOnce(producer, None, settings, metrics, lambda: None)  # type: ignore[arg-type]
     records = [Output(topic, b"k%d" % (i % 7), b"v%04d" % i) for i in range(300)]
     errors: list[BaseException] = []
@@ -331,6 +351,7 @@ def test_at_least_once_publish_recovers_when_in_flight_records_expire(
     thread = threading.Thread(target=publish, name="publish", daemon=True)
     os.kill(pid, signal.SIGSTOP)
     try:
+        started_at = time.monotonic()
         thread.start()
         time.sleep(frozen_s)
     finally:
@@ -341,20 +362,14 @@ def test_at_least_once_publish_recovers_when_in_flight_records_expire(
         thread.join(60)
         assert not thread.is_alive(), "publishing did not finish"
         assert errors == [], f"publishing failed: {errors!r}"
-        consumer = KafkaConsumer(
-            topic,
-            bootstrap_servers=env.bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            consumer_timeout_ms=3000,
-        )
-        try:
-            values = [m.value for m in consumer]
-        finally:
-            consumer.close()
+        values = _read_values(env.bootstrap, topic)
         missing = {r.value for r in records} - set(values)
         assert not missing, f"{len(missing)} records lost, e.g. {sorted(missing)[:3]}"
+        # readiness was told while the broker was frozen, a request timeout into the wait
+        # (without it /readyz stayed 200 through the whole delivery)
+        assert unanswered, "readiness never told that the outputs went unacknowledged"
+        request_s = settings.tuning.request_timeout_ms / 1000
+        assert started_at + request_s - 0.5 <= unanswered[0] < resumed_at
         recovered_s = done_at[0] - resumed_at
         record_result(
             "publish after in-flight records expired (broker frozen)",

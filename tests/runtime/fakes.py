@@ -429,7 +429,9 @@ class FakeProducer:
         """Resolve every pending send. Raises UnknownError('Future not done') when a refused
         record shared its partition's batch with others, as kafka-python 3.0.12 does: it splits
         a batch the broker refused as too large, and the split wakes flush() on the old batch,
-        which is not done (the futures still tell each record's outcome)."""
+        which is not done (the futures still tell each record's outcome). A scripted
+        KafkaTimeoutError ("flush") is a broker that does not answer within `timeout`."""
+        self.broker.scripted("flush")
         pending = self.pending
         for future in pending:
             future.resolve()  # a refusal fails the later ones in self.pending

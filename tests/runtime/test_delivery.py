@@ -3,6 +3,7 @@ commits (B8 of docs/fault-report.md), and every way a delivery can fail."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -137,6 +138,92 @@ class TestAtLeastOnce:
         ]
         assert resent == [(1, 1, "KafkaTimeoutError", 0.25), (2, 1, "KafkaTimeoutError", 0.75)]
         assert [r.value for r in broker.records("out")] == [b"v"]
+
+    def test_readiness_drops_while_outputs_go_unacknowledged_and_returns_once_delivered(
+        self, harness: Harness
+    ) -> None:
+        """A broker that stops answering mid-delivery: the loop waits in its sends (up to the
+        delivery timeout per attempt) and looks at the broker only between batches, so /readyz
+        stayed 200 for the whole wait. Two request timeouts without an acknowledgement (here
+        scripted flush timeouts) make it not ready once, during the wait; the delivered batch
+        makes it ready again, and nothing is sent twice."""
+        harness.publish(3)
+        harness.broker.script("flush", KafkaTimeoutError(), KafkaTimeoutError())
+        assert harness.run() == EXIT_OK
+        states = harness.health.states
+        silent = states.index((False, "broker unreachable"))
+        assert (True, "") in states[:silent], "ready before the delivery"
+        assert (True, "") in states[silent:], "ready again once delivered"
+        assert states.count((False, "broker unreachable")) == 1
+        [told] = harness.logged(
+            "outputs not acknowledged within the request timeout; not ready while waiting for "
+            "the broker"
+        )
+        assert told["seconds"] == harness.settings.tuning.request_timeout_ms / 1000
+        sent = harness.broker.records(harness.settings.topics.classification)
+        assert len(sent) == 3
+        assert harness.broker.committed
+
+    def test_the_wait_for_acknowledgements_is_sliced_by_the_request_timeout(self) -> None:
+        """Each slice of the wait is at most one request timeout, the slices end at the
+        delivery deadline (delivery timeout + 5 s), readiness is told once however many slices
+        time out, and any other flush error ends the wait at once (the futures tell)."""
+        clock = [0.0]
+        flushes: list[float] = []
+        told: list[float] = []
+
+        class Silent:
+            def __init__(self, answer_after: int, error: KafkaError | None = None) -> None:
+                self.answer_after, self.error = answer_after, error
+
+            def send(self, *args: Any, **kwargs: Any) -> Any:
+                raise KafkaTimeoutError("never sent")  # the future is the error: not acked
+
+            def flush(self, timeout: float | None = None) -> None:
+                assert timeout is not None
+                flushes.append(timeout)
+                if self.error is not None:
+                    raise self.error
+                if len(flushes) > self.answer_after:
+                    return
+                clock[0] += timeout
+                raise KafkaTimeoutError("still waiting")
+
+        tuning = dataclasses.replace(
+            Settings().tuning, request_timeout_ms=30_000, delivery_timeout_ms=100_000
+        )
+        settings = Settings(tuning=tuning)
+
+        def handle(producer: Silent) -> ProducerHandle:
+            broker = FakeBroker()
+            broker.producer = lambda **_: producer  # type: ignore[method-assign, assignment]
+            return ProducerHandle(
+                broker,  # type: ignore[arg-type]
+                settings,
+                "test",
+                monotonic=lambda: clock[0],
+                unanswered=lambda: told.append(clock[0]),
+            )
+
+        handle(Silent(answer_after=10)).send_and_wait([Output("out", b"k", b"v")])
+        assert flushes == [30.0, 30.0, 30.0, 15.0], "slices up to the 105 s deadline"
+        assert told == [30.0], "told once, after the first silent slice"
+
+        flushes.clear()
+        told.clear()
+        clock[0] = 0.0
+        handle(Silent(answer_after=1)).send_and_wait([Output("out", b"k", b"v")])
+        assert flushes == [30.0, 30.0]
+        assert told == [30.0]
+
+        flushes.clear()
+        told.clear()
+        clock[0] = 0.0
+        handle(Silent(answer_after=0, error=KafkaError("fatal"))).send_and_wait(
+            [Output("out", b"k", b"v")]
+        )
+        assert flushes == [30.0]
+        assert told == []
 
     def test_a_commit_refused_by_a_rebalance_is_counted_not_fatal(self, harness: Harness) -> None:
         harness.publish(3)

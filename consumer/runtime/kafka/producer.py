@@ -4,7 +4,6 @@ transactions whose blocking calls are bounded in time."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -78,15 +77,19 @@ class ProducerHandle:
         monotonic: Callable[[], float] = time.monotonic,
         *,
         beat: Callable[[], None] = lambda: None,
+        unanswered: Callable[[], None] = lambda: None,
     ) -> None:
         """Create (and, under exactly-once, initialise) the producer. `beat` tells /healthz the
         loop is turning, before each bounded wait here (a send-and-wait, a transaction's offsets
-        and commit): its stall limit covers the longest single wait, not their sum."""
+        and commit): its stall limit covers the longest single wait, not their sum.
+        `unanswered` tells readiness that outputs went a request timeout without an
+        acknowledgement (the broker does not answer) while the wait goes on."""
         self._clients = clients
         self._settings = settings
         self._default_id = default_id  # the instance id when HER2_INSTANCE_ID is unset
         self._monotonic = monotonic
         self._beat = beat
+        self._unanswered = unanswered
         self._producer: Producer | None = self._make()
 
     def _make(self) -> Producer:
@@ -154,8 +157,7 @@ class ProducerHandle:
             sent.append((out, future))
         now = self._monotonic
         deadline = now() + self._settings.tuning.delivery_timeout_ms / 1000 + 5
-        with contextlib.suppress(KafkaError):  # the futures below say which records failed
-            producer.flush(timeout=max(0.0, deadline - now()))
+        self._flush(producer, deadline, len(sent))
         result = Sent()
         for out, future in sent:
             if isinstance(future, BaseException):
@@ -170,6 +172,31 @@ class ProducerHandle:
             except Exception as exc:  # any failure of the send means "not acknowledged"
                 result.add(out, exc)
         return result
+
+    def _flush(self, producer: Producer, deadline: float, count: int) -> None:
+        """Wait for every acknowledgement until `deadline`, a request timeout at a time. A
+        broker that answers acknowledges within one; when a slice ends with records still
+        unacknowledged, readiness is told once (`unanswered`: without it /readyz stayed 200
+        for the whole wait, up to the delivery timeout per send attempt) and the wait goes on.
+        Errors other than the timeout end the wait: the futures say which records failed."""
+        now = self._monotonic
+        step = self._settings.tuning.request_timeout_ms / 1000
+        told = False
+        while True:
+            left = deadline - now()
+            try:
+                producer.flush(timeout=max(0.0, min(step, left)))
+            except errors.KafkaTimeoutError:
+                if left <= step:
+                    return
+                if not told:
+                    told = True
+                    log.warning(events.OUTPUTS_UNANSWERED, count=count, seconds=step)
+                    self._unanswered()
+                continue
+            except KafkaError:
+                return
+            return
 
     def renew(self) -> None:
         """At-least-once, after a failed publish attempt: replace the producer (B5 of
