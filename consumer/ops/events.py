@@ -90,8 +90,8 @@ LAG_REFRESH_FAILED: Final = "lag refresh failed"
 
 # runtime/delivery.py and runtime/kafka/: publishing and committing
 OUTPUTS_RESENT: Final = "outputs not acknowledged; re-sending"
-OUTPUTS_UNANSWERED: Final = (
-    "outputs not acknowledged within the request timeout; not ready while waiting for the broker"
+BROKER_UNANSWERED: Final = (
+    "no answer from the broker within the request timeout; not ready while waiting"
 )
 COMMIT_REFUSED_IN_REBALANCE: Final = (
     "offset commit refused during a rebalance; records may be redelivered"

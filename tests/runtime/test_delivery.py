@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -28,6 +29,8 @@ from consumer.runtime.delivery import AtLeastOnce
 from consumer.runtime.kafka.producer import ProducerHandle
 from consumer.runtime.records import Backoff, Output
 from consumer.service import EXIT_CONFIG, EXIT_FAILURE, EXIT_FENCED, EXIT_OK
+
+UNANSWERED = "no answer from the broker within the request timeout; not ready while waiting"
 
 
 def _beats_per_journal_line(harness: Harness) -> list[tuple[str, object, int]]:
@@ -155,10 +158,8 @@ class TestAtLeastOnce:
         assert (True, "") in states[:silent], "ready before the delivery"
         assert (True, "") in states[silent:], "ready again once delivered"
         assert states.count((False, "broker unreachable")) == 1
-        [told] = harness.logged(
-            "outputs not acknowledged within the request timeout; not ready while waiting for "
-            "the broker"
-        )
+        [told] = harness.logged(UNANSWERED)
+        assert told["stage"] == "outputs"
         assert told["seconds"] == harness.settings.tuning.request_timeout_ms / 1000
         sent = harness.broker.records(harness.settings.topics.classification)
         assert len(sent) == 3
@@ -344,6 +345,26 @@ class TestExactlyOnce:
         [offsets] = [n for kind, what, n in beats if (kind, what) == ("txn", "offsets")]
         [commit] = [n for kind, what, n in beats if (kind, what) == ("txn", "commit")]
         assert max(sends) < offsets < commit
+
+    def test_readiness_drops_while_the_transaction_offsets_or_commit_wait_for_the_broker(
+        self, harness: Harness
+    ) -> None:
+        """The transaction's offsets and commit wait up to the transaction timeout each (a
+        minute by default): one still waiting a request timeout in makes the service not
+        ready once, and the committed transaction makes it ready again."""
+        self._eos(harness, timeout_ms=5000)
+        harness.configure(tuning={"request_timeout_ms": 50})
+        harness.publish(3)
+        slow = lambda: time.sleep(0.3)  # noqa: E731 - a scripted effect
+        harness.broker.script("send_offsets", slow)
+        harness.broker.script("commit_transaction", slow)
+        assert harness.run() == EXIT_OK
+        states = harness.health.states
+        silent = states.index((False, "broker unreachable"))
+        assert (True, "") in states[silent:], "ready again once committed"
+        told = [line["stage"] for line in harness.logged(UNANSWERED)]
+        assert told == ["transaction offsets", "transaction commit"]
+        assert list(harness.broker.committed.values()) == [3]
 
     def _blocked(self) -> tuple[threading.Event, object]:
         release = threading.Event()

@@ -191,12 +191,16 @@ class ProducerHandle:
                     return
                 if not told:
                     told = True
-                    log.warning(events.OUTPUTS_UNANSWERED, count=count, seconds=step)
-                    self._unanswered()
+                    self._silent("outputs", step, count)
                 continue
             except KafkaError:
                 return
             return
+
+    def _silent(self, stage: str, seconds: float, count: int = 0) -> None:
+        """A wait went a request timeout without the broker's answer: say so, tell readiness."""
+        log.warning(events.BROKER_UNANSWERED, stage=stage, seconds=seconds, count=count)
+        self._unanswered()
 
     def renew(self) -> None:
         """At-least-once, after a failed publish attempt: replace the producer (B5 of
@@ -250,6 +254,7 @@ class ProducerHandle:
                 )
             before_commit()
             limit = self._settings.tuning.transaction_timeout_ms / 1000
+            request_s = self._settings.tuning.request_timeout_ms / 1000
             self._beat()
             bounded(
                 "sending offsets to the transaction",
@@ -257,9 +262,17 @@ class ProducerHandle:
                 producer.send_offsets_to_transaction,
                 offsets,
                 group_metadata(),
+                tell_after=request_s,
+                tell=lambda: self._silent("transaction offsets", request_s),
             )
             self._beat()
-            bounded("committing the transaction", limit, producer.commit_transaction)
+            bounded(
+                "committing the transaction",
+                limit,
+                producer.commit_transaction,
+                tell_after=request_s,
+                tell=lambda: self._silent("transaction commit", request_s),
+            )
         except FENCED:
             raise FencedError() from None
         except Exception as exc:

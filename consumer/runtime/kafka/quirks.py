@@ -39,10 +39,18 @@ def disable_topic_auto_creation(client: Any) -> Any:
     return client
 
 
-def bounded(what: str, timeout_s: float, call: Callable[..., Any], *args: Any) -> Any:
+def bounded(
+    what: str,
+    timeout_s: float,
+    call: Callable[..., Any],
+    *args: Any,
+    tell_after: float | None = None,
+    tell: Callable[[], None] = lambda: None,
+) -> Any:
     """Run a kafka-python call that waits without a timeout (send_offsets_to_transaction,
     commit_transaction, abort_transaction in 3.0.12) in a helper thread, for at most
-    `timeout_s`; past that raise PublishError (the service then stops without committing)."""
+    `timeout_s`; past that raise PublishError (the service then stops without committing).
+    `tell` runs once if the call is still waiting `tell_after` seconds in (readiness)."""
     outcome: dict[str, Any] = {}
 
     def target() -> None:
@@ -54,7 +62,13 @@ def bounded(what: str, timeout_s: float, call: Callable[..., Any], *args: Any) -
     name = getattr(call, "__name__", "call")
     worker = threading.Thread(target=target, name=f"her2-{name}", daemon=True)
     worker.start()
-    worker.join(timeout_s)
+    waited = 0.0
+    if tell_after is not None and tell_after < timeout_s:
+        worker.join(tell_after)
+        waited = tell_after
+        if worker.is_alive():
+            tell()
+    worker.join(timeout_s - waited)
     if worker.is_alive():
         raise PublishError(f"{what} did not complete within {timeout_s:g} s")
     if "error" in outcome:
