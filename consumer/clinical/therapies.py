@@ -13,6 +13,18 @@ the rules know ("non-trastuzumab") still leaves the drug named, conservative lik
 caution a clinician reviews rather than a silent miss of TC-HER2-TARGETED-NOT-POSITIVE
 (CRITICAL). "T DXd" and "T DM1", written with a space, are T-DXd and T-DM1.
 
+Dashes and hyphens are one: names pasted from word processors and order systems carry the
+typographic ones (U+2010 hyphen, U+2011 non-breaking hyphen, the figure, en and em dashes, the
+minus sign, their small and full-width forms), and "T\u2013DM1" or "trastuzumab\u2011deruxtecan"
+must read as "T-DM1" and "trastuzumab-deruxtecan": read as other characters, the first named no
+drug (a silent miss of TC-HER2-TARGETED-NOT-POSITIVE) and the second named trastuzumab (a false
+CRITICAL for a planned T-DXd). The text is NFKC-normalised (full-width letters are letters), every
+dash becomes "-" and soft hyphens (invisible break hints) are dropped.
+
+"T-DXd" is trastuzumab deruxtecan, DXd being the deruxtecan payload, so "trastuzumab DXd" and
+"trastuzumab-DXd", the abbreviation spelled out, are T-DXd (not a conjugate read as trastuzumab,
+which raised the CRITICAL caution for a planned T-DXd).
+
 Other drugs that look alike are named in the table too, mapped to no drug, so that no part of
 them is read as one: "datopotamab deruxtecan" (Dato-DXd, Datroway) and "DXd" alone are not
 T-DXd (5.2).
@@ -40,6 +52,7 @@ Biosimilars named trastuzumab-xxxx (four letters, e.g. trastuzumab-dkst) stay tr
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -63,6 +76,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "fam-trastuzumab": (T_DXD,),
     "trastuzumab deruxtecan": (T_DXD,),
     "trastuzumab-deruxtecan": (T_DXD,),
+    "trastuzumab dxd": (T_DXD,),
+    "trastuzumab-dxd": (T_DXD,),
     "t-dxd": (T_DXD,),
     "t dxd": (T_DXD,),
     "tdxd": (T_DXD,),
@@ -135,10 +150,17 @@ def _conjugate_follows(text: str, end: int) -> bool:
     return following is not None and is_payload(following.group(1))
 
 
+# Every dash-like character as "-", soft hyphens dropped (after NFKC, module docstring).
+_DASHES = str.maketrans(
+    dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d", "-")
+    | {"\u00ad": None}
+)
+
+
 def normalise_therapy(name: str) -> frozenset[str]:
     """Return the HER2 drugs named in one planned-therapy entry (may name several)."""
     found: set[str] = set()
-    text = " ".join(name.lower().split())
+    text = " ".join(unicodedata.normalize("NFKC", name).translate(_DASHES).lower().split())
     for match in _PATTERN.finditer(text):
         alias = match.group("name")
         if match.group("bio"):

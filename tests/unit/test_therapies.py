@@ -90,6 +90,20 @@ class TestNormaliseTherapy:
             pytest.param("capecitabine-trastuzumab rezetecan", set(), id="hyphen-chemo-conjugate-not-trastuzumab"),
             pytest.param("vic-trastuzumab duocarmazine", set(), id="hyphen-prefixed-conjugate-not-trastuzumab"),
             pytest.param("non-trastuzumab regimen", {TRASTUZUMAB}, id="hyphen-prefix-conservative"),
+            # typographic dashes are hyphens (names pasted from word processors), full-width
+            # letters are letters, a soft hyphen is no character
+            pytest.param("T\u2013DM1", {T_DM1}, id="tdm1-en-dash"),
+            pytest.param("T\u2011DXd", {T_DXD}, id="tdxd-non-breaking-hyphen"),
+            pytest.param("trastuzumab\u2011deruxtecan", {T_DXD}, id="tdxd-non-breaking-hyphen-not-trastuzumab"),
+            pytest.param("trastuzumab\u2014emtansine", {T_DM1}, id="tdm1-em-dash-not-trastuzumab"),
+            pytest.param("paclitaxel\u2013trastuzumab", {TRASTUZUMAB}, id="regimen-en-dash"),
+            pytest.param("trastuzumab\u2212dkst", {TRASTUZUMAB}, id="biosimilar-minus-sign"),
+            pytest.param("Dato\u2010DXd", set(), id="dato-dxd-hyphen-char-not-tdxd"),
+            pytest.param("\uff28\uff25\uff32\uff23\uff25\uff30\uff34\uff29\uff2e", {TRASTUZUMAB}, id="herceptin-full-width"),
+            pytest.param("tras\u00adtuzumab", {TRASTUZUMAB}, id="soft-hyphen-dropped"),
+            # T-DXd spelled out: DXd is the deruxtecan payload
+            pytest.param("trastuzumab DXd", {T_DXD}, id="trastuzumab-dxd-is-tdxd"),
+            pytest.param("Trastuzumab-DXd", {T_DXD}, id="trastuzumab-hyphen-dxd-is-tdxd"),
             # the abbreviations written with a space
             pytest.param("T DXd", {T_DXD}, id="t-space-dxd"),
             pytest.param("T DM1", {T_DM1}, id="t-space-dm1"),
