@@ -52,7 +52,7 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 _MAX_PORT = 65535
 _MAX_SKEW_S = 10 * 366 * 86400  # ten years: beyond that the check would mean nothing
 # the defaults `run` and `evaluate` share (EvaluationSettings, Settings, ENV_VARS)
-_RETENTION_DAYS: Final = 3650
+_RETENTION_DAYS: Final = 0  # keep every accession: forgetting a sample can change findings
 _SKEW_S: Final = int(DEFAULT_MAX_EVENT_TIME_SKEW.total_seconds())  # the validator's, 24 h
 # HER2_REQUEST_TIMEOUT_MS must suit both transports. kafka-python's consumers want it above
 # their fetch_max_wait_ms (500, left at its default) and below connections_max_idle_ms (540,000);
@@ -105,7 +105,9 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     (
         "HER2_HISTORY_RETENTION_DAYS",
         str(_RETENTION_DAYS),
-        "drop accessions older than this (0 = keep forever)",
+        "drop accessions reported longer ago than this, except cancelled ones, POSITIVE samples "
+        "and accessions with published report findings (0 = keep forever; a dropped sample can "
+        "change findings)",
     ),
     ("HER2_HISTORY_STORE", DISK, "disk (one sqlite file per partition) | memory"),
     (

@@ -36,7 +36,7 @@ from typing import Final, NamedTuple
 from consumer.avro.codec import Decoder, Encoder
 from consumer.avro.fastwrite import NotFast
 from consumer.avro.wire import frame_single_object, schema_fingerprint
-from consumer.clinical.model import Event, Outcome, Record
+from consumer.clinical.model import POSITIVE, Event, Outcome, Record
 from consumer.clinical.patient import (
     AcceptedReport,
     Accession,
@@ -500,7 +500,9 @@ class HistoryStore:
     def _expire(self, state: PatientState) -> tuple[PatientState, frozenset[str]]:
         """Drop accessions reported before the retention (by event time) that nothing open
         rests on: no open REPORT finding, not in the basis of an open PATIENT finding, not the
-        carrier of a prior entry."""
+        carrier of a prior entry. Never dropped, whatever their age (`_kept_for_good`): a
+        cancelled accession, a POSITIVE sample, and an accession that published REPORT
+        findings."""
         if self._retention is None:
             return state, frozenset()
         cutoff = self._clock() - self._retention
@@ -518,12 +520,32 @@ class HistoryStore:
         old = {
             acc
             for acc in reported_before
-            if acc not in needed and not any(x.open for x in state.accessions[acc].alerts.values())
+            if acc not in needed and not _kept_for_good(state.accessions[acc])
         }
         if not old:
             return state, frozenset()
         kept = {acc: a for acc, a in state.accessions.items() if acc not in old}
         return replace(state, accessions=kept), frozenset(old)
+
+
+def _kept_for_good(acc: Accession) -> bool:
+    """An accession retention never drops (section 8 of docs/her2-rules.md):
+    - cancelled: its sample is gone "now or carried later", until a new final report of the
+      accession; dropped, a later prior entry for it would bring the withdrawn sample back;
+    - a POSITIVE sample (its own report's, or a prior entry's): "no sample of the patient was
+      ever POSITIVE" decides TC-HER2-TARGETED-NOT-POSITIVE (CRITICAL), TC-TDXD-EARLY-STAGE,
+      RT-CONVERSION and the T-DXd HER2-low routes; forgotten, a patient once HER2-positive got
+      the CRITICAL caution for trastuzumab;
+    - REPORT findings published (open or closed): their revision counters; dropped, a later
+      report of the accession published its findings from revision 1 again, which a reader
+      keeping the highest revision per alert_id ignores."""
+    report = acc.report
+    if acc.alerts or (report is not None and not report.final):
+        return True
+    return POSITIVE in (
+        None if report is None else report.category,
+        None if acc.prior is None else acc.prior.category,
+    )
 
 
 def encode_state(state: PatientState) -> bytes:

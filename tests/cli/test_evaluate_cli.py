@@ -778,25 +778,24 @@ class TestServiceSettings:
     @pytest.mark.parametrize(
         ("settings", "age_days", "dropped"),
         [
-            pytest.param({}, 400, False, id="default-3650-days-keeps-400"),
-            pytest.param({}, 4000, True, id="default-3650-days-drops-4000"),
+            pytest.param({}, 4000, False, id="default-keeps-forever"),
             pytest.param({"HER2_HISTORY_RETENTION_DAYS": "365"}, 300, False, id="365-days-keeps-300"),
             pytest.param({"HER2_HISTORY_RETENTION_DAYS": "365"}, 400, True, id="365-days-drops-400"),
             pytest.param({"HER2_HISTORY_RETENTION_DAYS": "0"}, 4000, False, id="0-keeps-forever"),
         ],
     )
     def test_an_old_report_drops_out_as_in_the_service(self, tmp_path: Path, settings: dict[str, str], age_days: int, dropped: bool) -> None:
-        """An old POSITIVE sample that nothing open rests on leaves the history once it is older
-        than the retention; the later LOW report of a patient planned for trastuzumab then no
-        longer reads as a conversion but as a HER2-targeted therapy without a positive sample."""
+        """An old LOW sample that nothing rests on leaves the history once it is older than
+        the retention (off by default); the later metastatic NULL report after chemotherapy
+        then no longer qualifies for the T-DXd 'any sample' route. (A POSITIVE sample is kept
+        for good: tests/unit/test_history_retention.py.)"""
         now = utc_now()
-        positive = same_patient("r-1", "acc-old", iso(now - dt.timedelta(days=age_days)), her2_ihc=ihc("THREE_PLUS", percent_cells_stained=90.0, staining_intensity="STRONG", staining_completeness="COMPLETE"), clinical_context={"disease_setting": "UNKNOWN"})
-        low = same_patient("r-2", "acc-new", iso(now - dt.timedelta(days=1)), clinical_context={"disease_setting": "EARLY", "planned_therapies": ["Herceptin"]})
-        service = service_run([positive, low], settings)
-        assert evaluate_run([positive, low], settings, tmp_path) == service
+        low = same_patient("r-1", "acc-old", iso(now - dt.timedelta(days=age_days)), her2_ihc=LOW_IHC, clinical_context={"disease_setting": "EARLY"})
+        null = same_patient("r-2", "acc-new", iso(now - dt.timedelta(days=1)), her2_ihc=NULL_IHC, clinical_context={"disease_setting": "METASTATIC", "metastatic_chemotherapy_lines": 1})
+        service = service_run([low, null], settings)
+        assert evaluate_run([low, null], settings, tmp_path) == service
         later = {code for _, code, status in service[1][2] if status == "ACTIVE"}
-        assert ("RT-CONVERSION" in later) is not dropped
-        assert ("TC-HER2-TARGETED-NOT-POSITIVE" in later) is dropped
+        assert ("TDXD-LOW-DB04" in later) is not dropped
 
     @pytest.mark.parametrize(
         ("settings", "ahead", "refused"),

@@ -78,7 +78,7 @@ class TestDefaults:
         assert s.processing_guarantee == "at_least_once"
         assert not s.exactly_once
         assert s.http_port == 8000
-        assert s.history_retention_days == 3650
+        assert s.history_retention_days == 0  # keep every accession (test_history_retention)
         assert (s.log_level, s.max_poll_records, s.publish_retries) == ("INFO", 500, 3)
         assert s.instance_id is None
         assert s.event_time_skew == dt.timedelta(hours=24)
@@ -1020,7 +1020,7 @@ class TestEvaluationSettings:
     @pytest.mark.parametrize(
         ("env", "retention", "skew"),
         [
-            pytest.param({}, dt.timedelta(days=3650), dt.timedelta(hours=24), id="defaults"),
+            pytest.param({}, None, dt.timedelta(hours=24), id="defaults"),
             pytest.param(
                 {"HER2_HISTORY_RETENTION_DAYS": "30", "HER2_MAX_EVENT_TIME_SKEW_SECONDS": "3600"},
                 dt.timedelta(days=30),
@@ -1032,7 +1032,7 @@ class TestEvaluationSettings:
             ),
             pytest.param(
                 {"HER2_HISTORY_RETENTION_DAYS": " ", "HER2_MAX_EVENT_TIME_SKEW_SECONDS": ""},
-                dt.timedelta(days=3650),
+                None,
                 dt.timedelta(hours=24),
                 id="blank-is-unset",
             ),

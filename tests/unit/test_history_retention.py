@@ -1,0 +1,230 @@
+"""History retention (HER2_HISTORY_RETENTION_DAYS, off by default) against section 8 of
+docs/her2-rules.md: what it may drop, and what it must keep for good because findings rest on
+it whatever its age (a clinical audit found each of the kept cases dropped and a wrong or
+invisible alert published)."""
+# ruff: noqa: E501 - scenario rows read best on one line
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import load_ruleset
+from consumer.config import EvaluationSettings
+from consumer.state.store import HistoryStore
+from consumer.tools.evaluate import evaluate_lines
+
+NOW = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+TEN_YEARS = dt.timedelta(days=3650)
+DOCUMENTED = {"antibody_clone": "4B5", "assay_type": "FDA_APPROVED", "controls_documented": True}
+LOW = {
+    "score": "ONE_PLUS",
+    "percent_cells_stained": 30.0,
+    "staining_intensity": "FAINT",
+    "staining_completeness": "INCOMPLETE",
+    **DOCUMENTED,
+}
+NULL = {
+    "score": "ZERO",
+    "percent_cells_stained": 0.0,
+    "staining_intensity": "NONE",
+    "staining_completeness": "NONE",
+    **DOCUMENTED,
+}
+POSITIVE = {
+    "score": "THREE_PLUS",
+    "percent_cells_stained": 90.0,
+    "staining_intensity": "STRONG",
+    "staining_completeness": "COMPLETE",
+    **DOCUMENTED,
+}
+ER_POS = {"percent_positive": 90.0, "result": "POSITIVE"}
+
+
+def specimen(site: str, collected: str) -> dict[str, Any]:
+    return {
+        "site": site,
+        "collection_date": collected,
+        "cold_ischemia_minutes": 30,
+        "fixation_hours": 24,
+    }
+
+
+def report(
+    event_id: str, accession: str, when: str, status: str = "FINAL", **fields: Any
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "patient_id": "P-RET",
+        "accession_id": accession,
+        "report_status": status,
+        "event_time": when,
+        **fields,
+    }
+
+
+def published(
+    events: list[dict[str, Any]], retention: dt.timedelta | None
+) -> list[list[tuple[str, int, str]]]:
+    """Per event, the (code, revision, status) records `evaluate --history` publishes (the
+    service's store and lifecycle) with this retention, on a clock of NOW."""
+    store = HistoryStore(retention, clock=lambda: NOW)
+    lines = [json.dumps(e) for e in events]
+    results = evaluate_lines(
+        lines, Pipeline(load_ruleset(), clock=lambda: NOW), store, clock=lambda: NOW
+    )
+    out = []
+    for result in results:
+        assert not result["errors"], result["errors"]
+        out.append(sorted((a["code"], a["revision"], a["status"]) for a in result["alerts"]))
+    return out
+
+
+OLD_POSITIVE_THEN_LOW_WITH_TRASTUZUMAB = [
+    report(
+        "p1",
+        "A-2015",
+        "2015-03-02T10:00:00Z",
+        specimen=specimen("PRIMARY_BREAST", "2015-02-20"),
+        her2_ihc=POSITIVE,
+        er=ER_POS,
+        clinical_context={"disease_setting": "UNKNOWN"},
+    ),
+    report(
+        "p2",
+        "A-2026",
+        "2026-11-20T10:00:00Z",
+        specimen=specimen("DISTANT_METASTASIS", "2026-11-10"),
+        her2_ihc=LOW,
+        er=ER_POS,
+        clinical_context={"disease_setting": "METASTATIC", "planned_therapies": ["Herceptin"]},
+    ),
+]
+CANCELLED_THEN_CARRIED_AGAIN = [
+    report(
+        "c1",
+        "A-2015",
+        "2015-03-02T10:00:00Z",
+        specimen=specimen("PRIMARY_BREAST", "2015-02-20"),
+        her2_ihc=LOW,
+    ),
+    report("c2", "A-2015", "2015-03-05T10:00:00Z", status="CANCELLED"),
+    report(
+        "c3",
+        "A-2026",
+        "2026-11-20T10:00:00Z",
+        specimen=specimen("DISTANT_METASTASIS", "2026-11-10"),
+        her2_ihc=NULL,
+        clinical_context={"disease_setting": "METASTATIC", "metastatic_chemotherapy_lines": 1},
+        prior_her2_results=[
+            {
+                "accession_id": "A-2015",
+                "specimen": {"site": "PRIMARY_BREAST", "collection_date": "2015-02-20"},
+                "her2_ihc": LOW,
+            }
+        ],
+    ),
+]
+REPORT_FINDING_THEN_CORRECTED = [
+    report(
+        "r1",
+        "A-2015",
+        "2015-03-02T10:00:00Z",
+        specimen=specimen("PRIMARY_BREAST", "2015-02-20"),
+        her2_ihc=LOW | {"controls_documented": False},
+    ),
+    report(
+        "r2",
+        "A-2015",
+        "2015-03-09T10:00:00Z",
+        status="AMENDED",
+        specimen=specimen("PRIMARY_BREAST", "2015-02-20"),
+        her2_ihc=LOW,
+    ),
+    report(
+        "r3",
+        "A-2015",
+        "2026-11-20T10:00:00Z",
+        status="CORRECTED",
+        specimen=specimen("PRIMARY_BREAST", "2015-02-20"),
+        her2_ihc=LOW | {"controls_documented": False},
+    ),
+]
+OLD_LOW_THEN_NULL_AFTER_CHEMOTHERAPY = [
+    report(
+        "l1",
+        "A-2015",
+        "2015-03-02T10:00:00Z",
+        specimen=specimen("PRIMARY_BREAST", "2015-02-20"),
+        her2_ihc=LOW,
+        clinical_context={"disease_setting": "EARLY"},
+    ),
+    report(
+        "l2",
+        "A-2026",
+        "2026-11-20T10:00:00Z",
+        specimen=specimen("DISTANT_METASTASIS", "2026-11-10"),
+        her2_ihc=NULL,
+        clinical_context={"disease_setting": "METASTATIC", "metastatic_chemotherapy_lines": 1},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "expected", "forbidden"),
+    [
+        # 5.2: "no sample of the patient was ever POSITIVE (then RT-CONVERSION asks for review instead)"
+        pytest.param(
+            OLD_POSITIVE_THEN_LOW_WITH_TRASTUZUMAB,
+            ("RT-CONVERSION", 1, "ACTIVE"),
+            "TC-HER2-TARGETED-NOT-POSITIVE",
+            id="positive-sample-kept",
+        ),
+        # section 8: a cancelled accession's sample is gone "now or carried later"
+        pytest.param(
+            CANCELLED_THEN_CARRIED_AGAIN,
+            ("RT-ALL-ZERO", 1, "ACTIVE"),
+            "TDXD-LOW-DB04",
+            id="cancellation-kept",
+        ),
+        # design.md: (alert_id, revision) is unique; readers keep the highest revision
+        pytest.param(
+            REPORT_FINDING_THEN_CORRECTED,
+            ("DG-CONTROLS", 3, "ACTIVE"),
+            "none",
+            id="report-finding-revisions-kept",
+        ),
+    ],
+)
+def test_retention_keeps_what_findings_rest_on_whatever_its_age(
+    events: list[dict[str, Any]], expected: tuple[str, int, str], forbidden: str
+) -> None:
+    """Ten years' retention and none publish the same records: each of these old accessions is
+    kept for good, and the last report gets the finding the specification asks for."""
+    with_retention = published(events, TEN_YEARS)
+    assert with_retention == published(events, None)
+    assert expected in with_retention[-1]
+    assert forbidden not in {code for code, _, _ in with_retention[-1]}
+
+
+def test_retention_still_drops_an_old_sample_nothing_rests_on() -> None:
+    """What retention is for: an old LOW sample with no finding on it leaves the history, so
+    it no longer qualifies the T-DXd 'any sample' route (README: a dropped sample can change
+    findings; hence off by default)."""
+    kept, dropped = (
+        published(OLD_LOW_THEN_NULL_AFTER_CHEMOTHERAPY, None),
+        published(OLD_LOW_THEN_NULL_AFTER_CHEMOTHERAPY, TEN_YEARS),
+    )
+    assert kept[0] == dropped[0] == []
+    assert ("TDXD-LOW-DB04", 1, "ACTIVE") in kept[1]
+    assert "TDXD-LOW-DB04" not in {code for code, _, _ in dropped[1]}
+
+
+def test_retention_is_off_by_default() -> None:
+    """Forgetting a sample can change findings that rest on the whole history (section 8 has
+    no notion of forgetting): nothing is dropped unless a site asks for it."""
+    assert EvaluationSettings.from_env({}).history_retention is None
