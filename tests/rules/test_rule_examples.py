@@ -115,11 +115,21 @@ class TestCatalogue:
         assert isinstance(rule.version, int)
         assert rule.version >= 1
 
-    def test_policy_rules_say_policy(self) -> None:
+    @pytest.mark.parametrize(
+        ("code", "policy"),
+        [
+            pytest.param("TDXD-LOW-DB04", 'POLICY "any sample"', id="db04-any-sample"),
+            pytest.param("TDXD-HR-DB06", 'POLICY "any sample"', id="db06-any-sample"),
+            # 5.1: TDXD-CANDIDATE's HER2 condition is DB04's or DB06's "(sample policy included)"
+            pytest.param("TDXD-CANDIDATE", 'POLICY "any sample"', id="candidate-any-sample"),
+            pytest.param("TDXD-POSITIVE-EARLY", "POLICY", id="positive-early-fires-whether-planned"),
+            pytest.param("DG-SCORE-INCONSISTENT", "POLICY", id="score-inconsistent-never-rescores"),
+        ],
+    )
+    def test_policy_rules_say_policy(self, code: str, policy: str) -> None:
         """Front matter: where the spec says POLICY, keep it visible in the rule's description."""
-        for code in ("TDXD-LOW-DB04", "TDXD-HR-DB06", "TDXD-POSITIVE-EARLY", "DG-SCORE-INCONSISTENT"):
-            (rule,) = [r for r in RULESET.rules if r.code == code]
-            assert "POLICY" in rule.description, code
+        (rule,) = [r for r in RULESET.rules if r.code == code]
+        assert policy in rule.description, code
 
 
 # Section 4: "HER2-low" is "a trial-eligibility term, not a biological subtype, and ASCO/CAP does
