@@ -1150,6 +1150,27 @@ def test_dg_ish_workup_recount_disagrees(pipeline: Pipeline) -> None:
 
 
 @pytest.mark.parametrize(
+    ("ev", "present", "absent"),
+    [
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), her2_ish=ish(probe_type="SINGLE", her2_copies_per_cell=5.0)), ("single-probe 4.0-<6.0 copies needs dual-probe ISH",), ("group", "not documented"), id="single-probe-5-ihc2-names-no-group"),
+        pytest.param(event(her2_ihc=None, her2_ish=ish(probe_type="SINGLE", her2_copies_per_cell=4.0)), ("single-probe 4.0-<6.0 copies needs dual-probe ISH",), ("group", "not documented"), id="single-probe-exactly-4-no-ihc-names-no-group"),
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), her2_ish=dual(1.5, 5.0)), ("Dual-probe ISH group: 4.",), ("not documented",), id="dual-group4-ihc2-names-the-group"),
+        pytest.param(event(her2_ihc=None, her2_ish=dual(1.6, 6.4)), ("Dual-probe ISH group: 3.",), ("not documented",), id="dual-group3-no-ihc-names-the-group"),
+    ],
+)
+def test_dg_ish_workup_names_the_group_only_when_there_is_one(pipeline: Pipeline, ev: Record, present: tuple[str, ...], absent: tuple[str, ...]) -> None:
+    """5.5: `ish_group` is null by design for single-probe ISH, so its alert names no group (it
+    read "(group not documented)", as if the laboratory had left it out); a dual-probe alert
+    names its group."""
+    alert = check(pipeline, "DG-ISH-WORKUP", ev, "WARNING")
+    assert alert is not None
+    for text in present:
+        assert text in alert["detail"], alert["detail"]
+    for text in absent:
+        assert text not in alert["detail"].lower(), alert["detail"]
+
+
+@pytest.mark.parametrize(
     ("ev", "severity"),
     [
         pytest.param(event(specimen=specimen(cold_ischemia_minutes=None)), "WARNING", id="fires-cold-missing-low-warning"),
