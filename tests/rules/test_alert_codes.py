@@ -692,6 +692,38 @@ def test_tc_tdxd_early_stage_text(pipeline: Pipeline) -> None:
     assert any(e.startswith("[S62]") for e in alert["evidence"])
 
 
+LOW_DISCLAIMER = "'HER2-low' (IHC 1+, or 2+ with negative ISH) is a trial-eligibility term, not a biological subtype, and not an ASCO/CAP reporting category"
+ULTRALOW_DISCLAIMER = "'HER2-ultralow' (IHC 0 with faint, incomplete membrane staining in > 0 % to <= 10 % of tumour cells) is an FDA-label and trial-eligibility term, not an ASCO/CAP reporting category"
+DISCLAIMER_CITES = {LOW_DISCLAIMER: {"S10", "S11"}, ULTRALOW_DISCLAIMER: {"S10", "S11", "S25", "S67"}}
+
+
+@pytest.mark.parametrize(
+    ("code", "ev", "severity", "disclaimers"),
+    [
+        pytest.param("TDXD-LOW-DB04", met_event(clinical_context=metastatic(**LINES_1_CHEMO)), "WARNING", (LOW_DISCLAIMER,), id="db04"),
+        pytest.param("TDXD-HR-DB06", met_event(her2_ihc=ultralow(), clinical_context=metastatic(**ENDO_1)), "WARNING", (LOW_DISCLAIMER, ULTRALOW_DISCLAIMER), id="db06"),
+        pytest.param("TDXD-CANDIDATE", met_event(er=ER_NEG, pr=PR_NEG), "INFO", (LOW_DISCLAIMER, ULTRALOW_DISCLAIMER), id="candidate-triple-negative-low"),
+        pytest.param("TDXD-CANDIDATE", met_event(her2_ihc=ultralow()), "INFO", (LOW_DISCLAIMER, ULTRALOW_DISCLAIMER), id="candidate-hr-positive-ultralow"),
+        pytest.param("TC-HER2-TARGETED-NOT-POSITIVE", event(clinical_context=planned("trastuzumab")), "CRITICAL", (LOW_DISCLAIMER,), id="targeted-not-positive"),
+        pytest.param("TC-TDXD-EARLY-STAGE", event(clinical_context=planned("Enhertu")), "WARNING", (LOW_DISCLAIMER, ULTRALOW_DISCLAIMER), id="tdxd-early-stage"),
+        pytest.param("TC-TDXD-CRITERIA-NOT-MET", met_event(her2_ihc=ultralow(), er=ER_NEG, pr=PR_NEG, clinical_context=planned("Enhertu", setting="METASTATIC", **LINES_1_CHEMO)), "WARNING", (ULTRALOW_DISCLAIMER,), id="tdxd-criteria-not-met"),
+        pytest.param("RT-ALL-ZERO", met_event(her2_ihc=ihc("ZERO")), "INFO", (LOW_DISCLAIMER,), id="all-zero"),
+        pytest.param("DG-ISH-ONLY", met_event(her2_ihc=None, her2_ish=dual(1.2, 2.0)), "WARNING", (LOW_DISCLAIMER, ULTRALOW_DISCLAIMER), id="ish-only"),
+        pytest.param("DG-ZERO-SUBTYPE", met_event(her2_ihc=zero_unstated()), "WARNING", (ULTRALOW_DISCLAIMER,), id="zero-subtype"),
+    ],
+)
+def test_alerts_naming_her2_low_or_ultralow_say_what_the_terms_are(pipeline: Pipeline, code: str, ev: Record, severity: str, disclaimers: tuple[str, ...]) -> None:
+    """Section 4: 'HER2-low' is a trial-eligibility term, not a biological subtype, and not an
+    ASCO/CAP category [S10][S11]: say so in texts; section 2: ultralow is an FDA/trial category,
+    not ASCO/CAP [S25][S67]. Once per alert, whichever notes apply (tests/rules/test_rule_examples.py
+    TestTrialTerms checks every rule file)."""
+    alert = check(pipeline, code, ev, severity)
+    assert alert is not None
+    for disclaimer in disclaimers:
+        assert alert["detail"].count(disclaimer) == 1, alert["detail"]
+        assert {e[1 : e.index("]")] for e in alert["evidence"]} >= DISCLAIMER_CITES[disclaimer]
+
+
 @pytest.mark.parametrize(
     ("ev", "severity"),
     [
@@ -1115,6 +1147,27 @@ def test_dg_ish_workup(pipeline: Pipeline, ev: Record, severity: str | None) -> 
 def test_dg_ish_workup_recount_disagrees(pipeline: Pipeline) -> None:
     ev = event(her2_ihc=ihc("TWO_PLUS"), her2_ish=dual(1.6, 6.4, recount_group=4))
     check(pipeline, "DG-ISH-WORKUP", ev, "WARNING")
+
+
+@pytest.mark.parametrize(
+    ("ev", "present", "absent"),
+    [
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), her2_ish=ish(probe_type="SINGLE", her2_copies_per_cell=5.0)), ("single-probe 4.0-<6.0 copies needs dual-probe ISH",), ("group", "not documented"), id="single-probe-5-ihc2-names-no-group"),
+        pytest.param(event(her2_ihc=None, her2_ish=ish(probe_type="SINGLE", her2_copies_per_cell=4.0)), ("single-probe 4.0-<6.0 copies needs dual-probe ISH",), ("group", "not documented"), id="single-probe-exactly-4-no-ihc-names-no-group"),
+        pytest.param(event(her2_ihc=ihc("TWO_PLUS"), her2_ish=dual(1.5, 5.0)), ("Dual-probe ISH group: 4.",), ("not documented",), id="dual-group4-ihc2-names-the-group"),
+        pytest.param(event(her2_ihc=None, her2_ish=dual(1.6, 6.4)), ("Dual-probe ISH group: 3.",), ("not documented",), id="dual-group3-no-ihc-names-the-group"),
+    ],
+)
+def test_dg_ish_workup_names_the_group_only_when_there_is_one(pipeline: Pipeline, ev: Record, present: tuple[str, ...], absent: tuple[str, ...]) -> None:
+    """5.5: `ish_group` is null by design for single-probe ISH, so its alert names no group (it
+    read "(group not documented)", as if the laboratory had left it out); a dual-probe alert
+    names its group."""
+    alert = check(pipeline, "DG-ISH-WORKUP", ev, "WARNING")
+    assert alert is not None
+    for text in present:
+        assert text in alert["detail"], alert["detail"]
+    for text in absent:
+        assert text not in alert["detail"].lower(), alert["detail"]
 
 
 @pytest.mark.parametrize(

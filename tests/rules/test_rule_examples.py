@@ -115,11 +115,68 @@ class TestCatalogue:
         assert isinstance(rule.version, int)
         assert rule.version >= 1
 
-    def test_policy_rules_say_policy(self) -> None:
+    @pytest.mark.parametrize(
+        ("code", "policy"),
+        [
+            pytest.param("TDXD-LOW-DB04", 'POLICY "any sample"', id="db04-any-sample"),
+            pytest.param("TDXD-HR-DB06", 'POLICY "any sample"', id="db06-any-sample"),
+            # 5.1: TDXD-CANDIDATE's HER2 condition is DB04's or DB06's "(sample policy included)"
+            pytest.param("TDXD-CANDIDATE", 'POLICY "any sample"', id="candidate-any-sample"),
+            pytest.param("TDXD-POSITIVE-EARLY", "POLICY", id="positive-early-fires-whether-planned"),
+            pytest.param("DG-SCORE-INCONSISTENT", "POLICY", id="score-inconsistent-never-rescores"),
+        ],
+    )
+    def test_policy_rules_say_policy(self, code: str, policy: str) -> None:
         """Front matter: where the spec says POLICY, keep it visible in the rule's description."""
-        for code in ("TDXD-LOW-DB04", "TDXD-HR-DB06", "TDXD-POSITIVE-EARLY", "DG-SCORE-INCONSISTENT"):
-            (rule,) = [r for r in RULESET.rules if r.code == code]
-            assert "POLICY" in rule.description, code
+        (rule,) = [r for r in RULESET.rules if r.code == code]
+        assert policy in rule.description, code
+
+
+# Section 4: "HER2-low" is "a trial-eligibility term, not a biological subtype, and ASCO/CAP does
+# not report it as a category [S10][S11]: say so in texts". Section 2: the IHC 0 sub-types are
+# "FDA/trial categories, not ASCO/CAP" [S13][S20][S25]; ultralow = faint incomplete staining in
+# > 0 % to <= 10 % of cells [S25], the trials' IHC >0 <1+ [S67]. The spec does not call ultralow
+# "not a biological subtype", so its sentence does not say so.
+LOW_DISCLAIMER = "'HER2-low' (IHC 1+, or 2+ with negative ISH) is a trial-eligibility term, not a biological subtype, and not an ASCO/CAP reporting category"
+ULTRALOW_DISCLAIMER = "'HER2-ultralow' (IHC 0 with faint, incomplete membrane staining in > 0 % to <= 10 % of tumour cells) is an FDA-label and trial-eligibility term, not an ASCO/CAP reporting category"
+# how a published text names each term ("HER2-low/ultralow" and "HER2-low or ultralow" name both)
+NAMES_LOW_TERM = re.compile(r"HER2-low\b", re.IGNORECASE)
+NAMES_ULTRALOW_TERM = re.compile(r"HER2-ultralow|HER2-low(/| or )ultralow", re.IGNORECASE)
+TRIAL_TERMS = [
+    # how a text names the term, the sentence it then carries, the citations it needs
+    pytest.param(NAMES_LOW_TERM, LOW_DISCLAIMER, {"S10", "S11"}, id="her2-low"),
+    pytest.param(NAMES_ULTRALOW_TERM, ULTRALOW_DISCLAIMER, {"S10", "S11", "S25", "S67"}, id="her2-ultralow"),
+]
+# the rules that name the terms today: the check over every rule file below is not vacuous
+NAMES_LOW = {"TDXD-LOW-DB04", "TDXD-HR-DB06", "TDXD-CANDIDATE", "TC-HER2-TARGETED-NOT-POSITIVE", "TC-TDXD-EARLY-STAGE", "DG-ISH-ONLY", "RT-ALL-ZERO"}
+NAMES_ULTRALOW = {"TDXD-HR-DB06", "TDXD-CANDIDATE", "TC-TDXD-EARLY-STAGE", "TC-TDXD-CRITERIA-NOT-MET", "DG-ISH-ONLY", "DG-ZERO-SUBTYPE"}
+
+
+def _published_texts(rule: Rule) -> list[str]:
+    """What an alert of the rule shows: title, detail, the notes appended to it, recommendation."""
+    return [rule.title, rule.detail, *(note.text for note in rule.notes), rule.recommendation]
+
+
+class TestTrialTerms:
+    """A rule whose published text names HER2-low or HER2-ultralow says, once and in its detail
+    (always shown; notes are conditional), that the term is a trial-eligibility term and not an
+    ASCO/CAP reporting category, and cites the sources. Every rule file, so a new one cannot
+    forget it."""
+
+    @pytest.mark.parametrize(("pattern", "disclaimer", "citations"), TRIAL_TERMS)
+    @pytest.mark.parametrize("rule", RULESET.rules, ids=lambda r: r.rule_id)
+    def test_a_rule_naming_the_term_says_what_it_is(self, rule: Rule, pattern: re.Pattern[str], disclaimer: str, citations: set[str]) -> None:
+        texts = _published_texts(rule)
+        if not any(pattern.search(text) for text in texts):
+            return
+        assert sum(text.count(disclaimer) for text in texts) == 1, f"{rule.path}: say once: {disclaimer}"
+        assert disclaimer in rule.detail, rule.path
+        assert citations <= set(rule.evidence), f"{rule.path}: cite {sorted(citations - set(rule.evidence))}"
+
+    @pytest.mark.parametrize(("pattern", "codes"), [pytest.param(NAMES_LOW_TERM, NAMES_LOW, id="her2-low"), pytest.param(NAMES_ULTRALOW_TERM, NAMES_ULTRALOW, id="her2-ultralow")])
+    def test_the_check_sees_the_rules_that_name_the_term(self, pattern: re.Pattern[str], codes: set[str]) -> None:
+        naming = {r.code for r in RULESET.rules if any(pattern.search(text) for text in _published_texts(r))}
+        assert naming >= codes
 
 
 # ---------------------------------------------------------------------------------------------
