@@ -91,6 +91,11 @@ _CONTEXT_DATES = (
 )
 
 
+# A finding that holds: (severity, its content's fact values, and, when they differ from the
+# content's, the fired codes that releases before 2026.12-3 put in its digest: see _fired)
+_Fired = tuple[str, dict[str, Any], list[str] | None]
+
+
 @dataclass(frozen=True, slots=True)
 class AlertState:
     """A finding's publication state: last revision, open or closed, content digest, basis."""
@@ -282,7 +287,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
         own.alerts, report_fired, REPORT, acc, sc.category, lambda _rule: (acc,)
     )
     # PATIENT codes: over samples, current category, HR status and context.
-    patient_fired: dict[str, tuple[str, dict[str, Any]]] = {}
+    patient_fired: dict[str, _Fired] = {}
     if view.samples or view.context:
         patient_fired = _fired(ruleset, _patient_facts(event, view, ruleset), PATIENT)
     current_acc = view.current.accession_id if view.current and view.current.accession_id else acc
@@ -318,7 +323,7 @@ class _Emitter:
     def transitions(  # noqa: PLR0917 - one call site per scope
         self,
         before: Mapping[str, AlertState],
-        fired: Mapping[str, tuple[str, dict[str, Any]]],
+        fired: Mapping[str, _Fired],
         scope: str,
         accession: str,
         category: str,
@@ -332,9 +337,18 @@ class _Emitter:
             old = before.get(code)
             values = None
             if code in fired:
-                severity, values = fired[code]
+                severity, values, legacy_codes = fired[code]
                 facts_json = _canonical(values)
                 digest = _digest(severity, rule.version, facts_json)
+                if old is not None and old.open and old.digest != digest and legacy_codes:
+                    legacy = _canonical({**values, "fired_codes": legacy_codes})
+                    if old.digest == _digest(severity, rule.version, legacy):
+                        # the same content, digested as an earlier release did: nothing to
+                        # publish; the state takes this release's digest
+                        after[code] = AlertState(
+                            code, old.revision, True, old.severity, digest, old.basis
+                        )
+                        continue
                 if old is not None and old.open and old.digest == digest:
                     continue
                 transition = UPDATED if old is not None and old.open else OPENED
@@ -386,7 +400,7 @@ def _candidates(
     ruleset: RuleSet,
     scope: str,
     before: Mapping[str, AlertState],
-    fired: Mapping[str, tuple[str, dict[str, Any]]],
+    fired: Mapping[str, _Fired],
 ) -> Sequence[Rule]:
     """The rules of `scope` that can publish, in the scope's order: those whose code fired or
     is open (for every other code the transition table does nothing)."""
@@ -405,13 +419,19 @@ def _candidates(
     return [rules[i] for i in sorted([*(positions[code] for code in fired), *extra])]
 
 
-def _fired(
-    ruleset: RuleSet, facts: dict[str, Any], scope: str
-) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The rules of `scope` that fire: code -> (severity, content values: the facts the rule
-    reads, plus the codes it read through fired_codes)."""
+def _fired(ruleset: RuleSet, facts: dict[str, Any], scope: str) -> dict[str, _Fired]:
+    """The rules of `scope` that fire: code -> (severity, content values, legacy codes).
+
+    The content values are the facts the rule reads, plus `fired_codes` when its notes read
+    some (the codes that fired among those: its rendered text depends on them). Codes its
+    `when` or severity overrides read are not content: whether it holds and its severity
+    are, so another code opening or closing does not re-publish it with the same text
+    (section 8: content is severity, rule version and the values of the facts it reads).
+    Legacy codes: every code it read that fired, when that differs from the content's: what
+    releases before 2026.12-3 digested (an open finding stored then is not re-published for
+    the change of digest alone)."""
     # RuleSet.evaluate(facts, ruleset.scoped(scope), details=False), inlined: no Fired objects
-    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    out: dict[str, _Fired] = {}
     fired_codes: set[str] = set()
     for rule in ruleset.scoped(scope):
         depends_on = rule.depends_on
@@ -420,10 +440,15 @@ def _fired(
             fired_codes.add(rule.code)
             severity = rule.severity_for(facts, frozen)
             values = {name: facts.get(name) for name in _sorted_reads(rule.reads)}
-            used = frozen & depends_on
-            if used:
-                values["fired_codes"] = sorted(used)
-            out[rule.code] = (severity, values)  # one rule per code (the loader checks)
+            legacy = None
+            if frozen:
+                shown = frozen & rule.text_depends_on
+                if shown:
+                    values["fired_codes"] = sorted(shown)
+                used = frozen & depends_on
+                if used != shown:
+                    legacy = sorted(used)
+            out[rule.code] = (severity, values, legacy)  # one rule per code (the loader checks)
     return out
 
 

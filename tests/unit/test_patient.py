@@ -10,11 +10,16 @@ collection date, context carried forward, re-opening and redelivery.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from consumer.clinical import patient, rules
 from consumer.clinical.alerts import alert_id
 from consumer.clinical.model import Outcome
 from consumer.clinical.pipeline import Pipeline
@@ -39,6 +44,8 @@ ER_POS = {"percent_positive": 90.0, "result": "POSITIVE"}
 ER_NEG = {"percent_positive": 0.0, "result": "NEGATIVE"}
 MET_AFTER_ENDO = {**MET_AFTER_CHEMO, "metastatic_chemotherapy_lines": 0,
                   "metastatic_endocrine_therapy_lines": 1}
+MET_ILD = {**MET_AFTER_CHEMO, "interstitial_lung_disease_history": True}
+MET_ILD_TDXD = {**MET_ILD, "planned_therapies": ["Enhertu"]}
 
 
 def report(
@@ -208,6 +215,21 @@ STORIES: dict[str, tuple[set[str], Story]] = {
         (report("e-2", "A2", ihc=LOW, collected="2024-01-01"), {"RT-ALL-ZERO": ("RESOLVED", 2), "TDXD-LOW-DB04": ("ACTIVE", 1)}),
         (report("e-3", "A2", status="CANCELLED"), {"RT-ALL-ZERO": ("ACTIVE", 3), "TDXD-LOW-DB04": ("RETRACTED", 2)}),
     ]),
+    # content is severity, rule version and the facts the rule file lists: TC-TDXD-ILD reads the
+    # eligibility codes in its `when` only, so DB04 giving way to CANDIDATE changes nothing of it
+    # (it was re-published with a byte-identical detail: audit f1)
+    "a caution is not re-published when only the codes that trigger it change": ({"TC-TDXD-ILD", "TDXD-LOW-DB04", "TDXD-CANDIDATE"}, [
+        (report("e-1", "A1", ihc=LOW, ctx=MET_ILD_TDXD), {"TC-TDXD-ILD": ("ACTIVE", 1), "TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=None, collected="2025-06-02", ctx=MET_ILD_TDXD | {"metastatic_chemotherapy_lines": 0}),
+         {"TDXD-LOW-DB04": ("RESOLVED", 2), "TDXD-CANDIDATE": ("ACTIVE", 1)}),
+    ]),
+    "an ILD caution resting on eligibility alone is not re-published when the route changes": ({"TC-TDXD-ILD", "TDXD-LOW-DB04", "TDXD-CANDIDATE"}, [
+        (report("e-1", "A1", ihc=LOW, ctx=MET_ILD), {"TC-TDXD-ILD": ("ACTIVE", 1), "TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=None, collected="2025-06-02", ctx=MET_ILD | {"metastatic_chemotherapy_lines": 0}),
+         {"TDXD-LOW-DB04": ("RESOLVED", 2), "TDXD-CANDIDATE": ("ACTIVE", 1)}),
+        (report("e-3", "A3", ihc=None, collected="2025-06-03", ctx=MET_ILD | {"metastatic_chemotherapy_lines": 0, "interstitial_lung_disease_history": False}),
+         {"TC-TDXD-ILD": ("RESOLVED", 2)}),
+    ]),
     # nothing holds once the patient has no final sample and no context left
     "nothing holds when everything is cancelled": ({"TDXD-LOW-DB04", "RT-METASTATIC-SITE"}, [
         (report("e-1", "A1", ihc=LOW, site="PRIMARY_BREAST", ctx=MET_AFTER_CHEMO),
@@ -340,3 +362,51 @@ def test_a_replay_publishes_the_same_records(ruleset: RuleSet) -> None:
     first = published(T0)
     assert len(first) > 400
     assert published(T0 + dt.timedelta(days=400)) == first
+
+
+def _ild_rule_with_a_note_on(ruleset: RuleSet, codes: list[str]) -> RuleSet:
+    """The shipped rule set with TC-TDXD-ILD given a note that reads fired_codes (its text)."""
+    path = Path(rules.__file__).resolve().parents[2] / "rules" / "alerts" / "tc-tdxd-ild.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["notes"] = [{"when": {"fact": "fired_codes", "op": "contains_any", "value": codes},
+                     "text": "Eligibility rests on the candidate route only."}]
+    ild = rules.parse_rule(doc, "rules/alerts/tc-tdxd-ild.yaml", ruleset.citations)
+    assert ild.text_depends_on == frozenset(codes)
+    return RuleSet(ruleset.version, ruleset.citations,
+                   [ild if r.code == "TC-TDXD-ILD" else r for r in ruleset.rules])
+
+
+def test_fired_codes_are_content_only_when_the_text_reads_them(ruleset: RuleSet) -> None:
+    """A rule whose note reads fired_codes renders other text when those codes change: then the
+    codes are content (ACTIVE, next revision, the note in the detail); codes its `when` alone
+    reads are not (the shipped TC-TDXD-ILD, stories above)."""
+    story = [event for event, _ in STORIES["an ILD caution resting on eligibility alone is not re-published when the route changes"][1]]
+    outcomes = run(story[:2], _ild_rule_with_a_note_on(ruleset, ["TDXD-CANDIDATE"]))
+    first, second = ([a for a in o.alerts if a["code"] == "TC-TDXD-ILD"] for o in outcomes)
+    assert [(a["status"], a["revision"]) for a in first + second] == [("ACTIVE", 1), ("ACTIVE", 2)]
+    assert "candidate route" not in first[0]["detail"]
+    assert second[0]["detail"].endswith("Eligibility rests on the candidate route only.")
+
+
+def test_a_finding_stored_with_the_earlier_digest_is_not_re_published(ruleset: RuleSet) -> None:
+    """Releases before 2026.12-3 put every fired code a rule read into its digest: an open
+    TC-TDXD-ILD stored then, evaluated again with the same facts, publishes nothing and takes
+    this release's digest."""
+    story = [event for event, _ in STORIES["an ILD caution resting on eligibility alone is not re-published when the route changes"][1]]
+    store = HistoryStore()
+    pipeline = Pipeline(ruleset, clock=ticking())
+    store.apply(story[0], pipeline)
+    state = store.get("P")
+    assert state is not None
+    ild = state.alerts["TC-TDXD-ILD"]
+    values = json.loads(state.accessions["A1"].emitted[-1].facts or "")
+    assert "fired_codes" not in values
+    rule = ruleset.rule_for("TC-TDXD-ILD")
+    assert rule is not None
+    earlier = patient._digest(ild.severity, rule.version, patient._canonical({**values, "fired_codes": ["TDXD-LOW-DB04"]}))
+    assert earlier != ild.digest
+    older = replace(state, alerts={**state.alerts, "TC-TDXD-ILD": replace(ild, digest=earlier)})
+    # the same facts again: another accession's report that changes nothing
+    outcome = Pipeline(ruleset, clock=ticking()).step(older, report("e-2", "A2", ihc=None, collected="2024-01-01"))
+    assert [a for a in outcome.alerts if a["code"] == "TC-TDXD-ILD"] == []
+    assert outcome.state.alerts["TC-TDXD-ILD"] == ild
