@@ -563,7 +563,7 @@ def _priors(event: Event, acc: str, seq: int) -> list[tuple[str, PriorEntry]]:
     superseded by the report itself)."""
     out = []
     for i, prior in enumerate(event.get("prior_her2_results") or ()):
-        key = prior.get("accession_id") or f"{acc}#prior-{i}"
+        key = prior.get("accession_id") or f"{acc}{_UNNAMED_PRIOR}{i}"
         if key == acc:
             continue
         specimen = prior.get("specimen")
@@ -581,6 +581,18 @@ def _priors(event: Event, acc: str, seq: int) -> list[tuple[str, PriorEntry]]:
             )
         )
     return out
+
+
+# A prior entry without an accession is keyed by its carrier, this and its position: an
+# internal key, never shown (the sample is described by the report that listed it).
+_UNNAMED_PRIOR: Final = "#prior-"
+
+
+def _prior_accession(key: str, carrier: str) -> str | None:
+    """The accession a prior entry was reported with: its key, or None for an entry reported
+    without one (keyed `<carrier>#prior-<position>` by _priors)."""
+    head, sep, position = key.partition(_UNNAMED_PRIOR)
+    return None if sep and head == carrier and position.isdigit() else key
 
 
 def _view(accessions: Mapping[str, Accession]) -> _View:
@@ -610,7 +622,15 @@ def _view(accessions: Mapping[str, Accession]) -> _View:
         elif a.prior is not None:
             p = a.prior
             priors.append(
-                Sample(acc, p.site, p.collection_date, p.category, "prior", p.seq, p.carrier)
+                Sample(
+                    _prior_accession(acc, p.carrier),
+                    p.site,
+                    p.collection_date,
+                    p.category,
+                    "prior",
+                    p.seq,
+                    p.carrier,
+                )
             )
     current = max(tested, key=recency) if tested else None
     hr = (

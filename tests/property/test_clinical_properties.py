@@ -391,9 +391,15 @@ _HER2_THERAPY_WORDS = re.compile(r"\b(thp|her2-targeted|her2-directed|anti-her2)
 _NEGATION = re.compile(r"\b(not|no|without|never)\b")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # An accession id quoted in a sample's description (facts.Sample.describe: "SITE sample
-# (accession ID, DATE): CATEGORY"): an identifier from the input, which may spell anything
-# ("TRASTUZUMAB"); it is data, not a recommendation, so it is left out of the scan.
-_QUOTED_ACCESSION = re.compile(r"\(accession .*?, (?=(?:\d{4}-\d{2}-\d{2}|date unknown)\): )", re.DOTALL)
+# (accession ID, DATE): CATEGORY", or for a prior entry reported without one "SITE sample (prior
+# result without an accession number, listed in the report of accession ID, DATE): CATEGORY"):
+# an identifier from the input, which may spell anything ("TRASTUZUMAB"); it is data, not a
+# recommendation, so it is left out of the scan.
+_QUOTED_ACCESSION = re.compile(
+    r"\((?:prior result without an accession number, listed in the report of )?accession .*?, "
+    r"(?=(?:\d{4}-\d{2}-\d{2}|date unknown)\): )",
+    re.DOTALL,
+)
 
 
 @st.composite
@@ -583,6 +589,7 @@ class TestNoEarlyStageCautionForHer2PositivePatients:
         pytest.param("Discordant samples: UNKNOWN sample (accession TRASTUZUMAB, date unknown): LOW vs PRIMARY_BREAST sample (accession Herceptin. THP, 2022-03-14): NULL.", False, id="quoted-accession-ids"),
         pytest.param("Consider trastuzumab for the PRIMARY_BREAST sample (accession A-1, 2022-03-14): LOW.", True, id="recommendation-beside-a-quoted-accession"),
         pytest.param("PRIMARY_BREAST sample (accession A-1, 2022-03-14): LOW. Consider Herceptin.", True, id="recommendation-after-a-quoted-accession"),
+        pytest.param("Qualifying sample: PRIMARY_BREAST sample (prior result without an accession number, listed in the report of accession Kadcyla. THP, 2020-01-01): LOW.", False, id="quoted-carrier-accession"),
     ],
 )
 def test_recommendation_detector(text: str, flagged: bool) -> None:

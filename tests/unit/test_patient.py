@@ -410,3 +410,21 @@ def test_a_finding_stored_with_the_earlier_digest_is_not_re_published(ruleset: R
     outcome = Pipeline(ruleset, clock=ticking()).step(older, report("e-2", "A2", ihc=None, collected="2024-01-01"))
     assert [a for a in outcome.alerts if a["code"] == "TC-TDXD-ILD"] == []
     assert outcome.state.alerts["TC-TDXD-ILD"] == ild
+
+
+def test_a_prior_result_without_an_accession_is_named_by_the_report_that_listed_it(ruleset: RuleSet) -> None:
+    """A prior entry without accession_id is keyed internally by its carrier and position; the
+    texts name the report that listed it and no accession it did not have (audit p_prior_noacc:
+    "accession A1#prior-0" reached the care team)."""
+    unnamed = {**prior("A0", LOW, collected="2020-01-01"), "accession_id": None}
+    [outcome] = run([report("e-1", "A1", ihc=NULL, ctx=MET_AFTER_CHEMO, collected="2025-06-01", priors=[unnamed])], ruleset)
+    texts = {a["code"]: a["detail"] for a in outcome.alerts}
+    described = ("PRIMARY_BREAST sample (prior result without an accession number, listed in the report "
+                 "of accession A1, 2020-01-01): LOW")
+    assert described in texts["TDXD-LOW-DB04"]
+    assert described in texts["RT-DISCORDANT"]
+    assert not [text for text in texts.values() if "#prior" in text]
+    # an accession that merely looks like the internal key is an accession like any other
+    odd = {**prior("A1#prior-x", LOW, collected="2020-01-01")}
+    [outcome] = run([report("e-1", "A1", ihc=NULL, ctx=MET_AFTER_CHEMO, collected="2025-06-01", priors=[odd])], ruleset)
+    assert "(accession A1#prior-x, 2020-01-01)" in next(a["detail"] for a in outcome.alerts if a["code"] == "TDXD-LOW-DB04")
