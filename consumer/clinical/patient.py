@@ -290,7 +290,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
     patient_fired: dict[str, _Fired] = {}
     if view.samples or view.context:
         patient_fired = _fired(ruleset, _patient_facts(event, view, ruleset), PATIENT)
-    current_acc = view.current.accession_id if view.current and view.current.accession_id else acc
+    current_acc = _current_report(view) or acc
     current_cat = view.current.category if view.current else MISSING
     patient_alerts = emit.transitions(
         state.alerts,
@@ -649,6 +649,19 @@ def _view(accessions: Mapping[str, Accession]) -> _View:
         context_accession=context_acc,
         context_text=context_text,
     )
+
+
+def _current_report(view: _View) -> str | None:
+    """The accession PATIENT-scoped records carry (design.md: the patient's current report):
+    the current sample's; when none of the patient's own final reports has a HER2 test (current
+    category MISSING), the own final report with the most recently collected specimen (section
+    8's ordering, as for HR status), never a cancelled one. None when the patient has no final
+    report left (then only closing records are published, and they carry the accession of the
+    report that ended them, which their detail names)."""
+    if view.current is not None:
+        return view.current.accession_id
+    own = [s for s in view.samples if s.source == "history"]
+    return max(own, key=recency).accession_id if own else None
 
 
 def _patient_facts(event: Event, view: _View, ruleset: RuleSet) -> dict[str, Any]:

@@ -428,3 +428,27 @@ def test_a_prior_result_without_an_accession_is_named_by_the_report_that_listed_
     odd = {**prior("A1#prior-x", LOW, collected="2020-01-01")}
     [outcome] = run([report("e-1", "A1", ihc=NULL, ctx=MET_AFTER_CHEMO, collected="2025-06-01", priors=[odd])], ruleset)
     assert "(accession A1#prior-x, 2020-01-01)" in next(a["detail"] for a in outcome.alerts if a["code"] == "TDXD-LOW-DB04")
+
+
+def test_patient_records_never_name_a_cancelled_accession_as_the_current_report(ruleset: RuleSet) -> None:
+    """design.md: a PATIENT-scoped record carries the accession of the patient's current report.
+    When none of the patient's own final reports has a HER2 test, that is the own final report
+    with the most recently collected specimen, never the cancelled accession whose report was
+    just evaluated (audit f4: RT-METASTATIC-SITE ACTIVE r2 named cancelled A1)."""
+    story = [
+        report("e-1", "A1", ihc=LOW, site="PRIMARY_BREAST", collected="2025-01-10"),
+        report("e-2", "A2", ihc=None, collected="2025-06-01", ctx=MET_AFTER_CHEMO),
+        report("e-3", "A3", ihc=None, collected="2025-03-01"),  # an older specimen: not current
+        report("e-4", "A1", status="CANCELLED"),
+        report("e-5", "A2", status="CANCELLED"),
+        report("e-6", "A3", status="CANCELLED"),
+    ]
+    outcomes = run(story, ruleset)
+    published = [[(a["code"], a["status"], a["revision"], a["accession_id"]) for a in o.alerts if a["scope"] == "PATIENT"]
+                 for o in outcomes]
+    assert published[1] == [("RT-METASTATIC-SITE", "ACTIVE", 1, "A1"), ("TDXD-LOW-DB04", "ACTIVE", 1, "A1")]
+    assert published[2] == []
+    assert published[3] == [("RT-METASTATIC-SITE", "ACTIVE", 2, "A2"), ("TDXD-LOW-DB04", "RETRACTED", 2, "A2")]
+    # A2's context withdrawn: nothing holds; the last final report left (A3) is the one named
+    assert published[4] == [("RT-METASTATIC-SITE", "RETRACTED", 3, "A3")]
+    assert published[5] == []
