@@ -141,6 +141,9 @@ class AcceptedReport:
     er_low_only: bool
     context: str | None  # JSON of the clinical_context last carried by a final report
     context_seq: int
+    # digest of the report's content (every field but event_id, event_time, source_system);
+    # None: stored before 2026.12-3
+    content: str | None = None
 
     @property
     def final(self) -> bool:
