@@ -141,8 +141,7 @@ class AcceptedReport:
     er_low_only: bool
     context: str | None  # JSON of the clinical_context last carried by a final report
     context_seq: int
-    # digest of the report's content (every field but event_id, event_time, source_system);
-    # None: stored before 2026.12-3
+    # digest of the report's content (_content_digest); None: stored before 2026.12-3
     content: str | None = None
 
     @property
@@ -241,12 +240,15 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
             )
         if event_id in report.seen_event_ids or _older(event, report):
             return Step(state, frozenset(), classification, [], [])  # stale: changes nothing
+    content = _content_digest(event)
+    if report is not None and entry is not None and report.content == content:
+        return _resent(state, entry, report, event, classification)
     seq = state.seq + 1
     accessions = dict(state.accessions)
     changed: set[str | None] = {None, acc}
     # The state's dataclasses are built field by field below rather than with
     # dataclasses.replace: this runs several times per event and replace costs ~3x as much.
-    new_report = _accepted(event, sc, seq, report)
+    new_report = _accepted(event, sc, seq, report, content)
     accessions[acc] = (
         Accession(acc, report=new_report)
         if entry is None
@@ -521,8 +523,52 @@ def _older(event: Event, report: AcceptedReport) -> bool:
     return new is not None and old is not None and new < old
 
 
+def _resent(
+    state: PatientState,
+    entry: Accession,
+    report: AcceptedReport,
+    event: Event,
+    classification: Record,
+) -> Step:
+    """The accession's latest accepted report again under a new event id, its content unchanged:
+    the same report re-sent. It becomes the accession's latest accepted report (its event id and
+    event_time; the one it repeats is seen) and changes nothing else: the accession keeps its
+    processing order and context position (section 8's ties go to the latest processed, and
+    the clinical context to the latest processed final report that carries one: a re-send moved
+    both), nothing is evaluated and nothing is published (design.md: never again while
+    unchanged). A redelivery of it re-publishes what it published: nothing."""
+    resent = replace(
+        report,
+        event_id=event["event_id"],
+        event_time=event.get("event_time"),
+        seen_event_ids=(*report.seen_event_ids, report.event_id)[-MAX_SEEN_EVENT_IDS:],
+    )
+    accessions = dict(state.accessions)
+    accessions[entry.accession_id] = Accession(
+        entry.accession_id, resent, entry.prior, entry.alerts
+    )
+    after = PatientState(state.patient_id, state.seq, state.alerts, accessions)
+    return Step(after, frozenset({entry.accession_id}), classification, [], [])
+
+
+# Not content: the event's identity, its publication time and the system that published it
+# (transport metadata, design.md); every other field is the report.
+_NOT_CONTENT: Final = frozenset({"event_id", "event_time", "source_system"})
+
+
+def _content_digest(event: Event) -> str:
+    """Digest of a report's content: every field of the validated event (schema-shaped: an
+    absent optional field reads as null on both input paths) but _NOT_CONTENT."""
+    body = {name: value for name, value in event.items() if name not in _NOT_CONTENT}
+    return hashlib.sha256(_CANONICAL_JSON(body).encode()).hexdigest()[:24]
+
+
 def _accepted(
-    event: Event, sc: SampleClass, seq: int, before: AcceptedReport | None
+    event: Event,
+    sc: SampleClass,
+    seq: int,
+    before: AcceptedReport | None,
+    content: str,
 ) -> AcceptedReport:
     """The accession's new latest report. Its context: the event's clinical_context if it
     carries one (final reports), else the one an earlier final report of the accession carried
@@ -557,6 +603,7 @@ def _accepted(
         er_low_only=er_low,
         context=context,
         context_seq=context_seq,
+        content=content,
     )
 
 

@@ -621,3 +621,58 @@ def test_schema_enums_match_the_model(name: str, enum_name: str, expected: tuple
     symbols = node["symbols"]
     assert (tuple(symbols) if isinstance(expected, tuple) else frozenset(symbols)) == expected
 
+
+
+FEW_DATES = st.sampled_from([dt.date(2025, 1, 1), dt.date(2025, 6, 1), None])
+
+
+@st.composite
+def same_patient_events(draw: st.DrawFn, patient: str) -> Record:
+    """A report of one of three accessions of `patient`, specimens collected on few dates (ties
+    are where processing order shows), contexts often present."""
+    event = draw(events(patient))
+    specimen = draw(opt(specimens))
+    if specimen is not None:
+        specimen = {**specimen, "collection_date": draw(FEW_DATES)}
+    event.update(
+        accession_id=draw(ACCESSIONS),
+        report_status=draw(st.sampled_from(["FINAL", "FINAL", "AMENDED", "CORRECTED", "CANCELLED", "PRELIMINARY"])),
+        specimen=specimen,
+        her2_ihc=draw(opt(ihcs | POSITIVE_IHCS)),
+        clinical_context=draw(opt(contexts)),
+    )
+    return event
+
+
+class TestIdenticalResend:
+    """Section 8 / design.md: a report re-sent with its content unchanged (a new event_id and
+    event_time, maybe another source_system) is the same report: it publishes nothing, and
+    whatever a later report publishes is what it would have published without the re-send (the
+    re-send moved the current sample, the pair named and the clinical context through the
+    'latest processed' rules: audit f5 / r_resend_search)."""
+
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(
+        history=st.lists(same_patient_events(patient="pat-re"), min_size=1, max_size=6),
+        pick=st.integers(0, 2),
+        source=opt(TEXT),
+        later=same_patient_events(patient="pat-re"),
+    )
+    def test_resending_the_latest_accepted_report_publishes_nothing(self, history: list[Record], pick: int, source: str | None, later: Record) -> None:
+        start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+        with_resend, without = HistoryStore(clock=lambda: NOW), HistoryStore(clock=lambda: NOW)
+        latest: dict[str, Record] = {}
+        for i, drawn in enumerate(history):
+            event = {**drawn, "event_id": f"h-{i}", "event_time": start + dt.timedelta(minutes=i)}
+            with_resend.apply(event, PIPELINE)
+            without.apply(event, PIPELINE)
+            if event["report_status"] != "PRELIMINARY":
+                latest[event["accession_id"]] = event
+        if not latest:
+            return
+        original = latest[sorted(latest)[pick % len(latest)]]
+        resend = {**original, "event_id": "resend", "event_time": start + dt.timedelta(minutes=100), "source_system": source}
+        assert with_resend.apply(resend, PIPELINE).alerts == []
+        assert with_resend.apply(resend, PIPELINE).alerts == []  # its redelivery neither
+        last = {**later, "event_id": "later", "event_time": start + dt.timedelta(minutes=200)}
+        assert with_resend.apply(last, PIPELINE).alerts == without.apply(last, PIPELINE).alerts

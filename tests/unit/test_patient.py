@@ -85,6 +85,19 @@ def prior(accession: str, ihc: Record, collected: str = "2024-01-01", site: str 
             "her2_ihc": ihc, "her2_ish": None}
 
 
+def resent(event: Record, event_id: str, **changes: Any) -> Record:
+    """`event` again under a new event id, published later (event_time from the id's number)."""
+    minutes = int(event_id.rsplit("-", maxsplit=1)[-1])
+    return {**event, "event_id": event_id, "event_time": T0 + dt.timedelta(minutes=minutes), **changes}
+
+
+POS_MET_SAME_DAY = report("e-1", "A1", ihc=POS, er=ER_POS, collected="2025-06-01",
+                          ctx=MET_AFTER_ENDO | {"metastatic_endocrine_therapy_lines": 1})
+LOW_REC_SAME_DAY = report("e-2", "A2", ihc=LOW, er=ER_POS, collected="2025-06-01", site="LOCOREGIONAL_RECURRENCE")
+MET_CHEMO_LOW = report("e-1", "A1", ihc=NULL, ctx=MET_AFTER_CHEMO, priors=[prior("A0", LOW)])
+EARLY_PLANNED = report("e-2", "A2", ihc=LOW, collected="2025-06-02", site="REGIONAL_LYMPH_NODE",
+                       ctx={"disease_setting": "EARLY", "planned_therapies": ["trastuzumab"]})
+
 Expect = dict[str, tuple[str, int]]
 Story = list[tuple[Record, Expect]]
 
@@ -229,6 +242,39 @@ STORIES: dict[str, tuple[set[str], Story]] = {
          {"TDXD-LOW-DB04": ("RESOLVED", 2), "TDXD-CANDIDATE": ("ACTIVE", 1)}),
         (report("e-3", "A3", ihc=None, collected="2025-06-03", ctx=MET_ILD | {"metastatic_chemotherapy_lines": 0, "interstitial_lung_disease_history": False}),
          {"TC-TDXD-ILD": ("RESOLVED", 2)}),
+    ]),
+    # an identical re-send (new event_id and event_time, same content) is the same report: it keeps
+    # its processing order, so the current sample of two same-day samples and the pair named do
+    # not move to it (audit f5: DB09 re-opened and closed, the pair re-published swapped)
+    "an identical re-send keeps the current sample and the pair named": ({"TDXD-POSITIVE-DB09", "RT-DISCORDANT", "RT-CONVERSION"}, [
+        (POS_MET_SAME_DAY, {"TDXD-POSITIVE-DB09": ("ACTIVE", 1)}),
+        (LOW_REC_SAME_DAY, {"TDXD-POSITIVE-DB09": ("RESOLVED", 2), "RT-DISCORDANT": ("ACTIVE", 1), "RT-CONVERSION": ("ACTIVE", 1)}),
+        (resent(POS_MET_SAME_DAY, "e-3", source_system="another-interface-engine"), {}),
+        (resent(LOW_REC_SAME_DAY, "e-4"), {}),
+        (resent(POS_MET_SAME_DAY, "e-5"), {}),
+        # a report of the accession with other content is a new report, the latest processed:
+        # current again, and the pair (same samples) named in the other order (section 8's ties)
+        (resent(POS_MET_SAME_DAY, "e-6", report_status="AMENDED"),
+         {"TDXD-POSITIVE-DB09": ("ACTIVE", 3), "RT-DISCORDANT": ("ACTIVE", 2), "RT-CONVERSION": ("ACTIVE", 2)}),
+    ]),
+    # ... and keeps its context position: the clinical context does not rewind to the re-sent
+    # report's (audit r_resend_search: RT-METASTATIC-SITE and a CRITICAL caution flipped)
+    "an identical re-send keeps the clinical context": ({"TDXD-LOW-DB04", "RT-METASTATIC-SITE", "TC-HER2-TARGETED-NOT-POSITIVE"}, [
+        (MET_CHEMO_LOW, {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (EARLY_PLANNED, {"TDXD-LOW-DB04": ("RESOLVED", 2), "TC-HER2-TARGETED-NOT-POSITIVE": ("ACTIVE", 1)}),
+        (resent(MET_CHEMO_LOW, "e-3"), {}),
+        (resent(EARLY_PLANNED, "e-4"), {}),
+        (resent(MET_CHEMO_LOW, "e-5", her2_ihc={**NULL, "reported_text": "reviewed"}),
+         {"TDXD-LOW-DB04": ("ACTIVE", 3), "TC-HER2-TARGETED-NOT-POSITIVE": ("RESOLVED", 2)}),
+    ]),
+    # the re-send is the accession's latest accepted report: an older event_time is stale after it
+    "a report older than an identical re-send is stale": ({"TDXD-LOW-DB04"}, [
+        (report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (resent(report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), "e-5"), {}),
+        (report("e-3", "A1", status="CANCELLED"), {}),
+        (report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), {}),  # the original again: seen
+        (report("e-6", "A1", status="CANCELLED"), {"TDXD-LOW-DB04": ("RETRACTED", 2)}),
+        (report("e-7", "A1", status="CANCELLED"), {}),  # a cancellation re-sent
     ]),
     # nothing holds once the patient has no final sample and no context left
     "nothing holds when everything is cancelled": ({"TDXD-LOW-DB04", "RT-METASTATIC-SITE"}, [
