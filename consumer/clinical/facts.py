@@ -67,9 +67,19 @@ class Sample(NamedTuple):
     carrier: str | None = None  # accession whose report supplied it (a prior entry's carrier)
 
     def describe(self) -> str:
-        """Site, date and category, for alert details (no free text)."""
+        """Site, date and category, for alert details (no free text). A prior entry reported
+        without an accession is named by the report that listed it (never by an internal key,
+        never by an accession it did not have)."""
         date = self.collection_date.isoformat() if self.collection_date else "date unknown"
-        acc = f"accession {self.accession_id}, " if self.accession_id else ""
+        if self.accession_id:
+            acc = f"accession {self.accession_id}, "
+        elif self.carrier:
+            acc = (
+                "prior result without an accession number, listed in the report of accession "
+                f"{self.carrier}, "
+            )
+        else:
+            acc = ""
         return f"{self.site} sample ({acc}{date}): {self.category}"
 
 

@@ -91,6 +91,11 @@ _CONTEXT_DATES = (
 )
 
 
+# A finding that holds: (severity, its content's fact values, and, when they differ from the
+# content's, the fired codes that releases before 2026.12-3 put in its digest: see _fired)
+_Fired = tuple[str, dict[str, Any], list[str] | None]
+
+
 @dataclass(frozen=True, slots=True)
 class AlertState:
     """A finding's publication state: last revision, open or closed, content digest, basis."""
@@ -136,6 +141,8 @@ class AcceptedReport:
     er_low_only: bool
     context: str | None  # JSON of the clinical_context last carried by a final report
     context_seq: int
+    # digest of the report's content (_content_digest); None: stored before 2026.12-3
+    content: str | None = None
 
     @property
     def final(self) -> bool:
@@ -233,12 +240,15 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
             )
         if event_id in report.seen_event_ids or _older(event, report):
             return Step(state, frozenset(), classification, [], [])  # stale: changes nothing
+    content = _content_digest(event)
+    if report is not None and entry is not None and report.content == content:
+        return _resent(state, entry, report, event, classification)
     seq = state.seq + 1
     accessions = dict(state.accessions)
     changed: set[str | None] = {None, acc}
     # The state's dataclasses are built field by field below rather than with
     # dataclasses.replace: this runs several times per event and replace costs ~3x as much.
-    new_report = _accepted(event, sc, seq, report)
+    new_report = _accepted(event, sc, seq, report, content)
     accessions[acc] = (
         Accession(acc, report=new_report)
         if entry is None
@@ -282,10 +292,10 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
         own.alerts, report_fired, REPORT, acc, sc.category, lambda _rule: (acc,)
     )
     # PATIENT codes: over samples, current category, HR status and context.
-    patient_fired: dict[str, tuple[str, dict[str, Any]]] = {}
+    patient_fired: dict[str, _Fired] = {}
     if view.samples or view.context:
         patient_fired = _fired(ruleset, _patient_facts(event, view, ruleset), PATIENT)
-    current_acc = view.current.accession_id if view.current and view.current.accession_id else acc
+    current_acc = _current_report(view) or acc
     current_cat = view.current.category if view.current else MISSING
     patient_alerts = emit.transitions(
         state.alerts,
@@ -318,7 +328,7 @@ class _Emitter:
     def transitions(  # noqa: PLR0917 - one call site per scope
         self,
         before: Mapping[str, AlertState],
-        fired: Mapping[str, tuple[str, dict[str, Any]]],
+        fired: Mapping[str, _Fired],
         scope: str,
         accession: str,
         category: str,
@@ -332,9 +342,18 @@ class _Emitter:
             old = before.get(code)
             values = None
             if code in fired:
-                severity, values = fired[code]
+                severity, values, legacy_codes = fired[code]
                 facts_json = _canonical(values)
                 digest = _digest(severity, rule.version, facts_json)
+                if old is not None and old.open and old.digest != digest and legacy_codes:
+                    legacy = _canonical({**values, "fired_codes": legacy_codes})
+                    if old.digest == _digest(severity, rule.version, legacy):
+                        # the same content, digested as an earlier release did: nothing to
+                        # publish; the state takes this release's digest
+                        after[code] = AlertState(
+                            code, old.revision, True, old.severity, digest, old.basis
+                        )
+                        continue
                 if old is not None and old.open and old.digest == digest:
                     continue
                 transition = UPDATED if old is not None and old.open else OPENED
@@ -386,7 +405,7 @@ def _candidates(
     ruleset: RuleSet,
     scope: str,
     before: Mapping[str, AlertState],
-    fired: Mapping[str, tuple[str, dict[str, Any]]],
+    fired: Mapping[str, _Fired],
 ) -> Sequence[Rule]:
     """The rules of `scope` that can publish, in the scope's order: those whose code fired or
     is open (for every other code the transition table does nothing)."""
@@ -405,13 +424,19 @@ def _candidates(
     return [rules[i] for i in sorted([*(positions[code] for code in fired), *extra])]
 
 
-def _fired(
-    ruleset: RuleSet, facts: dict[str, Any], scope: str
-) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The rules of `scope` that fire: code -> (severity, content values: the facts the rule
-    reads, plus the codes it read through fired_codes)."""
+def _fired(ruleset: RuleSet, facts: dict[str, Any], scope: str) -> dict[str, _Fired]:
+    """The rules of `scope` that fire: code -> (severity, content values, legacy codes).
+
+    The content values are the facts the rule reads, plus `fired_codes` when its notes read
+    some (the codes that fired among those: its rendered text depends on them). Codes its
+    `when` or severity overrides read are not content: whether it holds and its severity
+    are, so another code opening or closing does not re-publish it with the same text
+    (section 8: content is severity, rule version and the values of the facts it reads).
+    Legacy codes: every code it read that fired, when that differs from the content's: what
+    releases before 2026.12-3 digested (an open finding stored then is not re-published for
+    the change of digest alone)."""
     # RuleSet.evaluate(facts, ruleset.scoped(scope), details=False), inlined: no Fired objects
-    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    out: dict[str, _Fired] = {}
     fired_codes: set[str] = set()
     for rule in ruleset.scoped(scope):
         depends_on = rule.depends_on
@@ -420,10 +445,15 @@ def _fired(
             fired_codes.add(rule.code)
             severity = rule.severity_for(facts, frozen)
             values = {name: facts.get(name) for name in _sorted_reads(rule.reads)}
-            used = frozen & depends_on
-            if used:
-                values["fired_codes"] = sorted(used)
-            out[rule.code] = (severity, values)  # one rule per code (the loader checks)
+            legacy = None
+            if frozen:
+                shown = frozen & rule.text_depends_on
+                if shown:
+                    values["fired_codes"] = sorted(shown)
+                used = frozen & depends_on
+                if used != shown:
+                    legacy = sorted(used)
+            out[rule.code] = (severity, values, legacy)  # one rule per code (the loader checks)
     return out
 
 
@@ -493,8 +523,52 @@ def _older(event: Event, report: AcceptedReport) -> bool:
     return new is not None and old is not None and new < old
 
 
+def _resent(
+    state: PatientState,
+    entry: Accession,
+    report: AcceptedReport,
+    event: Event,
+    classification: Record,
+) -> Step:
+    """The accession's latest accepted report again under a new event id, its content unchanged:
+    the same report re-sent. It becomes the accession's latest accepted report (its event id and
+    event_time; the one it repeats is seen) and changes nothing else: the accession keeps its
+    processing order and context position (section 8's ties go to the latest processed, and
+    the clinical context to the latest processed final report that carries one: a re-send moved
+    both), nothing is evaluated and nothing is published (design.md: never again while
+    unchanged). A redelivery of it re-publishes what it published: nothing."""
+    resent = replace(
+        report,
+        event_id=event["event_id"],
+        event_time=event.get("event_time"),
+        seen_event_ids=(*report.seen_event_ids, report.event_id)[-MAX_SEEN_EVENT_IDS:],
+    )
+    accessions = dict(state.accessions)
+    accessions[entry.accession_id] = Accession(
+        entry.accession_id, resent, entry.prior, entry.alerts
+    )
+    after = PatientState(state.patient_id, state.seq, state.alerts, accessions)
+    return Step(after, frozenset({entry.accession_id}), classification, [], [])
+
+
+# Not content: the event's identity, its publication time and the system that published it
+# (transport metadata, design.md); every other field is the report.
+_NOT_CONTENT: Final = frozenset({"event_id", "event_time", "source_system"})
+
+
+def _content_digest(event: Event) -> str:
+    """Digest of a report's content: every field of the validated event (schema-shaped: an
+    absent optional field reads as null on both input paths) but _NOT_CONTENT."""
+    body = {name: value for name, value in event.items() if name not in _NOT_CONTENT}
+    return hashlib.sha256(_CANONICAL_JSON(body).encode()).hexdigest()[:24]
+
+
 def _accepted(
-    event: Event, sc: SampleClass, seq: int, before: AcceptedReport | None
+    event: Event,
+    sc: SampleClass,
+    seq: int,
+    before: AcceptedReport | None,
+    content: str,
 ) -> AcceptedReport:
     """The accession's new latest report. Its context: the event's clinical_context if it
     carries one (final reports), else the one an earlier final report of the accession carried
@@ -529,6 +603,7 @@ def _accepted(
         er_low_only=er_low,
         context=context,
         context_seq=context_seq,
+        content=content,
     )
 
 
@@ -538,7 +613,7 @@ def _priors(event: Event, acc: str, seq: int) -> list[tuple[str, PriorEntry]]:
     superseded by the report itself)."""
     out = []
     for i, prior in enumerate(event.get("prior_her2_results") or ()):
-        key = prior.get("accession_id") or f"{acc}#prior-{i}"
+        key = prior.get("accession_id") or f"{acc}{_UNNAMED_PRIOR}{i}"
         if key == acc:
             continue
         specimen = prior.get("specimen")
@@ -556,6 +631,18 @@ def _priors(event: Event, acc: str, seq: int) -> list[tuple[str, PriorEntry]]:
             )
         )
     return out
+
+
+# A prior entry without an accession is keyed by its carrier, this and its position: an
+# internal key, never shown (the sample is described by the report that listed it).
+_UNNAMED_PRIOR: Final = "#prior-"
+
+
+def _prior_accession(key: str, carrier: str) -> str | None:
+    """The accession a prior entry was reported with: its key, or None for an entry reported
+    without one (keyed `<carrier>#prior-<position>` by _priors)."""
+    head, sep, position = key.partition(_UNNAMED_PRIOR)
+    return None if sep and head == carrier and position.isdigit() else key
 
 
 def _view(accessions: Mapping[str, Accession]) -> _View:
@@ -585,7 +672,15 @@ def _view(accessions: Mapping[str, Accession]) -> _View:
         elif a.prior is not None:
             p = a.prior
             priors.append(
-                Sample(acc, p.site, p.collection_date, p.category, "prior", p.seq, p.carrier)
+                Sample(
+                    _prior_accession(acc, p.carrier),
+                    p.site,
+                    p.collection_date,
+                    p.category,
+                    "prior",
+                    p.seq,
+                    p.carrier,
+                )
             )
     current = max(tested, key=recency) if tested else None
     hr = (
@@ -604,6 +699,19 @@ def _view(accessions: Mapping[str, Accession]) -> _View:
         context_accession=context_acc,
         context_text=context_text,
     )
+
+
+def _current_report(view: _View) -> str | None:
+    """The accession PATIENT-scoped records carry (design.md: the patient's current report):
+    the current sample's; when none of the patient's own final reports has a HER2 test (current
+    category MISSING), the own final report with the most recently collected specimen (section
+    8's ordering, as for HR status), never a cancelled one. None when the patient has no final
+    report left (then only closing records are published, and they carry the accession of the
+    report that ended them, which their detail names)."""
+    if view.current is not None:
+        return view.current.accession_id
+    own = [s for s in view.samples if s.source == "history"]
+    return max(own, key=recency).accession_id if own else None
 
 
 def _patient_facts(event: Event, view: _View, ruleset: RuleSet) -> dict[str, Any]:

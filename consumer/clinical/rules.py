@@ -177,6 +177,10 @@ class Rule:
     depends_on: frozenset[str]
     examples: tuple[Mapping[str, Any], ...]
     path: str
+    # the codes its notes read through fired_codes: the only fired codes its rendered text
+    # depends on (its `when` and severity overrides read them too, but the severity is content
+    # of its own), so the only ones in a finding's content (her2-rules.md section 8)
+    text_depends_on: frozenset[str] = frozenset()
 
     def severity_for(self, facts: Facts, fired: frozenset[str]) -> str:
         """The severity, escalated by the first matching override."""
@@ -472,11 +476,13 @@ def parse_rule(doc: Any, path: str, citations: Mapping[str, str]) -> Rule:
         depends |= o_deps
         overrides.append((cond, item["severity"]))
     notes = []
+    text_depends: set[str] = set()
     for i, item in enumerate(_mappings(doc, "notes", path)):
         cond, n_reads, n_deps = compile_condition(item.get("when"), f"{path}: notes[{i}]")
         text = _text(item, "text", f"{path}: notes[{i}]")
         reads |= n_reads | _placeholders(text, f"{path}: notes[{i}]")
         depends |= n_deps
+        text_depends |= n_deps
         notes.append(Note(cond, text))
     texts = {
         key: _text(doc, key, path) for key in ("title", "detail", "recommendation", "description")
@@ -526,6 +532,7 @@ def parse_rule(doc: Any, path: str, citations: Mapping[str, str]) -> Rule:
         depends_on=frozenset(depends),
         examples=tuple(examples),
         path=path,
+        text_depends_on=frozenset(text_depends),
     )
 
 

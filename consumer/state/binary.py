@@ -160,6 +160,7 @@ def _report(r: AcceptedReport | None) -> bytes:
             _bool(r.er_low_only),
             _opt_text(r.context),
             _long(r.context_seq),
+            _opt_text(r.content),
         )
     )
 
@@ -356,22 +357,31 @@ class _Reader:
 
 
 def decode(
-    header: bytes, value: bytes
+    header: bytes, value: bytes, before_content: bytes = b""
 ) -> tuple[str, Accession | tuple[int, dict[str, AlertState]]]:
     """(patient_id, an Accession or the patient-wide (seq, alerts)) of a part's value, as
-    store.PartCodec's fastavro path builds them."""
-    if type(value) is not bytes or not value.startswith(header):
+    store.PartCodec's fastavro path builds them. `before_content`: the framing of the schema
+    of the releases before 2026.12-3 (schemas/previous/patient_history.89c1149.avsc: the same
+    layout without AcceptedReport.content), whose values read with content None, as fastavro
+    resolves them to this schema."""
+    if type(value) is not bytes:
+        raise NotFast
+    if value.startswith(header):
+        with_content = True
+    elif before_content and value.startswith(before_content):
+        with_content = False
+    else:
         raise NotFast
     r = _Reader(value, len(header))
     patient_id = r.text()
     part: Accession | tuple[int, dict[str, AlertState]]
-    part = _accession(r) if r.branch() else (r.long(), r.alerts())
+    part = _accession(r, with_content) if r.branch() else (r.long(), r.alerts())
     if r.pos != len(value):
         raise NotFast
     return patient_id, part
 
 
-def _accession(r: _Reader) -> Accession:
+def _accession(r: _Reader, with_content: bool) -> Accession:
     accession_id = r.text()
     report = None
     if r.branch():
@@ -389,6 +399,7 @@ def _accession(r: _Reader) -> Accession:
             r.bool(),
             r.text() if r.branch() else None,
             r.long(),
+            (r.text() if r.branch() else None) if with_content else None,
         )
     prior = None
     if r.branch():

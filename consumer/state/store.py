@@ -23,6 +23,7 @@ cache or from the backend, and the bytes published are those of a store without 
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import struct
@@ -31,7 +32,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from json.encoder import encode_basestring
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
+
+from fastavro import parse_schema
 
 from consumer.avro.codec import Decoder, Encoder
 from consumer.avro.fastwrite import NotFast
@@ -47,7 +50,7 @@ from consumer.clinical.patient import (
 )
 from consumer.clinical.pipeline import Pipeline, utc_now
 from consumer.errors import DecodeError, Her2Error
-from consumer.resources import PATIENT_HISTORY, parsed_schema
+from consumer.resources import PATIENT_HISTORY, parsed_schema, previous_schemas, raw_schema
 from consumer.state import binary
 from consumer.state.backends import CommittedStates, MemoryStates
 
@@ -146,8 +149,12 @@ class PartCodec:
         self._on_decode_fallback = on_decode_fallback
         schema = parsed_schema(PATIENT_HISTORY)
         self._encoder = Encoder("single-object", schema)
-        self._decoder = Decoder("single-object", schema)
+        # records written by earlier releases stay readable (their fields resolved to this
+        # schema's by fastavro, or read by hand for the layout binary.decode knows)
+        earlier = previous_schemas(PATIENT_HISTORY)
+        self._decoder = Decoder("single-object", schema, known_writer_schemas=earlier)
         self._header = frame_single_object(schema_fingerprint(schema), b"")
+        self._before_content = _before_content_header(earlier)
 
     def encode_patient(self, state: PatientState) -> bytes:
         """The value of the patient-wide part (by hand, or by fastavro: the same bytes)."""
@@ -189,7 +196,7 @@ class PartCodec:
         """(patient_id, an Accession or the patient-wide (seq, alerts)); HistoryRecordError.
         By hand, or by fastavro (anything unusual, and every error): the same parts."""
         try:
-            return binary.decode(self._header, value)
+            return binary.decode(self._header, value, self._before_content)
         except Exception:  # any bytes: what the hand reader does not take, malformed values
             # included, is read (and its error reported) by fastavro
             decoded = self._decode(value)
@@ -214,6 +221,25 @@ class PartCodec:
             alerts=alerts,
             emitted=tuple(_published_in(p) for p in part["emitted"]),
         )
+
+
+def _before_content_header(earlier: tuple[dict[str, Any], ...]) -> bytes:
+    """The framing of the earlier schema whose layout binary.decode reads by hand (this one
+    without AcceptedReport.content, releases before 2026.12-3), or b"" if none is shipped."""
+    current = raw_schema(PATIENT_HISTORY)
+    for schema in earlier:
+        if schema == _without_content(current):
+            return frame_single_object(schema_fingerprint(parse_schema(schema)), b"")
+    return b""
+
+
+def _without_content(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` without AcceptedReport's `content` field (its last)."""
+    out = copy.deepcopy(schema)
+    accession = out["fields"][1]["type"][1]
+    report = next(f for f in accession["fields"] if f["name"] == "report")["type"][1]
+    report["fields"] = [f for f in report["fields"] if f["name"] != "content"]
+    return out
 
 
 @cache
@@ -745,6 +771,7 @@ def _report_out(r: AcceptedReport) -> Record:
         "er_low_only": r.er_low_only,
         "context": r.context,
         "context_seq": r.context_seq,
+        "content": r.content,
     }
 
 

@@ -391,9 +391,15 @@ _HER2_THERAPY_WORDS = re.compile(r"\b(thp|her2-targeted|her2-directed|anti-her2)
 _NEGATION = re.compile(r"\b(not|no|without|never)\b")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # An accession id quoted in a sample's description (facts.Sample.describe: "SITE sample
-# (accession ID, DATE): CATEGORY"): an identifier from the input, which may spell anything
-# ("TRASTUZUMAB"); it is data, not a recommendation, so it is left out of the scan.
-_QUOTED_ACCESSION = re.compile(r"\(accession .*?, (?=(?:\d{4}-\d{2}-\d{2}|date unknown)\): )", re.DOTALL)
+# (accession ID, DATE): CATEGORY", or for a prior entry reported without one "SITE sample (prior
+# result without an accession number, listed in the report of accession ID, DATE): CATEGORY"):
+# an identifier from the input, which may spell anything ("TRASTUZUMAB"); it is data, not a
+# recommendation, so it is left out of the scan.
+_QUOTED_ACCESSION = re.compile(
+    r"\((?:prior result without an accession number, listed in the report of )?accession .*?, "
+    r"(?=(?:\d{4}-\d{2}-\d{2}|date unknown)\): )",
+    re.DOTALL,
+)
 
 
 @st.composite
@@ -583,6 +589,7 @@ class TestNoEarlyStageCautionForHer2PositivePatients:
         pytest.param("Discordant samples: UNKNOWN sample (accession TRASTUZUMAB, date unknown): LOW vs PRIMARY_BREAST sample (accession Herceptin. THP, 2022-03-14): NULL.", False, id="quoted-accession-ids"),
         pytest.param("Consider trastuzumab for the PRIMARY_BREAST sample (accession A-1, 2022-03-14): LOW.", True, id="recommendation-beside-a-quoted-accession"),
         pytest.param("PRIMARY_BREAST sample (accession A-1, 2022-03-14): LOW. Consider Herceptin.", True, id="recommendation-after-a-quoted-accession"),
+        pytest.param("Qualifying sample: PRIMARY_BREAST sample (prior result without an accession number, listed in the report of accession Kadcyla. THP, 2020-01-01): LOW.", False, id="quoted-carrier-accession"),
     ],
 )
 def test_recommendation_detector(text: str, flagged: bool) -> None:
@@ -614,3 +621,58 @@ def test_schema_enums_match_the_model(name: str, enum_name: str, expected: tuple
     symbols = node["symbols"]
     assert (tuple(symbols) if isinstance(expected, tuple) else frozenset(symbols)) == expected
 
+
+
+FEW_DATES = st.sampled_from([dt.date(2025, 1, 1), dt.date(2025, 6, 1), None])
+
+
+@st.composite
+def same_patient_events(draw: st.DrawFn, patient: str) -> Record:
+    """A report of one of three accessions of `patient`, specimens collected on few dates (ties
+    are where processing order shows), contexts often present."""
+    event = draw(events(patient))
+    specimen = draw(opt(specimens))
+    if specimen is not None:
+        specimen = {**specimen, "collection_date": draw(FEW_DATES)}
+    event.update(
+        accession_id=draw(ACCESSIONS),
+        report_status=draw(st.sampled_from(["FINAL", "FINAL", "AMENDED", "CORRECTED", "CANCELLED", "PRELIMINARY"])),
+        specimen=specimen,
+        her2_ihc=draw(opt(ihcs | POSITIVE_IHCS)),
+        clinical_context=draw(opt(contexts)),
+    )
+    return event
+
+
+class TestIdenticalResend:
+    """Section 8 / design.md: a report re-sent with its content unchanged (a new event_id and
+    event_time, maybe another source_system) is the same report: it publishes nothing, and
+    whatever a later report publishes is what it would have published without the re-send (the
+    re-send moved the current sample, the pair named and the clinical context through the
+    'latest processed' rules: audit f5 / r_resend_search)."""
+
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(
+        history=st.lists(same_patient_events(patient="pat-re"), min_size=1, max_size=6),
+        pick=st.integers(0, 2),
+        source=opt(TEXT),
+        later=same_patient_events(patient="pat-re"),
+    )
+    def test_resending_the_latest_accepted_report_publishes_nothing(self, history: list[Record], pick: int, source: str | None, later: Record) -> None:
+        start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+        with_resend, without = HistoryStore(clock=lambda: NOW), HistoryStore(clock=lambda: NOW)
+        latest: dict[str, Record] = {}
+        for i, drawn in enumerate(history):
+            event = {**drawn, "event_id": f"h-{i}", "event_time": start + dt.timedelta(minutes=i)}
+            with_resend.apply(event, PIPELINE)
+            without.apply(event, PIPELINE)
+            if event["report_status"] != "PRELIMINARY":
+                latest[event["accession_id"]] = event
+        if not latest:
+            return
+        original = latest[sorted(latest)[pick % len(latest)]]
+        resend = {**original, "event_id": "resend", "event_time": start + dt.timedelta(minutes=100), "source_system": source}
+        assert with_resend.apply(resend, PIPELINE).alerts == []
+        assert with_resend.apply(resend, PIPELINE).alerts == []  # its redelivery neither
+        last = {**later, "event_id": "later", "event_time": start + dt.timedelta(minutes=200)}
+        assert with_resend.apply(last, PIPELINE).alerts == without.apply(last, PIPELINE).alerts

@@ -10,11 +10,16 @@ collection date, context carried forward, re-opening and redelivery.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from consumer.clinical import patient, rules
 from consumer.clinical.alerts import alert_id
 from consumer.clinical.model import Outcome
 from consumer.clinical.pipeline import Pipeline
@@ -39,6 +44,8 @@ ER_POS = {"percent_positive": 90.0, "result": "POSITIVE"}
 ER_NEG = {"percent_positive": 0.0, "result": "NEGATIVE"}
 MET_AFTER_ENDO = {**MET_AFTER_CHEMO, "metastatic_chemotherapy_lines": 0,
                   "metastatic_endocrine_therapy_lines": 1}
+MET_ILD = {**MET_AFTER_CHEMO, "interstitial_lung_disease_history": True}
+MET_ILD_TDXD = {**MET_ILD, "planned_therapies": ["Enhertu"]}
 
 
 def report(
@@ -77,6 +84,19 @@ def prior(accession: str, ihc: Record, collected: str = "2024-01-01", site: str 
     return {"accession_id": accession, "specimen": {"site": site, "collection_date": dt.date.fromisoformat(collected)},
             "her2_ihc": ihc, "her2_ish": None}
 
+
+def resent(event: Record, event_id: str, **changes: Any) -> Record:
+    """`event` again under a new event id, published later (event_time from the id's number)."""
+    minutes = int(event_id.rsplit("-", maxsplit=1)[-1])
+    return {**event, "event_id": event_id, "event_time": T0 + dt.timedelta(minutes=minutes), **changes}
+
+
+POS_MET_SAME_DAY = report("e-1", "A1", ihc=POS, er=ER_POS, collected="2025-06-01",
+                          ctx=MET_AFTER_ENDO | {"metastatic_endocrine_therapy_lines": 1})
+LOW_REC_SAME_DAY = report("e-2", "A2", ihc=LOW, er=ER_POS, collected="2025-06-01", site="LOCOREGIONAL_RECURRENCE")
+MET_CHEMO_LOW = report("e-1", "A1", ihc=NULL, ctx=MET_AFTER_CHEMO, priors=[prior("A0", LOW)])
+EARLY_PLANNED = report("e-2", "A2", ihc=LOW, collected="2025-06-02", site="REGIONAL_LYMPH_NODE",
+                       ctx={"disease_setting": "EARLY", "planned_therapies": ["trastuzumab"]})
 
 Expect = dict[str, tuple[str, int]]
 Story = list[tuple[Record, Expect]]
@@ -207,6 +227,54 @@ STORIES: dict[str, tuple[set[str], Story]] = {
         (report("e-1", "A1", ihc=NULL, ctx=MET_AFTER_CHEMO, collected="2025-06-01"), {"RT-ALL-ZERO": ("ACTIVE", 1)}),
         (report("e-2", "A2", ihc=LOW, collected="2024-01-01"), {"RT-ALL-ZERO": ("RESOLVED", 2), "TDXD-LOW-DB04": ("ACTIVE", 1)}),
         (report("e-3", "A2", status="CANCELLED"), {"RT-ALL-ZERO": ("ACTIVE", 3), "TDXD-LOW-DB04": ("RETRACTED", 2)}),
+    ]),
+    # content is severity, rule version and the facts the rule file lists: TC-TDXD-ILD reads the
+    # eligibility codes in its `when` only, so DB04 giving way to CANDIDATE changes nothing of it
+    # (it was re-published with a byte-identical detail: audit f1)
+    "a caution is not re-published when only the codes that trigger it change": ({"TC-TDXD-ILD", "TDXD-LOW-DB04", "TDXD-CANDIDATE"}, [
+        (report("e-1", "A1", ihc=LOW, ctx=MET_ILD_TDXD), {"TC-TDXD-ILD": ("ACTIVE", 1), "TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=None, collected="2025-06-02", ctx=MET_ILD_TDXD | {"metastatic_chemotherapy_lines": 0}),
+         {"TDXD-LOW-DB04": ("RESOLVED", 2), "TDXD-CANDIDATE": ("ACTIVE", 1)}),
+    ]),
+    "an ILD caution resting on eligibility alone is not re-published when the route changes": ({"TC-TDXD-ILD", "TDXD-LOW-DB04", "TDXD-CANDIDATE"}, [
+        (report("e-1", "A1", ihc=LOW, ctx=MET_ILD), {"TC-TDXD-ILD": ("ACTIVE", 1), "TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (report("e-2", "A2", ihc=None, collected="2025-06-02", ctx=MET_ILD | {"metastatic_chemotherapy_lines": 0}),
+         {"TDXD-LOW-DB04": ("RESOLVED", 2), "TDXD-CANDIDATE": ("ACTIVE", 1)}),
+        (report("e-3", "A3", ihc=None, collected="2025-06-03", ctx=MET_ILD | {"metastatic_chemotherapy_lines": 0, "interstitial_lung_disease_history": False}),
+         {"TC-TDXD-ILD": ("RESOLVED", 2)}),
+    ]),
+    # an identical re-send (new event_id and event_time, same content) is the same report: it keeps
+    # its processing order, so the current sample of two same-day samples and the pair named do
+    # not move to it (audit f5: DB09 re-opened and closed, the pair re-published swapped)
+    "an identical re-send keeps the current sample and the pair named": ({"TDXD-POSITIVE-DB09", "RT-DISCORDANT", "RT-CONVERSION"}, [
+        (POS_MET_SAME_DAY, {"TDXD-POSITIVE-DB09": ("ACTIVE", 1)}),
+        (LOW_REC_SAME_DAY, {"TDXD-POSITIVE-DB09": ("RESOLVED", 2), "RT-DISCORDANT": ("ACTIVE", 1), "RT-CONVERSION": ("ACTIVE", 1)}),
+        (resent(POS_MET_SAME_DAY, "e-3", source_system="another-interface-engine"), {}),
+        (resent(LOW_REC_SAME_DAY, "e-4"), {}),
+        (resent(POS_MET_SAME_DAY, "e-5"), {}),
+        # a report of the accession with other content is a new report, the latest processed:
+        # current again, and the pair (same samples) named in the other order (section 8's ties)
+        (resent(POS_MET_SAME_DAY, "e-6", report_status="AMENDED"),
+         {"TDXD-POSITIVE-DB09": ("ACTIVE", 3), "RT-DISCORDANT": ("ACTIVE", 2), "RT-CONVERSION": ("ACTIVE", 2)}),
+    ]),
+    # ... and keeps its context position: the clinical context does not rewind to the re-sent
+    # report's (audit r_resend_search: RT-METASTATIC-SITE and a CRITICAL caution flipped)
+    "an identical re-send keeps the clinical context": ({"TDXD-LOW-DB04", "RT-METASTATIC-SITE", "TC-HER2-TARGETED-NOT-POSITIVE"}, [
+        (MET_CHEMO_LOW, {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (EARLY_PLANNED, {"TDXD-LOW-DB04": ("RESOLVED", 2), "TC-HER2-TARGETED-NOT-POSITIVE": ("ACTIVE", 1)}),
+        (resent(MET_CHEMO_LOW, "e-3"), {}),
+        (resent(EARLY_PLANNED, "e-4"), {}),
+        (resent(MET_CHEMO_LOW, "e-5", her2_ihc={**NULL, "reported_text": "reviewed"}),
+         {"TDXD-LOW-DB04": ("ACTIVE", 3), "TC-HER2-TARGETED-NOT-POSITIVE": ("RESOLVED", 2)}),
+    ]),
+    # the re-send is the accession's latest accepted report: an older event_time is stale after it
+    "a report older than an identical re-send is stale": ({"TDXD-LOW-DB04"}, [
+        (report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (resent(report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), "e-5"), {}),
+        (report("e-3", "A1", status="CANCELLED"), {}),
+        (report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), {}),  # the original again: seen
+        (report("e-6", "A1", status="CANCELLED"), {"TDXD-LOW-DB04": ("RETRACTED", 2)}),
+        (report("e-7", "A1", status="CANCELLED"), {}),  # a cancellation re-sent
     ]),
     # nothing holds once the patient has no final sample and no context left
     "nothing holds when everything is cancelled": ({"TDXD-LOW-DB04", "RT-METASTATIC-SITE"}, [
@@ -340,3 +408,93 @@ def test_a_replay_publishes_the_same_records(ruleset: RuleSet) -> None:
     first = published(T0)
     assert len(first) > 400
     assert published(T0 + dt.timedelta(days=400)) == first
+
+
+def _ild_rule_with_a_note_on(ruleset: RuleSet, codes: list[str]) -> RuleSet:
+    """The shipped rule set with TC-TDXD-ILD given a note that reads fired_codes (its text)."""
+    path = Path(rules.__file__).resolve().parents[2] / "rules" / "alerts" / "tc-tdxd-ild.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["notes"] = [{"when": {"fact": "fired_codes", "op": "contains_any", "value": codes},
+                     "text": "Eligibility rests on the candidate route only."}]
+    ild = rules.parse_rule(doc, "rules/alerts/tc-tdxd-ild.yaml", ruleset.citations)
+    assert ild.text_depends_on == frozenset(codes)
+    return RuleSet(ruleset.version, ruleset.citations,
+                   [ild if r.code == "TC-TDXD-ILD" else r for r in ruleset.rules])
+
+
+def test_fired_codes_are_content_only_when_the_text_reads_them(ruleset: RuleSet) -> None:
+    """A rule whose note reads fired_codes renders other text when those codes change: then the
+    codes are content (ACTIVE, next revision, the note in the detail); codes its `when` alone
+    reads are not (the shipped TC-TDXD-ILD, stories above)."""
+    story = [event for event, _ in STORIES["an ILD caution resting on eligibility alone is not re-published when the route changes"][1]]
+    outcomes = run(story[:2], _ild_rule_with_a_note_on(ruleset, ["TDXD-CANDIDATE"]))
+    first, second = ([a for a in o.alerts if a["code"] == "TC-TDXD-ILD"] for o in outcomes)
+    assert [(a["status"], a["revision"]) for a in first + second] == [("ACTIVE", 1), ("ACTIVE", 2)]
+    assert "candidate route" not in first[0]["detail"]
+    assert second[0]["detail"].endswith("Eligibility rests on the candidate route only.")
+
+
+def test_a_finding_stored_with_the_earlier_digest_is_not_re_published(ruleset: RuleSet) -> None:
+    """Releases before 2026.12-3 put every fired code a rule read into its digest: an open
+    TC-TDXD-ILD stored then, evaluated again with the same facts, publishes nothing and takes
+    this release's digest."""
+    story = [event for event, _ in STORIES["an ILD caution resting on eligibility alone is not re-published when the route changes"][1]]
+    store = HistoryStore()
+    pipeline = Pipeline(ruleset, clock=ticking())
+    store.apply(story[0], pipeline)
+    state = store.get("P")
+    assert state is not None
+    ild = state.alerts["TC-TDXD-ILD"]
+    values = json.loads(state.accessions["A1"].emitted[-1].facts or "")
+    assert "fired_codes" not in values
+    rule = ruleset.rule_for("TC-TDXD-ILD")
+    assert rule is not None
+    earlier = patient._digest(ild.severity, rule.version, patient._canonical({**values, "fired_codes": ["TDXD-LOW-DB04"]}))
+    assert earlier != ild.digest
+    older = replace(state, alerts={**state.alerts, "TC-TDXD-ILD": replace(ild, digest=earlier)})
+    # the same facts again: another accession's report that changes nothing
+    outcome = Pipeline(ruleset, clock=ticking()).step(older, report("e-2", "A2", ihc=None, collected="2024-01-01"))
+    assert [a for a in outcome.alerts if a["code"] == "TC-TDXD-ILD"] == []
+    assert outcome.state.alerts["TC-TDXD-ILD"] == ild
+
+
+def test_a_prior_result_without_an_accession_is_named_by_the_report_that_listed_it(ruleset: RuleSet) -> None:
+    """A prior entry without accession_id is keyed internally by its carrier and position; the
+    texts name the report that listed it and no accession it did not have (audit p_prior_noacc:
+    "accession A1#prior-0" reached the care team)."""
+    unnamed = {**prior("A0", LOW, collected="2020-01-01"), "accession_id": None}
+    [outcome] = run([report("e-1", "A1", ihc=NULL, ctx=MET_AFTER_CHEMO, collected="2025-06-01", priors=[unnamed])], ruleset)
+    texts = {a["code"]: a["detail"] for a in outcome.alerts}
+    described = ("PRIMARY_BREAST sample (prior result without an accession number, listed in the report "
+                 "of accession A1, 2020-01-01): LOW")
+    assert described in texts["TDXD-LOW-DB04"]
+    assert described in texts["RT-DISCORDANT"]
+    assert not [text for text in texts.values() if "#prior" in text]
+    # an accession that merely looks like the internal key is an accession like any other
+    odd = {**prior("A1#prior-x", LOW, collected="2020-01-01")}
+    [outcome] = run([report("e-1", "A1", ihc=NULL, ctx=MET_AFTER_CHEMO, collected="2025-06-01", priors=[odd])], ruleset)
+    assert "(accession A1#prior-x, 2020-01-01)" in next(a["detail"] for a in outcome.alerts if a["code"] == "TDXD-LOW-DB04")
+
+
+def test_patient_records_never_name_a_cancelled_accession_as_the_current_report(ruleset: RuleSet) -> None:
+    """design.md: a PATIENT-scoped record carries the accession of the patient's current report.
+    When none of the patient's own final reports has a HER2 test, that is the own final report
+    with the most recently collected specimen, never the cancelled accession whose report was
+    just evaluated (audit f4: RT-METASTATIC-SITE ACTIVE r2 named cancelled A1)."""
+    story = [
+        report("e-1", "A1", ihc=LOW, site="PRIMARY_BREAST", collected="2025-01-10"),
+        report("e-2", "A2", ihc=None, collected="2025-06-01", ctx=MET_AFTER_CHEMO),
+        report("e-3", "A3", ihc=None, collected="2025-03-01"),  # an older specimen: not current
+        report("e-4", "A1", status="CANCELLED"),
+        report("e-5", "A2", status="CANCELLED"),
+        report("e-6", "A3", status="CANCELLED"),
+    ]
+    outcomes = run(story, ruleset)
+    published = [[(a["code"], a["status"], a["revision"], a["accession_id"]) for a in o.alerts if a["scope"] == "PATIENT"]
+                 for o in outcomes]
+    assert published[1] == [("RT-METASTATIC-SITE", "ACTIVE", 1, "A1"), ("TDXD-LOW-DB04", "ACTIVE", 1, "A1")]
+    assert published[2] == []
+    assert published[3] == [("RT-METASTATIC-SITE", "ACTIVE", 2, "A2"), ("TDXD-LOW-DB04", "RETRACTED", 2, "A2")]
+    # A2's context withdrawn: nothing holds; the last final report left (A3) is the one named
+    assert published[4] == [("RT-METASTATIC-SITE", "RETRACTED", 3, "A3")]
+    assert published[5] == []

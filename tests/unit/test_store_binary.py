@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
+from dataclasses import replace
 from typing import Any
 
+import fastavro
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +27,7 @@ from consumer.clinical.patient import (
 )
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.rules import load_ruleset
-from consumer.resources import PATIENT_HISTORY, parsed_schema
+from consumer.resources import PATIENT_HISTORY, data_dir, parsed_schema
 from consumer.state import binary
 from consumer.state.store import (
     HistoryRecordError,
@@ -42,6 +45,10 @@ from consumer.tools.synthetic import SyntheticGenerator
 SCHEMA = parsed_schema(PATIENT_HISTORY)
 HEADER = frame_single_object(schema_fingerprint(SCHEMA), b"")
 PLAIN = Encoder("single-object", SCHEMA)  # fastavro alone: the reference
+# the schema of the releases before 2026.12-3 (no AcceptedReport.content), as shipped
+_BEFORE_CONTENT_FILE = data_dir("schemas") / "previous" / "patient_history.89c1149.avsc"
+BEFORE_CONTENT = fastavro.parse_schema(json.loads(_BEFORE_CONTENT_FILE.read_text("utf-8")))
+BEFORE_CONTENT_HEADER = frame_single_object(schema_fingerprint(BEFORE_CONTENT), b"")
 _REPORT = "health.her2.state.AcceptedReport"
 _PRIOR = "health.her2.state.PriorEntry"
 
@@ -59,6 +66,23 @@ def fastavro_accession(patient_id: Any, acc: Any) -> bytes:
     return PLAIN.encode(
         {"patient_id": patient_id, "part": ("health.her2.state.AccessionPart", part)}
     )
+
+
+def before_content_accession(patient_id: Any, acc: Any) -> bytes:
+    """The value a release before 2026.12-3 wrote for an accession part (fastavro, its schema:
+    the report without `content`)."""
+    report = None
+    if acc.report:
+        report = {k: v for k, v in _report_out(acc.report).items() if k != "content"}
+    part = {
+        "accession_id": acc.accession_id,
+        "report": (_REPORT, report) if report else None,
+        "prior": (_PRIOR, _prior_out(acc.prior)) if acc.prior else None,
+        "alerts": [_alert_out(a) for a in acc.alerts.values()],
+        "emitted": [_published_out(p) for p in acc.emitted],
+    }
+    datum = {"patient_id": patient_id, "part": ("health.her2.state.AccessionPart", part)}
+    return Encoder("single-object", BEFORE_CONTENT).encode(datum)
 
 
 def fastavro_patient(state: Any) -> bytes:
@@ -194,6 +218,7 @@ def accessions(draw: st.DrawFn, wild: bool = False) -> Accession:
         draw(_bool(wild)),
         draw(st.none() | _text(wild)),
         draw(_int(wild)),
+        draw(st.none() | _text(wild)),
     )
     prior = PriorEntry(
         draw(_text(wild)),
@@ -345,6 +370,70 @@ class TestDecode:
             binary.decode(HEADER, value)
         assert repr(part_codec().decode(value)) == repr(part_codec()._decode(value))
         assert len(part_codec().decode(value)[1][1]) == 2  # type: ignore[arg-type]
+
+
+class TestRecordsOfEarlierReleases:
+    """Records written before 2026.12-3 (schemas/previous/patient_history.89c1149.avsc, without
+    AcceptedReport.content) stay readable: by hand, as fastavro resolves them to this schema
+    (content None), and no fallback is counted for them."""
+
+    def test_the_shipped_earlier_schema_is_this_one_without_content(self) -> None:
+        assert part_codec()._before_content == BEFORE_CONTENT_HEADER != HEADER
+
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+    @given(accessions())
+    def test_an_earlier_accession_part_reads_with_content_none(self, acc: Accession) -> None:
+        codec, heard = counting_codec()
+        value = before_content_accession("p", acc)
+        expected = replace(acc, report=replace(acc.report, content=None)) if acc.report else acc
+        assert codec.decode(value) == ("p", expected)
+        assert repr(codec.decode(value)) == repr(codec._decode(value))  # fastavro resolves so
+        assert heard == []
+
+    @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+    @given(patients())
+    def test_an_earlier_patient_part_reads_as_it_was_written(self, state: PatientState) -> None:
+        codec, heard = counting_codec()
+        part = {"seq": state.seq, "alerts": [_alert_out(a) for a in state.alerts.values()]}
+        datum = {"patient_id": "p", "part": ("health.her2.state.PatientPart", part)}
+        value = Encoder("single-object", BEFORE_CONTENT).encode(datum)
+        assert repr(codec.decode(value)) == repr(codec._decode(value))
+        assert codec.decode(value) == ("p", (state.seq, dict(state.alerts)))
+        assert heard == []
+
+    def test_a_store_restored_from_earlier_records_goes_on(self) -> None:
+        """A patient restored from records of the earlier release: its next reports apply as
+        before (a re-send of the report stored then is not yet known as one: nothing to compare
+        it with), and the parts it changes are written with this schema."""
+        pipeline = Pipeline(load_ruleset(), clock=lambda: dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+        events = SyntheticGenerator(seed=5).events(60)
+        store = HistoryStore()
+        for event in events:
+            store.apply(copy.deepcopy(event), pipeline)
+        records = store.take_dirty()
+        old = HistoryStore()
+        for key, value in records:
+            part = part_codec().decode(value)[1] if value else None
+            if isinstance(part, Accession):  # as the earlier release wrote it
+                old.restore(key, before_content_accession(part_codec().decode(value)[0], part))
+            else:
+                old.restore(key, value)
+        again = HistoryStore()
+        for key, value in records:
+            again.restore(key, value)
+        pid = events[0]["patient_id"]
+        before, now = old.get(pid), again.get(pid)
+        assert before is not None
+        assert now is not None
+        assert replace(before, accessions={}) == replace(now, accessions={})
+        for acc, part in now.accessions.items():
+            report = replace(part.report, content=None) if part.report else None
+            assert before.accessions[acc] == replace(part, report=report)
+        at = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+        old.apply(copy.deepcopy({**events[0], "event_id": "later", "event_time": at}), pipeline)
+        written = [value for _, value in old.take_dirty() if value]
+        assert written
+        assert all(value.startswith(HEADER) for value in written)
 
 
 class TestFallbackHooks:
