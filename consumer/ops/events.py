@@ -24,6 +24,10 @@ STATE_DIR_IN_MEMORY: Final = (
     "HER2_STATE_DIR is on a memory file system (tmpfs): the disk history store will hold the "
     "history in memory, and a small tmpfs fills up; point HER2_STATE_DIR at a disk"
 )
+HISTORY_RETENTION_ON: Final = (
+    "HER2_HISTORY_RETENTION_DAYS is set: accessions reported longer ago leave the patient "
+    "history, and a dropped sample can change findings (README: Patient history)"
+)
 TEST_CRASH_BEFORE_COMMIT: Final = "test hook: killing the process before commit"
 CONSUMER_CLOSE_FAILED: Final = "consumer close failed"
 CONSUMER_REPLACED_AFTER_SESSION_LOST: Final = (

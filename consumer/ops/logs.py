@@ -34,6 +34,7 @@ ALLOWED_KEYS = frozenset(
         "count",
         "partitions",
         "seconds",
+        "days",
         "records",
         "version",
         "ruleset_version",

@@ -181,6 +181,8 @@ class Service:
             http_port=s.http_port,
             instance_id=self.instance_id,
         )
+        if s.history_retention_days:  # off by default: section 8 evaluates every sample
+            log.warning(events.HISTORY_RETENTION_ON, days=s.history_retention_days)
         if not self.stopping:
             register_output_schemas(s, registry, self._stop_event.wait, self._set_ready, self._beat)
         if self.stopping:

@@ -346,3 +346,19 @@ def test_a_state_dir_on_disk_is_not_warned_about(harness: Harness, tmp_path: Pat
     harness.configure(history_store=DISK, state_dir=tmp_path)
     assert harness.run() == EXIT_OK
     assert harness.logged(events.STATE_DIR_IN_MEMORY) == []
+
+
+@pytest.mark.parametrize(("days", "warned"), [(0, False), (3650, True)])
+def test_a_history_retention_is_a_warning_at_start(
+    harness: Harness, days: int, warned: bool
+) -> None:
+    """Retention is off by default: a dropped sample can change findings over the patient's
+    reports (section 8 evaluates every sample), so a site that sets it is told at each start."""
+    harness.configure(history_retention_days=days)
+    harness.publish(1)
+    assert harness.run() == EXIT_OK
+    lines = harness.logged(
+        "HER2_HISTORY_RETENTION_DAYS is set: accessions reported longer ago leave the patient "
+        "history, and a dropped sample can change findings (README: Patient history)"
+    )
+    assert [line["days"] for line in lines] == ([days] if warned else [])
