@@ -455,9 +455,9 @@ class HistoryStore:
         before = live.state if live else self.get(pid)
         done = pipeline.step(before, event)
         if done.changed:
-            state, removed = self._expire(done.state)
+            state, removed, cut = self._expire(done.state)
             base = live.base_open if live else (before.open_alerts() if before else 0)
-            dirty = (live.dirty if live else frozenset()) | done.changed
+            dirty = (live.dirty if live else frozenset()) | done.changed | cut
             gone = (live.removed if live else frozenset()) | removed
             self._live[pid] = _Live(state, dirty - removed, gone, base)
         return Outcome(done.classification, done.alerts, tuple(done.transitions))
@@ -523,14 +523,20 @@ class HistoryStore:
         self._live.clear()
         return out
 
-    def _expire(self, state: PatientState) -> tuple[PatientState, frozenset[str]]:
-        """Drop accessions reported before the retention (by event time) that nothing open
-        rests on: no open REPORT finding, not in the basis of an open PATIENT finding, not the
-        carrier of a prior entry. Never dropped, whatever their age (`_kept_for_good`): a
-        cancelled accession, a POSITIVE sample, and an accession that published REPORT
-        findings."""
+    def _expire(
+        self, state: PatientState
+    ) -> tuple[PatientState, frozenset[str], frozenset[str]]:
+        """(state, accessions dropped, accessions cut to their findings) after the retention.
+
+        An accession reported before the retention (by event time) leaves when nothing open
+        rests on it: no open REPORT finding, not in the basis of an open PATIENT finding, not
+        the carrier of a prior entry. Never, whatever its age (`_kept_for_good`): a cancelled
+        accession or a POSITIVE sample. One that published REPORT findings keeps only them
+        (their revision counters: dropped, a later report of the accession published its
+        findings from revision 1 again, which a reader keeping the highest revision per
+        alert_id ignores); its report and sample leave as any other's."""
         if self._retention is None:
-            return state, frozenset()
+            return state, frozenset(), frozenset()
         cutoff = self._clock() - self._retention
         reported_before = [
             acc
@@ -540,18 +546,24 @@ class HistoryStore:
             and a.report.event_time < cutoff
         ]
         if not reported_before:  # the usual case: what is needed is not worth working out
-            return state, frozenset()
+            return state, frozenset(), frozenset()
         needed = {b for a in state.alerts.values() if a.open for b in a.basis}
         needed |= {a.prior.carrier for a in state.accessions.values() if a.prior}
+        accessions = state.accessions
         old = {
             acc
             for acc in reported_before
-            if acc not in needed and not _kept_for_good(state.accessions[acc])
+            if acc not in needed
+            and not any(x.open for x in accessions[acc].alerts.values())
+            and not _kept_for_good(accessions[acc])
         }
         if not old:
-            return state, frozenset()
-        kept = {acc: a for acc, a in state.accessions.items() if acc not in old}
-        return replace(state, accessions=kept), frozenset(old)
+            return state, frozenset(), frozenset()
+        cut = {acc for acc in old if accessions[acc].alerts}
+        kept = {acc: a for acc, a in accessions.items() if acc not in old or acc in cut}
+        for acc in cut:  # no report, no prior: no sample (section 8 reads neither)
+            kept[acc] = Accession(acc, alerts=accessions[acc].alerts)
+        return replace(state, accessions=kept), frozenset(old - cut), frozenset(cut)
 
 
 def _kept_for_good(acc: Accession) -> bool:
@@ -561,12 +573,9 @@ def _kept_for_good(acc: Accession) -> bool:
     - a POSITIVE sample (its own report's, or a prior entry's): "no sample of the patient was
       ever POSITIVE" decides TC-HER2-TARGETED-NOT-POSITIVE (CRITICAL), TC-TDXD-EARLY-STAGE,
       RT-CONVERSION and the T-DXd HER2-low routes; forgotten, a patient once HER2-positive got
-      the CRITICAL caution for trastuzumab;
-    - REPORT findings published (open or closed): their revision counters; dropped, a later
-      report of the accession published its findings from revision 1 again, which a reader
-      keeping the highest revision per alert_id ignores."""
+      the CRITICAL caution for trastuzumab."""
     report = acc.report
-    if acc.alerts or (report is not None and not report.final):
+    if report is not None and not report.final:
         return True
     return POSITIVE in (
         None if report is None else report.category,

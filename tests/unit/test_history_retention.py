@@ -211,20 +211,99 @@ def test_retention_keeps_what_findings_rest_on_whatever_its_age(
     assert forbidden not in {code for code, _, _ in with_retention[-1]}
 
 
-def test_retention_still_drops_an_old_sample_nothing_rests_on() -> None:
-    """What retention is for: an old LOW sample with no finding on it leaves the history, so
+OLD_LOW_WITH_A_CLOSED_FINDING = [
+    report(
+        "d1",
+        "A-2015",
+        "2015-03-02T10:00:00Z",
+        specimen=specimen("PRIMARY_BREAST", "2015-02-20"),
+        her2_ihc=LOW | {"controls_documented": False},
+        clinical_context={"disease_setting": "EARLY"},
+    ),
+    report(
+        "d2",
+        "A-2015",
+        "2015-03-09T10:00:00Z",
+        status="AMENDED",
+        specimen=specimen("PRIMARY_BREAST", "2015-02-20"),
+        her2_ihc=LOW,
+        clinical_context={"disease_setting": "EARLY"},
+    ),
+    OLD_LOW_THEN_NULL_AFTER_CHEMOTHERAPY[1],
+]
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        pytest.param(OLD_LOW_THEN_NULL_AFTER_CHEMOTHERAPY, id="well-documented"),
+        # its closed DG-CONTROLS keeps only its revisions: the sample leaves all the same
+        pytest.param(OLD_LOW_WITH_A_CLOSED_FINDING, id="after-a-closed-documentation-finding"),
+    ],
+)
+def test_retention_still_drops_an_old_sample_nothing_rests_on(
+    events: list[dict[str, Any]],
+) -> None:
+    """What retention is for: an old LOW sample with nothing open on it leaves the history, so
     it no longer qualifies the T-DXd 'any sample' route (README: a dropped sample can change
-    findings; hence off by default)."""
-    kept, dropped = (
-        published(OLD_LOW_THEN_NULL_AFTER_CHEMOTHERAPY, None),
-        published(OLD_LOW_THEN_NULL_AFTER_CHEMOTHERAPY, TEN_YEARS),
-    )
-    assert kept[0] == dropped[0] == []
-    assert ("TDXD-LOW-DB04", 1, "ACTIVE") in kept[1]
-    assert "TDXD-LOW-DB04" not in {code for code, _, _ in dropped[1]}
+    findings; hence off by default), whether or not a documentation finding once fired on its
+    report (a review found the sample kept whole for that: eligibility hung on paperwork)."""
+    kept, dropped = published(events, None), published(events, TEN_YEARS)
+    assert kept[:-1] == dropped[:-1]
+    assert ("TDXD-LOW-DB04", 1, "ACTIVE") in kept[-1]
+    assert "TDXD-LOW-DB04" not in {code for code, _, _ in dropped[-1]}
 
 
 def test_retention_is_off_by_default() -> None:
     """Forgetting a sample can change findings that rest on the whole history (section 8 has
     no notion of forgetting): nothing is dropped unless a site asks for it."""
     assert EvaluationSettings.from_env({}).history_retention is None
+
+
+# a later report of another accession that rests nothing on the old one (no HER2 test)
+LATER_ER_ONLY = report(
+    "e1",
+    "A-2026",
+    "2026-11-20T10:00:00Z",
+    specimen=specimen("PRIMARY_BREAST", "2026-11-10"),
+    er=ER_POS,
+)
+
+
+@pytest.mark.parametrize(
+    ("events", "cut"),
+    [
+        pytest.param([*REPORT_FINDING_THEN_CORRECTED[:2], LATER_ER_ONLY], True, id="cut"),
+        pytest.param([OLD_LOW_THEN_NULL_AFTER_CHEMOTHERAPY[0], LATER_ER_ONLY], False, id="dropped"),
+    ],
+)
+def test_what_retention_cuts_or_drops_reaches_the_changelog(
+    events: list[dict[str, Any]], cut: bool
+) -> None:
+    """A store restored from the changelog holds the patient as the store that wrote it: an
+    old accession cut to its findings at another accession's report (the clock moved on since
+    its own) is written as such, not left with its report for a restore to bring back; a
+    dropped one is a tombstone."""
+    clock = [dt.datetime(2015, 3, 10, tzinfo=dt.UTC)]
+    store = HistoryStore(TEN_YEARS, clock=lambda: clock[0])
+    pipeline = Pipeline(load_ruleset(), clock=lambda: clock[0])
+    records: list[tuple[bytes, bytes | None]] = []
+    lines = [json.dumps(e) for e in events]
+    for n, result in enumerate(evaluate_lines(lines, pipeline, store, clock=lambda: clock[0])):
+        assert not result["errors"], result["errors"]
+        records.extend(store.take_dirty())
+        if n == len(lines) - 2:
+            clock[0] = NOW  # the last report arrives years later
+    restored = HistoryStore(TEN_YEARS, clock=lambda: NOW)
+    for key, value in records:
+        restored.restore(key, value)
+    written, read = store.get("P-RET"), restored.get("P-RET")
+    assert read == written
+    assert read is not None
+    old = read.accessions.get("A-2015")
+    if cut:
+        assert old is not None
+        assert (old.report, old.prior) == (None, None)
+        assert old.alerts
+    else:
+        assert old is None
