@@ -540,7 +540,10 @@ def _resent(
     resent = replace(
         report,
         event_id=event["event_id"],
-        event_time=event.get("event_time"),
+        # a re-send without event_time keeps the report's: else no later report of the
+        # accession could be stale (_older needs both times), and a delayed older one would
+        # change findings that the re-send ("nothing else") left as they were
+        event_time=event.get("event_time") or report.event_time,
         seen_event_ids=(*report.seen_event_ids, report.event_id)[-MAX_SEEN_EVENT_IDS:],
     )
     accessions = dict(state.accessions)

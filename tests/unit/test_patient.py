@@ -276,6 +276,13 @@ STORIES: dict[str, tuple[set[str], Story]] = {
         (report("e-6", "A1", status="CANCELLED"), {"TDXD-LOW-DB04": ("RETRACTED", 2)}),
         (report("e-7", "A1", status="CANCELLED"), {}),  # a cancellation re-sent
     ]),
+    # a re-send without event_time keeps the report's, so a delayed older report stays stale
+    # (review: it took None, and the delayed CANCELLED retracted DB04)
+    "a re-send without event_time keeps the report's": ({"TDXD-LOW-DB04"}, [
+        (report("e-10", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), {"TDXD-LOW-DB04": ("ACTIVE", 1)}),
+        (resent(report("e-10", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO), "e-11", event_time=None), {}),
+        (report("e-5", "A1", status="CANCELLED"), {}),
+    ]),
     # nothing holds once the patient has no final sample and no context left
     "nothing holds when everything is cancelled": ({"TDXD-LOW-DB04", "RT-METASTATIC-SITE"}, [
         (report("e-1", "A1", ihc=LOW, site="PRIMARY_BREAST", ctx=MET_AFTER_CHEMO),
