@@ -523,9 +523,7 @@ class HistoryStore:
         self._live.clear()
         return out
 
-    def _expire(
-        self, state: PatientState
-    ) -> tuple[PatientState, frozenset[str], frozenset[str]]:
+    def _expire(self, state: PatientState) -> tuple[PatientState, frozenset[str], frozenset[str]]:
         """(state, accessions dropped, accessions cut to their findings) after the retention.
 
         An accession reported before the retention (by event time) leaves when nothing open
