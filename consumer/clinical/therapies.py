@@ -18,8 +18,9 @@ typographic ones (U+2010 hyphen, U+2011 non-breaking hyphen, the figure, en and 
 minus sign, their small and full-width forms), and "T\u2013DM1" or "trastuzumab\u2011deruxtecan"
 must read as "T-DM1" and "trastuzumab-deruxtecan": read as other characters, the first named no
 drug (a silent miss of TC-HER2-TARGETED-NOT-POSITIVE) and the second named trastuzumab (a false
-CRITICAL for a planned T-DXd). The text is NFKC-normalised (full-width letters are letters), every
-dash becomes "-" and soft hyphens (invisible break hints) are dropped.
+CRITICAL for a planned T-DXd). The text is NFKC-normalised (full-width letters are letters),
+invisible format characters are dropped (soft hyphens, zero-width spaces and joiners, word
+joiners, byte-order marks: "trastu\u200bzumab" is trastuzumab) and every dash becomes "-".
 
 "T-DXd" is trastuzumab deruxtecan, DXd being the deruxtecan payload, so "trastuzumab DXd" and
 "trastuzumab-DXd", the abbreviation spelled out, are T-DXd (not a conjugate read as trastuzumab,
@@ -150,17 +151,26 @@ def _conjugate_follows(text: str, end: int) -> bool:
     return following is not None and is_payload(following.group(1))
 
 
-# Every dash-like character as "-", soft hyphens dropped (after NFKC, module docstring).
+# Every dash-like character as "-" (after NFKC, module docstring).
 _DASHES = str.maketrans(
-    dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d", "-")
-    | {"\u00ad": None}
+    dict.fromkeys(
+        "\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\u2e3a\u2e3b\ufe58\ufe63\uff0d", "-"
+    )
 )
+
+
+def _visible(text: str) -> str:
+    """`text` without Unicode format characters (category Cf: soft hyphen, zero-width space
+    and joiners, word joiner, byte-order mark), which pasted names carry invisibly."""
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
 
 
 def normalise_therapy(name: str) -> frozenset[str]:
     """Return the HER2 drugs named in one planned-therapy entry (may name several)."""
     found: set[str] = set()
-    text = " ".join(unicodedata.normalize("NFKC", name).translate(_DASHES).lower().split())
+    text = " ".join(
+        _visible(unicodedata.normalize("NFKC", name)).translate(_DASHES).lower().split()
+    )
     for match in _PATTERN.finditer(text):
         alias = match.group("name")
         if match.group("bio"):

@@ -101,6 +101,12 @@ class TestNormaliseTherapy:
             pytest.param("Dato\u2010DXd", set(), id="dato-dxd-hyphen-char-not-tdxd"),
             pytest.param("\uff28\uff25\uff32\uff23\uff25\uff30\uff34\uff29\uff2e", {TRASTUZUMAB}, id="herceptin-full-width"),
             pytest.param("tras\u00adtuzumab", {TRASTUZUMAB}, id="soft-hyphen-dropped"),
+            pytest.param("trastu\u200bzumab", {TRASTUZUMAB}, id="zero-width-space-dropped"),
+            pytest.param("\ufeffHerceptin", {TRASTUZUMAB}, id="byte-order-mark-dropped"),
+            pytest.param("trastuzumab\u200b deruxtecan", {T_DXD}, id="zero-width-space-before-a-space"),
+            pytest.param("T-\u2060DXd", {T_DXD}, id="word-joiner-dropped"),
+            pytest.param("T\u2e3aDM1", {T_DM1}, id="two-em-dash"),
+            pytest.param("T\u2043DM1", {T_DM1}, id="hyphen-bullet"),
             # T-DXd spelled out: DXd is the deruxtecan payload
             pytest.param("trastuzumab DXd", {T_DXD}, id="trastuzumab-dxd-is-tdxd"),
             pytest.param("Trastuzumab-DXd", {T_DXD}, id="trastuzumab-hyphen-dxd-is-tdxd"),
