@@ -178,12 +178,15 @@ class ProducerHandle:
         broker that answers acknowledges within one; when a slice ends with records still
         unacknowledged, readiness is told once (`unanswered`: without it /readyz stayed 200
         for the whole wait, up to the delivery timeout per send attempt) and the wait goes on.
-        Errors other than the timeout end the wait: the futures say which records failed."""
+        Errors other than the timeout end the wait: the futures say which records failed,
+        and so does a flush that gives up well before its slice (the futures' own waits, to
+        the same deadline, follow in send_and_wait: no loop spinning on it)."""
         now = self._monotonic
         step = self._settings.tuning.request_timeout_ms / 1000
         told = False
         while True:
-            left = deadline - now()
+            began = now()
+            left = deadline - began
             try:
                 producer.flush(timeout=max(0.0, min(step, left)))
             except errors.KafkaTimeoutError:
@@ -192,6 +195,8 @@ class ProducerHandle:
                 if not told:
                     told = True
                     self._silent("outputs", step, count)
+                if now() - began < step / 2:
+                    return
                 continue
             except KafkaError:
                 return
