@@ -105,9 +105,9 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     (
         "HER2_HISTORY_RETENTION_DAYS",
         str(_RETENTION_DAYS),
-        "drop accessions reported longer ago than this, except cancelled ones, POSITIVE samples "
-        "and accessions with published report findings (0 = keep forever; a dropped sample can "
-        "change findings)",
+        "drop accessions reported longer ago than this, except cancelled ones and POSITIVE "
+        "samples; one with published report findings keeps only them (0 = keep forever; a "
+        "dropped sample can change findings)",
     ),
     ("HER2_HISTORY_STORE", DISK, "disk (one sqlite file per partition) | memory"),
     (
