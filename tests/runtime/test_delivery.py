@@ -33,6 +33,45 @@ from consumer.service import EXIT_CONFIG, EXIT_FAILURE, EXIT_FENCED, EXIT_OK
 UNANSWERED = "no answer from the broker within the request timeout; not ready while waiting"
 
 
+def _sliced_wait(answer_after: int, error: KafkaError | None) -> tuple[list[float], list[float]]:
+    """(the timeout of each flush, the clock at each readiness tell) of one send_and_wait whose
+    producer's flush times out `answer_after` times, a slice's time passing (or raises `error`
+    at once); request timeout 30 s, delivery timeout 100 s, on a clock of its own."""
+    clock = [0.0]
+    flushes: list[float] = []
+    told: list[float] = []
+
+    class Silent:
+        def send(self, *args: Any, **kwargs: Any) -> Any:
+            raise KafkaTimeoutError("never sent")  # the future is the error: not acked
+
+        def flush(self, timeout: float | None = None) -> None:
+            assert timeout is not None
+            flushes.append(timeout)
+            assert len(flushes) < 50, "the wait spins on a flush that gives up at once"
+            if error is not None:
+                raise error
+            if len(flushes) > answer_after:
+                return
+            clock[0] += timeout
+            raise KafkaTimeoutError("still waiting")
+
+    tuning = dataclasses.replace(
+        Settings().tuning, request_timeout_ms=30_000, delivery_timeout_ms=100_000
+    )
+    broker = FakeBroker()
+    broker.producer = lambda **_: Silent()  # type: ignore[method-assign, assignment]
+    handle = ProducerHandle(
+        broker,  # type: ignore[arg-type]
+        Settings(tuning=tuning),
+        "test",
+        monotonic=lambda: clock[0],
+        unanswered=lambda: told.append(clock[0]),
+    )
+    handle.send_and_wait([Output("out", b"k", b"v")])
+    return flushes, told
+
+
 def _beats_per_journal_line(harness: Harness) -> list[tuple[str, object, int]]:
     """(kind, what, /healthz beats so far) for each line the fake broker journals from now on."""
     beats: list[tuple[str, object, int]] = []
@@ -165,77 +204,28 @@ class TestAtLeastOnce:
         assert len(sent) == 3
         assert harness.broker.committed
 
-    def test_the_wait_for_acknowledgements_is_sliced_by_the_request_timeout(self) -> None:
-        """Each slice of the wait is at most one request timeout, the slices end at the
-        delivery deadline (delivery timeout + 5 s), readiness is told once however many slices
-        time out, and any other flush error ends the wait at once (the futures tell)."""
-        clock = [0.0]
-        flushes: list[float] = []
-        told: list[float] = []
-
-        class Silent:
-            def __init__(self, answer_after: int, error: KafkaError | None = None) -> None:
-                self.answer_after, self.error = answer_after, error
-
-            def send(self, *args: Any, **kwargs: Any) -> Any:
-                raise KafkaTimeoutError("never sent")  # the future is the error: not acked
-
-            def flush(self, timeout: float | None = None) -> None:
-                assert timeout is not None
-                flushes.append(timeout)
-                assert len(flushes) < 50, "the wait spins on a flush that gives up at once"
-                if self.error is not None:
-                    raise self.error
-                if len(flushes) > self.answer_after:
-                    return
-                clock[0] += timeout
-                raise KafkaTimeoutError("still waiting")
-
-        tuning = dataclasses.replace(
-            Settings().tuning, request_timeout_ms=30_000, delivery_timeout_ms=100_000
-        )
-        settings = Settings(tuning=tuning)
-
-        def handle(producer: Silent) -> ProducerHandle:
-            broker = FakeBroker()
-            broker.producer = lambda **_: producer  # type: ignore[method-assign, assignment]
-            return ProducerHandle(
-                broker,  # type: ignore[arg-type]
-                settings,
-                "test",
-                monotonic=lambda: clock[0],
-                unanswered=lambda: told.append(clock[0]),
-            )
-
-        handle(Silent(answer_after=10)).send_and_wait([Output("out", b"k", b"v")])
-        assert flushes == [30.0, 30.0, 30.0, 15.0], "slices up to the 105 s deadline"
-        assert told == [30.0], "told once, after the first silent slice"
-
-        flushes.clear()
-        told.clear()
-        clock[0] = 0.0
-        handle(Silent(answer_after=1)).send_and_wait([Output("out", b"k", b"v")])
-        assert flushes == [30.0, 30.0]
-        assert told == [30.0]
-
-        flushes.clear()
-        told.clear()
-        clock[0] = 0.0
-        handle(Silent(answer_after=0, error=KafkaError("fatal"))).send_and_wait(
-            [Output("out", b"k", b"v")]
-        )
-        assert flushes == [30.0]
-        assert told == []
-
-        # a flush that gives up at once (no time passes): one slice, told, no spinning
-        flushes.clear()
-        told.clear()
-        clock[0] = 0.0
-        handle(Silent(answer_after=10, error=KafkaTimeoutError("at once"))).send_and_wait(
-            [Output("out", b"k", b"v")]
-        )
-        assert flushes == [30.0]
-        assert told == [0.0]
+    @pytest.mark.parametrize(
+        ("answer_after", "error", "flushes", "told"),
+        [
+            pytest.param(10, None, [30.0, 30.0, 30.0, 15.0], [30.0], id="silent-to-the-deadline"),
+            pytest.param(1, None, [30.0, 30.0], [30.0], id="answers-in-the-second-slice"),
+            pytest.param(0, KafkaError("fatal"), [30.0], [], id="other-error-ends-the-wait"),
+            # a flush that gives up at once (no time passes): one slice, told, no spinning
+            pytest.param(10, KafkaTimeoutError("at once"), [30.0], [0.0], id="gives-up-at-once"),
+        ],
+    )
+    def test_the_wait_for_acknowledgements_is_sliced_by_the_request_timeout(
+        self,
+        answer_after: int,
+        error: KafkaError | None,
+        flushes: list[float],
+        told: list[float],
+    ) -> None:
+        """Each slice of the wait is at most one request timeout (30 s here), the slices end
+        at the delivery deadline (100 s + 5 s), readiness is told once however many slices time
+        out, and any other flush error, or a flush that gives up before its slice, ends the
+        wait at once (the futures tell)."""
+        assert _sliced_wait(answer_after, error) == (flushes, told)
 
     def test_a_commit_refused_by_a_rebalance_is_counted_not_fatal(self, harness: Harness) -> None:
         harness.publish(3)
