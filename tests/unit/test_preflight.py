@@ -31,6 +31,7 @@ SETTINGS = Settings(
 )
 SASL_VARIABLES = ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")
 TLS_VARIABLES = ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CHECK_HOSTNAME")
+REACH_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "HER2_REQUEST_TIMEOUT_MS", "KAFKA_SECURITY_PROTOCOL")
 
 
 def _sasl_failure() -> BaseException:
@@ -102,14 +103,14 @@ CASES = [
     pytest.param(
         _connection_refused,
         "unreachable",
-        ("KAFKA_BOOTSTRAP_SERVERS", "HER2_REQUEST_TIMEOUT_MS", "KAFKA_SECURITY_PROTOCOL"),
+        REACH_VARIABLES,
         SASL_VARIABLES + TLS_VARIABLES,
         id="connection-refused",
     ),
     pytest.param(
         _kafka_connection_refused,
         "unreachable",
-        ("KAFKA_BOOTSTRAP_SERVERS", "HER2_REQUEST_TIMEOUT_MS", "KAFKA_SECURITY_PROTOCOL"),
+        REACH_VARIABLES,
         SASL_VARIABLES + TLS_VARIABLES,
         id="kafka-connection-refused",
     ),
