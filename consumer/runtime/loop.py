@@ -132,13 +132,11 @@ class Loop:
         reachable): the last poll failed, or the last lag refresh could not fetch end offsets
         (during an outage kafka-python's poll mostly returns nothing rather than failing), or
         a batch's outputs went a request timeout unacknowledged (the producer handle says so
-        during the wait: `PartitionTable.broker_silent`); ready again, as the partitions allow,
-        once it answers."""
-        unreachable = self.poll_failures > 0 or not self.gauges.broker_answered
-        if unreachable == self.table.broker_unreachable or self._stopping():
+        during the wait: Service._broker_silent); ready again, as the partitions allow, once
+        it answers."""
+        if self._stopping():  # "stopping" stays the reason once stop() was called
             return
-        self.table.broker_unreachable = unreachable
-        self._set_ready(*self.table.readiness())
+        self.table.set_broker_unreachable(self.poll_failures > 0 or not self.gauges.broker_answered)
 
     def restore_pending(self) -> None:
         """Restore the pending partitions; ready once none is left."""

@@ -185,12 +185,13 @@ class PartitionTable:
         self._consumer().pause(tp)
         self.set_gauge()
 
-    def broker_silent(self) -> None:
-        """Outputs went unacknowledged for a request timeout: not ready (the loop's next
-        look at the broker makes it ready again once a delivery or a lag refresh got through)."""
-        if self.broker_unreachable:
+    def set_broker_unreachable(self, unreachable: bool) -> None:
+        """Whether the broker answers, and readiness told when that changes: from the loop
+        (its polls and lag refreshes) and from the producer handle (outputs unacknowledged for
+        a request timeout, during the wait)."""
+        if unreachable == self.broker_unreachable:
             return
-        self.broker_unreachable = True
+        self.broker_unreachable = unreachable
         self._set_ready(*self.readiness())
 
     def readiness(self) -> tuple[bool, str]:

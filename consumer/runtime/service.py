@@ -254,7 +254,7 @@ class Service:
 
     def _broker_silent(self) -> None:
         if not self.stopping:  # "stopping" stays the reason once stop() was called
-            self.table.broker_silent()
+            self.table.set_broker_unreachable(True)
 
     def _set_ready(self, ready: bool, reason: str = "") -> None:
         if self._health is not None:
