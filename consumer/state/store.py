@@ -558,27 +558,24 @@ class HistoryStore:
         if not old:
             return state, frozenset(), frozenset()
         cut = {acc for acc in old if accessions[acc].alerts}
-        kept = {acc: a for acc, a in accessions.items() if acc not in old or acc in cut}
-        for acc in cut:  # no report, no prior: no sample (section 8 reads neither)
-            kept[acc] = Accession(acc, alerts=accessions[acc].alerts)
+        kept = {acc: a for acc, a in accessions.items() if acc not in old}
+        # no report, no prior: no sample (section 8 reads neither)
+        kept.update({acc: Accession(acc, alerts=accessions[acc].alerts) for acc in cut})
         return replace(state, accessions=kept), frozenset(old - cut), frozenset(cut)
 
 
 def _kept_for_good(acc: Accession) -> bool:
-    """An accession retention never drops (section 8 of docs/her2-rules.md):
+    """An accession with a report that retention never drops (section 8 of
+    docs/her2-rules.md):
     - cancelled: its sample is gone "now or carried later", until a new final report of the
       accession; dropped, a later prior entry for it would bring the withdrawn sample back;
-    - a POSITIVE sample (its own report's, or a prior entry's): "no sample of the patient was
-      ever POSITIVE" decides TC-HER2-TARGETED-NOT-POSITIVE (CRITICAL), TC-TDXD-EARLY-STAGE,
-      RT-CONVERSION and the T-DXd HER2-low routes; forgotten, a patient once HER2-positive got
-      the CRITICAL caution for trastuzumab."""
+    - a POSITIVE sample: "no sample of the patient was ever POSITIVE" decides
+      TC-HER2-TARGETED-NOT-POSITIVE (CRITICAL), TC-TDXD-EARLY-STAGE, RT-CONVERSION and the
+      T-DXd HER2-low routes; forgotten, a patient once HER2-positive got the CRITICAL caution
+      for trastuzumab. (A prior entry beside its accession's own report is read by nothing:
+      the report is the sample, or the accession is cancelled.)"""
     report = acc.report
-    if report is not None and not report.final:
-        return True
-    return POSITIVE in (
-        None if report is None else report.category,
-        None if acc.prior is None else acc.prior.category,
-    )
+    return report is not None and (not report.final or report.category == POSITIVE)
 
 
 def encode_state(state: PatientState) -> bytes:
