@@ -125,6 +125,21 @@ class GroupLeftError(PublishError):
         )
 
 
+class StopRequested(Her2Error):
+    """A stop (SIGTERM, SIGINT) came while the batch in flight waited on a broker that did not
+    answer: the wait is given up instead of lasting until the delivery timeout and beyond the
+    orchestrator's grace period. Nothing of the batch is committed; it is processed again at
+    the next start (the same alert ids: at-least-once duplicates, exactly-once an aborted
+    transaction). Not a PublishError: nothing retries or re-runs it."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        super().__init__(
+            f"stopped while the broker did not answer ({stage}); the batch in flight is not "
+            "committed and is processed again at the next start"
+        )
+
+
 class FencedError(Her2Error):
     """Another producer with our transactional id took over (exactly-once)."""
 

@@ -14,6 +14,7 @@ from consumer.errors import (
     GroupLeftError,
     OutputRefusedError,
     PublishError,
+    StopRequested,
 )
 from consumer.ops import events
 from consumer.ops.logs import get_logger
@@ -33,6 +34,12 @@ class Delivery(Protocol):
         """Deliver one batch (`batch.last` is not empty)."""
 
 
+def _sleep(seconds: float) -> bool:
+    """A back-off with no stop event to wake it (tools and tests)."""
+    time.sleep(seconds)
+    return False
+
+
 class AtLeastOnce:
     """Publish, wait for every acknowledgement (bounded re-sends), then commit."""
 
@@ -45,20 +52,21 @@ class AtLeastOnce:
         before_commit: Callable[[], None],
         *,
         backoff: Backoff = PUBLISH_BACKOFF,
-        sleep: Callable[[float], None] = time.sleep,
+        wait: Callable[[float], bool] = _sleep,
         beat: Callable[[], None] = lambda: None,
     ) -> None:
         """`before_commit` is the crash-test hook (HER2_TEST_CRASH_BEFORE_COMMIT); `beat`
         tells /healthz the loop is turning before the commit, a wait of its own (the producer
         handle beats before each send attempt), so its stall limit covers the longest single
-        wait, not their sum."""
+        wait, not their sum. `wait` sleeps a re-send's back-off and returns True when a stop
+        was asked for meanwhile (the service's stop event)."""
         self._producer = producer
         self._consumer = consumer
         self._retries = settings.publish_retries
         self._metrics = metrics
         self._before_commit = before_commit
         self._backoff = backoff
-        self._sleep = sleep
+        self._wait = wait
         self._beat = beat
 
     def deliver(self, batch: Batch) -> None:
@@ -119,7 +127,8 @@ class AtLeastOnce:
                 error_type=error_type,
                 seconds=delay,
             )
-            self._sleep(delay)
+            if self._wait(delay):  # the broker failed this attempt: no new one on a stop
+                raise StopRequested("re-sending outputs")
             self._producer.renew()
             pending = failed
         raise PublishError(
@@ -188,8 +197,9 @@ def delivery_for(
     before_commit: Callable[[], None],
     *,
     beat: Callable[[], None] = lambda: None,
+    wait: Callable[[float], bool] = _sleep,
 ) -> Delivery:
     """The guarantee the settings ask for."""
     if s.exactly_once:
         return ExactlyOnce(producer, consumer, metrics, before_commit)
-    return AtLeastOnce(producer, consumer, s, metrics, before_commit, beat=beat)
+    return AtLeastOnce(producer, consumer, s, metrics, before_commit, beat=beat, wait=wait)

@@ -16,6 +16,7 @@ from consumer.errors import (
     PublishError,
     SchemaError,
     StateStoreError,
+    StopRequested,
 )
 from consumer.ops import events
 from consumer.ops.logs import get_logger
@@ -43,6 +44,9 @@ def exit_code(exc: Exception) -> int:
         log.error(events.CONFIG_ERROR, error_type=type(exc).__name__)
         print_error(str(exc))
         return EXIT_CONFIG
+    if isinstance(exc, StopRequested):  # asked to stop: not a failure, but nothing committed
+        log.warning(events.STOPPED_WAITING_ON_BROKER, stage=exc.stage)
+        return EXIT_OK
     if isinstance(exc, FencedError):
         log.error(events.PRODUCER_FENCED)
         return EXIT_FENCED

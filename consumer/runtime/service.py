@@ -134,23 +134,23 @@ class Service:
 
     def run(self) -> int:
         """Run until stopped; return an exit code (EXIT_OK on a clean stop)."""
-        code = EXIT_FAILURE
+        code, committed = EXIT_FAILURE, False
         with contextlib.ExitStack() as resources:
             try:
                 self._start(resources)
                 if not self.stopping and self.loop is not None:
                     self.loop.run()
-                code = EXIT_OK
+                code, committed = EXIT_OK, True
             except Exception as exc:
-                code = exit_code(exc)
+                code = exit_code(exc)  # EXIT_OK for a stop given up on a silent broker
             finally:
                 # the resources close in reverse order of opening: the consumer first (leaving
                 # the group revokes its partitions, closing their stores), then the changelog
                 # reader, the producer, the stores left, the state directory
-                self._clean = code == EXIT_OK
+                self._clean = committed
                 self._set_ready(False, "stopping")
         batches = self.loop.batches if self.loop is not None else 0
-        log.info(events.SHUTDOWN, state="stopped", committed=code == EXIT_OK, batch=batches)
+        log.info(events.SHUTDOWN, state="stopped", committed=committed, batch=batches)
         return code
 
     # -- start-up -------------------------------------------------------------------------
@@ -198,7 +198,12 @@ class Service:
             return
         self.table.input_partition_count = counts[s.topics.input]
         self._producer = producer = ProducerHandle(
-            self._clients, s, self._default_id, beat=self._beat, unanswered=self._broker_silent
+            self._clients,
+            s,
+            self._default_id,
+            beat=self._beat,
+            unanswered=self._broker_silent,
+            stopping=lambda: self.stopping,
         )
         resources.callback(self._close_producer)
         producer.warm_up(s.topics.outputs())
@@ -221,7 +226,13 @@ class Service:
             copartitioned=copartitioned(s, counts),
         )
         delivery = delivery_for(
-            s, producer, consumer, self.metrics, self._test_crash_hook, beat=self._beat
+            s,
+            producer,
+            consumer,
+            self.metrics,
+            self._test_crash_hook,
+            beat=self._beat,
+            wait=self._stop_event.wait,
         )
         self.loop = Loop(
             s,

@@ -93,6 +93,7 @@ BOTH_CLIENTS_MODULES = frozenset(
         "test_faults_kill",
         "test_service_delivery",
         "test_position_unknown",
+        "test_stop_while_silent",
         # exactly-once on confluent (enabled in issue 17's sixth session): a crash inside a
         # transaction, a fenced producer
         "test_service_eos",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from kafka.errors import (
 from prometheus_client import CollectorRegistry
 
 from consumer.config import Settings
+from consumer.errors import StopRequested
 from consumer.ops.metrics import Metrics
 from consumer.runtime.delivery import AtLeastOnce
 from consumer.runtime.kafka.producer import ProducerHandle
@@ -33,10 +35,23 @@ from consumer.service import EXIT_CONFIG, EXIT_FAILURE, EXIT_FENCED, EXIT_OK
 UNANSWERED = "no answer from the broker within the request timeout; not ready while waiting"
 
 
-def _sliced_wait(answer_after: int, error: KafkaError | None) -> tuple[list[float], list[float]]:
-    """(the timeout of each flush, the clock at each readiness tell) of one send_and_wait whose
-    producer's flush times out `answer_after` times, a slice's time passing (or raises `error`
-    at once); request timeout 30 s, delivery timeout 100 s, on a clock of its own."""
+@dataclasses.dataclass(frozen=True)
+class Waited:
+    """What one send_and_wait on a silent producer did (clock in seconds of its own)."""
+
+    flushes: int  # flush calls
+    longest: float  # the longest flush timeout asked for
+    waited: float  # the clock when the wait ended
+    told: tuple[float, ...]  # the clock at each readiness tell
+    stopped: str | None  # the stage a StopRequested ended it at
+
+
+def _sliced_wait(
+    answer_after: int, error: KafkaError | None = None, stop_at: float | None = None
+) -> Waited:
+    """One send_and_wait whose producer's flush times out `answer_after` times, its timeout's
+    time passing (or raises `error` at once); a stop is asked for from `stop_at` on; request
+    timeout 30 s, delivery timeout 100 s."""
     clock = [0.0]
     flushes: list[float] = []
     told: list[float] = []
@@ -48,7 +63,7 @@ def _sliced_wait(answer_after: int, error: KafkaError | None) -> tuple[list[floa
         def flush(self, timeout: float | None = None) -> None:
             assert timeout is not None
             flushes.append(timeout)
-            assert len(flushes) < 50, "the wait spins on a flush that gives up at once"
+            assert len(flushes) < 500, "the wait spins on a flush that gives up at once"
             if error is not None:
                 raise error
             if len(flushes) > answer_after:
@@ -67,9 +82,14 @@ def _sliced_wait(answer_after: int, error: KafkaError | None) -> tuple[list[floa
         "test",
         monotonic=lambda: clock[0],
         unanswered=lambda: told.append(clock[0]),
+        stopping=lambda: stop_at is not None and clock[0] >= stop_at,
     )
-    handle.send_and_wait([Output("out", b"k", b"v")])
-    return flushes, told
+    stopped = None
+    try:
+        handle.send_and_wait([Output("out", b"k", b"v")])
+    except StopRequested as exc:
+        stopped = exc.stage
+    return Waited(len(flushes), max(flushes), clock[0], tuple(told), stopped)
 
 
 def _beats_per_journal_line(harness: Harness) -> list[tuple[str, object, int]]:
@@ -149,8 +169,9 @@ class TestAtLeastOnce:
         settings = Settings(publish_retries=2)
         broker.script("ack:out", KafkaTimeoutError("expired"), KafkaTimeoutError("expired"))
 
-        def sleep(seconds: float) -> None:
+        def sleep(seconds: float) -> bool:
             broker.events.append(("sleep", seconds))
+            return False
 
         delivery = AtLeastOnce(
             ProducerHandle(broker, settings, "test"),  # type: ignore[arg-type]
@@ -159,7 +180,7 @@ class TestAtLeastOnce:
             Metrics(CollectorRegistry(), "t"),
             lambda: None,
             backoff=Backoff((0.25, 0.75)),
-            sleep=sleep,
+            wait=sleep,
         )
         with structlog.testing.capture_logs() as logs:
             delivery.publish([Output("out", b"k", b"v")])
@@ -205,27 +226,76 @@ class TestAtLeastOnce:
         assert harness.broker.committed
 
     @pytest.mark.parametrize(
-        ("answer_after", "error", "flushes", "told"),
+        ("answer_after", "error", "stop_at", "expected"),
         [
-            pytest.param(10, None, [30.0, 30.0, 30.0, 15.0], [30.0], id="silent-to-the-deadline"),
-            pytest.param(1, None, [30.0, 30.0], [30.0], id="answers-in-the-second-slice"),
-            pytest.param(0, KafkaError("fatal"), [30.0], [], id="other-error-ends-the-wait"),
-            # a flush that gives up at once (no time passes): one slice, told, no spinning
-            pytest.param(10, KafkaTimeoutError("at once"), [30.0], [0.0], id="gives-up-at-once"),
+            pytest.param(
+                1_000,
+                None,
+                None,
+                Waited(105, 1.0, 105.0, (30.0,), None),
+                id="silent-to-the-deadline",
+            ),
+            pytest.param(
+                40,
+                None,
+                None,
+                Waited(41, 1.0, 40.0, (30.0,), None),
+                id="answers-after-the-request-timeout",
+            ),
+            pytest.param(
+                10,
+                None,
+                None,
+                Waited(11, 1.0, 10.0, (), None),
+                id="answers-within-the-request-timeout",
+            ),
+            pytest.param(
+                0,
+                KafkaError("fatal"),
+                None,
+                Waited(1, 1.0, 0.0, (), None),
+                id="other-error-ends-the-wait",
+            ),
+            # a flush that gives up at once (no time passes): told, no spinning
+            pytest.param(
+                1_000,
+                KafkaTimeoutError("at once"),
+                None,
+                Waited(1, 1.0, 0.0, (0.0,), None),
+                id="gives-up-at-once",
+            ),
+            # a stop during an unanswered wait ends it; before the request timeout the broker
+            # is still given the time to answer (SIGTERM finishes the batch when it can)
+            pytest.param(
+                1_000,
+                None,
+                50.0,
+                Waited(50, 1.0, 50.0, (30.0,), "outputs"),
+                id="stop-while-unanswered",
+            ),
+            pytest.param(
+                1_000,
+                None,
+                5.0,
+                Waited(30, 1.0, 30.0, (30.0,), "outputs"),
+                id="stop-before-the-request-timeout",
+            ),
+            pytest.param(20, None, 5.0, Waited(21, 1.0, 20.0, (), None), id="stop-then-answered"),
         ],
     )
-    def test_the_wait_for_acknowledgements_is_sliced_by_the_request_timeout(
+    def test_the_wait_for_acknowledgements_is_sliced(
         self,
         answer_after: int,
         error: KafkaError | None,
-        flushes: list[float],
-        told: list[float],
+        stop_at: float | None,
+        expected: Waited,
     ) -> None:
-        """Each slice of the wait is at most one request timeout (30 s here), the slices end
-        at the delivery deadline (100 s + 5 s), readiness is told once however many slices time
-        out, and any other flush error, or a flush that gives up before its slice, ends the
-        wait at once (the futures tell)."""
-        assert _sliced_wait(answer_after, error) == (flushes, told)
+        """The wait runs a second at a time to the delivery deadline (100 s + 5 s); readiness
+        is told once when it has lasted a request timeout (30 s here) however many pieces
+        time out; from then on a stop request ends it (StopRequested: nothing committed, the
+        orchestrator's grace period not outlasted). Any other flush error, or a flush that
+        gives up before its piece, ends the wait at once (the futures tell)."""
+        assert _sliced_wait(answer_after, error, stop_at) == expected
 
     def test_a_commit_refused_by_a_rebalance_is_counted_not_fatal(self, harness: Harness) -> None:
         harness.publish(3)
@@ -458,3 +528,90 @@ class TestExactlyOnce:
         harness.broker.script("init_transactions", ProducerFencedError())
         assert harness.run() == EXIT_FENCED
         assert harness.broker.producers[0].closed
+
+
+STOPPED = "stop requested while the broker did not answer; the batch in flight is not committed"
+
+
+class TestStopWhileTheBrokerIsSilent:
+    """SIGTERM while a batch waits on a broker that does not answer: the wait is given up and
+    the service exits 0 without committing anything of the batch (processed again at the next
+    start), instead of waiting out the delivery timeout (two minutes per attempt by default,
+    beyond Kubernetes' 60 s grace period)."""
+
+    def _stop_then(self, harness: Harness, effect: Callable[[], Any]) -> Callable[[], Any]:
+        def stop_and_effect() -> Any:
+            assert harness.service is not None
+            harness.service.stop()
+            return effect()
+
+        return stop_and_effect
+
+    def _silent_piece(self) -> Any:
+        time.sleep(0.25)  # a flush piece that passes without an answer
+        raise KafkaTimeoutError("no answer")
+
+    def _assert_stopped_uncommitted(self, harness: Harness, code: int, stage: str) -> None:
+        assert code == EXIT_OK
+        [stopped] = harness.logged(STOPPED)
+        assert stopped["stage"] == stage
+        [shutdown] = harness.logged("shutdown")
+        assert shutdown["committed"] is False
+        assert harness.broker.committed == {}
+        assert harness.broker.records(harness.settings.topics.history) == []
+
+    def test_a_stop_ends_a_wait_for_acknowledgements_the_broker_does_not_give(
+        self, harness: Harness
+    ) -> None:
+        harness.configure(tuning={"request_timeout_ms": 200})
+        harness.publish(3)
+        harness.broker.script(
+            "flush",
+            self._stop_then(harness, self._silent_piece),
+            *[self._silent_piece] * 40,  # ten seconds of silence, were the stop ignored
+        )
+        began = time.monotonic()
+        code = harness.run()
+        assert time.monotonic() - began < 5
+        self._assert_stopped_uncommitted(harness, code, "outputs")
+        assert harness.logged(UNANSWERED), "readiness told first: the wait lasted a request"
+
+    def test_a_stop_during_a_re_send_back_off_sends_nothing_more(self, harness: Harness) -> None:
+        harness.configure(publish_retries=3)
+        harness.publish(1)
+        topic = harness.settings.topics.classification
+
+        def expired() -> None:
+            raise KafkaTimeoutError("expired")
+
+        harness.broker.script(f"ack:{topic}", self._stop_then(harness, expired))
+        code = harness.run()
+        self._assert_stopped_uncommitted(harness, code, "re-sending outputs")
+        assert harness.broker.events.count(("send", topic)) == 1, "no attempt after the stop"
+        assert harness.broker.records(topic) == []
+
+    @pytest.mark.parametrize(
+        ("op", "stage"),
+        [
+            ("send_offsets", "sending offsets to the transaction"),
+            ("commit_transaction", "committing the transaction"),
+        ],
+    )
+    def test_a_stop_ends_a_transaction_wait_the_broker_does_not_answer(
+        self, harness: Harness, op: str, stage: str
+    ) -> None:
+        harness.configure(
+            processing_guarantee="exactly_once",
+            tuning={"transaction_timeout_ms": 60_000, "request_timeout_ms": 200},
+        )
+        harness.publish(3)
+        release = threading.Event()
+        harness.broker.script(op, self._stop_then(harness, lambda: release.wait(30)))
+        began = time.monotonic()
+        try:
+            code = harness.run()
+        finally:
+            release.set()
+        assert time.monotonic() - began < 5
+        self._assert_stopped_uncommitted(harness, code, stage)
+        assert ("txn", "abort") not in harness.broker.events, "no abort to a silent broker"

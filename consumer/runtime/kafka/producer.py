@@ -17,6 +17,7 @@ from consumer.errors import (
     OffsetsRefusedError,
     OutputRefusedError,
     PublishError,
+    StopRequested,
     kind_of,
 )
 from consumer.ops import events
@@ -32,7 +33,7 @@ from consumer.runtime.kafka import (
 )
 from consumer.runtime.kafka.clients import producer_config
 from consumer.runtime.kafka.mapping import broker_error
-from consumer.runtime.kafka.quirks import bounded, force_close, is_fenced
+from consumer.runtime.kafka.quirks import STOP_CHECK_S, bounded, force_close, is_fenced
 from consumer.runtime.kafka.refusals import isolate_refused
 from consumer.runtime.records import Output
 
@@ -78,18 +79,21 @@ class ProducerHandle:
         *,
         beat: Callable[[], None] = lambda: None,
         unanswered: Callable[[], None] = lambda: None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         """Create (and, under exactly-once, initialise) the producer. `beat` tells /healthz the
         loop is turning, before each bounded wait here (a send-and-wait, a transaction's offsets
         and commit): its stall limit covers the longest single wait, not their sum.
         `unanswered` tells readiness that outputs went a request timeout without an
-        acknowledgement (the broker does not answer) while the wait goes on."""
+        acknowledgement (the broker does not answer) while the wait goes on; from then on
+        the wait gives up with StopRequested once `stopping` (a stop was asked for)."""
         self._clients = clients
         self._settings = settings
         self._default_id = default_id  # the instance id when HER2_INSTANCE_ID is unset
         self._monotonic = monotonic
         self._beat = beat
         self._unanswered = unanswered
+        self._stopping = stopping
         self._producer: Producer | None = self._make()
 
     def _make(self) -> Producer:
@@ -174,29 +178,34 @@ class ProducerHandle:
         return result
 
     def _flush(self, producer: Producer, deadline: float, count: int) -> None:
-        """Wait for every acknowledgement until `deadline`, a request timeout at a time. A
-        broker that answers acknowledges within one; when a slice ends with records still
-        unacknowledged, readiness is told once (`unanswered`: without it /readyz stayed 200
-        for the whole wait, up to the delivery timeout per send attempt) and the wait goes on.
-        Errors other than the timeout end the wait: the futures say which records failed,
-        and so does a flush that gives up well before its slice (the futures' own waits, to
-        the same deadline, follow in send_and_wait: no loop spinning on it)."""
+        """Wait for every acknowledgement until `deadline`, STOP_CHECK_S at a time. A broker
+        that answers acknowledges within a request timeout; once the wait has lasted one with
+        records still unacknowledged, readiness is told once (`unanswered`: without it /readyz
+        stayed 200 for the whole wait, up to the delivery timeout per send attempt), and from
+        then on a stop request ends the wait (StopRequested: the batch is not committed)
+        instead of outlasting the orchestrator's grace period. Errors other than the timeout
+        end the wait: the futures say which records failed, and so does a flush that gives up
+        well before its piece (told at once; the futures' own waits, to the same deadline,
+        follow in send_and_wait: no loop spinning on it)."""
         now = self._monotonic
         step = self._settings.tuning.request_timeout_ms / 1000
+        piece = min(step, STOP_CHECK_S)
+        start = now()
         told = False
         while True:
             began = now()
             left = deadline - began
             try:
-                producer.flush(timeout=max(0.0, min(step, left)))
+                producer.flush(timeout=max(0.0, min(piece, left)))
             except errors.KafkaTimeoutError:
-                if left <= step:
-                    return
-                if not told:
+                gave_up = now() - began < piece / 2
+                if not told and (gave_up or now() - start >= step):
                     told = True
                     self._silent("outputs", step, count)
-                if now() - began < step / 2:
+                if gave_up or left <= piece:
                     return
+                if told and self._stopping():
+                    raise StopRequested("outputs") from None
                 continue
             except KafkaError:
                 return
@@ -269,6 +278,7 @@ class ProducerHandle:
                 group_metadata(),
                 tell_after=request_s,
                 tell=lambda: self._silent("transaction offsets", request_s),
+                stopping=self._stopping,
             )
             self._beat()
             bounded(
@@ -277,9 +287,12 @@ class ProducerHandle:
                 producer.commit_transaction,
                 tell_after=request_s,
                 tell=lambda: self._silent("transaction commit", request_s),
+                stopping=self._stopping,
             )
         except FENCED:
             raise FencedError() from None
+        except StopRequested:  # no abort: the broker does not answer; the next instance's
+            raise  # init_transactions fences the transaction, or the broker's timeout ends it
         except Exception as exc:
             if is_fenced(exc):
                 raise FencedError() from None

@@ -18,8 +18,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from consumer.errors import PublishError
+from consumer.errors import PublishError, StopRequested
 from consumer.runtime.kafka import FENCED, MAX_REQUEST_BYTES, DefaultRecordBatchBuilder
+
+# How often a wait on a broker that does not answer looks at the stop request.
+STOP_CHECK_S: Final = 1.0
 
 
 def disable_topic_auto_creation(client: Any) -> Any:
@@ -46,11 +49,14 @@ def bounded(
     *args: Any,
     tell_after: float | None = None,
     tell: Callable[[], None] = lambda: None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> Any:
     """Run a kafka-python call that waits without a timeout (send_offsets_to_transaction,
     commit_transaction, abort_transaction in 3.0.12) in a helper thread, for at most
     `timeout_s`; past that raise PublishError (the service then stops without committing).
-    `tell` runs once if the call is still waiting `tell_after` seconds in (readiness)."""
+    `tell` runs once if the call is still waiting `tell_after` seconds in (readiness); from
+    then on the wait looks at `stopping` every STOP_CHECK_S and gives up with StopRequested
+    (the broker does not answer and a stop was asked for: the helper thread is left behind)."""
     outcome: dict[str, Any] = {}
 
     def target() -> None:
@@ -68,7 +74,13 @@ def bounded(
         waited = tell_after
         if worker.is_alive():
             tell()
-    worker.join(timeout_s - waited)
+        while worker.is_alive() and waited < timeout_s:
+            if stopping():
+                raise StopRequested(what)
+            piece = min(STOP_CHECK_S, timeout_s - waited)
+            worker.join(piece)
+            waited += piece
+    worker.join(max(0.0, timeout_s - waited))
     if worker.is_alive():
         raise PublishError(f"{what} did not complete within {timeout_s:g} s")
     if "error" in outcome:
