@@ -236,38 +236,85 @@ def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0915, PLR091
     assert records["dlq"] == []
 
 
+# How soon /readyz must follow the broker down, from the moment it went away. The group session
+# is the service's default (45 s), longer than that: readiness must come from the lag refresh's
+# end offsets going unanswered (HER2_LAG_REFRESH_SECONDS=1, HER2_REQUEST_TIMEOUT_MS=10000 here),
+# not from the session's end. The confluent transport answered them from librdkafka's cached
+# watermarks, which a broker killed or frozen leaves as they were, so it turned unready only once
+# its session ended (55 s killed or frozen, measured), until it stopped trusting the cache when
+# librdkafka's error callback told of a broker connection lost (11 s killed). A frozen broker
+# (SIGSTOP) refuses nothing: librdkafka tells of it only after its requests went unanswered
+# twice (about two request timeouts), then the end offsets are asked and go unanswered for one
+# more (32 s measured; kafka-python asks every refresh: 11 s).
+SESSION_S = 45
+UNREADY_WITHIN_S = {"stopped": 20.0, "killed": 20.0, "frozen": 40.0}
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed", "frozen"])
 def test_readiness_follows_the_broker(
-    local_kafka: Any, env: Env, create_topics: Callable[..., list[str]]
+    how: str, local_kafka: Any, env: Env, create_topics: Callable[..., list[str]]
 ) -> None:
-    """design.md: /readyz needs the broker reachable. The real broker stopped while the service
-    idles: it turns unready ("broker unreachable", from its lag refresh's end offsets), stays
-    alive, and is ready again once the broker is back and answers. (The events are committed
-    first: a broker stopped while a batch is being delivered holds the loop in its sends, up to
-    the delivery timeout; readiness then drops a request timeout into the wait, which
-    test_at_least_once_publish_recovers_when_in_flight_records_expire shows.)"""
+    """design.md: /readyz needs the broker reachable. The real broker stopped (or frozen with
+    SIGSTOP: its connections stay open, nothing is refused, requests go unanswered) while the
+    service idles: it turns unready ("broker unreachable", from its lag refresh's end offsets)
+    within UNREADY_WITHIN_S, stays alive, and is ready again once the broker is back and
+    answers. (The events are committed first: a broker stopped while a batch is being delivered
+    holds the loop in its sends, up to the delivery timeout; readiness then drops a request
+    timeout into the wait, which test_at_least_once_publish_recovers_when_in_flight_records_expire
+    shows.)"""
     create_topics(env.input, partitions=PARTITIONS)
     produce_events(env.bootstrap, env.input, SyntheticGenerator(seed=2003).events(20))
-    svc = ServiceThread(env.settings()).start()
+    settings = env.settings(HER2_SESSION_TIMEOUT_MS=str(SESSION_S * 1000))
+    svc = ServiceThread(settings).start()
+
+    def broker_unreachable() -> bool:
+        return not svc.health.ready and svc.health.reasons[-1] == "broker unreachable"
+
     try:
         svc.wait_assigned()
         wait_for(lambda: svc.health.ready, 60, "the service to be ready")
         with Probe(env.bootstrap) as probe:
             wait_committed(probe, env.group, env.input, 60, alive=lambda: svc.alive)
-        local_kafka.stop()
+        pid = local_kafka.pid
+        assert pid is not None
+        away_at = time.monotonic()
+        if how == "stopped":
+            local_kafka.stop()
+        elif how == "killed":
+            local_kafka.kill()
+        else:
+            os.kill(pid, signal.SIGSTOP)
         try:
-            wait_for(
-                lambda: not svc.health.ready and svc.health.reasons[-1] == "broker unreachable",
-                60,
-                "readiness to follow the broker down",
-            )
+            # waited for longer than the bound, so that a failure says how long it took
+            wait_for(broker_unreachable, SESSION_S + 45, "readiness to follow the broker down")
+            unready_s = time.monotonic() - away_at
             assert svc.alive
         finally:
-            local_kafka.start()
+            if how == "frozen":
+                os.kill(pid, signal.SIGCONT)
+            else:
+                local_kafka.start()
+        back_at = time.monotonic()
         wait_for(lambda: svc.health.ready, 120, "readiness to come back with the broker")
+        ready_s = time.monotonic() - back_at
         assert svc.alive
     finally:
         code = svc.stop(60)
     assert code == 0
+    record_result(
+        "readiness follows the broker",
+        broker=how,
+        kafka_client=settings.kafka_client,
+        unready_after_s=round(unready_s, 1),
+        ready_after_broker_back_s=round(ready_s, 1),
+    )
+    print(
+        f"{how} broker on {settings.kafka_client}: unready after {unready_s:.1f} s, "
+        f"ready again {ready_s:.1f} s after it was back"
+    )
+    assert unready_s < UNREADY_WITHIN_S[how], (
+        f"readiness followed the {how} broker down only after {unready_s:.1f} s"
+    )
 
 
 def test_dropped_markers_are_read_from_the_broker_log(tmp_path: Path) -> None:

@@ -230,6 +230,11 @@ class _Librdkafka:
         self.events = list(events or [])
         self.commits: list[Any] = []
         self.committed_asked = 0
+        self.error_cb: Any = None  # the adapter's error callback (_consumer() sets it)
+        self.errors: list[Any] = []  # generic errors served to it by the next poll()
+        self.asked: list[int] = []  # the partitions whose watermarks were asked of the broker
+        self.high = 42  # the high watermark the broker answers
+        self.cached_high = 42  # the one of the last fetch response
 
     def memberid(self) -> str | None:
         return self.member_id
@@ -259,12 +264,19 @@ class _Librdkafka:
 
     watermark_errors: list[Any]
 
-    def get_watermark_offsets(self, tp: Any, timeout: float, cached: bool) -> tuple[int, int]:
+    def get_watermark_offsets(
+        self, tp: Any, timeout: float | None = None, cached: bool = False
+    ) -> tuple[int, int]:
+        if cached:  # librdkafka's memory: never a request, never an error
+            return 0, self.cached_high
+        self.asked.append(tp.partition)
         if getattr(self, "watermark_errors", None):
             raise ck.KafkaException(self.watermark_errors.pop(0))
-        return 0, 42
+        return 0, self.high
 
     def poll(self, timeout: float) -> Any:
+        while self.errors:  # librdkafka serves its generic errors inside poll()
+            self.error_cb(self.errors.pop(0))
         return self.events.pop(0) if self.events else None
 
 
@@ -293,6 +305,7 @@ def _consumer(fake: _Librdkafka, **config: Any) -> Any:
     )
     consumer._c.close()
     consumer._c = fake
+    fake.error_cb = consumer._conf["error_cb"]  # as librdkafka was configured
     return consumer
 
 
@@ -416,6 +429,93 @@ class TestConsumer:
         assert consumer.position(tp) == 7
         assert consumer.position(tp) == 7
         assert fake.committed_asked == 1
+
+
+def _fetched(fake: _Librdkafka, partitions: int = 2) -> tuple[Any, list[Any]]:
+    """A consumer that fetched records of `partitions` partitions (the lag gauges' case)."""
+    consumer = _consumer(fake)
+    fake.events = [_Message(p, 9) for p in range(partitions)]
+    records = consumer.poll(timeout_ms=0)
+    assert sum(len(batch) for batch in records.values()) == partitions
+    return consumer, sorted(records)
+
+
+class TestEndOffsetsFollowTheBroker:
+    """The lag refresh's end offsets tell readiness whether the broker answers. librdkafka's
+    cached watermarks (the last fetch response's) answer while the broker is away: once its
+    error callback told of a broker connection lost, the broker is asked until it answers."""
+
+    def test_a_healthy_broker_is_not_asked_the_fetched_partitions_end(self) -> None:
+        # a ListOffsets request waits behind the long-polling fetch: never per lag refresh
+        fake = _Librdkafka()
+        fake.high, fake.cached_high = 50, 42
+        consumer, tps = _fetched(fake)
+        for _ in range(3):
+            consumer.poll(timeout_ms=0)
+            assert consumer.end_offsets(tps, timeout_ms=5000) == dict.fromkeys(tps, 42)
+        assert fake.asked == []
+
+    @pytest.mark.parametrize(
+        "code",
+        [
+            ck.KafkaError._TRANSPORT,
+            ck.KafkaError._ALL_BROKERS_DOWN,
+            ck.KafkaError._RESOLVE,
+            ck.KafkaError._TIMED_OUT,
+        ],
+    )
+    def test_after_a_broker_connection_lost_the_broker_is_asked(self, code: int) -> None:
+        fake = _Librdkafka()
+        fake.high, fake.cached_high = 50, 42
+        consumer, tps = _fetched(fake)
+        fake.errors = [_err(code)]
+        consumer.poll(timeout_ms=0)  # librdkafka's error callback runs inside poll()
+        assert consumer.end_offsets(tps, timeout_ms=5000) == dict.fromkeys(tps, 50)
+        assert fake.asked == [0, 1]
+
+    def test_an_unanswered_ask_raises_and_the_broker_is_asked_again_until_it_answers(
+        self,
+    ) -> None:
+        # the broker away: no answer within the timeout (a BrokerError: the lag refresh
+        # reports the broker unreachable), and the cache is not trusted at the next refresh
+        fake = _Librdkafka()
+        consumer, tps = _fetched(fake)
+        fake.errors = [_err(ck.KafkaError._TRANSPORT), _err(ck.KafkaError._ALL_BROKERS_DOWN)]
+        consumer.poll(timeout_ms=0)
+        fake.watermark_errors = [ck.KafkaError(ck.KafkaError._TIMED_OUT)]
+        with pytest.raises(errors.KafkaTimeoutError):
+            consumer.end_offsets(tps, timeout_ms=50)
+        fake.watermark_errors = [ck.KafkaError(ck.KafkaError._TRANSPORT)] * 1000
+        with pytest.raises(errors.KafkaConnectionError):
+            consumer.end_offsets(tps, timeout_ms=50)
+        fake.watermark_errors = []
+        fake.asked.clear()
+        consumer.poll(timeout_ms=0)
+        assert consumer.end_offsets(tps, timeout_ms=5000) == dict.fromkeys(tps, 42)
+        assert fake.asked == [0, 1]
+
+    def test_once_the_broker_answered_the_cache_is_trusted_again(self) -> None:
+        fake = _Librdkafka()
+        consumer, tps = _fetched(fake)
+        fake.errors = [_err(ck.KafkaError._TRANSPORT)]
+        consumer.poll(timeout_ms=0)
+        consumer.end_offsets(tps, timeout_ms=5000)
+        fake.asked.clear()
+        consumer.poll(timeout_ms=0)
+        consumer.end_offsets(tps, timeout_ms=5000)
+        assert fake.asked == []
+
+    def test_other_generic_errors_leave_the_cache_trusted(self) -> None:
+        fake = _Librdkafka()
+        consumer, tps = _fetched(fake)
+        fake.errors = [_err(ck.KafkaError._MAX_POLL_EXCEEDED), _err(ck.KafkaError._PARTITION_EOF)]
+        consumer.poll(timeout_ms=0)
+        consumer.end_offsets(tps, timeout_ms=5000)
+        assert fake.asked == []
+
+    def test_the_error_callback_is_configured_and_survives_a_replaced_consumer(self) -> None:
+        consumer = _consumer(_Librdkafka())
+        assert consumer._conf["error_cb"] == consumer._on_error  # _revive() creates with _conf
 
 
 class _Message:

@@ -32,7 +32,9 @@ Where librdkafka differs and what this adapter does about it:
   then a poll that found nothing left) counts as positioned past trailing transaction markers,
   as kafka-python's position is.
 - end_offsets(): the broker is asked only for partitions not fetched yet; the lag gauges get the
-  high watermark of the last fetch response (see end_offsets()).
+  high watermark of the last fetch response (see end_offsets()), except after librdkafka told
+  of a broker connection lost (its error callback): then the broker is asked until it answers,
+  so that readiness follows an outage as on kafka-python.
 - partitions_for_topic(): kafka-python answers from its cached metadata; librdkafka's
   list_topics() asks the broker, so the count is cached here (METADATA_CACHE_S).
 - The producer partitions with murmur2 (librdkafka's default is CRC32): records without an
@@ -111,6 +113,18 @@ _COMMIT_REFUSED: Final = frozenset(
         ck.KafkaError.ILLEGAL_GENERATION,
         ck.KafkaError.UNKNOWN_MEMBER_ID,
         ck.KafkaError._ASSIGNMENT_LOST,
+    }
+)
+# generic errors librdkafka hands the consumer's error callback when it lost a broker: a
+# connection closed or refused (also a broker's idle close, harmless), every broker down, a
+# broker's name not resolved, requests unanswered past socket.timeout.ms (a frozen broker: its
+# connections stay open and nothing is refused; librdkafka disconnects then)
+_BROKER_AWAY: Final = frozenset(
+    {
+        ck.KafkaError._TRANSPORT,
+        ck.KafkaError._ALL_BROKERS_DOWN,
+        ck.KafkaError._RESOLVE,
+        ck.KafkaError._TIMED_OUT,
     }
 )
 # consumer errors poll() raises (kafka-python raises them too); the others are transient
@@ -293,7 +307,11 @@ class ConfluentConsumer:
         self._group = config.get("group_id") is not None
         self._earliest = config.get("auto_offset_reset", "latest") == "earliest"
         conf = consumer_conf(config)
+        conf["error_cb"] = self._on_error  # served inside poll(), on the calling thread
         self._conf = conf
+        # librdkafka told of a broker connection lost (see _on_error) and no broker answered
+        # since: end_offsets() asks the broker instead of answering from cached watermarks
+        self._broker_away = False
         self._cooperative = conf.get("partition.assignment.strategy") == "cooperative-sticky"
         self._c = _call(ck.Consumer, conf)
         self._listener: Any = None
@@ -331,6 +349,13 @@ class ConfluentConsumer:
         if offset is None:
             return [ck.TopicPartition(tp.topic, tp.partition) for tp in tps]
         return [ck.TopicPartition(tp.topic, tp.partition, offset) for tp in tps]
+
+    def _on_error(self, err: Any) -> None:
+        """librdkafka's generic errors (called inside poll()). A broker connection lost means
+        the cached watermarks may be a dead broker's: end_offsets() asks until it answers."""
+        if err.code() in _BROKER_AWAY:
+            self._broker_away = True
+        _log.debug("consumer error %s: %s", err.name(), err.str())
 
     # -- group membership ---------------------------------------------------------------
 
@@ -677,9 +702,22 @@ class ConfluentConsumer:
         since its assignment or seek (the restore's end offsets), else the high watermark of
         the last fetch response (the lag gauges: a ListOffsets request waits behind the
         consumer's long-polling fetch on the same connection, up to fetch.wait.max.ms, which
-        cost the loop a fifth of its time when asked every HER2_LAG_REFRESH_SECONDS)."""
+        cost the loop a fifth of its time when asked every HER2_LAG_REFRESH_SECONDS).
+
+        Not the cached watermark once librdkafka told of a broker connection lost (_on_error):
+        a broker gone without a clean shutdown (killed, its node lost, frozen) leaves it as the
+        last fetch said, and the lag refresh, which tells readiness whether the broker answers,
+        found the broker answering until the group session ended and the partitions were
+        revoked (about 35 s into an outage). Every partition is then asked of the broker until
+        one call is answered in full; an unanswered ask raises (a BrokerError: not ready). A
+        harmless connection loss (a broker closing an idle connection) costs one ask."""
         timeout = self._timeout_s if timeout_ms is None else timeout_ms / 1000
         ends: dict[TopicPartition, int] = {}
+        if self._broker_away:
+            for tp in partitions:
+                ends[tp] = self._watermarks(tp, timeout)[1]
+            self._broker_away = False  # answered (error callbacks run inside poll() only)
+            return ends
         for tp in partitions:
             if tp in self._pos:
                 ctp = ck.TopicPartition(tp.topic, tp.partition)
