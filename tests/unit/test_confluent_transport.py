@@ -513,7 +513,17 @@ class TestEndOffsetsFollowTheBroker:
         consumer.end_offsets(tps, timeout_ms=5000)
         assert fake.asked == []
 
-    def test_the_error_callback_is_configured_and_survives_a_replaced_consumer(self) -> None:
+    def test_an_empty_ask_leaves_the_mark_until_the_broker_answers(self) -> None:
+        # no partition asked is no answer: the next refresh still asks the broker
+        fake = _Librdkafka()
+        consumer, tps = _fetched(fake)
+        fake.errors = [_err(ck.KafkaError._TRANSPORT)]
+        consumer.poll(timeout_ms=0)
+        assert consumer.end_offsets([], timeout_ms=5000) == {}
+        consumer.end_offsets(tps, timeout_ms=5000)
+        assert fake.asked == [0, 1]
+
+    def test_the_error_callback_is_in_the_configuration_replacements_are_made_from(self) -> None:
         consumer = _consumer(_Librdkafka())
         assert consumer._conf["error_cb"] == consumer._on_error  # _revive() creates with _conf
 

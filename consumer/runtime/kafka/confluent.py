@@ -710,10 +710,11 @@ class ConfluentConsumer:
         found the broker answering until the group session ended and the partitions were
         revoked (about 35 s into an outage). Every partition is then asked of the broker until
         one call is answered in full; an unanswered ask raises (a BrokerError: not ready). A
-        harmless connection loss (a broker closing an idle connection) costs one ask."""
+        harmless connection loss costs one answered ask per owned partition (librdkafka does
+        not report its own idle disconnects to the callback)."""
         timeout = self._timeout_s if timeout_ms is None else timeout_ms / 1000
         ends: dict[TopicPartition, int] = {}
-        if self._broker_away:
+        if self._broker_away and partitions:  # (no partition asked: no answer to clear it)
             for tp in partitions:
                 ends[tp] = self._watermarks(tp, timeout)[1]
             self._broker_away = False  # answered (error callbacks run inside poll() only)
