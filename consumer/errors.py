@@ -126,17 +126,19 @@ class GroupLeftError(PublishError):
 
 
 class StopRequested(Her2Error):
-    """A stop (SIGTERM, SIGINT) came while the batch in flight waited on a broker that did not
-    answer: the wait is given up instead of lasting until the delivery timeout and beyond the
-    orchestrator's grace period. Nothing of the batch is committed; it is processed again at
-    the next start (the same alert ids: at-least-once duplicates, exactly-once an aborted
-    transaction). Not a PublishError: nothing retries or re-runs it."""
+    """A stop (SIGTERM, SIGINT) came while the batch in flight waited on the broker (a request
+    timeout without an answer, or a re-send's back-off): the batch is given up instead of
+    waiting until the delivery timeout, beyond the orchestrator's grace period. This process
+    commits nothing of it, and it is processed again at the next start (the same alert ids:
+    at-least-once duplicates; exactly-once: the open transaction is aborted by the next
+    instance, unless its commit had already been sent and the broker completes it, and then
+    the batch counts as processed). Not a PublishError: nothing retries or re-runs it."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
         super().__init__(
-            f"stopped while the broker did not answer ({stage}); the batch in flight is not "
-            "committed and is processed again at the next start"
+            f"stopped while the batch in flight waited on the broker ({stage}); it is given up "
+            "and processed again at the next start"
         )
 
 

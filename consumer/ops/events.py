@@ -36,7 +36,7 @@ CONSUMER_REPLACED_AFTER_SESSION_LOST: Final = (
 PRODUCER_FENCED: Final = "producer fenced: another instance uses this transactional id; stopping"
 STOPPING_WITHOUT_COMMITTING: Final = "stopping without committing"
 STOPPED_WAITING_ON_BROKER: Final = (
-    "stop requested while the broker did not answer; the batch in flight is not committed"
+    "stop requested while the batch in flight waited on the broker; the batch is given up"
 )
 HISTORY_STORE_FAILED: Final = "history store failed; stopping without committing"
 STOPPING_ON_KAFKA_ERROR: Final = "stopping on a Kafka error"

@@ -25,13 +25,13 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from consumer import __version__
 from consumer.avro.outputs import Codecs
 from consumer.clinical.pipeline import Pipeline, utc_now
 from consumer.config import Settings
-from consumer.errors import kind_of
+from consumer.errors import StopRequested, kind_of
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
@@ -52,6 +52,9 @@ from consumer.runtime.startup import copartitioned, ensure_topics, register_outp
 from consumer.state.backends import DISK, StateDir
 
 log = get_logger("her2.service")
+
+# the consumer's close after a batch given up on a silent broker (StopRequested)
+GAVE_UP_CLOSE_MS: Final = 1000
 
 
 class HealthHook(Protocol):
@@ -108,6 +111,7 @@ class Service:
         self.loop: Loop | None = None
         self._producer: ProducerHandle | None = None
         self._clean = False
+        self._gave_up = False  # the last batch was given up on a stop (StopRequested)
         self.started = threading.Event()  # set once the consumer subscribed (for tests, probes)
 
     # -- public ---------------------------------------------------------------------------
@@ -143,6 +147,7 @@ class Service:
                 code, committed = EXIT_OK, True
             except Exception as exc:
                 code = exit_code(exc)  # EXIT_OK for a stop given up on a silent broker
+                self._gave_up = isinstance(exc, StopRequested)
             finally:
                 # the resources close in reverse order of opening: the consumer first (leaving
                 # the group revokes its partitions, closing their stores), then the changelog
@@ -274,8 +279,11 @@ class Service:
     # -- shutdown -------------------------------------------------------------------------
 
     def _close_consumer(self, consumer: Consumer) -> None:
+        # after a batch given up on a silent broker, leaving the group (a dynamic member) would
+        # wait another request timeout for nothing: the grace period is what is left
+        timeout_ms = GAVE_UP_CLOSE_MS if self._gave_up else self.settings.tuning.request_timeout_ms
         try:
-            consumer.close(autocommit=False, timeout_ms=self.settings.tuning.request_timeout_ms)
+            consumer.close(autocommit=False, timeout_ms=timeout_ms)
         except Exception as exc:
             log.warning(events.CONSUMER_CLOSE_FAILED, error_type=kind_of(exc))
 

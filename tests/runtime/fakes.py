@@ -245,6 +245,7 @@ class FakeConsumer:
         self.paused: set[TopicPartition] = set()
         self.positions: dict[TopicPartition, int] = {}
         self.closed = False
+        self.closed_with: tuple[bool, int | None] | None = None  # (autocommit, timeout_ms)
         self.polls = 0
 
     def subscribe(self, topics: list[str], listener: Any = None) -> None:
@@ -330,6 +331,7 @@ class FakeConsumer:
         return "group-metadata"
 
     def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
+        self.closed_with = (autocommit, timeout_ms)
         if self.group and self._assigned and self.listener is not None:
             self.listener.on_partitions_revoked(set(self._assigned))
         self._assigned = set()

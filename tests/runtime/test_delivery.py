@@ -29,6 +29,7 @@ from consumer.errors import StopRequested
 from consumer.ops.metrics import Metrics
 from consumer.runtime.delivery import AtLeastOnce
 from consumer.runtime.kafka.producer import ProducerHandle
+from consumer.runtime.kafka.quirks import bounded
 from consumer.runtime.records import Backoff, Output
 from consumer.service import EXIT_CONFIG, EXIT_FAILURE, EXIT_FENCED, EXIT_OK
 
@@ -530,7 +531,7 @@ class TestExactlyOnce:
         assert harness.broker.producers[0].closed
 
 
-STOPPED = "stop requested while the broker did not answer; the batch in flight is not committed"
+STOPPED = "stop requested while the batch in flight waited on the broker; the batch is given up"
 
 
 class TestStopWhileTheBrokerIsSilent:
@@ -559,6 +560,9 @@ class TestStopWhileTheBrokerIsSilent:
         assert shutdown["committed"] is False
         assert harness.broker.committed == {}
         assert harness.broker.records(harness.settings.topics.history) == []
+        # no request timeout more for leaving the group: the grace period is what is left
+        [member] = [c for c in harness.broker.consumers if c.group]
+        assert member.closed_with == (False, 1000)
 
     def test_a_stop_ends_a_wait_for_acknowledgements_the_broker_does_not_give(
         self, harness: Harness
@@ -615,3 +619,54 @@ class TestStopWhileTheBrokerIsSilent:
         assert time.monotonic() - began < 5
         self._assert_stopped_uncommitted(harness, code, stage)
         assert ("txn", "abort") not in harness.broker.events, "no abort to a silent broker"
+
+
+def test_a_producer_whose_close_raises_is_force_closed() -> None:
+    """kafka-python's close() flushes first and raises while records are unacknowledged (a
+    batch given up on a stop) before it stops its I/O thread: the handle stops that thread
+    (it would deliver the given-up records after the consumer closed) and marks the producer
+    closed, as at a renewal."""
+    calls: list[tuple[str, object]] = []
+
+    class Sender:
+        def force_close(self) -> None:
+            calls.append(("sender.force_close", None))
+
+        def join(self, timeout: float) -> None:
+            calls.append(("sender.join", timeout))
+
+    class Holding:
+        _sender = Sender()
+
+        def close(self, timeout: float | None = None) -> None:
+            calls.append(("close", timeout))
+            if timeout:
+                raise KafkaTimeoutError("records still unacknowledged")
+
+    broker = FakeBroker()
+    broker.producer = lambda **_: Holding()  # type: ignore[method-assign, assignment]
+    handle = ProducerHandle(broker, Settings(), "test")  # type: ignore[arg-type]
+    with structlog.testing.capture_logs() as logs:
+        handle.close(1)
+    assert calls == [
+        ("close", 1),
+        ("sender.force_close", None),
+        ("sender.join", 1),
+        ("close", 0),
+    ]
+    assert [line["event"] for line in logs] == ["producer close failed"]
+
+
+def test_a_transaction_call_that_ends_while_the_stop_is_seen_stands() -> None:
+    """quirks.bounded: a stop seen while the call (a transaction's commit) was ending does not
+    report it given up: its result stands (the batch is committed, not processed again)."""
+
+    def stopping() -> bool:
+        time.sleep(0.3)  # the call ends meanwhile
+        return True
+
+    def commit() -> str:
+        time.sleep(0.15)
+        return "committed"
+
+    assert bounded("committing", 5, commit, tell_after=0.05, stopping=stopping) == "committed"

@@ -183,10 +183,12 @@ class ProducerHandle:
         records still unacknowledged, readiness is told once (`unanswered`: without it /readyz
         stayed 200 for the whole wait, up to the delivery timeout per send attempt), and from
         then on a stop request ends the wait (StopRequested: the batch is not committed)
-        instead of outlasting the orchestrator's grace period. Errors other than the timeout
-        end the wait: the futures say which records failed, and so does a flush that gives up
-        well before its piece (told at once; the futures' own waits, to the same deadline,
-        follow in send_and_wait: no loop spinning on it)."""
+        instead of outlasting the orchestrator's grace period. (kafka-python's flush waits its
+        timeout for each unfinished batch: a piece lasts longer while a slow broker answers.)
+        Errors other than the timeout end the wait: the futures say which records failed. So
+        does a flush that gives up well before its piece, which neither client does today but
+        would make this loop spin: told at once, the futures' own waits to the same deadline
+        follow in send_and_wait."""
         now = self._monotonic
         step = self._settings.tuning.request_timeout_ms / 1000
         piece = min(step, STOP_CHECK_S)
@@ -324,13 +326,18 @@ class ProducerHandle:
             raise PublishError(f"the transaction failed ({kind_of(exc)}) and was aborted") from None
 
     def close(self, timeout_s: float) -> None:
-        """Close the producer (logged, never raised)."""
+        """Close the producer (logged, never raised). kafka-python's close() flushes first and
+        raises when records are still unacknowledged (a batch given up on a stop, a failed
+        delivery) before it stops its I/O thread: that thread is then stopped here, as at a
+        renewal, so it neither delivers the given-up records after the consumer closed nor
+        keeps the producer open for its __del__ to close again."""
         producer, self._producer = self._producer, None
         if producer is None:
             return
         try:
             producer.close(timeout=timeout_s)
         except Exception as exc:
+            force_close(producer, timeout_s)
             log.warning(events.PRODUCER_CLOSE_FAILED, error_type=type(exc).__name__)
 
 

@@ -75,7 +75,7 @@ def bounded(
         if worker.is_alive():
             tell()
         while worker.is_alive() and waited < timeout_s:
-            if stopping():
+            if stopping() and worker.is_alive():  # a call that ended meanwhile stands
                 raise StopRequested(what)
             piece = min(STOP_CHECK_S, timeout_s - waited)
             worker.join(piece)
