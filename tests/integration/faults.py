@@ -32,7 +32,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,49 @@ with warnings.catch_warnings():
 
 ALO = "at_least_once"
 EOS = "exactly_once"
+
+
+# -- a broker that does not answer -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def frozen_broker(local_kafka: Any) -> Iterator[float]:
+    """The launcher's broker stopped with SIGSTOP for the block (its connections stay open,
+    nothing is refused, requests go unanswered), SIGCONT after; yields when it froze."""
+    pid = local_kafka.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield time.monotonic()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+class Background:
+    """A call on a thread of its own, started by start(): what it raised (`error`, None when
+    it returned) and when it ended (`ended`, monotonic)."""
+
+    def __init__(self, call: Callable[[], object], name: str) -> None:
+        self.error: BaseException | None = None
+        self.ended: float | None = None
+        self._call = call
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._call()
+        except BaseException as exc:  # reported by the caller's assertions
+            self.error = exc
+        finally:
+            self.ended = time.monotonic()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self, timeout_s: float) -> bool:
+        """Whether the call ended within `timeout_s`."""
+        self.thread.join(timeout_s)
+        return not self.thread.is_alive()
 
 
 # -- F1: transaction markers the broker dropped in a controlled shutdown --------------------

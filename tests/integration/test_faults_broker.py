@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 from faults import (
     ALO,
     EOS,
+    Background,
     LogTail,
     Probe,
     Supervisor,
@@ -34,6 +34,7 @@ from faults import (
     assert_delivery,
     broker_healthy,
     dropped_markers,
+    frozen_broker,
     judge,
     record_result,
     wait_committed,
@@ -382,33 +383,16 @@ def test_at_least_once_publish_recovers_when_in_flight_records_expire(
     )
     delivery = AtLeastOnce(producer, None, settings, metrics, lambda: None)  # type: ignore[arg-type]
     records = [Output(topic, b"k%d" % (i % 7), b"v%04d" % i) for i in range(300)]
-    errors: list[BaseException] = []
-    done_at: list[float] = []
-
-    def publish() -> None:
-        try:
-            delivery.publish(records)
-        except BaseException as exc:  # reported by the assertions below
-            errors.append(exc)
-        done_at.append(time.monotonic())
-
+    publish = Background(lambda: delivery.publish(records), "publish")
     delivery.publish([Output(topic, b"warm", b"warm")])
-    pid = local_kafka.pid
-    assert pid is not None
-    thread = threading.Thread(target=publish, name="publish", daemon=True)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        started_at = time.monotonic()
-        thread.start()
+    with frozen_broker(local_kafka) as started_at:
+        publish.start()
         time.sleep(frozen_s)
-    finally:
-        os.kill(pid, signal.SIGCONT)
     resumed_at = time.monotonic()
     try:
         # old behaviour: (3 + 1) x (8 + 5) s of futile re-sends, then PublishError
-        thread.join(60)
-        assert not thread.is_alive(), "publishing did not finish"
-        assert errors == [], f"publishing failed: {errors!r}"
+        assert publish.join(60), "publishing did not finish"
+        assert publish.error is None, f"publishing failed: {publish.error!r}"
         values = _read_values(env.bootstrap, topic)
         missing = {r.value for r in records} - set(values)
         assert not missing, f"{len(missing)} records lost, e.g. {sorted(missing)[:3]}"
@@ -418,7 +402,8 @@ def test_at_least_once_publish_recovers_when_in_flight_records_expire(
         request_s = settings.tuning.request_timeout_ms / 1000
         assert started_at + request_s - 0.5 <= unanswered[0] < started_at + request_s + 5
         assert unanswered[0] < resumed_at
-        recovered_s = done_at[0] - resumed_at
+        assert publish.ended is not None
+        recovered_s = publish.ended - resumed_at
         record_result(
             "publish after in-flight records expired (broker frozen)",
             mode=ALO,

@@ -6,13 +6,12 @@ without committing (tests/runtime/test_delivery.py::TestStopWhileTheBrokerIsSile
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from faults import Background, frozen_broker
 from helpers import Env
 
 from consumer.errors import StopRequested
@@ -40,37 +39,21 @@ def test_a_stop_ends_a_wait_the_frozen_broker_does_not_answer(
         unanswered=lambda: told.append(time.monotonic()),
         stopping=stop.is_set,
     )
-    outcome: list[BaseException | None] = []
-    ended: list[float] = []
-
-    def send() -> None:
-        try:
-            handle.send_and_wait([Output(topic, b"k%d" % i, b"v%d" % i) for i in range(50)])
-            outcome.append(None)
-        except BaseException as exc:  # reported by the assertions below
-            outcome.append(exc)
-        ended.append(time.monotonic())
-
+    batch = [Output(topic, b"k%d" % i, b"v%d" % i) for i in range(50)]
+    send = Background(lambda: handle.send_and_wait(batch), "send")
     assert not handle.send_and_wait([Output(topic, b"warm", b"warm")]).failed  # connected
-    pid = local_kafka.pid
-    assert pid is not None
-    thread = threading.Thread(target=send, name="send", daemon=True)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        began = time.monotonic()
-        thread.start()
+    with frozen_broker(local_kafka) as began:
+        send.start()
         time.sleep(1)
         stop.set()  # SIGTERM while the batch waits
-        thread.join(request_s + 15)  # the old wait: to the delivery deadline, 65 s
-        assert not thread.is_alive(), "the wait went on after the stop"
-    finally:
-        os.kill(pid, signal.SIGCONT)
+        # the old wait: to the delivery deadline, 65 s
+        assert send.join(request_s + 15), "the wait went on after the stop"
     try:
-        [error] = outcome
-        assert isinstance(error, StopRequested), error
-        assert error.stage == "outputs"
+        assert isinstance(send.error, StopRequested), send.error
+        assert send.error.stage == "outputs"
         # not before the broker had a request timeout to answer, and soon after it
         assert told, "readiness was not told"
-        assert began + request_s - 0.5 <= ended[0] < began + request_s + 5
+        assert send.ended is not None
+        assert began + request_s - 0.5 <= send.ended < began + request_s + 5
     finally:
         handle.close(1)
