@@ -116,9 +116,9 @@ _COMMIT_REFUSED: Final = frozenset(
     }
 )
 # generic errors librdkafka hands the consumer's error callback when it lost a broker: a
-# connection closed or refused (also a broker's idle close, harmless), every broker down, a
-# broker's name not resolved, requests unanswered past socket.timeout.ms (a frozen broker: its
-# connections stay open and nothing is refused; librdkafka disconnects then)
+# connection closed or refused (its own idle disconnects are not reported), every broker down,
+# a broker's name not resolved, requests unanswered past socket.timeout.ms (a frozen broker:
+# its connections stay open and nothing is refused; librdkafka disconnects then)
 _BROKER_AWAY: Final = frozenset(
     {
         ck.KafkaError._TRANSPORT,
