@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import itertools
+from typing import Any
 
+import pytest
 from conftest import Harness
 from fakes import FakeBroker
 from kafka.errors import KafkaConnectionError, MessageSizeTooLargeError
@@ -412,19 +414,28 @@ def test_a_restore_tells_the_liveness_probe_it_is_turning(harness: Harness) -> N
     assert restore_polls[-1] > restore_polls[0], "the restore beats while it reads"
 
 
-def test_each_committed_offset_fetch_of_a_restore_follows_a_beat(harness: Harness) -> None:
+def test_each_committed_offset_fetch_of_a_restore_follows_a_beat(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """At-least-once, a restore fetches the group's committed offset of each partition it
     restores (the offset guard), each fetch a wait of up to HER2_REQUEST_TIMEOUT_MS:
     docs/operations.md promises /healthz a beat before each bounded wait, so that its stall
-    limit covers one such wait, not the sum over the partitions of a large assignment."""
+    limit covers one such wait, not the sum over the partitions of a large assignment (the
+    first fetch included: the beats at the restore's start are counted too)."""
     harness.broker.create_topic(harness.settings.topics.input, 3)
     harness.publish(6)
-    at_fetch: list[int] = []  # the beats so far at each committed-offset fetch
+    at_fetch: list[int] = []  # the beats so far when the restore starts, then at each fetch
+    restore_pending = restore.Restorer.restore_pending
+
+    def counted(self: restore.Restorer, table: Any) -> bool:
+        at_fetch.append(harness.health.beats)
+        return restore_pending(self, table)
 
     def fetch() -> None:
         at_fetch.append(harness.health.beats)
 
+    monkeypatch.setattr(restore.Restorer, "restore_pending", counted)
     harness.broker.script("committed", *([fetch] * 10))
     assert harness.run() == EXIT_OK
-    assert len(at_fetch) == 3, "one fetch per restored partition"
+    assert len(at_fetch) == 1 + 3, "one restore, one fetch per restored partition"
     assert all(b > a for a, b in itertools.pairwise(at_fetch)), f"a beat before each: {at_fetch}"
