@@ -1,12 +1,13 @@
 """A rule's version is part of a finding's content (section 8): open alerts get a rule's new text
-only when its version changes. So every change to what a rule publishes (its conditions,
-severity, texts, notes, citations) must come with a new rule version, and every new rule
-version with a new rule-set version. tests/rules/rule_versions.lock records, per rule, the
-version and a digest of what it publishes (every key but `version`, `description` and
-`examples`, which no alert record carries); these tests compare the shipped rules with it.
+only when its version changes. So a rule version, once recorded, must keep publishing what it
+published then (its conditions, severity, texts, notes, citations: every key but `version`,
+`description` and `examples`, which no alert record carries); a change needs a new version.
+tests/rules/rule_versions.lock keeps a digest of what each recorded `id@version` publishes
+(never rewritten) and the rule versions of each rule-set version.
 
-After a deliberate rule change: bump the rule's `version` and `rules/ruleset.yaml`'s `version`,
-then rewrite the lock with `python3 tests/rules/test_rule_versions.py --update`."""
+After a deliberate rule change: bump the rule's `version` (and, for a release,
+`rules/ruleset.yaml`'s), then record it with `python3 tests/rules/test_rule_versions.py
+--update`, which refuses to rewrite what a recorded version publishes."""
 
 from __future__ import annotations
 
@@ -29,13 +30,15 @@ def _published_digest(doc: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _shipped() -> dict[str, Any]:
-    rules = {}
+def _shipped() -> tuple[str, dict[str, int], dict[str, str]]:
+    """(rule-set version, rule id -> version, "id@version" -> digest of what it publishes)."""
+    versions, digests = {}, {}
     for path in sorted((RULES / "alerts").glob("*.yaml")):
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        rules[doc["id"]] = {"version": doc["version"], "published": _published_digest(doc)}
+        versions[doc["id"]] = doc["version"]
+        digests[f"{doc['id']}@{doc['version']}"] = _published_digest(doc)
     ruleset = yaml.safe_load((RULES / "ruleset.yaml").read_text(encoding="utf-8"))["version"]
-    return {"ruleset_version": ruleset, "rules": rules}
+    return ruleset, versions, digests
 
 
 def _locked() -> dict[str, Any]:
@@ -43,44 +46,39 @@ def _locked() -> dict[str, Any]:
     return locked
 
 
-def test_a_rule_that_publishes_something_new_has_a_new_version() -> None:
-    shipped, locked = _shipped()["rules"], _locked()["rules"]
-    unbumped = sorted(
-        rule
-        for rule, now in shipped.items()
-        if rule in locked
-        and now["published"] != locked[rule]["published"]
-        and now["version"] == locked[rule]["version"]
+def _rewritten(digests: dict[str, str], recorded: dict[str, str]) -> list[str]:
+    """The recorded rule versions that now publish something else."""
+    return sorted(key for key, digest in digests.items() if recorded.get(key, digest) != digest)
+
+
+def test_a_recorded_rule_version_publishes_what_it_published() -> None:
+    _, _, digests = _shipped()
+    rewritten = _rewritten(digests, _locked()["rules"])
+    assert not rewritten, (
+        f"{rewritten} publish something new under a recorded version: open alerts would keep "
+        "the old text; bump each rule's version, then record it (--update)"
     )
-    assert not unbumped, (
-        f"{unbumped} publish something new under their old version: open alerts would keep "
-        "the old text; bump each rule's version (and the rule set's), then update the lock"
-    )
 
 
-def test_a_new_rule_version_comes_with_a_new_rule_set_version() -> None:
-    shipped, locked = _shipped(), _locked()
-    changed = sorted(
-        rule
-        for rule, now in shipped["rules"].items()
-        if locked["rules"].get(rule, {}).get("version") != now["version"]
-    )
-    if changed:
-        assert shipped["ruleset_version"] != locked["ruleset_version"], (
-            f"{changed} have new versions under rule set {locked['ruleset_version']}: "
-            "bump rules/ruleset.yaml's version"
-        )
-
-
-def test_the_lock_is_up_to_date() -> None:
-    assert _shipped() == _locked(), (
-        "tests/rules/rule_versions.lock is out of date: after the version checks above pass, run "
-        "python3 tests/rules/test_rule_versions.py --update"
+def test_every_rule_version_and_the_rule_set_are_recorded() -> None:
+    ruleset, versions, digests = _shipped()
+    locked = _locked()
+    update = "python3 tests/rules/test_rule_versions.py --update"
+    assert set(digests) <= set(locked["rules"]), f"new rule versions not recorded: run {update}"
+    assert locked["rulesets"].get(ruleset) == versions, (
+        f"rule set {ruleset}'s rule versions are not recorded: run {update}"
     )
 
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--update"]:
         sys.exit("usage: python3 tests/rules/test_rule_versions.py --update")
-    LOCK.write_text(json.dumps(_shipped(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(f"wrote {LOCK}")
+    ruleset, versions, digests = _shipped()
+    locked = _locked() if LOCK.exists() else {"rules": {}, "rulesets": {}}
+    rewritten = _rewritten(digests, locked["rules"])
+    if rewritten:
+        sys.exit(f"refused: {rewritten} would publish something new under a recorded version")
+    locked["rules"].update(digests)
+    locked["rulesets"][ruleset] = versions
+    LOCK.write_text(json.dumps(locked, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"recorded rule set {ruleset} in {LOCK}")
