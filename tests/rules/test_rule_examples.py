@@ -179,6 +179,12 @@ class TestTrialTerms:
         assert naming >= codes
 
 
+@pytest.mark.parametrize("rule", RULESET.rules, ids=lambda r: r.rule_id)
+def test_every_alert_recommends_review_by_the_care_team(rule: Rule) -> None:
+    """docs/her2-rules.md, preamble: "every alert says what it is based on and recommends review by the care team"."""
+    assert "care team" in rule.recommendation, rule.path
+
+
 # ---------------------------------------------------------------------------------------------
 # Broken rule folders
 # ---------------------------------------------------------------------------------------------
