@@ -3,7 +3,6 @@ offsets committed, or PublishError / FencedError (the service stops without comm
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -34,12 +33,6 @@ class Delivery(Protocol):
         """Deliver one batch (`batch.last` is not empty)."""
 
 
-def _sleep(seconds: float) -> bool:
-    """A back-off with no stop event to wake it (tools and tests)."""
-    time.sleep(seconds)
-    return False
-
-
 class AtLeastOnce:
     """Publish, wait for every acknowledgement (bounded re-sends), then commit."""
 
@@ -52,21 +45,19 @@ class AtLeastOnce:
         before_commit: Callable[[], None],
         *,
         backoff: Backoff = PUBLISH_BACKOFF,
-        wait: Callable[[float], bool] = _sleep,
         beat: Callable[[], None] = lambda: None,
     ) -> None:
         """`before_commit` is the crash-test hook (HER2_TEST_CRASH_BEFORE_COMMIT); `beat`
         tells /healthz the loop is turning before the commit, a wait of its own (the producer
         handle beats before each send attempt), so its stall limit covers the longest single
-        wait, not their sum. `wait` sleeps a re-send's back-off and returns True when a stop
-        was asked for meanwhile (the service's stop event)."""
+        wait, not their sum. A re-send's back-off is the producer handle's (it ends at once
+        on a stop)."""
         self._producer = producer
         self._consumer = consumer
         self._retries = settings.publish_retries
         self._metrics = metrics
         self._before_commit = before_commit
         self._backoff = backoff
-        self._wait = wait
         self._beat = beat
 
     def deliver(self, batch: Batch) -> None:
@@ -127,7 +118,7 @@ class AtLeastOnce:
                 error_type=error_type,
                 seconds=delay,
             )
-            if self._wait(delay):  # the broker failed this attempt: no new one on a stop
+            if self._producer.back_off(delay):  # the attempt failed: no new one on a stop
                 raise StopRequested("re-sending outputs")
             self._producer.renew()
             pending = failed
@@ -197,9 +188,8 @@ def delivery_for(
     before_commit: Callable[[], None],
     *,
     beat: Callable[[], None] = lambda: None,
-    wait: Callable[[float], bool] = _sleep,
 ) -> Delivery:
     """The guarantee the settings ask for."""
     if s.exactly_once:
         return ExactlyOnce(producer, consumer, metrics, before_commit)
-    return AtLeastOnce(producer, consumer, s, metrics, before_commit, beat=beat, wait=wait)
+    return AtLeastOnce(producer, consumer, s, metrics, before_commit, beat=beat)

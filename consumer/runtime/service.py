@@ -208,7 +208,7 @@ class Service:
             self._default_id,
             beat=self._beat,
             unanswered=self._broker_silent,
-            stopping=lambda: self.stopping,
+            wait=self._stop_event.wait,
         )
         resources.callback(self._close_producer)
         producer.warm_up(s.topics.outputs())
@@ -237,7 +237,6 @@ class Service:
             self.metrics,
             self._test_crash_hook,
             beat=self._beat,
-            wait=self._stop_event.wait,
         )
         self.loop = Loop(
             s,

@@ -37,7 +37,7 @@ def test_a_stop_ends_a_wait_the_frozen_broker_does_not_answer(
         settings,
         "test",
         unanswered=lambda: told.append(time.monotonic()),
-        stopping=stop.is_set,
+        wait=stop.wait,
     )
     batch = [Output(topic, b"k%d" % i, b"v%d" % i) for i in range(50)]
     send = Background(lambda: handle.send_and_wait(batch), "send")

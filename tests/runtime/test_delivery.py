@@ -83,7 +83,7 @@ def _sliced_wait(
         "test",
         monotonic=lambda: clock[0],
         unanswered=lambda: told.append(clock[0]),
-        stopping=lambda: stop_at is not None and clock[0] >= stop_at,
+        wait=lambda _seconds: stop_at is not None and clock[0] >= stop_at,
     )
     stopped = None
     try:
@@ -175,13 +175,12 @@ class TestAtLeastOnce:
             return False
 
         delivery = AtLeastOnce(
-            ProducerHandle(broker, settings, "test"),  # type: ignore[arg-type]
+            ProducerHandle(broker, settings, "test", wait=sleep),  # type: ignore[arg-type]
             broker.consumer(group_id="g"),  # type: ignore[arg-type]
             settings,
             Metrics(CollectorRegistry(), "t"),
             lambda: None,
             backoff=Backoff((0.25, 0.75)),
-            wait=sleep,
         )
         with structlog.testing.capture_logs() as logs:
             delivery.publish([Output("out", b"k", b"v")])

@@ -67,6 +67,12 @@ class Sent:
             self.error_type = type(exc).__name__
 
 
+def _sleep(seconds: float) -> bool:
+    """A wait with no stop to wake it (tools and tests)."""
+    time.sleep(seconds)
+    return False
+
+
 class ProducerHandle:
     """The current producer; `renew()` replaces it."""
 
@@ -79,21 +85,23 @@ class ProducerHandle:
         *,
         beat: Callable[[], None] = lambda: None,
         unanswered: Callable[[], None] = lambda: None,
-        stopping: Callable[[], bool] = lambda: False,
+        wait: Callable[[float], bool] = _sleep,
     ) -> None:
         """Create (and, under exactly-once, initialise) the producer. `beat` tells /healthz the
         loop is turning, before each bounded wait here (a send-and-wait, a transaction's offsets
         and commit): its stall limit covers the longest single wait, not their sum.
         `unanswered` tells readiness that outputs went a request timeout without an
         acknowledgement (the broker does not answer) while the wait goes on; from then on
-        the wait gives up with StopRequested once `stopping` (a stop was asked for)."""
+        the wait gives up with StopRequested once a stop was asked for. `wait` sleeps up to
+        its argument and returns True once a stop was asked for (the service's stop event's
+        wait): the one view of the stop for every wait of a delivery (see back_off)."""
         self._clients = clients
         self._settings = settings
         self._default_id = default_id  # the instance id when HER2_INSTANCE_ID is unset
         self._monotonic = monotonic
         self._beat = beat
         self._unanswered = unanswered
-        self._stopping = stopping
+        self._wait = wait
         self._producer: Producer | None = self._make()
 
     def _make(self) -> Producer:
@@ -206,12 +214,20 @@ class ProducerHandle:
                     self._silent("outputs", step, count)
                 if gave_up or left <= piece:
                     return
-                if told and self._stopping():
+                if told and self.stopping():
                     raise StopRequested("outputs") from None
                 continue
             except KafkaError:
                 return
             return
+
+    def stopping(self) -> bool:
+        """Whether a stop was asked for."""
+        return self._wait(0)
+
+    def back_off(self, seconds: float) -> bool:
+        """Sleep a re-send's back-off; True (at once) when a stop is asked for meanwhile."""
+        return self._wait(seconds)
 
     def _silent(self, stage: str, seconds: float, count: int = 0) -> None:
         """A wait went a request timeout without the broker's answer: say so, tell readiness."""
@@ -280,7 +296,7 @@ class ProducerHandle:
                 group_metadata(),
                 tell_after=request_s,
                 tell=lambda: self._silent("transaction offsets", request_s),
-                stopping=self._stopping,
+                stopping=self.stopping,
             )
             self._beat()
             bounded(
@@ -289,7 +305,7 @@ class ProducerHandle:
                 producer.commit_transaction,
                 tell_after=request_s,
                 tell=lambda: self._silent("transaction commit", request_s),
-                stopping=self._stopping,
+                stopping=self.stopping,
             )
         except FENCED:
             raise FencedError() from None
