@@ -853,6 +853,14 @@ def write_alerts_test() -> None:
 
 _JOB = 'job="her2-consumer"'
 _TP0 = f'{_JOB}, topic="in", partition="0"'
+
+
+def _build(instance: str, version: str, ruleset: str) -> str:
+    """A her2_consumer_build_info series of one instance."""
+    labels = f'instance="{instance}", version="{version}", ruleset_version="{ruleset}"'
+    return f"her2_consumer_build_info{{{_JOB}, {labels}}}"
+
+
 # (alert, [(series, values)], eval time, expected label sets of the expression's result)
 # a table, kept as written: one scenario per entry, its series and values aligned
 # fmt: off
@@ -1011,6 +1019,18 @@ ALERT_SCENARIOS: list[tuple[str, list[tuple[str, str]], str, list[str]]] = [
      [(f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="a"}}', "7200x10"),
       (f'her2_consumer_clock_skew_tolerance_seconds{{{_JOB}, instance="a"}}', "0x10")],
      "5m", []),
+    ("Her2ConsumerMixedRuleSets",
+     [(_build("a", "1", "2026.12-4"), "1x40"), (_build("b", "1", "2026.12-3"), "1x40")],
+     "35m", [f'{{{_JOB}}}']),
+    # a rolling update that finishes within the 30 minutes: b comes back on the new rule set
+    ("Her2ConsumerMixedRuleSets",
+     [(_build("a", "1", "2026.12-4"), "1x40"), (_build("b", "1", "2026.12-3"), "1x10 _x30"),
+      (_build("b", "2", "2026.12-4"), "_x10 1x30")],
+     "35m", []),
+    # two builds of one rule set (a code-only release) are not mixed rule sets
+    ("Her2ConsumerMixedRuleSets",
+     [(_build("a", "1", "2026.12-4"), "1x40"), (_build("b", "2", "2026.12-4"), "1x40")],
+     "35m", []),
 ]
 # fmt: on
 
