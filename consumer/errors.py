@@ -31,25 +31,27 @@ actual partition of a misrouted record).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Final
 
-DLQ_REASONS = frozenset(
-    {
-        "empty-value",
-        "unknown-magic-byte",
-        "unsupported-framing",
-        "unknown-schema-id",
-        "unknown-fingerprint",
-        "avro-decode",
-        "schema-resolution",
-        "schema-validation",
-        "event-time-in-future",
-        "misrouted",
-        "processing-error",
-        "output-too-large",
-        "output-refused",
-    }
-)
+# every dead-letter reason, with the stage (her2.errors.stage, the metric's `stage` label) that
+# dead-letters it: decode (DecodeError), validate (InvalidEvent), process (the processor)
+DLQ_STAGES: Final[Mapping[str, str]] = {
+    "empty-value": "decode",
+    "unknown-magic-byte": "decode",
+    "unsupported-framing": "decode",
+    "unknown-schema-id": "decode",
+    "unknown-fingerprint": "decode",
+    "avro-decode": "decode",
+    "schema-resolution": "decode",
+    "schema-validation": "validate",
+    "event-time-in-future": "validate",
+    "misrouted": "validate",
+    "processing-error": "process",
+    "output-too-large": "process",
+    "output-refused": "process",
+}
+DLQ_REASONS = frozenset(DLQ_STAGES)
 
 
 class Her2Error(Exception):

@@ -23,6 +23,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from consumer import __version__
+from consumer.errors import DLQ_STAGES
 
 # the fast paths whose fallbacks to fastavro are counted (the `codec` label): the output
 # encoders (consumer/avro/codec.py) and the changelog parts both ways (consumer/state/store.py)
@@ -160,9 +161,11 @@ class Metrics:
             ["stage", "reason"],
             registry=registry,
         )
-        # exported as 0 from the start, so that increase() in the misrouting alert sees the
-        # very first misrouted record (a series born at 1 shows no increase)
-        self.dlq.labels(stage="validate", reason="misrouted")
+        # every (stage, reason) exported as 0 from the start, so that increase() in the alerts
+        # on dead letters (misrouted, processing errors, refused outputs) sees the first record
+        # after a start: a series born at 1 shows no increase
+        for reason, stage in DLQ_STAGES.items():
+            self.dlq.labels(stage=stage, reason=reason)
         self.processing_seconds = Histogram(
             f"{p}_processing_seconds",
             "Time to decode, classify and evaluate one record.",

@@ -8,9 +8,27 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
+from consumer.clinical.validate import REASON_FUTURE
+from consumer.errors import DLQ_STAGES, DecodeError, InvalidEvent
 from consumer.ops.metrics import CODEC_FALLBACKS, Metrics
+from consumer.runtime.processor import (
+    REASON_OUTPUT_REFUSED,
+    REASON_OUTPUT_TOO_LARGE,
+    REASON_PROCESSING_ERROR,
+)
+from consumer.runtime.routing import REASON_MISROUTED
 
 YEAR = 365 * 86400
+# the reasons consumer/avro raises as DecodeError (wire.py, codec.py, registry.py)
+DECODE_REASONS = (
+    "empty-value",
+    "unknown-magic-byte",
+    "unsupported-framing",
+    "unknown-schema-id",
+    "unknown-fingerprint",
+    "avro-decode",
+    "schema-resolution",
+)
 
 
 def scrape() -> tuple[Metrics, str]:
@@ -56,6 +74,33 @@ class TestMetrics:
         _, text = scrape()
         for codec in CODEC_FALLBACKS:
             assert f'her2_consumer_codec_fallbacks_total{{codec="{codec}"}} 0.0' in text
+
+    @pytest.mark.parametrize(("reason", "stage"), sorted(DLQ_STAGES.items()))
+    def test_every_dead_letter_series_is_exported_as_zero_from_the_start(
+        self, reason: str, stage: str
+    ) -> None:
+        """Her2ConsumerProcessingErrors and Her2ConsumerOutputsRefused use increase(): a series
+        born at 1 (the first such record after a start) would show no increase, no alert."""
+        metrics, _ = scrape()
+        labels = {"stage": stage, "reason": reason}
+        assert metrics.registry.get_sample_value("her2_consumer_dlq_records_total", labels) == 0
+
+    @pytest.mark.parametrize(
+        ("reason", "stage"),
+        [
+            (REASON_FUTURE, "validate"),
+            (REASON_MISROUTED, "validate"),
+            (REASON_PROCESSING_ERROR, "process"),
+            (REASON_OUTPUT_TOO_LARGE, "process"),
+            (REASON_OUTPUT_REFUSED, "process"),
+            *[(reason, DecodeError.stage) for reason in DECODE_REASONS],
+            ("schema-validation", InvalidEvent.stage),
+        ],
+    )
+    def test_the_stage_of_each_reason_is_the_one_that_dead_letters_it(
+        self, reason: str, stage: str
+    ) -> None:
+        assert DLQ_STAGES[reason] == stage
 
     @pytest.mark.parametrize("codec", CODEC_FALLBACKS)
     def test_a_fallback_hook_counts_its_own_codec(self, codec: str) -> None:
