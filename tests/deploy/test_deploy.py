@@ -1019,6 +1019,19 @@ ALERT_SCENARIOS: list[tuple[str, list[tuple[str, str]], str, list[str]]] = [
      [(f'her2_consumer_clock_offset_seconds{{{_JOB}, instance="a"}}', "7200x10"),
       (f'her2_consumer_clock_skew_tolerance_seconds{{{_JOB}, instance="a"}}', "0x10")],
      "5m", []),
+    # three restarts of one instance within 30 minutes (start times 100, 400, 700, 1000 s)
+    ("Her2ConsumerRestarting",
+     [(f'process_start_time_seconds{{{_JOB}, instance="a"}}', "100x5 400x5 700x5 1000x10"),
+      (f'process_start_time_seconds{{{_JOB}, instance="b"}}', "100x25")],
+     "25m", [f'{{{_JOB}, instance="a"}}']),
+    # two restarts (a rollout, a drain) are not a crash loop
+    ("Her2ConsumerRestarting",
+     [(f'process_start_time_seconds{{{_JOB}, instance="a"}}', "100x5 400x5 700x15")],
+     "25m", []),
+    # three restarts, but spread over more than 30 minutes
+    ("Her2ConsumerRestarting",
+     [(f'process_start_time_seconds{{{_JOB}, instance="a"}}', "100x15 400x15 700x15 1000x15")],
+     "55m", []),
     ("Her2ConsumerMixedRuleSets",
      [(_build("a", "1", "2026.12-4"), "1x40"), (_build("b", "1", "2026.12-3"), "1x40")],
      "35m", [f'{{{_JOB}}}']),
