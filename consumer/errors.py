@@ -10,7 +10,8 @@
     │                          their input records are dead-lettered and the batch re-driven
     ├── FencedError            another producer took our transactional id: stop, EXIT_FENCED
     ├── HistoryRestoreError    the changelog could not be read to its end in time: fatal
-    ├── KafkaConnectError      Kafka unreachable or refusing us at start-up: fatal
+    ├── KafkaConnectError      Kafka refusing us at start-up (credentials, certificate):
+    │                          fatal (no broker answering is waited out instead)
     ├── BrokerError            a Kafka client call failed (mapped in runtime/kafka/mapping.py
     │   │                      from kafka-python's KafkaError): `retriable`, `kind`
     │   └── CommitRefusedError an offset commit refused because of a rebalance: not fatal
@@ -164,7 +165,8 @@ class HistoryRestoreError(Her2Error):
 
 
 class KafkaConnectError(Her2Error):
-    """Kafka could not be reached or refused us at start-up (the message names what to check)."""
+    """Kafka refused us at start-up: credentials or certificate (the message names what to
+    check). No broker answering at all is waited out (runtime/kafka/preflight.py)."""
 
 
 class BrokerError(Her2Error):

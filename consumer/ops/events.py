@@ -59,6 +59,7 @@ CLOCK_CHECK_UNAVAILABLE: Final = "clock check unavailable"
 CLOCK_SKEW: Final = "host clock differs from the Kafka cluster's clock"
 CLOCK_CHECKED: Final = "clock checked"
 KAFKA_UNREACHABLE: Final = "cannot connect to Kafka"
+KAFKA_UNREACHABLE_RETRY: Final = "no Kafka broker answered at start-up; retrying"
 
 # runtime/partitions.py and runtime/restore.py: rebalances and the changelog
 PARTITIONS_ASSIGNED: Final = "partitions assigned"

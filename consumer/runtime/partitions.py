@@ -13,20 +13,17 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any
 
 from consumer.errors import kind_of
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import Consumer, ConsumerRebalanceListener, TopicPartition
-from consumer.runtime.records import REGISTRY_BACKOFF, Backoff
+from consumer.runtime.records import BROKER_UNREACHABLE, REGISTRY_BACKOFF, Backoff
 from consumer.state.store import HistoryStore
 
 log = get_logger("her2.service")
-
-
-BROKER_UNREACHABLE: Final = "broker unreachable"
 
 
 class PartitionTable:

@@ -1,5 +1,5 @@
 """What flows through the runtime: an output record, a poll batch and its statistics, and the
-back-off schedules."""
+back-off schedules (and the readiness reason of a broker away)."""
 
 from __future__ import annotations
 
@@ -98,3 +98,7 @@ REGISTRY_BACKOFF: Final = Backoff((0.5, 1.0, 2.0, 5.0, 10.0, 30.0))
 INPUT_WAIT_BACKOFF: Final = Backoff((0.5, 1.0, 2.0, 5.0, 10.0))
 PUBLISH_BACKOFF: Final = Backoff((0.2, 0.5, 1.0, 2.0, 5.0))
 POLL_BACKOFF: Final = Backoff((0.5, 1.0, 2.0, 5.0))
+# between the first connection's attempts; each waits up to HER2_REQUEST_TIMEOUT_MS itself
+BROKER_WAIT_BACKOFF: Final = Backoff((1.0, 2.0, 5.0))
+# the /readyz reason while no broker answers (at start-up, polling, or a lag refresh)
+BROKER_UNREACHABLE: Final = "broker unreachable"

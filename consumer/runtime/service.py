@@ -192,7 +192,16 @@ class Service:
             register_output_schemas(s, registry, self._stop_event.wait, self._set_ready, self._beat)
         if self.stopping:
             return
-        admin = connect_admin(self._clients, s, self._default_id)
+        admin = connect_admin(
+            self._clients,
+            s,
+            self._default_id,
+            wait=self._stop_event.wait,
+            set_ready=self._set_ready,
+            beat=self._beat,
+        )
+        if admin is None:  # stopped while no broker answered
+            return
         try:
             self.metrics.clock_skew_tolerance.set(s.clock_skew_tolerance_s)
             check_clock(admin, s, self._clock, self.metrics.clock_offset)

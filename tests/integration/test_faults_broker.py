@@ -8,8 +8,8 @@ a consumer group) before the test ends, whatever happened.
 
 The consumer runs under `faults.Supervisor`, which restarts it whenever it exits non-zero, as
 Kubernetes would (the service's design is to stop without committing when its outputs cannot
-be acknowledged, and to fail start-up when no broker answers). Whether it rode the outage out
-or was restarted, and how often, is recorded (docs/fault-report.md).
+be acknowledged; a start-up with no broker answering waits for one). Whether it rode the
+outage out or was restarted, and how often, is recorded (docs/fault-report.md).
 """
 
 from __future__ import annotations
@@ -315,6 +315,50 @@ def test_readiness_follows_the_broker(
     )
     assert unready_s < UNREADY_WITHIN_S[how], (
         f"readiness followed the {how} broker down only after {unready_s:.1f} s"
+    )
+
+
+def test_a_service_started_while_the_broker_is_down_starts_when_it_is_back(
+    local_kafka: Any, env: Env, create_topics: Callable[..., list[str]]
+) -> None:
+    """A pod started (rescheduled, evicted, OOM-killed) during an outage: the service waits for
+    a broker, alive and unready ("broker unreachable", a warning per attempt), instead of
+    exiting 1 into Kubernetes' crash-loop back-off (up to 5 minutes after the broker is back);
+    once the broker is back it starts and processes the events waiting for it."""
+    create_topics(env.input, partitions=PARTITIONS)
+    events = SyntheticGenerator(seed=2011).events(20)
+    produce_events(env.bootstrap, env.input, events)
+    settings = env.settings()
+    local_kafka.stop()
+    svc: ServiceThread | None = None
+    try:
+        svc = ServiceThread(settings).start()
+        wait_for(
+            lambda: not svc.health.ready and svc.health.reasons[-1:] == ["broker unreachable"],
+            60,
+            "the service to wait for the broker, unready",
+        )
+        time.sleep(5)  # a retry or two later
+        assert svc.alive, "the service gave up while no broker answered"
+        assert svc.metric("her2_consumer_events_total", {"outcome": "processed"}) == 0
+    finally:
+        local_kafka.start()
+    assert svc is not None
+    back_at = time.monotonic()
+    try:
+        wait_for(lambda: svc.health.ready, 120, "the service to start once the broker is back")
+        with Probe(env.bootstrap) as probe:
+            wait_committed(probe, env.group, env.input, 120, alive=lambda: svc.alive)
+        started_s = time.monotonic() - back_at
+    finally:
+        code = svc.stop(60)
+    assert code == 0
+    processed = svc.metric("her2_consumer_events_total", {"outcome": "processed"})
+    assert processed == len(events)
+    record_result(
+        "service started while the broker was down",
+        kafka_client=settings.kafka_client,
+        ready_after_broker_back_s=round(started_s, 1),
     )
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import Harness
-from kafka.errors import ClusterAuthorizationFailedError
+from kafka.errors import ClusterAuthorizationFailedError, KafkaTimeoutError
 
 from consumer.config import Settings
 from consumer.errors import RegistryError
@@ -176,15 +177,40 @@ def test_the_input_wait_beats_the_health_loop(harness: Harness) -> None:
     """Issue 14 item 4: /healthz stays 200 while the service waits for its input topic."""
     topics = harness.settings.topics
     del harness.broker.topics[topics.input]
-    beats_while_waiting: list[int] = []
+    beats_at: list[int] = []
 
     def create() -> None:
-        beats_while_waiting.append(harness.health.beats)
+        beats_at.append(harness.health.beats)
         harness.broker.create_topic(topics.input, 1)
 
-    harness.broker.script("describe", lambda: None, create)
+    harness.broker.script("describe", lambda: beats_at.append(harness.health.beats), create)
     assert harness.run() == EXIT_OK
-    assert beats_while_waiting == [1], "one beat per attempt, before the first poll"
+    assert beats_at[1] - beats_at[0] == 1, "one beat per attempt, before the first poll"
+
+
+def test_no_broker_at_start_up_is_waited_out_and_the_service_starts(harness: Harness) -> None:
+    """A pod started during an outage: unready ('broker unreachable') and alive while no broker
+    answers, then it starts and processes as usual (not exit 1 into Kubernetes' crash-loop
+    back-off)."""
+    harness.broker.script("admin", KafkaTimeoutError("Unable to bootstrap"))
+    harness.publish(3)
+    assert harness.run() == EXIT_OK
+    retries = harness.logged(events.KAFKA_UNREACHABLE_RETRY)
+    assert [(r["attempt"], r["reason"]) for r in retries] == [(1, "unreachable")]
+    assert harness.health.states[:2] == [(False, "starting"), (False, "broker unreachable")]
+    assert (True, "") in harness.health.states
+    assert harness.value("her2_consumer_events_total", outcome="processed") == 3
+
+
+def test_a_stop_while_no_broker_answers_at_start_up_is_exit_0(harness: Harness) -> None:
+    service = harness.new_service()
+    harness.broker.script(
+        "admin", KafkaTimeoutError("Unable to bootstrap"), KafkaTimeoutError("Unable to bootstrap")
+    )
+    threading.Timer(0.3, service.stop).start()
+    assert service.run() == EXIT_OK
+    assert len(harness.broker.admins) == 0, "never connected"
+    assert (harness.broker.producers, harness.broker.consumers) == ([], [])
 
 
 class FlakyRegistry:

@@ -16,7 +16,9 @@ from kafka.errors import KafkaConnectionError, KafkaTimeoutError, SaslAuthentica
 
 from consumer.config import KafkaSecurity, Settings
 from consumer.errors import KafkaConnectError
+from consumer.ops import events
 from consumer.runtime.kafka.preflight import _ConnectionFailures, connect_admin
+from consumer.runtime.records import Backoff
 
 PASSWORD = "s3cret-PASSWORD-marker"  # noqa: S105 - a marker to search output for
 SETTINGS = Settings(
@@ -178,25 +180,68 @@ def test_nothing_logged_is_unreachable() -> None:
 
 
 class _RefusingClients:
-    """An admin constructor that logs `exc` through kafka-python's logger, then times out."""
+    """An admin constructor that logs `exc` through kafka-python's logger, then times out, for
+    its first `failures` calls (all of them by default), then returns an admin."""
 
-    def __init__(self, exc: BaseException) -> None:
+    def __init__(self, exc: BaseException, failures: int = 1_000_000) -> None:
         self.exc = exc
+        self.failures = failures
+        self.calls = 0
 
     def admin(self, **config: Any) -> Any:
+        self.calls += 1
+        if self.calls > self.failures:
+            return "admin"
         logging.getLogger("kafka.net.manager").error("Connection failed: %s", self.exc)
         raise KafkaTimeoutError("Unable to bootstrap from kafka-0.example:9093")
 
 
-@pytest.mark.parametrize(("failure", "reason", "named", "not_named"), CASES)
-def test_connect_admin_logs_the_reason_and_raises_the_message(
+class _Service:
+    """The service's side of connect_admin: its stop event's wait, readiness and beats."""
+
+    def __init__(self, stop_after_waits: int | None = None) -> None:
+        self.waits: list[float] = []
+        self.ready: list[tuple[bool, str]] = []
+        self.beats = 0
+        self.stop_after_waits = stop_after_waits
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        return self.stop_after_waits is not None and len(self.waits) >= self.stop_after_waits
+
+    def set_ready(self, ready: bool, reason: str = "") -> None:
+        self.ready.append((ready, reason))
+
+    def beat(self) -> None:
+        self.beats += 1
+
+    def connect(self, clients: _RefusingClients) -> Any:
+        return connect_admin(
+            clients,  # type: ignore[arg-type]
+            SETTINGS,
+            "test",
+            wait=self.wait,
+            set_ready=self.set_ready,
+            beat=self.beat,
+            backoff=Backoff((1.0, 2.0)),
+        )
+
+
+REFUSALS = [case for case in CASES if case.values[1] != "unreachable"]
+NO_BROKER = [case for case in CASES if case.values[1] == "unreachable"]
+
+
+@pytest.mark.parametrize(("failure", "reason", "named", "not_named"), REFUSALS)
+def test_a_refusal_is_logged_with_its_reason_and_raised_at_once(
     failure: Any, reason: str, named: tuple[str, ...], not_named: tuple[str, ...]
 ) -> None:
-    """Through connect_admin: its handler on the `kafka` logger sees what kafka-python logs;
-    the log line carries the reason, the error names the variables; neither the password."""
+    """Credentials or a certificate refused: waiting would not fix a configuration. Its
+    handler on the `kafka` logger sees what kafka-python logs; the log line carries the
+    reason, the error names the variables; neither the password."""
     handlers = list(logging.getLogger("kafka").handlers)
+    clients, service = _RefusingClients(failure()), _Service()
     with structlog.testing.capture_logs() as logs, pytest.raises(KafkaConnectError) as raised:
-        connect_admin(_RefusingClients(failure()), SETTINGS, "test")  # type: ignore[arg-type]
+        service.connect(clients)
     [line] = [line for line in logs if line["event"] == "cannot connect to Kafka"]
     assert (line["reason"], line["error_type"]) == (reason, "KafkaTimeoutError")
     assert PASSWORD.lower() not in repr(line).lower()
@@ -204,3 +249,34 @@ def test_connect_admin_logs_the_reason_and_raises_the_message(
     assert all(variable in message for variable in named), message
     assert PASSWORD.lower() not in message.lower()
     assert logging.getLogger("kafka").handlers == handlers, "the handler is removed afterwards"
+    assert (clients.calls, service.waits) == (1, []), "a refusal is not retried"
+
+
+@pytest.mark.parametrize("failure", [case.values[0] for case in NO_BROKER])
+def test_no_broker_answering_is_waited_out_unready(failure: Any) -> None:
+    """A pod started during an outage starts when a broker answers, as a running one resumes
+    (not exit 1 into a crash loop): a warning per attempt, unready 'broker unreachable', the
+    back-off between attempts, a beat around each wait, then the admin client."""
+    clients, service = _RefusingClients(failure(), failures=3), _Service()
+    with structlog.testing.capture_logs() as logs:
+        admin = service.connect(clients)
+    assert admin == "admin"
+    assert clients.calls == 4
+    assert service.waits == [1.0, 2.0, 2.0]
+    assert service.ready == [(False, "broker unreachable")] * 3
+    assert service.beats >= 7  # before each attempt and after each wait's readiness
+    retries = [line for line in logs if line["event"] == events.KAFKA_UNREACHABLE_RETRY]
+    assert [(r["attempt"], r["seconds"], r["reason"]) for r in retries] == [
+        (1, 1.0, "unreachable"),
+        (2, 2.0, "unreachable"),
+        (3, 2.0, "unreachable"),
+    ]
+    assert all(r["log_level"] == "warning" for r in retries)
+    assert not [line for line in logs if line["event"] == "cannot connect to Kafka"]
+    assert PASSWORD.lower() not in repr(logs).lower()
+
+
+def test_a_stop_while_no_broker_answers_ends_the_wait() -> None:
+    clients, service = _RefusingClients(_connection_refused()), _Service(stop_after_waits=2)
+    assert service.connect(clients) is None
+    assert (clients.calls, service.waits) == (2, [1.0, 2.0])

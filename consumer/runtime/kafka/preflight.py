@@ -1,10 +1,13 @@
 """The first connection to Kafka, which doubles as the start-up preflight: when it fails, say
-why (SASL credentials, TLS trust, or no broker) and name the variables to check."""
+why (SASL credentials, TLS trust, or no broker) and name the variables to check; no broker
+answering is waited out, a refusal is fatal."""
 
 from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
+from typing import Final
 
 from consumer.config import Settings
 from consumer.errors import BrokerError, KafkaConnectError, kind_of
@@ -12,8 +15,11 @@ from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.runtime.kafka import Admin, Clients, KafkaError
 from consumer.runtime.kafka.clients import client_id
+from consumer.runtime.records import BROKER_UNREACHABLE, BROKER_WAIT_BACKOFF, Backoff
 
 log = get_logger("her2.service")
+
+UNREACHABLE: Final = "unreachable"  # the diagnosis (log key `reason`) of no broker answering
 
 
 class _ConnectionFailures(logging.Handler):
@@ -60,33 +66,79 @@ class _ConnectionFailures(logging.Handler):
                 f"(KAFKA_SASL_MECHANISM={s.security.sasl_mechanism}): check KAFKA_SASL_USERNAME "
                 "and KAFKA_SASL_PASSWORD"
             )
-        return "unreachable", (
+        return UNREACHABLE, (
             f"no Kafka broker answered at {where} within HER2_REQUEST_TIMEOUT_MS="
             f"{s.tuning.request_timeout_ms} (check the address and KAFKA_SECURITY_PROTOCOL="
             f"{s.security.protocol})"
         )
 
 
-def connect_admin(clients: Clients, s: Settings, default_id: str) -> Admin:
-    """An admin client, or KafkaConnectError naming what to check."""
+def connect_admin(
+    clients: Clients,
+    s: Settings,
+    default_id: str,
+    *,
+    wait: Callable[[float], bool],
+    set_ready: Callable[..., None],
+    beat: Callable[[], None],
+    backoff: Backoff = BROKER_WAIT_BACKOFF,
+) -> Admin | None:
+    """An admin client once a broker answers; None when stopped while waiting for one.
+
+    No broker answering is waited out, as a running service waits out an outage: unready
+    (`broker unreachable`), /healthz beating, a warning per attempt (each attempt takes up to
+    HER2_REQUEST_TIMEOUT_MS), so a pod started during an outage starts when the brokers are
+    back instead of crash-looping into Kubernetes' back-off. A broker that refuses the
+    credentials or the certificate is KafkaConnectError naming what to check: waiting would
+    not fix a configuration."""
+    attempt = 0
+    while True:
+        beat()
+        admin, reason, hint, error_type = _try_connect(clients, s, default_id)
+        if admin is not None:
+            return admin
+        if reason != UNREACHABLE:
+            log.error(
+                events.KAFKA_UNREACHABLE,
+                reason=reason,
+                error_type=error_type,
+                bootstrap_servers=s.bootstrap_servers,
+            )
+            raise KafkaConnectError(hint)
+        delay = backoff.delay(attempt)
+        attempt += 1
+        log.warning(
+            events.KAFKA_UNREACHABLE_RETRY,
+            reason=reason,
+            error_type=error_type,
+            bootstrap_servers=s.bootstrap_servers,
+            attempt=attempt,
+            seconds=delay,
+        )
+        set_ready(False, BROKER_UNREACHABLE)
+        beat()
+        if wait(delay):
+            return None
+
+
+def _try_connect(
+    clients: Clients, s: Settings, default_id: str
+) -> tuple[Admin | None, str, str, str]:
+    """One attempt: (admin, "", "", "") or (None, reason, message, error type)."""
     failures = _ConnectionFailures()
     kafka_logger = logging.getLogger("kafka")
     kafka_logger.addHandler(failures)
     try:
-        return clients.admin(
+        admin = clients.admin(
             client_id=client_id(s, default_id, "admin"),
             bootstrap_timeout_ms=s.tuning.request_timeout_ms,
             **s.kafka_common(),
         )
     except (KafkaError, BrokerError) as exc:  # BrokerError: `clients` are MappedClients
         error_type = kind_of(exc)
+    else:
+        return admin, "", "", ""
     finally:
         kafka_logger.removeHandler(failures)
     reason, hint = failures.diagnose(s)
-    log.error(
-        events.KAFKA_UNREACHABLE,
-        reason=reason,
-        error_type=error_type,
-        bootstrap_servers=s.bootstrap_servers,
-    )
-    raise KafkaConnectError(hint)
+    return None, reason, hint, error_type
