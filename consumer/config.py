@@ -41,8 +41,14 @@ CONFLUENT: Final = "confluent"
 KAFKA_CLIENTS: Final = (KAFKA_PYTHON, CONFLUENT)
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
-_SASL_WITH_PASSWORD: Final = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"})
+# the mechanisms the service can authenticate with: each takes KAFKA_SASL_USERNAME and
+# KAFKA_SASL_PASSWORD. Kafka's other two need settings the service does not have, and are refused
+# by name rather than left to fail at the broker as a misleading bad-password error.
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_SASL_UNSUPPORTED: Final = {
+    "GSSAPI": "no Kerberos settings",
+    "OAUTHBEARER": "no OAuth token provider",
+}
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MASK: Final = "***"
 
@@ -198,7 +204,11 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
         "replication of topics created at start (-1 = broker default)",
     ),
     ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"),
-    ("KAFKA_SASL_MECHANISM", "", "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | GSSAPI | OAUTHBEARER"),
+    (
+        "KAFKA_SASL_MECHANISM",
+        "",
+        "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (GSSAPI and OAUTHBEARER are not supported)",
+    ),
     ("KAFKA_SASL_USERNAME", "", "SASL user (PLAIN, SCRAM)"),
     ("KAFKA_SASL_PASSWORD", "", "SASL password (PLAIN, SCRAM); never printed"),
     ("KAFKA_SSL_CAFILE", "", "CA bundle (PEM)"),
@@ -883,8 +893,14 @@ def _security(env: _Env) -> KafkaSecurity:
     sasl = protocol.startswith("SASL_")
     if mechanism is not None:
         mechanism = mechanism.upper()
+        supported = ", ".join(SASL_MECHANISMS)
+        if mechanism in _SASL_UNSUPPORTED:
+            raise ConfigError(
+                f"KAFKA_SASL_MECHANISM {mechanism} is not supported (the service has "
+                f"{_SASL_UNSUPPORTED[mechanism]}): use one of {supported}"
+            )
         if mechanism not in SASL_MECHANISMS:
-            raise ConfigError(f"KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}")
+            raise ConfigError(f"KAFKA_SASL_MECHANISM must be one of {supported}")
         if not sasl:
             raise ConfigError(
                 "KAFKA_SASL_MECHANISM is set but KAFKA_SECURITY_PROTOCOL is not SASL_PLAINTEXT "
@@ -895,11 +911,10 @@ def _security(env: _Env) -> KafkaSecurity:
             raise ConfigError(
                 f"KAFKA_SASL_MECHANISM must be set when KAFKA_SECURITY_PROTOCOL is {protocol}"
             )
-        if mechanism in _SASL_WITH_PASSWORD:
-            if username is None:
-                raise ConfigError(f"KAFKA_SASL_USERNAME must be set for SASL {mechanism}")
-            if password is None:
-                raise ConfigError(f"KAFKA_SASL_PASSWORD must be set for SASL {mechanism}")
+        if username is None:
+            raise ConfigError(f"KAFKA_SASL_USERNAME must be set for SASL {mechanism}")
+        if password is None:
+            raise ConfigError(f"KAFKA_SASL_PASSWORD must be set for SASL {mechanism}")
     elif username is not None or password is not None:
         name = "KAFKA_SASL_USERNAME" if username is not None else "KAFKA_SASL_PASSWORD"
         raise ConfigError(f"{name} is set but KAFKA_SECURITY_PROTOCOL is not a SASL protocol")

@@ -558,7 +558,12 @@ def load_ruleset(folder: Path | None = None, *, check: bool = True) -> RuleSet:
     files = sorted((root / "alerts").glob("*.yaml"))
     if not files:
         raise RuleSetError(f"{root / 'alerts'}: no rule files")
-    rules = [parse_rule(_load_yaml(p), f"rules/alerts/{p.name}", citations) for p in files]
+    # errors name the file: the shipped rules by their place in the source tree (whether they
+    # are read from there or from the wheel), a given folder's as given (relative stays relative)
+    rules = [
+        parse_rule(_load_yaml(p), f"rules/alerts/{p.name}" if folder is None else str(p), citations)
+        for p in files
+    ]
     seen: dict[str, str] = {}
     for rule in rules:
         if rule.rule_id in seen:

@@ -4,14 +4,18 @@ out of range are one line on stderr (exit 2), never a traceback (docs/design.md 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from consumer import cli
+from consumer.clinical.rules import load_ruleset
+from consumer.resources import data_dir
 from consumer.tools import evaluate as evaluate_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,3 +150,82 @@ class TestDemoCount:
         with pytest.raises(SystemExit):
             cli.build_parser().parse_args(["demo", "--help"])
         assert "1 to 10,000" in capsys.readouterr().out
+
+
+def _replace(path: Path, old: str, new: str) -> None:
+    """Replace the one occurrence of `old` in the file at `path`."""
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"{old!r} in {path}"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def _bad_severity(alerts: Path) -> None:
+    _replace(alerts / "dg-assay.yaml", "\nseverity: INFO\n", "\nseverity: URGENT\n")
+
+
+def _duplicate_rule(alerts: Path) -> None:
+    shutil.copy(alerts / "dg-assay.yaml", alerts / "dg-assay-copy.yaml")
+
+
+def _failing_example(alerts: Path) -> None:
+    # the quiet example's facts made those of the firing one: it fires, against its `fires: false`
+    _replace(alerts / "dg-assay.yaml", "assay_undocumented: false}", "assay_undocumented: true}")
+
+
+class TestRulesCheckNamesTheFile:
+    """`rules check --rules-dir DIR` named a broken rule file `rules/alerts/<file>.yaml`, the
+    shipped rules' place, whatever DIR was (README: it exits 2 "with the file"). Now a given
+    folder's file is named by its path as given: relative stays relative."""
+
+    @pytest.mark.parametrize(
+        ("breaks", "expected"),
+        [
+            pytest.param(
+                _bad_severity,
+                "x/custom/alerts/dg-assay.yaml: severity must be one of",
+                id="rule-file-shape",
+            ),
+            pytest.param(
+                _duplicate_rule,
+                "x/custom/alerts/dg-assay.yaml: duplicate rule id 'dg-assay' "
+                "(x/custom/alerts/dg-assay-copy.yaml)",
+                id="duplicate-rule-id",
+            ),
+            pytest.param(
+                _failing_example,
+                "x/custom/alerts/dg-assay.yaml: example 1 (documented) expected fires=False",
+                id="failing-example",
+            ),
+        ],
+    )
+    def test_a_relative_rules_dir(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        breaks: Callable[[Path], None],
+        expected: str,
+    ) -> None:
+        shutil.copytree(data_dir("rules"), tmp_path / "x" / "custom")
+        breaks(tmp_path / "x" / "custom" / "alerts")
+        monkeypatch.chdir(tmp_path)
+        assert cli.main(["rules", "check", "--rules-dir", "x/custom"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"her2-consumer: rule set invalid: {expected}"), err
+        assert "rules/alerts/" not in err
+
+    def test_an_absolute_rules_dir(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        folder = tmp_path / "custom"
+        shutil.copytree(data_dir("rules"), folder)
+        _bad_severity(folder / "alerts")
+        assert cli.main(["rules", "check", "--rules-dir", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"her2-consumer: rule set invalid: {folder}/alerts/dg-assay.yaml: ")
+
+    def test_the_shipped_rules_keep_their_source_tree_name(self) -> None:
+        """Without --rules-dir the label stays `rules/alerts/<file>`, wherever the package data
+        is read from (the wheel's consumer/_data/rules or the source tree)."""
+        paths = {rule.path for rule in load_ruleset(check=False).rules}
+        assert paths == {f"rules/alerts/{p.name}" for p in (data_dir("rules") / "alerts").iterdir()}

@@ -707,6 +707,29 @@ class TestCompose:
         assert config["rule_files"] == ["/etc/prometheus/alerts.yaml"]
 
 
+def _run_commands(stage: list[str]) -> list[str]:
+    """The shell commands of a stage's RUN instructions: continuation lines joined, RUN and its
+    --flags (--mount=...) dropped."""
+    instructions = "\n".join(stage).replace("\\\n", " ").splitlines()
+    commands = []
+    for instruction in instructions:
+        words = instruction.split(" ")
+        if words[0].upper() == "RUN":
+            words = words[1:]
+            while words and (not words[0] or words[0].startswith("--")):
+                words.pop(0)
+            commands.append(" ".join(words))
+    return commands
+
+
+# a command of the Dockerfile's RUN instructions, standing in for it: one line per call, each
+# argument followed by a tab
+STUB = """#!/bin/sh
+printf '%s\\t' "$(basename "$0")" "$@" >> "$STUB_LOG"
+printf '\\n' >> "$STUB_LOG"
+"""
+
+
 class TestDockerfile:
     """deploy/Dockerfile: multi-stage, slim runtime with only the wheel, non-root."""
 
@@ -738,6 +761,55 @@ class TestDockerfile:
         [user] = [line for line in stages[-1] if line.startswith("USER ")]
         assert user.split()[1].split(":")[0] not in {"0", "root"}
         assert 'ENTRYPOINT ["her2-consumer"]' in runtime
+
+    def test_extras_is_a_build_argument_of_both_stages(self, stages: list[list[str]]) -> None:
+        """`--build-arg EXTRAS=confluent` (docs/operations.md: HER2_KAFKA_CLIENT=confluent needs
+        the image built with the `confluent` extra). An ARG is scoped to the stage that declares
+        it, so each stage declares it, and each stage's pip command uses it."""
+        for stage in stages:
+            assert 'ARG EXTRAS=""' in stage, stage[0]
+        builder, runtime = ("\n".join(_run_commands(stage)) for stage in stages)
+        assert '"$1${EXTRAS:+[$EXTRAS]}"' in builder
+        assert '"her2-alert-consumer${EXTRAS:+[$EXTRAS]}"' in runtime
+
+    @pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
+    @pytest.mark.parametrize(
+        ("extras", "suffix"),
+        [("", ""), ("confluent", "[confluent]"), ("confluent,bench", "[confluent,bench]")],
+    )
+    def test_the_pip_commands_ask_for_the_extras(
+        self, stages: list[list[str]], tmp_path: Path, extras: str, suffix: str
+    ) -> None:
+        """No Docker engine in the tests: each stage's pip RUN command runs in sh as the image
+        would (ARGs are environment variables of RUN), with /wheels a folder here and pip a stub
+        that records its arguments."""
+        wheels, log = tmp_path / "wheels", tmp_path / "pip.log"
+        wheels.mkdir()
+        project = wheels / "her2_alert_consumer-0.1.0-py3-none-any.whl"
+        project.touch()
+        stubs = tmp_path / "bin"
+        stubs.mkdir()
+        for name in ("pip", "her2-consumer"):
+            (stubs / name).write_text(STUB, encoding="utf-8")
+            (stubs / name).chmod(0o755)
+        calls = []
+        for stage in stages:
+            for command in _run_commands(stage):
+                if "pip " not in command:
+                    continue
+                log.unlink(missing_ok=True)
+                subprocess.run(  # noqa: S603 - the Dockerfile's own command, stubbed
+                    ["sh", "-c", command.replace("/wheels", str(wheels))],  # noqa: S607
+                    cwd=tmp_path,
+                    env={"PATH": f"{stubs}:/usr/bin:/bin", "EXTRAS": extras, "STUB_LOG": str(log)},
+                    check=True,
+                    timeout=30,
+                )
+                calls.append([line.split("\t")[:-1] for line in log.read_text().splitlines()])
+        [builder, runtime] = calls
+        assert builder[-1] == ["pip", "wheel", "--wheel-dir", str(wheels), f"{project}{suffix}"]
+        assert runtime[0][-1] == f"her2-alert-consumer{suffix}"
+        assert runtime[0][:2] == ["pip", "install"]
 
     def test_dockerignore_keeps_the_context_small(self) -> None:
         ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()

@@ -965,11 +965,39 @@ class TestKafkaClientSettings:
         assert common["ssl_cafile"] == str(pem)
         assert common["ssl_check_hostname"] is False
 
-    def test_gssapi_needs_no_password(self) -> None:
-        s = Settings.from_env(
-            {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "GSSAPI"}
+    @pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+    @pytest.mark.parametrize(
+        ("given", "mechanism"),
+        [("GSSAPI", "GSSAPI"), ("OAUTHBEARER", "OAUTHBEARER"), ("oauthbearer", "OAUTHBEARER")],
+    )
+    def test_mechanisms_without_their_settings_are_refused(
+        self, protocol: str, given: str, mechanism: str
+    ) -> None:
+        """GSSAPI and OAUTHBEARER were accepted, but the service has no Kerberos settings and no
+        OAuth token provider: kafka-python raised "sasl_oauth_token_provider required" and a run
+        reported a rejected user name and password. Refused at start-up, naming the variable and
+        what it takes (both transports build their clients from these settings)."""
+        env = {
+            "KAFKA_SECURITY_PROTOCOL": protocol,
+            "KAFKA_SASL_MECHANISM": given,
+            "KAFKA_SASL_USERNAME": "svc",
+            "KAFKA_SASL_PASSWORD": "s3cret",
+        }
+        expected = (
+            rf"^KAFKA_SASL_MECHANISM {mechanism} is not supported \(.+\): "
+            "use one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512$"
         )
-        assert s.security.sasl_mechanism == "GSSAPI"
+        with pytest.raises(ConfigError, match=expected) as refused:
+            Settings.from_env(env)
+        assert "s3cret" not in str(refused.value)
+
+    @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    def test_every_supported_mechanism_takes_a_user_and_password(self, mechanism: str) -> None:
+        base = {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": mechanism}
+        with pytest.raises(ConfigError, match="KAFKA_SASL_USERNAME must be set"):
+            Settings.from_env(base)
+        s = Settings.from_env({**base, "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"})
+        assert s.security.sasl_mechanism == mechanism
 
 
 class TestSecrets:

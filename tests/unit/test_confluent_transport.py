@@ -41,6 +41,23 @@ class TestSetting:
         with pytest.raises(ConfigError, match="HER2_KAFKA_CLIENT must be one of"):
             Settings.from_env({"HER2_KAFKA_CLIENT": "librdkafka"})
 
+    @pytest.mark.parametrize("mechanism", ["GSSAPI", "OAUTHBEARER"])
+    def test_the_confluent_client_refuses_the_unsupported_sasl_mechanisms(
+        self, mechanism: str
+    ) -> None:
+        """librdkafka could do these with settings of its own (sasl.kerberos.*, an OIDC token
+        endpoint), but the transport takes only what Settings validated (kafka_common), and the
+        service has none of those settings: refused as on kafka-python."""
+        env = {
+            "HER2_KAFKA_CLIENT": "confluent",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": mechanism,
+            "KAFKA_SASL_USERNAME": "u",
+            "KAFKA_SASL_PASSWORD": "p",
+        }
+        with pytest.raises(ConfigError, match=f"^KAFKA_SASL_MECHANISM {mechanism} is not supp"):
+            Settings.from_env(env)
+
     @pytest.mark.parametrize("client", ["kafka-python", "confluent"])
     def test_exactly_once_is_accepted_on_either_client(self, client: str) -> None:
         # confluent was refused until its recovery from a rebalance under an open transaction
