@@ -127,8 +127,17 @@ class Backend:
         return handle
 
     def admin(self) -> Admin:
-        """The service's admin client."""
-        admin = connect_admin(self.clients, self.settings, DEFAULT_ID)
+        """The service's admin client (a broker that does not answer fails the test at once:
+        the first wait between attempts says stop)."""
+        admin = connect_admin(
+            self.clients,
+            self.settings,
+            DEFAULT_ID,
+            wait=lambda _seconds: True,
+            set_ready=lambda *_args: None,
+            beat=lambda: None,
+        )
+        assert admin is not None, "no broker answered"
         self.closers.append(admin.close)
         return admin
 
