@@ -94,6 +94,7 @@ BOTH_CLIENTS_MODULES = frozenset(
         "test_service_delivery",
         "test_position_unknown",
         "test_stop_while_silent",
+        "test_fenced_member",
         # exactly-once on confluent (enabled in issue 17's sixth session): a crash inside a
         # transaction, a fenced producer
         "test_service_eos",

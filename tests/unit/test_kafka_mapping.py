@@ -178,3 +178,58 @@ def test_group_metadata_without_a_generation_is_refused_as_a_rebalance(
     with pytest.raises(CommitRefusedError) as caught:
         mapped_consumer.group_metadata()
     assert (caught.value.kind, caught.value.retriable) == ("NoGroupGeneration", False)
+
+
+class Coordinator:
+    """The parts of kafka-python's ConsumerCoordinator that tell a fenced static member."""
+
+    def __init__(
+        self,
+        *,
+        instance: str | None = "pod-0",
+        stable: bool = True,
+        rejoining: bool = False,
+        heartbeat: bool = True,
+    ) -> None:
+        self.group_instance_id = instance
+        self._stable = stable
+        self.rejoining = rejoining
+        self._heartbeat_enabled = heartbeat
+
+    def stable(self) -> bool:
+        return self._stable
+
+
+class Member:
+    """A KafkaConsumer whose poll returns one record batch."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._coordinator = coordinator
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[str, list[int]]:
+        return {"tp": [1, 2]}
+
+
+def test_a_fenced_static_member_raises_instead_of_handing_over_its_records() -> None:
+    """kafka-python only disables a fenced member's heartbeat (another process joined with its
+    HER2_INSTANCE_ID): its poll goes on returning records of partitions now another's."""
+    consumer = MappedConsumer(Member(Coordinator(heartbeat=False)))  # type: ignore[arg-type]
+    with pytest.raises(BrokerError) as raised:
+        consumer.poll(timeout_ms=10)
+    assert (raised.value.kind, raised.value.retriable) == ("FencedInstanceIdError", False)
+    assert "HER2_INSTANCE_ID" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "coordinator",
+    [
+        Coordinator(),  # a member in its group, heartbeating
+        Coordinator(instance=None, heartbeat=False),  # a dynamic member (no instance id)
+        Coordinator(stable=False, heartbeat=False),  # joining: heartbeat off while not stable
+        Coordinator(rejoining=True, heartbeat=False),  # a rejoin under way
+    ],
+    ids=["heartbeating", "dynamic", "not-stable", "rejoining"],
+)
+def test_other_members_hand_over_their_records(coordinator: Coordinator) -> None:
+    consumer = MappedConsumer(Member(coordinator))  # type: ignore[arg-type]
+    assert consumer.poll(timeout_ms=10) == {"tp": [1, 2]}

@@ -27,7 +27,9 @@ from consumer.runtime.kafka import (
     Producer,
     RebalanceInProgressError,
     TopicPartition,
+    errors,
 )
+from consumer.runtime.kafka.quirks import static_member_fenced
 
 # the `kind` (error_type) of a transaction's offsets refused before they are sent: the group
 # member has no generation (it is not in the group now)
@@ -82,8 +84,18 @@ class MappedConsumer:
         return mapped(self.wrapped.partitions_for_topic, topic)
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> Mapping[Any, Any]:
-        """KafkaConsumer.poll."""
-        return mapped(self.wrapped.poll, timeout_ms=timeout_ms, max_records=max_records)
+        """KafkaConsumer.poll. A static member fenced by another process with its instance id
+        raises the non-retriable FencedInstanceIdError (the service stops) instead of handing
+        over what it fetched from partitions no longer its own (quirks.static_member_fenced),
+        as the librdkafka adapter does."""
+        records = mapped(self.wrapped.poll, timeout_ms=timeout_ms, max_records=max_records)
+        if static_member_fenced(self.wrapped):
+            fenced = errors.FencedInstanceIdError(
+                "another process joined the group with this HER2_INSTANCE_ID; "
+                "this member was fenced"
+            )
+            raise broker_error(fenced) from fenced
+        return records
 
     def pause(self, *partitions: TopicPartition) -> None:
         """KafkaConsumer.pause."""

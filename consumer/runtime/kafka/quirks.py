@@ -9,6 +9,8 @@
 - `force_close`: close() raises on undeliverable records before stopping its I/O thread.
 - `fits`: kafka-python's own upper-bound estimate of a record's size.
 - `close_failed_connect_sockets`: 3.0.12 never closes the socket of a connect that failed.
+- `static_member_fenced`: a static member fenced by another process with its group.instance.id
+  only stops heartbeating and goes on fetching its old partitions.
 """
 
 from __future__ import annotations
@@ -92,6 +94,25 @@ def is_fenced(exc: BaseException) -> bool:
     """kafka-python reports a fenced transactional producer either as ProducerFencedError or,
     once the transaction manager is in its fatal state, as a plain KafkaError naming it."""
     return isinstance(exc, FENCED) or "ProducerFenced" in str(exc)
+
+
+def static_member_fenced(consumer: Any) -> bool:
+    """A static member (HER2_INSTANCE_ID) that the coordinator fenced because another process
+    joined with its group.instance.id. kafka-python 3.0.x's heartbeat only logs "Heartbeat
+    thread caught fenced group_instance_id" and disables itself: the member stays stable with
+    its assignment and its poll() goes on fetching the partitions now another's, so it would
+    process a batch of them (outputs, changelog records from its own, possibly stale, history)
+    before its offset commit is refused. A stable member not rejoining whose heartbeat is off
+    is in no other state (a join disables the heartbeat only while not stable). librdkafka
+    makes the fencing fatal itself (runtime/kafka/confluent.py)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or getattr(coordinator, "group_instance_id", None) is None:
+        return False
+    return bool(
+        coordinator.stable()
+        and not coordinator.rejoining
+        and not getattr(coordinator, "_heartbeat_enabled", True)
+    )
 
 
 def force_close(producer: Any, timeout_s: float) -> None:
