@@ -103,16 +103,18 @@ def static_member_fenced(consumer: Any) -> bool:
     its assignment and its poll() goes on fetching the partitions now another's, so it would
     process a batch of them (outputs, changelog records from its own, possibly stale, history)
     before its offset commit is refused. A stable member not rejoining whose heartbeat is off
-    is in no other state (a join disables the heartbeat only while not stable). librdkafka
-    makes the fencing fatal itself (runtime/kafka/confluent.py)."""
+    is in no other state: a join disables the heartbeat while rejoining, and sets the member
+    stable and enables it again together under the coordinator's lock, which this reads under
+    too. librdkafka makes the fencing fatal itself (runtime/kafka/confluent.py)."""
     coordinator = getattr(consumer, "_coordinator", None)
     if coordinator is None or getattr(coordinator, "group_instance_id", None) is None:
         return False
-    return bool(
-        coordinator.stable()
-        and not coordinator.rejoining
-        and not getattr(coordinator, "_heartbeat_enabled", True)
-    )
+    with getattr(coordinator, "_lock", contextlib.nullcontext()):
+        return bool(
+            coordinator.stable()
+            and not coordinator.rejoining
+            and not getattr(coordinator, "_heartbeat_enabled", True)
+        )
 
 
 def force_close(producer: Any, timeout_s: float) -> None:
