@@ -11,12 +11,15 @@ from consumer.runtime.kafka import (
     Clients,
     Consumer,
     CooperativeStickyAssignor,
-    KafkaAdminClient,
     KafkaConsumer,
     KafkaProducer,
     Producer,
 )
-from consumer.runtime.kafka.quirks import close_failed_connect_sockets, disable_topic_auto_creation
+from consumer.runtime.kafka.quirks import (
+    admin_client,
+    close_failed_connect_sockets,
+    disable_topic_auto_creation,
+)
 
 
 class KafkaClients:
@@ -27,8 +30,8 @@ class KafkaClients:
         close_failed_connect_sockets()
 
     def admin(self, **config: Any) -> Admin:
-        """A KafkaAdminClient (connects at once)."""
-        return KafkaAdminClient(**config)  # type: ignore[no-any-return]
+        """A KafkaAdminClient (connects at once; its parts closed when no broker answers)."""
+        return admin_client(**config)  # type: ignore[no-any-return]
 
     def consumer(self, **config: Any) -> Consumer:
         """A KafkaConsumer."""
