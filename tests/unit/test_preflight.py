@@ -17,7 +17,12 @@ from kafka.errors import KafkaConnectionError, KafkaTimeoutError, SaslAuthentica
 from consumer.config import KafkaSecurity, Settings
 from consumer.errors import KafkaConnectError
 from consumer.ops import events
-from consumer.runtime.kafka.preflight import _ConnectionFailures, connect_admin
+from consumer.runtime.kafka.preflight import (
+    CHECK,
+    DOUBTFUL_REFUSALS,
+    _ConnectionFailures,
+    connect_admin,
+)
 from consumer.runtime.records import Backoff
 
 PASSWORD = "s3cret-PASSWORD-marker"  # noqa: S105 - a marker to search output for
@@ -75,6 +80,12 @@ def _kafka_connection_refused() -> BaseException:
     return KafkaConnectionError("111 ECONNREFUSED")
 
 
+def _closed_during_the_handshake() -> BaseException:
+    """A listener that accepts and closes during the TLS handshake: a broker starting or
+    stopping, a load balancer without a healthy backend."""
+    return ssl.SSLEOFError(8, "EOF occurred in violation of protocol (_ssl.c:1006)")
+
+
 def _closed_after_connect() -> BaseException:
     """A broker that closes the connection after a failed SASL exchange, before kafka-python
     read its error response (Kafka 4.3, SASL_SSL, a wrong password)."""
@@ -102,6 +113,9 @@ CASES = [
         id="certificate-verify-as-cause",
     ),
     pytest.param(_wrong_tls_version, "tls", TLS_VARIABLES, SASL_VARIABLES, id="tls-other"),
+    pytest.param(
+        _closed_during_the_handshake, "tls", TLS_VARIABLES, SASL_VARIABLES, id="tls-closed"
+    ),
     pytest.param(
         _connection_refused,
         "unreachable",
@@ -133,7 +147,7 @@ def test_diagnose_tells_the_reason_and_the_variables_to_check(
 ) -> None:
     failures = _ConnectionFailures()
     _logged(failures, failure())
-    got, message = failures.diagnose(SETTINGS)
+    got, message, _definite = failures.diagnose(SETTINGS)
     assert got == reason
     for variable in named:
         assert variable in message, (variable, message)
@@ -158,8 +172,8 @@ def test_a_sasl_failure_names_the_mechanism_and_wins_over_a_tls_error() -> None:
     failures = _ConnectionFailures()
     _logged(failures, _wrong_tls_version())
     _logged(failures, _sasl_failure())
-    reason, message = failures.diagnose(SETTINGS)
-    assert reason == "sasl-authentication"
+    reason, message, definite = failures.diagnose(SETTINGS)
+    assert (reason, definite) == ("sasl-authentication", True)
     assert "KAFKA_SASL_MECHANISM=SCRAM-SHA-512" in message
 
 
@@ -227,8 +241,22 @@ class _Service:
         )
 
 
-REFUSALS = [case for case in CASES if case.values[1] != "unreachable"]
+# refusals that waiting would not fix: the credentials, the certificate, the TLS version
+DEFINITE = {"sasl", "certificate-verify", "certificate-verify-as-cause", "tls-other"}
+REFUSALS = [case for case in CASES if case.id in DEFINITE]
+# a connection closed during SASL or the TLS handshake: a broker starting or stopping too
+DOUBTFUL = [case for case in CASES if case.id in {"sasl-closed-after-connect", "tls-closed"}]
 NO_BROKER = [case for case in CASES if case.values[1] == "unreachable"]
+assert len(REFUSALS) + len(DOUBTFUL) + len(NO_BROKER) == len(CASES)
+
+
+@pytest.mark.parametrize(("failure", "reason", "named", "not_named"), CASES)
+def test_only_a_refusal_waiting_would_not_fix_is_definite(
+    failure: Any, reason: str, named: tuple[str, ...], not_named: tuple[str, ...]
+) -> None:
+    failures = _ConnectionFailures()
+    _logged(failures, failure())
+    assert failures.diagnose(SETTINGS)[2] == (failure in [c.values[0] for c in REFUSALS])
 
 
 @pytest.mark.parametrize(("failure", "reason", "named", "not_named"), REFUSALS)
@@ -280,3 +308,25 @@ def test_a_stop_while_no_broker_answers_ends_the_wait() -> None:
     clients, service = _RefusingClients(_connection_refused()), _Service(stop_after_waits=2)
     assert service.connect(clients) is None
     assert (clients.calls, service.waits) == (2, [1.0, 2.0])
+
+
+@pytest.mark.parametrize(("failure", "reason", "named", "not_named"), DOUBTFUL)
+def test_a_doubtful_refusal_is_tried_again_before_it_stops_start_up(
+    failure: Any, reason: str, named: tuple[str, ...], not_named: tuple[str, ...]
+) -> None:
+    """A broker starting or stopping closes connections too: DOUBTFUL_REFUSALS attempts in a
+    row, each a warning naming the variables to check, then the refusal stops start-up."""
+    clients, service = _RefusingClients(failure()), _Service()
+    with structlog.testing.capture_logs() as logs, pytest.raises(KafkaConnectError):
+        service.connect(clients)
+    assert clients.calls == DOUBTFUL_REFUSALS
+    assert service.waits == [1.0, 2.0]
+    retries = [line for line in logs if line["event"] == events.KAFKA_UNREACHABLE_RETRY]
+    assert [(r["reason"], r["variable"]) for r in retries] == [(reason, CHECK[reason])] * 2
+    [error] = [line for line in logs if line["event"] == "cannot connect to Kafka"]
+    assert error["reason"] == reason
+
+
+def test_a_doubtful_refusal_then_a_broker_answering_starts() -> None:
+    clients, service = _RefusingClients(_closed_during_the_handshake(), failures=2), _Service()
+    assert service.connect(clients) == "admin"

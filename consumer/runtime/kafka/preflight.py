@@ -19,7 +19,18 @@ from consumer.runtime.records import BROKER_UNREACHABLE, BROKER_WAIT_BACKOFF, Ba
 
 log = get_logger("her2.service")
 
-UNREACHABLE: Final = "unreachable"  # the diagnosis (log key `reason`) of no broker answering
+# the diagnoses (log key `reason`), and the variables each asks to check (log key `variable`)
+UNREACHABLE: Final = "unreachable"
+SASL: Final = "sasl-authentication"
+TLS: Final = "tls"
+CHECK: Final = {
+    UNREACHABLE: "KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL",
+    SASL: "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD",
+    TLS: "KAFKA_SSL_CAFILE, KAFKA_SSL_CHECK_HOSTNAME, KAFKA_SECURITY_PROTOCOL",
+}
+# attempts in a row that end in a refusal that is not definite (see diagnose) before start-up
+# takes it for one: a broker starting or stopping does not close every connection for long
+DOUBTFUL_REFUSALS: Final = 3
 
 
 class _ConnectionFailures(logging.Handler):
@@ -33,8 +44,12 @@ class _ConnectionFailures(logging.Handler):
         args = record.args if isinstance(record.args, tuple) else ()
         self.errors.extend(a for a in args if isinstance(a, BaseException))
 
-    def diagnose(self, s: Settings) -> tuple[str, str]:
-        """(reason, message) naming the variables to check; never echoes a secret."""
+    def diagnose(self, s: Settings) -> tuple[str, str, bool]:
+        """(reason, message naming the variables to check, definite); never echoes a secret.
+        Definite: the broker refused the credentials, or the certificate or the TLS version;
+        not definite: what a broker starting, stopping or behind a load balancer without a
+        backend also causes (a connection closed during SASL or during the TLS handshake), and
+        no broker answering at all."""
         chain: list[BaseException] = []
         for exc in self.errors:
             seen: BaseException | None = exc
@@ -46,31 +61,35 @@ class _ConnectionFailures(logging.Handler):
         text = " ".join(str(e) for e in chain).upper()
         where = f"KAFKA_BOOTSTRAP_SERVERS={s.bootstrap_servers}"
         if "Authentication" in names or "Sasl" in names:
-            return "sasl-authentication", (
+            refused = (
                 f"Kafka at {where} rejected the SASL authentication "
                 f"(KAFKA_SASL_MECHANISM={s.security.sasl_mechanism}): check KAFKA_SASL_USERNAME "
                 "and KAFKA_SASL_PASSWORD"
             )
+            return SASL, refused, True
         if any(isinstance(e, ssl.SSLError) for e in chain) or "SSL" in names or "[SSL" in text:
             trust = "CERTIFICATE_VERIFY" in text or "CERTIFICATE VERIFY FAILED" in text
-            return "tls", (
+            failed = (
                 f"the TLS handshake with {where} failed"
                 + (": the broker's certificate is not trusted" if trust else "")
                 + " (check KAFKA_SSL_CAFILE, KAFKA_SSL_CHECK_HOSTNAME and KAFKA_SECURITY_PROTOCOL)"
             )
+            return TLS, failed, trust or "WRONG_VERSION_NUMBER" in text
         if s.security.sasl_mechanism and "SOCKET DISCONNECTED" in text:
             # the broker accepted the connection and closed it: after a failed SASL exchange it
             # may close before kafka-python reads its error response (seen against Kafka 4.3)
-            return "sasl-authentication", (
+            closed = (
                 f"Kafka at {where} closed the connection during SASL authentication "
                 f"(KAFKA_SASL_MECHANISM={s.security.sasl_mechanism}): check KAFKA_SASL_USERNAME "
                 "and KAFKA_SASL_PASSWORD"
             )
-        return UNREACHABLE, (
+            return SASL, closed, False
+        silent = (
             f"no Kafka broker answered at {where} within HER2_REQUEST_TIMEOUT_MS="
             f"{s.tuning.request_timeout_ms} (check the address and KAFKA_SECURITY_PROTOCOL="
             f"{s.security.protocol})"
         )
+        return UNREACHABLE, silent, False
 
 
 def connect_admin(
@@ -86,23 +105,27 @@ def connect_admin(
     """An admin client once a broker answers; None when stopped while waiting for one.
 
     No broker answering is waited out, as a running service waits out an outage: unready
-    (`broker unreachable`), /healthz beating, a warning per attempt (each attempt takes up to
-    HER2_REQUEST_TIMEOUT_MS), so a pod started during an outage starts when the brokers are
-    back instead of crash-looping into Kubernetes' back-off. A broker that refuses the
-    credentials or the certificate is KafkaConnectError naming what to check: waiting would
-    not fix a configuration."""
-    attempt = 0
+    (`broker unreachable`), /healthz beating, a warning per attempt naming the variables to
+    check (each attempt takes up to HER2_REQUEST_TIMEOUT_MS), so a pod started during an outage
+    starts when the brokers are back instead of crash-looping into Kubernetes' back-off. A
+    broker that refuses the credentials, the certificate or the TLS version is
+    KafkaConnectError naming what to check: waiting would not fix a configuration. A refusal
+    that is not definite (a connection closed during SASL or the TLS handshake, which a broker
+    starting or stopping causes too) is tried DOUBTFUL_REFUSALS times in a row first."""
+    attempt = doubtful = 0
     while True:
         beat()
-        admin, reason, hint, error_type = _try_connect(clients, s, default_id)
+        admin, reason, hint, definite, error_type = _try_connect(clients, s, default_id)
         if admin is not None:
             return admin
-        if reason != UNREACHABLE:
+        doubtful = doubtful + 1 if reason != UNREACHABLE else 0
+        if definite or doubtful >= DOUBTFUL_REFUSALS:
             log.error(
                 events.KAFKA_UNREACHABLE,
                 reason=reason,
                 error_type=error_type,
                 bootstrap_servers=s.bootstrap_servers,
+                variable=CHECK[reason],
             )
             raise KafkaConnectError(hint)
         delay = backoff.delay(attempt)
@@ -112,6 +135,7 @@ def connect_admin(
             reason=reason,
             error_type=error_type,
             bootstrap_servers=s.bootstrap_servers,
+            variable=CHECK[reason],
             attempt=attempt,
             seconds=delay,
         )
@@ -123,8 +147,8 @@ def connect_admin(
 
 def _try_connect(
     clients: Clients, s: Settings, default_id: str
-) -> tuple[Admin | None, str, str, str]:
-    """One attempt: (admin, "", "", "") or (None, reason, message, error type)."""
+) -> tuple[Admin | None, str, str, bool, str]:
+    """One attempt: (admin, ...) or (None, reason, message, definite, error type)."""
     failures = _ConnectionFailures()
     kafka_logger = logging.getLogger("kafka")
     kafka_logger.addHandler(failures)
@@ -137,8 +161,8 @@ def _try_connect(
     except (KafkaError, BrokerError) as exc:  # BrokerError: `clients` are MappedClients
         error_type = kind_of(exc)
     else:
-        return admin, "", "", ""
+        return admin, "", "", False, ""
     finally:
         kafka_logger.removeHandler(failures)
-    reason, hint = failures.diagnose(s)
-    return None, reason, hint, error_type
+    reason, hint, definite = failures.diagnose(s)
+    return None, reason, hint, definite, error_type
