@@ -218,6 +218,8 @@ class RecordError(Her2Error):
     ) -> None:
         if reason not in DLQ_REASONS:
             raise ValueError(f"unknown dead-letter reason {reason!r}")
+        if DLQ_STAGES[reason] != self.stage:  # its metric series is pre-created with that stage
+            raise ValueError(f"dead-letter reason {reason!r} is not of stage {self.stage!r}")
         super().__init__(message)
         self.reason = reason
         self.message = message
