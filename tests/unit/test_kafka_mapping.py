@@ -98,7 +98,7 @@ def test_a_commit_refused_in_a_rebalance_is_its_own_class() -> None:
     "exc",
     [
         RuntimeError("a bug"),
-        InvalidEvent("processing-error", "ours, from a listener inside poll"),
+        InvalidEvent("schema-validation", "ours, from a listener inside poll"),
         KeyboardInterrupt(),
     ],
 )
