@@ -166,3 +166,30 @@ def test_an_admin_client_whose_bootstrap_fails_leaves_no_thread_and_no_descripto
     gc.collect()
     assert io_threads() == threads
     assert len(os.listdir("/proc/self/fd")) <= fds
+
+
+def test_the_fenced_member_check_reads_kafka_pythons_own_coordinator() -> None:
+    """quirks.static_member_fenced reads private state of kafka-python's coordinator: a rename
+    in an upgrade must fail here, not turn the check into 'never fenced'. A real KafkaConsumer
+    (no broker needed), its coordinator put in the state the fenced heartbeat leaves."""
+    from kafka import KafkaConsumer  # noqa: PLC0415
+    from kafka.structs import MemberState  # noqa: PLC0415
+
+    from consumer.runtime.kafka.quirks import static_member_fenced  # noqa: PLC0415
+
+    consumer = KafkaConsumer(
+        bootstrap_servers="127.0.0.1:1", group_id="g", group_instance_id="i", api_version=(3, 0)
+    )
+    try:
+        coordinator = consumer._coordinator
+        for name in ("_heartbeat_enabled", "_lock", "rejoining", "group_instance_id", "stable"):
+            assert hasattr(coordinator, name), name
+        assert not static_member_fenced(consumer)  # not joined
+        with coordinator._lock:
+            coordinator.state = MemberState.STABLE
+            coordinator._enable_heartbeat()
+        assert not static_member_fenced(consumer)  # joined, heartbeating
+        coordinator._disable_heartbeat()  # what its heartbeat does on FencedInstanceIdError
+        assert static_member_fenced(consumer)
+    finally:
+        consumer.close(autocommit=False)
