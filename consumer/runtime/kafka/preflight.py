@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NamedTuple
 
 from consumer.config import Settings
 from consumer.errors import BrokerError, KafkaConnectError, kind_of
@@ -115,54 +115,50 @@ def connect_admin(
     attempt = doubtful = 0
     while True:
         beat()
-        admin, reason, hint, definite, error_type = _try_connect(clients, s, default_id)
-        if admin is not None:
-            return admin
-        doubtful = doubtful + 1 if reason != UNREACHABLE else 0
-        if definite or doubtful >= DOUBTFUL_REFUSALS:
-            log.error(
-                events.KAFKA_UNREACHABLE,
-                reason=reason,
-                error_type=error_type,
-                bootstrap_servers=s.bootstrap_servers,
-                variable=CHECK[reason],
-            )
-            raise KafkaConnectError(hint)
+        outcome = _try_connect(clients, s, default_id)
+        if not isinstance(outcome, _Refused):
+            return outcome
+        doubtful = doubtful + 1 if outcome.reason != UNREACHABLE else 0
+        why = {
+            "reason": outcome.reason,
+            "error_type": outcome.error_type,
+            "bootstrap_servers": s.bootstrap_servers,
+            "variable": CHECK[outcome.reason],
+        }
+        if outcome.definite or doubtful >= DOUBTFUL_REFUSALS:
+            log.error(events.KAFKA_UNREACHABLE, **why)
+            raise KafkaConnectError(outcome.hint)
         delay = backoff.delay(attempt)
         attempt += 1
-        log.warning(
-            events.KAFKA_UNREACHABLE_RETRY,
-            reason=reason,
-            error_type=error_type,
-            bootstrap_servers=s.bootstrap_servers,
-            variable=CHECK[reason],
-            attempt=attempt,
-            seconds=delay,
-        )
+        log.warning(events.KAFKA_UNREACHABLE_RETRY, **why, attempt=attempt, seconds=delay)
         set_ready(False, BROKER_UNREACHABLE)
         beat()
         if wait(delay):
             return None
 
 
-def _try_connect(
-    clients: Clients, s: Settings, default_id: str
-) -> tuple[Admin | None, str, str, bool, str]:
-    """One attempt: (admin, ...) or (None, reason, message, definite, error type)."""
+class _Refused(NamedTuple):
+    """An attempt no broker accepted: the diagnosis (_ConnectionFailures.diagnose)."""
+
+    reason: str
+    hint: str
+    definite: bool
+    error_type: str
+
+
+def _try_connect(clients: Clients, s: Settings, default_id: str) -> Admin | _Refused:
+    """One attempt: the admin client, or why there is none."""
     failures = _ConnectionFailures()
     kafka_logger = logging.getLogger("kafka")
     kafka_logger.addHandler(failures)
     try:
-        admin = clients.admin(
+        return clients.admin(
             client_id=client_id(s, default_id, "admin"),
             bootstrap_timeout_ms=s.tuning.request_timeout_ms,
             **s.kafka_common(),
         )
     except (KafkaError, BrokerError) as exc:  # BrokerError: `clients` are MappedClients
         error_type = kind_of(exc)
-    else:
-        return admin, "", "", False, ""
     finally:
         kafka_logger.removeHandler(failures)
-    reason, hint, definite = failures.diagnose(s)
-    return None, reason, hint, definite, error_type
+    return _Refused(*failures.diagnose(s), error_type)
