@@ -295,6 +295,19 @@ def test_readiness_follows_the_broker(
                 os.kill(pid, signal.SIGCONT)
             else:
                 local_kafka.start()
+        broker_restarted = False
+        if how == "frozen":
+            # a Kafka 4.3 broker thawed after ~40 s frozen has, twice in full suite runs,
+            # answered UnknownTopicOrPartition for a minute and then stopped listening (a broker
+            # fault, not the service's: it stayed unready, rightly). Such a broker is restarted,
+            # and said so, so that the test still asks whether the service follows it back.
+            try:
+                broker_healthy(env.bootstrap, f"{env.input}-thawed", timeout=60)
+            except Exception:  # any failure: the broker did not come back
+                broker_restarted = True
+                with contextlib.suppress(Exception):
+                    local_kafka.stop()
+                local_kafka.start()
         back_at = time.monotonic()
         wait_for(lambda: svc.health.ready, 120, "readiness to come back with the broker")
         ready_s = time.monotonic() - back_at
@@ -308,6 +321,7 @@ def test_readiness_follows_the_broker(
         kafka_client=settings.kafka_client,
         unready_after_s=round(unready_s, 1),
         ready_after_broker_back_s=round(ready_s, 1),
+        broker_restarted_after_thaw=broker_restarted,
     )
     print(
         f"{how} broker on {settings.kafka_client}: unready after {unready_s:.1f} s, "
