@@ -371,6 +371,10 @@ class LocalKafka:
             for token, replacement in placeholders.items():
                 value = value.replace(token, replacement)  # noqa: PLW2901
             properties[key] = value
+        listener_ports = [item.rsplit(":", 1)[-1] for item in properties["listeners"].split(",")]
+        if len(set(listener_ports)) < len(listener_ports):
+            listeners = properties["listeners"]
+            raise KafkaLauncherError(f"two listeners cannot share a port: {listeners}")
         return properties
 
     def start(self, timeout: float = 60.0) -> Self:

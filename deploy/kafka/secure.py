@@ -16,8 +16,10 @@ traffic use it) and gains a ``SASL_SSL`` listener on another loopback port:
 Usage (the tests load this file by path, like the launcher)::
 
     secure = SecureListener.create(tmp_path / "tls", users={"alice": "alice-secret"})
-    kafka = LocalKafka(tmp_path / "kafka", extra_properties=secure.extra_properties())
+    kafka = LocalKafka(tmp_path / "kafka", extra_ports=[PORT_NAME],
+                       extra_properties=secure.extra_properties())
     kafka.start()
+    secure.bind(kafka.ports)                      # the listener's port, picked by the launcher
     secure.create_users(kafka.bootstrap)          # then wait_until_login() for one of them
     KafkaConsumer(..., **secure.client_config("alice", "alice-secret"))
     env = secure.consumer_env("alice", "alice-secret")   # KAFKA_* for the service's Settings
@@ -29,7 +31,6 @@ kafka-python are used.
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,14 +42,10 @@ LISTENER = "SASL_SSL"
 MECHANISM = "SCRAM-SHA-512"
 SERVER_NAMES = ("127.0.0.1", "localhost")
 _SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-
-
-def free_port() -> int:
-    """A TCP port that is free on the loopback interface right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+# The launcher's ``extra_ports`` name of this listener's port. The launcher picks it together
+# with the broker's other ports (a port picked here on its own and released could be handed
+# out again for the controller: Kafka then refuses two listeners on one port).
+PORT_NAME = "sasl_ssl"
 
 
 def _pkcs8(private_key_pem: bytes) -> bytes:
@@ -78,8 +75,8 @@ class SecureListener:
     """Certificates, SCRAM users and the broker/client settings of one SASL_SSL listener."""
 
     directory: Path
-    port: int
     users: dict[str, str] = field(default_factory=dict)
+    port: int | None = None  # set by :meth:`bind` once the launcher has picked it
 
     @property
     def cafile(self) -> Path:
@@ -93,14 +90,18 @@ class SecureListener:
 
     @property
     def bootstrap(self) -> str:
-        """``127.0.0.1:PORT`` of the SASL_SSL listener."""
+        """``127.0.0.1:PORT`` of the SASL_SSL listener (after :meth:`bind`)."""
+        if self.port is None:
+            raise RuntimeError("the listener has no port yet: bind() it to the started broker")
         return f"{HOST}:{self.port}"
 
+    def bind(self, ports: Mapping[str, int]) -> None:
+        """Take this listener's port from the started launcher's ``ports``."""
+        self.port = ports[f"{PORT_NAME}_port"]
+
     @classmethod
-    def create(
-        cls, directory: Path | str, users: Mapping[str, str], port: int | None = None
-    ) -> SecureListener:
-        """Make a CA and a broker certificate in ``directory`` for a listener on ``port``."""
+    def create(cls, directory: Path | str, users: Mapping[str, str]) -> SecureListener:
+        """Make a CA and a broker certificate in ``directory`` for the listener."""
         import trustme  # noqa: PLC0415 - test-only dependency
 
         directory = Path(directory).resolve()
@@ -112,22 +113,23 @@ class SecureListener:
         keystore = directory / "broker-keystore.pem"
         keystore.write_bytes(_pkcs8(server.private_key_pem.bytes()) + chain)
         keystore.chmod(0o600)
-        return cls(directory, port or free_port(), dict(users))
+        return cls(directory, dict(users))
 
     def extra_properties(self) -> dict[str, str]:
         """``LocalKafka(extra_properties=...)``: the launcher's listeners plus SASL_SSL.
 
-        ``{host}``, ``{port}`` and ``{controller_port}`` are the launcher's placeholders.
-        Inter-broker and controller traffic stay on PLAINTEXT (a single node).
+        ``{host}``, ``{port}``, ``{controller_port}`` and ``{sasl_ssl_port}`` are the launcher's
+        placeholders: give the launcher ``extra_ports=[PORT_NAME]``. Inter-broker and
+        controller traffic stay on PLAINTEXT (a single node).
         """
         prefix = f"listener.name.{LISTENER.lower()}"
         mechanism = MECHANISM.lower()
+        secure = f"{LISTENER}://{{host}}:{{{PORT_NAME}_port}}"
         return {
             "listeners": (
-                "PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port},"
-                f"{LISTENER}://{{host}}:{self.port}"
+                f"PLAINTEXT://{{host}}:{{port}},CONTROLLER://{{host}}:{{controller_port}},{secure}"
             ),
-            "advertised.listeners": f"PLAINTEXT://{{host}}:{{port}},{LISTENER}://{{host}}:{self.port}",
+            "advertised.listeners": f"PLAINTEXT://{{host}}:{{port}},{secure}",
             "listener.security.protocol.map": (
                 f"CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,{LISTENER}:{LISTENER}"
             ),

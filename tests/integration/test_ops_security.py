@@ -88,7 +88,11 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     secure = load_secure()
     root = tmp_path_factory.mktemp("secure-kafka")
     listener = secure.SecureListener.create(root / "tls", users={USER: PASSWORD})
-    kafka = launcher.LocalKafka(root / "kafka", extra_properties=listener.extra_properties())
+    kafka = launcher.LocalKafka(
+        root / "kafka",
+        extra_ports=[secure.PORT_NAME],
+        extra_properties=listener.extra_properties(),
+    )
     try:
         kafka.start(timeout=90)
     except launcher.KafkaLauncherError as exc:
@@ -96,6 +100,7 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
             pytest.skip(f"cannot start a local broker with a SASL_SSL listener: {exc}")
         raise
     try:
+        listener.bind(kafka.ports)
         listener.create_users(kafka.bootstrap)
         yield SecureBroker(kafka, listener)
     finally:
