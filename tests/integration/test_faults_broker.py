@@ -251,9 +251,43 @@ SESSION_S = 45
 UNREADY_WITHIN_S = {"stopped": 20.0, "killed": 20.0, "frozen": 40.0}
 
 
+def thawed_broker_log(local_kafka: Any, lines: int = 400) -> str:
+    """The last lines of the broker's server.log and of its JVM output."""
+    parts = []
+    for path in (local_kafka.logs_dir / "server.log", local_kafka.output_log):
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        parts.append(f"==> {path} <==\n" + "\n".join(text.splitlines()[-lines:]))
+    return "\n\n".join(parts) + "\n"
+
+
+def restart_if_not_back(local_kafka: Any, env: Env, tmp_path: Path) -> bool:
+    """Restart a thawed broker that does not serve again within a minute; say if it was.
+
+    A Kafka 4.3 broker thawed after ~40 s frozen has, twice in full suite runs, answered
+    UnknownTopicOrPartition for a minute and then stopped listening (a broker fault, not the
+    service's: it stayed unready, rightly). Such a broker is restarted, so that the test still
+    asks whether the service follows it back, and its log is kept to find out why.
+    """
+    try:
+        broker_healthy(env.bootstrap, f"{env.input}-thawed", timeout=60)
+    except Exception:  # any failure: the broker did not come back
+        broker_log = tmp_path / "thawed-broker.log"
+        broker_log.write_text(thawed_broker_log(local_kafka), encoding="utf-8")
+        print(f"the thawed broker did not come back; its log: {broker_log}")
+        with contextlib.suppress(Exception):
+            local_kafka.stop()
+        local_kafka.start()
+        return True
+    return False
+
+
 @pytest.mark.parametrize("how", ["stopped", "killed", "frozen"])
 def test_readiness_follows_the_broker(
-    how: str, local_kafka: Any, env: Env, create_topics: Callable[..., list[str]]
+    how: str,
+    local_kafka: Any,
+    env: Env,
+    create_topics: Callable[..., list[str]],
+    tmp_path: Path,
 ) -> None:
     """design.md: /readyz needs the broker reachable. The real broker stopped (or frozen with
     SIGSTOP: its connections stay open, nothing is refused, requests go unanswered) while the
@@ -295,19 +329,7 @@ def test_readiness_follows_the_broker(
                 os.kill(pid, signal.SIGCONT)
             else:
                 local_kafka.start()
-        broker_restarted = False
-        if how == "frozen":
-            # a Kafka 4.3 broker thawed after ~40 s frozen has, twice in full suite runs,
-            # answered UnknownTopicOrPartition for a minute and then stopped listening (a broker
-            # fault, not the service's: it stayed unready, rightly). Such a broker is restarted,
-            # and said so, so that the test still asks whether the service follows it back.
-            try:
-                broker_healthy(env.bootstrap, f"{env.input}-thawed", timeout=60)
-            except Exception:  # any failure: the broker did not come back
-                broker_restarted = True
-                with contextlib.suppress(Exception):
-                    local_kafka.stop()
-                local_kafka.start()
+        broker_restarted = how == "frozen" and restart_if_not_back(local_kafka, env, tmp_path)
         back_at = time.monotonic()
         wait_for(lambda: svc.health.ready, 120, "readiness to come back with the broker")
         ready_s = time.monotonic() - back_at
