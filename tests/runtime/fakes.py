@@ -313,6 +313,8 @@ class FakeConsumer:
         return self.positions.get(tp, 0)
 
     def end_offsets(self, partitions: list[TopicPartition], timeout_ms: int | None = None) -> Any:
+        if not partitions:  # as the real clients: an empty ask never reaches the broker
+            return {}
         self.broker.scripted("end_offsets" if self.group else "restore.end_offsets")
         return {tp: len(self.broker.topics[tp.topic][tp.partition]) for tp in partitions}
 
