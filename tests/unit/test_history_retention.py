@@ -68,19 +68,30 @@ def report(
 
 
 def published(
-    events: list[dict[str, Any]], retention: dt.timedelta | None
+    events: list[dict[str, Any]], retention: dt.timedelta | None, *, moving_clock: bool = False
 ) -> list[list[tuple[str, int, str]]]:
     """Per event, the (code, revision, status) records `evaluate --history` publishes (the
-    service's store and lifecycle) with this retention, on a clock of NOW."""
-    store = HistoryStore(retention, clock=lambda: NOW)
+    service's store and lifecycle) with this retention, on a clock of NOW; or (`moving_clock`)
+    on a clock that moves forward with the reports, as a service receiving each report when it
+    is issued: each event is evaluated at the latest event_time so far (a late, stale report at
+    the time of the one before it), so a sample can age out between two reports of the patient."""
+    instants = [NOW] * len(events)
+    if moving_clock:
+        times = [dt.datetime.fromisoformat(e["event_time"]) for e in events]
+        instants = [max(times[: n + 1]) for n in range(len(times))]
+    clock = [instants[0] if instants else NOW]
+    store = HistoryStore(retention, clock=lambda: clock[0])
     lines = [json.dumps(e) for e in events]
     results = evaluate_lines(
-        lines, Pipeline(load_ruleset(), clock=lambda: NOW), store, clock=lambda: NOW
+        lines, Pipeline(load_ruleset(), clock=lambda: clock[0]), store, clock=lambda: clock[0]
     )
     out = []
-    for result in results:
+    # evaluate_lines is lazy: event n + 1 is read only once result n is taken, so the clock
+    # moves on to its instant here
+    for n, result in enumerate(results):
         assert not result["errors"], result["errors"]
         out.append(sorted((a["code"], a["revision"], a["status"]) for a in result["alerts"]))
+        clock[0] = instants[min(n + 1, len(instants) - 1)]
     return out
 
 
@@ -252,6 +263,150 @@ def test_retention_still_drops_an_old_sample_nothing_rests_on(
     assert kept[:-1] == dropped[:-1]
     assert ("TDXD-LOW-DB04", 1, "ACTIVE") in kept[-1]
     assert "TDXD-LOW-DB04" not in {code for code, _, _ in dropped[-1]}
+
+
+# A clock that moves forward with the reports (published(..., moving_clock=True)) and a year's
+# retention: the accession A-2026 (January and February 2026) is past the retention at the
+# patient's report of March 2027, and leaves the history then unless something open rests on it
+# (its effect, if it leaves, shows at the next report).
+YEAR = dt.timedelta(days=365)
+AGEING = "A-2026"
+EARLY = {"disease_setting": "EARLY"}
+METASTATIC_AFTER_CHEMOTHERAPY = {
+    "disease_setting": "METASTATIC",
+    "metastatic_chemotherapy_lines": 1,
+}
+JANUARY_LOW = report(
+    "y1",
+    AGEING,
+    "2026-01-12T10:00:00Z",
+    specimen=specimen("PRIMARY_BREAST", "2026-01-05"),
+    her2_ihc=LOW,
+    clinical_context=EARLY,
+)
+# another accession's report, a year on, that rests nothing on A-2026 (ER only, no HER2 test)
+MARCH_2027_ER_ONLY = report(
+    "y2",
+    "A-2027-03",
+    "2027-03-15T10:00:00Z",
+    specimen=specimen("PRIMARY_BREAST", "2027-03-05"),
+    er=ER_POS,
+)
+# then a metastatic relapse, IHC 0 (null), after one chemotherapy line
+JUNE_2027_RELAPSE_NULL = report(
+    "y3",
+    "A-2027-06",
+    "2027-06-15T10:00:00Z",
+    specimen=specimen("DISTANT_METASTASIS", "2027-06-05"),
+    her2_ihc=NULL,
+    clinical_context=METASTATIC_AFTER_CHEMOTHERAPY,
+)
+# November 2026: a metastatic IHC 0 (null) after chemotherapy opens TDXD-LOW-DB04 and
+# RT-DISCORDANT, both on the January LOW (the only HER2-low sample)
+LOW_BEHIND_OPEN_PATIENT_FINDINGS = [
+    JANUARY_LOW,
+    report(
+        "n1",
+        "A-2026-11",
+        "2026-11-20T10:00:00Z",
+        specimen=specimen("DISTANT_METASTASIS", "2026-11-10"),
+        her2_ihc=NULL,
+        clinical_context=METASTATIC_AFTER_CHEMOTHERAPY,
+    ),
+    MARCH_2027_ER_ONLY,
+    JUNE_2027_RELAPSE_NULL,
+]
+# A-2026 is a resection report without a HER2 test of its own that lists the 2025 biopsy's
+# HER2-low result as a prior entry, corrected in February; a cancellation of A-2026 dated
+# before that correction arrives late, after March 2027: stale, it changes nothing (section 8),
+# so the biopsy's LOW stays one of the patient's samples
+BIOPSY_LOW = {
+    "accession_id": "A-2025",
+    "specimen": {"site": "PRIMARY_BREAST", "collection_date": "2025-11-20"},
+    "her2_ihc": LOW,
+}
+CARRIER_THEN_A_LATE_STALE_CANCELLATION = [
+    report(
+        "k1",
+        AGEING,
+        "2026-01-12T10:00:00Z",
+        specimen=specimen("PRIMARY_BREAST", "2026-01-05"),
+        er=ER_POS,
+        clinical_context=EARLY,
+        prior_her2_results=[BIOPSY_LOW],
+    ),
+    report(
+        "k2",
+        AGEING,
+        "2026-02-10T10:00:00Z",
+        status="CORRECTED",
+        specimen=specimen("PRIMARY_BREAST", "2026-01-05"),
+        er=ER_POS | {"percent_positive": 80.0},
+        clinical_context=EARLY,
+        prior_her2_results=[BIOPSY_LOW],
+    ),
+    MARCH_2027_ER_ONLY,
+    report("k3", AGEING, "2026-01-20T10:00:00Z", status="CANCELLED"),
+    JUNE_2027_RELAPSE_NULL,
+]
+# the January LOW's report states no controls: DG-CONTROLS opens on it and stays open
+LOW_WITH_AN_OPEN_REPORT_FINDING = [
+    JANUARY_LOW | {"her2_ihc": LOW | {"controls_documented": False}},
+    MARCH_2027_ER_ONLY,
+    JUNE_2027_RELAPSE_NULL,
+]
+LOW_WITH_NOTHING_OPEN_ON_IT = [JANUARY_LOW, MARCH_2027_ER_ONLY, JUNE_2027_RELAPSE_NULL]
+
+
+@pytest.mark.parametrize(
+    ("events", "last", "dropped"),
+    [
+        # TDXD-LOW-DB04 stays open at revision 1 (same sample, same context: nothing published); RT-DISCORDANT names the new pair; no RT-ALL-ZERO
+        pytest.param(
+            LOW_BEHIND_OPEN_PATIENT_FINDINGS,
+            [("RT-DISCORDANT", 2, "ACTIVE")],
+            False,
+            id="basis-of-an-open-patient-finding",
+        ),
+        # the biopsy LOW carried by A-2026 is still a sample: TDXD-LOW-DB04 and RT-DISCORDANT on it, no RT-ALL-ZERO
+        pytest.param(
+            CARRIER_THEN_A_LATE_STALE_CANCELLATION,
+            [("RT-DISCORDANT", 1, "ACTIVE"), ("TDXD-LOW-DB04", 1, "ACTIVE")],
+            False,
+            id="carrier-of-a-prior-entry",
+        ),
+        # DG-CONTROLS stays open (nothing published for it); the January LOW still qualifies
+        pytest.param(
+            LOW_WITH_AN_OPEN_REPORT_FINDING,
+            [("RT-DISCORDANT", 1, "ACTIVE"), ("TDXD-LOW-DB04", 1, "ACTIVE")],
+            False,
+            id="open-report-finding",
+        ),
+        # control: nothing open on the January LOW as it ages out: it leaves, and the relapse gets RT-ALL-ZERO (without retention, TDXD-LOW-DB04 and RT-DISCORDANT on the LOW)
+        pytest.param(
+            LOW_WITH_NOTHING_OPEN_ON_IT,
+            [("RT-ALL-ZERO", 1, "ACTIVE")],
+            True,
+            id="control-nothing-open-dropped",
+        ),
+    ],
+)
+def test_retention_keeps_an_old_accession_while_something_open_rests_on_it(
+    events: list[dict[str, Any]], last: list[tuple[str, int, str]], dropped: bool
+) -> None:
+    """On a clock that moves forward, A-2026 ages out of a year's retention while it is still
+    needed: in the basis of an open PATIENT finding, the carrier of a prior entry, or with an
+    open REPORT finding. Kept, the store publishes what it publishes without retention (section
+    8 has no notion of forgetting): the findings keep their state and no false alert appears.
+    The control, with nothing open on it, shows that it would otherwise have left."""
+    times = [dt.datetime.fromisoformat(e["event_time"]) for e in events]
+    ageing = [t for e, t in zip(events, times, strict=True) if e["accession_id"] == AGEING]
+    assert max(ageing) < max(times[:-1]) - YEAR  # past the retention before the last report
+    with_retention = published(events, YEAR, moving_clock=True)
+    without = published(events, None, moving_clock=True)
+    assert with_retention[:-1] == without[:-1]
+    assert with_retention[-1] == last
+    assert (with_retention[-1] != without[-1]) is dropped
 
 
 def test_retention_is_off_by_default() -> None:
