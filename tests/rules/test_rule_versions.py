@@ -7,7 +7,8 @@ tests/rules/rule_versions.lock keeps a digest of what each recorded `id@version`
 
 After a deliberate rule change: bump the rule's `version` (and, for a release,
 `rules/ruleset.yaml`'s), then record it with `python3 tests/rules/test_rule_versions.py
---update`, which refuses to rewrite what a recorded version publishes."""
+--update`, which refuses to rewrite what a recorded version publishes, and the rule versions of
+a recorded rule set (a `ruleset_version` on a classification names one set of rules)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
@@ -70,15 +72,72 @@ def test_every_rule_version_and_the_rule_set_are_recorded() -> None:
     )
 
 
+def test_every_recorded_rule_set_names_recorded_rule_versions() -> None:
+    locked = _locked()
+    unknown = {
+        ruleset: sorted(f"{rule}@{v}" for rule, v in versions.items())
+        for ruleset, versions in locked["rulesets"].items()
+        if not {f"{rule}@{v}" for rule, v in versions.items()} <= set(locked["rules"])
+    }
+    assert not unknown, f"rule sets naming rule versions never recorded: {unknown}"
+
+
+class Refused(Exception):
+    """--update would rewrite a record."""
+
+
+def updated(
+    locked: dict[str, Any], ruleset: str, versions: dict[str, int], digests: dict[str, str]
+) -> dict[str, Any]:
+    """The lock with the shipped rules recorded; raises Refused instead of rewriting a record."""
+    rewritten = _rewritten(digests, locked["rules"])
+    if rewritten:
+        raise Refused(f"{rewritten} would publish something new under a recorded version")
+    recorded = locked["rulesets"].get(ruleset)
+    if recorded is not None and recorded != versions:
+        changed = sorted(
+            k for k in recorded.keys() | versions.keys() if recorded.get(k) != versions.get(k)
+        )
+        raise Refused(
+            f"rule set {ruleset} is recorded with other rule versions ({changed}): "
+            "bump rules/ruleset.yaml's version"
+        )
+    return {
+        "rules": locked["rules"] | digests,
+        "rulesets": locked["rulesets"] | {ruleset: versions},
+    }
+
+
+def test_update_refuses_to_give_a_recorded_rule_set_other_rule_versions() -> None:
+    ruleset, versions, digests = _shipped()
+    locked = _locked()
+    assert updated(locked, ruleset, versions, digests) == locked  # nothing new: the same lock
+    rule = sorted(versions)[0]
+    bumped = versions | {rule: versions[rule] + 1}
+    new_digest = {f"{rule}@{versions[rule] + 1}": "0" * 16}
+    with pytest.raises(Refused, match=f"rule set {ruleset} is recorded with other rule versions"):
+        updated(locked, ruleset, bumped, digests | new_digest)
+    # the same change under a new rule-set version is recorded
+    again = updated(locked, ruleset + "-next", bumped, digests | new_digest)
+    assert again["rulesets"][ruleset + "-next"] == bumped
+    assert again["rulesets"][ruleset] == locked["rulesets"][ruleset]
+
+
+def test_update_refuses_to_rewrite_what_a_recorded_rule_version_publishes() -> None:
+    ruleset, versions, digests = _shipped()
+    key = sorted(digests)[0]
+    with pytest.raises(Refused, match="would publish something new under a recorded version"):
+        updated(_locked(), ruleset + "-next", versions, digests | {key: "0" * 16})
+
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--update"]:
         sys.exit("usage: python3 tests/rules/test_rule_versions.py --update")
     ruleset, versions, digests = _shipped()
     locked = _locked() if LOCK.exists() else {"rules": {}, "rulesets": {}}
-    rewritten = _rewritten(digests, locked["rules"])
-    if rewritten:
-        sys.exit(f"refused: {rewritten} would publish something new under a recorded version")
-    locked["rules"].update(digests)
-    locked["rulesets"][ruleset] = versions
+    try:
+        locked = updated(locked, ruleset, versions, digests)
+    except Refused as exc:
+        sys.exit(f"refused: {exc}")
     LOCK.write_text(json.dumps(locked, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(f"recorded rule set {ruleset} in {LOCK}")
