@@ -168,6 +168,37 @@ def test_an_admin_client_whose_bootstrap_fails_leaves_no_thread_and_no_descripto
     assert len(os.listdir("/proc/self/fd")) <= fds
 
 
+def test_the_fenced_member_check_waits_for_a_join_under_way() -> None:
+    """A join sets the member stable and enables its heartbeat under the coordinator's lock;
+    between the two the member looks fenced. The check reads under the same lock, so it sees
+    the join's end instead of stopping a healthy member (a real coordinator; the lock held by
+    this thread as the join would hold it)."""
+    from kafka import KafkaConsumer  # noqa: PLC0415
+    from kafka.structs import MemberState  # noqa: PLC0415
+
+    from consumer.runtime.kafka.quirks import static_member_fenced  # noqa: PLC0415
+
+    # as in the service: its IO thread's refused connects to port 1 during the wait close
+    assert close_failed_connect_sockets()
+    consumer = KafkaConsumer(
+        bootstrap_servers="127.0.0.1:1", group_id="g", group_instance_id="i", api_version=(3, 0)
+    )
+    try:
+        coordinator = consumer._coordinator
+        seen: list[bool] = []
+        checker = threading.Thread(target=lambda: seen.append(static_member_fenced(consumer)))
+        with coordinator._lock:
+            coordinator.state = MemberState.STABLE  # the join half-way: heartbeat still off
+            checker.start()
+            checker.join(0.5)
+            assert checker.is_alive(), f"the check did not wait for the join: {seen}"
+            coordinator._enable_heartbeat()
+        checker.join(10)
+        assert seen == [False]
+    finally:
+        consumer.close(autocommit=False)
+
+
 def test_the_fenced_member_check_reads_kafka_pythons_own_coordinator() -> None:
     """quirks.static_member_fenced reads private state of kafka-python's coordinator: a rename
     in an upgrade must fail here, not turn the check into 'never fenced'. A real KafkaConsumer
