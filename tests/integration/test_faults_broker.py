@@ -260,8 +260,9 @@ def thawed_broker_log(local_kafka: Any, lines: int = 400) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def restart_if_not_back(local_kafka: Any, env: Env, tmp_path: Path) -> bool:
-    """Restart a thawed broker that does not serve again within a minute; say if it was.
+def restart_if_not_back(local_kafka: Any, env: Env, tmp_path: Path) -> Path | None:
+    """Restart a thawed broker that does not serve again within a minute; return its saved
+    log then, else None.
 
     A Kafka 4.3 broker thawed after ~40 s frozen has, twice in full suite runs, answered
     UnknownTopicOrPartition for a minute and then stopped listening (a broker fault, not the
@@ -270,15 +271,14 @@ def restart_if_not_back(local_kafka: Any, env: Env, tmp_path: Path) -> bool:
     """
     try:
         broker_healthy(env.bootstrap, f"{env.input}-thawed", timeout=60)
-    except Exception:  # any failure: the broker did not come back
+    except (AssertionError, KafkaError, OSError):  # broker_healthy's "not healthy", or worse
         broker_log = tmp_path / "thawed-broker.log"
         broker_log.write_text(thawed_broker_log(local_kafka), encoding="utf-8")
-        print(f"the thawed broker did not come back; its log: {broker_log}")
         with contextlib.suppress(Exception):
             local_kafka.stop()
         local_kafka.start()
-        return True
-    return False
+        return broker_log
+    return None
 
 
 @pytest.mark.parametrize("how", ["stopped", "killed", "frozen"])
@@ -329,7 +329,7 @@ def test_readiness_follows_the_broker(
                 os.kill(pid, signal.SIGCONT)
             else:
                 local_kafka.start()
-        broker_restarted = how == "frozen" and restart_if_not_back(local_kafka, env, tmp_path)
+        restarted_log = restart_if_not_back(local_kafka, env, tmp_path) if how == "frozen" else None
         back_at = time.monotonic()
         wait_for(lambda: svc.health.ready, 120, "readiness to come back with the broker")
         ready_s = time.monotonic() - back_at
@@ -343,7 +343,7 @@ def test_readiness_follows_the_broker(
         kafka_client=settings.kafka_client,
         unready_after_s=round(unready_s, 1),
         ready_after_broker_back_s=round(ready_s, 1),
-        broker_restarted_after_thaw=broker_restarted,
+        broker_restarted_after_thaw=restarted_log is not None,
     )
     print(
         f"{how} broker on {settings.kafka_client}: unready after {unready_s:.1f} s, "
@@ -352,6 +352,11 @@ def test_readiness_follows_the_broker(
     assert unready_s < UNREADY_WITHIN_S[how], (
         f"readiness followed the {how} broker down only after {unready_s:.1f} s"
     )
+    if restarted_log is not None:  # "back" was a restart: the thaw itself went unmeasured
+        pytest.xfail(
+            "the thawed broker did not serve again within 60 s and was restarted (a broker "
+            f"fault); readiness followed the restart. Broker log: {restarted_log}"
+        )
 
 
 def test_a_service_started_while_the_broker_is_down_starts_when_it_is_back(
