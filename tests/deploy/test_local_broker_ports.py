@@ -62,8 +62,7 @@ def secure_broker(tmp_path: Path, *, same_port_every_time: bool = False) -> tupl
     return kafka, listener
 
 
-@pytest.mark.parametrize("attempt", range(20))
-def test_every_listener_of_the_secure_broker_has_its_own_port(tmp_path: Path, attempt: int) -> None:
+def test_every_listener_of_the_secure_broker_has_its_own_port(tmp_path: Path) -> None:
     kafka, listener = secure_broker(tmp_path)
     ports = listener_ports(kafka.broker_properties())
     assert set(ports) == {"PLAINTEXT", "CONTROLLER", "SASL_SSL"}
