@@ -170,7 +170,7 @@ def _array(items: Convert) -> Convert:
 
 
 def utf8_text(text: str) -> bool:
-    """Whether `text` can be written as UTF-8. JSON may escape a lone surrogate ("\ud800"),
+    """Whether `text` can be written as UTF-8. JSON may escape a lone surrogate ("\\ud800"),
     which no UTF-8 output (Avro, JSON lines, a Kafka key) can carry; the Avro path never sees
     one (a string that is not UTF-8 fails to decode). isascii() is O(1) in CPython, so ASCII
     text, nearly all of it, is not encoded."""
