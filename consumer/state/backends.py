@@ -164,18 +164,22 @@ class DiskStates:
         self._db: sqlite3.Connection | None = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False
         )
-        for pragma in (
-            "journal_mode=OFF",  # a disposable cache: nothing to roll back to after a crash
-            "synchronous=OFF",  # no fsync: the changelog is the durable copy
-            "locking_mode=EXCLUSIVE",  # one connection per file: no lock round trip per commit
-            "temp_store=MEMORY",
-            f"cache_size=-{CACHE_KIB}",
-        ):
-            self._db.execute(f"PRAGMA {pragma}")
-        self._db.execute(
-            "CREATE TABLE states (patient_id TEXT PRIMARY KEY, state BLOB NOT NULL, "
-            "accessions INTEGER NOT NULL)"
-        )
+        try:
+            for pragma in (
+                "journal_mode=OFF",  # a disposable cache: nothing to roll back to after a crash
+                "synchronous=OFF",  # no fsync: the changelog is the durable copy
+                "locking_mode=EXCLUSIVE",  # one connection per file: no lock round trip per commit
+                "temp_store=MEMORY",
+                f"cache_size=-{CACHE_KIB}",
+            ):
+                self._db.execute(f"PRAGMA {pragma}")
+            self._db.execute(
+                "CREATE TABLE states (patient_id TEXT PRIMARY KEY, state BLOB NOT NULL, "
+                "accessions INTEGER NOT NULL)"
+            )
+        except BaseException:  # nobody gets the object to close: close its connection here
+            self._db.close()
+            raise
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:

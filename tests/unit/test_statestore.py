@@ -117,6 +117,30 @@ class TestDiskFile:
         assert second.path.is_file()
         second.close()
 
+    def test_a_file_that_cannot_be_set_up_leaves_no_connection_open(
+        self, state_dir: StateDir, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The table cannot be created (the file already holds one): the error is the state
+        boundary's, and the connection is closed, not left to the garbage collector (nobody
+        gets the object to close; Python 3.13 warns about it then)."""
+        path = state_dir.path / "taken.sqlite"
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE states (x)")
+        db.close()
+        opened: list[sqlite3.Connection] = []
+        real_connect = sqlite3.connect
+
+        def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            opened.append(real_connect(*args, **kwargs))
+            return opened[-1]
+
+        monkeypatch.setattr("consumer.state.backends.sqlite3.connect", connect)
+        with pytest.raises(StateStoreError, match="already exists"):
+            DiskStates(path)
+        assert len(opened) == 1
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            opened[0].execute("SELECT 1")
+
     def test_a_closed_store_refuses_use(self, state_dir: StateDir) -> None:
         states = open_states(DISK, state_dir, "p0")
         states.close()
