@@ -8,7 +8,7 @@ import copy
 import datetime as dt
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,21 @@ def state_dir(tmp_path: Path) -> Iterator[StateDir]:
     directory = StateDir(tmp_path)
     yield directory
     directory.close()
+
+
+@pytest.fixture
+def closing() -> Iterator[Callable[[HistoryStore], HistoryStore]]:
+    """Register a store to be closed at the test's end, whatever happened (Python 3.13 warns
+    about a sqlite connection collected unclosed, which fails whichever test runs then)."""
+    opened: list[HistoryStore] = []
+
+    def keep(store: HistoryStore) -> HistoryStore:
+        opened.append(store)
+        return store
+
+    yield keep
+    for store in opened:
+        store.close()
 
 
 def run(
@@ -114,9 +129,14 @@ class TestCache:
         uncached.close()
 
     def test_an_evicted_patient_touched_again_reads_its_committed_state(
-        self, kind: str, state_dir: StateDir, events: list[Event], pipeline: Pipeline
+        self,
+        kind: str,
+        state_dir: StateDir,
+        events: list[Event],
+        pipeline: Pipeline,
+        closing: Callable[[HistoryStore], HistoryStore],
     ) -> None:
-        store = HistoryStore(states=open_states(kind, state_dir, "p0"), cache_patients=2)
+        store = closing(HistoryStore(states=open_states(kind, state_dir, "p0"), cache_patients=2))
         run(store, events[:300], pipeline)
         pid = next(e["patient_id"] for e in events[300:] if store.get(e["patient_id"]))
         held = store.get(pid)
@@ -126,12 +146,17 @@ class TestCache:
         assert store.get(pid) is store.get(pid)  # then kept decoded
 
     def test_roll_back_across_the_cache_restores_the_committed_state(
-        self, kind: str, state_dir: StateDir, events: list[Event], pipeline: Pipeline
+        self,
+        kind: str,
+        state_dir: StateDir,
+        events: list[Event],
+        pipeline: Pipeline,
+        closing: Callable[[HistoryStore], HistoryStore],
     ) -> None:
         """A cached patient's event fails after apply(): roll_back() leaves the cached state as
         it was, and the batch publishes what a store that never saw the event publishes."""
-        store = HistoryStore(states=open_states(kind, state_dir, "a"))
-        clean = HistoryStore(states=open_states(kind, state_dir, "b"), cache_patients=0)
+        store = closing(HistoryStore(states=open_states(kind, state_dir, "a")))
+        clean = closing(HistoryStore(states=open_states(kind, state_dir, "b"), cache_patients=0))
         for s in (store, clean):
             run(s, events[:400], pipeline)
         rng = random.Random(9)  # noqa: S311 - reproducible test data
@@ -153,18 +178,23 @@ class TestCache:
         assert snapshot(store) == snapshot(clean)
 
     def test_restore_in_any_order_gives_the_same_store(
-        self, kind: str, state_dir: StateDir, events: list[Event], pipeline: Pipeline
+        self,
+        kind: str,
+        state_dir: StateDir,
+        events: list[Event],
+        pipeline: Pipeline,
+        closing: Callable[[HistoryStore], HistoryStore],
     ) -> None:
         """A changelog restored as written, shuffled (a patient's records apart) or with every
         record twice (uncompacted) gives the same states and totals; then both carry on alike."""
-        source = HistoryStore(states=open_states(kind, state_dir, "src"))
+        source = closing(HistoryStore(states=open_states(kind, state_dir, "src")))
         _, changes = run(source, events[:600], pipeline)
         log = [change for batch in changes for change in batch]
         shuffled = list(dict(log).items())  # compacted: the latest value of each key
         random.Random(2).shuffle(shuffled)  # noqa: S311 - reproducible test data
         stores = []
         for order in (log, shuffled, log + log):
-            store = HistoryStore(states=open_states(kind, state_dir, "r"))
+            store = closing(HistoryStore(states=open_states(kind, state_dir, "r")))
             for key, value in order:
                 store.restore(key, value)
             stores.append(store)
