@@ -16,6 +16,12 @@ CONFIG_ERROR: Final = "configuration error"
 RULESET_INVALID: Final = "rule set invalid"
 HTTP_START_FAILED: Final = "metrics HTTP server failed to start"
 
+# runtime/kafka/clients.py: kafka-python's internals the workarounds of quirks.py reach
+KAFKA_WORKAROUND_NOT_APPLIED: Final = (
+    "a kafka-python workaround cannot reach this kafka-python's internals and is not applied; "
+    "the service was tested with 3.0.12 (docs/operations.md: Client log lines)"
+)
+
 # runtime/service.py: start, stop, exit codes
 STARTED: Final = "started"
 SHUTDOWN: Final = "shutdown"

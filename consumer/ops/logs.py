@@ -80,6 +80,8 @@ ALLOWED_KEYS = frozenset(
         "state_dir_set",
         "min_compaction_lag_ms",
         "recommended_ms",
+        "workaround",
+        "kafka_python",
     }
 )
 

@@ -224,3 +224,73 @@ def test_the_fenced_member_check_reads_kafka_pythons_own_coordinator() -> None:
         assert static_member_fenced(consumer)
     finally:
         consumer.close(autocommit=False)
+
+
+# -- workarounds that cannot reach kafka-python's internals are said, once ----------------------
+
+
+class _Moved:
+    """A kafka-python client of another release: none of the internals the workarounds reach."""
+
+    def __init__(self, **config: Any) -> None:
+        self.config = config
+
+
+class _MovedStatic(_Moved):
+    """The same, a static member: its coordinator has an instance id and nothing else."""
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self._coordinator = type("Coordinator", (), {"group_instance_id": "pod-0"})()
+
+
+def test_kafka_pythons_own_clients_lack_nothing_the_workarounds_reach() -> None:
+    """No false warning on the tested release: a real consumer (static member) and producer."""
+    from kafka import KafkaConsumer, KafkaProducer  # noqa: PLC0415
+
+    from consumer.runtime.kafka.quirks import missing_workarounds  # noqa: PLC0415
+
+    close_failed_connect_sockets()  # as the service: the refused connects to port 1 close
+    consumer = KafkaConsumer(
+        bootstrap_servers="127.0.0.1:1", group_id="g", group_instance_id="i", api_version=(3, 0)
+    )
+    producer = KafkaProducer(bootstrap_servers="127.0.0.1:1", api_version=(3, 0))
+    try:
+        assert missing_workarounds(consumer) == []
+        assert missing_workarounds(producer) == []
+    finally:
+        consumer.close(autocommit=False)
+        producer.close(timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("client", "missing"),
+    [
+        (_Moved, ["topic-auto-creation-off"]),
+        (_MovedStatic, ["topic-auto-creation-off", "fenced-static-member-check"]),
+    ],
+    ids=["dynamic", "static"],
+)
+def test_a_workaround_that_cannot_apply_is_said_once(
+    client: type[_Moved], missing: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a kafka-python whose internals moved, each workaround would silently do nothing (a
+    consumer creating the topics it names, a fenced member going on): one warning per
+    workaround and process, naming it and the kafka-python version."""
+    import structlog  # noqa: PLC0415
+
+    from consumer.ops import events  # noqa: PLC0415
+    from consumer.runtime.kafka import clients  # noqa: PLC0415
+
+    monkeypatch.setattr(clients, "KafkaConsumer", client)
+    monkeypatch.setattr(clients, "KafkaProducer", _Moved)
+    monkeypatch.setattr(clients, "_warned", set())
+    factory = KafkaClients()
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            factory.consumer(group_id="g")
+            factory.producer()
+    said = [line for line in logs if line["event"] == events.KAFKA_WORKAROUND_NOT_APPLIED]
+    assert [line["workaround"] for line in said] == missing
+    assert {line["kafka_python"] for line in said} == {clients.KAFKA_PYTHON_VERSION}
+    assert {line["log_level"] for line in said} == {"warning"}

@@ -14,6 +14,7 @@ with warnings.catch_warnings():
     # warns on Python 3.11/3.12; harmless, and it must not fail runs with warnings as errors.
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, errors
+    from kafka import __version__ as KAFKA_PYTHON_VERSION
     from kafka.admin import ConfigResource, ConfigResourceType
     from kafka.consumer.fetcher import ConsumerRecord
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -42,6 +43,7 @@ with warnings.catch_warnings():
 
 __all__ = [
     "FENCED",
+    "KAFKA_PYTHON_VERSION",
     "MAX_REQUEST_BYTES",
     "REBALANCED",
     "REFUSED_FOR_GOOD",

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from consumer.config import CONFLUENT, Settings
+from consumer.ops import events
+from consumer.ops.logs import get_logger
 from consumer.runtime.kafka import (
+    KAFKA_PYTHON_VERSION,
     MAX_REQUEST_BYTES,
     Admin,
     Clients,
@@ -19,15 +22,33 @@ from consumer.runtime.kafka.quirks import (
     admin_client,
     close_failed_connect_sockets,
     disable_topic_auto_creation,
+    missing_workarounds,
 )
+
+log = get_logger("her2.service")
+_warned: set[str] = set()  # workarounds already reported missing by this process
+
+
+def _not_applied(workarounds: list[str]) -> None:
+    """One warning per workaround and process: kafka-python's internals it needs are not there."""
+    for workaround in workarounds:
+        if workaround not in _warned:
+            _warned.add(workaround)
+            log.warning(
+                events.KAFKA_WORKAROUND_NOT_APPLIED,
+                workaround=workaround,
+                kafka_python=KAFKA_PYTHON_VERSION,
+            )
 
 
 class KafkaClients:
     """The real clients (the `Clients` Protocol), never auto-creating topics, closing the socket
-    of a failed connect (quirks.close_failed_connect_sockets)."""
+    of a failed connect (quirks.close_failed_connect_sockets). A workaround of quirks.py that
+    cannot reach this kafka-python's internals is said once (KAFKA_WORKAROUND_NOT_APPLIED)."""
 
     def __init__(self) -> None:
-        close_failed_connect_sockets()
+        if not close_failed_connect_sockets():
+            _not_applied(["close-failed-connect-sockets"])
 
     def admin(self, **config: Any) -> Admin:
         """A KafkaAdminClient (connects at once; its parts closed when no broker answers)."""
@@ -35,11 +56,15 @@ class KafkaClients:
 
     def consumer(self, **config: Any) -> Consumer:
         """A KafkaConsumer."""
-        return disable_topic_auto_creation(KafkaConsumer(**config))  # type: ignore[no-any-return]
+        consumer = disable_topic_auto_creation(KafkaConsumer(**config))
+        _not_applied(missing_workarounds(consumer))
+        return consumer  # type: ignore[no-any-return]
 
     def producer(self, **config: Any) -> Producer:
         """A KafkaProducer."""
-        return disable_topic_auto_creation(KafkaProducer(**config))  # type: ignore[no-any-return]
+        producer = disable_topic_auto_creation(KafkaProducer(**config))
+        _not_applied(missing_workarounds(producer))
+        return producer  # type: ignore[no-any-return]
 
 
 def clients_for(settings: Settings) -> Clients:

@@ -51,6 +51,27 @@ def disable_topic_auto_creation(client: Any) -> Any:
     return client
 
 
+# The coordinator attributes static_member_fenced reads (kafka-python 3.0.12).
+_FENCED_CHECK_READS: Final = ("_lock", "_heartbeat_enabled", "rejoining", "stable")
+
+
+def missing_workarounds(client: Any) -> list[str]:
+    """The workarounds of this module whose kafka-python internals `client` lacks (another
+    release moved them): each then does nothing, silently, so the caller says so at start-up.
+    `topic-auto-creation-off` (disable_topic_auto_creation); for a static member,
+    `fenced-static-member-check` (static_member_fenced)."""
+    missing = []
+    cluster = getattr(client, "_metadata", None) or getattr(client, "_cluster", None)
+    if not isinstance(getattr(cluster, "config", None), dict):
+        missing.append("topic-auto-creation-off")
+    coordinator = getattr(client, "_coordinator", None)
+    if getattr(coordinator, "group_instance_id", None) is not None and not all(
+        hasattr(coordinator, name) for name in _FENCED_CHECK_READS
+    ):
+        missing.append("fenced-static-member-check")
+    return missing
+
+
 def bounded(
     what: str,
     timeout_s: float,
