@@ -54,6 +54,13 @@ INPUT_TOPIC_MISSING: Final = (
     "input topic missing; waiting for it to be created (it is never auto-created)"
 )
 OUTPUT_TOPICS_CREATED: Final = "output topics created"
+GROUP_OFFSETS_UNREAD: Final = (
+    "cannot read the group's committed offsets; a missing changelog is created without checking "
+    "that no history was lost"
+)
+OUTPUT_CONFIG_UNREAD: Final = (
+    "cannot read an output topic's cleanup policy; make sure it is not compacted"
+)
 CHANGELOG_CONFIG_UNREAD: Final = (
     "cannot read the history changelog's cleanup policy; make sure it is compact only"
 )

@@ -15,14 +15,26 @@ from typing import Any, Final
 from consumer.avro.codec import schema_json
 from consumer.avro.registry import SchemaRegistryClient
 from consumer.config import Settings
-from consumer.errors import ConfigError, RegistryError
+from consumer.errors import BrokerError, ConfigError, RegistryError
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION, parsed_schema
-from consumer.runtime.kafka import Admin, ConfigResource, ConfigResourceType
+from consumer.runtime.kafka import (
+    Admin,
+    ConfigResource,
+    ConfigResourceType,
+    TopicPartition,
+    errors,
+)
 from consumer.runtime.records import INPUT_WAIT_BACKOFF, REGISTRY_BACKOFF, Backoff
 
 _TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
+# What to do when the broker refuses to create an output topic, by error code.
+_CREATE_HINTS: Final = {
+    38: "HER2_TOPIC_REPLICATION_FACTOR is more than the cluster's brokers: lower it",
+    29: "the service may not create topics: create it, or grant it Create",
+    31: "the service may not create topics: create it, or grant it Create",
+}
 
 # The changelog's settings when the service creates it. compact: the latest value of every key
 # is kept for ever (under "delete" the broker would remove patients' history after
@@ -117,6 +129,8 @@ def ensure_topics(
     partitions = counts[s.topics.input]
     existing = partition_counts(admin, list(s.topics.outputs()))
     missing = [t for t in s.topics.outputs() if t not in existing]
+    if s.topics.history in missing:
+        check_history_not_lost(admin, s, partitions)
     if missing:
         create_topics(admin, s, missing, partitions)
         existing = partition_counts(admin, list(s.topics.outputs()))
@@ -128,7 +142,61 @@ def ensure_topics(
             "with the input (same partition count)"
         )
     check_changelog_retention(admin, s.topics.history)
+    check_outputs_not_compacted(admin, s)
     return {**existing, s.topics.input: partitions}
+
+
+def check_history_not_lost(admin: Admin, s: Settings, partitions: int) -> None:
+    """ConfigError when the changelog does not exist but the group has committed offsets on
+    the input: the history those records built is gone (the changelog deleted, or
+    HER2_HISTORY_TOPIC changed), and a changelog created empty now would have every later
+    report evaluated without it (measured: retractions missing, a CRITICAL caution left
+    active). The service creates the changelog before it commits anything, so a first start
+    has no committed offset. A warning when the offsets cannot be read."""
+    asked = [TopicPartition(s.topics.input, p) for p in range(partitions)]
+    try:
+        found = admin.list_group_offsets({s.group_id: asked}).get(s.group_id, {})
+    except BrokerError as exc:
+        if exc.retriable:  # the broker away: start-up stops on it as on any other call here
+            raise
+        log.warning(events.GROUP_OFFSETS_UNREAD, group_id=s.group_id, error_type=exc.kind)
+        return
+    committed = sorted(tp.partition for tp, meta in found.items() if meta and meta.offset > 0)
+    if committed:
+        raise ConfigError(
+            f"HER2_HISTORY_TOPIC {s.topics.history} does not exist, but group {s.group_id} "
+            f"has committed offsets on HER2_INPUT_TOPIC {s.topics.input} (partitions "
+            f"{committed}): the patients' history is gone (the changelog deleted, or "
+            "HER2_HISTORY_TOPIC changed), and starting would evaluate every later report "
+            "without it; restore the changelog or point HER2_HISTORY_TOPIC at it "
+            "(docs/operations.md: History changelog missing)"
+        )
+
+
+# Output topics that must not be compacted: each is keyed by patient (the DLQ by the input's
+# key, possibly none), so compaction would keep one record per patient and drop the others.
+def check_outputs_not_compacted(admin: Admin, s: Settings) -> None:
+    """ConfigError when an output other than the changelog has a cleanup.policy with
+    "compact" (a reader from the start, like `open-alerts`, would miss every alert but each
+    patient's latest; a compacted DLQ refuses the records of keyless input). A warning when the
+    settings cannot be read."""
+    topics = [t for t in s.topics.outputs() if t != s.topics.history]
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, t, configs={"cleanup.policy": None})
+        for t in topics
+    ]
+    found = admin.describe_configs(resources, config_filter="all").get("topic", {})
+    for topic in topics:
+        policy = (found.get(topic) or {}).get("cleanup.policy", {}).get("value")
+        if policy is None:
+            log.warning(events.OUTPUT_CONFIG_UNREAD, topic=topic)
+        elif "compact" in {part.strip() for part in policy.split(",")}:
+            raise ConfigError(
+                f"output topic {topic} has cleanup.policy={policy}: its records are keyed by "
+                "patient, and compaction would keep only each key's latest (alerts and "
+                "dead letters lost to readers); set cleanup.policy=delete (kafka-configs --alter "
+                f"--entity-type topics --entity-name {topic} --add-config cleanup.policy=delete)"
+            )
 
 
 def check_changelog_retention(admin: Admin, topic: str) -> None:
@@ -182,9 +250,11 @@ def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int
     for entry in result.get("topics", []):
         code = entry.get("error_code", 0)
         if code not in (0, _TOPIC_EXISTS):
+            name = errors.for_code(code).__name__
+            hint = _CREATE_HINTS.get(code, "create it or fix the permissions")
             raise ConfigError(
-                f"cannot create output topic {entry.get('name')} "
-                f"(Kafka error code {code}); create it or fix the permissions"
+                f"cannot create output topic {entry.get('name')} ({name}, Kafka error code "
+                f"{code}); {hint}"
             )
     admin.wait_for_topics(missing, timeout_ms=s.tuning.request_timeout_ms)
     log.info(events.OUTPUT_TOPICS_CREATED, count=len(missing))

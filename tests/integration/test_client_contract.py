@@ -58,6 +58,7 @@ from consumer.runtime.records import Output
 from consumer.runtime.startup import (
     CHANGELOG_CONFIGS,
     check_changelog_retention,
+    check_history_not_lost,
     partition_counts,
 )
 
@@ -339,6 +340,32 @@ def test_a_record_above_the_topics_limit_is_refused_for_good(backend: Backend) -
     tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
     end = reader.end_offsets(tps)
     assert sum(end.values()) == len(others) - len(failed) + 1
+
+
+def test_admin_lists_a_groups_committed_offsets_and_startup_reads_them(
+    backend: Backend,
+) -> None:
+    """list_group_offsets gives -1 for a partition the group never committed (a group never
+    seen alike), the offset for one it did; start-up refuses to create a missing changelog
+    for a group with a committed offset (its history would be gone), not for a new group."""
+    topic = backend.topic(partitions=2)
+    tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    _send_all(backend.producer(), [{"topic": topic, "value": b"v", "partition": 1}] * 3)
+    group, fresh = backend.unique_name("group"), backend.unique_name("fresh")
+    member = backend.member(group)
+    member.assign([tps[1]])
+    member.commit({tps[1]: OffsetAndMetadata(3, "", -1)})
+    admin = backend.admin()
+
+    found = admin.list_group_offsets({group: tps, fresh: tps})
+    assert {tp.partition: meta.offset for tp, meta in found[group].items()} == {0: -1, 1: 3}
+    assert {meta.offset for meta in found[fresh].values()} <= {-1}
+
+    topics = dataclasses.replace(backend.settings.topics, input=topic)
+    settings = dataclasses.replace(backend.settings, group_id=group, topics=topics)
+    with pytest.raises(ConfigError, match=r"committed offsets on HER2_INPUT_TOPIC .*\[1\]"):
+        check_history_not_lost(admin, settings, 2)
+    check_history_not_lost(admin, dataclasses.replace(settings, group_id=fresh), 2)
 
 
 def test_admin_describes_topics_and_the_quorum_leaders_clock(backend: Backend) -> None:

@@ -59,6 +59,8 @@ class FakeBroker:
         self.configs: dict[str, dict[str, str]] = {}  # a topic's settings besides the defaults
         self.configs_unreadable: set[str] = set()  # topics DescribeConfigs answers nothing for
         self.committed: dict[TopicPartition, int] = {}
+        # the same commits by group id (what the admin client's OffsetFetch answers)
+        self.group_committed: dict[str, dict[TopicPartition, int]] = {}
         self.events: list[tuple[str, Any]] = []
         self.create_errors: dict[str, int] = {}
         self._script: dict[str, list[BaseException | Callable[[], Any]]] = {}
@@ -228,6 +230,21 @@ class FakeAdmin:
         partition = {"leader_id": 1, "current_voters": [voter], "error": None}
         return {"topics": [{"topic_name": "__cluster_metadata", "partitions": [partition]}]}
 
+    def list_group_offsets(
+        self, group_specs: dict[str, list[TopicPartition] | None]
+    ) -> dict[str, dict[TopicPartition, OffsetAndMetadata]]:
+        """OffsetFetch as kafka-python 3.0.12 answers it: -1 for a partition the group never
+        committed (a group never seen alike)."""
+        self.broker.scripted("group_offsets")
+        out = {}
+        for group, partitions in group_specs.items():
+            committed = self.broker.group_committed.get(group, {})
+            out[group] = {
+                tp: OffsetAndMetadata(committed.get(tp, -1), "", -1)
+                for tp in partitions or list(committed)
+            }
+        return out
+
     def close(self) -> None:
         self.closed = True
 
@@ -320,8 +337,10 @@ class FakeConsumer:
 
     def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         self.broker.scripted("commit")
+        group = self.broker.group_committed.setdefault(self.config.get("group_id") or "", {})
         for tp, meta in offsets.items():
             self.broker.committed[tp] = meta.offset
+            group[tp] = meta.offset
         self.broker.events.append(("commit", {tp.partition: m.offset for tp, m in offsets.items()}))
 
     def committed(self, partition: TopicPartition, timeout_ms: int | None = None) -> int | None:

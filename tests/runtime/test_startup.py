@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 from conftest import Harness
-from kafka.errors import ClusterAuthorizationFailedError, KafkaTimeoutError
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaTimeoutError,
+)
+from kafka.structs import TopicPartition
 
 from consumer.config import Settings
 from consumer.errors import RegistryError
@@ -137,9 +142,106 @@ def test_a_topic_that_cannot_be_created_is_a_configuration_error(
     harness.broker.create_errors[dlq] = 29  # TOPIC_AUTHORIZATION_FAILED
     assert harness.run() == EXIT_CONFIG
     err = capsys.readouterr().err  # type: ignore[attr-defined]
-    assert f"cannot create output topic {dlq} (Kafka error code 29)" in err
+    assert f"cannot create output topic {dlq} (TopicAuthorizationFailedError, Kafka" in err
+    assert "grant it Create" in err
     assert harness.broker.consumers == []
     assert all(admin.closed for admin in harness.broker.admins)
+
+
+def test_a_replication_factor_above_the_brokers_names_its_setting(
+    harness: Harness, capsys: object
+) -> None:
+    harness.broker.create_errors[harness.settings.topics.dlq] = 38  # INVALID_REPLICATION_FACTOR
+    assert harness.run() == EXIT_CONFIG
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "InvalidReplicationFactorError, Kafka error code 38" in err
+    assert "HER2_TOPIC_REPLICATION_FACTOR" in err
+
+
+def test_a_missing_changelog_with_committed_input_offsets_stops_start_up(
+    harness: Harness, capsys: object
+) -> None:
+    """The changelog deleted (or HER2_HISTORY_TOPIC changed) after the group committed: a
+    changelog created empty would have every later report evaluated without the patients'
+    history (measured live: retractions missing, a CRITICAL caution left active)."""
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 2)
+    harness.broker.group_committed[harness.settings.group_id] = {
+        TopicPartition(topics.input, 1): 40
+    }
+    assert harness.run() == EXIT_CONFIG
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert f"HER2_HISTORY_TOPIC {topics.history} does not exist" in err
+    assert "committed offsets on HER2_INPUT_TOPIC" in err
+    assert "partitions [1]" in err
+    assert ("create", topics.history) not in harness.broker.events, "not created empty"
+    assert harness.broker.consumers == [], "never joins the group"
+
+
+def test_a_first_start_creates_the_changelog(harness: Harness) -> None:
+    """No committed offset (or one at 0): nothing was processed, the changelog is created."""
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 2)
+    harness.broker.group_committed[harness.settings.group_id] = {TopicPartition(topics.input, 0): 0}
+    assert harness.run() == EXIT_OK
+    assert ("create", topics.history) in harness.broker.events
+
+
+def test_group_offsets_that_cannot_be_read_are_a_warning(harness: Harness) -> None:
+    """No Describe permission on the group: the changelog is created, and the log says what
+    went unchecked."""
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 1)
+    harness.broker.script("group_offsets", GroupAuthorizationFailedError())
+    assert harness.run() == EXIT_OK
+    [line] = harness.logged(events.GROUP_OFFSETS_UNREAD)
+    assert (line["group_id"], line["error_type"]) == (
+        harness.settings.group_id,
+        "GroupAuthorizationFailedError",
+    )
+    assert ("create", topics.history) in harness.broker.events
+
+
+def test_group_offsets_unanswered_stop_start_up_before_the_changelog_is_created(
+    harness: Harness,
+) -> None:
+    """The broker away at that moment: nothing is created unchecked (start-up stops, as on
+    any other broker error here)."""
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 1)
+    harness.broker.script("group_offsets", KafkaTimeoutError("no answer"))
+    assert harness.run() != EXIT_OK
+    assert ("create", topics.history) not in harness.broker.events
+
+
+@pytest.mark.parametrize("which", ["classification", "dlq", "retest"])
+@pytest.mark.parametrize("policy", ["compact", "compact,delete"])
+def test_a_compacted_output_topic_stops_start_up(
+    harness: Harness, capsys: object, which: str, policy: str
+) -> None:
+    """Outputs are keyed by patient: compaction would keep each patient's latest record only
+    (measured live: a reader from the start saw 102 of 206 alerts)."""
+    topic = {
+        "classification": harness.settings.topics.classification,
+        "dlq": harness.settings.topics.dlq,
+        "retest": harness.settings.topics.alert_topics()[0],
+    }[which]
+    harness.broker.create_topic(harness.settings.topics.input, 1)
+    harness.broker.create_topic(topic, 1)
+    harness.broker.configs[topic] = {"cleanup.policy": policy}
+    assert harness.run() == EXIT_CONFIG
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert f"output topic {topic} has cleanup.policy={policy}" in err
+    assert "cleanup.policy=delete" in err
+    assert harness.broker.consumers == []
+
+
+def test_an_output_whose_settings_cannot_be_read_is_a_warning(harness: Harness) -> None:
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 1)
+    harness.broker.configs_unreadable.add(topics.dlq)
+    assert harness.run() == EXIT_OK
+    assert [line["topic"] for line in harness.logged(events.OUTPUT_CONFIG_UNREAD)] == [topics.dlq]
 
 
 def test_an_existing_topic_reported_by_creation_is_not_an_error(harness: Harness) -> None:

@@ -182,6 +182,12 @@ class MappedAdmin:
         """KafkaAdminClient.describe_metadata_quorum."""
         return mapped(self.wrapped.describe_metadata_quorum)
 
+    def list_group_offsets(
+        self, group_specs: dict[str, list[TopicPartition] | None]
+    ) -> dict[str, dict[TopicPartition, OffsetAndMetadata]]:
+        """KafkaAdminClient.list_group_offsets."""
+        return mapped(self.wrapped.list_group_offsets, group_specs)
+
     def close(self) -> None:
         """KafkaAdminClient.close."""
         mapped(self.wrapped.close)
