@@ -88,6 +88,10 @@ HISTORY_RECORD_AHEAD: Final = (
     "history records ahead of the committed input offset; skipped "
     "(their input records are processed again)"
 )
+HISTORY_BEYOND_INPUT_END: Final = (
+    "history records cover input offsets past the input partition's end (the input topic "
+    "re-created or truncated); restored, not skipped"
+)
 HISTORY_RECORD_UNREADABLE: Final = "history record unreadable; skipped"
 RESTORE_CONSUMER_CLOSE_FAILED: Final = "restore consumer close failed"
 

@@ -163,10 +163,18 @@ class Restorer:
         rc.assign(changelog)
         for tp in changelog:
             self._seen[tp] = [0, 0]
-        ahead: dict[TopicPartition, list[int]] = {}  # tp -> [skipped, first, last offset]
+        # records the offset guard skipped, and records past the input's end (applied):
+        # tp -> [count, first, last offset]
+        counts: tuple[dict[TopicPartition, list[int]], ...] = ({}, {})
         try:
             rc.seek_to_beginning(*changelog)
             end = rc.end_offsets(changelog, timeout_ms=timeout_ms)
+            # an input offset at or past the input partition's end was never processed here
+            # (the input topic re-created or truncated since): such a record is history that
+            # no re-run will rebuild, so the offset guard must not skip it
+            guarded = [tp for tp in stores if next_offsets[tp] is not None]
+            input_end = rc.end_offsets(guarded, timeout_ms=timeout_ms) if guarded else {}
+            ends = {TopicPartition(history_topic, tp.partition): input_end.get(tp) for tp in stores}
             left = {tp: end[tp] - rc.position(tp, timeout_ms=timeout_ms) for tp in changelog}
             remaining = {tp for tp, n in left.items() if n > 0}
             count = 0
@@ -197,14 +205,10 @@ class Restorer:
                     )
                 polled = 0
                 for tp, records in rc.poll(timeout_ms=200).items():
-                    store = by_changelog[tp]
+                    limits = (guard[tp], ends[tp])
                     for record in records:
-                        if record.offset >= end[tp]:
-                            continue
-                        if _ahead(record, guard[tp]):
-                            self._skip_ahead(tp, record, ahead)
-                            continue
-                        polled += self._restore_record(store, tp, record)
+                        if record.offset < end[tp]:
+                            polled += self._take(by_changelog[tp], tp, record, limits, counts)
                 if polled:
                     count += polled
                     self._metrics.history_restored_records.inc(polled)
@@ -214,17 +218,28 @@ class Restorer:
                         remaining.discard(tp)
             return count
         finally:
-            _log_ahead(ahead)  # also when stopped, past the deadline or failed
+            _log_ahead(counts[0], events.HISTORY_RECORD_AHEAD)  # also when stopped, failed, late
+            _log_ahead(counts[1], events.HISTORY_BEYOND_INPUT_END)
             rc.assign([])
 
-    def _skip_ahead(
-        self, tp: TopicPartition, record: Any, ahead: dict[TopicPartition, list[int]]
-    ) -> None:
-        """Count a changelog record skipped by the offset guard (logged once per partition)."""
-        self._metrics.history_ahead_records.inc()
-        seen = ahead.setdefault(tp, [0, record.offset, record.offset])
-        seen[0] += 1
-        seen[2] = record.offset
+    def _take(
+        self,
+        store: HistoryStore,
+        tp: TopicPartition,
+        record: Any,
+        limits: tuple[int | None, int | None],
+        counts: tuple[dict[TopicPartition, list[int]], ...],
+    ) -> int:
+        """Restore one changelog record unless the offset guard skips it (`limits`: the next
+        input offset to process, the input partition's end); 1 if restored."""
+        covered = _input_offset(record)
+        if covered is not None and _past(covered, limits[1]):
+            _note(counts[1], tp, record.offset)  # no re-run rebuilds it: restored
+        elif covered is not None and _past(covered, limits[0]):
+            self._metrics.history_ahead_records.inc()
+            _note(counts[0], tp, record.offset)
+            return 0
+        return self._restore_record(store, tp, record)
 
     def _restore_record(self, store: HistoryStore, tp: TopicPartition, record: Any) -> int:
         seen = self._seen.setdefault(tp, [0, 0])
@@ -256,35 +271,47 @@ class Restorer:
             log.warning(events.RESTORE_CONSUMER_CLOSE_FAILED, error_type=kind_of(exc))
 
 
-def _log_ahead(ahead: dict[TopicPartition, list[int]]) -> None:
+def _note(seen: dict[TopicPartition, list[int]], tp: TopicPartition, offset: int) -> None:
+    """Count a changelog record of `tp` at `offset` in `seen` ([count, first, last offset])."""
+    entry = seen.setdefault(tp, [0, offset, offset])
+    entry[0] += 1
+    entry[2] = offset
+
+
+def _log_ahead(seen: dict[TopicPartition, list[int]], event: str) -> None:
     """One warning per partition and restore, not one per record (a stop between the changelog
-    and the commit leaves up to a batch's worth of them)."""
-    for tp, (skipped, first, last) in sorted(ahead.items()):
+    and the commit leaves up to a batch's worth of records ahead)."""
+    for tp, (count, first, last) in sorted(seen.items()):
         log.warning(
-            events.HISTORY_RECORD_AHEAD,
+            event,
             topic=tp.topic,
             partition=tp.partition,
-            count=skipped,
+            count=count,
             first_offset=first,
             last_offset=last,
         )
 
 
-def _ahead(record: Any, next_offset: int | None) -> bool:
-    """Whether a changelog record covers an input record at or past the next offset to process
-    (PartitionTable.next_offset: the committed offset, or where a re-run starts): at-least-once
-    publishes the changelog after every other output and then commits, so a stop in between
-    leaves the changelog ahead, and the input records are processed again; applying their state
-    first would evaluate them against themselves. With no committed offset (none yet, or the
-    group's offsets expired) nothing is skipped: processing then restarts from the reset policy,
-    and dropping the changelog would lose the history. Records without the header (written
-    before it existed) are applied."""
-    if next_offset is None:
-        return False
+def _input_offset(record: Any) -> int | None:
+    """The input offset a changelog record covers (header her2.input.offset); None for a
+    record written before the header existed, or with a value that is not a number."""
     for name, value in record.headers or ():
         if name == INPUT_OFFSET_HEADER:
             try:
-                return int(value) >= next_offset
+                return int(value)
             except ValueError:
-                return False
-    return False
+                return None
+    return None
+
+
+def _past(covered: int, offset: int | None) -> bool:
+    """Whether input offset `covered` is at or past `offset` (never, with no offset).
+
+    The offset guard (`offset` the next input offset to process, PartitionTable.next_offset: the
+    committed offset, or where a re-run starts): at-least-once publishes the changelog after
+    every other output and then commits, so a stop in between leaves the changelog ahead, and
+    the input records are processed again; applying their state first would evaluate them
+    against themselves. With no committed offset (none yet, or the group's offsets expired)
+    nothing is skipped: processing then restarts from the reset policy, and dropping the
+    changelog would lose the history. Records without the header are applied."""
+    return offset is not None and covered >= offset

@@ -14,6 +14,7 @@ from fakes import FakeBroker
 from kafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from consumer.avro.codec import Decoder, Encoder
+from consumer.ops import events
 from consumer.resources import HER2_ALERT, PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime import restore, routing
 from consumer.runtime.kafka import TopicPartition
@@ -191,6 +192,36 @@ def test_changelog_records_ahead_of_the_committed_offset_are_skipped(harness: Ha
     assert restored["records"] == len(changelog) - len(ahead)
     assert harness.broker.committed[input_tp] == 12
     assert _latest_alerts(harness) == _latest_alerts(reference)
+
+
+def test_changelog_records_past_the_input_end_are_restored_not_skipped(harness: Harness) -> None:
+    """The input topic re-created (purged) after 12 events: the new one holds 3 and the group
+    has committed 2 of them. The changelog still holds the patients' history, its records
+    covering the old input's offsets 0-11. Those at or past the input's end (3) cannot be
+    processed again (no such input records): skipped as "ahead", that history was lost and
+    later reports got wrong alerts (measured live). They are restored, with one warning; only
+    the records in the re-run window [2, 3) stay skipped by the offset guard."""
+    harness.publish(12)
+    assert harness.run() == EXIT_OK
+    topic = harness.settings.topics.input
+    input_tp = TopicPartition(topic, 0)
+    changelog = harness.broker.records(harness.settings.topics.history)
+    covers = [int(dict(r.headers)[INPUT_OFFSET_HEADER]) for r in changelog]
+    assert max(covers) == 11
+    # re-created: 3 new events, 2 of them committed by the group
+    harness.broker.create_topic(topic, 1)
+    harness.publish(3, seed=7)
+    harness.broker.committed[input_tp] = 2
+    harness.broker.group_committed[harness.settings.group_id] = {input_tp: 2}
+
+    assert harness.run() == EXIT_OK
+    beyond = [c for c in covers if c >= 3]
+    window = [c for c in covers if 2 <= c < 3]
+    [warning] = harness.logged(events.HISTORY_BEYOND_INPUT_END)
+    assert (warning["partition"], warning["count"]) == (0, len(beyond))
+    assert harness.value("her2_consumer_history_ahead_records_total") == len(window)
+    [restored] = harness.logged("history restored")
+    assert restored["records"] == len(changelog) - len(window)
 
 
 def test_records_skipped_before_a_restore_ends_early_are_still_logged(
