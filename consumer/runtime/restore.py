@@ -218,8 +218,7 @@ class Restorer:
                         remaining.discard(tp)
             return count
         finally:
-            _log_ahead(counts[0], events.HISTORY_RECORD_AHEAD)  # also when stopped, failed, late
-            _log_ahead(counts[1], events.HISTORY_BEYOND_INPUT_END)
+            _log_counts(counts)  # also when stopped, past the deadline or failed
             rc.assign([])
 
     def _take(
@@ -278,12 +277,22 @@ def _note(seen: dict[TopicPartition, list[int]], tp: TopicPartition, offset: int
     entry[2] = offset
 
 
-def _log_ahead(seen: dict[TopicPartition, list[int]], event: str) -> None:
+def _log_counts(counts: tuple[dict[TopicPartition, list[int]], ...]) -> None:
     """One warning per partition and restore, not one per record (a stop between the changelog
-    and the commit leaves up to a batch's worth of records ahead)."""
-    for tp, (count, first, last) in sorted(seen.items()):
+    and the commit leaves up to a batch's worth of records ahead): the records the offset guard
+    skipped, then those past the input's end that it restored."""
+    for tp, (count, first, last) in sorted(counts[0].items()):
         log.warning(
-            event,
+            events.HISTORY_RECORD_AHEAD,
+            topic=tp.topic,
+            partition=tp.partition,
+            count=count,
+            first_offset=first,
+            last_offset=last,
+        )
+    for tp, (count, first, last) in sorted(counts[1].items()):
+        log.warning(
+            events.HISTORY_BEYOND_INPUT_END,
             topic=tp.topic,
             partition=tp.partition,
             count=count,
