@@ -124,7 +124,8 @@ class AtLeastOnce:
             pending = failed
         raise PublishError(
             f"{len(failed)} output records were not acknowledged after {retries} retries "
-            f"({error_type}); stopping without committing"
+            f"({error_type}; topics {sorted({out.topic for out in failed})}); stopping without "
+            "committing"
         )
 
     def commit(self, batch: Batch) -> None:

@@ -161,6 +161,41 @@ class TestAtLeastOnce:
         assert harness.logged("producer replaced after a failed publish attempt")
         assert harness.broker.committed
 
+    def test_a_topic_whose_send_blocked_is_not_sent_to_again_in_the_batch(
+        self, harness: Harness
+    ) -> None:
+        """A send that waited max_block_ms for a topic's metadata (the topic deleted while the
+        service runs) fails the topic's other outputs of the batch unsent: each would block as
+        long (measured live: 40 records, 200 s, a SIGTERM unanswered). The retry through a new
+        producer sends them all; the final error names the topic."""
+        harness.configure(publish_retries=1)
+        harness.publish(5)
+        topic = harness.settings.topics.classification
+        attempts: list[int] = []  # per send to the topic after the first: which producer
+
+        def sent() -> None:
+            attempts.append(len(harness.broker.producers))
+
+        blocked = KafkaTimeoutError("Failed to update metadata")
+        harness.broker.script(f"send:{topic}", blocked, *[sent] * 20)
+        assert harness.run() == EXIT_OK
+        # attempt 1 sent no other classification; attempt 2, through a new producer, all five
+        assert attempts == [2] * 5
+        assert harness.value("her2_consumer_publish_retries_total") == 1
+
+    def test_outputs_never_acknowledged_name_their_topics(
+        self, harness: Harness, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        harness.configure(publish_retries=0)
+        harness.publish(2)
+        topic = harness.settings.topics.classification
+        harness.broker.script(f"send:{topic}", *[KafkaTimeoutError("no metadata")] * 2)
+        assert harness.run() == EXIT_FAILURE
+        [stop] = harness.logged("stopping without committing")
+        assert stop["error_type"] == "PublishError"
+        assert harness.broker.committed == {}
+        assert f"(KafkaTimeoutError; topics ['{topic}'])" in capsys.readouterr().err
+
     def test_each_re_send_waits_out_its_back_off_after_saying_so(self) -> None:
         """Outputs not acknowledged are re-sent after the back-off's delay for the attempt (a
         broker refusing writes is not hammered) and after the warning the runbooks send

@@ -154,18 +154,26 @@ class ProducerHandle:
         producer = self.producer
         self._beat()
         sent: list[tuple[Output, Any]] = []
+        # A send that waited its max_block_ms for a topic's metadata (a topic deleted while
+        # the service runs) fails the topic's other outputs of the batch without sending:
+        # each would block as long (measured: 40 records, 200 s, SIGTERM unanswered).
+        blocked: dict[str, KafkaError] = {}
         for out in outputs:
-            try:
-                future = producer.send(
-                    out.topic,
-                    key=out.key,
-                    value=out.value,
-                    headers=out.headers or None,
-                    partition=out.partition,
-                    timestamp_ms=out.timestamp_ms,
-                )
-            except KafkaError as exc:
-                future = exc
+            future: Any = blocked.get(out.topic)
+            if future is None:
+                try:
+                    future = producer.send(
+                        out.topic,
+                        key=out.key,
+                        value=out.value,
+                        headers=out.headers or None,
+                        partition=out.partition,
+                        timestamp_ms=out.timestamp_ms,
+                    )
+                except errors.KafkaTimeoutError as exc:
+                    future = blocked[out.topic] = exc
+                except KafkaError as exc:
+                    future = exc
             sent.append((out, future))
         now = self._monotonic
         deadline = now() + self._settings.tuning.delivery_timeout_ms / 1000 + 5
@@ -282,7 +290,8 @@ class ProducerHandle:
             if sent.failed:
                 raise PublishError(
                     f"{len(sent.failed)} output records were not acknowledged "
-                    f"({sent.error_type}); the transaction is aborted"
+                    f"({sent.error_type}; topics {sorted({o.topic for o in sent.failed})}); "
+                    "the transaction is aborted"
                 )
             before_commit()
             limit = self._settings.tuning.transaction_timeout_ms / 1000
