@@ -58,6 +58,9 @@ GROUP_OFFSETS_UNREAD: Final = (
     "cannot read the group's committed offsets; a missing changelog is created without checking "
     "that no history was lost"
 )
+BROKER_CONFIG_UNREAD: Final = (
+    "cannot read the broker's settings; the setting named is not checked against them"
+)
 OUTPUT_CONFIG_UNREAD: Final = (
     "cannot read an output topic's cleanup policy; make sure it is not compacted"
 )

@@ -48,7 +48,12 @@ from consumer.runtime.loop import Loop
 from consumer.runtime.partitions import PartitionTable
 from consumer.runtime.processor import Processor
 from consumer.runtime.restore import Restorer
-from consumer.runtime.startup import copartitioned, ensure_topics, register_output_schemas
+from consumer.runtime.startup import (
+    check_session_timeout,
+    copartitioned,
+    ensure_topics,
+    register_output_schemas,
+)
 from consumer.state.backends import DISK, StateDir
 
 log = get_logger("her2.service")
@@ -205,6 +210,7 @@ class Service:
         try:
             self.metrics.clock_skew_tolerance.set(s.clock_skew_tolerance_s)
             check_clock(admin, s, self._clock, self.metrics.clock_offset)
+            check_session_timeout(admin, s)
             counts = ensure_topics(admin, s, self._stop_event.wait, self._set_ready, self._beat)
         finally:
             admin.close()

@@ -146,6 +146,38 @@ def ensure_topics(
     return {**existing, s.topics.input: partitions}
 
 
+_SESSION_BOUNDS: Final = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
+
+
+def check_session_timeout(admin: Admin, s: Settings) -> None:
+    """ConfigError when HER2_SESSION_TIMEOUT_MS is outside the broker's group session bounds:
+    the broker refuses the join (InvalidSessionTimeout), which kafka-python raises as a Kafka
+    error (exit 1, the variable unnamed) and librdkafka only logs at debug level (the service
+    then waited unready for ever, without a line: measured). A warning when the broker's
+    settings cannot be read (no DescribeConfigs on the cluster)."""
+    brokers = admin.describe_cluster().get("brokers") or []
+    if not brokers:
+        log.warning(events.BROKER_CONFIG_UNREAD, variable="HER2_SESSION_TIMEOUT_MS")
+        return
+    broker = str(brokers[0]["broker_id"])
+    resource = ConfigResource(
+        ConfigResourceType.BROKER, broker, configs=dict.fromkeys(_SESSION_BOUNDS)
+    )
+    found = admin.describe_configs([resource], config_filter="all").get("broker", {}).get(broker)
+    values = {key: (found or {}).get(key, {}).get("value") for key in _SESSION_BOUNDS}
+    if not all(value and value.isdigit() for value in values.values()):
+        log.warning(events.BROKER_CONFIG_UNREAD, variable="HER2_SESSION_TIMEOUT_MS")
+        return
+    low, high = (int(values[key]) for key in _SESSION_BOUNDS)
+    timeout = s.tuning.session_timeout_ms
+    if not low <= timeout <= high:
+        raise ConfigError(
+            f"HER2_SESSION_TIMEOUT_MS={timeout} is outside the broker's group session bounds "
+            f"(group.min.session.timeout.ms={low}, group.max.session.timeout.ms={high}): the "
+            "broker would refuse the consumer's join; set it within them"
+        )
+
+
 def check_history_not_lost(admin: Admin, s: Settings, partitions: int) -> None:
     """ConfigError when the changelog does not exist but the group has committed offsets on
     the input: the history those records built is gone (the changelog deleted, or

@@ -59,6 +59,7 @@ from consumer.runtime.startup import (
     CHANGELOG_CONFIGS,
     check_changelog_retention,
     check_history_not_lost,
+    check_session_timeout,
     partition_counts,
 )
 
@@ -366,6 +367,20 @@ def test_admin_lists_a_groups_committed_offsets_and_startup_reads_them(
     with pytest.raises(ConfigError, match=r"committed offsets on HER2_INPUT_TOPIC .*\[1\]"):
         check_history_not_lost(admin, settings, 2)
     check_history_not_lost(admin, dataclasses.replace(settings, group_id=fresh), 2)
+
+
+def test_admin_describes_the_brokers_session_bounds_and_startup_reads_them(
+    backend: Backend,
+) -> None:
+    """describe_cluster names a broker whose DescribeConfigs gives the group session bounds;
+    start-up accepts the service's session timeout inside them, refuses one above."""
+    admin = backend.admin()
+    [broker, *_] = admin.describe_cluster()["brokers"]
+    assert isinstance(broker["broker_id"], int)
+    check_session_timeout(admin, backend.settings)
+    tuning = dataclasses.replace(backend.settings.tuning, session_timeout_ms=3_600_000)
+    with pytest.raises(ConfigError, match=r"group\.max\.session\.timeout\.ms=\d+\)"):
+        check_session_timeout(admin, dataclasses.replace(backend.settings, tuning=tuning))
 
 
 def test_admin_describes_topics_and_the_quorum_leaders_clock(backend: Backend) -> None:

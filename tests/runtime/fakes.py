@@ -58,6 +58,11 @@ class FakeBroker:
         self.topics: dict[str, list[list[FakeRecord]]] = {}
         self.configs: dict[str, dict[str, str]] = {}  # a topic's settings besides the defaults
         self.configs_unreadable: set[str] = set()  # topics DescribeConfigs answers nothing for
+        # the broker's own settings DescribeConfigs answers (Kafka's defaults); None: nothing
+        self.broker_configs: dict[str, str] | None = {
+            "group.min.session.timeout.ms": "6000",
+            "group.max.session.timeout.ms": "1800000",
+        }
         self.committed: dict[TopicPartition, int] = {}
         # the same commits by group id (what the admin client's OffsetFetch answers)
         self.group_committed: dict[str, dict[TopicPartition, int]] = {}
@@ -210,6 +215,15 @@ class FakeAdmin:
         drops a resource's error code)."""
         self.broker.scripted("configs")
         assert config_filter == "all", "the defaults are asked for too"
+        if all(r.resource_type is ConfigResourceType.BROKER for r in config_resources):
+            values = self.broker.broker_configs or {}
+            return {
+                "broker": {
+                    r.name: {k: {"value": values[k]} for k in r.configs or values if k in values}
+                    for r in config_resources
+                    if r.name == "1"
+                }
+            }
         out: dict[str, dict[str, Any]] = {}
         for resource in config_resources:
             assert resource.resource_type is ConfigResourceType.TOPIC
@@ -229,6 +243,12 @@ class FakeAdmin:
         voter = {"replica_id": 1, "last_fetch_timestamp": self.broker.cluster_clock_ms()}
         partition = {"leader_id": 1, "current_voters": [voter], "error": None}
         return {"topics": [{"topic_name": "__cluster_metadata", "partitions": [partition]}]}
+
+    def describe_cluster(self) -> dict[str, Any]:
+        """DescribeCluster of a one-broker cluster (kafka-python's keys)."""
+        self.broker.scripted("cluster")
+        broker = {"broker_id": 1, "host": "127.0.0.1", "port": 9092, "rack": None}
+        return {"cluster_id": "fake", "controller_id": 1, "brokers": [broker]}
 
     def list_group_offsets(
         self, group_specs: dict[str, list[TopicPartition] | None]

@@ -158,6 +158,34 @@ def test_a_replication_factor_above_the_brokers_names_its_setting(
     assert "HER2_TOPIC_REPLICATION_FACTOR" in err
 
 
+@pytest.mark.parametrize(
+    ("timeout_ms", "accepted"),
+    [(5999, False), (6000, True), (1800000, True), (1800001, False)],
+)
+def test_a_session_timeout_outside_the_brokers_bounds_stops_start_up(
+    harness: Harness, capsys: object, timeout_ms: int, accepted: bool
+) -> None:
+    """The broker refuses a join with a session timeout outside its group bounds; librdkafka
+    only logs that at debug level (measured live: unready for ever, not one line)."""
+    harness.configure(tuning={"session_timeout_ms": timeout_ms})
+    code = harness.run()
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    if accepted:
+        assert code == EXIT_OK
+        return
+    assert code == EXIT_CONFIG
+    assert f"HER2_SESSION_TIMEOUT_MS={timeout_ms} is outside the broker's" in err
+    assert "group.min.session.timeout.ms=6000, group.max.session.timeout.ms=1800000" in err
+    assert harness.broker.consumers == [], "never joins the group"
+
+
+def test_broker_settings_that_cannot_be_read_are_a_warning(harness: Harness) -> None:
+    harness.broker.broker_configs = None
+    assert harness.run() == EXIT_OK
+    [line] = harness.logged(events.BROKER_CONFIG_UNREAD)
+    assert line["variable"] == "HER2_SESSION_TIMEOUT_MS"
+
+
 def test_a_missing_changelog_with_committed_input_offsets_stops_start_up(
     harness: Harness, capsys: object
 ) -> None:

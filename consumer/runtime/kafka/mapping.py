@@ -182,6 +182,10 @@ class MappedAdmin:
         """KafkaAdminClient.describe_metadata_quorum."""
         return mapped(self.wrapped.describe_metadata_quorum)
 
+    def describe_cluster(self) -> dict[str, Any]:
+        """KafkaAdminClient.describe_cluster."""
+        return mapped(self.wrapped.describe_cluster)
+
     def list_group_offsets(
         self, group_specs: dict[str, list[TopicPartition] | None]
     ) -> dict[str, dict[TopicPartition, OffsetAndMetadata]]:
