@@ -6,8 +6,10 @@
     ├── SchemaError            an Avro schema cannot be loaded or registered: fatal
     ├── RegistryError          the schema registry cannot be reached: retry, never DLQ
     ├── PublishError           outputs were not acknowledged: stop without committing
-    │   └── OutputRefusedError the broker refused outputs for good (size, ACL, timestamp):
-    │                          their input records are dead-lettered and the batch re-driven
+    │   ├── OutputRefusedError the broker refused outputs for good (size, ACL, timestamp):
+    │   │                      their input records are dead-lettered and the batch re-driven
+    │   └── ProducerUnavailableError no new producer could be made (its bootstrap failed):
+    │                          a failed publish attempt, retried while attempts remain
     ├── FencedError            another producer took our transactional id: stop, EXIT_FENCED
     ├── HistoryRestoreError    the changelog could not be read to its end in time: fatal
     ├── KafkaConnectError      Kafka refusing us at start-up (credentials, certificate):
@@ -77,6 +79,16 @@ class RegistryError(Her2Error):
 
 class PublishError(Her2Error):
     """An output record was not acknowledged by the broker."""
+
+
+class ProducerUnavailableError(PublishError):
+    """No producer could be made after a failed publish attempt (its bootstrap failed: a
+    broker not answering yet). `kind` is the client's error class name. A publish attempt
+    fails with it, and the next attempt tries a new producer again."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"could not create a new producer ({kind}); stopping without committing")
+        self.kind = kind
 
 
 class OutputRefusedError(PublishError):

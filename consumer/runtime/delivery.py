@@ -3,6 +3,7 @@ offsets committed, or PublishError / FencedError (the service stops without comm
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -12,6 +13,7 @@ from consumer.errors import (
     CommitRefusedError,
     GroupLeftError,
     OutputRefusedError,
+    ProducerUnavailableError,
     PublishError,
     StopRequested,
 )
@@ -19,7 +21,7 @@ from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import Consumer
-from consumer.runtime.kafka.producer import ProducerHandle
+from consumer.runtime.kafka.producer import ProducerHandle, Sent
 from consumer.runtime.kafka.refusals import isolate_refused
 from consumer.runtime.records import PUBLISH_BACKOFF, Backoff, Batch, Output
 
@@ -94,7 +96,10 @@ class AtLeastOnce:
         failed: list[Output] = []
         error_type = None
         for attempt in range(retries + 1):
-            sent = self._producer.send_and_wait(pending)
+            try:
+                sent = self._producer.send_and_wait(pending)
+            except ProducerUnavailableError as exc:  # a failed attempt: nothing was sent
+                sent = Sent(failed=list(pending), error_type=exc.kind)
             failed, error_type = sent.failed, sent.error_type
             if sent.refused:
                 self._producer.renew()
@@ -120,7 +125,8 @@ class AtLeastOnce:
             )
             if self._producer.back_off(delay):  # the attempt failed: no new one on a stop
                 raise StopRequested("re-sending outputs")
-            self._producer.renew()
+            with contextlib.suppress(ProducerUnavailableError):  # the next attempt tries again
+                self._producer.renew()
             pending = failed
         raise PublishError(
             f"{len(failed)} output records were not acknowledged after {retries} retries "

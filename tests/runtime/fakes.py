@@ -158,6 +158,7 @@ class FakeBroker:
 
     def producer(self, **config: Any) -> FakeProducer:
         """KafkaProducer(**config)."""
+        self.scripted("producer")  # KafkaTimeoutError: its bootstrap failed
         producer = FakeProducer(self, config)
         self.producers.append(producer)
         return producer

@@ -196,6 +196,34 @@ class TestAtLeastOnce:
         assert harness.broker.committed == {}
         assert f"(KafkaTimeoutError; topics ['{topic}'])" in capsys.readouterr().err
 
+    def test_a_new_producer_that_cannot_bootstrap_yet_is_a_failed_attempt_not_the_end(
+        self, harness: Harness
+    ) -> None:
+        """README: the service stops only after HER2_PUBLISH_RETRIES re-sends. A renewal whose
+        bootstrap fails (the broker back, but not answering this client yet) used to stop it
+        at once (measured live: exit 1 with 2 of 3 re-sends left, 18 s after the broker was
+        back); it is a failed attempt, and the next one makes a producer again."""
+        harness.configure(publish_retries=2)
+        harness.publish(3)
+        harness.broker.script(f"ack:{harness.settings.topics.classification}", KafkaTimeoutError())
+        harness.broker.script("producer", lambda: None, KafkaTimeoutError("Unable to bootstrap"))
+        assert harness.run() == EXIT_OK
+        # the renewal's bootstrap failed; the re-send made the second producer itself
+        assert len(harness.broker.producers) == 2
+        assert harness.value("her2_consumer_publish_retries_total") == 1
+        assert harness.broker.committed
+
+    def test_no_producer_for_every_attempt_stops_without_committing(
+        self, harness: Harness, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        harness.configure(publish_retries=1)
+        harness.publish(2)
+        harness.broker.script(f"ack:{harness.settings.topics.classification}", KafkaTimeoutError())
+        harness.broker.script("producer", lambda: None, *[KafkaTimeoutError("no bootstrap")] * 3)
+        assert harness.run() == EXIT_FAILURE
+        assert harness.broker.committed == {}
+        assert "not acknowledged after 1 retries (KafkaTimeoutError" in capsys.readouterr().err
+
     def test_each_re_send_waits_out_its_back_off_after_saying_so(self) -> None:
         """Outputs not acknowledged are re-sent after the back-off's delay for the attempt (a
         broker refusing writes is not hammered) and after the warning the runbooks send

@@ -16,6 +16,7 @@ from consumer.errors import (
     FencedError,
     OffsetsRefusedError,
     OutputRefusedError,
+    ProducerUnavailableError,
     PublishError,
     StopRequested,
     kind_of,
@@ -151,7 +152,9 @@ class ProducerHandle:
         counts as not acknowledged. (Seen with kafka-python 3.0.12 after a broker outage: some
         futures never complete, so per-future timeouts would add up without bound.)
         """
-        producer = self.producer
+        # a renewal that failed (its bootstrap: a broker not answering yet) left no producer:
+        # this attempt tries again
+        producer = self._producer or self._replace()
         self._beat()
         sent: list[tuple[Output, Any]] = []
         # A send that waited its max_block_ms for a topic's metadata (a topic deleted while
@@ -261,13 +264,16 @@ class ProducerHandle:
                 # stops its I/O thread
                 force_close(old, PRODUCER_CLOSE_S)
                 log.info(events.PRODUCER_FORCE_CLOSED, error_type=type(exc).__name__)
+        self._replace()
+        log.warning(events.PRODUCER_REPLACED)
+
+    def _replace(self) -> Producer:
+        """A new producer in place of none (ProducerUnavailableError when none can be made)."""
         try:
             self._producer = self._make()
         except Exception as exc:
-            raise PublishError(
-                f"could not create a new producer ({kind_of(exc)}); stopping without committing"
-            ) from exc
-        log.warning(events.PRODUCER_REPLACED)
+            raise ProducerUnavailableError(kind_of(exc)) from exc
+        return self._producer
 
     def transaction(
         self,
