@@ -61,6 +61,9 @@ GROUP_OFFSETS_UNREAD: Final = (
 BROKER_CONFIG_UNREAD: Final = (
     "cannot read the broker's settings; the setting named is not checked against them"
 )
+GROUP_OFFSETS_RETRY: Final = (
+    "the group's committed offsets could not be read yet (the changelog is missing); retrying"
+)
 OUTPUT_CONFIG_UNREAD: Final = (
     "cannot read an output topic's cleanup policy; make sure it is not compacted"
 )

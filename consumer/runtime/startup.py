@@ -129,8 +129,10 @@ def ensure_topics(
     partitions = counts[s.topics.input]
     existing = partition_counts(admin, list(s.topics.outputs()))
     missing = [t for t in s.topics.outputs() if t not in existing]
-    if s.topics.history in missing:
-        check_history_not_lost(admin, s, partitions)
+    if s.topics.history in missing and not check_history_not_lost(
+        admin, s, partitions, wait, beat, backoff=backoff
+    ):
+        return None  # stopped while waiting for the group's offsets
     if missing:
         create_topics(admin, s, missing, partitions)
         existing = partition_counts(admin, list(s.topics.outputs()))
@@ -178,21 +180,45 @@ def check_session_timeout(admin: Admin, s: Settings) -> None:
         )
 
 
-def check_history_not_lost(admin: Admin, s: Settings, partitions: int) -> None:
+def check_history_not_lost(
+    admin: Admin,
+    s: Settings,
+    partitions: int,
+    wait: Wait = lambda _seconds: False,
+    beat: Callable[[], None] = lambda: None,
+    *,
+    backoff: Backoff = INPUT_WAIT_BACKOFF,
+) -> bool:
     """ConfigError when the changelog does not exist but the group has committed offsets on
     the input: the history those records built is gone (the changelog deleted, or
     HER2_HISTORY_TOPIC changed), and a changelog created empty now would have every later
     report evaluated without it (measured: retractions missing, a CRITICAL caution left
     active). The service creates the changelog before it commits anything, so a first start
-    has no committed offset. A warning when the offsets cannot be read."""
+    has no committed offset. A warning when the offsets cannot be read (no Describe on the
+    group); a retriable error (a coordinator not loaded yet on a broker just started) is
+    waited out, like the input topic. False when stopped while waiting."""
     asked = [TopicPartition(s.topics.input, p) for p in range(partitions)]
-    try:
-        found = admin.list_group_offsets({s.group_id: asked}).get(s.group_id, {})
-    except BrokerError as exc:
-        if exc.retriable:  # the broker away: start-up stops on it as on any other call here
-            raise
-        log.warning(events.GROUP_OFFSETS_UNREAD, group_id=s.group_id, error_type=exc.kind)
-        return
+    attempt = 0
+    while True:
+        try:
+            found = admin.list_group_offsets({s.group_id: asked}).get(s.group_id, {})
+            break
+        except BrokerError as exc:
+            if not exc.retriable:
+                log.warning(events.GROUP_OFFSETS_UNREAD, group_id=s.group_id, error_type=exc.kind)
+                return True
+            delay = backoff.delay(attempt)
+            attempt += 1
+            log.warning(
+                events.GROUP_OFFSETS_RETRY,
+                group_id=s.group_id,
+                error_type=exc.kind,
+                attempt=attempt,
+                seconds=delay,
+            )
+            beat()
+            if wait(delay):
+                return False
     committed = sorted(tp.partition for tp, meta in found.items() if meta and meta.offset > 0)
     if committed:
         raise ConfigError(
@@ -203,6 +229,7 @@ def check_history_not_lost(admin: Admin, s: Settings, partitions: int) -> None:
             "without it; restore the changelog or point HER2_HISTORY_TOPIC at it "
             "(docs/operations.md: History changelog missing)"
         )
+    return True
 
 
 # Output topics that must not be compacted: each is keyed by patient (the DLQ by the input's

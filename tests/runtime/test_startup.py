@@ -13,6 +13,7 @@ import pytest
 from conftest import Harness
 from kafka.errors import (
     ClusterAuthorizationFailedError,
+    CoordinatorNotAvailableError,
     GroupAuthorizationFailedError,
     KafkaTimeoutError,
 )
@@ -230,16 +231,46 @@ def test_group_offsets_that_cannot_be_read_are_a_warning(harness: Harness) -> No
     assert ("create", topics.history) in harness.broker.events
 
 
-def test_group_offsets_unanswered_stop_start_up_before_the_changelog_is_created(
+def test_group_offsets_unanswered_are_waited_for_before_the_changelog_is_created(
     harness: Harness,
 ) -> None:
-    """The broker away at that moment: nothing is created unchecked (start-up stops, as on
-    any other broker error here)."""
+    """A coordinator not loaded yet (a broker just started): retried, like the input topic's
+    wait, not an exit (measured live: exit 1 with CoordinatorNotAvailable on a fresh broker);
+    nothing is created unchecked meanwhile."""
     topics = harness.settings.topics
     harness.broker.create_topic(topics.input, 1)
-    harness.broker.script("group_offsets", KafkaTimeoutError("no answer"))
-    assert harness.run() != EXIT_OK
+    created_before: list[bool] = []
+
+    def unanswered() -> None:
+        created_before.append(topics.history in harness.broker.topics)
+        raise CoordinatorNotAvailableError()
+
+    harness.broker.script("group_offsets", unanswered, unanswered)
+    assert harness.run() == EXIT_OK
+    assert created_before == [False, False]
+    retries = harness.logged(events.GROUP_OFFSETS_RETRY)
+    assert [(r["attempt"], r["error_type"]) for r in retries] == [
+        (1, "CoordinatorNotAvailableError"),
+        (2, "CoordinatorNotAvailableError"),
+    ]
+    assert ("create", topics.history) in harness.broker.events
+
+
+def test_a_stop_while_waiting_for_the_group_offsets_ends_the_run_cleanly(
+    harness: Harness,
+) -> None:
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 1)
+    service = harness.new_service()
+
+    def stop_and_fail() -> None:
+        service.stop()
+        raise CoordinatorNotAvailableError()
+
+    harness.broker.script("group_offsets", stop_and_fail)
+    assert service.run() == EXIT_OK
     assert ("create", topics.history) not in harness.broker.events
+    assert harness.broker.consumers == []
 
 
 @pytest.mark.parametrize("which", ["classification", "dlq", "retest"])
