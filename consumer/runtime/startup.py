@@ -155,22 +155,14 @@ def check_session_timeout(admin: Admin, s: Settings) -> None:
     """ConfigError when HER2_SESSION_TIMEOUT_MS is outside the broker's group session bounds:
     the broker refuses the join (InvalidSessionTimeout), which kafka-python raises as a Kafka
     error (exit 1, the variable unnamed) and librdkafka only logs at debug level (the service
-    then waited unready for ever, without a line: measured). A warning when the broker's
-    settings cannot be read (no DescribeConfigs on the cluster)."""
-    brokers = admin.describe_cluster().get("brokers") or []
-    if not brokers:
+    then waited unready for ever, without a line: measured). The bounds are read from the
+    first live broker that answers; a warning when none does (no DescribeConfigs on the
+    cluster, brokers down or fenced): the check must never stop a healthy cluster."""
+    bounds = _session_bounds(admin)
+    if bounds is None:
         log.warning(events.BROKER_CONFIG_UNREAD, variable="HER2_SESSION_TIMEOUT_MS")
         return
-    broker = str(brokers[0]["broker_id"])
-    resource = ConfigResource(
-        ConfigResourceType.BROKER, broker, configs=dict.fromkeys(_SESSION_BOUNDS)
-    )
-    found = admin.describe_configs([resource], config_filter="all").get("broker", {}).get(broker)
-    values = {key: (found or {}).get(key, {}).get("value") for key in _SESSION_BOUNDS}
-    if not all(value and value.isdigit() for value in values.values()):
-        log.warning(events.BROKER_CONFIG_UNREAD, variable="HER2_SESSION_TIMEOUT_MS")
-        return
-    low, high = (int(values[key]) for key in _SESSION_BOUNDS)
+    low, high = bounds
     timeout = s.tuning.session_timeout_ms
     if not low <= timeout <= high:
         raise ConfigError(
@@ -178,6 +170,28 @@ def check_session_timeout(admin: Admin, s: Settings) -> None:
             f"(group.min.session.timeout.ms={low}, group.max.session.timeout.ms={high}): the "
             "broker would refuse the consumer's join; set it within them"
         )
+
+
+def _session_bounds(admin: Admin) -> tuple[int, int] | None:
+    """(group.min.session.timeout.ms, group.max.session.timeout.ms) of the first live broker
+    that answers DescribeConfigs; None when none does."""
+    try:
+        brokers = admin.describe_cluster().get("brokers") or []
+    except BrokerError:
+        return None
+    for broker in (str(b["broker_id"]) for b in brokers if not b.get("is_fenced")):
+        resource = ConfigResource(
+            ConfigResourceType.BROKER, broker, configs=dict.fromkeys(_SESSION_BOUNDS)
+        )
+        try:
+            found = admin.describe_configs([resource], config_filter="all")
+        except BrokerError:  # that broker down or restarting: ask the next
+            continue
+        entries = found.get("broker", {}).get(broker) or {}
+        values = [entries.get(key, {}).get("value") for key in _SESSION_BOUNDS]
+        if all(isinstance(value, str) and value.isdigit() for value in values):
+            return int(values[0]), int(values[1])
+    return None
 
 
 def check_history_not_lost(

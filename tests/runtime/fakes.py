@@ -33,7 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, UnknownError
+from kafka.errors import (
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    UnknownError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 
@@ -58,6 +63,10 @@ class FakeBroker:
         self.topics: dict[str, list[list[FakeRecord]]] = {}
         self.configs: dict[str, dict[str, str]] = {}  # a topic's settings besides the defaults
         self.configs_unreadable: set[str] = set()  # topics DescribeConfigs answers nothing for
+        # more brokers DescribeCluster lists (none answers DescribeConfigs: down), and which
+        # one it lists first
+        self.other_brokers: list[int] = []
+        self.first_broker = 1
         # the broker's own settings DescribeConfigs answers (Kafka's defaults); None: nothing
         self.broker_configs: dict[str, str] | None = {
             "group.min.session.timeout.ms": "6000",
@@ -217,6 +226,8 @@ class FakeAdmin:
         self.broker.scripted("configs")
         assert config_filter == "all", "the defaults are asked for too"
         if all(r.resource_type is ConfigResourceType.BROKER for r in config_resources):
+            if any(r.name != "1" for r in config_resources):  # another broker: down
+                raise KafkaConnectionError("broker down")
             values = self.broker.broker_configs or {}
             return {
                 "broker": {
@@ -248,8 +259,12 @@ class FakeAdmin:
     def describe_cluster(self) -> dict[str, Any]:
         """DescribeCluster of a one-broker cluster (kafka-python's keys)."""
         self.broker.scripted("cluster")
-        broker = {"broker_id": 1, "host": "127.0.0.1", "port": 9092, "rack": None}
-        return {"cluster_id": "fake", "controller_id": 1, "brokers": [broker]}
+        ids = sorted({1, *self.broker.other_brokers}, key=lambda n: n != self.broker.first_broker)
+        brokers = [
+            {"broker_id": n, "host": "127.0.0.1", "port": 9092, "rack": None, "is_fenced": False}
+            for n in ids
+        ]
+        return {"cluster_id": "fake", "controller_id": 1, "brokers": brokers}
 
     def list_group_offsets(
         self, group_specs: dict[str, list[TopicPartition] | None]

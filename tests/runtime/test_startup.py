@@ -180,6 +180,27 @@ def test_a_session_timeout_outside_the_brokers_bounds_stops_start_up(
     assert harness.broker.consumers == [], "never joins the group"
 
 
+def test_the_session_bounds_come_from_a_broker_that_answers(
+    harness: Harness, capsys: object
+) -> None:
+    """A cluster whose first-listed broker is down (a rolling restart): the next one answers;
+    the check still refuses a timeout outside the bounds, and does not stop start-up on the
+    broker that is down."""
+    harness.broker.other_brokers = [2]
+    harness.broker.first_broker = 2
+    harness.configure(tuning={"session_timeout_ms": 1_800_001})
+    assert harness.run() == EXIT_CONFIG
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "group.max.session.timeout.ms=1800000" in err
+
+
+def test_no_broker_answering_for_its_settings_is_a_warning(harness: Harness) -> None:
+    harness.broker.script("cluster", KafkaTimeoutError("no answer"))
+    assert harness.run() == EXIT_OK
+    [line] = harness.logged(events.BROKER_CONFIG_UNREAD)
+    assert line["variable"] == "HER2_SESSION_TIMEOUT_MS"
+
+
 def test_broker_settings_that_cannot_be_read_are_a_warning(harness: Harness) -> None:
     harness.broker.broker_configs = None
     assert harness.run() == EXIT_OK
