@@ -148,6 +148,7 @@ def ensure_topics(
     return {**existing, s.topics.input: partitions}
 
 
+_EARLIEST: Final = -2  # ListOffsets' wire sentinel for a partition's log start
 _SESSION_BOUNDS: Final = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
 
 
@@ -233,15 +234,24 @@ def check_history_not_lost(
             beat()
             if wait(delay):
                 return False
-    committed = sorted(tp.partition for tp, meta in found.items() if meta and meta.offset > 0)
+    committed = {tp: meta.offset for tp, meta in found.items() if meta and meta.offset > 0}
+    if committed:
+        # a group reset to the earliest offsets (README: the changelog lost; an upgrade) has
+        # processed nothing since: its offsets are at the log start, which retention or a
+        # records deletion moves above 0
+        earliest = admin.list_partition_offsets(dict.fromkeys(committed, _EARLIEST))
+        committed = {tp: o for tp, o in committed.items() if o > earliest[tp].offset}
+    if committed and s.topics.history in partition_counts(admin, [s.topics.history]):
+        return True  # there after all (a metadata answer that left it out a moment ago)
     if committed:
         raise ConfigError(
             f"HER2_HISTORY_TOPIC {s.topics.history} does not exist, but group {s.group_id} "
-            f"has committed offsets on HER2_INPUT_TOPIC {s.topics.input} (partitions "
-            f"{committed}): the patients' history is gone (the changelog deleted, or "
-            "HER2_HISTORY_TOPIC changed), and starting would evaluate every later report "
-            "without it; restore the changelog or point HER2_HISTORY_TOPIC at it "
-            "(docs/operations.md: History changelog missing)"
+            f"has processed records of HER2_INPUT_TOPIC {s.topics.input} (committed offsets "
+            f"past the log start on partitions {sorted(tp.partition for tp in committed)}): "
+            "the patients' history is gone (the changelog deleted, or HER2_HISTORY_TOPIC "
+            "changed), and starting would evaluate every later report without it; restore the "
+            "changelog or point HER2_HISTORY_TOPIC at it; if starting without it is deliberate, "
+            "create the changelog yourself (docs/operations.md: History changelog missing)"
         )
     return True
 

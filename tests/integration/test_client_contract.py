@@ -347,8 +347,9 @@ def test_admin_lists_a_groups_committed_offsets_and_startup_reads_them(
     backend: Backend,
 ) -> None:
     """list_group_offsets gives -1 for a partition the group never committed (a group never
-    seen alike), the offset for one it did; start-up refuses to create a missing changelog
-    for a group with a committed offset (its history would be gone), not for a new group."""
+    seen alike), the offset for one it did, and list_partition_offsets the log start (-2);
+    start-up refuses to create a missing changelog for a group with an offset past the log
+    start (its history would be gone), not for a new group."""
     topic = backend.topic(partitions=2)
     tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
     _send_all(backend.producer(), [{"topic": topic, "value": b"v", "partition": 1}] * 3)
@@ -364,7 +365,9 @@ def test_admin_lists_a_groups_committed_offsets_and_startup_reads_them(
 
     topics = dataclasses.replace(backend.settings.topics, input=topic)
     settings = dataclasses.replace(backend.settings, group_id=group, topics=topics)
-    with pytest.raises(ConfigError, match=r"committed offsets on HER2_INPUT_TOPIC .*\[1\]"):
+    earliest = admin.list_partition_offsets(dict.fromkeys(tps, -2))
+    assert {tp.partition: o.offset for tp, o in earliest.items()} == {0: 0, 1: 0}
+    with pytest.raises(ConfigError, match=r"processed records of HER2_INPUT_TOPIC .*\[1\]"):
         check_history_not_lost(admin, settings, 2)
     check_history_not_lost(admin, dataclasses.replace(settings, group_id=fresh), 2)
 

@@ -39,7 +39,7 @@ from kafka.errors import (
     RecordListTooLargeError,
     UnknownError,
 )
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import OffsetAndMetadata, OffsetAndTimestamp, TopicPartition
 
 
 @dataclass
@@ -75,6 +75,7 @@ class FakeBroker:
         self.committed: dict[TopicPartition, int] = {}
         # the same commits by group id (what the admin client's OffsetFetch answers)
         self.group_committed: dict[str, dict[TopicPartition, int]] = {}
+        self.log_start: dict[TopicPartition, int] = {}  # a partition's earliest offset (else 0)
         self.events: list[tuple[str, Any]] = []
         self.create_errors: dict[str, int] = {}
         self._script: dict[str, list[BaseException | Callable[[], Any]]] = {}
@@ -265,6 +266,17 @@ class FakeAdmin:
             for n in ids
         ]
         return {"cluster_id": "fake", "controller_id": 1, "brokers": brokers}
+
+    def list_partition_offsets(
+        self, topic_partition_specs: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, Any]:
+        """ListOffsets for the earliest offset (-2): the log start (broker.log_start, else 0)."""
+        self.broker.scripted("list_offsets")
+        assert set(topic_partition_specs.values()) == {-2}, "only the earliest is asked"
+        return {
+            tp: OffsetAndTimestamp(self.broker.log_start.get(tp, 0), -1, -1)
+            for tp in topic_partition_specs
+        }
 
     def list_group_offsets(
         self, group_specs: dict[str, list[TopicPartition] | None]

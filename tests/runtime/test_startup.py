@@ -222,10 +222,46 @@ def test_a_missing_changelog_with_committed_input_offsets_stops_start_up(
     assert harness.run() == EXIT_CONFIG
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert f"HER2_HISTORY_TOPIC {topics.history} does not exist" in err
-    assert "committed offsets on HER2_INPUT_TOPIC" in err
+    assert "has processed records of HER2_INPUT_TOPIC" in err
     assert "partitions [1]" in err
     assert ("create", topics.history) not in harness.broker.events, "not created empty"
     assert harness.broker.consumers == [], "never joins the group"
+
+
+def test_a_group_reset_to_the_log_start_may_start_without_a_changelog(
+    harness: Harness,
+) -> None:
+    """README's recovery and upgrade reset the group to the earliest offsets; with retention
+    (or deleted records) the log start, and so the committed offset, is above 0. Nothing was
+    processed since: the changelog is created, as at a first start."""
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 2)
+    tp = TopicPartition(topics.input, 1)
+    harness.broker.group_committed[harness.settings.group_id] = {tp: 40}
+    harness.broker.log_start[tp] = 40
+    assert harness.run() == EXIT_OK
+    assert ("create", topics.history) in harness.broker.events
+
+
+def test_a_changelog_a_metadata_answer_left_out_is_looked_for_again(harness: Harness) -> None:
+    """The first describe left the changelog out (a stale metadata answer); before refusing,
+    the service looks again and finds it."""
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 1)
+    harness.broker.create_topic(topics.history, 1)
+    harness.broker.configs[topics.history] = {"cleanup.policy": "compact"}
+    harness.broker.group_committed[harness.settings.group_id] = {TopicPartition(topics.input, 0): 5}
+    real = harness.broker.topics
+
+    def hide_once() -> None:  # the outputs' describe does not see the changelog
+        harness.broker.topics = {k: v for k, v in real.items() if k != topics.history}
+
+    def show() -> None:
+        harness.broker.topics = real
+
+    harness.broker.script("describe", lambda: None, hide_once, show)
+    harness.broker.create_errors[topics.history] = 36  # TOPIC_ALREADY_EXISTS, as the broker
+    assert harness.run() == EXIT_OK
 
 
 def test_a_first_start_creates_the_changelog(harness: Harness) -> None:

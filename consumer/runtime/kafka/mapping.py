@@ -186,6 +186,12 @@ class MappedAdmin:
         """KafkaAdminClient.describe_cluster."""
         return mapped(self.wrapped.describe_cluster)
 
+    def list_partition_offsets(
+        self, topic_partition_specs: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, Any]:
+        """KafkaAdminClient.list_partition_offsets (specs: Kafka's wire sentinels)."""
+        return mapped(self.wrapped.list_partition_offsets, topic_partition_specs)
+
     def list_group_offsets(
         self, group_specs: dict[str, list[TopicPartition] | None]
     ) -> dict[str, dict[TopicPartition, OffsetAndMetadata]]:
