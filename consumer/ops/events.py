@@ -130,6 +130,9 @@ COMMIT_REFUSED_IN_REBALANCE: Final = (
 COMMIT_FAILED: Final = (
     "offset commit failed; a later commit covers these records or they are redelivered"
 )
+PRODUCER_UNAVAILABLE: Final = (
+    "a new producer could not be made (its bootstrap failed); the next publish attempt tries again"
+)
 PRODUCER_REPLACED: Final = "producer replaced after a failed publish attempt"
 PRODUCER_CLOSE_FAILED: Final = "producer close failed"
 PRODUCER_FORCE_CLOSED: Final = "producer force-closed"

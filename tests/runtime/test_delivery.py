@@ -224,6 +224,25 @@ class TestAtLeastOnce:
         assert harness.broker.committed == {}
         assert "not acknowledged after 1 retries (KafkaTimeoutError" in capsys.readouterr().err
 
+    def test_a_stop_after_a_blocked_send_sends_nothing_more(self) -> None:
+        """A send that waited max_block_ms (a topic deleted): a stop asked for meanwhile ends
+        the batch there (StopRequested: nothing committed) instead of blocking on the next
+        topic; so does a stop before a new producer's bootstrap."""
+        broker = FakeBroker()
+        for topic in ("gone", "other"):
+            broker.create_topic(topic, 1)
+        broker.script("send:gone", KafkaTimeoutError("Failed to update metadata"))
+        stop = [False]
+        handle = ProducerHandle(broker, Settings(), "test", wait=lambda _s: stop[0])  # type: ignore[arg-type]
+        stop[0] = True
+        with pytest.raises(StopRequested):
+            handle.send_and_wait([Output("gone", b"k", b"v"), Output("other", b"k", b"v")])
+        assert ("send", "other") not in broker.events
+        handle._producer = None  # a renewal that failed
+        with pytest.raises(StopRequested):
+            handle.send_and_wait([Output("other", b"k", b"v")])
+        assert len(broker.producers) == 1, "no bootstrap after the stop"
+
     def test_each_re_send_waits_out_its_back_off_after_saying_so(self) -> None:
         """Outputs not acknowledged are re-sent after the back-off's delay for the attempt (a
         broker refusing writes is not hammered) and after the warning the runbooks send
@@ -251,9 +270,11 @@ class TestAtLeastOnce:
             ("send", "out"),
             ("nack", "out"),
             ("sleep", 0.25),
+            ("sleep", 0),  # a stop asked for? (before the new producer's bootstrap)
             ("send", "out"),
             ("nack", "out"),
             ("sleep", 0.75),
+            ("sleep", 0),
             ("send", "out"),
             ("ack", "out"),
         ]

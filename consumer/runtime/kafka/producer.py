@@ -175,6 +175,9 @@ class ProducerHandle:
                     )
                 except errors.KafkaTimeoutError as exc:
                     future = blocked[out.topic] = exc
+                    self._beat()  # it waited max_block_ms; the next topic may too
+                    if self.stopping():
+                        raise StopRequested("outputs") from None
                 except KafkaError as exc:
                     future = exc
             sent.append((out, future))
@@ -268,10 +271,18 @@ class ProducerHandle:
         log.warning(events.PRODUCER_REPLACED)
 
     def _replace(self) -> Producer:
-        """A new producer in place of none (ProducerUnavailableError when none can be made)."""
+        """A new producer in place of none (ProducerUnavailableError when none can be made:
+        its bootstrap failed). Its bootstrap can last a request timeout and is not
+        interruptible: a beat before it, and a stop asked for ends the attempt here."""
+        self._beat()
+        if self.stopping():
+            raise StopRequested("making a new producer")
         try:
             self._producer = self._make()
+        except (FencedError, ConfigError):  # not a broker away: as at start-up
+            raise
         except Exception as exc:
+            log.warning(events.PRODUCER_UNAVAILABLE, error_type=kind_of(exc))
             raise ProducerUnavailableError(kind_of(exc)) from exc
         return self._producer
 
