@@ -326,8 +326,11 @@ def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int
             "num_partitions": partitions,
             "replication_factor": s.tuning.replication_factor,
         }
-        if topic == s.topics.history:
-            spec["configs"] = dict(CHANGELOG_CONFIGS)
+        # the others never compacted, whatever the broker's log.cleanup.policy (start-up
+        # refuses a compacted output: check_outputs_not_compacted)
+        spec["configs"] = (
+            dict(CHANGELOG_CONFIGS) if topic == s.topics.history else {"cleanup.policy": "delete"}
+        )
         specs[topic] = spec
     result = admin.create_topics(specs, raise_errors=False)
     for entry in result.get("topics", []):

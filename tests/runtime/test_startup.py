@@ -352,6 +352,16 @@ def test_a_compacted_output_topic_stops_start_up(
     assert harness.broker.consumers == []
 
 
+def test_outputs_are_created_uncompacted_whatever_the_brokers_default(harness: Harness) -> None:
+    """A broker whose log.cleanup.policy is compact: the outputs the service creates say
+    delete (else start-up would refuse the topics it had just created)."""
+    topics = harness.settings.topics
+    assert harness.run() == EXIT_OK
+    policies = {t: harness.broker.configs[t].get("cleanup.policy") for t in topics.outputs()}
+    assert policies.pop(topics.history) == "compact"
+    assert set(policies.values()) == {"delete"}
+
+
 def test_an_output_whose_settings_cannot_be_read_is_a_warning(harness: Harness) -> None:
     topics = harness.settings.topics
     harness.broker.create_topic(topics.input, 1)
