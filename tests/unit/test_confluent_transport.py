@@ -431,6 +431,47 @@ class TestConsumer:
         assert warning["event"] == events.CONSUMER_REPLACED_AFTER_SESSION_LOST
         assert warning["error_type"] == "_FATAL"
 
+    @pytest.mark.parametrize(
+        ("member_id", "assigned", "replaced"),
+        [
+            ("", False, True),  # no partitions, no member id for a session timeout: adrift
+            ("m-1", False, False),  # a member without partitions (more members than them)
+            ("", True, False),  # partitions still held: the lost callback comes first
+        ],
+        ids=["adrift", "member-without-partitions", "holding-partitions"],
+    )
+    def test_a_member_adrift_for_a_session_timeout_rejoins_as_a_new_consumer(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        member_id: str,
+        assigned: bool,
+        replaced: bool,
+    ) -> None:
+        """After a broker freeze librdkafka 2.12 ended its session (SESSTMOUT), said it was
+        rejoining and never did (a soak audit, and the frozen-broker readiness test): a member
+        with neither partitions nor a member id for a session timeout is replaced."""
+        stuck = _Librdkafka(member_id=member_id)
+        consumer = _consumer(stuck, session_timeout_ms=6000)
+        consumer.subscribe(["t"])
+        if assigned:
+            consumer._on_assign(stuck, [ck.TopicPartition("t", 0)])
+        clock = [1000.0]
+        monkeypatch.setattr(confluent.time, "monotonic", lambda: clock[0])
+        fresh = _Librdkafka(member_id=None)
+        monkeypatch.setattr(ck, "Consumer", lambda conf: fresh)
+        with structlog.testing.capture_logs() as logged:
+            consumer.poll(timeout_ms=0)  # adrift from now
+            clock[0] += 5.9
+            consumer.poll(timeout_ms=0)
+            assert consumer._c is stuck, "not before a session timeout"
+            clock[0] += 0.2
+            consumer.poll(timeout_ms=0)
+        assert (consumer._c is fresh) is replaced
+        said = [
+            line for line in logged if line["event"] == events.CONSUMER_REPLACED_AFTER_SESSION_LOST
+        ]
+        assert [line["error_type"] for line in said] == (["NoMemberId"] if replaced else [])
+
     def test_a_static_member_fenced_while_it_held_its_member_id_stops(self) -> None:
         # another process with the same HER2_INSTANCE_ID: raised, the service stops
         fenced = _Librdkafka(member_id="m-1", events=[_Event(ck.KafkaError(ck.KafkaError._FATAL))])

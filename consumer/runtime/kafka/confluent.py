@@ -318,6 +318,10 @@ class ConfluentConsumer:
         self._topics: list[str] = []
         self._subscribed = False  # a group member (subscribe()), not only a group id (assign())
         self._assigned: set[TopicPartition] = set()  # as the listener was told
+        # a member without partitions and without a member id since (monotonic), and how long
+        # that may last before the consumer is replaced (see _adrift)
+        self._adrift_since: float | None = None
+        self._adrift_limit_s: float = config.get("session_timeout_ms", 45000) / 1000
         # during a poll's drain: the messages taken so far, and (how many had been taken, the
         # partitions) of each rebalance callback librdkafka ran inside it (see poll())
         self._taken: list[Any] | None = None
@@ -477,6 +481,8 @@ class ConfluentConsumer:
         """Records fetched, by partition: at once what is there, else the first to arrive
         within `timeout_ms` with what came with it."""
         limit = max_records or self._max_poll_records
+        if not self._assigned and self._subscribed:
+            self._adrift()
         take = self._c.poll
         messages: list[Any] = []
         self._taken, self._moved = messages, []
@@ -597,6 +603,10 @@ class ConfluentConsumer:
         kafka-python rejoins after its session expired. A member fenced while it held its
         member id (another process with the same HER2_INSTANCE_ID) is not revived: that
         fatal error is raised and the service stops."""
+        self._replace_member(err.name())
+
+    def _replace_member(self, reason: str) -> None:
+        """Close this consumer (its lost partitions told) and join with a new one."""
         lost = set(self._assigned)
         old = self._c
         with contextlib.suppress(Exception):  # fatal: close() may raise that error again
@@ -610,7 +620,26 @@ class ConfluentConsumer:
             self._listener.on_partitions_lost(lost)
         self._c = _call(ck.Consumer, self._conf)
         self._subscribe()
-        log.warning(events.CONSUMER_REPLACED_AFTER_SESSION_LOST, error_type=err.name())
+        log.warning(events.CONSUMER_REPLACED_AFTER_SESSION_LOST, error_type=reason)
+
+    def _adrift(self) -> None:
+        """Replace a member that has had neither partitions nor a member id for a session
+        timeout. After a broker was frozen and thawed, librdkafka 2.12 ended its session
+        (SESSTMOUT, coordinator "broker -1"), said it was rejoining, and never did, even across
+        later broker restarts: alive, unready, no partitions, while the broker served other
+        clients (seen by a soak audit about 1 freeze in 4-9, and by the readiness test). A new
+        consumer with the same configuration joins. A member waiting its turn in a join has a
+        member id and is left alone, and so is one without partitions in a group with more
+        members than partitions; during a broker outage a replaced member simply waits again."""
+        if self._member_id():
+            self._adrift_since = None
+            return
+        now = time.monotonic()
+        if self._adrift_since is None:
+            self._adrift_since = now
+        elif now - self._adrift_since >= self._adrift_limit_s:
+            self._adrift_since = None
+            self._replace_member("NoMemberId")
 
     def _drained(self) -> None:
         """A poll waited and found nothing: every record fetched before the partition EOF
