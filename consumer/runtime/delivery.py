@@ -23,7 +23,7 @@ from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import Consumer
 from consumer.runtime.kafka.producer import ProducerHandle, Sent
 from consumer.runtime.kafka.refusals import isolate_refused
-from consumer.runtime.records import PUBLISH_BACKOFF, Backoff, Batch, Output
+from consumer.runtime.records import PUBLISH_BACKOFF, Backoff, Batch, Output, topics_of
 
 log = get_logger("her2.service")
 
@@ -130,7 +130,7 @@ class AtLeastOnce:
             pending = failed
         raise PublishError(
             f"{len(failed)} output records were not acknowledged after {retries} retries "
-            f"({error_type}; topics {sorted({out.topic for out in failed})}); stopping without "
+            f"({error_type}; topics {topics_of(failed)}); stopping without "
             "committing"
         )
 

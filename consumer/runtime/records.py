@@ -48,6 +48,11 @@ class Refusal:
     dlq_error: str | None = None
 
 
+def topics_of(outputs: list[Output]) -> list[str]:
+    """The topics `outputs` go to, sorted (for error messages)."""
+    return sorted({out.topic for out in outputs})
+
+
 def input_timestamp(record: Any) -> int | None:
     """The input record's timestamp in epoch millis (None when it carries none: -1)."""
     ts = getattr(record, "timestamp", None)

@@ -235,25 +235,24 @@ def check_history_not_lost(
             if wait(delay):
                 return False
     committed = {tp: meta.offset for tp, meta in found.items() if meta and meta.offset > 0}
-    if committed:
-        # a group reset to the earliest offsets (README: the changelog lost; an upgrade) has
-        # processed nothing since: its offsets are at the log start, which retention or a
-        # records deletion moves above 0
-        earliest = admin.list_partition_offsets(dict.fromkeys(committed, _EARLIEST))
-        committed = {tp: o for tp, o in committed.items() if o > earliest[tp].offset}
-    if committed and s.topics.history in partition_counts(admin, [s.topics.history]):
-        return True  # there after all (a metadata answer that left it out a moment ago)
-    if committed:
-        raise ConfigError(
-            f"HER2_HISTORY_TOPIC {s.topics.history} does not exist, but group {s.group_id} "
-            f"has processed records of HER2_INPUT_TOPIC {s.topics.input} (committed offsets "
-            f"past the log start on partitions {sorted(tp.partition for tp in committed)}): "
-            "the patients' history is gone (the changelog deleted, or HER2_HISTORY_TOPIC "
-            "changed), and starting would evaluate every later report without it; restore the "
-            "changelog or point HER2_HISTORY_TOPIC at it; if starting without it is deliberate, "
-            "create the changelog yourself (docs/operations.md: History changelog missing)"
-        )
-    return True
+    if not committed:
+        return True
+    # a group reset to the earliest offsets (README: the changelog lost; an upgrade) has
+    # processed nothing since: its offsets are at the log start, which retention or a records
+    # deletion moves above 0
+    earliest = admin.list_partition_offsets(dict.fromkeys(committed, _EARLIEST))
+    committed = {tp: o for tp, o in committed.items() if o > earliest[tp].offset}
+    if not committed or s.topics.history in partition_counts(admin, [s.topics.history]):
+        return True  # nothing processed; or there after all (a metadata answer left it out)
+    raise ConfigError(
+        f"HER2_HISTORY_TOPIC {s.topics.history} does not exist, but group {s.group_id} "
+        f"has processed records of HER2_INPUT_TOPIC {s.topics.input} (committed offsets "
+        f"past the log start on partitions {sorted(tp.partition for tp in committed)}): "
+        "the patients' history is gone (the changelog deleted, or HER2_HISTORY_TOPIC "
+        "changed), and starting would evaluate every later report without it; restore the "
+        "changelog or point HER2_HISTORY_TOPIC at it; if starting without it is deliberate, "
+        "create the changelog yourself (docs/operations.md: History changelog missing)"
+    )
 
 
 # Output topics that must not be compacted: each is keyed by patient (the DLQ by the input's
@@ -273,13 +272,18 @@ def check_outputs_not_compacted(admin: Admin, s: Settings) -> None:
         policy = (found.get(topic) or {}).get("cleanup.policy", {}).get("value")
         if policy is None:
             log.warning(events.OUTPUT_CONFIG_UNREAD, topic=topic)
-        elif "compact" in {part.strip() for part in policy.split(",")}:
+        elif "compact" in _policies(policy):
             raise ConfigError(
                 f"output topic {topic} has cleanup.policy={policy}: its records are keyed by "
                 "patient, and compaction would keep only each key's latest (alerts and "
                 "dead letters lost to readers); set cleanup.policy=delete (kafka-configs --alter "
                 f"--entity-type topics --entity-name {topic} --add-config cleanup.policy=delete)"
             )
+
+
+def _policies(policy: str) -> set[str]:
+    """The parts of a cleanup.policy value ("compact,delete" -> {"compact", "delete"})."""
+    return {part.strip() for part in policy.split(",")}
 
 
 def check_changelog_retention(admin: Admin, topic: str) -> None:
@@ -297,7 +301,7 @@ def check_changelog_retention(admin: Admin, topic: str) -> None:
     if policy is None:
         log.warning(events.CHANGELOG_CONFIG_UNREAD, topic=topic)
         return
-    policies = {part.strip() for part in policy.split(",")}
+    policies = _policies(policy)
     finite = [k for k in _RETENTION if "delete" in policies and values.get(k) != _FOR_EVER]
     if "compact" not in policies or finite:
         raise ConfigError(

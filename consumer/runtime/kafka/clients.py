@@ -56,15 +56,17 @@ class KafkaClients:
 
     def consumer(self, **config: Any) -> Consumer:
         """A KafkaConsumer."""
-        consumer = disable_topic_auto_creation(KafkaConsumer(**config))
-        _not_applied(missing_workarounds(consumer))
-        return consumer  # type: ignore[no-any-return]
+        return _worked_around(KafkaConsumer(**config))  # type: ignore[no-any-return]
 
     def producer(self, **config: Any) -> Producer:
         """A KafkaProducer."""
-        producer = disable_topic_auto_creation(KafkaProducer(**config))
-        _not_applied(missing_workarounds(producer))
-        return producer  # type: ignore[no-any-return]
+        return _worked_around(KafkaProducer(**config))  # type: ignore[no-any-return]
+
+
+def _worked_around(client: Any) -> Any:
+    """`client` never auto-creating topics; a workaround its internals do not allow is said."""
+    _not_applied(missing_workarounds(client))
+    return disable_topic_auto_creation(client)
 
 
 def clients_for(settings: Settings) -> Clients:

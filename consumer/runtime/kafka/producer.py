@@ -36,7 +36,7 @@ from consumer.runtime.kafka.clients import producer_config
 from consumer.runtime.kafka.mapping import broker_error
 from consumer.runtime.kafka.quirks import STOP_CHECK_S, bounded, force_close, is_fenced
 from consumer.runtime.kafka.refusals import isolate_refused
-from consumer.runtime.records import Output
+from consumer.runtime.records import Output, topics_of
 
 ABORT_TIMEOUT_S: Final = 10.0
 PRODUCER_CLOSE_S: Final = 1.0  # closing a producer replaced after a failed publish attempt
@@ -307,7 +307,7 @@ class ProducerHandle:
             if sent.failed:
                 raise PublishError(
                     f"{len(sent.failed)} output records were not acknowledged "
-                    f"({sent.error_type}; topics {sorted({o.topic for o in sent.failed})}); "
+                    f"({sent.error_type}; topics {topics_of(sent.failed)}); "
                     "the transaction is aborted"
                 )
             before_commit()

@@ -44,11 +44,17 @@ def disable_topic_auto_creation(client: Any) -> Any:
     output topic with broker defaults (a changelog without compaction). Set the flag where
     kafka-python reads it. Returns `client`.
     """
-    cluster = getattr(client, "_metadata", None) or getattr(client, "_cluster", None)
-    config = getattr(cluster, "config", None)
-    if isinstance(config, dict):
+    config = _metadata_config(client)
+    if config is not None:
         config["allow_auto_create_topics"] = False
     return client
+
+
+def _metadata_config(client: Any) -> dict[str, Any] | None:
+    """The config dict of a kafka-python client's ClusterMetadata (None if it moved)."""
+    cluster = getattr(client, "_metadata", None) or getattr(client, "_cluster", None)
+    config = getattr(cluster, "config", None)
+    return config if isinstance(config, dict) else None
 
 
 # The coordinator attributes static_member_fenced reads (kafka-python 3.0.12).
@@ -61,8 +67,7 @@ def missing_workarounds(client: Any) -> list[str]:
     `topic-auto-creation-off` (disable_topic_auto_creation); for a static member,
     `fenced-static-member-check` (static_member_fenced)."""
     missing = []
-    cluster = getattr(client, "_metadata", None) or getattr(client, "_cluster", None)
-    if not isinstance(getattr(cluster, "config", None), dict):
+    if _metadata_config(client) is None:
         missing.append("topic-auto-creation-off")
     coordinator = getattr(client, "_coordinator", None)
     if getattr(coordinator, "group_instance_id", None) is not None and not all(
