@@ -172,6 +172,47 @@ def abort_hanging(
     return sorted(f"{tp.topic}[{tp.partition}]" for tp, _ in hanging)
 
 
+class MarkerRepair:
+    """F1's repair, kept up for the whole wait after the broker is back: the broker may log
+    the markers it dropped during its shutdown or later, while its transaction coordinator
+    loads again after the start and sends the markers of a transaction it had prepared (the
+    first sighting of F1). Each `poll` reads the log again and aborts what hangs on the
+    partitions named so far (`abort_hanging`)."""
+
+    def __init__(self, server_log: Path, transactional_id: str) -> None:
+        self.server_log = server_log
+        self.transactional_id = transactional_id
+        self.dropped: list[TopicPartition] = []
+        self.aborted: list[str] = []
+        self._pending: set[TopicPartition] = set()
+
+    def poll(self, admin: Callable[[], Any]) -> None:
+        """Look for newly dropped markers; abort what hangs once the coordinator allows
+        (`admin()` gives the wait's admin client, asked for only when something hangs)."""
+        for tp in dropped_markers(self.server_log, self.transactional_id):
+            if tp not in self.dropped:
+                self.dropped.append(tp)
+                self._pending.add(tp)
+        if self._pending:
+            done = abort_hanging(admin(), self.transactional_id, sorted(self._pending))
+            if done is not None:
+                self.aborted.extend(done)
+                self._pending.clear()
+
+    def describe(self, lines: int = 12) -> str:
+        """The broker's log lines about this transactional id and its markers, for a failure
+        message (names of topics and ids only: the broker logs no record contents)."""
+        with contextlib.suppress(FileNotFoundError):
+            text = self.server_log.read_text(errors="replace")
+            found = [
+                line[:300]
+                for line in text.splitlines()
+                if self.transactional_id in line or "marker" in line.lower()
+            ]
+            return f"broker log, markers and {self.transactional_id}:\n" + "\n".join(found[-lines:])
+        return f"no broker log at {self.server_log}"
+
+
 # -- offsets ---------------------------------------------------------------------------------
 
 
@@ -253,14 +294,18 @@ def wait_committed(
     *,
     alive: Callable[[], bool] | None = None,
     what: str = "every input offset to be committed",
+    each: Callable[[], None] | None = None,
 ) -> float:
     """Wait until `group` committed every record of `topic`; return the seconds waited.
 
-    Fails early when `alive()` says the processes that should do the work are gone.
+    Fails early when `alive()` says the processes that should do the work are gone; a failure
+    names each partition's committed and end offsets. `each` runs once per look (a repair).
     """
     started = time.monotonic()
     deadline = started + timeout
     while True:
+        if each is not None:
+            each()
         try:
             lag = probe.lag(group, topic)
         except KafkaError:
@@ -270,8 +315,20 @@ def wait_committed(
         if alive is not None and not alive():
             raise AssertionError(f"the service is gone while waiting for {what} (lag {lag})")
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (lag {lag})")
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what} (lag {lag}; "
+                f"{_partition_offsets(probe, group, topic)})"
+            )
         time.sleep(0.2)
+
+
+def _partition_offsets(probe: Probe, group: str, topic: str) -> str:
+    """Per partition, committed/end offsets (for a failure message)."""
+    try:
+        end, done = probe.end_offsets(topic), probe.committed(group, topic)
+    except KafkaError as exc:
+        return f"offsets unread: {type(exc).__name__}"
+    return "committed/end: " + ", ".join(f"[{p}] {done.get(p)}/{end[p]}" for p in sorted(end))
 
 
 def broker_healthy(bootstrap: str, topic: str, timeout: float = 60.0) -> float:

@@ -28,9 +28,9 @@ from faults import (
     EOS,
     Background,
     LogTail,
+    MarkerRepair,
     Probe,
     Supervisor,
-    abort_hanging,
     assert_delivery,
     broker_healthy,
     dropped_markers,
@@ -98,12 +98,14 @@ def _committed_total(probe: Probe, env: Env) -> int:
 
 
 @contextlib.contextmanager
-def _described(supervisor: Supervisor) -> Iterator[None]:
-    """A wait that fails says what the service did meanwhile (CI keeps only the log's tail)."""
+def _described(supervisor: Supervisor, repair: MarkerRepair | None = None) -> Iterator[None]:
+    """A wait that fails says what the service did meanwhile and, with `repair`, what the
+    broker logged about its transaction markers (CI keeps only the log's tail)."""
     try:
         yield
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{supervisor.describe()}") from None
+        broker = f"\n{repair.describe()}" if repair is not None else ""
+        raise AssertionError(f"{exc}\n{supervisor.describe()}{broker}") from None
 
 
 @pytest.mark.parametrize("mode", [ALO, EOS])
@@ -164,23 +166,28 @@ def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0915, PLR091
         # shutting down can lose its markers in Kafka 4.3.1, which then holds the group's
         # committed offsets of that input partition unstable (and its outputs unreadable) for
         # good. The broker logs it; an operator repairs it with kafka-transactions.sh abort
-        # once the restarted service has fenced the old producer, which this test does too.
-        dropped = dropped_markers(local_kafka.logs_dir / "server.log", transactional_id)
-        aborted: list[str] | None = None if dropped else []
+        # once the restarted service has fenced the old producer, which this test does too,
+        # for as long as it waits (the log may name them after the start).
+        repair = MarkerRepair(local_kafka.logs_dir / "server.log", transactional_id)
 
         def resumed() -> bool:
-            nonlocal aborted
-            if aborted is None:
-                aborted = abort_hanging(probe.admin(), transactional_id, dropped)
+            repair.poll(probe.admin)
             return _committed_total(probe, env) > at_restart
 
         produce_events(env.bootstrap, env.input, events[BEFORE:])
-        with Probe(env.bootstrap) as probe, _described(supervisor):
+        with Probe(env.bootstrap) as probe, _described(supervisor, repair):
             wait_for(lambda: _committed_total(probe, env) >= 0, 60, "the group coordinator")
             at_restart = _committed_total(probe, env)
             wait_for(resumed, give_up_s + 60, "the first commit after the outage")
             resumed_s = time.monotonic() - back_at
-            wait_committed(probe, env.group, env.input, 120, alive=supervisor.alive)
+            wait_committed(
+                probe,
+                env.group,
+                env.input,
+                120,
+                alive=supervisor.alive,
+                each=lambda: repair.poll(probe.admin),
+            )
             recovery_s = time.monotonic() - back_at
         code = supervisor.stop()
     finally:
@@ -223,8 +230,8 @@ def test_broker_outage_longer_than_the_session_timeout(  # noqa: PLR0915, PLR091
         all_committed_after_broker_back_s=round(recovery_s, 1),
         restarts=supervisor.restarts,
         exits=[(e.code, e.reason) for e in supervisor.exits],
-        broker_dropped_markers=[f"{tp.topic}[{tp.partition}]" for tp in dropped],
-        hanging_transactions_aborted=aborted,
+        broker_dropped_markers=[f"{tp.topic}[{tp.partition}]" for tp in repair.dropped],
+        hanging_transactions_aborted=repair.aborted,
         client_exceptions=client_exceptions,
         broker_healthy_after_s=round(healthy_s, 1),
         **counts,
