@@ -26,7 +26,7 @@ from consumer.runtime.kafka import (
     TopicPartition,
     errors,
 )
-from consumer.runtime.records import INPUT_WAIT_BACKOFF, REGISTRY_BACKOFF, Backoff
+from consumer.runtime.records import INPUT_WAIT_BACKOFF, REGISTRY_BACKOFF, Backoff, input_missing
 
 _TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
 # What to do when the broker refuses to create an output topic, by error code.
@@ -51,11 +51,6 @@ log = get_logger("her2.service")
 
 Wait = Callable[[float], bool]  # waits up to n seconds; True when the service was stopped
 REGISTRY_UNAVAILABLE: Final = "schema registry unavailable"
-
-
-def waiting_for_input(topic: str) -> str:
-    """The readiness reason while the input topic does not exist."""
-    return f"waiting for input topic {topic} (input topic missing)"
 
 
 def register_output_schemas(
@@ -122,7 +117,7 @@ def ensure_topics(
             attempt=attempt,
             seconds=delay,
         )
-        set_ready(False, waiting_for_input(s.topics.input))
+        set_ready(False, input_missing(s.topics.input))
         beat()
         if wait(delay):
             return None
