@@ -65,6 +65,11 @@ _SKEW_S: Final = int(DEFAULT_MAX_EVENT_TIME_SKEW.total_seconds())  # the validat
 # librdkafka takes it as socket.timeout.ms (at most 300,000; confluent.py's translation)
 _MIN_REQUEST_TIMEOUT_MS = 1000
 _MAX_REQUEST_TIMEOUT_MS = 300_000
+# The longest wait between two connection attempts to a broker that went away: the Java
+# client's default (reconnect.backoff.max.ms). kafka-python's is 30 s (librdkafka's 10 s), and
+# with it the service's first commit came 17-67 s after a restarted broker was back
+# (docs/fault-report.md); one attempt a second per broker is no load on a broker that is down.
+RECONNECT_BACKOFF_MAX_MS: Final = 1000
 # (variable, default, meaning). The default is the text the variable would hold; "" = unset.
 ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "brokers, comma-separated host:port"),
@@ -542,6 +547,7 @@ class Settings:
         return {
             "bootstrap_servers": self.bootstrap_servers.split(","),
             "request_timeout_ms": self.tuning.request_timeout_ms,
+            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
             **self.security.client_kwargs(),
         }
 

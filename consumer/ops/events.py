@@ -118,6 +118,10 @@ OUTPUT_REFUSED: Final = (
 )
 BATCH_COMMITTED: Final = "batch committed"
 LAG_REFRESH_FAILED: Final = "lag refresh failed"
+INPUT_TOPIC_GONE: Final = (
+    "input topic missing while running (deleted?); not ready until it exists again "
+    "(docs/operations.md, Her2ConsumerNoPartitionsAssigned)"
+)
 
 # runtime/delivery.py and runtime/kafka/: publishing and committing
 OUTPUTS_RESENT: Final = "outputs not acknowledged; re-sending"

@@ -40,7 +40,11 @@ class Gauges:
         self.metrics = metrics
         self._monotonic = monotonic
         self._last_lag = 0.0
-        self.broker_answered = True  # the last lag refresh's end offsets came back
+        self.broker_answered = True  # the broker answered the last lag refresh
+        # ... without the input topic (deleted while the service runs): unready, with that
+        # reason instead of "broker unreachable" (measured before: the on-call was sent to a
+        # healthy broker, and kafka-python logged ten errors a second)
+        self.input_missing = False
         self._last_history = 0.0
 
     def batch_committed(
@@ -107,10 +111,14 @@ class Gauges:
                 asked, timeout_ms=self.settings.tuning.request_timeout_ms
             )
         except BrokerError as exc:
-            self.broker_answered = False
             log.warning(events.LAG_REFRESH_FAILED, error_type=exc.kind)
+            missing = self._input_missing()
+            if missing and not self.input_missing:
+                log.error(events.INPUT_TOPIC_GONE, input_topic=self.settings.topics.input)
+            self.broker_answered = self.input_missing = missing
             return
         self.broker_answered = True
+        self.input_missing = False
         wall = time.time()
         for tp in partitions:
             position = self.table.positions.get(tp)
@@ -131,6 +139,18 @@ class Gauges:
             self.metrics.lag.labels(**labels).set(lag)
             if lag == 0:
                 self.metrics.last_progress.labels(**labels).set(wall)
+
+    def _input_missing(self) -> bool:
+        """Whether the broker answers a metadata request without the input topic. The
+        consumer's cached metadata is asked first: while the broker is away it still knows
+        the topic, so an outage costs no second request; a metadata request confirms."""
+        topic = self.settings.topics.input
+        try:
+            return not self.consumer.partitions_for_topic(topic) and (
+                topic not in self.consumer.topics()
+            )
+        except BrokerError:
+            return False
 
     def refresh_history(self, *, force: bool = False) -> None:
         """Patients, accessions, bytes and open alerts of the owned stores (every 5 s)."""

@@ -129,7 +129,8 @@ class Loop:
 
     def follow_broker(self) -> None:
         """Not ready while the broker does not answer (design.md: /readyz needs the broker
-        reachable): the last poll failed, or the last lag refresh could not fetch end offsets
+        reachable) or without the input topic (deleted while running; the lag refresh tells
+        which): the last poll failed, or the last lag refresh could not fetch end offsets
         (during an outage kafka-python's poll mostly returns nothing rather than failing), or
         a batch's outputs went a request timeout unacknowledged (the producer handle says so
         during the wait: Service._broker_silent); ready again, as the partitions allow, once
@@ -137,6 +138,7 @@ class Loop:
         if self._stopping():  # "stopping" stays the reason once stop() was called
             return
         self.table.set_broker_unreachable(self.poll_failures > 0 or not self.gauges.broker_answered)
+        self.table.set_input_missing(self.gauges.input_missing)
 
     def restore_pending(self) -> None:
         """Restore the pending partitions; ready once none is left."""

@@ -20,7 +20,7 @@ from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import Consumer, ConsumerRebalanceListener, TopicPartition
-from consumer.runtime.records import BROKER_UNREACHABLE, REGISTRY_BACKOFF, Backoff
+from consumer.runtime.records import BROKER_UNREACHABLE, REGISTRY_BACKOFF, Backoff, input_missing
 from consumer.state.store import HistoryStore
 
 log = get_logger("her2.service")
@@ -60,6 +60,8 @@ class PartitionTable:
         # the broker did not answer the loop's last poll or lag refresh (design.md: /readyz
         # needs the broker reachable); the loop sets it
         self.broker_unreachable = False
+        # the broker answers without the input topic (deleted while the service runs)
+        self.input_missing = False
 
     def attach(self, consumer: Consumer) -> None:
         """The group member whose partitions this table tracks."""
@@ -191,11 +193,20 @@ class PartitionTable:
         self.broker_unreachable = unreachable
         self._set_ready(*self.readiness())
 
+    def set_input_missing(self, missing: bool) -> None:
+        """Whether the broker answers without the input topic; readiness told on a change."""
+        if missing == self.input_missing:
+            return
+        self.input_missing = missing
+        self._set_ready(*self.readiness())
+
     def readiness(self) -> tuple[bool, str]:
         """Ready once the broker answers, nothing waits for a restore and no partition is held
         back."""
         if self.broker_unreachable:
             return False, BROKER_UNREACHABLE
+        if self.input_missing:
+            return False, input_missing(self._input_topic)
         if self.blocked:
             return False, "; ".join(self.blocked[tp] for tp in sorted(self.blocked))
         if self.pending:

@@ -107,3 +107,9 @@ POLL_BACKOFF: Final = Backoff((0.5, 1.0, 2.0, 5.0))
 BROKER_WAIT_BACKOFF: Final = Backoff((1.0, 2.0, 5.0))
 # the /readyz reason while no broker answers (at start-up, polling, or a lag refresh)
 BROKER_UNREACHABLE: Final = "broker unreachable"
+
+
+def input_missing(topic: str) -> str:
+    """The /readyz reason while the broker answers without the input topic (not created yet
+    at start-up, or deleted while the service runs)."""
+    return f"waiting for input topic {topic} (input topic missing)"

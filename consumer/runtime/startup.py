@@ -26,7 +26,7 @@ from consumer.runtime.kafka import (
     TopicPartition,
     errors,
 )
-from consumer.runtime.records import INPUT_WAIT_BACKOFF, REGISTRY_BACKOFF, Backoff
+from consumer.runtime.records import INPUT_WAIT_BACKOFF, REGISTRY_BACKOFF, Backoff, input_missing
 
 _TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
 # What to do when the broker refuses to create an output topic, by error code.
@@ -51,11 +51,6 @@ log = get_logger("her2.service")
 
 Wait = Callable[[float], bool]  # waits up to n seconds; True when the service was stopped
 REGISTRY_UNAVAILABLE: Final = "schema registry unavailable"
-
-
-def waiting_for_input(topic: str) -> str:
-    """The readiness reason while the input topic does not exist."""
-    return f"waiting for input topic {topic} (input topic missing)"
 
 
 def register_output_schemas(
@@ -122,7 +117,7 @@ def ensure_topics(
             attempt=attempt,
             seconds=delay,
         )
-        set_ready(False, waiting_for_input(s.topics.input))
+        set_ready(False, input_missing(s.topics.input))
         beat()
         if wait(delay):
             return None
@@ -130,7 +125,7 @@ def ensure_topics(
     existing = partition_counts(admin, list(s.topics.outputs()))
     missing = [t for t in s.topics.outputs() if t not in existing]
     if s.topics.history in missing and not check_history_not_lost(
-        admin, s, partitions, wait, beat, backoff=backoff
+        admin, s, partitions, wait, beat, set_ready=set_ready, backoff=backoff
     ):
         return None  # stopped while waiting for the group's offsets
     if missing:
@@ -148,6 +143,8 @@ def ensure_topics(
     return {**existing, s.topics.input: partitions}
 
 
+# the /readyz reason while the group's committed offsets are unanswered at start-up
+GROUP_COORDINATOR_WAIT: Final = "waiting for the group coordinator"
 _EARLIEST: Final = -2  # ListOffsets' wire sentinel for a partition's log start
 _SESSION_BOUNDS: Final = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
 
@@ -202,6 +199,7 @@ def check_history_not_lost(
     wait: Wait = lambda _seconds: False,
     beat: Callable[[], None] = lambda: None,
     *,
+    set_ready: Callable[..., None] = lambda *_: None,
     backoff: Backoff = INPUT_WAIT_BACKOFF,
 ) -> bool:
     """ConfigError when the changelog does not exist but the group has committed offsets on
@@ -211,7 +209,8 @@ def check_history_not_lost(
     active). The service creates the changelog before it commits anything, so a first start
     has no committed offset. A warning when the offsets cannot be read (no Describe on the
     group); a retriable error (a coordinator not loaded yet on a broker just started) is
-    waited out, like the input topic. False when stopped while waiting."""
+    waited out, like the input topic (unready with GROUP_COORDINATOR_WAIT as the reason). False
+    when stopped while waiting."""
     asked = [TopicPartition(s.topics.input, p) for p in range(partitions)]
     attempt = 0
     while True:
@@ -231,6 +230,7 @@ def check_history_not_lost(
                 attempt=attempt,
                 seconds=delay,
             )
+            set_ready(False, GROUP_COORDINATOR_WAIT)
             beat()
             if wait(delay):
                 return False

@@ -85,6 +85,8 @@ class FakeBroker:
         self.admins: list[FakeAdmin] = []
         # topics (names) or partitions (TopicPartition) whose records never arrive (a stuck fetch)
         self.stalled: set[str | TopicPartition] = set()
+        # topics the consumers' metadata does not list (deleted under a running member)
+        self.unlisted: set[str] = set()
         self.refusals: list[tuple[str, BaseException, Callable[[FakeRecord], bool]]] = []
         # a refusal fails the producer's other records in flight too (kafka-python 3.0.12)
         self.refusal_fails_in_flight = True
@@ -318,7 +320,8 @@ class FakeConsumer:
         self.listener = listener
 
     def topics(self) -> set[str]:
-        return set(self.broker.topics)
+        self.broker.scripted("topics")  # a metadata request
+        return set(self.broker.topics) - self.broker.unlisted
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         self._assigned = set(partitions)
@@ -329,7 +332,7 @@ class FakeConsumer:
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         self.broker.scripted("partitions_for_topic")  # kafka-python may ask the broker
         log = self.broker.topics.get(topic)
-        return None if log is None else set(range(len(log)))
+        return None if log is None or topic in self.broker.unlisted else set(range(len(log)))
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
         self.polls += 1

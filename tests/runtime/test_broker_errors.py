@@ -118,6 +118,27 @@ def test_a_lag_refresh_the_broker_does_not_answer_makes_the_service_unready(
     assert harness.broker.committed[TopicPartition(harness.settings.topics.input, 0)] == 5
 
 
+def test_an_input_topic_deleted_while_running_makes_the_service_unready_saying_so(
+    harness: Harness,
+) -> None:
+    """The broker answers without the input topic: unready with that reason, not "broker
+    unreachable" (measured before), and ready again once the topic is back."""
+    harness.configure(tuning={"lag_refresh_s": 0.0})
+    harness.publish(3)
+    topic = harness.settings.topics.input
+    harness.broker.script("end_offsets", KafkaTimeoutError())
+    harness.broker.script(
+        "poll",
+        lambda: harness.broker.unlisted.add(topic),
+        lambda: (harness.broker.unlisted.discard(topic), harness.publish(2, seed=3)),
+    )
+    assert harness.run() == EXIT_OK
+    reason = f"waiting for input topic {topic} (input topic missing)"
+    assert _readiness_after(harness, reason)[:2] == [(False, reason), (True, "")]
+    assert (False, "broker unreachable") not in harness.health.states
+    assert harness.broker.committed[TopicPartition(topic, 0)] == 5
+
+
 def test_a_poll_that_cannot_reach_the_broker_makes_the_service_unready(harness: Harness) -> None:
     harness.publish(3)
     harness.broker.script(

@@ -5,13 +5,17 @@ offset unreadable; Her2ConsumerPartitionPositionUnknown)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import structlog
 from conftest import Harness
 from fakes import FakeBroker
 from kafka.errors import KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 
 from consumer.config import Settings
+from consumer.ops import events
 from consumer.ops.metrics import Metrics
 from consumer.runtime.gauges import Gauges
 from consumer.runtime.kafka.mapping import MappedConsumer
@@ -65,3 +69,58 @@ def test_a_member_without_partitions_asks_the_broker_for_its_readiness(
     gauges.broker_answered = not answered
     gauges.refresh_lag()
     assert gauges.broker_answered is answered
+
+
+def _refreshed_twice(
+    broker: FakeBroker, *, topics_error: bool = False
+) -> tuple[Gauges, PartitionTable, list[tuple[bool, str]], list[dict[str, Any]]]:
+    """A member whose lag refresh goes unanswered, refreshed twice; the gauges, the readiness
+    states the loop's follow_broker step gives, and the service's log lines."""
+    metrics = Metrics(CollectorRegistry(), "t")
+    states: list[tuple[bool, str]] = []
+    settings = Settings()
+    table = PartitionTable(settings.topics.input, metrics, lambda *s: states.append(s))
+    broker.script("end_offsets", KafkaTimeoutError(), KafkaTimeoutError())
+    if topics_error:
+        broker.script("topics", KafkaTimeoutError(), KafkaTimeoutError())
+    gauges = Gauges(settings, MappedConsumer(broker.consumer(group_id="g")), table, metrics)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            gauges.refresh_lag()
+            table.set_broker_unreachable(not gauges.broker_answered)
+            table.set_input_missing(gauges.input_missing)
+    return gauges, table, states, logs
+
+
+def test_an_input_topic_deleted_while_running_is_the_readiness_reason() -> None:
+    """Measured before: /readyz said "broker unreachable" (the on-call was sent to a healthy
+    broker) and the service said nothing else; now the reason names the missing topic, and
+    an error says so once."""
+    broker = FakeBroker()
+    gauges, _, states, logs = _refreshed_twice(broker)  # the input topic was never created
+    topic = Settings().topics.input
+    assert (gauges.broker_answered, gauges.input_missing) == (True, True)
+    assert states == [(False, f"waiting for input topic {topic} (input topic missing)")]
+    gone = [line for line in logs if line["event"] == events.INPUT_TOPIC_GONE]
+    assert [(line["log_level"], line["input_topic"]) for line in gone] == [("error", topic)]
+
+
+@pytest.mark.parametrize("topics_error", [False, True], ids=["topic-known", "metadata-unread"])
+def test_a_broker_away_is_not_taken_for_a_missing_topic(topics_error: bool) -> None:
+    broker = FakeBroker()
+    if not topics_error:
+        broker.create_topic(Settings().topics.input, 1)
+    gauges, _, states, logs = _refreshed_twice(broker, topics_error=topics_error)
+    assert (gauges.broker_answered, gauges.input_missing) == (False, False)
+    assert states == [(False, "broker unreachable")]
+    assert not [line for line in logs if line["event"] == events.INPUT_TOPIC_GONE]
+
+
+def test_the_input_topic_back_clears_the_reason() -> None:
+    broker = FakeBroker()
+    gauges, table, states, _ = _refreshed_twice(broker)
+    broker.create_topic(Settings().topics.input, 1)
+    gauges.refresh_lag()
+    table.set_input_missing(gauges.input_missing)
+    assert (gauges.broker_answered, gauges.input_missing) == (True, False)
+    assert states[-1] == (True, "")

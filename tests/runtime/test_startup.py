@@ -311,6 +311,11 @@ def test_group_offsets_unanswered_are_waited_for_before_the_changelog_is_created
         (2, "CoordinatorNotAvailableError"),
     ]
     assert ("create", topics.history) in harness.broker.events
+    # unready with the reason meanwhile (it said "starting" before), ready once it answered
+    waiting = (False, "waiting for the group coordinator")
+    states = harness.health.states
+    assert states.count(waiting) == 2
+    assert (True, "") in states[states.index(waiting) :]
 
 
 def test_a_stop_while_waiting_for_the_group_offsets_ends_the_run_cleanly(

@@ -947,6 +947,11 @@ class TestKafkaClientSettings:
             "ssl_check_hostname",
         } & set(common)
 
+    def test_a_broker_that_went_away_is_tried_again_within_a_second(self) -> None:
+        # kafka-python's own default is 30 s: a restarted broker waited for up to that long
+        common = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "a:1"}).kafka_common()
+        assert common["reconnect_backoff_max_ms"] == 1000
+
     def test_sasl_ssl_passes_everything_through(self, pem: Path) -> None:
         s = Settings.from_env(
             {

@@ -99,6 +99,7 @@ class TestConfiguration:
         assert conf["allow.auto.create.topics"] is False
         assert conf["session.timeout.ms"] == s.tuning.session_timeout_ms
         assert conf["max.poll.interval.ms"] == s.tuning.max_poll_interval_ms
+        assert conf["reconnect.backoff.max.ms"] == 1000
 
     def test_the_changelog_reader_gets_a_group_it_never_uses(self) -> None:
         conf = confluent.consumer_conf(restore_consumer_config(_settings(), "host"))

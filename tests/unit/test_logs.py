@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import structlog
 
-from consumer.ops.logs import ALLOWED_KEYS, configure_logging, get_logger
+from consumer.ops.logs import ALLOWED_KEYS, OncePerWindow, configure_logging, get_logger
 
 PATIENT = "PAT-7f3a91-MARKER"
 ACCESSION = "ACC-55c2e0-MARKER"
@@ -232,3 +233,41 @@ class TestConfiguration:
         [line] = lines(stream)
         assert line["level"] == "info"
         assert line["timestamp"].endswith("Z")
+
+
+class TestClientLineRepeats:
+    """kafka-python logged "Topic ... not found in cluster metadata" ten times a second
+    against a deleted input topic: an identical client line passes once per window."""
+
+    def test_a_repeated_client_line_is_written_once(self, stream: io.StringIO) -> None:
+        client = logging.getLogger("kafka.cluster")
+        for _ in range(100):
+            client.error("Topic %s not found in cluster metadata", "in")
+        client.error("Topic %s not found in cluster metadata", "other")
+        assert [(line["logger"], line["event"]) for line in lines(stream)] == [
+            ("kafka.cluster", "Topic in not found in cluster metadata"),
+            ("kafka.cluster", "Topic other not found in cluster metadata"),
+        ]
+
+    def test_the_services_own_lines_are_not_filtered(self, stream: io.StringIO) -> None:
+        for _ in range(3):
+            get_logger().warning("lag refresh failed", error_type="KafkaTimeoutError")
+        assert len(lines(stream)) == 3
+
+    def test_the_line_passes_again_after_the_window(self) -> None:
+        now = [0.0]
+        once = OncePerWindow(window=60.0, monotonic=lambda: now[0])
+
+        def passes(level: int = logging.ERROR, exc: BaseException | None = None) -> bool:
+            exc_info = (type(exc), exc, None) if exc is not None else None
+            record = logging.LogRecord("kafka.x", level, __file__, 1, "T %s", ("x",), exc_info)
+            return once.filter(record)
+
+        assert passes()
+        now[0] = 59.9
+        assert not passes()
+        assert passes(logging.WARNING), "another level is another line"
+        assert passes(exc=ValueError()), "another exception type is another line"
+        now[0] = 60.0
+        assert passes()
+        assert not passes()

@@ -191,6 +191,7 @@ def _call(call: Callable[..., Any], *args: Any, commit: bool = False, **kwargs: 
 
 _COMMON: Final = {
     "client_id": "client.id",
+    "reconnect_backoff_max_ms": "reconnect.backoff.max.ms",
     "security_protocol": "security.protocol",
     "sasl_mechanism": "sasl.mechanism",
     "sasl_plain_username": "sasl.username",
