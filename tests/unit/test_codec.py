@@ -459,6 +459,37 @@ class TestSchemaEvolution:
         decoded = Decoder("raw", reader(), raw_writer_schema=writer).decode(body)
         assert decoded["report_status"] == "PRELIMINARY"
 
+    def test_a_writer_with_unknown_enum_symbols_is_told_once(
+        self, fake_registry: FakeRegistry
+    ) -> None:
+        # a renamed symbol (FINAL -> FINALIZED) passes a registry's compatibility check too, and
+        # its FINAL reports read as PRELIMINARY (no alert): an integration audit found it silent
+        writer = reader_json()
+        status = field(writer, "report_status")["type"]
+        status["symbols"] = ["FINALIZED" if s == "FINAL" else s for s in status["symbols"]]
+        field(field(writer, "her2_ihc")["type"][1], "score")["type"][1]["symbols"].append("SCORE_4")
+        fake_registry.add(8, writer)
+        fake_registry.add(9, writer_with_extra_fields())  # new fields, no new symbol
+        fake_registry.add(7, raw_schema(PATHOLOGY_RESULT))
+        told: list[tuple[str, str, tuple[str, ...]]] = []
+        decoder = Decoder(
+            "auto",
+            reader(),
+            registry=SchemaRegistryClient(fake_registry.url),
+            on_unknown_symbols=lambda *args: told.append(args),
+        )
+        finalized = {**sample_result(), "report_status": "FINALIZED"}
+        for _ in range(2):
+            value = frame_confluent(8, avro_body(fastavro.parse_schema(writer), finalized))
+            assert decoder.decode(value)["report_status"] == "PRELIMINARY"
+        extra = avro_body(fastavro.parse_schema(writer_with_extra_fields()), sample_result())
+        decoder.decode(frame_confluent(9, extra))
+        decoder.decode(frame_confluent(7, avro_body(reader(), sample_result())))
+        assert sorted(told) == [
+            ("writer schema id 8", "IhcScore", ("SCORE_4",)),
+            ("writer schema id 8", "ReportStatus", ("FINALIZED",)),
+        ]
+
     def test_resolution_is_checked_per_record(self) -> None:
         # fastavro resolves lazily: an unpromotable union branch only fails when a record uses it
         writer = writer_cells_counted_as("long")
