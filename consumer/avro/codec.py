@@ -31,6 +31,7 @@ from consumer.avro.wire import (
     OUTPUT_FORMATS,
     frame_confluent,
     frame_single_object,
+    framing_hint,
     schema_fingerprint,
     unframe,
 )
@@ -127,7 +128,13 @@ class Decoder:
                 )
             plan = found
         else:
-            plan = self._raw_plan
+            try:
+                return _read(frame.body, self._raw_plan)
+            except DecodeError as exc:
+                hint = framing_hint(frame.body)
+                if hint is None:
+                    raise
+                raise DecodeError(exc.reason, f"{exc.message}; {hint}") from None
         return _read(frame.body, plan)
 
     def _plan_for_id(self, schema_id: int) -> _Plan:

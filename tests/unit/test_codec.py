@@ -537,6 +537,35 @@ def body_with_huge_collection_date() -> bytes:
     return avro_body(writer, datum)
 
 
+class TestFramingHints:
+    """A value in another wire format than HER2_INPUT_FORMAT expects says what it looks like (an
+    integration audit: JSON, Confluent or single-object values under raw all read "the payload
+    ended before the record was complete", and unframed Avro under auto only "unknown magic
+    byte"), so the lab's engineer can tell what to change."""
+
+    @pytest.mark.parametrize(
+        ("input_format", "value", "says"),
+        [
+            ("auto", b'{"event_id": "e1"}', "looks like JSON"),
+            ("auto", b"\x12" + valid_body(), "HER2_INPUT_FORMAT=raw"),
+            ("raw", b'{"event_id": "e1"}', "starts like JSON"),
+            ("raw", frame_confluent(7, valid_body()), "starts like Confluent framing"),
+            ("raw", single_object(valid_body()), "starts like single-object framing"),
+        ],
+    )
+    def test_the_message_says_what_the_value_looks_like(
+        self, input_format: str, value: bytes, says: str
+    ) -> None:
+        with pytest.raises(DecodeError) as caught:
+            Decoder(input_format, reader()).decode(value)
+        assert says in caught.value.message
+
+    def test_raw_garbage_gets_no_hint(self) -> None:
+        with pytest.raises(DecodeError) as caught:
+            Decoder("raw", reader()).decode(b"\xff" * 40)
+        assert "starts like" not in caught.value.message
+
+
 class TestDecodeErrors:
     """Every undecodable value raises DecodeError with the right reason and no field values."""
 
