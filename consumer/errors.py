@@ -50,6 +50,7 @@ DLQ_STAGES: Final[Mapping[str, str]] = {
     "schema-validation": "validate",
     "event-time-in-future": "validate",
     "misrouted": "validate",
+    "event-id-reused": "validate",
     "processing-error": "process",
     "output-too-large": "process",
     "output-refused": "process",

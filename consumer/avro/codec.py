@@ -31,6 +31,7 @@ from consumer.avro.wire import (
     OUTPUT_FORMATS,
     frame_confluent,
     frame_single_object,
+    framing_hint,
     schema_fingerprint,
     unframe,
 )
@@ -53,6 +54,10 @@ _FAILURES: Final[tuple[tuple[type[BaseException], str], ...]] = (
 )
 
 
+# (the writer schema, e.g. "writer schema id 13"; an enum's name; its symbols the reader lacks)
+UnknownSymbols = Callable[[str, str, tuple[str, ...]], None]
+
+
 class _Plan(NamedTuple):
     """How to read one writer schema: the reader is None when it equals the writer."""
 
@@ -71,6 +76,7 @@ class Decoder:
         registry: SchemaRegistryClient | None = None,
         raw_writer_schema: Any = None,
         known_writer_schemas: Iterable[Any] = (),
+        on_unknown_symbols: UnknownSymbols | None = None,
     ) -> None:
         """Build a decoder.
 
@@ -78,7 +84,10 @@ class Decoder:
         schema ids (required for "confluent"; without it, `auto` dead-letters Confluent-framed
         values). `raw_writer_schema` is the writer of raw values (default: the reader schema).
         Single-object values are looked up by fingerprint among the reader schema and
-        `known_writer_schemas`.
+        `known_writer_schemas`. `on_unknown_symbols` hears, once per writer schema, of an enum
+        whose writer has symbols the reader lacks: Avro reads them as the enum's `default`
+        without an error (README, Schema compatibility), and a registry's compatibility check
+        passes a renamed symbol too.
         """
         if input_format not in INPUT_FORMATS:
             raise ConfigError(f"HER2_INPUT_FORMAT must be one of {', '.join(INPUT_FORMATS)}")
@@ -88,6 +97,8 @@ class Decoder:
         self._reader: Any = fastavro.parse_schema(reader_schema)
         if not isinstance(self._reader, dict) or self._reader.get("type") != "record":
             raise SchemaError("the reader schema must be a record schema")
+        self._on_unknown_symbols = on_unknown_symbols
+        self._reader_enums = _enums(self._reader)
         self._registry = registry
         self._raw_plan = self._trusted_plan(
             self._reader if raw_writer_schema is None else raw_writer_schema
@@ -117,7 +128,13 @@ class Decoder:
                 )
             plan = found
         else:
-            plan = self._raw_plan
+            try:
+                return _read(frame.body, self._raw_plan)
+            except DecodeError as exc:
+                hint = framing_hint(frame.body)
+                if hint is None:
+                    raise
+                raise DecodeError(exc.reason, f"{exc.message}; {hint}") from None
         return _read(frame.body, plan)
 
     def _plan_for_id(self, schema_id: int) -> _Plan:
@@ -156,7 +173,15 @@ class Decoder:
         hazard = _hazard(writer)
         if hazard is not None:
             raise DecodeError("schema-resolution", f"{label} is refused: {hazard}")
-        return _Plan(writer, None if writer == self._reader else self._reader)
+        if writer == self._reader:
+            return _Plan(writer, None)
+        if self._on_unknown_symbols is not None:
+            for name, symbols in _enums(writer).items():
+                known = self._reader_enums.get(name)
+                unknown = tuple(sorted(symbols - known)) if known is not None else ()
+                if unknown:
+                    self._on_unknown_symbols(label, name, unknown)
+        return _Plan(writer, self._reader)
 
 
 class Encoder:
@@ -259,6 +284,33 @@ def _read(body: bytes, plan: _Plan) -> dict[str, Any]:
         reason = "avro-decode"
         message = f"{left_over} bytes left over after the record"
     raise DecodeError(reason, message)
+
+
+def _enums(schema: Any) -> dict[str, frozenset[str]]:
+    """The symbols of each enum of a parsed schema, by unqualified name (Avro resolves named
+    types by their unqualified name too)."""
+    found: dict[str, frozenset[str]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                walk(branch)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if kind == "enum":
+                found[str(node["name"]).rpartition(".")[2]] = frozenset(node["symbols"])
+            elif kind in ("record", "error"):
+                for item in node.get("fields", []):
+                    walk(item["type"])
+            elif kind == "array":
+                walk(node["items"])
+            elif kind == "map":
+                walk(node["values"])
+            elif isinstance(kind, (dict, list)):
+                walk(kind)
+
+    walk(schema)
+    return found
 
 
 def _describe(exc: Exception) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from consumer.avro.codec import Decoder, Encoder
+from consumer.avro.codec import Decoder, Encoder, UnknownSymbols
 from consumer.avro.registry import SchemaRegistryClient
 from consumer.config import Settings, load_writer_schema
 from consumer.resources import (
@@ -33,9 +33,10 @@ class Codecs:
         registry: SchemaRegistryClient | None,
         *,
         on_fallback: Callable[[], None] = lambda: None,
+        on_unknown_symbols: UnknownSymbols | None = None,
     ) -> Codecs:
         """From the settings' formats and topics; `on_fallback` is every output encoder's hook
-        (a datum its compiled writer left to fastavro)."""
+        (a datum its compiled writer left to fastavro), `on_unknown_symbols` the decoder's."""
         raw_writer = load_writer_schema(s.raw_writer_schema) if s.raw_writer_schema else None
         decoder = Decoder(
             s.input_format,
@@ -43,6 +44,7 @@ class Codecs:
             registry=registry,
             raw_writer_schema=raw_writer,
             known_writer_schemas=previous_schemas(PATHOLOGY_RESULT),
+            on_unknown_symbols=on_unknown_symbols,
         )
         fmt = s.output_format
         classification = Encoder(

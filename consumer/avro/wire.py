@@ -111,4 +111,28 @@ def _refuse_magic(first: int) -> NoReturn:
             "unsupported-framing",
             "Confluent framing with a schema GUID (magic byte 0x01) is not supported",
         )
-    raise DecodeError("unknown-magic-byte", f"unknown magic byte 0x{first:02x}")
+    if first in _JSON_START:
+        hint = "the value looks like JSON: the input must be Avro (README, wire formats)"
+    else:
+        hint = (
+            "neither Confluent framing (0x00) nor single-object framing (0xc3 0x01); Avro "
+            "without framing needs HER2_INPUT_FORMAT=raw and HER2_RAW_WRITER_SCHEMA"
+        )
+    raise DecodeError("unknown-magic-byte", f"unknown magic byte 0x{first:02x} ({hint})")
+
+
+_JSON_START: Final = frozenset(b'{["')  # how a JSON object, array or string value begins
+
+
+def framing_hint(value: bytes) -> str | None:
+    """What a value that failed to decode as unframed Avro (HER2_INPUT_FORMAT=raw) starts
+    like, for the dead letter's message; None when it starts like nothing known."""
+    if value[:1] == bytes([CONFLUENT_MAGIC]) and len(value) >= CONFLUENT_HEADER_SIZE:
+        like = "Confluent framing (0x00 and a schema id)"
+    elif value[:2] == SINGLE_OBJECT_MAGIC:
+        like = "single-object framing (0xc3 0x01)"
+    elif value[:1] and value[0] in _JSON_START:
+        return "the value starts like JSON: the input must be Avro (README, wire formats)"
+    else:
+        return None
+    return f"the value starts like {like}: HER2_INPUT_FORMAT=auto reads it"

@@ -55,6 +55,7 @@ from consumer.clinical.model import (
 )
 from consumer.clinical.rules import Rule, RuleSet
 from consumer.clinical.therapies import normalise_therapies
+from consumer.errors import InvalidEvent
 
 MAX_SEEN_EVENT_IDS = 20
 
@@ -233,6 +234,8 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
     report = entry.report if entry is not None else None
     if report is not None:
         if event_id == report.event_id and entry is not None:  # redelivery: the same records
+            if report.content is not None and report.content != _content_digest(event):
+                raise InvalidEvent(REASON_EVENT_ID_REUSED, EVENT_ID_REUSED)
             rendered = [_rerender(p, ruleset, event) for p in entry.emitted]
             kept = [(r, p.transition) for r, p in zip(rendered, entry.emitted, strict=True) if r]
             return Step(
@@ -553,6 +556,18 @@ def _resent(
     after = PatientState(state.patient_id, state.seq, state.alerts, accessions)
     return Step(after, frozenset({entry.accession_id}), classification, [], [])
 
+
+# design.md: event_id is "unique per published event". A record with the event_id of its
+# accession's latest report is taken for a redelivery (its records published again), so one
+# with other content is a second event under a reused id: before, the new report (an amended
+# IHC 3+ in place of a 1+) was dropped without a word while its classification went out
+# (measured by an integration audit). It is refused; the lab sends it again with a new id.
+# (An older id of the accession, already replaced, cannot be told from a stale redelivery.)
+REASON_EVENT_ID_REUSED: Final = "event-id-reused"
+EVENT_ID_REUSED: Final = (
+    "event_id is the id of this accession's latest report, whose content differs: an event_id "
+    "must be unique per published event; send the report again with a new event_id"
+)
 
 # Not content: the event's identity, its publication time and the system that published it
 # (transport metadata, design.md); every other field is the report.

@@ -106,6 +106,10 @@ POLL_BROKER_UNREACHABLE: Final = "broker unreachable while polling; retrying"
 RECORD_PROCESSED: Final = "record processed"
 RECORD_DEAD_LETTERED: Final = "record dead-lettered"
 RECORD_PROCESSING_FAILED: Final = "record processing failed"
+WRITER_SYMBOLS_UNKNOWN: Final = (
+    "a writer schema has enum symbols this service does not know; records that carry one are "
+    "read as the enum's default (README, Schema compatibility): ask the lab"
+)
 REGISTRY_UNAVAILABLE_RETRY: Final = "schema registry unavailable; record will be retried"
 BROKER_METADATA_RETRY: Final = "input partition count unavailable; record will be retried"
 DLQ_LIMIT_REACHED: Final = "too many processing errors in a row; stopping without committing"

@@ -136,7 +136,8 @@ class Processor:
                 message=str(exc),
                 started=started,
             )
-        except RecordError as exc:
+        except RecordError as exc:  # decode, validation, routing; or a reused event_id (apply)
+            _roll_back(store, undo)
             return self._dead_letter(
                 tp,
                 record,

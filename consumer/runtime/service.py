@@ -169,7 +169,12 @@ class Service:
         s = self.settings
         self._set_ready(False, "starting")
         registry = s.registry_client(on_error=self.metrics.registry_error)
-        codecs = Codecs.build(s, registry, on_fallback=self.metrics.fallback_hook("output"))
+        codecs = Codecs.build(
+            s,
+            registry,
+            on_fallback=self.metrics.fallback_hook("output"),
+            on_unknown_symbols=_unknown_symbols,
+        )
         if s.history_store == DISK:
             self._state_dir = open_state_dir(s)
             resources.callback(self._close_state_dir)
@@ -310,3 +315,9 @@ class Service:
         if self._state_dir is not None:
             self._state_dir.close()
             self._state_dir = None
+
+
+def _unknown_symbols(writer: str, enum: str, symbols: tuple[str, ...]) -> None:
+    """A lab's writer schema with enum symbols the service's input schema lacks (its records
+    decode without an error, each unknown symbol as the enum's default)."""
+    log.warning(events.WRITER_SYMBOLS_UNKNOWN, writer=writer, enum=enum, symbols=list(symbols))

@@ -116,7 +116,13 @@ def evaluate_lines(
             continue
         event = line.event
         # Without history each event is a patient of its own: every finding is new.
-        outcome = history.apply(event, pipeline) if history is not None else pipeline.process(event)
+        try:
+            outcome = (
+                history.apply(event, pipeline) if history is not None else pipeline.process(event)
+            )
+        except RecordError as exc:  # refused against the history (a reused event_id)
+            yield _error(line.number, event["event_id"], exc.stage, exc.reason, exc.message)
+            continue
         yield {
             "line": line.number,
             "event_id": event["event_id"],

@@ -525,6 +525,20 @@ class TestHistory:
         assert "TDXD-LOW-DB04" in later
         assert "acc-prim" in {a["code"]: a for a in outputs[1]["alerts"]}["RT-DISCORDANT"]["detail"]
 
+    def test_an_event_id_reused_with_other_content_is_an_error_entry(self, tmp_path: Path) -> None:
+        """As the service dead-letters it: the event_id of the accession's latest report with
+        other content (an amended 3+ over a 1+) is a second event under a reused id."""
+        low = same_patient("u-1", "acc-1", "2025-05-03T09:00:00Z", **METASTATIC_LOW_AFTER_CHEMO)
+        amended = {**low, "report_status": "AMENDED", "her2_ihc": ihc("THREE_PLUS", percent_cells_stained=90.0)}
+        outputs, done = evaluate(dumps([low, amended, low]), "--history", tmp_path=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "TDXD-LOW-DB04" in codes(outputs[0])
+        assert outputs[1]["classification"] is None
+        assert outputs[1]["alerts"] == []
+        assert [(e["stage"], e["reason"]) for e in outputs[1]["errors"]] == [("validate", "event-id-reused")]
+        assert outputs[2]["errors"] == []
+        assert "TDXD-LOW-DB04" in codes(outputs[2])
+
     def test_a_control_without_history(self, tmp_path: Path) -> None:
         primary = same_patient("h-1", "acc-prim", "2024-01-10T09:00:00Z", her2_ihc=NULL_IHC, clinical_context={"disease_setting": "EARLY"})
         metastasis = same_patient("h-2", "acc-met", "2025-05-03T09:00:00Z", **METASTATIC_LOW_AFTER_CHEMO)

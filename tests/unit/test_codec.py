@@ -459,6 +459,37 @@ class TestSchemaEvolution:
         decoded = Decoder("raw", reader(), raw_writer_schema=writer).decode(body)
         assert decoded["report_status"] == "PRELIMINARY"
 
+    def test_a_writer_with_unknown_enum_symbols_is_told_once(
+        self, fake_registry: FakeRegistry
+    ) -> None:
+        # a renamed symbol (FINAL -> FINALIZED) passes a registry's compatibility check too, and
+        # its FINAL reports read as PRELIMINARY (no alert): an integration audit found it silent
+        writer = reader_json()
+        status = field(writer, "report_status")["type"]
+        status["symbols"] = ["FINALIZED" if s == "FINAL" else s for s in status["symbols"]]
+        field(field(writer, "her2_ihc")["type"][1], "score")["type"][1]["symbols"].append("SCORE_4")
+        fake_registry.add(8, writer)
+        fake_registry.add(9, writer_with_extra_fields())  # new fields, no new symbol
+        fake_registry.add(7, raw_schema(PATHOLOGY_RESULT))
+        told: list[tuple[str, str, tuple[str, ...]]] = []
+        decoder = Decoder(
+            "auto",
+            reader(),
+            registry=SchemaRegistryClient(fake_registry.url),
+            on_unknown_symbols=lambda *args: told.append(args),
+        )
+        finalized = {**sample_result(), "report_status": "FINALIZED"}
+        for _ in range(2):
+            value = frame_confluent(8, avro_body(fastavro.parse_schema(writer), finalized))
+            assert decoder.decode(value)["report_status"] == "PRELIMINARY"
+        extra = avro_body(fastavro.parse_schema(writer_with_extra_fields()), sample_result())
+        decoder.decode(frame_confluent(9, extra))
+        decoder.decode(frame_confluent(7, avro_body(reader(), sample_result())))
+        assert sorted(told) == [
+            ("writer schema id 8", "IhcScore", ("SCORE_4",)),
+            ("writer schema id 8", "ReportStatus", ("FINALIZED",)),
+        ]
+
     def test_resolution_is_checked_per_record(self) -> None:
         # fastavro resolves lazily: an unpromotable union branch only fails when a record uses it
         writer = writer_cells_counted_as("long")
@@ -504,6 +535,35 @@ def body_with_huge_collection_date() -> bytes:
     datum["specimen"] = {**datum["specimen"], "collection_date": 2_000_000_000}
     datum["prior_her2_results"] = []
     return avro_body(writer, datum)
+
+
+class TestFramingHints:
+    """A value in another wire format than HER2_INPUT_FORMAT expects says what it looks like (an
+    integration audit: JSON, Confluent or single-object values under raw all read "the payload
+    ended before the record was complete", and unframed Avro under auto only "unknown magic
+    byte"), so the lab's engineer can tell what to change."""
+
+    @pytest.mark.parametrize(
+        ("input_format", "value", "says"),
+        [
+            ("auto", b'{"event_id": "e1"}', "looks like JSON"),
+            ("auto", b"\x12" + valid_body(), "HER2_INPUT_FORMAT=raw"),
+            ("raw", b'{"event_id": "e1"}', "starts like JSON"),
+            ("raw", frame_confluent(7, valid_body()), "starts like Confluent framing"),
+            ("raw", single_object(valid_body()), "starts like single-object framing"),
+        ],
+    )
+    def test_the_message_says_what_the_value_looks_like(
+        self, input_format: str, value: bytes, says: str
+    ) -> None:
+        with pytest.raises(DecodeError) as caught:
+            Decoder(input_format, reader()).decode(value)
+        assert says in caught.value.message
+
+    def test_raw_garbage_gets_no_hint(self) -> None:
+        with pytest.raises(DecodeError) as caught:
+            Decoder("raw", reader()).decode(b"\xff" * 40)
+        assert "starts like" not in caught.value.message
 
 
 class TestDecodeErrors:

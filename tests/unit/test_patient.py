@@ -25,6 +25,7 @@ from consumer.clinical.model import Outcome
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.rules import RuleSet, load_ruleset
 from consumer.clinical.therapies import normalise_therapies
+from consumer.errors import InvalidEvent
 from consumer.state.store import HistoryStore
 from consumer.tools.synthetic import SyntheticGenerator
 
@@ -505,3 +506,52 @@ def test_patient_records_never_name_a_cancelled_accession_as_the_current_report(
     # A2's context withdrawn: nothing holds; the last final report left (A3) is the one named
     assert published[4] == [("RT-METASTATIC-SITE", "RETRACTED", 3, "A3")]
     assert published[5] == []
+
+
+@pytest.mark.parametrize(("change", "refused"), [
+    ({}, False),                                                       # a redelivery
+    ({"event_time": T0 + dt.timedelta(days=3), "source_system": "LIS-2"}, False),  # transport only
+    ({"report_status": "AMENDED", "her2_ihc": POS}, True),             # another report, same id
+    ({"her2_ihc": {**LOW, "controls_documented": False}}, True),       # one staining detail
+])
+def test_an_event_id_reused_with_other_content_is_refused(change: Record, refused: bool, ruleset: RuleSet) -> None:
+    """design.md: event_id is unique per published event. Its accession's latest report's id
+    with other content was taken for a redelivery: the new report (an amended IHC 3+ over a 1+)
+    was dropped without a word while its classification went out. Now it is refused (dead
+    letter `event-id-reused`) and the state is left as it was."""
+    def ids(outcome: Outcome) -> list[tuple[str, int, str]]:
+        return [(a["alert_id"], a["revision"], a["status"]) for a in outcome.alerts]
+
+    pipeline = Pipeline(ruleset, clock=ticking())
+    store = HistoryStore()
+    first = report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO)
+    published = ids(store.apply(first, pipeline))
+    assert published
+    state = store.get("P")
+    again = {**first, **change}
+    if refused:
+        with pytest.raises(InvalidEvent) as caught:
+            store.apply(again, pipeline)
+        assert (caught.value.stage, caught.value.reason) == ("validate", "event-id-reused")
+    else:
+        assert ids(store.apply(again, pipeline)) == published
+    assert store.get("P") == state
+
+
+def test_a_report_stored_without_a_content_digest_keeps_the_redelivery_reading(ruleset: RuleSet) -> None:
+    """A report stored before 2026.12-3 has no digest to compare: its id is still read as a
+    redelivery (the records published again), as before."""
+    pipeline = Pipeline(ruleset, clock=ticking())
+    store = HistoryStore()
+    first = report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO)
+    published = store.apply(first, pipeline).alerts
+    state = store.get("P")
+    assert state is not None
+    legacy = replace(state, accessions={
+        acc: replace(a, report=replace(a.report, content=None)) if a.report else a
+        for acc, a in state.accessions.items()
+    })
+    step = pipeline.step(legacy, {**first, "her2_ihc": POS})
+    assert [(a["alert_id"], a["revision"]) for a in step.alerts] == [
+        (a["alert_id"], a["revision"]) for a in published
+    ]
