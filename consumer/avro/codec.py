@@ -131,10 +131,12 @@ class Decoder:
             try:
                 return _read(frame.body, self._raw_plan)
             except DecodeError as exc:
-                hint = framing_hint(frame.body)
-                if hint is None:
-                    raise
-                raise DecodeError(exc.reason, f"{exc.message}; {hint}") from None
+                failure = exc
+            # raised outside the handler: no chained exception (the module's rule)
+            hint = framing_hint(frame.body)
+            if hint is None:
+                raise failure
+            raise DecodeError(failure.reason, f"{failure.message}; {hint}")
         return _read(frame.body, plan)
 
     def _plan_for_id(self, schema_id: int) -> _Plan:
