@@ -124,7 +124,8 @@ class Decoder:
             if found is None:
                 raise DecodeError(
                     "unknown-fingerprint",
-                    f"no known writer schema has fingerprint {schema_fp.hex()}",
+                    f"no known writer schema has fingerprint {schema_fp.hex()} (single-object "
+                    "framing needs a schema this service shipped: README, Schema compatibility)",
                 )
             plan = found
         else:

@@ -175,7 +175,9 @@ class SchemaRegistryClient:
             return cached
         status, body = self._request("GET", f"/schemas/ids/{int(schema_id)}", "get-schema")
         if status == HTTP_NOT_FOUND and _error_code(body) is not None:
-            raise DecodeError("unknown-schema-id", f"schema id {schema_id} is not registered")
+            raise DecodeError(
+                "unknown-schema-id", f"schema id {schema_id} is not registered in {self._base}"
+            )
         self._expect_ok(status, f"fetching schema id {schema_id}", "get-schema")
         answer = self._json_object(body, "get-schema")
         label = f"schema id {schema_id}"

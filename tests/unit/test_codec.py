@@ -877,6 +877,8 @@ class TestSchemaRegistryClient:
         with pytest.raises(DecodeError) as caught:
             SchemaRegistryClient(fake_registry.url).get_schema(12)
         assert caught.value.reason == "unknown-schema-id"
+        # which registry was asked (an integration engineer's first question), no credentials
+        assert caught.value.message.endswith(f"is not registered in {fake_registry.url}")
 
     def test_404_without_registry_error_body_is_a_registry_problem(
         self, fake_registry: FakeRegistry
