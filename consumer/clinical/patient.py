@@ -56,6 +56,7 @@ from consumer.clinical.model import (
 from consumer.clinical.rules import Rule, RuleSet
 from consumer.clinical.therapies import normalise_therapies
 from consumer.errors import InvalidEvent
+from consumer.resources import PATHOLOGY_RESULT, raw_schema
 
 MAX_SEEN_EVENT_IDS = 20
 
@@ -234,7 +235,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
     report = entry.report if entry is not None else None
     if report is not None:
         if event_id == report.event_id and entry is not None:  # redelivery: the same records
-            if report.content is not None and report.content != _content_digest(event):
+            if _reused_id(report.content, _content_digest(event)):
                 raise InvalidEvent(REASON_EVENT_ID_REUSED, EVENT_ID_REUSED)
             rendered = [_rerender(p, ruleset, event) for p in entry.emitted]
             kept = [(r, p.transition) for r, p in zip(rendered, entry.emitted, strict=True) if r]
@@ -244,7 +245,7 @@ def step(  # noqa: PLR0917 - the inputs of one transition, in order
         if event_id in report.seen_event_ids or _older(event, report):
             return Step(state, frozenset(), classification, [], [])  # stale: changes nothing
     content = _content_digest(event)
-    if report is not None and entry is not None and report.content == content:
+    if report is not None and entry is not None and _same_content(report.content, content):
         return _resent(state, entry, report, event, classification)
     seq = state.seq + 1
     accessions = dict(state.accessions)
@@ -563,6 +564,9 @@ def _resent(
 # IHC 3+ in place of a 1+) was dropped without a word while its classification went out
 # (measured by an integration audit). It is refused; the lab sends it again with a new id.
 # (An older id of the accession, already replaced, cannot be told from a stale redelivery.)
+# Only a digest taken under this release's input schema can tell: the event's shape follows the
+# reader schema (an added optional field, another enum default change every digest), so a true
+# redelivery across an upgrade would differ by shape alone; then the id keeps its old reading.
 REASON_EVENT_ID_REUSED: Final = "event-id-reused"
 EVENT_ID_REUSED: Final = (
     "event_id is the id of this accession's latest report, whose content differs: an event_id "
@@ -574,11 +578,34 @@ EVENT_ID_REUSED: Final = (
 _NOT_CONTENT: Final = frozenset({"event_id", "event_time", "source_system"})
 
 
+# The input schema the digests are taken under: 8 hex of its canonical JSON's SHA-256, the
+# prefix of every digest stored since it was added ("<tag>:<digest>"; 2026.12-3 stored the
+# digest alone).
+_SCHEMA_TAG: Final = hashlib.sha256(
+    json.dumps(raw_schema(PATHOLOGY_RESULT), sort_keys=True, separators=(",", ":")).encode()
+).hexdigest()[:8]
+
+
 def _content_digest(event: Event) -> str:
     """Digest of a report's content: every field of the validated event (schema-shaped: an
-    absent optional field reads as null on both input paths) but _NOT_CONTENT."""
+    absent optional field reads as null on both input paths) but _NOT_CONTENT, prefixed with
+    the input schema's tag."""
     body = {name: value for name, value in event.items() if name not in _NOT_CONTENT}
-    return hashlib.sha256(_CANONICAL_JSON(body).encode()).hexdigest()[:24]
+    return f"{_SCHEMA_TAG}:{hashlib.sha256(_CANONICAL_JSON(body).encode()).hexdigest()[:24]}"
+
+
+def _same_content(stored: str | None, digest: str) -> bool:
+    """Whether a stored report's content digest is this event's (a 2026.12-3 digest, untagged,
+    compares without the tag: an identical re-send is still recognised across the upgrade)."""
+    if stored is None:
+        return False
+    return stored == (digest if ":" in stored else digest.partition(":")[2])
+
+
+def _reused_id(stored: str | None, digest: str) -> bool:
+    """Whether a record under the id of the stored report carries other content: told only by
+    a digest taken under this input schema (else: a redelivery, as before)."""
+    return stored is not None and stored.startswith(f"{_SCHEMA_TAG}:") and stored != digest
 
 
 def _accepted(

@@ -538,20 +538,29 @@ def test_an_event_id_reused_with_other_content_is_refused(change: Record, refuse
     assert store.get("P") == state
 
 
-def test_a_report_stored_without_a_content_digest_keeps_the_redelivery_reading(ruleset: RuleSet) -> None:
-    """A report stored before 2026.12-3 has no digest to compare: its id is still read as a
-    redelivery (the records published again), as before."""
+@pytest.mark.parametrize("stored", ["none", "untagged", "other-schema"])
+def test_a_digest_not_taken_under_this_input_schema_keeps_the_redelivery_reading(stored: str, ruleset: RuleSet) -> None:
+    """The event's shape follows the reader schema (an added optional field, another enum
+    default change every digest), so only a digest taken under this release's input schema can
+    tell a reused id from a redelivery: a report stored before 2026.12-3 (no digest), by
+    2026.12-3 (untagged) or under another input schema (another tag) keeps the old reading."""
     pipeline = Pipeline(ruleset, clock=ticking())
     store = HistoryStore()
     first = report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO)
     published = store.apply(first, pipeline).alerts
     state = store.get("P")
     assert state is not None
+    tag, _, plain = state.accessions["A1"].report.content.partition(":")
+    content = {"none": None, "untagged": plain, "other-schema": f"0000{tag[4:]}:{plain}"}[stored]
+    assert content is None or content != state.accessions["A1"].report.content
     legacy = replace(state, accessions={
-        acc: replace(a, report=replace(a.report, content=None)) if a.report else a
+        acc: replace(a, report=replace(a.report, content=content)) if a.report else a
         for acc, a in state.accessions.items()
     })
     step = pipeline.step(legacy, {**first, "her2_ihc": POS})
     assert [(a["alert_id"], a["revision"]) for a in step.alerts] == [
         (a["alert_id"], a["revision"]) for a in published
     ]
+    if stored == "untagged":  # and an identical re-send under a new id is still recognised
+        resent = pipeline.step(legacy, {**first, "event_id": "e-2"})
+        assert (resent.alerts, resent.changed) == ([], frozenset({"A1"}))
