@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
 from typing import Any, Final, TextIO
 
@@ -146,20 +147,32 @@ class OncePerWindow(logging.Filter):
         super().__init__()
         self._window = window
         self._monotonic = monotonic
-        self._passed: dict[tuple[str, int, str, str, str], float] = {}
+        # the time each line last passed, oldest first: at most _REPEATS_KEPT lines remembered
+        # (a line forgotten early only passes again; many distinct lines cost no more)
+        self._passed: OrderedDict[tuple[str, int, str, str, str], float] = OrderedDict()
         self._lock = threading.Lock()  # kafka-python logs from its IO threads too
 
     def filter(self, record: logging.LogRecord) -> bool:
-        exc_type = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
-        key = (record.name, record.levelno, str(record.msg), repr(record.args), exc_type)
+        try:
+            exc = record.exc_info[0] if record.exc_info else None
+            key = (
+                record.name,
+                record.levelno,
+                str(record.msg),
+                repr(record.args),
+                exc.__name__ if exc is not None else "",
+            )
+        except Exception:  # a client's argument that cannot be shown: never hold a line back
+            return True
         now = self._monotonic()
         with self._lock:
             last = self._passed.get(key)
             if last is not None and now - last < self._window:
                 return False
-            if len(self._passed) >= _REPEATS_KEPT:
-                self._passed = {k: t for k, t in self._passed.items() if now - t < self._window}
             self._passed[key] = now
+            self._passed.move_to_end(key)
+            while len(self._passed) > _REPEATS_KEPT:
+                self._passed.popitem(last=False)
         return True
 
 

@@ -249,10 +249,24 @@ class TestClientLineRepeats:
             ("kafka.cluster", "Topic other not found in cluster metadata"),
         ]
 
-    def test_the_services_own_lines_are_not_filtered(self, stream: io.StringIO) -> None:
-        for _ in range(3):
-            get_logger().warning("lag refresh failed", error_type="KafkaTimeoutError")
-        assert len(lines(stream)) == 3
+    def test_many_distinct_lines_are_remembered_within_a_bound(self) -> None:
+        once = OncePerWindow(window=60.0, monotonic=lambda: 0.0)
+
+        def passes(n: int) -> bool:
+            return once.filter(logging.LogRecord("kafka.x", 40, __file__, 1, "T %s", (n,), None))
+
+        assert all(passes(n) for n in range(5000))
+        assert len(once._passed) == 1024  # the oldest forgotten first
+        assert not passes(4999), "a recent line is still held back"
+        assert passes(0), "a forgotten one passes again"
+
+    def test_a_line_whose_arguments_cannot_be_shown_passes(self) -> None:
+        class Unshowable:
+            def __repr__(self) -> str:
+                raise RuntimeError
+
+        record = logging.LogRecord("kafka.x", 40, __file__, 1, "T %s", (Unshowable(),), None)
+        assert OncePerWindow().filter(record)
 
     def test_the_line_passes_again_after_the_window(self) -> None:
         now = [0.0]
