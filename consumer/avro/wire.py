@@ -121,7 +121,10 @@ def _refuse_magic(first: int) -> NoReturn:
     raise DecodeError("unknown-magic-byte", f"unknown magic byte 0x{first:02x} ({hint})")
 
 
-_JSON_START: Final = frozenset(b'{["')  # how a JSON object, array or string value begins
+# how a JSON object or array begins: bytes no Avro record of the service's schemas starts
+# with (its first field is a string, and a length of -62 or -46 is invalid); a JSON string's
+# quote is left out, as it is also the length byte of a 17-character event_id
+_JSON_START: Final = frozenset(b"{[")
 
 
 def framing_hint(value: bytes) -> str | None:

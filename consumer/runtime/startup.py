@@ -216,6 +216,8 @@ def check_history_not_lost(
     while True:
         try:
             found = admin.list_group_offsets({s.group_id: asked}).get(s.group_id, {})
+            if attempt:
+                set_ready(False, "starting")  # the coordinator answered: on with the start
             break
         except BrokerError as exc:
             if not exc.retriable:

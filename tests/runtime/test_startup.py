@@ -315,7 +315,9 @@ def test_group_offsets_unanswered_are_waited_for_before_the_changelog_is_created
     waiting = (False, "waiting for the group coordinator")
     states = harness.health.states
     assert states.count(waiting) == 2
-    assert (True, "") in states[states.index(waiting) :]
+    after = states[len(states) - states[::-1].index(waiting) :]
+    assert after[0] == (False, "starting"), "the reason does not outlive the wait"
+    assert (True, "") in after
 
 
 def test_a_stop_while_waiting_for_the_group_offsets_ends_the_run_cleanly(

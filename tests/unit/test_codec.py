@@ -551,6 +551,8 @@ class TestFramingHints:
             ("raw", b'{"event_id": "e1"}', "starts like JSON"),
             ("raw", frame_confluent(7, valid_body()), "starts like Confluent framing"),
             ("raw", single_object(valid_body()), "starts like single-object framing"),
+            # a 17-character event_id's length byte is a JSON string's quote: not JSON
+            ("auto", avro_body(reader(), {**sample_result(), "event_id": "e" * 17}), "=raw"),
         ],
     )
     def test_the_message_says_what_the_value_looks_like(
