@@ -116,15 +116,18 @@ _SETTLED = frozenset({"Empty", "CompleteCommit", "CompleteAbort"})
 def dropped_markers(server_log: Path, transactional_id: str) -> list[TopicPartition]:
     """The partitions whose transaction markers for `transactional_id` the broker dropped,
     from its log (deploy/kafka/launcher.py's `logs_dir / "server.log"`)."""
-    dropped: set[TopicPartition] = set()
     with contextlib.suppress(FileNotFoundError):
-        for match in _DROPPED_MARKERS.finditer(server_log.read_text(errors="replace")):
-            if match["transactional_id"] != transactional_id:
-                continue
+        return sorted(set(_dropped_in(server_log.read_text(errors="replace"), transactional_id)))
+    return []
+
+
+def _dropped_in(text: str, transactional_id: str) -> Iterator[TopicPartition]:
+    """The partitions of `transactional_id` the broker log's `text` says it dropped markers of."""
+    for match in _DROPPED_MARKERS.finditer(text):
+        if match["transactional_id"] == transactional_id:
             for name in match["partitions"].split(","):
                 topic, _, partition = name.strip().rpartition("-")
-                dropped.add(TopicPartition(topic, int(partition)))
-    return sorted(dropped)
+                yield TopicPartition(topic, int(partition))
 
 
 def abort_hanging(
@@ -176,28 +179,32 @@ class MarkerRepair:
     """F1's repair, kept up for the whole wait after the broker is back: the broker may log
     the markers it dropped during its shutdown or later, while its transaction coordinator
     loads again after the start and sends the markers of a transaction it had prepared (the
-    first sighting of F1). Each `poll` reads the log again and aborts what hangs on the
-    partitions named so far (`abort_hanging`)."""
+    first sighting of F1). Each `poll` reads what the log gained since the last (the session's
+    broker log grows all session) and asks again about every partition named so far: a
+    transaction left open there may only hang once the restarted service has fenced the old
+    producer (`abort_hanging` is idempotent)."""
 
     def __init__(self, server_log: Path, transactional_id: str) -> None:
         self.server_log = server_log
         self.transactional_id = transactional_id
         self.dropped: list[TopicPartition] = []
         self.aborted: list[str] = []
-        self._pending: set[TopicPartition] = set()
+        self._read = 0  # bytes of the log read so far (whole lines only)
 
     def poll(self, admin: Callable[[], Any]) -> None:
         """Look for newly dropped markers; abort what hangs once the coordinator allows
-        (`admin()` gives the wait's admin client, asked for only when something hangs)."""
-        for tp in dropped_markers(self.server_log, self.transactional_id):
-            if tp not in self.dropped:
-                self.dropped.append(tp)
-                self._pending.add(tp)
-        if self._pending:
-            done = abort_hanging(admin(), self.transactional_id, sorted(self._pending))
-            if done is not None:
-                self.aborted.extend(done)
-                self._pending.clear()
+        (`admin()` gives the wait's admin client, asked for only when a partition is named)."""
+        with contextlib.suppress(FileNotFoundError), self.server_log.open("rb") as log:
+            log.seek(self._read)
+            chunk = log.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            self._read += len(complete)
+            for tp in _dropped_in(complete.decode(errors="replace"), self.transactional_id):
+                if tp not in self.dropped:
+                    self.dropped.append(tp)
+        if self.dropped:
+            done = abort_hanging(admin(), self.transactional_id, sorted(self.dropped))
+            self.aborted.extend(tp for tp in done or () if tp not in self.aborted)
 
     def describe(self, lines: int = 12) -> str:
         """The broker's log lines about this transactional id and its markers, for a failure

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import faults
 import pytest
 from faults import (
     ALO,
@@ -429,6 +430,38 @@ def test_dropped_markers_are_read_from_the_broker_log(tmp_path: Path) -> None:
     ]
     assert dropped_markers(log, "g-1-i-other") == []
     assert dropped_markers(tmp_path / "absent.log", "g-1-i-7ec2161f") == []
+
+
+def test_the_repair_follows_the_log_and_asks_again_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line the broker writes after the start is found; a half-written line waits for its
+    end; every partition named so far is asked about at each poll (a transaction may hang
+    there only once the restarted service has fenced the old producer)."""
+    asked: list[list[str]] = []
+    answers = iter([[], ["__consumer_offsets[41]"], []])
+
+    def abort_hanging(admin: Any, transactional_id: str, partitions: Any) -> list[str]:
+        asked.append([f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        return next(answers)
+
+    monkeypatch.setattr(faults, "abort_hanging", abort_hanging)
+    line = (
+        "INFO [Transaction Marker Channel Manager 1]: Couldn't find leader endpoint for "
+        "partitions HashSet(__consumer_offsets-41) while trying to send transaction markers "
+        "for g-1-i-x, these partitions are likely deleted already and hence can be skipped\n"
+    )
+    log = tmp_path / "server.log"
+    log.write_text("started\n" + line[:40])
+    repair = MarkerRepair(log, "g-1-i-x")
+    repair.poll(lambda: None)
+    assert (repair.dropped, asked) == ([], [])
+    with log.open("a") as f:
+        f.write(line[40:])
+    for _ in range(3):
+        repair.poll(lambda: None)
+    assert asked == [["__consumer_offsets[41]"]] * 3
+    assert repair.aborted == ["__consumer_offsets[41]"]
 
 
 def _read_values(bootstrap: str, topic: str) -> list[bytes]:
