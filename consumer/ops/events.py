@@ -123,7 +123,8 @@ OUTPUT_REFUSED: Final = (
 BATCH_COMMITTED: Final = "batch committed"
 LAG_REFRESH_FAILED: Final = "lag refresh failed"
 INPUT_TOPIC_GONE: Final = (
-    "input topic missing while running (deleted?); not ready until it exists again "
+    "input topic missing while running (deleted, or no longer visible to this service's user?); "
+    "not ready until it exists again "
     "(docs/operations.md, Her2ConsumerNoPartitionsAssigned)"
 )
 
