@@ -60,11 +60,13 @@ from faults import (
 from helpers import Env, Out, ServiceProcess, encoder, offline_alerts
 
 from consumer.avro.codec import Decoder
-from consumer.clinical.pipeline import utc_now
+from consumer.clinical.pipeline import Pipeline, utc_now
+from consumer.clinical.rules import load_ruleset
 from consumer.clinical.validate import DEFAULT_MAX_EVENT_TIME_SKEW, check_event
 from consumer.errors import RecordError
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema, raw_schema
 from consumer.runtime.routing import REASON_MISROUTED, patient_key
+from consumer.state.store import HistoryStore
 from consumer.tools.synthetic import SyntheticGenerator
 
 pytestmark = pytest.mark.fault
@@ -468,19 +470,24 @@ def _predict(records: list[tuple[bytes | None, bytes | None]]) -> list[tuple[str
     decoder and validation (no registry: Confluent framing is dead-lettered as unsupported),
     then its routing check: records are placed by kafka-python's default partitioner (murmur2
     of the key), so a valid event is misrouted exactly when its key is not its patient_id (a
-    mutation that changed the patient id, random bytes that happen to decode, a null key)."""
+    mutation that changed the patient id, random bytes that happen to decode, a null key);
+    then the history the service keeps (its own store and pipeline, in production order, which
+    is each patient's order on its partition): a mutation that kept its base's event_id but
+    changed the report after that report was accepted is `event-id-reused`."""
     decoder = Decoder("auto", parsed_schema(PATHOLOGY_RESULT))
+    store, pipeline = HistoryStore(), Pipeline(load_ruleset())
     found = []
     for key, value in records:
         try:
             event = check_event(decoder.decode(value), utc_now(), DEFAULT_MAX_EVENT_TIME_SKEW)
+            if key != patient_key(event["patient_id"]):
+                found.append(("dlq", f"validate/{REASON_MISROUTED}"))
+                continue
+            store.apply(event, pipeline)
         except RecordError as exc:
             found.append(("dlq", f"{exc.stage}/{exc.reason}"))
         else:
-            if key != patient_key(event["patient_id"]):
-                found.append(("dlq", f"validate/{REASON_MISROUTED}"))
-            else:
-                found.append(("ok", event["event_id"]))
+            found.append(("ok", event["event_id"]))
     return found
 
 
