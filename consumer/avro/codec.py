@@ -26,6 +26,7 @@ from fastavro.read import SchemaResolutionError
 
 from consumer.avro.fastwrite import NotFast, compile_writer
 from consumer.avro.registry import SchemaRegistryClient
+from consumer.avro.resolution import first_mismatch
 from consumer.avro.wire import (
     INPUT_FORMATS,
     OUTPUT_FORMATS,
@@ -63,6 +64,7 @@ class _Plan(NamedTuple):
 
     writer: Any
     reader: Any
+    mismatch: str | None = None  # where the schemas may not resolve (resolution.first_mismatch)
 
 
 class Decoder:
@@ -184,7 +186,7 @@ class Decoder:
                 unknown = tuple(sorted(symbols - known)) if known is not None else ()
                 if unknown:
                     self._on_unknown_symbols(label, name, unknown)
-        return _Plan(writer, self._reader)
+        return _Plan(writer, self._reader, first_mismatch(writer, self._reader))
 
 
 class Encoder:
@@ -277,6 +279,8 @@ def _read(body: bytes, plan: _Plan) -> dict[str, Any]:
     except SchemaResolutionError:
         reason = "schema-resolution"
         message = "the writer schema cannot be resolved to the reader schema for this record"
+        if plan.mismatch is not None:
+            message += f" (the schemas differ at {plan.mismatch})"
     except Exception as exc:
         reason = "avro-decode"
         message = f"Avro binary could not be decoded: {_describe(exc)} ({type(exc).__name__})"

@@ -451,6 +451,19 @@ class TestSchemaEvolution:
         assert "ADDENDUM" not in str(caught.value)
         assert_clean(caught.value)
 
+    def test_the_dead_letter_names_where_the_schemas_differ(self) -> None:
+        # an integration audit: every schema-resolution dead letter said only "cannot be
+        # resolved"; the field path comes from the schemas, never from the record
+        writer = writer_cells_counted_as("long")
+        datum = {"her2_ish": {**sample_result()["her2_ish"], "cells_counted": 2**40}}
+        body = avro_body(writer, {**sample_result(), **datum})
+        with pytest.raises(DecodeError) as caught:
+            Decoder("raw", reader(), raw_writer_schema=writer).decode(body)
+        assert caught.value.message.endswith(
+            "(the schemas differ at her2_ish.cells_counted: the writer's long is not in the "
+            "reader's union)"
+        )
+
     def test_an_unknown_enum_symbol_reads_as_the_enums_default(self) -> None:
         # the input schema's enums carry defaults (README, "Schema compatibility"): a symbol a
         # later lab schema adds is read as the conservative default, not dead-lettered
