@@ -4,6 +4,7 @@ back-off schedules (and the readiness reason of a broker away)."""
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -97,6 +98,32 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         """Seconds to wait before attempt `attempt` + 1."""
         return self.delays[min(attempt, len(self.delays) - 1)]
+
+
+@dataclass(slots=True)
+class StartupWait:
+    """The failed attempts of one start-up wait (the registry, the input topic, the group
+    coordinator, a first broker): each one's number and delay, then the pause, unready with
+    the wait's reason and /healthz beating. Each caller logs its own warning between the two
+    (the log guard wants its event and keys spelt out at the call)."""
+
+    backoff: Backoff
+    wait: Callable[[float], bool]  # waits up to n seconds; True when the service was stopped
+    set_ready: Callable[..., None]
+    beat: Callable[[], None]
+    attempt: int = 0  # failed attempts so far
+
+    def failed(self) -> float:
+        """Count a failed attempt; the seconds to wait before the next."""
+        delay = self.backoff.delay(self.attempt)
+        self.attempt += 1
+        return delay
+
+    def pause(self, reason: str, seconds: float) -> bool:
+        """Unready with `reason`, a heartbeat, then the wait; True when stopped meanwhile."""
+        self.set_ready(False, reason)
+        self.beat()
+        return self.wait(seconds)
 
 
 REGISTRY_BACKOFF: Final = Backoff((0.5, 1.0, 2.0, 5.0, 10.0, 30.0))

@@ -26,7 +26,13 @@ from consumer.runtime.kafka import (
     TopicPartition,
     errors,
 )
-from consumer.runtime.records import INPUT_WAIT_BACKOFF, REGISTRY_BACKOFF, Backoff, input_missing
+from consumer.runtime.records import (
+    INPUT_WAIT_BACKOFF,
+    REGISTRY_BACKOFF,
+    Backoff,
+    StartupWait,
+    input_missing,
+)
 
 _TOPIC_EXISTS: Final = 36  # TOPIC_ALREADY_EXISTS
 # What to do when the broker refuses to create an output topic, by error code.
@@ -71,25 +77,22 @@ def register_output_schemas(
         *((f"{topic}-value", HER2_ALERT) for topic in s.topics.alert_topics()),
     ]
     for subject, schema in subjects:
-        attempt = 0
+        retry = StartupWait(backoff, wait, set_ready, beat)
         while True:
             try:
                 registry.register(subject, schema_json(parsed_schema(schema)))
-                if attempt:
+                if retry.attempt:
                     set_ready(False, "starting")
                 break
             except RegistryError as exc:
-                delay = backoff.delay(attempt)
-                attempt += 1
+                delay = retry.failed()
                 log.warning(
                     events.REGISTRY_UNAVAILABLE_AT_START,
-                    attempt=attempt,
+                    attempt=retry.attempt,
                     error_type=type(exc).__name__,
                     seconds=delay,
                 )
-                set_ready(False, REGISTRY_UNAVAILABLE)
-                beat()
-                if wait(delay):
+                if retry.pause(REGISTRY_UNAVAILABLE, delay):
                     return
 
 
@@ -104,22 +107,19 @@ def ensure_topics(
 ) -> dict[str, int] | None:
     """Wait for the input topic, create missing outputs; return the partition count of the
     input and of every output (None when stopped while waiting)."""
-    attempt = 0
+    retry = StartupWait(backoff, wait, set_ready, beat)
     while True:
         counts = partition_counts(admin, [s.topics.input])
         if s.topics.input in counts:
             break
-        delay = backoff.delay(attempt)
-        attempt += 1
+        delay = retry.failed()
         log.warning(
             events.INPUT_TOPIC_MISSING,
             input_topic=s.topics.input,
-            attempt=attempt,
+            attempt=retry.attempt,
             seconds=delay,
         )
-        set_ready(False, input_missing(s.topics.input))
-        beat()
-        if wait(delay):
+        if retry.pause(input_missing(s.topics.input), delay):
             return None
     partitions = counts[s.topics.input]
     existing = partition_counts(admin, list(s.topics.outputs()))
@@ -212,29 +212,26 @@ def check_history_not_lost(
     waited out, like the input topic (unready with GROUP_COORDINATOR_WAIT as the reason). False
     when stopped while waiting."""
     asked = [TopicPartition(s.topics.input, p) for p in range(partitions)]
-    attempt = 0
+    retry = StartupWait(backoff, wait, set_ready, beat)
     while True:
         try:
             found = admin.list_group_offsets({s.group_id: asked}).get(s.group_id, {})
-            if attempt:
+            if retry.attempt:
                 set_ready(False, "starting")  # the coordinator answered: on with the start
             break
         except BrokerError as exc:
             if not exc.retriable:
                 log.warning(events.GROUP_OFFSETS_UNREAD, group_id=s.group_id, error_type=exc.kind)
                 return True
-            delay = backoff.delay(attempt)
-            attempt += 1
+            delay = retry.failed()
             log.warning(
                 events.GROUP_OFFSETS_RETRY,
                 group_id=s.group_id,
                 error_type=exc.kind,
-                attempt=attempt,
+                attempt=retry.attempt,
                 seconds=delay,
             )
-            set_ready(False, GROUP_COORDINATOR_WAIT)
-            beat()
-            if wait(delay):
+            if retry.pause(GROUP_COORDINATOR_WAIT, delay):
                 return False
     committed = {tp: meta.offset for tp, meta in found.items() if meta and meta.offset > 0}
     if not committed:

@@ -15,7 +15,7 @@ from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.runtime.kafka import Admin, Clients, KafkaError
 from consumer.runtime.kafka.clients import client_id
-from consumer.runtime.records import BROKER_UNREACHABLE, BROKER_WAIT_BACKOFF, Backoff
+from consumer.runtime.records import BROKER_UNREACHABLE, BROKER_WAIT_BACKOFF, Backoff, StartupWait
 
 log = get_logger("her2.service")
 
@@ -112,7 +112,8 @@ def connect_admin(
     KafkaConnectError naming what to check: waiting would not fix a configuration. A refusal
     that is not definite (a connection closed during SASL or the TLS handshake, which a broker
     starting or stopping causes too) is tried DOUBTFUL_REFUSALS times in a row first."""
-    attempt = doubtful = 0
+    retry = StartupWait(backoff, wait, set_ready, beat)
+    doubtful = 0
     while True:
         beat()
         outcome = _try_connect(clients, s, default_id)
@@ -130,20 +131,17 @@ def connect_admin(
                 variable=CHECK[outcome.reason],
             )
             raise KafkaConnectError(outcome.hint)
-        delay = backoff.delay(attempt)
-        attempt += 1
+        delay = retry.failed()
         log.warning(
             events.KAFKA_UNREACHABLE_RETRY,
             reason=outcome.reason,
             error_type=outcome.error_type,
             bootstrap_servers=s.bootstrap_servers,
             variable=CHECK[outcome.reason],
-            attempt=attempt,
+            attempt=retry.attempt,
             seconds=delay,
         )
-        set_ready(False, BROKER_UNREACHABLE)
-        beat()
-        if wait(delay):
+        if retry.pause(BROKER_UNREACHABLE, delay):
             return None
 
 
