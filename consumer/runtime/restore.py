@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from consumer.config import Settings
 from consumer.errors import HistoryRestoreError, kind_of
@@ -163,9 +163,7 @@ class Restorer:
         rc.assign(changelog)
         for tp in changelog:
             self._seen[tp] = [0, 0]
-        # records the offset guard skipped, and records past the input's end (applied):
-        # tp -> [count, first, last offset]
-        counts: tuple[dict[TopicPartition, list[int]], ...] = ({}, {})
+        counts = _Counts({}, {})
         try:
             rc.seek_to_beginning(*changelog)
             end = rc.end_offsets(changelog, timeout_ms=timeout_ms)
@@ -205,10 +203,11 @@ class Restorer:
                     )
                 polled = 0
                 for tp, records in rc.poll(timeout_ms=200).items():
-                    limits = (guard[tp], ends[tp])
                     for record in records:
                         if record.offset < end[tp]:
-                            polled += self._take(by_changelog[tp], tp, record, limits, counts)
+                            polled += self._take(
+                                by_changelog[tp], tp, record, (guard[tp], ends[tp]), counts
+                            )
                 if polled:
                     count += polled
                     self._metrics.history_restored_records.inc(polled)
@@ -227,16 +226,16 @@ class Restorer:
         tp: TopicPartition,
         record: Any,
         limits: tuple[int | None, int | None],
-        counts: tuple[dict[TopicPartition, list[int]], ...],
+        counts: _Counts,
     ) -> int:
         """Restore one changelog record unless the offset guard skips it (`limits`: the next
         input offset to process, the input partition's end); 1 if restored."""
         covered = _input_offset(record)
         if covered is not None and _past(covered, limits[1]):
-            _note(counts[1], tp, record.offset)  # no re-run rebuilds it: restored
+            _note(counts.beyond_end, tp, record.offset)  # no re-run rebuilds it: restored
         elif covered is not None and _past(covered, limits[0]):
             self._metrics.history_ahead_records.inc()
-            _note(counts[0], tp, record.offset)
+            _note(counts.ahead, tp, record.offset)
             return 0
         return self._restore_record(store, tp, record)
 
@@ -270,6 +269,13 @@ class Restorer:
             log.warning(events.RESTORE_CONSUMER_CLOSE_FAILED, error_type=kind_of(exc))
 
 
+class _Counts(NamedTuple):
+    """Changelog records of one restore, per partition [count, first, last offset]."""
+
+    ahead: dict[TopicPartition, list[int]]  # skipped by the offset guard
+    beyond_end: dict[TopicPartition, list[int]]  # past the input's end: restored
+
+
 def _note(seen: dict[TopicPartition, list[int]], tp: TopicPartition, offset: int) -> None:
     """Count a changelog record of `tp` at `offset` in `seen` ([count, first, last offset])."""
     entry = seen.setdefault(tp, [0, offset, offset])
@@ -277,11 +283,11 @@ def _note(seen: dict[TopicPartition, list[int]], tp: TopicPartition, offset: int
     entry[2] = offset
 
 
-def _log_counts(counts: tuple[dict[TopicPartition, list[int]], ...]) -> None:
+def _log_counts(counts: _Counts) -> None:
     """One warning per partition and restore, not one per record (a stop between the changelog
     and the commit leaves up to a batch's worth of records ahead): the records the offset guard
     skipped, then those past the input's end that it restored."""
-    for tp, (count, first, last) in sorted(counts[0].items()):
+    for tp, (count, first, last) in sorted(counts.ahead.items()):
         log.warning(
             events.HISTORY_RECORD_AHEAD,
             topic=tp.topic,
@@ -290,7 +296,7 @@ def _log_counts(counts: tuple[dict[TopicPartition, list[int]], ...]) -> None:
             first_offset=first,
             last_offset=last,
         )
-    for tp, (count, first, last) in sorted(counts[1].items()):
+    for tp, (count, first, last) in sorted(counts.beyond_end.items()):
         log.warning(
             events.HISTORY_BEYOND_INPUT_END,
             topic=tp.topic,
