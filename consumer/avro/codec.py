@@ -26,7 +26,7 @@ from fastavro.read import SchemaResolutionError
 
 from consumer.avro.fastwrite import NotFast, compile_writer
 from consumer.avro.registry import SchemaRegistryClient
-from consumer.avro.resolution import first_mismatch
+from consumer.avro.resolution import enum_symbols, first_mismatch
 from consumer.avro.wire import (
     INPUT_FORMATS,
     OUTPUT_FORMATS,
@@ -100,7 +100,7 @@ class Decoder:
         if not isinstance(self._reader, dict) or self._reader.get("type") != "record":
             raise SchemaError("the reader schema must be a record schema")
         self._on_unknown_symbols = on_unknown_symbols
-        self._reader_enums = _enums(self._reader)
+        self._reader_enums = enum_symbols(self._reader)
         self._registry = registry
         self._raw_plan = self._trusted_plan(
             self._reader if raw_writer_schema is None else raw_writer_schema
@@ -181,7 +181,7 @@ class Decoder:
         if writer == self._reader:
             return _Plan(writer, None)
         if self._on_unknown_symbols is not None:
-            for name, symbols in _enums(writer).items():
+            for name, symbols in enum_symbols(writer).items():
                 known = self._reader_enums.get(name)
                 unknown = tuple(sorted(symbols - known)) if known is not None else ()
                 if unknown:
@@ -291,33 +291,6 @@ def _read(body: bytes, plan: _Plan) -> dict[str, Any]:
         reason = "avro-decode"
         message = f"{left_over} bytes left over after the record"
     raise DecodeError(reason, message)
-
-
-def _enums(schema: Any) -> dict[str, frozenset[str]]:
-    """The symbols of each enum of a parsed schema, by unqualified name (Avro resolves named
-    types by their unqualified name too)."""
-    found: dict[str, frozenset[str]] = {}
-
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for branch in node:
-                walk(branch)
-        elif isinstance(node, dict):
-            kind = node.get("type")
-            if kind == "enum":
-                found[str(node["name"]).rpartition(".")[2]] = frozenset(node["symbols"])
-            elif kind in ("record", "error"):
-                for item in node.get("fields", []):
-                    walk(item["type"])
-            elif kind == "array":
-                walk(node["items"])
-            elif kind == "map":
-                walk(node["values"])
-            elif isinstance(kind, (dict, list)):
-                walk(kind)
-
-    walk(schema)
-    return found
 
 
 def _describe(exc: Exception) -> str:

@@ -1,4 +1,5 @@
-"""Where a writer schema and the reader schema cannot be resolved, from the schemas alone.
+"""Where a writer schema and the reader schema differ, from the schemas alone: where they
+cannot be resolved (`first_mismatch`), and their enums' symbols (`enum_symbols`).
 
 fastavro resolves a writer to the reader lazily, record by record, and its SchemaResolutionError
 messages are not passed on (the codec's rule: fastavro's messages may carry data). A dead letter
@@ -115,6 +116,33 @@ class _Compare:
             if found is not None:
                 return found
         return None
+
+
+def enum_symbols(schema: Any) -> dict[str, frozenset[str]]:
+    """The symbols of each enum of a parsed schema, by unqualified name (Avro resolves named
+    types by their unqualified name too)."""
+    found: dict[str, frozenset[str]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                walk(branch)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if kind == "enum":
+                found[_short(node["name"])] = frozenset(node["symbols"])
+            elif kind in ("record", "error"):
+                for item in node.get("fields", []):
+                    walk(item["type"])
+            elif kind == "array":
+                walk(node["items"])
+            elif kind == "map":
+                walk(node["values"])
+            elif isinstance(kind, (dict, list)):
+                walk(kind)
+
+    walk(schema)
+    return found
 
 
 def _named_schemas(schema: Any) -> Mapping[str, Any]:
