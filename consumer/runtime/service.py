@@ -31,7 +31,7 @@ from consumer import __version__
 from consumer.avro.outputs import Codecs
 from consumer.clinical.pipeline import Pipeline, utc_now
 from consumer.config import Settings
-from consumer.errors import StopRequested, kind_of
+from consumer.errors import BrokerError, StopRequested, kind_of
 from consumer.ops import events
 from consumer.ops.logs import get_logger
 from consumer.ops.metrics import Metrics
@@ -241,7 +241,13 @@ class Service:
         # kafka-python may run the first assignment without the input's partitions ("No
         # partition metadata for topic": nothing assigned) or with a metadata snapshot older
         # than its cluster view, and rebalance again right after (refusing the first commits).
-        consumer.topics()
+        # A broker that went silent since it answered start-up gives a retriable error after a
+        # request timeout: the first poll then waits for it, as it would have anyway.
+        try:
+            consumer.topics()
+        except BrokerError as exc:
+            if not exc.retriable:
+                raise
         processor = Processor(
             s,
             self.pipeline,

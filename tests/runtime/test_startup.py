@@ -437,6 +437,29 @@ def test_no_broker_at_start_up_is_waited_out_and_the_service_starts(harness: Har
     assert harness.value("her2_consumer_events_total", outcome="processed") == 3
 
 
+@pytest.mark.parametrize(
+    ("error", "starts"),
+    [
+        (KafkaTimeoutError("Timed out after 30000 ms"), True),
+        (ClusterAuthorizationFailedError(), False),
+    ],
+    ids=["unanswered", "refused"],
+)
+def test_the_metadata_request_after_subscribing_unanswered_does_not_stop_start_up(
+    harness: Harness, error: Exception, starts: bool
+) -> None:
+    """The full metadata request made once subscribed (kafka-python's first assignment then
+    sees the input's partitions) now gives up after a request timeout (quirks.
+    bound_metadata_wait) instead of waiting for ever: a broker gone silent since start-up's
+    checks is then waited for by the first poll, as before; a refusal still stops start-up."""
+    harness.broker.script("topics", error)
+    harness.publish(3)
+    code = harness.run()
+    assert (code == EXIT_OK) is starts
+    processed = harness.value("her2_consumer_events_total", outcome="processed")
+    assert processed == (3 if starts else 0)
+
+
 def test_a_stop_while_no_broker_answers_at_start_up_is_exit_0(harness: Harness) -> None:
     service = harness.new_service()
     harness.broker.script(

@@ -11,6 +11,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -248,7 +249,10 @@ def test_kafka_pythons_own_clients_lack_nothing_the_workarounds_reach() -> None:
     """No false warning on the tested release: a real consumer (static member) and producer."""
     from kafka import KafkaConsumer, KafkaProducer  # noqa: PLC0415
 
-    from consumer.runtime.kafka.quirks import missing_workarounds  # noqa: PLC0415
+    from consumer.runtime.kafka.quirks import (  # noqa: PLC0415
+        bound_metadata_wait,
+        missing_workarounds,
+    )
 
     close_failed_connect_sockets()  # as the service: the refused connects to port 1 close
     consumer = KafkaConsumer(
@@ -258,6 +262,7 @@ def test_kafka_pythons_own_clients_lack_nothing_the_workarounds_reach() -> None:
     try:
         assert missing_workarounds(consumer) == []
         assert missing_workarounds(producer) == []
+        assert bound_metadata_wait(consumer)
     finally:
         consumer.close(autocommit=False)
         producer.close(timeout=0)
@@ -266,8 +271,11 @@ def test_kafka_pythons_own_clients_lack_nothing_the_workarounds_reach() -> None:
 @pytest.mark.parametrize(
     ("client", "missing"),
     [
-        (_Moved, ["topic-auto-creation-off"]),
-        (_MovedStatic, ["topic-auto-creation-off", "fenced-static-member-check"]),
+        (_Moved, ["topic-auto-creation-off", "bounded-metadata-wait"]),
+        (
+            _MovedStatic,
+            ["topic-auto-creation-off", "fenced-static-member-check", "bounded-metadata-wait"],
+        ),
     ],
     ids=["dynamic", "static"],
 )
@@ -294,3 +302,46 @@ def test_a_workaround_that_cannot_apply_is_said_once(
     assert [line["workaround"] for line in said] == missing
     assert {line["kafka_python"] for line in said} == {clients.KAFKA_PYTHON_VERSION}
     assert {line["log_level"] for line in said} == {"warning"}
+
+
+# -- a metadata request the broker does not answer -------------------------------------------
+
+
+@pytest.mark.parametrize("call", ["topics", "partitions_for_topic"])
+def test_a_metadata_fetch_no_broker_answers_gives_up_after_the_request_timeout(call: str) -> None:
+    """kafka-python 3.0.12 waits for ever for the full metadata topics() asks, and
+    partitions_for_topic() for a topic its cache lacks (the input topic deleted, the broker
+    then away: the loop stalled until the liveness probe restarted the pod). The service's
+    consumer gives up after its request timeout with a retriable BrokerError, which the
+    misrouting check retries and the lag refresh reads as "broker unreachable"."""
+    from consumer.errors import BrokerError  # noqa: PLC0415
+    from consumer.runtime.kafka.mapping import MappedClients  # noqa: PLC0415
+
+    timeout_s = 1.5
+    consumer = MappedClients(KafkaClients()).consumer(
+        bootstrap_servers=f"127.0.0.1:{_closed_port()}",
+        api_version=(3, 0),
+        request_timeout_ms=int(timeout_s * 1000),
+        reconnect_backoff_max_ms=200,
+    )
+    outcome: dict[str, Any] = {}
+
+    def ask() -> None:
+        try:
+            getattr(consumer, call)(*(["absent-topic"] if call == "partitions_for_topic" else []))
+        except BaseException as exc:  # reported below
+            outcome["error"] = exc
+
+    began = time.monotonic()
+    worker = threading.Thread(target=ask, daemon=True)
+    worker.start()
+    worker.join(timeout_s + 10)
+    try:
+        assert not worker.is_alive(), f"{call}() still waiting {timeout_s + 10:g} s in"
+        error = outcome.get("error")
+        assert isinstance(error, BrokerError), error
+        assert error.retriable
+        assert error.kind == "KafkaTimeoutError"
+        assert timeout_s - 0.2 <= time.monotonic() - began
+    finally:
+        consumer.close(autocommit=False)

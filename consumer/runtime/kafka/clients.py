@@ -20,6 +20,7 @@ from consumer.runtime.kafka import (
 )
 from consumer.runtime.kafka.quirks import (
     admin_client,
+    bound_metadata_wait,
     close_failed_connect_sockets,
     disable_topic_auto_creation,
     missing_workarounds,
@@ -55,8 +56,11 @@ class KafkaClients:
         return admin_client(**config)  # type: ignore[no-any-return]
 
     def consumer(self, **config: Any) -> Consumer:
-        """A KafkaConsumer."""
-        return _worked_around(KafkaConsumer(**config))  # type: ignore[no-any-return]
+        """A KafkaConsumer whose metadata requests wait at most a request timeout."""
+        consumer = _worked_around(KafkaConsumer(**config))
+        if not bound_metadata_wait(consumer):
+            _not_applied(["bounded-metadata-wait"])
+        return consumer  # type: ignore[no-any-return]
 
     def producer(self, **config: Any) -> Producer:
         """A KafkaProducer."""

@@ -13,6 +13,8 @@
   only stops heartbeating and goes on fetching its old partitions.
 - `admin_client`: KafkaAdminClient's constructor leaves its IO thread and sockets running when
   its bootstrap fails.
+- `bound_metadata_wait`: KafkaConsumer.topics(), and partitions_for_topic() for a topic its
+  metadata lacks, wait without a timeout for a broker that does not answer.
 """
 
 from __future__ import annotations
@@ -55,6 +57,37 @@ def _metadata_config(client: Any) -> dict[str, Any] | None:
     cluster = getattr(client, "_metadata", None) or getattr(client, "_cluster", None)
     config = getattr(cluster, "config", None)
     return config if isinstance(config, dict) else None
+
+
+# The consumer attributes bound_metadata_wait reads (kafka-python 3.0.12).
+_METADATA_FETCH_READS: Final = ("_cluster", "_net", "_manager", "config")
+
+
+def bound_metadata_wait(consumer: Any) -> bool:
+    """Make a KafkaConsumer's full metadata fetch (topics(); partitions_for_topic() for a topic
+    its cached metadata lacks) wait at most its request_timeout_ms, then raise the retriable
+    KafkaTimeoutError, instead of waiting for the broker for ever (3.0.12 passes no timeout).
+    Asked for a deleted input topic while the broker is away, the loop stalled until the
+    liveness probe restarted the pod; callers already treat a retriable error as "the broker
+    did not answer" (the misrouting check retries the record, the lag refresh keeps readiness
+    at "broker unreachable"). False when this kafka-python lacks the internals (nothing done)."""
+    if not all(hasattr(consumer, name) for name in _METADATA_FETCH_READS):
+        return False
+    cluster, net, manager = consumer._cluster, consumer._net, consumer._manager
+    timeout_ms = consumer.config.get("request_timeout_ms")
+
+    def fetch_all_topic_metadata() -> None:
+        if cluster.metadata_refresh_in_progress:
+            net.run(manager.wait_for, cluster.request_update(), timeout_ms)
+        stash = cluster.need_all_topic_metadata
+        cluster.need_all_topic_metadata = True
+        try:
+            net.run(manager.wait_for, cluster.request_update(), timeout_ms)
+        finally:
+            cluster.need_all_topic_metadata = stash
+
+    consumer._fetch_all_topic_metadata = fetch_all_topic_metadata
+    return True
 
 
 # The coordinator attributes static_member_fenced reads (kafka-python 3.0.12).
