@@ -19,13 +19,20 @@ Bounded (issue 15, item 6: 2,000 idle keep-alive connections once took 2,005 thr
 - a connection waiting for a request (new, or idle between keep-alive requests) is closed after
   `idle_timeout` seconds without a byte (a socket timeout, so also a request sent too slowly);
 - at most `max_connections` handler threads are alive; a new connection beyond that closes the
-  connection that has waited longest for a request, never one being answered, and its thread
+  connection that has waited longest for a request, else, when every slot is answering, the
+  one open longest if open for more than `_OPEN_GRACE_S` (a probe is answered in milliseconds
+  and never open that long), never a younger one; the newcomer's thread
   starts only once the closed connection's thread has ended (a slot is free when its thread is
   gone, not when its socket is: an evicted thread still runs until the scheduler lets it read
   the EOF, which under CPU load took long enough for 14 of them to outlive their slots). A probe
-  sends its request as soon as it connects and is answered in milliseconds, so idle clients
-  cannot crowd it out; at worst the accept loop refuses a new connection while every slot is
-  answering (milliseconds) or when an evicted thread has not ended in `_EVICT_JOIN_S`.
+  sends its request as soon as it connects and is answered in milliseconds, so neither idle
+  clients nor busy ones can crowd it out: while every slot is younger than the grace the
+  accept loop waits for the oldest to pass it (at most the grace, since nothing is admitted
+  meanwhile); at worst it refuses a new connection when an evicted thread has not ended in
+  `_EVICT_JOIN_S`. Clients that pipeline hundreds of requests (and read none of the answers)
+  once held every slot "answering", never evicted: 34 of them made every /healthz probe fail,
+  so Kubernetes would have restarted a healthy pod (security audit). A response not written
+  within `_WRITE_TIMEOUT_S` also drops its connection (a client that does not read).
 
 prometheus_client's own `start_http_server` (a ThreadingWSGIServer) has neither bound; its
 WSGI handler closes after one response but a silent connection holds its thread as well.
@@ -56,6 +63,13 @@ DEFAULT_MAX_CONNECTIONS = 32
 # How long the accept loop waits for an evicted connection's thread to end (it was woken by the
 # shutdown of its socket, so it ends as soon as it is scheduled) before refusing the newcomer.
 _EVICT_JOIN_S = 2.0
+# How long a connection whose request is being answered is kept from a newcomer when every
+# slot answers: a probe or a scrape is answered in milliseconds.
+_OPEN_GRACE_S = 0.5
+_EVICT_POLL_S = 0.05
+# The longest a response may take to be written (the socket timeout while answering): a slot
+# held by a client that does not read frees itself even when no newcomer asks for it.
+_WRITE_TIMEOUT_S = 2.0
 _JSON = "application/json"
 
 
@@ -187,13 +201,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(status, json.dumps(body).encode() + b"\n", _JSON, head=head)
 
     def _reply(self, status: HTTPStatus, payload: bytes, content_type: str, *, head: bool) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if not head:
-            self.wfile.write(payload)
+        # written within _WRITE_TIMEOUT_S or the connection is dropped (a client that does not
+        # read what it asked for frees its slot), then back to the idle timeout
+        self.connection.settimeout(_WRITE_TIMEOUT_S)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            if not head:
+                self.wfile.write(payload)
+        finally:
+            self.connection.settimeout(self.server.idle_timeout)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the per-request line that BaseHTTPRequestHandler writes to stderr."""
@@ -226,9 +246,9 @@ class HealthHTTPServer(ThreadingHTTPServer):
         self.idle_timeout = float(idle_timeout)
         self.max_connections = int(max_connections)
         self._lock = threading.Lock()
-        # open connections -> monotonic time they started waiting for a request, or None while
-        # a request is being answered; insertion order is not relied on
-        self._open: dict[socket.socket, float | None] = {}
+        # open connections -> (monotonic time it started waiting for a request, None while one
+        # is being answered; monotonic time it was admitted); insertion order is not relied on
+        self._open: dict[socket.socket, tuple[float | None, float]] = {}
         # every connection admitted -> its handler thread, until that thread is seen ended; only
         # the accept loop adds and removes entries, so it needs no lock
         self._handlers: dict[socket.socket, threading.Thread] = {}
@@ -247,20 +267,27 @@ class HealthHTTPServer(ThreadingHTTPServer):
         under CPU load a thread may start after later ones, and the oldest must go first.
         """
         with self._lock:
-            if connection in self._open and self._open[connection] is None:
-                self._open[connection] = time.monotonic()
+            if connection in self._open and self._open[connection][0] is None:
+                self._open[connection] = (time.monotonic(), self._open[connection][1])
 
     def connection_answering(self, connection: socket.socket) -> None:
         """`connection` has a request being answered (it is not evicted)."""
         with self._lock:
             if connection in self._open:
-                self._open[connection] = None
+                self._open[connection] = (None, self._open[connection][1])
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Admit the connection once a handler slot is free (its thread ended), then thread it."""
         self._handlers = {c: t for c, t in self._handlers.items() if t.is_alive()}
         if len(self._handlers) >= self.max_connections:
             victim = self._evict()
+            # every slot answers a request younger than the grace: the oldest passes it within
+            # the grace, as nothing is admitted meanwhile (this is the accept loop)
+            waited = 0.0
+            while victim is None and waited < _OPEN_GRACE_S:
+                time.sleep(_EVICT_POLL_S)
+                waited += _EVICT_POLL_S
+                victim = self._evict()
             # outside the lock: the victim's thread takes it to forget its connection
             if victim is None or not _ended(self._handlers[victim], _EVICT_JOIN_S):
                 self.shutdown_request(request)
@@ -272,23 +299,28 @@ class HealthHTTPServer(ThreadingHTTPServer):
             name=f"her2-http-{self.server_port}-handler",
             daemon=self.daemon_threads,
         )
+        now = time.monotonic()
         with self._lock:
-            self._open[request] = time.monotonic()
+            self._open[request] = (now, now)
         self._handlers[request] = thread
         thread.start()
 
     def _evict(self) -> socket.socket | None:
         """The connection whose thread's end frees a slot: one already ending, else the one
-        that has waited longest for a request (closed here); None while every slot answers."""
+        that has waited longest for a request, else the one open longest if for more than
+        _OPEN_GRACE_S (closed here); None while every slot answers and is younger."""
         with self._lock:
             for connection in self._handlers:
                 if connection not in self._open:  # ending on its own, or evicted earlier
                     return connection
-            waiting = [(since, conn) for conn, since in self._open.items() if since is not None]
-            if not waiting:  # every slot is answering a request: milliseconds
+            waiting = [(since, c) for c, (since, _) in self._open.items() if since is not None]
+            if not waiting:  # every slot answers: one pipelining, or not reading, goes first
+                late = time.monotonic() - _OPEN_GRACE_S
+                waiting = [(at, c) for c, (_, at) in self._open.items() if at < late]
+            if not waiting:  # every slot is answering a fresh request: milliseconds
                 return None
             _, oldest = min(waiting, key=lambda pair: pair[0])
-            del self._open[oldest]  # its thread ends on the EOF below
+            del self._open[oldest]  # its thread ends on the EOF (or the failed write) below
         _close_read(oldest)
         return oldest
 

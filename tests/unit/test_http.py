@@ -359,9 +359,9 @@ def _closed_by_server(sock: socket.socket, timeout: float = 2.0) -> bool:
         return False
 
 
-def _timed_healthz(port: int) -> tuple[int, float]:
+def _timed_healthz(port: int, timeout: float = 5.0) -> tuple[int, float]:
     started = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", "/healthz")
         response = conn.getresponse()
@@ -408,6 +408,65 @@ class TestBounds:
         finally:
             for sock in idle:
                 sock.close()
+            server.shutdown()
+
+    def test_clients_that_pipeline_and_never_read_cannot_hold_every_slot(
+        self, health: Health
+    ) -> None:
+        """Security audit: clients that pipeline hundreds of /metrics requests and read none of
+        the answers kept every handler blocked writing, "answering", never evicted; with 34 of
+        them (32 slots) every /healthz probe failed, so Kubernetes would restart a healthy pod.
+        A connection answered for longer than the grace now makes room for a newcomer."""
+        cap = 4
+        registry = CollectorRegistry()
+        counter = Counter("big", "a /metrics body of some 20 KB", ["series"], registry=registry)
+        for i in range(400):
+            counter.labels(series=f"s{i:04d}").inc()
+        server = start_http_server(
+            0, registry, health, host="127.0.0.1", idle_timeout=30.0, max_connections=cap
+        )
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 300
+        stuck: list[socket.socket] = []
+        try:
+            for _ in range(cap * 2):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+                sock.connect(("127.0.0.1", server.server_port))
+                sock.sendall(request)  # read nothing
+                stuck.append(sock)
+            time.sleep(3.0)  # every slot blocked writing since past the grace
+            probes = []
+            for _ in range(5):
+                try:
+                    probes.append(_timed_healthz(server.server_port, timeout=3.0))
+                except OSError as exc:  # refused, reset, or no answer within kubelet's 3 s
+                    probes.append((type(exc).__name__, 3.0))
+                time.sleep(0.2)
+            assert [status for status, _ in probes] == [200] * 5, probes
+            assert _handler_threads(server) <= cap
+        finally:
+            for sock in stuck:
+                sock.close()
+            server.shutdown()
+
+    def test_a_client_that_does_not_read_its_answers_frees_its_slot(self, health: Health) -> None:
+        """Without a newcomer to evict it, a connection whose answers go unread is dropped once
+        a response has waited the write timeout (2 s), long before the idle timeout."""
+        registry = CollectorRegistry()
+        counter = Counter("big", "a /metrics body of some 20 KB", ["series"], registry=registry)
+        for i in range(400):
+            counter.labels(series=f"s{i:04d}").inc()
+        server = start_http_server(0, registry, health, host="127.0.0.1", idle_timeout=60.0)
+        try:
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+                sock.connect(("127.0.0.1", server.server_port))
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 300)  # read nothing
+                wait_until(lambda: server.open_connections == 1)
+                began = time.monotonic()
+                wait_until(lambda: server.open_connections == 0, timeout=20.0)
+                assert time.monotonic() - began < 15.0
+        finally:
             server.shutdown()
 
     def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(
