@@ -48,6 +48,11 @@ MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 HTTP_NOT_FOUND: Final = 404
 HTTP_AUTH: Final = frozenset({401, 403})
 HTTP_OK_RANGE: Final = range(200, 300)
+HTTP_REDIRECTS: Final = range(300, 400)
+_REDIRECTED: Final = (
+    " (a redirect, not followed: credentials go only to HER2_SCHEMA_REGISTRY_URL; point it at "
+    "the registry's own address)"
+)
 HTTP_SERVER_ERRORS: Final = range(500, 600)
 MAX_REFERENCE_DEPTH: Final = 16
 MAX_REFERENCES: Final = 256
@@ -152,7 +157,9 @@ class SchemaRegistryClient:
                 "HER2_SCHEMA_REGISTRY_CA_FILE / _CERT_FILE / _KEY_FILE need an https "
                 "HER2_SCHEMA_REGISTRY_URL"
             )
-        handlers: list[urllib.request.BaseHandler] = []
+        # a registry answers where it is asked: a redirect is refused (urllib's default handler
+        # follows it with the Authorization header, to any host, https to plain http too)
+        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
         if parts.scheme == "https":
             handlers.append(urllib.request.HTTPSHandler(context=access.ssl_context()))
         self._opener = urllib.request.build_opener(*handlers)
@@ -207,6 +214,7 @@ class SchemaRegistryClient:
             raise SchemaError(
                 f"the schema registry refused the schema for subject {subject!r}: "
                 f"HTTP {status}, error_code {_error_code(body)}"
+                + (_REDIRECTED if status in HTTP_REDIRECTS else "")
             )
         self._expect_ok(status, f"registering subject {subject!r}", "register")
         schema_id = self._json_object(body, "register").get("id")
@@ -317,6 +325,11 @@ class SchemaRegistryClient:
         """Raise RegistryError unless `status` is a 2xx."""
         if status in HTTP_OK_RANGE:
             return
+        if status in HTTP_REDIRECTS:
+            self._report(operation, "http-error")
+            raise RegistryError(
+                f"schema registry {self._base} answered HTTP {status} {doing}{_REDIRECTED}"
+            )
         if status in HTTP_AUTH:
             kind = "auth"
         elif status in HTTP_SERVER_ERRORS:
@@ -346,6 +359,14 @@ class SchemaRegistryClient:
         if self._on_error is not None:
             with contextlib.suppress(Exception):  # counting is best effort; the error is raised
                 self._on_error(operation, kind)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follow no redirect: the 3xx answer reaches the caller as it is (an HTTPError)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        """Never a new request."""
+        return None
 
 
 def _quote(subject: str) -> str:

@@ -447,3 +447,83 @@ class TestRegistrySettings:
             Settings.from_env(resolved)
         assert SECRET not in str(caught.value)
         assert caught.value.__cause__ is None
+
+
+# -- redirects ---------------------------------------------------------------------------------
+
+
+class _Recorder:
+    """Two local HTTP servers: `redirect_url` answers every request with `status` and a Location
+    on `target`; `target` records the Authorization header of what reaches it."""
+
+    def __init__(self, status: int) -> None:
+        import http.server  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+
+        self.reached: list[str | None] = []
+        reached = self.reached
+
+        class Target(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                reached.append(self.headers.get("Authorization"))
+                body = b"{}"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
+        where = f"http://127.0.0.1:{self.target.server_port}/elsewhere"
+
+        class Redirect(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(status)
+                self.send_header("Location", where)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.redirect = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        self.redirect_url = f"http://127.0.0.1:{self.redirect.server_port}"
+        for server in (self.target, self.redirect):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        for server in (self.target, self.redirect):
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("credentials", ["settings", "url"])
+def test_a_redirect_is_refused_and_the_credentials_stay_home(status: int, credentials: str) -> None:
+    """Security audit: urllib's default handler followed a registry's redirect with the
+    Authorization header, to any host and from https to plain http, and took the schemas it
+    found there. A redirect is now an error that says so; nothing reaches the other address."""
+    servers = _Recorder(status)
+    try:
+        if credentials == "url":
+            user_url = servers.redirect_url.replace("http://", f"http://reader:{SECRET}@")
+            client = SchemaRegistryClient(user_url)
+        else:
+            access = RegistryAccess(username="reader", password=SECRET)
+            client = SchemaRegistryClient(servers.redirect_url, access=access)
+        with pytest.raises(RegistryError, match=f"HTTP {status} .*a redirect, not followed"):
+            client.probe()
+        with pytest.raises(RegistryError, match="a redirect, not followed"):
+            client.get_schema(7)
+        with pytest.raises(Exception, match="a redirect, not followed") as refused:
+            client.register("her2-alerts-value", {"type": "string"})
+        assert SECRET not in str(refused.value)
+        assert servers.reached == [], "a request reached the redirect's target"
+    finally:
+        servers.close()
