@@ -54,8 +54,13 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     for alert in fold.open(args.patient):
         sys.stdout.write(dumps(alert) + "\n")
-    if undecodable:
-        print(f"open-alerts: {undecodable} alert records could not be decoded", file=sys.stderr)
+    if undecodable:  # the list may miss an alert or show a closed one as open: not a success
+        print(
+            f"open-alerts: {undecodable} alert records could not be decoded; the open alerts "
+            "above may be incomplete",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     return 0
 
 

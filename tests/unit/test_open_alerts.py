@@ -111,10 +111,15 @@ class TestOpenAlerts:
             b"not an alert",
             *encoded(alert("a1", 2, "RESOLVED")),
         ]
-        assert cli.main(["open-alerts"]) == 0
+        # an undecodable record (another writer schema, say) may hide an open alert: the list
+        # is printed, the count said, and the exit is a failure (it was 0, audit M1)
+        assert cli.main(["open-alerts"]) == 1
         out, err = capsys.readouterr()
         assert [line.count('"alert_id":"a2"') for line in out.splitlines()] == [1]
-        assert err == "open-alerts: 1 alert records could not be decoded\n"
+        assert err == (
+            "open-alerts: 1 alert records could not be decoded; the open alerts above may be "
+            "incomplete\n"
+        )
 
     def test_one_patient(
         self, scripted: type[ScriptedConsumer], capsys: pytest.CaptureFixture[str]
