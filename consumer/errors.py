@@ -75,7 +75,13 @@ class SchemaError(Her2Error):
 
 
 class RegistryError(Her2Error):
-    """The schema registry did not answer usefully (transient: never a reason to dead-letter)."""
+    """The schema registry did not answer usefully (transient: never a reason to dead-letter).
+    `kind` is the failure's kind as `her2_consumer_schema_registry_errors_total` counts it
+    (unreachable, tls, auth, server-error, http-error, bad-answer)."""
+
+    def __init__(self, message: str, kind: str = "unreachable") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class PublishError(Her2Error):

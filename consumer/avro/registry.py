@@ -220,7 +220,9 @@ class SchemaRegistryClient:
         schema_id = self._json_object(body, "register").get("id")
         if not isinstance(schema_id, int) or isinstance(schema_id, bool):
             self._report("register", "bad-answer")
-            raise RegistryError(f"the schema registry answered no id for subject {subject!r}")
+            raise RegistryError(
+                f"the schema registry answered no id for subject {subject!r}", "bad-answer"
+            )
         with self._lock:
             return self._ids.setdefault(key, schema_id)
 
@@ -309,11 +311,13 @@ class SchemaRegistryClient:
             reason = exc.reason if isinstance(exc.reason, str) else type(exc.reason).__name__
             kind = "tls" if isinstance(exc.reason, ssl.SSLError) else "unreachable"
             self._report(operation, kind)
-            raise RegistryError(f"schema registry {self._base} unreachable: {reason}") from None
+            raise RegistryError(
+                f"schema registry {self._base} unreachable: {reason}", kind
+            ) from None
         except ssl.SSLError as exc:
             self._report(operation, "tls")
             raise RegistryError(
-                f"schema registry {self._base} failed TLS: {type(exc).__name__}"
+                f"schema registry {self._base} failed TLS: {type(exc).__name__}", "tls"
             ) from None
         except (OSError, http.client.HTTPException) as exc:
             self._report(operation, "unreachable")
@@ -328,7 +332,8 @@ class SchemaRegistryClient:
         if status in HTTP_REDIRECTS:
             self._report(operation, "http-error")
             raise RegistryError(
-                f"schema registry {self._base} answered HTTP {status} {doing}{_REDIRECTED}"
+                f"schema registry {self._base} answered HTTP {status} {doing}{_REDIRECTED}",
+                "http-error",
             )
         if status in HTTP_AUTH:
             kind = "auth"
@@ -337,7 +342,7 @@ class SchemaRegistryClient:
         else:
             kind = "http-error"
         self._report(operation, kind)
-        raise RegistryError(f"schema registry {self._base} answered HTTP {status} {doing}")
+        raise RegistryError(f"schema registry {self._base} answered HTTP {status} {doing}", kind)
 
     def _json_object(self, body: bytes, operation: str) -> dict[str, Any]:
         """Decode a JSON object answer, or raise RegistryError."""
@@ -345,10 +350,14 @@ class SchemaRegistryClient:
             loaded = json.loads(body)
         except ValueError:
             self._report(operation, "bad-answer")
-            raise RegistryError("the schema registry answered something that is not JSON") from None
+            raise RegistryError(
+                "the schema registry answered something that is not JSON", "bad-answer"
+            ) from None
         if not isinstance(loaded, dict):
             self._report(operation, "bad-answer")
-            raise RegistryError("the schema registry answered JSON that is not an object")
+            raise RegistryError(
+                "the schema registry answered JSON that is not an object", "bad-answer"
+            )
         return loaded
 
     def _bad_answer(self, operation: str) -> Callable[[], None]:
@@ -408,7 +417,7 @@ def _schema_text(answer: dict[str, Any], label: str, bad_answer: Callable[[], No
     text = answer.get("schema")
     if not isinstance(text, str):
         bad_answer()
-        raise RegistryError(f"the schema registry answered no schema for {label}")
+        raise RegistryError(f"the schema registry answered no schema for {label}", "bad-answer")
     return text
 
 

@@ -108,6 +108,7 @@ class Processor:
                 partition=tp.partition,
                 offset=record.offset,
                 error_type=type(exc).__name__,
+                reason=exc.kind,
             )
             return Retry()
         except BrokerError as exc:

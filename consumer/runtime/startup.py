@@ -90,6 +90,7 @@ def register_output_schemas(
                     events.REGISTRY_UNAVAILABLE_AT_START,
                     attempt=retry.attempt,
                     error_type=type(exc).__name__,
+                    reason=exc.kind,
                     seconds=delay,
                 )
                 if retry.pause(REGISTRY_UNAVAILABLE, delay):

@@ -201,4 +201,5 @@ def test_a_committed_batch_resets_its_partitions_registry_back_off(
     assert harness.run() == EXIT_OK
     assert attempts == [0, 1, 0]
     assert harness.broker.committed == {TopicPartition(harness.settings.topics.input, 0): 6}
-    assert len(harness.logged("schema registry unavailable; record will be retried")) == 3
+    retried = harness.logged("schema registry unavailable; record will be retried")
+    assert [line["reason"] for line in retried] == ["unreachable"] * 3

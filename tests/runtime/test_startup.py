@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog
 from conftest import Harness
 from kafka.errors import (
     ClusterAuthorizationFailedError,
@@ -481,7 +482,7 @@ class FlakyRegistry:
     def register(self, subject: str, schema: str) -> int:
         if self.failures:
             self.failures -= 1
-            raise RegistryError("connection refused")
+            raise RegistryError("certificate verify failed", "tls")
         self.subjects.append(subject)
         return 1
 
@@ -497,14 +498,18 @@ def test_an_unavailable_registry_is_waited_for_beating_and_named_in_readiness() 
         waits.append(seconds)
         return False
 
-    register_output_schemas(
-        settings,
-        registry,
-        wait,
-        lambda ready, reason="": states.append((ready, reason)),
-        lambda: beats.append(1),
-        backoff=Backoff((0.5, 1.0)),
-    )
+    with structlog.testing.capture_logs() as logs:
+        register_output_schemas(
+            settings,
+            registry,
+            wait,
+            lambda ready, reason="": states.append((ready, reason)),
+            lambda: beats.append(1),
+            backoff=Backoff((0.5, 1.0)),
+        )
+    warned = [line for line in logs if line["event"] == events.REGISTRY_UNAVAILABLE_AT_START]
+    # the kind says what to check (security audit: a wrong CA read as "unavailable" only)
+    assert [line["reason"] for line in warned] == ["tls", "tls"]
     assert waits == [0.5, 1.0]
     assert len(beats) == 2, "a beat per failed attempt: /healthz stays 200"
     assert states == [(False, "schema registry unavailable")] * 2 + [(False, "starting")]

@@ -210,14 +210,16 @@ class TestErrorHookAndProbe:
     ) -> None:
         errors = Errors()
         registry.status_override = status
-        with pytest.raises(RegistryError):
+        with pytest.raises(RegistryError) as raised:
             SchemaRegistryClient(registry.url, on_error=errors).get_schema(5)
         assert errors.seen == [("get-schema", kind)]
+        assert raised.value.kind == kind  # the retry warnings' `reason`
 
     def test_unreachable_and_refused_registration(self, registry: FakeRegistry) -> None:
         errors = Errors()
-        with socket_closed() as url, pytest.raises(RegistryError):
+        with socket_closed() as url, pytest.raises(RegistryError) as raised:
             SchemaRegistryClient(url, on_error=errors).probe()
+        assert raised.value.kind == "unreachable"
         registry.status_override = 409
         with pytest.raises(Exception, match="refused"):
             SchemaRegistryClient(registry.url, on_error=errors).register("s", {"type": "string"})
