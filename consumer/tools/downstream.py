@@ -45,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
             settings.topics.alert_topics(),
             decoder=decoder,
             timeout_s=args.timeout,
+            since_ms=args.since,
         )
     except TimeoutError as exc:
         print(f"open-alerts: {exc} (--timeout {args.timeout:g})", file=sys.stderr)
@@ -111,10 +112,12 @@ def read_alert_topics(
     *,
     decoder: Decoder | None = None,
     timeout_s: float = 30.0,
+    since_ms: int | None = None,
 ) -> tuple[OpenAlerts, int]:
-    """Read `topics` from the beginning to their current end (read_committed) and fold every
-    alert in. `client_config`: KafkaConsumer settings (bootstrap_servers, security). Returns
-    the fold and the count of records that could not be decoded."""
+    """Read `topics` from the beginning (or from the first record timestamped `since_ms` or
+    later) to their current end (read_committed) and fold every alert in. `client_config`:
+    KafkaConsumer settings (bootstrap_servers, security). Returns the fold and the count of
+    records that could not be decoded."""
     decoder = decoder or Decoder("auto", parsed_schema(HER2_ALERT))
     consumer = KafkaConsumer(
         **{
@@ -133,8 +136,14 @@ def read_alert_topics(
             for p in sorted(consumer.partitions_for_topic(topic) or ())
         ]
         consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
         end = consumer.end_offsets(partitions)
+        if since_ms is None:
+            consumer.seek_to_beginning(*partitions)
+        else:  # a partition with nothing from then on starts at its end
+            starts = consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+            for tp in partitions:
+                found = starts.get(tp)
+                consumer.seek(tp, end[tp] if found is None else found.offset)
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in partitions):
             if time.monotonic() > deadline:

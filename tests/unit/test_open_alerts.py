@@ -185,3 +185,12 @@ class TestErrors:
         assert cli.main(["open-alerts", "--timeout", "0.05"]) == 1
         out, err = capsys.readouterr()
         assert (out, err) == ("", message + "\n")
+
+
+@pytest.mark.parametrize("since", ["2026-12-07T19:00:00", "yesterday", ""])
+def test_since_needs_a_time_with_its_offset(since: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A time without its offset would be read in the machine's zone: refused, as garbage is."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["open-alerts", "--since", since])
+    assert stopped.value.code == 2
+    assert "--since" in capsys.readouterr().err
