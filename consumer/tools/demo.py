@@ -28,6 +28,7 @@ from typing import Any, Final, TextIO
 from consumer.config import Settings
 from consumer.errors import ConfigError, DecodeError, Her2Error
 from consumer.resources import HER2_ALERT, HER2_CLASSIFICATION
+from consumer.runtime.kafka.preflight import explained
 from consumer.runtime.kafka.quirks import disable_topic_auto_creation
 from consumer.tools.downstream import output_decoder
 from consumer.tools.publish import input_encoder
@@ -134,7 +135,12 @@ class _Demo:
         return 0
 
     def _ensure_input_topic(self) -> None:
-        admin = KafkaAdminClient(**self.s.kafka_common(), client_id="her2-demo-admin")
+        with explained(self.s):
+            admin = KafkaAdminClient(
+                **self.s.kafka_common(),
+                client_id="her2-demo-admin",
+                bootstrap_timeout_ms=self.s.tuning.request_timeout_ms,
+            )
         try:
             info = admin.describe_topics([self.s.topics.input])
             if not info or info[0].get("error_code", 0) != 0:

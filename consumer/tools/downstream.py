@@ -10,11 +10,13 @@ runs it once over the topics from the beginning and prints the open alerts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from consumer.avro.codec import Decoder
@@ -22,6 +24,7 @@ from consumer.avro.registry import SchemaRegistryClient
 from consumer.config import Settings
 from consumer.errors import DecodeError, Her2Error
 from consumer.resources import HER2_ALERT, parsed_schema
+from consumer.runtime.kafka.preflight import explained
 from consumer.tools.jsonout import dumps
 
 with warnings.catch_warnings():
@@ -41,11 +44,13 @@ def main(args: argparse.Namespace) -> int:
     decoder = output_decoder(settings, HER2_ALERT, settings.registry_client())
     try:
         fold, undecodable = read_alert_topics(
-            settings.kafka_common(),
+            # the first connection gives up, and says why, within the request timeout
+            {**settings.kafka_common(), "bootstrap_timeout_ms": settings.tuning.request_timeout_ms},
             settings.topics.alert_topics(),
             decoder=decoder,
             timeout_s=args.timeout,
             since_ms=args.since,
+            explain=lambda: explained(settings),
         )
     except TimeoutError as exc:
         print(f"open-alerts: {exc} (--timeout {args.timeout:g})", file=sys.stderr)
@@ -113,21 +118,24 @@ def read_alert_topics(
     decoder: Decoder | None = None,
     timeout_s: float = 30.0,
     since_ms: int | None = None,
+    explain: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
 ) -> tuple[OpenAlerts, int]:
     """Read `topics` from the beginning (or from the first record timestamped `since_ms` or
     later) to their current end (read_committed) and fold every alert in. `client_config`:
     KafkaConsumer settings (bootstrap_servers, security). Returns the fold and the count of
-    records that could not be decoded."""
+    records that could not be decoded. `explain`: around the first connection (the CLI says
+    why it failed, as `run` does)."""
     decoder = decoder or Decoder("auto", parsed_schema(HER2_ALERT))
-    consumer = KafkaConsumer(
-        **{
-            **client_config,
-            "group_id": None,
-            "enable_auto_commit": False,
-            "isolation_level": "read_committed",  # never an aborted transaction's records
-            "auto_offset_reset": "earliest",
-        }
-    )
+    with explain():
+        consumer = KafkaConsumer(
+            **{
+                **client_config,
+                "group_id": None,
+                "enable_auto_commit": False,
+                "isolation_level": "read_committed",  # never an aborted transaction's records
+                "auto_offset_reset": "earliest",
+            }
+        )
     fold, undecodable = OpenAlerts(), 0
     try:
         partitions = [

@@ -37,6 +37,7 @@ from consumer.clinical.validate import DEFAULT_MAX_EVENT_TIME_SKEW
 from consumer.config import Settings, load_writer_schema
 from consumer.errors import ConfigError, Her2Error, SchemaError
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
+from consumer.runtime.kafka.preflight import explained
 from consumer.runtime.kafka.quirks import disable_topic_auto_creation
 from consumer.runtime.routing import patient_key
 from consumer.tools.evaluate import Refused, checked_lines, ndjson_source
@@ -167,7 +168,12 @@ class Publisher:
 
     def _check_topic(self, topic: str) -> None:
         """Refuse to start when the input topic does not exist (ConfigError)."""
-        admin = KafkaAdminClient(**self.s.kafka_common(), client_id="her2-publish-admin")
+        with explained(self.s):
+            admin = KafkaAdminClient(
+                **self.s.kafka_common(),
+                client_id="her2-publish-admin",
+                bootstrap_timeout_ms=self.s.tuning.request_timeout_ms,
+            )
         try:
             info = admin.describe_topics([topic])
         finally:

@@ -256,3 +256,48 @@ def test_bad_credentials_or_ca_fail_start_up(  # noqa: PLR0917 - pytest passes f
     assert [line.get("reason") for line in diagnoses] == [reason], diagnoses or logged[-2000:]
     assert all(variable in stderr for variable in variables), stderr
     assert seconds <= FAIL_FAST_S, f"{case}: the service failed after {seconds:.1f}s"
+
+
+@pytest.mark.parametrize("tool", ["publish", "open-alerts"])
+@pytest.mark.parametrize(
+    ("case", "variables"),
+    [
+        pytest.param("wrong-password", ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"), id="pw"),
+        pytest.param("untrusted-ca", ("KAFKA_SSL_CAFILE",), id="ca"),
+    ],
+)
+def test_the_tools_say_why_they_cannot_connect(  # noqa: PLR0917 - pytest passes fixtures
+    secure_broker: SecureBroker,
+    unique_name: Callable[[str], str],
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    close_leaked_sockets: None,
+    tool: str,
+    case: str,
+    variables: tuple[str, ...],
+) -> None:
+    """Security audit: `publish` and `open-alerts` waited the request timeout and printed only
+    kafka-python's "Unable to bootstrap" for a wrong CA or password; they now print `run`'s
+    diagnosis, naming the variables to check, and exit 1 (never the password)."""
+    from consumer import cli  # noqa: PLC0415
+
+    overrides = (
+        {"KAFKA_SASL_PASSWORD": "not-the-password-marker"}
+        if case == "wrong-password"
+        else {"KAFKA_SSL_CAFILE": str(load_secure().write_ca(tmp_path / "other-ca"))}
+    )
+    _, env = secure_settings(secure_broker, unique_name, **overrides)
+    for name, value in env.environ(**overrides).items():
+        monkeypatch.setenv(name, value)
+    lines = tmp_path / "one.ndjson"
+    lines.write_text(json.dumps(make_event("e1", "P1", "A1"), default=str) + "\n")
+    argv = ["publish", str(lines)] if tool == "publish" else ["open-alerts"]
+    started = time.monotonic()
+    assert cli.main(argv) == 1
+    assert time.monotonic() - started <= FAIL_FAST_S
+    err = capfd.readouterr().err
+    assert "KafkaConnectError" in err, err
+    assert all(variable in err for variable in variables), err
+    assert "not-the-password-marker" not in err
+    assert PASSWORD not in err

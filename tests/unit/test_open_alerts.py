@@ -88,6 +88,8 @@ class ScriptedConsumer:
 def scripted(monkeypatch: pytest.MonkeyPatch) -> type[ScriptedConsumer]:
     """A fresh ScriptedConsumer class in place of kafka-python's, single-object output."""
     monkeypatch.setenv("HER2_OUTPUT_FORMAT", "single-object")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.delenv("HER2_REQUEST_TIMEOUT_MS", raising=False)
     monkeypatch.delenv("HER2_SCHEMA_REGISTRY_URL", raising=False)
     script = type("Script", (ScriptedConsumer,), {})
     monkeypatch.setattr(downstream, "KafkaConsumer", script)
@@ -153,8 +155,10 @@ class TestErrors:
                 _kafka_error(
                     KafkaTimeoutError("Unable to bootstrap from ['127.0.0.1:1']"), "__init__"
                 ),
-                "open-alerts: KafkaTimeoutError: KafkaTimeoutError: Unable to bootstrap from "
-                "['127.0.0.1:1']",
+                # run's diagnosis, naming what to check (was kafka-python's bare timeout)
+                "open-alerts: KafkaConnectError: no Kafka broker answered at "
+                "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1 within HER2_REQUEST_TIMEOUT_MS=30000 (check "
+                "the address and KAFKA_SECURITY_PROTOCOL=PLAINTEXT)",
                 id="bootstrap-timeout",
             ),
             pytest.param(

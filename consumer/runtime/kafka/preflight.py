@@ -4,9 +4,10 @@ answering is waited out, a refusal is fatal."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final, NamedTuple
 
 from consumer.config import Settings
@@ -143,6 +144,24 @@ def connect_admin(
         )
         if retry.pause(BROKER_UNREACHABLE, delay):
             return None
+
+
+@contextlib.contextmanager
+def explained(s: Settings) -> Iterator[None]:
+    """For the command-line tools' first connection (a client's constructor, which fails with
+    kafka-python's bare "Unable to bootstrap" timeout): a KafkaError raised in the block
+    becomes KafkaConnectError with `run`'s diagnosis (SASL, TLS or no broker) naming the
+    variables to check. A security audit found `publish`, `open-alerts` and `demo` saying only
+    the timeout for a wrong CA or password."""
+    failures = _ConnectionFailures()
+    kafka_logger = logging.getLogger("kafka")
+    kafka_logger.addHandler(failures)
+    try:
+        yield
+    except KafkaError as exc:
+        raise KafkaConnectError(failures.diagnose(s)[1]) from exc
+    finally:
+        kafka_logger.removeHandler(failures)
 
 
 class _Refused(NamedTuple):
