@@ -67,6 +67,10 @@ GROUP_OFFSETS_RETRY: Final = (
 OUTPUT_CONFIG_UNREAD: Final = (
     "cannot read an output topic's cleanup policy; make sure it is not compacted"
 )
+ALERT_TOPIC_RETENTION_FINITE: Final = (
+    "alert topic deletes records by age or size (retention.ms / retention.bytes); a reader "
+    "building the open alerts from its start misses those opened before: set retention.ms=-1"
+)
 CHANGELOG_CONFIG_UNREAD: Final = (
     "cannot read the history changelog's cleanup policy; make sure it is compact only"
 )

@@ -52,6 +52,10 @@ _LAG: Final = "min.compaction.lag.ms"
 CHANGELOG_CONFIGS: Final = {"cleanup.policy": "compact", _LAG: "86400000"}
 _RETENTION: Final = ("retention.ms", "retention.bytes")  # what "delete" deletes by
 _FOR_EVER: Final = "-1"
+# Alert topics keep every record: a reader builds the open alerts from the start of them
+# (`open-alerts`, a notification service's new instance, the replay procedure's `--since`),
+# and a finite retention (the broker's default: a week) would hide every alert opened before.
+ALERT_TOPIC_CONFIGS: Final = {"cleanup.policy": "delete", "retention.ms": _FOR_EVER}
 
 log = get_logger("her2.service")
 
@@ -261,18 +265,22 @@ def check_outputs_not_compacted(admin: Admin, s: Settings) -> None:
     """ConfigError when an output other than the changelog has a cleanup.policy with
     "compact" (a reader from the start, like `open-alerts`, would miss every alert but each
     patient's latest; a compacted DLQ refuses the records of keyless input). A warning when the
-    settings cannot be read."""
+    settings cannot be read, and when an alert topic deletes records by age or size (a reader
+    building the open alerts from its start would miss those opened before)."""
     topics = [t for t in s.topics.outputs() if t != s.topics.history]
-    resources = [
-        ConfigResource(ConfigResourceType.TOPIC, t, configs={"cleanup.policy": None})
-        for t in topics
-    ]
+    keys = dict.fromkeys(("cleanup.policy", *_RETENTION))
+    resources = [ConfigResource(ConfigResourceType.TOPIC, t, configs=keys) for t in topics]
     found = admin.describe_configs(resources, config_filter="all").get("topic", {})
+    alert_topics = set(s.topics.alert_topics())
     for topic in topics:
-        policy = (found.get(topic) or {}).get("cleanup.policy", {}).get("value")
+        values = {key: entry.get("value") for key, entry in (found.get(topic) or {}).items()}
+        policy = values.get("cleanup.policy")
         if policy is None:
             log.warning(events.OUTPUT_CONFIG_UNREAD, topic=topic)
-        elif "compact" in _policies(policy):
+            continue
+        if topic in alert_topics and any(values.get(k) != _FOR_EVER for k in _RETENTION):
+            log.warning(events.ALERT_TOPIC_RETENTION_FINITE, topic=topic)
+        if "compact" in _policies(policy):
             raise ConfigError(
                 f"output topic {topic} has cleanup.policy={policy}: its records are keyed by "
                 "patient, and compaction would keep only each key's latest (alerts and "
@@ -331,10 +339,13 @@ def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int
             "replication_factor": s.tuning.replication_factor,
         }
         # the others never compacted, whatever the broker's log.cleanup.policy (start-up
-        # refuses a compacted output: check_outputs_not_compacted)
-        spec["configs"] = (
-            dict(CHANGELOG_CONFIGS) if topic == s.topics.history else {"cleanup.policy": "delete"}
-        )
+        # refuses a compacted output: check_outputs_not_compacted); alert topics kept for ever
+        if topic == s.topics.history:
+            spec["configs"] = dict(CHANGELOG_CONFIGS)
+        elif topic in s.topics.alert_topics():
+            spec["configs"] = dict(ALERT_TOPIC_CONFIGS)
+        else:
+            spec["configs"] = {"cleanup.policy": "delete"}
         specs[topic] = spec
     result = admin.create_topics(specs, raise_errors=False)
     for entry in result.get("topics", []):

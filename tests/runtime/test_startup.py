@@ -368,6 +368,27 @@ def test_outputs_are_created_uncompacted_whatever_the_brokers_default(harness: H
     policies = {t: harness.broker.configs[t].get("cleanup.policy") for t in topics.outputs()}
     assert policies.pop(topics.history) == "compact"
     assert set(policies.values()) == {"delete"}
+    # the alert topics keep every record (readers build the open alerts from their start)
+    kept = {t for t in topics.outputs() if harness.broker.configs[t].get("retention.ms") == "-1"}
+    assert kept == set(topics.alert_topics())
+    assert harness.logged(events.ALERT_TOPIC_RETENTION_FINITE) == []
+
+
+def test_an_alert_topic_that_deletes_by_age_is_a_warning(harness: Harness) -> None:
+    """Created by someone else with the broker's default (a week): a reader rebuilding the
+    open alerts from the start (open-alerts, a new notification-service instance) would miss
+    every alert opened before. One warning per such alert topic; other outputs may expire."""
+    topics = harness.settings.topics
+    harness.broker.create_topic(topics.input, 1)
+    for topic in topics.outputs():
+        if topic != topics.history:
+            harness.broker.create_topic(topic, 1)  # the broker's defaults
+    kept, *expiring = topics.alert_topics()
+    harness.broker.configs[kept] = {"retention.ms": "-1"}
+    harness.broker.configs[expiring[0]] = {"retention.ms": "-1", "retention.bytes": "1073741824"}
+    assert harness.run() == EXIT_OK
+    warned = [line["topic"] for line in harness.logged(events.ALERT_TOPIC_RETENTION_FINITE)]
+    assert warned == expiring
 
 
 def test_an_output_whose_settings_cannot_be_read_is_a_warning(harness: Harness) -> None:
