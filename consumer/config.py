@@ -98,8 +98,18 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ("HER2_SCHEMA_REGISTRY_CERT_FILE", "", "client certificate (PEM) for registry mTLS"),
     ("HER2_SCHEMA_REGISTRY_KEY_FILE", "", "client key (PEM) for registry mTLS"),
     ("HER2_SCHEMA_REGISTRY_KEY_PASSWORD", "", "password of an encrypted client key; never printed"),
+    (
+        "HER2_SCHEMA_REGISTRY_KEY_PASSWORD_FILE",
+        "",
+        "file holding HER2_SCHEMA_REGISTRY_KEY_PASSWORD (a mounted Secret), instead of it",
+    ),
     ("HER2_SCHEMA_REGISTRY_USERNAME", "", "registry basic-auth user (or API key)"),
     ("HER2_SCHEMA_REGISTRY_PASSWORD", "", "registry basic-auth password; never printed"),
+    (
+        "HER2_SCHEMA_REGISTRY_PASSWORD_FILE",
+        "",
+        "file holding HER2_SCHEMA_REGISTRY_PASSWORD (a mounted Secret), instead of it",
+    ),
     (
         "HER2_RAW_WRITER_SCHEMA",
         "",
@@ -216,6 +226,11 @@ ENV_VARS: Final[tuple[tuple[str, str, str], ...]] = (
     ),
     ("KAFKA_SASL_USERNAME", "", "SASL user (PLAIN, SCRAM)"),
     ("KAFKA_SASL_PASSWORD", "", "SASL password (PLAIN, SCRAM); never printed"),
+    (
+        "KAFKA_SASL_PASSWORD_FILE",
+        "",
+        "file holding KAFKA_SASL_PASSWORD (a mounted Secret), instead of it",
+    ),
     ("KAFKA_SSL_CAFILE", "", "CA bundle (PEM)"),
     ("KAFKA_SSL_CERTFILE", "", "client certificate (PEM)"),
     ("KAFKA_SSL_KEYFILE", "", "client key (PEM)"),
@@ -681,6 +696,23 @@ class _Env:
         value = self.raw(name)
         return value or None
 
+    def secret(self, name: str) -> str | None:
+        """`name`, or the content of the file `name`_FILE names (a Secret mounted as a file,
+        which Kubernetes' hardening guides prefer to environment variables), stripped as a
+        variable's value is; errors name the variables, never the content."""
+        value, path = self.optional(name), self.optional(f"{name}_FILE")
+        if path is None:
+            return value
+        if value is not None:
+            raise ConfigError(f"{name} and {name}_FILE are both set: use one")
+        try:
+            content = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{name}_FILE: cannot read the file ({type(exc).__name__})") from None
+        if not content:
+            raise ConfigError(f"{name}_FILE: the file is empty")
+        return content
+
     def text(self, name: str) -> str:
         value = self.raw(name)
         if not value:
@@ -813,14 +845,10 @@ def _registry_access(env: _Env, url: str | None) -> RegistryAccess:
     """HER2_SCHEMA_REGISTRY_* TLS files and credentials, checked for consistency (messages name
     variables, never values)."""
     values = {
-        name: env.optional(name)
-        for name in (
-            *_REGISTRY_FILES,
-            "HER2_SCHEMA_REGISTRY_KEY_PASSWORD",
-            "HER2_SCHEMA_REGISTRY_USERNAME",
-            "HER2_SCHEMA_REGISTRY_PASSWORD",
-        )
+        name: env.optional(name) for name in (*_REGISTRY_FILES, "HER2_SCHEMA_REGISTRY_USERNAME")
     }
+    for name in ("HER2_SCHEMA_REGISTRY_KEY_PASSWORD", "HER2_SCHEMA_REGISTRY_PASSWORD"):
+        values[name] = env.secret(name)
     if url is None:
         for name, value in values.items():
             if value is not None:
@@ -895,7 +923,7 @@ def _security(env: _Env) -> KafkaSecurity:
     protocol = env.choice("KAFKA_SECURITY_PROTOCOL", SECURITY_PROTOCOLS, upper=True)
     mechanism = env.optional("KAFKA_SASL_MECHANISM")
     username = env.optional("KAFKA_SASL_USERNAME")
-    password = env.optional("KAFKA_SASL_PASSWORD")
+    password = env.secret("KAFKA_SASL_PASSWORD")
     sasl = protocol.startswith("SASL_")
     if mechanism is not None:
         mechanism = mechanism.upper()

@@ -534,16 +534,25 @@ class TestKubernetesManifests:
         assert not {"KAFKA_SASL_PASSWORD", "KAFKA_SASL_USERNAME"} & set(data)
         assert all(isinstance(value, str) for value in data.values())
 
-    def test_sasl_password_comes_from_a_secret(self) -> None:
-        container = manifest("StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    def test_sasl_password_comes_from_a_secret_file(self) -> None:
+        """A mounted file of the Secret (KAFKA_SASL_PASSWORD_FILE), never a variable's value
+        (security audit: CIS Kubernetes 5.4.1 prefers files)."""
+        pod = manifest("StatefulSet")["spec"]["template"]["spec"]
+        container = pod["containers"][0]
         env = {e["name"]: e for e in container["env"]}
-        ref = env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "her2-consumer-kafka", "key": "password"}
-        assert "value" not in env["KAFKA_SASL_PASSWORD"]
+        assert "KAFKA_SASL_PASSWORD" not in env
         assert set(env) <= ENV_NAMES
+        path = Path(env["KAFKA_SASL_PASSWORD_FILE"]["value"])
         cafile = manifest("ConfigMap")["data"]["KAFKA_SSL_CAFILE"]
-        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         assert str(Path(cafile).parent) in mounts
+        volume = {v["name"]: v for v in pod["volumes"]}[mounts[str(path.parent)]]
+        items = {i["path"]: i for i in volume["secret"]["items"]}
+        assert volume["secret"]["secretName"] == "her2-consumer-kafka"
+        assert items[path.name]["key"] == "password"
+        # readable by the pod's group only (fsGroup), not by every user
+        assert items[path.name]["mode"] & 0o007 == 0
+        assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
 
     def test_pdb_and_podmonitor_select_the_pods(self) -> None:
         template = manifest("StatefulSet")["spec"]["template"]
