@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -816,9 +817,38 @@ class TestDockerfile:
                 )
                 calls.append([line.split("\t")[:-1] for line in log.read_text().splitlines()])
         [builder, runtime] = calls
-        assert builder[-1] == ["pip", "wheel", "--wheel-dir", str(wheels), f"{project}{suffix}"]
+        pinned = ["-c", "deploy/constraints.txt"]
+        assert builder[-1] == [
+            "pip",
+            "wheel",
+            "--wheel-dir",
+            str(wheels),
+            *pinned,
+            f"{project}{suffix}",
+        ]
         assert runtime[0][-1] == f"her2-alert-consumer{suffix}"
         assert runtime[0][:2] == ["pip", "install"]
+
+    def test_the_image_pins_every_dependency_within_pyprojects_ranges(self) -> None:
+        """Security audit: without pins an image build took whatever PyPI had that day
+        (structlog and prometheus-client have no upper bound). Every dependency of the package
+        and of its confluent extra is pinned exactly, inside pyproject's range."""
+        from packaging.requirements import Requirement  # noqa: PLC0415
+
+        pins = {}
+        for line in (DEPLOY / "constraints.txt").read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.startswith("#"):
+                name, _, version = line.partition("==")
+                pins[name.lower()] = version
+        project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+        wanted = [*project["dependencies"], *project["optional-dependencies"]["confluent"]]
+        for text in wanted:
+            requirement = Requirement(text)
+            name = requirement.name.lower()
+            assert name in pins, f"{name} is not pinned in deploy/constraints.txt"
+            assert requirement.specifier.contains(pins[name], prereleases=True), (name, pins[name])
+            for extra in requirement.extras:  # kafka-python[crc32c]
+                assert extra.lower() in pins, f"{extra} is not pinned"
 
     def test_dockerignore_keeps_the_context_small(self) -> None:
         ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
