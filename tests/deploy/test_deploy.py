@@ -528,6 +528,11 @@ class TestKubernetesManifests:
         limit = volume["emptyDir"]["sizeLimit"]
         gib = int(limit.removesuffix("Gi"))
         assert gib * 2**30 >= 500_000 * 4096, "room for ~500,000 patients of ~4 KB"
+        # the pod's ephemeral-storage limit (policies ask for one) leaves the state volume room
+        container = manifest("StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+        storage = container["resources"]["limits"]["ephemeral-storage"]
+        assert int(storage.removesuffix("Gi")) > gib
+        assert "ephemeral-storage" in container["resources"]["requests"]
 
     def test_configmap_holds_only_known_non_secret_settings(self) -> None:
         data = manifest("ConfigMap")["data"]
