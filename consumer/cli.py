@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
 import sys
 from collections.abc import Sequence
@@ -29,17 +28,6 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0: {text!r}")
     return value
-
-
-def _instant(text: str) -> int:
-    """An argparse type: an ISO 8601 time with its offset (2026-12-07T19:00:00Z) as epoch ms."""
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if when.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"give the time with its offset (Z or +hh:mm): {text!r}")
-    return int(when.timestamp() * 1000)
 
 
 def _demo_count(text: str) -> int:
@@ -147,13 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     open_alerts.add_argument(
         "--timeout", type=_seconds, default=30.0, help="seconds to read the topics (default 30)"
     )
-    open_alerts.add_argument(
-        "--since",
-        type=_instant,
-        metavar="TIME",
-        help="read only alert records published from TIME on (ISO 8601 with offset): after a "
-        "changelog replay across a rule-set change, the replay's start (README 'If the "
-        "changelog topic is lost')",
+    starts = open_alerts.add_mutually_exclusive_group()
+    starts.add_argument(
+        "--end-offsets",
+        action="store_true",
+        help="print the alert topics' end offsets as JSON and exit: note them before a "
+        "changelog replay (README 'If the changelog topic is lost')",
+    )
+    starts.add_argument(
+        "--from-offsets",
+        metavar="FILE",
+        help="read the alert topics from the offsets --end-offsets printed into FILE, not from "
+        "the beginning: after a replay across a rule-set change, the replay's state",
     )
     open_alerts.set_defaults(func=_open_alerts)
 

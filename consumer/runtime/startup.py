@@ -53,7 +53,7 @@ CHANGELOG_CONFIGS: Final = {"cleanup.policy": "compact", _LAG: "86400000"}
 _RETENTION: Final = ("retention.ms", "retention.bytes")  # what "delete" deletes by
 _FOR_EVER: Final = "-1"
 # Alert topics keep every record: a reader builds the open alerts from the start of them
-# (`open-alerts`, a notification service's new instance, the replay procedure's `--since`),
+# (`open-alerts`, a notification service's new instance, the replay procedure's `--from-offsets`),
 # and a finite retention (the broker's default: a week) would hide every alert opened before.
 ALERT_TOPIC_CONFIGS: Final = {"cleanup.policy": "delete", "retention.ms": _FOR_EVER}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import time
@@ -22,7 +23,7 @@ from typing import Any
 from consumer.avro.codec import Decoder
 from consumer.avro.registry import SchemaRegistryClient
 from consumer.config import Settings
-from consumer.errors import DecodeError, Her2Error
+from consumer.errors import ConfigError, DecodeError, Her2Error
 from consumer.resources import HER2_ALERT, parsed_schema
 from consumer.runtime.kafka.preflight import explained
 from consumer.tools.jsonout import dumps
@@ -42,19 +43,28 @@ def main(args: argparse.Namespace) -> int:
     deadline (`args.timeout`) are one line on stderr and exit 1, as in `demo` and `publish`."""
     settings = Settings.from_env(os.environ)
     decoder = output_decoder(settings, HER2_ALERT, settings.registry_client())
+    topics = settings.topics.alert_topics()
+    starts = None if args.from_offsets is None else load_offsets(args.from_offsets, topics)
+    # the first connection gives up, and says why, within the request timeout
+    client = {**settings.kafka_common(), "bootstrap_timeout_ms": settings.tuning.request_timeout_ms}
     try:
+        if args.end_offsets:
+            ends = alert_end_offsets(client, topics, explain=lambda: explained(settings))
+            sys.stdout.write(json.dumps(ends, sort_keys=True) + "\n")
+            return 0
         fold, undecodable = read_alert_topics(
-            # the first connection gives up, and says why, within the request timeout
-            {**settings.kafka_common(), "bootstrap_timeout_ms": settings.tuning.request_timeout_ms},
-            settings.topics.alert_topics(),
+            client,
+            topics,
             decoder=decoder,
             timeout_s=args.timeout,
-            since_ms=args.since,
+            start_offsets=starts,
             explain=lambda: explained(settings),
         )
     except TimeoutError as exc:
         print(f"open-alerts: {exc} (--timeout {args.timeout:g})", file=sys.stderr)
         return EXIT_FAILURE
+    except ConfigError:  # the offsets file does not fit the topics: the CLI exits 2
+        raise
     except (KafkaError, Her2Error) as exc:
         print(f"open-alerts: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -68,6 +78,89 @@ def main(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILURE
     return 0
+
+
+def alert_end_offsets(
+    client_config: Mapping[str, Any],
+    topics: Iterable[str],
+    *,
+    explain: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+) -> dict[str, dict[str, int]]:
+    """The end offset of every partition of `topics` (topic -> partition -> offset; partitions
+    as strings, as JSON keys are): noted before a changelog replay, `--from-offsets` then reads
+    only what the replay and later events published. Offsets, not times: the service stamps
+    each output with its input record's timestamp, so a replay's records carry the old ones."""
+    consumer = _reader(client_config, explain)
+    try:
+        partitions = _partitions(consumer, topics)
+        ends = consumer.end_offsets(partitions)
+    finally:
+        consumer.close()
+    out: dict[str, dict[str, int]] = {}
+    for tp in partitions:
+        out.setdefault(tp.topic, {})[str(tp.partition)] = ends[tp]
+    return out
+
+
+def load_offsets(path: str, topics: Iterable[str]) -> dict[str, dict[int, int]]:
+    """The offsets file `--end-offsets` printed (topic -> partition -> offset), for `topics`;
+    ConfigError naming what is wrong with it (never a value read from the topics)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            loaded = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--from-offsets {path}: cannot read it ({type(exc).__name__})") from None
+    offsets: dict[str, dict[int, int]] = {}
+    for topic in topics:
+        given = loaded.get(topic) if isinstance(loaded, dict) else None
+        if not isinstance(given, dict):
+            raise ConfigError(
+                f"--from-offsets {path}: no offsets for alert topic {topic} (made by "
+                "`open-alerts --end-offsets` with these settings?)"
+            )
+        try:
+            offsets[topic] = {int(p): int(o) for p, o in given.items() if int(o) >= 0}
+        except (TypeError, ValueError):
+            raise ConfigError(f"--from-offsets {path}: {topic}: not partition: offset") from None
+    return offsets
+
+
+def _start(offsets: Mapping[str, Mapping[int, int]], tp: TopicPartition, end: int) -> int:
+    """Where `tp` is read from: its noted offset, which must exist and not lie past its end."""
+    start = offsets.get(tp.topic, {}).get(tp.partition)
+    if start is None:
+        raise ConfigError(f"--from-offsets: no offset for {tp.topic} partition {tp.partition}")
+    if start > end:
+        raise ConfigError(
+            f"--from-offsets: {tp.topic} partition {tp.partition} ends at {end}, before the "
+            f"noted {start} (the topic re-created since?)"
+        )
+    return start
+
+
+def _reader(
+    client_config: Mapping[str, Any], explain: Callable[[], AbstractContextManager[None]]
+) -> Any:
+    """A group-less read_committed KafkaConsumer (its first connection inside `explain`)."""
+    with explain():
+        return KafkaConsumer(
+            **{
+                **client_config,
+                "group_id": None,
+                "enable_auto_commit": False,
+                "isolation_level": "read_committed",  # never an aborted transaction's records
+                "auto_offset_reset": "earliest",
+            }
+        )
+
+
+def _partitions(consumer: Any, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of `topics`."""
+    return [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
 
 
 def output_decoder(
@@ -117,41 +210,28 @@ def read_alert_topics(
     *,
     decoder: Decoder | None = None,
     timeout_s: float = 30.0,
-    since_ms: int | None = None,
+    start_offsets: Mapping[str, Mapping[int, int]] | None = None,
     explain: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
 ) -> tuple[OpenAlerts, int]:
-    """Read `topics` from the beginning (or from the first record timestamped `since_ms` or
-    later) to their current end (read_committed) and fold every alert in. `client_config`:
-    KafkaConsumer settings (bootstrap_servers, security). Returns the fold and the count of
-    records that could not be decoded. `explain`: around the first connection (the CLI says
-    why it failed, as `run` does)."""
+    """Read `topics` from the beginning (or from `start_offsets`, topic -> partition -> offset,
+    as `alert_end_offsets` gave them before a changelog replay) to their current end
+    (read_committed) and fold every alert in. `client_config`: KafkaConsumer settings
+    (bootstrap_servers, security). Returns the fold and the count of records that could not be
+    decoded. `explain`: around the first connection (the CLI says why it failed, as `run`
+    does). ConfigError when `start_offsets` lacks a partition or lies past its end."""
     decoder = decoder or Decoder("auto", parsed_schema(HER2_ALERT))
-    with explain():
-        consumer = KafkaConsumer(
-            **{
-                **client_config,
-                "group_id": None,
-                "enable_auto_commit": False,
-                "isolation_level": "read_committed",  # never an aborted transaction's records
-                "auto_offset_reset": "earliest",
-            }
-        )
+    consumer = _reader(client_config, explain)
     fold, undecodable = OpenAlerts(), 0
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        partitions = _partitions(consumer, topics)
         consumer.assign(partitions)
         end = consumer.end_offsets(partitions)
-        if since_ms is None:
+        if start_offsets is None:
             consumer.seek_to_beginning(*partitions)
-        else:  # a partition with nothing from then on starts at its end
-            starts = consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
-            for tp in partitions:
-                found = starts.get(tp)
-                consumer.seek(tp, end[tp] if found is None else found.offset)
+        else:  # every start checked before any is used
+            starts = {tp: _start(start_offsets, tp, end[tp]) for tp in partitions}
+            for tp, offset in starts.items():
+                consumer.seek(tp, offset)
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in partitions):
             if time.monotonic() > deadline:

@@ -4,8 +4,10 @@ what it prints, and how it reports a broker it cannot reach or topics it cannot 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -191,10 +193,56 @@ class TestErrors:
         assert (out, err) == ("", message + "\n")
 
 
-@pytest.mark.parametrize("since", ["2026-12-07T19:00:00", "yesterday", ""])
-def test_since_needs_a_time_with_its_offset(since: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """A time without its offset would be read in the machine's zone: refused, as garbage is."""
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["open-alerts", "--since", since])
-    assert stopped.value.code == 2
-    assert "--since" in capsys.readouterr().err
+def test_end_offsets_prints_every_alert_partitions_end(
+    scripted: type[ScriptedConsumer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Noted before a changelog replay; each alert topic's partition 0 here."""
+    scripted.values = encoded(alert("a1", 1, "ACTIVE"), alert("a2", 1, "ACTIVE"))
+    assert cli.main(["open-alerts", "--end-offsets"]) == 0
+    noted = json.loads(capsys.readouterr().out)
+    topics = Settings.from_env({}).topics.alert_topics()
+    assert noted == {t: {"0": 2 if t == topics[0] else 0} for t in topics}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read it (FileNotFoundError)"),
+        ("not json", "cannot read it (JSONDecodeError)"),
+        ("{}", "no offsets for alert topic"),
+        ('{"TOPIC": {"0": "x"}}', "not partition: offset"),
+    ],
+    ids=["missing", "garbage", "other-topics", "bad-offset"],
+)
+def test_an_offsets_file_that_does_not_fit_is_a_configuration_error(
+    scripted: type[ScriptedConsumer],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    content: str | None,
+    message: str,
+) -> None:
+    path = tmp_path / "offsets.json"
+    if content is not None:
+        topics = Settings.from_env({}).topics.alert_topics()
+        ok = {t: {"0": 0} for t in topics[1:]}
+        path.write_text(
+            content
+            if content in {"not json", "{}"}
+            else json.dumps({**ok, topics[0]: json.loads(content)["TOPIC"]}),
+            encoding="utf-8",
+        )
+    assert cli.main(["open-alerts", "--from-offsets", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_offsets_past_a_partitions_end_are_refused(
+    scripted: type[ScriptedConsumer], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A topic re-created since the offsets were noted: reading from its end would show no
+    alert at all, so the command refuses."""
+    scripted.values = encoded(alert("a1", 1, "ACTIVE"))
+    topics = Settings.from_env({}).topics.alert_topics()
+    path = tmp_path / "offsets.json"
+    path.write_text(json.dumps({t: {"0": 5} for t in topics}), encoding="utf-8")
+    assert cli.main(["open-alerts", "--from-offsets", str(path)]) == 2
+    assert "ends at 1, before the noted 5" in capsys.readouterr().err
