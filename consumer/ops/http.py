@@ -281,12 +281,11 @@ class HealthHTTPServer(ThreadingHTTPServer):
         self._handlers = {c: t for c, t in self._handlers.items() if t.is_alive()}
         if len(self._handlers) >= self.max_connections:
             victim = self._evict()
-            # every slot answers a request younger than the grace: the oldest passes it within
-            # the grace, as nothing is admitted meanwhile (this is the accept loop)
-            waited = 0.0
-            while victim is None and waited < _OPEN_GRACE_S:
+            # every slot is younger than the grace: the oldest passes it within the grace, as
+            # nothing is admitted meanwhile (this is the accept loop)
+            deadline = time.monotonic() + _OPEN_GRACE_S
+            while victim is None and time.monotonic() < deadline:
                 time.sleep(_EVICT_POLL_S)
-                waited += _EVICT_POLL_S
                 victim = self._evict()
             # outside the lock: the victim's thread takes it to forget its connection
             if victim is None or not _ended(self._handlers[victim], _EVICT_JOIN_S):
@@ -308,15 +307,24 @@ class HealthHTTPServer(ThreadingHTTPServer):
     def _evict(self) -> socket.socket | None:
         """The connection whose thread's end frees a slot: one already ending, else the one
         that has waited longest for a request, else the one open longest if for more than
-        _OPEN_GRACE_S (closed here); None while every slot answers and is younger."""
+        _OPEN_GRACE_S, else a new one yet to send its first request (closed here); None while
+        every slot answers and is younger. A new connection goes after the ones open past the
+        grace: a probe admitted while pipelining clients hold the other slots has its
+        milliseconds to send and be answered (review: the next newcomer evicted it, 9 of 20)."""
         with self._lock:
             for connection in self._handlers:
                 if connection not in self._open:  # ending on its own, or evicted earlier
                     return connection
-            waiting = [(since, c) for c, (since, _) in self._open.items() if since is not None]
-            if not waiting:  # every slot answers: one pipelining, or not reading, goes first
-                late = time.monotonic() - _OPEN_GRACE_S
+            late = time.monotonic() - _OPEN_GRACE_S
+            waiting = [
+                (since, c)
+                for c, (since, at) in self._open.items()
+                if since is not None and (since != at or at < late)  # served once, or not new
+            ]
+            if not waiting:  # one pipelining, or not reading, goes next
                 waiting = [(at, c) for c, (_, at) in self._open.items() if at < late]
+            if not waiting:  # then a new one yet to send (a flood of idle connections)
+                waiting = [(since, c) for c, (since, _) in self._open.items() if since is not None]
             if not waiting:  # every slot is answering a fresh request: milliseconds
                 return None
             _, oldest = min(waiting, key=lambda pair: pair[0])
