@@ -56,7 +56,7 @@ class KafkaClients:
         return admin_client(**config)  # type: ignore[no-any-return]
 
     def consumer(self, **config: Any) -> Consumer:
-        """A KafkaConsumer whose metadata requests wait at most a request timeout."""
+        """A KafkaConsumer whose metadata requests wait at most two request timeouts."""
         consumer = _worked_around(KafkaConsumer(**config))
         if not bound_metadata_wait(consumer):
             _not_applied(["bounded-metadata-wait"])

@@ -26,7 +26,7 @@ SASL: Final = "sasl-authentication"
 TLS: Final = "tls"
 CHECK: Final = {
     UNREACHABLE: "KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL",
-    SASL: "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD",
+    SASL: "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD (or _FILE)",
     TLS: "KAFKA_SSL_CAFILE, KAFKA_SSL_CHECK_HOSTNAME, KAFKA_SECURITY_PROTOCOL",
 }
 # attempts in a row that end in a refusal that is not definite (see diagnose) before start-up
@@ -65,7 +65,7 @@ class _ConnectionFailures(logging.Handler):
             refused = (
                 f"Kafka at {where} rejected the SASL authentication "
                 f"(KAFKA_SASL_MECHANISM={s.security.sasl_mechanism}): check KAFKA_SASL_USERNAME "
-                "and KAFKA_SASL_PASSWORD"
+                "and KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE)"
             )
             return SASL, refused, True
         if any(isinstance(e, ssl.SSLError) for e in chain) or "SSL" in names or "[SSL" in text:
@@ -82,7 +82,7 @@ class _ConnectionFailures(logging.Handler):
             closed = (
                 f"Kafka at {where} closed the connection during SASL authentication "
                 f"(KAFKA_SASL_MECHANISM={s.security.sasl_mechanism}): check KAFKA_SASL_USERNAME "
-                "and KAFKA_SASL_PASSWORD"
+                "and KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE)"
             )
             return SASL, closed, False
         silent = (

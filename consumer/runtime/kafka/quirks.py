@@ -65,7 +65,8 @@ _METADATA_FETCH_READS: Final = ("_cluster", "_net", "_manager", "config")
 
 def bound_metadata_wait(consumer: Any) -> bool:
     """Make a KafkaConsumer's full metadata fetch (topics(); partitions_for_topic() for a topic
-    its cached metadata lacks) wait at most its request_timeout_ms, then raise the retriable
+    its cached metadata lacks) wait at most its request_timeout_ms (twice when a refresh is
+    already under way: that one is waited for first, then the full one), then raise the retriable
     KafkaTimeoutError, instead of waiting for the broker for ever (3.0.12 passes no timeout).
     Asked for a deleted input topic while the broker is away, the loop stalled until the
     liveness probe restarted the pod; callers already treat a retriable error as "the broker
