@@ -31,9 +31,9 @@ Bounded (issue 15, item 6: 2,000 idle keep-alive connections once took 2,005 thr
   meanwhile); at worst it refuses a new connection when an evicted thread has not ended in
   `_EVICT_JOIN_S`. Clients that pipeline hundreds of requests (and read none of the answers)
   once held every slot "answering", never evicted: 34 of them made every /healthz probe fail,
-  so Kubernetes would have restarted a healthy pod (security audit). A response not written
-  whose write (headers, then body: each a socket write) waits `_WRITE_TIMEOUT_S` also drops its
-  connection (a client that does not read).
+  so Kubernetes would have restarted a healthy pod (security audit). A response whose write
+  (headers, then body: each a socket write) waits `_WRITE_TIMEOUT_S` also drops its connection
+  (a client that does not read).
 
 prometheus_client's own `start_http_server` (a ThreadingWSGIServer) has neither bound; its
 WSGI handler closes after one response but a silent connection holds its thread as well.

@@ -4,7 +4,8 @@ What a care-team notification service does with Her2Alert v2: read the four aler
 `isolation_level=read_committed` (so aborted exactly-once transactions are never seen), keep the
 highest `revision` per `alert_id`, and treat a patient's open alerts as those whose highest
 revision is ACTIVE (docs/her2-rules.md section 8, "Downstream"). `her2-consumer open-alerts`
-runs it once over the topics from the beginning and prints the open alerts.
+runs it once over the topics from the beginning (or from the offsets `--end-offsets` noted
+before a changelog replay: README "If the changelog topic is lost") and prints the open alerts.
 """
 
 from __future__ import annotations
