@@ -14,6 +14,9 @@ from consumer.runtime.kafka import OffsetAndMetadata, TopicPartition
 # carries the offset of the last input record whose processing it covers; a restore skips the
 # records ahead of the group's committed offset (their input records are processed again).
 INPUT_OFFSET_HEADER: Final = "her2.input.offset"
+# ... and the id of the Kafka cluster that offset is of: offsets of another cluster (a DR site
+# fed by MirrorMaker, which does not keep offsets) say nothing about this one's (restore.py)
+INPUT_CLUSTER_HEADER: Final = "her2.input.cluster"
 
 
 @dataclass(frozen=True, slots=True)

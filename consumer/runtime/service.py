@@ -50,6 +50,7 @@ from consumer.runtime.processor import Processor
 from consumer.runtime.restore import Restorer
 from consumer.runtime.startup import (
     check_session_timeout,
+    cluster_id,
     copartitioned,
     ensure_topics,
     register_output_schemas,
@@ -216,6 +217,7 @@ class Service:
             self.metrics.clock_skew_tolerance.set(s.clock_skew_tolerance_s)
             check_clock(admin, s, self._clock, self.metrics.clock_offset)
             check_session_timeout(admin, s)
+            self.restorer.cluster_id = cluster_id(admin)
             counts = ensure_topics(admin, s, self._stop_event.wait, self._set_ready, self._beat)
         finally:
             admin.close()

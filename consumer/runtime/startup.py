@@ -154,6 +154,20 @@ _EARLIEST: Final = -2  # ListOffsets' wire sentinel for a partition's log start
 _SESSION_BOUNDS: Final = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
 
 
+def cluster_id(admin: Admin) -> bytes | None:
+    """The Kafka cluster's id (DescribeCluster), which changelog records name beside the input
+    offset they cover (records.INPUT_CLUSTER_HEADER); None, with a warning, when the cluster
+    does not tell it: the offset guard then holds for every record, as before."""
+    try:
+        found = admin.describe_cluster().get("cluster_id")
+    except BrokerError:
+        found = None
+    if not isinstance(found, str) or not found:
+        log.warning(events.CLUSTER_ID_UNREAD)
+        return None
+    return found.encode()
+
+
 def check_session_timeout(admin: Admin, s: Settings) -> None:
     """ConfigError when HER2_SESSION_TIMEOUT_MS is outside the broker's group session bounds:
     the broker refuses the join (InvalidSessionTimeout), which kafka-python raises as a Kafka

@@ -67,6 +67,7 @@ class FakeBroker:
         # one it lists first
         self.other_brokers: list[int] = []
         self.first_broker = 1
+        self.cluster_id = "fake"  # DescribeCluster's cluster_id (another cluster: a failover)
         # the broker's own settings DescribeConfigs answers (Kafka's defaults); None: nothing
         self.broker_configs: dict[str, str] | None = {
             "group.min.session.timeout.ms": "6000",
@@ -267,7 +268,7 @@ class FakeAdmin:
             {"broker_id": n, "host": "127.0.0.1", "port": 9092, "rack": None, "is_fenced": False}
             for n in ids
         ]
-        return {"cluster_id": "fake", "controller_id": 1, "brokers": brokers}
+        return {"cluster_id": self.broker.cluster_id, "controller_id": 1, "brokers": brokers}
 
     def list_partition_offsets(
         self, topic_partition_specs: dict[TopicPartition, int]

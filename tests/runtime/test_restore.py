@@ -18,7 +18,7 @@ from consumer.ops import events
 from consumer.resources import HER2_ALERT, PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime import restore, routing
 from consumer.runtime.kafka import TopicPartition
-from consumer.runtime.records import INPUT_OFFSET_HEADER
+from consumer.runtime.records import INPUT_CLUSTER_HEADER, INPUT_OFFSET_HEADER
 from consumer.service import EXIT_FAILURE, EXIT_OK
 from consumer.tools.synthetic import SyntheticGenerator
 
@@ -222,6 +222,76 @@ def test_changelog_records_past_the_input_end_are_restored_not_skipped(harness: 
     assert harness.value("her2_consumer_history_ahead_records_total") == len(window)
     [restored] = harness.logged("history restored")
     assert restored["records"] == len(changelog) - len(window)
+
+
+def _append(harness: Harness, events: list[dict[str, Any]], *, gaps: bool = False) -> None:
+    """`events` on the one-partition input topic; with `gaps`, each after a record the service
+    dead-letters, which takes an offset as a transaction marker does at a source cluster
+    (MirrorMaker copies records, not markers: a DR copy's offsets are lower)."""
+    encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
+    topic = harness.settings.topics.input
+    for event in events:
+        key = routing.patient_key(event["patient_id"])
+        if gaps:
+            harness.broker.append(topic, key, b"\x00not-avro")
+        harness.broker.append(topic, key, encoder.encode(event))
+
+
+def _corrected(event: dict[str, Any]) -> dict[str, Any]:
+    """The same accession's report corrected a day later: IHC 0, no ISH."""
+    when = event.get("event_time")
+    return {
+        **event,
+        "event_id": f"{event['event_id']}-corrected",
+        "report_status": "CORRECTED",
+        "event_time": None if when is None else when + dt.timedelta(days=1),
+        "her2_ihc": {"score": "ZERO", "percent": 0.0, "intensity": "NONE", "completeness": "NONE"},
+        "her2_ish": None,
+    }
+
+
+def test_history_written_reading_another_cluster_is_restored_without_the_offset_guard(
+    harness: Harness,
+) -> None:
+    """A failover to a DR cluster fed by MirrorMaker, which keeps records, not offsets: the
+    changelog's headers name source offsets, higher than the DR copy's (markers), and the
+    group's translated commit is a DR offset. With reports waiting at the failover, the offset
+    guard took source offsets in [committed, end) for records "ahead" and skipped them, while
+    their input records lay below the commit and were never read again: history lost, wrong
+    alerts (DR audit, live: a T-DXd alert left open for 20 of 40 patients then reported IHC
+    0). Records name the cluster their offset is of; another cluster's are restored."""
+    history = SyntheticGenerator(seed=3).events(12)
+    corrections = [_corrected(e) for e in history]
+    reference = Harness(FakeBroker(), harness.settings)  # one cluster, no failover
+    reference.broker.create_topic(harness.settings.topics.input, 1)
+    _append(reference, history + corrections)
+    assert reference.run() == EXIT_OK
+
+    harness.configure(max_poll_records=2)  # a changelog record per report, its own offset
+    _append(harness, history, gaps=True)  # the source cluster: offsets 0-23
+    assert harness.run() == EXIT_OK
+    changelog = harness.broker.records(harness.settings.topics.history)
+    assert {dict(r.headers).get(INPUT_CLUSTER_HEADER) for r in changelog} == {b"fake"}
+    # the failover: the DR cluster holds the 12 reports at offsets 0-11, the group's commit
+    # translated to 12, and the corrections arrived meanwhile (offsets 12-23)
+    harness.broker.cluster_id = "dr"
+    topic = harness.settings.topics.input
+    harness.broker.create_topic(topic, 1)
+    _append(harness, history)
+    input_tp = TopicPartition(topic, 0)
+    harness.broker.committed[input_tp] = 12
+    harness.broker.group_committed[harness.settings.group_id] = {input_tp: 12}
+    _append(harness, corrections)
+
+    assert harness.run() == EXIT_OK
+    assert harness.value("her2_consumer_history_ahead_records_total") == 0
+    [elsewhere] = harness.logged(events.HISTORY_FROM_OTHER_CLUSTER)
+    assert elsewhere["count"] == len(changelog)
+    assert _latest_alerts(harness) == _latest_alerts(reference)
+    # what the DR cluster's service writes names the DR cluster
+    written = harness.broker.records(harness.settings.topics.history)[len(changelog) :]
+    assert written
+    assert {dict(r.headers).get(INPUT_CLUSTER_HEADER) for r in written} == {b"dr"}
 
 
 def test_records_skipped_before_a_restore_ends_early_are_still_logged(

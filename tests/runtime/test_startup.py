@@ -24,7 +24,7 @@ from consumer.config import Settings
 from consumer.errors import RegistryError
 from consumer.ops import events
 from consumer.runtime.host import file_system_type
-from consumer.runtime.records import Backoff
+from consumer.runtime.records import INPUT_CLUSTER_HEADER, INPUT_OFFSET_HEADER, Backoff
 from consumer.runtime.startup import register_output_schemas
 from consumer.service import EXIT_CONFIG, EXIT_OK
 from consumer.state.backends import DISK
@@ -480,6 +480,22 @@ def test_the_metadata_request_after_subscribing_unanswered_does_not_stop_start_u
     assert (code == EXIT_OK) is starts
     processed = harness.value("her2_consumer_events_total", outcome="processed")
     assert processed == (3 if starts else 0)
+
+
+def test_a_cluster_that_does_not_tell_its_id_keeps_the_offset_guard_for_every_record(
+    harness: Harness,
+) -> None:
+    """Changelog records name the cluster their input offset is of (DescribeCluster); a
+    cluster that does not say (no Describe permission on it) is a warning, and the records
+    go without the name, as before it existed: the restore's offset guard holds for all."""
+    harness.broker.script("cluster", KafkaTimeoutError(), KafkaTimeoutError())
+    harness.publish(3)
+    assert harness.run() == EXIT_OK
+    assert len(harness.logged(events.CLUSTER_ID_UNREAD)) == 1
+    changelog = harness.broker.records(harness.settings.topics.history)
+    assert changelog
+    assert all(INPUT_CLUSTER_HEADER not in dict(r.headers) for r in changelog)
+    assert all(INPUT_OFFSET_HEADER in dict(r.headers) for r in changelog)
 
 
 def test_a_stop_while_no_broker_answers_at_start_up_is_exit_0(harness: Harness) -> None:
