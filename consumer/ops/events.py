@@ -102,13 +102,13 @@ HISTORY_BEYOND_INPUT_END: Final = (
     "history records cover input offsets past the input partition's end (the input topic "
     "re-created or truncated); restored, not skipped"
 )
-CLUSTER_ID_UNREAD: Final = (
-    "cannot read the Kafka cluster's id; changelog records are written without it (after a "
-    "failover to another cluster a restore may skip their history as ahead of the commit)"
+INPUT_TOPIC_ID_UNREAD: Final = (
+    "cannot read the input topic's id; changelog records are written without it (after a "
+    "failover to a mirror, or the topic re-created, a restore may skip history as ahead)"
 )
-HISTORY_FROM_OTHER_CLUSTER: Final = (
-    "history records were written reading another Kafka cluster (a failover or a failback); "
-    "restored without the offset guard"
+HISTORY_FROM_OTHER_INPUT: Final = (
+    "history records were written reading another input topic (a mirror after a failover or "
+    "a failback, or the topic re-created); restored without the offset guard"
 )
 HISTORY_RECORD_UNREADABLE: Final = "history record unreadable; skipped"
 RESTORE_CONSUMER_CLOSE_FAILED: Final = "restore consumer close failed"

@@ -306,29 +306,33 @@ class HealthHTTPServer(ThreadingHTTPServer):
         thread.start()
 
     def _evict(self) -> socket.socket | None:
-        """The connection whose thread's end frees a slot: one already ending, else the one
-        that has waited longest for a request, else the one open longest if for more than
-        _OPEN_GRACE_S, else a new one yet to send its first request (closed here); None while
-        every slot answers and is younger. A new connection goes after the ones open past the
-        grace: a probe admitted while pipelining clients hold the other slots has its
-        milliseconds to send and be answered (review: the next newcomer evicted it, 9 of 20)."""
+        """The connection whose thread's end frees a slot (closed here), in this order: one
+        already ending; one waiting for its next request (the longest waiting first); one new
+        and yet to send its first request, but never the newest of those; one being answered
+        for more than _OPEN_GRACE_S (open longest first: a client that pipelines, or does not
+        read); the newest new one. None while every slot is answering a fresh request.
+        The newest new connection goes last: a probe admitted while pipelining clients held
+        the other slots was evicted by the next newcomer before its thread read it (review: 9
+        of 20 probes failed); and a scrape being answered goes after silent connections
+        (review: it lost its answer to an idle newcomer)."""
         with self._lock:
             for connection in self._handlers:
                 if connection not in self._open:  # ending on its own, or evicted earlier
                     return connection
-            late = time.monotonic() - _OPEN_GRACE_S
-            waiting = [
-                (since, c)
+            now = time.monotonic()
+            silent = [
+                (since, c, since == at)
                 for c, (since, at) in self._open.items()
-                if since is not None and (since != at or at < late)  # served once, or not new
+                if since is not None
             ]
-            if not waiting:  # one pipelining, or not reading, goes next
-                waiting = [(at, c) for c, (_, at) in self._open.items() if at < late]
-            if not waiting:  # then a new one yet to send (a flood of idle connections)
-                waiting = [(since, c) for c, (since, _) in self._open.items() if since is not None]
-            if not waiting:  # every slot is answering a fresh request: milliseconds
+            idle = [(since, c) for since, c, new in silent if not new]  # served, now waiting
+            new = sorted(((since, c) for since, c, is_new in silent if is_new), key=_first)
+            late = [(at, c) for c, (since, at) in self._open.items() if since is None]
+            late = [(at, c) for at, c in late if at < now - _OPEN_GRACE_S]
+            candidates = idle or new[:-1] or late or new
+            if not candidates:  # every slot is answering a fresh request: milliseconds
                 return None
-            _, oldest = min(waiting, key=lambda pair: pair[0])
+            _, oldest = min(candidates, key=_first)
             del self._open[oldest]  # its thread ends on the EOF (or the failed write) below
         _close_read(oldest)
         return oldest
@@ -365,6 +369,11 @@ class HealthHTTPServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Drop a failed connection quietly (the default prints a traceback to stderr)."""
+
+
+def _first(pair: tuple[float, socket.socket]) -> float:
+    """The time of a (time, connection) pair: connections themselves do not compare."""
+    return pair[0]
 
 
 def _ended(thread: threading.Thread, timeout: float) -> bool:

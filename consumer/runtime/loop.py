@@ -30,8 +30,8 @@ from consumer.runtime.kafka import Consumer, TopicPartition
 from consumer.runtime.partitions import PartitionTable
 from consumer.runtime.processor import Processor
 from consumer.runtime.records import (
-    INPUT_CLUSTER_HEADER,
     INPUT_OFFSET_HEADER,
+    INPUT_TOPIC_ID_HEADER,
     POLL_BACKOFF,
     Backoff,
     Batch,
@@ -183,11 +183,11 @@ class Loop:
             batch.error_runs[tp] = run
             last = batch.last.get(tp)
             # the changelog record carries the timestamp and the offset of the last input
-            # record it covers, and the cluster that offset is of (the restore's offset guard)
+            # record it covers, and the input topic that offset is of (the restore's offset guard)
             stamp = None if last is None else input_timestamp(last)
             covers = [] if last is None else [(INPUT_OFFSET_HEADER, b"%d" % last.offset)]
-            if covers and self.restorer.cluster_id:
-                covers.append((INPUT_CLUSTER_HEADER, self.restorer.cluster_id))
+            if covers and self.restorer.input_topic_id:
+                covers.append((INPUT_TOPIC_ID_HEADER, self.restorer.input_topic_id))
             for key, value in store.take_dirty():  # one record per changed part of a patient
                 change = Output(
                     history, key, value, covers, partition=tp.partition, timestamp_ms=stamp

@@ -14,9 +14,10 @@ from consumer.runtime.kafka import OffsetAndMetadata, TopicPartition
 # carries the offset of the last input record whose processing it covers; a restore skips the
 # records ahead of the group's committed offset (their input records are processed again).
 INPUT_OFFSET_HEADER: Final = "her2.input.offset"
-# ... and the id of the Kafka cluster that offset is of: offsets of another cluster (a DR site
-# fed by MirrorMaker, which does not keep offsets) say nothing about this one's (restore.py)
-INPUT_CLUSTER_HEADER: Final = "her2.input.cluster"
+# ... and the id of the input topic that offset is of: offsets of another topic (a DR site's
+# mirror, which MirrorMaker fills with records, not offsets; a failback's rebuilt topic; the
+# topic re-created) say nothing about this one's (restore.py)
+INPUT_TOPIC_ID_HEADER: Final = "her2.input.topic-id"
 
 
 @dataclass(frozen=True, slots=True)

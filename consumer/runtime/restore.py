@@ -22,7 +22,7 @@ from consumer.ops.metrics import Metrics
 from consumer.runtime.kafka import Clients, Consumer, TopicPartition
 from consumer.runtime.kafka.clients import restore_consumer_config
 from consumer.runtime.partitions import PartitionTable
-from consumer.runtime.records import INPUT_CLUSTER_HEADER, INPUT_OFFSET_HEADER
+from consumer.runtime.records import INPUT_OFFSET_HEADER, INPUT_TOPIC_ID_HEADER
 from consumer.state.backends import StateDir, open_states
 from consumer.state.store import CacheBudget, HistoryRecordError, HistoryStore, PartCodec
 
@@ -69,9 +69,9 @@ class Restorer:
         self._retention = settings.evaluation.history_retention
         self._reader: Consumer | None = None
         self._seen: dict[TopicPartition, list[int]] = {}  # changelog tp -> [read, unreadable]
-        # the Kafka cluster's id (start-up sets it; None when it could not be read): the offset
-        # guard holds only for changelog records written reading this cluster
-        self.cluster_id: bytes | None = None
+        # the input topic's id (start-up sets it; None when the broker does not tell it): the
+        # offset guard holds only for changelog records written reading this very topic
+        self.input_topic_id: bytes | None = None
 
     def new_store(self, tp: TopicPartition) -> HistoryStore:
         """An empty history store for input partition `tp`, on the configured backend."""
@@ -234,8 +234,8 @@ class Restorer:
         """Restore one changelog record unless the offset guard skips it (`limits`: the next
         input offset to process, the input partition's end); 1 if restored."""
         covered = _input_offset(record)
-        if covered is not None and _elsewhere(record, self.cluster_id):
-            _note(counts.elsewhere, tp, record.offset)  # another cluster's offsets: restored
+        if covered is not None and _elsewhere(record, self.input_topic_id):
+            _note(counts.elsewhere, tp, record.offset)  # another topic's offsets: restored
         elif covered is not None and _past(covered, limits[1]):
             _note(counts.beyond_end, tp, record.offset)  # no re-run rebuilds it: restored
         elif covered is not None and _past(covered, limits[0]):
@@ -279,7 +279,7 @@ class _Counts(NamedTuple):
 
     ahead: dict[TopicPartition, list[int]]  # skipped by the offset guard
     beyond_end: dict[TopicPartition, list[int]]  # past the input's end: restored
-    elsewhere: dict[TopicPartition, list[int]]  # written reading another cluster: restored
+    elsewhere: dict[TopicPartition, list[int]]  # written reading another input: restored
 
 
 def _note(seen: dict[TopicPartition, list[int]], tp: TopicPartition, offset: int) -> None:
@@ -313,7 +313,7 @@ def _log_counts(counts: _Counts) -> None:
         )
     for tp, (count, first, last) in sorted(counts.elsewhere.items()):
         log.info(
-            events.HISTORY_FROM_OTHER_CLUSTER,
+            events.HISTORY_FROM_OTHER_INPUT,
             topic=tp.topic,
             partition=tp.partition,
             count=count,
@@ -322,18 +322,19 @@ def _log_counts(counts: _Counts) -> None:
         )
 
 
-def _elsewhere(record: Any, cluster: bytes | None) -> bool:
-    """Whether a changelog record was written reading another Kafka cluster (header
-    her2.input.cluster): its input offset is that cluster's, and says nothing about this one's
-    committed offset or end. MirrorMaker does not keep offsets: a DR site's are often lower, so
-    the offset guard skipped its history as "ahead" of the committed offset, input records that
-    are never read again there (measured: a T-DXd alert left open for 20 of 40 patients then
-    reported HER2 0). Records without the header (before it existed) keep the guard."""
-    if cluster is None:
+def _elsewhere(record: Any, topic_id: bytes | None) -> bool:
+    """Whether a changelog record was written reading another input topic (header
+    her2.input.topic-id: a DR site's mirror, a failback's rebuilt topic, the topic re-created):
+    its input offset is that topic's, and says nothing about this one's committed offset or end.
+    MirrorMaker does not keep offsets: a DR site's are often lower, so the offset guard skipped
+    its history as "ahead" of the committed offset, input records that are never read again
+    there (measured: a T-DXd alert left open for 20 of 40 patients then reported HER2 0).
+    Records without the header (before it existed) keep the guard and the input-end rule."""
+    if topic_id is None:
         return False
     for name, value in record.headers or ():
-        if name == INPUT_CLUSTER_HEADER:
-            return bool(value) and bytes(value) != cluster
+        if name == INPUT_TOPIC_ID_HEADER:
+            return bool(value) and bytes(value) != topic_id
     return False
 
 

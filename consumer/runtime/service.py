@@ -50,9 +50,9 @@ from consumer.runtime.processor import Processor
 from consumer.runtime.restore import Restorer
 from consumer.runtime.startup import (
     check_session_timeout,
-    cluster_id,
     copartitioned,
     ensure_topics,
+    input_topic_id,
     register_output_schemas,
 )
 from consumer.state.backends import DISK, StateDir
@@ -217,8 +217,10 @@ class Service:
             self.metrics.clock_skew_tolerance.set(s.clock_skew_tolerance_s)
             check_clock(admin, s, self._clock, self.metrics.clock_offset)
             check_session_timeout(admin, s)
-            self.restorer.cluster_id = cluster_id(admin)
             counts = ensure_topics(admin, s, self._stop_event.wait, self._set_ready, self._beat)
+            if counts is not None:
+                topic_id = input_topic_id(admin, s.topics.input, self._stop_event.wait)
+                self.restorer.input_topic_id = topic_id
         finally:
             admin.close()
         if counts is None:

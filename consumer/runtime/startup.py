@@ -154,18 +154,31 @@ _EARLIEST: Final = -2  # ListOffsets' wire sentinel for a partition's log start
 _SESSION_BOUNDS: Final = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
 
 
-def cluster_id(admin: Admin) -> bytes | None:
-    """The Kafka cluster's id (DescribeCluster), which changelog records name beside the input
-    offset they cover (records.INPUT_CLUSTER_HEADER); None, with a warning, when the cluster
-    does not tell it: the offset guard then holds for every record, as before."""
-    try:
-        found = admin.describe_cluster().get("cluster_id")
-    except BrokerError:
-        found = None
-    if not isinstance(found, str) or not found:
-        log.warning(events.CLUSTER_ID_UNREAD)
-        return None
-    return found.encode()
+# attempts of the input topic id's read before start-up goes on without it (the broker has just
+# answered; a failure here is a blip or a refusal)
+_TOPIC_ID_ATTEMPTS: Final = 3
+
+
+def input_topic_id(admin: Admin, topic: str, wait: Wait) -> bytes | None:
+    """The input topic's id (DescribeTopics; Kafka gives a mirror or a re-created topic a new
+    one), which changelog records name beside the input offset they cover (records.
+    INPUT_TOPIC_ID_HEADER). A retriable error is tried again, a second apart; None, with a
+    warning, when the broker does not tell it (all zeros before topic ids) or keeps failing:
+    the offset guard then holds for every record, as before (review: one timeout must not
+    bring the DR loss back, so it is retried)."""
+    for attempt in range(1, _TOPIC_ID_ATTEMPTS + 1):
+        try:
+            infos = admin.describe_topics([topic])
+        except BrokerError as exc:
+            if not exc.retriable or attempt == _TOPIC_ID_ATTEMPTS or wait(1.0):
+                break
+            continue
+        found = next((info.get("topic_id") for info in infos if info.get("name") == topic), None)
+        if isinstance(found, str) and found.strip("0-"):
+            return found.encode()
+        break
+    log.warning(events.INPUT_TOPIC_ID_UNREAD, input_topic=topic)
+    return None
 
 
 def check_session_timeout(admin: Admin, s: Settings) -> None:

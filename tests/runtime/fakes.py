@@ -28,6 +28,7 @@ transaction commits (exactly-once; an abort discards them).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -67,7 +68,11 @@ class FakeBroker:
         # one it lists first
         self.other_brokers: list[int] = []
         self.first_broker = 1
-        self.cluster_id = "fake"  # DescribeCluster's cluster_id (another cluster: a failover)
+        self.cluster_id = "fake"  # DescribeCluster's cluster_id
+        # DescribeTopics' topic_id, a new one at each creation (a mirror or a re-creation is
+        # another topic); topic_ids_unsupported: a broker that answers the all-zero id
+        self.topic_ids: dict[str, str] = {}
+        self.topic_ids_unsupported = False
         # the broker's own settings DescribeConfigs answers (Kafka's defaults); None: nothing
         self.broker_configs: dict[str, str] | None = {
             "group.min.session.timeout.ms": "6000",
@@ -101,8 +106,9 @@ class FakeBroker:
     # -- set-up ---------------------------------------------------------------------------
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
-        """A topic with `partitions` empty partitions."""
+        """A topic with `partitions` empty partitions (and a new topic id)."""
         self.topics[name] = [[] for _ in range(partitions)]
+        self.topic_ids[name] = str(uuid.uuid4())
 
     def append(
         self,
@@ -178,6 +184,7 @@ class FakeBroker:
 
 
 # the topic defaults of a broker configured as Kafka ships (a week's retention)
+ZERO_TOPIC_ID: Final = "00000000-0000-0000-0000-000000000000"  # a broker without topic ids
 BROKER_TOPIC_DEFAULTS: Final = {
     "cleanup.policy": "delete",
     "retention.ms": "604800000",
@@ -204,7 +211,11 @@ class FakeAdmin:
             else:
                 # kafka-python's MetadataResponse keys (partition_index, not partition)
                 partitions = [{"partition_index": p, "error_code": 0} for p in range(len(log))]
-                out.append({"name": name, "error_code": 0, "partitions": partitions})
+                topic_id = ZERO_TOPIC_ID if self.broker.topic_ids_unsupported else None
+                topic_id = topic_id or self.broker.topic_ids.get(name, ZERO_TOPIC_ID)
+                out.append(
+                    {"name": name, "error_code": 0, "partitions": partitions, "topic_id": topic_id}
+                )
         return out
 
     def create_topics(self, specs: dict[str, dict[str, Any]], raise_errors: bool = True) -> Any:

@@ -18,7 +18,7 @@ from consumer.ops import events
 from consumer.resources import HER2_ALERT, PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime import restore, routing
 from consumer.runtime.kafka import TopicPartition
-from consumer.runtime.records import INPUT_CLUSTER_HEADER, INPUT_OFFSET_HEADER
+from consumer.runtime.records import INPUT_OFFSET_HEADER, INPUT_TOPIC_ID_HEADER
 from consumer.service import EXIT_FAILURE, EXIT_OK
 from consumer.tools.synthetic import SyntheticGenerator
 
@@ -194,13 +194,19 @@ def test_changelog_records_ahead_of_the_committed_offset_are_skipped(harness: Ha
     assert _latest_alerts(harness) == _latest_alerts(reference)
 
 
-def test_changelog_records_past_the_input_end_are_restored_not_skipped(harness: Harness) -> None:
+@pytest.mark.parametrize("topic_ids", [False, True], ids=["without-topic-ids", "topic-ids"])
+def test_changelog_records_past_the_input_end_are_restored_not_skipped(
+    harness: Harness, topic_ids: bool
+) -> None:
     """The input topic re-created (purged) after 12 events: the new one holds 3 and the group
     has committed 2 of them. The changelog still holds the patients' history, its records
     covering the old input's offsets 0-11. Those at or past the input's end (3) cannot be
     processed again (no such input records): skipped as "ahead", that history was lost and
-    later reports got wrong alerts (measured live). They are restored, with one warning; only
-    the records in the re-run window [2, 3) stay skipped by the offset guard."""
+    later reports got wrong alerts (measured live). Without topic ids (records written before
+    the header, or a broker that does not tell them) they are restored by the input-end rule,
+    with one warning, and the records in the re-run window [2, 3) stay skipped; with them, the
+    re-created topic's new id says every record is of another topic: all are restored."""
+    harness.broker.topic_ids_unsupported = not topic_ids
     harness.publish(12)
     assert harness.run() == EXIT_OK
     topic = harness.settings.topics.input
@@ -215,12 +221,18 @@ def test_changelog_records_past_the_input_end_are_restored_not_skipped(harness: 
     harness.broker.group_committed[harness.settings.group_id] = {input_tp: 2}
 
     assert harness.run() == EXIT_OK
+    [restored] = harness.logged("history restored")
+    if topic_ids:
+        [elsewhere] = harness.logged(events.HISTORY_FROM_OTHER_INPUT)
+        assert elsewhere["count"] == len(changelog)
+        assert harness.value("her2_consumer_history_ahead_records_total") == 0
+        assert restored["records"] == len(changelog)
+        return
     beyond = [c for c in covers if c >= 3]
     window = [c for c in covers if 2 <= c < 3]
     [warning] = harness.logged(events.HISTORY_BEYOND_INPUT_END)
     assert (warning["partition"], warning["count"]) == (0, len(beyond))
     assert harness.value("her2_consumer_history_ahead_records_total") == len(window)
-    [restored] = harness.logged("history restored")
     assert restored["records"] == len(changelog) - len(window)
 
 
@@ -250,7 +262,7 @@ def _corrected(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_history_written_reading_another_cluster_is_restored_without_the_offset_guard(
+def test_history_written_reading_another_input_topic_is_restored_without_the_offset_guard(
     harness: Harness,
 ) -> None:
     """A failover to a DR cluster fed by MirrorMaker, which keeps records, not offsets: the
@@ -259,7 +271,9 @@ def test_history_written_reading_another_cluster_is_restored_without_the_offset_
     guard took source offsets in [committed, end) for records "ahead" and skipped them, while
     their input records lay below the commit and were never read again: history lost, wrong
     alerts (DR audit, live: a T-DXd alert left open for 20 of 40 patients then reported IHC
-    0). Records name the cluster their offset is of; another cluster's are restored."""
+    0). Records name the input topic (its id) their offset is of; another topic's are restored.
+    The fake's DR copy is the input topic created again: a new topic id, as a mirror has (and
+    as a failback's rebuilt topic, or a purge by re-creation, has)."""
     history = SyntheticGenerator(seed=3).events(12)
     corrections = [_corrected(e) for e in history]
     reference = Harness(FakeBroker(), harness.settings)  # one cluster, no failover
@@ -271,11 +285,11 @@ def test_history_written_reading_another_cluster_is_restored_without_the_offset_
     _append(harness, history, gaps=True)  # the source cluster: offsets 0-23
     assert harness.run() == EXIT_OK
     changelog = harness.broker.records(harness.settings.topics.history)
-    assert {dict(r.headers).get(INPUT_CLUSTER_HEADER) for r in changelog} == {b"fake"}
-    # the failover: the DR cluster holds the 12 reports at offsets 0-11, the group's commit
-    # translated to 12, and the corrections arrived meanwhile (offsets 12-23)
-    harness.broker.cluster_id = "dr"
     topic = harness.settings.topics.input
+    source_id = harness.broker.topic_ids[topic].encode()
+    assert {dict(r.headers).get(INPUT_TOPIC_ID_HEADER) for r in changelog} == {source_id}
+    # the failover: the DR copy holds the 12 reports at offsets 0-11, the group's commit
+    # translated to 12, and the corrections arrived meanwhile (offsets 12-23)
     harness.broker.create_topic(topic, 1)
     _append(harness, history)
     input_tp = TopicPartition(topic, 0)
@@ -285,13 +299,15 @@ def test_history_written_reading_another_cluster_is_restored_without_the_offset_
 
     assert harness.run() == EXIT_OK
     assert harness.value("her2_consumer_history_ahead_records_total") == 0
-    [elsewhere] = harness.logged(events.HISTORY_FROM_OTHER_CLUSTER)
+    [elsewhere] = harness.logged(events.HISTORY_FROM_OTHER_INPUT)
     assert elsewhere["count"] == len(changelog)
     assert _latest_alerts(harness) == _latest_alerts(reference)
-    # what the DR cluster's service writes names the DR cluster
+    # what the service writes on the DR copy names the DR copy
     written = harness.broker.records(harness.settings.topics.history)[len(changelog) :]
     assert written
-    assert {dict(r.headers).get(INPUT_CLUSTER_HEADER) for r in written} == {b"dr"}
+    dr_id = harness.broker.topic_ids[topic].encode()
+    assert dr_id != source_id
+    assert {dict(r.headers).get(INPUT_TOPIC_ID_HEADER) for r in written} == {dr_id}
 
 
 def test_records_skipped_before_a_restore_ends_early_are_still_logged(

@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -21,11 +22,11 @@ from kafka.errors import (
 from kafka.structs import TopicPartition
 
 from consumer.config import Settings
-from consumer.errors import RegistryError
+from consumer.errors import BrokerError, RegistryError
 from consumer.ops import events
 from consumer.runtime.host import file_system_type
-from consumer.runtime.records import INPUT_CLUSTER_HEADER, INPUT_OFFSET_HEADER, Backoff
-from consumer.runtime.startup import register_output_schemas
+from consumer.runtime.records import INPUT_OFFSET_HEADER, INPUT_TOPIC_ID_HEADER, Backoff
+from consumer.runtime.startup import input_topic_id, register_output_schemas
 from consumer.service import EXIT_CONFIG, EXIT_OK
 from consumer.state.backends import DISK
 
@@ -482,19 +483,62 @@ def test_the_metadata_request_after_subscribing_unanswered_does_not_stop_start_u
     assert processed == (3 if starts else 0)
 
 
-def test_a_cluster_that_does_not_tell_its_id_keeps_the_offset_guard_for_every_record(
-    harness: Harness,
-) -> None:
-    """Changelog records name the cluster their input offset is of (DescribeCluster); a
-    cluster that does not say (no Describe permission on it) is a warning, and the records
-    go without the name, as before it existed: the restore's offset guard holds for all."""
-    harness.broker.script("cluster", KafkaTimeoutError(), KafkaTimeoutError())
+def test_changelog_records_name_the_input_topic_their_offset_is_of(harness: Harness) -> None:
+    """The input topic's id, read at start-up (DescribeTopics), beside the input offset."""
     harness.publish(3)
     assert harness.run() == EXIT_OK
-    assert len(harness.logged(events.CLUSTER_ID_UNREAD)) == 1
+    assert harness.logged(events.INPUT_TOPIC_ID_UNREAD) == []
     changelog = harness.broker.records(harness.settings.topics.history)
     assert changelog
-    assert all(INPUT_CLUSTER_HEADER not in dict(r.headers) for r in changelog)
+    expected = harness.broker.topic_ids[harness.settings.topics.input].encode()
+    assert {dict(r.headers).get(INPUT_TOPIC_ID_HEADER) for r in changelog} == {expected}
+
+
+class _Describing:
+    """An admin whose DescribeTopics fails `blips` times (retriable or not), then answers."""
+
+    def __init__(self, blips: int, error: BrokerError) -> None:
+        self.blips, self.error, self.calls = blips, error, 0
+
+    def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        self.calls += 1
+        if self.calls <= self.blips:
+            raise self.error
+        return [{"name": topics[0], "error_code": 0, "topic_id": "4f1c-0a"}]
+
+
+@pytest.mark.parametrize(
+    ("blips", "retriable", "found"),
+    [(0, True, True), (1, True, True), (2, True, True), (3, True, False), (1, False, False)],
+)
+def test_the_input_topic_id_is_read_again_after_a_blip(
+    blips: int, retriable: bool, found: bool
+) -> None:
+    """Review: one timeout left the process without the id, so a DR failover lost history
+    again; a retriable error is tried again a second later, three attempts in all."""
+    admin = _Describing(
+        blips, BrokerError("no answer", kind="KafkaTimeoutError", retriable=retriable)
+    )
+    waits: list[float] = []
+    with structlog.testing.capture_logs() as logs:
+        got = input_topic_id(admin, "in", lambda s: waits.append(s) or False)  # type: ignore[arg-type, func-returns-value]
+    assert got == (b"4f1c-0a" if found else None)
+    assert [line["event"] for line in logs] == ([] if found else [events.INPUT_TOPIC_ID_UNREAD])
+    assert waits == [1.0] * min(blips, 2 if retriable else 0)
+
+
+def test_a_broker_that_does_not_tell_the_topic_id_keeps_the_offset_guard_for_every_record(
+    harness: Harness,
+) -> None:
+    """A broker without topic ids (all zeros) or that keeps failing: a warning, and the records
+    go without the id, as before it existed: the restore's offset guard holds for all."""
+    harness.broker.topic_ids_unsupported = True
+    harness.publish(3)
+    assert harness.run() == EXIT_OK
+    assert len(harness.logged(events.INPUT_TOPIC_ID_UNREAD)) == 1
+    changelog = harness.broker.records(harness.settings.topics.history)
+    assert changelog
+    assert all(INPUT_TOPIC_ID_HEADER not in dict(r.headers) for r in changelog)
     assert all(INPUT_OFFSET_HEADER in dict(r.headers) for r in changelog)
 
 

@@ -503,6 +503,50 @@ class TestBounds:
                 server.shutdown()
         assert failed == []
 
+    def test_a_slow_scrape_keeps_its_answer_when_silent_connections_crowd_in(
+        self, health: Health
+    ) -> None:
+        """Review: a scrape whose collection took a second lost its answer to an idle
+        newcomer (open longest, it went first); silent connections go before it."""
+
+        class Slow:
+            def collect(self) -> Iterator[Any]:
+                time.sleep(1.0)
+                yield from ()
+
+        registry = CollectorRegistry()
+        registry.register(Slow())  # type: ignore[arg-type]
+        server = start_http_server(
+            0, registry, health, host="127.0.0.1", idle_timeout=30.0, max_connections=3
+        )
+        port = server.server_port
+        result: dict[str, Any] = {}
+
+        def scrape() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", "/metrics")
+                result["status"] = conn.getresponse().status
+            except OSError as exc:
+                result["status"] = type(exc).__name__
+            finally:
+                conn.close()
+
+        silent: list[socket.socket] = []
+        try:
+            scraper = threading.Thread(target=scrape)
+            scraper.start()
+            time.sleep(0.6)  # the scrape is being answered, past the grace
+            for _ in range(3):  # two fill the slots, the third is the newcomer
+                silent.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+                time.sleep(0.05)
+            scraper.join(10)
+            assert result.get("status") == 200, result
+        finally:
+            for sock in silent:
+                sock.close()
+            server.shutdown()
+
     def test_a_client_that_does_not_read_its_answers_frees_its_slot(self, health: Health) -> None:
         """Without a newcomer to evict it, a connection whose answers go unread is dropped once
         a write has waited the write timeout (2 s), long before the idle timeout."""
