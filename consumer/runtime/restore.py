@@ -234,7 +234,11 @@ class Restorer:
         """Restore one changelog record unless the offset guard skips it (`limits`: the next
         input offset to process, the input partition's end); 1 if restored."""
         covered = _input_offset(record)
-        if covered is not None and _elsewhere(record, self.input_topic_id):
+        if (
+            covered is not None
+            and limits[0] is not None
+            and _elsewhere(record, self.input_topic_id)
+        ):
             _note(counts.elsewhere, tp, record.offset)  # another topic's offsets: restored
         elif covered is not None and _past(covered, limits[1]):
             _note(counts.beyond_end, tp, record.offset)  # no re-run rebuilds it: restored

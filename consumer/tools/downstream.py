@@ -109,7 +109,7 @@ def load_offsets(path: str, topics: Iterable[str]) -> dict[str, dict[int, int]]:
     try:
         with open(path, encoding="utf-8") as fh:
             loaded = json.load(fh)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ConfigError(f"--from-offsets {path}: cannot read it ({type(exc).__name__})") from None
     offsets: dict[str, dict[int, int]] = {}
     for topic in topics:
@@ -119,18 +119,19 @@ def load_offsets(path: str, topics: Iterable[str]) -> dict[str, dict[int, int]]:
                 f"--from-offsets {path}: no offsets for alert topic {topic} (made by "
                 "`open-alerts --end-offsets` with these settings?)"
             )
-        try:
-            offsets[topic] = {int(p): int(o) for p, o in given.items() if int(o) >= 0}
-        except (TypeError, ValueError):
-            raise ConfigError(f"--from-offsets {path}: {topic}: not partition: offset") from None
+        # as --end-offsets writes them: "partition" (decimal) -> offset (an integer, >= 0)
+        if not all(
+            p.isdigit() and str(int(p)) == p and type(o) is int and o >= 0 for p, o in given.items()
+        ):
+            raise ConfigError(f"--from-offsets {path}: {topic}: not partition: offset")
+        offsets[topic] = {int(p): o for p, o in given.items()}
     return offsets
 
 
 def _start(offsets: Mapping[str, Mapping[int, int]], tp: TopicPartition, end: int) -> int:
-    """Where `tp` is read from: its noted offset, which must exist and not lie past its end."""
-    start = offsets.get(tp.topic, {}).get(tp.partition)
-    if start is None:
-        raise ConfigError(f"--from-offsets: no offset for {tp.topic} partition {tp.partition}")
+    """Where `tp` is read from: its noted offset, which must not lie past its end; the start of
+    a partition the topic did not have when the offsets were noted (added since)."""
+    start = offsets.get(tp.topic, {}).get(tp.partition, 0)
     if start > end:
         raise ConfigError(
             f"--from-offsets: {tp.topic} partition {tp.partition} ends at {end}, before the "

@@ -66,6 +66,9 @@ class ScriptedConsumer:
     def seek_to_beginning(self, *partitions: Any) -> None:
         pass
 
+    def seek(self, tp: Any, offset: int) -> None:
+        assert offset == 0, "the scripted topics are read from their start"
+
     def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
         self._raise_on("end_offsets")
         first = partitions[0]
@@ -211,8 +214,23 @@ def test_end_offsets_prints_every_alert_partitions_end(
         ("not json", "cannot read it (JSONDecodeError)"),
         ("{}", "no offsets for alert topic"),
         ('{"TOPIC": {"0": "x"}}', "not partition: offset"),
+        ('{"TOPIC": {"0": -1}}', "not partition: offset"),
+        ('{"TOPIC": {"0": 5.9}}', "not partition: offset"),
+        ('{"TOPIC": {"0": true}}', "not partition: offset"),
+        ('{"TOPIC": {"00": 1}}', "not partition: offset"),
+        ("[" * 100_000, "cannot read it (RecursionError)"),
     ],
-    ids=["missing", "garbage", "other-topics", "bad-offset"],
+    ids=[
+        "missing",
+        "garbage",
+        "other-topics",
+        "bad-offset",
+        "negative",
+        "fraction",
+        "bool",
+        "padded-partition",
+        "nested",
+    ],
 )
 def test_an_offsets_file_that_does_not_fit_is_a_configuration_error(
     scripted: type[ScriptedConsumer],
@@ -227,12 +245,23 @@ def test_an_offsets_file_that_does_not_fit_is_a_configuration_error(
         ok = {t: {"0": 0} for t in topics[1:]}
         path.write_text(
             content
-            if content in {"not json", "{}"}
+            if content in {"not json", "{}", "[" * 100_000}
             else json.dumps({**ok, topics[0]: json.loads(content)["TOPIC"]}),
             encoding="utf-8",
         )
     assert cli.main(["open-alerts", "--from-offsets", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_partition_added_since_the_offsets_were_noted_is_read_from_its_start(
+    scripted: type[ScriptedConsumer], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    scripted.values = encoded(alert("a1", 1, "ACTIVE"))
+    topics = Settings.from_env({}).topics.alert_topics()
+    path = tmp_path / "offsets.json"
+    path.write_text(json.dumps({t: {} for t in topics}), encoding="utf-8")  # no partition yet
+    assert cli.main(["open-alerts", "--from-offsets", str(path)]) == 0
+    assert [line.count('"alert_id":"a1"') for line in capsys.readouterr().out.splitlines()] == [1]
 
 
 def test_offsets_past_a_partitions_end_are_refused(
