@@ -327,8 +327,10 @@ class HealthHTTPServer(ThreadingHTTPServer):
             ]
             idle = [(since, c) for since, c, new in silent if not new]  # served, now waiting
             new = sorted(((since, c) for since, c, is_new in silent if is_new), key=_first)
-            late = [(at, c) for c, (since, at) in self._open.items() if since is None]
-            late = [(at, c) for at, c in late if at < now - _OPEN_GRACE_S]
+            cutoff = now - _OPEN_GRACE_S  # answered past the grace: pipelining, or not reading
+            late = [
+                (at, c) for c, (since, at) in self._open.items() if since is None and at < cutoff
+            ]
             candidates = idle or new[:-1] or late or new
             if not candidates:  # every slot is answering a fresh request: milliseconds
                 return None

@@ -233,16 +233,15 @@ class Restorer:
     ) -> int:
         """Restore one changelog record unless the offset guard skips it (`limits`: the next
         input offset to process, the input partition's end); 1 if restored."""
-        covered = _input_offset(record)
-        if (
-            covered is not None
-            and limits[0] is not None
-            and _elsewhere(record, self.input_topic_id)
-        ):
+        headers = _headers(record)
+        covered = _input_offset(headers)
+        if covered is None:  # written before the header existed: restored
+            return self._restore_record(store, tp, record)
+        if limits[0] is not None and _elsewhere(headers, self.input_topic_id):
             _note(counts.elsewhere, tp, record.offset)  # another topic's offsets: restored
-        elif covered is not None and _past(covered, limits[1]):
+        elif _past(covered, limits[1]):
             _note(counts.beyond_end, tp, record.offset)  # no re-run rebuilds it: restored
-        elif covered is not None and _past(covered, limits[0]):
+        elif _past(covered, limits[0]):
             self._metrics.history_ahead_records.inc()
             _note(counts.ahead, tp, record.offset)
             return 0
@@ -326,7 +325,15 @@ def _log_counts(counts: _Counts) -> None:
         )
 
 
-def _elsewhere(record: Any, topic_id: bytes | None) -> bool:
+def _headers(record: Any) -> dict[str, bytes]:
+    """A changelog record's headers by name (the first of a repeated name, as read before)."""
+    found: dict[str, bytes] = {}
+    for name, value in record.headers or ():
+        found.setdefault(name, value)
+    return found
+
+
+def _elsewhere(headers: dict[str, bytes], topic_id: bytes | None) -> bool:
     """Whether a changelog record was written reading another input topic (header
     her2.input.topic-id: a DR site's mirror, a failback's rebuilt topic, the topic re-created):
     its input offset is that topic's, and says nothing about this one's committed offset or end.
@@ -334,24 +341,20 @@ def _elsewhere(record: Any, topic_id: bytes | None) -> bool:
     its history as "ahead" of the committed offset, input records that are never read again
     there (measured: a T-DXd alert left open for 20 of 40 patients then reported HER2 0).
     Records without the header (before it existed) keep the guard and the input-end rule."""
-    if topic_id is None:
-        return False
-    for name, value in record.headers or ():
-        if name == INPUT_TOPIC_ID_HEADER:
-            return bool(value) and bytes(value) != topic_id
-    return False
+    value = headers.get(INPUT_TOPIC_ID_HEADER)
+    return topic_id is not None and bool(value) and bytes(value or b"") != topic_id
 
 
-def _input_offset(record: Any) -> int | None:
+def _input_offset(headers: dict[str, bytes]) -> int | None:
     """The input offset a changelog record covers (header her2.input.offset); None for a
     record written before the header existed, or with a value that is not a number."""
-    for name, value in record.headers or ():
-        if name == INPUT_OFFSET_HEADER:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    value = headers.get(INPUT_OFFSET_HEADER)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _past(covered: int, offset: int | None) -> bool:

@@ -144,7 +144,7 @@ def ensure_topics(
             "with the input (same partition count)"
         )
     check_changelog_retention(admin, s.topics.history)
-    check_outputs_not_compacted(admin, s)
+    check_output_settings(admin, s)
     return {**existing, s.topics.input: partitions}
 
 
@@ -288,7 +288,7 @@ def check_history_not_lost(
 
 # Output topics that must not be compacted: each is keyed by patient (the DLQ by the input's
 # key, possibly none), so compaction would keep one record per patient and drop the others.
-def check_outputs_not_compacted(admin: Admin, s: Settings) -> None:
+def check_output_settings(admin: Admin, s: Settings) -> None:
     """ConfigError when an output other than the changelog has a cleanup.policy with
     "compact" (a reader from the start, like `open-alerts`, would miss every alert but each
     patient's latest; a compacted DLQ refuses the records of keyless input). A warning when the
@@ -366,7 +366,7 @@ def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int
             "replication_factor": s.tuning.replication_factor,
         }
         # the others never compacted, whatever the broker's log.cleanup.policy (start-up
-        # refuses a compacted output: check_outputs_not_compacted); alert topics kept for ever
+        # refuses a compacted output: check_output_settings); alert topics kept for ever
         if topic == s.topics.history:
             spec["configs"] = dict(CHANGELOG_CONFIGS)
         elif topic in s.topics.alert_topics():
