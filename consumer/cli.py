@@ -1,4 +1,5 @@
-"""The `her2-consumer` command line: run, evaluate, rules check, demo, open-alerts, publish."""
+"""The `her2-consumer` command line: run, evaluate, rules check, demo, open-alerts, publish,
+rebuild-history."""
 
 from __future__ import annotations
 
@@ -82,6 +83,12 @@ def _open_alerts(args: argparse.Namespace) -> int:
     return open_alerts_main(args)
 
 
+def _rebuild_history(args: argparse.Namespace) -> int:
+    from consumer.tools.rebuild import main as rebuild_main
+
+    return rebuild_main(args)
+
+
 def _run(args: argparse.Namespace) -> int:
     from consumer.app import main as run_main
 
@@ -149,6 +156,23 @@ def build_parser() -> argparse.ArgumentParser:
         "the beginning: after a replay across a rule-set change, the replay's state",
     )
     open_alerts.set_defaults(func=_open_alerts)
+    rebuild = sub.add_parser(
+        "rebuild-history",
+        help="rebuild a lost changelog from the input topic (every instance stopped), "
+        "publishing only what differs from what the alert topics hold",
+    )
+    rebuild.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="evaluate and reconcile, print the summary, write nothing",
+    )
+    rebuild.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        help="seconds without a record read before giving up (default 60)",
+    )
+    rebuild.set_defaults(func=_rebuild_history)
 
     demo = sub.add_parser("demo", help="publish synthetic lab events and print the alerts")
     demo.add_argument(

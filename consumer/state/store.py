@@ -474,6 +474,32 @@ class HistoryStore:
         else:
             self._live[checkpoint.patient_id] = checkpoint.live
 
+    def replace(self, patient_id: str, state: PatientState, changed: frozenset[str | None]) -> None:
+        """Hold `state` as the patient's, its `changed` parts written by the next take_dirty
+        (a rebuild's revision floors: consumer/clinical/reconcile.py)."""
+        if not changed:
+            return
+        live = self._live.get(patient_id)
+        if live is None:
+            before = self.get(patient_id)
+            base, dirty, removed = (
+                (before.open_alerts() if before else 0),
+                changed,
+                frozenset[str](),
+            )
+        else:
+            base, dirty, removed = live.base_open, live.dirty | changed, live.removed
+        self._live[patient_id] = _Live(state, dirty, removed, base)
+
+    def records(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every committed part as its changelog record (key, value), by patient, in key
+        order: a whole changelog, written by a rebuild (take_dirty first)."""
+        self._flush()
+        for pid in sorted(self._states.ids()):
+            blob = self._states.get(pid)
+            if blob:
+                yield from sorted(_unpack(blob).items())
+
     def take_dirty(self) -> list[tuple[bytes, bytes | None]]:
         """The changelog records of the parts changed since the last call (value None: a
         tombstone), in key order per patient; the committed states are updated to match.

@@ -226,6 +226,8 @@ def read_alert_topics(
     fold, undecodable = OpenAlerts(), 0
     try:
         partitions = _partitions(consumer, topics)
+        if not partitions:  # no alert topic yet (the service never ran): nothing was published
+            return fold, undecodable
         consumer.assign(partitions)
         end = consumer.end_offsets(partitions)
         if start_offsets is None:

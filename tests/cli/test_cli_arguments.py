@@ -107,19 +107,21 @@ class TestTimeout:
     """`open-alerts --timeout` (and the demo's) took any float: a negative or nan deadline
     passes at once (nan compares false), inf never does."""
 
-    @pytest.mark.parametrize("command", ["open-alerts", "demo"])
+    @pytest.mark.parametrize("command", ["open-alerts", "demo", "rebuild-history"])
     @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "-inf", "soon"])
     def test_refused(self, capsys: pytest.CaptureFixture[str], command: str, value: str) -> None:
         error = parse_error(capsys, command, f"--timeout={value}")
         assert error.startswith(f"her2-consumer {command}: error: argument --timeout: ")
         assert repr(value) in error
 
-    @pytest.mark.parametrize("command", ["open-alerts", "demo"])
+    @pytest.mark.parametrize("command", ["open-alerts", "demo", "rebuild-history"])
     @pytest.mark.parametrize(("value", "seconds"), [("0.5", 0.5), ("30", 30.0), ("1e3", 1000.0)])
     def test_accepted(self, command: str, value: str, seconds: float) -> None:
         assert cli.build_parser().parse_args([command, "--timeout", value]).timeout == seconds
 
-    @pytest.mark.parametrize(("command", "default"), [("open-alerts", 30.0), ("demo", 60.0)])
+    @pytest.mark.parametrize(
+        ("command", "default"), [("open-alerts", 30.0), ("demo", 60.0), ("rebuild-history", 60.0)]
+    )
     def test_default(self, command: str, default: float) -> None:
         assert cli.build_parser().parse_args([command]).timeout == default
 

@@ -42,6 +42,7 @@ KAFKA_ALLOWED = {
     "tools/demo.py": "a tool, not on the `run` path (its own producer and readers)",
     "tools/publish.py": "a tool, not on the `run` path (`her2-consumer publish`)",
     "tools/downstream.py": "a tool, not on the `run` path (the example alert reader)",
+    "tools/rebuild.py": "a tool, not on the `run` path (`her2-consumer rebuild-history`)",
 }
 
 

@@ -1,0 +1,412 @@
+"""`her2-consumer rebuild-history`: rebuild a lost changelog from the input topic without
+re-numbering what readers already hold (README "If the changelog topic is lost").
+
+With every instance stopped and the changelog topic deleted (or empty), it
+1. notes the input's end offsets and reads the four alert topics to their end (read_committed:
+   the highest revision per alert_id, what a care-team notification service holds);
+2. evaluates every input record from the beginning to the noted ends as `run` does (decode,
+   validation, routing check, the rule set, retention), publishing nothing;
+3. reconciles (consumer/clinical/reconcile.py): per alert_id, the replay's last record against
+   the one held; publishes only what differs, numbered above both, and raises the state's
+   revisions so that every later record is one the readers keep;
+4. writes the whole history to the changelog (created as `run` creates it), publishes the
+   reconciliation's alert records, and, once the broker acknowledged them all, sets the group's
+   committed offsets to the noted ends. `run` then restores that history and goes on from there.
+
+Nothing is written before step 4, and `--dry-run` stops before it. Progress goes to stderr,
+one JSON summary line to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime as dt
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, TextIO
+
+from consumer.avro.outputs import Codecs
+from consumer.clinical import reconcile
+from consumer.clinical.model import Record
+from consumer.clinical.patient import PatientState, Step
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import RuleSet, load_ruleset
+from consumer.config import Settings
+from consumer.errors import ConfigError, Her2Error
+from consumer.resources import HER2_ALERT
+from consumer.runtime.kafka.clients import KafkaClients
+from consumer.runtime.kafka.preflight import explained
+from consumer.runtime.processor import Processor
+from consumer.runtime.records import INPUT_OFFSET_HEADER, INPUT_TOPIC_ID_HEADER
+from consumer.runtime.results import DeadLettered, Processed, Retry
+from consumer.runtime.routing import partition_for
+from consumer.runtime.startup import create_topics, input_topic_id, partition_counts
+from consumer.state.backends import StateDir, open_states
+from consumer.state.store import HistoryStore
+from consumer.tools.downstream import _partitions, _reader, output_decoder, read_alert_topics
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
+    from kafka import KafkaProducer, TopicPartition
+    from kafka.errors import KafkaError
+    from kafka.structs import OffsetAndMetadata
+
+EXIT_OK, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2
+# group states in which no instance is running (the coordinator's names)
+_IDLE: Final = frozenset({"Empty", "Dead", ""})
+_PROGRESS_S: Final = 5.0
+_ATTEMPTS: Final = 5
+
+
+class Refused(Her2Error):
+    """A precondition does not hold: nothing was written (exit 2)."""
+
+
+class _Recording(Pipeline):
+    """The pipeline, keeping the alert records each evaluated report would publish (a record
+    the processor then refuses is dropped with it: `settle`)."""
+
+    def __init__(self, ruleset: RuleSet, clock: Callable[[], dt.datetime]) -> None:
+        super().__init__(ruleset, clock)
+        self.last: dict[str, Record] = {}  # alert_id -> the last record the replay published
+        self._pending: list[Record] = []
+
+    def step(self, state: PatientState | None, event: Any) -> Step:
+        done = super().step(state, event)
+        self._pending = list(done.alerts)
+        return done
+
+    def settle(self, kept: bool) -> None:
+        """The record just processed was evaluated (kept) or dead-lettered / retried."""
+        if kept:
+            for alert in self._pending:
+                self.last[alert["alert_id"]] = alert
+        self._pending = []
+
+
+def main(args: argparse.Namespace) -> int:
+    """`her2-consumer rebuild-history`; exit 0 done, 1 a Kafka error or no progress for
+    `args.timeout` seconds, 2 a precondition or the configuration (nothing written)."""
+    out, err = sys.stdout, sys.stderr
+    settings = Settings.from_env(os.environ)
+    ruleset = load_ruleset()
+    try:
+        summary = Rebuild(settings, ruleset, err, stall_s=args.timeout).run(dry_run=args.dry_run)
+    except Refused as exc:
+        print(f"rebuild-history: refused, nothing written: {exc}", file=err)
+        return EXIT_REFUSED
+    except ConfigError:
+        raise
+    except (KafkaError, Her2Error, TimeoutError) as exc:
+        print(f"rebuild-history: {type(exc).__name__}: {exc}", file=err)
+        return EXIT_FAILURE
+    out.write(json.dumps(summary, sort_keys=True) + "\n")
+    return EXIT_OK
+
+
+class Rebuild:
+    """One rebuild of the history of `settings.group_id` from `settings.topics.input`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ruleset: RuleSet,
+        err: TextIO,
+        *,
+        stall_s: float = 60.0,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.s = settings
+        self.ruleset = ruleset
+        self.err = err
+        self.stall_s = stall_s
+        self.clock = clock
+        self.client = {
+            **settings.kafka_common(),
+            "bootstrap_timeout_ms": settings.tuning.request_timeout_ms,
+        }
+
+    def say(self, text: str) -> None:
+        print(f"rebuild-history: {text}", file=self.err, flush=True)
+
+    def run(self, *, dry_run: bool = False) -> dict[str, Any]:
+        """The rebuild; its summary."""
+        s = self.s
+        topics = s.topics
+        with explained(s):
+            admin = KafkaClients().admin(**self.client, client_id="her2-rebuild-admin")
+        try:
+            self._check_group_idle(admin)
+            counts = partition_counts(admin, [topics.input, topics.history])
+            if topics.input not in counts:
+                raise Refused(f"the input topic {topics.input} (HER2_INPUT_TOPIC) does not exist")
+            topic_id = input_topic_id(admin, topics.input, lambda _s: False)
+            reader = _reader(self.client, contextlib.nullcontext)  # the admin connected
+            try:
+                inputs = _partitions(reader, [topics.input])
+                self._check_changelog_empty(reader, counts)
+                ends = reader.end_offsets(inputs)
+                starts = reader.beginning_offsets(inputs)
+                total = sum(ends[tp] - starts[tp] for tp in inputs)
+                self.say("reading the alert topics (what readers hold)")
+                held = self._held()
+                self.say(f"replaying {total} input records (nothing is published meanwhile)")
+                state_dir = StateDir(s.state_dir)
+                try:
+                    return self._rebuild(
+                        admin, reader, inputs, ends, counts, held, topic_id, state_dir, dry_run
+                    )
+                finally:
+                    state_dir.close()
+            finally:
+                reader.close()
+        finally:
+            admin.close()
+
+    # -- preconditions ---------------------------------------------------------------------
+
+    def _check_group_idle(self, admin: Any) -> None:
+        group = self.s.group_id
+        for attempt in range(_ATTEMPTS):  # a coordinator still starting answers "not available"
+            try:
+                described = admin.describe_groups([group])
+                break
+            except KafkaError as exc:
+                if not exc.retriable or attempt == _ATTEMPTS - 1:
+                    raise
+                time.sleep(1.0)
+        info = described.get(group, {}) if isinstance(described, dict) else {}
+        state = str(info.get("group_state") or info.get("state") or "")
+        if state not in _IDLE or info.get("members"):
+            raise Refused(
+                f"consumer group {group} has running members (state {state}): stop every "
+                "instance first (a static member, HER2_INSTANCE_ID, stays until its session "
+                "timeout has passed)"
+            )
+
+    def _check_changelog_empty(self, reader: Any, counts: Mapping[str, int]) -> None:
+        history, input_count = self.s.topics.history, counts[self.s.topics.input]
+        if history not in counts:
+            return
+        if counts[history] != input_count:
+            raise Refused(
+                f"the changelog topic {history} has {counts[history]} partitions, the input "
+                f"{input_count}: delete it (it is created again with the input's count)"
+            )
+        parts = _partitions(reader, [history])
+        ends, starts = reader.end_offsets(parts), reader.beginning_offsets(parts)
+        if any(ends[tp] > starts[tp] for tp in parts):
+            raise Refused(
+                f"the changelog topic {history} holds records: this rebuilds a lost changelog; "
+                "delete the topic first (README 'If the changelog topic is lost')"
+            )
+
+    def _held(self) -> dict[str, Record]:
+        s = self.s
+        decoder = output_decoder(s, HER2_ALERT, s.registry_client())
+        fold, undecodable = read_alert_topics(
+            self.client,
+            s.topics.alert_topics(),
+            decoder=decoder,
+            timeout_s=max(self.stall_s, s.tuning.request_timeout_ms / 1000),
+        )
+        if undecodable:
+            raise Refused(
+                f"{undecodable} alert records could not be decoded: what readers hold is not "
+                "known (a writer schema this release does not read?)"
+            )
+        return fold.latest
+
+    # -- the rebuild -----------------------------------------------------------------------
+
+    def _rebuild(  # noqa: PLR0917 - one call site, the steps in order
+        self,
+        admin: Any,
+        reader: Any,
+        inputs: list[TopicPartition],
+        ends: Mapping[TopicPartition, int],
+        counts: Mapping[str, int],
+        held: Mapping[str, Record],
+        topic_id: bytes | None,
+        state_dir: StateDir,
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        s = self.s
+        n_input = counts[s.topics.input]
+        pipeline = _Recording(self.ruleset, self.clock)
+        codecs = Codecs.build(s, s.registry_client())
+        processor = Processor(s, pipeline, codecs, lambda _topic: n_input, self.clock)
+        stores = {
+            tp: HistoryStore(
+                s.evaluation.history_retention,
+                self.clock,
+                open_states(s.history_store, state_dir, f"p{tp.partition}"),
+            )
+            for tp in inputs
+        }
+        try:
+            done, dead = self._replay(reader, inputs, ends, processor, pipeline, stores)
+            plan = reconcile.plan(
+                held, pipeline.last, ruleset_version=self.ruleset.version, now=self.clock()
+            )
+            by_patient: dict[str, list[reconcile.Floor]] = collections.defaultdict(list)
+            for floor in plan.floors:
+                by_patient[floor.patient_id].append(floor)
+            for pid, floors in by_patient.items():
+                store = stores[TopicPartition(s.topics.input, partition_for(pid.encode(), n_input))]
+                state, changed = reconcile.with_floors(store.get(pid), pid, floors)
+                store.replace(pid, state, changed)
+            for store in stores.values():
+                store.take_dirty()
+            summary: dict[str, Any] = {
+                "input_records": done,
+                "dead_lettered": dict(sorted(dead.items())),
+                "patients": sum(len(store) for store in stores.values()),
+                "alerts_held": len(held),
+                "alerts_rebuilt": len(pipeline.last),
+                "reconciled": dict(sorted(plan.outcomes.items())),
+                "alerts_published": 0 if dry_run else len(plan.publish),
+                "changelog_records": 0,
+                "dry_run": dry_run,
+            }
+            if dry_run:
+                summary["alerts_to_publish"] = len(plan.publish)
+                return summary
+            summary["changelog_records"] = self._write(
+                admin, inputs, ends, counts, stores, plan.publish, codecs, topic_id
+            )
+            summary["committed"] = {str(tp.partition): ends[tp] for tp in inputs}
+            return summary
+        finally:
+            for store in stores.values():
+                store.close()
+
+    def _replay(  # noqa: PLR0917 - one call site
+        self,
+        reader: Any,
+        inputs: list[TopicPartition],
+        ends: Mapping[TopicPartition, int],
+        processor: Processor,
+        pipeline: _Recording,
+        stores: Mapping[TopicPartition, HistoryStore],
+    ) -> tuple[int, collections.Counter[str]]:
+        """Every input record below the noted ends, evaluated in order per partition; how many,
+        and the dead-letter reasons of those `run` would dead-letter."""
+        dead: collections.Counter[str] = collections.Counter()
+        reader.assign(inputs)
+        reader.seek_to_beginning(*inputs)
+        left = {tp for tp in inputs if ends[tp] > 0}
+        done, last_progress, last_said = 0, time.monotonic(), time.monotonic()
+        total = sum(ends[tp] for tp in inputs)
+        while left:
+            left = {tp for tp in left if reader.position(tp) < ends[tp]}
+            if not left:
+                break
+            batch = reader.poll(timeout_ms=500)
+            if not batch and time.monotonic() - last_progress > self.stall_s:
+                raise TimeoutError(
+                    f"no input record read for {self.stall_s:g} s (--timeout); nothing written"
+                )
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        break
+                    result = processor.process(tp, record, stores[tp])
+                    pipeline.settle(isinstance(result, Processed))
+                    if isinstance(result, Retry):
+                        raise TimeoutError(
+                            "the schema registry did not answer (a record could not be "
+                            "decoded without it); nothing written"
+                        )
+                    if isinstance(result, DeadLettered):
+                        dead[result.reason] += 1
+                    done += 1
+                stores[tp].take_dirty()  # into the store's backend; written whole at the end
+            if batch:
+                last_progress = time.monotonic()
+            if time.monotonic() - last_said >= _PROGRESS_S:
+                last_said = time.monotonic()
+                self.say(f"{done} of about {total} input records evaluated")
+        self.say(f"{done} input records evaluated ({sum(dead.values())} would be dead-lettered)")
+        return done, dead
+
+    def _write(  # noqa: PLR0917 - one call site
+        self,
+        admin: Any,
+        inputs: list[TopicPartition],
+        ends: Mapping[TopicPartition, int],
+        counts: Mapping[str, int],
+        stores: Mapping[TopicPartition, HistoryStore],
+        publish: Iterable[Record],
+        codecs: Codecs,
+        topic_id: bytes | None,
+    ) -> int:
+        """The changelog and the reconciliation's alerts, acknowledged; then the offsets."""
+        s = self.s
+        topics = s.topics
+        if topics.history not in counts:
+            create_topics(admin, s, [topics.history], counts[topics.input])
+        producer = KafkaProducer(
+            **s.kafka_common(),
+            acks="all",
+            linger_ms=20,
+            client_id="her2-rebuild",
+            allow_auto_create_topics=False,
+            max_block_ms=s.tuning.request_timeout_ms,
+        )
+        futures = []
+        written = 0
+        try:
+            for tp in inputs:
+                headers = []
+                if ends[tp] > 0:
+                    headers.append((INPUT_OFFSET_HEADER, b"%d" % (ends[tp] - 1)))
+                    if topic_id:
+                        headers.append((INPUT_TOPIC_ID_HEADER, topic_id))
+                for key, value in stores[tp].records():
+                    futures.append(
+                        producer.send(
+                            topics.history,
+                            key=key,
+                            value=value,
+                            headers=headers,
+                            partition=tp.partition,
+                        )
+                    )
+                    written += 1
+            for alert in publish:
+                topic = topics.alert_topic(alert["alert_type"])
+                futures.append(
+                    producer.send(
+                        topic,
+                        key=alert["patient_id"].encode(),
+                        value=codecs.alerts[topic].encode(alert),
+                    )
+                )
+            producer.flush()
+            timeout = s.tuning.delivery_timeout_ms / 1000 + 5
+            for future in futures:
+                future.get(timeout=timeout)  # raises the broker's refusal: offsets not set
+        finally:
+            producer.close(timeout=s.tuning.request_timeout_ms / 1000)
+        self.say(f"{written} changelog records and the reconciled alerts acknowledged")
+        offsets = {tp: OffsetAndMetadata(ends[tp], "", -1) for tp in inputs}
+        result = admin.alter_group_offsets(s.group_id, offsets)
+        failed = sorted(
+            f"{tp.partition}: {error.__name__}"
+            for tp, error in (result or {}).items()
+            if getattr(error, "errno", 0)
+        )
+        if failed:
+            raise Her2Error(
+                f"the group's offsets were not set ({', '.join(failed)}); the changelog and "
+                "the alerts are written: stop any instance and run this again after deleting "
+                "the changelog topic"
+            )
+        return written

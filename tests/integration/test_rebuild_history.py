@@ -1,0 +1,155 @@
+"""`her2-consumer rebuild-history` on the real broker, against the replay it replaces.
+
+After a rule-set upgrade re-published an alert as r2, a changelog replay numbers it from r1
+again, and its later retraction (r2) falls under a revision readers already hold: they keep the
+alert open (test_open_alerts_replay.py; downstream audit H1). A rebuild evaluates the input
+without publishing, publishes only what differs from what the alert topics hold, and leaves the
+state numbered above it: the retraction is r3 and every reader closes the alert."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from helpers import Env, make_event, output_reader, produce_events, running
+
+from consumer import cli
+from consumer.avro.outputs import Codecs
+from consumer.runtime.kafka.quirks import disable_topic_auto_creation
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
+    from kafka import KafkaAdminClient, KafkaProducer
+
+MET = {"site": "DISTANT_METASTASIS"}
+TDXD = "TDXD-LOW-DB04"
+
+
+def _records(reader: Any, code: str) -> list[tuple[int, str]]:
+    """(revision, status) of `code`'s records, in topic order."""
+    return [
+        (a.value["revision"], a.value["status"]) for a in reader.alerts() if a.value["code"] == code
+    ]
+
+
+def _printed(capsys: Any) -> list[dict[str, Any]]:
+    """The JSON objects printed on stdout (structlog lines of an earlier test left out)."""
+    found = []
+    for line in capsys.readouterr().out.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "event" not in value:
+            found.append(value)
+    return found
+
+
+def _send(env: Env, topic: str, records: list[tuple[Any, dict[str, Any]]]) -> None:
+    """Publish alert records as another writer did (an earlier release's upgrade)."""
+    settings = env.settings()
+    producer = disable_topic_auto_creation(KafkaProducer(bootstrap_servers=env.bootstrap))
+    encoder = Codecs.build(settings, None).alerts[topic]
+    for like, value in records:
+        producer.send(topic, encoder.encode(value), key=like.key, partition=like.partition)
+    producer.flush(30)
+    producer.close()
+
+
+@pytest.mark.parametrize("upgraded_text", [False, True], ids=["same-content", "other-content"])
+def test_a_rebuild_numbers_above_what_readers_hold(
+    env: Env,
+    capsys: Any,
+    monkeypatch: Any,
+    upgraded_text: bool,
+) -> None:
+    for name, value in env.environ().items():
+        monkeypatch.setenv(name, value)
+    settings = env.settings()
+    first = [  # A1's HER2-low sample makes A2's metastatic setting eligible (README timeline)
+        make_event("b-e1", "b1", "b1-a1", setting="EARLY", chemo_lines=None, minutes=0),
+        {**make_event("b-e2", "b1", "b1-a2", minutes=1, **MET), "her2_ihc": None},
+    ]
+    with running(settings), output_reader(env) as reader:
+        produce_events(env.bootstrap, env.input, first)
+        reader.wait(lambda r: _records(r, TDXD) == [(1, "ACTIVE")], what=f"{TDXD} r1")
+        opened = next(a for a in reader.alerts() if a.value["code"] == TDXD)
+
+    # what an upgrade of the rule set published for it (r2: this release's text, or another),
+    # and an alert of a rule this release does not raise for the patient, held open
+    upgraded = {**opened.value, "revision": 2}
+    if upgraded_text:
+        upgraded = {**upgraded, "rule_version": 9, "detail": "an earlier release's text"}
+    stray = {
+        **opened.value,
+        "alert_id": "00000000-0000-5000-8000-000000000001",
+        "code": "TDXD-HR-DB06",
+        "revision": 4,
+    }
+    _send(env, settings.topics.tdxd, [(opened, upgraded), (opened, stray)])
+
+    # the changelog lost; the group stays where it was (the rebuild sets its offsets)
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        admin.delete_topics([settings.topics.history])
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
+    [summary] = _printed(capsys)
+    assert summary["input_records"] == 2
+    assert summary["reconciled"]["closed-not-raised"] == 1
+    # TDXD-LOW-DB04 changed only where the held text was not this release's; the rest the same
+    assert summary["reconciled"].get("changed", 0) == (1 if upgraded_text else 0), summary
+    assert summary["reconciled"]["same"] == summary["alerts_rebuilt"] - upgraded_text
+    assert cli.main(["rebuild-history"]) == 2  # the changelog holds the history now
+
+    with running(settings), output_reader(env) as reader:
+        # published by the rebuild: the stray alert resolved above r4; the T-DXd alert again
+        # (r3) only where the held text was not this release's
+        reader.wait(lambda r: _records(r, "TDXD-HR-DB06")[-1:] == [(5, "RESOLVED")], what="r5")
+        expected = [(1, "ACTIVE"), (2, "ACTIVE")] + ([(3, "ACTIVE")] if upgraded_text else [])
+        assert _records(reader, TDXD) == expected
+        produce_events(
+            env.bootstrap, env.input, [make_event("b-e3", "b1", "b1-a1", status="CANCELLED")]
+        )
+        top = expected[-1][0] + 1
+        reader.wait(lambda r: _records(r, TDXD)[-1] == (top, "RETRACTED"), what="the retraction")
+
+    # a reader of the topics from the beginning closes the alert (with a replay it stayed open)
+    assert cli.main(["open-alerts", "--patient", "b1"]) == 0
+    assert [a["code"] for a in _printed(capsys)] == ["RT-METASTATIC-SITE"]
+
+
+def test_a_rebuild_refuses_while_the_group_runs(env: Env, capsys: Any, monkeypatch: Any) -> None:
+    for name, value in env.environ().items():
+        monkeypatch.setenv(name, value)
+    with running(env.settings()), output_reader(env) as reader:
+        produce_events(env.bootstrap, env.input, [make_event("g-e1", "g1", "g1-a1", minutes=0)])
+        reader.wait(lambda r: bool(r.alerts()), what="the service's alerts")
+        capsys.readouterr()
+        assert cli.main(["rebuild-history"]) == 2
+        refusal = [line for line in capsys.readouterr().err.splitlines() if "rebuild" in line]
+    assert refusal == [
+        f"rebuild-history: refused, nothing written: consumer group {env.group} has running "
+        "members (state Stable): stop every instance first (a static member, HER2_INSTANCE_ID, "
+        "stays until its session timeout has passed)"
+    ]
+
+
+def test_a_dry_run_writes_nothing(
+    env: Env, capsys: Any, monkeypatch: Any, unique_name: Callable[[str], str]
+) -> None:
+    for name, value in env.environ().items():
+        monkeypatch.setenv(name, value)
+    settings = env.settings()
+    produce_events(env.bootstrap, env.input, [make_event("d-e1", "d1", "d1-a1", minutes=0)])
+    assert cli.main(["rebuild-history", "--dry-run", "--timeout", "30"]) == 0
+    [summary] = _printed(capsys)
+    assert summary["dry_run"] is True
+    assert summary["input_records"] == 1
+    assert summary["alerts_to_publish"] >= 1
+    assert summary["changelog_records"] == 0
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        assert settings.topics.history not in admin.list_topics()
+        committed = admin.list_group_offsets({settings.group_id: None})
+    assert not committed.get(settings.group_id)
