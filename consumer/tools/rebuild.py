@@ -39,6 +39,7 @@ from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.rules import RuleSet, load_ruleset
 from consumer.config import Settings
 from consumer.errors import ConfigError, Her2Error
+from consumer.ops.logs import configure_logging
 from consumer.resources import HER2_ALERT
 from consumer.runtime.kafka.clients import KafkaClients
 from consumer.runtime.kafka.preflight import explained
@@ -95,6 +96,9 @@ def main(args: argparse.Namespace) -> int:
     `args.timeout` seconds, 2 a precondition or the configuration (nothing written)."""
     out, err = sys.stdout, sys.stderr
     settings = Settings.from_env(os.environ)
+    # the service's log lines (a dead letter's reason, the changelog created) as `run` writes
+    # them, on stderr: stdout carries the summary alone
+    configure_logging(settings.log_level)
     ruleset = load_ruleset()
     try:
         summary = Rebuild(settings, ruleset, err, stall_s=args.timeout).run(dry_run=args.dry_run)

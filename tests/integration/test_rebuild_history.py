@@ -14,17 +14,33 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import Env, make_event, output_reader, produce_events, running
+from helpers import Env, _CurrentStderr, make_event, output_reader, produce_events, running
 
 from consumer import cli
 from consumer.avro.outputs import Codecs
+from consumer.ops.logs import configure_logging
 from consumer.runtime.kafka.quirks import disable_topic_auto_creation
+from consumer.tools import rebuild
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
     from kafka import KafkaAdminClient, KafkaProducer
 
 MET = {"site": "DISTANT_METASTASIS"}
+
+
+@pytest.fixture(autouse=True)
+def _logs_to_the_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tool configures logging on stderr (stdout carries its summary alone); in this process
+    that must be whatever stderr is at write time, not this test's captured stream, which a
+    later test's service thread would otherwise write to after it closed."""
+    monkeypatch.setattr(
+        rebuild,
+        "configure_logging",
+        lambda level: configure_logging(level, stream=_CurrentStderr()),  # type: ignore[arg-type]
+    )
+
+
 TDXD = "TDXD-LOW-DB04"
 
 
@@ -94,8 +110,10 @@ def test_a_rebuild_numbers_above_what_readers_hold(
     # the changelog lost; the group stays where it was (the rebuild sets its offsets)
     with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
         admin.delete_topics([settings.topics.history])
+    capsys.readouterr()
     assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
-    [summary] = _printed(capsys)
+    [line] = capsys.readouterr().out.splitlines()  # the summary alone (log lines on stderr)
+    summary = json.loads(line)
     assert summary["input_records"] == 2
     assert summary["reconciled"]["closed-not-raised"] == 1
     # TDXD-LOW-DB04 changed only where the held text was not this release's; the rest the same
