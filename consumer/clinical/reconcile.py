@@ -121,12 +121,12 @@ def plan(
                 outcome, revision = SAME, top
             else:
                 outcome, revision = CHANGED, top + 1
-                publish.append({**r, "revision": revision})
+                publish.append({**r, "revision": revision, "created_at": now})
             floors.append(_floor(r, revision))
         elif r is not None:
             outcome = NEW if r["status"] == ACTIVE else NOT_PUBLISHED
             if outcome == NEW:
-                publish.append(dict(r))
+                publish.append({**r, "created_at": now})
             floors.append(_floor(r, r["revision"]))
         elif h is not None:
             if h["status"] == ACTIVE:
@@ -163,8 +163,9 @@ def with_floors(
     state: PatientState | None, patient_id: str, floors: Iterable[Floor]
 ) -> tuple[PatientState, frozenset[str | None]]:
     """The patient's state with every finding at least at its floor's revision (open or closed
-    as the rebuild left it), a finding it does not hold added closed at its floor; and the parts
-    changed (None: the patient-wide part, else accession ids)."""
+    as the rebuild left it), a finding it does not hold added closed at its floor, and, if any
+    was raised, no accession's `emitted` left (a re-sent latest report then publishes nothing
+    again); and the parts changed (None: the patient-wide part, else accession ids)."""
     state = state or PatientState(patient_id)
     own = dict(state.alerts)
     accessions = dict(state.accessions)
@@ -181,6 +182,13 @@ def with_floors(
             changed.add(floor.accession_id)
     if not changed:
         return state, frozenset()
+    # What an accession's latest report published, re-published if that report is delivered
+    # again: under the replay's numbers, below the floors, so the same (alert_id, revision)
+    # would go out with other content. After a rebuild nothing of it is unpublished: dropped.
+    for acc_id, acc in accessions.items():
+        if acc.emitted:
+            accessions[acc_id] = dataclasses.replace(acc, emitted=())
+            changed.add(acc_id)
     return (
         PatientState(state.patient_id, state.seq, own, accessions),
         frozenset(changed),

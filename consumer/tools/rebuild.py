@@ -1,17 +1,19 @@
 """`her2-consumer rebuild-history`: rebuild a lost changelog from the input topic without
 re-numbering what readers already hold (README "If the changelog topic is lost").
 
-With every instance stopped and the changelog topic deleted (or empty), it
-1. notes the input's end offsets and reads the four alert topics to their end (read_committed:
-   the highest revision per alert_id, what a care-team notification service holds);
-2. evaluates every input record from the beginning to the noted ends as `run` does (decode,
-   validation, routing check, the rule set, retention), publishing nothing;
+With every instance stopped and the changelog topic deleted (or empty), and the input and
+alert topics whole (starting at offset 0), it
+1. reads the four alert topics to their end (read_committed: the highest revision per alert_id,
+   what a care-team notification service holds);
+2. evaluates every input record from the beginning up to the group's committed offsets (what
+   `run` processed and published) as `run` did (decode, validation, routing check, the rule
+   set, retention), each at its record's timestamp, publishing nothing;
 3. reconciles (consumer/clinical/reconcile.py): per alert_id, the replay's last record against
    the one held; publishes only what differs, numbered above both, and raises the state's
    revisions so that every later record is one the readers keep;
-4. writes the whole history to the changelog (created as `run` creates it), publishes the
-   reconciliation's alert records, and, once the broker acknowledged them all, sets the group's
-   committed offsets to the noted ends. `run` then restores that history and goes on from there.
+4. writes the whole history to the changelog (created as `run` creates it) and publishes the
+   reconciliation's alert records. The group's offsets stay: `run` restores that history and
+   goes on from them (reports sent while it was stopped included).
 
 Nothing is written before step 4, and `--dry-run` stops before it. Progress goes to stderr,
 one JSON summary line to stdout.
@@ -44,7 +46,7 @@ from consumer.resources import HER2_ALERT
 from consumer.runtime.kafka.clients import KafkaClients
 from consumer.runtime.kafka.preflight import explained
 from consumer.runtime.processor import Processor
-from consumer.runtime.records import INPUT_OFFSET_HEADER, INPUT_TOPIC_ID_HEADER
+from consumer.runtime.records import INPUT_OFFSET_HEADER, INPUT_TOPIC_ID_HEADER, input_timestamp
 from consumer.runtime.results import DeadLettered, Processed, Retry
 from consumer.runtime.routing import partition_for
 from consumer.runtime.startup import create_topics, input_topic_id, partition_counts
@@ -56,7 +58,6 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
     from kafka import KafkaProducer, TopicPartition
     from kafka.errors import KafkaError
-    from kafka.structs import OffsetAndMetadata
 
 EXIT_OK, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2
 # group states in which no instance is running (the coordinator's names)
@@ -67,6 +68,22 @@ _ATTEMPTS: Final = 5
 
 class Refused(Her2Error):
     """A precondition does not hold: nothing was written (exit 2)."""
+
+
+class _ReplayClock:
+    """The time of the record being replayed (its timestamp: about when `run` evaluated it), so
+    retention and the event-time check judge each report as `run` did; the host clock for a
+    record without one and outside the replay."""
+
+    def __init__(self, clock: Callable[[], dt.datetime]) -> None:
+        self._clock = clock
+        self._at: dt.datetime | None = None
+
+    def at(self, millis: int | None) -> None:
+        self._at = None if millis is None else dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self._at or self._clock()
 
 
 class _Recording(Pipeline):
@@ -114,6 +131,21 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_whole(reader: Any, partitions: list[TopicPartition], what: str, lost: str) -> None:
+    """Refused when a partition no longer starts at offset 0: records were deleted (retention,
+    delete-records), so the replay would miss reports (and resolve the findings that rested on
+    them) or the alert topics would not show everything readers hold."""
+    starts = reader.beginning_offsets(partitions) if partitions else {}
+    trimmed = sorted(
+        f"{tp.topic} partition {tp.partition} from {starts[tp]}" for tp in starts if starts[tp] > 0
+    )
+    if trimmed:
+        raise Refused(
+            f"{what} no longer holds every record ({', '.join(trimmed)}): {lost} deleted from it "
+            "cannot be rebuilt"
+        )
+
+
 class Rebuild:
     """One rebuild of the history of `settings.group_id` from `settings.topics.input`."""
 
@@ -155,9 +187,12 @@ class Rebuild:
             try:
                 inputs = _partitions(reader, [topics.input])
                 self._check_changelog_empty(reader, counts)
-                ends = reader.end_offsets(inputs)
-                starts = reader.beginning_offsets(inputs)
-                total = sum(ends[tp] - starts[tp] for tp in inputs)
+                _check_whole(reader, inputs, "the input topic", "reports")
+                _check_whole(
+                    reader, _partitions(reader, topics.alert_topics()), "an alert topic", "alerts"
+                )
+                ends = self._committed(admin, inputs)
+                total = sum(ends.values())
                 self.say("reading the alert topics (what readers hold)")
                 held = self._held()
                 self.say(f"replaying {total} input records (nothing is published meanwhile)")
@@ -211,6 +246,15 @@ class Rebuild:
                 "delete the topic first (README 'If the changelog topic is lost')"
             )
 
+    def _committed(self, admin: Any, inputs: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The group's committed offset on each input partition (0 where it has none): what
+        `run` processed and published. The rebuild replays up to there; `run` goes on from
+        there as before, publishing what came after (records the lab sent while it was
+        stopped included)."""
+        group = self.s.group_id
+        offsets = admin.list_group_offsets({group: inputs}).get(group, {})
+        return {tp: max(0, getattr(offsets.get(tp), "offset", 0) or 0) for tp in inputs}
+
     def _held(self) -> dict[str, Record]:
         s = self.s
         decoder = output_decoder(s, HER2_ALERT, s.registry_client())
@@ -243,19 +287,20 @@ class Rebuild:
     ) -> dict[str, Any]:
         s = self.s
         n_input = counts[s.topics.input]
-        pipeline = _Recording(self.ruleset, self.clock)
+        clock = _ReplayClock(self.clock)
+        pipeline = _Recording(self.ruleset, clock)
         codecs = Codecs.build(s, s.registry_client())
-        processor = Processor(s, pipeline, codecs, lambda _topic: n_input, self.clock)
+        processor = Processor(s, pipeline, codecs, lambda _topic: n_input, clock)
         stores = {
             tp: HistoryStore(
                 s.evaluation.history_retention,
-                self.clock,
+                clock,
                 open_states(s.history_store, state_dir, f"p{tp.partition}"),
             )
             for tp in inputs
         }
         try:
-            done, dead = self._replay(reader, inputs, ends, processor, pipeline, stores)
+            done, dead = self._replay(reader, inputs, ends, processor, pipeline, clock, stores)
             plan = reconcile.plan(
                 held, pipeline.last, ruleset_version=self.ruleset.version, now=self.clock()
             )
@@ -278,6 +323,8 @@ class Rebuild:
                 "alerts_published": 0 if dry_run else len(plan.publish),
                 "changelog_records": 0,
                 "dry_run": dry_run,
+                # the group's committed offsets, replayed up to and left as they were
+                "replayed_to": {str(tp.partition): ends[tp] for tp in inputs},
             }
             if dry_run:
                 summary["alerts_to_publish"] = len(plan.publish)
@@ -285,7 +332,6 @@ class Rebuild:
             summary["changelog_records"] = self._write(
                 admin, inputs, ends, counts, stores, plan.publish, codecs, topic_id
             )
-            summary["committed"] = {str(tp.partition): ends[tp] for tp in inputs}
             return summary
         finally:
             for store in stores.values():
@@ -298,6 +344,7 @@ class Rebuild:
         ends: Mapping[TopicPartition, int],
         processor: Processor,
         pipeline: _Recording,
+        clock: _ReplayClock,
         stores: Mapping[TopicPartition, HistoryStore],
     ) -> tuple[int, collections.Counter[str]]:
         """Every input record below the noted ends, evaluated in order per partition; how many,
@@ -321,6 +368,7 @@ class Rebuild:
                 for record in records:
                     if record.offset >= ends[tp]:
                         break
+                    clock.at(input_timestamp(record))
                     result = processor.process(tp, record, stores[tp])
                     pipeline.settle(isinstance(result, Processed))
                     if isinstance(result, Retry):
@@ -337,6 +385,7 @@ class Rebuild:
             if time.monotonic() - last_said >= _PROGRESS_S:
                 last_said = time.monotonic()
                 self.say(f"{done} of about {total} input records evaluated")
+        clock.at(None)  # the host clock again for what follows
         self.say(f"{done} input records evaluated ({sum(dead.values())} would be dead-lettered)")
         return done, dead
 
@@ -400,17 +449,4 @@ class Rebuild:
         finally:
             producer.close(timeout=s.tuning.request_timeout_ms / 1000)
         self.say(f"{written} changelog records and the reconciled alerts acknowledged")
-        offsets = {tp: OffsetAndMetadata(ends[tp], "", -1) for tp in inputs}
-        result = admin.alter_group_offsets(s.group_id, offsets)
-        failed = sorted(
-            f"{tp.partition}: {error.__name__}"
-            for tp, error in (result or {}).items()
-            if getattr(error, "errno", 0)
-        )
-        if failed:
-            raise Her2Error(
-                f"the group's offsets were not set ({', '.join(failed)}); the changelog and "
-                "the alerts are written: stop any instance and run this again after deleting "
-                "the changelog topic"
-            )
         return written

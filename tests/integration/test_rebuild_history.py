@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from consumer.tools import rebuild
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
-    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 MET = {"site": "DISTANT_METASTASIS"}
 
@@ -44,10 +43,12 @@ def _logs_to_the_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
 TDXD = "TDXD-LOW-DB04"
 
 
-def _records(reader: Any, code: str) -> list[tuple[int, str]]:
-    """(revision, status) of `code`'s records, in topic order."""
+def _records(reader: Any, code: str, patient: str = "b1") -> list[tuple[int, str]]:
+    """(revision, status) of `code`'s records of `patient`, in topic order."""
     return [
-        (a.value["revision"], a.value["status"]) for a in reader.alerts() if a.value["code"] == code
+        (a.value["revision"], a.value["status"])
+        for a in reader.alerts()
+        if a.value["code"] == code and a.value["patient_id"] == patient
     ]
 
 
@@ -107,14 +108,18 @@ def test_a_rebuild_numbers_above_what_readers_hold(
     }
     _send(env, settings.topics.tdxd, [(opened, upgraded), (opened, stray)])
 
-    # the changelog lost; the group stays where it was (the rebuild sets its offsets)
+    # the changelog lost while the lab sends another report: the rebuild replays what `run`
+    # committed, and `run` goes on from there (the review found the report's outputs lost
+    # when a first version replayed to the input's end and committed there)
     with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
         admin.delete_topics([settings.topics.history])
+    produce_events(env.bootstrap, env.input, [make_event("b-e9", "b9", "b9-a1", minutes=2)])
     capsys.readouterr()
     assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
     [line] = capsys.readouterr().out.splitlines()  # the summary alone (log lines on stderr)
     summary = json.loads(line)
     assert summary["input_records"] == 2
+    assert summary["replayed_to"] == {"0": 2}
     assert summary["reconciled"]["closed-not-raised"] == 1
     # TDXD-LOW-DB04 changed only where the held text was not this release's; the rest the same
     assert summary["reconciled"].get("changed", 0) == (1 if upgraded_text else 0), summary
@@ -125,6 +130,7 @@ def test_a_rebuild_numbers_above_what_readers_hold(
         # published by the rebuild: the stray alert resolved above r4; the T-DXd alert again
         # (r3) only where the held text was not this release's
         reader.wait(lambda r: _records(r, "TDXD-HR-DB06")[-1:] == [(5, "RESOLVED")], what="r5")
+        reader.wait(lambda r: "b-e9" in r.classified_ids(), what="the report sent meanwhile")
         expected = [(1, "ACTIVE"), (2, "ACTIVE")] + ([(3, "ACTIVE")] if upgraded_text else [])
         assert _records(reader, TDXD) == expected
         produce_events(
@@ -154,20 +160,59 @@ def test_a_rebuild_refuses_while_the_group_runs(env: Env, capsys: Any, monkeypat
     ]
 
 
-def test_a_dry_run_writes_nothing(
-    env: Env, capsys: Any, monkeypatch: Any, unique_name: Callable[[str], str]
+def test_a_rebuild_refuses_an_input_that_lost_records(
+    env: Env, capsys: Any, monkeypatch: Any
 ) -> None:
+    """Reports deleted from the input cannot be replayed: their findings would be resolved
+    (review of the first version, which replayed what was left)."""
+    for name, value in env.environ().items():
+        monkeypatch.setenv(name, value)
+    events = [make_event(f"t-e{i}", "t1", f"t1-a{i}", minutes=i) for i in range(2)]
+    produce_events(env.bootstrap, env.input, events)
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        admin.delete_records({TopicPartition(env.input, 0): 1})
+    capsys.readouterr()
+    assert cli.main(["rebuild-history"]) == 2
+    assert (
+        f"the input topic no longer holds every record ({env.input} partition 0 from 1)"
+        in capsys.readouterr().err
+    )
+
+
+def test_a_dry_run_writes_nothing(env: Env, capsys: Any, monkeypatch: Any) -> None:
     for name, value in env.environ().items():
         monkeypatch.setenv(name, value)
     settings = env.settings()
-    produce_events(env.bootstrap, env.input, [make_event("d-e1", "d1", "d1-a1", minutes=0)])
+    with running(settings), output_reader(env) as reader:
+        produce_events(env.bootstrap, env.input, [make_event("d-e1", "d1", "d1-a1", minutes=0)])
+        reader.wait(lambda r: bool(_records(r, TDXD, "d1")), what=f"{TDXD}")
+        opened = next(a for a in reader.alerts() if a.value["code"] == TDXD)
+    stray = {**opened.value, "alert_id": "00000000-0000-5000-8000-000000000002", "revision": 3}
+    _send(env, settings.topics.tdxd, [(opened, stray)])  # held open, not raised: to resolve
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        admin.delete_topics([settings.topics.history])
+    ends = _alert_ends(env)
+    capsys.readouterr()
     assert cli.main(["rebuild-history", "--dry-run", "--timeout", "30"]) == 0
-    [summary] = _printed(capsys)
+    summary = json.loads(capsys.readouterr().out)
     assert summary["dry_run"] is True
     assert summary["input_records"] == 1
-    assert summary["alerts_to_publish"] >= 1
+    assert summary["alerts_to_publish"] == 1
+    assert summary["reconciled"]["closed-not-raised"] == 1
     assert summary["changelog_records"] == 0
     with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
         assert settings.topics.history not in admin.list_topics()
-        committed = admin.list_group_offsets({settings.group_id: None})
-    assert not committed.get(settings.group_id)
+    assert _alert_ends(env) == ends
+
+
+def _alert_ends(env: Env) -> dict[Any, int]:
+    reader = KafkaConsumer(bootstrap_servers=env.bootstrap)
+    try:
+        parts = [
+            TopicPartition(t, p)
+            for t in env.settings().topics.alert_topics()
+            for p in reader.partitions_for_topic(t) or ()
+        ]
+        return dict(reader.end_offsets(parts))
+    finally:
+        reader.close()

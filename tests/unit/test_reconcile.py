@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from consumer.clinical.patient import Accession, AlertState, PatientState
+from consumer.clinical.patient import Accession, AlertState, PatientState, Published
 from consumer.clinical.reconcile import (
     CHANGED,
     CLOSED_NOT_RAISED,
@@ -23,6 +24,7 @@ from consumer.clinical.reconcile import (
 from consumer.state.store import HistoryStore
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
+LATER = NOW + dt.timedelta(days=1)  # the rebuild's time
 AID = "5f0c2a34-0000-5000-8000-000000000001"
 
 
@@ -108,7 +110,7 @@ def test_the_plan_for_one_finding(
         {AID: held} if held else {},
         {AID: rebuilt} if rebuilt else {},
         ruleset_version="2026.12-4",
-        now=NOW,
+        now=LATER,
     )
     assert done.outcomes == {outcome: 1}
     assert [(r["revision"], r["status"]) for r in done.publish] == (
@@ -119,8 +121,8 @@ def test_the_plan_for_one_finding(
     assert done.floors == [
         Floor("p1", "TDXD-LOW-DB04", "PATIENT", where["accession_id"], where["severity"], revision)
     ]
-    if published and rebuilt is not None:  # what the rebuild evaluated, renumbered
-        assert done.publish[0] == {**rebuilt, "revision": published[0]}
+    if published and rebuilt is not None:  # what the rebuild evaluated, renumbered, sent now
+        assert done.publish[0] == {**rebuilt, "revision": published[0], "created_at": LATER}
 
 
 def test_a_finding_no_longer_raised_is_resolved_with_its_reason() -> None:
@@ -156,6 +158,22 @@ def test_floors_raise_revisions_and_keep_the_rest() -> None:
         "DG-ASSAY", 5, False, "INFO", "d2", ()
     )
     assert new.seq == 3
+
+
+def test_raised_floors_drop_what_a_re_sent_report_would_re_publish() -> None:
+    """An accession's `emitted` carries the replay's revision numbers: re-published on a
+    re-send of its latest report, they would repeat (alert_id, revision) pairs below the floors
+    with other content (review of the first version)."""
+    before = state()
+    pub = Published("TDXD-LOW-DB04", "a1", 1, "ACTIVE", "opened", "INFO", 2, "LOW", "{}", NOW)
+    before = replace(before, accessions={"a1": replace(before.accessions["a1"], emitted=(pub,))})
+    floor = Floor("p1", "TDXD-LOW-DB04", "PATIENT", "a2", "INFO", 4)
+    new, changed = with_floors(before, "p1", [floor])
+    assert changed == {None, "a1"}
+    assert new.accessions["a1"].emitted == ()
+    assert new.accessions["a1"].alerts == before.accessions["a1"].alerts
+    # nothing raised: kept
+    assert with_floors(before, "p1", [replace(floor, revision=1)]) == (before, frozenset())
 
 
 def test_a_floor_at_or_below_the_state_changes_nothing() -> None:
