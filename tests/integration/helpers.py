@@ -545,6 +545,21 @@ class ServiceProcess:
 _T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
 
 
+def printed_objects(capsys: Any) -> list[dict[str, Any]]:
+    """The JSON objects a CLI command printed on stdout. A service thread of an earlier test may
+    have left structlog unconfigured (its default prints to stdout): other lines are not the
+    command's."""
+    found = []
+    for line in capsys.readouterr().out.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "event" not in value:
+            found.append(value)
+    return found
+
+
 def make_event(
     event_id: str,
     patient_id: str,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from helpers import Env, make_event, output_reader, produce_events, running
+from helpers import Env, make_event, output_reader, printed_objects, produce_events, running
 
 from consumer import cli
 from consumer.avro.outputs import Codecs
@@ -37,23 +37,9 @@ def _tdxd(reader: Any) -> list[tuple[int, str]]:
     ]
 
 
-def _printed(capsys: Any) -> list[dict[str, Any]]:
-    """The JSON objects printed on stdout. A service thread of an earlier test may have left
-    structlog unconfigured (its default prints to stdout): other lines are not the command's."""
-    found = []
-    for line in capsys.readouterr().out.splitlines():
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and "event" not in value:
-            found.append(value)
-    return found
-
-
 def _open_codes(capsys: Any, *argv: str) -> list[str]:
     assert cli.main(["open-alerts", *argv]) == 0
-    return [alert["code"] for alert in _printed(capsys)]
+    return [alert["code"] for alert in printed_objects(capsys)]
 
 
 def test_a_replay_read_from_the_noted_offsets_is_the_services_state(
@@ -88,7 +74,7 @@ def test_a_replay_read_from_the_noted_offsets_is_the_services_state(
     # the replay: offsets noted, the changelog deleted, the input read again from the earliest
     # offset (a new group, as a reset does), then A1 cancelled
     assert cli.main(["open-alerts", "--end-offsets"]) == 0
-    [offsets] = _printed(capsys)
+    [offsets] = printed_objects(capsys)
     assert set(offsets) == set(settings.topics.alert_topics())
     noted = tmp_path / "before-replay.json"
     noted.write_text(json.dumps(offsets), encoding="utf-8")

@@ -13,7 +13,15 @@ import warnings
 from typing import Any
 
 import pytest
-from helpers import Env, _CurrentStderr, make_event, output_reader, produce_events, running
+from helpers import (
+    Env,
+    _CurrentStderr,
+    make_event,
+    output_reader,
+    printed_objects,
+    produce_events,
+    running,
+)
 
 from consumer import cli
 from consumer.avro.outputs import Codecs
@@ -52,19 +60,6 @@ def _records(reader: Any, code: str, patient: str = "b1") -> list[tuple[int, str
     ]
 
 
-def _printed(capsys: Any) -> list[dict[str, Any]]:
-    """The JSON objects printed on stdout (structlog lines of an earlier test left out)."""
-    found = []
-    for line in capsys.readouterr().out.splitlines():
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and "event" not in value:
-            found.append(value)
-    return found
-
-
 def _send(env: Env, topic: str, records: list[tuple[Any, dict[str, Any]]]) -> None:
     """Publish alert records as another writer did (an earlier release's upgrade)."""
     settings = env.settings()
@@ -76,13 +71,16 @@ def _send(env: Env, topic: str, records: list[tuple[Any, dict[str, Any]]]) -> No
     producer.close()
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 @pytest.mark.parametrize("upgraded_text", [False, True], ids=["same-content", "other-content"])
 def test_a_rebuild_numbers_above_what_readers_hold(
     env: Env,
     capsys: Any,
     monkeypatch: Any,
     upgraded_text: bool,
+    guarantee: str,
 ) -> None:
+    env.extra["HER2_PROCESSING_GUARANTEE"] = guarantee  # exactly-once: restored read_committed
     for name, value in env.environ().items():
         monkeypatch.setenv(name, value)
     settings = env.settings()
@@ -141,7 +139,7 @@ def test_a_rebuild_numbers_above_what_readers_hold(
 
     # a reader of the topics from the beginning closes the alert (with a replay it stayed open)
     assert cli.main(["open-alerts", "--patient", "b1"]) == 0
-    assert [a["code"] for a in _printed(capsys)] == ["RT-METASTATIC-SITE"]
+    assert [a["code"] for a in printed_objects(capsys)] == ["RT-METASTATIC-SITE"]
 
 
 def test_a_rebuild_refuses_while_the_group_runs(env: Env, capsys: Any, monkeypatch: Any) -> None:
