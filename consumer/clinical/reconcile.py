@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -52,13 +52,14 @@ NOT_RAISED: Final = (
     "no longer raises this finding."
 )
 
-SAME, CHANGED, NEW, CLOSED_NOT_RAISED, UNCHANGED_CLOSED, NOT_PUBLISHED = (
+SAME, CHANGED, NEW, CLOSED_NOT_RAISED, UNCHANGED_CLOSED, NOT_PUBLISHED, AHEAD = (
     "same",
     "changed",
     "new",
     "closed-not-raised",
     "held-closed-not-raised",
     "rebuilt-closed-never-held",
+    "held-from-a-later-report",
 )
 
 
@@ -101,10 +102,15 @@ def plan(
     *,
     ruleset_version: str,
     now: dt.datetime,
+    evaluated: Container[str] | None = None,
 ) -> Plan:
     """Per alert_id: `held`, the highest revision on the alert topics; `rebuilt`, the last
-    record the replay would have published.
+    record the replay would have published; `evaluated`, the event ids of the reports the
+    replay evaluated (None: all of them).
 
+    - held from a report the replay did not evaluate (`run` published it for a report past the
+      group's committed offset, which it evaluates again after the rebuild): nothing published,
+      the state continues at the higher revision (AHEAD);
     - both, `same`: nothing published; the state continues at the higher of the two revisions;
     - both, differing: the rebuilt record, numbered above both;
     - rebuilt only: published if ACTIVE (nobody holds it), else nothing;
@@ -115,7 +121,13 @@ def plan(
     outcomes: collections.Counter[str] = collections.Counter()
     for aid in sorted(held.keys() | rebuilt.keys()):
         h, r = held.get(aid), rebuilt.get(aid)
-        if r is not None and h is not None:
+        if h is not None and evaluated is not None and h["event_id"] not in evaluated:
+            outcome = AHEAD
+            where, revision = (
+                (h, h["revision"]) if r is None else (r, max(h["revision"], r["revision"]))
+            )
+            floors.append(_floor(where, revision))
+        elif r is not None and h is not None:
             top = max(h["revision"], r["revision"])
             if same(h, r):
                 outcome, revision = SAME, top
@@ -163,9 +175,8 @@ def with_floors(
     state: PatientState | None, patient_id: str, floors: Iterable[Floor]
 ) -> tuple[PatientState, frozenset[str | None]]:
     """The patient's state with every finding at least at its floor's revision (open or closed
-    as the rebuild left it), a finding it does not hold added closed at its floor, and, if any
-    was raised, no accession's `emitted` left (a re-sent latest report then publishes nothing
-    again); and the parts changed (None: the patient-wide part, else accession ids)."""
+    as the rebuild left it), a finding it does not hold added closed at its floor; and the parts
+    changed (None: the patient-wide part, else accession ids)."""
     state = state or PatientState(patient_id)
     own = dict(state.alerts)
     accessions = dict(state.accessions)
@@ -182,17 +193,25 @@ def with_floors(
             changed.add(floor.accession_id)
     if not changed:
         return state, frozenset()
-    # What an accession's latest report published, re-published if that report is delivered
-    # again: under the replay's numbers, below the floors, so the same (alert_id, revision)
-    # would go out with other content. After a rebuild nothing of it is unpublished: dropped.
-    for acc_id, acc in accessions.items():
-        if acc.emitted:
-            accessions[acc_id] = dataclasses.replace(acc, emitted=())
-            changed.add(acc_id)
     return (
         PatientState(state.patient_id, state.seq, own, accessions),
         frozenset(changed),
     )
+
+
+def without_emitted(state: PatientState) -> tuple[PatientState, frozenset[str | None]]:
+    """The state without what its accessions' latest reports published (`emitted`, published
+    again if such a report is delivered again): the replay's records, whose revisions, times,
+    event ids and categories are not those readers hold, so a re-sent report would repeat
+    (alert_id, revision) pairs with other content. After a rebuild nothing of it is left
+    unpublished. And the accessions changed."""
+    accessions = dict(state.accessions)
+    changed = frozenset(acc_id for acc_id, acc in accessions.items() if acc.emitted)
+    if not changed:
+        return state, frozenset()
+    for acc_id in changed:
+        accessions[acc_id] = dataclasses.replace(accessions[acc_id], emitted=())
+    return PatientState(state.patient_id, state.seq, state.alerts, accessions), changed
 
 
 def _raise(alerts: dict[str, AlertState], floor: Floor) -> bool:

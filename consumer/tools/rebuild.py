@@ -1,19 +1,20 @@
 """`her2-consumer rebuild-history`: rebuild a lost changelog from the input topic without
 re-numbering what readers already hold (README "If the changelog topic is lost").
 
-With every instance stopped and the changelog topic deleted (or empty), and the input and
-alert topics whole (starting at offset 0), it
+With every instance stopped, the changelog topic deleted (or empty), the input and alert topics
+whole (starting at offset 0) and the group's offsets where `run` left them, it
 1. reads the four alert topics to their end (read_committed: the highest revision per alert_id,
    what a care-team notification service holds);
 2. evaluates every input record from the beginning up to the group's committed offsets (what
    `run` processed and published) as `run` did (decode, validation, routing check, the rule
-   set, retention), each at its record's timestamp, publishing nothing;
+   set, retention: retention at each record's timestamp), publishing nothing;
 3. reconciles (consumer/clinical/reconcile.py): per alert_id, the replay's last record against
    the one held; publishes only what differs, numbered above both, and raises the state's
-   revisions so that every later record is one the readers keep;
-4. writes the whole history to the changelog (created as `run` creates it) and publishes the
-   reconciliation's alert records. The group's offsets stay: `run` restores that history and
-   goes on from them (reports sent while it was stopped included).
+   revisions so that every later record is one the readers keep (held records of reports past
+   the committed offsets are left to `run`);
+4. publishes the reconciliation's alert records, then writes the whole history to the
+   changelog (created only then, as `run` creates it). The group's offsets stay: `run` restores
+   that history and goes on from them (reports sent while it was stopped included).
 
 Nothing is written before step 4, and `--dry-run` stops before it. Progress goes to stderr,
 one JSON summary line to stdout.
@@ -30,7 +31,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final, TextIO
 
 from consumer.avro.outputs import Codecs
@@ -71,41 +72,56 @@ class Refused(Her2Error):
 
 
 class _ReplayClock:
-    """The time of the record being replayed (its timestamp: about when `run` evaluated it), so
-    retention and the event-time check judge each report as `run` did; the host clock for a
-    record without one and outside the replay."""
+    """Retention's clock during the replay: the time of the record being replayed (its
+    timestamp: about when `run` evaluated it), so that a report is kept while the reports
+    minutes after it are evaluated, as in `run`; the host clock for a record without a usable
+    timestamp and outside the replay."""
 
     def __init__(self, clock: Callable[[], dt.datetime]) -> None:
         self._clock = clock
         self._at: dt.datetime | None = None
 
     def at(self, millis: int | None) -> None:
-        self._at = None if millis is None else dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+        try:
+            self._at = None if millis is None else dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+        except (ValueError, OverflowError, OSError):  # not milliseconds (a sender's error)
+            self._at = None
 
     def __call__(self) -> dt.datetime:
         return self._at or self._clock()
 
 
 class _Recording(Pipeline):
-    """The pipeline, keeping the alert records each evaluated report would publish (a record
-    the processor then refuses is dropped with it: `settle`)."""
+    """The pipeline, keeping the alert records each evaluated report would publish, and which of
+    the event ids in `wanted` (those of the records readers hold) it evaluated (a record the
+    processor then refuses is dropped with it: `settle`)."""
 
-    def __init__(self, ruleset: RuleSet, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        clock: Callable[[], dt.datetime],
+        wanted: Collection[str] = (),
+    ) -> None:
         super().__init__(ruleset, clock)
         self.last: dict[str, Record] = {}  # alert_id -> the last record the replay published
-        self._pending: list[Record] = []
+        self.evaluated: set[str] = set()  # of `wanted`
+        self._wanted = frozenset(wanted)
+        self._pending: tuple[list[Record], str | None] = ([], None)
 
     def step(self, state: PatientState | None, event: Any) -> Step:
         done = super().step(state, event)
-        self._pending = list(done.alerts)
+        self._pending = (list(done.alerts), event["event_id"])
         return done
 
     def settle(self, kept: bool) -> None:
         """The record just processed was evaluated (kept) or dead-lettered / retried."""
+        alerts, event_id = self._pending
         if kept:
-            for alert in self._pending:
+            for alert in alerts:
                 self.last[alert["alert_id"]] = alert
-        self._pending = []
+            if event_id in self._wanted:
+                self.evaluated.add(event_id)
+        self._pending = ([], None)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -144,6 +160,28 @@ def _check_whole(reader: Any, partitions: list[TopicPartition], what: str, lost:
             f"{what} no longer holds every record ({', '.join(trimmed)}): {lost} deleted from it "
             "cannot be rebuilt"
         )
+
+
+def _acknowledged(producer: Any, futures: list[Any], timeout: float) -> None:
+    """Every send acknowledged, or the broker's refusal raised."""
+    producer.flush()
+    for future in futures:
+        future.get(timeout=timeout)
+
+
+def _settle_states(store: HistoryStore, floors: dict[str, list[reconcile.Floor]]) -> None:
+    """Every patient of `store` with its floors (taken out of `floors`) and without `emitted`,
+    written to the store's backend a thousand patients at a time."""
+    changed_patients = 0
+    for pid, state in store.patients():
+        new, raised = reconcile.with_floors(state, pid, floors.pop(pid, ()))
+        new, dropped = reconcile.without_emitted(new)
+        if raised or dropped:
+            store.replace(pid, new, raised | dropped)
+            changed_patients += 1
+            if changed_patients % 1000 == 0:
+                store.take_dirty()
+    store.take_dirty()
 
 
 class Rebuild:
@@ -195,6 +233,7 @@ class Rebuild:
                 total = sum(ends.values())
                 self.say("reading the alert topics (what readers hold)")
                 held = self._held()
+                self._check_committed(ends, held, counts[topics.input])
                 self.say(f"replaying {total} input records (nothing is published meanwhile)")
                 state_dir = StateDir(s.state_dir)
                 try:
@@ -255,6 +294,32 @@ class Rebuild:
         offsets = admin.list_group_offsets({group: inputs}).get(group, {})
         return {tp: max(0, getattr(offsets.get(tp), "offset", 0) or 0) for tp in inputs}
 
+    def _check_committed(
+        self, ends: Mapping[TopicPartition, int], held: Mapping[str, Record], n_input: int
+    ) -> None:
+        """Refused when readers hold alerts of patients on an input partition the group has
+        committed nothing on: the replay would evaluate none of their reports and resolve every
+        such alert, and `run` would then open them again (review: a group deleted or expired,
+        HER2_GROUP_ID mistyped, offsets reset to the earliest)."""
+        topic = self.s.topics.input
+        bare = sorted(
+            {
+                p
+                for h in held.values()
+                if ends[
+                    TopicPartition(topic, p := partition_for(h["patient_id"].encode(), n_input))
+                ]
+                == 0
+            }
+        )
+        if bare:
+            raise Refused(
+                f"consumer group {self.s.group_id} has no committed offset on input partition(s) "
+                f"{', '.join(map(str, bare))}, while the alert topics hold alerts of their "
+                "patients (HER2_GROUP_ID not the service's? its offsets expired or reset?): a "
+                "rebuild would evaluate none of their reports"
+            )
+
     def _held(self) -> dict[str, Record]:
         s = self.s
         decoder = output_decoder(s, HER2_ALERT, s.registry_client())
@@ -287,31 +352,25 @@ class Rebuild:
     ) -> dict[str, Any]:
         s = self.s
         n_input = counts[s.topics.input]
-        clock = _ReplayClock(self.clock)
-        pipeline = _Recording(self.ruleset, clock)
-        codecs = Codecs.build(s, s.registry_client())
-        processor = Processor(s, pipeline, codecs, lambda _topic: n_input, clock)
-        stores = {
-            tp: HistoryStore(
-                s.evaluation.history_retention,
-                clock,
-                open_states(s.history_store, state_dir, f"p{tp.partition}"),
-            )
-            for tp in inputs
-        }
+        clock, pipeline, processor, stores = self.replay_parts(inputs, n_input, held, state_dir)
         try:
             done, dead = self._replay(reader, inputs, ends, processor, pipeline, clock, stores)
             plan = reconcile.plan(
-                held, pipeline.last, ruleset_version=self.ruleset.version, now=self.clock()
+                held,
+                pipeline.last,
+                ruleset_version=self.ruleset.version,
+                now=self.clock(),
+                evaluated=pipeline.evaluated,
             )
             by_patient: dict[str, list[reconcile.Floor]] = collections.defaultdict(list)
             for floor in plan.floors:
                 by_patient[floor.patient_id].append(floor)
-            for pid, floors in by_patient.items():
-                store = stores[TopicPartition(s.topics.input, partition_for(pid.encode(), n_input))]
-                state, changed = reconcile.with_floors(store.get(pid), pid, floors)
-                store.replace(pid, state, changed)
             for store in stores.values():
+                _settle_states(store, by_patient)
+            for pid, floors in by_patient.items():  # patients only the alert topics know
+                store = stores[TopicPartition(s.topics.input, partition_for(pid.encode(), n_input))]
+                state, changed = reconcile.with_floors(None, pid, floors)
+                store.replace(pid, state, changed)
                 store.take_dirty()
             summary: dict[str, Any] = {
                 "input_records": done,
@@ -330,12 +389,39 @@ class Rebuild:
                 summary["alerts_to_publish"] = len(plan.publish)
                 return summary
             summary["changelog_records"] = self._write(
-                admin, inputs, ends, counts, stores, plan.publish, codecs, topic_id
+                admin, inputs, ends, counts, stores, plan.publish, processor.codecs, topic_id
             )
             return summary
         finally:
             for store in stores.values():
                 store.close()
+
+    def replay_parts(
+        self,
+        inputs: list[TopicPartition],
+        n_input: int,
+        held: Mapping[str, Record],
+        state_dir: StateDir | None,
+    ) -> tuple[_ReplayClock, _Recording, Processor, dict[TopicPartition, HistoryStore]]:
+        """Retention's clock, the recording pipeline, the processor and a store per input
+        partition, as the replay uses them."""
+        s = self.s
+        clock = _ReplayClock(self.clock)  # retention's: each record at its time
+        # the event-time check and created_at on the host clock (a record's timestamp is only a
+        # lower bound of when `run` judged it: a future-time check against it refused reports
+        # `run` accepted, review)
+        pipeline = _Recording(self.ruleset, self.clock, {h["event_id"] for h in held.values()})
+        codecs = Codecs.build(s, s.registry_client())
+        processor = Processor(s, pipeline, codecs, lambda _topic: n_input, self.clock)
+        stores = {
+            tp: HistoryStore(
+                s.evaluation.history_retention,
+                clock,
+                open_states(s.history_store, state_dir, f"p{tp.partition}"),
+            )
+            for tp in inputs
+        }
+        return clock, pipeline, processor, stores
 
     def _replay(  # noqa: PLR0917 - one call site
         self,
@@ -400,11 +486,9 @@ class Rebuild:
         codecs: Codecs,
         topic_id: bytes | None,
     ) -> int:
-        """The changelog and the reconciliation's alerts, acknowledged; then the offsets."""
+        """The reconciliation's alerts, then the changelog, each acknowledged."""
         s = self.s
         topics = s.topics
-        if topics.history not in counts:
-            create_topics(admin, s, [topics.history], counts[topics.input])
         producer = KafkaProducer(
             **s.kafka_common(),
             acks="all",
@@ -413,9 +497,29 @@ class Rebuild:
             allow_auto_create_topics=False,
             max_block_ms=s.tuning.request_timeout_ms,
         )
-        futures = []
+        timeout = s.tuning.delivery_timeout_ms / 1000 + 5
         written = 0
         try:
+            # the alerts first: refused, nothing of the history is written and the rebuild can
+            # run again (what was published then held); written after the history, a refusal
+            # left a changelog whose floors said "closed" while readers held it open (review)
+            futures = []
+            for alert in publish:
+                topic = topics.alert_topic(alert["alert_type"])
+                futures.append(
+                    producer.send(
+                        topic,
+                        key=alert["patient_id"].encode(),
+                        value=codecs.alerts[topic].encode(alert),
+                    )
+                )
+            _acknowledged(producer, futures, timeout)
+            self.say(f"{len(futures)} reconciled alerts acknowledged")
+            # created only now: `run` refuses to start without it (start-up's check), never on
+            # an empty one left by a rebuild that failed before writing the history
+            if topics.history not in counts:
+                create_topics(admin, s, [topics.history], counts[topics.input])
+            futures = []
             for tp in inputs:
                 headers = []
                 if ends[tp] > 0:
@@ -433,20 +537,8 @@ class Rebuild:
                         )
                     )
                     written += 1
-            for alert in publish:
-                topic = topics.alert_topic(alert["alert_type"])
-                futures.append(
-                    producer.send(
-                        topic,
-                        key=alert["patient_id"].encode(),
-                        value=codecs.alerts[topic].encode(alert),
-                    )
-                )
-            producer.flush()
-            timeout = s.tuning.delivery_timeout_ms / 1000 + 5
-            for future in futures:
-                future.get(timeout=timeout)  # raises the broker's refusal: offsets not set
+            _acknowledged(producer, futures, timeout)
         finally:
             producer.close(timeout=s.tuning.request_timeout_ms / 1000)
-        self.say(f"{written} changelog records and the reconciled alerts acknowledged")
+        self.say(f"{written} changelog records acknowledged")
         return written

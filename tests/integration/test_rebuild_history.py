@@ -32,6 +32,7 @@ from consumer.tools import rebuild
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
 
 MET = {"site": "DISTANT_METASTASIS"}
 
@@ -158,23 +159,97 @@ def test_a_rebuild_refuses_while_the_group_runs(env: Env, capsys: Any, monkeypat
     ]
 
 
-def test_a_rebuild_refuses_an_input_that_lost_records(
-    env: Env, capsys: Any, monkeypatch: Any
-) -> None:
-    """Reports deleted from the input cannot be replayed: their findings would be resolved
-    (review of the first version, which replayed what was left)."""
+def _after_a_run(env: Env, monkeypatch: Any, prefix: str, *, lose_changelog: bool = True) -> Any:
+    """The service ran over one patient's HER2-low reports (TDXD-LOW-DB04 r1 opened) and
+    stopped; the changelog is then lost. Returns the T-DXd alert's output record."""
     for name, value in env.environ().items():
         monkeypatch.setenv(name, value)
-    events = [make_event(f"t-e{i}", "t1", f"t1-a{i}", minutes=i) for i in range(2)]
-    produce_events(env.bootstrap, env.input, events)
-    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
-        admin.delete_records({TopicPartition(env.input, 0): 1})
+    settings = env.settings()
+    first = [
+        make_event(f"{prefix}-e1", prefix, f"{prefix}-a1", setting="EARLY", chemo_lines=None),
+        {**make_event(f"{prefix}-e2", prefix, f"{prefix}-a2", minutes=1, **MET), "her2_ihc": None},
+    ]
+    with running(settings), output_reader(env) as reader:
+        produce_events(env.bootstrap, env.input, first)
+        reader.wait(lambda r: _records(r, TDXD, prefix) == [(1, "ACTIVE")], what=f"{TDXD} r1")
+        opened = next(a for a in reader.alerts() if a.value["code"] == TDXD)
+    if lose_changelog:
+        with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+            admin.delete_topics([settings.topics.history])
+    return opened
+
+
+def _refusal(capsys: Any) -> str:
     capsys.readouterr()
     assert cli.main(["rebuild-history"]) == 2
-    assert (
-        f"the input topic no longer holds every record ({env.input} partition 0 from 1)"
-        in capsys.readouterr().err
+    err = capsys.readouterr().err.splitlines()
+    [line] = [x for x in err if x.startswith("rebuild-history: refused, nothing written: ")]
+    return line
+
+
+@pytest.mark.parametrize("trimmed", ["input", "alert topic"])
+def test_a_rebuild_refuses_topics_that_lost_records(
+    env: Env, capsys: Any, monkeypatch: Any, trimmed: str
+) -> None:
+    """Reports deleted from the input cannot be replayed: their findings would be resolved
+    (first review, reproduced); alerts deleted from an alert topic are still held by readers
+    and the rebuild could not see them (second review: nothing tested this refusal)."""
+    opened = _after_a_run(env, monkeypatch, "t1")
+    tp = (
+        TopicPartition(env.input, 0)
+        if trimmed == "input"
+        else TopicPartition(opened.topic, opened.partition)
     )
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        admin.delete_records({tp: 1})
+    what = "the input topic" if trimmed == "input" else "an alert topic"
+    assert f"{what} no longer holds every record ({tp.topic} partition 0 from 1)" in _refusal(
+        capsys
+    )
+
+
+def test_a_rebuild_refuses_a_group_without_offsets_where_alerts_are_held(
+    env: Env, capsys: Any, monkeypatch: Any
+) -> None:
+    """A group deleted (or expired, mistyped, reset): the replay would evaluate none of the
+    patients' reports and resolve every alert readers hold (second review, reproduced: the
+    alerts resolved, then opened again by `run`)."""
+    _after_a_run(env, monkeypatch, "g2")
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        admin.delete_groups([env.group])
+    assert f"consumer group {env.group} has no committed offset on input partition(s) 0" in (
+        _refusal(capsys)
+    )
+
+
+def test_alerts_of_a_report_past_the_committed_offset_are_left_to_run(
+    env: Env, capsys: Any, monkeypatch: Any
+) -> None:
+    """At-least-once, a crash between publishing and committing: the alert topics hold what
+    `run` published for a report past the committed offset. The replay does not reach it, so
+    publishing its own view re-opened a retracted T-DXd alert until `run` evaluated the report
+    again (second review, reproduced). Those alerts are left to `run`: nothing published, the
+    state above them."""
+    settings = env.settings()
+    _after_a_run(env, monkeypatch, "c3", lose_changelog=False)
+    with running(settings), output_reader(env) as reader:
+        produce_events(
+            env.bootstrap, env.input, [make_event("c3-e3", "c3", "c3-a1", status="CANCELLED")]
+        )
+        reader.wait(lambda r: _records(r, TDXD, "c3")[-1:] == [(2, "RETRACTED")], what="r2")
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        admin.delete_topics([settings.topics.history])
+        admin.alter_group_offsets(  # as if the commit of the cancellation's batch was lost
+            env.group, {TopicPartition(env.input, 0): OffsetAndMetadata(2, "", -1)}
+        )
+    capsys.readouterr()
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["replayed_to"] == {"0": 2}
+    assert summary["reconciled"]["held-from-a-later-report"] >= 1
+    with running(settings), output_reader(env) as reader:
+        reader.wait(lambda r: _records(r, TDXD, "c3")[-1:] == [(3, "RETRACTED")], what="r3")
+        assert _records(reader, TDXD, "c3") == [(1, "ACTIVE"), (2, "RETRACTED"), (3, "RETRACTED")]
 
 
 def test_a_dry_run_writes_nothing(env: Env, capsys: Any, monkeypatch: Any) -> None:

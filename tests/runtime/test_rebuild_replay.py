@@ -1,10 +1,15 @@
-"""rebuild-history's replay (consumer/tools/rebuild.py) judges each record at its own time.
+"""rebuild-history's replay (consumer/tools/rebuild.py), wired as the tool wires it.
 
-With HER2_HISTORY_RETENTION_DAYS set, a replay on the host clock drops a report older than the
-retention right after its own step, before the reports that came minutes after it in real time
-are evaluated; findings resting on it never fire and the reconciliation resolved them (review of
-the first version: a T-DXd eligibility alert resolved). Evaluated at each record's timestamp, as
-`run` evaluated it, the replay raises what the service raised."""
+Retention judges each record at its timestamp. With HER2_HISTORY_RETENTION_DAYS set, a replay on
+the host clock dropped a report older than the retention right after its own step, before the
+reports minutes after it in real time were evaluated; findings resting on it never fired and
+the reconciliation resolved them (first review: a T-DXd eligibility alert resolved).
+
+The event-time check judges on the host clock. A record's timestamp is only a lower bound of
+when `run` judged it (the sender sets it): judged against it, a report whose event_time lies
+more than the skew after it was dead-lettered as event-time-in-future though `run` accepted it,
+and its findings resolved (second review). A timestamp that is not in milliseconds is the
+host clock's business too, never a traceback."""
 
 from __future__ import annotations
 
@@ -13,49 +18,57 @@ import io
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import pipeline
 from fakes import FakeBroker, FakeConsumer
 
 from consumer.avro.codec import Encoder
-from consumer.avro.outputs import Codecs
 from consumer.config import Settings
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime.kafka import TopicPartition
-from consumer.runtime.processor import Processor
-from consumer.state.store import HistoryStore
-from consumer.tools.rebuild import Rebuild, _Recording, _ReplayClock
+from consumer.tools.rebuild import Rebuild
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from helpers import make_event
 
 MET = {"site": "DISTANT_METASTASIS"}
+EVENTS = [  # A1's HER2-low sample makes A2's metastatic setting eligible (README timeline)
+    make_event("b-e1", "b1", "b1-a1", setting="EARLY", chemo_lines=None, minutes=0),
+    {**make_event("b-e2", "b1", "b1-a2", minutes=1, **MET), "her2_ihc": None},
+]
 
 
-def test_the_replay_judges_retention_at_each_records_time() -> None:
+def _millis(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "kept"),
+    [
+        (lambda e: _millis(e["event_time"] + dt.timedelta(minutes=1)), True),  # as reported
+        (lambda e: _millis(e["event_time"] - dt.timedelta(days=3)), True),  # a clock behind
+        # not milliseconds: retention on the host clock, which expires the 2025 reports
+        (lambda e: _millis(e["event_time"]) * 1000, False),
+    ],
+    ids=["sent-as-reported", "stamped-days-before-event-time", "microseconds"],
+)
+def test_the_replay_evaluates_what_run_evaluated(stamp: object, kept: bool) -> None:
     settings = Settings.from_env(
         {"HER2_HISTORY_RETENTION_DAYS": "30", "HER2_HISTORY_STORE": "memory"}
     )
-    events = [  # A1's HER2-low sample makes A2's metastatic setting eligible (README timeline)
-        make_event("b-e1", "b1", "b1-a1", setting="EARLY", chemo_lines=None, minutes=0),
-        {**make_event("b-e2", "b1", "b1-a2", minutes=1, **MET), "her2_ihc": None},
-    ]
     topic = settings.topics.input
     broker = FakeBroker()
     broker.create_topic(topic)
     encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
-    for event in events:  # sent as reported, long before this rebuild (2025 against today)
-        sent = event["event_time"] + dt.timedelta(minutes=1)
-        broker.append(topic, b"b1", encoder.encode(event), timestamp=int(sent.timestamp() * 1000))
+    for event in EVENTS:  # reported in 2025, long before this rebuild
+        broker.append(topic, b"b1", encoder.encode(event), timestamp=stamp(event))  # type: ignore[operator]
     rebuild = Rebuild(settings, pipeline().ruleset, io.StringIO())
-    clock = _ReplayClock(rebuild.clock)
-    recording = _Recording(pipeline().ruleset, clock)
-    processor = Processor(settings, recording, Codecs.build(settings, None), lambda _t: 1, clock)
     tp = TopicPartition(topic, 0)
-    store = HistoryStore(settings.evaluation.history_retention, clock)
+    clock, recording, processor, stores = rebuild.replay_parts([tp], 1, {}, None)
     done, dead = rebuild._replay(
-        FakeConsumer(broker, {}), [tp], {tp: 2}, processor, recording, clock, {tp: store}
+        FakeConsumer(broker, {}), [tp], {tp: 2}, processor, recording, clock, stores
     )
-    assert (done, sum(dead.values())) == (2, 0)
+    assert (done, dict(dead)) == (2, {})
     raised = {(a["code"], a["status"]) for a in recording.last.values()}
-    assert ("TDXD-LOW-DB04", "ACTIVE") in raised
+    assert (("TDXD-LOW-DB04", "ACTIVE") in raised) is kept
     assert clock() > dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # the host clock after the replay

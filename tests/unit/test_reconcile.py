@@ -10,6 +10,7 @@ import pytest
 
 from consumer.clinical.patient import Accession, AlertState, PatientState, Published
 from consumer.clinical.reconcile import (
+    AHEAD,
     CHANGED,
     CLOSED_NOT_RAISED,
     NEW,
@@ -20,6 +21,7 @@ from consumer.clinical.reconcile import (
     Floor,
     plan,
     with_floors,
+    without_emitted,
 )
 from consumer.state.store import HistoryStore
 
@@ -91,6 +93,12 @@ ROWS = [
     ("rebuilt only, closed", None, alert(2, "RESOLVED"), NOT_PUBLISHED, None, 2),
     ("held only, open", alert(4), None, CLOSED_NOT_RAISED, (5, "RESOLVED"), 5),
     ("held only, closed", alert(3, "RETRACTED"), None, UNCHANGED_CLOSED, None, 3),
+    # held records of a report past the group's committed offset (not evaluated): `run`
+    # evaluates it again after the rebuild; publishing the replay's view first re-opened a
+    # retracted T-DXd alert until then (second review)
+    ("held ahead, rebuilt open", alert(2, "RETRACTED", event_id="e3"), alert(1), AHEAD, None, 2),
+    ("held ahead only", alert(1, event_id="e3"), None, AHEAD, None, 1),
+    ("held ahead, rebuilt above", alert(1, event_id="e3"), alert(3), AHEAD, None, 3),
 ]
 
 
@@ -111,6 +119,7 @@ def test_the_plan_for_one_finding(
         {AID: rebuilt} if rebuilt else {},
         ruleset_version="2026.12-4",
         now=LATER,
+        evaluated={"e2", "e9"},  # e3: a report past the committed offset
     )
     assert done.outcomes == {outcome: 1}
     assert [(r["revision"], r["status"]) for r in done.publish] == (
@@ -160,20 +169,21 @@ def test_floors_raise_revisions_and_keep_the_rest() -> None:
     assert new.seq == 3
 
 
-def test_raised_floors_drop_what_a_re_sent_report_would_re_publish() -> None:
-    """An accession's `emitted` carries the replay's revision numbers: re-published on a
-    re-send of its latest report, they would repeat (alert_id, revision) pairs below the floors
-    with other content (review of the first version)."""
+def test_a_rebuilt_state_keeps_nothing_a_re_sent_report_would_re_publish() -> None:
+    """An accession's `emitted` holds the replay's records (its revision numbers, times, event
+    ids): re-published on a re-send of its latest report, they would repeat (alert_id,
+    revision) pairs with other content than readers hold (two reviews: below the floors, and
+    at equal revisions with other times). A rebuild drops every one."""
     before = state()
     pub = Published("TDXD-LOW-DB04", "a1", 1, "ACTIVE", "opened", "INFO", 2, "LOW", "{}", NOW)
     before = replace(before, accessions={"a1": replace(before.accessions["a1"], emitted=(pub,))})
+    new, changed = without_emitted(before)
+    assert changed == {"a1"}
+    assert new == replace(before, accessions={"a1": replace(before.accessions["a1"], emitted=())})
+    assert without_emitted(new) == (new, frozenset())
+    # the floors alone leave it to without_emitted
     floor = Floor("p1", "TDXD-LOW-DB04", "PATIENT", "a2", "INFO", 4)
-    new, changed = with_floors(before, "p1", [floor])
-    assert changed == {None, "a1"}
-    assert new.accessions["a1"].emitted == ()
-    assert new.accessions["a1"].alerts == before.accessions["a1"].alerts
-    # nothing raised: kept
-    assert with_floors(before, "p1", [replace(floor, revision=1)]) == (before, frozenset())
+    assert with_floors(before, "p1", [floor])[0].accessions["a1"].emitted == (pub,)
 
 
 def test_a_floor_at_or_below_the_state_changes_nothing() -> None:
