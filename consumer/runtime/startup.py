@@ -281,8 +281,10 @@ def check_history_not_lost(
         f"past the log start on partitions {sorted(tp.partition for tp in committed)}): "
         "the patients' history is gone (the changelog deleted, or HER2_HISTORY_TOPIC "
         "changed), and starting would evaluate every later report without it; restore the "
-        "changelog or point HER2_HISTORY_TOPIC at it; if starting without it is deliberate, "
-        "create the changelog yourself (docs/operations.md: History changelog missing)"
+        "changelog or point HER2_HISTORY_TOPIC at it, or rebuild it from the input with "
+        "`her2-consumer rebuild-history` (README: If the changelog topic is lost); if "
+        "starting without it is deliberate, create the changelog yourself "
+        "(docs/operations.md: History changelog missing)"
     )
 
 

@@ -226,6 +226,7 @@ def test_a_missing_changelog_with_committed_input_offsets_stops_start_up(
     assert f"HER2_HISTORY_TOPIC {topics.history} does not exist" in err
     assert "has processed records of HER2_INPUT_TOPIC" in err
     assert "partitions [1]" in err
+    assert "rebuild it from the input with `her2-consumer rebuild-history`" in err
     assert ("create", topics.history) not in harness.broker.events, "not created empty"
     assert harness.broker.consumers == [], "never joins the group"
 
