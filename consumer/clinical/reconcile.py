@@ -102,15 +102,15 @@ def plan(
     *,
     ruleset_version: str,
     now: dt.datetime,
-    evaluated: Container[str] | None = None,
+    ahead: Container[tuple[str, str]] = (),
 ) -> Plan:
     """Per alert_id: `held`, the highest revision on the alert topics; `rebuilt`, the last
-    record the replay would have published; `evaluated`, the event ids of the reports the
-    replay evaluated (None: all of them).
+    record the replay would have published; `ahead`, the reports ((patient, event id)) past the
+    group's committed offsets that the replay did not evaluate.
 
-    - held from a report the replay did not evaluate (`run` published it for a report past the
-      group's committed offset, which it evaluates again after the rebuild): nothing published,
-      the state continues at the higher revision (AHEAD);
+    - held from a report `ahead` (`run` published for it before its commit was lost, and
+      evaluates it again after the rebuild): nothing published, the state continues at the
+      higher revision (AHEAD);
     - both, `same`: nothing published; the state continues at the higher of the two revisions;
     - both, differing: the rebuilt record, numbered above both;
     - rebuilt only: published if ACTIVE (nobody holds it), else nothing;
@@ -121,7 +121,7 @@ def plan(
     outcomes: collections.Counter[str] = collections.Counter()
     for aid in sorted(held.keys() | rebuilt.keys()):
         h, r = held.get(aid), rebuilt.get(aid)
-        if h is not None and evaluated is not None and h["event_id"] not in evaluated:
+        if h is not None and (h["patient_id"], h["event_id"]) in ahead:
             outcome = AHEAD
             where, revision = (
                 (h, h["revision"]) if r is None else (r, max(h["revision"], r["revision"]))

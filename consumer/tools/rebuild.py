@@ -11,10 +11,11 @@ whole (starting at offset 0) and the group's offsets where `run` left them, it
 3. reconciles (consumer/clinical/reconcile.py): per alert_id, the replay's last record against
    the one held; publishes only what differs, numbered above both, and raises the state's
    revisions so that every later record is one the readers keep (held records of reports past
-   the committed offsets are left to `run`);
+   the committed offsets, which the replay did not evaluate, are left to `run`);
 4. publishes the reconciliation's alert records, then writes the whole history to the
-   changelog (created only then, as `run` creates it). The group's offsets stay: `run` restores
-   that history and goes on from them (reports sent while it was stopped included).
+   changelog (created only then, as `run` creates it, and deleted again if not all written).
+   The group's offsets stay: `run` restores that history and goes on from them (reports sent
+   while it was stopped included).
 
 Nothing is written before step 4, and `--dry-run` stops before it. Progress goes to stderr,
 one JSON summary line to stdout.
@@ -93,34 +94,34 @@ class _ReplayClock:
 
 class _Recording(Pipeline):
     """The pipeline, keeping the alert records each evaluated report would publish, and which of
-    the event ids in `wanted` (those of the records readers hold) it evaluated (a record the
-    processor then refuses is dropped with it: `settle`)."""
+    the reports in `wanted` ((patient, event id) of the records readers hold) it evaluated (a
+    record the processor then refuses is dropped with it: `settle`)."""
 
     def __init__(
         self,
         ruleset: RuleSet,
         clock: Callable[[], dt.datetime],
-        wanted: Collection[str] = (),
+        wanted: Collection[tuple[str, str]] = (),
     ) -> None:
         super().__init__(ruleset, clock)
         self.last: dict[str, Record] = {}  # alert_id -> the last record the replay published
-        self.evaluated: set[str] = set()  # of `wanted`
-        self._wanted = frozenset(wanted)
-        self._pending: tuple[list[Record], str | None] = ([], None)
+        self.evaluated: set[tuple[str, str]] = set()  # of `wanted`
+        self.wanted = frozenset(wanted)
+        self._pending: tuple[list[Record], tuple[str, str] | None] = ([], None)
 
     def step(self, state: PatientState | None, event: Any) -> Step:
         done = super().step(state, event)
-        self._pending = (list(done.alerts), event["event_id"])
+        self._pending = (list(done.alerts), (event["patient_id"], event["event_id"]))
         return done
 
     def settle(self, kept: bool) -> None:
         """The record just processed was evaluated (kept) or dead-lettered / retried."""
-        alerts, event_id = self._pending
+        alerts, report = self._pending
         if kept:
             for alert in alerts:
                 self.last[alert["alert_id"]] = alert
-            if event_id in self._wanted:
-                self.evaluated.add(event_id)
+            if report in self.wanted:
+                self.evaluated.add(report)
         self._pending = ([], None)
 
 
@@ -229,16 +230,25 @@ class Rebuild:
                 _check_whole(
                     reader, _partitions(reader, topics.alert_topics()), "an alert topic", "alerts"
                 )
+                tails = reader.end_offsets(inputs)  # the input's ends now: `run` reads on to them
                 ends = self._committed(admin, inputs)
                 total = sum(ends.values())
                 self.say("reading the alert topics (what readers hold)")
                 held = self._held()
-                self._check_committed(ends, held, counts[topics.input])
+                self._check_committed(ends, tails, held, counts[topics.input])
                 self.say(f"replaying {total} input records (nothing is published meanwhile)")
                 state_dir = StateDir(s.state_dir)
                 try:
                     return self._rebuild(
-                        admin, reader, inputs, ends, counts, held, topic_id, state_dir, dry_run
+                        admin,
+                        reader,
+                        inputs,
+                        (ends, tails),
+                        counts,
+                        held,
+                        topic_id,
+                        state_dir,
+                        dry_run,
                     )
                 finally:
                     state_dir.close()
@@ -295,23 +305,22 @@ class Rebuild:
         return {tp: max(0, getattr(offsets.get(tp), "offset", 0) or 0) for tp in inputs}
 
     def _check_committed(
-        self, ends: Mapping[TopicPartition, int], held: Mapping[str, Record], n_input: int
+        self,
+        ends: Mapping[TopicPartition, int],
+        tails: Mapping[TopicPartition, int],
+        held: Mapping[str, Record],
+        n_input: int,
     ) -> None:
-        """Refused when readers hold alerts of patients on an input partition the group has
-        committed nothing on: the replay would evaluate none of their reports and resolve every
-        such alert, and `run` would then open them again (review: a group deleted or expired,
-        HER2_GROUP_ID mistyped, offsets reset to the earliest)."""
+        """Refused when readers hold alerts of patients on an input partition that has records
+        but on which the group has committed nothing: the replay would evaluate none of their
+        reports and resolve every such alert, and `run` would then open them again (review: a
+        group deleted or expired, HER2_GROUP_ID mistyped, offsets reset to the earliest)."""
         topic = self.s.topics.input
-        bare = sorted(
-            {
-                p
-                for h in held.values()
-                if ends[
-                    TopicPartition(topic, p := partition_for(h["patient_id"].encode(), n_input))
-                ]
-                == 0
-            }
-        )
+        where = {
+            TopicPartition(topic, partition_for(h["patient_id"].encode(), n_input))
+            for h in held.values()
+        }
+        bare = sorted(tp.partition for tp in where if ends[tp] == 0 < tails[tp])
         if bare:
             raise Refused(
                 f"consumer group {self.s.group_id} has no committed offset on input partition(s) "
@@ -343,24 +352,28 @@ class Rebuild:
         admin: Any,
         reader: Any,
         inputs: list[TopicPartition],
-        ends: Mapping[TopicPartition, int],
+        offsets: tuple[Mapping[TopicPartition, int], Mapping[TopicPartition, int]],
         counts: Mapping[str, int],
         held: Mapping[str, Record],
         topic_id: bytes | None,
         state_dir: StateDir,
         dry_run: bool,
     ) -> dict[str, Any]:
+        """`offsets`: the group's committed offsets (replayed up to) and the input's ends."""
+        ends, tails = offsets
         s = self.s
         n_input = counts[s.topics.input]
         clock, pipeline, processor, stores = self.replay_parts(inputs, n_input, held, state_dir)
         try:
             done, dead = self._replay(reader, inputs, ends, processor, pipeline, clock, stores)
+            # held records of reports past the committed offsets, which `run` evaluates next
+            ahead = self._ahead(reader, inputs, ends, tails, processor, pipeline)
             plan = reconcile.plan(
                 held,
                 pipeline.last,
                 ruleset_version=self.ruleset.version,
                 now=self.clock(),
-                evaluated=pipeline.evaluated,
+                ahead=ahead,
             )
             by_patient: dict[str, list[reconcile.Floor]] = collections.defaultdict(list)
             for floor in plan.floors:
@@ -410,7 +423,8 @@ class Rebuild:
         # the event-time check and created_at on the host clock (a record's timestamp is only a
         # lower bound of when `run` judged it: a future-time check against it refused reports
         # `run` accepted, review)
-        pipeline = _Recording(self.ruleset, self.clock, {h["event_id"] for h in held.values()})
+        wanted = {(h["patient_id"], h["event_id"]) for h in held.values()}
+        pipeline = _Recording(self.ruleset, self.clock, wanted)
         codecs = Codecs.build(s, s.registry_client())
         processor = Processor(s, pipeline, codecs, lambda _topic: n_input, self.clock)
         stores = {
@@ -422,6 +436,88 @@ class Rebuild:
             for tp in inputs
         }
         return clock, pipeline, processor, stores
+
+    def _read(  # noqa: PLR0917 - two call sites, the same order
+        self,
+        reader: Any,
+        inputs: list[TopicPartition],
+        starts: Mapping[TopicPartition, int],
+        stops: Mapping[TopicPartition, int],
+        each: Callable[[TopicPartition, list[Any]], None],
+        progress: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`each(tp, records)` for the records of [starts, stops) of every partition, in order;
+        TimeoutError after `stall_s` without a record."""
+        reader.assign(inputs)
+        left = {tp for tp in inputs if stops[tp] > starts[tp]}
+        for tp in left:
+            reader.seek(tp, starts[tp])
+        last_read = last_said = time.monotonic()
+        while left:
+            left = {tp for tp in left if reader.position(tp) < stops[tp]}
+            if not left:
+                break
+            batch = reader.poll(timeout_ms=500)
+            if not batch and time.monotonic() - last_read > self.stall_s:
+                raise TimeoutError(
+                    f"no input record read for {self.stall_s:g} s (--timeout); nothing written"
+                )
+            for tp, records in batch.items():
+                below = [r for r in records if starts[tp] <= r.offset < stops[tp]]
+                if below:
+                    each(tp, below)
+            if batch:
+                last_read = time.monotonic()
+            if time.monotonic() - last_said >= _PROGRESS_S:
+                last_said = time.monotonic()
+                progress()
+
+    def _ahead(  # noqa: PLR0917 - one call site
+        self,
+        reader: Any,
+        inputs: list[TopicPartition],
+        ends: Mapping[TopicPartition, int],
+        tails: Mapping[TopicPartition, int],
+        processor: Processor,
+        pipeline: _Recording,
+    ) -> set[tuple[str, str]]:
+        """The reports readers hold records of that lie past the committed offsets (between
+        them and the input's end noted at the start) and that the replay did not evaluate: `run`
+        published for them before its commit was lost (at-least-once, a crash between publishing
+        and committing) and evaluates them next. Their records are left to `run`. A held record
+        of a report the replay did evaluate, or dead-lettered this time, is reconciled as any
+        other (review: dead-lettered below the commit, it was left to a `run` that never reads
+        it again, and the alert stayed open)."""
+        found: set[tuple[str, str]] = set()
+        wanted = pipeline.wanted - pipeline.evaluated
+        if not wanted:
+            return found
+
+        def note(_tp: TopicPartition, records: list[Any]) -> None:
+            for record in records:
+                try:
+                    event = processor.codecs.decoder.decode(record.value)
+                    report = (str(event.get("patient_id")), str(event.get("event_id")))
+                except Exception:  # noqa: S112 - unreadable: not a report readers hold
+                    continue
+                if report in wanted:
+                    found.add(report)
+
+        self._read(reader, inputs, ends, tails, note)
+        return found
+
+    def _remove_partial_changelog(self, admin: Any) -> None:
+        """Delete the changelog a failed write left part-written (best effort, said either
+        way): without it `run` refuses to start, and the rebuild can run again."""
+        history = self.s.topics.history
+        try:
+            admin.delete_topics([history])
+            self.say(f"the history was not all written: the changelog topic {history} removed")
+        except Exception as exc:
+            self.say(
+                f"the history was not all written and the changelog topic {history} could not "
+                f"be removed ({type(exc).__name__}): delete it before starting `run`"
+            )
 
     def _replay(  # noqa: PLR0917 - one call site
         self,
@@ -436,41 +532,29 @@ class Rebuild:
         """Every input record below the noted ends, evaluated in order per partition; how many,
         and the dead-letter reasons of those `run` would dead-letter."""
         dead: collections.Counter[str] = collections.Counter()
-        reader.assign(inputs)
-        reader.seek_to_beginning(*inputs)
-        left = {tp for tp in inputs if ends[tp] > 0}
-        done, last_progress, last_said = 0, time.monotonic(), time.monotonic()
+        done = 0
         total = sum(ends[tp] for tp in inputs)
-        while left:
-            left = {tp for tp in left if reader.position(tp) < ends[tp]}
-            if not left:
-                break
-            batch = reader.poll(timeout_ms=500)
-            if not batch and time.monotonic() - last_progress > self.stall_s:
-                raise TimeoutError(
-                    f"no input record read for {self.stall_s:g} s (--timeout); nothing written"
-                )
-            for tp, records in batch.items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        break
-                    clock.at(input_timestamp(record))
-                    result = processor.process(tp, record, stores[tp])
-                    pipeline.settle(isinstance(result, Processed))
-                    if isinstance(result, Retry):
-                        raise TimeoutError(
-                            "the schema registry did not answer (a record could not be "
-                            "decoded without it); nothing written"
-                        )
-                    if isinstance(result, DeadLettered):
-                        dead[result.reason] += 1
-                    done += 1
-                stores[tp].take_dirty()  # into the store's backend; written whole at the end
-            if batch:
-                last_progress = time.monotonic()
-            if time.monotonic() - last_said >= _PROGRESS_S:
-                last_said = time.monotonic()
-                self.say(f"{done} of about {total} input records evaluated")
+
+        def evaluate(tp: TopicPartition, records: list[Any]) -> None:
+            nonlocal done
+            for record in records:
+                clock.at(input_timestamp(record))
+                result = processor.process(tp, record, stores[tp])
+                pipeline.settle(isinstance(result, Processed))
+                if isinstance(result, Retry):
+                    raise TimeoutError(
+                        "the schema registry did not answer (a record could not be "
+                        "decoded without it); nothing written"
+                    )
+                if isinstance(result, DeadLettered):
+                    dead[result.reason] += 1
+                done += 1
+            stores[tp].take_dirty()  # into the store's backend; written whole at the end
+
+        def progress() -> None:
+            self.say(f"{done} of about {total} input records evaluated")
+
+        self._read(reader, inputs, dict.fromkeys(inputs, 0), ends, evaluate, progress)
         clock.at(None)  # the host clock again for what follows
         self.say(f"{done} input records evaluated ({sum(dead.values())} would be dead-lettered)")
         return done, dead
@@ -515,19 +599,19 @@ class Rebuild:
                 )
             _acknowledged(producer, futures, timeout)
             self.say(f"{len(futures)} reconciled alerts acknowledged")
-            # created only now: `run` refuses to start without it (start-up's check), never on
-            # an empty one left by a rebuild that failed before writing the history
+            # created only now: `run` refuses to start without it (start-up's check below), and
+            # removed again if the history is not all written: `run` would start on a partial
+            # one (third review)
             if topics.history not in counts:
                 create_topics(admin, s, [topics.history], counts[topics.input])
-            futures = []
-            for tp in inputs:
-                headers = []
-                if ends[tp] > 0:
-                    headers.append((INPUT_OFFSET_HEADER, b"%d" % (ends[tp] - 1)))
-                    if topic_id:
-                        headers.append((INPUT_TOPIC_ID_HEADER, topic_id))
-                for key, value in stores[tp].records():
-                    futures.append(
+            try:
+                for tp in inputs:
+                    headers = []
+                    if ends[tp] > 0:
+                        headers.append((INPUT_OFFSET_HEADER, b"%d" % (ends[tp] - 1)))
+                        if topic_id:
+                            headers.append((INPUT_TOPIC_ID_HEADER, topic_id))
+                    futures = [
                         producer.send(
                             topics.history,
                             key=key,
@@ -535,9 +619,13 @@ class Rebuild:
                             headers=headers,
                             partition=tp.partition,
                         )
-                    )
-                    written += 1
-            _acknowledged(producer, futures, timeout)
+                        for key, value in stores[tp].records()
+                    ]
+                    _acknowledged(producer, futures, timeout)
+                    written += len(futures)
+            except BaseException:
+                self._remove_partial_changelog(admin)
+                raise
         finally:
             producer.close(timeout=s.tuning.request_timeout_ms / 1000)
         self.say(f"{written} changelog records acknowledged")

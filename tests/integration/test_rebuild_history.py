@@ -25,13 +25,16 @@ from helpers import (
 
 from consumer import cli
 from consumer.avro.outputs import Codecs
+from consumer.errors import InvalidEvent
 from consumer.ops.logs import configure_logging
+from consumer.runtime import processor as processor_module
 from consumer.runtime.kafka.quirks import disable_topic_auto_creation
 from consumer.tools import rebuild
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.errors import KafkaTimeoutError
     from kafka.structs import OffsetAndMetadata
 
 MET = {"site": "DISTANT_METASTASIS"}
@@ -132,6 +135,16 @@ def test_a_rebuild_numbers_above_what_readers_hold(
         reader.wait(lambda r: "b-e9" in r.classified_ids(), what="the report sent meanwhile")
         expected = [(1, "ACTIVE"), (2, "ACTIVE")] + ([(3, "ACTIVE")] if upgraded_text else [])
         assert _records(reader, TDXD) == expected
+        # the lab re-sends b-e2: a redelivery, no alert again (the replay's records it would
+        # have re-published repeated (alert_id, revision) pairs with other times: reviews)
+        alerts_of_b1 = [a for a in reader.alerts() if a.value["patient_id"] == "b1"]
+        produce_events(env.bootstrap, env.input, [first[1]])
+        reader.wait(
+            lambda r: [c["event_id"] for c in r.classifications()].count("b-e2") == 2,
+            what="the re-sent report's classification",
+        )
+        reader.settle()
+        assert [a for a in reader.alerts() if a.value["patient_id"] == "b1"] == alerts_of_b1
         produce_events(
             env.bootstrap, env.input, [make_event("b-e3", "b1", "b1-a1", status="CANCELLED")]
         )
@@ -289,3 +302,68 @@ def _alert_ends(env: Env) -> dict[Any, int]:
         return dict(reader.end_offsets(parts))
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize("failing", ["alert", "history"])
+def test_a_rebuild_that_fails_to_write_leaves_no_changelog(
+    env: Env, capsys: Any, monkeypatch: Any, failing: str
+) -> None:
+    """Alerts are published before the changelog is created; a changelog write that fails is
+    removed again: `run` refuses to start without one, never on a partial history (reviews:
+    written first, a refused alert left floors saying "closed" while readers held it open; a
+    partial changelog let `run` start and miss a retraction)."""
+    settings = env.settings()
+    opened = _after_a_run(env, monkeypatch, "f1")
+    stray = {**opened.value, "alert_id": "00000000-0000-5000-8000-000000000003", "revision": 2}
+    _send(env, settings.topics.tdxd, [(opened, stray)])  # held open, not raised: to publish
+    doomed = settings.topics.tdxd if failing == "alert" else settings.topics.history
+
+    class Refusing(KafkaProducer):  # type: ignore[misc]
+        def send(self, topic: str, *args: Any, **kwargs: Any) -> Any:
+            if topic == doomed:
+                raise KafkaTimeoutError("refused by the test")
+            return super().send(topic, *args, **kwargs)
+
+    monkeypatch.setattr(rebuild, "KafkaProducer", Refusing)
+    capsys.readouterr()
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 1
+    assert "KafkaTimeoutError: refused by the test" in capsys.readouterr().err
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        assert settings.topics.history not in admin.list_topics()
+    monkeypatch.undo()  # and again, unrefused: it runs (what was published is now held)
+    for name, value in env.environ().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(
+        rebuild,
+        "configure_logging",
+        lambda level: configure_logging(level, stream=_CurrentStderr()),  # type: ignore[arg-type]
+    )
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    published_before = 1 if failing == "history" else 0
+    assert summary["alerts_published"] == 1 - published_before
+
+
+def test_a_report_this_release_dead_letters_is_reconciled(
+    env: Env, capsys: Any, monkeypatch: Any
+) -> None:
+    """A report `run` accepted that this release dead-letters lies below the committed offset:
+    `run` never evaluates it again, so its findings are reconciled (here resolved), not left to
+    `run` as a first version of the later-report rule did (third review: the alert stayed
+    open)."""
+    _after_a_run(env, monkeypatch, "x1")
+    real = processor_module.check_event
+
+    def stricter(*args: Any, **kwargs: Any) -> Any:
+        event = real(*args, **kwargs)
+        if event["event_id"] == "x1-e2":
+            raise InvalidEvent("schema-validation", "refused by a stricter release (test)")
+        return event
+
+    monkeypatch.setattr(processor_module, "check_event", stricter)
+    capsys.readouterr()
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["dead_lettered"] == {"schema-validation": 1}
+    assert "held-from-a-later-report" not in summary["reconciled"]
+    assert summary["reconciled"]["closed-not-raised"] >= 1

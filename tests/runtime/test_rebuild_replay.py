@@ -26,7 +26,7 @@ from consumer.avro.codec import Encoder
 from consumer.config import Settings
 from consumer.resources import PATHOLOGY_RESULT, parsed_schema
 from consumer.runtime.kafka import TopicPartition
-from consumer.tools.rebuild import Rebuild
+from consumer.tools.rebuild import Rebuild, Refused
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from helpers import make_event
@@ -72,3 +72,17 @@ def test_the_replay_evaluates_what_run_evaluated(stamp: object, kept: bool) -> N
     raised = {(a["code"], a["status"]) for a in recording.last.values()}
     assert (("TDXD-LOW-DB04", "ACTIVE") in raised) is kept
     assert clock() > dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # the host clock after the replay
+
+
+def test_a_group_without_offsets_is_refused_only_where_the_input_has_records() -> None:
+    """Alerts held for patients of an input partition the group has committed nothing on: the
+    replay would evaluate none of their reports (refused); on an empty partition it evaluates
+    the same with any group (third review: refused falsely)."""
+    settings = Settings.from_env({})
+    rebuild = Rebuild(settings, pipeline().ruleset, io.StringIO())
+    tp = TopicPartition(settings.topics.input, 0)
+    held = {"a1": {"patient_id": "b1", "event_id": "b-e1"}}
+    rebuild._check_committed({tp: 0}, {tp: 0}, held, 1)  # empty: nothing to replay either way
+    rebuild._check_committed({tp: 3}, {tp: 5}, held, 1)  # committed: replayed to 3
+    with pytest.raises(Refused, match="no committed offset on input partition"):
+        rebuild._check_committed({tp: 0}, {tp: 5}, held, 1)

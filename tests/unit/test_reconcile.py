@@ -119,7 +119,7 @@ def test_the_plan_for_one_finding(
         {AID: rebuilt} if rebuilt else {},
         ruleset_version="2026.12-4",
         now=LATER,
-        evaluated={"e2", "e9"},  # e3: a report past the committed offset
+        ahead={("p1", "e3"), ("p2", "e2")},  # p1's e3: a report past the committed offset
     )
     assert done.outcomes == {outcome: 1}
     assert [(r["revision"], r["status"]) for r in done.publish] == (
