@@ -73,6 +73,8 @@ class Floor:
     accession_id: str
     severity: str
     revision: int
+    # open or closed as readers hold it (a finding left to `run`: AHEAD); None: as rebuilt
+    open: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ def plan(
 
     - held from a report `ahead` (`run` published for it before its commit was lost, and
       evaluates it again after the rebuild): nothing published, the state continues at the
-      higher revision (AHEAD);
+      higher revision and open or closed as held (AHEAD);
     - both, `same`: nothing published; the state continues at the higher of the two revisions;
     - both, differing: the rebuilt record, numbered above both;
     - rebuilt only: published if ACTIVE (nobody holds it), else nothing;
@@ -122,11 +124,14 @@ def plan(
     for aid in sorted(held.keys() | rebuilt.keys()):
         h, r = held.get(aid), rebuilt.get(aid)
         if h is not None and (h["patient_id"], h["event_id"]) in ahead:
+            # the state as readers hold it (open or closed, at the higher revision): whatever
+            # `run`'s evaluation of that report gives is then published against it (fourth
+            # review: kept as rebuilt, a report `run` now refuses left the alert open for good)
             outcome = AHEAD
             where, revision = (
                 (h, h["revision"]) if r is None else (r, max(h["revision"], r["revision"]))
             )
-            floors.append(_floor(where, revision))
+            floors.append(_floor(where, revision, open_=h["status"] == ACTIVE))
         elif r is not None and h is not None:
             top = max(h["revision"], r["revision"])
             if same(h, r):
@@ -160,7 +165,7 @@ def plan(
     return Plan(publish, floors, dict(outcomes))
 
 
-def _floor(record: Mapping[str, object], revision: int) -> Floor:
+def _floor(record: Mapping[str, object], revision: int, open_: bool | None = None) -> Floor:
     return Floor(
         str(record["patient_id"]),
         str(record["code"]),
@@ -168,6 +173,7 @@ def _floor(record: Mapping[str, object], revision: int) -> Floor:
         str(record["accession_id"]),
         str(record["severity"]),
         revision,
+        open_,
     )
 
 
@@ -215,12 +221,17 @@ def without_emitted(state: PatientState) -> tuple[PatientState, frozenset[str | 
 
 
 def _raise(alerts: dict[str, AlertState], floor: Floor) -> bool:
-    """Put `floor` into `alerts` (code -> state); whether anything changed."""
+    """Put `floor` into `alerts` (code -> state); whether anything changed. An added finding
+    has no content digest: if it is open, `run`'s next evaluation publishes it again (same
+    content, next revision) or closes it."""
     known = alerts.get(floor.code)
     if known is None:
-        alerts[floor.code] = AlertState(floor.code, floor.revision, False, floor.severity, "", ())
+        opened = bool(floor.open)
+        alerts[floor.code] = AlertState(floor.code, floor.revision, opened, floor.severity, "", ())
         return True
-    if known.revision >= floor.revision:
+    opened = known.open if floor.open is None else floor.open
+    if known.revision >= floor.revision and known.open == opened:
         return False
-    alerts[floor.code] = dataclasses.replace(known, revision=floor.revision)
+    revision = max(known.revision, floor.revision)
+    alerts[floor.code] = dataclasses.replace(known, revision=revision, open=opened)
     return True

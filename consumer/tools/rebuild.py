@@ -41,8 +41,8 @@ from consumer.clinical.model import Record
 from consumer.clinical.patient import PatientState, Step
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.rules import RuleSet, load_ruleset
-from consumer.config import Settings
-from consumer.errors import ConfigError, Her2Error
+from consumer.config import EXACTLY_ONCE, Settings
+from consumer.errors import ConfigError, Her2Error, RecordError
 from consumer.ops.logs import configure_logging
 from consumer.resources import HER2_ALERT
 from consumer.runtime.kafka.clients import KafkaClients
@@ -448,26 +448,28 @@ class Rebuild:
     ) -> None:
         """`each(tp, records)` for the records of [starts, stops) of every partition, in order;
         TimeoutError after `stall_s` without a record."""
-        reader.assign(inputs)
         left = {tp for tp in inputs if stops[tp] > starts[tp]}
+        reader.assign(sorted(left))  # only these: no partition fetched for nothing
         for tp in left:
             reader.seek(tp, starts[tp])
         last_read = last_said = time.monotonic()
+        positions: dict[TopicPartition, int] = {}
         while left:
-            left = {tp for tp in left if reader.position(tp) < stops[tp]}
+            now = {tp: reader.position(tp) for tp in left}
+            left = {tp for tp in left if now[tp] < stops[tp]}
             if not left:
                 break
-            batch = reader.poll(timeout_ms=500)
-            if not batch and time.monotonic() - last_read > self.stall_s:
+            if now != positions:  # progress: records, or markers and aborted batches skipped
+                positions, last_read = now, time.monotonic()
+            elif time.monotonic() - last_read > self.stall_s:
                 raise TimeoutError(
                     f"no input record read for {self.stall_s:g} s (--timeout); nothing written"
                 )
+            batch = reader.poll(timeout_ms=500)
             for tp, records in batch.items():
                 below = [r for r in records if starts[tp] <= r.offset < stops[tp]]
                 if below:
                     each(tp, below)
-            if batch:
-                last_read = time.monotonic()
             if time.monotonic() - last_said >= _PROGRESS_S:
                 last_said = time.monotonic()
                 progress()
@@ -490,20 +492,25 @@ class Rebuild:
         it again, and the alert stayed open)."""
         found: set[tuple[str, str]] = set()
         wanted = pipeline.wanted - pipeline.evaluated
-        if not wanted:
-            return found
+        if not wanted or self.s.processing_guarantee == EXACTLY_ONCE:
+            return found  # exactly-once: outputs and offsets commit together, none lie past
+        read = 0
 
         def note(_tp: TopicPartition, records: list[Any]) -> None:
+            nonlocal read
+            read += len(records)
             for record in records:
                 try:
                     event = processor.codecs.decoder.decode(record.value)
-                    report = (str(event.get("patient_id")), str(event.get("event_id")))
-                except Exception:  # noqa: S112 - unreadable: not a report readers hold
-                    continue
+                except RecordError:  # unreadable: not a report readers hold (a registry that
+                    continue  # does not answer is RegistryError: it stops the rebuild, exit 1)
+                report = (str(event.get("patient_id")), str(event.get("event_id")))
                 if report in wanted:
                     found.add(report)
 
-        self._read(reader, inputs, ends, tails, note)
+        total = sum(tails[tp] - ends[tp] for tp in inputs)
+        self.say(f"reading the {total} input records past the committed offsets")
+        self._read(reader, inputs, ends, tails, note, lambda: self.say(f"{read} of {total} read"))
         return found
 
     def _remove_partial_changelog(self, admin: Any) -> None:
@@ -602,9 +609,12 @@ class Rebuild:
             # created only now: `run` refuses to start without it (start-up's check below), and
             # removed again if the history is not all written: `run` would start on a partial
             # one (third review)
-            if topics.history not in counts:
-                create_topics(admin, s, [topics.history], counts[topics.input])
             try:
+                if topics.history not in counts:
+                    try:
+                        create_topics(admin, s, [topics.history], counts[topics.input])
+                    except ConfigError as exc:  # after the alerts: not "nothing written"
+                        raise Her2Error(f"the changelog topic: {exc}") from exc
                 for tp in inputs:
                     headers = []
                     if ends[tp] > 0:

@@ -25,7 +25,7 @@ from helpers import (
 
 from consumer import cli
 from consumer.avro.outputs import Codecs
-from consumer.errors import InvalidEvent
+from consumer.errors import ConfigError, InvalidEvent
 from consumer.ops.logs import configure_logging
 from consumer.runtime import processor as processor_module
 from consumer.runtime.kafka.quirks import disable_topic_auto_creation
@@ -242,7 +242,7 @@ def test_alerts_of_a_report_past_the_committed_offset_are_left_to_run(
     `run` published for a report past the committed offset. The replay does not reach it, so
     publishing its own view re-opened a retracted T-DXd alert until `run` evaluated the report
     again (second review, reproduced). Those alerts are left to `run`: nothing published, the
-    state above them."""
+    state as readers hold them (fourth review)."""
     settings = env.settings()
     _after_a_run(env, monkeypatch, "c3", lose_changelog=False)
     with running(settings), output_reader(env) as reader:
@@ -261,8 +261,16 @@ def test_alerts_of_a_report_past_the_committed_offset_are_left_to_run(
     assert summary["replayed_to"] == {"0": 2}
     assert summary["reconciled"]["held-from-a-later-report"] >= 1
     with running(settings), output_reader(env) as reader:
-        reader.wait(lambda r: _records(r, TDXD, "c3")[-1:] == [(3, "RETRACTED")], what="r3")
-        assert _records(reader, TDXD, "c3") == [(1, "ACTIVE"), (2, "RETRACTED"), (3, "RETRACTED")]
+        # `run` evaluates the cancellation again against the state as readers hold it
+        # (retracted at r2): nothing to publish; the replay's own view would have re-opened it
+        reader.wait(
+            lambda r: [c["event_id"] for c in r.classifications()].count("c3-e3") == 2,
+            what="the cancellation evaluated again",
+        )
+        reader.settle()
+        assert _records(reader, TDXD, "c3") == [(1, "ACTIVE"), (2, "RETRACTED")]
+    assert cli.main(["open-alerts", "--patient", "c3"]) == 0
+    assert TDXD not in [a["code"] for a in printed_objects(capsys)]
 
 
 def test_a_dry_run_writes_nothing(env: Env, capsys: Any, monkeypatch: Any) -> None:
@@ -304,7 +312,7 @@ def _alert_ends(env: Env) -> dict[Any, int]:
         reader.close()
 
 
-@pytest.mark.parametrize("failing", ["alert", "history"])
+@pytest.mark.parametrize("failing", ["alert", "history", "create"])
 def test_a_rebuild_that_fails_to_write_leaves_no_changelog(
     env: Env, capsys: Any, monkeypatch: Any, failing: str
 ) -> None:
@@ -324,10 +332,16 @@ def test_a_rebuild_that_fails_to_write_leaves_no_changelog(
                 raise KafkaTimeoutError("refused by the test")
             return super().send(topic, *args, **kwargs)
 
-    monkeypatch.setattr(rebuild, "KafkaProducer", Refusing)
+    def refused(*_args: Any, **_kwargs: Any) -> None:
+        raise ConfigError("cannot create output topic (refused by the test)")
+
+    if failing == "create":  # the alerts are out: exit 1, not 2 ("nothing written")
+        monkeypatch.setattr(rebuild, "create_topics", refused)
+    else:
+        monkeypatch.setattr(rebuild, "KafkaProducer", Refusing)
     capsys.readouterr()
     assert cli.main(["rebuild-history", "--timeout", "30"]) == 1
-    assert "KafkaTimeoutError: refused by the test" in capsys.readouterr().err
+    assert "refused by the test" in capsys.readouterr().err
     with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
         assert settings.topics.history not in admin.list_topics()
     monkeypatch.undo()  # and again, unrefused: it runs (what was published is now held)
@@ -340,7 +354,7 @@ def test_a_rebuild_that_fails_to_write_leaves_no_changelog(
     )
     assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    published_before = 1 if failing == "history" else 0
+    published_before = 0 if failing == "alert" else 1
     assert summary["alerts_published"] == 1 - published_before
 
 
@@ -367,3 +381,38 @@ def test_a_report_this_release_dead_letters_is_reconciled(
     assert summary["dead_lettered"] == {"schema-validation": 1}
     assert "held-from-a-later-report" not in summary["reconciled"]
     assert summary["reconciled"]["closed-not-raised"] >= 1
+
+
+def test_a_later_report_run_then_refuses_is_closed_by_the_next_one(
+    env: Env, capsys: Any, monkeypatch: Any
+) -> None:
+    """A held alert of a report past the committed offset is left to `run` with the state as
+    readers hold it (open). If `run` now refuses that report, the patient's next report closes
+    the alert; kept as rebuilt (closed), nothing ever closed it (fourth review, reproduced)."""
+    settings = env.settings()
+    _after_a_run(env, monkeypatch, "y1")
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        admin.alter_group_offsets(  # y1-e2 past the commit: its batch's commit lost
+            env.group, {TopicPartition(env.input, 0): OffsetAndMetadata(1, "", -1)}
+        )
+    real = processor_module.check_event
+
+    def stricter(*args: Any, **kwargs: Any) -> Any:
+        event = real(*args, **kwargs)
+        if event["event_id"] == "y1-e2":
+            raise InvalidEvent("schema-validation", "refused by a stricter release (test)")
+        return event
+
+    monkeypatch.setattr(processor_module, "check_event", stricter)
+    capsys.readouterr()
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["reconciled"]["held-from-a-later-report"] >= 1
+    assert summary["alerts_published"] == 0
+    with running(settings), output_reader(env) as reader:
+        produce_events(  # the patient's next report: early setting, no metastatic context
+            env.bootstrap,
+            env.input,
+            [make_event("y1-e3", "y1", "y1-a3", setting="EARLY", chemo_lines=None, minutes=5)],
+        )
+        reader.wait(lambda r: _records(r, TDXD, "y1")[-1:] == [(2, "RESOLVED")], what="r2")

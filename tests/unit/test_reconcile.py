@@ -127,8 +127,18 @@ def test_the_plan_for_one_finding(
     )
     where = rebuilt or held  # the state's finding: the rebuilt one, else the one held
     assert where is not None
+    # a finding left to `run` is open or closed as readers hold it (fourth review)
+    as_held = held["status"] == "ACTIVE" if outcome == AHEAD and held else None
     assert done.floors == [
-        Floor("p1", "TDXD-LOW-DB04", "PATIENT", where["accession_id"], where["severity"], revision)
+        Floor(
+            "p1",
+            "TDXD-LOW-DB04",
+            "PATIENT",
+            where["accession_id"],
+            where["severity"],
+            revision,
+            as_held,
+        )
     ]
     if published and rebuilt is not None:  # what the rebuild evaluated, renumbered, sent now
         assert done.publish[0] == {**rebuilt, "revision": published[0], "created_at": LATER}
@@ -184,6 +194,22 @@ def test_a_rebuilt_state_keeps_nothing_a_re_sent_report_would_re_publish() -> No
     # the floors alone leave it to without_emitted
     floor = Floor("p1", "TDXD-LOW-DB04", "PATIENT", "a2", "INFO", 4)
     assert with_floors(before, "p1", [floor])[0].accessions["a1"].emitted == (pub,)
+
+
+def test_a_floor_as_held_opens_or_closes_the_state() -> None:
+    """A finding left to `run` (a report past the committed offset) takes the status readers
+    hold, so what `run` then evaluates, or refuses, is published against it."""
+    before = state()  # TDXD-LOW-DB04 open at r1, DG-ASSAY closed at r2
+    floors = [
+        Floor("p1", "TDXD-LOW-DB04", "PATIENT", "a2", "INFO", 1, False),
+        Floor("p1", "DG-ASSAY", "REPORT", "a1", "INFO", 2, True),
+        Floor("p1", "TDXD-HR-DB06", "PATIENT", "a2", "WARNING", 3, True),
+    ]
+    new, changed = with_floors(before, "p1", floors)
+    assert changed == {None, "a1"}
+    assert new.alerts["TDXD-LOW-DB04"] == replace(before.alerts["TDXD-LOW-DB04"], open=False)
+    assert new.accessions["a1"].alerts["DG-ASSAY"].open is True
+    assert new.alerts["TDXD-HR-DB06"] == AlertState("TDXD-HR-DB06", 3, True, "WARNING", "", ())
 
 
 def test_a_floor_at_or_below_the_state_changes_nothing() -> None:
