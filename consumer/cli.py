@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=_seconds,
         default=60.0,
-        help="seconds without a record read before giving up (default 60)",
+        help="seconds without progress reading the input before giving up; the alert "
+        "topics' read must end within it or the request timeout (default 60)",
     )
     rebuild.set_defaults(func=_rebuild_history)
 

@@ -482,11 +482,8 @@ class HistoryStore:
         live = self._live.get(patient_id)
         if live is None:
             before = self.get(patient_id)
-            base, dirty, removed = (
-                (before.open_alerts() if before else 0),
-                changed,
-                frozenset[str](),
-            )
+            base = before.open_alerts() if before else 0
+            dirty, removed = changed, frozenset[str]()
         else:
             base, dirty, removed = live.base_open, live.dirty | changed, live.removed
         self._live[patient_id] = _Live(state, dirty, removed, base)

@@ -163,6 +163,12 @@ def _check_whole(reader: Any, partitions: list[TopicPartition], what: str, lost:
         )
 
 
+def _pause(seconds: float) -> bool:
+    """A wait between attempts (start-up's `Wait`: True would mean stopped; never here)."""
+    time.sleep(seconds)
+    return False
+
+
 def _acknowledged(producer: Any, futures: list[Any], timeout: float) -> None:
     """Every send acknowledged, or the broker's refusal raised."""
     producer.flush()
@@ -221,7 +227,7 @@ class Rebuild:
             counts = partition_counts(admin, [topics.input, topics.history])
             if topics.input not in counts:
                 raise Refused(f"the input topic {topics.input} (HER2_INPUT_TOPIC) does not exist")
-            topic_id = input_topic_id(admin, topics.input, lambda _s: False)
+            topic_id = input_topic_id(admin, topics.input, _pause)
             reader = _reader(self.client, contextlib.nullcontext)  # the admin connected
             try:
                 inputs = _partitions(reader, [topics.input])
@@ -384,6 +390,7 @@ class Rebuild:
                 store = stores[TopicPartition(s.topics.input, partition_for(pid.encode(), n_input))]
                 state, changed = reconcile.with_floors(None, pid, floors)
                 store.replace(pid, state, changed)
+            for store in stores.values():
                 store.take_dirty()
             summary: dict[str, Any] = {
                 "input_records": done,
