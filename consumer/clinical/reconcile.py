@@ -75,6 +75,9 @@ class Floor:
     revision: int
     # open or closed as readers hold it (a finding left to `run`: AHEAD); None: as rebuilt
     open: bool | None = None
+    # the state's content digest dropped: readers hold other content than the rebuilt state's
+    # (AHEAD), so the next evaluation that finds the finding holding publishes it again
+    unknown_content: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +134,11 @@ def plan(
             where, revision = (
                 (h, h["revision"]) if r is None else (r, max(h["revision"], r["revision"]))
             )
-            floors.append(_floor(where, revision, open_=h["status"] == ACTIVE))
+            # readers hold that report's content; the state's digest is the replay's (before
+            # it): kept, an evaluation giving the replay's content published nothing and
+            # readers kept the later report's (fifth review)
+            unknown = h["status"] == ACTIVE and not (r is not None and same(h, r))
+            floors.append(_floor(where, revision, open_=h["status"] == ACTIVE, unknown=unknown))
         elif r is not None and h is not None:
             top = max(h["revision"], r["revision"])
             if same(h, r):
@@ -165,7 +172,13 @@ def plan(
     return Plan(publish, floors, dict(outcomes))
 
 
-def _floor(record: Mapping[str, object], revision: int, open_: bool | None = None) -> Floor:
+def _floor(
+    record: Mapping[str, object],
+    revision: int,
+    open_: bool | None = None,
+    *,
+    unknown: bool = False,
+) -> Floor:
     return Floor(
         str(record["patient_id"]),
         str(record["code"]),
@@ -174,6 +187,7 @@ def _floor(record: Mapping[str, object], revision: int, open_: bool | None = Non
         str(record["severity"]),
         revision,
         open_,
+        unknown,
     )
 
 
@@ -230,8 +244,9 @@ def _raise(alerts: dict[str, AlertState], floor: Floor) -> bool:
         alerts[floor.code] = AlertState(floor.code, floor.revision, opened, floor.severity, "", ())
         return True
     opened = known.open if floor.open is None else floor.open
-    if known.revision >= floor.revision and known.open == opened:
+    digest = "" if floor.unknown_content else known.digest
+    if known.revision >= floor.revision and known.open == opened and known.digest == digest:
         return False
     revision = max(known.revision, floor.revision)
-    alerts[floor.code] = dataclasses.replace(known, revision=revision, open=opened)
+    alerts[floor.code] = dataclasses.replace(known, revision=revision, open=opened, digest=digest)
     return True

@@ -7,8 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from test_patient import LOW, MET_AFTER_CHEMO, NULL, report, ticking
 
 from consumer.clinical.patient import Accession, AlertState, PatientState, Published
+from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.reconcile import (
     AHEAD,
     CHANGED,
@@ -20,9 +22,11 @@ from consumer.clinical.reconcile import (
     UNCHANGED_CLOSED,
     Floor,
     plan,
+    same,
     with_floors,
     without_emitted,
 )
+from consumer.clinical.rules import load_ruleset
 from consumer.state.store import HistoryStore
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
@@ -129,6 +133,10 @@ def test_the_plan_for_one_finding(
     assert where is not None
     # a finding left to `run` is open or closed as readers hold it (fourth review)
     as_held = held["status"] == "ACTIVE" if outcome == AHEAD and held else None
+    # ... and, held open with other content than the rebuilt state's, its digest dropped
+    unknown = bool(as_held) and not (
+        rebuilt is not None and held is not None and same(held, rebuilt)
+    )
     assert done.floors == [
         Floor(
             "p1",
@@ -138,6 +146,7 @@ def test_the_plan_for_one_finding(
             where["severity"],
             revision,
             as_held,
+            unknown,
         )
     ]
     if published and rebuilt is not None:  # what the rebuild evaluated, renumbered, sent now
@@ -246,3 +255,32 @@ def test_a_replaced_state_is_written_and_every_part_is_a_changelog_record() -> N
     for key, value in store.records():
         restored.restore(key, value)
     assert restored.get("p9") == new
+
+
+def test_a_finding_left_to_run_held_with_other_content_is_published_again() -> None:
+    """Readers hold a later report's content (r2, past the committed offset) while the rebuilt
+    state holds the replay's (r1's). With the replay's digest kept, an evaluation giving r1's
+    content published nothing and readers kept r2's, a sample `run` then refused (fifth
+    review, reproduced). Dropped, the next evaluation publishes the finding again (r3)."""
+    e1 = report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO, collected="2024-01-01")
+    e2 = report("e-2", "A2", ihc=LOW, ctx=MET_AFTER_CHEMO, collected="2025-06-01")
+    e3 = report("e-3", "A3", ihc=NULL, collected="2023-01-01")
+    first = Pipeline(load_ruleset(), clock=ticking())
+    s1 = first.step(None, e1)
+    s2 = first.step(s1.state, e2)  # published, its commit lost
+    held = {a["alert_id"]: a for a in s1.alerts}
+    held.update({a["alert_id"]: a for a in s2.alerts})
+    replay = Pipeline(load_ruleset(), clock=ticking())
+    r1 = replay.step(None, e1)  # the replay stops at the committed offset
+    done = plan(
+        held,
+        {a["alert_id"]: a for a in r1.alerts},
+        ruleset_version="x",
+        now=NOW,
+        ahead={(e2["patient_id"], "e-2")},
+    )
+    state, _ = with_floors(r1.state, e1["patient_id"], done.floors)
+    # `run` refuses e-2 now; the patient's next report
+    after = Pipeline(load_ruleset(), clock=ticking()).step(state, e3)
+    tdxd = [(a["revision"], a["status"]) for a in after.alerts if a["code"] == "TDXD-LOW-DB04"]
+    assert tdxd == [(3, "ACTIVE")]
