@@ -358,6 +358,20 @@ def test_a_rebuild_that_fails_to_write_leaves_no_changelog(
     assert summary["alerts_published"] == 1 - published_before
 
 
+def _refused_from_now_on(monkeypatch: Any, event_id: str) -> None:
+    """Validation refuses the report `event_id` from now on in this process (the rebuild's and
+    the service's): a stricter release than the one that accepted it."""
+    real = processor_module.check_event
+
+    def stricter(*args: Any, **kwargs: Any) -> Any:
+        event = real(*args, **kwargs)
+        if event["event_id"] == event_id:
+            raise InvalidEvent("schema-validation", "refused by a stricter release (test)")
+        return event
+
+    monkeypatch.setattr(processor_module, "check_event", stricter)
+
+
 def test_a_report_this_release_dead_letters_is_reconciled(
     env: Env, capsys: Any, monkeypatch: Any
 ) -> None:
@@ -366,15 +380,7 @@ def test_a_report_this_release_dead_letters_is_reconciled(
     `run` as a first version of the later-report rule did (third review: the alert stayed
     open)."""
     _after_a_run(env, monkeypatch, "x1")
-    real = processor_module.check_event
-
-    def stricter(*args: Any, **kwargs: Any) -> Any:
-        event = real(*args, **kwargs)
-        if event["event_id"] == "x1-e2":
-            raise InvalidEvent("schema-validation", "refused by a stricter release (test)")
-        return event
-
-    monkeypatch.setattr(processor_module, "check_event", stricter)
+    _refused_from_now_on(monkeypatch, "x1-e2")
     capsys.readouterr()
     assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -395,15 +401,7 @@ def test_a_later_report_run_then_refuses_is_closed_by_the_next_one(
         admin.alter_group_offsets(  # y1-e2 past the commit: its batch's commit lost
             env.group, {TopicPartition(env.input, 0): OffsetAndMetadata(1, "", -1)}
         )
-    real = processor_module.check_event
-
-    def stricter(*args: Any, **kwargs: Any) -> Any:
-        event = real(*args, **kwargs)
-        if event["event_id"] == "y1-e2":
-            raise InvalidEvent("schema-validation", "refused by a stricter release (test)")
-        return event
-
-    monkeypatch.setattr(processor_module, "check_event", stricter)
+    _refused_from_now_on(monkeypatch, "y1-e2")
     capsys.readouterr()
     assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
     summary = json.loads(capsys.readouterr().out)
