@@ -91,9 +91,9 @@ def alert_end_offsets(
     as strings, as JSON keys are): noted before a changelog replay, `--from-offsets` then reads
     only what the replay and later events published. Offsets, not times: the service stamps
     each output with its input record's timestamp, so a replay's records carry the old ones."""
-    consumer = _reader(client_config, explain)
+    consumer = committed_reader(client_config, explain)
     try:
-        partitions = _partitions(consumer, topics)
+        partitions = topic_partitions(consumer, topics)
         ends = consumer.end_offsets(partitions)
     finally:
         consumer.close()
@@ -140,7 +140,7 @@ def _start(offsets: Mapping[str, Mapping[int, int]], tp: TopicPartition, end: in
     return start
 
 
-def _reader(
+def committed_reader(
     client_config: Mapping[str, Any], explain: Callable[[], AbstractContextManager[None]]
 ) -> Any:
     """A group-less read_committed KafkaConsumer (its first connection inside `explain`)."""
@@ -156,7 +156,7 @@ def _reader(
         )
 
 
-def _partitions(consumer: Any, topics: Iterable[str]) -> list[TopicPartition]:
+def topic_partitions(consumer: Any, topics: Iterable[str]) -> list[TopicPartition]:
     """Every partition of `topics`."""
     return [
         TopicPartition(topic, p)
@@ -222,10 +222,10 @@ def read_alert_topics(
     decoded. `explain`: around the first connection (the CLI says why it failed, as `run`
     does). ConfigError when `start_offsets` lacks a partition or lies past its end."""
     decoder = decoder or Decoder("auto", parsed_schema(HER2_ALERT))
-    consumer = _reader(client_config, explain)
+    consumer = committed_reader(client_config, explain)
     fold, undecodable = OpenAlerts(), 0
     try:
-        partitions = _partitions(consumer, topics)
+        partitions = topic_partitions(consumer, topics)
         if not partitions:  # no alert topic yet (the service never ran): nothing was published
             return fold, undecodable
         consumer.assign(partitions)

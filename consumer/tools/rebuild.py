@@ -39,7 +39,7 @@ from consumer.avro.outputs import Codecs
 from consumer.clinical import reconcile
 from consumer.clinical.model import Record
 from consumer.clinical.patient import PatientState, Step
-from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.pipeline import Pipeline, utc_now
 from consumer.clinical.rules import RuleSet, load_ruleset
 from consumer.config import EXACTLY_ONCE, Settings
 from consumer.errors import ConfigError, Her2Error, RecordError
@@ -54,7 +54,12 @@ from consumer.runtime.routing import partition_for
 from consumer.runtime.startup import create_topics, input_topic_id, partition_counts
 from consumer.state.backends import StateDir, open_states
 from consumer.state.store import HistoryStore
-from consumer.tools.downstream import _partitions, _reader, output_decoder, read_alert_topics
+from consumer.tools.downstream import (
+    committed_reader,
+    output_decoder,
+    read_alert_topics,
+    topic_partitions,
+)
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
@@ -201,7 +206,7 @@ class Rebuild:
         err: TextIO,
         *,
         stall_s: float = 60.0,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.s = settings
         self.ruleset = ruleset
@@ -228,13 +233,16 @@ class Rebuild:
             if topics.input not in counts:
                 raise Refused(f"the input topic {topics.input} (HER2_INPUT_TOPIC) does not exist")
             topic_id = input_topic_id(admin, topics.input, _pause)
-            reader = _reader(self.client, contextlib.nullcontext)  # the admin connected
+            reader = committed_reader(self.client, contextlib.nullcontext)  # the admin connected
             try:
-                inputs = _partitions(reader, [topics.input])
+                inputs = topic_partitions(reader, [topics.input])
                 self._check_changelog_empty(reader, counts)
                 _check_whole(reader, inputs, "the input topic", "reports")
                 _check_whole(
-                    reader, _partitions(reader, topics.alert_topics()), "an alert topic", "alerts"
+                    reader,
+                    topic_partitions(reader, topics.alert_topics()),
+                    "an alert topic",
+                    "alerts",
                 )
                 tails = reader.end_offsets(inputs)  # the input's ends now: `run` reads on to them
                 ends = self._committed(admin, inputs)
@@ -274,7 +282,7 @@ class Rebuild:
             except KafkaError as exc:
                 if not exc.retriable or attempt == _ATTEMPTS - 1:
                     raise
-                time.sleep(1.0)
+                _pause(1.0)
         info = described.get(group, {}) if isinstance(described, dict) else {}
         state = str(info.get("group_state") or info.get("state") or "")
         if state not in _IDLE or info.get("members"):
@@ -293,7 +301,7 @@ class Rebuild:
                 f"the changelog topic {history} has {counts[history]} partitions, the input "
                 f"{input_count}: delete it (it is created again with the input's count)"
             )
-        parts = _partitions(reader, [history])
+        parts = topic_partitions(reader, [history])
         ends, starts = reader.end_offsets(parts), reader.beginning_offsets(parts)
         if any(ends[tp] > starts[tp] for tp in parts):
             raise Refused(
