@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -52,14 +52,13 @@ NOT_RAISED: Final = (
     "no longer raises this finding."
 )
 
-SAME, CHANGED, NEW, CLOSED_NOT_RAISED, UNCHANGED_CLOSED, NOT_PUBLISHED, AHEAD = (
+SAME, CHANGED, NEW, CLOSED_NOT_RAISED, UNCHANGED_CLOSED, NOT_PUBLISHED = (
     "same",
     "changed",
     "new",
     "closed-not-raised",
     "held-closed-not-raised",
     "rebuilt-closed-never-held",
-    "held-from-a-later-report",
 )
 
 
@@ -73,11 +72,6 @@ class Floor:
     accession_id: str
     severity: str
     revision: int
-    # open or closed as readers hold it (a finding left to `run`: AHEAD); None: as rebuilt
-    open: bool | None = None
-    # the state's content digest dropped: readers hold other content than the rebuilt state's
-    # (AHEAD), so the next evaluation that finds the finding holding publishes it again
-    unknown_content: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +101,10 @@ def plan(
     *,
     ruleset_version: str,
     now: dt.datetime,
-    ahead: Container[tuple[str, str]] = (),
 ) -> Plan:
     """Per alert_id: `held`, the highest revision on the alert topics; `rebuilt`, the last
-    record the replay would have published; `ahead`, the reports ((patient, event id)) past the
-    group's committed offsets that the replay did not evaluate.
+    record the replay of the whole input would have published.
 
-    - held from a report `ahead` (`run` published for it before its commit was lost, and
-      evaluates it again after the rebuild): nothing published, the state continues at the
-      higher revision and open or closed as held (AHEAD);
     - both, `same`: nothing published; the state continues at the higher of the two revisions;
     - both, differing: the rebuilt record, numbered above both;
     - rebuilt only: published if ACTIVE (nobody holds it), else nothing;
@@ -126,20 +115,7 @@ def plan(
     outcomes: collections.Counter[str] = collections.Counter()
     for aid in sorted(held.keys() | rebuilt.keys()):
         h, r = held.get(aid), rebuilt.get(aid)
-        if h is not None and (h["patient_id"], h["event_id"]) in ahead:
-            # the state as readers hold it (open or closed, at the higher revision): whatever
-            # `run`'s evaluation of that report gives is then published against it (fourth
-            # review: kept as rebuilt, a report `run` now refuses left the alert open for good)
-            outcome = AHEAD
-            where, revision = (
-                (h, h["revision"]) if r is None else (r, max(h["revision"], r["revision"]))
-            )
-            # readers hold that report's content; the state's digest is the replay's (before
-            # it): kept, an evaluation giving the replay's content published nothing and
-            # readers kept the later report's (fifth review)
-            unknown = h["status"] == ACTIVE and not (r is not None and same(h, r))
-            floors.append(_floor(where, revision, open_=h["status"] == ACTIVE, unknown=unknown))
-        elif r is not None and h is not None:
+        if r is not None and h is not None:
             top = max(h["revision"], r["revision"])
             if same(h, r):
                 outcome, revision = SAME, top
@@ -172,13 +148,7 @@ def plan(
     return Plan(publish, floors, dict(outcomes))
 
 
-def _floor(
-    record: Mapping[str, object],
-    revision: int,
-    open_: bool | None = None,
-    *,
-    unknown: bool = False,
-) -> Floor:
+def _floor(record: Mapping[str, object], revision: int) -> Floor:
     return Floor(
         str(record["patient_id"]),
         str(record["code"]),
@@ -186,8 +156,6 @@ def _floor(
         str(record["accession_id"]),
         str(record["severity"]),
         revision,
-        open_,
-        unknown,
     )
 
 
@@ -235,18 +203,14 @@ def without_emitted(state: PatientState) -> tuple[PatientState, frozenset[str | 
 
 
 def _raise(alerts: dict[str, AlertState], floor: Floor) -> bool:
-    """Put `floor` into `alerts` (code -> state); whether anything changed. An added finding
-    has no content digest: if it is open, `run`'s next evaluation publishes it again (same
-    content, next revision) or closes it."""
+    """Put `floor` into `alerts` (code -> state); whether anything changed. A finding the state
+    lacks (held only) is added closed at the floor's revision, so a later opening is numbered
+    above what readers hold."""
     known = alerts.get(floor.code)
     if known is None:
-        opened = bool(floor.open)
-        alerts[floor.code] = AlertState(floor.code, floor.revision, opened, floor.severity, "", ())
+        alerts[floor.code] = AlertState(floor.code, floor.revision, False, floor.severity, "", ())
         return True
-    opened = known.open if floor.open is None else floor.open
-    digest = "" if floor.unknown_content else known.digest
-    if known.revision >= floor.revision and known.open == opened and known.digest == digest:
+    if known.revision >= floor.revision:
         return False
-    revision = max(known.revision, floor.revision)
-    alerts[floor.code] = dataclasses.replace(known, revision=revision, open=opened, digest=digest)
+    alerts[floor.code] = dataclasses.replace(known, revision=floor.revision)
     return True

@@ -1,21 +1,27 @@
 """`her2-consumer rebuild-history`: rebuild a lost changelog from the input topic without
 re-numbering what readers already hold (README "If the changelog topic is lost").
 
-With every instance stopped, the changelog topic deleted (or empty), the input and alert topics
-whole (starting at offset 0) and the group's offsets where `run` left them, it
+With every instance stopped, the changelog topic deleted (or empty) and the input and alert
+topics whole (starting at offset 0), it
 1. reads the four alert topics to their end (read_committed: the highest revision per alert_id,
    what a care-team notification service holds);
-2. evaluates every input record from the beginning up to the group's committed offsets (what
-   `run` processed and published) as `run` did (decode, validation, routing check, the rule
-   set, retention: retention at each record's timestamp), publishing nothing;
+2. evaluates every input record from the beginning to the input's end noted at the start as
+   `run` does (decode, validation, routing check, the rule set; retention at each record's
+   timestamp), publishing nothing;
 3. reconciles (consumer/clinical/reconcile.py): per alert_id, the replay's last record against
    the one held; publishes only what differs, numbered above both, and raises the state's
-   revisions so that every later record is one the readers keep (held records of reports past
-   the committed offsets, which the replay did not evaluate, are left to `run`);
+   revisions so that every later record is one the readers keep;
 4. publishes the reconciliation's alert records, then writes the whole history to the
-   changelog (created only then, as `run` creates it, and deleted again if not all written).
-   The group's offsets stay: `run` restores that history and goes on from them (reports sent
-   while it was stopped included).
+   changelog (created only then, as `run` creates it, and deleted again if not all written),
+   each record naming the input offset below the group's committed offset.
+The group's offsets stay where `run` left them: `run` restores that history and reads the
+records from there to the noted end again as redeliveries (a report's id is its accession's
+latest or one it has seen: its classification is published, no alert, since the rebuild
+published them), then goes on. The records past the committed offsets are those `run`
+published for before a commit was lost (at-least-once) and reports sent while it was stopped:
+evaluated once, in order, by the replay (a first version left them to `run`, which evaluated
+several reports of one patient against a state that already held the last: a retracted alert
+re-opened and closed again, fifth review).
 
 Nothing is written before step 4, and `--dry-run` stops before it. Progress goes to stderr,
 one JSON summary line to stdout.
@@ -32,7 +38,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, TextIO
 
 from consumer.avro.outputs import Codecs
@@ -41,8 +47,8 @@ from consumer.clinical.model import Record
 from consumer.clinical.patient import PatientState, Step
 from consumer.clinical.pipeline import Pipeline, utc_now
 from consumer.clinical.rules import RuleSet, load_ruleset
-from consumer.config import EXACTLY_ONCE, Settings
-from consumer.errors import ConfigError, Her2Error, RecordError
+from consumer.config import Settings
+from consumer.errors import ConfigError, Her2Error
 from consumer.ops.logs import configure_logging
 from consumer.resources import HER2_ALERT
 from consumer.runtime.kafka.clients import KafkaClients
@@ -98,36 +104,25 @@ class _ReplayClock:
 
 
 class _Recording(Pipeline):
-    """The pipeline, keeping the alert records each evaluated report would publish, and which of
-    the reports in `wanted` ((patient, event id) of the records readers hold) it evaluated (a
-    record the processor then refuses is dropped with it: `settle`)."""
+    """The pipeline, keeping the alert records each evaluated report would publish (a record the
+    processor then refuses is dropped with it: `settle`)."""
 
-    def __init__(
-        self,
-        ruleset: RuleSet,
-        clock: Callable[[], dt.datetime],
-        wanted: Collection[tuple[str, str]] = (),
-    ) -> None:
+    def __init__(self, ruleset: RuleSet, clock: Callable[[], dt.datetime]) -> None:
         super().__init__(ruleset, clock)
         self.last: dict[str, Record] = {}  # alert_id -> the last record the replay published
-        self.evaluated: set[tuple[str, str]] = set()  # of `wanted`
-        self.wanted = frozenset(wanted)
-        self._pending: tuple[list[Record], tuple[str, str] | None] = ([], None)
+        self._pending: list[Record] = []
 
     def step(self, state: PatientState | None, event: Any) -> Step:
         done = super().step(state, event)
-        self._pending = (list(done.alerts), (event["patient_id"], event["event_id"]))
+        self._pending = list(done.alerts)
         return done
 
     def settle(self, kept: bool) -> None:
         """The record just processed was evaluated (kept) or dead-lettered / retried."""
-        alerts, report = self._pending
         if kept:
-            for alert in alerts:
+            for alert in self._pending:
                 self.last[alert["alert_id"]] = alert
-            if report in self.wanted:
-                self.evaluated.add(report)
-        self._pending = ([], None)
+        self._pending = []
 
 
 def main(args: argparse.Namespace) -> int:
@@ -244,12 +239,11 @@ class Rebuild:
                     "an alert topic",
                     "alerts",
                 )
-                tails = reader.end_offsets(inputs)  # the input's ends now: `run` reads on to them
+                tails = reader.end_offsets(inputs)  # the input's ends now: replayed up to
                 ends = self._committed(admin, inputs)
-                total = sum(ends.values())
                 self.say("reading the alert topics (what readers hold)")
                 held = self._held()
-                self._check_committed(ends, tails, held, counts[topics.input])
+                total = sum(tails.values())
                 self.say(f"replaying {total} input records (nothing is published meanwhile)")
                 state_dir = StateDir(s.state_dir)
                 try:
@@ -310,38 +304,21 @@ class Rebuild:
             )
 
     def _committed(self, admin: Any, inputs: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """The group's committed offset on each input partition (0 where it has none): what
-        `run` processed and published. The rebuild replays up to there; `run` goes on from
-        there as before, publishing what came after (records the lab sent while it was
-        stopped included)."""
+        """The group's committed offset on each input partition (0 where it has none): where
+        `run` goes on reading, the records up to the input's end then redeliveries. The
+        changelog names the offset below it (`_write`): a reset of the group to the earliest
+        offsets later evaluates every report again, as it does with `run`'s own records."""
         group = self.s.group_id
         offsets = admin.list_group_offsets({group: inputs}).get(group, {})
-        return {tp: max(0, getattr(offsets.get(tp), "offset", 0) or 0) for tp in inputs}
-
-    def _check_committed(
-        self,
-        ends: Mapping[TopicPartition, int],
-        tails: Mapping[TopicPartition, int],
-        held: Mapping[str, Record],
-        n_input: int,
-    ) -> None:
-        """Refused when readers hold alerts of patients on an input partition that has records
-        but on which the group has committed nothing: the replay would evaluate none of their
-        reports and resolve every such alert, and `run` would then open them again (review: a
-        group deleted or expired, HER2_GROUP_ID mistyped, offsets reset to the earliest)."""
-        topic = self.s.topics.input
-        where = {
-            TopicPartition(topic, partition_for(h["patient_id"].encode(), n_input))
-            for h in held.values()
-        }
-        bare = sorted(tp.partition for tp in where if ends[tp] == 0 < tails[tp])
+        committed = {tp: max(0, getattr(offsets.get(tp), "offset", 0) or 0) for tp in inputs}
+        bare = sorted(tp.partition for tp in inputs if committed[tp] == 0)
         if bare:
-            raise Refused(
-                f"consumer group {self.s.group_id} has no committed offset on input partition(s) "
-                f"{', '.join(map(str, bare))}, while the alert topics hold alerts of their "
-                "patients (HER2_GROUP_ID not the service's? its offsets expired or reset?): a "
-                "rebuild would evaluate none of their reports"
+            self.say(
+                f"consumer group {group} has no committed offset on input partition(s) "
+                f"{', '.join(map(str, bare))}: `run` reads them from the beginning, every "
+                "record a redelivery (its classification published again, no alert)"
             )
+        return committed
 
     def _held(self) -> dict[str, Record]:
         s = self.s
@@ -373,21 +350,15 @@ class Rebuild:
         state_dir: StateDir,
         dry_run: bool,
     ) -> dict[str, Any]:
-        """`offsets`: the group's committed offsets (replayed up to) and the input's ends."""
+        """`offsets`: the group's committed offsets and the input's ends (replayed up to)."""
         ends, tails = offsets
         s = self.s
         n_input = counts[s.topics.input]
-        clock, pipeline, processor, stores = self.replay_parts(inputs, n_input, held, state_dir)
+        clock, pipeline, processor, stores = self.replay_parts(inputs, n_input, state_dir)
         try:
-            done, dead = self._replay(reader, inputs, ends, processor, pipeline, clock, stores)
-            # held records of reports past the committed offsets, which `run` evaluates next
-            ahead = self._ahead(reader, inputs, ends, tails, processor, pipeline)
+            done, dead = self._replay(reader, inputs, tails, processor, pipeline, clock, stores)
             plan = reconcile.plan(
-                held,
-                pipeline.last,
-                ruleset_version=self.ruleset.version,
-                now=self.clock(),
-                ahead=ahead,
+                held, pipeline.last, ruleset_version=self.ruleset.version, now=self.clock()
             )
             by_patient: dict[str, list[reconcile.Floor]] = collections.defaultdict(list)
             for floor in plan.floors:
@@ -410,8 +381,10 @@ class Rebuild:
                 "alerts_published": 0 if dry_run else len(plan.publish),
                 "changelog_records": 0,
                 "dry_run": dry_run,
-                # the group's committed offsets, replayed up to and left as they were
-                "replayed_to": {str(tp.partition): ends[tp] for tp in inputs},
+                # the input's ends, replayed up to; the group's committed offsets, left as they
+                # were: `run` reads from there, the records up to the ends as redeliveries
+                "replayed_to": {str(tp.partition): tails[tp] for tp in inputs},
+                "run_resumes_at": {str(tp.partition): ends[tp] for tp in inputs},
             }
             if dry_run:
                 summary["alerts_to_publish"] = len(plan.publish)
@@ -425,11 +398,7 @@ class Rebuild:
                 store.close()
 
     def replay_parts(
-        self,
-        inputs: list[TopicPartition],
-        n_input: int,
-        held: Mapping[str, Record],
-        state_dir: StateDir | None,
+        self, inputs: list[TopicPartition], n_input: int, state_dir: StateDir | None
     ) -> tuple[_ReplayClock, _Recording, Processor, dict[TopicPartition, HistoryStore]]:
         """Retention's clock, the recording pipeline, the processor and a store per input
         partition, as the replay uses them."""
@@ -438,8 +407,7 @@ class Rebuild:
         # the event-time check and created_at on the host clock (a record's timestamp is only a
         # lower bound of when `run` judged it: a future-time check against it refused reports
         # `run` accepted, review)
-        wanted = {(h["patient_id"], h["event_id"]) for h in held.values()}
-        pipeline = _Recording(self.ruleset, self.clock, wanted)
+        pipeline = _Recording(self.ruleset, self.clock)
         codecs = Codecs.build(s, s.registry_client())
         processor = Processor(s, pipeline, codecs, lambda _topic: n_input, self.clock)
         stores = {
@@ -452,21 +420,19 @@ class Rebuild:
         }
         return clock, pipeline, processor, stores
 
-    def _read(  # noqa: PLR0917 - two call sites, the same order
+    def _read(
         self,
         reader: Any,
-        inputs: list[TopicPartition],
-        starts: Mapping[TopicPartition, int],
         stops: Mapping[TopicPartition, int],
         each: Callable[[TopicPartition, list[Any]], None],
-        progress: Callable[[], None] = lambda: None,
+        progress: Callable[[], None],
     ) -> None:
-        """`each(tp, records)` for the records of [starts, stops) of every partition, in order;
+        """`each(tp, records)` for the records of [0, stops) of every partition, in order;
         TimeoutError after `stall_s` without a record."""
-        left = {tp for tp in inputs if stops[tp] > starts[tp]}
+        left = {tp for tp, stop in stops.items() if stop > 0}
         reader.assign(sorted(left))  # only these: no partition fetched for nothing
         for tp in left:
-            reader.seek(tp, starts[tp])
+            reader.seek(tp, 0)
         last_read = last_said = time.monotonic()
         positions: dict[TopicPartition, int] = {}
         while left:
@@ -482,51 +448,12 @@ class Rebuild:
                 )
             batch = reader.poll(timeout_ms=500)
             for tp, records in batch.items():
-                below = [r for r in records if starts[tp] <= r.offset < stops[tp]]
+                below = [r for r in records if r.offset < stops[tp]]
                 if below:
                     each(tp, below)
             if time.monotonic() - last_said >= _PROGRESS_S:
                 last_said = time.monotonic()
                 progress()
-
-    def _ahead(  # noqa: PLR0917 - one call site
-        self,
-        reader: Any,
-        inputs: list[TopicPartition],
-        ends: Mapping[TopicPartition, int],
-        tails: Mapping[TopicPartition, int],
-        processor: Processor,
-        pipeline: _Recording,
-    ) -> set[tuple[str, str]]:
-        """The reports readers hold records of that lie past the committed offsets (between
-        them and the input's end noted at the start) and that the replay did not evaluate: `run`
-        published for them before its commit was lost (at-least-once, a crash between publishing
-        and committing) and evaluates them next. Their records are left to `run`. A held record
-        of a report the replay did evaluate, or dead-lettered this time, is reconciled as any
-        other (review: dead-lettered below the commit, it was left to a `run` that never reads
-        it again, and the alert stayed open)."""
-        found: set[tuple[str, str]] = set()
-        wanted = pipeline.wanted - pipeline.evaluated
-        if not wanted or self.s.processing_guarantee == EXACTLY_ONCE:
-            return found  # exactly-once: outputs and offsets commit together, none lie past
-        read = 0
-
-        def note(_tp: TopicPartition, records: list[Any]) -> None:
-            nonlocal read
-            read += len(records)
-            for record in records:
-                try:
-                    event = processor.codecs.decoder.decode(record.value)
-                except RecordError:  # unreadable: not a report readers hold (a registry that
-                    continue  # does not answer is RegistryError: it stops the rebuild, exit 1)
-                report = (str(event.get("patient_id")), str(event.get("event_id")))
-                if report in wanted:
-                    found.add(report)
-
-        total = sum(tails[tp] - ends[tp] for tp in inputs)
-        self.say(f"reading the {total} input records past the committed offsets")
-        self._read(reader, inputs, ends, tails, note, lambda: self.say(f"{read} of {total} read"))
-        return found
 
     def _remove_partial_changelog(self, admin: Any) -> None:
         """Delete the changelog a failed write left part-written (best effort, said either
@@ -576,7 +503,7 @@ class Rebuild:
         def progress() -> None:
             self.say(f"{done} of about {total} input records evaluated")
 
-        self._read(reader, inputs, dict.fromkeys(inputs, 0), ends, evaluate, progress)
+        self._read(reader, {tp: ends[tp] for tp in inputs}, evaluate, progress)
         clock.at(None)  # the host clock again for what follows
         self.say(f"{done} input records evaluated ({sum(dead.values())} would be dead-lettered)")
         return done, dead

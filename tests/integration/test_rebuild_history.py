@@ -110,9 +110,10 @@ def test_a_rebuild_numbers_above_what_readers_hold(
     }
     _send(env, settings.topics.tdxd, [(opened, upgraded), (opened, stray)])
 
-    # the changelog lost while the lab sends another report: the rebuild replays what `run`
-    # committed, and `run` goes on from there (the review found the report's outputs lost
-    # when a first version replayed to the input's end and committed there)
+    # the changelog lost while the lab sends another report: the rebuild evaluates it with the
+    # rest and publishes its alerts; `run` goes on from the committed offset, reads it again as
+    # a redelivery and publishes its classification (the first review found a report's outputs
+    # lost when a first version replayed to the input's end and committed there)
     with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
         admin.delete_topics([settings.topics.history])
     produce_events(env.bootstrap, env.input, [make_event("b-e9", "b9", "b9-a1", minutes=2)])
@@ -120,19 +121,30 @@ def test_a_rebuild_numbers_above_what_readers_hold(
     assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
     [line] = capsys.readouterr().out.splitlines()  # the summary alone (log lines on stderr)
     summary = json.loads(line)
-    assert summary["input_records"] == 2
-    assert summary["replayed_to"] == {"0": 2}
+    assert summary["input_records"] == 3
+    assert (summary["replayed_to"], summary["run_resumes_at"]) == ({"0": 3}, {"0": 2})
     assert summary["reconciled"]["closed-not-raised"] == 1
-    # TDXD-LOW-DB04 changed only where the held text was not this release's; the rest the same
+    # TDXD-LOW-DB04 changed only where the held text was not this release's; b9's findings
+    # new; the rest the same
     assert summary["reconciled"].get("changed", 0) == (1 if upgraded_text else 0), summary
-    assert summary["reconciled"]["same"] == summary["alerts_rebuilt"] - upgraded_text
+    new = summary["reconciled"]["new"]
+    assert new >= 1
+    assert summary["reconciled"]["same"] == summary["alerts_rebuilt"] - upgraded_text - new
     assert cli.main(["rebuild-history"]) == 2  # the changelog holds the history now
 
     with running(settings), output_reader(env) as reader:
         # published by the rebuild: the stray alert resolved above r4; the T-DXd alert again
-        # (r3) only where the held text was not this release's
+        # (r3) only where the held text was not this release's; b9's alerts
         reader.wait(lambda r: _records(r, "TDXD-HR-DB06")[-1:] == [(5, "RESOLVED")], what="r5")
         reader.wait(lambda r: "b-e9" in r.classified_ids(), what="the report sent meanwhile")
+        reader.settle()
+        b9 = [
+            (a.value["code"], a.value["revision"])
+            for a in reader.alerts()
+            if a.value["patient_id"] == "b9"
+        ]
+        assert len(b9) == new  # each once: by the rebuild, not again by `run`
+        assert {revision for _code, revision in b9} == {1}
         expected = [(1, "ACTIVE"), (2, "ACTIVE")] + ([(3, "ACTIVE")] if upgraded_text else [])
         assert _records(reader, TDXD) == expected
         # the lab re-sends b-e2: a redelivery, no alert again (the replay's records it would
@@ -221,54 +233,81 @@ def test_a_rebuild_refuses_topics_that_lost_records(
     )
 
 
-def test_a_rebuild_refuses_a_group_without_offsets_where_alerts_are_held(
+def test_a_group_without_offsets_reads_every_record_again_as_a_redelivery(
     env: Env, capsys: Any, monkeypatch: Any
 ) -> None:
-    """A group deleted (or expired, mistyped, reset): the replay would evaluate none of the
-    patients' reports and resolve every alert readers hold (second review, reproduced: the
-    alerts resolved, then opened again by `run`)."""
+    """The group deleted (or expired, or reset): the rebuild evaluates the whole input all the
+    same, and `run` then reads every record from the beginning as a redelivery: classifications
+    again, no alert. (A first version replayed only up to the committed offsets: it evaluated
+    none of the reports and resolved every alert readers held (second review), so it refused.)"""
+    settings = env.settings()
     _after_a_run(env, monkeypatch, "g2")
     with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
         admin.delete_groups([env.group])
-    assert f"consumer group {env.group} has no committed offset on input partition(s) 0" in (
-        _refusal(capsys)
-    )
+    capsys.readouterr()
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert (summary["replayed_to"], summary["run_resumes_at"]) == ({"0": 2}, {"0": 0})
+    assert summary["alerts_published"] == 0, summary
+    assert f"consumer group {env.group} has no committed offset on input partition(s) 0" in err
+    with output_reader(env) as reader:
+        reader.settle()
+        alerts = [a.value for a in reader.alerts()]
+    assert {a["code"] for a in alerts} >= {TDXD}
+    with running(settings), output_reader(env) as reader:
+        reader.wait(
+            lambda r: [c["event_id"] for c in r.classifications()].count("g2-e2") == 2,
+            what="both reports classified again",
+        )
+        reader.settle()
+        assert [a.value for a in reader.alerts()] == alerts
 
 
-def test_alerts_of_a_report_past_the_committed_offset_are_left_to_run(
+def test_reports_past_the_committed_offset_are_evaluated_once_by_the_rebuild(
     env: Env, capsys: Any, monkeypatch: Any
 ) -> None:
     """At-least-once, a crash between publishing and committing: the alert topics hold what
-    `run` published for a report past the committed offset. The replay does not reach it, so
-    publishing its own view re-opened a retracted T-DXd alert until `run` evaluated the report
-    again (second review, reproduced). Those alerts are left to `run`: nothing published, the
-    state as readers hold them (fourth review)."""
+    `run` published for reports past the committed offset. The rebuild evaluates them with the
+    rest; `run` reads them again as redeliveries and publishes no alert. A first version left
+    them to `run`, which evaluated them from the first against the state as readers held it
+    after the last: a retracted T-DXd alert re-opened and closed again (fifth review). Here
+    three such reports: retracted (r2), opened again (r3), retracted (r4)."""
     settings = env.settings()
     _after_a_run(env, monkeypatch, "c3", lose_changelog=False)
+    later = [
+        make_event("c3-e3", "c3", "c3-a1", status="CANCELLED", minutes=2),
+        make_event("c3-e4", "c3", "c3-a3", minutes=3),
+        make_event("c3-e5", "c3", "c3-a3", status="CANCELLED", minutes=4),
+    ]
     with running(settings), output_reader(env) as reader:
-        produce_events(
-            env.bootstrap, env.input, [make_event("c3-e3", "c3", "c3-a1", status="CANCELLED")]
-        )
-        reader.wait(lambda r: _records(r, TDXD, "c3")[-1:] == [(2, "RETRACTED")], what="r2")
+        produce_events(env.bootstrap, env.input, later)
+        reader.wait(lambda r: _records(r, TDXD, "c3")[-1:] == [(4, "RETRACTED")], what="r4")
+        reader.settle()
+        before = [a.value for a in reader.alerts() if a.value["patient_id"] == "c3"]
+    assert _records(reader, TDXD, "c3") == [
+        (1, "ACTIVE"),
+        (2, "RETRACTED"),
+        (3, "ACTIVE"),
+        (4, "RETRACTED"),
+    ]
     with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
         admin.delete_topics([settings.topics.history])
-        admin.alter_group_offsets(  # as if the commit of the cancellation's batch was lost
+        admin.alter_group_offsets(  # as if the commit of the later reports' batches was lost
             env.group, {TopicPartition(env.input, 0): OffsetAndMetadata(2, "", -1)}
         )
     capsys.readouterr()
     assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["replayed_to"] == {"0": 2}
-    assert summary["reconciled"]["held-from-a-later-report"] >= 1
+    assert (summary["replayed_to"], summary["run_resumes_at"]) == ({"0": 5}, {"0": 2})
+    assert summary["alerts_published"] == 0, summary
     with running(settings), output_reader(env) as reader:
-        # `run` evaluates the cancellation again against the state as readers hold it
-        # (retracted at r2): nothing to publish; the replay's own view would have re-opened it
         reader.wait(
-            lambda r: [c["event_id"] for c in r.classifications()].count("c3-e3") == 2,
-            what="the cancellation evaluated again",
+            lambda r: [c["event_id"] for c in r.classifications()].count("c3-e5") == 2,
+            what="the later reports read again",
         )
         reader.settle()
-        assert _records(reader, TDXD, "c3") == [(1, "ACTIVE"), (2, "RETRACTED")]
+        assert [a.value for a in reader.alerts() if a.value["patient_id"] == "c3"] == before
     assert cli.main(["open-alerts", "--patient", "c3"]) == 0
     assert TDXD not in [a["code"] for a in printed_objects(capsys)]
 
@@ -376,25 +415,23 @@ def test_a_report_this_release_dead_letters_is_reconciled(
     env: Env, capsys: Any, monkeypatch: Any
 ) -> None:
     """A report `run` accepted that this release dead-letters lies below the committed offset:
-    `run` never evaluates it again, so its findings are reconciled (here resolved), not left to
-    `run` as a first version of the later-report rule did (third review: the alert stayed
-    open)."""
+    `run` never evaluates it again, so its findings are reconciled (here resolved: a first
+    version left them to `run`, and the alert stayed open, third review)."""
     _after_a_run(env, monkeypatch, "x1")
     _refused_from_now_on(monkeypatch, "x1-e2")
     capsys.readouterr()
     assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["dead_lettered"] == {"schema-validation": 1}
-    assert "held-from-a-later-report" not in summary["reconciled"]
     assert summary["reconciled"]["closed-not-raised"] >= 1
 
 
-def test_a_later_report_run_then_refuses_is_closed_by_the_next_one(
+def test_a_later_report_this_release_refuses_is_reconciled_at_once(
     env: Env, capsys: Any, monkeypatch: Any
 ) -> None:
-    """A held alert of a report past the committed offset is left to `run` with the state as
-    readers hold it (open). If `run` now refuses that report, the patient's next report closes
-    the alert; kept as rebuilt (closed), nothing ever closed it (fourth review, reproduced)."""
+    """A held alert of a report past the committed offset that this release refuses: the
+    rebuild dead-letters the report as `run` will, and resolves the alert at once (a first
+    version left it to `run`, and only the patient's next report closed it: fourth review)."""
     settings = env.settings()
     _after_a_run(env, monkeypatch, "y1")
     with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
@@ -405,12 +442,10 @@ def test_a_later_report_run_then_refuses_is_closed_by_the_next_one(
     capsys.readouterr()
     assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["reconciled"]["held-from-a-later-report"] >= 1
-    assert summary["alerts_published"] == 0
+    assert summary["dead_lettered"] == {"schema-validation": 1}
+    assert summary["reconciled"]["closed-not-raised"] >= 1
     with running(settings), output_reader(env) as reader:
-        produce_events(  # the patient's next report: early setting, no metastatic context
-            env.bootstrap,
-            env.input,
-            [make_event("y1-e3", "y1", "y1-a3", setting="EARLY", chemo_lines=None, minutes=5)],
-        )
         reader.wait(lambda r: _records(r, TDXD, "y1")[-1:] == [(2, "RESOLVED")], what="r2")
+        reader.wait(lambda r: bool(r.records["dlq"]), what="y1-e2 dead-lettered by `run`")
+        reader.settle()
+        assert _records(reader, TDXD, "y1") == [(1, "ACTIVE"), (2, "RESOLVED")]

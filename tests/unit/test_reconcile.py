@@ -7,12 +7,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from test_patient import LOW, MET_AFTER_CHEMO, NULL, report, ticking
+from test_patient import LOW, MET_AFTER_CHEMO, report, ticking
 
 from consumer.clinical.patient import Accession, AlertState, PatientState, Published
 from consumer.clinical.pipeline import Pipeline
 from consumer.clinical.reconcile import (
-    AHEAD,
     CHANGED,
     CLOSED_NOT_RAISED,
     NEW,
@@ -22,7 +21,6 @@ from consumer.clinical.reconcile import (
     UNCHANGED_CLOSED,
     Floor,
     plan,
-    same,
     with_floors,
     without_emitted,
 )
@@ -97,12 +95,6 @@ ROWS = [
     ("rebuilt only, closed", None, alert(2, "RESOLVED"), NOT_PUBLISHED, None, 2),
     ("held only, open", alert(4), None, CLOSED_NOT_RAISED, (5, "RESOLVED"), 5),
     ("held only, closed", alert(3, "RETRACTED"), None, UNCHANGED_CLOSED, None, 3),
-    # held records of a report past the group's committed offset (not evaluated): `run`
-    # evaluates it again after the rebuild; publishing the replay's view first re-opened a
-    # retracted T-DXd alert until then (second review)
-    ("held ahead, rebuilt open", alert(2, "RETRACTED", event_id="e3"), alert(1), AHEAD, None, 2),
-    ("held ahead only", alert(1, event_id="e3"), None, AHEAD, None, 1),
-    ("held ahead, rebuilt above", alert(1, event_id="e3"), alert(3), AHEAD, None, 3),
 ]
 
 
@@ -123,7 +115,6 @@ def test_the_plan_for_one_finding(
         {AID: rebuilt} if rebuilt else {},
         ruleset_version="2026.12-4",
         now=LATER,
-        ahead={("p1", "e3"), ("p2", "e2")},  # p1's e3: a report past the committed offset
     )
     assert done.outcomes == {outcome: 1}
     assert [(r["revision"], r["status"]) for r in done.publish] == (
@@ -131,23 +122,8 @@ def test_the_plan_for_one_finding(
     )
     where = rebuilt or held  # the state's finding: the rebuilt one, else the one held
     assert where is not None
-    # a finding left to `run` is open or closed as readers hold it (fourth review)
-    as_held = held["status"] == "ACTIVE" if outcome == AHEAD and held else None
-    # ... and, held open with other content than the rebuilt state's, its digest dropped
-    unknown = bool(as_held) and not (
-        rebuilt is not None and held is not None and same(held, rebuilt)
-    )
     assert done.floors == [
-        Floor(
-            "p1",
-            "TDXD-LOW-DB04",
-            "PATIENT",
-            where["accession_id"],
-            where["severity"],
-            revision,
-            as_held,
-            unknown,
-        )
+        Floor("p1", "TDXD-LOW-DB04", "PATIENT", where["accession_id"], where["severity"], revision)
     ]
     if published and rebuilt is not None:  # what the rebuild evaluated, renumbered, sent now
         assert done.publish[0] == {**rebuilt, "revision": published[0], "created_at": LATER}
@@ -205,22 +181,6 @@ def test_a_rebuilt_state_keeps_nothing_a_re_sent_report_would_re_publish() -> No
     assert with_floors(before, "p1", [floor])[0].accessions["a1"].emitted == (pub,)
 
 
-def test_a_floor_as_held_opens_or_closes_the_state() -> None:
-    """A finding left to `run` (a report past the committed offset) takes the status readers
-    hold, so what `run` then evaluates, or refuses, is published against it."""
-    before = state()  # TDXD-LOW-DB04 open at r1, DG-ASSAY closed at r2
-    floors = [
-        Floor("p1", "TDXD-LOW-DB04", "PATIENT", "a2", "INFO", 1, False),
-        Floor("p1", "DG-ASSAY", "REPORT", "a1", "INFO", 2, True),
-        Floor("p1", "TDXD-HR-DB06", "PATIENT", "a2", "WARNING", 3, True),
-    ]
-    new, changed = with_floors(before, "p1", floors)
-    assert changed == {None, "a1"}
-    assert new.alerts["TDXD-LOW-DB04"] == replace(before.alerts["TDXD-LOW-DB04"], open=False)
-    assert new.accessions["a1"].alerts["DG-ASSAY"].open is True
-    assert new.alerts["TDXD-HR-DB06"] == AlertState("TDXD-HR-DB06", 3, True, "WARNING", "", ())
-
-
 def test_a_floor_at_or_below_the_state_changes_nothing() -> None:
     before = state()
     floors = [
@@ -257,30 +217,44 @@ def test_a_replaced_state_is_written_and_every_part_is_a_changelog_record() -> N
     assert restored.get("p9") == new
 
 
-def test_a_finding_left_to_run_held_with_other_content_is_published_again() -> None:
-    """Readers hold a later report's content (r2, past the committed offset) while the rebuilt
-    state holds the replay's (r1's). With the replay's digest kept, an evaluation giving r1's
-    content published nothing and readers kept r2's, a sample `run` then refused (fifth
-    review, reproduced). Dropped, the next evaluation publishes the finding again (r3)."""
-    e1 = report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO, collected="2024-01-01")
-    e2 = report("e-2", "A2", ihc=LOW, ctx=MET_AFTER_CHEMO, collected="2025-06-01")
-    e3 = report("e-3", "A3", ihc=NULL, collected="2023-01-01")
-    first = Pipeline(load_ruleset(), clock=ticking())
-    s1 = first.step(None, e1)
-    s2 = first.step(s1.state, e2)  # published, its commit lost
-    held = {a["alert_id"]: a for a in s1.alerts}
-    held.update({a["alert_id"]: a for a in s2.alerts})
-    replay = Pipeline(load_ruleset(), clock=ticking())
-    r1 = replay.step(None, e1)  # the replay stops at the committed offset
-    done = plan(
-        held,
-        {a["alert_id"]: a for a in r1.alerts},
-        ruleset_version="x",
-        now=NOW,
-        ahead={(e2["patient_id"], "e-2")},
-    )
-    state, _ = with_floors(r1.state, e1["patient_id"], done.floors)
-    # `run` refuses e-2 now; the patient's next report
-    after = Pipeline(load_ruleset(), clock=ticking()).step(state, e3)
-    tdxd = [(a["revision"], a["status"]) for a in after.alerts if a["code"] == "TDXD-LOW-DB04"]
-    assert tdxd == [(3, "ACTIVE")]
+def test_reports_read_again_after_a_rebuild_publish_no_alert() -> None:
+    """The records between the group's committed offset and the input's end are evaluated by
+    the rebuild's replay, and `run` then reads them again from the committed offset. Against
+    the rebuilt state they are redeliveries (an accession's latest report) or stale (an id it
+    has seen): nothing is published. A first version left them to `run` against the state as
+    readers held it after the last, and a retracted T-DXd alert re-opened and closed again
+    (fifth review). Here: opened (e-1), retracted (e-2), opened (e-3), retracted (e-4)."""
+    story = [
+        report("e-1", "A1", ihc=LOW, ctx=MET_AFTER_CHEMO, minutes=0),
+        report("e-2", "A1", status="CANCELLED", minutes=1),
+        report("e-3", "A3", ihc=LOW, ctx=MET_AFTER_CHEMO, minutes=2),
+        report("e-4", "A3", status="CANCELLED", minutes=3),
+    ]
+    pipeline = Pipeline(load_ruleset(), clock=ticking())
+    state: PatientState | None = None
+    held: dict[str, Any] = {}
+    for event in story:  # what `run` published before its commit after e-1 was lost
+        done = pipeline.step(state, event)
+        state = done.state
+        held.update({a["alert_id"]: a for a in done.alerts})
+    assert [
+        (a["revision"], a["status"]) for a in held.values() if a["code"] == "TDXD-LOW-DB04"
+    ] == [(4, "RETRACTED")]
+    replay = Pipeline(load_ruleset(), clock=ticking())  # the rebuild: the whole input
+    rebuilt: PatientState | None = None
+    last: dict[str, Any] = {}
+    for event in story:
+        done = replay.step(rebuilt, event)
+        rebuilt = done.state
+        last.update({a["alert_id"]: a for a in done.alerts})
+    result = plan(held, last, ruleset_version="x", now=NOW)
+    assert result.publish == []
+    assert rebuilt is not None
+    rebuilt, _ = with_floors(rebuilt, "p1", result.floors)
+    rebuilt, _ = without_emitted(rebuilt)
+    again = Pipeline(load_ruleset(), clock=ticking())
+    for event in story[1:]:  # `run` from the committed offset
+        done = again.step(rebuilt, event)
+        assert done.alerts == [], event["event_id"]
+        assert done.classification["event_id"] == event["event_id"]  # still classified
+        rebuilt = done.state
