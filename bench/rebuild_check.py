@@ -7,7 +7,10 @@ Two runs of the service over the same events, on fresh topics each:
   re-published every tenth open alert as its next revision with another text and rule version;
   the changelog deleted; the history rebuilt (`--procedure rebuild`: `her2-consumer
   rebuild-history`; `replay`: the older procedure, the group reset to the earliest offsets and
-  the service replaying); then the same M cancellations.
+  the service replaying); then the same M cancellations (with --meanwhile: sent while the
+  consumers are stopped, before the rebuild). With --behind K, the group's committed offsets
+  are moved back K records per partition before the rebuild: at-least-once, the commits of the
+  last batches lost after their outputs were published.
 Both sides' alert topics are folded as a reader does (highest revision per alert_id) and
 compared: alerts whose status differs (a care team shown the wrong thing), and whose revision
 differs or is lower on the interrupted side.
@@ -15,6 +18,7 @@ differs or is lower on the interrupted side.
 Usage: python bench/rebuild_check.py [--events 20000] [--cancellations 2000]
                                      [--procedure rebuild|replay] [--upgrade]
                                      [--guarantee at_least_once|exactly_once]
+                                     [--behind K] [--meanwhile]
 The broker is KAFKA_BOOTSTRAP_SERVERS if set, else a local one (as bench/kafka_bench.py).
 """
 
@@ -124,6 +128,39 @@ def _upgrade(env: dict[str, str], boot: str) -> int:
     return bumped
 
 
+def _move_back(admin: Any, topics: dict[str, str], k: int) -> None:
+    """The group's committed offsets K records back on every input partition."""
+    group, topic = topics["HER2_GROUP_ID"], topics["HER2_INPUT_TOPIC"]
+    inputs = [TopicPartition(topic, p) for p in range(kb.PARTITIONS)]
+    committed = admin.list_group_offsets({group: inputs})[group]
+    admin.alter_group_offsets(
+        group,
+        {tp: OffsetAndMetadata(max(0, committed[tp].offset - k), "", -1) for tp in inputs},
+    )
+
+
+def _compare(fa: dict[str, Any], fb: dict[str, Any]) -> dict[str, Any]:
+    """The interrupted side's fold (fa) against the uninterrupted one's (fb)."""
+    ids = fa.keys() | fb.keys()
+    status = sum(
+        1 for k in ids if (fa.get(k) or {}).get("status") != (fb.get(k) or {}).get("status")
+    )
+    revision = sum(
+        1 for k in ids if (fa.get(k) or {}).get("revision") != (fb.get(k) or {}).get("revision")
+    )
+    lower = sum(1 for k in fa.keys() & fb.keys() if fa[k]["revision"] < fb[k]["revision"])
+    return {
+        "alerts": [len(fa), len(fb)],
+        "open": [
+            sum(1 for r in fa.values() if r["status"] == "ACTIVE"),
+            sum(1 for r in fb.values() if r["status"] == "ACTIVE"),
+        ],
+        "status_differs": status,
+        "revision_differs": revision,
+        "revision_lower": lower,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -133,6 +170,8 @@ def main() -> int:
     parser.add_argument(
         "--guarantee", choices=["at_least_once", "exactly_once"], default="at_least_once"
     )
+    parser.add_argument("--behind", type=int, default=0)
+    parser.add_argument("--meanwhile", action="store_true")
     args = parser.parse_args()
     n, m = args.events, args.cancellations
     first, later = _events(n, m)
@@ -148,8 +187,18 @@ def main() -> int:
         bumped = _upgrade(env_a, boot) if args.upgrade else 0
         with KafkaAdminClient(bootstrap_servers=boot) as admin:
             admin.delete_topics([a["HER2_HISTORY_TOPIC"]])
+            if args.behind:
+                _move_back(admin, a, args.behind)
         time.sleep(2)
-        figures: dict[str, Any] = {"upgrade_revisions": bumped, "procedure": args.procedure}
+        if args.meanwhile:
+            kb.log(f"interrupted side: {len(later)} cancellations sent while stopped")
+            kb.produce(boot, a["HER2_INPUT_TOPIC"], later)
+        figures: dict[str, Any] = {
+            "upgrade_revisions": bumped,
+            "procedure": args.procedure,
+            "behind": args.behind,
+            "meanwhile": args.meanwhile,
+        }
         started = time.monotonic()
         if args.procedure == "rebuild":
             done = subprocess.run(
@@ -173,31 +222,15 @@ def main() -> int:
                 )
             _run_until(env_a, a, boot, n)
         figures["seconds"] = round(time.monotonic() - started, 1)
-        kb.log(f"interrupted side: {len(later)} cancellations")
-        kb.produce(boot, a["HER2_INPUT_TOPIC"], later)
+        if not args.meanwhile:
+            kb.log(f"interrupted side: {len(later)} cancellations")
+            kb.produce(boot, a["HER2_INPUT_TOPIC"], later)
         _run_until(env_a, a, boot, n + len(later))
         kb.log("uninterrupted side")
         kb.produce(boot, b["HER2_INPUT_TOPIC"], first + later)
         _run_until(env_b, b, boot, n + len(later))
         fa, fb = _fold(env_a, boot), _fold(env_b, boot)
-    ids = fa.keys() | fb.keys()
-    status = sum(
-        1 for k in ids if (fa.get(k) or {}).get("status") != (fb.get(k) or {}).get("status")
-    )
-    revision = sum(
-        1 for k in ids if (fa.get(k) or {}).get("revision") != (fb.get(k) or {}).get("revision")
-    )
-    lower = sum(1 for k in fa.keys() & fb.keys() if fa[k]["revision"] < fb[k]["revision"])
-    figures.update(
-        alerts=[len(fa), len(fb)],
-        open=[
-            sum(1 for r in fa.values() if r["status"] == "ACTIVE"),
-            sum(1 for r in fb.values() if r["status"] == "ACTIVE"),
-        ],
-        status_differs=status,
-        revision_differs=revision,
-        revision_lower=lower,
-    )
+    figures.update(_compare(fa, fb))
     print(json.dumps(figures, indent=1, sort_keys=True))
     return 0
 
