@@ -9,7 +9,7 @@ and set /readyz's reason to what is awaited (issue 14, item 4; docs/operations.m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from consumer.avro.codec import schema_json
@@ -56,6 +56,15 @@ _FOR_EVER: Final = "-1"
 # (`open-alerts`, a notification service's new instance, the replay procedure's `--from-offsets`),
 # and a finite retention (the broker's default: a week) would hide every alert opened before.
 ALERT_TOPIC_CONFIGS: Final = {"cleanup.policy": "delete", "retention.ms": _FOR_EVER}
+# A changelog `her2-consumer rebuild-history` is writing: every record kept but not compacted,
+# which start-up refuses (check_changelog_retention), until the whole history is written and the
+# rebuild compacts it (CHANGELOG_CONFIGS). A rebuild killed part way leaves it so: `run` does not
+# start on a partial history.
+CHANGELOG_BEING_REBUILT: Final = {
+    "cleanup.policy": "delete",
+    "retention.ms": _FOR_EVER,
+    "retention.bytes": _FOR_EVER,
+}
 
 log = get_logger("her2.service")
 
@@ -340,6 +349,15 @@ def check_changelog_retention(admin: Admin, topic: str) -> None:
         return
     policies = _policies(policy)
     finite = [k for k in _RETENTION if "delete" in policies and values.get(k) != _FOR_EVER]
+    if policies == {"delete"} and all(values.get(k) == _FOR_EVER for k in _RETENTION):
+        raise ConfigError(
+            f"HER2_HISTORY_TOPIC {topic} is not compacted and keeps every record, as "
+            "`her2-consumer rebuild-history` leaves it until the whole history is written: a "
+            "rebuild stopped part way, and the history in it is partial. Delete the topic and "
+            "run the rebuild again (README 'If the changelog topic is lost'). If no rebuild "
+            "wrote it, compact it (kafka-configs --alter --entity-type topics --entity-name "
+            f"{topic} --add-config cleanup.policy=compact)"
+        )
     if "compact" not in policies or finite:
         raise ConfigError(
             f"HER2_HISTORY_TOPIC {topic} has cleanup.policy={policy}"
@@ -358,9 +376,16 @@ def check_changelog_retention(admin: Admin, topic: str) -> None:
         )
 
 
-def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int) -> None:
-    """Create the missing outputs like the input (the changelog compacted); ConfigError if the
-    broker refuses one."""
+def create_topics(
+    admin: Admin,
+    s: Settings,
+    missing: list[str],
+    partitions: int,
+    *,
+    history_configs: Mapping[str, str] = CHANGELOG_CONFIGS,
+) -> None:
+    """Create the missing outputs like the input (the changelog compacted, or with
+    `history_configs`); ConfigError if the broker refuses one."""
     specs: dict[str, dict[str, Any]] = {}
     for topic in missing:
         spec: dict[str, Any] = {
@@ -370,7 +395,7 @@ def create_topics(admin: Admin, s: Settings, missing: list[str], partitions: int
         # the others never compacted, whatever the broker's log.cleanup.policy (start-up
         # refuses a compacted output: check_output_settings); alert topics kept for ever
         if topic == s.topics.history:
-            spec["configs"] = dict(CHANGELOG_CONFIGS)
+            spec["configs"] = dict(history_configs)
         elif topic in s.topics.alert_topics():
             spec["configs"] = dict(ALERT_TOPIC_CONFIGS)
         else:

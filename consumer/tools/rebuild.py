@@ -57,7 +57,13 @@ from consumer.runtime.processor import Processor
 from consumer.runtime.records import INPUT_OFFSET_HEADER, INPUT_TOPIC_ID_HEADER, input_timestamp
 from consumer.runtime.results import DeadLettered, Processed, Retry
 from consumer.runtime.routing import partition_for
-from consumer.runtime.startup import create_topics, input_topic_id, partition_counts
+from consumer.runtime.startup import (
+    CHANGELOG_BEING_REBUILT,
+    CHANGELOG_CONFIGS,
+    create_topics,
+    input_topic_id,
+    partition_counts,
+)
 from consumer.state.backends import StateDir, open_states
 from consumer.state.store import HistoryStore
 from consumer.tools.downstream import (
@@ -70,6 +76,7 @@ from consumer.tools.downstream import (
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
     from kafka import KafkaProducer, TopicPartition
+    from kafka.admin import ConfigResource, ConfigResourceType
     from kafka.errors import KafkaError
 
 EXIT_OK, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2
@@ -174,6 +181,15 @@ def _acknowledged(producer: Any, futures: list[Any], timeout: float) -> None:
     producer.flush()
     for future in futures:
         future.get(timeout=timeout)
+
+
+def _configure(admin: Any, topic: str, configs: Mapping[str, str]) -> None:
+    """Set `configs` on `topic` (the others as they are); Her2Error if the broker refuses."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(configs))
+    answer = admin.alter_configs([resource], incremental=True)
+    result = answer.get("topic", {}).get(topic)
+    if result != "OK":
+        raise Her2Error(f"the changelog topic {topic}'s settings could not be changed: {result}")
 
 
 def _settle_states(store: HistoryStore, floors: dict[str, list[reconcile.Floor]]) -> None:
@@ -550,13 +566,22 @@ class Rebuild:
             self.say(f"{len(futures)} reconciled alerts acknowledged")
             # created only now: `run` refuses to start without it (start-up's check below), and
             # removed again if the history is not all written: `run` would start on a partial
-            # one (third review)
+            # one (third review). Not compacted until it is whole, which start-up refuses: a
+            # rebuild killed part way, which cannot remove it, leaves one `run` does not start on
             try:
                 if topics.history not in counts:
                     try:
-                        create_topics(admin, s, [topics.history], counts[topics.input])
+                        create_topics(
+                            admin,
+                            s,
+                            [topics.history],
+                            counts[topics.input],
+                            history_configs=CHANGELOG_BEING_REBUILT,
+                        )
                     except ConfigError as exc:  # after the alerts: not "nothing written"
                         raise Her2Error(f"the changelog topic: {exc}") from exc
+                else:  # created empty beforehand
+                    _configure(admin, topics.history, CHANGELOG_BEING_REBUILT)
                 for tp in inputs:
                     headers = []
                     if ends[tp] > 0:
@@ -575,6 +600,7 @@ class Rebuild:
                     ]
                     _acknowledged(producer, futures, timeout)
                     written += len(futures)
+                _configure(admin, topics.history, CHANGELOG_CONFIGS)  # whole: `run` may start
             except BaseException:
                 self._remove_partial_changelog(admin)
                 raise

@@ -9,12 +9,14 @@ state numbered above it: the retraction is r3 and every reader closes the alert.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from typing import Any
 
 import pytest
 from helpers import (
     Env,
+    ServiceThread,
     _CurrentStderr,
     make_event,
     output_reader,
@@ -29,6 +31,7 @@ from consumer.errors import ConfigError, InvalidEvent
 from consumer.ops.logs import configure_logging
 from consumer.runtime import processor as processor_module
 from consumer.runtime.kafka.quirks import disable_topic_auto_creation
+from consumer.runtime.startup import CHANGELOG_CONFIGS
 from consumer.tools import rebuild
 
 with warnings.catch_warnings():
@@ -395,6 +398,63 @@ def test_a_rebuild_that_fails_to_write_leaves_no_changelog(
     summary = json.loads(capsys.readouterr().out)
     published_before = 0 if failing == "alert" else 1
     assert summary["alerts_published"] == 1 - published_before
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: no handler of the rebuild runs."""
+
+
+def test_a_rebuild_killed_while_writing_leaves_a_changelog_run_does_not_start_on(
+    env: Env, capsys: Any, monkeypatch: Any
+) -> None:
+    """A rebuild killed after writing part of the history cannot remove it. The changelog stays
+    uncompacted until the whole history is written, and `run` refuses to start on it (exit 2,
+    saying to delete it and rebuild); before, it started on the partial history (the last
+    note's open item). Deleted, a second rebuild completes and `run` starts."""
+    settings = env.settings()
+    _after_a_run(env, monkeypatch, "k1")
+    real = rebuild._configure
+
+    def killed_before_compacting(admin: Any, topic: str, configs: Any) -> None:
+        if configs == CHANGELOG_CONFIGS:
+            raise _Killed
+        real(admin, topic, configs)
+
+    monkeypatch.setattr(rebuild, "_configure", killed_before_compacting)
+    monkeypatch.setattr(rebuild.Rebuild, "_remove_partial_changelog", lambda *_a: None)
+    with pytest.raises(_Killed):
+        cli.main(["rebuild-history", "--timeout", "30"])
+    capsys.readouterr()
+    svc = ServiceThread(settings).start()
+    code = svc.join(60)
+    if code is None:  # started on the partial history
+        svc.stop()
+    assert code == 2
+    assert "a rebuild stopped part way, and the history in it is partial" in (
+        capsys.readouterr().err
+    )
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        assert settings.topics.history in admin.list_topics()  # left as the kill left it
+        admin.delete_topics([settings.topics.history])
+    monkeypatch.setattr(rebuild, "_configure", real)
+    _wait_deleted(env, settings.topics.history)
+    capsys.readouterr()
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
+    assert json.loads(capsys.readouterr().out)["changelog_records"] >= 1
+    with running(settings), output_reader(env) as reader:
+        produce_events(
+            env.bootstrap, env.input, [make_event("k1-e3", "k1", "k1-a1", status="CANCELLED")]
+        )
+        reader.wait(lambda r: _records(r, TDXD, "k1")[-1:] == [(2, "RETRACTED")], what="r2")
+
+
+def _wait_deleted(env: Env, topic: str, timeout_s: float = 30.0) -> None:
+    """The broker deletes a topic in the background."""
+    deadline = time.monotonic() + timeout_s
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        while topic in admin.list_topics():
+            assert time.monotonic() < deadline, f"{topic} not deleted"
+            time.sleep(0.2)
 
 
 def _refused_from_now_on(monkeypatch: Any, event_id: str) -> None:

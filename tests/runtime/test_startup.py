@@ -26,7 +26,11 @@ from consumer.errors import BrokerError, RegistryError
 from consumer.ops import events
 from consumer.runtime.host import file_system_type
 from consumer.runtime.records import INPUT_OFFSET_HEADER, INPUT_TOPIC_ID_HEADER, Backoff
-from consumer.runtime.startup import input_topic_id, register_output_schemas
+from consumer.runtime.startup import (
+    CHANGELOG_BEING_REBUILT,
+    input_topic_id,
+    register_output_schemas,
+)
 from consumer.service import EXIT_CONFIG, EXIT_OK
 from consumer.state.backends import DISK
 
@@ -46,16 +50,22 @@ def test_missing_outputs_are_created_like_the_input_and_the_changelog_compacted(
     assert all(admin.closed for admin in harness.broker.admins)
 
 
+REBUILT = "rebuilt"  # the message for a changelog rebuild-history left part-written
+
+
 @pytest.mark.parametrize(
     ("configs", "refused"),
     [
         ({}, "cleanup.policy=delete"),  # created by someone else with the broker's defaults
-        ({"cleanup.policy": "delete", "retention.ms": "-1"}, "cleanup.policy=delete"),
+        # kept for ever but not compacted: as rebuild-history leaves it until the whole history
+        # is written (retention.bytes -1 is the broker's default)
+        ({"cleanup.policy": "delete", "retention.ms": "-1"}, REBUILT),
         ({"cleanup.policy": "compact,delete"}, "cleanup.policy=compact,delete, retention.ms="),
         (
             {"cleanup.policy": "compact,delete", "retention.ms": "-1", "retention.bytes": "1024"},
             "cleanup.policy=compact,delete, retention.bytes=1024",
         ),
+        (dict(CHANGELOG_BEING_REBUILT), REBUILT),
         ({"cleanup.policy": "compact"}, None),
         ({"cleanup.policy": "compact, delete", "retention.ms": "-1"}, None),
     ],
@@ -64,6 +74,7 @@ def test_missing_outputs_are_created_like_the_input_and_the_changelog_compacted(
         "delete-kept",
         "compact-delete-week",
         "compact-delete-bytes",
+        "being-rebuilt",
         "compact",
         "compact-delete-for-ever",
     ],
@@ -83,8 +94,12 @@ def test_a_changelog_the_broker_would_delete_from_is_a_configuration_error(
         assert code == EXIT_OK
         return
     assert code == EXIT_CONFIG
-    assert f"HER2_HISTORY_TOPIC {topics.history} has {refused}" in err
-    assert "the broker would delete patients' history" in err
+    if refused == REBUILT:
+        assert f"HER2_HISTORY_TOPIC {topics.history} is not compacted and keeps every record" in err
+        assert "a rebuild stopped part way, and the history in it is partial" in err
+    else:
+        assert f"HER2_HISTORY_TOPIC {topics.history} has {refused}" in err
+        assert "the broker would delete patients' history" in err
     assert harness.broker.consumers == [], "never joins the group"
     assert all(admin.closed for admin in harness.broker.admins)
 
