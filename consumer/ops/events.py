@@ -71,6 +71,10 @@ ALERT_TOPIC_RETENTION_FINITE: Final = (
     "alert topic deletes records by age or size (retention.ms / retention.bytes); a reader "
     "building the open alerts from its start misses those opened before: set retention.ms=-1"
 )
+DLQ_RETENTION_FINITE: Final = (
+    "dead-letter topic deletes records by age or size (retention.ms / retention.bytes); a "
+    "dead letter not replayed before then is a lab result lost: set retention.ms=-1"
+)
 CHANGELOG_CONFIG_UNREAD: Final = (
     "cannot read the history changelog's cleanup policy; make sure it is compact only"
 )

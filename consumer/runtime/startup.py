@@ -56,6 +56,10 @@ _FOR_EVER: Final = "-1"
 # (`open-alerts`, a notification service's new instance, the replay procedure's `--from-offsets`),
 # and a finite retention (the broker's default: a week) would hide every alert opened before.
 ALERT_TOPIC_CONFIGS: Final = {"cleanup.policy": "delete", "retention.ms": _FOR_EVER}
+# The dead-letter topic keeps every record too: a dead letter is a lab result that got no
+# classification and no alert until someone fixes its cause and replays it, and the broker's
+# default (a week) would delete it first over a long weekend (nothing lost, design.md).
+DLQ_TOPIC_CONFIGS: Final = {"cleanup.policy": "delete", "retention.ms": _FOR_EVER}
 # A changelog `her2-consumer rebuild-history` is writing: every record kept but not compacted,
 # which start-up refuses (check_changelog_retention), until the whole history is written and the
 # rebuild compacts it (CHANGELOG_CONFIGS). A rebuild killed part way leaves it so: `run` does not
@@ -303,8 +307,9 @@ def check_output_settings(admin: Admin, s: Settings) -> None:
     """ConfigError when an output other than the changelog has a cleanup.policy with
     "compact" (a reader from the start, like `open-alerts`, would miss every alert but each
     patient's latest; a compacted DLQ refuses the records of keyless input). A warning when the
-    settings cannot be read, and when an alert topic deletes records by age or size (a reader
-    building the open alerts from its start would miss those opened before)."""
+    settings cannot be read, when an alert topic deletes records by age or size (a reader
+    building the open alerts from its start would miss those opened before), and when the
+    dead-letter topic does (a dead letter not replayed in time is lost)."""
     topics = [t for t in s.topics.outputs() if t != s.topics.history]
     keys = dict.fromkeys(("cleanup.policy", *_RETENTION))
     resources = [ConfigResource(ConfigResourceType.TOPIC, t, configs=keys) for t in topics]
@@ -316,8 +321,11 @@ def check_output_settings(admin: Admin, s: Settings) -> None:
         if policy is None:
             log.warning(events.OUTPUT_CONFIG_UNREAD, topic=topic)
             continue
-        if topic in alert_topics and any(values.get(k) != _FOR_EVER for k in _RETENTION):
+        finite = any(values.get(k) != _FOR_EVER for k in _RETENTION)
+        if topic in alert_topics and finite:
             log.warning(events.ALERT_TOPIC_RETENTION_FINITE, topic=topic)
+        elif topic == s.topics.dlq and finite:
+            log.warning(events.DLQ_RETENTION_FINITE, topic=topic)
         if "compact" in _policies(policy):
             raise ConfigError(
                 f"output topic {topic} has cleanup.policy={policy}: its records are keyed by "
@@ -398,6 +406,8 @@ def create_topics(
             spec["configs"] = dict(history_configs)
         elif topic in s.topics.alert_topics():
             spec["configs"] = dict(ALERT_TOPIC_CONFIGS)
+        elif topic == s.topics.dlq:
+            spec["configs"] = dict(DLQ_TOPIC_CONFIGS)
         else:
             spec["configs"] = {"cleanup.policy": "delete"}
         specs[topic] = spec

@@ -385,10 +385,12 @@ def test_outputs_are_created_uncompacted_whatever_the_brokers_default(harness: H
     policies = {t: harness.broker.configs[t].get("cleanup.policy") for t in topics.outputs()}
     assert policies.pop(topics.history) == "compact"
     assert set(policies.values()) == {"delete"}
-    # the alert topics keep every record (readers build the open alerts from their start)
+    # the alert topics keep every record (readers build the open alerts from their start), and
+    # the dead-letter topic (a dead letter is replayed once its cause is fixed)
     kept = {t for t in topics.outputs() if harness.broker.configs[t].get("retention.ms") == "-1"}
-    assert kept == set(topics.alert_topics())
+    assert kept == {*topics.alert_topics(), topics.dlq}
     assert harness.logged(events.ALERT_TOPIC_RETENTION_FINITE) == []
+    assert harness.logged(events.DLQ_RETENTION_FINITE) == []
 
 
 def test_an_alert_topic_that_deletes_by_age_is_a_warning(harness: Harness) -> None:
@@ -406,6 +408,9 @@ def test_an_alert_topic_that_deletes_by_age_is_a_warning(harness: Harness) -> No
     assert harness.run() == EXIT_OK
     warned = [line["topic"] for line in harness.logged(events.ALERT_TOPIC_RETENTION_FINITE)]
     assert warned == expiring
+    # the classification topic may expire; the dead-letter topic, at the broker's week, warned
+    dlq_warned = [line["topic"] for line in harness.logged(events.DLQ_RETENTION_FINITE)]
+    assert dlq_warned == [topics.dlq]
 
 
 def test_an_output_whose_settings_cannot_be_read_is_a_warning(harness: Harness) -> None:
