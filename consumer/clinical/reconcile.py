@@ -7,9 +7,10 @@ records were published under another rule set, the replay's later records fall u
 the readers already hold and are dropped: a retraction among them leaves a T-DXd eligibility
 alert open downstream (an audit measured it). A rebuild publishes nothing while it replays;
 then, per alert_id, it compares the replay's last record with the highest revision on the
-alert topics ("held") and publishes only what differs, numbered above both, and the rebuilt
-state continues above what was published, so every later record is one the readers keep and
-(alert_id, revision) stays unique.
+alert topics ("held") and publishes only what differs, numbered above what is held (at the
+replay's own revision when that is already above: as an uninterrupted run numbered it), and
+the rebuilt state continues above what was published, so every later record is one the
+readers keep and (alert_id, revision) stays unique.
 
 Pure: the records in, the records to publish and the revisions the state must carry out.
 """
@@ -106,7 +107,8 @@ def plan(
     record the replay of the whole input would have published.
 
     - both, `same`: nothing published; the state continues at the higher of the two revisions;
-    - both, differing: the rebuilt record, numbered above both;
+    - both, differing: the rebuilt record at its own revision if that is above the held one
+      (nobody holds it: the revision an uninterrupted run gave it), else just above the held;
     - rebuilt only: published if ACTIVE (nobody holds it), else nothing;
     - held only, ACTIVE: RESOLVED above it (NOT_RAISED); held only, closed: nothing. The state
       keeps the finding closed at that revision, so a later opening is numbered above it."""
@@ -120,7 +122,7 @@ def plan(
             if same(h, r):
                 outcome, revision = SAME, top
             else:
-                outcome, revision = CHANGED, top + 1
+                outcome, revision = CHANGED, max(h["revision"] + 1, r["revision"])
                 publish.append({**r, "revision": revision, "created_at": now})
             floors.append(_floor(r, revision))
         elif r is not None:

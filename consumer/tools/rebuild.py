@@ -9,8 +9,8 @@ topics whole (starting at offset 0), it
    `run` does (decode, validation, routing check, the rule set; retention at each record's
    timestamp), publishing nothing;
 3. reconciles (consumer/clinical/reconcile.py): per alert_id, the replay's last record against
-   the one held; publishes only what differs, numbered above both, and raises the state's
-   revisions so that every later record is one the readers keep;
+   the one held; publishes only what differs, numbered above the held one, and raises the
+   state's revisions so that every later record is one the readers keep;
 4. publishes the reconciliation's alert records, then writes the whole history to the
    changelog (created only then, as `run` creates it, and deleted again if not all written),
    each record naming the input offset below the group's committed offset.

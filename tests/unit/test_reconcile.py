@@ -83,6 +83,10 @@ ROWS = [
         3,
     ),
     ("severity changed", alert(1), alert(1, severity="WARNING"), CHANGED, (2, "ACTIVE"), 2),
+    # the replay above what is held (a cancellation sent while stopped): its own revision, as
+    # an uninterrupted run numbered it (above both gave r4: measured, 4,751 alerts one above)
+    ("rebuilt above, closed", alert(1), alert(3, "RETRACTED"), CHANGED, (3, "RETRACTED"), 3),
+    ("rebuilt above, other text", alert(1), alert(2, detail="x"), CHANGED, (2, "ACTIVE"), 2),
     (
         "only transport fields differ",
         alert(2, event_id="e9", created_at=NOW - dt.timedelta(days=9), ruleset_version="x"),
