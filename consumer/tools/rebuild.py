@@ -11,17 +11,17 @@ topics whole (starting at offset 0), it
 3. reconciles (consumer/clinical/reconcile.py): per alert_id, the replay's last record against
    the one held; publishes only what differs, numbered above the held one, and raises the
    state's revisions so that every later record is one the readers keep;
-4. publishes the reconciliation's alert records, then writes the whole history to the
-   changelog (created only then, as `run` creates it, and deleted again if not all written),
-   each record naming the input offset below the group's committed offset.
-The group's offsets stay where `run` left them: `run` restores that history and reads the
-records from there to the noted end again as redeliveries (a report's id is its accession's
-latest or one it has seen: its classification is published, no alert, since the rebuild
-published them), then goes on. The records past the committed offsets are those `run`
-published for before a commit was lost (at-least-once) and reports sent while it was stopped:
-evaluated once, in order, by the replay (a first version left them to `run`, which evaluated
-several reports of one patient against a state that already held the last: a retracted alert
-re-opened and closed again, fifth review).
+4. publishes the reconciliation's alert records; then the classifications and dead letters of
+   the records past the group's committed offsets (reports sent while it was stopped, and,
+   at-least-once, reports `run` published for before a commit was lost), as `run` would have;
+   then writes the whole history to the changelog (created un-compacted, which start-up
+   refuses, and deleted again if not all written); commits the group's offsets at the noted
+   ends; and compacts the changelog: `run` may start, and goes on from the ends.
+The records past the committed offsets are evaluated once, in order, by the replay: a first
+version left them to `run` (several reports of one patient were evaluated against a state that
+already held the last: a retracted alert re-opened and closed again, fifth review), the next
+had `run` read them again as redeliveries (a dead letter lost, an expired accession's report
+evaluated again: sixth review).
 
 Nothing is written before step 4, and `--dry-run` stops before it. Progress goes to stderr,
 one JSON summary line to stdout.
@@ -54,7 +54,12 @@ from consumer.resources import HER2_ALERT
 from consumer.runtime.kafka.clients import KafkaClients
 from consumer.runtime.kafka.preflight import explained
 from consumer.runtime.processor import Processor
-from consumer.runtime.records import INPUT_OFFSET_HEADER, INPUT_TOPIC_ID_HEADER, input_timestamp
+from consumer.runtime.records import (
+    INPUT_OFFSET_HEADER,
+    INPUT_TOPIC_ID_HEADER,
+    Output,
+    input_timestamp,
+)
 from consumer.runtime.results import DeadLettered, Processed, Retry
 from consumer.runtime.routing import partition_for
 from consumer.runtime.startup import (
@@ -77,7 +82,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
     from kafka import KafkaProducer, TopicPartition
     from kafka.admin import ConfigResource, ConfigResourceType
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaError, NoError
+    from kafka.structs import OffsetAndMetadata
 
 EXIT_OK, EXIT_FAILURE, EXIT_REFUSED = 0, 1, 2
 # group states in which no instance is running (the coordinator's names)
@@ -184,12 +190,19 @@ def _acknowledged(producer: Any, futures: list[Any], timeout: float) -> None:
 
 
 def _configure(admin: Any, topic: str, configs: Mapping[str, str]) -> None:
-    """Set `configs` on `topic` (the others as they are); Her2Error if the broker refuses."""
+    """Set `configs` on `topic` (the others as they are: IncrementalAlterConfigs, no
+    DescribeConfigs first); Her2Error if the broker refuses (AlterConfigs on the topic)."""
     resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(configs))
-    answer = admin.alter_configs([resource], incremental=True)
+    try:
+        answer = admin.alter_configs([resource], incremental=True, raise_on_unknown=False)
+    except (KafkaError, ValueError) as exc:  # a broker without IncrementalAlterConfigs
+        answer = {"topic": {topic: f"{type(exc).__name__}: {exc}"}}
     result = answer.get("topic", {}).get(topic)
     if result != "OK":
-        raise Her2Error(f"the changelog topic {topic}'s settings could not be changed: {result}")
+        raise Her2Error(
+            f"the changelog topic {topic}'s settings could not be changed ({result}): the "
+            "rebuild needs AlterConfigs on it (and a broker with IncrementalAlterConfigs)"
+        )
 
 
 def _settle_states(store: HistoryStore, floors: dict[str, list[reconcile.Floor]]) -> None:
@@ -255,11 +268,12 @@ class Rebuild:
                     "an alert topic",
                     "alerts",
                 )
-                tails = reader.end_offsets(inputs)  # the input's ends now: replayed up to
-                ends = self._committed(admin, inputs)
+                ends = reader.end_offsets(inputs)  # the input's ends now: replayed up to
+                committed = self._committed(admin, inputs)
                 self.say("reading the alert topics (what readers hold)")
                 held = self._held()
-                total = sum(tails.values())
+                self._check_committed(committed, ends, held, counts[topics.input])
+                total = sum(ends.values())
                 self.say(f"replaying {total} input records (nothing is published meanwhile)")
                 state_dir = StateDir(s.state_dir)
                 try:
@@ -267,7 +281,7 @@ class Rebuild:
                         admin,
                         reader,
                         inputs,
-                        (ends, tails),
+                        (committed, ends),
                         counts,
                         held,
                         topic_id,
@@ -320,21 +334,39 @@ class Rebuild:
             )
 
     def _committed(self, admin: Any, inputs: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """The group's committed offset on each input partition (0 where it has none): where
-        `run` goes on reading, the records up to the input's end then redeliveries. The
-        changelog names the offset below it (`_write`): a reset of the group to the earliest
-        offsets later evaluates every report again, as it does with `run`'s own records."""
+        """The group's committed offset on each input partition (0 where it has none): what
+        `run` processed and published. The records past it get their classifications and dead
+        letters from the rebuild (`_write`)."""
         group = self.s.group_id
         offsets = admin.list_group_offsets({group: inputs}).get(group, {})
-        committed = {tp: max(0, getattr(offsets.get(tp), "offset", 0) or 0) for tp in inputs}
-        bare = sorted(tp.partition for tp in inputs if committed[tp] == 0)
+        return {tp: max(0, getattr(offsets.get(tp), "offset", 0) or 0) for tp in inputs}
+
+    def _check_committed(
+        self,
+        committed: Mapping[TopicPartition, int],
+        ends: Mapping[TopicPartition, int],
+        held: Mapping[str, Record],
+        n_input: int,
+    ) -> None:
+        """Refused when readers hold alerts of patients on an input partition that has records
+        but on which the group has committed nothing: `HER2_GROUP_ID` not the service's group
+        (the rebuild would commit offsets for another group), or the group's offsets deleted,
+        expired or reset (every record of the partition would get its classification again;
+        the second review found the first version resolving every such alert)."""
+        topic = self.s.topics.input
+        where = {
+            TopicPartition(topic, partition_for(h["patient_id"].encode(), n_input))
+            for h in held.values()
+        }
+        bare = sorted(tp.partition for tp in where if committed[tp] == 0 < ends[tp])
         if bare:
-            self.say(
-                f"consumer group {group} has no committed offset on input partition(s) "
-                f"{', '.join(map(str, bare))}: `run` reads them from the beginning, every "
-                "record a redelivery (its classification published again, no alert)"
+            raise Refused(
+                f"consumer group {self.s.group_id} has no committed offset on input partition(s) "
+                f"{', '.join(map(str, bare))}, while the alert topics hold alerts of their "
+                "patients: HER2_GROUP_ID not the service's group? Its offsets expired or reset? "
+                "Set the group's offsets to where the service had got (kafka-consumer-groups "
+                "--reset-offsets --to-offset or --to-datetime) and run the rebuild again"
             )
-        return committed
 
     def _held(self) -> dict[str, Record]:
         s = self.s
@@ -367,12 +399,12 @@ class Rebuild:
         dry_run: bool,
     ) -> dict[str, Any]:
         """`offsets`: the group's committed offsets and the input's ends (replayed up to)."""
-        ends, tails = offsets
+        committed, ends = offsets
         s = self.s
         n_input = counts[s.topics.input]
         clock, pipeline, processor, stores = self.replay_parts(inputs, n_input, state_dir)
         try:
-            done, dead = self._replay(reader, inputs, tails, processor, pipeline, clock, stores)
+            done, dead, unread = self._replay(reader, offsets, processor, pipeline, clock, stores)
             plan = reconcile.plan(
                 held, pipeline.last, ruleset_version=self.ruleset.version, now=self.clock()
             )
@@ -397,16 +429,26 @@ class Rebuild:
                 "alerts_published": 0 if dry_run else len(plan.publish),
                 "changelog_records": 0,
                 "dry_run": dry_run,
-                # the input's ends, replayed up to; the group's committed offsets, left as they
-                # were: `run` reads from there, the records up to the ends as redeliveries
-                "replayed_to": {str(tp.partition): tails[tp] for tp in inputs},
-                "run_resumes_at": {str(tp.partition): ends[tp] for tp in inputs},
+                # the group's committed offsets before; the input's ends, replayed up to and,
+                # unless a dry run, the group's committed offsets after
+                "committed_before": {str(tp.partition): committed[tp] for tp in inputs},
+                "replayed_to": {str(tp.partition): ends[tp] for tp in inputs},
+                # classifications and dead letters of the records past the committed offsets
+                "outputs_published": 0 if dry_run else len(unread),
             }
             if dry_run:
                 summary["alerts_to_publish"] = len(plan.publish)
+                summary["outputs_to_publish"] = len(unread)
                 return summary
             summary["changelog_records"] = self._write(
-                admin, inputs, ends, counts, stores, plan.publish, processor.codecs, topic_id
+                admin,
+                inputs,
+                offsets,
+                counts,
+                stores,
+                (plan.publish, unread),
+                processor.codecs,
+                topic_id,
             )
             return summary
         finally:
@@ -487,18 +529,23 @@ class Rebuild:
     def _replay(  # noqa: PLR0917 - one call site
         self,
         reader: Any,
-        inputs: list[TopicPartition],
-        ends: Mapping[TopicPartition, int],
+        offsets: tuple[Mapping[TopicPartition, int], Mapping[TopicPartition, int]],
         processor: Processor,
         pipeline: _Recording,
         clock: _ReplayClock,
         stores: Mapping[TopicPartition, HistoryStore],
-    ) -> tuple[int, collections.Counter[str]]:
-        """Every input record below the noted ends, evaluated in order per partition; how many,
-        and the dead-letter reasons of those `run` would dead-letter."""
+    ) -> tuple[int, collections.Counter[str], list[Output]]:
+        """Every input record below the noted ends (`offsets`: the committed offsets and the
+        ends), evaluated in order per partition; how many, the dead-letter reasons of those
+        `run` would dead-letter, and the classifications and dead letters of the records past
+        the committed offsets (`run` publishes them for records it reads; the alerts are the
+        reconciliation's)."""
+        committed, ends = offsets
+        alert_topics = frozenset(self.s.topics.alert_topics())
         dead: collections.Counter[str] = collections.Counter()
+        unread: list[Output] = []
         done = 0
-        total = sum(ends[tp] for tp in inputs)
+        total = sum(ends.values())
 
         def evaluate(tp: TopicPartition, records: list[Any]) -> None:
             nonlocal done
@@ -513,31 +560,39 @@ class Rebuild:
                     )
                 if isinstance(result, DeadLettered):
                     dead[result.reason] += 1
+                if record.offset >= committed[tp]:
+                    if isinstance(result, DeadLettered):
+                        unread.append(result.output)
+                    else:
+                        unread.extend(o for o in result.outputs if o.topic not in alert_topics)
                 done += 1
             stores[tp].take_dirty()  # into the store's backend; written whole at the end
 
         def progress() -> None:
             self.say(f"{done} of about {total} input records evaluated")
 
-        self._read(reader, {tp: ends[tp] for tp in inputs}, evaluate, progress)
+        self._read(reader, ends, evaluate, progress)
         clock.at(None)  # the host clock again for what follows
         self.say(f"{done} input records evaluated ({sum(dead.values())} would be dead-lettered)")
-        return done, dead
+        return done, dead, unread
 
     def _write(  # noqa: PLR0917 - one call site
         self,
         admin: Any,
         inputs: list[TopicPartition],
-        ends: Mapping[TopicPartition, int],
+        offsets: tuple[Mapping[TopicPartition, int], Mapping[TopicPartition, int]],
         counts: Mapping[str, int],
         stores: Mapping[TopicPartition, HistoryStore],
-        publish: Iterable[Record],
+        outputs: tuple[Iterable[Record], list[Output]],
         codecs: Codecs,
         topic_id: bytes | None,
     ) -> int:
-        """The reconciliation's alerts, then the changelog, each acknowledged."""
+        """The reconciliation's alerts, the unread records' outputs, the changelog (each
+        acknowledged), the group's offsets at the ends, the changelog compacted."""
         s = self.s
         topics = s.topics
+        committed, ends = offsets
+        publish, unread = outputs
         producer = KafkaProducer(
             **s.kafka_common(),
             acks="all",
@@ -548,28 +603,46 @@ class Rebuild:
         )
         timeout = s.tuning.delivery_timeout_ms / 1000 + 5
         written = 0
+        existed = topics.history in counts  # created empty beforehand
         try:
-            # the alerts first: refused, nothing of the history is written and the rebuild can
-            # run again (what was published then held); written after the history, a refusal
-            # left a changelog whose floors said "closed" while readers held it open (review)
-            futures = []
-            for alert in publish:
-                topic = topics.alert_topic(alert["alert_type"])
-                futures.append(
-                    producer.send(
-                        topic,
-                        key=alert["patient_id"].encode(),
-                        value=codecs.alerts[topic].encode(alert),
-                    )
-                )
-            _acknowledged(producer, futures, timeout)
-            self.say(f"{len(futures)} reconciled alerts acknowledged")
-            # created only now: `run` refuses to start without it (start-up's check below), and
-            # removed again if the history is not all written: `run` would start on a partial
-            # one (third review). Not compacted until it is whole, which start-up refuses: a
-            # rebuild killed part way, which cannot remove it, leaves one `run` does not start on
+            # un-compacted until the whole history is written (start-up refuses it), and
+            # removed again if not all written: `run` would start on a partial one (third
+            # review); a rebuild killed part way (no handler runs) leaves one `run` refuses
             try:
-                if topics.history not in counts:
+                if existed:
+                    _configure(admin, topics.history, CHANGELOG_BEING_REBUILT)
+                # the alerts first: refused, nothing of the history is written and the rebuild
+                # can run again (what was published then held); written after the history, a
+                # refusal left a changelog whose floors said "closed" while readers held it open
+                futures = []
+                for alert in publish:
+                    topic = topics.alert_topic(alert["alert_type"])
+                    futures.append(
+                        producer.send(
+                            topic,
+                            key=alert["patient_id"].encode(),
+                            value=codecs.alerts[topic].encode(alert),
+                        )
+                    )
+                _acknowledged(producer, futures, timeout)
+                self.say(f"{len(futures)} reconciled alerts acknowledged")
+                futures = [
+                    producer.send(
+                        out.topic,
+                        key=out.key,
+                        value=out.value,
+                        headers=out.headers,
+                        partition=out.partition,
+                        timestamp_ms=out.timestamp_ms,
+                    )
+                    for out in unread
+                ]
+                _acknowledged(producer, futures, timeout)
+                self.say(
+                    f"{len(futures)} classifications and dead letters of the records past the "
+                    "committed offsets acknowledged"
+                )
+                if not existed:
                     try:
                         create_topics(
                             admin,
@@ -580,12 +653,14 @@ class Rebuild:
                         )
                     except ConfigError as exc:  # after the alerts: not "nothing written"
                         raise Her2Error(f"the changelog topic: {exc}") from exc
-                else:  # created empty beforehand
-                    _configure(admin, topics.history, CHANGELOG_BEING_REBUILT)
+                    existed = True
                 for tp in inputs:
+                    # the offset below the committed one `run` had: applied by its restore
+                    # whether or not the offsets below were committed yet (the guard skips
+                    # records at or past the committed offset as written ahead of a commit)
                     headers = []
-                    if ends[tp] > 0:
-                        headers.append((INPUT_OFFSET_HEADER, b"%d" % (ends[tp] - 1)))
+                    if committed[tp] > 0:
+                        headers.append((INPUT_OFFSET_HEADER, b"%d" % (committed[tp] - 1)))
                         if topic_id:
                             headers.append((INPUT_TOPIC_ID_HEADER, topic_id))
                     futures = [
@@ -600,11 +675,41 @@ class Rebuild:
                     ]
                     _acknowledged(producer, futures, timeout)
                     written += len(futures)
+                self.say(f"{written} changelog records acknowledged")
+                self._commit(admin, inputs, committed, ends)
                 _configure(admin, topics.history, CHANGELOG_CONFIGS)  # whole: `run` may start
             except BaseException:
-                self._remove_partial_changelog(admin)
+                if existed:
+                    self._remove_partial_changelog(admin)
                 raise
         finally:
             producer.close(timeout=s.tuning.request_timeout_ms / 1000)
-        self.say(f"{written} changelog records acknowledged")
         return written
+
+    def _commit(
+        self,
+        admin: Any,
+        inputs: list[TopicPartition],
+        committed: Mapping[TopicPartition, int],
+        ends: Mapping[TopicPartition, int],
+    ) -> None:
+        """The group's offsets at the replayed ends: `run` goes on from there (the records
+        before have their outputs). Her2Error if the broker refuses (a member joined)."""
+        moved = {
+            tp: OffsetAndMetadata(ends[tp], "", -1) for tp in inputs if ends[tp] > committed[tp]
+        }
+        if not moved:
+            return
+        answer = admin.alter_group_offsets(self.s.group_id, moved)
+        failed = sorted(
+            f"partition {tp.partition}: {error.__name__}"
+            for tp, error in answer.items()
+            if error is not NoError
+        )
+        if failed:
+            raise Her2Error(
+                f"the group's offsets could not be committed ({', '.join(failed)}): did an "
+                "instance start? The history was written; delete the changelog and run the "
+                "rebuild again with every instance stopped"
+            )
+        self.say(f"the group's offsets committed at the replayed ends ({len(moved)} partitions)")

@@ -114,9 +114,8 @@ def test_a_rebuild_numbers_above_what_readers_hold(
     _send(env, settings.topics.tdxd, [(opened, upgraded), (opened, stray)])
 
     # the changelog lost while the lab sends another report: the rebuild evaluates it with the
-    # rest and publishes its alerts; `run` goes on from the committed offset, reads it again as
-    # a redelivery and publishes its classification (the first review found a report's outputs
-    # lost when a first version replayed to the input's end and committed there)
+    # rest and publishes its alerts and its classification, and commits past it (the first
+    # review found a report's outputs lost when a first version committed past it without)
     with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
         admin.delete_topics([settings.topics.history])
     produce_events(env.bootstrap, env.input, [make_event("b-e9", "b9", "b9-a1", minutes=2)])
@@ -125,7 +124,8 @@ def test_a_rebuild_numbers_above_what_readers_hold(
     [line] = capsys.readouterr().out.splitlines()  # the summary alone (log lines on stderr)
     summary = json.loads(line)
     assert summary["input_records"] == 3
-    assert (summary["replayed_to"], summary["run_resumes_at"]) == ({"0": 3}, {"0": 2})
+    assert (summary["committed_before"], summary["replayed_to"]) == ({"0": 2}, {"0": 3})
+    assert summary["outputs_published"] == 1  # b-e9's classification
     assert summary["reconciled"]["closed-not-raised"] == 1
     # TDXD-LOW-DB04 changed only where the held text was not this release's; b9's findings
     # new; the rest the same
@@ -141,12 +141,13 @@ def test_a_rebuild_numbers_above_what_readers_hold(
         reader.wait(lambda r: _records(r, "TDXD-HR-DB06")[-1:] == [(5, "RESOLVED")], what="r5")
         reader.wait(lambda r: "b-e9" in r.classified_ids(), what="the report sent meanwhile")
         reader.settle()
+        assert [c["event_id"] for c in reader.classifications()].count("b-e9") == 1
         b9 = [
             (a.value["code"], a.value["revision"])
             for a in reader.alerts()
             if a.value["patient_id"] == "b9"
         ]
-        assert len(b9) == new  # each once: by the rebuild, not again by `run`
+        assert len(b9) == new  # each once, by the rebuild
         assert {revision for _code, revision in b9} == {1}
         expected = [(1, "ACTIVE"), (2, "ACTIVE")] + ([(3, "ACTIVE")] if upgraded_text else [])
         assert _records(reader, TDXD) == expected
@@ -236,35 +237,21 @@ def test_a_rebuild_refuses_topics_that_lost_records(
     )
 
 
-def test_a_group_without_offsets_reads_every_record_again_as_a_redelivery(
+def test_a_rebuild_refuses_a_group_without_offsets_where_alerts_are_held(
     env: Env, capsys: Any, monkeypatch: Any
 ) -> None:
-    """The group deleted (or expired, or reset): the rebuild evaluates the whole input all the
-    same, and `run` then reads every record from the beginning as a redelivery: classifications
-    again, no alert. (A first version replayed only up to the committed offsets: it evaluated
-    none of the reports and resolved every alert readers held (second review), so it refused.)"""
-    settings = env.settings()
+    """A group deleted (or expired, mistyped, reset): a first version evaluated none of the
+    patients' reports and resolved every alert readers held (second review, reproduced); one
+    that went on had `run` read the whole input again, and with HER2_HISTORY_RETENTION_DAYS
+    an expired accession's report was evaluated again and resolved an alert (sixth review,
+    reproduced). The rebuild would also commit offsets for a group that may not be the
+    service's. Refused, with what to do."""
     _after_a_run(env, monkeypatch, "g2")
     with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
         admin.delete_groups([env.group])
-    capsys.readouterr()
-    assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
-    out, err = capsys.readouterr()
-    summary = json.loads(out)
-    assert (summary["replayed_to"], summary["run_resumes_at"]) == ({"0": 2}, {"0": 0})
-    assert summary["alerts_published"] == 0, summary
-    assert f"consumer group {env.group} has no committed offset on input partition(s) 0" in err
-    with output_reader(env) as reader:
-        reader.settle()
-        alerts = [a.value for a in reader.alerts()]
-    assert {a["code"] for a in alerts} >= {TDXD}
-    with running(settings), output_reader(env) as reader:
-        reader.wait(
-            lambda r: [c["event_id"] for c in r.classifications()].count("g2-e2") == 2,
-            what="both reports classified again",
-        )
-        reader.settle()
-        assert [a.value for a in reader.alerts()] == alerts
+    refusal = _refusal(capsys)
+    assert f"consumer group {env.group} has no committed offset on input partition(s) 0" in refusal
+    assert "--reset-offsets" in refusal
 
 
 def test_reports_past_the_committed_offset_are_evaluated_once_by_the_rebuild(
@@ -272,10 +259,11 @@ def test_reports_past_the_committed_offset_are_evaluated_once_by_the_rebuild(
 ) -> None:
     """At-least-once, a crash between publishing and committing: the alert topics hold what
     `run` published for reports past the committed offset. The rebuild evaluates them with the
-    rest; `run` reads them again as redeliveries and publishes no alert. A first version left
-    them to `run`, which evaluated them from the first against the state as readers held it
-    after the last: a retracted T-DXd alert re-opened and closed again (fifth review). Here
-    three such reports: retracted (r2), opened again (r3), retracted (r4)."""
+    rest, publishes their classifications again (at-least-once) and no alert, and commits past
+    them. A first version left them to `run`, which evaluated them from the first against the
+    state as readers held it after the last: a retracted T-DXd alert re-opened and closed again
+    (fifth review). Here three such reports: retracted (r2), opened again (r3), retracted
+    (r4)."""
     settings = env.settings()
     _after_a_run(env, monkeypatch, "c3", lose_changelog=False)
     later = [
@@ -302,12 +290,12 @@ def test_reports_past_the_committed_offset_are_evaluated_once_by_the_rebuild(
     capsys.readouterr()
     assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert (summary["replayed_to"], summary["run_resumes_at"]) == ({"0": 5}, {"0": 2})
-    assert summary["alerts_published"] == 0, summary
+    assert (summary["committed_before"], summary["replayed_to"]) == ({"0": 2}, {"0": 5})
+    assert (summary["alerts_published"], summary["outputs_published"]) == (0, 3), summary
     with running(settings), output_reader(env) as reader:
         reader.wait(
             lambda r: [c["event_id"] for c in r.classifications()].count("c3-e5") == 2,
-            what="the later reports read again",
+            what="the later reports classified again",
         )
         reader.settle()
         assert [a.value for a in reader.alerts() if a.value["patient_id"] == "c3"] == before
@@ -490,8 +478,8 @@ def test_a_later_report_this_release_refuses_is_reconciled_at_once(
     env: Env, capsys: Any, monkeypatch: Any
 ) -> None:
     """A held alert of a report past the committed offset that this release refuses: the
-    rebuild dead-letters the report as `run` will, and resolves the alert at once (a first
-    version left it to `run`, and only the patient's next report closed it: fourth review)."""
+    rebuild dead-letters the report and resolves the alert at once (a first version left it to
+    `run`, and only the patient's next report closed it: fourth review)."""
     settings = env.settings()
     _after_a_run(env, monkeypatch, "y1")
     with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
@@ -506,6 +494,34 @@ def test_a_later_report_this_release_refuses_is_reconciled_at_once(
     assert summary["reconciled"]["closed-not-raised"] >= 1
     with running(settings), output_reader(env) as reader:
         reader.wait(lambda r: _records(r, TDXD, "y1")[-1:] == [(2, "RESOLVED")], what="r2")
-        reader.wait(lambda r: bool(r.records["dlq"]), what="y1-e2 dead-lettered by `run`")
+        reader.wait(lambda r: bool(r.records["dlq"]), what="y1-e2 dead-lettered")
         reader.settle()
         assert _records(reader, TDXD, "y1") == [(1, "ACTIVE"), (2, "RESOLVED")]
+        [dead] = reader.records["dlq"]
+        assert dead.headers["her2.errors.reason"] == b"schema-validation"
+
+
+def test_a_re_used_event_id_past_the_committed_offset_is_dead_lettered(
+    env: Env, capsys: Any, monkeypatch: Any
+) -> None:
+    """Sent while stopped: a record under the id of its accession's latest report with other
+    content (refused: event-id-reused), then a later report of that accession. The rebuild
+    dead-letters the first as `run` would have; when `run` read them again after a rebuild,
+    the first was taken for a stale copy and its dead letter was lost (sixth review,
+    reproduced)."""
+    settings = env.settings()
+    _after_a_run(env, monkeypatch, "u1")
+    reused = {**make_event("u1-e1", "u1", "u1-a1", minutes=3), "her2_ihc": None}
+    later = make_event("u1-e3", "u1", "u1-a1", minutes=4, status="AMENDED")
+    produce_events(env.bootstrap, env.input, [reused, later])
+    capsys.readouterr()
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["dead_lettered"] == {"event-id-reused": 1}, summary
+    assert summary["outputs_published"] == 2  # the dead letter, the later report's classification
+    with running(settings), output_reader(env) as reader:
+        reader.wait(lambda r: bool(r.records["dlq"]), what="the re-used id dead-lettered")
+        reader.settle()
+        [dead] = reader.records["dlq"]
+        assert dead.headers["her2.errors.reason"] == b"event-id-reused"
+        assert [c["event_id"] for c in reader.classifications()].count("u1-e3") == 1

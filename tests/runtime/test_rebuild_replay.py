@@ -65,10 +65,34 @@ def test_the_replay_evaluates_what_run_evaluated(stamp: object, kept: bool) -> N
     rebuild = Rebuild(settings, pipeline().ruleset, io.StringIO())
     tp = TopicPartition(topic, 0)
     clock, recording, processor, stores = rebuild.replay_parts([tp], 1, None)
-    done, dead = rebuild._replay(
-        FakeConsumer(broker, {}), [tp], {tp: 2}, processor, recording, clock, stores
+    done, dead, unread = rebuild._replay(
+        FakeConsumer(broker, {}), ({tp: 2}, {tp: 2}), processor, recording, clock, stores
     )
-    assert (done, dict(dead)) == (2, {})
+    assert (done, dict(dead), unread) == (2, {}, [])
     raised = {(a["code"], a["status"]) for a in recording.last.values()}
     assert (("TDXD-LOW-DB04", "ACTIVE") in raised) is kept
     assert clock() > dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # the host clock after the replay
+
+
+def test_the_records_past_the_committed_offset_get_their_classifications_and_dead_letters() -> None:
+    """What `run` publishes for a record besides alerts (its classification, or its dead
+    letter) is published by the rebuild for the records past the committed offset, which
+    `run` does not read again; the alerts are the reconciliation's."""
+    settings = Settings.from_env({"HER2_HISTORY_STORE": "memory"})
+    topics = settings.topics
+    broker = FakeBroker()
+    broker.create_topic(topics.input)
+    encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
+    for event in EVENTS:
+        broker.append(topics.input, b"b1", encoder.encode(event))
+    broker.append(topics.input, b"b1", b"not avro")
+    rebuild = Rebuild(settings, pipeline().ruleset, io.StringIO())
+    tp = TopicPartition(topics.input, 0)
+    clock, recording, processor, stores = rebuild.replay_parts([tp], 1, None)
+    done, dead, unread = rebuild._replay(
+        FakeConsumer(broker, {}), ({tp: 1}, {tp: 3}), processor, recording, clock, stores
+    )
+    assert (done, sum(dead.values())) == (3, 1)
+    assert [out.topic for out in unread] == [topics.classification, topics.dlq]
+    assert [out.key for out in unread] == [b"b1", b"b1"]  # partitioned as `run` partitions them
+    assert any(a["code"] == "TDXD-LOW-DB04" for a in recording.last.values())  # not in unread
