@@ -148,8 +148,19 @@ def _compare(fa: dict[str, Any], fb: dict[str, Any]) -> dict[str, Any]:
     revision = sum(
         1 for k in ids if (fa.get(k) or {}).get("revision") != (fb.get(k) or {}).get("revision")
     )
-    lower = sum(1 for k in fa.keys() & fb.keys() if fa[k]["revision"] < fb[k]["revision"])
+    lowers = [k for k in sorted(fa.keys() & fb.keys()) if fa[k]["revision"] < fb[k]["revision"]]
+    lower = len(lowers)
+
+    def shown(k: str) -> list[Any]:  # synthetic patients: code, (revision, status) each side
+        a, b = fa.get(k) or {}, fb.get(k) or {}
+        return [
+            a.get("code") or b.get("code"),
+            [a.get("revision"), a.get("status")],
+            [b.get("revision"), b.get("status")],
+        ]
+
     return {
+        "examples_lower": [shown(k) for k in lowers[:3]],
         "alerts": [len(fa), len(fb)],
         "open": [
             sum(1 for r in fa.values() if r["status"] == "ACTIVE"),
