@@ -130,18 +130,22 @@ def refusal_letter(
 ) -> tuple[str, str, list[tuple[str, bytes]]]:
     """The exception class, message and extra headers of the dead letter of a record an output
     of which the broker refused for good."""
-    topic = refusal.topic or "?"
+    topic = ",".join(sorted(refusal.topics)) or refusal.topic or "?"
     error = refusal.error or "?"
-    published = (
-        "none of its outputs was published"
-        if exactly_once
-        # at-least-once: outputs acknowledged before the refusal cannot be withdrawn
-        else "its outputs to other topics may already be published (at-least-once)"
-    )
-    message = (
-        f"the broker refused an output of this record to {topic} for good ({error}); "
-        f"{published}; its evaluation is not in the patient's history"
-    )
+    if exactly_once:
+        message = (
+            f"the broker refused an output of this record to {topic} for good ({error}); "
+            "none of its outputs was published; its evaluation is not in the patient's history"
+        )
+    else:
+        # at-least-once: outputs acknowledged before the refusal cannot be withdrawn, so the
+        # record stays evaluated (left out of the history, later records collided with them)
+        message = (
+            f"the broker refused this record's outputs to {topic} for good ({error}); its "
+            "evaluation is in the patient's history and its other outputs are published; "
+            "once the cause is fixed, replay this record into the input topic: read as a "
+            "redelivery, it publishes them all again (unless the accession has a later report)"
+        )
     headers = [
         ("her2.errors.output.topic", topic.encode("utf-8")),
         ("her2.errors.output.error", error.encode("utf-8")),

@@ -41,7 +41,8 @@ from consumer.runtime.records import (
 )
 from consumer.runtime.redrive import mark_refused
 from consumer.runtime.restore import Restorer
-from consumer.runtime.results import DeadLettered, Processed, Retry, add_to
+from consumer.runtime.results import DeadLettered, Processed, Retry, add_letter, add_to
+from consumer.state.store import HistoryStore
 
 log = get_logger("her2.service")
 
@@ -164,20 +165,14 @@ class Loop:
             refused = self.refused
             for record in records[tp]:
                 refusal = refused.get((tp, record.offset)) if refused else None
-                result: Processed | DeadLettered | Retry
-                if refusal is not None and refusal.topic is not None:
-                    result = self.processor.refused(tp, record, refusal)
-                else:
-                    result = self.processor.process(tp, record, store)
+                result, letter = self._evaluate(tp, record, store, refusal)
                 if isinstance(result, Retry):
                     table.retry_later(tp, record.offset)
                     break
-                if refusal is not None and refusal.dlq_error and isinstance(result, DeadLettered):
-                    result = dataclasses.replace(
-                        result, output=headers_only(result.output, refusal.dlq_error)
-                    )
                 run = count_errors(tp, result, run, limit)
                 add_to(batch, result)
+                if letter is not None:
+                    add_letter(batch, letter)
                 batch.last[tp] = record
                 table.positions[tp] = record.offset + 1
             batch.error_runs[tp] = run
@@ -211,6 +206,40 @@ class Loop:
                     )
                 batch.changes.append(change)
         return batch
+
+    def _evaluate(
+        self, tp: TopicPartition, record: Any, store: HistoryStore, refusal: Refusal | None
+    ) -> tuple[Processed | DeadLettered | Retry, DeadLettered | None]:
+        """One record's result, and the dead-letter copy of a record evaluated although outputs
+        of it were refused for good (at-least-once)."""
+        if refusal is None:
+            return self.processor.process(tp, record, store), None
+        letter: DeadLettered | None = None
+        result: Processed | DeadLettered | Retry
+        if refusal.topic is not None and self.settings.exactly_once:
+            # none of its outputs was visible (the transaction was aborted): unevaluated
+            result = self.processor.refused(tp, record, refusal)
+        else:
+            result = self.processor.process(tp, record, store)
+        if refusal.topic is not None and isinstance(result, Processed):
+            # at-least-once: outputs the broker acknowledged before the refusal stay published,
+            # so the evaluation stays in the history (left out, a later report published other
+            # records under the same alert revisions: an audit measured a T-DXd alert lost),
+            # without the refused outputs; a copy is dead-lettered to publish them again once
+            # the cause is fixed (a replay of it is a redelivery)
+            kept = [o for o in result.outputs if o.topic not in refusal.topics]
+            result = dataclasses.replace(result, outputs=kept)
+            letter = self.processor.refused(tp, record, refusal)
+        if refusal.dlq_error:  # the DLQ refused the copy: its error headers alone
+            if isinstance(result, DeadLettered):
+                result = dataclasses.replace(
+                    result, output=headers_only(result.output, refusal.dlq_error)
+                )
+            if letter is not None:
+                letter = dataclasses.replace(
+                    letter, output=headers_only(letter.output, refusal.dlq_error)
+                )
+        return result, letter
 
     def process_batch(self, records: Mapping[TopicPartition, list[Any]]) -> None:
         """Build, deliver and record one batch."""

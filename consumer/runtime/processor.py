@@ -205,8 +205,10 @@ class Processor:
         )
 
     def refused(self, tp: TopicPartition, record: Any, refusal: Refusal) -> DeadLettered:
-        """A record an output of which the broker refused for good: dead-lettered unevaluated
-        (no trace in the history, none of its outputs published), the refusal in its headers."""
+        """The dead letter of a record an output of which the broker refused for good, the
+        refusal in its headers. Exactly-once, the record is dead-lettered unevaluated (no
+        trace in the history, none of its outputs published); at-least-once, it is the copy
+        beside the record's evaluation (runtime/loop.py)."""
         started = time.perf_counter()
         error, message, headers = refusal_letter(refusal, exactly_once=self.settings.exactly_once)
         return self._dead_letter(

@@ -44,13 +44,16 @@ class Output:
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """The broker refused an output of one input record for good (a non-retriable per-record
-    error: size limit, authorization, timestamp). The record is dead-lettered with this reason
-    instead of evaluated; `dlq_error` is set once the dead-letter copy itself was refused (the
-    next copy carries the error headers only)."""
+    error: size limit, authorization, timestamp). Exactly-once, the record is dead-lettered
+    with this reason instead of evaluated (none of its outputs was visible); at-least-once, it
+    is evaluated again, its outputs to `topics` are left out and a copy is dead-lettered (its
+    other outputs may already be published: runtime/loop.py). `dlq_error` is set once the
+    dead-letter copy itself was refused (the next copy carries the error headers only)."""
 
     topic: str | None  # the output topic that refused (None: only the DLQ copy was refused)
     error: str | None  # the broker's error class, e.g. MessageSizeTooLargeError
     dlq_error: str | None = None
+    topics: frozenset[str] = frozenset()  # every output topic that refused the record's outputs
 
 
 def topics_of(outputs: list[Output]) -> list[str]:

@@ -32,6 +32,8 @@ def mark_refused(
                 "topic's max.message.bytes or fix its ACLs)"
             ) from refused
         previous = before.get(origin)
+        current = marks.get(origin)  # this round's, when several of its outputs were refused
+        topics = current.topics if current is not None else frozenset()
         if topic == dlq:
             if previous is not None and previous.dlq_error is not None:
                 raise PublishError(
@@ -40,12 +42,15 @@ def mark_refused(
                     "committing"
                 ) from refused
             refusal = Refusal(
-                previous.topic if previous else None,
-                previous.error if previous else None,
+                current.topic if current else None,
+                current.error if current else None,
                 dlq_error=error,
+                topics=topics,
             )
         else:
-            refusal = Refusal(topic, error, previous.dlq_error if previous else None)
+            refusal = Refusal(
+                topic, error, current.dlq_error if current else None, topics=topics | {topic}
+            )
         if refusal == previous:  # defensive: a re-run must change something
             raise PublishError(
                 f"the broker refused an output to {topic} again ({error}) after the "

@@ -38,6 +38,13 @@ class Retry:
 Result = Processed | DeadLettered | Retry
 
 
+def add_letter(batch: Batch, letter: DeadLettered) -> None:
+    """Add the dead-letter copy of a record that was also evaluated (at-least-once, outputs
+    refused for good): one more output and dead-letter count, not one more record."""
+    batch.outputs.append(letter.output)
+    batch.dlq[(letter.stage, letter.reason)] += 1
+
+
 def add_to(batch: Batch, result: Processed | DeadLettered) -> None:
     """Add a record's outputs and statistics to its batch."""
     if isinstance(result, DeadLettered):

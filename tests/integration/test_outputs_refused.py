@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from faults import Probe, classified_ids, outputs, produce_records, wait_committed
-from helpers import Env, delete_outputs, encoder, make_env, pipeline
+from faults import Probe, alerts_of, classified_ids, outputs, produce_records, wait_committed
+from helpers import Env, delete_outputs, encoder, make_env, make_event, pipeline
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry
 
 from consumer.clinical.pipeline import utc_now
@@ -148,3 +150,65 @@ def test_a_dlq_topic_with_a_small_max_message_bytes_gets_the_error_headers_and_m
     assert dead.headers["her2.errors.reason"] == b"unknown-magic-byte"
     assert dead.headers["her2.errors.offset"] == b"5"
     assert dead.headers["her2.errors.dlq.refused"] == b"MessageSizeTooLargeError"
+
+
+def test_at_least_once_a_record_whose_classification_is_refused_stays_evaluated(
+    env: Env, create_topics: Callable[..., list[str]]
+) -> None:
+    """The runbook audit on a real broker: a topic refuses a cancellation's output for good
+    after its T-DXd retraction was acknowledged. Dead-lettered unevaluated, the patient's next
+    report re-used that revision for an ACTIVE record and a reader keeping the highest
+    revision showed no T-DXd alert. Here the classification topic refuses the cancellation's
+    classification alone (a long event id, max.message.bytes 1,000; the others are about 500
+    bytes), each report in a batch of its own: the report stays evaluated, the alerts equal
+    the offline evaluation, and its dead letter replayed once the topic is fixed is a
+    redelivery that publishes the classification. Dead-lettered unevaluated (the code
+    before), the folded alerts differ."""
+    create_topics(env.input, partitions=1)
+    create_topics(env.topics["classification"], partitions=1, config={"max.message.bytes": "1000"})
+    cancelled = "pr1-e2-" + "x" * 900
+    events = [
+        make_event("pr1-e1", "pr1", "pr1-a1", minutes=0),
+        make_event(cancelled, "pr1", "pr1-a1", status="CANCELLED", minutes=1),
+        make_event("pr1-e3", "pr1", "pr1-a2", minutes=2, collected=dt.date(2024, 6, 1)),
+    ]
+    enc = encoder()
+    running = _Running(env, utc_now)
+    try:
+        with Probe(env.bootstrap) as probe:
+            for event in events:  # one batch each, as the audit sent them
+                produce_records(env.bootstrap, env.input, [(b"pr1", enc.encode(event), [])])
+                wait_committed(probe, env.group, env.input, 90, alive=running.thread.is_alive)
+    finally:
+        assert running.stop() == EXIT_OK
+    out = outputs(env)
+    folded: dict[str, tuple[int, str]] = {}
+    for record in alerts_of(out):
+        alert = record.value
+        assert alert is not None
+        held = folded.get(alert["alert_id"], (0, ""))
+        if alert["revision"] > held[0]:  # a reader keeps the first record of a revision
+            folded[alert["alert_id"]] = (alert["revision"], alert["status"])
+    offline = pipeline()
+    state, expected = None, {}
+    for event in events:
+        step = offline.step(state, event)
+        state = step.state
+        expected.update({a["alert_id"]: (a["revision"], a["status"]) for a in step.alerts})
+    assert folded == expected
+    assert set(classified_ids(out)) == {"pr1-e1", "pr1-e3"}
+    [dead] = out["dlq"]
+    assert dead.headers["her2.errors.reason"] == b"output-refused"
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:  # the cause fixed
+        admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    env.topics["classification"],
+                    configs={"max.message.bytes": "1048576"},
+                )
+            ]
+        )
+    produce_records(env.bootstrap, env.input, [(dead.key, dead.raw, [])])
+    _run_until_committed(env, utc_now)
+    assert set(classified_ids(outputs(env))) == {"pr1-e1", cancelled, "pr1-e3"}

@@ -12,7 +12,10 @@ its error headers alone; what cannot be written at all stops the service without
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import Harness
@@ -24,7 +27,14 @@ from kafka.errors import (
     TopicAuthorizationFailedError,
 )
 
+from consumer.avro.codec import Decoder, Encoder
+from consumer.clinical.pipeline import Pipeline
+from consumer.clinical.rules import load_ruleset
+from consumer.resources import HER2_ALERT, PATHOLOGY_RESULT, parsed_schema
 from consumer.service import EXIT_FAILURE, EXIT_OK
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from helpers import make_event
 
 HOUR_MS = 3_600_000
 GUARANTEES = ["at_least_once", "exactly_once"]
@@ -142,11 +152,16 @@ class TestRefusedOutputs:
                 "none of its outputs was published"
                 in _headers(dead[0])["her2.errors.exception.message"]
             )
-        else:  # its alerts acknowledged before the refusal stay published, and the DLQ says so
-            assert "may already be published" in _headers(dead[0])["her2.errors.exception.message"]
-        # a dead-lettered record leaves no trace in the history (B8 in at-least-once: the
-        # changelog is sent only after the outputs, so the refusal came first)
-        assert key.decode() not in _history_patients(harness)
+        else:  # its alerts, acknowledged before the refusal, stay published: so does its
+            # evaluation (a copy is dead-lettered to publish the refused outputs again)
+            assert key in alerted
+            assert (
+                "its evaluation is in the patient's history"
+                in _headers(dead[0])["her2.errors.exception.message"]
+            )
+        # exactly-once, a dead-lettered record leaves no trace in the history; at-least-once
+        # the record is in it (its outputs but the refused ones are published)
+        assert (key.decode() in _history_patients(harness)) is (guarantee == "at_least_once")
         assert _history_patients(harness)
         assert harness.value(
             "her2_consumer_dlq_records_total", stage="process", reason="output-refused"
@@ -278,3 +293,66 @@ def test_outputs_co_partitioned_with_the_input_go_to_the_input_records_partition
     for topic in alert_topics:
         for record in harness.broker.records(topic):
             assert record.partition == by_key[record.key]
+
+
+def _alerts_by_id(harness: Harness) -> dict[str, list[tuple[int, str]]]:
+    """alert_id -> (revision, status) of every alert record, in topic order."""
+    decoder = Decoder("single-object", parsed_schema(HER2_ALERT))
+    found: dict[str, list[tuple[int, str]]] = {}
+    for topic in harness.settings.topics.alert_topics():
+        for record in harness.broker.records(topic):
+            alert = decoder.decode(record.value)
+            found.setdefault(alert["alert_id"], []).append((alert["revision"], alert["status"]))
+    return found
+
+
+def test_at_least_once_a_record_with_a_refused_output_stays_evaluated(harness: Harness) -> None:
+    """At-least-once, the broker refuses one output of a cancellation for good (here its
+    classification) after acknowledging its T-DXd retractions. Dead-lettered unevaluated, the
+    record left those retractions published under revisions the history did not know: the
+    patient's next HER2-low report published r2 ACTIVE again beside r2 RETRACTED, and readers
+    keeping the first of a revision showed no T-DXd alert (runbook audit, reproduced on a
+    broker). Now the record stays evaluated without the refused output, a copy is
+    dead-lettered, and replaying the copy (a redelivery) publishes the refused output."""
+    topics = harness.settings.topics
+    events = [
+        make_event("pr1-e1", "pr1", "pr1-a1", minutes=0),
+        make_event("pr1-e2", "pr1", "pr1-a1", status="CANCELLED", minutes=1),
+        make_event("pr1-e3", "pr1", "pr1-a2", minutes=2, collected=dt.date(2024, 6, 1)),
+    ]
+    encoder = Encoder("single-object", parsed_schema(PATHOLOGY_RESULT))
+    for event in events:
+        harness.broker.append(topics.input, b"pr1", encoder.encode(event))
+    harness.broker.refuse(
+        topics.classification, MessageSizeTooLargeError(), lambda r: b"pr1-e2" in r.value
+    )
+    assert harness.run() == EXIT_OK
+    by_id = _alerts_by_id(harness)
+    for records in by_id.values():  # (alert_id, revision) unique across the topics
+        revisions = [revision for revision, _ in records]
+        assert len(set(revisions)) == len({(r, s) for r, s in records}), records
+    offline = Pipeline(load_ruleset())
+    state = None
+    expected: dict[str, tuple[int, str]] = {}
+    for event in events:
+        step = offline.step(state, event)
+        state = step.state
+        for alert in step.alerts:
+            expected[alert["alert_id"]] = (alert["revision"], alert["status"])
+    assert {aid: max(records) for aid, records in by_id.items()} == expected
+    [dead] = harness.broker.records(topics.dlq)
+    assert _headers(dead)["her2.errors.reason"] == "output-refused"
+    classified = [r for r in harness.broker.records(topics.classification) if b"pr1-e2" in r.value]
+    assert classified == []
+    # the cause fixed, the copy replayed into the input: a redelivery publishes the refused
+    # classification, and the alerts again under the same revisions
+    harness.broker.refusals.clear()
+    harness.broker.append(topics.input, dead.key, dead.value)
+    before = {aid: list(records) for aid, records in _alerts_by_id(harness).items()}
+    assert harness.run() == EXIT_OK
+    classified = [r for r in harness.broker.records(topics.classification) if b"pr1-e2" in r.value]
+    assert len(classified) == 1
+    after = _alerts_by_id(harness)
+    assert {aid: max(records) for aid, records in after.items()} == {
+        aid: max(records) for aid, records in before.items()
+    }
