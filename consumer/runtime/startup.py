@@ -330,8 +330,9 @@ def check_output_settings(admin: Admin, s: Settings) -> None:
             raise ConfigError(
                 f"output topic {topic} has cleanup.policy={policy}: its records are keyed by "
                 "patient, and compaction would keep only each key's latest (alerts and "
-                "dead letters lost to readers); set cleanup.policy=delete (kafka-configs --alter "
-                f"--entity-type topics --entity-name {topic} --add-config cleanup.policy=delete)"
+                "dead letters lost to readers); set cleanup.policy=delete (kafka-configs "
+                "--bootstrap-server <broker> --alter --entity-type topics --entity-name "
+                f"{topic} --add-config cleanup.policy=delete)"
             )
 
 
@@ -363,16 +364,17 @@ def check_changelog_retention(admin: Admin, topic: str) -> None:
             "`her2-consumer rebuild-history` leaves it until the whole history is written: a "
             "rebuild stopped part way, and the history in it is partial. Delete the topic and "
             "run the rebuild again (README 'If the changelog topic is lost'). If no rebuild "
-            "wrote it, compact it (kafka-configs --alter --entity-type topics --entity-name "
-            f"{topic} --add-config cleanup.policy=compact)"
+            "wrote it, compact it (kafka-configs --bootstrap-server <broker> --alter "
+            f"--entity-type topics --entity-name {topic} --add-config cleanup.policy=compact)"
         )
     if "compact" not in policies or finite:
         raise ConfigError(
             f"HER2_HISTORY_TOPIC {topic} has cleanup.policy={policy}"
             + "".join(f", {k}={values.get(k)}" for k in finite)
             + ": the broker would delete patients' history; the changelog must be compacted "
-            "and keep every key (cleanup.policy=compact; kafka-configs --alter --entity-type "
-            f"topics --entity-name {topic} --add-config cleanup.policy=compact)"
+            "and keep every key (cleanup.policy=compact; kafka-configs --bootstrap-server "
+            f"<broker> --alter --entity-type topics --entity-name {topic} --add-config "
+            "cleanup.policy=compact)"
         )
     lag = values.get(_LAG)
     if lag is not None and lag.isdigit() and int(lag) < int(CHANGELOG_CONFIGS[_LAG]):

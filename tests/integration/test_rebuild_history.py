@@ -445,6 +445,34 @@ def _wait_deleted(env: Env, topic: str, timeout_s: float = 30.0) -> None:
             time.sleep(0.2)
 
 
+def test_an_alert_topic_deleted_is_filled_again_by_a_rebuild(
+    env: Env, capsys: Any, monkeypatch: Any
+) -> None:
+    """docs/operations.md: an output topic deleted while the service runs loses its records
+    for every reader while the history holds those alerts as published (runbook audit).
+    Re-created empty (as the restart does), the changelog deleted, a rebuild publishes the
+    alerts it no longer holds."""
+    settings = env.settings()
+    _after_a_run(env, monkeypatch, "z1", lose_changelog=False)
+    topic = settings.topics.tdxd
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        admin.delete_topics([topic])
+    _wait_deleted(env, topic)
+    with running(settings):  # start-up creates the missing output, empty
+        pass
+    assert cli.main(["open-alerts", "--patient", "z1"]) == 0
+    assert TDXD not in [a["code"] for a in printed_objects(capsys)]
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        admin.delete_topics([settings.topics.history])
+    _wait_deleted(env, settings.topics.history)
+    capsys.readouterr()
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["reconciled"]["new"] >= 1, summary
+    assert cli.main(["open-alerts", "--patient", "z1"]) == 0
+    assert TDXD in [a["code"] for a in printed_objects(capsys)]
+
+
 def _refused_from_now_on(monkeypatch: Any, event_id: str) -> None:
     """Validation refuses the report `event_id` from now on in this process (the rebuild's and
     the service's): a stricter release than the one that accepted it."""
