@@ -31,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -62,15 +63,24 @@ def _env(boot: str, topics: dict[str, str], guarantee: str) -> dict[str, str]:
 
 def _run_until(env: dict[str, str], topics: dict[str, str], boot: str, count: int) -> None:
     """`run` (a dynamic member: it leaves the group when stopped) until `count` are committed."""
-    proc = subprocess.Popen(  # our own module
-        [sys.executable, "-m", "consumer", "run"], env=env, stderr=subprocess.DEVNULL
-    )
-    for _ in kb.commit_progress(
-        boot, topics["HER2_GROUP_ID"], topics["HER2_INPUT_TOPIC"], count, [proc], 900
-    ):
-        pass
-    if kb.stop_service(proc) != 0:
-        raise RuntimeError("the service did not stop cleanly")
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(  # our own module
+            [sys.executable, "-m", "consumer", "run"], env=env, stderr=err
+        )
+        for _ in kb.commit_progress(
+            boot, topics["HER2_GROUP_ID"], topics["HER2_INPUT_TOPIC"], count, [proc], 900
+        ):
+            pass
+        deadline = time.monotonic() + 120  # joined (its history restored) before it stops,
+        while proc.poll() is None and time.monotonic() < deadline:  # when nothing was left
+            if kb.group_members(boot, topics["HER2_GROUP_ID"]):
+                break
+            time.sleep(0.5)
+        code = kb.stop_service(proc)
+        if code != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"the service did not stop cleanly (exit {code}): {tail}")
 
 
 def _fold(env: dict[str, str], boot: str) -> dict[str, dict[str, Any]]:
