@@ -228,7 +228,14 @@ class Loop:
             # without the refused outputs; a copy is dead-lettered to publish them again once
             # the cause is fixed (a replay of it is a redelivery)
             kept = [o for o in result.outputs if o.topic not in refusal.topics]
-            result = dataclasses.replace(result, outputs=kept)
+            alert_topic = self.settings.topics.alert_topic
+            sent = [alert_topic(a[0]) not in refusal.topics for a in result.alerts]
+            result = dataclasses.replace(  # the alerts counted are those published
+                result,
+                outputs=kept,
+                alerts=[a for a, ok in zip(result.alerts, sent, strict=True) if ok],
+                transitions=[t for t, ok in zip(result.transitions, sent, strict=False) if ok],
+            )
             letter = self.processor.refused(tp, record, refusal)
         if refusal.dlq_error:  # the DLQ refused the copy: its error headers alone
             if isinstance(result, DeadLettered):

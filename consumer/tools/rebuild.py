@@ -592,7 +592,6 @@ class Rebuild:
         s = self.s
         topics = s.topics
         committed, ends = offsets
-        publish, unread = outputs
         producer = KafkaProducer(
             **s.kafka_common(),
             acks="all",
@@ -602,8 +601,8 @@ class Rebuild:
             max_block_ms=s.tuning.request_timeout_ms,
         )
         timeout = s.tuning.delivery_timeout_ms / 1000 + 5
-        written = 0
         existed = topics.history in counts  # created empty beforehand
+        complete = False
         try:
             # un-compacted until the whole history is written (start-up refuses it), and
             # removed again if not all written: `run` would start on a partial one (third
@@ -611,37 +610,7 @@ class Rebuild:
             try:
                 if existed:
                     _configure(admin, topics.history, CHANGELOG_BEING_REBUILT)
-                # the alerts first: refused, nothing of the history is written and the rebuild
-                # can run again (what was published then held); written after the history, a
-                # refusal left a changelog whose floors said "closed" while readers held it open
-                futures = []
-                for alert in publish:
-                    topic = topics.alert_topic(alert["alert_type"])
-                    futures.append(
-                        producer.send(
-                            topic,
-                            key=alert["patient_id"].encode(),
-                            value=codecs.alerts[topic].encode(alert),
-                        )
-                    )
-                _acknowledged(producer, futures, timeout)
-                self.say(f"{len(futures)} reconciled alerts acknowledged")
-                futures = [
-                    producer.send(
-                        out.topic,
-                        key=out.key,
-                        value=out.value,
-                        headers=out.headers,
-                        partition=out.partition,
-                        timestamp_ms=out.timestamp_ms,
-                    )
-                    for out in unread
-                ]
-                _acknowledged(producer, futures, timeout)
-                self.say(
-                    f"{len(futures)} classifications and dead letters of the records past the "
-                    "committed offsets acknowledged"
-                )
+                self._publish(producer, outputs, codecs, timeout)
                 if not existed:
                     try:
                         create_topics(
@@ -654,36 +623,116 @@ class Rebuild:
                     except ConfigError as exc:  # after the alerts: not "nothing written"
                         raise Her2Error(f"the changelog topic: {exc}") from exc
                     existed = True
-                for tp in inputs:
-                    # the offset below the committed one `run` had: applied by its restore
-                    # whether or not the offsets below were committed yet (the guard skips
-                    # records at or past the committed offset as written ahead of a commit)
-                    headers = []
-                    if committed[tp] > 0:
-                        headers.append((INPUT_OFFSET_HEADER, b"%d" % (committed[tp] - 1)))
-                        if topic_id:
-                            headers.append((INPUT_TOPIC_ID_HEADER, topic_id))
-                    futures = [
-                        producer.send(
-                            topics.history,
-                            key=key,
-                            value=value,
-                            headers=headers,
-                            partition=tp.partition,
-                        )
-                        for key, value in stores[tp].records()
-                    ]
-                    _acknowledged(producer, futures, timeout)
-                    written += len(futures)
+                written = self._write_history(
+                    producer, inputs, committed, stores, topic_id, timeout
+                )
                 self.say(f"{written} changelog records acknowledged")
                 self._commit(admin, inputs, committed, ends)
+                complete = True
                 _configure(admin, topics.history, CHANGELOG_CONFIGS)  # whole: `run` may start
             except BaseException:
-                if existed:
+                if complete:  # the history whole, the offsets past it: keep it (review)
+                    self.say(
+                        f"the history is written whole and the group's offsets committed, but "
+                        f"the changelog topic {topics.history} could not be compacted: compact "
+                        "it yourself (kafka-configs --bootstrap-server <broker> --alter "
+                        f"--entity-type topics --entity-name {topics.history} --add-config "
+                        "cleanup.policy=compact,min.compaction.lag.ms=86400000); start-up "
+                        "refuses it until then"
+                    )
+                elif existed:
                     self._remove_partial_changelog(admin)
                 raise
         finally:
             producer.close(timeout=s.tuning.request_timeout_ms / 1000)
+        return written
+
+    def _publish(
+        self,
+        producer: Any,
+        outputs: tuple[Iterable[Record], list[Output]],
+        codecs: Codecs,
+        timeout: float,
+    ) -> None:
+        """The reconciliation's alerts, then the unread records' classifications and dead
+        letters, each acknowledged."""
+        topics = self.s.topics
+        publish, unread = outputs
+        # the alerts first: refused, nothing of the history is written and the rebuild
+        # can run again (what was published then held); written after the history, a
+        # refusal left a changelog whose floors said "closed" while readers held it open
+        futures = []
+        for alert in publish:
+            topic = topics.alert_topic(alert["alert_type"])
+            futures.append(
+                producer.send(
+                    topic,
+                    key=alert["patient_id"].encode(),
+                    value=codecs.alerts[topic].encode(alert),
+                )
+            )
+        _acknowledged(producer, futures, timeout)
+        self.say(f"{len(futures)} reconciled alerts acknowledged")
+        futures = [
+            producer.send(
+                out.topic,
+                key=out.key,
+                value=out.value,
+                headers=out.headers,
+                partition=out.partition,
+                timestamp_ms=out.timestamp_ms,
+            )
+            for out in unread
+        ]
+        try:
+            _acknowledged(producer, futures, timeout)
+        except KafkaError as exc:  # run dead-letters such a record; a rebuild stops
+            where = ", ".join(sorted({out.topic for out in unread}))
+            raise Her2Error(
+                "the broker refused a classification or dead letter of a record past "
+                f"the committed offsets ({type(exc).__name__}: {exc}; topics {where}): "
+                "fix the topic (max.message.bytes of at least 1 MiB, WRITE ACL, "
+                "timestamp limits: docs/operations.md Her2ConsumerOutputsRefused) and "
+                "run the rebuild again"
+            ) from exc
+        self.say(
+            f"{len(futures)} classifications and dead letters of the records past the "
+            "committed offsets acknowledged"
+        )
+
+    def _write_history(  # noqa: PLR0917 - one call site
+        self,
+        producer: Any,
+        inputs: list[TopicPartition],
+        committed: Mapping[TopicPartition, int],
+        stores: Mapping[TopicPartition, HistoryStore],
+        topic_id: bytes | None,
+        timeout: float,
+    ) -> int:
+        """Every patient part of `stores` to the changelog, acknowledged; how many."""
+        topics = self.s.topics
+        written = 0
+        for tp in inputs:
+            # the offset below the committed one `run` had: applied by its restore
+            # whether or not the offsets below were committed yet (the guard skips
+            # records at or past the committed offset as written ahead of a commit)
+            headers = []
+            if committed[tp] > 0:
+                headers.append((INPUT_OFFSET_HEADER, b"%d" % (committed[tp] - 1)))
+                if topic_id:
+                    headers.append((INPUT_TOPIC_ID_HEADER, topic_id))
+            futures = [
+                producer.send(
+                    topics.history,
+                    key=key,
+                    value=value,
+                    headers=headers,
+                    partition=tp.partition,
+                )
+                for key, value in stores[tp].records()
+            ]
+            _acknowledged(producer, futures, timeout)
+            written += len(futures)
         return written
 
     def _commit(

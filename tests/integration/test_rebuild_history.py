@@ -37,6 +37,7 @@ from consumer.tools import rebuild
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r"(read|open)_text is deprecated", DeprecationWarning)
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import ConfigResource, ConfigResourceType
     from kafka.errors import KafkaTimeoutError
     from kafka.structs import OffsetAndMetadata
 
@@ -471,6 +472,112 @@ def test_an_alert_topic_deleted_is_filled_again_by_a_rebuild(
     assert summary["reconciled"]["new"] >= 1, summary
     assert cli.main(["open-alerts", "--patient", "z1"]) == 0
     assert TDXD in [a["code"] for a in printed_objects(capsys)]
+
+
+def test_an_alert_refused_then_held_as_published_is_published_by_a_rebuild(
+    env: Env, capsys: Any, monkeypatch: Any, create_topics: Any
+) -> None:
+    """At-least-once, the T-DXd topic refuses a report's alert for good; the report stays
+    evaluated and the history holds the alert as published. The lab re-sends the report under
+    a new id before the dead letter is replayed: read as the same report, it publishes nothing,
+    and the copy then reads as stale (a read-only review: a T-DXd alert never published). A
+    rebuild publishes it (docs/operations.md, Her2ConsumerOutputsRefused)."""
+    for name, value in env.environ().items():
+        monkeypatch.setenv(name, value)
+    settings = env.settings()
+    create_topics(env.input, partitions=1)
+    create_topics(settings.topics.tdxd, partitions=1, config={"max.message.bytes": "1000"})
+    first = make_event("r1-e1-" + "x" * 900, "r1", "r1-a1", minutes=0)
+    again = {**first, "event_id": "r1-e2"}  # the same report under a new id
+    with running(settings), output_reader(env) as reader:
+        produce_events(env.bootstrap, env.input, [first])
+        reader.wait(lambda r: bool(r.records["dlq"]), what="the refused report's copy")
+        with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:  # the cause fixed
+            admin.alter_configs(
+                [
+                    ConfigResource(
+                        ConfigResourceType.TOPIC,
+                        settings.topics.tdxd,
+                        configs={"max.message.bytes": "1048576"},
+                    )
+                ]
+            )
+        produce_events(env.bootstrap, env.input, [again])
+        reader.wait(lambda r: "r1-e2" in r.classified_ids(), what="the re-sent report")
+        reader.settle()
+        assert _records(reader, TDXD, "r1") == []
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        admin.delete_topics([settings.topics.history])
+    _wait_deleted(env, settings.topics.history)
+    capsys.readouterr()
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["reconciled"]["new"] >= 1, summary
+    assert cli.main(["open-alerts", "--patient", "r1"]) == 0
+    assert TDXD in [a["code"] for a in printed_objects(capsys)]
+
+
+def test_a_changelog_written_whole_but_not_compacted_is_kept(
+    env: Env, capsys: Any, monkeypatch: Any
+) -> None:
+    """The compaction at the end refused (no AlterConfigs, say): the history is whole and the
+    group's offsets are past it, so the changelog is kept, not deleted (a read-only review: it
+    was deleted with "not all written"); start-up refuses it until it is compacted, then runs
+    on it."""
+    settings = env.settings()
+    _after_a_run(env, monkeypatch, "h1")
+    produce_events(env.bootstrap, env.input, [make_event("h2-e1", "h2", "h2-a1", minutes=3)])
+    real = rebuild._configure
+
+    def refused_at_the_end(admin: Any, topic: str, configs: Any) -> None:
+        if configs == CHANGELOG_CONFIGS:
+            raise rebuild.Her2Error("refused by the test")
+        real(admin, topic, configs)
+
+    monkeypatch.setattr(rebuild, "_configure", refused_at_the_end)
+    capsys.readouterr()
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 1
+    assert "compact it yourself" in capsys.readouterr().err
+    svc = ServiceThread(settings).start()
+    code = svc.join(60)
+    if code is None:
+        svc.stop()
+    assert code == 2
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        assert settings.topics.history in admin.list_topics()
+        # the group's offsets are at the input's end: the report sent while stopped was
+        # published by the rebuild
+        tp = TopicPartition(env.input, 0)
+        assert admin.list_group_offsets({env.group: [tp]})[env.group][tp].offset == 3
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:  # compacted by hand
+        real(admin, settings.topics.history, CHANGELOG_CONFIGS)
+    with running(settings), output_reader(env) as reader:
+        produce_events(
+            env.bootstrap, env.input, [make_event("h1-e4", "h1", "h1-a1", status="CANCELLED")]
+        )
+        reader.wait(lambda r: _records(r, TDXD, "h1")[-1:] == [(2, "RETRACTED")], what="r2")
+
+
+def test_a_refused_output_of_a_record_past_the_commit_stops_the_rebuild_clearly(
+    env: Env, capsys: Any, monkeypatch: Any, create_topics: Any
+) -> None:
+    """A record sent while stopped whose classification the topic refuses for good: the
+    rebuild stops with exit 1 naming the topic and what to fix, and leaves no changelog (a
+    read-only review: the message was "MessageSizeTooLargeError: None")."""
+    settings = env.settings()
+    create_topics(
+        settings.topics.classification, partitions=1, config={"max.message.bytes": "1000"}
+    )
+    _after_a_run(env, monkeypatch, "m1")
+    long_id = make_event("m1-e3-" + "x" * 900, "m1", "m1-a3", minutes=3)
+    produce_events(env.bootstrap, env.input, [long_id])
+    capsys.readouterr()
+    assert cli.main(["rebuild-history", "--timeout", "30"]) == 1
+    err = capsys.readouterr().err
+    assert "refused a classification or dead letter of a record past the committed" in err
+    assert settings.topics.classification in err
+    with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
+        assert settings.topics.history not in admin.list_topics()
 
 
 def _refused_from_now_on(monkeypatch: Any, event_id: str) -> None:

@@ -194,6 +194,18 @@ class TestRefusedOutputs:
         if guarantee == "exactly_once":  # at-least-once: acknowledged before the refusal
             classified = harness.broker.records(topics.classification)
             assert len(classified) == 30 - len(dead)
+        # the alerts counted are those published: none to the refusing topic (a review found
+        # at-least-once counting the ones it left out)
+        documented = [
+            sample
+            for metric in harness.metrics.registry.collect()
+            if metric.name == "her2_consumer_alerts"
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+            and sample.labels.get("alert_type") == "DOCUMENTATION_GAP"
+            and sample.value
+        ]
+        assert documented == []
 
     @pytest.mark.parametrize("guarantee", GUARANTEES)
     def test_a_dead_letter_copy_the_dlq_refuses_falls_back_to_its_error_headers(
