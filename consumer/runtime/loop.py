@@ -84,7 +84,9 @@ class Loop:
         self.batches = 0
         self.poll_failures = 0  # consecutive polls that could not reach the broker
         # input records an output of which the broker refused for good: dead-lettered when the
-        # batch is re-driven (dropped from here once committed past)
+        # batch is re-driven (exactly-once instead of evaluated; at-least-once evaluated without
+        # the refused outputs, a copy dead-lettered beside it: _evaluate); dropped from here
+        # once committed past
         self.refused: dict[tuple[TopicPartition, int], Refusal] = {}
         self.gauges = Gauges(settings, consumer, table, metrics, monotonic)
         # the DLQ limit: processing-error dead letters in a row per partition, as of the last
@@ -299,9 +301,10 @@ class Loop:
         """The broker refused outputs of the batch for good. Nothing of the batch is committed
         (at-least-once: no changelog record was sent yet, B8; exactly-once: the transaction was
         aborted). Mark each record whose output was refused, then run the batch again from a
-        restored history: those records are dead-lettered with the refusal reason instead of
-        evaluated, the rest is published (at-least-once re-sends outputs the broker already
-        acknowledged: duplicates with the same alert ids) and committed.
+        restored history: those records are dead-lettered with the refusal reason (exactly-once
+        instead of evaluated; at-least-once evaluated without their refused outputs, a copy
+        dead-lettered beside: _evaluate), the rest is published (at-least-once re-sends outputs
+        the broker already acknowledged: duplicates with the same alert ids) and committed.
 
         Never dropped: a refused changelog record (a patient's history) or a dead-letter copy
         refused even with its error headers alone stops the service without committing."""

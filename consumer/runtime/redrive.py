@@ -1,5 +1,6 @@
 """A batch the broker refused outputs of for good: which input records to dead-letter when the
-batch runs again (runtime/loop.py re-drives it), and when to stop instead.
+batch runs again, and which of their output topics to leave out (runtime/loop.py re-drives
+it), and when to stop instead.
 
 Never dropped: a refused changelog record (a patient's history) or a dead-letter copy refused
 even with its error headers alone stops the service without committing."""

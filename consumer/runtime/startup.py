@@ -363,7 +363,8 @@ def check_changelog_retention(admin: Admin, topic: str) -> None:
             f"HER2_HISTORY_TOPIC {topic} is not compacted and keeps every record, as "
             "`her2-consumer rebuild-history` leaves it until the whole history is written: a "
             "rebuild stopped part way, and the history in it is partial. Delete the topic and "
-            "run the rebuild again (README 'If the changelog topic is lost'). If no rebuild "
+            "run the rebuild again (README 'If the changelog topic is lost'); if the rebuild "
+            "said the history is whole, compact it instead. If no rebuild "
             "wrote it, compact it (kafka-configs --bootstrap-server <broker> --alter "
             f"--entity-type topics --entity-name {topic} --add-config cleanup.policy=compact)"
         )

@@ -671,7 +671,15 @@ class Rebuild:
                     value=codecs.alerts[topic].encode(alert),
                 )
             )
-        _acknowledged(producer, futures, timeout)
+        try:
+            _acknowledged(producer, futures, timeout)
+        except KafkaError as exc:
+            raise Her2Error(
+                f"a reconciled alert was not acknowledged ({type(exc).__name__}: {exc}): if "
+                "the broker refuses it for good, fix the alert topic (max.message.bytes of at "
+                "least 1 MiB, WRITE ACL: docs/operations.md Her2ConsumerOutputsRefused) and run "
+                "the rebuild again"
+            ) from exc
         self.say(f"{len(futures)} reconciled alerts acknowledged")
         futures = [
             producer.send(
@@ -689,11 +697,11 @@ class Rebuild:
         except KafkaError as exc:  # run dead-letters such a record; a rebuild stops
             where = ", ".join(sorted({out.topic for out in unread}))
             raise Her2Error(
-                "the broker refused a classification or dead letter of a record past "
-                f"the committed offsets ({type(exc).__name__}: {exc}; topics {where}): "
-                "fix the topic (max.message.bytes of at least 1 MiB, WRITE ACL, "
-                "timestamp limits: docs/operations.md Her2ConsumerOutputsRefused) and "
-                "run the rebuild again"
+                "a classification or dead letter of a record past the committed offsets "
+                f"was not acknowledged ({type(exc).__name__}: {exc}; sent to {where}): if "
+                "the broker refuses it for good, fix the topic (max.message.bytes of at "
+                "least 1 MiB, WRITE ACL, timestamp limits: docs/operations.md "
+                "Her2ConsumerOutputsRefused) and run the rebuild again"
             ) from exc
         self.say(
             f"{len(futures)} classifications and dead letters of the records past the "
@@ -758,7 +766,7 @@ class Rebuild:
         if failed:
             raise Her2Error(
                 f"the group's offsets could not be committed ({', '.join(failed)}): did an "
-                "instance start? The history was written; delete the changelog and run the "
-                "rebuild again with every instance stopped"
+                "instance start? The changelog is removed; run the rebuild again with every "
+                "instance stopped"
             )
         self.say(f"the group's offsets committed at the replayed ends ({len(moved)} partitions)")

@@ -574,7 +574,7 @@ def test_a_refused_output_of_a_record_past_the_commit_stops_the_rebuild_clearly(
     capsys.readouterr()
     assert cli.main(["rebuild-history", "--timeout", "30"]) == 1
     err = capsys.readouterr().err
-    assert "refused a classification or dead letter of a record past the committed" in err
+    assert "a classification or dead letter of a record past the committed offsets" in err
     assert settings.topics.classification in err
     with KafkaAdminClient(bootstrap_servers=env.bootstrap) as admin:
         assert settings.topics.history not in admin.list_topics()
