@@ -30,13 +30,12 @@ from consumer.runtime.kafka import Consumer, TopicPartition
 from consumer.runtime.partitions import PartitionTable
 from consumer.runtime.processor import Processor
 from consumer.runtime.records import (
-    INPUT_OFFSET_HEADER,
-    INPUT_TOPIC_ID_HEADER,
     POLL_BACKOFF,
     Backoff,
     Batch,
     Output,
     Refusal,
+    covers,
     input_timestamp,
 )
 from consumer.runtime.redrive import mark_refused
@@ -182,12 +181,10 @@ class Loop:
             # the changelog record carries the timestamp and the offset of the last input
             # record it covers, and the input topic that offset is of (the restore's offset guard)
             stamp = None if last is None else input_timestamp(last)
-            covers = [] if last is None else [(INPUT_OFFSET_HEADER, b"%d" % last.offset)]
-            if covers and self.restorer.input_topic_id:
-                covers.append((INPUT_TOPIC_ID_HEADER, self.restorer.input_topic_id))
+            headers = covers(None if last is None else last.offset, self.restorer.input_topic_id)
             for key, value in store.take_dirty():  # one record per changed part of a patient
                 change = Output(
-                    history, key, value, covers, partition=tp.partition, timestamp_ms=stamp
+                    history, key, value, headers, partition=tp.partition, timestamp_ms=stamp
                 )
                 if not output_fits(change):
                     # Never keep a state the changelog does not hold: a restore elsewhere would

@@ -61,6 +61,17 @@ def topics_of(outputs: list[Output]) -> list[str]:
     return sorted({out.topic for out in outputs})
 
 
+def covers(offset: int | None, topic_id: bytes | None) -> list[tuple[str, bytes]]:
+    """The headers of a changelog record covering input offset `offset` (none for None) of
+    the input topic `topic_id` (left out when unknown): what the restore's guard reads."""
+    if offset is None:
+        return []
+    headers = [(INPUT_OFFSET_HEADER, b"%d" % offset)]
+    if topic_id:
+        headers.append((INPUT_TOPIC_ID_HEADER, topic_id))
+    return headers
+
+
 def input_timestamp(record: Any) -> int | None:
     """The input record's timestamp in epoch millis (None when it carries none: -1)."""
     ts = getattr(record, "timestamp", None)

@@ -55,9 +55,8 @@ from consumer.runtime.kafka.clients import KafkaClients
 from consumer.runtime.kafka.preflight import explained
 from consumer.runtime.processor import Processor
 from consumer.runtime.records import (
-    INPUT_OFFSET_HEADER,
-    INPUT_TOPIC_ID_HEADER,
     Output,
+    covers,
     input_timestamp,
 )
 from consumer.runtime.results import DeadLettered, Processed, Retry
@@ -724,11 +723,7 @@ class Rebuild:
             # the offset below the committed one `run` had: applied by its restore
             # whether or not the offsets below were committed yet (the guard skips
             # records at or past the committed offset as written ahead of a commit)
-            headers = []
-            if committed[tp] > 0:
-                headers.append((INPUT_OFFSET_HEADER, b"%d" % (committed[tp] - 1)))
-                if topic_id:
-                    headers.append((INPUT_TOPIC_ID_HEADER, topic_id))
+            headers = covers(committed[tp] - 1 if committed[tp] > 0 else None, topic_id)
             futures = [
                 producer.send(
                     topics.history,
